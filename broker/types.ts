@@ -1,0 +1,119 @@
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+
+/**
+ * Who is on the other end of a connection, decided once at CONNECT.
+ * - device: clientId = username = device id, password = its token
+ * - observer: username `observer:NAME`, read-only on the fleet's up-streams
+ * - anonymous: only with allowAnonymous, confined to topics outside devices/# and hub/#
+ */
+export type Principal =
+  | { readonly kind: 'device'; readonly id: string }
+  | { readonly kind: 'observer'; readonly name: string }
+  | { readonly kind: 'anonymous' }
+
+/** CONNACK return codes of MQTT 3.1.1 (3.2.2.3). */
+export const CONNACK = {
+  ACCEPTED: 0,
+  UNACCEPTABLE_PROTOCOL: 1,
+  IDENTIFIER_REJECTED: 2,
+  SERVER_UNAVAILABLE: 3,
+  BAD_USERNAME_OR_PASSWORD: 4,
+  NOT_AUTHORIZED: 5,
+} as const
+export type ConnackCode = (typeof CONNACK)[keyof typeof CONNACK]
+
+export type AuthResult =
+  | { readonly ok: true; readonly principal: Principal }
+  | { readonly ok: false; readonly returnCode: 2 | 3 | 4 | 5; readonly reason: string }
+
+/**
+ * Checks credentials; supplied by the hub (registry of token hashes). Must be
+ * synchronous and cheap: it runs on every CONNECT of a reconnect storm.
+ */
+export type CredentialCheck = (username: string, password: Buffer) => AuthResult
+
+export interface BrokerOptions {
+  readonly host: string
+  /** 0 picks a free port. */
+  readonly port: number
+  readonly maxPayloadBytes: number
+  readonly allowAnonymous: boolean
+  /** Concurrent connections above this are refused at accept. */
+  readonly maxConnections: number
+  /** Token bucket for new CONNECTs: sustained rate and burst. Over it: CONNACK 3. */
+  readonly connectRatePerSec: number
+  readonly connectBurst: number
+  /** Keepalive (seconds) outside [min, max] is refused; 0 (no keepalive) counts as outside. */
+  readonly keepaliveMinSec: number
+  readonly keepaliveMaxSec: number
+  /** A subscriber whose socket does not drain for this long is cut off. */
+  readonly drainTimeoutMs: number
+  /** CONNECT must arrive this soon after the TCP accept. */
+  readonly connectTimeoutMs: number
+  readonly checkCredentials: CredentialCheck
+  readonly logger: Logger
+  readonly clock: Clock
+}
+
+export interface ConnectionInfo {
+  /** Unique per connection within this broker's life; lets presence ignore a stale disconnect. */
+  readonly connId: number
+  readonly clientId: string
+  readonly principal: Principal
+  readonly remoteAddress: string | undefined
+}
+
+export type DisconnectReason =
+  | 'client-disconnect' // DISCONNECT packet or clean close
+  | 'keepalive-timeout'
+  | 'connection-lost' // socket error or EOF without DISCONNECT
+  | 'taken-over' // same client id connected again [MQTT-3.1.4-2]
+  | 'kicked' // the hub disconnected it (revoked, policy violation)
+  | 'slow-consumer' // drain timeout
+  | 'broker-closing'
+
+export interface BrokerEvents {
+  /** After authentication, before CONNACK reaches the client. */
+  connected: [info: ConnectionInfo]
+  disconnected: [info: ConnectionInfo, reason: DisconnectReason, detail: string | undefined]
+  /** A client broke a rule: denied publish, oversized packet, bad CONNECT... (already logged). */
+  violation: [info: Partial<ConnectionInfo>, code: string, detail: string]
+}
+
+export interface InboundMessage {
+  readonly topic: string
+  readonly payload: Buffer
+  /** Client id of the publisher; for a Will, the client it belonged to. */
+  readonly clientId: string | undefined
+}
+
+/**
+ * Handler for in-process subscriptions. Messages arrive in the order the
+ * broker accepted them. Returning a promise holds back further deliveries to
+ * this handler until it settles, which back-pressures the publishers.
+ */
+export type MessageHandler = (message: InboundMessage) => void | Promise<void>
+
+export interface BrokerStats {
+  readonly connections: number
+  readonly connectsAccepted: number
+  readonly connectsRefused: number
+  readonly violations: number
+  readonly slowConsumersCut: number
+  readonly forwardsDropped: number
+}
+
+/** The hub's view of a broker: embedded aedes today, an external cluster client later. */
+export interface Broker {
+  listen(): Promise<{ port: number }>
+  readonly port: number
+  subscribe(filter: string, handler: MessageHandler): Promise<void>
+  publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
+  /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
+  disconnect(clientId: string, reason: string): void
+  isConnected(clientId: string): boolean
+  on<E extends keyof BrokerEvents>(event: E, listener: (...args: BrokerEvents[E]) => void): void
+  stats(): BrokerStats
+  close(): Promise<void>
+}

@@ -1,0 +1,44 @@
+/**
+ * One catalogue of error codes with their HTTP status. Code is the stable part
+ * users and tests match on; the message is for humans and may change.
+ */
+export const ERROR_CODES = {
+  BAD_REQUEST: 400,
+  INVALID_DEVICE_ID: 400,
+  INVALID_NAME: 400,
+  INVALID_DURATION: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  DEVICE_NOT_FOUND: 404,
+  OBSERVER_NOT_FOUND: 404,
+  DEVICE_EXISTS: 409,
+  OBSERVER_EXISTS: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  DEVICE_OFFLINE: 409,
+  COMMAND_TIMEOUT: 504,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+} as const
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export class RollcallError extends Error {
+  readonly code: ErrorCode
+  readonly details: Record<string, unknown> | undefined
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message)
+    this.name = 'RollcallError'
+    this.code = code
+    this.details = details
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code]
+  }
+}
+
+export function isRollcallError(err: unknown): err is RollcallError {
+  return err instanceof RollcallError
+}

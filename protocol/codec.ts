@@ -1,0 +1,97 @@
+import { Compile } from 'typebox/compile'
+import type { TSchema } from 'typebox'
+import { LIMITS, StateMessage, TelemetryBatch, EventBatch, TelemetryAck, type Message } from './messages.js'
+import { parseTopic, type ParsedTopic, type TopicKind } from './topics.js'
+
+/**
+ * encode/decode: the edge where untrusted bytes become typed messages.
+ * Nothing past decode() sees `unknown`; nothing that fails it is acted on.
+ * decode never throws: every failure is a value with a stable reason code,
+ * which the hub stores as the dead letter's reason.
+ */
+
+export const DECODE_ERRORS = {
+  UNKNOWN_TOPIC: 'topic is not devices/{id}/{known kind}',
+  UNSUPPORTED_TOPIC: 'this topic carries no messages this version handles',
+  PAYLOAD_TOO_LARGE: 'payload exceeds the size limit',
+  NOT_UTF8_JSON: 'payload is not valid UTF-8 JSON',
+  SCHEMA: 'payload does not match the schema for this topic',
+} as const
+
+export type DecodeErrorCode = keyof typeof DECODE_ERRORS
+
+export interface DecodeError {
+  readonly code: DecodeErrorCode
+  /** Human-readable: which field is wrong and how, for the dead letter. */
+  readonly message: string
+}
+
+export type Decoded =
+  | { readonly ok: true; readonly topic: ParsedTopic; readonly message: Message }
+  | { readonly ok: false; readonly topic: ParsedTopic | undefined; readonly error: DecodeError }
+
+interface Checker {
+  Check(value: unknown): boolean
+  Errors(value: unknown): ReadonlyArray<{ instancePath: string; message: string }>
+}
+
+function compile(schema: TSchema): Checker {
+  return Compile(schema)
+}
+
+/** Which schema each topic kind carries; kinds without one are not handled by this version. */
+const SCHEMA_BY_KIND: Partial<Record<TopicKind, Checker>> = {
+  'state': compile(StateMessage),
+  'telemetry': compile(TelemetryBatch),
+  'events': compile(EventBatch),
+  'telemetry/ack': compile(TelemetryAck),
+}
+
+export interface DecodeOptions {
+  readonly maxPayloadBytes?: number
+}
+
+function fail(topic: ParsedTopic | undefined, code: DecodeErrorCode, detail?: string): Decoded {
+  return { ok: false, topic, error: { code, message: detail ? `${DECODE_ERRORS[code]}: ${detail}` : DECODE_ERRORS[code] } }
+}
+
+export function decode(topicName: string, payload: Uint8Array, options: DecodeOptions = {}): Decoded {
+  const topic = parseTopic(topicName)
+  if (!topic) return fail(undefined, 'UNKNOWN_TOPIC')
+  const max = options.maxPayloadBytes ?? LIMITS.maxPayloadBytes
+  if (payload.byteLength > max) return fail(topic, 'PAYLOAD_TOO_LARGE', `${payload.byteLength} > ${max} bytes`)
+  const checker = SCHEMA_BY_KIND[topic.kind]
+  if (!checker) return fail(topic, 'UNSUPPORTED_TOPIC', topic.kind)
+  let value: unknown
+  try {
+    value = JSON.parse(textDecoder.decode(payload))
+  } catch (err) {
+    return fail(topic, 'NOT_UTF8_JSON', (err as Error).message)
+  }
+  if (!checker.Check(value)) {
+    const first = checker.Errors(value).slice(0, 3)
+    const detail = first.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ')
+    return fail(topic, 'SCHEMA', detail)
+  }
+  const message = value as Message
+  const order = checkSeqOrder(message)
+  if (order) return fail(topic, 'SCHEMA', order)
+  return { ok: true, topic, message }
+}
+
+/** The hub's dedup relies on seq rising within a batch, as the agent's outbox always sends them. */
+function checkSeqOrder(message: Message): string | undefined {
+  const items = message.type === 'telemetry' ? message.samples : message.type === 'events' ? message.events : undefined
+  if (!items) return undefined
+  for (let i = 1; i < items.length; i++) {
+    if (items[i]!.seq <= items[i - 1]!.seq) return `/${message.type === 'telemetry' ? 'samples' : 'events'}/${i}/seq must be greater than the one before it`
+  }
+  return undefined
+}
+
+// fatal: a payload that is not UTF-8 is an error, not a string of U+FFFD.
+const textDecoder = new TextDecoder('utf-8', { fatal: true })
+
+export function encode(message: Message): Buffer {
+  return Buffer.from(JSON.stringify(message))
+}

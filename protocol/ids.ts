@@ -1,0 +1,24 @@
+/**
+ * Device ids double as MQTT client ids, usernames and topic levels, so they may
+ * hold none of `/ + # $` and only ASCII (Mosquitto's ACL hardening does the
+ * same). Observer names follow the same grammar so one check covers both.
+ */
+export const DEVICE_ID_PATTERN = '^[a-z0-9][a-z0-9_-]{2,63}$'
+const DEVICE_ID_RE = new RegExp(DEVICE_ID_PATTERN)
+
+export function isDeviceId(value: unknown): value is string {
+  return typeof value === 'string' && DEVICE_ID_RE.test(value)
+}
+
+export const DEVICE_ID_RULE = '3 to 64 characters: lowercase letters, digits, "-" and "_", starting with a letter or digit'
+
+/** Sensor names: "cpu.load", "temp_1", "env.humidity". */
+export const SENSOR_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,63}$'
+const SENSOR_NAME_RE = new RegExp(SENSOR_NAME_PATTERN)
+
+export function isSensorName(value: unknown): value is string {
+  return typeof value === 'string' && SENSOR_NAME_RE.test(value)
+}
+
+/** Observers connect with username `observer:NAME`, so they can never collide with a device id. */
+export const OBSERVER_USER_PREFIX = 'observer:'

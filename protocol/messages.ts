@@ -1,0 +1,97 @@
+import Type, { type Static } from 'typebox'
+import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from './ids.js'
+
+/**
+ * Every payload on the wire is one member of a discriminated union on `type`,
+ * with a version `v`. A v2 of a message is a new member, so old and new agents
+ * can share a hub during a rollout.
+ *
+ * Limits are part of the contract: they bound what one message can cost the
+ * hub to decode and store.
+ */
+export const LIMITS = {
+  /** Default cap on a PUBLISH payload, enforced by the broker before buffering. */
+  maxPayloadBytes: 64 * 1024,
+  maxSamplesPerBatch: 2000,
+  maxEventsPerBatch: 500,
+  maxEventMessageChars: 1024,
+  maxCapabilities: 64,
+} as const
+
+const Seq = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+/** Milliseconds since the Unix epoch; bounded so a garbage clock cannot poison range queries. */
+const Timestamp = Type.Integer({ minimum: 0, maximum: 8_640_000_000_000 })
+const Epoch = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+/** The ledger's store id: a random UUID made when the device's database is created. */
+const StoreId = Type.String({ minLength: 8, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' })
+
+export const Birth = Type.Object({
+  type: Type.Literal('birth'),
+  v: Type.Literal(1),
+  epoch: Epoch,
+  bootId: Type.String({ minLength: 1, maxLength: 64 }),
+  agentVersion: Type.String({ minLength: 1, maxLength: 32 }),
+  storeId: StoreId,
+  capabilities: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: LIMITS.maxCapabilities }),
+}, { additionalProperties: false })
+export type Birth = Static<typeof Birth>
+
+export const Death = Type.Object({
+  type: Type.Literal('death'),
+  v: Type.Literal(1),
+  epoch: Epoch,
+}, { additionalProperties: false })
+export type Death = Static<typeof Death>
+
+export const Sample = Type.Object({
+  seq: Seq,
+  ts: Timestamp,
+  sensor: Type.String({ pattern: SENSOR_NAME_PATTERN }),
+  value: Type.Number(),
+}, { additionalProperties: false })
+export type Sample = Static<typeof Sample>
+
+export const TelemetryBatch = Type.Object({
+  type: Type.Literal('telemetry'),
+  v: Type.Literal(1),
+  storeId: StoreId,
+  samples: Type.Array(Sample, { minItems: 1, maxItems: LIMITS.maxSamplesPerBatch }),
+}, { additionalProperties: false })
+export type TelemetryBatch = Static<typeof TelemetryBatch>
+
+export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const
+
+export const DeviceEvent = Type.Object({
+  seq: Seq,
+  ts: Timestamp,
+  kind: Type.String({ pattern: SENSOR_NAME_PATTERN }),
+  level: Type.Union(EVENT_LEVELS.map((l) => Type.Literal(l))),
+  message: Type.String({ maxLength: LIMITS.maxEventMessageChars }),
+  data: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+}, { additionalProperties: false })
+export type DeviceEvent = Static<typeof DeviceEvent>
+
+export const EventBatch = Type.Object({
+  type: Type.Literal('events'),
+  v: Type.Literal(1),
+  storeId: StoreId,
+  events: Type.Array(DeviceEvent, { minItems: 1, maxItems: LIMITS.maxEventsPerBatch }),
+}, { additionalProperties: false })
+export type EventBatch = Static<typeof EventBatch>
+
+/** Cumulative: every seq <= upTo of this store is durably stored by the hub. */
+export const TelemetryAck = Type.Object({
+  type: Type.Literal('telemetry.ack'),
+  v: Type.Literal(1),
+  storeId: StoreId,
+  upTo: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+}, { additionalProperties: false })
+export type TelemetryAck = Static<typeof TelemetryAck>
+
+export const StateMessage = Type.Union([Birth, Death])
+export type StateMessage = Static<typeof StateMessage>
+
+export type Message = Birth | Death | TelemetryBatch | EventBatch | TelemetryAck
+export type MessageType = Message['type']
+
+export { DEVICE_ID_PATTERN }
