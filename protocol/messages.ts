@@ -65,7 +65,7 @@ export const DeviceEvent = Type.Object({
   seq: Seq,
   ts: Timestamp,
   kind: Type.String({ pattern: SENSOR_NAME_PATTERN }),
-  level: Type.Union(EVENT_LEVELS.map((l) => Type.Literal(l))),
+  level: Type.Union([Type.Literal('debug'), Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')]),
   message: Type.String({ maxLength: LIMITS.maxEventMessageChars }),
   data: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 }, { additionalProperties: false })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { decode, encode, parseTopic, topics, isDeviceId, topicDeviceId } from '../protocol/index.js'
+import { decode, encode, parseTopic, topics, isDeviceId, topicDeviceId, type Birth, type TelemetryBatch } from '../protocol/index.js'
 
 const storeId = '6f1c2a8e-0000-4000-8000-000000000001'
 
@@ -28,7 +28,7 @@ describe('topics', () => {
 
 describe('decode', () => {
   const sample = { seq: 1, ts: 1_700_000_000_000, sensor: 'cpu.load', value: 0.5 }
-  const good = { type: 'telemetry', v: 1, storeId, samples: [sample] } as const
+  const good: TelemetryBatch = { type: 'telemetry', v: 1, storeId, samples: [sample] }
 
   it('round-trips a telemetry batch', () => {
     const d = decode(topics.telemetry('dev-1'), encode(good))
@@ -61,7 +61,7 @@ describe('decode', () => {
   })
 
   it('accepts birth and death on state', () => {
-    const birth = { type: 'birth', v: 1, epoch: 3, bootId: 'b1', agentVersion: '0.1.0', storeId, capabilities: ['telemetry'] } as const
+    const birth: Birth = { type: 'birth', v: 1, epoch: 3, bootId: 'b1', agentVersion: '0.1.0', storeId, capabilities: ['telemetry'] }
     expect(decode(topics.state('dev-1'), encode(birth)).ok).toBe(true)
     expect(decode(topics.state('dev-1'), encode({ type: 'death', v: 1, epoch: 3 })).ok).toBe(true)
   })

@@ -1,0 +1,158 @@
+import { resolveAdminTarget, type AdminTarget } from './admin-config.js'
+import { intFlag } from './parse.js'
+import { formatDurationMs } from '../common/duration.js'
+import type { AdminOpts, TelemetryOpts } from './main.js'
+
+/**
+ * Admin commands talk to a running hub over its HTTP API. Errors from the hub
+ * arrive as { error: { code, message } } and leave as "rollcall: CODE: message"
+ * on stderr with exit code 1.
+ */
+class ApiError extends Error {
+  constructor(readonly code: string, message: string) { super(message) }
+}
+
+async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown): Promise<T> {
+  let res: Response
+  try {
+    res = await fetch(`${target.api}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    })
+  } catch (err) {
+    throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
+  }
+  if (res.status === 204) return undefined as T
+  const text = await res.text()
+  let json: unknown
+  try { json = JSON.parse(text) } catch { json = undefined }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error
+    throw new ApiError(e?.code ?? `HTTP_${res.status}`, e?.message ?? text.slice(0, 200))
+  }
+  return json as T
+}
+
+const out = (s: string): void => { process.stdout.write(`${s}\n`) }
+const printJson = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
+
+function ago(ts: number | null | undefined): string {
+  if (ts == null) return '-'
+  return `${formatDurationMs(Math.max(0, Date.now() - ts))} ago`
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
+}
+
+interface Presence { status: string; reason: string; since: number; lastSeen: number | null; epoch: number | null; reachable: boolean; info: { agentVersion: string | null; storeId: string | null } }
+interface Device { id: string; group: string | null; createdAt: number; presence: Presence | null }
+
+export const adminCommands = {
+  async deviceAdd(id: string, opts: AdminOpts & { group?: string }) {
+    const t = resolveAdminTarget(opts)
+    const r = await call<Device & { token: string }>(t, 'POST', '/api/devices', { id, ...(opts.group ? { group: opts.group } : {}) })
+    if (opts.json) return printJson(r)
+    out(`device ${r.id} added${r.group ? ` to group ${r.group}` : ''}`)
+    out(`token (shown once, store it on the device): ${r.token}`)
+    out(`run the agent: rollcall agent --hub mqtt://HUB:1883 --id ${r.id} --token ${r.token}`)
+  },
+
+  async deviceList(opts: AdminOpts & { group?: string }) {
+    const t = resolveAdminTarget(opts)
+    const r = await call<{ devices: Device[] }>(t, 'GET', `/api/devices${opts.group ? `?group=${encodeURIComponent(opts.group)}` : ''}`)
+    if (opts.json) return printJson(r)
+    if (r.devices.length === 0) return out('no devices; add one with: rollcall device add ID')
+    out(table([['ID', 'GROUP', 'PRESENCE', 'SINCE', 'LAST SEEN', 'AGENT'], ...r.devices.map((d) => [
+      d.id, d.group ?? '-', d.presence ? `${d.presence.status} (${d.presence.reason})` : 'never connected',
+      d.presence ? ago(d.presence.since) : '-', ago(d.presence?.lastSeen), d.presence?.info.agentVersion ?? '-',
+    ])]))
+  },
+
+  async deviceShow(id: string, opts: AdminOpts) {
+    const t = resolveAdminTarget(opts)
+    const d = await call<Device & { streams: Array<{ storeId: string; upTo: number; updatedAt: number }> }>(t, 'GET', `/api/devices/${encodeURIComponent(id)}`)
+    const h = await call<{ history: Array<{ ts: number; status: string; reason: string; epoch: number | null }> }>(t, 'GET', `/api/devices/${encodeURIComponent(id)}/presence?limit=10`)
+    if (opts.json) return printJson({ ...d, history: h.history })
+    const p = d.presence
+    out(`device   ${d.id}${d.group ? `  (group ${d.group})` : ''}`)
+    out(`presence ${p ? `${p.status} since ${ago(p.since)} (${p.reason})${p.reachable ? ', reachable' : ''}` : 'never connected'}`)
+    out(`seen     ${ago(p?.lastSeen)}   epoch ${p?.epoch ?? '-'}   agent ${p?.info.agentVersion ?? '-'}`)
+    for (const s of d.streams) out(`stream   store ${s.storeId}: stored up to seq ${s.upTo} (${ago(s.updatedAt)})`)
+    if (h.history.length > 0) {
+      out('history')
+      for (const e of h.history) out(`  ${new Date(e.ts).toISOString()}  ${e.status.padEnd(7)} ${e.reason}${e.epoch ? `  epoch ${e.epoch}` : ''}`)
+    }
+  },
+
+  async deviceRemove(id: string, opts: AdminOpts) {
+    await call(resolveAdminTarget(opts), 'DELETE', `/api/devices/${encodeURIComponent(id)}`)
+    if (opts.json) return printJson({ removed: id })
+    out(`device ${id} removed and disconnected`)
+  },
+
+  async deviceToken(id: string, opts: AdminOpts) {
+    const r = await call<{ id: string; token: string }>(resolveAdminTarget(opts), 'POST', `/api/devices/${encodeURIComponent(id)}/token`)
+    if (opts.json) return printJson(r)
+    out(`new token for ${id} (shown once; the old one no longer works): ${r.token}`)
+  },
+
+  async observerAdd(name: string, opts: AdminOpts) {
+    const r = await call<{ name: string; token: string; username: string; topics: string[] }>(resolveAdminTarget(opts), 'POST', '/api/observers', { name })
+    if (opts.json) return printJson(r)
+    out(`observer ${r.name} added; MQTT username: ${r.username}`)
+    out(`password (shown once): ${r.token}`)
+    out(`may subscribe to: ${r.topics.join(', ')}`)
+    out(`try: mosquitto_sub -h HUB -p 1883 -u '${r.username}' -P '${r.token}' -t 'devices/+/telemetry' -v`)
+  },
+
+  async observerList(opts: AdminOpts) {
+    const r = await call<{ observers: Array<{ name: string; username: string; createdAt: number }> }>(resolveAdminTarget(opts), 'GET', '/api/observers')
+    if (opts.json) return printJson(r)
+    if (r.observers.length === 0) return out('no observers; add one with: rollcall observer add NAME')
+    out(table([['NAME', 'USERNAME', 'CREATED'], ...r.observers.map((o) => [o.name, o.username, new Date(o.createdAt).toISOString()])]))
+  },
+
+  async observerRemove(name: string, opts: AdminOpts) {
+    await call(resolveAdminTarget(opts), 'DELETE', `/api/observers/${encodeURIComponent(name)}`)
+    if (opts.json) return printJson({ removed: name })
+    out(`observer ${name} removed and disconnected`)
+  },
+
+  async telemetry(id: string, opts: AdminOpts & TelemetryOpts) {
+    const limit = intFlag('limit', opts.limit, 1, 100_000)
+    const q = new URLSearchParams({ since: opts.since, limit: String(limit) })
+    if (opts.until) q.set('until', opts.until)
+    if (opts.sensor) q.set('sensor', opts.sensor)
+    if (opts.bucket) q.set('bucket', opts.bucket)
+    const r = await call<{ samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>; buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }> }>(
+      resolveAdminTarget(opts), 'GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q.toString()}`)
+    if (opts.json) return printJson(r)
+    if (r.buckets) {
+      if (r.buckets.length === 0) return out(`no telemetry for ${id} in that range`)
+      out(table([['TIME', 'SENSOR', 'COUNT', 'AVG', 'MIN', 'MAX'], ...r.buckets.map((b) => [new Date(b.ts).toISOString(), b.sensor, String(b.count), fmt(b.avg), fmt(b.min), fmt(b.max)])]))
+      return
+    }
+    const samples = r.samples ?? []
+    if (samples.length === 0) return out(`no telemetry for ${id} since ${opts.since}`)
+    out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [new Date(s.ts).toISOString(), s.sensor, fmt(s.value), String(s.seq)])]))
+  },
+
+  async deadLetters(opts: AdminOpts & { device?: string; limit: string }) {
+    const q = new URLSearchParams({ limit: String(intFlag('limit', opts.limit, 1, 10_000)) })
+    if (opts.device) q.set('device', opts.device)
+    const r = await call<{ deadLetters: Array<{ id: number; ts: number; deviceId: string | null; topic: string; reason: string; detail: string; payloadBytes: number }>; countsByReason: Record<string, number> }>(
+      resolveAdminTarget(opts), 'GET', `/api/dead-letters?${q.toString()}`)
+    if (opts.json) return printJson(r)
+    if (r.deadLetters.length === 0) return out('no dead letters')
+    out(table([['TIME', 'DEVICE', 'REASON', 'BYTES', 'TOPIC', 'DETAIL'], ...r.deadLetters.map((d) => [
+      new Date(d.ts).toISOString(), d.deviceId ?? '-', d.reason, String(d.payloadBytes), d.topic, d.detail.slice(0, 80)])]))
+  },
+}
+
+function fmt(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(3)
+}

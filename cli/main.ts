@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander'
+import { VERSION } from '../common/version.js'
+
+/**
+ * The `rollcall` command. Each subcommand imports its implementation lazily,
+ * so `rollcall agent` on a device never loads aedes, fastify or the hub.
+ */
+const program = new Command()
+  .name('rollcall')
+  .description('Lightweight edge/IoT orchestration: hub with embedded MQTT broker, device agent, admin CLI')
+  .version(VERSION)
+  .showHelpAfterError('(run with --help for usage)')
+
+program.command('hub')
+  .description('run the hub: embedded MQTT broker, telemetry store, presence, HTTP API')
+  .option('--data <dir>', 'data directory: database, admin token (default ./rollcall-data or ROLLCALL_DATA)')
+  .option('--host <host>', 'address to bind the MQTT and HTTP listeners (default 127.0.0.1; 0.0.0.0 for a real fleet)')
+  .option('--mqtt-port <port>', 'MQTT TCP port, 0 = any free port (default 1883)')
+  .option('--http-port <port>', 'HTTP API port, 0 = any free port (default 8080)')
+  .option('--allow-anonymous', 'let clients without credentials use topics outside devices/# and hub/#', false)
+  .option('--retention-days <days>', 'keep raw samples this many days (default 30)')
+  .option('--max-payload <bytes>', 'largest MQTT payload accepted (default 65536)')
+  .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .option('--ready-file <path>', 'write {mqttPort, httpPort} as JSON here once listening (for scripts and tests)')
+  .action(async (opts: Record<string, string | boolean | undefined>) => {
+    const { runHub } = await import('./hub-command.js')
+    await runHub(opts)
+  })
+
+program.command('agent')
+  .description('run the device agent: sensors, SQLite ledger, MQTT link to the hub')
+  .requiredOption('--hub <url>', 'hub MQTT URL, e.g. mqtt://192.168.1.10:1883')
+  .requiredOption('--id <id>', 'this device\'s id (as registered with `rollcall device add`)')
+  .option('--token <token>', 'device token (or set ROLLCALL_TOKEN)')
+  .option('--data <dir>', 'ledger directory (default ./rollcall-data/agents/<id>)')
+  .option('--config <file>', 'JSON config file: sensors, intervals, outbox limits')
+  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+  .action(async (opts: Record<string, string | undefined>) => {
+    const { runAgent } = await import('./agent-command.js')
+    await runAgent(opts)
+  })
+
+function adminOptions(cmd: Command): Command {
+  return cmd
+    .option('--api <url>', 'hub HTTP API (or ROLLCALL_API)')
+    .option('--admin-token <token>', 'admin token (or ROLLCALL_ADMIN_TOKEN; default: read from the hub data dir)')
+    .option('--data <dir>', 'hub data dir to read the admin token from')
+    .option('--json', 'print JSON', false)
+}
+
+const device = program.command('device').description('register, list, inspect and remove devices')
+adminOptions(device.command('add').argument('<id>', 'device id: 3-64 of a-z 0-9 - _').option('--group <group>', 'group name'))
+  .description('register a device and print its token (shown once)')
+  .action(async (id: string, opts: AdminOpts & { group?: string }) => (await admin()).deviceAdd(id, opts))
+adminOptions(device.command('list').option('--group <group>', 'only this group'))
+  .description('list devices with presence')
+  .action(async (opts: AdminOpts & { group?: string }) => (await admin()).deviceList(opts))
+adminOptions(device.command('show').argument('<id>'))
+  .description('show a device: presence, last seen, agent, streams, recent presence history')
+  .action(async (id: string, opts: AdminOpts) => (await admin()).deviceShow(id, opts))
+adminOptions(device.command('remove').argument('<id>'))
+  .description('remove a device; it is disconnected at once and its token stops working')
+  .action(async (id: string, opts: AdminOpts) => (await admin()).deviceRemove(id, opts))
+adminOptions(device.command('token').argument('<id>'))
+  .description('issue a new token for a device; the old one stops working and the device is disconnected')
+  .action(async (id: string, opts: AdminOpts) => (await admin()).deviceToken(id, opts))
+
+const observer = program.command('observer').description('read-only MQTT credentials for applications')
+adminOptions(observer.command('add').argument('<name>'))
+  .description('create an observer and print its credentials (shown once)')
+  .action(async (name: string, opts: AdminOpts) => (await admin()).observerAdd(name, opts))
+adminOptions(observer.command('list')).description('list observers')
+  .action(async (opts: AdminOpts) => (await admin()).observerList(opts))
+adminOptions(observer.command('remove').argument('<name>')).description('remove an observer and disconnect it')
+  .action(async (name: string, opts: AdminOpts) => (await admin()).observerRemove(name, opts))
+
+adminOptions(program.command('telemetry').argument('<id>', 'device id'))
+  .description('print a device\'s telemetry')
+  .option('--sensor <name>', 'only this sensor')
+  .option('--since <time>', 'start: a duration ago (10m, 2h), ISO date or epoch ms', '10m')
+  .option('--until <time>', 'end (default: now)')
+  .option('--bucket <duration>', 'downsample into buckets (1m, 1h): avg/min/max per bucket')
+  .option('--limit <n>', 'at most this many rows', '1000')
+  .action(async (id: string, opts: AdminOpts & TelemetryOpts) => (await admin()).telemetry(id, opts))
+
+adminOptions(program.command('dead-letters'))
+  .description('payloads the hub refused, newest first, with the reason')
+  .option('--device <id>', 'only this device')
+  .option('--limit <n>', 'at most this many', '50')
+  .action(async (opts: AdminOpts & { device?: string; limit: string }) => (await admin()).deadLetters(opts))
+
+program.command('demo')
+  .description('run a hub with a few in-process agents on simulated sensors, and print where to look')
+  .option('--devices <n>', 'how many simulated devices', '5')
+  .option('--data <dir>', 'data directory', './rollcall-data/demo')
+  .option('--mqtt-port <port>', 'MQTT port', '1883')
+  .option('--http-port <port>', 'HTTP port', '8080')
+  .action(async (opts: Record<string, string>) => {
+    const { runDemo } = await import('./demo-command.js')
+    await runDemo(opts)
+  })
+
+export interface AdminOpts { api?: string; adminToken?: string; data?: string; json: boolean }
+export interface TelemetryOpts { sensor?: string; since: string; until?: string; bucket?: string; limit: string }
+
+async function admin() {
+  return (await import('./admin-commands.js')).adminCommands
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string }
+  process.stderr.write(`rollcall: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`)
+  process.exitCode = 1
+})

@@ -1,0 +1,58 @@
+import Fastify from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { RollcallError, isRollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
+import { adminAuthorizer } from './auth.js'
+import { deviceRoutes } from './devices.js'
+import { observerRoutes } from './observers.js'
+import { opsRoutes } from './ops.js'
+import type { HubServices } from '../services.js'
+
+/**
+ * The HTTP API is built by a function and can be exercised with
+ * `app.inject()` without a socket. Everything under /api needs the admin
+ * token; /healthz does not. Errors leave as `{ error: { code, message } }`
+ * with the status from the catalogue in common/errors.ts.
+ */
+export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger }) {
+  // Request logs would be one line per call at info; the http component logs warnings and errors only.
+  const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024 })
+    .setValidatorCompiler(TypeBoxValidatorCompiler)
+    .withTypeProvider<TypeBoxTypeProvider>()
+
+  const authorized = adminAuthorizer(options.adminToken)
+
+  app.setErrorHandler((err, req, reply) => {
+    if (isRollcallError(err)) {
+      return reply.status(err.httpStatus).send({ error: { code: err.code, message: err.message, ...err.details } })
+    }
+    const e = err as { validation?: unknown; statusCode?: number; message: string }
+    if (e.validation) {
+      return reply.status(400).send({ error: { code: 'BAD_REQUEST', message: e.message } })
+    }
+    if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+      return reply.status(e.statusCode).send({ error: { code: e.statusCode === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST', message: e.message } })
+    }
+    req.log.error({ err }, 'request failed')
+    return reply.status(500).send({ error: { code: 'INTERNAL', message: 'internal error; see the hub log' } })
+  })
+
+  app.setNotFoundHandler((req, reply) => {
+    return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` } })
+  })
+
+  app.get('/healthz', async () => services.health())
+
+  void app.register(async (api) => {
+    api.addHook('onRequest', async (req) => {
+      if (!authorized(req.headers.authorization)) {
+        throw new RollcallError('UNAUTHORIZED', 'missing or wrong admin token: send "Authorization: Bearer <token>" (the token is in the hub data dir, file admin-token)')
+      }
+    })
+    await api.register(deviceRoutes(services))
+    await api.register(observerRoutes(services))
+    await api.register(opsRoutes(services))
+  }, { prefix: '/api' })
+
+  return app
+}

@@ -1,0 +1,87 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from '../../protocol/ids.js'
+import { summarize, type HubServices } from '../services.js'
+import { parseDurationParam, parseTimeParam } from './time-params.js'
+
+const DeviceParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
+
+export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.post('/devices', {
+      schema: {
+        body: Type.Object({
+          id: Type.String({ maxLength: 64 }),
+          group: Type.Optional(Type.String({ maxLength: 64 })),
+        }, { additionalProperties: false }),
+      },
+    }, async (req, reply) => {
+      const { device, token } = s.registry.addDevice(req.body.id, req.body.group ?? null, s.clock.now())
+      return reply.status(201).send({ ...device, token, username: device.id, clientId: device.id })
+    })
+
+    app.get('/devices', {
+      schema: { querystring: Type.Object({ group: Type.Optional(Type.String()) }) },
+    }, async (req) => {
+      const all = s.registry.listDevices()
+      const devices = (req.query.group === undefined ? all : all.filter((d) => d.group === req.query.group)).map((d) => summarize(s, d))
+      return { devices }
+    })
+
+    app.get('/devices/:id', { schema: { params: DeviceParams } }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      return { ...summarize(s, d), streams: s.telemetry.streamsOf(d.id) }
+    })
+
+    app.delete('/devices/:id', { schema: { params: DeviceParams } }, async (req, reply) => {
+      s.removeDevice(req.params.id)
+      return reply.status(204).send()
+    })
+
+    app.post('/devices/:id/token', { schema: { params: DeviceParams } }, async (req) => {
+      return { id: req.params.id, token: s.rotateDeviceToken(req.params.id) }
+    })
+
+    app.get('/devices/:id/telemetry', {
+      schema: {
+        params: DeviceParams,
+        querystring: Type.Object({
+          sensor: Type.Optional(Type.String({ pattern: SENSOR_NAME_PATTERN })),
+          since: Type.Optional(Type.String()),
+          until: Type.Optional(Type.String()),
+          bucket: Type.Optional(Type.String()),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+        }),
+      },
+    }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      const now = s.clock.now()
+      const q = req.query
+      const sinceMs = q.since === undefined ? now - 3_600_000 : parseTimeParam('since', q.since, now)
+      const untilMs = q.until === undefined ? now + 60_000 : parseTimeParam('until', q.until, now)
+      const bucketMs = q.bucket === undefined ? undefined : parseDurationParam('bucket', q.bucket)
+      const limit = q.limit ?? 10_000
+      const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit })
+      return bucketMs === undefined
+        ? { deviceId: d.id, sinceMs, untilMs, samples: rows }
+        : { deviceId: d.id, sinceMs, untilMs, bucketMs, buckets: rows }
+    })
+
+    app.get('/devices/:id/presence', {
+      schema: {
+        params: DeviceParams,
+        querystring: Type.Object({
+          since: Type.Optional(Type.String()),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+        }),
+      },
+    }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      const now = s.clock.now()
+      const sinceMs = req.query.since === undefined ? 0 : parseTimeParam('since', req.query.since, now)
+      return { deviceId: d.id, current: s.presence.get(d.id) ?? null, history: s.presence.history(d.id, sinceMs, req.query.limit ?? 100) }
+    })
+  }
+}
+
+export { DEVICE_ID_PATTERN }

@@ -1,0 +1,28 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { OBSERVER_USER_PREFIX } from '../../protocol/ids.js'
+import type { HubServices } from '../services.js'
+
+/** Observers: read-only MQTT credentials for applications that watch the fleet. */
+export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.post('/observers', {
+      schema: { body: Type.Object({ name: Type.String({ maxLength: 64 }) }, { additionalProperties: false }) },
+    }, async (req, reply) => {
+      const { observer, token } = s.registry.addObserver(req.body.name, s.clock.now())
+      return reply.status(201).send({
+        ...observer, token, username: `${OBSERVER_USER_PREFIX}${observer.name}`,
+        topics: ['devices/+/telemetry', 'devices/+/state', 'devices/+/events'],
+      })
+    })
+
+    app.get('/observers', async () => ({
+      observers: s.registry.listObservers().map((o) => ({ ...o, username: `${OBSERVER_USER_PREFIX}${o.name}` })),
+    }))
+
+    app.delete('/observers/:name', { schema: { params: Type.Object({ name: Type.String({ maxLength: 64 }) }) } }, async (req, reply) => {
+      s.removeObserver(req.params.name)
+      return reply.status(204).send()
+    })
+  }
+}

@@ -1,0 +1,98 @@
+import Type, { type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { resolve } from 'node:path'
+import cron from 'node-cron'
+import { LIMITS } from '../protocol/messages.js'
+
+/**
+ * The hub's one typed, validated, frozen config. Only this module reads the
+ * environment; everything else receives a HubConfig. Options are checked at
+ * start-up and a bad one stops the hub with a message that says what to fix.
+ */
+const Port = Type.Integer({ minimum: 0, maximum: 65535 })
+
+export const HubConfigSchema = Type.Object({
+  dataDir: Type.String({ minLength: 1 }),
+  host: Type.String({ minLength: 1 }),
+  mqttPort: Port,
+  httpPort: Port,
+  allowAnonymous: Type.Boolean(),
+  logLevel: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')]),
+  /** Largest PUBLISH payload accepted; bigger packets are cut before they are buffered. */
+  maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 16 * 1024 * 1024 }),
+  maxConnections: Type.Integer({ minimum: 1 }),
+  connectRatePerSec: Type.Number({ exclusiveMinimum: 0 }),
+  connectBurst: Type.Integer({ minimum: 1 }),
+  keepaliveMinSec: Type.Integer({ minimum: 1 }),
+  keepaliveMaxSec: Type.Integer({ minimum: 1, maximum: 65535 }),
+  drainTimeoutMs: Type.Integer({ minimum: 100 }),
+  connectTimeoutMs: Type.Integer({ minimum: 100 }),
+  /** Group commit: a transaction at most this long after the first queued write... */
+  flushDelayMs: Type.Integer({ minimum: 0, maximum: 1000 }),
+  /** ...or as soon as this many rows are queued. */
+  maxCommitRows: Type.Integer({ minimum: 1 }),
+  retentionDays: Type.Number({ exclusiveMinimum: 0 }),
+  retentionCron: Type.String(),
+  deadLetterMaxRows: Type.Integer({ minimum: 100 }),
+  /** A client sending more bad messages than this within a minute is disconnected. */
+  badMessagesPerMinute: Type.Integer({ minimum: 1 }),
+}, { additionalProperties: false })
+
+export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
+
+export const HUB_DEFAULTS: HubConfig = {
+  dataDir: './rollcall-data',
+  host: '127.0.0.1',
+  mqttPort: 1883,
+  httpPort: 8080,
+  allowAnonymous: false,
+  logLevel: 'info',
+  maxPayloadBytes: LIMITS.maxPayloadBytes,
+  maxConnections: 20_000,
+  connectRatePerSec: 500,
+  connectBurst: 1000,
+  keepaliveMinSec: 1,
+  keepaliveMaxSec: 3600,
+  drainTimeoutMs: 5000,
+  connectTimeoutMs: 10_000,
+  flushDelayMs: 20,
+  maxCommitRows: 10_000,
+  retentionDays: 30,
+  retentionCron: '17 3 * * *',
+  deadLetterMaxRows: 100_000,
+  badMessagesPerMinute: 100,
+}
+
+const check = Compile(HubConfigSchema)
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+}
+
+/** Environment variables the hub reads, and the option each sets. */
+const ENV_KEYS = {
+  ROLLCALL_DATA: 'dataDir',
+  ROLLCALL_HOST: 'host',
+  ROLLCALL_MQTT_PORT: 'mqttPort',
+  ROLLCALL_HTTP_PORT: 'httpPort',
+  ROLLCALL_LOG_LEVEL: 'logLevel',
+} as const
+
+export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.ProcessEnv = process.env): HubConfig {
+  const fromEnv: Record<string, unknown> = {}
+  for (const [key, option] of Object.entries(ENV_KEYS)) {
+    const v = env[key]
+    if (v === undefined || v === '') continue
+    fromEnv[option] = option.endsWith('Port') ? Number(v) : v
+  }
+  const merged: Record<string, unknown> = { ...HUB_DEFAULTS, ...fromEnv }
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v
+  if (!check.Check(merged)) {
+    const problems = [...check.Errors(merged)].slice(0, 5).map((e) => `${e.instancePath.slice(1) || '(config)'} ${e.message}`)
+    throw new ConfigError(`invalid hub configuration: ${problems.join('; ')}`)
+  }
+  const config = merged as HubConfig
+  if (config.keepaliveMinSec > config.keepaliveMaxSec) throw new ConfigError('keepaliveMinSec must not exceed keepaliveMaxSec')
+  if (!cron.validate(config.retentionCron)) throw new ConfigError(`retentionCron "${config.retentionCron}" is not a valid cron expression`)
+  return Object.freeze({ ...config, dataDir: resolve(config.dataDir) })
+}

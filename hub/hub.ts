@@ -1,0 +1,191 @@
+import { join } from 'node:path'
+import cron from 'node-cron'
+import type { Clock } from '../common/clock.js'
+import { systemClock } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import { RollcallError } from '../common/errors.js'
+import { encode } from '../protocol/codec.js'
+import { topics } from '../protocol/topics.js'
+import { createBroker } from '../broker/broker.js'
+import type { Broker } from '../broker/types.js'
+import type { HubConfig } from './config.js'
+import { openHubDb } from './db.js'
+import { createWriter } from './writer.js'
+import { createRegistry } from './registry.js'
+import { createPresenceStore } from './presence-store.js'
+import { createTelemetryStore } from './telemetry-store.js'
+import { createDeadLetters } from './dead-letters.js'
+import { createIngress } from './ingress.js'
+import { loadOrCreateAdminToken } from './admin-token.js'
+import { buildApi } from './api/app.js'
+import type { HubServices } from './services.js'
+import { VERSION } from '../common/version.js'
+
+export interface HubDeps {
+  readonly logger: Logger
+  readonly clock?: Clock
+}
+
+export interface RunningHub {
+  readonly mqttPort: number
+  readonly httpPort: number
+  readonly adminToken: string
+  /** True when this start made the admin token (first start of a data dir). */
+  readonly adminTokenCreated: boolean
+  readonly adminTokenPath: string
+  readonly services: HubServices
+  readonly broker: Broker
+}
+
+/**
+ * The hub's composition root. `start` opens the database, starts the writer,
+ * the broker and the HTTP API, in that order; `stop` releases them in reverse
+ * and is safe to call twice. Signals are the CLI's business, not the hub's.
+ */
+export function createHub(config: HubConfig, deps: HubDeps) {
+  const clock = deps.clock ?? systemClock
+  const log = deps.logger
+  const releasers: Array<() => Promise<void> | void> = []
+  let running: RunningHub | undefined
+  let stopping: Promise<void> | undefined
+
+  async function start(): Promise<RunningHub> {
+    if (running) return running
+    try {
+      return await startInner()
+    } catch (err) {
+      await releaseAll()
+      throw err
+    }
+  }
+
+  async function startInner(): Promise<RunningHub> {
+    const startedAt = clock.now()
+    const admin = loadOrCreateAdminToken(config.dataDir)
+    const db = openHubDb(join(config.dataDir, 'hub.db'))
+    releasers.push(() => { db.close() })
+
+    const writer = createWriter(db, { flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows }, log.child({ component: 'writer' }))
+    releasers.push(() => writer.close())
+
+    const registry = createRegistry(db)
+    const presence = createPresenceStore(db, writer, log.child({ component: 'presence' }))
+    const telemetry = createTelemetryStore(db, writer)
+    const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
+    presence.hubStarted(startedAt)
+
+    const broker = createBroker({
+      host: config.host,
+      port: config.mqttPort,
+      maxPayloadBytes: config.maxPayloadBytes,
+      allowAnonymous: config.allowAnonymous,
+      maxConnections: config.maxConnections,
+      connectRatePerSec: config.connectRatePerSec,
+      connectBurst: config.connectBurst,
+      keepaliveMinSec: config.keepaliveMinSec,
+      keepaliveMaxSec: config.keepaliveMaxSec,
+      drainTimeoutMs: config.drainTimeoutMs,
+      connectTimeoutMs: config.connectTimeoutMs,
+      checkCredentials: registry.checkCredentials,
+      logger: log.child({ component: 'broker' }),
+      clock,
+    })
+    releasers.push(() => broker.close())
+
+    const ingress = createIngress(
+      { maxPayloadBytes: config.maxPayloadBytes, badMessagesPerMinute: config.badMessagesPerMinute },
+      { telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }), cutOff: (id, why) => broker.disconnect(id, why) },
+    )
+
+    telemetry.onAcks((acks) => {
+      for (const a of acks) {
+        broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo }), { qos: 1 })
+          .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
+      }
+    })
+
+    broker.on('connected', (info) => {
+      if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })
+    })
+    broker.on('disconnected', (info, reason) => {
+      if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
+    })
+    await broker.subscribe('devices/#', (m) => ingress.handle(m))
+    const { port: mqttPort } = await broker.listen()
+
+    const lastSeenTimer = setInterval(() => presence.flushLastSeen(), 5000)
+    lastSeenTimer.unref()
+    releasers.push(() => { clearInterval(lastSeenTimer); presence.flushLastSeen() })
+
+    const retention = cron.schedule(config.retentionCron, () => {
+      const cutoff = clock.now() - config.retentionDays * 86_400_000
+      writer.flush()
+      const pruned = telemetry.prune(cutoff)
+      log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+    }, { name: 'retention' })
+    releasers.push(() => { void retention.destroy() })
+
+    const services: HubServices = {
+      clock, registry, presence, telemetry, deadLetters,
+      removeDevice(id) {
+        registry.removeDevice(id)
+        presence.forget(id)
+        broker.disconnect(id, 'device removed')
+      },
+      rotateDeviceToken(id) {
+        const token = registry.rotateDeviceToken(id)
+        broker.disconnect(id, 'token rotated')
+        return token
+      },
+      removeObserver(name) {
+        registry.removeObserver(name)
+        broker.disconnect(`observer:${name}`, 'observer removed')
+      },
+      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, devices: presence.counts() }),
+      stats: () => ({
+        ingest: telemetry.counters(),
+        writer: writer.stats(),
+        broker: broker.stats(),
+        presence: presence.counts(),
+        deadLetters: deadLetters.countsByReason(),
+        memory: process.memoryUsage(),
+      }),
+    }
+
+    const api = buildApi(services, { adminToken: admin.token, logger: log })
+    releasers.push(() => api.close())
+    await api.listen({ host: config.host, port: config.httpPort })
+    const address = api.server.address()
+    const httpPort = typeof address === 'object' && address ? address.port : config.httpPort
+
+    log.info({ mqttPort, httpPort, host: config.host, dataDir: config.dataDir }, 'hub started')
+    running = { mqttPort, httpPort, adminToken: admin.token, adminTokenCreated: admin.created, adminTokenPath: admin.path, services, broker }
+    return running
+  }
+
+  async function releaseAll(): Promise<void> {
+    while (releasers.length > 0) {
+      const release = releasers.pop()!
+      try {
+        await release()
+      } catch (err) {
+        log.error({ err }, 'error while stopping the hub')
+      }
+    }
+  }
+
+  return {
+    start,
+    /** Stops in reverse order of start; safe to call twice. */
+    stop(): Promise<void> {
+      stopping ??= releaseAll().then(() => { running = undefined })
+      return stopping
+    },
+    get running(): RunningHub {
+      if (!running) throw new RollcallError('UNAVAILABLE', 'hub is not started')
+      return running
+    },
+  }
+}
+
+export type Hub = ReturnType<typeof createHub>

@@ -1,0 +1,99 @@
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import { decode } from '../protocol/codec.js'
+import { topicDeviceId } from '../protocol/topics.js'
+import type { InboundMessage } from '../broker/types.js'
+import type { TelemetryStore } from './telemetry-store.js'
+import type { PresenceStore } from './presence-store.js'
+import type { DeadLetters } from './dead-letters.js'
+
+/**
+ * Everything devices publish under `devices/#` arrives here, in broker order.
+ * Each payload is decoded once; what fails goes to the dead-letter store with
+ * its reason, and a client that keeps sending garbage is cut off so it cannot
+ * cost the hub more than a bounded amount of work.
+ */
+
+export interface IngressOptions {
+  readonly maxPayloadBytes: number
+  readonly badMessagesPerMinute: number
+}
+
+export interface IngressDeps {
+  readonly telemetry: TelemetryStore
+  readonly presence: PresenceStore
+  readonly deadLetters: DeadLetters
+  readonly clock: Clock
+  readonly logger: Logger
+  /** Called when a client exceeded the bad-message budget. */
+  readonly cutOff: (clientId: string, reason: string) => void
+}
+
+const WINDOW_MS = 60_000
+
+export function createIngress(options: IngressOptions, deps: IngressDeps) {
+  const { telemetry, presence, deadLetters, clock, logger } = deps
+  // Bad-message budget per client: [window start, count].
+  const strikes = new Map<string, [number, number]>()
+
+  function strike(clientId: string | undefined, now: number): void {
+    if (clientId === undefined) return
+    const s = strikes.get(clientId)
+    if (!s || now - s[0] >= WINDOW_MS) {
+      strikes.set(clientId, [now, 1])
+      return
+    }
+    s[1]++
+    if (s[1] === options.badMessagesPerMinute + 1) {
+      logger.warn({ clientId, badMessages: s[1], windowMs: WINDOW_MS }, 'client cut off: too many bad messages')
+      deps.cutOff(clientId, 'too many bad messages')
+    }
+  }
+
+  function handle(msg: InboundMessage): void {
+    const now = clock.now()
+    const d = decode(msg.topic, msg.payload, { maxPayloadBytes: options.maxPayloadBytes })
+    if (!d.ok) {
+      // The hub's own down-topic publishes (acks) come back through `devices/#`; they are not input.
+      if (msg.clientId === undefined && d.topic?.direction === 'down') return
+      deadLetters.add({
+        ts: now, deviceId: d.topic?.deviceId ?? topicDeviceId(msg.topic), clientId: msg.clientId,
+        topic: msg.topic, reason: d.error.code, detail: d.error.message, payload: msg.payload,
+      })
+      strike(msg.clientId, now)
+      return
+    }
+    const { deviceId } = d.topic
+    const m = d.message
+    switch (m.type) {
+      case 'telemetry':
+        telemetry.storeSamples(deviceId, m.storeId, now, m.samples)
+        presence.touch(deviceId, now)
+        return
+      case 'events':
+        telemetry.storeEvents(deviceId, m.storeId, now, m.events)
+        presence.touch(deviceId, now)
+        return
+      case 'birth':
+        presence.apply(deviceId, { type: 'birth', epoch: m.epoch, at: now }, m)
+        return
+      case 'death':
+        presence.apply(deviceId, { type: 'death', epoch: m.epoch, at: now })
+        return
+      case 'telemetry.ack':
+        if (msg.clientId === undefined) return
+        deadLetters.add({
+          ts: now, deviceId, clientId: msg.clientId, topic: msg.topic, reason: 'WRONG_DIRECTION',
+          detail: 'devices may not publish on their down-topics', payload: msg.payload,
+        })
+        strike(msg.clientId, now)
+        return
+      default: {
+        const never: never = m
+        return never
+      }
+    }
+  }
+
+  return { handle }
+}

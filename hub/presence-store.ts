@@ -1,0 +1,171 @@
+import { EventEmitter } from 'node:events'
+import type { Db } from '../common/sqlite.js'
+import type { Logger } from '../common/logger.js'
+import type { Birth } from '../protocol/messages.js'
+import type { Writer } from './writer.js'
+import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState } from './presence.js'
+
+/**
+ * The only writer of presence state. The in-memory map is the truth for
+ * "reachable" (commands read it on their hot path); the tables are its
+ * durable record, written through the group-commit writer so a reconnect
+ * storm of thousands of devices costs a few fsyncs, not thousands.
+ */
+
+export interface DeviceInfo {
+  readonly agentVersion: string | null
+  readonly bootId: string | null
+  readonly storeId: string | null
+  readonly capabilities: readonly string[]
+}
+
+export interface PresenceView {
+  readonly deviceId: string
+  readonly status: PresenceState['status']
+  readonly reason: string
+  readonly since: number
+  readonly epoch: number | null
+  readonly reachable: boolean
+  readonly lastSeen: number | null
+  readonly info: DeviceInfo
+}
+
+export interface HistoryEntry { readonly ts: number; readonly status: string; readonly reason: string; readonly epoch: number | null }
+
+interface Entry { state: PresenceState; lastSeen: number | null; info: DeviceInfo }
+
+interface PresenceRow {
+  device_id: string; status: 'online' | 'offline'; reason: string; since: number; epoch: number | null; last_seen: number | null
+  agent_version: string | null; boot_id: string | null; store_id: string | null; capabilities: string | null
+}
+
+const NO_INFO: DeviceInfo = { agentVersion: null, bootId: null, storeId: null, capabilities: [] }
+
+export interface PresenceEvents {
+  change: [deviceId: string, change: PresenceChange]
+}
+
+export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
+  const stmts = {
+    all: db.prepare<[], PresenceRow>('SELECT * FROM presence'),
+    upsert: db.prepare<[PresenceRow]>(`
+      INSERT INTO presence (device_id, status, reason, since, epoch, last_seen, agent_version, boot_id, store_id, capabilities)
+      SELECT :device_id, :status, :reason, :since, :epoch, :last_seen, :agent_version, :boot_id, :store_id, :capabilities
+      WHERE EXISTS (SELECT 1 FROM devices WHERE id = :device_id)
+      ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, since = excluded.since,
+        epoch = excluded.epoch, last_seen = excluded.last_seen, agent_version = excluded.agent_version,
+        boot_id = excluded.boot_id, store_id = excluded.store_id, capabilities = excluded.capabilities`),
+    history: db.prepare<[string, number, string, string, number | null]>('INSERT INTO presence_history (device_id, ts, status, reason, epoch) VALUES (?, ?, ?, ?, ?)'),
+    touch: db.prepare<[number, string]>('UPDATE presence SET last_seen = ? WHERE device_id = ?'),
+    readHistory: db.prepare<[string, number, number], { ts: number; status: string; reason: string; epoch: number | null }>(
+      'SELECT ts, status, reason, epoch FROM presence_history WHERE device_id = ? AND ts >= ? ORDER BY id DESC LIMIT ?'),
+  }
+
+  const entries = new Map<string, Entry>()
+  const emitter = new EventEmitter<PresenceEvents>()
+  const touched = new Set<string>()
+
+  for (const r of stmts.all.all()) {
+    entries.set(r.device_id, {
+      state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, birthConnId: null },
+      lastSeen: r.last_seen,
+      info: { agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id, capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [] },
+    })
+  }
+
+  function entryOf(deviceId: string, at: number): Entry {
+    let e = entries.get(deviceId)
+    if (!e) {
+      e = { state: initialPresence(at), lastSeen: null, info: NO_INFO }
+      entries.set(deviceId, e)
+    }
+    return e
+  }
+
+  function persist(deviceId: string, e: Entry, change: PresenceChange | undefined): void {
+    const s = e.state
+    const info = e.info
+    const lastSeen = e.lastSeen
+    writer.enqueue(() => {
+      stmts.upsert.run({
+        device_id: deviceId, status: s.status, reason: s.reason, since: s.since, epoch: s.epoch, last_seen: lastSeen,
+        agent_version: info.agentVersion, boot_id: info.bootId, store_id: info.storeId, capabilities: JSON.stringify(info.capabilities),
+      })
+      if (change) stmts.history.run(deviceId, change.at, change.status, change.reason, change.epoch)
+    })
+  }
+
+  function apply(deviceId: string, event: PresenceEvent, birth?: Birth): PresenceState {
+    const e = entryOf(deviceId, event.at)
+    const t = nextPresence(e.state, event)
+    if (t.ignored) {
+      logger.debug({ deviceId, event: event.type, why: t.ignored }, 'presence event ignored')
+      return e.state
+    }
+    e.state = t.state
+    if (event.type !== 'hubStart' && event.type !== 'disconnected') e.lastSeen = event.at
+    if (birth && event.type === 'birth') {
+      e.info = { agentVersion: birth.agentVersion, bootId: birth.bootId, storeId: birth.storeId, capabilities: birth.capabilities }
+    }
+    persist(deviceId, e, t.change)
+    if (t.change) {
+      logger.info({ deviceId, status: t.change.status, reason: t.change.reason, epoch: t.change.epoch }, 'presence changed')
+      emitter.emit('change', deviceId, t.change)
+    }
+    return e.state
+  }
+
+  function view(deviceId: string, e: Entry): PresenceView {
+    return {
+      deviceId, status: e.state.status, reason: e.state.reason, since: e.state.since, epoch: e.state.epoch,
+      reachable: isReachable(e.state), lastSeen: e.lastSeen, info: e.info,
+    }
+  }
+
+  return {
+    apply,
+    /** Marks every device offline: nobody is connected to a hub that just started. */
+    hubStarted(at: number): void {
+      for (const id of [...entries.keys()]) apply(id, { type: 'hubStart', at })
+    },
+    /** Telemetry arrived: cheap in-memory update, persisted by `flushLastSeen`. */
+    touch(deviceId: string, at: number): void {
+      const e = entries.get(deviceId)
+      if (!e) return
+      e.lastSeen = at
+      touched.add(deviceId)
+    },
+    flushLastSeen(): void {
+      if (touched.size === 0) return
+      const batch = [...touched].map((id) => [id, entries.get(id)?.lastSeen] as const)
+      touched.clear()
+      writer.enqueue(() => {
+        for (const [id, at] of batch) if (at != null) stmts.touch.run(at, id)
+      })
+    },
+    get(deviceId: string): PresenceView | undefined {
+      const e = entries.get(deviceId)
+      return e ? view(deviceId, e) : undefined
+    },
+    isReachable: (deviceId: string): boolean => {
+      const e = entries.get(deviceId)
+      return e !== undefined && isReachable(e.state)
+    },
+    counts(): { online: number; offline: number } {
+      let online = 0
+      for (const e of entries.values()) if (e.state.status === 'online') online++
+      return { online, offline: entries.size - online }
+    },
+    history(deviceId: string, sinceMs: number, limit: number): HistoryEntry[] {
+      return stmts.readHistory.all(deviceId, sinceMs, limit)
+    },
+    forget(deviceId: string): void {
+      entries.delete(deviceId)
+      touched.delete(deviceId)
+    },
+    on: emitter.on.bind(emitter),
+    off: emitter.off.bind(emitter),
+  }
+}
+
+export type PresenceStore = ReturnType<typeof createPresenceStore>

@@ -1,0 +1,103 @@
+/**
+ * Presence: one state machine per device, fed by broker connection events and
+ * by the device's own birth and death messages (DESIGN.md, "Presence").
+ *
+ * States: `online` (reachable: connected now and a birth received on this
+ * connection) and `offline`, each with the reason and time it was entered.
+ *
+ * Events and rules:
+ * - connected(connId): remember the connection. The device is not reachable
+ *   until its birth arrives; if it was online on another connection (a
+ *   takeover whose disconnect we missed), it goes offline ("reconnected").
+ * - birth(epoch): on the current connection, with an epoch not older than the
+ *   last one seen → online. A birth with an older epoch is stale (a retained
+ *   or delayed message) and ignored; so is a birth with no connection.
+ * - death(epoch): an epoch older than the current birth's is a late Will of a
+ *   previous connection and is ignored; otherwise → offline, "shutdown" when
+ *   the device is still connected (it said goodbye), "will" when not.
+ * - disconnected(connId, reason): only the current connection counts; a
+ *   disconnect of an older one (after a takeover) is ignored → offline with
+ *   the broker's reason (keepalive-timeout, connection-lost, kicked, ...).
+ * - hubStart: the hub restarted, nobody is connected → offline "hub-restart".
+ *
+ * Pure: the caller persists the returned change and publishes nothing here.
+ */
+
+export type PresenceStatus = 'online' | 'offline'
+
+export interface PresenceState {
+  readonly status: PresenceStatus
+  readonly reason: string
+  readonly since: number
+  /** The broker connection the device is on now, if any. */
+  readonly connId: number | null
+  /** Epoch of the newest accepted birth. */
+  readonly epoch: number | null
+  /** The connection that birth arrived on: reachable only while it is current. */
+  readonly birthConnId: number | null
+}
+
+export type PresenceEvent =
+  | { readonly type: 'connected'; readonly connId: number; readonly at: number }
+  | { readonly type: 'birth'; readonly epoch: number; readonly at: number }
+  | { readonly type: 'death'; readonly epoch: number; readonly at: number }
+  | { readonly type: 'disconnected'; readonly connId: number; readonly reason: string; readonly at: number }
+  | { readonly type: 'hubStart'; readonly at: number }
+
+export interface PresenceChange {
+  readonly status: PresenceStatus
+  readonly reason: string
+  readonly at: number
+  readonly epoch: number | null
+}
+
+export interface Transition {
+  readonly state: PresenceState
+  /** Set when status changed: this is what goes into the history. */
+  readonly change: PresenceChange | undefined
+  /** Set when the event was ignored, with why (for logs and tests). */
+  readonly ignored: string | undefined
+}
+
+export function initialPresence(at: number): PresenceState {
+  return { status: 'offline', reason: 'never-connected', since: at, connId: null, epoch: null, birthConnId: null }
+}
+
+function to(state: PresenceState, status: PresenceStatus, reason: string, at: number, patch: Partial<PresenceState>): Transition {
+  const next: PresenceState = { ...state, ...patch }
+  if (state.status === status) return { state: next, change: undefined, ignored: undefined }
+  const changed: PresenceState = { ...next, status, reason, since: at }
+  return { state: changed, change: { status, reason, at, epoch: changed.epoch }, ignored: undefined }
+}
+
+function ignore(state: PresenceState, why: string): Transition {
+  return { state, change: undefined, ignored: why }
+}
+
+export function nextPresence(state: PresenceState, event: PresenceEvent): Transition {
+  switch (event.type) {
+    case 'connected':
+      return to(state, 'offline', 'reconnected', event.at, { connId: event.connId, birthConnId: null })
+    case 'birth':
+      if (state.connId === null) return ignore(state, 'birth without a connection')
+      if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `stale birth: epoch ${event.epoch} < ${state.epoch}`)
+      return to(state, 'online', 'birth', event.at, { epoch: event.epoch, birthConnId: state.connId })
+    case 'death':
+      if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `late death: epoch ${event.epoch} < ${state.epoch}`)
+      return to(state, 'offline', state.connId !== null ? 'shutdown' : 'will', event.at, { epoch: Math.max(event.epoch, state.epoch ?? 0), birthConnId: null })
+    case 'disconnected':
+      if (state.connId !== event.connId) return ignore(state, `disconnect of an old connection ${event.connId}`)
+      return to(state, 'offline', event.reason, event.at, { connId: null, birthConnId: null })
+    case 'hubStart':
+      return to(state, 'offline', 'hub-restart', event.at, { connId: null, birthConnId: null })
+    default: {
+      const never: never = event
+      return never
+    }
+  }
+}
+
+/** "Reachable" (DESIGN.md): connected now, birth received for this connection's epoch. */
+export function isReachable(state: PresenceState): boolean {
+  return state.status === 'online' && state.connId !== null && state.birthConnId === state.connId
+}

@@ -1,0 +1,130 @@
+import type { Db } from '../common/sqlite.js'
+import { RollcallError } from '../common/errors.js'
+import { DEVICE_ID_RULE, OBSERVER_USER_PREFIX, isDeviceId } from '../protocol/ids.js'
+import { generateToken, hashToken, tokenMatches } from './tokens.js'
+import type { AuthResult } from '../broker/types.js'
+
+/**
+ * The registry owns the devices and observers tables: who may connect, with
+ * which token hash, in which group. Tokens are returned once, at creation or
+ * rotation, and never stored in clear.
+ */
+
+export interface DeviceRecord {
+  readonly id: string
+  readonly group: string | null
+  readonly createdAt: number
+}
+
+export interface ObserverRecord {
+  readonly name: string
+  readonly createdAt: number
+}
+
+const GROUP_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/
+
+interface DeviceRow { id: string; grp: string | null; token_hash: Buffer; created_at: number }
+interface ObserverRow { name: string; token_hash: Buffer; created_at: number }
+
+export function createRegistry(db: Db) {
+  const stmts = {
+    insertDevice: db.prepare<[string, string | null, Buffer, number]>('INSERT INTO devices (id, grp, token_hash, created_at) VALUES (?, ?, ?, ?)'),
+    getDevice: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
+    listDevices: db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY id'),
+    deleteDevice: db.prepare<[string]>('DELETE FROM devices WHERE id = ?'),
+    setDeviceToken: db.prepare<[Buffer, string]>('UPDATE devices SET token_hash = ? WHERE id = ?'),
+    internDevice: db.prepare<[string]>('INSERT OR IGNORE INTO device_keys (id) VALUES (?)'),
+    insertObserver: db.prepare<[string, Buffer, number]>('INSERT INTO observers (name, token_hash, created_at) VALUES (?, ?, ?)'),
+    getObserver: db.prepare<[string], ObserverRow>('SELECT * FROM observers WHERE name = ?'),
+    listObservers: db.prepare<[], ObserverRow>('SELECT * FROM observers ORDER BY name'),
+    deleteObserver: db.prepare<[string]>('DELETE FROM observers WHERE name = ?'),
+  }
+
+  const toDevice = (r: DeviceRow): DeviceRecord => ({ id: r.id, group: r.grp, createdAt: r.created_at })
+
+  function addDevice(id: string, group: string | null, now: number): { device: DeviceRecord; token: string } {
+    if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id "${id}": ${DEVICE_ID_RULE}`)
+    if (group !== null && !GROUP_RE.test(group)) {
+      throw new RollcallError('INVALID_NAME', `invalid group "${group}": 1 to 64 characters of lowercase letters, digits, "-" and "_"`)
+    }
+    const token = generateToken()
+    try {
+      db.transaction(() => {
+        stmts.insertDevice.run(id, group, hashToken(token), now)
+        stmts.internDevice.run(id)
+      })()
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new RollcallError('DEVICE_EXISTS', `device "${id}" already exists; remove it first or rotate its token`)
+      }
+      throw err
+    }
+    return { device: { id, group, createdAt: now }, token }
+  }
+
+  function requireDevice(id: string): DeviceRecord {
+    const row = stmts.getDevice.get(id)
+    if (!row) throw new RollcallError('DEVICE_NOT_FOUND', `no device "${id}"`)
+    return toDevice(row)
+  }
+
+  function rotateDeviceToken(id: string): string {
+    requireDevice(id)
+    const token = generateToken()
+    stmts.setDeviceToken.run(hashToken(token), id)
+    return token
+  }
+
+  function removeDevice(id: string): void {
+    if (stmts.deleteDevice.run(id).changes === 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device "${id}"`)
+  }
+
+  function addObserver(name: string, now: number): { observer: ObserverRecord; token: string } {
+    if (!isDeviceId(name)) throw new RollcallError('INVALID_NAME', `invalid observer name "${name}": ${DEVICE_ID_RULE}`)
+    const token = generateToken()
+    try {
+      stmts.insertObserver.run(name, hashToken(token), now)
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new RollcallError('OBSERVER_EXISTS', `observer "${name}" already exists`)
+      }
+      throw err
+    }
+    return { observer: { name, createdAt: now }, token }
+  }
+
+  function removeObserver(name: string): void {
+    if (stmts.deleteObserver.run(name).changes === 0) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
+  }
+
+  /**
+   * The broker's credential check. Unknown user and wrong token get the same
+   * answer so a scan cannot tell which device ids exist.
+   */
+  function checkCredentials(username: string, password: Buffer): AuthResult {
+    if (username.startsWith(OBSERVER_USER_PREFIX)) {
+      const name = username.slice(OBSERVER_USER_PREFIX.length)
+      const row = stmts.getObserver.get(name)
+      if (row && tokenMatches(password, row.token_hash)) return { ok: true, principal: { kind: 'observer', name } }
+      return { ok: false, returnCode: 4, reason: 'unknown observer or wrong token' }
+    }
+    const row = isDeviceId(username) ? stmts.getDevice.get(username) : undefined
+    if (row && tokenMatches(password, row.token_hash)) return { ok: true, principal: { kind: 'device', id: row.id } }
+    return { ok: false, returnCode: 4, reason: 'unknown device or wrong token' }
+  }
+
+  return {
+    addDevice,
+    getDevice: (id: string): DeviceRecord | undefined => { const r = stmts.getDevice.get(id); return r ? toDevice(r) : undefined },
+    requireDevice,
+    listDevices: (): DeviceRecord[] => stmts.listDevices.all().map(toDevice),
+    rotateDeviceToken,
+    removeDevice,
+    addObserver,
+    listObservers: (): ObserverRecord[] => stmts.listObservers.all().map((r) => ({ name: r.name, createdAt: r.created_at })),
+    removeObserver,
+    checkCredentials,
+  }
+}
+
+export type Registry = ReturnType<typeof createRegistry>

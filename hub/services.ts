@@ -1,0 +1,37 @@
+import type { Clock } from '../common/clock.js'
+import type { Registry, DeviceRecord } from './registry.js'
+import type { PresenceStore, PresenceView } from './presence-store.js'
+import type { TelemetryStore } from './telemetry-store.js'
+import type { DeadLetters } from './dead-letters.js'
+
+/** What the HTTP API (and the CLI through it) can do with a running hub. */
+export interface HubServices {
+  readonly clock: Clock
+  readonly registry: Registry
+  readonly presence: PresenceStore
+  readonly telemetry: TelemetryStore
+  readonly deadLetters: DeadLetters
+  /** Removes the device and closes its connection at once. */
+  removeDevice(id: string): void
+  /** New token; the old one stops working and the device is disconnected. */
+  rotateDeviceToken(id: string): string
+  removeObserver(name: string): void
+  health(): HealthReport
+  stats(): Record<string, unknown>
+}
+
+export interface HealthReport {
+  readonly ok: boolean
+  readonly version: string
+  readonly uptimeMs: number
+  readonly mqttPort: number
+  readonly devices: { readonly online: number; readonly offline: number }
+}
+
+export interface DeviceSummary extends DeviceRecord {
+  readonly presence: PresenceView | null
+}
+
+export function summarize(services: HubServices, d: DeviceRecord): DeviceSummary {
+  return { ...d, presence: services.presence.get(d.id) ?? null }
+}

@@ -1,0 +1,117 @@
+import type { Db } from '../common/sqlite.js'
+import type { Logger } from '../common/logger.js'
+
+/**
+ * Group commit: every write the hub makes on the hot path (telemetry, events,
+ * presence, dead letters) is queued here and applied in one transaction every
+ * `flushDelayMs` or as soon as `maxBatchWeight` is queued, whichever comes
+ * first. With synchronous=FULL one fsync then covers thousands of rows, which
+ * is what makes "acknowledge only what is durably stored" fast.
+ *
+ * An operation runs inside the transaction and returns what to do after the
+ * commit (publish an ack, ...). Each operation runs in its own savepoint: one
+ * that throws is rolled back alone and logged, so a single bad write cannot
+ * sink the rest of the group. If the commit itself fails, nothing is applied
+ * and no after-commit step runs. Either way `onRollback` hooks let owners drop
+ * caches they advanced optimistically.
+ */
+
+export type AfterCommit = () => void
+export type WriteOp = (db: Db) => AfterCommit | void
+
+export interface WriterOptions {
+  readonly flushDelayMs: number
+  /**
+   * Commit at once when this much is queued. The commit is synchronous, so
+   * the queue never grows past it: while SQLite commits, the event loop reads
+   * no more packets, and TCP pushes back on the devices.
+   */
+  readonly maxBatchWeight: number
+}
+
+export interface WriterStats {
+  readonly commits: number
+  readonly failedCommits: number
+  readonly failedOps: number
+  readonly queuedWeight: number
+  readonly lastCommitMs: number
+  readonly lastCommitWeight: number
+}
+
+export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
+  let queue: WriteOp[] = []
+  let queuedWeight = 0
+  let timer: NodeJS.Timeout | undefined
+  let closed = false
+  const rollbackHooks: Array<() => void> = []
+  const commitHooks: Array<() => void> = []
+  const stats = { commits: 0, failedCommits: 0, failedOps: 0, lastCommitMs: 0, lastCommitWeight: 0 }
+
+  // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
+  const runOne = db.transaction((op: WriteOp) => op(db))
+  const runAll = db.transaction((ops: WriteOp[]) => {
+    const after: AfterCommit[] = []
+    for (const op of ops) {
+      try {
+        const a = runOne(op)
+        if (a) after.push(a)
+      } catch (err) {
+        stats.failedOps++
+        logger.error({ err }, 'write rolled back alone; the rest of the group commits')
+        for (const hook of rollbackHooks) hook()
+      }
+    }
+    return after
+  })
+
+  function flush(): void {
+    if (timer) { clearTimeout(timer); timer = undefined }
+    if (queue.length === 0) return
+    const ops = queue
+    const weight = queuedWeight
+    queue = []
+    queuedWeight = 0
+    const t0 = performance.now()
+    let after: AfterCommit[] = []
+    try {
+      after = runAll(ops)
+      stats.commits++
+    } catch (err) {
+      stats.failedCommits++
+      logger.error({ err, ops: ops.length, weight }, 'group commit failed; its writes are dropped and will be retried by their senders')
+      for (const hook of rollbackHooks) hook()
+    }
+    stats.lastCommitMs = performance.now() - t0
+    stats.lastCommitWeight = weight
+    for (const a of after) {
+      try { a() } catch (err) { logger.error({ err }, 'after-commit step failed') }
+    }
+    for (const hook of commitHooks) {
+      try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
+    }
+  }
+
+  function enqueue(op: WriteOp, weight = 1): void {
+    if (closed) throw new Error('writer is closed')
+    queue.push(op)
+    queuedWeight += weight
+    if (queuedWeight >= options.maxBatchWeight) flush()
+    else timer ??= setTimeout(flush, options.flushDelayMs)
+  }
+
+  return {
+    enqueue,
+    flush,
+    onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
+    /** Runs once after each flush's after-commit steps: where owners send what they coalesced. */
+    onCommit: (hook: () => void) => { commitHooks.push(hook) },
+    stats: (): WriterStats => ({ ...stats, queuedWeight }),
+    /** Commits what is queued and refuses more. */
+    close(): void {
+      flush()
+      closed = true
+    },
+  }
+}
+
+export type Writer = ReturnType<typeof createWriter>

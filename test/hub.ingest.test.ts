@@ -1,0 +1,76 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { MqttClient } from 'mqtt'
+import { encode, topics, type TelemetryAck, type Sample } from '../protocol/index.js'
+import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+
+const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-000000000001'
+
+describe('hub telemetry ingest', () => {
+  const cleanups: Array<() => Promise<unknown>> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  async function setup(): Promise<{ hub: TestHub; dev: MqttClient; acks: TelemetryAck[] }> {
+    const hub = await startTestHub()
+    cleanups.push(() => hub.stop())
+    const token = await hub.addDevice('dev-1')
+    const dev = await connectDevice(hub.mqttUrl, 'dev-1', token)
+    cleanups.push(() => dev.endAsync())
+    const acks: TelemetryAck[] = []
+    dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
+    await dev.subscribeAsync(topics.telemetryAck('dev-1'), { qos: 1 })
+    return { hub, dev, acks }
+  }
+
+  const samples = (from: number, to: number): Sample[] =>
+    Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, ts: 1_700_000_000_000 + (from + i) * 1000, sensor: i % 2 ? 'temp' : 'hum', value: from + i }))
+
+  it('stores a batch, acks after commit, and drops replays as duplicates', async () => {
+    const { hub, dev, acks } = await setup()
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 10) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 10), 'ack up to 10')
+    // A replay overlapping what is stored, plus new samples.
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(5, 15) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 15), 'ack up to 15')
+    // A pure replay is still acked, so the agent can let go of it.
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 3) }), { qos: 1 })
+    await waitFor(() => acks.filter((a) => a.upTo === 15).length >= 2, 'second ack up to 15')
+
+    const r = await hub.api<{ samples: Array<{ seq: number; sensor: string; value: number }> }>('GET', '/api/devices/dev-1/telemetry?since=0&limit=1000')
+    expect(r.status).toBe(200)
+    const seqs = r.body.samples.map((s) => s.seq).sort((a, b) => a - b)
+    expect(seqs).toEqual(Array.from({ length: 15 }, (_, i) => i + 1))
+    const stats = await hub.api<{ ingest: { samplesStored: number; samplesDuplicate: number } }>('GET', '/api/stats')
+    expect(stats.body.ingest).toMatchObject({ samplesStored: 15, samplesDuplicate: 9 })
+  })
+
+  it('queries by sensor, range and bucket', async () => {
+    const { hub, dev, acks } = await setup()
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 120) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 120), 'ack')
+    const since = 1_700_000_000_000
+    const one = await hub.api<{ samples: Array<{ sensor: string }> }>('GET', `/api/devices/dev-1/telemetry?sensor=temp&since=${since}&until=${since + 60_000}`)
+    const expected = samples(1, 120).filter((s) => s.sensor === 'temp' && s.ts >= since && s.ts < since + 60_000)
+    expect(one.body.samples.length).toBe(expected.length)
+    expect(new Set(one.body.samples.map((s) => s.sensor))).toEqual(new Set(['temp']))
+    const b = await hub.api<{ buckets: Array<{ sensor: string; count: number; min: number; max: number }> }>('GET', `/api/devices/dev-1/telemetry?since=${since}&until=${since + 121_000}&bucket=1m&sensor=hum`)
+    const hum = samples(1, 120).filter((s) => s.sensor === 'hum')
+    const perMinute = [0, 1, 2].map((m) => hum.filter((s) => Math.floor(s.ts / 60_000) === Math.floor(since / 60_000) + m).length).filter((n) => n > 0)
+    expect(b.body.buckets.map((x) => x.count)).toEqual(perMinute)
+    expect(b.body.buckets.every((x) => x.min <= x.max)).toBe(true)
+    const bad = await hub.api<{ error: { code: string } }>('GET', '/api/devices/dev-1/telemetry?since=yesterday-ish')
+    expect(bad.status).toBe(400)
+    expect(bad.body.error.code).toBe('BAD_REQUEST')
+  })
+
+  it('keeps a separate sequence per store (a re-flashed device starts again at 1)', async () => {
+    const { hub, dev, acks } = await setup()
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 5) }), { qos: 1 })
+    const other = '0b6c3d1e-aaaa-4bbb-8ccc-000000000002'
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId: other, samples: samples(1, 3).map((s) => ({ ...s, ts: s.ts + 500 })) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.storeId === other && a.upTo === 3), 'ack for the new store')
+    const d = await hub.api<{ streams: Array<{ storeId: string; upTo: number }> }>('GET', '/api/devices/dev-1')
+    expect(d.body.streams.map((s) => [s.storeId, s.upTo]).sort()).toEqual([[storeId, 5], [other, 3]].sort())
+  })
+})

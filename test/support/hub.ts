@@ -1,0 +1,73 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import mqtt, { type MqttClient } from 'mqtt'
+import { createLogger, silentLogger } from '../../common/logger.js'
+import { loadHubConfig, type HubConfig } from '../../hub/config.js'
+import { createHub, type RunningHub } from '../../hub/hub.js'
+
+/** A temp dir removed by the returned function. */
+export function tempDir(prefix: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `rollcall-${prefix}-`))
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
+export interface TestHub {
+  readonly running: RunningHub
+  readonly mqttUrl: string
+  readonly dataDir: string
+  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>
+  addDevice(id: string, group?: string): Promise<string>
+  stop(): Promise<void>
+}
+
+/** A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0. */
+export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string): Promise<TestHub> {
+  const tmp = dataDir ? undefined : tempDir('hub')
+  const dir = dataDir ?? tmp!.dir
+  const config = loadHubConfig({ dataDir: dir, mqttPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
+  const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }) })
+  const running = await hub.start()
+  const base = `http://127.0.0.1:${running.httpPort}`
+  async function api<T>(method: string, path: string, body?: unknown) {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${running.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.text()
+    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
+  }
+  return {
+    running,
+    mqttUrl: `mqtt://127.0.0.1:${running.mqttPort}`,
+    dataDir: dir,
+    api,
+    async addDevice(id, group) {
+      const r = await api<{ token: string }>('POST', '/api/devices', { id, ...(group ? { group } : {}) })
+      if (r.status !== 201) throw new Error(`addDevice ${id}: ${r.status} ${JSON.stringify(r.body)}`)
+      return r.body.token
+    },
+    async stop() {
+      await hub.stop()
+      tmp?.remove()
+    },
+  }
+}
+
+/** A raw MQTT.js client logged in as a device, for tests that speak the wire protocol by hand. */
+export async function connectDevice(url: string, id: string, token: string, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
+  return mqtt.connectAsync(url, { clientId: id, username: id, password: token, clean: true, reconnectPeriod: 0, keepalive: 30, ...extra })
+}
+
+/** Polls until `check` returns a truthy value or the deadline passes. */
+export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  let last: T | undefined
+  while (Date.now() < deadline) {
+    last = await check()
+    if (last) return last as NonNullable<T>
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`)
+}
