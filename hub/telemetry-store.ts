@@ -49,7 +49,7 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     getMark: db.prepare<[string, string], { up_to: number }>('SELECT up_to FROM streams WHERE device_id = ? AND store_id = ?'),
     setMark: db.prepare<[string, string, number, number]>(
       'INSERT INTO streams (device_id, store_id, up_to, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (device_id, store_id) DO UPDATE SET up_to = excluded.up_to, updated_at = excluded.updated_at'),
-    insertSample: db.prepare<[number, number, number, number, number]>('INSERT OR IGNORE INTO samples (device_key, ts, seq, sensor_key, value) VALUES (?, ?, ?, ?, ?)'),
+    insertSample: db.prepare<[number, number, number, number, number]>('INSERT INTO samples (device_key, ts, seq, sensor_key, value) VALUES (?, ?, ?, ?, ?)'),
     insertEvent: db.prepare<[number, number, number, string, string, string, string | null]>(
       'INSERT INTO device_events (device_key, ts, seq, kind, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     streamsOf: db.prepare<[string], { store_id: string; up_to: number; updated_at: number }>('SELECT store_id, up_to, updated_at FROM streams WHERE device_id = ? ORDER BY updated_at DESC'),

@@ -1,0 +1,16 @@
+import { loadAgentConfig } from '../agent/config.js'
+import { createAgent } from '../agent/agent.js'
+import { createLogger } from '../common/logger.js'
+import { onShutdownSignal } from './signals.js'
+
+export async function runAgent(flags: Record<string, string | undefined>): Promise<void> {
+  const config = loadAgentConfig({ flags, env: process.env })
+  const logger = createLogger({ level: config.logLevel })
+  const agent = createAgent(config, { logger })
+  await agent.start()
+  logger.info({ deviceId: config.id, hub: config.hub, dataDir: config.dataDir, storeId: agent.stats().storeId }, 'agent started')
+  onShutdownSignal(async () => {
+    await agent.stop()
+    logger.flush()
+  })
+}

@@ -1,0 +1,46 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+
+export interface CliResult { readonly code: number | null; readonly stdout: string; readonly stderr: string }
+
+/** Runs a mosquitto client CLI (mosquitto_pub / mosquitto_sub) to completion, with a hard time limit. */
+export function runMosquitto(bin: 'mosquitto_pub' | 'mosquitto_sub', args: string[], timeoutMs = 10_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** Starts a long-running mosquitto_sub; the caller kills it (by its PID) when done. */
+export function spawnSubscriber(args: string[]): { child: ChildProcess; lines: string[]; stderr: () => string } {
+  const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: string[] = []
+  let buf = ''
+  let err = ''
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString()
+    let i: number
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i))
+      buf = buf.slice(i + 1)
+    }
+  })
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
+  return { child, lines, stderr: () => err }
+}
+
+export function mqttArgs(port: number, user?: string, password?: string, clientId?: string): string[] {
+  const a = ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv311']
+  if (clientId) a.push('-i', clientId)
+  if (user) a.push('-u', user)
+  if (password) a.push('-P', password)
+  return a
+}
