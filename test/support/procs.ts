@@ -1,0 +1,77 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { waitFor } from './hub.js'
+
+/** The built CLI: `npm test` builds first (pretest), so tests run what users run. */
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
+
+export interface Proc {
+  readonly child: ChildProcess
+  readonly pid: number
+  output(): string
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<number | null>
+}
+
+/** Starts `rollcall ...args` as a child process; output is kept for failure messages. */
+export function startCli(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  let out = ''
+  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-20_000) }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, pid: child.pid!, output: () => out, exited }
+}
+
+/** Sends a signal to a process we started (by its PID) and waits for it to exit. */
+export async function killProc(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return
+  p.child.kill(signal)
+  await Promise.race([p.exited, new Promise((r) => setTimeout(r, 10_000))])
+}
+
+export interface HubProc extends Proc {
+  readonly mqttPort: number
+  readonly httpPort: number
+  readonly adminToken: string
+  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>
+}
+
+/** Starts a hub process and waits until it listens (it writes a ready file). */
+export async function startHubProc(dataDir: string, opts: { mqttPort?: number; httpPort?: number; extra?: string[] } = {}): Promise<HubProc> {
+  const ready = join(dataDir, `ready-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
+  const p = startCli(['hub', '--data', dataDir, '--mqtt-port', String(opts.mqttPort ?? 0), '--http-port', String(opts.httpPort ?? 0),
+    '--ready-file', ready, '--log-level', 'warn', ...(opts.extra ?? [])])
+  await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 20_000)
+  if (!existsSync(ready)) throw new Error(`hub exited before it was ready:\n${p.output()}`)
+  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
+  rmSync(ready, { force: true })
+  const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
+  const base = `http://127.0.0.1:${info.httpPort}`
+  return {
+    ...p,
+    mqttPort: info.mqttPort,
+    httpPort: info.httpPort,
+    adminToken,
+    async api<T>(method: string, path: string, body?: unknown) {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      const text = await res.text()
+      return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
+    },
+  }
+}
+
+/** Starts an agent process with a JSON config file written next to its ledger. */
+export function startAgentProc(opts: { mqttPort: number; id: string; token: string; dataDir: string; config: Record<string, unknown> }): Proc {
+  const configPath = join(opts.dataDir, `..`, `${opts.id}-config-${Date.now()}.json`)
+  writeFileSync(configPath, JSON.stringify(opts.config))
+  return startCli(['agent', '--hub', `mqtt://127.0.0.1:${opts.mqttPort}`, '--id', opts.id, '--data', opts.dataDir, '--config', configPath, '--log-level', 'warn'],
+    { ROLLCALL_TOKEN: opts.token })
+}
