@@ -157,6 +157,8 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       return { online, offline: entries.size - online }
     },
     history(deviceId: string, sinceMs: number, limit: number): HistoryEntry[] {
+      // Read your writes: a change decided in memory a moment ago is in the history too.
+      writer.flush()
       return stmts.readHistory.all(deviceId, sinceMs, limit)
     },
     forget(deviceId: string): void {
