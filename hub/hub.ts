@@ -21,6 +21,9 @@ import { buildApi } from './api/app.js'
 import type { HubServices } from './services.js'
 import { VERSION } from '../common/version.js'
 
+/** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
+const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
+
 export interface HubDeps {
   readonly logger: Logger
   readonly clock?: Clock
@@ -109,6 +112,15 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     broker.on('disconnected', (info, reason) => {
       if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
+    })
+    // Payloads the broker refused before they reached the hub (another device's topic,
+    // oversized) are recorded with the dead letters, so operators see every refusal in one place.
+    broker.on('violation', (info, code, detail) => {
+      if (!BROKER_REFUSALS_KEPT.has(code)) return
+      deadLetters.add({
+        ts: clock.now(), deviceId: info.principal?.kind === 'device' ? info.principal.id : undefined, clientId: info.clientId,
+        topic: '', reason: code, detail, payload: Buffer.alloc(0),
+      })
     })
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
     const { port: mqttPort } = await broker.listen()
