@@ -1,0 +1,299 @@
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import Type, { type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { parseDurationMs } from '../common/duration.js'
+import { RollcallError } from '../common/errors.js'
+import { DEVICE_ID_RULE, isDeviceId, isSensorName } from '../protocol/ids.js'
+import { LIMITS } from '../protocol/messages.js'
+import { SIM_MODELS, type SimModel, type SimulatedSensorConfig } from './sensors.js'
+
+/**
+ * The agent's one typed, validated, frozen config. Sources, later wins:
+ * defaults < JSON config file < environment (ROLLCALL_TOKEN) < CLI flags.
+ * This is the only agent module that looks at the environment, and it only
+ * sees the `env` object it is handed.
+ *
+ * Durations carry their unit in the name; in the file an `...Ms` field takes
+ * milliseconds or a duration string ("250ms", "10s", "5m"). MQTT's keepalive is
+ * in seconds, as MQTT.js expects it.
+ */
+
+export interface AgentConfig {
+  /** mqtt://host:port or mqtts://host:port */
+  readonly hub: string
+  readonly id: string
+  readonly token: string
+  /** Holds ledger.db. Default ./rollcall-data/agents/<id>, resolved to an absolute path. */
+  readonly dataDir: string
+  readonly keepaliveSec: number
+  readonly connectTimeoutMs: number
+  readonly reconnectBaseMs: number
+  readonly reconnectMaxMs: number
+  /** A connection that lasted this long resets the backoff. */
+  readonly reconnectStableMs: number
+  /** 0 = no timer; samples are taken only by `sampleNow()`. */
+  readonly sampleIntervalMs: number
+  readonly builtinSensors: boolean
+  readonly sensors: readonly SimulatedSensorConfig[]
+  readonly inflightBatches: number
+  readonly batchMaxSamples: number
+  readonly batchMaxBytes: number
+  readonly ackTimeoutMs: number
+  /** How long an append waits so that one tick of many sensors leaves as one batch. */
+  readonly coalesceMs: number
+  readonly outboxMaxRows: number
+  readonly outboxMaxBytes: number
+  /** See LedgerOptions.synchronous. */
+  readonly synchronous: 'NORMAL' | 'FULL'
+  /** How long stop() waits for the death to be acknowledged. */
+  readonly stopTimeoutMs: number
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+}
+
+export const AGENT_DEFAULTS = {
+  keepaliveSec: 30,
+  connectTimeoutMs: 10_000,
+  reconnectBaseMs: 500,
+  reconnectMaxMs: 30_000,
+  reconnectStableMs: 10_000,
+  sampleIntervalMs: 10_000,
+  builtinSensors: true,
+  sensors: [],
+  inflightBatches: 4,
+  batchMaxSamples: 500,
+  // Well under the broker's 64 KiB payload cap, leaving room for framing.
+  batchMaxBytes: 60_000,
+  ackTimeoutMs: 10_000,
+  coalesceMs: 10,
+  outboxMaxRows: 200_000,
+  outboxMaxBytes: 64 * 1024 * 1024,
+  synchronous: 'NORMAL',
+  stopTimeoutMs: 2_000,
+  logLevel: 'info',
+} as const satisfies Partial<AgentConfig>
+
+const Ms = (min: number, max: number) => Type.Union([Type.Integer({ minimum: min, maximum: max }), Type.String()])
+
+const SensorSchema = Type.Object({
+  name: Type.String(),
+  // Spelled out: a mapped array would type as never in Static.
+  model: Type.Union([Type.Literal('sine'), Type.Literal('random-walk'), Type.Literal('constant')]),
+  min: Type.Number(),
+  max: Type.Number(),
+  periodMs: Type.Optional(Ms(1, 86_400_000)),
+  seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1 })),
+}, { additionalProperties: false })
+
+// Fails to compile if the schema's models and SIM_MODELS drift apart.
+type SchemaModel = Static<typeof SensorSchema>['model']
+const _modelsMatch: [SimModel] extends [SchemaModel] ? ([SchemaModel] extends [SimModel] ? true : never) : never = true
+
+/** What a config file (or a programmatic caller) may set; everything is optional here, required-ness is checked after merging. */
+export const AgentConfigFile = Type.Object({
+  hub: Type.Optional(Type.String()),
+  id: Type.Optional(Type.String()),
+  token: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  dataDir: Type.Optional(Type.String({ minLength: 1 })),
+  keepaliveSec: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_535 })),
+  connectTimeoutMs: Type.Optional(Ms(100, 600_000)),
+  reconnectBaseMs: Type.Optional(Ms(1, 600_000)),
+  reconnectMaxMs: Type.Optional(Ms(1, 3_600_000)),
+  reconnectStableMs: Type.Optional(Ms(0, 3_600_000)),
+  sampleIntervalMs: Type.Optional(Ms(0, 86_400_000)),
+  builtinSensors: Type.Optional(Type.Boolean()),
+  sensors: Type.Optional(Type.Array(SensorSchema, { maxItems: 1000 })),
+  inflightBatches: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  batchMaxSamples: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxSamplesPerBatch })),
+  batchMaxBytes: Type.Optional(Type.Integer({ minimum: 4096, maximum: LIMITS.maxPayloadBytes - 1024 })),
+  ackTimeoutMs: Type.Optional(Ms(10, 3_600_000)),
+  coalesceMs: Type.Optional(Ms(0, 10_000)),
+  outboxMaxRows: Type.Optional(Type.Integer({ minimum: 1 })),
+  outboxMaxBytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+  synchronous: Type.Optional(Type.Union([Type.Literal('NORMAL'), Type.Literal('FULL')])),
+  stopTimeoutMs: Type.Optional(Ms(0, 60_000)),
+  logLevel: Type.Optional(Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')])),
+}, { additionalProperties: false })
+export type AgentConfigInput = Static<typeof AgentConfigFile>
+
+const checkFile = Compile(AgentConfigFile)
+
+/** Hints appended to schema errors, so a message says what to fix, not just what is wrong. */
+const HINTS: Record<string, string> = {
+  hub: 'e.g. "mqtt://hub.local:1883"',
+  keepaliveSec: 'whole seconds, 1..65535',
+  batchMaxSamples: `1..${LIMITS.maxSamplesPerBatch}`,
+  batchMaxBytes: `4096..${LIMITS.maxPayloadBytes - 1024} (payloads must stay under the broker's 64 KiB cap)`,
+  inflightBatches: '1..64',
+  synchronous: '"NORMAL" or "FULL"',
+  logLevel: 'one of fatal, error, warn, info, debug, trace, silent',
+  model: `one of ${SIM_MODELS.join(', ')}`,
+}
+
+function hintFor(path: string): string {
+  const field = path.split('/').filter((p) => p !== '' && !/^\d+$/.test(p)).pop() ?? ''
+  const hint = HINTS[field] ?? (field.endsWith('Ms') ? 'milliseconds (an integer) or a duration such as "250ms", "10s", "5m"' : undefined)
+  return hint ? ` (${hint})` : ''
+}
+
+function schemaIssues(value: unknown): string[] {
+  const issues: string[] = []
+  const seen = new Set<string>()
+  for (const e of checkFile.Errors(value)) {
+    // "schema is false" duplicates the additionalProperties error; the
+    // per-branch errors of a union duplicate its anyOf error.
+    if (e.keyword === 'boolean' || (e.schemaPath.includes('/anyOf/'))) continue
+    const path = e.instancePath === '' ? '(top level)' : e.instancePath.slice(1).replaceAll('/', '.')
+    let text: string
+    if (e.keyword === 'additionalProperties') {
+      const extra = (e.params as { additionalProperties?: string[] }).additionalProperties ?? []
+      text = `${path}: unknown field${extra.length > 1 ? 's' : ''} ${extra.join(', ')}; remove ${extra.length > 1 ? 'them' : 'it'} or check the spelling`
+    } else {
+      text = `${path}: ${e.message}${hintFor(e.instancePath)}`
+    }
+    if (!seen.has(text)) issues.push(text)
+    seen.add(text)
+  }
+  return issues
+}
+
+function toMs(value: number | string | undefined, field: string, issues: string[]): number | undefined {
+  if (typeof value !== 'string') return value
+  const ms = parseDurationMs(value)
+  if (ms === undefined) issues.push(`${field}: ${JSON.stringify(value)} is not a duration${hintFor(field)}`)
+  return ms
+}
+
+function configError(issues: readonly string[], source: string): RollcallError {
+  return new RollcallError('BAD_REQUEST', `invalid agent config (${source}):\n  - ${issues.join('\n  - ')}`, { issues })
+}
+
+const MS_FIELDS = ['connectTimeoutMs', 'reconnectBaseMs', 'reconnectMaxMs', 'reconnectStableMs', 'sampleIntervalMs', 'ackTimeoutMs', 'coalesceMs', 'stopTimeoutMs'] as const
+
+/**
+ * Applies defaults to one merged input, validates everything, and returns the
+ * frozen config. Throws RollcallError BAD_REQUEST listing every problem, each
+ * naming its field and what to put there. Simulators and tests call this directly.
+ */
+export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): AgentConfig {
+  const issues = schemaIssues(input)
+  if (issues.length > 0) throw configError(issues, source)
+
+  const ms: Partial<Record<(typeof MS_FIELDS)[number], number>> = {}
+  for (const f of MS_FIELDS) {
+    const v = toMs(input[f], f, issues)
+    if (v !== undefined) ms[f] = v
+  }
+  const sensors: SimulatedSensorConfig[] = []
+  const names = new Set<string>()
+  for (const [i, s] of (input.sensors ?? []).entries()) {
+    const periodMs = toMs(s.periodMs, `sensors.${i}.periodMs`, issues)
+    if (!isSensorName(s.name)) issues.push(`sensors.${i}.name: ${JSON.stringify(s.name)} is not a sensor name (lowercase letters, digits, ".", "_", "-"; at most 64)`)
+    if (names.has(s.name)) issues.push(`sensors.${i}.name: ${s.name} is used twice; names must be unique`)
+    names.add(s.name)
+    if (!(s.min <= s.max)) issues.push(`sensors.${i}: min (${s.min}) must not be greater than max (${s.max})`)
+    const { periodMs: _raw, ...rest } = s
+    sensors.push(Object.freeze(periodMs === undefined ? rest : { ...rest, periodMs }))
+  }
+
+  if (input.hub === undefined) issues.push('hub: required; pass --hub mqtt://HOST:PORT or set "hub" in the config file')
+  else if (!isHubUrl(input.hub)) issues.push(`hub: ${JSON.stringify(input.hub)} is not an MQTT URL${hintFor('hub')}`)
+  if (input.id === undefined) issues.push('id: required; pass --id DEVICE_ID or set "id" in the config file')
+  else if (!isDeviceId(input.id)) issues.push(`id: ${JSON.stringify(input.id)} is not a device id (${DEVICE_ID_RULE})`)
+  if (input.token === undefined) issues.push('token: required; pass --token, set ROLLCALL_TOKEN, or set "token" in the config file')
+
+  const d = AGENT_DEFAULTS
+  const reconnectBaseMs = ms.reconnectBaseMs ?? d.reconnectBaseMs
+  const reconnectMaxMs = ms.reconnectMaxMs ?? d.reconnectMaxMs
+  if (reconnectMaxMs < reconnectBaseMs) issues.push(`reconnectMaxMs (${reconnectMaxMs}) must be at least reconnectBaseMs (${reconnectBaseMs})`)
+  if (issues.length > 0) throw configError(issues, source)
+
+  const id = input.id!
+  const config: AgentConfig = {
+    hub: input.hub!,
+    id,
+    token: input.token!,
+    dataDir: resolve(input.dataDir ?? `./rollcall-data/agents/${id}`),
+    keepaliveSec: input.keepaliveSec ?? d.keepaliveSec,
+    connectTimeoutMs: ms.connectTimeoutMs ?? d.connectTimeoutMs,
+    reconnectBaseMs,
+    reconnectMaxMs,
+    reconnectStableMs: ms.reconnectStableMs ?? d.reconnectStableMs,
+    sampleIntervalMs: ms.sampleIntervalMs ?? d.sampleIntervalMs,
+    builtinSensors: input.builtinSensors ?? d.builtinSensors,
+    sensors: Object.freeze(sensors),
+    inflightBatches: input.inflightBatches ?? d.inflightBatches,
+    batchMaxSamples: input.batchMaxSamples ?? d.batchMaxSamples,
+    batchMaxBytes: input.batchMaxBytes ?? d.batchMaxBytes,
+    ackTimeoutMs: ms.ackTimeoutMs ?? d.ackTimeoutMs,
+    coalesceMs: ms.coalesceMs ?? d.coalesceMs,
+    outboxMaxRows: input.outboxMaxRows ?? d.outboxMaxRows,
+    outboxMaxBytes: input.outboxMaxBytes ?? d.outboxMaxBytes,
+    synchronous: input.synchronous ?? d.synchronous,
+    stopTimeoutMs: ms.stopTimeoutMs ?? d.stopTimeoutMs,
+    logLevel: (input.logLevel ?? d.logLevel),
+  }
+  return Object.freeze(config)
+}
+
+function isHubUrl(text: string): boolean {
+  try {
+    const url = new URL(text)
+    return (url.protocol === 'mqtt:' || url.protocol === 'mqtts:') && url.hostname !== ''
+  } catch {
+    return false
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
+
+/** The agent subcommand's flags, as the CLI parser hands them over. */
+export interface AgentFlags {
+  readonly hub?: string
+  readonly id?: string
+  readonly token?: string
+  readonly data?: string
+  readonly config?: string
+  /** Checked like the file's logLevel. */
+  readonly logLevel?: string
+}
+
+export interface LoadAgentConfigInput {
+  readonly flags?: AgentFlags
+  /** The process environment (pass `process.env`); only ROLLCALL_TOKEN is read. */
+  readonly env?: Readonly<Record<string, string | undefined>>
+  /** Parsed config file content; when absent and flags.config is set, that file is read. */
+  readonly file?: unknown
+}
+
+/** Builds the agent config from CLI flags, environment and config file. */
+export function loadAgentConfig({ flags = {}, env = {}, file }: LoadAgentConfigInput): AgentConfig {
+  let fileValue: unknown = file
+  let source = 'flags'
+  if (fileValue === undefined && flags.config !== undefined) {
+    source = flags.config
+    try {
+      fileValue = JSON.parse(readFileSync(flags.config, 'utf8'))
+    } catch (err) {
+      throw configError([`config file ${flags.config}: ${(err as Error).message}`], source)
+    }
+  } else if (fileValue !== undefined) {
+    source = 'config file'
+  }
+  if (fileValue !== undefined && (typeof fileValue !== 'object' || fileValue === null || Array.isArray(fileValue))) {
+    throw configError(['the config file must hold a JSON object'], source)
+  }
+  const fromFile = (fileValue ?? {}) as Record<string, unknown>
+  const issues = schemaIssues(fromFile)
+  if (issues.length > 0) throw configError(issues, source)
+  const input: AgentConfigInput = {
+    ...(fromFile as AgentConfigInput),
+    ...stripUndefined({
+      token: env.ROLLCALL_TOKEN === '' ? undefined : env.ROLLCALL_TOKEN,
+    }),
+    ...stripUndefined({ hub: flags.hub, id: flags.id, token: flags.token, dataDir: flags.data, logLevel: flags.logLevel as AgentConfigInput['logLevel'] }),
+  }
+  return resolveAgentConfig(input, source)
+}

@@ -1,0 +1,276 @@
+import { EventEmitter } from 'node:events'
+import { connect, type IClientOptions, type MqttClient } from 'mqtt'
+import type { Clock, Random } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import { encode } from '../protocol/codec.js'
+import type { Birth, Death } from '../protocol/messages.js'
+import { topics } from '../protocol/topics.js'
+import { planReconnect, type ReconnectPolicy } from './reconnect.js'
+
+/**
+ * The agent's MQTT connection to the hub, with its own reconnect loop.
+ *
+ * States:
+ *   idle        -> connecting   start()
+ *   connecting  -> ready        CONNACK, birth published, SUBACK for the ack topic
+ *   connecting  -> waiting      refused, timed out, socket error, SUBACK refused
+ *   ready       -> waiting      the connection closed (emits 'disconnected')
+ *   waiting     -> connecting   after planReconnect()'s delay
+ *   any         -> stopped      stop() (from ready: death published, clean DISCONNECT)
+ *
+ * Every attempt is a fresh MQTT.js client with `reconnectPeriod: 0`, because
+ * every attempt has its own epoch and so its own Will: the epoch is bumped and
+ * committed in the ledger before the CONNECT goes out, so a Will can never
+ * carry the epoch of a later birth (DESIGN.md, "Presence").
+ *
+ * Network trouble is normal on a device: it is logged at debug/info and
+ * retried, never thrown.
+ */
+
+export interface LinkIdentity {
+  readonly deviceId: string
+  readonly token: string
+  readonly storeId: string
+  readonly bootId: string
+  readonly agentVersion: string
+  readonly capabilities: readonly string[]
+}
+
+export interface LinkOptions extends LinkIdentity {
+  readonly hub: string
+  readonly keepaliveSec: number
+  readonly connectTimeoutMs: number
+  /** How long stop() waits for the death's PUBACK and the DISCONNECT to flush. */
+  readonly stopTimeoutMs: number
+  readonly reconnect: ReconnectPolicy
+  /** Bumps and commits the persisted epoch; called before every attempt. */
+  readonly nextEpoch: () => number
+  readonly clock: Clock
+  readonly random: Random
+  readonly logger: Logger
+}
+
+export interface LinkEvents {
+  /** The link is usable: CONNACK, birth sent, subscribed to the down-topics. */
+  connected: [info: { epoch: number }]
+  /** A usable connection ended. */
+  disconnected: [info: { epoch: number; connectedForMs: number }]
+  /** A message on one of the agent's down-topics; still untrusted bytes. */
+  message: [topic: string, payload: Buffer]
+}
+
+export interface LinkStats {
+  readonly connected: boolean
+  readonly epoch: number
+  readonly attempts: number
+  readonly connects: number
+  readonly disconnects: number
+}
+
+type State = 'idle' | 'connecting' | 'ready' | 'waiting' | 'stopped'
+
+export class Link extends EventEmitter<LinkEvents> {
+  private readonly options: LinkOptions
+  private readonly log: Logger
+  private readonly stateTopic: string
+  private readonly downTopics: readonly string[]
+  private state: State = 'idle'
+  private client: MqttClient | undefined
+  private currentEpoch = 0
+  private connectedAt: number | undefined
+  private attempt = 0
+  private retryTimer: NodeJS.Timeout | undefined
+  private attempts = 0
+  private connects = 0
+  private disconnects = 0
+
+  constructor(options: LinkOptions) {
+    super()
+    this.options = options
+    this.log = options.logger
+    this.stateTopic = topics.state(options.deviceId)
+    this.downTopics = [topics.telemetryAck(options.deviceId)]
+  }
+
+  isConnected(): boolean {
+    return this.state === 'ready'
+  }
+
+  get epoch(): number {
+    return this.currentEpoch
+  }
+
+  stats(): LinkStats {
+    return { connected: this.isConnected(), epoch: this.currentEpoch, attempts: this.attempts, connects: this.connects, disconnects: this.disconnects }
+  }
+
+  start(): void {
+    if (this.state !== 'idle') return
+    this.connectNow()
+  }
+
+  /**
+   * QoS 1 publish on the current connection. Returns false when there is
+   * none; the caller's data stays in the outbox either way, so a lost publish
+   * is replayed, never lost.
+   */
+  publish(topic: string, payload: string | Buffer): boolean {
+    const client = this.client
+    if (this.state !== 'ready' || !client) return false
+    client.publish(topic, payload, { qos: 1 }, (err) => {
+      if (err) this.log.debug({ err, topic }, 'publish did not complete; the outbox will replay it')
+    })
+    return true
+  }
+
+  /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return
+    const wasReady = this.state === 'ready'
+    this.state = 'stopped'
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    const client = this.client
+    this.client = undefined
+    if (!client) return
+    if (wasReady) {
+      this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
+      const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch }
+      // A clean DISCONNECT discards the Will [MQTT-3.14.4-3], so the death is
+      // published by hand, retained like the birth it replaces.
+      await withTimeout(new Promise<void>((resolve) => {
+        client.publish(this.stateTopic, encode(death), { qos: 1, retain: true }, () => { resolve() })
+      }), this.options.stopTimeoutMs)
+      await withTimeout(new Promise<void>((resolve) => { client.end(false, {}, () => { resolve() }) }), this.options.stopTimeoutMs)
+    }
+    client.end(true)
+    client.removeAllListeners()
+    // MQTT.js may still report the socket's last error; keep a listener so it is never unhandled.
+    client.on('error', () => {})
+  }
+
+  private connectNow(): void {
+    this.retryTimer = undefined
+    if (this.state === 'stopped') return
+    let epoch: number
+    try {
+      epoch = this.options.nextEpoch()
+    } catch (err) {
+      // The ledger is closed or the disk is failing; try again later rather than connect with a stale epoch.
+      this.log.error({ err }, 'could not advance the epoch; will retry')
+      this.scheduleRetry(undefined)
+      return
+    }
+    this.currentEpoch = epoch
+    this.state = 'connecting'
+    this.attempts++
+    this.connectedAt = undefined
+    const { deviceId, token } = this.options
+    const death: Death = { type: 'death', v: 1, epoch }
+    const mqttOptions: IClientOptions = {
+      clientId: deviceId,
+      username: deviceId,
+      password: token,
+      clean: true,
+      keepalive: this.options.keepaliveSec,
+      connectTimeout: this.options.connectTimeoutMs,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      manualConnect: true,
+      will: { topic: this.stateTopic, payload: encode(death), qos: 1, retain: true },
+    }
+    let client: MqttClient
+    try {
+      client = connect(this.options.hub, mqttOptions)
+    } catch (err) {
+      this.log.error({ err, hub: this.options.hub }, 'cannot create the MQTT client; will retry')
+      this.state = 'waiting'
+      this.scheduleRetry(undefined)
+      return
+    }
+    this.client = client
+    client.on('error', (err) => {
+      this.log.debug({ err: { message: err.message, code: (err as { code?: unknown }).code }, epoch }, 'mqtt error')
+    })
+    client.on('connect', () => { this.onConnack(client, epoch) })
+    client.on('message', (topic, payload) => {
+      if (client === this.client && this.state === 'ready') this.emit('message', topic, payload)
+    })
+    client.on('close', () => { this.onClose(client, epoch) })
+    this.log.debug({ epoch, attempt: this.attempt }, 'connecting')
+    client.connect()
+    // Batches and acks are small and latency-bound; Nagle would hold them back.
+    // setNoDelay before the socket connects is remembered and applied on connect.
+    ;(client.stream as { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true)
+  }
+
+  private onConnack(client: MqttClient, epoch: number): void {
+    if (client !== this.client || this.state !== 'connecting') return
+    this.connectedAt = this.options.clock.now()
+    const birth: Birth = {
+      type: 'birth',
+      v: 1,
+      epoch,
+      bootId: this.options.bootId,
+      agentVersion: this.options.agentVersion,
+      storeId: this.options.storeId,
+      capabilities: [...this.options.capabilities],
+    }
+    client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
+      if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
+    })
+    // Subscribe before sending anything that will be acked: an ack that
+    // arrives before the SUBACK would be lost and cost an ackTimeout.
+    client.subscribe([...this.downTopics], { qos: 1 }, (err, granted) => {
+      if (client !== this.client || this.state !== 'connecting') return
+      const refused = granted?.find((g) => g.qos === 128)
+      if (err || refused) {
+        this.log.warn({ err, topic: refused?.topic, epoch }, 'subscription refused; reconnecting')
+        client.end(true)
+        return
+      }
+      this.state = 'ready'
+      this.connects++
+      this.log.info({ epoch }, 'connected to hub')
+      this.emit('connected', { epoch })
+    })
+  }
+
+  private onClose(client: MqttClient, epoch: number): void {
+    if (client !== this.client) return
+    this.client = undefined
+    const wasReady = this.state === 'ready'
+    const connectedForMs = this.connectedFor()
+    // end(true) flushes MQTT.js's pending callbacks; nothing more will be sent on this client.
+    client.end(true)
+    if (this.state === 'stopped') return
+    this.state = 'waiting'
+    if (wasReady) {
+      this.disconnects++
+      this.log.info({ epoch, connectedForMs }, 'disconnected from hub')
+      this.emit('disconnected', { epoch, connectedForMs: connectedForMs ?? 0 })
+    }
+    this.scheduleRetry(connectedForMs)
+  }
+
+  private scheduleRetry(connectedForMs: number | undefined): void {
+    if (this.state === 'stopped') return
+    this.state = 'waiting'
+    const plan = planReconnect(this.options.reconnect, this.attempt, connectedForMs, this.options.random)
+    this.attempt = plan.attempt
+    this.log.debug({ delayMs: plan.delayMs, attempt: plan.attempt }, 'reconnect scheduled')
+    this.retryTimer = setTimeout(() => { this.connectNow() }, plan.delayMs)
+  }
+
+  private connectedFor(): number | undefined {
+    return this.connectedAt === undefined ? undefined : this.options.clock.now() - this.connectedAt
+  }
+}
+
+function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) }),
+  ]).finally(() => { clearTimeout(timer) })
+}

@@ -1,0 +1,264 @@
+import type Database from 'better-sqlite3'
+import { META_KEYS, type Ledger } from './ledger.js'
+
+/**
+ * The outbox: every telemetry sample and device event is written here first,
+ * with its seq, and deleted only when the hub's cumulative telemetry ack says
+ * it is stored (persist first, delete on the peer's ack; PUBACK proves
+ * nothing). Telemetry and events share one table and one seq space, so one
+ * ack covers both.
+ *
+ * A row's `body` is the JSON text of the wire item *without* its seq (seq is
+ * the row id, known only after the insert), e.g.
+ * `{"sensor":"cpu.load","ts":1700000000000,"value":0.5}`. The sender splices
+ * the seq in with string operations, so a batch is built by joining strings,
+ * never by parsing and re-serialising.
+ *
+ * Overflow policy (the outbox is bounded by rows and bytes): when an append
+ * pushes it over a limit, rows are dropped by kind priority, oldest first:
+ * all telemetry goes before any event is dropped, because events are rare and
+ * each one says something a later sample cannot; kinds not in DROP_ORDER (job
+ * results, later) are never dropped, and an outbox holding only those may
+ * exceed its limits rather than lose them. Every dropped row is counted in
+ * meta, in the same transaction that drops it.
+ */
+
+export const OUTBOX_KINDS = ['telemetry', 'event'] as const
+export type OutboxKind = (typeof OUTBOX_KINDS)[number]
+
+/** Which kinds overflow may drop, in the order it drops them. */
+export const DROP_ORDER: readonly OutboxKind[] = ['telemetry', 'event']
+
+const DROPPED_COUNTER = {
+  telemetry: META_KEYS.droppedTelemetry,
+  event: META_KEYS.droppedEvents,
+} as const
+
+export interface OutboxRecord {
+  readonly kind: OutboxKind
+  readonly ts: number
+  /** JSON object text of the wire item without seq; see `sampleBody` / `eventBody`. */
+  readonly body: string
+}
+
+export interface OutboxRow {
+  readonly seq: number
+  readonly kind: OutboxKind
+  readonly ts: number
+  readonly body: string
+  readonly bytes: number
+}
+
+export interface OutboxLimits {
+  readonly maxRows: number
+  readonly maxBytes: number
+}
+
+export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = { maxRows: 200_000, maxBytes: 64 * 1024 * 1024 }
+
+export interface OutboxStats {
+  readonly backlogRows: number
+  /** Sum of the rows' body sizes in bytes (what would go on the wire, minus framing). */
+  readonly backlogBytes: number
+  readonly droppedTelemetry: number
+  readonly droppedEvents: number
+  /** Oldest unacked seq, or undefined when the outbox is empty. */
+  readonly oldestSeq: number | undefined
+  /** Newest seq ever assigned in this store (0 before the first). */
+  readonly newestSeq: number
+}
+
+/**
+ * The body of a telemetry sample. The sensor name must already satisfy
+ * SENSOR_NAME_PATTERN (no characters JSON would escape) and value must be
+ * finite; the sampler checks both once, not per sample.
+ */
+export function sampleBody(sensor: string, ts: number, value: number): string {
+  return `{"sensor":"${sensor}","ts":${ts},"value":${value}}`
+}
+
+/** The body of a device event; `data` is optional and JSON-serialisable. */
+export function eventBody(ts: number, kind: string, level: string, message: string, data?: Record<string, unknown>): string {
+  return JSON.stringify(data === undefined ? { ts, kind, level, message } : { ts, kind, level, message, data })
+}
+
+interface KindCount { kind: OutboxKind; n: number; b: number }
+
+export type AppendListener = (newestSeq: number) => void
+
+/** Owns the outbox table. Lives as long as its ledger. */
+export class Outbox {
+  private readonly ledger: Ledger
+  private readonly limits: OutboxLimits
+  private readonly insert: Database.Statement<[OutboxKind, number, string, number]>
+  private readonly selectAfter: Database.Statement<[number, number], OutboxRow>
+  private readonly countUpTo: Database.Statement<[number], KindCount>
+  private readonly deleteUpTo: Database.Statement<[number]>
+  private readonly oldestOfKind: Database.Statement<[OutboxKind, number], [number, number]>
+  private readonly deleteKindUpTo: Database.Statement<[OutboxKind, number]>
+  private readonly selectOldest: Database.Statement<[], number>
+  private readonly appendTx: (records: readonly OutboxRecord[]) => void
+  private readonly appendBodiesTx: (ts: number, bodies: readonly string[], count: number) => void
+  private readonly ackTx: (upTo: number) => number
+  private readonly listeners = new Set<AppendListener>()
+
+  // In-memory mirror of the table's size, so the hot path never runs COUNT(*).
+  private readonly rows: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
+  private readonly bytes: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
+  private newest = 0
+  private readonly dropped: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
+
+  constructor(ledger: Ledger, limits: OutboxLimits = DEFAULT_OUTBOX_LIMITS) {
+    this.ledger = ledger
+    this.limits = limits
+    const db = ledger.db
+    this.insert = db.prepare('INSERT INTO outbox (kind, ts, body, bytes) VALUES (?, ?, ?, ?)')
+    this.selectAfter = db.prepare('SELECT seq, kind, ts, body, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
+    this.countUpTo = db.prepare('SELECT kind, COUNT(*) AS n, TOTAL(bytes) AS b FROM outbox WHERE seq <= ? GROUP BY kind')
+    this.deleteUpTo = db.prepare('DELETE FROM outbox WHERE seq <= ?')
+    this.oldestOfKind = db.prepare<[OutboxKind, number], [number, number]>('SELECT seq, bytes FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?').raw()
+    this.deleteKindUpTo = db.prepare('DELETE FROM outbox WHERE kind = ? AND seq <= ?')
+    this.selectOldest = db.prepare<[], number>('SELECT seq FROM outbox ORDER BY seq LIMIT 1').pluck()
+
+    for (const row of db.prepare<[], KindCount>('SELECT kind, COUNT(*) AS n, TOTAL(bytes) AS b FROM outbox GROUP BY kind').all()) {
+      this.rows[row.kind] = row.n
+      this.bytes[row.kind] = row.b
+    }
+    const seq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get()
+    this.newest = seq ?? 0
+    this.dropped.telemetry = ledger.counter(META_KEYS.droppedTelemetry)
+    this.dropped.event = ledger.counter(META_KEYS.droppedEvents)
+
+    this.appendTx = db.transaction((records: readonly OutboxRecord[]) => {
+      for (const r of records) this.insertOne(r.kind, r.ts, r.body)
+      this.enforceLimits()
+    })
+    this.appendBodiesTx = db.transaction((ts: number, bodies: readonly string[], count: number) => {
+      for (let i = 0; i < count; i++) this.insertOne('telemetry', ts, bodies[i]!)
+      this.enforceLimits()
+    })
+    this.ackTx = db.transaction((upTo: number) => {
+      let deleted = 0
+      for (const c of this.countUpTo.all(upTo)) {
+        this.rows[c.kind] -= c.n
+        this.bytes[c.kind] -= c.b
+        deleted += c.n
+      }
+      if (deleted > 0) this.deleteUpTo.run(upTo)
+      return deleted
+    })
+  }
+
+  /** Appends records in one transaction (a sensor tick writes all its samples at once). */
+  append(records: readonly OutboxRecord[]): void {
+    if (records.length === 0) return
+    this.guarded(() => { this.appendTx(records) })
+    this.notify()
+  }
+
+  /**
+   * The sampler's path: the first `count` bodies of `bodies`, all telemetry
+   * with the same ts, in one transaction. Takes a reused array so a tick
+   * allocates nothing but the body strings.
+   */
+  appendTelemetry(ts: number, bodies: readonly string[], count = bodies.length): void {
+    if (count <= 0) return
+    this.guarded(() => { this.appendBodiesTx(ts, bodies, count) })
+    this.notify()
+  }
+
+  /** Up to `limit` rows with seq > `seq`, in seq order. */
+  readAfter(seq: number, limit: number): OutboxRow[] {
+    return this.selectAfter.all(seq, limit)
+  }
+
+  /** Deletes every row with seq <= upTo (the hub has stored them); returns how many. */
+  ackUpTo(upTo: number): number {
+    let deleted = 0
+    this.guarded(() => { deleted = this.ackTx(upTo) })
+    return deleted
+  }
+
+  /** Called (synchronously, after commit) with the newest seq whenever rows are appended. */
+  onAppend(listener: AppendListener): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  /** Newest seq ever assigned in this store (0 before the first); no query. */
+  get newestSeq(): number {
+    return this.newest
+  }
+
+  stats(): OutboxStats {
+    const backlogRows = this.rows.telemetry + this.rows.event
+    return {
+      backlogRows,
+      backlogBytes: this.bytes.telemetry + this.bytes.event,
+      droppedTelemetry: this.dropped.telemetry,
+      droppedEvents: this.dropped.event,
+      oldestSeq: backlogRows > 0 ? this.selectOldest.get() : undefined,
+      newestSeq: this.newest,
+    }
+  }
+
+  /**
+   * Runs a transaction; if it rolls back, puts the in-memory mirror back the
+   * way it was, so the counts never drift from the table.
+   */
+  private guarded(tx: () => void): void {
+    const saved = [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest] as const
+    try {
+      tx()
+    } catch (err) {
+      [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest] = saved
+      throw err
+    }
+  }
+
+  private insertOne(kind: OutboxKind, ts: number, body: string): void {
+    // Telemetry bodies are ASCII by construction (sensor names are ASCII,
+    // numbers are), so their length is their byte count; events may not be.
+    const size = kind === 'telemetry' ? body.length : Buffer.byteLength(body)
+    const info = this.insert.run(kind, ts, body, size)
+    this.newest = Number(info.lastInsertRowid)
+    this.rows[kind]++
+    this.bytes[kind] += size
+  }
+
+  private overLimits(): boolean {
+    return this.rows.telemetry + this.rows.event > this.limits.maxRows || this.bytes.telemetry + this.bytes.event > this.limits.maxBytes
+  }
+
+  /** Runs inside the append transaction: drop, delete and count happen together or not at all. */
+  private enforceLimits(): void {
+    if (!this.overLimits()) return
+    for (const kind of DROP_ORDER) {
+      while (this.overLimits() && this.rows[kind] > 0) {
+        const excessRows = this.rows.telemetry + this.rows.event - this.limits.maxRows
+        const chunk = Math.min(this.rows[kind], Math.max(excessRows, 256))
+        let n = 0
+        let b = 0
+        let last = 0
+        for (const [seq, size] of this.oldestOfKind.all(kind, chunk)) {
+          n++
+          b += size
+          last = seq
+          const rowsLeft = this.rows.telemetry + this.rows.event - n
+          const bytesLeft = this.bytes.telemetry + this.bytes.event - b
+          if (rowsLeft <= this.limits.maxRows && bytesLeft <= this.limits.maxBytes) break
+        }
+        if (n === 0) break
+        this.deleteKindUpTo.run(kind, last)
+        this.rows[kind] -= n
+        this.bytes[kind] -= b
+        this.dropped[kind] += n
+        this.ledger.addToCounter(DROPPED_COUNTER[kind], n)
+      }
+    }
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) listener(this.newest)
+  }
+}

@@ -1,0 +1,234 @@
+import type { Logger } from '../common/logger.js'
+import { LIMITS } from '../protocol/messages.js'
+import { topics } from '../protocol/topics.js'
+import type { Outbox, OutboxKind, OutboxRow } from './outbox.js'
+
+/**
+ * The outbox drain: sends outbox rows in seq order as telemetry/events
+ * batches, and deletes them only when the hub's cumulative ack covers them.
+ *
+ * States (per connection):
+ *   offline  -> draining   the link is connected: the cursor goes back to the
+ *                          last ack (replay everything unacked, in order)
+ *   draining: send batches while fewer than `inflightBatches` are unacked
+ *             and rows remain; an ack frees slots and sends more; no ack
+ *             progress for `ackTimeoutMs` with batches in flight rewinds the
+ *             cursor to the last ack and resends (the hub dedups by seq)
+ *   draining -> offline   the link dropped: in-flight batches are forgotten
+ *                         (they are still rows in the outbox)
+ *
+ * It sleeps when there is nothing to send: an append wakes it after a short
+ * coalescing delay so one tick of many sensors leaves as one batch.
+ */
+
+export interface SenderTransport {
+  isConnected(): boolean
+  /** QoS 1 publish; false when not connected. */
+  publish(topic: string, payload: string): boolean
+}
+
+export interface SenderOptions {
+  readonly deviceId: string
+  readonly storeId: string
+  readonly inflightBatches: number
+  readonly batchMaxSamples: number
+  /** Upper bound of one payload in bytes; must leave room under LIMITS.maxPayloadBytes. */
+  readonly batchMaxBytes: number
+  readonly ackTimeoutMs: number
+  readonly coalesceMs: number
+  readonly logger: Logger
+}
+
+export interface SenderStats {
+  readonly inflightBatches: number
+  /** Highest upTo the hub acked in this process (0 before the first ack). */
+  readonly ackedUpTo: number
+  /** Highest seq sent on the current connection. */
+  readonly sentUpTo: number
+  readonly batchesSent: number
+  readonly rowsSent: number
+  /** Times the cursor was rewound because acks stopped advancing. */
+  readonly ackTimeouts: number
+}
+
+/** `{"seq":` + `,` + a comma between items: the bytes a row adds besides its body and seq digits. */
+const ROW_OVERHEAD_BYTES = 9
+
+export class Sender {
+  private readonly outbox: Outbox
+  private readonly transport: SenderTransport
+  private readonly options: SenderOptions
+  private readonly topicByKind: Record<OutboxKind, string>
+  private readonly headByKind: Record<OutboxKind, string>
+  private readonly maxItemsByKind: Record<OutboxKind, number>
+  /** Last seq of each batch sent and not yet fully acked, oldest first. */
+  private inflight: number[] = []
+  private sentUpTo = 0
+  private ackedUpTo = 0
+  private running = false
+  private wakeTimer: NodeJS.Timeout | undefined
+  private ackTimer: NodeJS.Timeout | undefined
+  private unsubscribe: (() => void) | undefined
+  private batchesSent = 0
+  private rowsSent = 0
+  private ackTimeouts = 0
+
+  constructor(outbox: Outbox, transport: SenderTransport, options: SenderOptions) {
+    this.outbox = outbox
+    this.transport = transport
+    this.options = options
+    const { deviceId, storeId } = options
+    this.topicByKind = { telemetry: topics.telemetry(deviceId), event: topics.events(deviceId) }
+    // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping.
+    this.headByKind = {
+      telemetry: `{"type":"telemetry","v":1,"storeId":"${storeId}","samples":[`,
+      event: `{"type":"events","v":1,"storeId":"${storeId}","events":[`,
+    }
+    this.maxItemsByKind = {
+      telemetry: Math.min(options.batchMaxSamples, LIMITS.maxSamplesPerBatch),
+      event: Math.min(options.batchMaxSamples, LIMITS.maxEventsPerBatch),
+    }
+  }
+
+  start(): void {
+    if (this.running) return
+    this.running = true
+    this.unsubscribe = this.outbox.onAppend(() => { this.wake() })
+    if (this.transport.isConnected()) this.onConnected()
+  }
+
+  stop(): void {
+    this.running = false
+    this.unsubscribe?.()
+    this.unsubscribe = undefined
+    this.clearTimers()
+    this.inflight = []
+  }
+
+  /** A new connection: replay from the oldest unacked row. */
+  onConnected(): void {
+    this.inflight = []
+    this.sentUpTo = this.ackedUpTo
+    this.clearTimers()
+    this.pump()
+  }
+
+  onDisconnected(): void {
+    this.inflight = []
+    this.clearTimers()
+  }
+
+  /** The hub's cumulative ack for this store. Backward or repeated acks are ignored. */
+  onAck(upTo: number): void {
+    if (upTo <= this.ackedUpTo) return
+    const newest = this.outbox.newestSeq
+    if (upTo > newest) {
+      // Acking what this store never produced: a hub bug or a stale store id
+      // on the hub. Clamp, or rows written later with seq <= upTo would never
+      // be deleted.
+      this.options.logger.warn({ upTo, newestSeq: newest }, 'ack beyond the newest seq; clamping')
+      upTo = newest
+      if (upTo <= this.ackedUpTo) return
+    }
+    this.ackedUpTo = upTo
+    try {
+      this.outbox.ackUpTo(upTo)
+    } catch (err) {
+      this.options.logger.error({ err, upTo }, 'could not delete acked rows; they will be sent again')
+    }
+    while (this.inflight.length > 0 && this.inflight[0]! <= upTo) this.inflight.shift()
+    if (upTo > this.sentUpTo) this.sentUpTo = upTo
+    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.ackTimer = undefined
+    this.pump()
+  }
+
+  stats(): SenderStats {
+    return {
+      inflightBatches: this.inflight.length,
+      ackedUpTo: this.ackedUpTo,
+      sentUpTo: this.sentUpTo,
+      batchesSent: this.batchesSent,
+      rowsSent: this.rowsSent,
+      ackTimeouts: this.ackTimeouts,
+    }
+  }
+
+  private wake(): void {
+    if (!this.running || this.wakeTimer || this.inflight.length >= this.options.inflightBatches) return
+    if (!this.transport.isConnected()) return
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined
+      this.pump()
+    }, this.options.coalesceMs)
+  }
+
+  private pump(): void {
+    if (!this.running || !this.transport.isConnected()) return
+    while (this.inflight.length < this.options.inflightBatches) {
+      let rows: OutboxRow[]
+      try {
+        rows = this.outbox.readAfter(this.sentUpTo, this.options.batchMaxSamples)
+      } catch (err) {
+        this.options.logger.error({ err }, 'could not read the outbox')
+        return
+      }
+      if (rows.length === 0) break
+      const last = this.sendBatch(rows)
+      if (last === undefined) break
+      this.inflight.push(last)
+      this.sentUpTo = last
+    }
+    if (this.inflight.length > 0 && !this.ackTimer) {
+      this.ackTimer = setTimeout(() => { this.onAckTimeout() }, this.options.ackTimeoutMs)
+    }
+  }
+
+  /**
+   * Sends the leading run of same-kind rows that fits the item and byte
+   * limits (always at least one row). Returns its last seq, or undefined when
+   * the link refused it.
+   */
+  private sendBatch(rows: readonly OutboxRow[]): number | undefined {
+    const first = rows[0]!
+    const kind = first.kind
+    const maxItems = this.maxItemsByKind[kind]
+    let payload = this.headByKind[kind]
+    let bytes = payload.length + 2
+    let count = 0
+    let last = 0
+    for (const row of rows) {
+      if (row.kind !== kind || count >= maxItems) break
+      const seqText = String(row.seq)
+      const cost = row.bytes + seqText.length + ROW_OVERHEAD_BYTES
+      if (count > 0 && bytes + cost > this.options.batchMaxBytes) break
+      // body is `{...}` without seq: splice `"seq":N,` in after its brace.
+      payload += (count > 0 ? ',{"seq":' : '{"seq":') + seqText + ',' + row.body.slice(1)
+      bytes += cost
+      count++
+      last = row.seq
+    }
+    payload += ']}'
+    if (!this.transport.publish(this.topicByKind[kind], payload)) return undefined
+    this.batchesSent++
+    this.rowsSent += count
+    return last
+  }
+
+  private onAckTimeout(): void {
+    this.ackTimer = undefined
+    if (!this.running || this.inflight.length === 0) return
+    this.ackTimeouts++
+    this.options.logger.info({ ackedUpTo: this.ackedUpTo, sentUpTo: this.sentUpTo, ackTimeoutMs: this.options.ackTimeoutMs }, 'no ack progress; resending from the oldest unacked row')
+    this.inflight = []
+    this.sentUpTo = this.ackedUpTo
+    this.pump()
+  }
+
+  private clearTimers(): void {
+    if (this.wakeTimer) clearTimeout(this.wakeTimer)
+    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.wakeTimer = undefined
+    this.ackTimer = undefined
+  }
+}
