@@ -37,6 +37,10 @@ export interface BrokerOptions {
   readonly host: string
   /** 0 picks a free port. */
   readonly port: number
+  /**
+   * Largest PUBLISH (or Will) payload. A packet whose header announces more
+   * than this plus PACKET_HEADROOM_BYTES is refused before it is buffered.
+   */
   readonly maxPayloadBytes: number
   readonly allowAnonymous: boolean
   /** Concurrent connections above this are refused at accept. */
@@ -47,7 +51,11 @@ export interface BrokerOptions {
   /** Keepalive (seconds) outside [min, max] is refused; 0 (no keepalive) counts as outside. */
   readonly keepaliveMinSec: number
   readonly keepaliveMaxSec: number
-  /** A subscriber whose socket does not drain for this long is cut off. */
+  /**
+   * A subscriber whose socket does not drain for this long is cut off.
+   * Observers and anonymous clients lose messages while their socket is
+   * backed up instead of holding up publishers; devices are waited for.
+   */
   readonly drainTimeoutMs: number
   /** CONNECT must arrive this soon after the TCP accept. */
   readonly connectTimeoutMs: number
@@ -65,19 +73,27 @@ export interface ConnectionInfo {
 }
 
 export type DisconnectReason =
-  | 'client-disconnect' // DISCONNECT packet or clean close
-  | 'keepalive-timeout'
+  | 'client-disconnect' // DISCONNECT packet [MQTT-3.14.4-3]: the Will is not published
+  | 'keepalive-timeout' // nothing heard for 1.5 x keepalive [MQTT-3.1.2-24]
   | 'connection-lost' // socket error or EOF without DISCONNECT
   | 'taken-over' // same client id connected again [MQTT-3.1.4-2]
-  | 'kicked' // the hub disconnected it (revoked, policy violation)
-  | 'slow-consumer' // drain timeout
+  | 'kicked' // the hub's disconnect(), or the broker's policy (denied publish, oversized packet); detail says which
+  | 'slow-consumer' // its socket did not drain within drainTimeoutMs
   | 'broker-closing'
 
 export interface BrokerEvents {
   /** After authentication, before CONNACK reaches the client. */
   connected: [info: ConnectionInfo]
   disconnected: [info: ConnectionInfo, reason: DisconnectReason, detail: string | undefined]
-  /** A client broke a rule: denied publish, oversized packet, bad CONNECT... (already logged). */
+  /**
+   * A client broke a rule (already logged). Codes: PUBLISH_DENIED (connection
+   * closed), SUBSCRIBE_DENIED (SUBACK 0x80, stays connected),
+   * PAYLOAD_TOO_LARGE, MALFORMED_PACKET, and the CONNECT refusals of
+   * connect-policy.ts (EMPTY_ID_PERSISTENT, BAD_CLIENT_ID,
+   * KEEPALIVE_OUT_OF_RANGE, ANONYMOUS_REFUSED, BAD_CREDENTIALS,
+   * CREDENTIALS_REFUSED, PRINCIPAL_MISMATCH, WILL_DENIED). Rate-limited
+   * CONNECTs are counted, not reported: they are the broker's choice.
+   */
   violation: [info: Partial<ConnectionInfo>, code: string, detail: string]
 }
 
@@ -96,8 +112,15 @@ export interface InboundMessage {
 export type MessageHandler = (message: InboundMessage) => void | Promise<void>
 
 export interface BrokerStats {
+  /** Authenticated clients connected now. */
   readonly connections: number
+  /** TCP connections open now, authenticated or not. */
+  readonly sockets: number
+  /** Sockets destroyed at accept because maxConnections were open. */
+  readonly acceptsRefused: number
+  /** CONNACK 0 sent. */
   readonly connectsAccepted: number
+  /** CONNACK 1-5 sent (rate limit, policy, credentials, protocol version). */
   readonly connectsRefused: number
   readonly violations: number
   readonly slowConsumersCut: number
@@ -107,6 +130,7 @@ export interface BrokerStats {
 /** The hub's view of a broker: embedded aedes today, an external cluster client later. */
 export interface Broker {
   listen(): Promise<{ port: number }>
+  /** The bound port once listen() resolved; 0 before. */
   readonly port: number
   subscribe(filter: string, handler: MessageHandler): Promise<void>
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>

@@ -1,0 +1,426 @@
+import { EventEmitter } from 'node:events'
+import { createServer, type Server, type Socket } from 'node:net'
+import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type Subscription } from 'aedes'
+import { canPublish, canSubscribe } from './acl.js'
+import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
+import { ConnectionTable } from './connections.js'
+import { GuardError, PacketGuard } from './packet-guard.js'
+import { createTokenBucket } from './rate-limiter.js'
+import type {
+  Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, MessageHandler, Principal,
+} from './types.js'
+
+/**
+ * Room in a packet's remaining length beyond the payload: topic (2 + bytes),
+ * packet id (2), or a CONNECT's fixed fields, credentials and Will topic.
+ * Our own topics are under 100 bytes; 1 KiB leaves room for anonymous
+ * clients' topics without letting a payload grow much past the limit before
+ * authorizePublish checks it exactly.
+ */
+export const PACKET_HEADROOM_BYTES = 1024
+
+/**
+ * Bytes that may wait unsent in a lossy (observer, anonymous) client's socket,
+ * on top of the kernel's buffers, before its messages are dropped.
+ */
+export const LOSSY_BUFFER_BYTES = 1024 * 1024
+
+/** Device ids and other client ids go up to 64 characters (aedes's 23 is the MQTT 3.1 limit). */
+const MAX_CLIENT_ID_LENGTH = 64
+
+class Refusal extends Error {
+  readonly returnCode: 2 | 3 | 4 | 5
+  constructor(returnCode: 2 | 3 | 4 | 5, reason: string) {
+    super(reason)
+    this.returnCode = returnCode
+  }
+}
+
+type Emit = <E extends keyof BrokerEvents>(event: E, ...args: BrokerEvents[E]) => void
+
+export function createBroker(options: BrokerOptions): Broker {
+  validateOptions(options)
+  const log = options.logger.child({ component: 'broker' })
+  const events = new EventEmitter()
+  const table = new ConnectionTable()
+  const bucket = createTokenBucket({ ratePerSec: options.connectRatePerSec, burst: options.connectBurst, clock: options.clock })
+  const connectPackets = new WeakMap<Client, ConnectPacket>()
+  const sockets = new Set<PacketGuard>()
+  const policy: ConnectPolicy = options
+  const counters = { acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0, violations: 0, slowConsumersCut: 0, forwardsDropped: 0 }
+
+  let server: Server | undefined
+  let boundPort = 0
+  let started: Promise<{ port: number }> | undefined
+  let closing: Promise<void> | undefined
+
+  // A listener that throws must not unwind into aedes's connect or close path.
+  const emit: Emit = (event, ...args) => {
+    try {
+      events.emit(event, ...args)
+    } catch (err) {
+      log.error({ err, event }, 'broker event listener threw')
+    }
+  }
+
+  function violation(info: Partial<ConnectionInfo>, code: string, detail: string): void {
+    counters.violations++
+    emit('violation', info, code, detail)
+  }
+
+  function partialInfo(client: Client): Partial<ConnectionInfo> {
+    const known = table.infoOf(client)
+    if (known !== undefined) return known
+    const remoteAddress = client.conn instanceof PacketGuard ? client.conn.remoteAddress : undefined
+    return client.id ? { clientId: client.id, remoteAddress } : { remoteAddress }
+  }
+
+  // --- aedes hooks: adapters between aedes callbacks and the pure policies ---
+
+  // preConnect sees the whole CONNECT packet; authenticate only gets the credentials.
+  function preConnect(client: Client, packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
+    connectPackets.set(client, packet)
+    done(null, true)
+  }
+
+  function authenticate(
+    client: Client,
+    username: Readonly<string | undefined>,
+    password: Readonly<Buffer | undefined>,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
+    const packet = connectPackets.get(client)
+    connectPackets.delete(client)
+    const decision = decide(client, packet, username, password)
+    if (decision.ok) {
+      accept(client, decision.principal)
+      done(null, true)
+      return
+    }
+    const remoteAddress = client.conn instanceof PacketGuard ? client.conn.remoteAddress : undefined
+    const context = { clientId: packet?.clientId, username, remoteAddress, code: decision.code, reason: decision.reason }
+    counters.connectsRefused++
+    if (decision.code === 'RATE_LIMITED') {
+      log.debug(context, 'connect refused')
+    } else {
+      log.warn(context, 'connect refused')
+      violation({ clientId: packet?.clientId, remoteAddress }, decision.code, decision.reason)
+    }
+    done(new Refusal(decision.returnCode, decision.reason), null)
+  }
+
+  function decide(client: Client, packet: ConnectPacket | undefined,
+    username: string | undefined, password: Buffer | undefined): ConnectDecision {
+    if (packet === undefined) return refuse('CREDENTIALS_REFUSED', 'no CONNECT packet seen')
+    if (!bucket.take()) return refuse('RATE_LIMITED', 'connect rate limit')
+    const will = packet.will
+    try {
+      return decideConnect({
+        clientId: packet.clientId,
+        clean: packet.clean ?? true,
+        keepaliveSec: packet.keepalive ?? 0,
+        username,
+        password,
+        will: will === undefined ? undefined : {
+          topic: will.topic,
+          retain: will.retain ?? false,
+          payloadBytes: typeof will.payload === 'string' ? Buffer.byteLength(will.payload) : will.payload.length,
+        },
+      }, policy)
+    } catch (err) {
+      log.error({ err, clientId: client.id }, 'credential check threw')
+      return { ok: false, code: 'CREDENTIALS_REFUSED', returnCode: 3, reason: 'credential check failed' }
+    }
+  }
+
+  function accept(client: Client, principal: Principal): void {
+    const guard = client.conn as PacketGuard
+    if (principal.kind !== 'device') guard.setLossy(LOSSY_BUFFER_BYTES)
+    table.authenticated(client, client.id, principal, guard.remoteAddress)
+    guard.once('close', () => table.socketClosed(client))
+  }
+
+  // Also asked for a client's Will when it is published; the Will was checked against the ACL at CONNECT.
+  function authorizePublish(client: Client | null, packet: { topic: string; retain?: boolean; payload: Buffer | string }, done: (error?: Error | null) => void): void {
+    const principal = table.principalOf(client)
+    if (client === null || principal === undefined) {
+      done(new Error('publisher not authenticated'))
+      return
+    }
+    const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length
+    const verdict = bytes > options.maxPayloadBytes
+      ? { ok: false as const, code: 'PAYLOAD_TOO_LARGE', reason: `payload of ${bytes} bytes above ${options.maxPayloadBytes}` }
+      : { ...canPublish(principal, packet.topic, packet.retain ?? false), code: 'PUBLISH_DENIED' }
+    if (verdict.ok) {
+      done(null)
+      return
+    }
+    log.warn({ clientId: client.id, topic: packet.topic, reason: verdict.reason }, 'publish denied, closing connection')
+    table.noteReason(client, 'kicked', `${verdict.code}: ${verdict.reason}`)
+    violation(partialInfo(client), verdict.code, verdict.reason)
+    // In 3.1.1 an error here closes the connection: there is no negative PUBACK.
+    done(new Error(verdict.reason))
+  }
+
+  function authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const principal = table.principalOf(client)
+    const verdict = principal === undefined ? { ok: false as const, reason: 'not authenticated' } : canSubscribe(principal, sub.topic)
+    if (verdict.ok) {
+      done(null, sub)
+      return
+    }
+    log.warn({ clientId: client.id, filter: sub.topic, reason: verdict.reason }, 'subscribe denied')
+    violation(partialInfo(client), 'SUBSCRIBE_DENIED', verdict.reason)
+    // null (not an error) makes aedes answer SUBACK 0x80 for this filter and keep the connection [MQTT-3.9.3].
+    done(null, null)
+  }
+
+  // Retained replays (retain set) stream at the subscriber's own pace, so only live forwards are dropped.
+  function authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const conn = client.conn
+    if (conn instanceof PacketGuard && conn.lossy && !packet.retain && conn.congested) {
+      counters.forwardsDropped++
+      return null
+    }
+    return packet
+  }
+
+  const aedes = new Aedes({
+    connectTimeout: options.connectTimeoutMs,
+    drainTimeout: options.drainTimeoutMs,
+    maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
+    preConnect,
+    authenticate,
+    authorizePublish,
+    authorizeSubscribe,
+    authorizeForward,
+  })
+
+  aedes.on('client', (client) => {
+    const info = table.registered(client)
+    if (info === undefined) return
+    counters.connectsAccepted++
+    log.info({ connId: info.connId, clientId: info.clientId, principal: info.principal.kind, remoteAddress: info.remoteAddress }, 'client connected')
+    emit('connected', info)
+  })
+
+  aedes.on('clientDisconnect', (client) => {
+    const guard = client.conn instanceof PacketGuard ? client.conn : undefined
+    const fallback: DisconnectReason = closing !== undefined ? 'broker-closing'
+      : guard?.disconnectSeen === true ? 'client-disconnect' : 'connection-lost'
+    const ended = table.ended(client, fallback)
+    if (ended === undefined) return
+    log.info({ connId: ended.info.connId, clientId: ended.info.clientId, reason: ended.reason, detail: ended.detail }, 'client disconnected')
+    emit('disconnected', ended.info, ended.reason, ended.detail)
+  })
+
+  aedes.on('keepaliveTimeout', (client) => {
+    table.noteReason(client, 'keepalive-timeout')
+  })
+
+  // Refusals before authenticate (unsupported protocol version) are only visible here.
+  aedes.on('connackSent', (packet) => {
+    if (packet.returnCode === 1) counters.connectsRefused++
+  })
+
+  aedes.on('clientError', (client, err) => onClientError(client, err))
+  aedes.on('connectionError', (client, err) => onClientError(client, err))
+  // Persistence failures surface here; an unhandled 'error' would kill the process.
+  const aedesEmitter: EventEmitter = aedes
+  aedesEmitter.on('error', (err: Error) => log.error({ err }, 'aedes error'))
+
+  function onClientError(client: Client, err: Error): void {
+    // 'drain timeout' is aedes's own drainTimeout, the backstop behind the guard's watchdog.
+    const code = err instanceof GuardError ? err.code : err.message === 'drain timeout' ? 'SLOW_CONSUMER' : undefined
+    const info = partialInfo(client)
+    if (code === 'SLOW_CONSUMER') {
+      counters.slowConsumersCut++
+      table.noteReason(client, 'slow-consumer', err.message)
+      log.warn({ clientId: info.clientId, detail: err.message }, 'slow consumer cut off')
+    } else if (code !== undefined) {
+      table.noteReason(client, 'kicked', `${code}: ${err.message}`)
+      log.warn({ clientId: info.clientId, remoteAddress: info.remoteAddress, code, detail: err.message }, 'packet refused, closing connection')
+      violation(info, code, err.message)
+    } else {
+      table.noteReason(client, 'connection-lost', err.message)
+      log.debug({ clientId: info.clientId, err: err.message }, 'client connection error')
+    }
+  }
+
+  // --- TCP listener ---
+
+  function onConnection(socket: Socket): void {
+    if (closing !== undefined || sockets.size >= options.maxConnections) {
+      if (closing === undefined) {
+        counters.acceptsRefused++
+        log.debug({ remoteAddress: socket.remoteAddress, open: sockets.size }, 'connection refused: maxConnections')
+      }
+      socket.destroy()
+      return
+    }
+    // Nagle plus the peer's delayed ACK adds ~40 ms to every small request/response.
+    socket.setNoDelay(true)
+    const guard = new PacketGuard(socket, {
+      maxRemainingLength: options.maxPayloadBytes + PACKET_HEADROOM_BYTES,
+      drainTimeoutMs: options.drainTimeoutMs,
+    })
+    sockets.add(guard)
+    guard.once('close', () => sockets.delete(guard))
+    aedes.handle(guard)
+  }
+
+  async function start(): Promise<{ port: number }> {
+    await aedes.listen()
+    const srv = createServer(onConnection)
+    server = srv
+    srv.on('error', (err) => log.error({ err }, 'listener error'))
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject)
+      srv.listen(options.port, options.host, () => {
+        srv.off('error', reject)
+        resolve()
+      })
+    })
+    const address = srv.address()
+    boundPort = typeof address === 'object' && address !== null ? address.port : options.port
+    log.info({ host: options.host, port: boundPort }, 'broker listening')
+    return { port: boundPort }
+  }
+
+  async function shutdown(): Promise<void> {
+    await started?.catch(() => undefined)
+    for (const client of table.clients()) table.noteReason(client, 'broker-closing')
+    const srv = server
+    const serverClosed = srv === undefined || !srv.listening
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => srv.close(() => resolve()))
+    await new Promise<void>((resolve) => aedes.close(() => resolve()))
+    // aedes closes registered clients only; sockets still before or inside CONNECT go here.
+    for (const guard of sockets) guard.destroy()
+    await serverClosed
+    log.info('broker closed')
+  }
+
+  /**
+   * Adapts a handler to aedes's delivery callback. Deliveries to one handler
+   * are serialised: while its promise is pending the next messages wait here,
+   * and each message's aedes callback is held until it is handled. Held
+   * callbacks occupy aedes's bounded in-flight deliveries (mqemitter
+   * `concurrency`, 100), so a handler that falls behind slows intake instead
+   * of letting this queue grow without bound.
+   */
+  function deliverTo(handler: MessageHandler, skipDollar: boolean) {
+    const waiting: Array<{ message: InboundMessage; done: () => void }> = []
+    let busy = false
+
+    const failed = (err: unknown, topic: string): void => {
+      log.error({ err, topic }, 'message handler failed')
+    }
+    const pump = (): void => {
+      while (!busy) {
+        const next = waiting.shift()
+        if (next === undefined) return
+        let result: void | Promise<void> = undefined
+        try {
+          result = handler(next.message)
+        } catch (err) {
+          failed(err, next.message.topic)
+        }
+        if (result instanceof Promise) {
+          busy = true
+          result.catch((err: unknown) => failed(err, next.message.topic)).finally(() => {
+            busy = false
+            next.done()
+            pump()
+          })
+        } else {
+          next.done()
+        }
+      }
+    }
+
+    return (packet: AedesPublishPacket, done: () => void): void => {
+      // [MQTT-4.7.2-1] a filter starting with a wildcard does not match $ topics.
+      if (skipDollar && packet.topic.startsWith('$')) {
+        done()
+        return
+      }
+      const publisher = (packet as { clientId?: unknown }).clientId
+      waiting.push({
+        message: {
+          topic: packet.topic,
+          payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+          clientId: typeof publisher === 'string' ? publisher : undefined,
+        },
+        done,
+      })
+      pump()
+    }
+  }
+
+  return {
+    listen() {
+      if (closing !== undefined) return Promise.reject(new Error('broker is closed'))
+      started ??= start()
+      return started
+    },
+    get port() {
+      return boundPort
+    },
+    subscribe(filter, handler) {
+      if (closing !== undefined) return Promise.reject(new Error('broker is closed'))
+      const skipDollar = filter.startsWith('+') || filter.startsWith('#')
+      return new Promise<void>((resolve, reject) => {
+        // aedes's type omits the error its topic-depth guard passes to this callback.
+        const done = (err?: Error): void => (err ? reject(err) : resolve())
+        aedes.subscribe(filter, deliverTo(handler, skipDollar), done)
+      })
+    },
+    async publish(topic, payload, { qos, retain = false }) {
+      if (closing !== undefined) throw new Error('broker is closed')
+      // aedes's persistence exists only once it listens.
+      if (started === undefined) throw new Error('broker is not listening')
+      await started
+      return new Promise<void>((resolve, reject) => {
+        aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false }, (err) => (err ? reject(err) : resolve()))
+      })
+    },
+    disconnect(clientId, reason) {
+      const client = table.byClientId(clientId)
+      if (client === undefined) return
+      log.info({ clientId, reason }, 'disconnecting client')
+      table.noteReason(client, 'kicked', reason)
+      client.close()
+    },
+    isConnected(clientId) {
+      const client = table.byClientId(clientId)
+      return client !== undefined && !client.closed
+    },
+    on(event, listener) {
+      events.on(event, listener as (...args: unknown[]) => void)
+    },
+    stats(): BrokerStats {
+      return { connections: table.size, sockets: sockets.size, ...counters }
+    },
+    close() {
+      closing ??= shutdown()
+      return closing
+    },
+  }
+}
+
+function validateOptions(o: BrokerOptions): void {
+  const problems: string[] = []
+  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) problems.push('port must be an integer in [0, 65535]')
+  const positive = {
+    maxPayloadBytes: o.maxPayloadBytes, maxConnections: o.maxConnections, connectRatePerSec: o.connectRatePerSec,
+    connectBurst: o.connectBurst, keepaliveMinSec: o.keepaliveMinSec, keepaliveMaxSec: o.keepaliveMaxSec,
+    drainTimeoutMs: o.drainTimeoutMs, connectTimeoutMs: o.connectTimeoutMs,
+  }
+  for (const [name, value] of Object.entries(positive)) {
+    if (!(Number.isFinite(value) && value > 0)) problems.push(`${name} must be a positive number`)
+  }
+  if (o.keepaliveMinSec > o.keepaliveMaxSec) problems.push('keepaliveMinSec must not exceed keepaliveMaxSec')
+  if (o.keepaliveMaxSec > 65535) problems.push('keepaliveMaxSec must fit MQTT\'s 16-bit keepalive')
+  if (problems.length > 0) throw new RangeError(`invalid broker options: ${problems.join('; ')}`)
+}

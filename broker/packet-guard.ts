@@ -1,0 +1,155 @@
+import { Duplex } from 'node:stream'
+import type { Socket } from 'node:net'
+import { newScanState, scanChunk, type ScanState } from './header-scanner.js'
+
+/**
+ * The stream aedes reads from and writes to, wrapped around one accepted TCP
+ * socket. It owns three things aedes does not do for us:
+ *
+ * - size: every inbound fixed header is scanned as bytes pass; a packet whose
+ *   remaining length is above the limit destroys the connection before the
+ *   body is buffered (mqtt-packet's parser has no limit of its own);
+ * - slowness: if the socket does not drain within `drainTimeoutMs` after a
+ *   write filled it, the connection is destroyed with SLOW_CONSUMER;
+ * - loss: in lossy mode (observers, anonymous clients) writes never push back
+ *   on aedes, because aedes holds the publisher's delivery callback until a
+ *   subscriber drains. Instead the broker asks `congested` and drops packets
+ *   for this client while it is true, and the drain watchdog cuts it off.
+ *
+ * Chunks pass by reference in both directions; nothing is copied.
+ */
+
+export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'SLOW_CONSUMER'] as const
+export type GuardErrorCode = (typeof GUARD_ERROR_CODES)[number]
+
+export class GuardError extends Error {
+  readonly code: GuardErrorCode
+  constructor(code: GuardErrorCode, message: string) {
+    super(message)
+    this.name = 'GuardError'
+    this.code = code
+  }
+}
+
+export interface PacketGuardOptions {
+  /** Largest "remaining length" a packet may announce (MQTT 3.1.1 §2.2.3). */
+  readonly maxRemainingLength: number
+  readonly drainTimeoutMs: number
+}
+
+export class PacketGuard extends Duplex {
+  readonly socket: Socket
+  readonly remoteAddress: string | undefined
+  private readonly scan: ScanState = newScanState()
+  private readonly maxRemainingLength: number
+  private readonly drainTimeoutMs: number
+  private lossyLimitBytes = 0
+  private drainTimer: NodeJS.Timeout | undefined
+  private pendingWrite: ((error?: Error | null) => void) | undefined
+
+  constructor(socket: Socket, options: PacketGuardOptions) {
+    super({ allowHalfOpen: false })
+    this.socket = socket
+    this.remoteAddress = socket.remoteAddress
+    this.maxRemainingLength = options.maxRemainingLength
+    this.drainTimeoutMs = options.drainTimeoutMs
+
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('end', () => this.push(null))
+    socket.on('drain', () => this.onDrain())
+    socket.on('error', (err) => this.destroy(err))
+    socket.on('close', () => {
+      this.clearDrainTimer()
+      if (!this.destroyed) this.destroy()
+    })
+  }
+
+  /** The client sent a DISCONNECT packet [MQTT-3.14.4-3]. */
+  get disconnectSeen(): boolean {
+    return this.scan.disconnectSeen
+  }
+
+  /**
+   * Switches to lossy delivery: aedes's writes always complete at once, and
+   * `congested` turns true once `limitBytes` sit unsent in the socket.
+   */
+  setLossy(limitBytes: number): void {
+    this.lossyLimitBytes = limitBytes
+  }
+
+  get lossy(): boolean {
+    return this.lossyLimitBytes > 0
+  }
+
+  get congested(): boolean {
+    return this.socket.writableLength + this.writableLength >= this.lossyLimitBytes
+  }
+
+  override _read(): void {
+    if (this.socket.isPaused()) this.socket.resume()
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const flushed = this.socket.write(chunk)
+    this.afterSocketWrite(flushed, callback)
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.socket.cork()
+    let flushed = true
+    for (const { chunk } of chunks) flushed = this.socket.write(chunk)
+    this.socket.uncork()
+    this.afterSocketWrite(flushed, callback)
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end(callback)
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.clearDrainTimer()
+    this.pendingWrite = undefined
+    this.socket.destroy()
+    callback(error)
+  }
+
+  private onData(chunk: Buffer): void {
+    const verdict = scanChunk(this.scan, chunk, this.maxRemainingLength)
+    if (!verdict.ok) {
+      this.destroy(new GuardError(verdict.code,
+        `packet type ${verdict.packetType} announces at least ${verdict.remainingLength} bytes (limit ${this.maxRemainingLength})`))
+      return
+    }
+    if (!this.push(chunk)) this.socket.pause()
+  }
+
+  private afterSocketWrite(flushed: boolean, callback: (error?: Error | null) => void): void {
+    if (!flushed) this.armDrainTimer()
+    if (flushed || this.lossy) {
+      callback()
+      return
+    }
+    this.pendingWrite = callback
+  }
+
+  private onDrain(): void {
+    this.clearDrainTimer()
+    const callback = this.pendingWrite
+    this.pendingWrite = undefined
+    callback?.()
+  }
+
+  private armDrainTimer(): void {
+    if (this.drainTimer !== undefined || this.drainTimeoutMs <= 0) return
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined
+      this.destroy(new GuardError('SLOW_CONSUMER', `socket did not drain within ${this.drainTimeoutMs} ms`))
+    }, this.drainTimeoutMs)
+  }
+
+  private clearDrainTimer(): void {
+    if (this.drainTimer === undefined) return
+    clearTimeout(this.drainTimer)
+    this.drainTimer = undefined
+  }
+}

@@ -1,0 +1,113 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createHash } from 'node:crypto'
+import type { Broker, ConnectionInfo, DisconnectReason, InboundMessage } from '../broker/types.js'
+import {
+  Cleanups, closed, connectClient, connectPacket, deviceOptions, expectNoLeaks, rawConnect, remainingLength, resourceCounts,
+  startBroker, TOKENS, waitFor,
+} from './broker.harness.js'
+
+let cleanups: Cleanups
+let baseline: Record<string, number>
+beforeEach(() => {
+  cleanups = new Cleanups()
+  baseline = resourceCounts()
+})
+afterEach(async () => {
+  await cleanups.run()
+  await expectNoLeaks(baseline)
+})
+
+const MAX = 64 * 1024
+
+/** A PUBLISH header announcing `announced` bytes, followed by only a few of them. */
+function oversizedPublishStart(announced: number): Buffer {
+  return Buffer.concat([Buffer.from([0x30]), remainingLength(announced), Buffer.from([0x00, 0x03]), Buffer.from('a/b')])
+}
+
+function violationsOf(broker: Broker) {
+  const got: Array<{ info: Partial<ConnectionInfo>; code: string }> = []
+  broker.on('violation', (info, code) => got.push({ info, code }))
+  return got
+}
+
+describe('packet size guard', () => {
+  it('closes a connection as soon as a header announces too much, without waiting for the body', async () => {
+    const { broker, port } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const violations = violationsOf(broker)
+    const ends: Array<[DisconnectReason, string | undefined]> = []
+    broker.on('disconnected', (_i, reason, detail) => ends.push([reason, detail]))
+    const raw = await rawConnect(cleanups, port)
+    raw.socket.write(connectPacket({ clientId: 'dev-a', username: 'dev-a', password: TOKENS['dev-a'] }))
+    await waitFor(() => broker.isConnected('dev-a'), 'device connected')
+    // 200 MiB announced, 7 bytes sent: only the header can have triggered the close.
+    raw.socket.write(oversizedPublishStart(200 * 1024 * 1024))
+    await raw.closed
+    await waitFor(() => ends.length === 1, 'disconnected event')
+    expect(ends[0]?.[0]).toBe('kicked')
+    expect(ends[0]?.[1]).toMatch(/^PAYLOAD_TOO_LARGE/)
+    expect(violations).toEqual([{ info: expect.objectContaining({ clientId: 'dev-a', remoteAddress: '127.0.0.1' }) as unknown, code: 'PAYLOAD_TOO_LARGE' }])
+  })
+
+  it('guards the CONNECT too, before anyone is authenticated', async () => {
+    const { broker, port } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const violations = violationsOf(broker)
+    const raw = await rawConnect(cleanups, port)
+    raw.socket.write(Buffer.concat([Buffer.from([0x10]), remainingLength(50 * 1024 * 1024), Buffer.from([0x00, 0x04])]))
+    await raw.closed
+    await waitFor(() => violations.length === 1, 'violation')
+    expect(violations[0]).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', info: { remoteAddress: '127.0.0.1' } })
+    await waitFor(() => broker.stats().sockets === 0, 'socket released')
+  })
+
+  it('accepts exactly maxPayloadBytes, refuses one byte more, and other clients carry on', async () => {
+    const { broker, url } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const got: InboundMessage[] = []
+    await broker.subscribe('devices/+/telemetry', (m) => {
+      got.push(m)
+    })
+    const violations = violationsOf(broker)
+    const a = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const b = await connectClient(cleanups, url, deviceOptions('dev-b'))
+
+    await a.publishAsync('devices/dev-a/telemetry', Buffer.alloc(MAX, 1), { qos: 1 })
+    // One byte over passes the header guard (it allows room for the topic) and is caught exactly at authorizePublish.
+    const aGone = closed(a)
+    a.publish('devices/dev-a/telemetry', Buffer.alloc(MAX + 1, 2), { qos: 1 })
+    await aGone
+
+    const a2 = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const a2Gone = closed(a2)
+    a2.publish('devices/dev-a/telemetry', Buffer.alloc(MAX * 8, 3), { qos: 1 })
+    await a2Gone
+
+    await b.publishAsync('devices/dev-b/telemetry', 'still fine', { qos: 1 })
+    await waitFor(() => got.length === 2, 'two deliveries')
+    expect(got.map((m) => [m.clientId, m.payload.length])).toEqual([['dev-a', MAX], ['dev-b', 10]])
+    expect(violations.map((v) => v.code)).toEqual(['PAYLOAD_TOO_LARGE', 'PAYLOAD_TOO_LARGE'])
+    expect(b.connected).toBe(true)
+  })
+
+  it('passes large valid traffic through intact', async () => {
+    const { broker, url } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const digests: string[] = []
+    await broker.subscribe('devices/+/telemetry', (m) => {
+      digests.push(createHash('sha256').update(m.payload).digest('hex'))
+    })
+    const dev = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const sent: string[] = []
+    const pending: Array<Promise<unknown>> = []
+    for (let i = 0; i < 200; i++) {
+      const payload = Buffer.alloc(1 + ((i * 7919) % MAX), i % 251)
+      sent.push(createHash('sha256').update(payload).digest('hex'))
+      pending.push(dev.publishAsync('devices/dev-a/telemetry', payload, { qos: i % 2 === 0 ? 0 : 1 }))
+    }
+    await Promise.all(pending)
+    await waitFor(() => digests.length === 200, 'all 200 delivered')
+    expect([...digests].sort()).toEqual([...sent].sort())
+    // aedes runs the packets of one read concurrently, so only each QoS level keeps its order (§4.6).
+    for (const parity of [0, 1]) {
+      const level = sent.filter((_d, i) => i % 2 === parity)
+      expect(digests.filter((d) => level.includes(d))).toEqual(level)
+    }
+  })
+})
