@@ -1,4 +1,5 @@
 import type { Logger } from '../common/logger.js'
+import { LatencyWindow } from '../common/latency.js'
 import { LIMITS } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
 import type { Outbox, OutboxKind, OutboxRow } from './outbox.js'
@@ -49,6 +50,8 @@ export interface SenderStats {
   readonly rowsSent: number
   /** Times the cursor was rewound because acks stopped advancing. */
   readonly ackTimeouts: number
+  /** Send-to-ack time of recent batches: what "durably stored at the hub" costs. */
+  readonly ackLatencyMs: { readonly count: number; readonly p50: number; readonly p99: number; readonly max: number }
 }
 
 /** `{"seq":` + `,` + a comma between items: the bytes a row adds besides its body and seq digits. */
@@ -63,6 +66,9 @@ export class Sender {
   private readonly maxItemsByKind: Record<OutboxKind, number>
   /** Last seq of each batch sent and not yet fully acked, oldest first. */
   private inflight: number[] = []
+  /** performance.now() at which each in-flight batch was sent, aligned with `inflight`. */
+  private sentAt: number[] = []
+  private readonly ackLatency = new LatencyWindow(512)
   private sentUpTo = 0
   private ackedUpTo = 0
   private running = false
@@ -103,11 +109,13 @@ export class Sender {
     this.unsubscribe = undefined
     this.clearTimers()
     this.inflight = []
+    this.sentAt = []
   }
 
   /** A new connection: replay from the oldest unacked row. */
   onConnected(): void {
     this.inflight = []
+    this.sentAt = []
     this.sentUpTo = this.ackedUpTo
     this.clearTimers()
     this.pump()
@@ -115,6 +123,7 @@ export class Sender {
 
   onDisconnected(): void {
     this.inflight = []
+    this.sentAt = []
     this.clearTimers()
   }
 
@@ -136,7 +145,11 @@ export class Sender {
     } catch (err) {
       this.options.logger.error({ err, upTo }, 'could not delete acked rows; they will be sent again')
     }
-    while (this.inflight.length > 0 && this.inflight[0]! <= upTo) this.inflight.shift()
+    const now = performance.now()
+    while (this.inflight.length > 0 && this.inflight[0]! <= upTo) {
+      this.inflight.shift()
+      this.ackLatency.record(now - this.sentAt.shift()!)
+    }
     if (upTo > this.sentUpTo) this.sentUpTo = upTo
     if (this.ackTimer) clearTimeout(this.ackTimer)
     this.ackTimer = undefined
@@ -151,6 +164,7 @@ export class Sender {
       batchesSent: this.batchesSent,
       rowsSent: this.rowsSent,
       ackTimeouts: this.ackTimeouts,
+      ackLatencyMs: this.ackLatency.summary(),
     }
   }
 
@@ -177,6 +191,7 @@ export class Sender {
       const last = this.sendBatch(rows)
       if (last === undefined) break
       this.inflight.push(last)
+      this.sentAt.push(performance.now())
       this.sentUpTo = last
     }
     if (this.inflight.length > 0 && !this.ackTimer) {
@@ -221,6 +236,7 @@ export class Sender {
     this.ackTimeouts++
     this.options.logger.info({ ackedUpTo: this.ackedUpTo, sentUpTo: this.sentUpTo, ackTimeoutMs: this.options.ackTimeoutMs }, 'no ack progress; resending from the oldest unacked row')
     this.inflight = []
+    this.sentAt = []
     this.sentUpTo = this.ackedUpTo
     this.pump()
   }

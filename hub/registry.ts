@@ -43,7 +43,7 @@ export function createRegistry(db: Db) {
   const toDevice = (r: DeviceRow): DeviceRecord => ({ id: r.id, group: r.grp, createdAt: r.created_at })
 
   function addDevice(id: string, group: string | null, now: number): { device: DeviceRecord; token: string } {
-    if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id "${id}": ${DEVICE_ID_RULE}`)
+    if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id ${JSON.stringify(id)}: ${DEVICE_ID_RULE}`)
     if (group !== null && !GROUP_RE.test(group)) {
       throw new RollcallError('INVALID_NAME', `invalid group "${group}": 1 to 64 characters of lowercase letters, digits, "-" and "_"`)
     }
@@ -80,7 +80,7 @@ export function createRegistry(db: Db) {
   }
 
   function addObserver(name: string, now: number): { observer: ObserverRecord; token: string } {
-    if (!isDeviceId(name)) throw new RollcallError('INVALID_NAME', `invalid observer name "${name}": ${DEVICE_ID_RULE}`)
+    if (!isDeviceId(name)) throw new RollcallError('INVALID_NAME', `invalid observer name ${JSON.stringify(name)}: ${DEVICE_ID_RULE}`)
     const token = generateToken()
     try {
       stmts.insertObserver.run(name, hashToken(token), now)

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig } from '../agent/config.js'
 import { silentLogger } from '../common/logger.js'
-import { encode, topics } from '../protocol/index.js'
+import { topics } from '../protocol/index.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 
 /**

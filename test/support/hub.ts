@@ -66,7 +66,7 @@ export async function waitFor<T>(check: () => T | Promise<T>, what: string, time
   let last: T | undefined
   while (Date.now() < deadline) {
     last = await check()
-    if (last) return last as NonNullable<T>
+    if (last) return last
     await new Promise((r) => setTimeout(r, everyMs))
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`)

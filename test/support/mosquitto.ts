@@ -25,7 +25,7 @@ export function spawnSubscriber(args: string[]): { child: ChildProcess; lines: s
   const lines: string[] = []
   let buf = ''
   let err = ''
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     buf += d.toString()
     let i: number
     while ((i = buf.indexOf('\n')) >= 0) {
@@ -33,7 +33,7 @@ export function spawnSubscriber(args: string[]): { child: ChildProcess; lines: s
       buf = buf.slice(i + 1)
     }
   })
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { err += d.toString() })
   return { child, lines, stderr: () => err }
 }
 

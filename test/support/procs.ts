@@ -20,8 +20,8 @@ export function startCli(args: string[], env: Record<string, string> = {}): Proc
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let out = ''
   const keep = (d: Buffer) => { out = (out + d.toString()).slice(-20_000) }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   return { child, pid: child.pid!, output: () => out, exited }
 }

@@ -1,0 +1,98 @@
+/**
+ * A load generator: runs many real agents (the agent code, not a look-alike)
+ * in one process against a hub, and prints a JSON line of fleet totals every
+ * `reportEveryMs`. Used by the benchmarks and by tests that need a fleet in
+ * another process. Stops on SIGTERM/SIGINT or after `durationMs`.
+ *
+ *   node dist/bench/fleet-runner.js SPEC.json
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createAgent, type Agent } from '../agent/agent.js'
+import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
+import { silentLogger } from '../common/logger.js'
+
+export interface FleetSpec {
+  readonly hub: string
+  readonly dataDir: string
+  readonly devices: ReadonlyArray<{ readonly id: string; readonly token: string }>
+  readonly agent: AgentConfigInput
+  readonly reportEveryMs: number
+  readonly durationMs?: number
+  /** Spread the connects over this long so the fleet does not stampede. */
+  readonly staggerMs?: number
+}
+
+export interface FleetReport {
+  readonly t: number
+  readonly agents: number
+  readonly connected: number
+  readonly generated: number
+  readonly acked: number
+  readonly backlog: number
+  readonly dropped: number
+  /** Median over devices of each device's recent send-to-ack p50 / p99. */
+  readonly ackP50Ms: number
+  readonly ackP99Ms: number
+  readonly rssBytes: number
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return 0
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+export function report(agents: readonly Agent[]): FleetReport {
+  let connected = 0, generated = 0, acked = 0, backlog = 0, dropped = 0
+  const p50: number[] = []
+  const p99: number[] = []
+  for (const a of agents) {
+    const s = a.stats()
+    if (s.connected) connected++
+    generated += s.sampler?.samples ?? 0
+    acked += s.sender?.ackedUpTo ?? 0
+    backlog += s.outbox?.backlogRows ?? 0
+    dropped += (s.outbox?.droppedTelemetry ?? 0) + (s.outbox?.droppedEvents ?? 0)
+    if (s.sender && s.sender.ackLatencyMs.count > 0) {
+      p50.push(s.sender.ackLatencyMs.p50)
+      p99.push(s.sender.ackLatencyMs.p99)
+    }
+  }
+  return { t: Date.now(), agents: agents.length, connected, generated, acked, backlog, dropped, ackP50Ms: median(p50), ackP99Ms: median(p99), rssBytes: process.memoryUsage().rss }
+}
+
+async function main(): Promise<void> {
+  const specPath = process.argv[2]
+  if (!specPath) throw new Error('usage: fleet-runner SPEC.json')
+  const spec = JSON.parse(readFileSync(specPath, 'utf8')) as FleetSpec
+  const logger = silentLogger()
+  const agents: Agent[] = []
+  let stopping = false
+  const stop = async () => {
+    if (stopping) return
+    stopping = true
+    clearInterval(timer)
+    await Promise.allSettled(agents.map((a) => a.stop()))
+    process.stdout.write(`${JSON.stringify({ ...report(agents), final: true })}\n`)
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => { void stop() })
+  process.on('SIGINT', () => { void stop() })
+  const timer = setInterval(() => process.stdout.write(`${JSON.stringify(report(agents))}\n`), spec.reportEveryMs)
+
+  const gap = (spec.staggerMs ?? 0) / Math.max(1, spec.devices.length)
+  for (const d of spec.devices) {
+    if (stopping) return
+    const agent = createAgent(resolveAgentConfig({ logLevel: 'silent', ...spec.agent, hub: spec.hub, id: d.id, token: d.token, dataDir: join(spec.dataDir, d.id) }), { logger })
+    agents.push(agent)
+    await agent.start()
+    if (gap > 0) await new Promise((r) => setTimeout(r, gap))
+  }
+  if (spec.durationMs !== undefined) setTimeout(() => { void stop() }, spec.durationMs)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`fleet-runner: ${String(err)}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,43 @@
+/**
+ * `npm run bench -- <name> [options]`. Each benchmark prints its figures side
+ * by side with a baseline measured in the same run, because this machine is
+ * small and noisy; see docs/benchmarks.md for results and how to read them.
+ */
+import { parseArgs } from 'node:util'
+import { runIngestBench } from './ingest.js'
+
+const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]`
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      'devices': { type: 'string', default: '200' },
+      'sensors': { type: 'string', default: '100' },
+      'interval-ms': { type: 'string', default: '200' },
+      'warmup': { type: 'string', default: '5' },
+      'seconds': { type: 'string', default: '20' },
+      'idle-agent-seconds': { type: 'string', default: '60' },
+    },
+  })
+  const num = (name: keyof typeof values): number => {
+    const n = Number(values[name])
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${values[name]}"\n${USAGE}`)
+    return n
+  }
+  switch (positionals[0]) {
+    case 'ingest':
+      await runIngestBench({
+        devices: num('devices'), sensors: num('sensors'), intervalMs: num('interval-ms'),
+        warmupS: num('warmup'), measureS: num('seconds'), idleAgentS: num('idle-agent-seconds'),
+      })
+      return
+    default:
+      throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})
