@@ -16,7 +16,7 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     retentionDays: numberFlag('retention-days', str('retentionDays'), 0),
     maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 1024, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
-  } as Partial<HubConfig>)
+  })
   const logger = createLogger({ level: config.logLevel })
   const hub = createHub(config, { logger })
   const running = await hub.start()
