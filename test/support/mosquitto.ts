@@ -19,22 +19,31 @@ export function runMosquitto(bin: 'mosquitto_pub' | 'mosquitto_sub', args: strin
   })
 }
 
-/** Starts a long-running mosquitto_sub; the caller kills it (by its PID) when done. */
-export function spawnSubscriber(args: string[]): { child: ChildProcess; lines: string[]; stderr: () => string } {
+/**
+ * Starts a long-running mosquitto_sub; the caller kills it (by its PID) when
+ * done. With `countOnly` the lines are counted, not kept (for floods).
+ */
+export function spawnSubscriber(args: string[], options: { countOnly?: boolean } = {}): { child: ChildProcess; lines: string[]; count: () => number; stderr: () => string } {
   const child = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
+  let count = 0
   let buf = ''
   let err = ''
   child.stdout.on('data', (d: Buffer) => {
+    if (options.countOnly) {
+      for (let i = d.indexOf(10); i >= 0; i = d.indexOf(10, i + 1)) count++
+      return
+    }
     buf += d.toString()
     let i: number
     while ((i = buf.indexOf('\n')) >= 0) {
       lines.push(buf.slice(0, i))
+      count++
       buf = buf.slice(i + 1)
     }
   })
   child.stderr.on('data', (d: Buffer) => { err += d.toString() })
-  return { child, lines, stderr: () => err }
+  return { child, lines, count: () => count, stderr: () => err }
 }
 
 export function mqttArgs(port: number, user?: string, password?: string, clientId?: string): string[] {
