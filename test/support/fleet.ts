@@ -13,7 +13,7 @@ export function startFleet(spec: FleetSpec, workDir: string): { child: ChildProc
   writeFileSync(path, JSON.stringify(spec))
   const child = spawn(process.execPath, [RUNNER, path], { stdio: ['ignore', 'pipe', 'inherit'] })
   let last: FleetReport | undefined
-  createInterface({ input: child.stdout! }).on('line', (l) => {
+  createInterface({ input: child.stdout }).on('line', (l) => {
     try { last = JSON.parse(l) as FleetReport } catch { /* not a report line */ }
   })
   return {
