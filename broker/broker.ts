@@ -19,6 +19,10 @@ import type {
  */
 export const PACKET_HEADROOM_BYTES = 1024
 
+function principalKey(p: Principal): string {
+  return p.kind === 'device' ? `device:${p.id}` : p.kind === 'observer' ? `observer:${p.name}` : 'anonymous'
+}
+
 /**
  * Bytes that may wait unsent in a lossy (observer, anonymous) client's socket,
  * on top of the kernel's buffers, before its messages are dropped.
@@ -63,9 +67,9 @@ export function createBroker(options: BrokerOptions): Broker {
     }
   }
 
-  function violation(info: Partial<ConnectionInfo>, code: string, detail: string): void {
+  function violation(info: Partial<ConnectionInfo>, code: string, detail: string, topic?: string): void {
     counters.violations++
-    emit('violation', info, code, detail)
+    emit('violation', info, code, detail, topic)
   }
 
   function partialInfo(client: Client): Partial<ConnectionInfo> {
@@ -157,7 +161,7 @@ export function createBroker(options: BrokerOptions): Broker {
     }
     log.warn({ clientId: client.id, topic: packet.topic, reason: verdict.reason }, 'publish denied, closing connection')
     table.noteReason(client, 'kicked', `${verdict.code}: ${verdict.reason}`)
-    violation(partialInfo(client), verdict.code, verdict.reason)
+    violation(partialInfo(client), verdict.code, verdict.reason, packet.topic)
     // In 3.1.1 an error here closes the connection: there is no negative PUBACK.
     done(new Error(verdict.reason))
   }
@@ -391,6 +395,18 @@ export function createBroker(options: BrokerOptions): Broker {
       log.info({ clientId, reason }, 'disconnecting client')
       table.noteReason(client, 'kicked', reason)
       client.close()
+    },
+    disconnectPrincipal(principal, reason) {
+      let n = 0
+      for (const client of [...table.clients()]) {
+        const info = table.infoOf(client)
+        if (info === undefined || principalKey(info.principal) !== principalKey(principal)) continue
+        log.info({ clientId: info.clientId, reason }, 'disconnecting client')
+        table.noteReason(client, 'kicked', reason)
+        client.close()
+        n++
+      }
+      return n
     },
     isConnected(clientId) {
       const client = table.byClientId(clientId)

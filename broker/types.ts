@@ -94,7 +94,7 @@ export interface BrokerEvents {
    * CREDENTIALS_REFUSED, PRINCIPAL_MISMATCH, WILL_DENIED). Rate-limited
    * CONNECTs are counted, not reported: they are the broker's choice.
    */
-  violation: [info: Partial<ConnectionInfo>, code: string, detail: string]
+  violation: [info: Partial<ConnectionInfo>, code: string, detail: string, topic?: string]
 }
 
 export interface InboundMessage {
@@ -136,6 +136,8 @@ export interface Broker {
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
+  /** Closes every connection of this principal (an observer may hold several, under any client ids). */
+  disconnectPrincipal(principal: Principal, reason: string): number
   isConnected(clientId: string): boolean
   on<E extends keyof BrokerEvents>(event: E, listener: (...args: BrokerEvents[E]) => void): void
   stats(): BrokerStats

@@ -141,6 +141,15 @@ export const adminCommands = {
     out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [new Date(s.ts).toISOString(), s.sensor, fmt(s.value), String(s.seq)])]))
   },
 
+  async events(id: string, opts: AdminOpts & { since: string; limit: string }) {
+    const q = new URLSearchParams({ since: opts.since, limit: String(intFlag('limit', opts.limit, 1, 10_000)) })
+    const r = await call<{ events: Array<{ ts: number; seq: number; kind: string; level: string; message: string; data?: unknown }> }>(
+      resolveAdminTarget(opts), 'GET', `/api/devices/${encodeURIComponent(id)}/events?${q.toString()}`)
+    if (opts.json) return printJson(r)
+    if (r.events.length === 0) return out(`no events for ${id} since ${opts.since}`)
+    out(table([['TIME', 'LEVEL', 'KIND', 'MESSAGE'], ...r.events.map((e) => [new Date(e.ts).toISOString(), e.level, e.kind, e.message.slice(0, 100)])]))
+  },
+
   async deadLetters(opts: AdminOpts & { device?: string; limit: string }) {
     const q = new URLSearchParams({ limit: String(intFlag('limit', opts.limit, 1, 10_000)) })
     if (opts.device) q.set('device', opts.device)

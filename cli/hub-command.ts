@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createLogger } from '../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
@@ -7,6 +7,15 @@ import { onShutdownSignal } from './signals.js'
 
 export async function runHub(opts: Record<string, string | boolean | undefined>): Promise<void> {
   const str = (k: string) => (typeof opts[k] === 'string' ? opts[k] : undefined)
+  const configPath = str('config')
+  let file: unknown
+  if (configPath !== undefined) {
+    try {
+      file = JSON.parse(readFileSync(configPath, 'utf8'))
+    } catch (err) {
+      throw new Error(`cannot read the hub config file ${configPath}: ${(err as Error).message}`)
+    }
+  }
   const config = loadHubConfig({
     dataDir: str('data'),
     host: str('host'),
@@ -16,7 +25,7 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     retentionDays: numberFlag('retention-days', str('retentionDays'), 0),
     maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 1024, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
-  })
+  }, process.env, file)
   const logger = createLogger({ level: config.logLevel })
   const hub = createHub(config, { logger })
   const running = await hub.start()

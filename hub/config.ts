@@ -78,17 +78,27 @@ const ENV_KEYS = {
   ROLLCALL_LOG_LEVEL: 'logLevel',
 } as const
 
-export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.ProcessEnv = process.env): HubConfig {
+/**
+ * Merges, later winning: defaults, environment, a JSON config file's
+ * contents (`file`, already parsed), then `overrides` (CLI flags).
+ */
+export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.ProcessEnv = process.env, file?: unknown): HubConfig {
   const fromEnv: Record<string, unknown> = {}
   for (const [key, option] of Object.entries(ENV_KEYS)) {
     const v = env[key]
     if (v === undefined || v === '') continue
     fromEnv[option] = option.endsWith('Port') ? Number(v) : v
   }
-  const merged: Record<string, unknown> = { ...HUB_DEFAULTS, ...fromEnv }
+  if (file !== undefined && (typeof file !== 'object' || file === null || Array.isArray(file))) {
+    throw new ConfigError('the hub config file must hold a JSON object of options, e.g. {"drainTimeoutMs": 5000}')
+  }
+  const merged: Record<string, unknown> = { ...HUB_DEFAULTS, ...fromEnv, ...(file as Record<string, unknown> | undefined) }
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v
   if (!check.Check(merged)) {
-    const problems = [...check.Errors(merged)].slice(0, 5).map((e) => `${e.instancePath.slice(1) || '(config)'} ${e.message}`)
+    const problems = [...check.Errors(merged)].filter((e) => e.message !== 'schema is false').slice(0, 5).map((e) => {
+      const extra = (e.params as { additionalProperties?: string[] }).additionalProperties
+      return extra ? `unknown option ${extra.map((k) => `"${k}"`).join(', ')} (known: ${Object.keys(HUB_DEFAULTS).join(', ')})` : `${e.instancePath.slice(1) || '(config)'} ${e.message}`
+    })
     throw new ConfigError(`invalid hub configuration: ${problems.join('; ')}`)
   }
   const config = merged as HubConfig

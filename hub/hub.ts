@@ -115,11 +115,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     // Payloads the broker refused before they reached the hub (another device's topic,
     // oversized) are recorded with the dead letters, so operators see every refusal in one place.
-    broker.on('violation', (info, code, detail) => {
+    broker.on('violation', (info, code, detail, topic) => {
       if (!BROKER_REFUSALS_KEPT.has(code)) return
       deadLetters.add({
         ts: clock.now(), deviceId: info.principal?.kind === 'device' ? info.principal.id : undefined, clientId: info.clientId,
-        topic: '', reason: code, detail, payload: Buffer.alloc(0),
+        topic: topic ?? '(not read: refused on its size)', reason: code, detail, payload: Buffer.alloc(0),
       })
     })
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
@@ -137,28 +137,34 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }, { name: 'retention' })
     releasers.push(() => { void retention.destroy() })
 
+    const deviceCounts = () => {
+      const total = registry.countDevices()
+      const online = presence.counts().online
+      return { total, online, offline: total - online }
+    }
+
     const services: HubServices = {
       clock, registry, presence, telemetry, deadLetters,
       removeDevice(id) {
         registry.removeDevice(id)
         presence.forget(id)
-        broker.disconnect(id, 'device removed')
+        broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },
       rotateDeviceToken(id) {
         const token = registry.rotateDeviceToken(id)
-        broker.disconnect(id, 'token rotated')
+        broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
       },
       removeObserver(name) {
         registry.removeObserver(name)
-        broker.disconnect(`observer:${name}`, 'observer removed')
+        broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },
-      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, devices: presence.counts() }),
+      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, devices: deviceCounts() }),
       stats: () => ({
         ingest: telemetry.counters(),
         writer: writer.stats(),
         broker: broker.stats(),
-        presence: presence.counts(),
+        presence: deviceCounts(),
         deadLetters: deadLetters.countsByReason(),
         memory: process.memoryUsage(),
       }),

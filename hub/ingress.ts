@@ -44,8 +44,9 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
       return
     }
     s[1]++
-    if (s[1] === options.badMessagesPerMinute + 1) {
-      logger.warn({ clientId, badMessages: s[1], windowMs: WINDOW_MS }, 'client cut off: too many bad messages')
+    // Over budget: cut off, and again after each reconnect within the same window.
+    if (s[1] > options.badMessagesPerMinute) {
+      if (s[1] === options.badMessagesPerMinute + 1) logger.warn({ clientId, badMessages: s[1], windowMs: WINDOW_MS }, 'client cut off: too many bad messages')
       deps.cutOff(clientId, 'too many bad messages')
     }
   }

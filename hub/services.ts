@@ -25,7 +25,7 @@ export interface HealthReport {
   readonly version: string
   readonly uptimeMs: number
   readonly mqttPort: number
-  readonly devices: { readonly online: number; readonly offline: number }
+  readonly devices: { readonly total: number; readonly online: number; readonly offline: number }
 }
 
 export interface DeviceSummary extends DeviceRecord {

@@ -30,6 +30,7 @@ export interface TelemetryQuery {
 }
 
 export interface SampleRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number }
+export interface EventRow { readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string; readonly data: unknown }
 export interface BucketRow { readonly sensor: string; readonly ts: number; readonly count: number; readonly avg: number; readonly min: number; readonly max: number }
 
 export interface IngestCounters {
@@ -68,6 +69,9 @@ export function createTelemetryStore(db: Db, writer: Writer) {
       WHERE s.device_key = (SELECT key FROM device_keys WHERE id = :device) AND s.ts >= :since AND s.ts < :until
         AND (:sensor IS NULL OR s.sensor_key = (SELECT key FROM sensor_keys WHERE name = :sensor))
       GROUP BY s.sensor_key, s.ts - s.ts % :bucket ORDER BY 2, 1 LIMIT :limit`),
+    events: db.prepare<[string, number, number, number], { ts: number; seq: number; kind: string; level: string; message: string; data: string | null }>(`
+      SELECT ts, seq, kind, level, message, data FROM device_events
+      WHERE device_key = (SELECT key FROM device_keys WHERE id = ?) AND ts >= ? AND ts < ? ORDER BY ts DESC, seq DESC LIMIT ?`),
     allDeviceKeys: db.prepare<[], { key: number }>('SELECT key FROM device_keys'),
     prune: db.prepare<[number, number]>('DELETE FROM samples WHERE device_key = ? AND ts < ?'),
     pruneEvents: db.prepare<[number]>('DELETE FROM device_events WHERE ts < ?'),
@@ -184,6 +188,10 @@ export function createTelemetryStore(db: Db, writer: Writer) {
       return q.sensor !== undefined
         ? stmts.rawSensor.all(q.deviceId, q.sinceMs, q.untilMs, q.sensor, q.limit)
         : stmts.raw.all(q.deviceId, q.sinceMs, q.untilMs, q.limit)
+    },
+    /** A device's events in a time range, newest first. */
+    events(deviceId: string, sinceMs: number, untilMs: number, limit: number): EventRow[] {
+      return stmts.events.all(deviceId, sinceMs, untilMs, limit).map((r) => ({ ...r, data: r.data === null ? undefined : JSON.parse(r.data) as unknown }))
     },
     /** Deletes raw samples and events older than the cutoff, one device range at a time. */
     prune(cutoffMs: number): { samples: number; events: number } {

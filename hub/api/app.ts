@@ -26,9 +26,9 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
     if (isRollcallError(err)) {
       return reply.status(err.httpStatus).send({ error: { code: err.code, message: err.message, ...err.details } })
     }
-    const e = err as { validation?: unknown; statusCode?: number; message: string }
+    const e = err as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message: string }
     if (e.validation) {
-      return reply.status(400).send({ error: { code: 'BAD_REQUEST', message: e.message } })
+      return reply.status(400).send({ error: { code: 'BAD_REQUEST', message: describeValidation(e.validationContext ?? 'request', e.validation) } })
     }
     if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
       return reply.status(e.statusCode).send({ error: { code: e.statusCode === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST', message: e.message } })
@@ -55,4 +55,23 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
   }, { prefix: '/api' })
 
   return app
+}
+
+interface ValidationIssue { instancePath?: string; message?: string; keyword?: string; params?: Record<string, unknown> }
+
+/**
+ * Turns schema errors into one sentence that says what to fix: unknown fields
+ * by name, a body that is not a JSON object, and the rest as "where: what".
+ */
+export function describeValidation(part: string, issues: readonly ValidationIssue[]): string {
+  const parts: string[] = []
+  for (const i of issues) {
+    if (i.message === 'schema is false') continue
+    const where = `${part}${(i.instancePath ?? '').replaceAll('/', '.')}`
+    const extra = i.params?.additionalProperties
+    if (Array.isArray(extra)) parts.push(`${where}: unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => JSON.stringify(k)).join(', ')}`)
+    else if (i.keyword === 'type' && (i.instancePath ?? '') === '' && part === 'body') parts.push('the body must be a JSON object (send Content-Type: application/json)')
+    else parts.push(`${where} ${i.message ?? 'is invalid'}`)
+  }
+  return [...new Set(parts)].slice(0, 5).join('; ') || `${part} is invalid`
 }

@@ -5,7 +5,8 @@ import { hashToken } from '../tokens.js'
 export function adminAuthorizer(adminToken: string) {
   const expected = hashToken(adminToken)
   return (header: string | undefined): boolean => {
-    if (!header?.startsWith('Bearer ')) return false
+    // The scheme is case-insensitive [RFC 7235 §2.1].
+    if (header === undefined || header.slice(0, 7).toLowerCase() !== 'bearer ') return false
     return timingSafeEqual(hashToken(header.slice(7).trim()), expected)
   }
 }

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from '../../protocol/ids.js'
 import { summarize, type HubServices } from '../services.js'
-import { parseDurationParam, parseTimeParam } from './time-params.js'
+import { parseDurationParam, parseRange, parseTimeParam } from './time-params.js'
 
 const DeviceParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
@@ -57,14 +57,28 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const d = s.registry.requireDevice(req.params.id)
       const now = s.clock.now()
       const q = req.query
-      const sinceMs = q.since === undefined ? now - 3_600_000 : parseTimeParam('since', q.since, now)
-      const untilMs = q.until === undefined ? now + 60_000 : parseTimeParam('until', q.until, now)
+      const { sinceMs, untilMs } = parseRange(q, now, now - 3_600_000)
       const bucketMs = q.bucket === undefined ? undefined : parseDurationParam('bucket', q.bucket)
       const limit = q.limit ?? 10_000
       const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit })
       return bucketMs === undefined
         ? { deviceId: d.id, sinceMs, untilMs, samples: rows }
         : { deviceId: d.id, sinceMs, untilMs, bucketMs, buckets: rows }
+    })
+
+    app.get('/devices/:id/events', {
+      schema: {
+        params: DeviceParams,
+        querystring: Type.Object({
+          since: Type.Optional(Type.String()),
+          until: Type.Optional(Type.String()),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+        }),
+      },
+    }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      const { sinceMs, untilMs } = parseRange(req.query, s.clock.now(), s.clock.now() - 86_400_000)
+      return { deviceId: d.id, sinceMs, untilMs, events: s.telemetry.events(d.id, sinceMs, untilMs, req.query.limit ?? 100) }
     })
 
     app.get('/devices/:id/presence', {
