@@ -76,7 +76,7 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         presence.touch(deviceId, now)
         return
       case 'birth':
-        presence.apply(deviceId, { type: 'birth', epoch: m.epoch, at: now }, m)
+        presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now }, m)
         return
       case 'death':
         presence.apply(deviceId, { type: 'death', epoch: m.epoch, at: now })

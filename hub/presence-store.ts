@@ -67,7 +67,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
 
   for (const r of stmts.all.all()) {
     entries.set(r.device_id, {
-      state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, birthConnId: null },
+      state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, storeId: r.store_id, birthConnId: null },
       lastSeen: r.last_seen,
       info: { agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id, capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [] },
     })

@@ -9,9 +9,11 @@
  * - connected(connId): remember the connection. The device is not reachable
  *   until its birth arrives; if it was online on another connection (a
  *   takeover whose disconnect we missed), it goes offline ("reconnected").
- * - birth(epoch): on the current connection, with an epoch not older than the
- *   last one seen → online. A birth with an older epoch is stale (a retained
- *   or delayed message) and ignored; so is a birth with no connection.
+ * - birth(epoch, store): on the current connection, with an epoch not older
+ *   than the last one seen → online. A birth with an older epoch is stale (a
+ *   retained or delayed message) and ignored; so is a birth with no
+ *   connection. Epochs count per ledger: a birth from another store (a
+ *   re-flashed device starts again at epoch 1) is accepted and restarts the count.
  * - death(epoch): an epoch older than the current birth's is a late Will of a
  *   previous connection and is ignored; otherwise → offline, "shutdown" when
  *   the device is still connected (it said goodbye), "will" when not.
@@ -33,13 +35,15 @@ export interface PresenceState {
   readonly connId: number | null
   /** Epoch of the newest accepted birth. */
   readonly epoch: number | null
+  /** The ledger (store id) that epoch belongs to. */
+  readonly storeId: string | null
   /** The connection that birth arrived on: reachable only while it is current. */
   readonly birthConnId: number | null
 }
 
 export type PresenceEvent =
   | { readonly type: 'connected'; readonly connId: number; readonly at: number }
-  | { readonly type: 'birth'; readonly epoch: number; readonly at: number }
+  | { readonly type: 'birth'; readonly epoch: number; readonly storeId: string; readonly at: number }
   | { readonly type: 'death'; readonly epoch: number; readonly at: number }
   | { readonly type: 'disconnected'; readonly connId: number; readonly reason: string; readonly at: number }
   | { readonly type: 'hubStart'; readonly at: number }
@@ -60,7 +64,7 @@ export interface Transition {
 }
 
 export function initialPresence(at: number): PresenceState {
-  return { status: 'offline', reason: 'never-connected', since: at, connId: null, epoch: null, birthConnId: null }
+  return { status: 'offline', reason: 'never-connected', since: at, connId: null, epoch: null, storeId: null, birthConnId: null }
 }
 
 function to(state: PresenceState, status: PresenceStatus, reason: string, at: number, patch: Partial<PresenceState>): Transition {
@@ -80,8 +84,10 @@ export function nextPresence(state: PresenceState, event: PresenceEvent): Transi
       return to(state, 'offline', 'reconnected', event.at, { connId: event.connId, birthConnId: null })
     case 'birth':
       if (state.connId === null) return ignore(state, 'birth without a connection')
-      if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `stale birth: epoch ${event.epoch} < ${state.epoch}`)
-      return to(state, 'online', 'birth', event.at, { epoch: event.epoch, birthConnId: state.connId })
+      if (state.epoch !== null && event.storeId === state.storeId && event.epoch < state.epoch) {
+        return ignore(state, `stale birth: epoch ${event.epoch} < ${state.epoch}`)
+      }
+      return to(state, 'online', 'birth', event.at, { epoch: event.epoch, storeId: event.storeId, birthConnId: state.connId })
     case 'death':
       if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `late death: epoch ${event.epoch} < ${state.epoch}`)
       return to(state, 'offline', state.connId !== null ? 'shutdown' : 'will', event.at, { epoch: Math.max(event.epoch, state.epoch ?? 0), birthConnId: null })

@@ -14,7 +14,7 @@ function run(events: PresenceEvent[]): { state: PresenceState; history: string[]
 }
 
 const c = (connId: number, at = 1): PresenceEvent => ({ type: 'connected', connId, at })
-const b = (epoch: number, at = 2): PresenceEvent => ({ type: 'birth', epoch, at })
+const b = (epoch: number, at = 2, storeId = 'store-a'): PresenceEvent => ({ type: 'birth', epoch, storeId, at })
 const d = (epoch: number, at = 3): PresenceEvent => ({ type: 'death', epoch, at })
 const x = (connId: number, reason = 'connection-lost', at = 4): PresenceEvent => ({ type: 'disconnected', connId, reason, at })
 
@@ -31,6 +31,10 @@ describe('presence state machine', () => {
       [c(1), b(1), c(2), b(2), x(1, 'taken-over')], ['online:birth', 'offline:reconnected', 'online:birth'], true],
     ['a stale birth of an older epoch is ignored', [c(1), b(5), x(1), c(2), b(4)], ['online:birth', 'offline:connection-lost'], false],
     ['birth without a connection is ignored', [b(1)], [], false],
+    ['a re-flashed device (new store) starts again at epoch 1 and is accepted',
+      [c(1), b(57), x(1), c(2), b(1, 5, 'store-b')], ['online:birth', 'offline:connection-lost', 'online:birth'], true],
+    ['after a re-flash, epochs of the new store are compared among themselves',
+      [c(1), b(57), x(1), c(2), b(3, 5, 'store-b'), x(2), c(3), b(2, 6, 'store-b')], ['online:birth', 'offline:connection-lost', 'online:birth', 'offline:connection-lost'], false],
     ['a death of a newer epoch than the birth takes the device offline', [c(1), b(1), d(2)], ['online:birth', 'offline:shutdown'], false],
     ['hub restart marks offline', [c(1), b(1), { type: 'hubStart', at: 9 }], ['online:birth', 'offline:hub-restart'], false],
   ])('%s', (_name, events, history, reachable) => {
