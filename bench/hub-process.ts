@@ -6,13 +6,28 @@ import { fileURLToPath } from 'node:url'
 /** The built CLI next to this file (dist/bench → dist/cli). */
 export const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
+export type AdminApi = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
+
+/** A minimal client for the hub's HTTP API with the admin token: for benchmarks and tests. */
+export function adminApi(base: string, adminToken: string): AdminApi {
+  return async <T>(method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.text()
+    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
+  }
+}
+
 export interface HubProcess {
   readonly child: ChildProcess
   readonly pid: number
   readonly mqttPort: number
   readonly httpPort: number
   readonly adminToken: string
-  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>
+  readonly api: AdminApi
   stop(): Promise<void>
 }
 
@@ -29,18 +44,9 @@ export async function startHubProcess(dataDir: string, extraArgs: string[] = [])
   const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
   rmSync(ready)
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  const base = `http://127.0.0.1:${info.httpPort}`
   return {
     child, pid: child.pid!, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken,
-    async api<T>(method: string, path: string, body?: unknown) {
-      const res = await fetch(`${base}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      })
-      const text = await res.text()
-      return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
-    },
+    api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken),
     async stop() {
       if (child.exitCode !== null) return
       const exited = new Promise((r) => child.once('exit', r))

@@ -5,6 +5,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
+import { adminApi, type AdminApi } from '../../bench/hub-process.js'
 
 /** A temp dir removed by the returned function. */
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
@@ -16,7 +17,7 @@ export interface TestHub {
   readonly running: RunningHub
   readonly mqttUrl: string
   readonly dataDir: string
-  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>
+  readonly api: AdminApi
   addDevice(id: string, group?: string): Promise<string>
   stop(): Promise<void>
 }
@@ -28,16 +29,7 @@ export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?:
   const config = loadHubConfig({ dataDir: dir, mqttPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
   const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }) })
   const running = await hub.start()
-  const base = `http://127.0.0.1:${running.httpPort}`
-  async function api<T>(method: string, path: string, body?: unknown) {
-    const res = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${running.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const text = await res.text()
-    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
-  }
+  const api = adminApi(`http://127.0.0.1:${running.httpPort}`, running.adminToken)
   return {
     running,
     mqttUrl: `mqtt://127.0.0.1:${running.mqttPort}`,

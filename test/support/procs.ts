@@ -3,6 +3,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
+import { adminApi, type AdminApi } from '../../bench/hub-process.js'
 
 /** The built CLI: `npm test` builds first (pretest), so tests run what users run. */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
@@ -37,7 +38,7 @@ export interface HubProc extends Proc {
   readonly mqttPort: number
   readonly httpPort: number
   readonly adminToken: string
-  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>
+  readonly api: AdminApi
 }
 
 /** Starts a hub process and waits until it listens (it writes a ready file). */
@@ -50,22 +51,7 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
   rmSync(ready, { force: true })
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  const base = `http://127.0.0.1:${info.httpPort}`
-  return {
-    ...p,
-    mqttPort: info.mqttPort,
-    httpPort: info.httpPort,
-    adminToken,
-    async api<T>(method: string, path: string, body?: unknown) {
-      const res = await fetch(`${base}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      })
-      const text = await res.text()
-      return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
-    },
-  }
+  return { ...p, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken, api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken) }
 }
 
 /** Starts an agent process with a JSON config file written next to its ledger. */
