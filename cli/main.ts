@@ -116,7 +116,10 @@ async function admin() {
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const e = err as { code?: string; message?: string }
-  process.stderr.write(`rollcall: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`)
+  const e = err as { code?: string; message?: string; port?: number; address?: string }
+  const message = e.code === 'EADDRINUSE'
+    ? `port ${e.port} on ${e.address} is already in use (another hub, or a Mosquitto?): stop it, or choose other ports with --mqtt-port / --http-port (0 picks a free one)`
+    : e.message ?? String(err)
+  process.stderr.write(`rollcall: ${e.code ? `${e.code}: ` : ''}${message}\n`)
   process.exitCode = 1
 })
