@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { systemClock, type Clock, type Random } from '../common/clock.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
-import { EVENT_LEVELS, LIMITS } from '../protocol/messages.js'
+import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
 import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
 import { Ledger } from './ledger.js'
@@ -111,7 +111,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let stopping: Promise<void> | undefined
 
   function onMessage(topic: string, payload: Buffer): void {
-    const decoded = decode(topic, payload)
+    // Without field detail: explaining a bad message would load TypeBox for good.
+    const decoded = decode(topic, payload, { schemaDetail: false })
     if (!decoded.ok) {
       log.warn({ topic, error: decoded.error }, 'ignoring an undecodable message')
       return

@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import Type, { type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
 import { parseDurationMs } from '../common/duration.js'
 import { RollcallError } from '../common/errors.js'
+import { validationErrors } from '../common/validator.js'
 import { DEVICE_ID_RULE, isDeviceId, isSensorName } from '../protocol/ids.js'
-import { LIMITS } from '../protocol/messages.js'
-import { SIM_MODELS, type SimModel, type SimulatedSensorConfig } from './sensors.js'
+import { LIMITS } from '../protocol/limits.js'
+import type { AgentConfigInput } from './config-schema.js'
+import { AgentConfigFileValidator } from './config-validator.generated.js'
+import { SIM_MODELS, type SimulatedSensorConfig } from './sensors.js'
+
+export type { AgentConfigInput }
 
 /**
  * The agent's one typed, validated, frozen config. Sources, later wins:
@@ -73,51 +76,6 @@ export const AGENT_DEFAULTS = {
   logLevel: 'info',
 } as const satisfies Partial<AgentConfig>
 
-const Ms = (min: number, max: number) => Type.Union([Type.Integer({ minimum: min, maximum: max }), Type.String()])
-
-const SensorSchema = Type.Object({
-  name: Type.String(),
-  // Spelled out: a mapped array would type as never in Static.
-  model: Type.Union([Type.Literal('sine'), Type.Literal('random-walk'), Type.Literal('constant')]),
-  min: Type.Number(),
-  max: Type.Number(),
-  periodMs: Type.Optional(Ms(1, 86_400_000)),
-  seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1 })),
-}, { additionalProperties: false })
-
-// Fails to compile if the schema's models and SIM_MODELS drift apart.
-type SchemaModel = Static<typeof SensorSchema>['model']
-const _modelsMatch: [SimModel] extends [SchemaModel] ? ([SchemaModel] extends [SimModel] ? true : never) : never = true
-
-/** What a config file (or a programmatic caller) may set; everything is optional here, required-ness is checked after merging. */
-export const AgentConfigFile = Type.Object({
-  hub: Type.Optional(Type.String()),
-  id: Type.Optional(Type.String()),
-  token: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
-  dataDir: Type.Optional(Type.String({ minLength: 1 })),
-  keepaliveSec: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_535 })),
-  connectTimeoutMs: Type.Optional(Ms(100, 600_000)),
-  reconnectBaseMs: Type.Optional(Ms(1, 600_000)),
-  reconnectMaxMs: Type.Optional(Ms(1, 3_600_000)),
-  reconnectStableMs: Type.Optional(Ms(0, 3_600_000)),
-  sampleIntervalMs: Type.Optional(Ms(0, 86_400_000)),
-  builtinSensors: Type.Optional(Type.Boolean()),
-  sensors: Type.Optional(Type.Array(SensorSchema, { maxItems: 1000 })),
-  inflightBatches: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
-  batchMaxSamples: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxSamplesPerBatch })),
-  batchMaxBytes: Type.Optional(Type.Integer({ minimum: 4096, maximum: LIMITS.maxPayloadBytes - 1024 })),
-  ackTimeoutMs: Type.Optional(Ms(10, 3_600_000)),
-  coalesceMs: Type.Optional(Ms(0, 10_000)),
-  outboxMaxRows: Type.Optional(Type.Integer({ minimum: 1 })),
-  outboxMaxBytes: Type.Optional(Type.Integer({ minimum: 1024 })),
-  synchronous: Type.Optional(Type.Union([Type.Literal('NORMAL'), Type.Literal('FULL')])),
-  stopTimeoutMs: Type.Optional(Ms(0, 60_000)),
-  logLevel: Type.Optional(Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')])),
-}, { additionalProperties: false })
-export type AgentConfigInput = Static<typeof AgentConfigFile>
-
-const checkFile = Compile(AgentConfigFile)
-
 /** Hints appended to schema errors, so a message says what to fix, not just what is wrong. */
 const HINTS: Record<string, string> = {
   hub: 'e.g. "mqtt://hub.local:1883"',
@@ -139,7 +97,7 @@ function hintFor(path: string): string {
 function schemaIssues(value: unknown): string[] {
   const issues: string[] = []
   const seen = new Set<string>()
-  for (const e of checkFile.Errors(value)) {
+  for (const e of validationErrors(AgentConfigFileValidator, value)) {
     // "schema is false" duplicates the additionalProperties error; the
     // per-branch errors of a union duplicate its anyOf error.
     if (e.keyword === 'boolean' || (e.schemaPath.includes('/anyOf/'))) continue

@@ -1,6 +1,6 @@
 import type { Logger } from '../common/logger.js'
 import { LatencyWindow } from '../common/latency.js'
-import { LIMITS } from '../protocol/messages.js'
+import { LIMITS } from '../protocol/limits.js'
 import { topics } from '../protocol/topics.js'
 import type { Outbox, OutboxKind, OutboxRow } from './outbox.js'
 

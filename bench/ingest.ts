@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import mqtt from 'mqtt'
-import { startHubProcess, CLI_PATH, type HubProcess } from './hub-process.js'
+import { startHubProcess, type HubProcess } from './hub-process.js'
+import { spawnIdleAgent, stopChild } from './idle-agent.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
 import type { FleetReport, FleetSpec } from './fleet-runner.js'
 import { percentiles } from '../common/latency.js'
@@ -110,13 +111,10 @@ async function measureHub(o: IngestOptions, work: string) {
 
 /** One `rollcall agent` process with the default config (built-in sensors every 10 s), RSS after a while. */
 async function idleAgentRss(hub: HubProcess, work: string, seconds: number): Promise<number> {
-  const r = await hub.api<{ token: string }>('POST', '/api/devices', { id: 'idle-agent' })
-  const child = spawn(process.execPath, [CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', 'idle-agent', '--data', join(work, 'idle-agent'), '--log-level', 'warn'],
-    { stdio: 'ignore', env: { ...process.env, ROLLCALL_TOKEN: r.body.token } })
+  const child = await spawnIdleAgent(hub, join(work, 'idle-agent'), 'idle-agent')
   await sleep(seconds * 1000)
   const rss = rssBytes(child.pid!)
-  child.kill('SIGTERM')
-  await new Promise((res) => child.once('exit', res))
+  await stopChild(child)
   return rss
 }
 

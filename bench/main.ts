@@ -4,9 +4,11 @@
  * small and noisy; see docs/benchmarks.md for results and how to read them.
  */
 import { parseArgs } from 'node:util'
+import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 
-const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]`
+const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
+       npm run bench -- idle-agent [--agents 3] [--seconds 60]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -16,12 +18,13 @@ async function main(): Promise<void> {
       'sensors': { type: 'string', default: '100' },
       'interval-ms': { type: 'string', default: '200' },
       'warmup': { type: 'string', default: '5' },
-      'seconds': { type: 'string', default: '20' },
+      'seconds': { type: 'string' },
+      'agents': { type: 'string', default: '3' },
       'idle-agent-seconds': { type: 'string', default: '60' },
     },
   })
-  const num = (name: keyof typeof values): number => {
-    const n = Number(values[name])
+  const num = (name: keyof typeof values, fallback?: string): number => {
+    const n = Number(values[name] ?? fallback)
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${values[name]}"\n${USAGE}`)
     return n
   }
@@ -29,8 +32,11 @@ async function main(): Promise<void> {
     case 'ingest':
       await runIngestBench({
         devices: num('devices'), sensors: num('sensors'), intervalMs: num('interval-ms'),
-        warmupS: num('warmup'), measureS: num('seconds'), idleAgentS: num('idle-agent-seconds'),
+        warmupS: num('warmup'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
       })
+      return
+    case 'idle-agent':
+      await runIdleAgentBench({ agents: num('agents'), seconds: num('seconds', '60') })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)

@@ -1,13 +1,18 @@
-import { Compile } from 'typebox/compile'
-import type { TSchema } from 'typebox'
-import { LIMITS, StateMessage, TelemetryBatch, EventBatch, TelemetryAck, type Message } from './messages.js'
+import { validationErrors, type Validator } from '../common/validator.js'
+import { LIMITS } from './limits.js'
+import type { Message } from './messages.js'
 import { parseTopic, type ParsedTopic, type TopicKind } from './topics.js'
+import { EventBatchValidator, StateMessageValidator, TelemetryAckValidator, TelemetryBatchValidator } from './validators.generated.js'
 
 /**
  * encode/decode: the edge where untrusted bytes become typed messages.
  * Nothing past decode() sees `unknown`; nothing that fails it is acted on.
  * decode never throws: every failure is a value with a stable reason code,
  * which the hub stores as the dead letter's reason.
+ *
+ * The checks are generated from the schemas in messages.ts ahead of time
+ * (`npm run generate`), so decoding needs no TypeBox compiler at run time;
+ * only explaining a failure loads TypeBox's error walker.
  */
 
 export const DECODE_ERRORS = {
@@ -30,25 +35,22 @@ export type Decoded =
   | { readonly ok: true; readonly topic: ParsedTopic; readonly message: Message }
   | { readonly ok: false; readonly topic: ParsedTopic | undefined; readonly error: DecodeError }
 
-interface Checker {
-  Check(value: unknown): boolean
-  Errors(value: unknown): ReadonlyArray<{ instancePath: string; message: string }>
-}
-
-function compile(schema: TSchema): Checker {
-  return Compile(schema)
-}
-
 /** Which schema each topic kind carries; kinds without one are not handled by this version. */
-const SCHEMA_BY_KIND: Partial<Record<TopicKind, Checker>> = {
-  'state': compile(StateMessage),
-  'telemetry': compile(TelemetryBatch),
-  'events': compile(EventBatch),
-  'telemetry/ack': compile(TelemetryAck),
+const SCHEMA_BY_KIND: Partial<Record<TopicKind, Validator<Message>>> = {
+  'state': StateMessageValidator,
+  'telemetry': TelemetryBatchValidator,
+  'events': EventBatchValidator,
+  'telemetry/ack': TelemetryAckValidator,
 }
 
 export interface DecodeOptions {
   readonly maxPayloadBytes?: number
+  /**
+   * Whether a SCHEMA error names the offending fields (default true). Naming
+   * them loads TypeBox's error walker (~20 MB RSS) on the first failure, which
+   * the hub can afford for its dead letters and a device should not.
+   */
+  readonly schemaDetail?: boolean
 }
 
 function fail(topic: ParsedTopic | undefined, code: DecodeErrorCode, detail?: string): Decoded {
@@ -69,14 +71,14 @@ export function decode(topicName: string, payload: Uint8Array, options: DecodeOp
     return fail(topic, 'NOT_UTF8_JSON', (err as Error).message)
   }
   if (!checker.Check(value)) {
-    const first = checker.Errors(value).slice(0, 3)
+    if (options.schemaDetail === false) return fail(topic, 'SCHEMA')
+    const first = validationErrors(checker, value).slice(0, 3)
     const detail = first.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ')
     return fail(topic, 'SCHEMA', detail)
   }
-  const message = value as Message
-  const order = checkSeqOrder(message)
+  const order = checkSeqOrder(value)
   if (order) return fail(topic, 'SCHEMA', order)
-  return { ok: true, topic, message }
+  return { ok: true, topic, message: value }
 }
 
 /** The hub's dedup relies on seq rising within a batch, as the agent's outbox always sends them. */

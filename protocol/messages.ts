@@ -1,22 +1,17 @@
 import Type, { type Static } from 'typebox'
 import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from './ids.js'
+import { LIMITS } from './limits.js'
 
 /**
  * Every payload on the wire is one member of a discriminated union on `type`,
  * with a version `v`. A v2 of a message is a new member, so old and new agents
  * can share a hub during a rollout.
  *
- * Limits are part of the contract: they bound what one message can cost the
- * hub to decode and store.
+ * These schemas are the single source of the contract. The agent does not load
+ * TypeBox: `npm run generate` turns them into plain check functions in
+ * validators.generated.ts, which protocol/codec.ts uses everywhere.
  */
-export const LIMITS = {
-  /** Default cap on a PUBLISH payload, enforced by the broker before buffering. */
-  maxPayloadBytes: 64 * 1024,
-  maxSamplesPerBatch: 2000,
-  maxEventsPerBatch: 500,
-  maxEventMessageChars: 1024,
-  maxCapabilities: 64,
-} as const
+export { LIMITS, EVENT_LEVELS } from './limits.js'
 
 const Seq = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 /** Milliseconds since the Unix epoch; bounded so a garbage clock cannot poison range queries. */
@@ -58,8 +53,6 @@ export const TelemetryBatch = Type.Object({
   samples: Type.Array(Sample, { minItems: 1, maxItems: LIMITS.maxSamplesPerBatch }),
 }, { additionalProperties: false })
 export type TelemetryBatch = Static<typeof TelemetryBatch>
-
-export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const
 
 export const DeviceEvent = Type.Object({
   seq: Seq,

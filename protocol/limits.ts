@@ -1,0 +1,19 @@
+/**
+ * The plain values of the wire contract — size limits and closed sets — apart
+ * from the TypeBox schemas in messages.ts, so the agent can use them without
+ * loading TypeBox (it validates with the generated checks in
+ * validators.generated.ts instead).
+ *
+ * Limits are part of the contract: they bound what one message can cost the
+ * hub to decode and store.
+ */
+export const LIMITS = {
+  /** Default cap on a PUBLISH payload, enforced by the broker before buffering. */
+  maxPayloadBytes: 64 * 1024,
+  maxSamplesPerBatch: 2000,
+  maxEventsPerBatch: 500,
+  maxEventMessageChars: 1024,
+  maxCapabilities: 64,
+} as const
+
+export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const
