@@ -77,7 +77,7 @@ async function measureHub(o: IngestOptions, work: string) {
     const fleet = startFleet(specPath)
     const stored = async () => (await hub.api<{ ingest: { samplesStored: number; batches: number } }>('GET', '/api/stats')).body.ingest
     await sleep((o.warmupS + 2) * 1000)
-    const s0 = await stored(), f0 = fleet.last(), cpu0 = cpuMs(hub.pid), t0 = Date.now()
+    const s0 = await stored(), f0 = fleet.last(), cpu0 = cpuMs(hub.pid), fcpu0 = cpuMs(fleet.child.pid!), t0 = Date.now()
     const rss: number[] = []
     const p99s: number[] = []
     const p50s: number[] = []
@@ -87,7 +87,7 @@ async function measureHub(o: IngestOptions, work: string) {
       const r = fleet.last()
       if (r) { p50s.push(r.ackP50Ms); p99s.push(r.ackP99Ms) }
     }
-    const s1 = await stored(), f1 = fleet.last(), cpu1 = cpuMs(hub.pid), t1 = Date.now()
+    const s1 = await stored(), f1 = fleet.last(), cpu1 = cpuMs(hub.pid), fcpu1 = cpuMs(fleet.child.pid!), t1 = Date.now()
     const secs = (t1 - t0) / 1000
     const result = {
       storedPerS: (s1.samplesStored - s0.samplesStored) / secs,
@@ -97,6 +97,7 @@ async function measureHub(o: IngestOptions, work: string) {
       ackP99Ms: percentiles(p99s).p50,
       hubRssMaxBytes: Math.max(...rss),
       hubCpuPct: ((cpu1 - cpu0) / (t1 - t0)) * 100,
+      fleetCpuPct: ((fcpu1 - fcpu0) / (t1 - t0)) * 100,
       fleetConnected: f1?.connected ?? 0,
       fleetBacklog: f1?.backlog ?? 0,
       fleetRssBytes: f1?.rssBytes ?? 0,
@@ -199,7 +200,7 @@ export async function runIngestBench(o: IngestOptions): Promise<void> {
       ['broker/hub process CPU', `${hub.hubCpuPct.toFixed(0)}%`, `${raw.cpuPct.toFixed(0)}%`],
       ['hub RSS (max during run)', mb(hub.hubRssMaxBytes), '-'],
       ['fleet: connected / backlog at end', `${hub.fleetConnected} / ${hub.fleetBacklog}`, '-'],
-      ['fleet process RSS', mb(hub.fleetRssBytes), '-'],
+      ['fleet process CPU / RSS', `${hub.fleetCpuPct.toFixed(0)}% / ${mb(hub.fleetRssBytes)}`, '-'],
       [`idle agent process RSS after ${o.idleAgentS}s`, mb(hub.idleAgentRssBytes), `bare node: ${mb(bare)}`],
     ]
     const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
