@@ -35,10 +35,13 @@ export interface HubProcess {
 export async function startHubProcess(dataDir: string, extraArgs: string[] = []): Promise<HubProcess> {
   const ready = join(dataDir, '..', `hub-ready-${process.pid}-${Date.now()}.json`)
   const child = spawn(process.execPath, [CLI_PATH, 'hub', '--data', dataDir, '--mqtt-port', '0', '--http-port', '0', '--ready-file', ready, '--log-level', 'warn', ...extraArgs],
-    { stdio: ['ignore', 'ignore', 'inherit'] })
+    { stdio: ['ignore', 'ignore', 'pipe'] })
+  // The hub's banner and warnings are kept, and shown only if it fails to start.
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
   const deadline = Date.now() + 20_000
   while (!existsSync(ready)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error('hub did not start')
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`hub did not start:\n${stderr}`)
     await new Promise((r) => setTimeout(r, 50))
   }
   const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
