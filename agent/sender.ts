@@ -63,6 +63,7 @@ export class Sender {
   private readonly options: SenderOptions
   private readonly topicByKind: Record<OutboxKind, string>
   private readonly headByKind: Record<OutboxKind, string>
+  private readonly itemsKeyByKind: Record<OutboxKind, string>
   private readonly maxItemsByKind: Record<OutboxKind, number>
   /** Last seq of each batch sent and not yet fully acked, oldest first. */
   private inflight: number[] = []
@@ -85,11 +86,13 @@ export class Sender {
     this.options = options
     const { deviceId, storeId } = options
     this.topicByKind = { telemetry: topics.telemetry(deviceId), event: topics.events(deviceId) }
-    // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping.
+    // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping. `prev` and the
+    // items follow each head.
     this.headByKind = {
-      telemetry: `{"type":"telemetry","v":1,"storeId":"${storeId}","samples":[`,
-      event: `{"type":"events","v":1,"storeId":"${storeId}","events":[`,
+      telemetry: `{"type":"telemetry","v":1,"storeId":"${storeId}","prev":`,
+      event: `{"type":"events","v":1,"storeId":"${storeId}","prev":`,
     }
+    this.itemsKeyByKind = { telemetry: ',"samples":[', event: ',"events":[' }
     this.maxItemsByKind = {
       telemetry: Math.min(options.batchMaxSamples, LIMITS.maxSamplesPerBatch),
       event: Math.min(options.batchMaxSamples, LIMITS.maxEventsPerBatch),
@@ -208,7 +211,11 @@ export class Sender {
     const first = rows[0]!
     const kind = first.kind
     const maxItems = this.maxItemsByKind[kind]
-    let payload = this.headByKind[kind]
+    // prev: the last seq this connection sent that may still be unacknowledged
+    // (0 when nothing is in flight). The hub refuses the batch if it does not
+    // hold that much yet, so its cumulative ack can never skip a lost batch.
+    const prev = this.inflight.length > 0 ? this.sentUpTo : 0
+    let payload = this.headByKind[kind] + String(prev) + this.itemsKeyByKind[kind]
     let bytes = payload.length + 2
     let count = 0
     let last = 0

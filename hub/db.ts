@@ -52,27 +52,33 @@ export const HUB_MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX presence_history_device_ts ON presence_history(device_id, ts);
 
-  -- Per (device, store) high-water mark: every seq <= up_to is stored.
+  -- A stream is one device's ledger (store): its high-water mark says every
+  -- seq <= up_to of that store is stored.
   CREATE TABLE streams (
+    key INTEGER PRIMARY KEY,
     device_id TEXT NOT NULL,
     store_id TEXT NOT NULL,
     up_to INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (device_id, store_id)
-  ) STRICT, WITHOUT ROWID;
+    UNIQUE (device_id, store_id)
+  ) STRICT;
 
+  -- stream_key is in the key: a re-flashed device (new store, seq from 1 again)
+  -- whose clock restarts at the same time must not collide with its old rows.
   CREATE TABLE samples (
     device_key INTEGER NOT NULL,
     ts INTEGER NOT NULL,
     seq INTEGER NOT NULL,
+    stream_key INTEGER NOT NULL,
     sensor_key INTEGER NOT NULL,
     value REAL NOT NULL,
-    PRIMARY KEY (device_key, ts, seq)
+    PRIMARY KEY (device_key, ts, seq, stream_key)
   ) STRICT, WITHOUT ROWID;
 
   CREATE TABLE device_events (
     id INTEGER PRIMARY KEY,
     device_key INTEGER NOT NULL,
+    stream_key INTEGER NOT NULL,
     ts INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -81,6 +87,7 @@ export const HUB_MIGRATIONS: readonly string[] = [
     data TEXT
   ) STRICT;
   CREATE INDEX device_events_device_ts ON device_events(device_key, ts);
+  CREATE INDEX device_events_ts ON device_events(ts);
 
   CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY,

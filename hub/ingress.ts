@@ -68,11 +68,11 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
     const m = d.message
     switch (m.type) {
       case 'telemetry':
-        telemetry.storeSamples(deviceId, m.storeId, now, m.samples)
+        telemetry.storeSamples(deviceId, m.storeId, m.prev ?? 0, now, m.samples)
         presence.touch(deviceId, now)
         return
       case 'events':
-        telemetry.storeEvents(deviceId, m.storeId, now, m.events)
+        telemetry.storeEvents(deviceId, m.storeId, m.prev ?? 0, now, m.events)
         presence.touch(deviceId, now)
         return
       case 'birth':

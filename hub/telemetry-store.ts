@@ -39,6 +39,8 @@ export interface IngestCounters {
   eventsStored: number
   eventsDuplicate: number
   batches: number
+  /** Batches refused because the mark was below their `prev`: an earlier batch was lost on the way. */
+  gapsRefused: number
 }
 
 export function createTelemetryStore(db: Db, writer: Writer) {
@@ -47,12 +49,12 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     deviceKey: db.prepare<[string], { key: number }>('SELECT key FROM device_keys WHERE id = ?'),
     internSensor: db.prepare<[string]>('INSERT OR IGNORE INTO sensor_keys (name) VALUES (?)'),
     sensorKey: db.prepare<[string], { key: number }>('SELECT key FROM sensor_keys WHERE name = ?'),
-    getMark: db.prepare<[string, string], { up_to: number }>('SELECT up_to FROM streams WHERE device_id = ? AND store_id = ?'),
-    setMark: db.prepare<[string, string, number, number]>(
-      'INSERT INTO streams (device_id, store_id, up_to, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (device_id, store_id) DO UPDATE SET up_to = excluded.up_to, updated_at = excluded.updated_at'),
-    insertSample: db.prepare<[number, number, number, number, number]>('INSERT INTO samples (device_key, ts, seq, sensor_key, value) VALUES (?, ?, ?, ?, ?)'),
-    insertEvent: db.prepare<[number, number, number, string, string, string, string | null]>(
-      'INSERT INTO device_events (device_key, ts, seq, kind, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    getStream: db.prepare<[string, string], { key: number; up_to: number }>('SELECT key, up_to FROM streams WHERE device_id = ? AND store_id = ?'),
+    newStream: db.prepare<[string, string, number]>('INSERT INTO streams (device_id, store_id, up_to, updated_at) VALUES (?, ?, 0, ?)'),
+    setMark: db.prepare<[number, number, number]>('UPDATE streams SET up_to = ?, updated_at = ? WHERE key = ?'),
+    insertSample: db.prepare<[number, number, number, number, number, number]>('INSERT INTO samples (device_key, ts, seq, stream_key, sensor_key, value) VALUES (?, ?, ?, ?, ?, ?)'),
+    insertEvent: db.prepare<[number, number, number, number, string, string, string, string | null]>(
+      'INSERT INTO device_events (device_key, stream_key, ts, seq, kind, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     streamsOf: db.prepare<[string], { store_id: string; up_to: number; updated_at: number }>('SELECT store_id, up_to, updated_at FROM streams WHERE device_id = ? ORDER BY updated_at DESC'),
     raw: db.prepare<[string, number, number, number], SampleRow>(`
       SELECT k.name AS sensor, s.ts, s.seq, s.value FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
@@ -80,14 +82,17 @@ export function createTelemetryStore(db: Db, writer: Writer) {
   // Caches advanced inside transactions; dropped wholesale if one rolls back.
   let deviceKeys = new Map<string, number>()
   let sensorKeys = new Map<string, number>()
-  let marks = new Map<string, number>()
+  let streams = new Map<string, { key: number; upTo: number }>()
+  // Streams one of whose writes failed in the current group: their later writes
+  // in the same group are skipped, so no ack can cover the failed one.
+  let failedStreams = new Set<string>()
   writer.onRollback(() => {
     deviceKeys = new Map()
     sensorKeys = new Map()
-    marks = new Map()
+    streams = new Map()
   })
 
-  const counters: IngestCounters = { samplesStored: 0, samplesDuplicate: 0, eventsStored: 0, eventsDuplicate: 0, batches: 0 }
+  const counters: IngestCounters = { samplesStored: 0, samplesDuplicate: 0, eventsStored: 0, eventsDuplicate: 0, batches: 0, gapsRefused: 0 }
 
   function deviceKeyOf(id: string): number {
     let k = deviceKeys.get(id)
@@ -109,20 +114,27 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     return k
   }
 
-  function markOf(deviceId: string, storeId: string): number {
-    const key = `${deviceId}\0${storeId}`
-    let m = marks.get(key)
-    if (m === undefined) {
-      m = stmts.getMark.get(deviceId, storeId)?.up_to ?? 0
-      marks.set(key, m)
+  /** The stream's key and mark, created (mark 0) on first use; inside a transaction. */
+  function streamOf(deviceId: string, storeId: string, now: number): { key: number; upTo: number } {
+    const id = `${deviceId}\0${storeId}`
+    let st = streams.get(id)
+    if (st === undefined) {
+      let row = stmts.getStream.get(deviceId, storeId)
+      if (!row) {
+        stmts.newStream.run(deviceId, storeId, now)
+        row = stmts.getStream.get(deviceId, storeId)!
+      }
+      st = { key: row.key, upTo: row.up_to }
+      streams.set(id, st)
     }
-    return m
+    return st
   }
 
   // Acks coalesced per stream within one commit, sent after it.
   let pendingAcks = new Map<string, StoredAck>()
   let ackSink: ((acks: StoredAck[]) => void) | undefined
   writer.onCommit(() => {
+    failedStreams = new Set()
     if (pendingAcks.size === 0) return
     const acks = [...pendingAcks.values()]
     pendingAcks = new Map()
@@ -130,53 +142,76 @@ export function createTelemetryStore(db: Db, writer: Writer) {
   })
   writer.onRollback(() => { pendingAcks = new Map() })
 
+  function counted(kind: 'samples' | 'events', stored: number, duplicate: number): void {
+    counters.batches++
+    if (kind === 'samples') {
+      counters.samplesStored += stored
+      counters.samplesDuplicate += duplicate
+    } else {
+      counters.eventsStored += stored
+      counters.eventsDuplicate += duplicate
+    }
+  }
+
   /**
    * Stores the items with seq above the stream's mark and advances it, in the
    * writer's next transaction; after the commit an ack with the new mark is
    * sent (also when everything was a duplicate, so the agent can let go).
    */
-  function store(deviceId: string, storeId: string, now: number, items: readonly Sample[] | readonly DeviceEvent[], kind: 'samples' | 'events'): void {
+  function store(deviceId: string, storeId: string, prev: number, now: number, items: readonly Sample[] | readonly DeviceEvent[], kind: 'samples' | 'events'): void {
+    const id = `${deviceId}\0${storeId}`
     writer.enqueue(() => {
-      const mark = markOf(deviceId, storeId)
-      const dk = deviceKeyOf(deviceId)
-      let top = mark
-      let stored = 0
-      if (kind === 'samples') {
-        for (const s of items as readonly Sample[]) {
-          if (s.seq <= mark) continue
-          stmts.insertSample.run(dk, s.ts, s.seq, sensorKeyOf(s.sensor), s.value)
-          top = s.seq
-          stored++
-        }
-      } else {
-        for (const e of items as readonly DeviceEvent[]) {
-          if (e.seq <= mark) continue
-          stmts.insertEvent.run(dk, e.ts, e.seq, e.kind, e.level, e.message, e.data === undefined ? null : JSON.stringify(e.data))
-          top = e.seq
-          stored++
-        }
-      }
-      if (top > mark) {
-        stmts.setMark.run(deviceId, storeId, top, now)
-        marks.set(`${deviceId}\0${storeId}`, top)
-      }
-      return () => {
-        counters.batches++
+      if (failedStreams.has(id)) return
+      try {
+        const st = streamOf(deviceId, storeId, now)
+        const mark = st.upTo
+        // The sender says it sent up to `prev` before this batch; a mark below
+        // it means an earlier batch never got stored. Storing this one would
+        // let the cumulative ack cover the gap, so refuse it: the sender
+        // resends from its oldest unacknowledged row.
+        if (mark < prev) return () => { counters.gapsRefused++ }
+        const dk = deviceKeyOf(deviceId)
+        let top = mark
+        let stored = 0
         if (kind === 'samples') {
-          counters.samplesStored += stored
-          counters.samplesDuplicate += items.length - stored
+          for (const s of items as readonly Sample[]) {
+            if (s.seq <= mark) continue
+            stmts.insertSample.run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
+            top = s.seq
+            stored++
+          }
         } else {
-          counters.eventsStored += stored
-          counters.eventsDuplicate += items.length - stored
+          for (const e of items as readonly DeviceEvent[]) {
+            if (e.seq <= mark) continue
+            stmts.insertEvent.run(dk, st.key, e.ts, e.seq, e.kind, e.level, e.message, e.data === undefined ? null : JSON.stringify(e.data))
+            top = e.seq
+            stored++
+          }
         }
-        pendingAcks.set(`${deviceId}\0${storeId}`, { deviceId, storeId, upTo: top })
+        if (top > mark) {
+          stmts.setMark.run(top, now, st.key)
+          st.upTo = top
+        }
+        return () => {
+          counted(kind, stored, items.length - stored)
+          pendingAcks.set(id, { deviceId, storeId, upTo: top })
+        }
+      } catch (err) {
+        failedStreams.add(id)
+        throw err
       }
     }, items.length)
   }
 
+  /** The committed mark of a stream (0 if unknown), without creating it. */
+  function markOf(deviceId: string, storeId: string): number {
+    return streams.get(`${deviceId}\0${storeId}`)?.upTo ?? stmts.getStream.get(deviceId, storeId)?.up_to ?? 0
+  }
+
   return {
-    storeSamples: (deviceId: string, storeId: string, now: number, samples: readonly Sample[]) => store(deviceId, storeId, now, samples, 'samples'),
-    storeEvents: (deviceId: string, storeId: string, now: number, events: readonly DeviceEvent[]) => store(deviceId, storeId, now, events, 'events'),
+    storeSamples: (deviceId: string, storeId: string, prev: number, now: number, samples: readonly Sample[]) => store(deviceId, storeId, prev, now, samples, 'samples'),
+    storeEvents: (deviceId: string, storeId: string, prev: number, now: number, events: readonly DeviceEvent[]) => store(deviceId, storeId, prev, now, events, 'events'),
+    markOf,
     /** Where acks go after each commit (the hub publishes them on telemetry/ack). */
     onAcks(sink: (acks: StoredAck[]) => void): void { ackSink = sink },
     counters: (): Readonly<IngestCounters> => ({ ...counters }),

@@ -35,6 +35,8 @@ export const Death = Type.Object({
   type: Type.Literal('death'),
   v: Type.Literal(1),
   epoch: Epoch,
+  /** The ledger the epoch counts in; lets the hub ignore a late Will of a re-flashed device's old store. */
+  storeId: Type.Optional(StoreId),
 }, { additionalProperties: false })
 export type Death = Static<typeof Death>
 
@@ -50,6 +52,13 @@ export const TelemetryBatch = Type.Object({
   type: Type.Literal('telemetry'),
   v: Type.Literal(1),
   storeId: StoreId,
+  /**
+   * The seq the sender expects the hub to hold already: the last seq it sent
+   * before this batch on this connection (0 when nothing it sent is still
+   * unacknowledged). A hub whose mark is below it missed an earlier batch and
+   * refuses this one, so a cumulative ack can never cover a gap.
+   */
+  prev: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   samples: Type.Array(Sample, { minItems: 1, maxItems: LIMITS.maxSamplesPerBatch }),
 }, { additionalProperties: false })
 export type TelemetryBatch = Static<typeof TelemetryBatch>
@@ -68,6 +77,8 @@ export const EventBatch = Type.Object({
   type: Type.Literal('events'),
   v: Type.Literal(1),
   storeId: StoreId,
+  /** As in a telemetry batch: telemetry and events share one sequence. */
+  prev: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   events: Type.Array(DeviceEvent, { minItems: 1, maxItems: LIMITS.maxEventsPerBatch }),
 }, { additionalProperties: false })
 export type EventBatch = Static<typeof EventBatch>

@@ -68,9 +68,30 @@ describe('hub telemetry ingest', () => {
     const { hub, dev, acks } = await setup()
     await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 5) }), { qos: 1 })
     const other = '0b6c3d1e-aaaa-4bbb-8ccc-000000000002'
-    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId: other, samples: samples(1, 3).map((s) => ({ ...s, ts: s.ts + 500 })) }), { qos: 1 })
+    // Same seqs and the same timestamps as the old store (a Pi without a clock after a re-flash).
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId: other, samples: samples(1, 3) }), { qos: 1 })
     await waitFor(() => acks.find((a) => a.storeId === other && a.upTo === 3), 'ack for the new store')
     const d = await hub.api<{ streams: Array<{ storeId: string; upTo: number }> }>('GET', '/api/devices/dev-1')
     expect(d.body.streams.map((s) => [s.storeId, s.upTo]).sort()).toEqual([[storeId, 5], [other, 3]].sort())
+    const rows = await hub.api<{ samples: Array<{ seq: number }> }>('GET', '/api/devices/dev-1/telemetry?since=0&limit=1000')
+    expect(rows.body.samples.length).toBe(8)
+  })
+
+  it('refuses a batch whose prev the hub does not hold yet, so an ack never covers a lost batch', async () => {
+    const { hub, dev, acks } = await setup()
+    const send = (prev: number, from: number, to: number) =>
+      dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, prev, samples: samples(from, to) }), { qos: 1 })
+    await send(0, 1, 5)
+    await waitFor(() => acks.find((a) => a.upTo === 5), 'ack up to 5')
+    // The batch 6..10 was lost on the way; 11..15 says it follows 10.
+    await send(10, 11, 15)
+    await waitFor(async () => (await hub.api<{ ingest: { gapsRefused: number } }>('GET', '/api/stats')).body.ingest.gapsRefused === 1, 'gap refused')
+    expect(acks.every((a) => a.upTo <= 5)).toBe(true)
+    // The sender rewinds: 6..10 then 11..15 again.
+    await send(5, 6, 10)
+    await send(10, 11, 15)
+    await waitFor(() => acks.find((a) => a.upTo === 15), 'ack up to 15')
+    const r = await hub.api<{ samples: Array<{ seq: number }> }>('GET', '/api/devices/dev-1/telemetry?since=0&limit=1000')
+    expect(r.body.samples.map((x) => x.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1))
   })
 })
