@@ -141,7 +141,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (!client) return
     if (wasReady) {
       this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
-      const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch }
+      const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch, storeId: this.options.storeId }
       // A clean DISCONNECT discards the Will [MQTT-3.14.4-3], so the death is
       // published by hand, retained like the birth it replaces.
       await withTimeout(new Promise<void>((resolve) => {
@@ -172,7 +172,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.attempts++
     this.connectedAt = undefined
     const { deviceId, token } = this.options
-    const death: Death = { type: 'death', v: 1, epoch }
+    const death: Death = { type: 'death', v: 1, epoch, storeId: this.options.storeId }
     const mqttOptions: IClientOptions = {
       clientId: deviceId,
       username: deviceId,
@@ -227,11 +227,9 @@ export class Link extends EventEmitter<LinkEvents> {
       storeId: this.options.storeId,
       capabilities: [...this.options.capabilities],
     }
-    client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
-      if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
-    })
-    // Subscribe before sending anything that will be acked: an ack that
-    // arrives before the SUBACK would be lost and cost an ackTimeout.
+    // Subscribe before the birth: the hub answers the birth with this store's
+    // mark on telemetry/ack, and aedes may handle packets of one read in
+    // parallel, so the birth goes only once the SUBACK is in.
     client.subscribe([...this.downTopics], { qos: 1 }, (err, granted) => {
       if (client !== this.client || this.state !== 'connecting') return
       const refused = granted?.find((g) => g.qos === 128)
@@ -240,6 +238,9 @@ export class Link extends EventEmitter<LinkEvents> {
         client.end(true)
         return
       }
+      client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
+        if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
+      })
       this.state = 'ready'
       this.connects++
       this.log.info({ epoch }, 'connected to hub')

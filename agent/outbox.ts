@@ -106,6 +106,12 @@ export class Outbox {
   private readonly rows: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
   private readonly bytes: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
   private newest = 0
+  /**
+   * The newest seq this ledger had numbered when it was opened, until the
+   * first handshake with the hub; undefined after it (see resyncWithHub).
+   */
+  private openSeq: number | undefined
+  private readonly shiftTx: (from: number, shift: number) => void
   private readonly dropped: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
 
   constructor(ledger: Ledger, limits: OutboxLimits = DEFAULT_OUTBOX_LIMITS) {
@@ -126,6 +132,17 @@ export class Outbox {
     }
     const seq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get()
     this.newest = seq ?? 0
+    this.openSeq = this.newest
+    const shiftDown = db.prepare<[number, number]>('UPDATE outbox SET seq = -(seq + ?) WHERE seq > ?')
+    const flip = db.prepare('UPDATE outbox SET seq = -seq WHERE seq < 0')
+    const updateSequence = db.prepare<[number]>("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'")
+    const insertSequence = db.prepare<[number]>("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)")
+    this.shiftTx = db.transaction((from: number, shift: number) => {
+      // Two steps so no row ever lands on a seq another row still holds.
+      shiftDown.run(shift, from)
+      flip.run()
+      if (updateSequence.run(this.newest + shift).changes === 0) insertSequence.run(this.newest + shift)
+    })
     this.dropped.telemetry = ledger.counter(META_KEYS.droppedTelemetry)
     this.dropped.event = ledger.counter(META_KEYS.droppedEvents)
 
@@ -177,6 +194,28 @@ export class Outbox {
     let deleted = 0
     this.guarded(() => { deleted = this.ackTx(upTo) })
     return deleted
+  }
+
+  /**
+   * The first answer of the hub after this ledger was opened: it holds every
+   * seq <= hubMark of this store. Normally that never exceeds what the ledger
+   * had numbered when it opened. If it does, a power cut rolled back the
+   * ledger's last commits after the hub had stored them, and the rows numbered
+   * since reuse seqs the hub would drop as duplicates. Those rows are
+   * renumbered to follow the hub's mark, and the older rows, which the hub
+   * holds, are let go. Only the first call after opening checks: later marks
+   * include what this run sent. Returns what was done, or undefined.
+   */
+  resyncWithHub(hubMark: number): { renumbered: number; released: number } | undefined {
+    const openSeq = this.openSeq
+    this.openSeq = undefined
+    if (openSeq === undefined || hubMark <= openSeq) return undefined
+    const released = this.ackUpTo(openSeq)
+    const renumbered = this.rows.telemetry + this.rows.event
+    const shift = hubMark - openSeq
+    this.guarded(() => { this.shiftTx(openSeq, shift) })
+    this.newest += shift
+    return { renumbered, released }
   }
 
   /** Called (synchronously, after commit) with the newest seq whenever rows are appended. */

@@ -74,6 +74,9 @@ export class Sender {
   private ackedUpTo = 0
   private running = false
   private wakeTimer: NodeJS.Timeout | undefined
+  /** From a new connection until the hub's first ack on it (its answer to the birth): nothing is sent. */
+  private awaitingHub = false
+  private hubTimer: NodeJS.Timeout | undefined
   private ackTimer: NodeJS.Timeout | undefined
   private unsubscribe: (() => void) | undefined
   private batchesSent = 0
@@ -115,13 +118,27 @@ export class Sender {
     this.sentAt = []
   }
 
-  /** A new connection: replay from the oldest unacked row. */
+  /**
+   * A new connection: wait for the hub's answer to the birth (the store's
+   * mark), then replay from the oldest unacked row. Waiting lets the outbox
+   * notice a ledger that a power cut set back behind the hub before anything
+   * is sent with reused seqs (Outbox.resyncWithHub). A hub that does not
+   * answer within ackTimeoutMs is sent to anyway.
+   */
   onConnected(): void {
     this.inflight = []
     this.sentAt = []
     this.sentUpTo = this.ackedUpTo
     this.clearTimers()
-    this.pump()
+    this.awaitingHub = true
+    this.hubTimer = setTimeout(() => {
+      this.hubTimer = undefined
+      if (!this.awaitingHub) return
+      this.awaitingHub = false
+      this.outbox.resyncWithHub(0)
+      this.options.logger.info({ ackTimeoutMs: this.options.ackTimeoutMs }, 'the hub did not answer the birth; sending anyway')
+      this.pump()
+    }, this.options.ackTimeoutMs)
   }
 
   onDisconnected(): void {
@@ -132,6 +149,21 @@ export class Sender {
 
   /** The hub's cumulative ack for this store. Backward or repeated acks are ignored. */
   onAck(upTo: number): void {
+    if (this.awaitingHub) {
+      this.awaitingHub = false
+      if (this.hubTimer) clearTimeout(this.hubTimer)
+      this.hubTimer = undefined
+      const resync = this.outbox.resyncWithHub(upTo)
+      if (resync) {
+        this.options.logger.warn({ hubMark: upTo, ...resync }, 'the ledger was behind the hub (a power cut rolled it back): unsent rows renumbered after the hub\'s mark')
+        this.ackedUpTo = upTo
+        this.sentUpTo = upTo
+      }
+      if (upTo <= this.ackedUpTo) {
+        this.pump()
+        return
+      }
+    }
     if (upTo <= this.ackedUpTo) return
     const newest = this.outbox.newestSeq
     if (upTo > newest) {
@@ -181,7 +213,7 @@ export class Sender {
   }
 
   private pump(): void {
-    if (!this.running || !this.transport.isConnected()) return
+    if (!this.running || this.awaitingHub || !this.transport.isConnected()) return
     while (this.inflight.length < this.options.inflightBatches) {
       let rows: OutboxRow[]
       try {
@@ -251,7 +283,9 @@ export class Sender {
   private clearTimers(): void {
     if (this.wakeTimer) clearTimeout(this.wakeTimer)
     if (this.ackTimer) clearTimeout(this.ackTimer)
+    if (this.hubTimer) clearTimeout(this.hubTimer)
     this.wakeTimer = undefined
     this.ackTimer = undefined
+    this.hubTimer = undefined
   }
 }

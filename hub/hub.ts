@@ -13,7 +13,7 @@ import { openHubDb } from './db.js'
 import { createWriter } from './writer.js'
 import { createRegistry } from './registry.js'
 import { createPresenceStore } from './presence-store.js'
-import { createTelemetryStore } from './telemetry-store.js'
+import { createTelemetryStore, type StoredAck } from './telemetry-store.js'
 import { createDeadLetters } from './dead-letters.js'
 import { createIngress } from './ingress.js'
 import { loadOrCreateAdminToken } from './admin-token.js'
@@ -95,17 +95,22 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     releasers.push(() => broker.close())
 
+    const publishAck = (a: StoredAck) => {
+      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo }), { qos: 1 })
+        .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
+    }
+    telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
+
     const ingress = createIngress(
       { maxPayloadBytes: config.maxPayloadBytes, badMessagesPerMinute: config.badMessagesPerMinute },
-      { telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }), cutOff: (id, why) => broker.disconnect(id, why) },
+      {
+        telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }),
+        cutOff: (id, why) => broker.disconnect(id, why),
+        // The committed mark: a queued write that raises it sends its own ack after its commit.
+        announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
+      },
     )
 
-    telemetry.onAcks((acks) => {
-      for (const a of acks) {
-        broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo }), { qos: 1 })
-          .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
-      }
-    })
 
     broker.on('connected', (info) => {
       if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })

@@ -27,6 +27,8 @@ export interface IngressDeps {
   readonly logger: Logger
   /** Called when a client exceeded the bad-message budget. */
   readonly cutOff: (clientId: string, reason: string) => void
+  /** Called on every birth: the hub answers with the store's mark (see the agent's Outbox.resyncWithHub). */
+  readonly announceMark: (deviceId: string, storeId: string) => void
 }
 
 const WINDOW_MS = 60_000
@@ -77,9 +79,10 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         return
       case 'birth':
         presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now }, m)
+        deps.announceMark(deviceId, m.storeId)
         return
       case 'death':
-        presence.apply(deviceId, { type: 'death', epoch: m.epoch, at: now })
+        presence.apply(deviceId, { type: 'death', epoch: m.epoch, storeId: m.storeId, at: now })
         return
       case 'telemetry.ack':
         if (msg.clientId === undefined) return

@@ -14,9 +14,11 @@
  *   retained or delayed message) and ignored; so is a birth with no
  *   connection. Epochs count per ledger: a birth from another store (a
  *   re-flashed device starts again at epoch 1) is accepted and restarts the count.
- * - death(epoch): an epoch older than the current birth's is a late Will of a
- *   previous connection and is ignored; otherwise → offline, "shutdown" when
- *   the device is still connected (it said goodbye), "will" when not.
+ * - death(epoch, store?): an epoch older than the current birth's is a late
+ *   Will of a previous connection and is ignored, and so is a death from
+ *   another store than the current birth's (the Will of a re-flashed device's
+ *   old ledger); otherwise → offline, "shutdown" when the device is still
+ *   connected (it said goodbye), "will" when not.
  * - disconnected(connId, reason): only the current connection counts; a
  *   disconnect of an older one (after a takeover) is ignored → offline with
  *   the broker's reason (keepalive-timeout, connection-lost, kicked, ...).
@@ -44,7 +46,7 @@ export interface PresenceState {
 export type PresenceEvent =
   | { readonly type: 'connected'; readonly connId: number; readonly at: number }
   | { readonly type: 'birth'; readonly epoch: number; readonly storeId: string; readonly at: number }
-  | { readonly type: 'death'; readonly epoch: number; readonly at: number }
+  | { readonly type: 'death'; readonly epoch: number; readonly storeId?: string | undefined; readonly at: number }
   | { readonly type: 'disconnected'; readonly connId: number; readonly reason: string; readonly at: number }
   | { readonly type: 'hubStart'; readonly at: number }
 
@@ -89,6 +91,9 @@ export function nextPresence(state: PresenceState, event: PresenceEvent): Transi
       }
       return to(state, 'online', 'birth', event.at, { epoch: event.epoch, storeId: event.storeId, birthConnId: state.connId })
     case 'death':
+      if (event.storeId !== undefined && state.storeId !== null && event.storeId !== state.storeId) {
+        return ignore(state, `death of another store ${event.storeId}`)
+      }
       if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `late death: epoch ${event.epoch} < ${state.epoch}`)
       return to(state, 'offline', state.connId !== null ? 'shutdown' : 'will', event.at, { epoch: Math.max(event.epoch, state.epoch ?? 0), birthConnId: null })
     case 'disconnected':

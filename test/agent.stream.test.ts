@@ -235,10 +235,12 @@ describe('restart with the same data dir', () => {
     await first.stop() // safe twice
     // The clean stop published the death itself; the broker discarded the Will.
     await sleep(100)
-    expect(acker!.states.filter((s) => s.message.type === 'death').map((s) => s.message)).toEqual([{ type: 'death', v: 1, epoch: firstEpoch }])
+    expect(acker!.states.filter((s) => s.message.type === 'death').map((s) => s.message)).toEqual([{ type: 'death', v: 1, epoch: firstEpoch, storeId }])
 
     acker!.received.length = 0
-    await acker!.setAutoAck(true)
+    // Ack from now on, but publish nothing for what arrived before: to the new
+    // connection the hub says it holds nothing yet, so the agent must replay.
+    acker!.autoAck = true
     const second = makeAgent({ dataDir }, { sensors: countingSensors(4) })
     await second.start()
     expect(second.stats().storeId).toBe(storeId)
@@ -282,7 +284,7 @@ describe('Will', () => {
 
     broker!.cutConnections()
     await waitFor('death published', () => acker!.states.some((s) => s.message.type === 'death'))
-    expect(acker!.states.filter((s) => s.message.type === 'death').map((s) => s.message)).toEqual([{ type: 'death', v: 1, epoch }])
+    expect(acker!.states.filter((s) => s.message.type === 'death').map((s) => s.message)).toEqual([{ type: 'death', v: 1, epoch, storeId: agent.stats().storeId }])
     await waitFor('agent sees the link down', () => !agent.isConnected())
 
     // A late subscriber sees the death as the retained state.
@@ -295,6 +297,6 @@ describe('Will', () => {
     const got = await retained
     expect(got.retain).toBe(true)
     const d = decode(topics.state('dev-1'), got.payload)
-    expect(d.ok && d.message).toEqual({ type: 'death', v: 1, epoch })
+    expect(d.ok && d.message).toEqual({ type: 'death', v: 1, epoch, storeId: agent.stats().storeId })
   })
 })

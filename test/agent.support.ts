@@ -141,6 +141,8 @@ export interface Acker {
 export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } = {}): Promise<Acker> {
   const { broker } = tb
   const hwm = new Map<string, { deviceId: string; upTo: number }>()
+  // What the acker has told devices it holds: its answer to a birth.
+  const acked = new Map<string, number>()
   const subs: Array<[string, (packet: AedesPublishPacket, cb: () => void) => void]> = []
 
   const publish = (topic: string, payload: Buffer) => new Promise<void>((resolve, reject) => {
@@ -160,7 +162,10 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } 
     },
     highWater: (storeId) => hwm.get(storeId)?.upTo ?? 0,
     seqsOf: (storeId) => acker.received.filter((r) => r.storeId === storeId).map((r) => r.seq),
-    publishAck: (deviceId, storeId, upTo) => publish(topics.telemetryAck(deviceId), encode({ type: 'telemetry.ack', v: 1, storeId, upTo })),
+    publishAck: (deviceId, storeId, upTo) => {
+      acked.set(storeId, Math.max(acked.get(storeId) ?? 0, upTo))
+      return publish(topics.telemetryAck(deviceId), encode({ type: 'telemetry.ack', v: 1, storeId, upTo }))
+    },
     publishRaw: publish,
     async close() {
       for (const [topic, fn] of subs) await new Promise<void>((resolve) => broker.unsubscribe(topic, fn, () => resolve()))
@@ -194,6 +199,13 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } 
       }
     } else if (m.type === 'birth' || m.type === 'death') {
       acker.states.push({ deviceId, message: m, retain: packet.retain })
+      // Like the hub, answer every birth with the store's mark, acks withheld or
+      // not; here that is what it has acked so far (withheld acks model a hub
+      // that did not store).
+      if (m.type === 'birth') {
+        acker.publishAck(deviceId, m.storeId, acked.get(m.storeId) ?? 0).then(cb, cb)
+        return
+      }
     }
     cb()
   }

@@ -15,7 +15,7 @@ function run(events: PresenceEvent[]): { state: PresenceState; history: string[]
 
 const c = (connId: number, at = 1): PresenceEvent => ({ type: 'connected', connId, at })
 const b = (epoch: number, at = 2, storeId = 'store-a'): PresenceEvent => ({ type: 'birth', epoch, storeId, at })
-const d = (epoch: number, at = 3): PresenceEvent => ({ type: 'death', epoch, at })
+const d = (epoch: number, at = 3, storeId?: string): PresenceEvent => ({ type: 'death', epoch, storeId, at })
 const x = (connId: number, reason = 'connection-lost', at = 4): PresenceEvent => ({ type: 'disconnected', connId, reason, at })
 
 describe('presence state machine', () => {
@@ -33,6 +33,9 @@ describe('presence state machine', () => {
     ['birth without a connection is ignored', [b(1)], [], false],
     ['a re-flashed device (new store) starts again at epoch 1 and is accepted',
       [c(1), b(57), x(1), c(2), b(1, 5, 'store-b')], ['online:birth', 'offline:connection-lost', 'online:birth'], true],
+    ['after a re-flash, a late Will of the old store (higher epoch) is ignored',
+      [c(1), b(57), x(1), c(2), b(1, 5, 'store-b'), d(57, 6, 'store-a')], ['online:birth', 'offline:connection-lost', 'online:birth'], true],
+    ['a death of the current store and epoch takes it offline', [c(1), b(3), d(3, 4, 'store-a')], ['online:birth', 'offline:shutdown'], false],
     ['after a re-flash, epochs of the new store are compared among themselves',
       [c(1), b(57), x(1), c(2), b(3, 5, 'store-b'), x(2), c(3), b(2, 6, 'store-b')], ['online:birth', 'offline:connection-lost', 'online:birth', 'offline:connection-lost'], false],
     ['a death of a newer epoch than the birth takes the device offline', [c(1), b(1), d(2)], ['online:birth', 'offline:shutdown'], false],
