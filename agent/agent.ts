@@ -222,6 +222,10 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     if (!outbox || phase !== 'started') throw new Error('emitEvent: the agent is not started')
     if (!isSensorName(kind)) throw new Error(`emitEvent: kind ${JSON.stringify(kind)} must match the sensor-name pattern`)
     if (!EVENT_LEVELS.includes(level)) throw new Error(`emitEvent: level must be one of ${EVENT_LEVELS.join(', ')}`)
+    if (data !== undefined && (typeof data !== 'object' || data === null || Array.isArray(data))) {
+      // The hub would dead-letter the whole batch: refuse it here, where the caller can fix it.
+      throw new Error('emitEvent: data must be a plain JSON object')
+    }
     const ts = Math.floor(clock.now())
     const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
     let body = eventBody(ts, kind, level, text, data)

@@ -82,6 +82,8 @@ export class Link extends EventEmitter<LinkEvents> {
   private readonly downTopics: readonly string[]
   private state: State = 'idle'
   private client: MqttClient | undefined
+  private lastErrorKey = ''
+  private lastErrorAt = 0
   private currentEpoch = 0
   private connectedAt: number | undefined
   private attempt = 0
@@ -200,9 +202,7 @@ export class Link extends EventEmitter<LinkEvents> {
       return
     }
     this.client = client
-    client.on('error', (err) => {
-      this.log.debug({ err: { message: err.message, code: (err as { code?: unknown }).code }, epoch }, 'mqtt error')
-    })
+    client.on('error', (err) => { this.reportError(err, epoch) })
     client.on('connect', () => { this.onConnack(client, epoch) })
     client.on('message', (topic, payload) => {
       if (client === this.client && this.state === 'ready') this.emit('message', topic, payload)
@@ -213,6 +213,25 @@ export class Link extends EventEmitter<LinkEvents> {
     // Batches and acks are small and latency-bound; Nagle would hold them back.
     // setNoDelay before the socket connects is remembered and applied on connect.
     ;(client.stream as { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true)
+  }
+
+  /**
+   * Connection problems are what an operator most needs to see, but a device
+   * retries forever: the first occurrence of each kind is a warning with a
+   * hint, repeats are warned about at most once a minute.
+   */
+  private reportError(err: Error, epoch: number): void {
+    const code = (err as { code?: unknown }).code
+    const key = `${String(code)}:${err.message}`
+    const now = this.options.clock.now()
+    const detail = { err: { message: err.message, code }, epoch, hub: this.options.hub }
+    if (key === this.lastErrorKey && now - this.lastErrorAt < 60_000) {
+      this.log.debug(detail, 'connection error (repeated)')
+      return
+    }
+    this.lastErrorKey = key
+    this.lastErrorAt = now
+    this.log.warn({ ...detail, hint: connectionHint(code) }, 'cannot connect to the hub; retrying with backoff')
   }
 
   private onConnack(client: MqttClient, epoch: number): void {
@@ -285,4 +304,17 @@ function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
     promise,
     new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) }),
   ]).finally(() => { clearTimeout(timer) })
+}
+
+/** What to check, by MQTT CONNACK code (3.1.1 §3.2.2.3) or socket error code. */
+function connectionHint(code: unknown): string {
+  switch (code) {
+    case 2: return 'the hub rejected the client id: it must be the device id, as registered'
+    case 3: return 'the hub is busy (new connections are rate-limited); the agent keeps retrying'
+    case 4: case 5: return 'the hub refused the credentials: check --id and the token (rollcall device add, or rollcall device token ID for a new one)'
+    case 'ECONNREFUSED': return 'nothing listens there: is the hub running, and are the host and MQTT port right?'
+    case 'ENOTFOUND': case 'EAI_AGAIN': return 'the hub\'s host name does not resolve'
+    case 'ETIMEDOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': return 'the hub is unreachable from here (network down or filtered)'
+    default: return 'see the error; the agent keeps retrying with backoff'
+  }
 }

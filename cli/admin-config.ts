@@ -12,6 +12,9 @@ export interface AdminTarget { readonly api: string; readonly token: string }
 
 export function resolveAdminTarget(flags: { api?: string | undefined; adminToken?: string | undefined; data?: string | undefined }, env: NodeJS.ProcessEnv = process.env): AdminTarget {
   const api = (flags.api ?? env.ROLLCALL_API ?? 'http://127.0.0.1:8080').replace(/\/+$/, '')
+  if (!/^https?:\/\/[^/]+/.test(api)) {
+    throw Object.assign(new Error(`--api ${JSON.stringify(api)} is not a URL: write it like http://127.0.0.1:8080`), { code: 'BAD_REQUEST' })
+  }
   let token = flags.adminToken ?? env.ROLLCALL_ADMIN_TOKEN
   if (!token) {
     const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? './rollcall-data')

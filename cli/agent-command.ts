@@ -8,7 +8,6 @@ export async function runAgent(flags: Record<string, string | undefined>): Promi
   const logger = createLogger({ level: config.logLevel })
   const agent = createAgent(config, { logger })
   await agent.start()
-  logger.info({ deviceId: config.id, hub: config.hub, dataDir: config.dataDir, storeId: agent.stats().storeId }, 'agent started')
   onShutdownSignal(async () => {
     await agent.stop()
     logger.flush()

@@ -23,7 +23,7 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     httpPort: intFlag('http-port', str('httpPort'), 0, 65535),
     allowAnonymous: opts.allowAnonymous === true ? true : undefined,
     retentionDays: numberFlag('retention-days', str('retentionDays'), 0),
-    maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 1024, 16 * 1024 * 1024),
+    maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 65536, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
   }, process.env, file)
   const logger = createLogger({ level: config.logLevel })

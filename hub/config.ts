@@ -19,7 +19,8 @@ export const HubConfigSchema = Type.Object({
   allowAnonymous: Type.Boolean(),
   logLevel: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')]),
   /** Largest PUBLISH payload accepted; bigger packets are cut before they are buffered. */
-  maxPayloadBytes: Type.Integer({ minimum: 1024, maximum: 16 * 1024 * 1024 }),
+  // Agents build batches up to the protocol's 64 KiB: a lower cap would refuse them forever.
+  maxPayloadBytes: Type.Integer({ minimum: LIMITS.maxPayloadBytes, maximum: 16 * 1024 * 1024 }),
   maxConnections: Type.Integer({ minimum: 1 }),
   connectRatePerSec: Type.Number({ exclusiveMinimum: 0 }),
   connectBurst: Type.Integer({ minimum: 1 }),

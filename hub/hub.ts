@@ -90,7 +90,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       drainTimeoutMs: config.drainTimeoutMs,
       connectTimeoutMs: config.connectTimeoutMs,
       checkCredentials: registry.checkCredentials,
-      logger: log.child({ component: 'broker' }),
+      logger: log, // the broker names its own component
       clock,
     })
     releasers.push(() => broker.close())
