@@ -36,6 +36,17 @@ async function call<T>(target: AdminTarget, method: string, path: string, body?:
 }
 
 const out = (s: string): void => { process.stdout.write(`${s}\n`) }
+
+/** The hub's MQTT URL as seen from here: the API's host and the port /healthz reports. */
+async function mqttUrl(t: AdminTarget): Promise<string> {
+  const host = new URL(t.api).hostname
+  try {
+    const h = await call<{ mqttPort: number }>(t, 'GET', '/healthz')
+    return `mqtt://${host}:${h.mqttPort}`
+  } catch {
+    return `mqtt://${host}:1883`
+  }
+}
 const printJson = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
 
 function ago(ts: number | null | undefined): string {
@@ -58,7 +69,7 @@ export const adminCommands = {
     if (opts.json) return printJson(r)
     out(`device ${r.id} added${r.group ? ` to group ${r.group}` : ''}`)
     out(`token (shown once, store it on the device): ${r.token}`)
-    out(`run the agent: rollcall agent --hub mqtt://HUB:1883 --id ${r.id} --token ${r.token}`)
+    out(`run the agent: ROLLCALL_TOKEN=${r.token} rollcall agent --hub ${await mqttUrl(t)} --id ${r.id}`)
   },
 
   async deviceList(opts: AdminOpts & { group?: string }) {
@@ -101,12 +112,14 @@ export const adminCommands = {
   },
 
   async observerAdd(name: string, opts: AdminOpts) {
-    const r = await call<{ name: string; token: string; username: string; topics: string[] }>(resolveAdminTarget(opts), 'POST', '/api/observers', { name })
+    const t = resolveAdminTarget(opts)
+    const r = await call<{ name: string; token: string; username: string; topics: string[] }>(t, 'POST', '/api/observers', { name })
     if (opts.json) return printJson(r)
+    const hub = new URL(await mqttUrl(t))
     out(`observer ${r.name} added; MQTT username: ${r.username}`)
     out(`password (shown once): ${r.token}`)
-    out(`may subscribe to: ${r.topics.join(', ')}`)
-    out(`try: mosquitto_sub -h HUB -p 1883 -u '${r.username}' -P '${r.token}' -t 'devices/+/telemetry' -v`)
+    out(`may subscribe to: ${r.topics.join(', ')}; its client id must not look like a device id (e.g. ${r.name}:1)`)
+    out(`try: mosquitto_sub -h ${hub.hostname} -p ${hub.port} -i '${r.name}:1' -u '${r.username}' -P '${r.token}' -t 'devices/+/telemetry' -v`)
   },
 
   async observerList(opts: AdminOpts) {

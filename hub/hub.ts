@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import cron from 'node-cron'
 import type { Clock } from '../common/clock.js'
@@ -52,12 +53,18 @@ export function createHub(config: HubConfig, deps: HubDeps) {
   let running: RunningHub | undefined
   let stopping: Promise<void> | undefined
 
+  /** The admin token file this start created, if any. */
+  let createdToken: string | undefined
+
   async function start(): Promise<RunningHub> {
     if (running) return running
     try {
       return await startInner()
     } catch (err) {
       await releaseAll()
+      // A first start that failed (port in use, say) must not keep a token
+      // nobody saw printed: the next start makes and prints a new one.
+      if (createdToken) rmSync(createdToken, { force: true })
       throw err
     }
   }
@@ -65,6 +72,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
   async function startInner(): Promise<RunningHub> {
     const startedAt = clock.now()
     const admin = loadOrCreateAdminToken(config.dataDir)
+    if (admin.created) createdToken = admin.path
     const db = openHubDb(join(config.dataDir, 'hub.db'))
     releasers.push(() => { db.close() })
 
