@@ -398,7 +398,9 @@ export function createBroker(options: BrokerOptions): Broker {
     },
     disconnectPrincipal(principal, reason) {
       let n = 0
-      for (const client of [...table.clients()]) {
+      // Pending clients too: a CONNECT authenticated a moment before a
+      // revocation must not complete with the revoked credentials.
+      for (const client of table.allClients()) {
         const info = table.infoOf(client)
         if (info === undefined || principalKey(info.principal) !== principalKey(principal)) continue
         log.info({ clientId: info.clientId, reason }, 'disconnecting client')

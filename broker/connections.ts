@@ -87,4 +87,9 @@ export class ConnectionTable {
   clients(): IterableIterator<Client> {
     return this.live.values()
   }
+
+  /** Registered clients and those authenticated but not registered yet (CONNACK in flight). */
+  allClients(): Client[] {
+    return [...this.live.values(), ...this.pending.values()]
+  }
 }

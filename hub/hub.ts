@@ -116,15 +116,22 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         cutOff: (id, why) => broker.disconnect(id, why),
         // The committed mark: a queued write that raises it sends its own ack after its commit.
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
+        isRegistered: (deviceId) => registry.getDevice(deviceId) !== undefined,
       },
     )
 
 
+    // A removed device's last disconnect (or Will) must not bring its presence entry back.
+    const registered = (id: string) => registry.getDevice(id) !== undefined
     broker.on('connected', (info) => {
-      if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })
+      if (info.principal.kind === 'device' && registered(info.principal.id)) {
+        presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })
+      }
     })
     broker.on('disconnected', (info, reason) => {
-      if (info.principal.kind === 'device') presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
+      if (info.principal.kind === 'device' && registered(info.principal.id)) {
+        presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
+      }
     })
     // Payloads the broker refused before they reached the hub (another device's topic,
     // oversized) are recorded with the dead letters, so operators see every refusal in one place.
@@ -142,11 +149,19 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     lastSeenTimer.unref()
     releasers.push(() => { clearInterval(lastSeenTimer); presence.flushLastSeen() })
 
-    const retention = cron.schedule(config.retentionCron, () => {
+    let pruning = false
+    const retention = cron.schedule(config.retentionCron, async () => {
+      if (pruning) return
+      pruning = true
       const cutoff = clock.now() - config.retentionDays * 86_400_000
-      writer.flush()
-      const pruned = telemetry.prune(cutoff)
-      log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+      try {
+        const pruned = await telemetry.prune(cutoff)
+        log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+      } catch (err) {
+        log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
+      } finally {
+        pruning = false
+      }
     }, { name: 'retention' })
     releasers.push(() => { void retention.destroy() })
 

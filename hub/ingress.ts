@@ -29,6 +29,8 @@ export interface IngressDeps {
   readonly cutOff: (clientId: string, reason: string) => void
   /** Called on every birth: the hub answers with the store's mark (see the agent's Outbox.resyncWithHub). */
   readonly announceMark: (deviceId: string, storeId: string) => void
+  /** Births and deaths of a device that was removed meanwhile (a late Will) are dropped. */
+  readonly isRegistered: (deviceId: string) => boolean
 }
 
 const WINDOW_MS = 60_000
@@ -78,10 +80,12 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         presence.touch(deviceId, now)
         return
       case 'birth':
+        if (!deps.isRegistered(deviceId)) return
         presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now }, m)
         deps.announceMark(deviceId, m.storeId)
         return
       case 'death':
+        if (!deps.isRegistered(deviceId)) return
         presence.apply(deviceId, { type: 'death', epoch: m.epoch, storeId: m.storeId, at: now })
         return
       case 'telemetry.ack':

@@ -76,7 +76,9 @@ export function createTelemetryStore(db: Db, writer: Writer) {
       WHERE device_key = (SELECT key FROM device_keys WHERE id = ?) AND ts >= ? AND ts < ? ORDER BY ts DESC, seq DESC LIMIT ?`),
     allDeviceKeys: db.prepare<[], { key: number }>('SELECT key FROM device_keys'),
     prune: db.prepare<[number, number]>('DELETE FROM samples WHERE device_key = ? AND ts < ?'),
-    pruneEvents: db.prepare<[number]>('DELETE FROM device_events WHERE ts < ?'),
+    pruneThrough: db.prepare<[number, number]>('DELETE FROM samples WHERE device_key = ? AND ts <= ?'),
+    pruneBoundary: db.prepare<[number, number, number], number>('SELECT ts FROM samples WHERE device_key = ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?').pluck(),
+    pruneEvents: db.prepare<[number, number]>('DELETE FROM device_events WHERE id IN (SELECT id FROM device_events WHERE ts < ? LIMIT ?)'),
   }
 
   // Caches advanced inside transactions; dropped wholesale if one rolls back.
@@ -228,11 +230,33 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     events(deviceId: string, sinceMs: number, untilMs: number, limit: number): EventRow[] {
       return stmts.events.all(deviceId, sinceMs, untilMs, limit).map((r) => ({ ...r, data: r.data === null ? undefined : JSON.parse(r.data) as unknown }))
     },
-    /** Deletes raw samples and events older than the cutoff, one device range at a time. */
-    prune(cutoffMs: number): { samples: number; events: number } {
+    /**
+     * Deletes raw samples and events older than the cutoff in chunks of about
+     * `chunkRows`, yielding to the event loop between chunks: a day of a busy
+     * fleet is millions of rows, and one long DELETE would stall ingest and
+     * keepalives for all of its duration.
+     */
+    async prune(cutoffMs: number, chunkRows = 5000): Promise<{ samples: number; events: number }> {
+      const breathe = () => new Promise<void>((resolve) => setImmediate(resolve))
       let samples = 0
-      for (const { key } of stmts.allDeviceKeys.all()) samples += stmts.prune.run(key, cutoffMs).changes
-      const events = stmts.pruneEvents.run(cutoffMs).changes
+      for (const { key } of stmts.allDeviceKeys.all()) {
+        for (;;) {
+          // Delete below the chunkRows-th oldest row's time, or everything left when fewer remain.
+          const boundary = stmts.pruneBoundary.get(key, cutoffMs, chunkRows)
+          let n = stmts.prune.run(key, boundary ?? cutoffMs).changes
+          // A chunk of rows all at the boundary's time: take the ties (still before the cutoff).
+          if (n === 0 && boundary !== undefined) n = stmts.pruneThrough.run(key, boundary).changes
+          samples += n
+          await breathe()
+          if (boundary === undefined) break
+        }
+      }
+      let events = 0
+      for (let n = chunkRows; n === chunkRows;) {
+        n = stmts.pruneEvents.run(cutoffMs, chunkRows).changes
+        events += n
+        await breathe()
+      }
       return { samples, events }
     },
   }

@@ -35,6 +35,28 @@ describe('retention and first start', () => {
     expect(hub.running.services.telemetry.streamsOf('ret-1')[0]!.upTo).toBe(4)
   })
 
+  it('prunes in small chunks, ties at a chunk boundary included, without touching newer rows', async () => {
+    const hub: TestHub = await startTestHub()
+    cleanups.push(() => hub.stop())
+    const token = await hub.addDevice('ret-2')
+    const dev = await connectDevice(hub.mqttUrl, 'ret-2', token)
+    cleanups.push(() => dev.endAsync())
+    const old = Date.now() - 10 * 86_400_000
+    // 7 samples at one instant and 3 more later, all old; 2 recent ones.
+    const samples: Sample[] = [
+      ...Array.from({ length: 7 }, (_, i) => ({ seq: i + 1, ts: old, sensor: `s${i}`, value: i })),
+      ...Array.from({ length: 3 }, (_, i) => ({ seq: 8 + i, ts: old + 1000 * (i + 1), sensor: 's0', value: i })),
+      { seq: 11, ts: Date.now() - 1000, sensor: 's0', value: 1 },
+      { seq: 12, ts: Date.now(), sensor: 's0', value: 2 },
+    ]
+    await dev.publishAsync(topics.telemetry('ret-2'), encode({ type: 'telemetry', v: 1, storeId, samples }), { qos: 1 })
+    await waitFor(() => hub.running.services.telemetry.streamsOf('ret-2')[0]?.upTo === 12, 'stored')
+    const pruned = await hub.running.services.telemetry.prune(Date.now() - 86_400_000, 2)
+    expect(pruned.samples).toBe(10)
+    const left = hub.running.services.telemetry.query({ deviceId: 'ret-2', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 100 }) as Array<{ seq: number }>
+    expect(left.map((r) => r.seq)).toEqual([11, 12])
+  })
+
   it('makes the admin token once, readable by the hub\'s user only', async () => {
     const hub = await startTestHub()
     cleanups.push(() => hub.stop())
