@@ -141,17 +141,20 @@ export const adminCommands = {
     if (opts.until) q.set('until', opts.until)
     if (opts.sensor) q.set('sensor', opts.sensor)
     if (opts.bucket) q.set('bucket', opts.bucket)
-    const r = await call<{ samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>; buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }> }>(
+    const r = await call<{ truncated: boolean; samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>; buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }> }>(
       resolveAdminTarget(opts), 'GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q.toString()}`)
     if (opts.json) return printJson(r)
+    const what = `${opts.sensor ? `sensor ${opts.sensor} of ` : ''}${id}`
+    const more = () => { if (r.truncated) process.stderr.write(`(only the oldest ${limit} rows of the range; narrow it with --since/--until, use --bucket, or raise --limit)\n`) }
     if (r.buckets) {
-      if (r.buckets.length === 0) return out(`no telemetry for ${id} in that range`)
+      if (r.buckets.length === 0) return out(`no telemetry for ${what} in that range`)
       out(table([['TIME', 'SENSOR', 'COUNT', 'AVG', 'MIN', 'MAX'], ...r.buckets.map((b) => [new Date(b.ts).toISOString(), b.sensor, String(b.count), fmt(b.avg), fmt(b.min), fmt(b.max)])]))
-      return
+      return more()
     }
     const samples = r.samples ?? []
-    if (samples.length === 0) return out(`no telemetry for ${id} since ${opts.since}`)
+    if (samples.length === 0) return out(`no telemetry for ${what} since ${opts.since}`)
     out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [new Date(s.ts).toISOString(), s.sensor, fmt(s.value), String(s.seq)])]))
+    more()
   },
 
   async events(id: string, opts: AdminOpts & { since: string; limit: string }) {

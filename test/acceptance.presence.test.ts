@@ -60,7 +60,8 @@ describe('presence', () => {
       const off2 = await waitFor(() => changes.filter((c) => c.status === 'offline')[1], 'offline after SIGSTOP', 10_000, 10)
       expect(off2.reason).toBe('keepalive-timeout')
       // aedes allows 1.5 × keepalive after the last packet [MQTT-3.1.2-24]; the last PINGREQ may predate the SIGSTOP.
-      expect(off2.at - stoppedAt).toBeLessThan(1.5 * keepaliveSec * 1000 + 250)
+      // 500 ms is for timers running late on a loaded CI machine.
+      expect(off2.at - stoppedAt).toBeLessThan(1.5 * keepaliveSec * 1000 + 500)
     } finally {
       agent.child.kill('SIGCONT')
     }

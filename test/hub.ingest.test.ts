@@ -50,7 +50,10 @@ describe('hub telemetry ingest', () => {
     await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 120) }), { qos: 1 })
     await waitFor(() => acks.find((a) => a.upTo === 120), 'ack')
     const since = 1_700_000_000_000
-    const one = await hub.api<{ samples: Array<{ sensor: string }> }>('GET', `/api/devices/dev-1/telemetry?sensor=temp&since=${since}&until=${since + 60_000}`)
+    const one = await hub.api<{ samples: Array<{ sensor: string }>; truncated: boolean }>('GET', `/api/devices/dev-1/telemetry?sensor=temp&since=${since}&until=${since + 60_000}`)
+    expect(one.body.truncated).toBe(false)
+    const capped = await hub.api<{ samples: Array<{ seq: number }>; truncated: boolean }>('GET', `/api/devices/dev-1/telemetry?since=${since}&limit=7`)
+    expect([capped.body.samples.length, capped.body.truncated]).toEqual([7, true])
     const expected = samples(1, 120).filter((s) => s.sensor === 'temp' && s.ts >= since && s.ts < since + 60_000)
     expect(one.body.samples.length).toBe(expected.length)
     expect(new Set(one.body.samples.map((s) => s.sensor))).toEqual(new Set(['temp']))

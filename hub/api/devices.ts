@@ -60,10 +60,13 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const { sinceMs, untilMs } = parseRange(q, now, now - 3_600_000)
       const bucketMs = q.bucket === undefined ? undefined : parseDurationParam('bucket', q.bucket)
       const limit = q.limit ?? 10_000
-      const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit })
+      // One row more than asked tells whether the range held more than the limit.
+      const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit: limit + 1 })
+      const truncated = rows.length > limit
+      const page = truncated ? rows.slice(0, limit) : rows
       return bucketMs === undefined
-        ? { deviceId: d.id, sinceMs, untilMs, samples: rows }
-        : { deviceId: d.id, sinceMs, untilMs, bucketMs, buckets: rows }
+        ? { deviceId: d.id, sinceMs, untilMs, truncated, samples: page }
+        : { deviceId: d.id, sinceMs, untilMs, bucketMs, truncated, buckets: page }
     })
 
     app.get('/devices/:id/events', {
