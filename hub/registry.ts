@@ -34,7 +34,6 @@ export function createRegistry(db: Db) {
     countDevices: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM devices'),
     deleteDevice: db.prepare<[string]>('DELETE FROM devices WHERE id = ?'),
     setDeviceToken: db.prepare<[Buffer, string]>('UPDATE devices SET token_hash = ? WHERE id = ?'),
-    internDevice: db.prepare<[string]>('INSERT OR IGNORE INTO device_keys (id) VALUES (?)'),
     insertObserver: db.prepare<[string, Buffer, number]>('INSERT INTO observers (name, token_hash, created_at) VALUES (?, ?, ?)'),
     getObserver: db.prepare<[string], ObserverRow>('SELECT * FROM observers WHERE name = ?'),
     listObservers: db.prepare<[], ObserverRow>('SELECT * FROM observers ORDER BY name'),
@@ -50,10 +49,7 @@ export function createRegistry(db: Db) {
     }
     const token = generateToken()
     try {
-      db.transaction(() => {
-        stmts.insertDevice.run(id, group, hashToken(token), now)
-        stmts.internDevice.run(id)
-      })()
+      stmts.insertDevice.run(id, group, hashToken(token), now)
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
         throw new RollcallError('DEVICE_EXISTS', `device "${id}" already exists; remove it first or rotate its token`)
