@@ -6,6 +6,7 @@ import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from 
 import { ConnectionTable } from './connections.js'
 import { GuardError, PacketGuard } from './packet-guard.js'
 import { createTokenBucket } from './rate-limiter.js'
+import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import type {
   Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, MessageHandler, Principal,
 } from './types.js'
@@ -48,6 +49,7 @@ export function createBroker(options: BrokerOptions): Broker {
   const events = new EventEmitter()
   const table = new ConnectionTable()
   const bucket = createTokenBucket({ ratePerSec: options.connectRatePerSec, burst: options.connectBurst, clock: options.clock })
+  const authFailures = createAuthFailures({ ...AUTH_FAILURE_DEFAULTS, clock: options.clock })
   const connectPackets = new WeakMap<Client, ConnectPacket>()
   const sockets = new Set<PacketGuard>()
   const policy: ConnectPolicy = options
@@ -109,6 +111,9 @@ export function createBroker(options: BrokerOptions): Broker {
     } else {
       log.warn(context, 'connect refused')
       violation({ clientId: packet?.clientId, remoteAddress }, decision.code, decision.reason)
+      if (authFailures.failed(remoteAddress)) {
+        log.warn({ remoteAddress, banMs: AUTH_FAILURE_DEFAULTS.banMs }, 'too many refused CONNECTs from this address: its new connections are closed for a while')
+      }
     }
     done(new Refusal(decision.returnCode, decision.reason), null)
   }
@@ -116,10 +121,10 @@ export function createBroker(options: BrokerOptions): Broker {
   function decide(client: Client, packet: ConnectPacket | undefined,
     username: string | undefined, password: Buffer | undefined): ConnectDecision {
     if (packet === undefined) return refuse('CREDENTIALS_REFUSED', 'no CONNECT packet seen')
-    if (!bucket.take()) return refuse('RATE_LIMITED', 'connect rate limit')
     const will = packet.will
+    let decision: ConnectDecision
     try {
-      return decideConnect({
+      decision = decideConnect({
         clientId: packet.clientId,
         clean: packet.clean ?? true,
         keepaliveSec: packet.keepalive ?? 0,
@@ -135,6 +140,9 @@ export function createBroker(options: BrokerOptions): Broker {
       log.error({ err, clientId: client.id }, 'credential check threw')
       return { ok: false, code: 'CREDENTIALS_REFUSED', returnCode: 3, reason: 'credential check failed' }
     }
+    // Only CONNECTs that authenticated take a token: refused ones cannot use up a fleet's reconnects.
+    if (decision.ok && !bucket.take()) return refuse('RATE_LIMITED', 'connect rate limit')
+    return decision
   }
 
   function accept(client: Client, principal: Principal): void {
@@ -254,6 +262,11 @@ export function createBroker(options: BrokerOptions): Broker {
   // --- TCP listener ---
 
   function onConnection(socket: Socket): void {
+    if (closing === undefined && authFailures.banned(socket.remoteAddress)) {
+      counters.acceptsRefused++
+      socket.destroy()
+      return
+    }
     if (closing !== undefined || sockets.size >= options.maxConnections) {
       if (closing === undefined) {
         counters.acceptsRefused++
