@@ -1,7 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { manualClock } from '../common/clock.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from '../broker/auth-failures.js'
-import { Cleanups, connackCode, deviceOptions, expectNoLeaks, rawConnect, resourceCounts, startBroker } from './broker.harness.js'
+import {
+  connackCode, deviceOptions, leakCheckedCleanups, rawConnect, startBroker,
+} from './broker.harness.js'
 
 /** A source that keeps failing authentication is shut out for a while; a good fleet is not. */
 describe('auth failure penalty (pure)', () => {
@@ -40,16 +42,7 @@ describe('auth failure penalty (pure)', () => {
 })
 
 describe('auth failure penalty (broker)', () => {
-  let cleanups: Cleanups
-  let baseline: Record<string, number>
-  beforeEach(() => {
-    cleanups = new Cleanups()
-    baseline = resourceCounts()
-  })
-  afterEach(async () => {
-    await cleanups.run()
-    await expectNoLeaks(baseline)
-  })
+  const cleanups = leakCheckedCleanups()
 
   it('refused CONNECTs take no rate tokens, and a flood of them shuts its address out', async () => {
     const clock = manualClock(Date.now())

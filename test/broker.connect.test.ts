@@ -1,23 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import mqtt from 'mqtt'
 import { connect as netConnect } from 'node:net'
 import { createBroker } from '../broker/broker.js'
 import type { Broker, ConnectionInfo, DisconnectReason } from '../broker/types.js'
 import {
-  brokerOptions, Cleanups, closed, connackCode, connectClient, connectPacket, deviceOptions, expectNoLeaks, HOST, rawConnect, resourceCounts,
-  startBroker, TOKENS, waitFor,
+  brokerOptions, closed, connackCode, connectClient, connectPacket, deviceOptions, HOST, leakCheckedCleanups, rawConnect, startBroker, TOKENS, waitFor,
 } from './broker.harness.js'
 
-let cleanups: Cleanups
-let baseline: Record<string, number>
-beforeEach(() => {
-  cleanups = new Cleanups()
-  baseline = resourceCounts()
-})
-afterEach(async () => {
-  await cleanups.run()
-  await expectNoLeaks(baseline)
-})
+const cleanups = leakCheckedCleanups()
 
 type Ev = { event: 'connected'; info: ConnectionInfo } | { event: 'disconnected'; info: ConnectionInfo; reason: DisconnectReason; detail: string | undefined }
 

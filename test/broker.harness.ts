@@ -1,3 +1,4 @@
+import { afterEach, beforeEach } from 'vitest'
 import { spawn } from 'node:child_process'
 import { connect as netConnect, type Socket } from 'node:net'
 import { timingSafeEqual } from 'node:crypto'
@@ -66,6 +67,21 @@ export class Cleanups {
     }
     if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed')
   }
+}
+
+/**
+ * One Cleanups for a test file, run after each test, followed by the leak
+ * check (a socket, server, timer or child left open fails the test).
+ */
+export function leakCheckedCleanups(): Cleanups {
+  const cleanups = new Cleanups()
+  let baseline: Record<string, number> = {}
+  beforeEach(() => { baseline = resourceCounts() })
+  afterEach(async () => {
+    await cleanups.run()
+    await expectNoLeaks(baseline)
+  })
+  return cleanups
 }
 
 export async function startBroker(cleanups: Cleanups, overrides: Partial<BrokerOptions> = {}): Promise<{ broker: Broker; port: number; url: string }> {

@@ -1,20 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { InboundMessage } from '../broker/types.js'
-import { Cleanups, expectNoLeaks, HOST, resourceCounts, run, sleep, startBroker, TOKENS, waitFor } from './broker.harness.js'
+import {
+  HOST, leakCheckedCleanups, run, sleep, startBroker, TOKENS, waitFor,
+} from './broker.harness.js'
 import { SKIP_WITHOUT_MOSQUITTO } from './support/mosquitto.js'
 
 /** Black-box checks with the Mosquitto command-line clients: what an operator would see. */
 
-let cleanups: Cleanups
-let baseline: Record<string, number>
-beforeEach(() => {
-  cleanups = new Cleanups()
-  baseline = resourceCounts()
-})
-afterEach(async () => {
-  await cleanups.run()
-  await expectNoLeaks(baseline)
-})
+const cleanups = leakCheckedCleanups()
 
 function as(id: string): string[] {
   return ['-i', id, '-u', id, '-P', TOKENS[id] ?? 'none']

@@ -1,21 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createHash } from 'node:crypto'
 import type { Broker, ConnectionInfo, DisconnectReason, InboundMessage } from '../broker/types.js'
 import {
-  Cleanups, closed, connectClient, connectPacket, deviceOptions, expectNoLeaks, rawConnect, remainingLength, resourceCounts,
-  startBroker, TOKENS, waitFor,
+  closed, connectClient, connectPacket, deviceOptions, leakCheckedCleanups, rawConnect, remainingLength, startBroker, TOKENS, waitFor,
 } from './broker.harness.js'
 
-let cleanups: Cleanups
-let baseline: Record<string, number>
-beforeEach(() => {
-  cleanups = new Cleanups()
-  baseline = resourceCounts()
-})
-afterEach(async () => {
-  await cleanups.run()
-  await expectNoLeaks(baseline)
-})
+const cleanups = leakCheckedCleanups()
 
 const MAX = 64 * 1024
 

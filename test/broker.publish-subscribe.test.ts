@@ -1,20 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type { Broker, DisconnectReason, InboundMessage } from '../broker/types.js'
 import {
-  Cleanups, closed, connectClient, deviceOptions, expectNoLeaks, resourceCounts, sleep, startBroker, subackCodes, TOKENS, waitFor,
+  closed, connectClient, deviceOptions, leakCheckedCleanups, sleep, startBroker, subackCodes, TOKENS, waitFor,
 } from './broker.harness.js'
 
-let cleanups: Cleanups
-let baseline: Record<string, number>
-beforeEach(() => {
-  cleanups = new Cleanups()
-  baseline = resourceCounts()
-})
-afterEach(async () => {
-  await cleanups.run()
-  await expectNoLeaks(baseline)
-})
+const cleanups = leakCheckedCleanups()
 
 async function collect(broker: Broker, filter: string): Promise<InboundMessage[]> {
   const got: InboundMessage[] = []

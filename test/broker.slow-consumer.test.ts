@@ -1,9 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type { Broker, DisconnectReason } from '../broker/types.js'
 import {
-  Cleanups, connectClient, connectPacket, deviceOptions, expectNoLeaks, rawConnect, resourceCounts, startBroker, subscribePacket,
-  TOKENS, waitFor, type RawClient,
+  connectClient, connectPacket, deviceOptions, leakCheckedCleanups, rawConnect, startBroker, subscribePacket, TOKENS, type RawClient, waitFor,
 } from './broker.harness.js'
 
 /**
@@ -13,16 +12,7 @@ import {
  * messages for a backed-up observer and cuts it off after drainTimeoutMs.
  */
 
-let cleanups: Cleanups
-let baseline: Record<string, number>
-beforeEach(() => {
-  cleanups = new Cleanups()
-  baseline = resourceCounts()
-})
-afterEach(async () => {
-  await cleanups.run()
-  await expectNoLeaks(baseline)
-})
+const cleanups = leakCheckedCleanups()
 
 const PAYLOAD = Buffer.alloc(32 * 1024, 7)
 
