@@ -109,6 +109,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
 
+    // A removed device's last disconnect (or Will) must not bring its presence entry back.
+    const registered = (id: string) => registry.getDevice(id) !== undefined
+
     const ingress = createIngress(
       { maxPayloadBytes: config.maxPayloadBytes, badMessagesPerMinute: config.badMessagesPerMinute },
       {
@@ -116,13 +119,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         cutOff: (id, why) => broker.disconnect(id, why),
         // The committed mark: a queued write that raises it sends its own ack after its commit.
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
-        isRegistered: (deviceId) => registry.getDevice(deviceId) !== undefined,
+        isRegistered: registered,
       },
     )
 
 
-    // A removed device's last disconnect (or Will) must not bring its presence entry back.
-    const registered = (id: string) => registry.getDevice(id) !== undefined
     broker.on('connected', (info) => {
       if (info.principal.kind === 'device' && registered(info.principal.id)) {
         presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })

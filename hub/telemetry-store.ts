@@ -96,25 +96,18 @@ export function createTelemetryStore(db: Db, writer: Writer) {
 
   const counters: IngestCounters = { samplesStored: 0, samplesDuplicate: 0, eventsStored: 0, eventsDuplicate: 0, batches: 0, gapsRefused: 0 }
 
-  function deviceKeyOf(id: string): number {
-    let k = deviceKeys.get(id)
+  /** The integer key of an interned string, cached; inserted on first use (inside a transaction). */
+  function intern(cache: Map<string, number>, insert: typeof stmts.internDevice, select: typeof stmts.deviceKey, text: string): number {
+    let k = cache.get(text)
     if (k === undefined) {
-      stmts.internDevice.run(id)
-      k = stmts.deviceKey.get(id)!.key
-      deviceKeys.set(id, k)
+      insert.run(text)
+      k = select.get(text)!.key
+      cache.set(text, k)
     }
     return k
   }
-
-  function sensorKeyOf(name: string): number {
-    let k = sensorKeys.get(name)
-    if (k === undefined) {
-      stmts.internSensor.run(name)
-      k = stmts.sensorKey.get(name)!.key
-      sensorKeys.set(name, k)
-    }
-    return k
-  }
+  const deviceKeyOf = (id: string) => intern(deviceKeys, stmts.internDevice, stmts.deviceKey, id)
+  const sensorKeyOf = (name: string) => intern(sensorKeys, stmts.internSensor, stmts.sensorKey, name)
 
   /** The stream's key and mark, created (mark 0) on first use; inside a transaction. */
   function streamOf(deviceId: string, storeId: string, now: number): { key: number; upTo: number } {
