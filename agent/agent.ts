@@ -131,10 +131,15 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         }
         sender?.onAck(message.upTo)
         return
+      case 'jobs.notify':
+      case 'jobs.batch':
+      case 'jobs.ack':
       case 'birth':
       case 'death':
       case 'telemetry':
       case 'events':
+      case 'jobs.pull':
+      case 'jobs.update':
         log.warn({ topic, type: message.type }, 'ignoring a message the agent does not handle')
         return
       default: {

@@ -120,6 +120,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The committed mark: a queued write that raises it sends its own ack after its commit.
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
         isRegistered: registered,
+        jobs: { pull: () => {}, update: () => {} },
       },
     )
 

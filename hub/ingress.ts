@@ -2,6 +2,7 @@ import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
 import { topicDeviceId } from '../protocol/topics.js'
+import type { JobsUpdate } from '../protocol/messages.js'
 import type { InboundMessage } from '../broker/types.js'
 import type { TelemetryStore } from './telemetry-store.js'
 import type { PresenceStore } from './presence-store.js'
@@ -31,6 +32,13 @@ export interface IngressDeps {
   readonly announceMark: (deviceId: string, storeId: string) => void
   /** Births and deaths of a device that was removed meanwhile (a late Will) are dropped. */
   readonly isRegistered: (deviceId: string) => boolean
+  readonly jobs: JobIngress
+}
+
+/** What ingress hands the job dispatcher: pulls and execution updates, already decoded. */
+export interface JobIngress {
+  pull(deviceId: string, max: number, now: number): void
+  update(deviceId: string, message: JobsUpdate, now: number): void
 }
 
 const WINDOW_MS = 60_000
@@ -88,7 +96,18 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         if (!deps.isRegistered(deviceId)) return
         presence.apply(deviceId, { type: 'death', epoch: m.epoch, storeId: m.storeId, at: now })
         return
+      case 'jobs.pull':
+        presence.touch(deviceId, now)
+        deps.jobs.pull(deviceId, m.max, now)
+        return
+      case 'jobs.update':
+        presence.touch(deviceId, now)
+        deps.jobs.update(deviceId, m, now)
+        return
       case 'telemetry.ack':
+      case 'jobs.notify':
+      case 'jobs.batch':
+      case 'jobs.ack':
         if (msg.clientId === undefined) return
         deadLetters.add({
           ts: now, deviceId, clientId: msg.clientId, topic: msg.topic, reason: 'WRONG_DIRECTION',

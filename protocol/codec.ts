@@ -2,7 +2,10 @@ import { validationErrors, type Validator } from '../common/validator.js'
 import { LIMITS } from './limits.js'
 import type { Message } from './messages.js'
 import { parseTopic, type ParsedTopic, type TopicKind } from './topics.js'
-import { EventBatchValidator, StateMessageValidator, TelemetryAckValidator, TelemetryBatchValidator } from './validators.generated.js'
+import {
+  EventBatchValidator, JobsAckValidator, JobsBatchValidator, JobsNotifyValidator, JobsPullValidator, JobsUpdateValidator,
+  StateMessageValidator, TelemetryAckValidator, TelemetryBatchValidator,
+} from './validators.generated.js'
 
 /**
  * encode/decode: the edge where untrusted bytes become typed messages.
@@ -41,6 +44,11 @@ const SCHEMA_BY_KIND: Partial<Record<TopicKind, Validator<Message>>> = {
   'telemetry': TelemetryBatchValidator,
   'events': EventBatchValidator,
   'telemetry/ack': TelemetryAckValidator,
+  'jobs/notify': JobsNotifyValidator,
+  'jobs/pull': JobsPullValidator,
+  'jobs/batch': JobsBatchValidator,
+  'jobs/update': JobsUpdateValidator,
+  'jobs/ack': JobsAckValidator,
 }
 
 export interface DecodeOptions {
@@ -81,8 +89,18 @@ export function decode(topicName: string, payload: Uint8Array, options: DecodeOp
   return { ok: true, topic, message: value }
 }
 
-/** The hub's dedup relies on seq rising within a batch, as the agent's outbox always sends them. */
+/**
+ * The hub's dedup relies on seq rising within a batch, as the agent's outbox
+ * always sends them; job updates likewise come in the order they happened.
+ */
 function checkSeqOrder(message: Message): string | undefined {
+  if (message.type === 'jobs.update') {
+    const u = message.updates
+    for (let i = 1; i < u.length; i++) {
+      if (u[i]!.id <= u[i - 1]!.id) return `/updates/${i}/id must be greater than the one before it`
+    }
+    return undefined
+  }
   const items = message.type === 'telemetry' ? message.samples : message.type === 'events' ? message.events : undefined
   if (!items) return undefined
   for (let i = 1; i < items.length; i++) {

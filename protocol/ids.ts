@@ -22,3 +22,34 @@ export function isSensorName(value: unknown): value is string {
 
 /** Observers connect with username `observer:NAME`, so they can never collide with a device id. */
 export const OBSERVER_USER_PREFIX = 'observer:'
+
+/** Job ids: made by the hub, `j` plus lowercase base-32. */
+export const JOB_ID_PATTERN = '^j[a-z0-9]{3,31}$'
+const JOB_ID_RE = new RegExp(JOB_ID_PATTERN)
+
+export function isJobId(value: unknown): value is string {
+  return typeof value === 'string' && JOB_ID_RE.test(value)
+}
+
+/** An execution is one job on one device: `{jobId}.{deviceId}`; neither part holds a dot. */
+export const EXEC_ID_PATTERN = '^j[a-z0-9]{3,31}\\.[a-z0-9][a-z0-9_-]{2,63}$'
+
+export function execIdOf(jobId: string, deviceId: string): string {
+  return `${jobId}.${deviceId}`
+}
+
+/** Splits an execution id; undefined when it is not one. */
+export function parseExecId(execId: string): { jobId: string; deviceId: string } | undefined {
+  const dot = execId.indexOf('.')
+  if (dot < 0) return undefined
+  const jobId = execId.slice(0, dot)
+  const deviceId = execId.slice(dot + 1)
+  return isJobId(jobId) && isDeviceId(deviceId) ? { jobId, deviceId } : undefined
+}
+
+/** Task (handler) names: "echo", "sensors.sample", "firmware.update". */
+export const TASK_NAME_PATTERN = SENSOR_NAME_PATTERN
+
+export function isTaskName(value: unknown): value is string {
+  return isSensorName(value)
+}

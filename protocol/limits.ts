@@ -14,6 +14,15 @@ export const LIMITS = {
   maxEventsPerBatch: 500,
   maxEventMessageChars: 1024,
   maxCapabilities: 64,
+  /** Executions in one jobs/batch, updates in one jobs/update, and the most one pull may ask for. */
+  maxJobsPerBatch: 500,
+  /** A job's payload as JSON; a batch holds at least one execution under the payload cap. */
+  maxJobPayloadBytes: 32 * 1024,
+  /** A result as JSON; a bigger one is replaced by a note saying so. */
+  maxJobResultBytes: 16 * 1024,
+  maxJobErrorChars: 1024,
+  /** 7 days: no attempt may hold a lease longer. */
+  maxJobTimeoutMs: 7 * 86_400_000,
 } as const
 
 export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const

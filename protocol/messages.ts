@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox'
-import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from './ids.js'
+import { DEVICE_ID_PATTERN, EXEC_ID_PATTERN, JOB_ID_PATTERN, SENSOR_NAME_PATTERN, TASK_NAME_PATTERN } from './ids.js'
 import { LIMITS } from './limits.js'
 
 /**
@@ -95,7 +95,115 @@ export type TelemetryAck = Static<typeof TelemetryAck>
 export const StateMessage = Type.Union([Birth, Death])
 export type StateMessage = Static<typeof StateMessage>
 
+// ---- Jobs (DESIGN.md, "Jobs"; docs/jobs.md) ----
+
+/** `{jobId}.{deviceId}`: one execution per job and device, readable in logs. */
+const ExecId = Type.String({ minLength: 8, maxLength: 120, pattern: EXEC_ID_PATTERN })
+const Attempt = Type.Integer({ minimum: 1, maximum: 1000 })
+const Version = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+const ExecRef = Type.Object({ execId: ExecId, attempt: Attempt }, { additionalProperties: false })
+export type ExecRef = Static<typeof ExecRef>
+
+/**
+ * Hub -> device doorbell: work is waiting, pull it. `cancel` names executions
+ * the device may hold that were canceled since they were delivered; the agent
+ * drops them if queued and fires the AbortSignal if running.
+ */
+export const JobsNotify = Type.Object({
+  type: Type.Literal('jobs.notify'),
+  v: Type.Literal(1),
+  cancel: Type.Optional(Type.Array(ExecRef, { maxItems: LIMITS.maxJobsPerBatch })),
+}, { additionalProperties: false })
+export type JobsNotify = Static<typeof JobsNotify>
+
+/** Device -> hub: lease up to `max` executions (what the local queue has room for). */
+export const JobsPull = Type.Object({
+  type: Type.Literal('jobs.pull'),
+  v: Type.Literal(1),
+  max: Type.Integer({ minimum: 1, maximum: LIMITS.maxJobsPerBatch }),
+}, { additionalProperties: false })
+export type JobsPull = Static<typeof JobsPull>
+
+export const JobExecution = Type.Object({
+  execId: ExecId,
+  jobId: Type.String({ pattern: JOB_ID_PATTERN }),
+  /** The task the agent runs: a handler name. */
+  name: Type.String({ pattern: TASK_NAME_PATTERN }),
+  payload: Type.Unknown(),
+  attempt: Attempt,
+  /** The execution's version when this attempt was queued; every update echoes it. */
+  version: Version,
+  timeoutMs: Type.Integer({ minimum: 1, maximum: LIMITS.maxJobTimeoutMs }),
+  /** The attempt must start by then (ms since epoch), or it is `expired`. */
+  expiresAt: Type.Optional(Timestamp),
+  priority: Type.Integer({ minimum: -1000, maximum: 1000 }),
+}, { additionalProperties: false })
+export type JobExecution = Static<typeof JobExecution>
+
+/** Hub -> device: the answer to a pull; `more` says due work was left behind for lack of room. */
+export const JobsBatch = Type.Object({
+  type: Type.Literal('jobs.batch'),
+  v: Type.Literal(1),
+  executions: Type.Array(JobExecution, { maxItems: LIMITS.maxJobsPerBatch }),
+  cancel: Type.Optional(Type.Array(ExecRef, { maxItems: LIMITS.maxJobsPerBatch })),
+  more: Type.Boolean(),
+}, { additionalProperties: false })
+export type JobsBatch = Static<typeof JobsBatch>
+
+export const JOB_UPDATE_STATUSES = ['in_progress', 'succeeded', 'failed', 'timed_out', 'rejected', 'expired'] as const
+export type JobUpdateStatus = (typeof JOB_UPDATE_STATUSES)[number]
+
+const ErrorInfo = Type.Object({
+  code: Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,63}$' }),
+  message: Type.String({ maxLength: LIMITS.maxJobErrorChars }),
+}, { additionalProperties: false })
+
+export const JobUpdate = Type.Object({
+  /** The agent's id for this update (its ledger row); the hub's ack names it. */
+  id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+  execId: ExecId,
+  attempt: Attempt,
+  /** The version the attempt was delivered with (JobExecution.version). */
+  version: Version,
+  status: Type.Union(JOB_UPDATE_STATUSES.map((s) => Type.Literal(s))),
+  /** Device clock, ms since epoch. */
+  startedAt: Type.Optional(Timestamp),
+  finishedAt: Type.Optional(Timestamp),
+  result: Type.Optional(Type.Unknown()),
+  error: Type.Optional(ErrorInfo),
+}, { additionalProperties: false })
+export type JobUpdate = Static<typeof JobUpdate>
+
+/** Device -> hub: execution updates in the order they happened, from the ledger's update outbox. */
+export const JobsUpdate = Type.Object({
+  type: Type.Literal('jobs.update'),
+  v: Type.Literal(1),
+  storeId: StoreId,
+  updates: Type.Array(JobUpdate, { minItems: 1, maxItems: LIMITS.maxJobsPerBatch }),
+}, { additionalProperties: false })
+export type JobsUpdate = Static<typeof JobsUpdate>
+
+export const JOB_REFUSALS = ['STALE_VERSION', 'UNKNOWN_EXECUTION', 'NOT_YOURS'] as const
+
+/**
+ * Hub -> device: these updates are dealt with and stored (applied, already
+ * applied, or refused for good); the agent deletes them. `refused` explains
+ * the ones that were not applied.
+ */
+export const JobsAck = Type.Object({
+  type: Type.Literal('jobs.ack'),
+  v: Type.Literal(1),
+  storeId: StoreId,
+  ids: Type.Array(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }), { maxItems: LIMITS.maxJobsPerBatch * 4 }),
+  refused: Type.Optional(Type.Array(Type.Object({
+    id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    code: Type.Union(JOB_REFUSALS.map((s) => Type.Literal(s))),
+  }, { additionalProperties: false }), { maxItems: LIMITS.maxJobsPerBatch * 4 })),
+}, { additionalProperties: false })
+export type JobsAck = Static<typeof JobsAck>
+
 export type Message = Birth | Death | TelemetryBatch | EventBatch | TelemetryAck
+  | JobsNotify | JobsPull | JobsBatch | JobsUpdate | JobsAck
 export type MessageType = Message['type']
 
 export { DEVICE_ID_PATTERN }

@@ -4,7 +4,7 @@
 // change the schema and run `npm run generate`. A test fails when this file is stale.
 import { Guard } from 'typebox/guard'
 import type { Validator } from '../common/validator.js'
-import type { StateMessage, TelemetryBatch, EventBatch, TelemetryAck } from './messages.js'
+import type { StateMessage, TelemetryBatch, EventBatch, TelemetryAck, JobsNotify, JobsPull, JobsBatch, JobsUpdate, JobsAck } from './messages.js'
 
 export const StateMessageValidator: Validator<StateMessage> = {
   Check: (() => {
@@ -308,6 +308,413 @@ export const TelemetryAckValidator: Validator<TelemetryAck> = {
         "type": "integer",
         "minimum": 0,
         "maximum": 9007199254740991
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const JobsNotifyValidator: Validator<JobsNotify> = {
+  Check: (() => {
+    const External = [/(^type$|^v$|^cancel$)/u, /^j[a-z0-9]{3,31}\.[a-z0-9][a-z0-9_-]{2,63}$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((("type" in value && "v" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && (((typeof value.type === "string" && value.type === "jobs.notify") && (Number.isFinite(value.v) && value.v === 1)) && (value.cancel === undefined || (!("cancel" in value) || (Array.isArray(value.cancel) && (value.cancel.every((unique_2, index) => (((typeof unique_2 === "object" && unique_2 !== null && !(Array.isArray(unique_2))) && ((("execId" in unique_2 && "attempt" in unique_2) && Object.getOwnPropertyNames(unique_2).length === 2) && ((typeof unique_2.execId === "string" && (((unique_2.execId.length >= 16 || (unique_2.execId.length >= 8 && Guard.CodePointCount(unique_2.execId) >= 8)) && (unique_2.execId.length <= 120 || (unique_2.execId.length <= 240 && Guard.CodePointCount(unique_2.execId) <= 120))) && External[1].test(unique_2.execId))) && (Number.isInteger(unique_2.attempt) && (!((Number.isFinite(unique_2.attempt) || typeof unique_2.attempt === "bigint")) || (unique_2.attempt >= 1 && unique_2.attempt <= 1000)))))))) && value.cancel.length <= 500))))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "jobs.notify"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "cancel": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "execId",
+            "attempt"
+          ],
+          "properties": {
+            "execId": {
+              "type": "string",
+              "minLength": 8,
+              "maxLength": 120,
+              "pattern": "^j[a-z0-9]{3,31}\\.[a-z0-9][a-z0-9_-]{2,63}$"
+            },
+            "attempt": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            }
+          },
+          "additionalProperties": false
+        },
+        "maxItems": 500
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const JobsPullValidator: Validator<JobsPull> = {
+  Check: (() => {
+    const External = []
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && (((("type" in value && "v" in value) && "max" in value) && Object.getOwnPropertyNames(value).length === 3) && (((typeof value.type === "string" && value.type === "jobs.pull") && (Number.isFinite(value.v) && value.v === 1)) && (Number.isInteger(value.max) && (!((Number.isFinite(value.max) || typeof value.max === "bigint")) || (value.max >= 1 && value.max <= 500)))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "max"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "jobs.pull"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "max": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const JobsBatchValidator: Validator<JobsBatch> = {
+  Check: (() => {
+    const External = [/(^type$|^v$|^executions$|^cancel$|^more$)/u, /(^execId$|^jobId$|^name$|^payload$|^attempt$|^version$|^timeoutMs$|^expiresAt$|^priority$)/u, /^j[a-z0-9]{3,31}\.[a-z0-9][a-z0-9_-]{2,63}$/u, /^j[a-z0-9]{3,31}$/u, /^[a-z0-9][a-z0-9._-]{0,63}$/u, /^j[a-z0-9]{3,31}\.[a-z0-9][a-z0-9_-]{2,63}$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "executions" in value) && "more" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && (((((typeof value.type === "string" && value.type === "jobs.batch") && (Number.isFinite(value.v) && value.v === 1)) && (Array.isArray(value.executions) && (value.executions.every((unique_2, index) => (((typeof unique_2 === "object" && unique_2 !== null && !(Array.isArray(unique_2))) && ((((((((("execId" in unique_2 && "jobId" in unique_2) && "name" in unique_2) && "payload" in unique_2) && "attempt" in unique_2) && "version" in unique_2) && "timeoutMs" in unique_2) && "priority" in unique_2) && Object.getOwnPropertyNames(unique_2).every((unique_3, unique_4) => ((External[1].test(unique_3) || false)))) && (((((((((typeof unique_2.execId === "string" && (((unique_2.execId.length >= 16 || (unique_2.execId.length >= 8 && Guard.CodePointCount(unique_2.execId) >= 8)) && (unique_2.execId.length <= 120 || (unique_2.execId.length <= 240 && Guard.CodePointCount(unique_2.execId) <= 120))) && External[2].test(unique_2.execId))) && (typeof unique_2.jobId === "string" && External[3].test(unique_2.jobId))) && (typeof unique_2.name === "string" && External[4].test(unique_2.name))) && true) && (Number.isInteger(unique_2.attempt) && (!((Number.isFinite(unique_2.attempt) || typeof unique_2.attempt === "bigint")) || (unique_2.attempt >= 1 && unique_2.attempt <= 1000)))) && (Number.isInteger(unique_2.version) && (!((Number.isFinite(unique_2.version) || typeof unique_2.version === "bigint")) || (unique_2.version >= 1 && unique_2.version <= 9007199254740991)))) && (Number.isInteger(unique_2.timeoutMs) && (!((Number.isFinite(unique_2.timeoutMs) || typeof unique_2.timeoutMs === "bigint")) || (unique_2.timeoutMs >= 1 && unique_2.timeoutMs <= 604800000)))) && (unique_2.expiresAt === undefined || (!("expiresAt" in unique_2) || (Number.isInteger(unique_2.expiresAt) && (!((Number.isFinite(unique_2.expiresAt) || typeof unique_2.expiresAt === "bigint")) || (unique_2.expiresAt >= 0 && unique_2.expiresAt <= 8640000000000)))))) && (Number.isInteger(unique_2.priority) && (!((Number.isFinite(unique_2.priority) || typeof unique_2.priority === "bigint")) || (unique_2.priority >= -1000 && unique_2.priority <= 1000)))))))) && value.executions.length <= 500))) && (value.cancel === undefined || (!("cancel" in value) || (Array.isArray(value.cancel) && (value.cancel.every((unique_5, index) => (((typeof unique_5 === "object" && unique_5 !== null && !(Array.isArray(unique_5))) && ((("execId" in unique_5 && "attempt" in unique_5) && Object.getOwnPropertyNames(unique_5).length === 2) && ((typeof unique_5.execId === "string" && (((unique_5.execId.length >= 16 || (unique_5.execId.length >= 8 && Guard.CodePointCount(unique_5.execId) >= 8)) && (unique_5.execId.length <= 120 || (unique_5.execId.length <= 240 && Guard.CodePointCount(unique_5.execId) <= 120))) && External[5].test(unique_5.execId))) && (Number.isInteger(unique_5.attempt) && (!((Number.isFinite(unique_5.attempt) || typeof unique_5.attempt === "bigint")) || (unique_5.attempt >= 1 && unique_5.attempt <= 1000)))))))) && value.cancel.length <= 500))))) && typeof value.more === "boolean"))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "executions",
+      "more"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "jobs.batch"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "executions": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "execId",
+            "jobId",
+            "name",
+            "payload",
+            "attempt",
+            "version",
+            "timeoutMs",
+            "priority"
+          ],
+          "properties": {
+            "execId": {
+              "type": "string",
+              "minLength": 8,
+              "maxLength": 120,
+              "pattern": "^j[a-z0-9]{3,31}\\.[a-z0-9][a-z0-9_-]{2,63}$"
+            },
+            "jobId": {
+              "type": "string",
+              "pattern": "^j[a-z0-9]{3,31}$"
+            },
+            "name": {
+              "type": "string",
+              "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"
+            },
+            "payload": {},
+            "attempt": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            },
+            "version": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 9007199254740991
+            },
+            "timeoutMs": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 604800000
+            },
+            "expiresAt": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 8640000000000
+            },
+            "priority": {
+              "type": "integer",
+              "minimum": -1000,
+              "maximum": 1000
+            }
+          },
+          "additionalProperties": false
+        },
+        "maxItems": 500
+      },
+      "cancel": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "execId",
+            "attempt"
+          ],
+          "properties": {
+            "execId": {
+              "type": "string",
+              "minLength": 8,
+              "maxLength": 120,
+              "pattern": "^j[a-z0-9]{3,31}\\.[a-z0-9][a-z0-9_-]{2,63}$"
+            },
+            "attempt": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            }
+          },
+          "additionalProperties": false
+        },
+        "maxItems": 500
+      },
+      "more": {
+        "type": "boolean"
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const JobsUpdateValidator: Validator<JobsUpdate> = {
+  Check: (() => {
+    const External = [/^[A-Za-z0-9-]+$/u, /(^id$|^execId$|^attempt$|^version$|^status$|^startedAt$|^finishedAt$|^result$|^error$)/u, /^j[a-z0-9]{3,31}\.[a-z0-9][a-z0-9_-]{2,63}$/u, /^[A-Z][A-Z0-9_]{0,63}$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "storeId" in value) && "updates" in value) && Object.getOwnPropertyNames(value).length === 4) && ((((typeof value.type === "string" && value.type === "jobs.update") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.storeId === "string" && (((value.storeId.length >= 16 || (value.storeId.length >= 8 && Guard.CodePointCount(value.storeId) >= 8)) && (value.storeId.length <= 64 || (value.storeId.length <= 128 && Guard.CodePointCount(value.storeId) <= 64))) && External[0].test(value.storeId)))) && (Array.isArray(value.updates) && ((value.updates.every((unique_0, index) => (((typeof unique_0 === "object" && unique_0 !== null && !(Array.isArray(unique_0))) && (((((("id" in unique_0 && "execId" in unique_0) && "attempt" in unique_0) && "version" in unique_0) && "status" in unique_0) && Object.getOwnPropertyNames(unique_0).every((unique_1, unique_2) => ((External[1].test(unique_1) || false)))) && (((((((((Number.isInteger(unique_0.id) && (!((Number.isFinite(unique_0.id) || typeof unique_0.id === "bigint")) || (unique_0.id >= 1 && unique_0.id <= 9007199254740991))) && (typeof unique_0.execId === "string" && (((unique_0.execId.length >= 16 || (unique_0.execId.length >= 8 && Guard.CodePointCount(unique_0.execId) >= 8)) && (unique_0.execId.length <= 120 || (unique_0.execId.length <= 240 && Guard.CodePointCount(unique_0.execId) <= 120))) && External[2].test(unique_0.execId)))) && (Number.isInteger(unique_0.attempt) && (!((Number.isFinite(unique_0.attempt) || typeof unique_0.attempt === "bigint")) || (unique_0.attempt >= 1 && unique_0.attempt <= 1000)))) && (Number.isInteger(unique_0.version) && (!((Number.isFinite(unique_0.version) || typeof unique_0.version === "bigint")) || (unique_0.version >= 1 && unique_0.version <= 9007199254740991)))) && ((((((typeof unique_0.status === "string" && unique_0.status === "in_progress") || (typeof unique_0.status === "string" && unique_0.status === "succeeded")) || (typeof unique_0.status === "string" && unique_0.status === "failed")) || (typeof unique_0.status === "string" && unique_0.status === "timed_out")) || (typeof unique_0.status === "string" && unique_0.status === "rejected")) || (typeof unique_0.status === "string" && unique_0.status === "expired"))) && (unique_0.startedAt === undefined || (!("startedAt" in unique_0) || (Number.isInteger(unique_0.startedAt) && (!((Number.isFinite(unique_0.startedAt) || typeof unique_0.startedAt === "bigint")) || (unique_0.startedAt >= 0 && unique_0.startedAt <= 8640000000000)))))) && (unique_0.finishedAt === undefined || (!("finishedAt" in unique_0) || (Number.isInteger(unique_0.finishedAt) && (!((Number.isFinite(unique_0.finishedAt) || typeof unique_0.finishedAt === "bigint")) || (unique_0.finishedAt >= 0 && unique_0.finishedAt <= 8640000000000)))))) && (unique_0.result === undefined || (!("result" in unique_0) || true))) && (unique_0.error === undefined || (!("error" in unique_0) || ((typeof unique_0.error === "object" && unique_0.error !== null && !(Array.isArray(unique_0.error))) && ((("code" in unique_0.error && "message" in unique_0.error) && Object.getOwnPropertyNames(unique_0.error).length === 2) && ((typeof unique_0.error.code === "string" && External[3].test(unique_0.error.code)) && (typeof unique_0.error.message === "string" && (unique_0.error.message.length <= 1024 || (unique_0.error.message.length <= 2048 && Guard.CodePointCount(unique_0.error.message) <= 1024))))))))))))) && value.updates.length >= 1) && value.updates.length <= 500))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "storeId",
+      "updates"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "jobs.update"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "storeId": {
+        "type": "string",
+        "minLength": 8,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9-]+$"
+      },
+      "updates": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "id",
+            "execId",
+            "attempt",
+            "version",
+            "status"
+          ],
+          "properties": {
+            "id": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 9007199254740991
+            },
+            "execId": {
+              "type": "string",
+              "minLength": 8,
+              "maxLength": 120,
+              "pattern": "^j[a-z0-9]{3,31}\\.[a-z0-9][a-z0-9_-]{2,63}$"
+            },
+            "attempt": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            },
+            "version": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 9007199254740991
+            },
+            "status": {
+              "anyOf": [
+                {
+                  "type": "string",
+                  "const": "in_progress"
+                },
+                {
+                  "type": "string",
+                  "const": "succeeded"
+                },
+                {
+                  "type": "string",
+                  "const": "failed"
+                },
+                {
+                  "type": "string",
+                  "const": "timed_out"
+                },
+                {
+                  "type": "string",
+                  "const": "rejected"
+                },
+                {
+                  "type": "string",
+                  "const": "expired"
+                }
+              ]
+            },
+            "startedAt": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 8640000000000
+            },
+            "finishedAt": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 8640000000000
+            },
+            "result": {},
+            "error": {
+              "type": "object",
+              "required": [
+                "code",
+                "message"
+              ],
+              "properties": {
+                "code": {
+                  "type": "string",
+                  "pattern": "^[A-Z][A-Z0-9_]{0,63}$"
+                },
+                "message": {
+                  "type": "string",
+                  "maxLength": 1024
+                }
+              },
+              "additionalProperties": false
+            }
+          },
+          "additionalProperties": false
+        },
+        "minItems": 1,
+        "maxItems": 500
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const JobsAckValidator: Validator<JobsAck> = {
+  Check: (() => {
+    const External = [/(^type$|^v$|^storeId$|^ids$|^refused$)/u, /^[A-Za-z0-9-]+$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "storeId" in value) && "ids" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && (((((typeof value.type === "string" && value.type === "jobs.ack") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.storeId === "string" && (((value.storeId.length >= 16 || (value.storeId.length >= 8 && Guard.CodePointCount(value.storeId) >= 8)) && (value.storeId.length <= 64 || (value.storeId.length <= 128 && Guard.CodePointCount(value.storeId) <= 64))) && External[1].test(value.storeId)))) && (Array.isArray(value.ids) && (value.ids.every((unique_2, index) => ((Number.isInteger(unique_2) && (!((Number.isFinite(unique_2) || typeof unique_2 === "bigint")) || (unique_2 >= 1 && unique_2 <= 9007199254740991))))) && value.ids.length <= 2000))) && (value.refused === undefined || (!("refused" in value) || (Array.isArray(value.refused) && (value.refused.every((unique_3, index) => (((typeof unique_3 === "object" && unique_3 !== null && !(Array.isArray(unique_3))) && ((("id" in unique_3 && "code" in unique_3) && Object.getOwnPropertyNames(unique_3).length === 2) && ((Number.isInteger(unique_3.id) && (!((Number.isFinite(unique_3.id) || typeof unique_3.id === "bigint")) || (unique_3.id >= 1 && unique_3.id <= 9007199254740991))) && (((typeof unique_3.code === "string" && unique_3.code === "STALE_VERSION") || (typeof unique_3.code === "string" && unique_3.code === "UNKNOWN_EXECUTION")) || (typeof unique_3.code === "string" && unique_3.code === "NOT_YOURS"))))))) && value.refused.length <= 2000))))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "storeId",
+      "ids"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "jobs.ack"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "storeId": {
+        "type": "string",
+        "minLength": 8,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9-]+$"
+      },
+      "ids": {
+        "type": "array",
+        "items": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 9007199254740991
+        },
+        "maxItems": 2000
+      },
+      "refused": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "id",
+            "code"
+          ],
+          "properties": {
+            "id": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 9007199254740991
+            },
+            "code": {
+              "anyOf": [
+                {
+                  "type": "string",
+                  "const": "STALE_VERSION"
+                },
+                {
+                  "type": "string",
+                  "const": "UNKNOWN_EXECUTION"
+                },
+                {
+                  "type": "string",
+                  "const": "NOT_YOURS"
+                }
+              ]
+            }
+          },
+          "additionalProperties": false
+        },
+        "maxItems": 2000
       }
     },
     "additionalProperties": false

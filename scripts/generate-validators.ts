@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url'
 import type { TSchema } from 'typebox'
 import { Build } from 'typebox/schema'
 import { AgentConfigFile } from '../agent/config-schema.js'
-import { EventBatch, StateMessage, TelemetryAck, TelemetryBatch } from '../protocol/messages.js'
+import { EventBatch, JobsAck, JobsBatch, JobsNotify, JobsPull, JobsUpdate, StateMessage, TelemetryAck, TelemetryBatch } from '../protocol/messages.js'
 
 interface ValidatorSpec {
   /** The schema's name; the module exports `${name}Validator`. */
@@ -45,6 +45,11 @@ export const GENERATED_MODULES: readonly ModuleSpec[] = [
       { name: 'TelemetryBatch', type: 'TelemetryBatch', schema: TelemetryBatch },
       { name: 'EventBatch', type: 'EventBatch', schema: EventBatch },
       { name: 'TelemetryAck', type: 'TelemetryAck', schema: TelemetryAck },
+      { name: 'JobsNotify', type: 'JobsNotify', schema: JobsNotify },
+      { name: 'JobsPull', type: 'JobsPull', schema: JobsPull },
+      { name: 'JobsBatch', type: 'JobsBatch', schema: JobsBatch },
+      { name: 'JobsUpdate', type: 'JobsUpdate', schema: JobsUpdate },
+      { name: 'JobsAck', type: 'JobsAck', schema: JobsAck },
     ],
   },
   {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { decode, encode, parseTopic, topics, isDeviceId, topicDeviceId, type Birth, type TelemetryBatch } from '../protocol/index.js'
+import { decode, encode, parseTopic, topics, isDeviceId, topicDeviceId, type Birth, type TelemetryBatch, type JobsUpdate, type JobsBatch } from '../protocol/index.js'
+import { execIdOf, parseExecId } from '../protocol/ids.js'
 
 const storeId = '6f1c2a8e-0000-4000-8000-000000000001'
 
@@ -56,7 +57,7 @@ describe('decode', () => {
   it('refuses unknown and unsupported topics', () => {
     const a = decode('devices/dev-1/bogus', encode(good))
     expect(!a.ok && a.error.code).toBe('UNKNOWN_TOPIC')
-    const b = decode(topics.jobsPull('dev-1'), Buffer.from('{}'))
+    const b = decode(topics.cmdReq('dev-1'), Buffer.from('{}'))
     expect(!b.ok && b.error.code).toBe('UNSUPPORTED_TOPIC')
   })
 
@@ -64,5 +65,48 @@ describe('decode', () => {
     const birth: Birth = { type: 'birth', v: 1, epoch: 3, bootId: 'b1', agentVersion: '0.1.0', storeId, capabilities: ['telemetry'] }
     expect(decode(topics.state('dev-1'), encode(birth)).ok).toBe(true)
     expect(decode(topics.state('dev-1'), encode({ type: 'death', v: 1, epoch: 3 })).ok).toBe(true)
+  })
+})
+
+describe('jobs messages', () => {
+  const execId = execIdOf('j1a2b3c4', 'dev-1')
+
+  it('builds and splits execution ids', () => {
+    expect(execId).toBe('j1a2b3c4.dev-1')
+    expect(parseExecId(execId)).toEqual({ jobId: 'j1a2b3c4', deviceId: 'dev-1' })
+    expect(parseExecId('j1a2b3c4')).toBeUndefined()
+    expect(parseExecId('nope.dev-1')).toBeUndefined()
+    expect(parseExecId('j1a2b3c4.Dev/1')).toBeUndefined()
+  })
+
+  it('round-trips a pull, a batch and an update', () => {
+    expect(decode(topics.jobsPull('dev-1'), encode({ type: 'jobs.pull', v: 1, max: 10 })).ok).toBe(true)
+    const batch: JobsBatch = {
+      type: 'jobs.batch', v: 1, more: false,
+      executions: [{ execId, jobId: 'j1a2b3c4', name: 'echo', payload: { a: 1 }, attempt: 1, version: 1, timeoutMs: 1000, priority: 0 }],
+    }
+    const d = decode(topics.jobsBatch('dev-1'), encode(batch))
+    expect(d.ok && d.message).toEqual(batch)
+    const update: JobsUpdate = {
+      type: 'jobs.update', v: 1, storeId,
+      updates: [
+        { id: 1, execId, attempt: 1, version: 1, status: 'in_progress', startedAt: 5 },
+        { id: 2, execId, attempt: 1, version: 1, status: 'failed', startedAt: 5, finishedAt: 9, error: { code: 'HANDLER_FAILED', message: 'boom' } },
+      ],
+    }
+    expect(decode(topics.jobsUpdate('dev-1'), encode(update)).ok).toBe(true)
+  })
+
+  it.each([
+    ['a pull for more than a batch holds', topics.jobsPull('dev-1'), { type: 'jobs.pull', v: 1, max: 100_000 }],
+    ['a pull for nothing', topics.jobsPull('dev-1'), { type: 'jobs.pull', v: 1, max: 0 }],
+    ['an update with an unknown status', topics.jobsUpdate('dev-1'), { type: 'jobs.update', v: 1, storeId, updates: [{ id: 1, execId, attempt: 1, version: 1, status: 'done' }] }],
+    ['updates out of order', topics.jobsUpdate('dev-1'), { type: 'jobs.update', v: 1, storeId, updates: [
+      { id: 2, execId, attempt: 1, version: 1, status: 'in_progress' }, { id: 1, execId, attempt: 1, version: 1, status: 'succeeded' }] }],
+    ['an execution id that is not job.device', topics.jobsUpdate('dev-1'), { type: 'jobs.update', v: 1, storeId, updates: [{ id: 1, execId: 'dev-1', attempt: 1, version: 1, status: 'succeeded' }] }],
+    ['an error code in lowercase', topics.jobsUpdate('dev-1'), { type: 'jobs.update', v: 1, storeId, updates: [{ id: 1, execId, attempt: 1, version: 1, status: 'failed', error: { code: 'oops', message: '' } }] }],
+  ])('refuses %s', (_what, topic, body) => {
+    const d = decode(topic, encode(body as never))
+    expect(!d.ok && d.error.code).toBe('SCHEMA')
   })
 })
