@@ -37,6 +37,17 @@ export const HubConfigSchema = Type.Object({
   deadLetterMaxRows: Type.Integer({ minimum: 100 }),
   /** A client sending more bad messages than this within a minute is disconnected. */
   badMessagesPerMinute: Type.Integer({ minimum: 1 }),
+  /** How often the job sweeper looks for lapsed leases, expired and due executions, and paced rollouts. */
+  jobSweepIntervalMs: Type.Integer({ minimum: 50, maximum: 60_000 }),
+  /** Added to a job's timeout before the sweeper calls a silent in-progress execution timed out. */
+  jobLeaseGraceMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+  /** A delivered execution the device has not reported started is sent again on a pull after this long. */
+  jobRedeliverAfterMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
+  /** Defaults for jobs that do not set them. */
+  jobDefaultTimeoutMs: Type.Integer({ minimum: 1, maximum: LIMITS.maxJobTimeoutMs }),
+  jobDefaultMaxAttempts: Type.Integer({ minimum: 1, maximum: 100 }),
+  jobBackoffBaseMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+  jobBackoffMaxMs: Type.Integer({ minimum: 0, maximum: 7 * 86_400_000 }),
 }, { additionalProperties: false })
 
 export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
@@ -62,6 +73,13 @@ export const HUB_DEFAULTS: HubConfig = {
   retentionCron: '17 3 * * *',
   deadLetterMaxRows: 100_000,
   badMessagesPerMinute: 100,
+  jobSweepIntervalMs: 1000,
+  jobLeaseGraceMs: 60_000,
+  jobRedeliverAfterMs: 30_000,
+  jobDefaultTimeoutMs: 600_000,
+  jobDefaultMaxAttempts: 3,
+  jobBackoffBaseMs: 10_000,
+  jobBackoffMaxMs: 3_600_000,
 }
 
 const check = Compile(HubConfigSchema)

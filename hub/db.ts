@@ -102,6 +102,89 @@ export const HUB_MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX dead_letters_device ON dead_letters(device_id, id);
   `,
+  /* 2: jobs, executions and their history, schedules (hub/job-store.ts, hub/schedules.ts) */ `
+  CREATE TABLE schedules (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    cron TEXT NOT NULL,
+    timezone TEXT,
+    template TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+
+  -- rollout_tat: the rollout pacer's state (see hub/job-rules.ts, rolloutRelease).
+  -- (schedule_id, schedule_tick) is unique: a tick creates at most one job,
+  -- however often it fires.
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    target TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    expires_at INTEGER,
+    max_attempts INTEGER NOT NULL,
+    backoff_base_ms INTEGER NOT NULL,
+    backoff_max_ms INTEGER NOT NULL,
+    rate_per_min REAL,
+    rollout_tat INTEGER,
+    abort_min_finished INTEGER,
+    abort_failure_pct REAL,
+    continuous INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    schedule_id INTEGER,
+    schedule_tick INTEGER,
+    UNIQUE (schedule_id, schedule_tick)
+  ) STRICT;
+  CREATE INDEX jobs_status ON jobs(status, created_at);
+
+  -- One execution per (job, device); exec id = job_id || '.' || device_id.
+  -- base_version: the version this attempt was queued with (sent to the
+  -- device); device_version: the version the device's last update produced.
+  CREATE TABLE executions (
+    key INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    base_version INTEGER NOT NULL,
+    device_version INTEGER,
+    run_after INTEGER NOT NULL,
+    first_delivered_at INTEGER,
+    delivered_at INTEGER,
+    lease_until INTEGER,
+    cancel_notify INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER,
+    finished_at INTEGER,
+    result TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (job_id, device_id)
+  ) STRICT;
+  CREATE INDEX executions_device_due ON executions(device_id, state, priority DESC, key);
+  CREATE INDEX executions_job_state ON executions(job_id, state);
+  CREATE INDEX executions_lease ON executions(state, lease_until) WHERE lease_until IS NOT NULL;
+  CREATE INDEX executions_run_after ON executions(state, run_after);
+
+  -- Every state change of an execution, one row per version.
+  CREATE TABLE execution_history (
+    exec_key INTEGER NOT NULL REFERENCES executions(key) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (exec_key, version)
+  ) STRICT, WITHOUT ROWID;
+  `,
 ]
 
 export function openHubDb(path: string): Db {

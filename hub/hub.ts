@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import cron from 'node-cron'
 import type { Clock } from '../common/clock.js'
-import { systemClock } from '../common/clock.js'
+import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { RollcallError } from '../common/errors.js'
 import { encode } from '../protocol/codec.js'
@@ -17,6 +17,8 @@ import { createPresenceStore } from './presence-store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry-store.js'
 import { createDeadLetters } from './dead-letters.js'
 import { createIngress } from './ingress.js'
+import { createJobs } from './jobs.js'
+import { createSchedules } from './schedules.js'
 import { loadOrCreateAdminToken } from './admin-token.js'
 import { buildApi } from './api/app.js'
 import type { HubServices } from './services.js'
@@ -28,6 +30,8 @@ const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
 export interface HubDeps {
   readonly logger: Logger
   readonly clock?: Clock
+  /** Jitter for job retries. */
+  readonly random?: Random
 }
 
 export interface RunningHub {
@@ -109,6 +113,31 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
 
+    const jobs = createJobs({
+      sweepIntervalMs: config.jobSweepIntervalMs,
+      leaseGraceMs: config.jobLeaseGraceMs,
+      redeliverAfterMs: config.jobRedeliverAfterMs,
+      defaultTimeoutMs: config.jobDefaultTimeoutMs,
+      defaultMaxAttempts: config.jobDefaultMaxAttempts,
+      backoffBaseMs: config.jobBackoffBaseMs,
+      backoffMaxMs: config.jobBackoffMaxMs,
+    }, {
+      db, writer, registry, clock, random: deps.random ?? Math.random, logger: log.child({ component: 'jobs' }),
+      reachableSince: (id) => {
+        const p = presence.get(id)
+        return p?.reachable ? p.since : undefined
+      },
+      publish: (topic, payload) => {
+        broker.publish(topic, payload, { qos: 1 })
+          .catch((err: unknown) => log.warn({ err, topic }, 'job message publish failed; the agent pulls again'))
+      },
+    })
+    jobs.start()
+    releasers.push(() => { jobs.stop() })
+    const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
+    schedules.start()
+    releasers.push(() => { schedules.stop() })
+
     // A removed device's last disconnect (or Will) must not bring its presence entry back.
     const registered = (id: string) => registry.getDevice(id) !== undefined
 
@@ -120,7 +149,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The committed mark: a queued write that raises it sends its own ack after its commit.
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
         isRegistered: registered,
-        jobs: { pull: () => {}, update: () => {} },
+        jobs: jobs.ingress,
       },
     )
 
@@ -174,10 +203,16 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
 
     const services: HubServices = {
-      clock, registry, presence, telemetry, deadLetters,
+      clock, registry, presence, telemetry, deadLetters, jobs, schedules,
+      addDevice(id, group) {
+        const added = registry.addDevice(id, group, clock.now())
+        jobs.deviceAdded(id, group)
+        return added
+      },
       removeDevice(id) {
         registry.removeDevice(id)
         presence.forget(id)
+        jobs.deviceRemoved(id)
         broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },
       rotateDeviceToken(id) {
@@ -195,6 +230,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         writer: writer.stats(),
         broker: broker.stats(),
         presence: deviceCounts(),
+        jobs: jobs.stats(),
         deadLetters: deadLetters.countsByReason(),
         memory: process.memoryUsage(),
       }),

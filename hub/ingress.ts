@@ -39,6 +39,8 @@ export interface IngressDeps {
 export interface JobIngress {
   pull(deviceId: string, max: number, now: number): void
   update(deviceId: string, message: JobsUpdate, now: number): void
+  /** The device is reachable after a birth: it may have work waiting or cancellations to hear. */
+  online(deviceId: string, now: number): void
 }
 
 const WINDOW_MS = 60_000
@@ -91,6 +93,7 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         if (!deps.isRegistered(deviceId)) return
         presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now }, m)
         deps.announceMark(deviceId, m.storeId)
+        if (presence.isReachable(deviceId)) deps.jobs.online(deviceId, now)
         return
       case 'death':
         if (!deps.isRegistered(deviceId)) return

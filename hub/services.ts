@@ -3,6 +3,8 @@ import type { Registry, DeviceRecord } from './registry.js'
 import type { PresenceStore, PresenceView } from './presence-store.js'
 import type { TelemetryStore } from './telemetry-store.js'
 import type { DeadLetters } from './dead-letters.js'
+import type { Jobs } from './jobs.js'
+import type { Schedules } from './schedules.js'
 
 /** What the HTTP API (and the CLI through it) can do with a running hub. */
 export interface HubServices {
@@ -11,6 +13,10 @@ export interface HubServices {
   readonly presence: PresenceStore
   readonly telemetry: TelemetryStore
   readonly deadLetters: DeadLetters
+  readonly jobs: Jobs
+  readonly schedules: Schedules
+  /** Registers a device (and gives it its executions of continuous jobs); returns its token once. */
+  addDevice(id: string, group: string | null): { device: DeviceRecord; token: string }
   /** Removes the device and closes its connection at once. */
   removeDevice(id: string): void
   /** New token; the old one stops working and the device is disconnected. */

@@ -150,8 +150,6 @@ export const JobsBatch = Type.Object({
 }, { additionalProperties: false })
 export type JobsBatch = Static<typeof JobsBatch>
 
-export const JOB_UPDATE_STATUSES = ['in_progress', 'succeeded', 'failed', 'timed_out', 'rejected', 'expired'] as const
-export type JobUpdateStatus = (typeof JOB_UPDATE_STATUSES)[number]
 
 const ErrorInfo = Type.Object({
   code: Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,63}$' }),
@@ -165,7 +163,11 @@ export const JobUpdate = Type.Object({
   attempt: Attempt,
   /** The version the attempt was delivered with (JobExecution.version). */
   version: Version,
-  status: Type.Union(JOB_UPDATE_STATUSES.map((s) => Type.Literal(s))),
+  // Spelled out: a mapped array would type as never in Static.
+  status: Type.Union([
+    Type.Literal('in_progress'), Type.Literal('succeeded'), Type.Literal('failed'),
+    Type.Literal('timed_out'), Type.Literal('rejected'), Type.Literal('expired'),
+  ]),
   /** Device clock, ms since epoch. */
   startedAt: Type.Optional(Timestamp),
   finishedAt: Type.Optional(Timestamp),
@@ -173,6 +175,7 @@ export const JobUpdate = Type.Object({
   error: Type.Optional(ErrorInfo),
 }, { additionalProperties: false })
 export type JobUpdate = Static<typeof JobUpdate>
+export type JobUpdateStatus = JobUpdate['status']
 
 /** Device -> hub: execution updates in the order they happened, from the ledger's update outbox. */
 export const JobsUpdate = Type.Object({
@@ -183,7 +186,6 @@ export const JobsUpdate = Type.Object({
 }, { additionalProperties: false })
 export type JobsUpdate = Static<typeof JobsUpdate>
 
-export const JOB_REFUSALS = ['STALE_VERSION', 'UNKNOWN_EXECUTION', 'NOT_YOURS'] as const
 
 /**
  * Hub -> device: these updates are dealt with and stored (applied, already
@@ -197,10 +199,11 @@ export const JobsAck = Type.Object({
   ids: Type.Array(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }), { maxItems: LIMITS.maxJobsPerBatch * 4 }),
   refused: Type.Optional(Type.Array(Type.Object({
     id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-    code: Type.Union(JOB_REFUSALS.map((s) => Type.Literal(s))),
+    code: Type.Union([Type.Literal('STALE_VERSION'), Type.Literal('UNKNOWN_EXECUTION'), Type.Literal('NOT_YOURS')]),
   }, { additionalProperties: false }), { maxItems: LIMITS.maxJobsPerBatch * 4 })),
 }, { additionalProperties: false })
 export type JobsAck = Static<typeof JobsAck>
+export type JobRefusal = NonNullable<JobsAck['refused']>[number]['code']
 
 export type Message = Birth | Death | TelemetryBatch | EventBatch | TelemetryAck
   | JobsNotify | JobsPull | JobsBatch | JobsUpdate | JobsAck

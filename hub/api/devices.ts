@@ -16,7 +16,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         }, { additionalProperties: false }),
       },
     }, async (req, reply) => {
-      const { device, token } = s.registry.addDevice(req.body.id, req.body.group ?? null, s.clock.now())
+      const { device, token } = s.addDevice(req.body.id, req.body.group ?? null)
       return reply.status(201).send({ ...device, token, username: device.id, clientId: device.id })
     })
 

@@ -1,0 +1,346 @@
+import type { Db } from '../common/sqlite.js'
+import { execIdOf } from '../protocol/ids.js'
+import { EXEC_STATES, type ExecState } from './job-rules.js'
+import { formatTarget, type JobTarget } from './job-target.js'
+
+/**
+ * The job store owns the jobs, executions and execution_history tables. It
+ * holds SQL only: what to change is decided in job-rules.ts and by the
+ * dispatcher (jobs.ts), which also decides which transaction a call joins.
+ * Every state change of an execution goes through `transition`, which bumps
+ * the version and writes the history row, so the two cannot disagree.
+ */
+
+export const JOB_STATUSES = ['active', 'completed', 'canceled', 'aborted'] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
+
+export interface JobRow {
+  id: string
+  name: string
+  payload: string
+  target: string
+  priority: number
+  timeout_ms: number
+  expires_at: number | null
+  max_attempts: number
+  backoff_base_ms: number
+  backoff_max_ms: number
+  rate_per_min: number | null
+  rollout_tat: number | null
+  abort_min_finished: number | null
+  abort_failure_pct: number | null
+  continuous: number
+  status: JobStatus
+  status_reason: string | null
+  created_at: number
+  finished_at: number | null
+  schedule_id: number | null
+  schedule_tick: number | null
+}
+
+export interface ExecRow {
+  key: number
+  job_id: string
+  device_id: string
+  priority: number
+  state: ExecState
+  attempt: number
+  version: number
+  base_version: number
+  device_version: number | null
+  run_after: number
+  first_delivered_at: number | null
+  delivered_at: number | null
+  lease_until: number | null
+  cancel_notify: number
+  started_at: number | null
+  finished_at: number | null
+  result: string | null
+  error_code: string | null
+  error_message: string | null
+  created_at: number
+  updated_at: number
+}
+
+/** An execution joined with what delivering it needs from its job. */
+export interface DueRow extends ExecRow {
+  name: string
+  payload: string
+  timeout_ms: number
+  expires_at: number | null
+  rate_per_min: number | null
+}
+
+export type ExecCounts = Record<ExecState, number>
+
+export interface JobView {
+  readonly id: string
+  readonly name: string
+  readonly payload: unknown
+  readonly target: string
+  readonly priority: number
+  readonly timeoutMs: number
+  readonly expiresAt: number | null
+  readonly maxAttempts: number
+  readonly backoffBaseMs: number
+  readonly backoffMaxMs: number
+  readonly ratePerMinute: number | null
+  readonly abort: { readonly afterFinished: number; readonly atPercent: number } | null
+  readonly continuous: boolean
+  readonly status: JobStatus
+  readonly statusReason: string | null
+  readonly createdAt: number
+  readonly finishedAt: number | null
+  readonly scheduleId: number | null
+  readonly counts: ExecCounts
+}
+
+export interface ExecutionView {
+  readonly execId: string
+  readonly jobId: string
+  readonly deviceId: string
+  readonly state: ExecState
+  readonly attempt: number
+  readonly version: number
+  readonly runAfter: number
+  readonly deliveredAt: number | null
+  readonly startedAt: number | null
+  readonly finishedAt: number | null
+  readonly result: unknown
+  readonly error: { readonly code: string; readonly message: string } | null
+  readonly updatedAt: number
+}
+
+export interface HistoryView {
+  readonly version: number
+  readonly attempt: number
+  readonly state: ExecState
+  readonly at: number
+  readonly source: string
+  readonly detail: string | null
+}
+
+export interface NewJob {
+  readonly id: string
+  readonly name: string
+  readonly payload: string
+  readonly target: JobTarget
+  readonly priority: number
+  readonly timeoutMs: number
+  readonly expiresAt: number | null
+  readonly maxAttempts: number
+  readonly backoffBaseMs: number
+  readonly backoffMaxMs: number
+  readonly ratePerMinute: number | null
+  readonly abortMinFinished: number | null
+  readonly abortFailurePct: number | null
+  readonly continuous: boolean
+  readonly createdAt: number
+  readonly scheduleId: number | null
+  readonly scheduleTick: number | null
+}
+
+/** Columns a transition may set besides state and version. */
+export interface TransitionFields {
+  readonly attempt?: number
+  readonly baseVersion?: number
+  readonly deviceVersion?: number | null
+  readonly runAfter?: number
+  readonly deliveredAt?: number | null
+  readonly leaseUntil?: number | null
+  readonly cancelNotify?: boolean
+  readonly startedAt?: number | null
+  readonly finishedAt?: number | null
+  readonly result?: string | null
+  readonly errorCode?: string | null
+  readonly errorMessage?: string | null
+}
+
+export function emptyCounts(): ExecCounts {
+  return Object.fromEntries(EXEC_STATES.map((s) => [s, 0])) as ExecCounts
+}
+
+function parseJson(text: string | null): unknown {
+  if (text === null) return null
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return text
+  }
+}
+
+export function createJobStore(db: Db) {
+  const s = {
+    insertJob: db.prepare(`INSERT INTO jobs (id, name, payload, target, priority, timeout_ms, expires_at, max_attempts, backoff_base_ms, backoff_max_ms,
+      rate_per_min, rollout_tat, abort_min_finished, abort_failure_pct, continuous, status, status_reason, created_at, finished_at, schedule_id, schedule_tick)
+      VALUES (@id, @name, @payload, @target, @priority, @timeoutMs, @expiresAt, @maxAttempts, @backoffBaseMs, @backoffMaxMs,
+      @ratePerMinute, NULL, @abortMinFinished, @abortFailurePct, @continuous, 'active', NULL, @createdAt, NULL, @scheduleId, @scheduleTick)`),
+    insertExec: db.prepare<[string, string, number, number, number, number]>(`INSERT OR IGNORE INTO executions
+      (job_id, device_id, priority, state, attempt, version, base_version, run_after, created_at, updated_at)
+      VALUES (?, ?, ?, 'queued', 1, 1, 1, ?, ?, ?)`),
+    insertHistory: db.prepare<[number, number, number, string, number, string, string | null]>(
+      'INSERT INTO execution_history (exec_key, version, attempt, state, at, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
+    listJobs: db.prepare<[{ status: string | null; before: number; limit: number }], JobRow>(
+      'SELECT * FROM jobs WHERE (@status IS NULL OR status = @status) AND created_at < @before ORDER BY created_at DESC, id DESC LIMIT @limit'),
+    activeContinuous: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status = 'active' AND continuous = 1"),
+    activePaced: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status = 'active' AND rate_per_min IS NOT NULL"),
+    setJobStatus: db.prepare<[JobStatus, string | null, number | null, string]>('UPDATE jobs SET status = ?, status_reason = ?, finished_at = ? WHERE id = ?'),
+    setTat: db.prepare<[number, string]>('UPDATE jobs SET rollout_tat = ? WHERE id = ?'),
+    counts: db.prepare<[string], { state: ExecState; n: number }>('SELECT state, count(*) AS n FROM executions WHERE job_id = ? GROUP BY state'),
+    getExec: db.prepare<[string, string], ExecRow>('SELECT * FROM executions WHERE job_id = ? AND device_id = ?'),
+    getExecByKey: db.prepare<[number], ExecRow>('SELECT * FROM executions WHERE key = ?'),
+    listExecs: db.prepare<[{ jobId: string; state: string | null; after: number; limit: number }], ExecRow>(
+      'SELECT * FROM executions WHERE job_id = @jobId AND (@state IS NULL OR state = @state) AND key > @after ORDER BY key LIMIT @limit'),
+    execsInStates: db.prepare<[string, string, string], ExecRow>('SELECT * FROM executions WHERE job_id = ? AND state IN (?, ?)'),
+    due: db.prepare<[string, number, number], DueRow>(`SELECT e.*, j.name, j.payload, j.timeout_ms, j.expires_at, j.rate_per_min
+      FROM executions e JOIN jobs j ON j.id = e.job_id
+      WHERE e.device_id = ? AND e.state = 'queued' AND e.run_after <= ? AND j.status = 'active'
+      ORDER BY e.priority DESC, e.key LIMIT ?`),
+    hasDue: db.prepare<[string, number], number>(`SELECT 1 FROM executions e JOIN jobs j ON j.id = e.job_id
+      WHERE e.device_id = ? AND e.state = 'queued' AND e.run_after <= ? AND j.status = 'active' LIMIT 1`).pluck(),
+    markDelivered: db.prepare<[{ now: number; lease: number | null; key: number }]>(
+      'UPDATE executions SET delivered_at = @now, first_delivered_at = coalesce(first_delivered_at, @now), lease_until = @lease, updated_at = @now WHERE key = @key'),
+    pendingCancels: db.prepare<[string], { key: number; job_id: string; attempt: number }>(
+      "SELECT key, job_id, attempt FROM executions WHERE device_id = ? AND cancel_notify = 1 LIMIT 500"),
+    clearCancel: db.prepare<[number]>('UPDATE executions SET cancel_notify = 0 WHERE key = ?'),
+    lapsed: db.prepare<[number, number], ExecRow>(
+      "SELECT * FROM executions WHERE state IN ('queued', 'in_progress') AND lease_until IS NOT NULL AND lease_until < ? LIMIT ?"),
+    expiredUndelivered: db.prepare<[number, number], ExecRow>(`SELECT e.* FROM executions e JOIN jobs j ON j.id = e.job_id
+      WHERE e.state = 'queued' AND e.delivered_at IS NULL AND j.expires_at IS NOT NULL AND j.expires_at < ? LIMIT ?`),
+    becameDue: db.prepare<[number, number], { device_id: string }>(
+      "SELECT DISTINCT device_id FROM executions WHERE state = 'queued' AND delivered_at IS NULL AND run_after > ? AND run_after <= ?"),
+    undeliveredOf: db.prepare<[string, number, number], { device_id: string }>(
+      "SELECT device_id FROM executions WHERE job_id = ? AND state = 'queued' AND delivered_at IS NULL AND run_after <= ? ORDER BY priority DESC, key LIMIT ?"),
+    history: db.prepare<[number], { version: number; attempt: number; state: ExecState; at: number; source: string; detail: string | null }>(
+      'SELECT version, attempt, state, at, source, detail FROM execution_history WHERE exec_key = ? ORDER BY version'),
+  }
+
+  const update = db.prepare(`UPDATE executions SET state = @state, version = @version, attempt = @attempt, base_version = @baseVersion,
+    device_version = @deviceVersion, run_after = @runAfter, delivered_at = @deliveredAt, lease_until = @leaseUntil, cancel_notify = @cancelNotify,
+    started_at = @startedAt, finished_at = @finishedAt, result = @result, error_code = @errorCode, error_message = @errorMessage, updated_at = @now
+    WHERE key = @key AND version = @expected`)
+
+  function countsOf(jobId: string): ExecCounts {
+    const c = emptyCounts()
+    for (const r of s.counts.all(jobId)) c[r.state] = r.n
+    return c
+  }
+
+  function jobView(r: JobRow): JobView {
+    return {
+      id: r.id, name: r.name, payload: parseJson(r.payload), target: r.target, priority: r.priority,
+      timeoutMs: r.timeout_ms, expiresAt: r.expires_at, maxAttempts: r.max_attempts,
+      backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
+      abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
+      continuous: r.continuous === 1, status: r.status, statusReason: r.status_reason, createdAt: r.created_at,
+      finishedAt: r.finished_at, scheduleId: r.schedule_id, counts: countsOf(r.id),
+    }
+  }
+
+  function execView(r: ExecRow): ExecutionView {
+    return {
+      execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, deviceId: r.device_id, state: r.state, attempt: r.attempt,
+      version: r.version, runAfter: r.run_after, deliveredAt: r.delivered_at, startedAt: r.started_at, finishedAt: r.finished_at,
+      result: parseJson(r.result), error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+      updatedAt: r.updated_at,
+    }
+  }
+
+  return {
+    /** Inserts the job; false when its (schedule, tick) already made one. */
+    insertJob(job: NewJob): boolean {
+      try {
+        s.insertJob.run({ ...job, target: formatTarget(job.target), continuous: job.continuous ? 1 : 0 })
+        return true
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && job.scheduleId !== null) return false
+        throw err
+      }
+    },
+
+    /** New queued executions (attempt 1, version 1); devices that already have one for this job are skipped. Returns the devices added. */
+    addExecutions(jobId: string, deviceIds: readonly string[], priority: number, now: number): string[] {
+      const added: string[] = []
+      for (const id of deviceIds) {
+        const info = s.insertExec.run(jobId, id, priority, now, now, now)
+        if (info.changes === 0) continue
+        s.insertHistory.run(Number(info.lastInsertRowid), 1, 1, 'queued', now, 'hub', null)
+        added.push(id)
+      }
+      return added
+    },
+
+    getJob: (id: string): JobRow | undefined => s.getJob.get(id),
+    listJobs: (status: JobStatus | null, before: number, limit: number): JobRow[] => s.listJobs.all({ status, before, limit }),
+    activeContinuous: (): JobRow[] => s.activeContinuous.all(),
+    activePaced: (): JobRow[] => s.activePaced.all(),
+    setJobStatus(id: string, status: JobStatus, reason: string | null, finishedAt: number | null): void {
+      s.setJobStatus.run(status, reason, finishedAt, id)
+    },
+    setTat(jobId: string, tat: number): void {
+      s.setTat.run(tat, jobId)
+    },
+    countsOf,
+    getExec: (jobId: string, deviceId: string): ExecRow | undefined => s.getExec.get(jobId, deviceId),
+    getExecByKey: (key: number): ExecRow | undefined => s.getExecByKey.get(key),
+    listExecs: (jobId: string, state: ExecState | null, afterKey: number, limit: number): ExecRow[] => s.listExecs.all({ jobId, state, after: afterKey, limit }),
+    /** Executions of a job in either of two states (what cancel and abort act on). */
+    execsIn: (jobId: string, a: ExecState, b: ExecState): ExecRow[] => s.execsInStates.all(jobId, a, b),
+    due: (deviceId: string, now: number, limit: number): DueRow[] => s.due.all(deviceId, now, limit),
+    hasDue: (deviceId: string, now: number): boolean => s.hasDue.get(deviceId, now) !== undefined,
+    markDelivered(key: number, now: number, leaseUntil: number | null): void {
+      s.markDelivered.run({ now, lease: leaseUntil, key })
+    },
+    pendingCancels: (deviceId: string) => s.pendingCancels.all(deviceId),
+    clearCancel(key: number): void {
+      s.clearCancel.run(key)
+    },
+    lapsed: (now: number, limit: number): ExecRow[] => s.lapsed.all(now, limit),
+    expiredUndelivered: (now: number, limit: number): ExecRow[] => s.expiredUndelivered.all(now, limit),
+    /** Devices with an undelivered execution whose retry wait ended in (since, now]. */
+    becameDue: (since: number, now: number): string[] => s.becameDue.all(since, now).map((r) => r.device_id),
+    undeliveredOf: (jobId: string, now: number, limit: number): string[] => s.undeliveredOf.all(jobId, now, limit).map((r) => r.device_id),
+    history: (execKey: number): HistoryView[] => s.history.all(execKey),
+
+    /**
+     * The one way an execution changes: state, version + 1, the given
+     * columns, and a history row, together. Returns the new row; throws if
+     * the row changed under the caller (a bug: callers hold the writer).
+     */
+    transition(row: ExecRow, to: ExecState, now: number, source: string, detail: string | null, f: TransitionFields = {}): ExecRow {
+      const next: ExecRow = {
+        ...row,
+        state: to,
+        version: row.version + 1,
+        attempt: f.attempt ?? row.attempt,
+        base_version: f.baseVersion ?? row.base_version,
+        device_version: f.deviceVersion !== undefined ? f.deviceVersion : row.device_version,
+        run_after: f.runAfter ?? row.run_after,
+        delivered_at: f.deliveredAt !== undefined ? f.deliveredAt : row.delivered_at,
+        lease_until: f.leaseUntil !== undefined ? f.leaseUntil : row.lease_until,
+        cancel_notify: f.cancelNotify !== undefined ? (f.cancelNotify ? 1 : 0) : row.cancel_notify,
+        started_at: f.startedAt !== undefined ? f.startedAt : row.started_at,
+        finished_at: f.finishedAt !== undefined ? f.finishedAt : row.finished_at,
+        result: f.result !== undefined ? f.result : row.result,
+        error_code: f.errorCode !== undefined ? f.errorCode : row.error_code,
+        error_message: f.errorMessage !== undefined ? f.errorMessage : row.error_message,
+        updated_at: now,
+      }
+      const info = update.run({
+        key: row.key, expected: row.version, now, state: next.state, version: next.version, attempt: next.attempt,
+        baseVersion: next.base_version, deviceVersion: next.device_version, runAfter: next.run_after, deliveredAt: next.delivered_at,
+        leaseUntil: next.lease_until, cancelNotify: next.cancel_notify, startedAt: next.started_at, finishedAt: next.finished_at,
+        result: next.result, errorCode: next.error_code, errorMessage: next.error_message,
+      })
+      if (info.changes !== 1) throw new Error(`execution ${row.key} changed under a transition (expected version ${row.version})`)
+      s.insertHistory.run(row.key, next.version, next.attempt, to, now, source, detail)
+      return next
+    },
+
+    jobView,
+    execView,
+  }
+}
+
+export type JobStore = ReturnType<typeof createJobStore>

@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest'
+import { seededRandom } from '../common/clock.js'
+import {
+  decideUpdate, lapsedTo, leaseUntil, retryPlan, rolloutBurst, rolloutRelease, shouldAbort, type ExecVersionState, type UpdateClaim,
+} from '../hub/job-rules.js'
+import { formatTarget, parseTarget, targetIncludes } from '../hub/job-target.js'
+
+const base: ExecVersionState = { state: 'queued', attempt: 1, version: 1, baseVersion: 1, deviceVersion: null }
+
+describe('decideUpdate', () => {
+  const cases: Array<[string, ExecVersionState, UpdateClaim, string]> = [
+    ['queued, first word: in_progress', base, { attempt: 1, version: 1, status: 'in_progress' }, 'apply:in_progress'],
+    ['queued, straight to succeeded', base, { attempt: 1, version: 1, status: 'succeeded' }, 'apply:succeeded'],
+    ['queued, device says expired', base, { attempt: 1, version: 1, status: 'expired' }, 'apply:expired'],
+    ['in progress by the device, then succeeded', { ...base, state: 'in_progress', version: 2, deviceVersion: 2 }, { attempt: 1, version: 1, status: 'succeeded' }, 'apply:succeeded'],
+    ['in progress replayed', { ...base, state: 'in_progress', version: 2, deviceVersion: 2 }, { attempt: 1, version: 1, status: 'in_progress' }, 'duplicate'],
+    ['final replayed', { ...base, state: 'succeeded', version: 3, deviceVersion: 3 }, { attempt: 1, version: 1, status: 'succeeded' }, 'duplicate'],
+    ['in progress replayed after final', { ...base, state: 'succeeded', version: 3, deviceVersion: 3 }, { attempt: 1, version: 1, status: 'in_progress' }, 'duplicate'],
+    ['a second, different final', { ...base, state: 'succeeded', version: 3, deviceVersion: 3 }, { attempt: 1, version: 1, status: 'failed' }, 'stale'],
+    ['canceled by the hub while queued', { ...base, state: 'canceled', version: 2 }, { attempt: 1, version: 1, status: 'in_progress' }, 'stale'],
+    ['canceled by the hub while running', { ...base, state: 'canceled', version: 3, deviceVersion: 2 }, { attempt: 1, version: 1, status: 'succeeded' }, 'stale'],
+    ['timed out by the sweeper', { ...base, state: 'timed_out', version: 3, deviceVersion: 2 }, { attempt: 1, version: 1, status: 'succeeded' }, 'stale'],
+    ['older attempt after a retry', { ...base, attempt: 2, version: 4, baseVersion: 4 }, { attempt: 1, version: 1, status: 'succeeded' }, 'stale'],
+    ['new attempt, first word', { ...base, attempt: 2, version: 4, baseVersion: 4 }, { attempt: 2, version: 4, status: 'in_progress' }, 'apply:in_progress'],
+    ['right attempt, wrong base version', { ...base, attempt: 2, version: 4, baseVersion: 4 }, { attempt: 2, version: 3, status: 'in_progress' }, 'stale'],
+  ]
+  it.each(cases)('%s', (_name, exec, update, expected) => {
+    const v = decideUpdate(exec, update)
+    expect(v.verdict === 'apply' ? `apply:${v.to}` : v.verdict).toBe(expected)
+  })
+})
+
+describe('retryPlan', () => {
+  const policy = { maxAttempts: 3, backoffBaseMs: 1000, backoffMaxMs: 5000 }
+  it.each([
+    ['failed, attempts left', 'failed', 1, true],
+    ['timed out, attempts left', 'timed_out', 2, true],
+    ['failed on the last attempt', 'failed', 3, false],
+    ['rejected is never retried', 'rejected', 1, false],
+    ['expired is never retried', 'expired', 1, false],
+    ['succeeded', 'succeeded', 1, false],
+  ] as const)('%s', (_name, state, attempt, retried) => {
+    expect(retryPlan(state, attempt, policy, 0, () => 0.5) !== undefined).toBe(retried)
+  })
+
+  it('waits base * 2^(attempt-1), capped, half of it jittered', () => {
+    const random = seededRandom(7)
+    for (const [attempt, ceiling] of [[1, 1000], [2, 2000], [3, 4000], [4, 5000], [9, 5000]] as const) {
+      for (let i = 0; i < 50; i++) {
+        const p = retryPlan('failed', attempt, { ...policy, maxAttempts: 10 }, 100, random)!
+        expect(p.runAfter - 100).toBeGreaterThanOrEqual(ceiling / 2)
+        expect(p.runAfter - 100).toBeLessThan(ceiling)
+      }
+    }
+  })
+})
+
+describe('rolloutRelease', () => {
+  it('allows a burst of one second\'s worth, then one per interval', () => {
+    // 600/min: interval 100 ms, burst 10.
+    expect(rolloutBurst(600)).toBe(10)
+    const first = rolloutRelease(600, null, 0, 50)
+    expect(first.granted).toBe(10)
+    expect(rolloutRelease(600, first.tat, 0, 1).granted).toBe(0)
+    expect(rolloutRelease(600, first.tat, 99, 1).granted).toBe(0)
+    expect(rolloutRelease(600, first.tat, 100, 5).granted).toBe(1)
+    expect(first.nextAt).toBe(100)
+  })
+
+  it('a slow rate releases one at a time', () => {
+    expect(rolloutBurst(1)).toBe(1)
+    const a = rolloutRelease(1, null, 0, 5)
+    expect(a.granted).toBe(1)
+    expect(rolloutRelease(1, a.tat, 59_999, 5).granted).toBe(0)
+    expect(rolloutRelease(1, a.tat, 60_000, 5).granted).toBe(1)
+  })
+
+  it('never releases more than burst + rate * window in any window', () => {
+    const rate = 120 // 2/s, burst 2
+    const random = seededRandom(3)
+    let tat: number | null = null
+    const releases: number[] = []
+    for (let now = 0; now < 60_000; now += Math.floor(random() * 300)) {
+      const r = rolloutRelease(rate, tat, now, 1 + Math.floor(random() * 5))
+      tat = r.tat
+      for (let i = 0; i < r.granted; i++) releases.push(now)
+    }
+    for (const windowMs of [1000, 5000, 30_000]) {
+      for (const start of releases) {
+        const inWindow = releases.filter((t) => t >= start && t < start + windowMs).length
+        expect(inWindow).toBeLessThanOrEqual(rolloutBurst(rate) + (windowMs * rate) / 60_000)
+      }
+    }
+    expect(releases.length).toBeGreaterThan(100)
+  })
+
+  it('an idle gap does not bank more than one burst', () => {
+    const a = rolloutRelease(600, null, 0, 10)
+    expect(rolloutRelease(600, a.tat, 3_600_000, 1000).granted).toBe(10)
+  })
+})
+
+describe('shouldAbort', () => {
+  const criteria = { minFinished: 10, failurePct: 20 }
+  it.each([
+    ['too few finished', { succeeded: 5, failed: 4 }, false],
+    ['enough, under the threshold', { succeeded: 9, failed: 2 }, false],
+    ['enough, at the threshold', { succeeded: 8, failed: 2 }, true],
+    ['timed out and rejected count as failures', { succeeded: 8, timed_out: 1, rejected: 1 }, true],
+    ['queued and in progress are not finished', { queued: 100, in_progress: 10, failed: 3, succeeded: 6 }, false],
+    ['canceled and expired are not failures', { succeeded: 10, canceled: 50, expired: 50 }, false],
+  ] as const)('%s', (_name, counts, aborts) => {
+    expect(shouldAbort(counts, criteria) !== undefined).toBe(aborts)
+  })
+})
+
+describe('leases', () => {
+  it('in progress: timeout plus grace', () => {
+    expect(leaseUntil('in_progress', 1000, 500, null, 100)).toBe(1600)
+  })
+  it('queued with an expiry: a full run past it; without: none', () => {
+    expect(leaseUntil('queued', 1000, 500, 5000, 100)).toBe(5600)
+    expect(leaseUntil('queued', 1000, 500, null, 100)).toBeNull()
+  })
+  it.each([['in_progress', 'timed_out'], ['queued', 'expired'], ['succeeded', undefined]] as const)('%s lapses to %s', (from, to) => {
+    expect(lapsedTo(from)).toBe(to)
+  })
+})
+
+describe('job targets', () => {
+  it.each([
+    ['all', { kind: 'all' }],
+    ['group:lab', { kind: 'group', group: 'lab' }],
+    ['device:dev-1', { kind: 'devices', ids: ['dev-1'] }],
+    ['device:dev-1,dev-2,dev-1', { kind: 'devices', ids: ['dev-1', 'dev-2'] }],
+  ])('%s', (text, target) => {
+    expect(parseTarget(text)).toEqual(target)
+  })
+  it.each([['everyone', 'BAD_REQUEST'], ['group:Lab', 'BAD_REQUEST'], ['device:', 'BAD_REQUEST'], ['device:a/b', 'INVALID_DEVICE_ID']])('refuses %s', (text, code) => {
+    expect(() => parseTarget(text)).toThrow(expect.objectContaining({ code }))
+  })
+  it('formats what it parses, and knows who a continuous job reaches', () => {
+    expect(formatTarget(parseTarget('device:a-1,b-2'))).toBe('device:a-1,b-2')
+    expect(targetIncludes(parseTarget('group:lab'), 'x-1', 'lab')).toBe(true)
+    expect(targetIncludes(parseTarget('group:lab'), 'x-1', null)).toBe(false)
+    expect(targetIncludes(parseTarget('all'), 'x-1', null)).toBe(true)
+  })
+})
