@@ -1,0 +1,255 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { MqttClient } from 'mqtt'
+import { encode, topics, type JobsAck, type JobsBatch, type JobsNotify, type JobUpdate } from '../protocol/index.js'
+import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+import type { HubConfig } from '../hub/config.js'
+
+/**
+ * The hub's half of jobs, spoken to over the wire by hand-driven devices (a
+ * real MQTT.js client per device): doorbells, leases, updates by version,
+ * retries, the sweeper, cancel notices, abort, pacing and schedules.
+ */
+
+const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-000000000002'
+
+interface WireDevice {
+  readonly id: string
+  readonly client: MqttClient
+  readonly notices: JobsNotify[]
+  readonly batches: JobsBatch[]
+  readonly acks: JobsAck[]
+  pull(max: number): Promise<JobsBatch>
+  update(updates: Array<Omit<JobUpdate, 'id'>>): Promise<JobsAck>
+}
+
+describe('hub jobs over the wire', () => {
+  const cleanups: Array<() => Promise<unknown>> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  async function hubWith(overrides: Partial<HubConfig> = {}): Promise<TestHub> {
+    const hub = await startTestHub({ flushDelayMs: 2, ...overrides })
+    cleanups.push(() => hub.stop())
+    return hub
+  }
+
+  let nextUpdateId = 1
+  async function device(hub: TestHub, id: string, token?: string): Promise<WireDevice> {
+    const t = token ?? await hub.addDevice(id)
+    const client = await connectDevice(hub.mqttUrl, id, t)
+    cleanups.push(() => client.endAsync())
+    const notices: JobsNotify[] = []
+    const batches: JobsBatch[] = []
+    const acks: JobsAck[] = []
+    client.on('message', (topic, payload) => {
+      const m = JSON.parse(payload.toString()) as { type: string }
+      if (m.type === 'jobs.notify') notices.push(m as JobsNotify)
+      if (m.type === 'jobs.batch') batches.push(m as JobsBatch)
+      if (m.type === 'jobs.ack') acks.push(m as JobsAck)
+    })
+    await client.subscribeAsync([topics.jobsNotify(id), topics.jobsBatch(id), topics.jobsAck(id)], { qos: 1 })
+    await client.publishAsync(topics.state(id), encode({ type: 'birth', v: 1, epoch: 1, bootId: 'b', agentVersion: 't', storeId, capabilities: ['jobs'] }), { qos: 1, retain: true })
+    await waitFor(() => hub.running.services.presence.isReachable(id), `${id} reachable`)
+    return {
+      id, client, notices, batches, acks,
+      async pull(max) {
+        const before = batches.length
+        await client.publishAsync(topics.jobsPull(id), encode({ type: 'jobs.pull', v: 1, max }), { qos: 1 })
+        return waitFor(() => batches[before], `${id} batch`)
+      },
+      async update(updates) {
+        const withIds = updates.map((u) => ({ ...u, id: nextUpdateId++ }))
+        await client.publishAsync(topics.jobsUpdate(id), encode({ type: 'jobs.update', v: 1, storeId, updates: withIds }), { qos: 1 })
+        const last = withIds[withIds.length - 1]!.id
+        return waitFor(() => acks.find((a) => a.ids.includes(last)), `${id} ack of ${last}`)
+      },
+    }
+  }
+
+  it('rings the doorbell, leases on pull, applies updates by version and acks them after the commit', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-1')
+    const job = jobs.create({ name: 'echo', target: 'device:dev-1', payload: { hello: 1 } })!
+    await waitFor(() => d.notices.length > 0, 'doorbell')
+    const batch = await d.pull(10)
+    expect(batch.more).toBe(false)
+    expect(batch.executions).toHaveLength(1)
+    const e = batch.executions[0]!
+    expect(e).toMatchObject({ execId: `${job.id}.dev-1`, jobId: job.id, name: 'echo', payload: { hello: 1 }, attempt: 1, version: 1 })
+
+    const ack1 = await d.update([{ execId: e.execId, attempt: 1, version: 1, status: 'in_progress', startedAt: 1 }])
+    expect(ack1.refused).toBeUndefined()
+    expect(jobs.get(job.id).executions[0]!.state).toBe('in_progress')
+    const ack2 = await d.update([
+      { execId: e.execId, attempt: 1, version: 1, status: 'in_progress', startedAt: 1 }, // a replay
+      { execId: e.execId, attempt: 1, version: 1, status: 'succeeded', startedAt: 1, finishedAt: 2, result: { hello: 1 } },
+    ])
+    expect(ack2.ids).toHaveLength(2)
+    expect(ack2.refused).toBeUndefined()
+    const shown = jobs.get(job.id)
+    expect(shown.status).toBe('completed')
+    expect(shown.counts.succeeded).toBe(1)
+    expect(shown.executions[0]).toMatchObject({ state: 'succeeded', result: { hello: 1 } })
+    // One history row per change: queued, in_progress, succeeded; the replay changed nothing.
+    expect(jobs.execution(e.execId).history.map((h) => h.state)).toEqual(['queued', 'in_progress', 'succeeded'])
+    // A pull now finds nothing.
+    expect((await d.pull(10)).executions).toHaveLength(0)
+  })
+
+  it('refuses updates for another device\'s execution, unknown executions and stale versions, and acks them all', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const a = await device(hub, 'dev-a')
+    await hub.addDevice('dev-b')
+    const job = jobs.create({ name: 'echo', target: 'device:dev-a,dev-b' })!
+    const [e] = (await a.pull(10)).executions
+    jobs.cancel(job.id)
+    const ack = await a.update([
+      { execId: `${job.id}.dev-b`, attempt: 1, version: 1, status: 'succeeded' },
+      { execId: 'jzzzzzzzz.dev-a', attempt: 1, version: 1, status: 'succeeded' },
+      { execId: e!.execId, attempt: 1, version: 1, status: 'succeeded' },
+    ])
+    expect(ack.ids).toHaveLength(3)
+    expect(ack.refused?.map((r) => r.code)).toEqual(['NOT_YOURS', 'UNKNOWN_EXECUTION', 'STALE_VERSION'])
+    expect(jobs.get(job.id).counts).toMatchObject({ canceled: 2, succeeded: 0 })
+  })
+
+  it('retries a failed attempt after its backoff, as a new attempt with a new version', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-r')
+    const job = jobs.create({ name: 'flaky', target: 'device:dev-r', maxAttempts: 2, backoffBaseMs: 200, backoffMaxMs: 200 })!
+    const [e] = (await d.pull(5)).executions
+    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'failed', error: { code: 'BOOM', message: 'no' } }])
+    const queued = jobs.get(job.id).executions[0]!
+    expect(queued).toMatchObject({ state: 'queued', attempt: 2 })
+    // Not before its backoff: the sweeper rings the device when it is due.
+    const notices = d.notices.length
+    await waitFor(() => d.notices.length > notices, 'doorbell for the retry', 5000)
+    const [e2] = (await d.pull(5)).executions
+    expect(e2).toMatchObject({ attempt: 2, version: queued.version })
+    await d.update([{ execId: e2!.execId, attempt: 2, version: e2!.version, status: 'failed', error: { code: 'BOOM', message: 'again' } }])
+    const done = jobs.get(job.id)
+    expect(done.status).toBe('completed')
+    expect(done.executions[0]).toMatchObject({ state: 'failed', attempt: 2, error: { code: 'BOOM', message: 'again' } })
+    expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:failed', '2:queued', '2:failed'])
+  })
+
+  it('the sweeper times out a silent execution, tells the device to stop, and refuses its late result', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-s')
+    const job = jobs.create({ name: 'slow', target: 'device:dev-s', timeoutMs: 300, maxAttempts: 1 })!
+    const [e] = (await d.pull(1)).executions
+    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out', 5000)
+    await waitFor(() => d.notices.some((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'cancel notice')
+    const late = await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'succeeded' }])
+    expect(late.refused?.[0]?.code).toBe('STALE_VERSION')
+    expect(jobs.get(job.id)).toMatchObject({ status: 'completed', counts: { timed_out: 1, succeeded: 0 } })
+  })
+
+  it('expires executions not started by expiresAt, delivered or not', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-x')
+    await hub.addDevice('dev-offline')
+    const job = jobs.create({ name: 'echo', target: 'device:dev-x,dev-offline', expiresAt: Date.now() + 400, timeoutMs: 100 })!
+    expect((await d.pull(5)).executions).toHaveLength(1)
+    await waitFor(() => jobs.get(job.id).status === 'completed', 'job completed by expiry', 5000)
+    expect(jobs.get(job.id).counts.expired).toBe(2)
+  })
+
+  it('cancels: running executions get a cancel notice now, an offline device hears at its next birth', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const on = await device(hub, 'dev-on')
+    const offToken = await hub.addDevice('dev-off')
+    let off = await device(hub, 'dev-off', offToken)
+    const job = jobs.create({ name: 'sleep', target: 'device:dev-on,dev-off' })!
+    const [eOn] = (await on.pull(1)).executions
+    const [eOff] = (await off.pull(1)).executions
+    await off.client.endAsync()
+    await waitFor(() => !hub.running.services.presence.isReachable('dev-off'), 'dev-off offline')
+    await on.update([{ execId: eOn!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    expect(jobs.cancel(job.id).status).toBe('canceled')
+    await waitFor(() => on.notices.some((n) => n.cancel?.[0]?.execId === eOn!.execId), 'cancel notice to the online device')
+    off = await device(hub, 'dev-off', offToken)
+    await waitFor(() => off.notices.some((n) => n.cancel?.[0]?.execId === eOff!.execId), 'cancel notice at the next birth')
+    expect(jobs.get(job.id).counts.canceled).toBe(2)
+  })
+
+  it('aborts when the failure rate passes the threshold and cancels what is still queued', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(hub, `dev-ab${i}`)))
+    const job = jobs.create({ name: 'risky', target: `device:${devs.map((d) => d.id).join(',')}`, abortAfter: 3, abortAtPercent: 50, maxAttempts: 1 })!
+    for (const [i, d] of devs.slice(0, 3).entries()) {
+      const [e] = (await d.pull(1)).executions
+      await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: i === 0 ? 'succeeded' : 'failed', error: i === 0 ? undefined : { code: 'BAD', message: 'x' } }])
+    }
+    const shown = jobs.get(job.id)
+    expect(shown.status).toBe('aborted')
+    expect(shown.statusReason).toMatch(/failure rate 66\.7%/)
+    expect(shown.counts).toMatchObject({ succeeded: 1, failed: 2, canceled: 3, queued: 0 })
+  })
+
+  it('paces a rollout: a burst of one second\'s worth, then rings the next devices as the pace allows', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100 })
+    const jobs = hub.running.services.jobs
+    const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(hub, `dev-p${i}`)))
+    // 120/min: one every 500 ms, burst 2.
+    const job = jobs.create({ name: 'echo', target: `device:${devs.map((d) => d.id).join(',')}`, ratePerMinute: 120 })!
+    const t0 = Date.now()
+    const deliveredAt: number[] = []
+    await Promise.all(devs.map(async (d) => {
+      for (;;) {
+        await waitFor(() => d.notices.length > 0, `${d.id} doorbell`, 10_000, 20)
+        d.notices.length = 0
+        const b = await d.pull(1)
+        if (b.executions.length > 0) {
+          deliveredAt.push(Date.now() - t0)
+          return
+        }
+      }
+    }))
+    deliveredAt.sort((a, b) => a - b)
+    expect(jobs.get(job.id).executions.every((e) => e.deliveredAt !== null)).toBe(true)
+    // 6 releases at 2/s with a burst of 2: the last no sooner than 2 s after the start.
+    expect(deliveredAt[5]!).toBeGreaterThanOrEqual(1900)
+    for (let i = 0; i < deliveredAt.length; i++) {
+      const inWindow = deliveredAt.filter((t) => t >= deliveredAt[i]! && t < deliveredAt[i]! + 1000).length
+      expect(inWindow).toBeLessThanOrEqual(2 + 2 + 1) // burst + rate * 1 s, plus one for timer skew
+    }
+  })
+
+  it('a continuous group job reaches devices added later; removing a device cancels its execution', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    await hub.addDevice('dev-g1', 'lab')
+    const job = jobs.create({ name: 'echo', target: 'group:lab', continuous: true })!
+    expect(job.counts.queued).toBe(1)
+    await hub.addDevice('dev-g2', 'lab')
+    await hub.addDevice('dev-other')
+    expect(jobs.get(job.id).executions.map((e) => e.deviceId)).toEqual(['dev-g1', 'dev-g2'])
+    await hub.api('DELETE', '/api/devices/dev-g1')
+    expect(jobs.get(job.id).counts).toMatchObject({ queued: 1, canceled: 1 })
+    expect(jobs.get(job.id).status).toBe('active')
+  })
+
+  it('a schedule tick makes one job however often it fires', async () => {
+    const hub = await hubWith()
+    const { schedules, jobs } = hub.running.services
+    await hub.addDevice('dev-c')
+    const s = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
+    expect(s.nextRunAt).toBeGreaterThan(Date.now())
+    const tick = Date.UTC(2026, 10, 28, 3)
+    const first = schedules.fire(s.id, tick)
+    expect(first).toBeDefined()
+    expect(schedules.fire(s.id, tick)).toBeUndefined()
+    expect(schedules.fire(s.id, tick + 86_400_000)).toBeDefined()
+    expect(jobs.list().filter((j) => j.scheduleId === s.id)).toHaveLength(2)
+  })
+})
