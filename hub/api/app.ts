@@ -4,8 +4,10 @@ import { RollcallError, isRollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { adminAuthorizer } from './auth.js'
 import { deviceRoutes } from './devices.js'
+import { jobRoutes } from './jobs.js'
 import { observerRoutes } from './observers.js'
 import { opsRoutes } from './ops.js'
+import { scheduleRoutes } from './schedules.js'
 import type { HubServices } from '../services.js'
 
 /**
@@ -52,6 +54,8 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
     await api.register(deviceRoutes(services))
     await api.register(observerRoutes(services))
     await api.register(opsRoutes(services))
+    await api.register(jobRoutes(services))
+    await api.register(scheduleRoutes(services))
   }, { prefix: '/api' })
 
   return app
