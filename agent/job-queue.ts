@@ -1,0 +1,542 @@
+import type Database from 'better-sqlite3'
+import { LIMITS } from '../protocol/limits.js'
+import type { ExecRef, JobExecution, JobUpdateStatus } from '../protocol/messages.js'
+import type { Ledger } from './ledger.js'
+
+/**
+ * The device's job queue: the `jobs` and `job_updates` tables of the ledger
+ * (migration 2). Every job the agent will run is a row here first, and every
+ * update it owes the hub is a row in `job_updates` until the hub's jobs.ack
+ * names it (persist first, delete on the peer's ack).
+ *
+ * States of a row, keyed by (exec_id, attempt):
+ *   queued  -> running   claim(): in one transaction with its `in_progress` update
+ *   queued  -> done      expired (not started by expires_at; an `expired` update),
+ *                        canceled by the hub (no update: the hub already knows),
+ *                        superseded by a newer attempt of the same execution
+ *                        (canceled, no update: the hub moved on)
+ *   running -> done      complete(): the outcome, finished_at and the terminal
+ *                        update commit in one transaction, and the attempt's
+ *                        `in_progress` update is deleted if it was not sent yet
+ *                        (the hub accepts queued -> terminal)
+ *   done    -> (gone)    prune(): once its updates are all acked and it
+ *                        finished more than a day ago (or past doneMaxRows)
+ *
+ * Done rows are the dedup record: enqueue is INSERT OR IGNORE by
+ * (exec_id, attempt), so a re-delivered attempt is never run twice.
+ *
+ * Interrupted jobs (power cut, crash, or a stop that did not wait for them):
+ * rows left `running` when the ledger is opened are not run again, because a
+ * handler with effects may have done part of its work. recoverInterrupted()
+ * turns each into done/`failed` with error INTERRUPTED and a terminal update,
+ * in one transaction, and the hub decides: it retries the execution as a new
+ * attempt if attempts remain. Nothing is silently rerun and nothing is dropped.
+ *
+ * Job updates are never dropped by any overflow policy: the outbox bound does
+ * not apply to this table, and the queue's own bound (`capacity`) only limits
+ * what the puller asks for.
+ *
+ * Local jobs (source 'local', from the agent's own cron schedules) use the
+ * same table and states but owe the hub no updates: their outcome is handed to
+ * `onLocalOutcome` inside the same transaction, and the agent appends it to the
+ * outbox as a device event there.
+ *
+ * Hot path: statements are prepared once; enqueue, claim and complete take
+ * whole batches and write each batch in one transaction; the counts are
+ * mirrored in memory so room() and stats() never run COUNT(*).
+ */
+
+export const JOB_OUTCOMES = ['succeeded', 'failed', 'timed_out', 'rejected', 'expired', 'canceled'] as const
+export type JobOutcome = (typeof JOB_OUTCOMES)[number]
+export type JobSource = 'hub' | 'local'
+
+/** An outcome a run can end with (expired is decided by claim, never by a run). */
+export type RunOutcome = Exclude<JobOutcome, 'expired'>
+
+export interface JobErrorInfo {
+  readonly code: string
+  readonly message: string
+}
+
+/** What enqueue takes: the wire's JobExecution (local jobs fill the same fields). */
+export type JobInput = Pick<JobExecution, 'execId' | 'jobId' | 'name' | 'payload' | 'attempt' | 'version' | 'timeoutMs' | 'expiresAt' | 'priority'>
+
+export interface ClaimedJob {
+  readonly execId: string
+  readonly attempt: number
+  readonly jobId: string
+  readonly name: string
+  readonly payload: unknown
+  readonly version: number
+  readonly timeoutMs: number
+  readonly priority: number
+  readonly source: JobSource
+  readonly startedAt: number
+}
+
+export interface JobCompletion {
+  readonly execId: string
+  readonly attempt: number
+  readonly outcome: RunOutcome
+  /** Any JSON value; undefined means none. Not JSON, or over LIMITS.maxJobResultBytes, is replaced by a note. */
+  readonly result?: unknown
+  readonly error?: JobErrorInfo
+}
+
+/** A local job's end, for the device event that reports it. */
+export interface LocalOutcome {
+  readonly execId: string
+  /** The schedule that made it (a local job's jobId). */
+  readonly schedule: string
+  readonly task: string
+  readonly outcome: JobOutcome
+  readonly result?: unknown
+  readonly error?: JobErrorInfo
+  readonly startedAt?: number
+  readonly finishedAt: number
+}
+
+export interface JobUpdateRow {
+  readonly id: number
+  readonly execId: string
+  readonly attempt: number
+  readonly status: JobUpdateStatus
+  /** The wire JobUpdate's JSON without `id`: `{"execId":...}`. */
+  readonly body: string
+}
+
+export interface JobQueueOptions {
+  /** jobQueueMax: queued + running rows the puller may fill the queue up to. */
+  readonly capacity: number
+  /** Called inside the transaction that ends local jobs; throwing rolls it back. */
+  readonly onLocalOutcome?: (outcomes: readonly LocalOutcome[]) => void
+  /** Done rows older than this with every update acked are pruned (default 24 h). */
+  readonly doneRetentionMs?: number
+  /** At most this many done rows are kept, oldest pruned first (default 10,000). */
+  readonly doneMaxRows?: number
+}
+
+export interface JobQueueStats {
+  readonly capacity: number
+  readonly queued: number
+  readonly running: number
+  readonly done: number
+  readonly updatesPending: number
+  /** Ends by outcome since this queue was opened. */
+  readonly outcomes: Readonly<Record<JobOutcome, number>>
+}
+
+export type UpdateListener = () => void
+
+export const INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this job ran; it was not run again on this device, and the hub retries it if attempts remain'
+
+const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+/** Keeps an error within the wire's rules: a valid code and a message of at most LIMITS.maxJobErrorChars. */
+export function sanitizeError(error: JobErrorInfo): JobErrorInfo {
+  const code = ERROR_CODE_RE.test(error.code) ? error.code : 'HANDLER_FAILED'
+  const message = typeof error.message === 'string' ? error.message : String(error.message)
+  return { code, message: message.length > LIMITS.maxJobErrorChars ? message.slice(0, LIMITS.maxJobErrorChars) : message }
+}
+
+/**
+ * A result as JSON text within LIMITS.maxJobResultBytes, with the value the
+ * text stands for. A result that is not JSON fails the run (BAD_RESULT); one
+ * too big is replaced by `{truncated: true, bytes: N}`.
+ */
+export function resultJson(result: unknown): { json: string; value: unknown } | { error: JobErrorInfo } {
+  let json: string | undefined
+  try {
+    json = JSON.stringify(result)
+  } catch (err) {
+    return { error: { code: 'BAD_RESULT', message: `the handler's result is not JSON: ${(err as Error).message}` } }
+  }
+  if (json === undefined) return { error: { code: 'BAD_RESULT', message: 'the handler\'s result is not JSON (a function or symbol)' } }
+  const bytes = json.length * 3 <= LIMITS.maxJobResultBytes ? json.length : Buffer.byteLength(json)
+  if (bytes > LIMITS.maxJobResultBytes) {
+    const value = { truncated: true, bytes }
+    return { json: JSON.stringify(value), value }
+  }
+  return { json, value: result }
+}
+
+interface RunningInfo {
+  readonly rowid: number
+  readonly jobId: string
+  readonly name: string
+  readonly version: number
+  readonly source: JobSource
+  readonly startedAt: number
+  /** The id of its `in_progress` update row, if one was written. */
+  readonly progressId: number | undefined
+}
+
+interface QueuedRow {
+  rowid: number
+  exec_id: string
+  attempt: number
+  job_id: string
+  name: string
+  payload: string
+  version: number
+  timeout_ms: number
+  expires_at: number | null
+  priority: number
+  source: JobSource
+}
+
+interface RunningRow {
+  rowid: number
+  exec_id: string
+  attempt: number
+  job_id: string
+  name: string
+  version: number
+  source: JobSource
+  started_at: number | null
+}
+
+const keyOf = (execId: string, attempt: number) => `${execId}\u0000${attempt}`
+
+function updateBody(execId: string, attempt: number, version: number, status: JobUpdateStatus, startedAt: number | undefined, finishedAt: number | undefined, result: string | undefined, error: JobErrorInfo | undefined): string {
+  // Strings go through JSON.stringify; numbers need no escaping. The key order is the wire type's.
+  let body = `{"execId":${JSON.stringify(execId)},"attempt":${attempt},"version":${version},"status":"${status}"`
+  if (startedAt !== undefined) body += `,"startedAt":${startedAt}`
+  if (finishedAt !== undefined) body += `,"finishedAt":${finishedAt}`
+  if (result !== undefined) body += `,"result":${result}`
+  if (error !== undefined) body += `,"error":${JSON.stringify(error)}`
+  return body + '}'
+}
+
+/** Owns the jobs and job_updates tables. Lives as long as its ledger. */
+export class JobQueue {
+  private readonly options: JobQueueOptions
+  private readonly insertJob: Database.Statement<[string, number, string, string, string, number, number, number | null, number, JobSource, number]>
+  private readonly supersede: Database.Statement<[number, string, string]>
+  private readonly selectQueued: Database.Statement<[number], QueuedRow>
+  private readonly startJob: Database.Statement<[number, number]>
+  private readonly finishRow: Database.Statement<[JobOutcome, number, number]>
+  private readonly cancelQueued: Database.Statement<[number, string, number]>
+  private readonly insertUpdate: Database.Statement<[string, number, JobUpdateStatus, string]>
+  private readonly deleteUpdate: Database.Statement<[number]>
+  private readonly selectUpdatesAfter: Database.Statement<[number, number], JobUpdateRow>
+  private readonly selectRunning: Database.Statement<[], RunningRow>
+  private readonly pruneOld: Database.Statement<[number]>
+  private readonly pruneExcess: Database.Statement<[number]>
+  private readonly enqueueTx: (items: readonly JobInput[], now: number, source: JobSource) => number
+  private readonly claimTx: (max: number, now: number) => ClaimedJob[]
+  private readonly completeTx: (results: readonly JobCompletion[], now: number) => number
+  private readonly cancelTx: (refs: readonly ExecRef[], now: number) => ExecRef[]
+  private readonly recoverTx: (now: number) => number
+  private readonly ackTx: (ids: readonly number[]) => number
+  private readonly pruneTx: (now: number) => number
+  private readonly listeners = new Set<UpdateListener>()
+  private readonly running = new Map<string, RunningInfo>()
+  private readonly outcomes: Record<JobOutcome, number> = { succeeded: 0, failed: 0, timed_out: 0, rejected: 0, expired: 0, canceled: 0 }
+  private queued = 0
+  private done = 0
+  private updates = 0
+  /** Updates written by the transaction in progress, to notify listeners after it commits. */
+  private wrote = false
+  private local: LocalOutcome[] = []
+
+  constructor(ledger: Ledger, options: JobQueueOptions) {
+    this.options = options
+    const db = ledger.db
+    this.insertJob = db.prepare(`INSERT OR IGNORE INTO jobs (exec_id, attempt, job_id, name, payload, version, timeout_ms, expires_at, priority, source, state, received_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`)
+    // Any queued attempt older than the newest one this execution has is superseded.
+    this.supersede = db.prepare(`UPDATE jobs SET state = 'done', outcome = 'canceled', finished_at = ?
+      WHERE exec_id = ? AND state = 'queued' AND attempt < (SELECT MAX(attempt) FROM jobs WHERE exec_id = ?)`)
+    // Not while an older attempt of the same execution still runs.
+    this.selectQueued = db.prepare(`SELECT rowid, exec_id, attempt, job_id, name, payload, version, timeout_ms, expires_at, priority, source FROM jobs q
+      WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.exec_id = q.exec_id AND r.state = 'running')
+      ORDER BY priority DESC, rowid LIMIT ?`)
+    this.startJob = db.prepare("UPDATE jobs SET state = 'running', started_at = ? WHERE rowid = ?")
+    this.finishRow = db.prepare("UPDATE jobs SET state = 'done', outcome = ?, finished_at = ? WHERE rowid = ?")
+    this.cancelQueued = db.prepare("UPDATE jobs SET state = 'done', outcome = 'canceled', finished_at = ? WHERE exec_id = ? AND attempt = ? AND state = 'queued'")
+    this.insertUpdate = db.prepare('INSERT INTO job_updates (exec_id, attempt, status, body) VALUES (?, ?, ?, ?)')
+    this.deleteUpdate = db.prepare('DELETE FROM job_updates WHERE id = ?')
+    this.selectUpdatesAfter = db.prepare('SELECT id, exec_id AS execId, attempt, status, body FROM job_updates WHERE id > ? ORDER BY id LIMIT ?')
+    this.selectRunning = db.prepare("SELECT rowid, exec_id, attempt, job_id, name, version, source, started_at FROM jobs WHERE state = 'running' ORDER BY rowid")
+    const unacked = '(exec_id, attempt) NOT IN (SELECT exec_id, attempt FROM job_updates)'
+    this.pruneOld = db.prepare(`DELETE FROM jobs WHERE state = 'done' AND finished_at < ? AND ${unacked}`)
+    this.pruneExcess = db.prepare(`DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'done' AND ${unacked} ORDER BY finished_at LIMIT ?)`)
+
+    for (const r of db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all()) {
+      if (r.state === 'queued') this.queued = r.n
+      else if (r.state === 'done') this.done = r.n
+    }
+    this.updates = db.prepare<[], number>('SELECT COUNT(*) FROM job_updates').pluck().get() ?? 0
+
+    this.enqueueTx = db.transaction((items: readonly JobInput[], now: number, source: JobSource) => {
+      let inserted = 0
+      for (const e of items) {
+        const info = this.insertJob.run(e.execId, e.attempt, e.jobId, e.name, JSON.stringify(e.payload ?? null), e.version, e.timeoutMs, e.expiresAt ?? null, e.priority, source, now)
+        if (info.changes === 0) continue
+        inserted++
+        this.queued++
+        // A first attempt has no older one to supersede (skipping the check halves an enqueue's cost).
+        if (e.attempt === 1) continue
+        const superseded = this.supersede.run(now, e.execId, e.execId).changes
+        if (superseded > 0) {
+          this.queued -= superseded
+          this.done += superseded
+          this.outcomes.canceled += superseded
+        }
+      }
+      return inserted
+    })
+
+    this.claimTx = db.transaction((max: number, now: number) => {
+      const claimed: ClaimedJob[] = []
+      while (claimed.length < max) {
+        const want = max - claimed.length
+        const rows = this.selectQueued.all(want)
+        for (const r of rows) {
+          const source = r.source
+          this.queued--
+          if (r.expires_at !== null && r.expires_at < now) {
+            this.finishRow.run('expired', now, r.rowid)
+            this.done++
+            this.outcomes.expired++
+            if (source === 'hub') {
+              this.writeUpdate(r.exec_id, r.attempt, 'expired', updateBody(r.exec_id, r.attempt, r.version, 'expired', undefined, now, undefined, undefined))
+            } else {
+              this.local.push({ execId: r.exec_id, schedule: r.job_id, task: r.name, outcome: 'expired', finishedAt: now })
+            }
+            continue
+          }
+          this.startJob.run(now, r.rowid)
+          const progressId = source === 'hub'
+            ? this.writeUpdate(r.exec_id, r.attempt, 'in_progress', updateBody(r.exec_id, r.attempt, r.version, 'in_progress', now, undefined, undefined, undefined))
+            : undefined
+          this.running.set(keyOf(r.exec_id, r.attempt), { rowid: r.rowid, jobId: r.job_id, name: r.name, version: r.version, source, startedAt: now, progressId })
+          claimed.push({
+            execId: r.exec_id, attempt: r.attempt, jobId: r.job_id, name: r.name, payload: JSON.parse(r.payload) as unknown,
+            version: r.version, timeoutMs: r.timeout_ms, priority: r.priority, source, startedAt: now,
+          })
+        }
+        if (rows.length < want) break
+      }
+      this.flushLocal()
+      return claimed
+    })
+
+    this.completeTx = db.transaction((results: readonly JobCompletion[], now: number) => {
+      let n = 0
+      for (const c of results) {
+        const key = keyOf(c.execId, c.attempt)
+        const info = this.running.get(key)
+        if (!info) continue
+        let outcome: JobOutcome = c.outcome
+        let result: string | undefined
+        let value: unknown
+        let error = c.error === undefined ? undefined : sanitizeError(c.error)
+        if (c.result !== undefined && outcome !== 'canceled') {
+          const r = resultJson(c.result)
+          if ('error' in r) {
+            if (outcome === 'succeeded') outcome = 'failed'
+            error ??= r.error
+          } else {
+            result = r.json
+            value = r.value
+          }
+        }
+        if (outcome !== 'succeeded' && outcome !== 'canceled' && error === undefined) {
+          error = { code: outcome === 'timed_out' ? 'TIMEOUT' : 'HANDLER_FAILED', message: `the job ended ${outcome}` }
+        }
+        this.finishRow.run(outcome, now, info.rowid)
+        this.running.delete(key)
+        this.done++
+        this.outcomes[outcome]++
+        n++
+        if (info.source === 'local') {
+          this.local.push({ execId: c.execId, schedule: info.jobId, task: info.name, outcome, result: value, error, startedAt: info.startedAt, finishedAt: now })
+          continue
+        }
+        if (info.progressId !== undefined) this.updates -= this.deleteUpdate.run(info.progressId).changes
+        // A hub cancellation needs no update: the hub canceled it and already knows.
+        if (outcome === 'canceled') continue
+        this.writeUpdate(c.execId, c.attempt, outcome, updateBody(c.execId, c.attempt, info.version, outcome, info.startedAt, now, result, error))
+      }
+      this.flushLocal()
+      return n
+    })
+
+    this.cancelTx = db.transaction((refs: readonly ExecRef[], now: number) => {
+      const runningRefs: ExecRef[] = []
+      for (const ref of refs) {
+        if (this.running.has(keyOf(ref.execId, ref.attempt))) {
+          runningRefs.push({ execId: ref.execId, attempt: ref.attempt })
+          continue
+        }
+        const changes = this.cancelQueued.run(now, ref.execId, ref.attempt).changes
+        this.queued -= changes
+        this.done += changes
+        this.outcomes.canceled += changes
+      }
+      return runningRefs
+    })
+
+    this.recoverTx = db.transaction((now: number) => {
+      let n = 0
+      for (const r of this.selectRunning.all()) {
+        if (this.running.has(keyOf(r.exec_id, r.attempt))) continue
+        const error = { code: 'INTERRUPTED', message: INTERRUPTED_MESSAGE }
+        this.finishRow.run('failed', now, r.rowid)
+        this.done++
+        this.outcomes.failed++
+        n++
+        const startedAt = r.started_at ?? undefined
+        if (r.source === 'hub') {
+          this.writeUpdate(r.exec_id, r.attempt, 'failed', updateBody(r.exec_id, r.attempt, r.version, 'failed', startedAt, now, undefined, error))
+        } else {
+          this.local.push({ execId: r.exec_id, schedule: r.job_id, task: r.name, outcome: 'failed', error, startedAt, finishedAt: now })
+        }
+      }
+      this.flushLocal()
+      return n
+    })
+
+    this.ackTx = db.transaction((ids: readonly number[]) => {
+      let n = 0
+      for (const id of ids) n += this.deleteUpdate.run(id).changes
+      this.updates -= n
+      return n
+    })
+
+    this.pruneTx = db.transaction((now: number) => {
+      let n = this.pruneOld.run(now - (this.options.doneRetentionMs ?? 86_400_000)).changes
+      this.done -= n
+      const excess = this.done - (this.options.doneMaxRows ?? 10_000)
+      if (excess > 0) {
+        const m = this.pruneExcess.run(excess).changes
+        this.done -= m
+        n += m
+      }
+      return n
+    })
+  }
+
+  /**
+   * Stores executions in one transaction; an (execId, attempt) already held
+   * (queued, running or done) is ignored. Returns how many were new.
+   */
+  enqueue(executions: readonly JobInput[], now: number, source: JobSource = 'hub'): number {
+    if (executions.length === 0) return 0
+    return this.guarded(() => this.enqueueTx(executions, now, source))
+  }
+
+  /**
+   * Claims up to `max` queued jobs (priority, then arrival), in one
+   * transaction with their in_progress updates. Expired ones are ended
+   * instead and do not count toward `max`.
+   */
+  claim(max: number, now: number): ClaimedJob[] {
+    if (max <= 0 || this.queued === 0) return []
+    return this.guarded(() => this.claimTx(max, now))
+  }
+
+  /** Ends running jobs, many in one transaction; a job that is not running is skipped. Returns how many ended. */
+  complete(results: readonly JobCompletion[], now: number): number {
+    if (results.length === 0) return 0
+    return this.guarded(() => this.completeTx(results, now))
+  }
+
+  /** Cancels queued attempts (no update is written); returns the ones that are running, for the runner to abort. */
+  cancel(refs: readonly ExecRef[], now: number): ExecRef[] {
+    if (refs.length === 0) return []
+    return this.guarded(() => this.cancelTx(refs, now))
+  }
+
+  /** On open: rows a previous run left `running` become failed/INTERRUPTED (see the header). Returns how many. */
+  recoverInterrupted(now: number): number {
+    return this.guarded(() => this.recoverTx(now))
+  }
+
+  /** Deletes done rows no longer needed for dedup (see the header). Returns how many. */
+  prune(now: number): number {
+    return this.guarded(() => this.pruneTx(now))
+  }
+
+  /** How many more jobs the queue takes before it is at capacity. */
+  room(): number {
+    return Math.max(0, this.options.capacity - this.queued - this.running.size)
+  }
+
+  isRunning(execId: string, attempt: number): boolean {
+    return this.running.has(keyOf(execId, attempt))
+  }
+
+  /** Up to `limit` update rows with id > `afterId`, in id order. */
+  readUpdatesAfter(afterId: number, limit: number): JobUpdateRow[] {
+    return this.selectUpdatesAfter.all(afterId, limit)
+  }
+
+  /** Deletes the named update rows (the hub has them); unknown ids are ignored. Returns how many were deleted. */
+  ackUpdates(ids: readonly number[]): number {
+    if (ids.length === 0) return 0
+    return this.guarded(() => this.ackTx(ids))
+  }
+
+  /** Called (synchronously, after commit) whenever update rows were written. */
+  onUpdate(listener: UpdateListener): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  stats(): JobQueueStats {
+    return {
+      capacity: this.options.capacity,
+      queued: this.queued,
+      running: this.running.size,
+      done: this.done,
+      updatesPending: this.updates,
+      outcomes: { ...this.outcomes },
+    }
+  }
+
+  private writeUpdate(execId: string, attempt: number, status: JobUpdateStatus, body: string): number {
+    const id = Number(this.insertUpdate.run(execId, attempt, status, body).lastInsertRowid)
+    this.updates++
+    this.wrote = true
+    return id
+  }
+
+  private flushLocal(): void {
+    if (this.local.length === 0) return
+    const outcomes = this.local
+    this.local = []
+    this.options.onLocalOutcome?.(outcomes)
+  }
+
+  /**
+   * Runs a transaction; if it rolls back, puts the in-memory mirror back the
+   * way it was, so the counts never drift from the table. Notifies update
+   * listeners after a commit that wrote updates.
+   */
+  private guarded<T>(tx: () => T): T {
+    const saved = { queued: this.queued, done: this.done, updates: this.updates, outcomes: { ...this.outcomes }, running: new Map(this.running) }
+    this.wrote = false
+    this.local = []
+    let value: T
+    try {
+      value = tx()
+    } catch (err) {
+      this.queued = saved.queued
+      this.done = saved.done
+      this.updates = saved.updates
+      Object.assign(this.outcomes, saved.outcomes)
+      this.running.clear()
+      for (const [k, v] of saved.running) this.running.set(k, v)
+      this.local = []
+      throw err
+    }
+    if (this.wrote) {
+      this.wrote = false
+      for (const listener of this.listeners) listener()
+    }
+    return value
+  }
+}
