@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
 import { VERSION } from '../common/version.js'
+import type { JobFlags } from './job-commands.js'
 
 /**
  * The `rollcall` command. Each subcommand imports its implementation lazily,
@@ -97,6 +98,59 @@ adminOptions(program.command('dead-letters'))
   .option('--limit <n>', 'at most this many', '50')
   .action(async (opts: AdminOpts & { device?: string; limit: string }) => (await admin()).deadLetters(opts))
 
+/** Flags for a job, shared by `job create` and `schedule add`; a schedule's expiry counts from each tick, so it has no --expires-at. */
+function jobFlags(cmd: Command, absoluteExpiry: boolean): Command {
+  cmd
+    .requiredOption('--target <target>', 'who runs it: device:ID, device:ID1,ID2, group:NAME or all')
+    .option('--payload <json>', 'the job\'s input, as JSON (quote it for the shell)')
+    .option('--priority <n>', 'higher runs first on a device: -1000 to 1000 (default 0)')
+    .option('--max-attempts <n>', 'attempts per device, 1 to 100, counting the first (default: the hub\'s)')
+    .option('--timeout <duration>', 'how long one attempt may run, e.g. 30s, 10m (default: the hub\'s)')
+    .option('--expires-in <duration>', `not started within this long (e.g. 1h)${absoluteExpiry ? '' : ' of a tick'}, an execution expires`)
+  if (absoluteExpiry) cmd.addOption(new Option('--expires-at <time>', 'not started by this time (ISO date or epoch ms), an execution expires').conflicts('expiresIn'))
+  return cmd
+    .option('--backoff <duration>', 'wait before a retry, doubling each attempt, e.g. 10s (default: the hub\'s)')
+    .option('--backoff-max <duration>', 'longest wait before a retry, e.g. 10m')
+    .option('--rate <rate>', 'rollout pace, new devices per time: 60/min, 5/s, 100/h, or a number per minute')
+    .option('--abort-after <n>', 'with --abort-at: judge the failure rate once this many executions finished')
+    .option('--abort-at <percent>', 'with --abort-after: abort (cancel what is queued) at this failure rate, e.g. 20%')
+    .option('--continuous', 'group and all targets: devices added later get the job too', false)
+}
+
+const job = program.command('job').description('jobs: work that devices pull, run and report on')
+adminOptions(jobFlags(job.command('create').argument('<name>', 'task name, e.g. echo or firmware.update'), true))
+  .description('create a job: one execution per targeted device; prints its id and how many were queued')
+  .action(async (name: string, opts: AdminOpts & JobFlags) => (await jobs()).jobCreate(name, opts))
+adminOptions(job.command('list'))
+  .description('list jobs, newest first, with how their executions stand')
+  .option('--status <status>', 'only jobs in this status: active, completed, canceled or aborted')
+  .option('--limit <n>', 'at most this many (1 to 1000)', '50')
+  .action(async (opts: AdminOpts & { status?: string; limit: string }) => (await jobs()).jobList(opts))
+adminOptions(job.command('show').argument('<id>', 'job id'))
+  .description('show a job: its fields, counts per state, and its executions')
+  .option('--state <state>', 'only executions in this state: queued, in_progress, succeeded, failed, timed_out, rejected, canceled, expired')
+  .option('--limit <n>', 'at most this many executions (1 to 10000)', '1000')
+  .action(async (id: string, opts: AdminOpts & { state?: string; limit: string }) => (await jobs()).jobShow(id, opts))
+adminOptions(job.command('cancel').argument('<id>', 'job id'))
+  .description('cancel a job: queued executions are canceled, devices running one are told to stop')
+  .option('--reason <text>', 'why, kept with the job and its executions')
+  .action(async (id: string, opts: AdminOpts & { reason?: string }) => (await jobs()).jobCancel(id, opts))
+adminOptions(job.command('execution').argument('<execId>', 'execution id: JOBID.DEVICEID'))
+  .description('show one execution (one job on one device) and its history')
+  .action(async (execId: string, opts: AdminOpts) => (await jobs()).jobExecution(execId, opts))
+
+const schedule = program.command('schedule').description('cron schedules that create jobs')
+adminOptions(jobFlags(schedule.command('add').argument('<name>', 'schedule name: 3-64 of a-z 0-9 - _'), false))
+  .description('add a schedule: at every cron tick the hub creates the job')
+  .requiredOption('--cron <expr>', 'when: five fields (minute hour day month weekday), e.g. "0 3 * * *"; six with seconds first')
+  .option('--timezone <tz>', 'IANA time zone for the cron expression, e.g. Europe/Berlin (default: the hub\'s)')
+  .requiredOption('--job <task>', 'the task name of the job it creates, e.g. nightly.report')
+  .action(async (name: string, opts: AdminOpts & JobFlags & { cron: string; timezone?: string; job: string }) => (await jobs()).scheduleAdd(name, opts))
+adminOptions(schedule.command('list')).description('list schedules with their next run')
+  .action(async (opts: AdminOpts) => (await jobs()).scheduleList(opts))
+adminOptions(schedule.command('remove').argument('<name>')).description('remove a schedule; the jobs it made are not touched')
+  .action(async (name: string, opts: AdminOpts) => (await jobs()).scheduleRemove(name, opts))
+
 program.command('demo')
   .description('run a hub with a few in-process agents on simulated sensors, and print where to look')
   .option('--devices <n>', 'how many simulated devices', '5')
@@ -113,6 +167,10 @@ export interface TelemetryOpts { sensor?: string; since: string; until?: string;
 
 async function admin() {
   return (await import('./admin-commands.js')).adminCommands
+}
+
+async function jobs() {
+  return (await import('./job-commands.js')).jobCommands
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
