@@ -148,7 +148,7 @@ export const jobCommands = {
     const j = await call<JobView>(resolveAdminTarget(opts), 'POST', '/api/jobs', body)
     if (opts.json) return printJson(j)
     const n = j.counts.queued
-    out(`job ${j.id} (${j.name}) created for ${j.target}: ${n} execution${n === 1 ? '' : 's'} queued${j.continuous ? '; devices that join later get one too' : ''}`)
+    out(`job ${j.id} created: ${n} execution${n === 1 ? '' : 's'} queued${j.continuous ? '; devices that join later get one too' : ''}`)
     out(`follow it: rollcall job show ${j.id}`)
   },
 

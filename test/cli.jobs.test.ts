@@ -46,7 +46,7 @@ describe('rollcall job and schedule commands', () => {
       '--priority', '5', '--max-attempts', '2', '--timeout', '30s', '--expires-in', '1h', '--backoff', '5s', '--backoff-max', '1m',
       '--rate', '60/min', '--abort-after', '10', '--abort-at', '20%')
     expect(text.code, text.stderr).toBe(0)
-    expect(text.stdout).toMatch(/^job j[0-9a-v]{12} \(firmware\.update\) created for group:cj-lab: 3 executions queued\nfollow it: rollcall job show j[0-9a-v]{12}\n$/)
+    expect(text.stdout).toMatch(/^job j[0-9a-v]{12} created: 3 executions queued\nfollow it: rollcall job show j[0-9a-v]{12}\n$/)
 
     const j = await json<JobView>('job', 'create', 'echo', '--target', 'device:cj-01', '--payload', '[1,2]', '--expires-at', '2099-01-01T00:00:00Z', '--rate', '5/s')
     expect(j).toMatchObject({ name: 'echo', target: 'device:cj-01', payload: [1, 2], expiresAt: Date.parse('2099-01-01T00:00:00Z'), ratePerMinute: 300, counts: { queued: 1 } })
