@@ -8,18 +8,27 @@ import { decode } from '../protocol/codec.js'
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
 import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
+import { builtinHandlers, checkHandlers, HandlerRegistry, loadHandlersModule, type JobHandler } from './job-handlers.js'
+import { JobPuller, type JobPullerStats } from './job-puller.js'
+import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
+import { JobReporter, type JobReporterStats } from './job-reporter.js'
+import { JobRunner } from './job-runner.js'
 import { Ledger } from './ledger.js'
+import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
-import { eventBody, Outbox, type OutboxStats } from './outbox.js'
+import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
 import { Sampler, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
 import { builtinSensors, simulatedSensor, type SensorSource } from './sensors.js'
 
 /**
- * The agent's composition root. `start()` opens the ledger, then starts the
- * sender, the link and the sampler; `stop()` releases them in reverse order
- * (sampler, sender, link with a death for the current epoch, ledger) and is
- * safe to call twice.
+ * The agent's composition root. `start()` loads the job handlers, opens the
+ * ledger (reporting jobs a previous run left running as INTERRUPTED), then
+ * starts the job runner, the job reporter and puller, the sender, the link,
+ * the sampler and the local schedules; `stop()` releases them in reverse
+ * order (schedules, sampler, puller, runner with a short grace for running
+ * jobs, reporter, sender, link with a death for the current epoch, ledger)
+ * and is safe to call twice.
  */
 
 export interface AgentDeps {
@@ -31,6 +40,21 @@ export interface AgentDeps {
   readonly sensors?: readonly SensorSource[]
   /** Identifies this run of the agent in its births; a random UUID by default. */
   readonly bootId?: string
+  /** Job handlers by task name, on top of the built-ins and the config's handlersModule. */
+  readonly handlers?: Readonly<Record<string, JobHandler>>
+}
+
+export interface AgentJobStats {
+  readonly queued: number
+  readonly running: number
+  readonly done: number
+  readonly updatesPending: number
+  readonly pulls: number
+  readonly batchesReceived: number
+  /** Jobs ended since start, by outcome. */
+  readonly outcomes: Readonly<Record<JobOutcome, number>>
+  readonly puller: JobPullerStats
+  readonly reporter: JobReporterStats
 }
 
 export type EventLevel = (typeof EVENT_LEVELS)[number]
@@ -45,6 +69,7 @@ export interface AgentStats {
   readonly outbox: OutboxStats | undefined
   readonly sender: SenderStats | undefined
   readonly sampler: SamplerStats | undefined
+  readonly jobs: AgentJobStats | undefined
 }
 
 export interface Agent {
@@ -60,14 +85,45 @@ export interface Agent {
   /** The outbox, once started (tests and the simulator's accounting read it). */
   readonly outbox: Outbox | undefined
   readonly ledger: Ledger | undefined
+  /** The job queue, once started (tests and the simulator read it). */
+  readonly jobQueue: JobQueue | undefined
   isConnected(): boolean
 }
 
 /** What a device advertises in its birth; grows as the agent learns jobs and commands. */
-export const AGENT_CAPABILITIES = ['telemetry', 'events'] as const
+export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs'] as const
 
 /** An event's JSON may not exceed this, so it always fits one batch under the payload cap. */
 export const MAX_EVENT_BYTES = 16 * 1024
+
+/** How often done jobs are pruned from the ledger (also once at start). */
+const JOB_PRUNE_INTERVAL_MS = 3_600_000
+
+/** A device event as an outbox record; oversize data is replaced by a note, so the event still fits a batch. */
+function eventRecord(ts: number, kind: string, level: EventLevel, message: string, data?: Record<string, unknown>): OutboxRecord {
+  const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
+  let body = eventBody(ts, kind, level, text, data)
+  if (Buffer.byteLength(body) > MAX_EVENT_BYTES) {
+    // Keep the event, lose the detail: an oversize payload would be refused by the broker and block the outbox.
+    body = eventBody(ts, kind, level, text, { truncated: true, dataBytes: Buffer.byteLength(body) })
+  }
+  return { kind: 'event', ts, body }
+}
+
+/** The `job.local` event that reports a local job's end (its result is cut before the whole event is). */
+function localOutcomeRecord(o: LocalOutcome): OutboxRecord {
+  const level: EventLevel = o.outcome === 'succeeded' ? 'info' : 'error'
+  const message = `local schedule ${o.schedule}: ${o.task} ${o.outcome}`
+  const data: Record<string, unknown> = { schedule: o.schedule, task: o.task, outcome: o.outcome }
+  if (o.error !== undefined) data.error = o.error
+  else if (o.result !== undefined) data.result = o.result
+  if (o.startedAt !== undefined) data.startedAt = o.startedAt
+  data.finishedAt = o.finishedAt
+  if (data.result !== undefined && Buffer.byteLength(JSON.stringify(data)) > MAX_EVENT_BYTES - 1024) {
+    data.result = { truncated: true, bytes: Buffer.byteLength(JSON.stringify(data.result)) }
+  }
+  return eventRecord(o.finishedAt, 'job.local', level, message, data)
+}
 
 let cachedVersion: string | undefined
 
@@ -107,6 +163,12 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let sender: Sender | undefined
   let sampler: Sampler | undefined
   let link: Link | undefined
+  let jobQueue: JobQueue | undefined
+  let runner: JobRunner | undefined
+  let reporter: JobReporter | undefined
+  let puller: JobPuller | undefined
+  let schedules: LocalSchedules | undefined
+  let pruneTimer: NodeJS.Timeout | undefined
   let phase: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   let stopping: Promise<void> | undefined
 
@@ -132,8 +194,18 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         sender?.onAck(message.upTo)
         return
       case 'jobs.notify':
+        puller?.onNotify(message)
+        return
       case 'jobs.batch':
+        puller?.onBatch(message)
+        return
       case 'jobs.ack':
+        if (message.storeId !== ledger?.storeId) {
+          log.debug({ storeId: message.storeId }, 'ignoring a job ack for another store')
+          return
+        }
+        reporter?.onAck(message)
+        return
       case 'birth':
       case 'death':
       case 'telemetry':
@@ -153,8 +225,24 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     if (phase !== 'new') return
     phase = 'starting'
     try {
+      const handlers = new HandlerRegistry(
+        builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
+        config.handlersModule === undefined ? {} : await loadHandlersModule(config.handlersModule),
+        deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
+      )
       ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous })
-      outbox = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
+      const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
+      outbox = o
+      const queue = new JobQueue(ledger, {
+        capacity: config.jobQueueMax,
+        // Inside the queue's transaction: a local job's end and its event commit together.
+        onLocalOutcome: (outcomes) => { o.append(outcomes.map(localOutcomeRecord)) },
+      })
+      jobQueue = queue
+      const now = clock.now()
+      const interrupted = queue.recoverInterrupted(now)
+      if (interrupted > 0) log.warn({ jobs: interrupted }, 'jobs that were running when the agent last stopped are reported as failed (INTERRUPTED)')
+      queue.prune(now)
       sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock, logger: log })
       const l = new Link({
         hub: config.hub,
@@ -185,13 +273,61 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         logger: log,
       })
       sender = s
-      l.on('connected', () => { s.onConnected() })
-      l.on('disconnected', () => { s.onDisconnected() })
+      const transport = { isConnected: () => l.isConnected(), publish: (topic: string, payload: string | Buffer) => l.publish(topic, payload) }
+      const r = new JobRunner(queue, handlers, {
+        concurrency: config.jobConcurrency,
+        deviceId: config.id,
+        clock,
+        logger: log,
+        sampleSensors,
+        onRoom: () => { puller?.onRoom() },
+      })
+      runner = r
+      const rep = new JobReporter(queue, transport, {
+        deviceId: config.id,
+        storeId: ledger.storeId,
+        inflightBatches: config.inflightBatches,
+        batchMaxBytes: config.batchMaxBytes,
+        ackTimeoutMs: config.ackTimeoutMs,
+        logger: log,
+      })
+      reporter = rep
+      const p = new JobPuller(queue, r, transport, {
+        deviceId: config.id,
+        pullIntervalMs: config.pullIntervalMs,
+        ackTimeoutMs: config.ackTimeoutMs,
+        clock,
+        random,
+        logger: log,
+      })
+      puller = p
+      schedules = new LocalSchedules(config.schedules, {
+        enqueue: (job) => {
+          queue.enqueue([job], clock.now(), 'local')
+          r.kick()
+        },
+        clock,
+        logger: log,
+      })
+      l.on('connected', () => { s.onConnected(); rep.onConnected(); p.onConnected() })
+      l.on('disconnected', () => { s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })
       l.on('message', onMessage)
+      r.start()
+      rep.start()
+      p.start()
       s.start()
       l.start()
       sampler.start()
-      log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows }, 'agent started')
+      schedules.start()
+      pruneTimer = setInterval(() => {
+        try {
+          queue.prune(clock.now())
+        } catch (err) {
+          log.warn({ err }, 'could not prune done jobs')
+        }
+      }, JOB_PRUNE_INTERVAL_MS)
+      pruneTimer.unref()
+      log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows, jobs: queue.stats().queued, tasks: handlers.names }, 'agent started')
       phase = 'started'
     } catch (err) {
       await release()
@@ -201,7 +337,17 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   }
 
   async function release(): Promise<void> {
+    if (pruneTimer) clearInterval(pruneTimer)
+    pruneTimer = undefined
+    try {
+      await schedules?.stop()
+    } catch (err) {
+      log.warn({ err }, 'error while stopping the local schedules')
+    }
     sampler?.stop()
+    puller?.stop()
+    await runner?.stop(config.stopTimeoutMs)
+    reporter?.stop()
     sender?.stop()
     try {
       await link?.stop()
@@ -231,14 +377,38 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       // The hub would dead-letter the whole batch: refuse it here, where the caller can fix it.
       throw new Error('emitEvent: data must be a plain JSON object')
     }
-    const ts = Math.floor(clock.now())
-    const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
-    let body = eventBody(ts, kind, level, text, data)
-    if (Buffer.byteLength(body) > MAX_EVENT_BYTES) {
-      // Keep the event, lose the detail: an oversize payload would be refused by the broker and block the outbox.
-      body = eventBody(ts, kind, level, text, { truncated: true, dataBytes: Buffer.byteLength(body) })
+    outbox.append([eventRecord(Math.floor(clock.now()), kind, level, message, data)])
+  }
+
+  function sampleSensors(): Record<string, number> {
+    const now = clock.now()
+    const out: Record<string, number> = {}
+    for (const s of sensors) {
+      try {
+        const v = s.read(now)
+        if (typeof v === 'number' && Number.isFinite(v)) out[s.name] = v
+      } catch {
+        // A failing sensor is left out, as the sampler does.
+      }
     }
-    outbox.append([{ kind: 'event', ts, body }])
+    return out
+  }
+
+  function jobStats(): AgentJobStats | undefined {
+    if (!jobQueue || !ledger?.isOpen || !puller || !reporter) return undefined
+    const q = jobQueue.stats()
+    const p = puller.stats()
+    return {
+      queued: q.queued,
+      running: q.running,
+      done: q.done,
+      updatesPending: q.updatesPending,
+      pulls: p.pulls,
+      batchesReceived: p.batchesReceived,
+      outcomes: q.outcomes,
+      puller: p,
+      reporter: reporter.stats(),
+    }
   }
 
   return {
@@ -251,6 +421,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     isConnected: () => link?.isConnected() ?? false,
     get outbox() { return outbox },
     get ledger() { return ledger },
+    get jobQueue() { return jobQueue },
     stats: () => ({
       deviceId: config.id,
       storeId: ledger?.storeId,
@@ -260,6 +431,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       outbox: ledger?.isOpen ? outbox?.stats() : undefined,
       sender: sender?.stats(),
       sampler: sampler?.stats(),
+      jobs: jobStats(),
     }),
   }
 }

@@ -22,6 +22,15 @@ const SensorSchema = Type.Object({
   seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1 })),
 }, { additionalProperties: false })
 
+const ScheduleSchema = Type.Object({
+  name: Type.String(),
+  cron: Type.String({ minLength: 1, maxLength: 256 }),
+  task: Type.String(),
+  payload: Type.Optional(Type.Unknown()),
+  timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  timeoutMs: Type.Optional(Ms(1, LIMITS.maxJobTimeoutMs)),
+}, { additionalProperties: false })
+
 // Fails to compile if the schema's models and SIM_MODELS drift apart.
 type SchemaModel = Static<typeof SensorSchema>['model']
 const _modelsMatch: [SimModel] extends [SchemaModel] ? ([SchemaModel] extends [SimModel] ? true : never) : never = true
@@ -49,6 +58,13 @@ export const AgentConfigFile = Type.Object({
   outboxMaxBytes: Type.Optional(Type.Integer({ minimum: 1024 })),
   synchronous: Type.Optional(Type.Union([Type.Literal('NORMAL'), Type.Literal('FULL')])),
   stopTimeoutMs: Type.Optional(Ms(0, 60_000)),
+  jobQueueMax: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+  jobConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+  pullIntervalMs: Type.Optional(Ms(1000, 86_400_000)),
+  shellAllow: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 1000 })),
+  shellMaxOutputBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 * 1024 * 1024 })),
+  handlersModule: Type.Optional(Type.String({ minLength: 1 })),
+  schedules: Type.Optional(Type.Array(ScheduleSchema, { maxItems: 100 })),
   logLevel: Type.Optional(Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')])),
 }, { additionalProperties: false })
 export type AgentConfigInput = Static<typeof AgentConfigFile>

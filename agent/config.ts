@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { dirname, isAbsolute, resolve } from 'node:path'
 import { parseDurationMs } from '../common/duration.js'
 import { RollcallError } from '../common/errors.js'
 import { validationErrors } from '../common/validator.js'
-import { DEVICE_ID_RULE, isDeviceId, isSensorName } from '../protocol/ids.js'
+import { DEVICE_ID_RULE, isDeviceId, isSensorName, isTaskName, TASK_NAME_PATTERN } from '../protocol/ids.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { AgentConfigInput } from './config-schema.js'
 import { AgentConfigFileValidator } from './config-validator.generated.js'
 import { SIM_MODELS, type SimulatedSensorConfig } from './sensors.js'
+import { cronProblem, isTimeZone, type LocalSchedule } from './local-schedules.js'
 
 export type { AgentConfigInput }
 
@@ -52,6 +53,20 @@ export interface AgentConfig {
   /** How long stop() waits for the death to be acknowledged. */
   readonly stopTimeoutMs: number
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** Jobs the local queue holds (queued + running) before the agent stops pulling more. */
+  readonly jobQueueMax: number
+  /** Jobs run at once. */
+  readonly jobConcurrency: number
+  /** The fallback pull's period (the doorbell normally makes pulls); jittered x[0.5, 1.5). */
+  readonly pullIntervalMs: number
+  /** Commands the `shell` task may run, matched exactly; absolute paths recommended. */
+  readonly shellAllow: readonly string[]
+  /** Cap on each of a shell command's stdout and stderr, in bytes (the head is kept). */
+  readonly shellMaxOutputBytes: number
+  /** Absolute path of an ES module exporting `handlers`: task name -> handler. */
+  readonly handlersModule: string | undefined
+  /** Local cron schedules: each tick enqueues a local job. */
+  readonly schedules: readonly LocalSchedule[]
 }
 
 export const AGENT_DEFAULTS = {
@@ -74,7 +89,15 @@ export const AGENT_DEFAULTS = {
   synchronous: 'NORMAL',
   stopTimeoutMs: 2_000,
   logLevel: 'info',
+  jobQueueMax: 100,
+  jobConcurrency: 2,
+  pullIntervalMs: 300_000,
+  shellAllow: [],
+  shellMaxOutputBytes: 64 * 1024,
 } as const satisfies Partial<AgentConfig>
+
+/** A local schedule's job gets this long unless it sets timeoutMs. */
+export const SCHEDULE_DEFAULT_TIMEOUT_MS = 60_000
 
 /** Hints appended to schema errors, so a message says what to fix, not just what is wrong. */
 const HINTS: Record<string, string> = {
@@ -86,6 +109,11 @@ const HINTS: Record<string, string> = {
   synchronous: '"NORMAL" or "FULL"',
   logLevel: 'one of fatal, error, warn, info, debug, trace, silent',
   model: `one of ${SIM_MODELS.join(', ')}`,
+  jobQueueMax: '1..100000',
+  jobConcurrency: '1..256',
+  pullIntervalMs: 'at least "1s"; e.g. "5m"',
+  shellAllow: 'a list of exact commands, e.g. ["/usr/bin/uptime"]',
+  cron: 'e.g. "*/5 * * * *" (5 fields, or 6 with seconds first)',
 }
 
 function hintFor(path: string): string {
@@ -126,7 +154,7 @@ function configError(issues: readonly string[], source: string): RollcallError {
   return new RollcallError('BAD_REQUEST', `invalid agent config (${source}):\n  - ${issues.join('\n  - ')}`, { issues })
 }
 
-const MS_FIELDS = ['connectTimeoutMs', 'reconnectBaseMs', 'reconnectMaxMs', 'reconnectStableMs', 'sampleIntervalMs', 'ackTimeoutMs', 'coalesceMs', 'stopTimeoutMs'] as const
+const MS_FIELDS = ['connectTimeoutMs', 'reconnectBaseMs', 'reconnectMaxMs', 'reconnectStableMs', 'sampleIntervalMs', 'ackTimeoutMs', 'coalesceMs', 'stopTimeoutMs', 'pullIntervalMs'] as const
 
 /**
  * Applies defaults to one merged input, validates everything, and returns the
@@ -152,6 +180,30 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
     if (!(s.min <= s.max)) issues.push(`sensors.${i}: min (${s.min}) must not be greater than max (${s.max})`)
     const { periodMs: _raw, ...rest } = s
     sensors.push(Object.freeze(periodMs === undefined ? rest : { ...rest, periodMs }))
+  }
+
+  const schedules: LocalSchedule[] = []
+  const scheduleNames = new Set<string>()
+  for (const [i, s] of (input.schedules ?? []).entries()) {
+    const at = `schedules.${i}`
+    const timeoutMs = toMs(s.timeoutMs, `${at}.timeoutMs`, issues)
+    if (!isTaskName(s.name)) issues.push(`${at}.name: ${JSON.stringify(s.name)} is not a schedule name (${TASK_NAME_PATTERN})`)
+    if (scheduleNames.has(s.name)) issues.push(`${at}.name: ${s.name} is used twice; names must be unique`)
+    scheduleNames.add(s.name)
+    if (!isTaskName(s.task)) issues.push(`${at}.task: ${JSON.stringify(s.task)} is not a task name (${TASK_NAME_PATTERN})`)
+    const problem = cronProblem(s.cron)
+    if (problem !== undefined) issues.push(`${at}.cron: ${JSON.stringify(s.cron)} is not a cron expression (${problem})${hintFor('cron')}`)
+    if (s.timezone !== undefined && !isTimeZone(s.timezone)) issues.push(`${at}.timezone: ${JSON.stringify(s.timezone)} is not a time zone this system knows (e.g. "Europe/Berlin", "UTC")`)
+    const payloadBytes = s.payload === undefined ? 0 : Buffer.byteLength(JSON.stringify(s.payload) ?? '')
+    if (payloadBytes > LIMITS.maxJobPayloadBytes) issues.push(`${at}.payload: ${payloadBytes} bytes as JSON; at most ${LIMITS.maxJobPayloadBytes}`)
+    schedules.push(Object.freeze({
+      name: s.name,
+      cron: s.cron,
+      task: s.task,
+      timeoutMs: timeoutMs ?? SCHEDULE_DEFAULT_TIMEOUT_MS,
+      ...(s.payload !== undefined ? { payload: s.payload } : {}),
+      ...(s.timezone !== undefined ? { timezone: s.timezone } : {}),
+    }))
   }
 
   if (input.hub === undefined) issues.push('hub: required; pass --hub mqtt://HOST:PORT or set "hub" in the config file')
@@ -190,6 +242,13 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
     synchronous: input.synchronous ?? d.synchronous,
     stopTimeoutMs: ms.stopTimeoutMs ?? d.stopTimeoutMs,
     logLevel: (input.logLevel ?? d.logLevel),
+    jobQueueMax: input.jobQueueMax ?? d.jobQueueMax,
+    jobConcurrency: input.jobConcurrency ?? d.jobConcurrency,
+    pullIntervalMs: ms.pullIntervalMs ?? d.pullIntervalMs,
+    shellAllow: Object.freeze([...(input.shellAllow ?? d.shellAllow)]),
+    shellMaxOutputBytes: input.shellMaxOutputBytes ?? d.shellMaxOutputBytes,
+    handlersModule: input.handlersModule === undefined ? undefined : resolve(input.handlersModule),
+    schedules: Object.freeze(schedules),
   }
   return Object.freeze(config)
 }
@@ -243,9 +302,14 @@ export function loadAgentConfig({ flags = {}, env = {}, file }: LoadAgentConfigI
   if (fileValue !== undefined && (typeof fileValue !== 'object' || fileValue === null || Array.isArray(fileValue))) {
     throw configError(['the config file must hold a JSON object'], source)
   }
-  const fromFile = (fileValue ?? {}) as Record<string, unknown>
+  let fromFile = (fileValue ?? {}) as Record<string, unknown>
   const issues = schemaIssues(fromFile)
   if (issues.length > 0) throw configError(issues, source)
+  // A relative handlersModule in a config file is relative to that file.
+  const handlersModule = fromFile.handlersModule
+  if (typeof handlersModule === 'string' && flags.config !== undefined && !isAbsolute(handlersModule)) {
+    fromFile = { ...fromFile, handlersModule: resolve(dirname(flags.config), handlersModule) }
+  }
   const input: AgentConfigInput = {
     ...(fromFile as AgentConfigInput),
     ...stripUndefined({

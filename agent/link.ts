@@ -18,7 +18,7 @@ const { connect } = createRequire(import.meta.url)('mqtt') as typeof import('mqt
  *
  * States:
  *   idle        -> connecting   start()
- *   connecting  -> ready        CONNACK, birth published, SUBACK for the ack topic
+ *   connecting  -> ready        CONNACK, SUBACK for the down-topics (acks, jobs), birth published
  *   connecting  -> waiting      refused, timed out, socket error, SUBACK refused
  *   ready       -> waiting      the connection closed (emits 'disconnected')
  *   waiting     -> connecting   after planReconnect()'s delay
@@ -97,7 +97,8 @@ export class Link extends EventEmitter<LinkEvents> {
     this.options = options
     this.log = options.logger
     this.stateTopic = topics.state(options.deviceId)
-    this.downTopics = [topics.telemetryAck(options.deviceId)]
+    const id = options.deviceId
+    this.downTopics = [topics.telemetryAck(id), topics.jobsNotify(id), topics.jobsBatch(id), topics.jobsAck(id)]
   }
 
   isConnected(): boolean {
