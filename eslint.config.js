@@ -19,4 +19,13 @@ export default tseslint.config(
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true }],
     },
   },
+  // Plain ES modules loaded by agent processes in tests (handler fixtures): linted without types.
+  {
+    files: ['**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly' },
+    },
+  },
 )

@@ -92,6 +92,8 @@ export interface JobView {
   readonly createdAt: number
   readonly finishedAt: number | null
   readonly scheduleId: number | null
+  /** The schedule tick (ms) that made this job. */
+  readonly scheduleTick: number | null
   readonly counts: ExecCounts
 }
 
@@ -234,7 +236,7 @@ export function createJobStore(db: Db) {
       backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
       abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
       continuous: r.continuous === 1, status: r.status, statusReason: r.status_reason, createdAt: r.created_at,
-      finishedAt: r.finished_at, scheduleId: r.schedule_id, counts: countsOf(r.id),
+      finishedAt: r.finished_at, scheduleId: r.schedule_id, scheduleTick: r.schedule_tick, counts: countsOf(r.id),
     }
   }
 

@@ -213,7 +213,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     }
     // Queued writes go first, so the new job sees the state they describe.
     writer.flush()
-    if (!insertJobTx(row, devices)) return undefined
+    if (!insertJobTx.immediate(row, devices)) return undefined
     logger.info({ jobId: id, name: spec.name, target: spec.target, executions: devices.length, scheduleId: row.scheduleId }, 'job created')
     const job = store.getJob(id)!
     if (job.rate_per_min !== null) ringPaced(job, now)
@@ -434,7 +434,9 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       logger.debug({ execId: u.execId, status: u.status, why: verdict.why }, 'stale execution update refused')
       return 'STALE_VERSION'
     }
-    const startedAt = row.started_at ?? u.startedAt ?? now
+    // Expired and rejected attempts never ran: no start time unless the device gave one.
+    const neverRan = verdict.to === 'expired' || verdict.to === 'rejected'
+    const startedAt = row.started_at ?? u.startedAt ?? (neverRan ? null : now)
     if (verdict.to === 'in_progress') {
       store.transition(row, 'in_progress', now, 'device', null, {
         deviceVersion: row.version + 1, startedAt, leaseUntil: leaseUntil('in_progress', now, job.timeout_ms, job.expires_at, options.leaseGraceMs),
@@ -442,7 +444,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       return 'applied'
     }
     const result = u.result === undefined ? null : JSON.stringify(u.result)
-    finish(row, job, verdict.to, now, 'device', null, {
+    finish(row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
       deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
       result,
       errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,

@@ -1,0 +1,62 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { silentLogger } from '../common/logger.js'
+import { loadHubConfig } from '../hub/config.js'
+import { createHub, type Hub } from '../hub/hub.js'
+import { tempDir } from './support/hub.js'
+
+/**
+ * Acceptance 7 (issue #3): a schedule firing every second creates exactly
+ * one job per tick across a hub restart. For a real double fire, two hubs
+ * run the same schedule on one data dir for a while: both fire every tick.
+ */
+describe('a schedule firing every second', () => {
+  const cleanups: Array<() => Promise<unknown> | void> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  it('makes exactly one job per tick, across a restart and a double fire', async () => {
+    const tmp = tempDir('schedule')
+    cleanups.push(tmp.remove)
+    const config = loadHubConfig({ dataDir: tmp.dir, mqttPort: 0, httpPort: 0, logLevel: 'silent' }, {})
+    const open = async (): Promise<Hub> => {
+      const hub = createHub(config, { logger: silentLogger() })
+      await hub.start()
+      cleanups.push(() => hub.stop())
+      return hub
+    }
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+    const first = await open()
+    first.running.services.registry.addDevice('tick-1', null, Date.now())
+    const schedule = first.running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-1' } })
+    const t0 = Date.now()
+    await pause(2500)
+    // A second hub on the same data dir: from now on every tick fires twice.
+    const second = await open()
+    await pause(2500)
+    await first.stop()
+    await pause(300)
+    // Restart: a new hub takes over right away.
+    const third = await open()
+    await pause(2500)
+    await second.stop()
+    await third.stop()
+    const t1 = Date.now()
+
+    const reader = await open()
+    const made = reader.running.services.jobs.list({ limit: 1000 }).filter((j) => j.scheduleId === schedule.id)
+    const ticks = made.map((j) => j.scheduleTick!).sort((a, b) => a - b)
+    // No tick made two jobs...
+    expect(new Set(ticks).size).toBe(ticks.length)
+    // ...every tick is a whole second in the run...
+    for (const t of ticks) {
+      expect(t % 1000).toBe(0)
+      expect(t).toBeGreaterThanOrEqual(Math.floor(t0 / 1000) * 1000)
+      expect(t).toBeLessThanOrEqual(t1)
+    }
+    // ...and no second was skipped while a hub was up (one hub always was).
+    for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBe(1000)
+    expect(ticks.length).toBeGreaterThanOrEqual(7)
+  }, 30_000)
+})
