@@ -8,7 +8,8 @@ import mqtt from 'mqtt'
 import { startHubProcess, type HubProcess } from './hub-process.js'
 import { spawnIdleAgent, stopChild } from './idle-agent.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
-import type { FleetReport, FleetSpec } from './fleet-runner.js'
+import type { FleetSpec } from './fleet-runner.js'
+import { provision, startFleet } from './fleet.js'
 import { percentiles } from '../common/latency.js'
 
 /**
@@ -27,37 +28,7 @@ export interface IngestOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const FLEET_RUNNER = fileURLToPath(new URL('./fleet-runner.js', import.meta.url))
 const RAW_BROKER = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
-
-function startFleet(specPath: string) {
-  const child = spawn(process.execPath, [FLEET_RUNNER, specPath], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const reports: FleetReport[] = []
-  createInterface({ input: child.stdout }).on('line', (l) => { try { reports.push(JSON.parse(l) as FleetReport) } catch { /* not a report */ } })
-  return {
-    child, reports,
-    last: () => reports[reports.length - 1],
-    async stop() {
-      const exited = new Promise((r) => child.once('exit', r))
-      child.kill('SIGTERM')
-      await Promise.race([exited, sleep(15_000)])
-    },
-  }
-}
-
-async function provision(hub: HubProcess, n: number): Promise<Array<{ id: string; token: string }>> {
-  const out: Array<{ id: string; token: string }> = []
-  for (let i = 0; i < n; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, n - i) }, async (_, j) => {
-      const id = `bench-${String(i + j).padStart(5, '0')}`
-      const r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
-      if (r.status !== 201) throw new Error(`provisioning ${id}: ${r.status}`)
-      return { id, token: r.body.token }
-    }))
-    out.push(...batch)
-  }
-  return out
-}
 
 async function measureHub(o: IngestOptions, work: string) {
   const hubDir = join(work, 'hub')

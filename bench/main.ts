@@ -6,9 +6,11 @@
 import { parseArgs } from 'node:util'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
+import { runJobsBench } from './jobs.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
-       npm run bench -- idle-agent [--agents 3] [--seconds 60]`
+       npm run bench -- idle-agent [--agents 3] [--seconds 60]
+       npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -19,8 +21,11 @@ async function main(): Promise<void> {
       'interval-ms': { type: 'string', default: '200' },
       'warmup': { type: 'string', default: '5' },
       'seconds': { type: 'string' },
-      'agents': { type: 'string', default: '3' },
+      'agents': { type: 'string' },
       'idle-agent-seconds': { type: 'string', default: '60' },
+      'jobs': { type: 'string', default: '200000' },
+      'batch': { type: 'string', default: '500' },
+      'rounds': { type: 'string', default: '3' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -35,8 +40,11 @@ async function main(): Promise<void> {
         warmupS: num('warmup'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
       })
       return
+    case 'jobs':
+      await runJobsBench({ jobs: num('jobs'), batch: num('batch'), agents: num('agents', '1000'), rounds: num('rounds') })
+      return
     case 'idle-agent':
-      await runIdleAgentBench({ agents: num('agents'), seconds: num('seconds', '60') })
+      await runIdleAgentBench({ agents: num('agents', '3'), seconds: num('seconds', '60') })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)

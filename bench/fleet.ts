@@ -1,0 +1,49 @@
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import type { HubProcess } from './hub-process.js'
+import type { FleetReport } from './fleet-runner.js'
+
+/** Helpers the benchmarks share: provisioning devices on a hub and running fleets of real agents in child processes. */
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const FLEET_RUNNER = fileURLToPath(new URL('./fleet-runner.js', import.meta.url))
+
+export interface Fleet {
+  readonly child: ReturnType<typeof spawn>
+  readonly reports: FleetReport[]
+  last(): FleetReport | undefined
+  stop(): Promise<void>
+}
+
+/** Runs `node fleet-runner.js SPEC` and collects its one-line JSON reports. */
+export function startFleet(specPath: string): Fleet {
+  const child = spawn(process.execPath, [FLEET_RUNNER, specPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const reports: FleetReport[] = []
+  createInterface({ input: child.stdout }).on('line', (l) => { try { reports.push(JSON.parse(l) as FleetReport) } catch { /* not a report */ } })
+  return {
+    child, reports,
+    last: () => reports[reports.length - 1],
+    async stop() {
+      if (child.exitCode !== null) return
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await Promise.race([exited, sleep(15_000)])
+    },
+  }
+}
+
+/** Registers `n` devices named `{prefix}-00000`..., 50 requests at a time; returns their tokens. */
+export async function provision(hub: HubProcess, n: number, prefix = 'bench'): Promise<Array<{ id: string; token: string }>> {
+  const out: Array<{ id: string; token: string }> = []
+  for (let i = 0; i < n; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, n - i) }, async (_, j) => {
+      const id = `${prefix}-${String(i + j).padStart(5, '0')}`
+      const r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
+      if (r.status !== 201) throw new Error(`provisioning ${id}: ${r.status}`)
+      return { id, token: r.body.token }
+    }))
+    out.push(...batch)
+  }
+  return out
+}

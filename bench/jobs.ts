@@ -1,0 +1,175 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Ledger } from '../agent/ledger.js'
+import { JobQueue, type JobInput } from '../agent/job-queue.js'
+import { percentiles } from '../common/latency.js'
+import { openDatabase } from '../common/sqlite.js'
+import type { FleetSpec } from './fleet-runner.js'
+import { provision, startFleet } from './fleet.js'
+import { startHubProcess } from './hub-process.js'
+import { cpuMs, mb, rssBytes } from './proc-stats.js'
+
+/**
+ * `npm run bench -- jobs`: in one run,
+ * 1. the agent's local job queue (the real JobQueue on a real ledger file):
+ *    enqueue a batch, claim it, complete it with a no-op result, and delete
+ *    the acked updates, as the agent does, batch after batch;
+ * 2. the ceiling: a raw better-sqlite3 loop doing the same shape of work on
+ *    a bare table (batched insert, claim by update, complete by update), with
+ *    the same pragmas;
+ * 3. end to end: one job to N connected agents (real agents in fleet
+ *    processes, a hub process), from the POST to all executions succeeded.
+ */
+export interface JobsBenchOptions {
+  readonly jobs: number
+  readonly batch: number
+  readonly agents: number
+  readonly rounds: number
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+function localQueue(dir: string, n: number, batch: number): { jobsPerS: number; ms: number } {
+  const ledger = new Ledger({ dataDir: dir })
+  try {
+    const q = new JobQueue(ledger, { capacity: batch * 2 })
+    const now = Date.now()
+    let k = 0
+    const t0 = performance.now()
+    for (let i = 0; i < n; i += batch) {
+      const items: JobInput[] = []
+      for (let j = 0; j < batch; j++, k++) {
+        items.push({ execId: `jbench${k}.bench-device`, jobId: `jbench${k}`, name: 'noop', payload: { n: k }, attempt: 1, version: 1, timeoutMs: 60_000, priority: 0 })
+      }
+      q.enqueue(items, now)
+      const claimed = q.claim(batch, now)
+      q.complete(claimed.map((c) => ({ execId: c.execId, attempt: c.attempt, outcome: 'succeeded' as const, result: null })), now)
+      const updates = q.readUpdatesAfter(0, batch * 2)
+      q.ackUpdates(updates.map((u) => u.id))
+    }
+    const ms = performance.now() - t0
+    return { jobsPerS: (n / ms) * 1000, ms }
+  } finally {
+    ledger.close()
+  }
+}
+
+/** The same work on a bare table: the most better-sqlite3 can do in this shape. */
+function rawSqlite(dir: string, n: number, batch: number): { jobsPerS: number; ms: number } {
+  const db = openDatabase(join(dir, 'raw.db'), { synchronous: 'NORMAL' })
+  try {
+    db.exec('CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT NOT NULL, state INTEGER NOT NULL, started INTEGER, finished INTEGER)')
+    db.exec('CREATE INDEX q_ready ON q(state) WHERE state = 0')
+    const insert = db.prepare<[string]>('INSERT INTO q (payload, state) VALUES (?, 0)')
+    const claim = db.prepare<[number, number], { id: number }>('UPDATE q SET state = 1, started = ? WHERE id IN (SELECT id FROM q WHERE state = 0 ORDER BY id LIMIT ?) RETURNING id')
+    const finish = db.prepare<[number, number]>('UPDATE q SET state = 2, finished = ? WHERE id = ?')
+    const enqueueTx = db.transaction((items: string[]) => { for (const p of items) insert.run(p) })
+    const claimTx = db.transaction((max: number, now: number) => claim.all(now, max))
+    const finishTx = db.transaction((ids: number[], now: number) => { for (const id of ids) finish.run(now, id) })
+    const now = Date.now()
+    let k = 0
+    const t0 = performance.now()
+    for (let i = 0; i < n; i += batch) {
+      const items: string[] = []
+      for (let j = 0; j < batch; j++, k++) items.push(JSON.stringify({ n: k }))
+      enqueueTx(items)
+      const ids = claimTx(batch, now).map((r) => r.id)
+      finishTx(ids, now)
+    }
+    const ms = performance.now() - t0
+    return { jobsPerS: (n / ms) * 1000, ms }
+  } finally {
+    db.close()
+  }
+}
+
+interface JobDetail {
+  counts: Record<string, number>
+  status: string
+  executions: Array<{ startedAt: number | null; finishedAt: number | null; deliveredAt: number | null }>
+}
+
+async function endToEnd(work: string, agents: number, rounds: number) {
+  const hubDir = join(work, 'hub')
+  mkdirSync(hubDir, { recursive: true })
+  const hub = await startHubProcess(hubDir)
+  const fleets: Array<ReturnType<typeof startFleet>> = []
+  try {
+    const devices = await provision(hub, agents, 'jobs')
+    // Two fleet processes, one per core.
+    const halves = [devices.slice(0, Math.ceil(agents / 2)), devices.slice(Math.ceil(agents / 2))].filter((h) => h.length > 0)
+    for (const [i, part] of halves.entries()) {
+      const spec: FleetSpec = {
+        hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, `agents-${i}`), devices: part, reportEveryMs: 1000, staggerMs: 3000,
+        agent: { builtinSensors: false, sampleIntervalMs: 0, keepaliveSec: 60 },
+      }
+      const specPath = join(work, `fleet-${i}.json`)
+      writeFileSync(specPath, JSON.stringify(spec))
+      fleets.push(startFleet(specPath))
+    }
+    const online = async () => (await hub.api<{ devices: { online: number } }>('GET', '/healthz')).body.devices.online
+    const deadline = Date.now() + 120_000
+    while ((await online()) < agents) {
+      if (Date.now() > deadline) throw new Error(`only ${await online()} of ${agents} agents came online in 120 s`)
+      await sleep(250)
+    }
+    const results: Array<{ totalMs: number; p50Ms: number; p99Ms: number; hubCpuPct: number }> = []
+    for (let r = 0; r < rounds; r++) {
+      const cpu0 = cpuMs(hub.pid)
+      const t0 = Date.now()
+      const created = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'all', payload: { round: r } })
+      if (created.status !== 201) throw new Error(`job create: ${created.status} ${JSON.stringify(created.body)}`)
+      let detail: JobDetail
+      for (;;) {
+        detail = (await hub.api<JobDetail>('GET', `/api/jobs/${created.body.id}?limit=1`)).body
+        if (detail.status !== 'active') break
+        if (Date.now() - t0 > 60_000) throw new Error(`job not done after 60 s: ${JSON.stringify(detail.counts)}`)
+        await sleep(20)
+      }
+      const totalMs = Date.now() - t0
+      const cpu1 = cpuMs(hub.pid)
+      if (detail.counts.succeeded !== agents) throw new Error(`round ${r}: ${JSON.stringify(detail.counts)}`)
+      const all = (await hub.api<JobDetail>('GET', `/api/jobs/${created.body.id}?limit=${agents}`)).body.executions
+      const done = percentiles(all.map((e) => (e.finishedAt ?? t0) - t0))
+      results.push({ totalMs, p50Ms: done.p50, p99Ms: done.p99, hubCpuPct: ((cpu1 - cpu0) / totalMs) * 100 })
+      await sleep(500)
+    }
+    const best = results.reduce((a, b) => (b.totalMs < a.totalMs ? b : a))
+    return { results, best, hubRss: rssBytes(hub.pid), fleetRss: fleets.reduce((s, f) => s + (f.last()?.rssBytes ?? 0), 0) }
+  } finally {
+    await Promise.allSettled(fleets.map((f) => f.stop()))
+    await hub.stop()
+  }
+}
+
+export async function runJobsBench(o: JobsBenchOptions): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-jobs-'))
+  try {
+    process.stderr.write(`jobs bench: local queue ${o.jobs} jobs in batches of ${o.batch}; end to end: one job to ${o.agents} agents, ${o.rounds} rounds\n`)
+    const dirs = ['q1', 'q2', 'r1', 'r2'].map((d) => { const p = join(work, d); mkdirSync(p); return p })
+    // Interleaved and twice each, so neither side gets the warm or the noisy half of the run.
+    const q1 = localQueue(dirs[0]!, o.jobs, o.batch)
+    const r1 = rawSqlite(dirs[2]!, o.jobs, o.batch)
+    const q2 = localQueue(dirs[1]!, o.jobs, o.batch)
+    const r2 = rawSqlite(dirs[3]!, o.jobs, o.batch)
+    const queue = Math.max(q1.jobsPerS, q2.jobsPerS)
+    const raw = Math.max(r1.jobsPerS, r2.jobsPerS)
+    process.stderr.write('end to end...\n')
+    const e2e = await endToEnd(work, o.agents, o.rounds)
+    const rows: Array<[string, string, string]> = [
+      ['', 'rollcall', 'baseline'],
+      [`local queue: enqueue → claim → complete → ack, jobs/s (batches of ${o.batch})`, queue.toFixed(0), `raw better-sqlite3 loop: ${raw.toFixed(0)}`],
+      ['local queue as a share of the raw loop', `${((queue / raw) * 100).toFixed(0)}%`, ''],
+      [`one job to ${o.agents} connected agents, until all succeeded (best of ${o.rounds})`, `${(e2e.best.totalMs / 1000).toFixed(2)} s`, 'target < 5 s'],
+      ['  each round', e2e.results.map((r) => `${(r.totalMs / 1000).toFixed(2)} s`).join(', '), ''],
+      ['  executions finished: p50 / p99 after the POST (best round)', `${e2e.best.p50Ms.toFixed(0)} / ${e2e.best.p99Ms.toFixed(0)} ms`, ''],
+      ['  hub CPU during the best round', `${e2e.best.hubCpuPct.toFixed(0)}%`, ''],
+      ['  hub RSS / fleet processes RSS', `${mb(e2e.hubRss)} / ${mb(e2e.fleetRss)}`, ''],
+    ]
+    const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
+    process.stdout.write(`${rows.map((r) => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2]}`).join('\n')}\n`)
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
