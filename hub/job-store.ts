@@ -183,8 +183,9 @@ export function createJobStore(db: Db) {
     insertHistory: db.prepare<[number, number, number, string, number, string, string | null]>(
       'INSERT INTO execution_history (exec_key, version, attempt, state, at, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
-    listJobs: db.prepare<[{ status: string | null; before: number; limit: number }], JobRow>(
-      'SELECT * FROM jobs WHERE (@status IS NULL OR status = @status) AND created_at < @before ORDER BY created_at DESC, id DESC LIMIT @limit'),
+    // Newest first; the cursor is the last job of the previous page, so jobs made in the same millisecond are not skipped.
+    listJobs: db.prepare<[{ status: string | null; beforeAt: number; beforeId: string; limit: number }], JobRow>(
+      'SELECT * FROM jobs WHERE (@status IS NULL OR status = @status) AND (created_at, id) < (@beforeAt, @beforeId) ORDER BY created_at DESC, id DESC LIMIT @limit'),
     activeContinuous: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status = 'active' AND continuous = 1"),
     activePaced: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status = 'active' AND rate_per_min IS NOT NULL"),
     setJobStatus: db.prepare<[JobStatus, string | null, number | null, string]>('UPDATE jobs SET status = ?, status_reason = ?, finished_at = ? WHERE id = ?'),
@@ -192,8 +193,9 @@ export function createJobStore(db: Db) {
     counts: db.prepare<[string], { state: ExecState; n: number }>('SELECT state, count(*) AS n FROM executions WHERE job_id = ? GROUP BY state'),
     getExec: db.prepare<[string, string], ExecRow>('SELECT * FROM executions WHERE job_id = ? AND device_id = ?'),
     getExecByKey: db.prepare<[number], ExecRow>('SELECT * FROM executions WHERE key = ?'),
-    listExecs: db.prepare<[{ jobId: string; state: string | null; after: number; limit: number }], ExecRow>(
-      'SELECT * FROM executions WHERE job_id = @jobId AND (@state IS NULL OR state = @state) AND key > @after ORDER BY key LIMIT @limit'),
+    // By device id, which pages on the (job_id, device_id) key.
+    listExecs: db.prepare<[{ jobId: string; state: string | null; after: string; limit: number }], ExecRow>(
+      'SELECT * FROM executions WHERE job_id = @jobId AND (@state IS NULL OR state = @state) AND device_id > @after ORDER BY device_id LIMIT @limit'),
     execsInStates: db.prepare<[string, string, string], ExecRow>('SELECT * FROM executions WHERE job_id = ? AND state IN (?, ?)'),
     due: db.prepare<[string, number, number], DueRow>(`SELECT e.*, j.name, j.payload, j.timeout_ms, j.expires_at, j.rate_per_min
       FROM executions e JOIN jobs j ON j.id = e.job_id
@@ -274,7 +276,9 @@ export function createJobStore(db: Db) {
     },
 
     getJob: (id: string): JobRow | undefined => s.getJob.get(id),
-    listJobs: (status: JobStatus | null, before: number, limit: number): JobRow[] => s.listJobs.all({ status, before, limit }),
+    /** Jobs older than the cursor `before` (a job's createdAt and id; omit for the newest), newest first. */
+    listJobs: (status: JobStatus | null, limit: number, before?: { createdAt: number; id: string }): JobRow[] =>
+      s.listJobs.all({ status, beforeAt: before?.createdAt ?? Number.MAX_SAFE_INTEGER, beforeId: before?.id ?? '', limit }),
     activeContinuous: (): JobRow[] => s.activeContinuous.all(),
     activePaced: (): JobRow[] => s.activePaced.all(),
     setJobStatus(id: string, status: JobStatus, reason: string | null, finishedAt: number | null): void {
@@ -286,7 +290,8 @@ export function createJobStore(db: Db) {
     countsOf,
     getExec: (jobId: string, deviceId: string): ExecRow | undefined => s.getExec.get(jobId, deviceId),
     getExecByKey: (key: number): ExecRow | undefined => s.getExecByKey.get(key),
-    listExecs: (jobId: string, state: ExecState | null, afterKey: number, limit: number): ExecRow[] => s.listExecs.all({ jobId, state, after: afterKey, limit }),
+    /** A job's executions by device id, after `afterDevice` ('' for the first page). */
+    listExecs: (jobId: string, state: ExecState | null, afterDevice: string, limit: number): ExecRow[] => s.listExecs.all({ jobId, state, after: afterDevice, limit }),
     /** Executions of a job in either of two states (what cancel and abort act on). */
     execsIn: (jobId: string, a: ExecState, b: ExecState): ExecRow[] => s.execsInStates.all(jobId, a, b),
     due: (deviceId: string, now: number, limit: number): DueRow[] => s.due.all(deviceId, now, limit),

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Clock, Random } from '../common/clock.js'
+import { formatDurationMs } from '../common/duration.js'
 import { RollcallError } from '../common/errors.js'
 import type { Logger } from '../common/logger.js'
 import type { Db } from '../common/sqlite.js'
@@ -155,16 +156,22 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     const intIn = (what: string, v: number | undefined, min: number, max: number) => {
       if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw bad(`${what} must be an integer from ${min} to ${max}`)
     }
+    // Durations are named as the API and CLI take them (timeout, --timeout), with the unit-carrying field after.
+    const durationIn = (what: string, field: string, v: number | undefined, min: number, max: number) => {
+      if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
+        throw bad(`${what} must be from ${formatDurationMs(min)} to ${formatDurationMs(max)} (${field}: ${min} to ${max})`)
+      }
+    }
     intIn('priority', spec.priority, -1000, 1000)
-    intIn('timeoutMs', spec.timeoutMs, 1, LIMITS.maxJobTimeoutMs)
+    durationIn('timeout', 'timeoutMs', spec.timeoutMs, 1, LIMITS.maxJobTimeoutMs)
     intIn('maxAttempts', spec.maxAttempts, 1, 100)
-    intIn('backoffBaseMs', spec.backoffBaseMs, 0, 86_400_000)
-    intIn('backoffMaxMs', spec.backoffMaxMs, 0, 7 * 86_400_000)
+    durationIn('backoffBase', 'backoffBaseMs', spec.backoffBaseMs, 0, 86_400_000)
+    durationIn('backoffMax', 'backoffMaxMs', spec.backoffMaxMs, 0, 7 * 86_400_000)
     intIn('abortAfter', spec.abortAfter, 1, 1_000_000)
     if (spec.expiresAt !== undefined && (!Number.isInteger(spec.expiresAt) || spec.expiresAt <= now)) throw bad('expiresAt must be a time in the future (ms since the epoch)')
     if (spec.ratePerMinute !== undefined && !(spec.ratePerMinute > 0 && spec.ratePerMinute <= 1_000_000)) throw bad('the rollout rate must be more than 0 and at most 1000000 per minute')
-    if ((spec.abortAfter === undefined) !== (spec.abortAtPercent === undefined)) throw bad('abort needs both abortAfter (finished executions) and abortAtPercent (failure rate)')
-    if (spec.abortAtPercent !== undefined && !(spec.abortAtPercent > 0 && spec.abortAtPercent <= 100)) throw bad('abortAtPercent must be more than 0 and at most 100')
+    if ((spec.abortAfter === undefined) !== (spec.abortAtPercent === undefined)) throw bad('abort needs both abortAfter (finished executions) and abortAt (failure percentage), e.g. abortAfter 10 and abortAt "20%"')
+    if (spec.abortAtPercent !== undefined && !(spec.abortAtPercent > 0 && spec.abortAtPercent <= 100)) throw bad('abortAt must be a percentage more than 0 and at most 100, e.g. "20%"')
     if (spec.continuous && target.kind === 'devices') throw bad('only group:NAME and all targets can be continuous')
     return { target, payload }
   }
@@ -299,7 +306,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   const removedTx = db.transaction((deviceId: string, now: number) => {
     const touched = new Set<string>()
-    for (const job of store.listJobs('active', Number.MAX_SAFE_INTEGER, 100_000)) {
+    for (const job of store.listJobs('active', 1_000_000)) {
       const r = store.getExec(job.id, deviceId)
       if (!r || isFinal(r.state)) continue
       store.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
@@ -549,13 +556,16 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   // ---- reads ----
 
-  function list(filter: { status?: JobStatus; before?: number; limit?: number } = {}): JobView[] {
-    return store.listJobs(filter.status ?? null, filter.before ?? Number.MAX_SAFE_INTEGER, filter.limit ?? 100).map(store.jobView)
+  /** Newest first; `before` is a job id: the page continues after that job. */
+  function list(filter: { status?: JobStatus; before?: string; limit?: number } = {}): JobView[] {
+    const cursor = filter.before === undefined ? undefined : requireJob(filter.before)
+    return store.listJobs(filter.status ?? null, filter.limit ?? 100, cursor && { createdAt: cursor.created_at, id: cursor.id }).map(store.jobView)
   }
 
-  function get(id: string, filter: { state?: ExecState; after?: number; limit?: number } = {}): JobDetail {
+  /** The job with its executions by device id; `after` is a device id: the page continues after it. */
+  function get(id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): JobDetail {
     const job = requireJob(id)
-    const execs = store.listExecs(id, filter.state ?? null, filter.after ?? 0, filter.limit ?? 1000)
+    const execs = store.listExecs(id, filter.state ?? null, filter.after ?? '', filter.limit ?? 1000)
     return { ...store.jobView(job), executions: execs.map(store.execView) }
   }
 

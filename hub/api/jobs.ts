@@ -8,7 +8,6 @@ import { JOB_STATUSES, type JobStatus } from '../job-store.js'
 import type { JobSpec } from '../jobs.js'
 import type { JobTemplate } from '../schedules.js'
 import type { HubServices } from '../services.js'
-import { parseTimeParam } from './time-params.js'
 
 /**
  * Jobs over HTTP (issue #3). Fields arrive as people write them (durations
@@ -150,8 +149,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     }, async (req) => {
       const q = req.query
       const status = oneOf<JobStatus>('status', q.status, JOB_STATUSES)
-      const before = q.before === undefined ? undefined : parseTimeParam('before', q.before, s.clock.now())
-      return { jobs: s.jobs.list({ status, before, limit: q.limit ?? 100 }) }
+      return { jobs: s.jobs.list({ status, before: q.before, limit: q.limit ?? 100 }) }
     })
 
     app.get('/jobs/:id', {
@@ -159,7 +157,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         params: JobParams,
         querystring: Type.Object({
           state: Type.Optional(Type.String()),
-          after: Type.Optional(Type.Integer({ minimum: 0 })),
+          after: Type.Optional(Type.String({ maxLength: 64 })),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
         }),
       },
