@@ -1,41 +1,9 @@
 import { resolveAdminTarget, type AdminTarget } from './admin-config.js'
+import { ago, call, out, printJson, table } from './http.js'
 import { intFlag } from './parse.js'
-import { formatDurationMs } from '../common/duration.js'
 import type { AdminOpts, TelemetryOpts } from './main.js'
 
-/**
- * Admin commands talk to a running hub over its HTTP API. Errors from the hub
- * arrive as { error: { code, message } } and leave as "rollcall: CODE: message"
- * on stderr with exit code 1.
- */
-class ApiError extends Error {
-  constructor(readonly code: string, message: string) { super(message) }
-}
-
-async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response
-  try {
-    res = await fetch(`${target.api}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    })
-  } catch (err) {
-    throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
-  }
-  if (res.status === 204) return undefined as T
-  const text = await res.text()
-  let json: unknown
-  try { json = JSON.parse(text) } catch { json = undefined }
-  if (!res.ok) {
-    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error
-    throw new ApiError(e?.code ?? `HTTP_${res.status}`, e?.message ?? text.slice(0, 200))
-  }
-  return json as T
-}
-
-const out = (s: string): void => { process.stdout.write(`${s}\n`) }
+/** Admin commands talk to a running hub over its HTTP API (cli/http.ts). */
 
 /** The hub's MQTT URL as seen from here: the API's host and the port /healthz reports. */
 async function mqttUrl(t: AdminTarget): Promise<string> {
@@ -47,18 +15,6 @@ async function mqttUrl(t: AdminTarget): Promise<string> {
     return `mqtt://${host}:1883`
   }
 }
-const printJson = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
-
-function ago(ts: number | null | undefined): string {
-  if (ts == null) return '-'
-  return `${formatDurationMs(Math.max(0, Date.now() - ts))} ago`
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
-}
-
 interface Presence { status: string; reason: string; since: number; lastSeen: number | null; epoch: number | null; reachable: boolean; info: { agentVersion: string | null; storeId: string | null } }
 interface Device { id: string; group: string | null; createdAt: number; presence: Presence | null }
 

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander'
-import { resolveAdminTarget, type AdminTarget } from './admin-config.js'
+import { resolveAdminTarget } from './admin-config.js'
+import { ago, call, out, printJson, table } from './http.js'
 import { choiceFlag, durationFlag, intFlag, jsonFlag, percentFlag, rateFlag } from './parse.js'
 import { formatDurationMs } from '../common/duration.js'
 import { EXEC_STATES } from '../hub/job-rules.js'
@@ -32,46 +33,7 @@ export interface JobFlags {
   continuous: boolean
 }
 
-// ---- HTTP, output (the same shapes as admin-commands.ts) ----
-
-class ApiError extends Error {
-  constructor(readonly code: string, message: string) { super(message) }
-}
-
-async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response
-  try {
-    res = await fetch(`${target.api}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    })
-  } catch (err) {
-    throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
-  }
-  if (res.status === 204) return undefined as T
-  const text = await res.text()
-  let json: unknown
-  try { json = JSON.parse(text) } catch { json = undefined }
-  if (!res.ok) {
-    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error
-    throw new ApiError(e?.code ?? `HTTP_${res.status}`, e?.message ?? text.slice(0, 200))
-  }
-  return json as T
-}
-
-const out = (s: string): void => { process.stdout.write(`${s}\n`) }
-const printJson = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
-}
-
-function ago(ts: number | null): string {
-  return ts === null ? '-' : `${formatDurationMs(Math.max(0, Date.now() - ts))} ago`
-}
+// ---- output ----
 
 function time(ts: number | null): string {
   return ts === null ? '-' : new Date(ts).toISOString().replace(/\.\d{3}Z$/, 'Z')

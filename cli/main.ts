@@ -178,6 +178,8 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   const message = e.code === 'EADDRINUSE'
     ? `port ${e.port} on ${e.address} is already in use (another hub, or a Mosquitto?): stop it, or choose other ports with --mqtt-port / --http-port (0 picks a free one)`
     : e.message ?? String(err)
-  process.stderr.write(`rollcall: ${e.code ? `${e.code}: ` : ''}${message}\n`)
+  // Commander's own codes (commander.invalidArgument, ...) say nothing a user needs; the message does.
+  const code = e.code && !e.code.startsWith('commander.') ? `${e.code}: ` : ''
+  process.stderr.write(`rollcall: ${code}${message}\n`)
   process.exitCode = 1
 })
