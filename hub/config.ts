@@ -48,6 +48,8 @@ export const HubConfigSchema = Type.Object({
   jobDefaultMaxAttempts: Type.Integer({ minimum: 1, maximum: 100 }),
   jobBackoffBaseMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
   jobBackoffMaxMs: Type.Integer({ minimum: 0, maximum: 7 * 86_400_000 }),
+  /** Finished jobs (with their executions and history) are deleted this long after they finished, by the retention schedule. */
+  jobRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
 }, { additionalProperties: false })
 
 export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
@@ -80,6 +82,7 @@ export const HUB_DEFAULTS: HubConfig = {
   jobDefaultMaxAttempts: 3,
   jobBackoffBaseMs: 10_000,
   jobBackoffMaxMs: 3_600_000,
+  jobRetentionDays: 90,
 }
 
 const check = Compile(HubConfigSchema)

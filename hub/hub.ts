@@ -188,6 +188,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       try {
         const pruned = await telemetry.prune(cutoff)
         log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+        const jobCutoff = clock.now() - config.jobRetentionDays * 86_400_000
+        const jobsPruned = await jobs.prune(jobCutoff)
+        log.info({ cutoff: jobCutoff, jobs: jobsPruned }, 'retention: pruned finished jobs')
       } catch (err) {
         log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
       } finally {

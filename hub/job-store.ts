@@ -216,6 +216,9 @@ export function createJobStore(db: Db) {
       "SELECT DISTINCT device_id FROM executions WHERE state = 'queued' AND delivered_at IS NULL AND run_after > ? AND run_after <= ?"),
     undeliveredOf: db.prepare<[string, number, number], { device_id: string }>(
       "SELECT device_id FROM executions WHERE job_id = ? AND state = 'queued' AND delivered_at IS NULL AND run_after <= ? ORDER BY priority DESC, key LIMIT ?"),
+    // Executions and their history go with the job (ON DELETE CASCADE).
+    pruneFinished: db.prepare<[number, number]>(
+      "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status != 'active' AND finished_at < ? ORDER BY finished_at LIMIT ?)"),
     history: db.prepare<[number], { version: number; attempt: number; state: ExecState; at: number; source: string; detail: string | null }>(
       'SELECT version, attempt, state, at, source, detail FROM execution_history WHERE exec_key = ? ORDER BY version'),
   }
@@ -309,6 +312,8 @@ export function createJobStore(db: Db) {
     becameDue: (since: number, now: number): string[] => s.becameDue.all(since, now).map((r) => r.device_id),
     undeliveredOf: (jobId: string, now: number, limit: number): string[] => s.undeliveredOf.all(jobId, now, limit).map((r) => r.device_id),
     history: (execKey: number): HistoryView[] => s.history.all(execKey),
+    /** Deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
+    pruneFinished: (cutoff: number, limit: number): number => s.pruneFinished.run(cutoff, limit).changes,
 
     /**
      * The one way an execution changes: state, version + 1, the given

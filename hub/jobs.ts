@@ -576,6 +576,21 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     return { ...store.execView(row), history: store.history(row.key) }
   }
 
+  /**
+   * Retention: deletes jobs that finished (completed, canceled, aborted)
+   * before `cutoff`, a few at a time so the event loop keeps serving. An
+   * agent's late update for a deleted execution is acked as UNKNOWN_EXECUTION.
+   */
+  async function prune(cutoff: number, chunkJobs = 5): Promise<number> {
+    let total = 0
+    for (let n = chunkJobs; n === chunkJobs;) {
+      n = store.pruneFinished(cutoff, chunkJobs)
+      total += n
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    return total
+  }
+
   const ingress: JobIngress = {
     pull: (deviceId, max) => { pull(deviceId, max) },
     update: (deviceId, message) => { update(deviceId, message) },
@@ -591,6 +606,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     execution,
     deviceAdded,
     deviceRemoved,
+    prune,
     ingress,
     /** Runs one sweep now (tests; the timer does it every sweepIntervalMs). */
     sweep,

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type JobsAck, type JobsBatch, type JobsNotify, type JobUpdate } from '../protocol/index.js'
 import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
@@ -251,5 +253,28 @@ describe('hub jobs over the wire', () => {
     expect(schedules.fire(s.id, tick)).toBeUndefined()
     expect(schedules.fire(s.id, tick + 86_400_000)).toBeDefined()
     expect(jobs.list().filter((j) => j.scheduleId === s.id)).toHaveLength(2)
+  })
+
+  it('retention deletes finished jobs with their executions and history, and keeps active ones', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    await hub.addDevice('dev-old')
+    const finished = jobs.create({ name: 'echo', target: 'device:dev-old' })!
+    jobs.cancel(finished.id)
+    const active = jobs.create({ name: 'echo', target: 'device:dev-old' })!
+    // A cutoff before it finished keeps it; one after deletes it.
+    expect(await jobs.prune(Date.now() - 60_000)).toBe(0)
+    expect(await jobs.prune(Date.now() + 1)).toBe(1)
+    expect(() => jobs.get(finished.id)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }))
+    expect(() => jobs.execution(`${finished.id}.dev-old`)).toThrow(expect.objectContaining({ code: 'EXECUTION_NOT_FOUND' }))
+    expect(jobs.get(active.id).counts.queued).toBe(1)
+    const raw = new Database(join(hub.dataDir, 'hub.db'), { readonly: true })
+    try {
+      // What is left is the active job's: one execution, one history row (queued).
+      expect(raw.prepare('SELECT count(*) FROM executions').pluck().get()).toBe(1)
+      expect(raw.prepare('SELECT count(*) FROM execution_history').pluck().get()).toBe(1)
+    } finally {
+      raw.close()
+    }
   })
 })
