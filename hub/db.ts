@@ -143,7 +143,8 @@ export const HUB_MIGRATIONS: readonly string[] = [
 
   -- One execution per (job, device); exec id = job_id || '.' || device_id.
   -- base_version: the version this attempt was queued with (sent to the
-  -- device); device_version: the version the device's last update produced.
+  -- device); device_version: the version the device's last update produced;
+  -- cancel_notify: the attempt the device must still be told to stop (0: none).
   CREATE TABLE executions (
     key INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,

@@ -150,7 +150,8 @@ export interface TransitionFields {
   readonly runAfter?: number
   readonly deliveredAt?: number | null
   readonly leaseUntil?: number | null
-  readonly cancelNotify?: boolean
+  /** The attempt the device must be told to stop (0: none); kept through a retry, which has a newer attempt. */
+  readonly cancelAttempt?: number
   readonly startedAt?: number | null
   readonly finishedAt?: number | null
   readonly result?: string | null
@@ -206,7 +207,7 @@ export function createJobStore(db: Db) {
     markDelivered: db.prepare<[{ now: number; lease: number | null; key: number }]>(
       'UPDATE executions SET delivered_at = @now, first_delivered_at = coalesce(first_delivered_at, @now), lease_until = @lease, updated_at = @now WHERE key = @key'),
     pendingCancels: db.prepare<[string], { key: number; job_id: string; attempt: number }>(
-      "SELECT key, job_id, attempt FROM executions WHERE device_id = ? AND cancel_notify = 1 LIMIT 500"),
+      'SELECT key, job_id, cancel_notify AS attempt FROM executions WHERE device_id = ? AND cancel_notify > 0 LIMIT 500'),
     clearCancel: db.prepare<[number]>('UPDATE executions SET cancel_notify = 0 WHERE key = ?'),
     lapsed: db.prepare<[number, number], ExecRow>(
       "SELECT * FROM executions WHERE state IN ('queued', 'in_progress') AND lease_until IS NOT NULL AND lease_until < ? LIMIT ?"),
@@ -331,7 +332,7 @@ export function createJobStore(db: Db) {
         run_after: f.runAfter ?? row.run_after,
         delivered_at: f.deliveredAt !== undefined ? f.deliveredAt : row.delivered_at,
         lease_until: f.leaseUntil !== undefined ? f.leaseUntil : row.lease_until,
-        cancel_notify: f.cancelNotify !== undefined ? (f.cancelNotify ? 1 : 0) : row.cancel_notify,
+        cancel_notify: f.cancelAttempt ?? row.cancel_notify,
         started_at: f.startedAt !== undefined ? f.startedAt : row.started_at,
         finished_at: f.finishedAt !== undefined ? f.finishedAt : row.finished_at,
         result: f.result !== undefined ? f.result : row.result,

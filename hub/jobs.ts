@@ -248,7 +248,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     const rows = from.length === 1 ? store.execsIn(job.id, from[0]!, from[0]!) : store.execsIn(job.id, from[0]!, from[1]!)
     for (const r of rows) {
       const held = r.state === 'in_progress' || r.delivered_at !== null
-      store.transition(r, 'canceled', now, source, detail, { cancelNotify: held, leaseUntil: null, finishedAt: now })
+      store.transition(r, 'canceled', now, source, detail, { cancelAttempt: held ? r.attempt : 0, leaseUntil: null, finishedAt: now })
       if (held) notify.add(r.device_id)
     }
     return notify
@@ -527,7 +527,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
           stats.timedOut++
           // The device may still be running it: tell it to stop, so a retry never runs beside it.
           finish(r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
-            leaseUntil: null, finishedAt: now, cancelNotify: true, errorCode: 'TIMEOUT', errorMessage: 'the device did not report a result in time',
+            leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT', errorMessage: 'the device did not report a result in time',
           })
           interrupt.push(r.device_id)
         } else {

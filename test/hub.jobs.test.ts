@@ -153,6 +153,21 @@ describe('hub jobs over the wire', () => {
     expect(jobs.get(job.id)).toMatchObject({ status: 'completed', counts: { timed_out: 1, succeeded: 0 } })
   })
 
+  it('a timed-out attempt that is retried: the stop notice names the old attempt, the retry is a new one', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-t2')
+    const job = jobs.create({ name: 'slow', target: 'device:dev-t2', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 })!
+    const [e] = (await d.pull(1)).executions
+    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'retried as attempt 2', 5000)
+    const stop = await waitFor(() => d.notices.find((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'stop notice')
+    expect(stop.cancel).toEqual([{ execId: e!.execId, attempt: 1 }])
+    const [e2] = (await d.pull(1)).executions
+    expect(e2).toMatchObject({ execId: e!.execId, attempt: 2 })
+    expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:in_progress', '1:timed_out', '2:queued'])
+  })
+
   it('expires executions not started by expiresAt, delivered or not', async () => {
     const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
     const jobs = hub.running.services.jobs
