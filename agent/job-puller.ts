@@ -105,6 +105,9 @@ export class JobPuller {
   /** A batch (the answer to a pull): store it in one transaction, run it, and pull again if the hub has more. */
   onBatch(message: JobsBatch): void {
     this.batchesReceived++
+    // A batch answering a pull that already timed out also releases the pull sent after it; that pull
+    // asked for the room there was before this batch, so the queue can go over its cap by one batch.
+    // Bounded, rare (the hub answered later than ackTimeoutMs), and better than dropping delivered work.
     if (this.pullTimer) clearTimeout(this.pullTimer)
     this.pullTimer = undefined
     if (message.cancel && message.cancel.length > 0) this.runner.cancel(message.cancel)
@@ -117,7 +120,7 @@ export class JobPuller {
       try {
         this.queue.enqueue(mine, this.options.clock.now())
       } catch (err) {
-        // Not stored, so not acknowledged in any way: the hub's lease runs out and it delivers them again.
+        // Not stored: the hub still counts them delivered, and sends them again on a pull after jobRedeliverAfterMs or the next reconnect.
         this.log.error({ err, executions: mine.length }, 'could not store the jobs in the ledger')
       }
       this.runner.kick()

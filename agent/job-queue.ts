@@ -240,7 +240,10 @@ export class JobQueue {
   private wrote = false
   private local: LocalOutcome[] = []
 
+  private readonly ledger: Ledger
+
   constructor(ledger: Ledger, options: JobQueueOptions) {
+    this.ledger = ledger
     this.options = options
     const db = ledger.db
     this.insertJob = db.prepare(`INSERT OR IGNORE INTO jobs (exec_id, attempt, job_id, name, payload, version, timeout_ms, expires_at, priority, source, state, received_at)
@@ -447,7 +450,10 @@ export class JobQueue {
    */
   claim(max: number, now: number): ClaimedJob[] {
     if (max <= 0 || this.queued === 0) return []
-    return this.guarded(() => this.claimTx(max, now))
+    // Durable even when the ledger is NORMAL: a claim a power cut rolled back
+    // would put a job that already started (and may have done its work) back in
+    // the queue, to run again under the same attempt. One fsync per batch.
+    return this.ledger.durably(() => this.guarded(() => this.claimTx(max, now)))
   }
 
   /** Ends running jobs, many in one transaction; a job that is not running is skipped. Returns how many ended. */

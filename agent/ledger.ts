@@ -176,13 +176,24 @@ export class Ledger {
    * nothing that matters.
    */
   nextEpoch(): number {
+    return this.durably(() => this.db.transaction(() => {
+      this.addMeta.run(1, META_KEYS.epoch)
+      return this.counter(META_KEYS.epoch)
+    }).immediate())
+  }
+
+  /**
+   * Runs `commit` (which commits a transaction) with synchronous=FULL,
+   * whatever the ledger's mode: for the few commits a power cut must not roll
+   * back (the epoch; a job's claim, which is what keeps a run from starting
+   * twice). FULL's fsync covers every earlier commit in the WAL too.
+   */
+  durably<T>(commit: () => T): T {
     const mode = this.db.pragma('synchronous', { simple: true }) as number
+    if (mode >= 2) return commit()
     this.db.pragma('synchronous = FULL')
     try {
-      return this.db.transaction(() => {
-        this.addMeta.run(1, META_KEYS.epoch)
-        return this.counter(META_KEYS.epoch)
-      }).immediate()
+      return commit()
     } finally {
       this.db.pragma(`synchronous = ${mode}`)
     }

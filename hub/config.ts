@@ -77,7 +77,7 @@ export const HUB_DEFAULTS: HubConfig = {
   badMessagesPerMinute: 100,
   jobSweepIntervalMs: 1000,
   jobLeaseGraceMs: 60_000,
-  jobRedeliverAfterMs: 30_000,
+  jobRedeliverAfterMs: 300_000,
   jobDefaultTimeoutMs: 600_000,
   jobDefaultMaxAttempts: 3,
   jobBackoffBaseMs: 10_000,

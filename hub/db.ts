@@ -186,6 +186,12 @@ export const HUB_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (exec_key, version)
   ) STRICT, WITHOUT ROWID;
   `,
+  /* 3: indexes for the job sweeper and paced rollouts, so their per-second
+     queries cost what is due, not what is queued */ `
+  CREATE INDEX executions_undelivered ON executions(job_id, key) WHERE state = 'queued' AND delivered_at IS NULL;
+  CREATE INDEX executions_cancel_notify ON executions(device_id) WHERE cancel_notify > 0;
+  CREATE INDEX jobs_active_expiry ON jobs(expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
+  `,
 ]
 
 export function openHubDb(path: string): Db {

@@ -206,17 +206,21 @@ export function createJobStore(db: Db) {
       WHERE e.device_id = ? AND e.state = 'queued' AND e.run_after <= ? AND j.status = 'active' LIMIT 1`).pluck(),
     markDelivered: db.prepare<[{ now: number; lease: number | null; key: number }]>(
       'UPDATE executions SET delivered_at = @now, first_delivered_at = coalesce(first_delivered_at, @now), lease_until = @lease, updated_at = @now WHERE key = @key'),
-    pendingCancels: db.prepare<[string], { key: number; job_id: string; attempt: number }>(
-      'SELECT key, job_id, cancel_notify AS attempt FROM executions WHERE device_id = ? AND cancel_notify > 0 LIMIT 500'),
+    pendingCancels: db.prepare<[string, number], { key: number; job_id: string; attempt: number }>(
+      'SELECT key, job_id, cancel_notify AS attempt FROM executions WHERE device_id = ? AND cancel_notify > 0 LIMIT ?'),
     clearCancel: db.prepare<[number]>('UPDATE executions SET cancel_notify = 0 WHERE key = ?'),
     lapsed: db.prepare<[number, number], ExecRow>(
       "SELECT * FROM executions WHERE state IN ('queued', 'in_progress') AND lease_until IS NOT NULL AND lease_until < ? LIMIT ?"),
-    expiredUndelivered: db.prepare<[number, number], ExecRow>(`SELECT e.* FROM executions e JOIN jobs j ON j.id = e.job_id
-      WHERE e.state = 'queued' AND e.delivered_at IS NULL AND j.expires_at IS NOT NULL AND j.expires_at < ? LIMIT ?`),
+    // Driven from the active jobs that have expired, then their undelivered executions.
+    expiredUndelivered: db.prepare<[number, number], ExecRow>(`SELECT e.* FROM jobs j JOIN executions e ON e.job_id = j.id
+      WHERE j.status = 'active' AND j.expires_at IS NOT NULL AND j.expires_at < ? AND e.state = 'queued' AND e.delivered_at IS NULL LIMIT ?`),
     becameDue: db.prepare<[number, number], { device_id: string }>(
       "SELECT DISTINCT device_id FROM executions WHERE state = 'queued' AND delivered_at IS NULL AND run_after > ? AND run_after <= ?"),
-    undeliveredOf: db.prepare<[string, number, number], { device_id: string }>(
-      "SELECT device_id FROM executions WHERE job_id = ? AND state = 'queued' AND delivered_at IS NULL AND run_after <= ? ORDER BY priority DESC, key LIMIT ?"),
+    // A job's executions all share its priority, so key order is its rollout order.
+    undeliveredAfter: db.prepare<[string, number, number, number], { key: number; device_id: string }>(
+      `SELECT key, device_id FROM executions WHERE job_id = ? AND state = 'queued' AND delivered_at IS NULL AND run_after <= ? AND key > ?
+      ORDER BY key LIMIT ?`),
+    openOfDevice: db.prepare<[string], ExecRow>("SELECT * FROM executions WHERE device_id = ? AND state IN ('queued', 'in_progress')"),
     // Executions and their history go with the job (ON DELETE CASCADE).
     pruneFinished: db.prepare<[number, number]>(
       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status != 'active' AND finished_at < ? ORDER BY finished_at LIMIT ?)"),
@@ -303,7 +307,7 @@ export function createJobStore(db: Db) {
     markDelivered(key: number, now: number, leaseUntil: number | null): void {
       s.markDelivered.run({ now, lease: leaseUntil, key })
     },
-    pendingCancels: (deviceId: string) => s.pendingCancels.all(deviceId),
+    pendingCancels: (deviceId: string, limit: number) => s.pendingCancels.all(deviceId, limit),
     clearCancel(key: number): void {
       s.clearCancel.run(key)
     },
@@ -311,7 +315,10 @@ export function createJobStore(db: Db) {
     expiredUndelivered: (now: number, limit: number): ExecRow[] => s.expiredUndelivered.all(now, limit),
     /** Devices with an undelivered execution whose retry wait ended in (since, now]. */
     becameDue: (since: number, now: number): string[] => s.becameDue.all(since, now).map((r) => r.device_id),
-    undeliveredOf: (jobId: string, now: number, limit: number): string[] => s.undeliveredOf.all(jobId, now, limit).map((r) => r.device_id),
+    /** Undelivered, due executions of a job with key > afterKey, in rollout order. */
+    undeliveredAfter: (jobId: string, now: number, afterKey: number, limit: number) => s.undeliveredAfter.all(jobId, now, afterKey, limit),
+    /** A device's executions that are still queued or in progress, of any job. */
+    openOfDevice: (deviceId: string): ExecRow[] => s.openOfDevice.all(deviceId),
     history: (execKey: number): HistoryView[] => s.history.all(execKey),
     /** Deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
     pruneFinished: (cutoff: number, limit: number): number => s.pruneFinished.run(cutoff, limit).changes,

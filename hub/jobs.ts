@@ -113,6 +113,8 @@ export interface JobStats {
 }
 
 const MAX_SWEEP_ROWS = 1000
+/** Stop notices that ride on one batch (a doorbell takes up to 500: 500 refs of the longest ids stay under 64 KiB). */
+const CANCELS_PER_BATCH = 100
 /** A batch leaves room under the payload cap for the envelope and the cancel list. */
 const BATCH_BUDGET_BYTES = LIMITS.maxPayloadBytes - 8 * 1024
 
@@ -248,23 +250,25 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     const rows = from.length === 1 ? store.execsIn(job.id, from[0]!, from[0]!) : store.execsIn(job.id, from[0]!, from[1]!)
     for (const r of rows) {
       const held = r.state === 'in_progress' || r.delivered_at !== null
-      store.transition(r, 'canceled', now, source, detail, { cancelAttempt: held ? r.attempt : 0, leaseUntil: null, finishedAt: now })
-      if (held) notify.add(r.device_id)
+      // Not held now: a stop notice still owed for an earlier attempt (a timed-out run) stays owed.
+      store.transition(r, 'canceled', now, source, detail, { ...(held ? { cancelAttempt: r.attempt } : {}), leaseUntil: null, finishedAt: now })
+      if (held || r.cancel_notify > 0) notify.add(r.device_id)
     }
     return notify
   }
 
-  const cancelTx = db.transaction((job: JobRow, now: number, reason: string) => {
+  const cancelTx = db.transaction((id: string, now: number, reason: string) => {
+    // Read here, after the flush: a queued update may just have completed or aborted the job.
+    const job = requireJob(id)
+    if (job.status !== 'active') throw new RollcallError('JOB_FINISHED', `job "${id}" is already ${job.status}; nothing to cancel`)
     const notify = cancelExecutions(job, ['queued', 'in_progress'], now, 'api', reason)
     store.setJobStatus(job.id, 'canceled', reason, now)
     return notify
   })
 
   function cancel(id: string, reason = 'canceled by an operator'): JobView {
-    const job = requireJob(id)
-    if (job.status !== 'active') throw new RollcallError('JOB_FINISHED', `job "${id}" is already ${job.status}; nothing to cancel`)
     writer.flush()
-    const notify = cancelTx(job, clock.now(), reason)
+    const notify = cancelTx.immediate(id, clock.now(), reason)
     logger.info({ jobId: id, devicesNotified: notify.size }, 'job canceled')
     sendCancels([...notify])
     return store.jobView(store.getJob(id)!)
@@ -284,33 +288,47 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     }, online.length)
   }
 
-  function takeCancels(deviceId: string): ExecRef[] {
+  function takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): ExecRef[] {
     const refs: ExecRef[] = []
-    for (const c of store.pendingCancels(deviceId)) {
+    for (const c of store.pendingCancels(deviceId, max)) {
       store.clearCancel(c.key)
       refs.push({ execId: execIdOf(c.job_id, deviceId), attempt: c.attempt })
     }
     return refs
   }
 
-  /** A new device joins the executions of continuous jobs whose target includes it. */
-  function deviceAdded(deviceId: string, group: string | null): void {
-    const now = clock.now()
+  /**
+   * A new device joins the executions of continuous jobs whose target
+   * includes it. A device removed and added again under the same id gets its
+   * execution back as a new attempt (its removal had canceled it).
+   */
+  const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => {
     for (const job of store.activeContinuous()) {
       if (!targetIncludes(parseTarget(job.target), deviceId, group)) continue
       if (store.addExecutions(job.id, [deviceId], job.priority, now).length > 0) {
         logger.info({ jobId: job.id, deviceId }, 'continuous job: new device added')
+        continue
       }
+      const r = store.getExec(job.id, deviceId)
+      if (!r || !isFinal(r.state)) continue
+      store.transition(r, 'queued', now, 'hub', 'device added again', {
+        attempt: r.attempt + 1, baseVersion: r.version + 1, deviceVersion: null, runAfter: now, deliveredAt: null, leaseUntil: null,
+        startedAt: null, finishedAt: null, result: null, errorCode: null, errorMessage: null,
+      })
+      logger.info({ jobId: job.id, deviceId }, 'continuous job: device added again, its execution queued anew')
     }
+  })
+
+  function deviceAdded(deviceId: string, group: string | null): void {
+    writer.flush()
+    addedTx.immediate(deviceId, group, clock.now())
   }
 
   const removedTx = db.transaction((deviceId: string, now: number) => {
     const touched = new Set<string>()
-    for (const job of store.listJobs('active', 1_000_000)) {
-      const r = store.getExec(job.id, deviceId)
-      if (!r || isFinal(r.state)) continue
+    for (const r of store.openOfDevice(deviceId)) {
       store.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
-      touched.add(job.id)
+      touched.add(r.job_id)
     }
     for (const j of touched) afterFinal(j, now)
   })
@@ -318,7 +336,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   /** A removed device's open executions are canceled, so its jobs can complete. */
   function deviceRemoved(deviceId: string): void {
     writer.flush()
-    removedTx(deviceId, clock.now())
+    removedTx.immediate(deviceId, clock.now())
   }
 
   // ---- after a final state: abort, completion ----
@@ -391,11 +409,12 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       const since = deps.reachableSince(deviceId)
       // Send again what was delivered before this connection (it may have been lost with the last one), or long ago.
       const redeliverBefore = Math.max(since ?? 0, now - options.redeliverAfterMs)
-      const cancel = takeCancels(deviceId)
+      // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
+      const cancel = takeCancels(deviceId, CANCELS_PER_BATCH)
       const rows = store.due(deviceId, now, max + 64)
       const pace = pacer(now)
       const executions: JobExecution[] = []
-      let bytes = 0
+      let bytes = Buffer.byteLength(JSON.stringify(cancel))
       let more = false
       const tats = new Map<string, number | null>()
       for (const r of rows) {
@@ -497,16 +516,40 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   // ---- sweep ----
 
-  /** Rings as many undelivered devices of a paced job as its pace allows now. */
+  /** Where each paced job's ringing left off: rings go round the undelivered executions, so offline devices cannot hold the line. */
+  const ringCursor = new Map<string, number>()
+  const RING_SCAN_ROWS = 2000
+
+  /**
+   * Rings as many reachable devices with an undelivered execution of a paced
+   * job as its pace allows now. Ringing consumes nothing: a device that does
+   * not pull (offline since, queue full) leaves its turn to the next ones, and
+   * the cursor moves on so the next sweep rings others.
+   */
   function ringPaced(job: JobRow, now: number): void {
     const allowance = rolloutRelease(job.rate_per_min!, job.rollout_tat, now, 10_000).granted
     if (allowance === 0) return
     let rung = 0
-    for (const d of store.undeliveredOf(job.id, now, allowance * 4)) {
-      if (!reachable(d)) continue
-      ring(d)
-      if (++rung >= allowance) break
+    let scanned = 0
+    let cursor = ringCursor.get(job.id) ?? 0
+    let wrapped = cursor === 0
+    while (rung < allowance && scanned < RING_SCAN_ROWS) {
+      const rows = store.undeliveredAfter(job.id, now, cursor, 256)
+      if (rows.length === 0) {
+        if (wrapped) break
+        cursor = 0
+        wrapped = true
+        continue
+      }
+      for (const r of rows) {
+        scanned++
+        cursor = r.key
+        if (!reachable(r.device_id)) continue
+        ring(r.device_id)
+        if (++rung >= allowance) break
+      }
     }
+    ringCursor.set(job.id, cursor)
   }
 
   function sweep(): void {
@@ -525,7 +568,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         if (!to || !job) continue
         if (to === 'timed_out') {
           stats.timedOut++
-          // The device may still be running it: tell it to stop, so a retry never runs beside it.
+          // The device may still be running it: tell it to stop before a retry starts there.
           finish(r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
             leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT', errorMessage: 'the device did not report a result in time',
           })
@@ -545,8 +588,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       for (const j of touched) notify.push(...afterFinal(j, now))
       const due = store.becameDue(lastSweep, now).filter(reachable)
       const paced = store.activePaced()
-      lastSweep = now
       return () => {
+        lastSweep = now
         for (const d of due) ring(d)
         for (const job of paced) ringPaced(job, now)
         if (notify.length > 0) sendCancels([...new Set(notify)])
@@ -581,7 +624,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
    * before `cutoff`, a few at a time so the event loop keeps serving. An
    * agent's late update for a deleted execution is acked as UNKNOWN_EXECUTION.
    */
-  async function prune(cutoff: number, chunkJobs = 5): Promise<number> {
+  async function prune(cutoff: number, chunkJobs = 1): Promise<number> {
     let total = 0
     for (let n = chunkJobs; n === chunkJobs;) {
       n = store.pruneFinished(cutoff, chunkJobs)

@@ -242,6 +242,58 @@ describe('hub jobs over the wire', () => {
     }
   })
 
+  it('a paced rollout whose first devices in line are offline still rings the online ones', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100 })
+    const jobs = hub.running.services.jobs
+    // Registered first, so first in rollout order, and never connected.
+    for (let i = 0; i < 8; i++) await hub.addDevice(`dev-gone${i}`, 'mixed')
+    const online: WireDevice[] = []
+    for (let i = 0; i < 3; i++) {
+      const id = `dev-here${i}`
+      online.push(await device(hub, id, await hub.addDevice(id, 'mixed')))
+    }
+    const job = jobs.create({ name: 'echo', target: 'group:mixed', ratePerMinute: 60 })!
+    // One a second: all three online devices get rung and leased within a few seconds.
+    await Promise.all(online.map(async (d) => {
+      for (;;) {
+        await waitFor(() => d.notices.length > 0, `${d.id} doorbell`, 8000, 20)
+        d.notices.length = 0
+        if ((await d.pull(1)).executions.length > 0) return
+      }
+    }))
+    expect(jobs.get(job.id).executions.filter((e) => e.deliveredAt !== null).map((e) => e.deviceId).sort()).toEqual(['dev-here0', 'dev-here1', 'dev-here2'])
+  })
+
+  it('a device removed and added again gets its continuous job back, as a new attempt', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    await hub.addDevice('dev-back', 'lab2')
+    const job = jobs.create({ name: 'echo', target: 'group:lab2', continuous: true })!
+    await hub.api('DELETE', '/api/devices/dev-back')
+    expect(jobs.get(job.id).executions[0]).toMatchObject({ state: 'canceled', attempt: 1 })
+    const d = await device(hub, 'dev-back', await hub.addDevice('dev-back', 'lab2'))
+    expect(jobs.get(job.id).executions[0]).toMatchObject({ state: 'queued', attempt: 2 })
+    const [e] = (await d.pull(1)).executions
+    expect(e).toMatchObject({ attempt: 2 })
+  })
+
+  it('an operator cancel after a sweeper timeout still owes the device the stop notice for the timed-out attempt', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const jobs = hub.running.services.jobs
+    const token = await hub.addDevice('dev-owed')
+    let d = await device(hub, 'dev-owed', token)
+    const job = jobs.create({ name: 'slow', target: 'device:dev-owed', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 60_000, backoffMaxMs: 60_000 })!
+    const [e] = (await d.pull(1)).executions
+    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    // The device drops off before the sweeper's notice can reach it.
+    await d.client.endAsync()
+    await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'timed out and queued for a retry', 5000)
+    jobs.cancel(job.id)
+    d = await device(hub, 'dev-owed', token)
+    const notice = await waitFor(() => d.notices.find((n) => n.cancel), 'stop notice at the next birth')
+    expect(notice.cancel).toEqual([{ execId: e!.execId, attempt: 1 }])
+  })
+
   it('a continuous group job reaches devices added later; removing a device cancels its execution', async () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
