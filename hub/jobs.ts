@@ -357,12 +357,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         return notify
       }
     }
-    if (job.continuous === 0) {
+    // An index probe, not a count: this runs for every update that ends an execution.
+    if (job.continuous === 0 && !store.hasOpen(jobId)) {
+      store.setJobStatus(jobId, 'completed', null, now)
       const c = store.countsOf(jobId)
-      if (c.queued === 0 && c.in_progress === 0) {
-        store.setJobStatus(jobId, 'completed', null, now)
-        logger.info({ jobId, succeeded: c.succeeded, failed: c.failed + c.timed_out + c.rejected }, 'job completed')
-      }
+      logger.info({ jobId, succeeded: c.succeeded, failed: c.failed + c.timed_out + c.rejected }, 'job completed')
     }
     return notify
   }
