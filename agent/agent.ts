@@ -206,6 +206,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         }
         reporter?.onAck(message)
         return
+      case 'cmd.req':
+      case 'cmd.res':
       case 'birth':
       case 'death':
       case 'telemetry':

@@ -150,6 +150,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
         isRegistered: registered,
         jobs: jobs.ingress,
+        commands: { response: () => {} },
       },
     )
 

@@ -2,7 +2,7 @@ import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
 import { topicDeviceId } from '../protocol/topics.js'
-import type { JobsUpdate } from '../protocol/messages.js'
+import type { CommandResponse, JobsUpdate } from '../protocol/messages.js'
 import type { InboundMessage } from '../broker/types.js'
 import type { TelemetryStore } from './telemetry-store.js'
 import type { PresenceStore } from './presence-store.js'
@@ -33,6 +33,8 @@ export interface IngressDeps {
   /** Births and deaths of a device that was removed meanwhile (a late Will) are dropped. */
   readonly isRegistered: (deviceId: string) => boolean
   readonly jobs: JobIngress
+  /** A device's reply to a command. */
+  readonly commands: { response(deviceId: string, message: CommandResponse, now: number): void }
 }
 
 /** What ingress hands the job dispatcher: pulls and execution updates, already decoded. */
@@ -107,7 +109,11 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         presence.touch(deviceId, now)
         deps.jobs.update(deviceId, m, now)
         return
+      case 'cmd.res':
+        deps.commands.response(deviceId, m, now)
+        return
       case 'telemetry.ack':
+      case 'cmd.req':
       case 'jobs.notify':
       case 'jobs.batch':
       case 'jobs.ack':

@@ -3,7 +3,7 @@ import { LIMITS } from './limits.js'
 import type { Message } from './messages.js'
 import { parseTopic, type ParsedTopic, type TopicKind } from './topics.js'
 import {
-  EventBatchValidator, JobsAckValidator, JobsBatchValidator, JobsNotifyValidator, JobsPullValidator, JobsUpdateValidator,
+  CommandRequestValidator, CommandResponseValidator, EventBatchValidator, JobsAckValidator, JobsBatchValidator, JobsNotifyValidator, JobsPullValidator, JobsUpdateValidator,
   StateMessageValidator, TelemetryAckValidator, TelemetryBatchValidator,
 } from './validators.generated.js'
 
@@ -49,6 +49,8 @@ const SCHEMA_BY_KIND: Partial<Record<TopicKind, Validator<Message>>> = {
   'jobs/batch': JobsBatchValidator,
   'jobs/update': JobsUpdateValidator,
   'jobs/ack': JobsAckValidator,
+  'cmd/req': CommandRequestValidator,
+  'cmd/res': CommandResponseValidator,
 }
 
 export interface DecodeOptions {

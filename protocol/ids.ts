@@ -53,3 +53,11 @@ export const TASK_NAME_PATTERN = SENSOR_NAME_PATTERN
 export function isTaskName(value: unknown): value is string {
   return isSensorName(value)
 }
+
+/** Command ids: made by the hub, `c` plus lowercase base-32; unique, so a device can drop a repeat. */
+export const COMMAND_ID_PATTERN = '^c[a-z0-9]{3,31}$'
+const COMMAND_ID_RE = new RegExp(COMMAND_ID_PATTERN)
+
+export function isCommandId(value: unknown): value is string {
+  return typeof value === 'string' && COMMAND_ID_RE.test(value)
+}

@@ -23,6 +23,12 @@ export const LIMITS = {
   maxJobErrorChars: 1024,
   /** 7 days: no attempt may hold a lease longer. */
   maxJobTimeoutMs: 7 * 86_400_000,
+  /** A command's args as JSON. */
+  maxCommandArgsBytes: 16 * 1024,
+  /** A command's result as JSON; a bigger one is replaced by a note saying so. */
+  maxCommandResultBytes: 16 * 1024,
+  /** Push is for now: no command waits longer than 5 minutes. */
+  maxCommandTimeoutMs: 300_000,
 } as const
 
 export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const

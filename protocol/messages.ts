@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox'
-import { DEVICE_ID_PATTERN, EXEC_ID_PATTERN, JOB_ID_PATTERN, SENSOR_NAME_PATTERN, TASK_NAME_PATTERN } from './ids.js'
+import { COMMAND_ID_PATTERN, DEVICE_ID_PATTERN, EXEC_ID_PATTERN, JOB_ID_PATTERN, SENSOR_NAME_PATTERN, TASK_NAME_PATTERN } from './ids.js'
 import { LIMITS } from './limits.js'
 
 /**
@@ -205,8 +205,35 @@ export const JobsAck = Type.Object({
 export type JobsAck = Static<typeof JobsAck>
 export type JobRefusal = NonNullable<JobsAck['refused']>[number]['code']
 
+// ---- Commands (DESIGN.md, "Commands"; docs/commands.md) ----
+
+const CommandId = Type.String({ pattern: COMMAND_ID_PATTERN })
+
+/** Hub -> device: run `name` now; a device refuses it once `expiresAt` (hub clock) has passed. */
+export const CommandRequest = Type.Object({
+  type: Type.Literal('cmd.req'),
+  v: Type.Literal(1),
+  id: CommandId,
+  name: Type.String({ pattern: TASK_NAME_PATTERN }),
+  args: Type.Optional(Type.Unknown()),
+  expiresAt: Timestamp,
+}, { additionalProperties: false })
+export type CommandRequest = Static<typeof CommandRequest>
+
+/** Device -> hub: the outcome of a command; `result` when ok, `error` when not. */
+export const CommandResponse = Type.Object({
+  type: Type.Literal('cmd.res'),
+  v: Type.Literal(1),
+  id: CommandId,
+  ok: Type.Boolean(),
+  result: Type.Optional(Type.Unknown()),
+  error: Type.Optional(ErrorInfo),
+}, { additionalProperties: false })
+export type CommandResponse = Static<typeof CommandResponse>
+
 export type Message = Birth | Death | TelemetryBatch | EventBatch | TelemetryAck
   | JobsNotify | JobsPull | JobsBatch | JobsUpdate | JobsAck
+  | CommandRequest | CommandResponse
 export type MessageType = Message['type']
 
 export { DEVICE_ID_PATTERN }

@@ -4,7 +4,7 @@
 // change the schema and run `npm run generate`. A test fails when this file is stale.
 import { Guard } from 'typebox/guard'
 import type { Validator } from '../common/validator.js'
-import type { StateMessage, TelemetryBatch, EventBatch, TelemetryAck, JobsNotify, JobsPull, JobsBatch, JobsUpdate, JobsAck } from './messages.js'
+import type { StateMessage, TelemetryBatch, EventBatch, TelemetryAck, JobsNotify, JobsPull, JobsBatch, JobsUpdate, JobsAck, CommandRequest, CommandResponse } from './messages.js'
 
 export const StateMessageValidator: Validator<StateMessage> = {
   Check: (() => {
@@ -715,6 +715,103 @@ export const JobsAckValidator: Validator<JobsAck> = {
           "additionalProperties": false
         },
         "maxItems": 2000
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const CommandRequestValidator: Validator<CommandRequest> = {
+  Check: (() => {
+    const External = [/(^type$|^v$|^id$|^name$|^args$|^expiresAt$)/u, /^c[a-z0-9]{3,31}$/u, /^[a-z0-9][a-z0-9._-]{0,63}$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && (((((("type" in value && "v" in value) && "id" in value) && "name" in value) && "expiresAt" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && ((((((typeof value.type === "string" && value.type === "cmd.req") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.id === "string" && External[1].test(value.id))) && (typeof value.name === "string" && External[2].test(value.name))) && (value.args === undefined || (!("args" in value) || true))) && (Number.isInteger(value.expiresAt) && (!((Number.isFinite(value.expiresAt) || typeof value.expiresAt === "bigint")) || (value.expiresAt >= 0 && value.expiresAt <= 8640000000000)))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "id",
+      "name",
+      "expiresAt"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "cmd.req"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "id": {
+        "type": "string",
+        "pattern": "^c[a-z0-9]{3,31}$"
+      },
+      "name": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"
+      },
+      "args": {},
+      "expiresAt": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 8640000000000
+      }
+    },
+    "additionalProperties": false
+  },
+}
+
+export const CommandResponseValidator: Validator<CommandResponse> = {
+  Check: (() => {
+    const External = [/(^type$|^v$|^id$|^ok$|^result$|^error$)/u, /^c[a-z0-9]{3,31}$/u, /^[A-Z][A-Z0-9_]{0,63}$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "id" in value) && "ok" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && ((((((typeof value.type === "string" && value.type === "cmd.res") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.id === "string" && External[1].test(value.id))) && typeof value.ok === "boolean") && (value.result === undefined || (!("result" in value) || true))) && (value.error === undefined || (!("error" in value) || ((typeof value.error === "object" && value.error !== null && !(Array.isArray(value.error))) && ((("code" in value.error && "message" in value.error) && Object.getOwnPropertyNames(value.error).length === 2) && ((typeof value.error.code === "string" && External[2].test(value.error.code)) && (typeof value.error.message === "string" && (value.error.message.length <= 1024 || (value.error.message.length <= 2048 && Guard.CodePointCount(value.error.message) <= 1024))))))))))));
+    return (value) => check_0(value)
+  })(),
+  schema: {
+    "type": "object",
+    "required": [
+      "type",
+      "v",
+      "id",
+      "ok"
+    ],
+    "properties": {
+      "type": {
+        "type": "string",
+        "const": "cmd.res"
+      },
+      "v": {
+        "type": "number",
+        "const": 1
+      },
+      "id": {
+        "type": "string",
+        "pattern": "^c[a-z0-9]{3,31}$"
+      },
+      "ok": {
+        "type": "boolean"
+      },
+      "result": {},
+      "error": {
+        "type": "object",
+        "required": [
+          "code",
+          "message"
+        ],
+        "properties": {
+          "code": {
+            "type": "string",
+            "pattern": "^[A-Z][A-Z0-9_]{0,63}$"
+          },
+          "message": {
+            "type": "string",
+            "maxLength": 1024
+          }
+        },
+        "additionalProperties": false
       }
     },
     "additionalProperties": false

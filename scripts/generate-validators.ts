@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url'
 import type { TSchema } from 'typebox'
 import { Build } from 'typebox/schema'
 import { AgentConfigFile } from '../agent/config-schema.js'
-import { EventBatch, JobsAck, JobsBatch, JobsNotify, JobsPull, JobsUpdate, StateMessage, TelemetryAck, TelemetryBatch } from '../protocol/messages.js'
+import { CommandRequest, CommandResponse, EventBatch, JobsAck, JobsBatch, JobsNotify, JobsPull, JobsUpdate, StateMessage, TelemetryAck, TelemetryBatch } from '../protocol/messages.js'
 
 interface ValidatorSpec {
   /** The schema's name; the module exports `${name}Validator`. */
@@ -50,6 +50,8 @@ export const GENERATED_MODULES: readonly ModuleSpec[] = [
       { name: 'JobsBatch', type: 'JobsBatch', schema: JobsBatch },
       { name: 'JobsUpdate', type: 'JobsUpdate', schema: JobsUpdate },
       { name: 'JobsAck', type: 'JobsAck', schema: JobsAck },
+      { name: 'CommandRequest', type: 'CommandRequest', schema: CommandRequest },
+      { name: 'CommandResponse', type: 'CommandResponse', schema: CommandResponse },
     ],
   },
   {
