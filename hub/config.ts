@@ -50,6 +50,12 @@ export const HubConfigSchema = Type.Object({
   jobBackoffMaxMs: Type.Integer({ minimum: 0, maximum: 7 * 86_400_000 }),
   /** Finished jobs (with their executions and history) are deleted this long after they finished, by the retention schedule. */
   jobRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
+  /** A command's deadline when it sets none. */
+  commandDefaultTimeoutMs: Type.Integer({ minimum: 1, maximum: LIMITS.maxCommandTimeoutMs }),
+  /** A group command has at most this many members' commands in flight at once. */
+  commandGroupConcurrency: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  /** The command record is kept this long. */
+  commandRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
 }, { additionalProperties: false })
 
 export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
@@ -83,6 +89,9 @@ export const HUB_DEFAULTS: HubConfig = {
   jobBackoffBaseMs: 10_000,
   jobBackoffMaxMs: 3_600_000,
   jobRetentionDays: 90,
+  commandDefaultTimeoutMs: 10_000,
+  commandGroupConcurrency: 500,
+  commandRetentionDays: 30,
 }
 
 const check = Compile(HubConfigSchema)

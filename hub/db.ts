@@ -192,6 +192,32 @@ export const HUB_MIGRATIONS: readonly string[] = [
   CREATE INDEX executions_cancel_notify ON executions(device_id) WHERE cancel_notify > 0;
   CREATE INDEX jobs_active_expiry ON jobs(expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
   `,
+  /* 4: the command record (hub/command-store.ts) */ `
+  -- One row per command to one device; a group command's members share group_id.
+  -- status: offline | queued | sent | succeeded | failed | timed_out | disconnected.
+  -- A reply after the deadline is kept in late_* and never changes the outcome.
+  CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT,
+    group_id TEXT,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    sent_at INTEGER,
+    expires_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    result TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    job_id TEXT,
+    late_at INTEGER,
+    late_response TEXT
+  ) STRICT;
+  CREATE INDEX commands_device ON commands(device_id, created_at);
+  CREATE INDEX commands_group ON commands(group_id) WHERE group_id IS NOT NULL;
+  CREATE INDEX commands_created ON commands(created_at);
+  `,
 ]
 
 export function openHubDb(path: string): Db {

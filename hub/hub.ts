@@ -19,6 +19,7 @@ import { createDeadLetters } from './dead-letters.js'
 import { createIngress } from './ingress.js'
 import { createJobs } from './jobs.js'
 import { createSchedules } from './schedules.js'
+import { createCommands } from './commands.js'
 import { loadOrCreateAdminToken } from './admin-token.js'
 import { buildApi } from './api/app.js'
 import type { HubServices } from './services.js'
@@ -134,6 +135,13 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     jobs.start()
     releasers.push(() => { jobs.stop() })
+    const commands = createCommands({ defaultTimeoutMs: config.commandDefaultTimeoutMs, groupConcurrency: config.commandGroupConcurrency }, {
+      db, writer, registry, jobs, clock, logger: log.child({ component: 'commands' }),
+      isReachable: (id) => presence.isReachable(id),
+      lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
+      publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }),
+    })
+    releasers.push(() => { commands.stop() })
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
     schedules.start()
     releasers.push(() => { schedules.stop() })
@@ -150,7 +158,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
         isRegistered: registered,
         jobs: jobs.ingress,
-        commands: { response: () => {} },
+        commands: { response: (deviceId, m) => { commands.response(deviceId, m) } },
       },
     )
 
@@ -161,6 +169,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       }
     })
     broker.on('disconnected', (info, reason) => {
+      // Commands in flight on this connection end now, whatever presence makes of it.
+      if (info.principal.kind === 'device') commands.disconnected(info.principal.id)
       if (info.principal.kind === 'device' && registered(info.principal.id)) {
         presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
       }
@@ -192,6 +202,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         const jobCutoff = clock.now() - config.jobRetentionDays * 86_400_000
         const jobsPruned = await jobs.prune(jobCutoff)
         log.info({ cutoff: jobCutoff, jobs: jobsPruned }, 'retention: pruned finished jobs')
+        const commandCutoff = clock.now() - config.commandRetentionDays * 86_400_000
+        const commandsPruned = await commands.prune(commandCutoff)
+        log.info({ cutoff: commandCutoff, commands: commandsPruned }, 'retention: pruned the command record')
       } catch (err) {
         log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
       } finally {
@@ -207,7 +220,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
 
     const services: HubServices = {
-      clock, registry, presence, telemetry, deadLetters, jobs, schedules,
+      clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands,
       addDevice(id, group) {
         const added = registry.addDevice(id, group, clock.now())
         jobs.deviceAdded(id, group)
@@ -235,6 +248,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         broker: broker.stats(),
         presence: deviceCounts(),
         jobs: jobs.stats(),
+        commands: commands.stats(),
         deadLetters: deadLetters.countsByReason(),
         memory: process.memoryUsage(),
       }),

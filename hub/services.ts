@@ -5,6 +5,7 @@ import type { TelemetryStore } from './telemetry-store.js'
 import type { DeadLetters } from './dead-letters.js'
 import type { Jobs } from './jobs.js'
 import type { Schedules } from './schedules.js'
+import type { Commands } from './commands.js'
 
 /** What the HTTP API (and the CLI through it) can do with a running hub. */
 export interface HubServices {
@@ -15,6 +16,7 @@ export interface HubServices {
   readonly deadLetters: DeadLetters
   readonly jobs: Jobs
   readonly schedules: Schedules
+  readonly commands: Commands
   /** Registers a device (and gives it its executions of continuous jobs); returns its token once. */
   addDevice(id: string, group: string | null): { device: DeviceRecord; token: string }
   /** Removes the device and closes its connection at once. */

@@ -7,6 +7,7 @@ import { deviceRoutes } from './devices.js'
 import { jobRoutes } from './jobs.js'
 import { observerRoutes } from './observers.js'
 import { opsRoutes } from './ops.js'
+import { commandRoutes } from './commands.js'
 import { scheduleRoutes } from './schedules.js'
 import type { HubServices } from '../services.js'
 
@@ -54,6 +55,7 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
     await api.register(deviceRoutes(services))
     await api.register(observerRoutes(services))
     await api.register(opsRoutes(services))
+    await api.register(commandRoutes(services))
     await api.register(jobRoutes(services))
     await api.register(scheduleRoutes(services))
   }, { prefix: '/api' })

@@ -49,7 +49,7 @@ type JobFields = Static<typeof JobTemplateBody>
 
 const bad = (message: string) => new RollcallError('BAD_REQUEST', message)
 
-function durationOf(field: string, text: string, min: number, example: string): number {
+export function durationOf(field: string, text: string, min: number, example: string): number {
   // The unit is required: a bare "30" could mean seconds as easily as milliseconds.
   const ms = /^\d+(\.\d+)?[a-z]+$/.test(text.trim()) ? parseDurationMs(text) : undefined
   if (ms === undefined || ms < min) throw bad(`${field}=${JSON.stringify(text)} is not a duration: write a number with its unit (ms, s, m, h, d), e.g. "${example}"`)

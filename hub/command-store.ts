@@ -1,0 +1,140 @@
+import type { Db } from '../common/sqlite.js'
+import type { Writer } from './writer.js'
+
+/**
+ * The command record: the commands table, and only SQL. Every write goes
+ * through the group-commit writer, so recording a command never holds up its
+ * round trip; reads see what is committed.
+ */
+
+export const COMMAND_STATUSES = ['offline', 'queued', 'sent', 'succeeded', 'failed', 'timed_out', 'disconnected'] as const
+export type CommandStatus = (typeof COMMAND_STATUSES)[number]
+/** How a command that was sent ended. */
+export type CommandEnd = Extract<CommandStatus, 'succeeded' | 'failed' | 'timed_out' | 'disconnected'>
+
+interface CommandRow {
+  id: string
+  device_id: string
+  name: string
+  args: string | null
+  group_id: string | null
+  status: CommandStatus
+  created_at: number
+  sent_at: number | null
+  expires_at: number
+  finished_at: number | null
+  result: string | null
+  error_code: string | null
+  error_message: string | null
+  job_id: string | null
+  late_at: number | null
+  late_response: string | null
+}
+
+export interface CommandRecord {
+  readonly id: string
+  readonly deviceId: string
+  readonly name: string
+  readonly args: unknown
+  readonly groupId: string | null
+  readonly status: CommandStatus
+  readonly createdAt: number
+  readonly sentAt: number | null
+  readonly expiresAt: number
+  readonly finishedAt: number | null
+  readonly result: unknown
+  readonly error: { readonly code: string; readonly message: string } | null
+  /** The job the command became, when it was queued for an offline device. */
+  readonly jobId: string | null
+  /** A reply that came after the outcome was settled: kept, never acted on. */
+  readonly late: { readonly at: number; readonly response: unknown } | null
+  /** What happened, in order. */
+  readonly timeline: ReadonlyArray<{ readonly at: number; readonly event: string }>
+}
+
+export interface NewCommand {
+  readonly id: string
+  readonly deviceId: string
+  readonly name: string
+  readonly args: string | null
+  readonly groupId: string | null
+  readonly status: 'offline' | 'queued' | 'sent'
+  readonly createdAt: number
+  readonly expiresAt: number
+  readonly jobId?: string
+  readonly error?: { readonly code: string; readonly message: string }
+}
+
+function parse(text: string | null): unknown {
+  if (text === null) return null
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return text
+  }
+}
+
+function toRecord(r: CommandRow): CommandRecord {
+  const timeline: Array<{ at: number; event: string }> = [{ at: r.created_at, event: 'created' }]
+  if (r.sent_at !== null) timeline.push({ at: r.sent_at, event: 'sent' })
+  if (r.status === 'offline' || r.status === 'queued') timeline.push({ at: r.created_at, event: r.status === 'offline' ? 'refused: device offline' : `queued as job ${r.job_id ?? ''}` })
+  if (r.finished_at !== null) timeline.push({ at: r.finished_at, event: r.status === 'succeeded' ? 'replied' : r.status === 'failed' ? `replied with error ${r.error_code ?? ''}` : r.status })
+  if (r.late_at !== null) timeline.push({ at: r.late_at, event: 'late reply (ignored)' })
+  return {
+    id: r.id, deviceId: r.device_id, name: r.name, args: parse(r.args), groupId: r.group_id, status: r.status,
+    createdAt: r.created_at, sentAt: r.sent_at, expiresAt: r.expires_at, finishedAt: r.finished_at, result: parse(r.result),
+    error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' }, jobId: r.job_id,
+    late: r.late_at === null ? null : { at: r.late_at, response: parse(r.late_response) }, timeline,
+  }
+}
+
+export function createCommandStore(db: Db, writer: Writer) {
+  const s = {
+    insert: db.prepare<[string, string, string, string | null, string | null, string, number, number | null, number, number | null, string | null, string | null, string | null]>(
+      `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    finish: db.prepare<[CommandEnd, number, string | null, string | null, string | null, string]>(
+      "UPDATE commands SET status = ?, finished_at = ?, result = ?, error_code = ?, error_message = ? WHERE id = ? AND status = 'sent'"),
+    late: db.prepare<[number, string, string, string]>('UPDATE commands SET late_at = ?, late_response = ? WHERE id = ? AND device_id = ? AND late_at IS NULL'),
+    get: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE id = ?'),
+    ofDevice: db.prepare<[string, number], CommandRow>('SELECT * FROM commands WHERE device_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
+    ofGroup: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE group_id = ? ORDER BY device_id'),
+    prune: db.prepare<[number, number]>('DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE created_at < ? LIMIT ?)'),
+  }
+
+  return {
+    /** Records a new command (sent, refused as offline, or queued as a job). */
+    add(c: NewCommand): void {
+      writer.enqueue(() => {
+        s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, c.status === 'sent' ? c.createdAt : null, c.expiresAt,
+          c.status === 'sent' ? null : c.createdAt, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null)
+      })
+    },
+    /** The outcome of a sent command; a command already settled keeps its first outcome. */
+    finish(id: string, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): void {
+      writer.enqueue(() => { s.finish.run(status, at, result, error?.code ?? null, error?.message ?? null, id) })
+    },
+    /** A reply that came after the outcome was settled (only the first is kept). */
+    late(id: string, deviceId: string, at: number, response: string): void {
+      writer.enqueue(() => { s.late.run(at, response, id, deviceId) })
+    },
+    get: (id: string): CommandRecord | undefined => {
+      const r = s.get.get(id)
+      return r ? toRecord(r) : undefined
+    },
+    ofDevice: (deviceId: string, limit: number): CommandRecord[] => s.ofDevice.all(deviceId, limit).map(toRecord),
+    ofGroup: (groupId: string): CommandRecord[] => s.ofGroup.all(groupId).map(toRecord),
+    /** Retention: deletes commands created before `cutoff`, `chunk` rows per statement. */
+    async prune(cutoff: number, chunk = 5000): Promise<number> {
+      let total = 0
+      for (let n = chunk; n === chunk;) {
+        n = s.prune.run(cutoff, chunk).changes
+        total += n
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+      return total
+    },
+  }
+}
+
+export type CommandStore = ReturnType<typeof createCommandStore>

@@ -1,0 +1,342 @@
+import { randomBytes } from 'node:crypto'
+import type { Clock } from '../common/clock.js'
+import { RollcallError } from '../common/errors.js'
+import type { Logger } from '../common/logger.js'
+import { encode } from '../protocol/codec.js'
+import { isTaskName } from '../protocol/ids.js'
+import { LIMITS } from '../protocol/limits.js'
+import type { CommandResponse } from '../protocol/messages.js'
+import { topics } from '../protocol/topics.js'
+import { createCommandStore, type CommandEnd, type CommandRecord } from './command-store.js'
+import { parseTarget, type JobTarget } from './job-target.js'
+import type { Jobs } from './jobs.js'
+import type { Registry } from './registry.js'
+import type { Writer } from './writer.js'
+import type { Db } from '../common/sqlite.js'
+
+/**
+ * Commands: the push half (DESIGN.md, "Commands"): act now, or fail now.
+ *
+ * A command to one device:
+ *   not reachable   -> DEVICE_OFFLINE at once, with when it was last seen
+ *                      (or, with ifOffline "queue", a job for it instead)
+ *   reachable       -> cmd/req is published with a unique id and expiresAt,
+ *                      and the call waits for the first of:
+ *                        the device's reply          -> its result or its error
+ *                        the deadline                -> COMMAND_TIMEOUT
+ *                        the device's connection ends -> DEVICE_DISCONNECTED
+ *                      A reply after that is recorded as late and changes nothing.
+ *
+ * A group command sends to the reachable members only, at most
+ * `groupConcurrency` in flight, under one deadline, and reports each
+ * member's outcome and who was skipped as offline.
+ *
+ * Every command is recorded (command-store.ts) through the group-commit
+ * writer: the record never holds up the round trip.
+ */
+
+export interface CommandsOptions {
+  readonly defaultTimeoutMs: number
+  readonly groupConcurrency: number
+}
+
+export interface CommandsDeps {
+  readonly db: Db
+  readonly writer: Writer
+  readonly registry: Registry
+  readonly jobs: Jobs
+  /** Reachable now: connected, and a birth received for this connection's epoch. */
+  readonly isReachable: (deviceId: string) => boolean
+  /** When the device was last heard from (null: never). */
+  readonly lastSeen: (deviceId: string) => number | null
+  readonly publish: (topic: string, payload: Buffer) => Promise<void>
+  readonly clock: Clock
+  readonly logger: Logger
+}
+
+export interface CommandSpec {
+  readonly name: string
+  readonly args?: unknown
+  readonly timeoutMs?: number
+  /** What to do when the device is not reachable: fail at once (default), or turn the command into a job. */
+  readonly ifOffline?: 'fail' | 'queue'
+}
+
+/** How one device's command ended. */
+export type CommandOutcome =
+  | { readonly id: string; readonly deviceId: string; readonly status: 'succeeded'; readonly result: unknown; readonly durationMs: number }
+  | { readonly id: string; readonly deviceId: string; readonly status: 'failed'; readonly error: { readonly code: string; readonly message: string }; readonly durationMs: number }
+  | { readonly id: string; readonly deviceId: string; readonly status: 'timed_out' | 'disconnected'; readonly error: { readonly code: string; readonly message: string }; readonly durationMs: number }
+
+export interface QueuedCommand {
+  readonly id: string
+  readonly deviceId: string
+  readonly status: 'queued'
+  readonly jobId: string
+}
+
+export interface GroupResult {
+  readonly id: string
+  readonly target: string
+  readonly name: string
+  readonly outcomes: readonly CommandOutcome[]
+  /** Members that were not reachable: not sent anything. */
+  readonly skipped: ReadonlyArray<{ readonly deviceId: string; readonly lastSeen: number | null }>
+  /** With ifOffline "queue": the job made for the skipped members. */
+  readonly jobId: string | null
+  readonly counts: Readonly<Record<'succeeded' | 'failed' | 'timed_out' | 'disconnected' | 'skipped', number>>
+  readonly durationMs: number
+}
+
+export interface CommandStats {
+  readonly sent: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly timedOut: number
+  readonly disconnected: number
+  readonly offline: number
+  readonly queued: number
+  readonly lateReplies: number
+  readonly unknownReplies: number
+  readonly pending: number
+}
+
+interface Pending {
+  readonly deviceId: string
+  readonly startedAt: number
+  readonly timer: NodeJS.Timeout
+  readonly settle: (o: CommandOutcome) => void
+}
+
+function newCommandId(): string {
+  const bytes = randomBytes(8)
+  let n = bytes.readBigUInt64BE()
+  let s = ''
+  for (let i = 0; i < 12; i++) {
+    s += '0123456789abcdefghijklmnopqrstuv'[Number(n & 31n)]
+    n >>= 5n
+  }
+  return `c${s}`
+}
+
+export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
+  const { registry, clock, logger } = deps
+  const store = createCommandStore(deps.db, deps.writer)
+  const pending = new Map<string, Pending>()
+  /** Pending command ids per device, so a disconnect ends them at once. */
+  const byDevice = new Map<string, Set<string>>()
+  const stats = { sent: 0, succeeded: 0, failed: 0, timedOut: 0, disconnected: 0, offline: 0, queued: 0, lateReplies: 0, unknownReplies: 0 }
+
+  function validate(spec: CommandSpec): { args: string | null; timeoutMs: number } {
+    if (!isTaskName(spec.name)) throw new RollcallError('BAD_REQUEST', `command name ${JSON.stringify(spec.name)} must be lowercase letters, digits, ".", "-" and "_", e.g. "ping" or "sys.info"`)
+    const timeoutMs = spec.timeoutMs ?? options.defaultTimeoutMs
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > LIMITS.maxCommandTimeoutMs) {
+      throw new RollcallError('BAD_REQUEST', `timeout must be from 1ms to ${LIMITS.maxCommandTimeoutMs / 60_000}m; a command is for now (use a job for work that may wait)`)
+    }
+    const args = spec.args === undefined ? null : JSON.stringify(spec.args)
+    if (args !== null && Buffer.byteLength(args) > LIMITS.maxCommandArgsBytes) {
+      throw new RollcallError('PAYLOAD_TOO_LARGE', `args are ${Buffer.byteLength(args)} bytes of JSON; at most ${LIMITS.maxCommandArgsBytes}`)
+    }
+    return { args, timeoutMs }
+  }
+
+  function offlineError(deviceId: string): RollcallError {
+    const lastSeen = deps.lastSeen(deviceId)
+    const when = lastSeen === null ? 'it has never connected' : `last seen ${new Date(lastSeen).toISOString()}`
+    return new RollcallError('DEVICE_OFFLINE', `device "${deviceId}" is not reachable now (${when}); retry later, or send with ifOffline "queue" to run it as a job when it is back`, { lastSeen })
+  }
+
+  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
+    const p = pending.get(id)
+    if (!p) return
+    pending.delete(id)
+    clearTimeout(p.timer)
+    const ids = byDevice.get(p.deviceId)
+    ids?.delete(id)
+    if (ids?.size === 0) byDevice.delete(p.deviceId)
+    store.finish(id, end, clock.now(), result, 'error' in outcome ? outcome.error : null)
+    p.settle(outcome)
+  }
+
+  /** Publishes a command to a reachable device and resolves with how it ended (never rejects). */
+  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<CommandOutcome> {
+    const id = newCommandId()
+    const now = clock.now()
+    const expiresAt = now + timeoutMs
+    const t0 = performance.now()
+    const ms = () => Math.round((performance.now() - t0) * 1000) / 1000
+    store.add({ id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt })
+    stats.sent++
+    return new Promise<CommandOutcome>((resolve) => {
+      const timer = setTimeout(() => {
+        stats.timedOut++
+        settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
+      }, timeoutMs)
+      pending.set(id, { deviceId, startedAt: t0, timer, settle: resolve })
+      let ids = byDevice.get(deviceId)
+      if (!ids) byDevice.set(deviceId, ids = new Set())
+      ids.add(id)
+      deps.publish(topics.cmdReq(deviceId), encode({ type: 'cmd.req', v: 1, id, name, ...(args === undefined ? {} : { args }), expiresAt }))
+        .catch((err: unknown) => {
+          logger.warn({ err, deviceId, id }, 'command publish failed')
+          stats.disconnected++
+          settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
+        })
+    })
+  }
+
+  /**
+   * Sends a command to one device. Resolves with its outcome (including the
+   * device's own error); throws DEVICE_OFFLINE when it is not reachable (unless
+   * queued), and bad input as BAD_REQUEST.
+   */
+  async function send(deviceId: string, spec: CommandSpec): Promise<CommandOutcome | QueuedCommand> {
+    registry.requireDevice(deviceId)
+    const { args, timeoutMs } = validate(spec)
+    const now = clock.now()
+    if (!deps.isReachable(deviceId)) {
+      const id = newCommandId()
+      if (spec.ifOffline === 'queue') {
+        const job = deps.jobs.create({ name: spec.name, payload: spec.args ?? null, target: `device:${deviceId}` })!
+        store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId: job.id })
+        stats.queued++
+        return { id, deviceId, status: 'queued', jobId: job.id }
+      }
+      const err = offlineError(deviceId)
+      store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } })
+      stats.offline++
+      throw err
+    }
+    return dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+  }
+
+  function membersOf(target: JobTarget): string[] {
+    switch (target.kind) {
+      case 'all': return registry.listDevices().map((d) => d.id)
+      case 'group': return registry.listDevices().filter((d) => d.group === target.group).map((d) => d.id)
+      case 'devices': {
+        const missing = target.ids.filter((id) => registry.getDevice(id) === undefined)
+        if (missing.length > 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device ${missing.slice(0, 5).map((m) => `"${m}"`).join(', ')}`)
+        return [...target.ids]
+      }
+      default: {
+        const never: never = target
+        return never
+      }
+    }
+  }
+
+  /** Sends to every reachable member of `target` (at most groupConcurrency at once), under one deadline. */
+  async function sendGroup(targetText: string, spec: CommandSpec): Promise<GroupResult> {
+    const target = parseTarget(targetText)
+    const { args, timeoutMs } = validate(spec)
+    const members = membersOf(target)
+    if (members.length === 0) throw new RollcallError('TARGET_EMPTY', `target "${targetText}" matches no registered device`)
+    const groupId = newCommandId()
+    const now = clock.now()
+    const deadline = now + timeoutMs
+    const t0 = performance.now()
+    const reachable: string[] = []
+    const skipped: Array<{ deviceId: string; lastSeen: number | null }> = []
+    for (const d of members) {
+      if (deps.isReachable(d)) reachable.push(d)
+      else skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
+    }
+    let jobId: string | null = null
+    if (skipped.length > 0 && spec.ifOffline === 'queue') {
+      jobId = deps.jobs.create({ name: spec.name, payload: spec.args ?? null, target: `device:${skipped.map((s) => s.deviceId).join(',')}` })!.id
+    }
+    for (const s of skipped) {
+      store.add({
+        id: newCommandId(), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
+        ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE', message: 'not reachable when the group command was sent' } }),
+      })
+      if (jobId) stats.queued++
+      else stats.offline++
+    }
+    const outcomes: CommandOutcome[] = []
+    let next = 0
+    const worker = async () => {
+      while (next < reachable.length) {
+        const d = reachable[next++]!
+        const left = deadline - clock.now()
+        if (left <= 0) {
+          outcomes.push({ id: '', deviceId: d, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn' }, durationMs: 0 })
+          continue
+        }
+        outcomes.push(await dispatch(d, spec.name, args, spec.args, left, groupId))
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(options.groupConcurrency, reachable.length) }, worker))
+    const counts = { succeeded: 0, failed: 0, timed_out: 0, disconnected: 0, skipped: skipped.length }
+    for (const o of outcomes) counts[o.status]++
+    return { id: groupId, target: targetText, name: spec.name, outcomes, skipped, jobId, counts, durationMs: Math.round(performance.now() - t0) }
+  }
+
+  /** A device's cmd.res: settles its pending command, or is recorded as late. */
+  function response(deviceId: string, m: CommandResponse): void {
+    const p = pending.get(m.id)
+    const raw = JSON.stringify(m.ok ? { ok: true, result: m.result ?? null } : { ok: false, error: m.error ?? null })
+    if (!p || p.deviceId !== deviceId) {
+      // After the deadline or a disconnect, or a reply to a command this hub process never sent.
+      if (p === undefined) stats.lateReplies++
+      else stats.unknownReplies++
+      store.late(m.id, deviceId, clock.now(), raw)
+      return
+    }
+    const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
+    if (m.ok) {
+      stats.succeeded++
+      settle(m.id, { id: m.id, deviceId, status: 'succeeded', result: m.result ?? null, durationMs }, 'succeeded', JSON.stringify(m.result ?? null))
+    } else {
+      stats.failed++
+      const error = m.error ?? { code: 'FAILED', message: 'the device reported a failure without details' }
+      settle(m.id, { id: m.id, deviceId, status: 'failed', error, durationMs }, 'failed', null)
+    }
+  }
+
+  /** The device's connection ended: its commands in flight end now. */
+  function disconnected(deviceId: string): void {
+    const ids = byDevice.get(deviceId)
+    if (!ids) return
+    for (const id of [...ids]) {
+      const p = pending.get(id)
+      if (!p) continue
+      stats.disconnected++
+      const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
+      settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
+    }
+  }
+
+  function get(id: string): CommandRecord {
+    deps.writer.flush()
+    const r = store.get(id)
+    if (!r) throw new RollcallError('COMMAND_NOT_FOUND', `no command "${id}"`)
+    return r
+  }
+
+  return {
+    send,
+    sendGroup,
+    response,
+    disconnected,
+    get,
+    ofDevice(deviceId: string, limit = 50): CommandRecord[] {
+      registry.requireDevice(deviceId)
+      deps.writer.flush()
+      return store.ofDevice(deviceId, limit)
+    },
+    ofGroup(groupId: string): CommandRecord[] {
+      deps.writer.flush()
+      return store.ofGroup(groupId)
+    },
+    prune: (cutoff: number) => store.prune(cutoff),
+    /** Ends every command in flight (hub stopping): they report DEVICE_DISCONNECTED. */
+    stop(): void {
+      for (const d of [...byDevice.keys()]) disconnected(d)
+    },
+    stats: (): CommandStats => ({ ...stats, pending: pending.size }),
+  }
+}
+
+export type Commands = ReturnType<typeof createCommands>
