@@ -183,8 +183,8 @@ export const jobCommands = {
     const r = await call<{ schedules: ScheduleView[] }>(resolveAdminTarget(opts), 'GET', '/api/schedules')
     if (opts.json) return printJson(r)
     if (r.schedules.length === 0) return out('no schedules; add one with: rollcall schedule add NAME --cron EXPR --job TASK --target T')
-    out(table([['NAME', 'CRON', 'TIMEZONE', 'JOB', 'TARGET', 'NEXT RUN'], ...r.schedules.map((s) => [
-      s.name, s.cron, s.timezone ?? 'local', s.job.name, clip(s.job.target, 40), time(s.nextRunAt),
+    out(table([['ID', 'NAME', 'CRON', 'TIMEZONE', 'JOB', 'TARGET', 'NEXT RUN'], ...r.schedules.map((s) => [
+      String(s.id), s.name, s.cron, s.timezone ?? 'local', s.job.name, clip(s.job.target, 40), time(s.nextRunAt),
     ])]))
   },
 

@@ -218,6 +218,24 @@ export const HUB_MIGRATIONS: readonly string[] = [
   CREATE INDEX commands_group ON commands(group_id) WHERE group_id IS NOT NULL;
   CREATE INDEX commands_created ON commands(created_at);
   `,
+  /* 5: schedule ids are never reused (AUTOINCREMENT): a job names the schedule
+     that made it, and (schedule_id, schedule_tick) must not match a removed
+     schedule's ticks. SQLite cannot add AUTOINCREMENT in place: rebuild. */ `
+  CREATE TABLE schedules_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    cron TEXT NOT NULL,
+    timezone TEXT,
+    template TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  INSERT INTO schedules_new (id, name, cron, timezone, template, created_at) SELECT id, name, cron, timezone, template, created_at FROM schedules;
+  DELETE FROM sqlite_sequence WHERE name = 'schedules_new';
+  INSERT INTO sqlite_sequence (name, seq) SELECT 'schedules_new', max(m) FROM (
+    SELECT max(id) AS m FROM schedules UNION ALL SELECT max(schedule_id) FROM jobs) HAVING max(m) IS NOT NULL;
+  DROP TABLE schedules;
+  ALTER TABLE schedules_new RENAME TO schedules;
+  `,
 ]
 
 export function openHubDb(path: string): Db {

@@ -131,7 +131,9 @@ export function rolloutRelease(ratePerMinute: number, tat: number | null, now: n
     t += interval
     granted++
   }
-  return { granted, tat: t, nextAt: Math.max(now, Math.ceil(t - tolerance)) }
+  // Stored as whole milliseconds: rounding up keeps the pace at or under the rate.
+  const tatMs = Math.ceil(t)
+  return { granted, tat: tatMs, nextAt: Math.max(now, Math.ceil(tatMs - tolerance)) }
 }
 
 export interface AbortCriteria {

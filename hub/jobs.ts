@@ -240,7 +240,10 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   function requireJob(id: string): JobRow {
     const job = store.getJob(id)
-    if (!job) throw new RollcallError('JOB_NOT_FOUND', `no job "${id}" (rollcall job list shows the jobs)`)
+    if (!job) {
+      const hint = parseExecId(id) ? `; "${id}" is an execution id: rollcall job execution ${id}` : ' (rollcall job list shows the jobs)'
+      throw new RollcallError('JOB_NOT_FOUND', `no job "${id}"${hint}`)
+    }
     return job
   }
 
@@ -349,7 +352,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     if (job.abort_min_finished !== null && job.abort_failure_pct !== null) {
       const verdict = shouldAbort(store.countsOf(jobId), { minFinished: job.abort_min_finished, failurePct: job.abort_failure_pct })
       if (verdict) {
-        const reason = `failure rate ${verdict.pct.toFixed(1)}% (${verdict.failed} of ${verdict.finished} finished) reached the abort threshold of ${job.abort_failure_pct}%`
+        const reason = `failure rate ${verdict.pct.toFixed(1)}%: ${verdict.failed} of ${verdict.finished} finished executions failed, at or over the abort threshold of ${job.abort_failure_pct}%`
         notify = [...cancelExecutions(job, ['queued'], now, 'hub', `job aborted: ${reason}`)]
         store.setJobStatus(jobId, 'aborted', reason, now)
         stats.aborted++

@@ -42,7 +42,7 @@ describe('a failing rollout aborts itself', () => {
     const done = await waitJobDone(hub, job.id, 30_000)
 
     expect(done.status).toBe('aborted')
-    expect(done.statusReason).toMatch(/failure rate .*reached the abort threshold of 20%/)
+    expect(done.statusReason).toMatch(/^failure rate [\d.]+%: \d+ of \d+ finished executions failed, at or over the abort threshold of 20%$/)
     const { counts } = done
     const finished = counts.succeeded + counts.failed + counts.timed_out + counts.rejected
     expect(finished).toBeGreaterThanOrEqual(10)

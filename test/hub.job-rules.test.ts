@@ -94,6 +94,20 @@ describe('rolloutRelease', () => {
     expect(releases.length).toBeGreaterThan(100)
   })
 
+  it('keeps its state in whole milliseconds when the interval is not one (3/s: 333.3 ms)', () => {
+    let tat: number | null = null
+    let released = 0
+    for (let now = 0; now <= 10_000; now += 50) {
+      const r = rolloutRelease(180, tat, now, 1)
+      expect(Number.isInteger(r.tat)).toBe(true)
+      tat = r.tat
+      released += r.granted
+    }
+    // 10 s at 3/s plus a burst of 3, never more; rounding up may cost one.
+    expect(released).toBeLessThanOrEqual(3 + 30)
+    expect(released).toBeGreaterThanOrEqual(3 + 29)
+  })
+
   it('an idle gap does not bank more than one burst', () => {
     const a = rolloutRelease(600, null, 0, 10)
     expect(rolloutRelease(600, a.tat, 3_600_000, 1000).granted).toBe(10)

@@ -242,6 +242,20 @@ describe('hub jobs over the wire', () => {
     }
   })
 
+  it('a rate whose interval is not whole milliseconds (3/s) paces, and the device keeps getting work', async () => {
+    const hub = await hubWith()
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-frac')
+    const paced = jobs.create({ name: 'echo', target: 'device:dev-frac', ratePerMinute: 180 })!
+    const [e] = (await d.pull(5)).executions
+    expect(e?.jobId).toBe(paced.id)
+    const next = jobs.create({ name: 'echo', target: 'device:dev-frac' })!
+    expect((await d.pull(5)).executions.map((x) => x.jobId)).toEqual([next.id])
+    expect(hub.running.services.jobs.stats()).toMatchObject({ delivered: 2 })
+    const stats = await hub.api<{ writer: { failedOps: number } }>('GET', '/api/stats')
+    expect(stats.body.writer.failedOps).toBe(0)
+  })
+
   it('a paced rollout whose first devices in line are offline still rings the online ones', async () => {
     const hub = await hubWith({ jobSweepIntervalMs: 100 })
     const jobs = hub.running.services.jobs
@@ -320,6 +334,11 @@ describe('hub jobs over the wire', () => {
     expect(schedules.fire(s.id, tick)).toBeUndefined()
     expect(schedules.fire(s.id, tick + 86_400_000)).toBeDefined()
     expect(jobs.list().filter((j) => j.scheduleId === s.id)).toHaveLength(2)
+    // A schedule removed and added again is a new schedule: a new id, so its ticks are its own.
+    schedules.remove('nightly')
+    const again = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
+    expect(again.id).not.toBe(s.id)
+    expect(schedules.fire(again.id, tick)).toBeDefined()
   })
 
   it('retention deletes finished jobs with their executions and history, and keeps active ones', async () => {
