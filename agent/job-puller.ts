@@ -38,6 +38,14 @@ export interface JobPullerOptions {
   readonly logger: Logger
 }
 
+/** What pullNow() did: pulled, or why not (the wish is kept and served when it can be). */
+export interface PullNowResult {
+  readonly pulled: boolean
+  /** Room in the local queue. */
+  readonly room: number
+  readonly reason?: 'stopped' | 'offline' | 'pull-in-flight' | 'queue-full'
+}
+
 export interface JobPullerStats {
   readonly pulls: number
   readonly batchesReceived: number
@@ -129,6 +137,13 @@ export class JobPuller {
     if (this.wanted) this.pull()
   }
 
+  /** Pull now if it can (the jobs.pull command); like the doorbell, a pull that cannot go now is remembered. */
+  pullNow(): PullNowResult {
+    this.wanted = true
+    const reason = this.pull()
+    return reason === undefined ? { pulled: true, room: this.queue.room() } : { pulled: false, room: this.queue.room(), reason }
+  }
+
   /** Room freed in the queue (jobs finished or were canceled). */
   onRoom(): void {
     if (this.wanted) this.pull()
@@ -138,12 +153,15 @@ export class JobPuller {
     return { pulls: this.pulls, batchesReceived: this.batchesReceived, executionsReceived: this.executionsReceived, pullTimeouts: this.pullTimeouts }
   }
 
-  private pull(): void {
-    if (!this.running || this.pullTimer || !this.transport.isConnected()) return
+  /** Sends a pull if it may; returns why it did not, or undefined when it did. */
+  private pull(): PullNowResult['reason'] {
+    if (!this.running) return 'stopped'
+    if (this.pullTimer) return 'pull-in-flight'
+    if (!this.transport.isConnected()) return 'offline'
     const room = this.queue.room()
-    if (room <= 0) return
+    if (room <= 0) return 'queue-full'
     const max = Math.min(room, LIMITS.maxJobsPerBatch)
-    if (!this.transport.publish(this.topic, encode({ type: 'jobs.pull', v: 1, max }))) return
+    if (!this.transport.publish(this.topic, encode({ type: 'jobs.pull', v: 1, max }))) return 'offline'
     this.wanted = false
     this.pulls++
     this.log.debug({ max }, 'pulling jobs')
@@ -153,6 +171,7 @@ export class JobPuller {
       // No answer: the next doorbell, room or fallback tick pulls again.
       this.log.info({ ackTimeoutMs: this.options.ackTimeoutMs }, 'the hub did not answer a pull')
     }, this.options.ackTimeoutMs)
+    return undefined
   }
 
   private scheduleFallback(delayMs: number): void {

@@ -10,6 +10,12 @@ export interface SamplerOptions {
   readonly logger: Logger
 }
 
+/** What one sampling read, for a caller that wants the values (the sensors.sample command). */
+export interface SampleReport {
+  ts: number
+  values: Record<string, number>
+}
+
 export interface SamplerStats {
   readonly ticks: number
   readonly samples: number
@@ -58,9 +64,14 @@ export class Sampler {
     this.timer = undefined
   }
 
-  /** Samples every sensor now; returns how many samples were appended. */
-  sampleNow(): number {
+  /**
+   * Samples every sensor now; returns how many samples were appended. With
+   * `into`, also reports the time and the values read (the timer's ticks pass
+   * nothing and allocate nothing more).
+   */
+  sampleNow(into?: SampleReport): number {
     const now = Math.floor(this.options.clock.now())
+    if (into) into.ts = now
     const mid = `${now},"value":`
     let n = 0
     for (let i = 0; i < this.sensors.length; i++) {
@@ -78,6 +89,7 @@ export class Sampler {
         continue
       }
       if (this.failing.delete(sensor.name)) this.options.logger.info({ sensor: sensor.name }, 'sensor recovered')
+      if (into) into.values[sensor.name] = value
       this.bodies[n++] = this.prefixes[i]! + mid + value + '}'
     }
     this.ticks++
