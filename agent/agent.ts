@@ -8,6 +8,8 @@ import { decode } from '../protocol/codec.js'
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
 import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
+import { builtinCommands, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
+import { CommandRunner, type CommandRunnerStats } from './command-runner.js'
 import { builtinHandlers, checkHandlers, HandlerRegistry, loadHandlersModule, type JobHandler } from './job-handlers.js'
 import { JobPuller, type JobPullerStats } from './job-puller.js'
 import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
@@ -17,18 +19,19 @@ import { Ledger } from './ledger.js'
 import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
-import { Sampler, type SamplerStats } from './sampler.js'
+import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
 import { builtinSensors, simulatedSensor, type SensorSource } from './sensors.js'
 
 /**
- * The agent's composition root. `start()` loads the job handlers, opens the
- * ledger (reporting jobs a previous run left running as INTERRUPTED), then
- * starts the job runner, the job reporter and puller, the sender, the link,
- * the sampler and the local schedules; `stop()` releases them in reverse
- * order (schedules, sampler, puller, runner with a short grace for running
- * jobs, reporter, sender, link with a death for the current epoch, ledger)
- * and is safe to call twice.
+ * The agent's composition root. `start()` loads the job and command
+ * handlers, opens the ledger (recording jobs and commands a previous run left
+ * running as INTERRUPTED), then starts the command runner, the job runner,
+ * the job reporter and puller, the sender, the link, the sampler and the
+ * local schedules; `stop()` releases them in reverse order (schedules,
+ * sampler, puller, job and command runners with a short grace for what is
+ * running, reporter, sender, link with a death for the current epoch,
+ * ledger) and is safe to call twice.
  */
 
 export interface AgentDeps {
@@ -42,6 +45,8 @@ export interface AgentDeps {
   readonly bootId?: string
   /** Job handlers by task name, on top of the built-ins and the config's handlersModule. */
   readonly handlers?: Readonly<Record<string, JobHandler>>
+  /** Command handlers by name, on top of the built-ins and the config's handlersModule. */
+  readonly commands?: Readonly<Record<string, CommandHandler>>
 }
 
 export interface AgentJobStats {
@@ -70,6 +75,7 @@ export interface AgentStats {
   readonly sender: SenderStats | undefined
   readonly sampler: SamplerStats | undefined
   readonly jobs: AgentJobStats | undefined
+  readonly commands: CommandRunnerStats | undefined
 }
 
 export interface Agent {
@@ -91,7 +97,7 @@ export interface Agent {
 }
 
 /** What a device advertises in its birth; grows as the agent learns jobs and commands. */
-export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs'] as const
+export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands'] as const
 
 /** An event's JSON may not exceed this, so it always fits one batch under the payload cap. */
 export const MAX_EVENT_BYTES = 16 * 1024
@@ -168,6 +174,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let reporter: JobReporter | undefined
   let puller: JobPuller | undefined
   let schedules: LocalSchedules | undefined
+  let commands: CommandRunner | undefined
   let pruneTimer: NodeJS.Timeout | undefined
   let phase: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   let stopping: Promise<void> | undefined
@@ -207,6 +214,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         reporter?.onAck(message)
         return
       case 'cmd.req':
+        commands?.onRequest(message)
+        return
       case 'cmd.res':
       case 'birth':
       case 'death':
@@ -227,10 +236,16 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     if (phase !== 'new') return
     phase = 'starting'
     try {
+      const userModule = config.handlersModule === undefined ? undefined : await loadHandlersModule<CommandHandler>(config.handlersModule)
       const handlers = new HandlerRegistry(
         builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
-        config.handlersModule === undefined ? {} : await loadHandlersModule(config.handlersModule),
+        userModule?.handlers ?? {},
         deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
+      )
+      const commandHandlers = new HandlerRegistry<CommandHandler>(
+        builtinCommands(agentView),
+        userModule?.commands ?? {},
+        deps.commands === undefined ? {} : checkHandlers<CommandHandler>(deps.commands, 'AgentDeps.commands', 'command'),
       )
       ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
@@ -303,6 +318,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         logger: log,
       })
       puller = p
+      const c = new CommandRunner(ledger, commandHandlers, transport, {
+        deviceId: config.id,
+        maxRunning: config.commandConcurrency,
+        clock,
+        logger: log,
+        sampleSensors,
+      })
+      commands = c
       schedules = new LocalSchedules(config.schedules, {
         enqueue: (job) => {
           queue.enqueue([job], clock.now(), 'local')
@@ -314,6 +337,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       l.on('connected', () => { s.onConnected(); rep.onConnected(); p.onConnected() })
       l.on('disconnected', () => { s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })
       l.on('message', onMessage)
+      c.start()
       r.start()
       rep.start()
       p.start()
@@ -329,7 +353,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         }
       }, JOB_PRUNE_INTERVAL_MS)
       pruneTimer.unref()
-      log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows, jobs: queue.stats().queued, tasks: handlers.names }, 'agent started')
+      log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows, jobs: queue.stats().queued, tasks: handlers.names, commands: commandHandlers.names }, 'agent started')
       phase = 'started'
     } catch (err) {
       await release()
@@ -348,7 +372,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     }
     sampler?.stop()
     puller?.stop()
-    await runner?.stop(config.stopTimeoutMs)
+    // Before the link closes: commands interrupted by the stop are still answered.
+    await Promise.all([runner?.stop(config.stopTimeoutMs), commands?.stop(config.stopTimeoutMs)])
     reporter?.stop()
     sender?.stop()
     try {
@@ -396,6 +421,33 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     return out
   }
 
+  /** What the built-in commands read; called only while started. */
+  const agentView: AgentView = {
+    now: () => clock.now(),
+    sysInfo: () => {
+      const o = ledger?.isOpen ? outbox?.stats() : undefined
+      const q = ledger?.isOpen ? jobQueue?.stats() : undefined
+      return {
+        deviceId: config.id,
+        agentVersion: agentVersion(),
+        uptimeMs: Math.round(process.uptime() * 1000),
+        bootId,
+        storeId: ledger?.storeId,
+        epoch: link?.epoch,
+        outbox: o && { backlogRows: o.backlogRows, backlogBytes: o.backlogBytes, droppedTelemetry: o.droppedTelemetry, droppedEvents: o.droppedEvents },
+        jobs: q && { queued: q.queued, running: q.running, done: q.done, updatesPending: q.updatesPending },
+        commands: commands && { running: commands.activeCount },
+      }
+    },
+    sample: () => {
+      const report: SampleReport = { ts: Math.floor(clock.now()), values: {} }
+      const stored = sampler ? sampler.sampleNow(report) : 0
+      return { ts: report.ts, values: report.values, stored }
+    },
+    config: () => redactedConfig(config),
+    pullJobs: () => ({ ...(puller?.pullNow() ?? { pulled: false, room: 0, reason: 'stopped' }) }),
+  }
+
   function jobStats(): AgentJobStats | undefined {
     if (!jobQueue || !ledger?.isOpen || !puller || !reporter) return undefined
     const q = jobQueue.stats()
@@ -434,6 +486,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       sender: sender?.stats(),
       sampler: sampler?.stats(),
       jobs: jobStats(),
+      commands: commands?.stats(),
     }),
   }
 }

@@ -61,6 +61,7 @@ export const AgentConfigFile = Type.Object({
   jobQueueMax: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
   jobConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
   pullIntervalMs: Type.Optional(Ms(1000, 86_400_000)),
+  commandConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
   shellAllow: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 1000 })),
   shellMaxOutputBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 * 1024 * 1024 })),
   handlersModule: Type.Optional(Type.String({ minLength: 1 })),

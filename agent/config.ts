@@ -59,11 +59,13 @@ export interface AgentConfig {
   readonly jobConcurrency: number
   /** The fallback pull's period (the doorbell normally makes pulls); jittered x[0.5, 1.5). */
   readonly pullIntervalMs: number
+  /** Commands run at once; a command beyond it is answered BUSY. */
+  readonly commandConcurrency: number
   /** Commands the `shell` task may run, matched exactly; absolute paths recommended. */
   readonly shellAllow: readonly string[]
   /** Cap on each of a shell command's stdout and stderr, in bytes (the head is kept). */
   readonly shellMaxOutputBytes: number
-  /** Absolute path of an ES module exporting `handlers`: task name -> handler. */
+  /** Absolute path of an ES module exporting `handlers` (task name -> job handler) and/or `commands` (command name -> command handler). */
   readonly handlersModule: string | undefined
   /** Local cron schedules: each tick enqueues a local job. */
   readonly schedules: readonly LocalSchedule[]
@@ -92,6 +94,7 @@ export const AGENT_DEFAULTS = {
   jobQueueMax: 100,
   jobConcurrency: 2,
   pullIntervalMs: 300_000,
+  commandConcurrency: 16,
   shellAllow: [],
   shellMaxOutputBytes: 64 * 1024,
 } as const satisfies Partial<AgentConfig>
@@ -111,6 +114,7 @@ const HINTS: Record<string, string> = {
   model: `one of ${SIM_MODELS.join(', ')}`,
   jobQueueMax: '1..100000',
   jobConcurrency: '1..256',
+  commandConcurrency: '1..1024',
   pullIntervalMs: 'at least "1s"; e.g. "5m"',
   shellAllow: 'a list of exact commands, e.g. ["/usr/bin/uptime"]',
   cron: 'e.g. "*/5 * * * *" (5 fields, or 6 with seconds first)',
@@ -245,6 +249,7 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
     jobQueueMax: input.jobQueueMax ?? d.jobQueueMax,
     jobConcurrency: input.jobConcurrency ?? d.jobConcurrency,
     pullIntervalMs: ms.pullIntervalMs ?? d.pullIntervalMs,
+    commandConcurrency: input.commandConcurrency ?? d.commandConcurrency,
     shellAllow: Object.freeze([...(input.shellAllow ?? d.shellAllow)]),
     shellMaxOutputBytes: input.shellMaxOutputBytes ?? d.shellMaxOutputBytes,
     handlersModule: input.handlersModule === undefined ? undefined : resolve(input.handlersModule),

@@ -207,24 +207,38 @@ function fitResult(result: ShellResult): ShellResult {
   return { ...r, stdout: '', stderr: '', truncated: true }
 }
 
-/** Checks a handler map from a user module or AgentDeps; throws naming what is wrong. */
-export function checkHandlers(handlers: unknown, source: string): Record<string, JobHandler> {
-  if (!isRecord(handlers)) throw new Error(`${source}: handlers must be an object of task name -> function`)
-  const out: Record<string, JobHandler> = {}
+/** Any handler: takes one context object, returns a JSON value or a promise of one. */
+export type AnyHandler = (ctx: never) => unknown
+
+/**
+ * Checks a handler map from a user module or AgentDeps (job tasks or
+ * commands: both are named like tasks); throws naming what is wrong.
+ */
+export function checkHandlers<H extends AnyHandler = JobHandler>(handlers: unknown, source: string, kind: 'task' | 'command' = 'task'): Record<string, H> {
+  const what = kind === 'task' ? 'handler' : 'command'
+  if (!isRecord(handlers)) throw new Error(`${source}: ${what}s must be an object of ${kind} name -> function`)
+  const out: Record<string, H> = {}
   for (const [name, fn] of Object.entries(handlers)) {
-    if (!isTaskName(name)) throw new Error(`${source}: handler name ${JSON.stringify(name)} is not a task name (${TASK_NAME_PATTERN})`)
-    if (typeof fn !== 'function') throw new Error(`${source}: handler ${name} is not a function`)
-    out[name] = fn as JobHandler
+    if (!isTaskName(name)) throw new Error(`${source}: ${what} name ${JSON.stringify(name)} is not a ${kind} name (${TASK_NAME_PATTERN})`)
+    if (typeof fn !== 'function') throw new Error(`${source}: ${what} ${name} is not a function`)
+    out[name] = fn as H
   }
   return out
 }
 
+/** What a handlersModule provides: job handlers and command handlers, by name (either may be empty). */
+export interface HandlersModule<C extends AnyHandler> {
+  readonly handlers: Record<string, JobHandler>
+  readonly commands: Record<string, C>
+}
+
 /**
  * Loads the agent config's handlersModule: an ES module exporting `handlers`
- * (or a default export) as an object of task name -> handler. A relative
+ * (or a default export) as an object of task name -> job handler, and/or
+ * `commands` as an object of command name -> command handler. A relative
  * path is resolved against `baseDir`. Throws with a message that says what to fix.
  */
-export async function loadHandlersModule(path: string, baseDir = process.cwd()): Promise<Record<string, JobHandler>> {
+export async function loadHandlersModule<C extends AnyHandler>(path: string, baseDir = process.cwd()): Promise<HandlersModule<C>> {
   const full = isAbsolute(path) ? path : resolve(baseDir, path)
   let mod: Record<string, unknown>
   try {
@@ -233,19 +247,25 @@ export async function loadHandlersModule(path: string, baseDir = process.cwd()):
     throw new Error(`handlersModule ${full}: cannot load it: ${(err as Error).message}`)
   }
   const handlers = mod.handlers ?? mod.default
-  if (handlers === undefined) throw new Error(`handlersModule ${full}: export "handlers" (or a default export) as an object of task name -> function`)
-  return checkHandlers(handlers, `handlersModule ${full}`)
+  const commands = mod.commands
+  if (handlers === undefined && commands === undefined) {
+    throw new Error(`handlersModule ${full}: export "handlers" (or a default export) as an object of task name -> function, and/or "commands" as an object of command name -> function`)
+  }
+  return {
+    handlers: handlers === undefined ? {} : checkHandlers(handlers, `handlersModule ${full}`),
+    commands: commands === undefined ? {} : checkHandlers<C>(commands, `handlersModule ${full}`, 'command'),
+  }
 }
 
-/** The task name -> handler table the runner looks names up in. */
-export class HandlerRegistry {
-  private readonly handlers = new Map<string, JobHandler>()
+/** The name -> handler table the job runner (tasks) and the command runner (commands) look names up in. */
+export class HandlerRegistry<H extends AnyHandler = JobHandler> {
+  private readonly handlers = new Map<string, H>()
 
-  constructor(...layers: ReadonlyArray<Readonly<Record<string, JobHandler>>>) {
+  constructor(...layers: ReadonlyArray<Readonly<Record<string, H>>>) {
     for (const layer of layers) for (const [name, fn] of Object.entries(layer)) this.handlers.set(name, fn)
   }
 
-  get(name: string): JobHandler | undefined {
+  get(name: string): H | undefined {
     return this.handlers.get(name)
   }
 

@@ -6,7 +6,7 @@ import { migrate, openDatabase, type Db } from '../common/sqlite.js'
 /**
  * The device ledger: one SQLite file, `<dataDir>/ledger.db`, that holds
  * everything the agent must not lose across a crash or a power cut (meta,
- * outbox, the job queue, and later recent command ids). One file means one
+ * outbox, the job queue, recent command ids). One file means one
  * transaction can cover "job result + its outgoing update" (DESIGN.md, "The
  * device ledger survives power loss").
  *
@@ -95,6 +95,24 @@ export const LEDGER_MIGRATIONS: readonly string[] = [
     status TEXT NOT NULL,
     body TEXT NOT NULL
   );
+  `,
+  // 3: recent command ids (agent/command-runner.ts owns the table), so a
+  // repeated delivery of a command never runs it twice, even after a restart.
+  // An id is recorded `running` (committed) before its handler starts, and
+  // `done` with the response it got; a repeat of a done id gets that response
+  // again. expires_at keeps a row while a repeat could still be run; the
+  // index on received_at makes pruning by age and by count a range scan.
+  `
+  CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'running' OR state = 'done'),
+    response TEXT,
+    finished_at INTEGER
+  ) WITHOUT ROWID;
+  CREATE INDEX commands_received ON commands (received_at);
   `,
 ]
 

@@ -18,7 +18,7 @@ const { connect } = createRequire(import.meta.url)('mqtt') as typeof import('mqt
  *
  * States:
  *   idle        -> connecting   start()
- *   connecting  -> ready        CONNACK, SUBACK for the down-topics (acks, jobs), birth published
+ *   connecting  -> ready        CONNACK, SUBACK for the down-topics (acks, jobs, commands), birth published
  *   connecting  -> waiting      refused, timed out, socket error, SUBACK refused
  *   ready       -> waiting      the connection closed (emits 'disconnected')
  *   waiting     -> connecting   after planReconnect()'s delay
@@ -98,7 +98,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.log = options.logger
     this.stateTopic = topics.state(options.deviceId)
     const id = options.deviceId
-    this.downTopics = [topics.telemetryAck(id), topics.jobsNotify(id), topics.jobsBatch(id), topics.jobsAck(id)]
+    this.downTopics = [topics.telemetryAck(id), topics.jobsNotify(id), topics.jobsBatch(id), topics.jobsAck(id), topics.cmdReq(id)]
   }
 
   isConnected(): boolean {

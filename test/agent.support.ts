@@ -51,6 +51,8 @@ export async function startBroker(): Promise<TestBroker> {
   let server: Server = newServer()
   function newServer(): Server {
     const s = createServer((socket) => {
+      // As broker/broker.ts does: small packets (acks, commands) are not held back by Nagle.
+      socket.setNoDelay(true)
       sockets.add(socket)
       socket.on('close', () => sockets.delete(socket))
       broker.handle(socket)

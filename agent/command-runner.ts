@@ -1,0 +1,468 @@
+import type Database from 'better-sqlite3'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import { LIMITS } from '../protocol/limits.js'
+import type { CommandRequest } from '../protocol/messages.js'
+import { topics } from '../protocol/topics.js'
+import type { CommandContext, CommandHandler } from './command-handlers.js'
+import type { HandlerRegistry } from './job-handlers.js'
+import type { Ledger } from './ledger.js'
+
+/**
+ * Runs the commands the hub pushes on `cmd/req` and answers on `cmd/res`
+ * (DESIGN.md, "Commands": push only to the reachable), and owns the ledger's
+ * `commands` table, the record of recent command ids.
+ *
+ * A command id, from request to response:
+ *   new       -> running   recorded `running` (one committed INSERT) before
+ *                          the handler starts: whatever happens next, the
+ *                          id is never run again
+ *   new       -> done      refused without running (EXPIRED, UNKNOWN_COMMAND,
+ *                          BUSY), the refusal recorded as its response
+ *   running   -> done      the handler returned or threw; or expiresAt passed
+ *                          (TIMEOUT: its signal fires, it is not waited for);
+ *                          or the agent stopped, or crashed and started again
+ *                          (INTERRUPTED): the response is recorded, then sent
+ *   done      -> (gone)    pruned after COMMAND_KEEP_MS, or beyond the newest
+ *                          COMMAND_KEEP_ROWS, once its expiresAt has passed
+ *                          (a repeat would be refused as EXPIRED anyway)
+ * A repeat of a done id gets the recorded response again; a repeat of a
+ * running id is ignored (its response goes out when it ends).
+ *
+ * Commands are push: a response is published once, QoS 1, straight on the
+ * link, with no outbox. If the link is down the response is lost and the hub
+ * reports the command as timed out; a repeat of the request gets it again.
+ *
+ * This is the latency path (hub -> agent -> hub round trips in
+ * milliseconds): no timer or coalescing between request and response, one
+ * small synchronous write before the handler and one after. Under
+ * synchronous=NORMAL a power cut may lose those writes; a command lost that
+ * way was simply not answered.
+ */
+
+export interface CommandTransport {
+  /** QoS 1 publish on the current connection; false when there is none (the response is then lost). */
+  publish(topic: string, payload: string | Buffer): boolean
+}
+
+export interface CommandRunnerOptions {
+  readonly deviceId: string
+  /** Commands running at once; a request beyond it is answered BUSY. */
+  readonly maxRunning: number
+  readonly clock: Clock
+  readonly logger: Logger
+  /** One reading of every sensor, for CommandContext. */
+  readonly sampleSensors: () => Record<string, number>
+}
+
+export interface CommandRunnerStats {
+  /** Requests for this device, repeats included. */
+  readonly received: number
+  /** Handlers started. */
+  readonly ran: number
+  /** Repeats of an id already recorded (answered again, or ignored while it runs). */
+  readonly duplicates: number
+  /** Refused on arrival because expiresAt had passed. */
+  readonly expired: number
+  readonly unknown: number
+  /** Runs that ended with ok: false (threw, bad result, TIMEOUT, INTERRUPTED). */
+  readonly failed: number
+  /** Refused because maxRunning commands were running. */
+  readonly busy: number
+  readonly running: number
+  /** Handlers that finished after their run had timed out or been interrupted; their result was dropped. */
+  readonly lateResults: number
+}
+
+export interface CommandError {
+  readonly code: string
+  readonly message: string
+}
+
+export type CommandOutcome = { readonly result: unknown } | { readonly error: CommandError }
+
+/** A response's JSON text, with its error when it is not ok. */
+export interface ResponseText {
+  readonly json: string
+  readonly error?: CommandError
+}
+
+/** Done ids are kept at least this long (if their expiresAt has passed, at most about this long). */
+export const COMMAND_KEEP_MS = 3_600_000
+/** ... and beyond the newest this many, done ids whose expiresAt has passed are pruned. */
+export const COMMAND_KEEP_ROWS = 1000
+const PRUNE_INTERVAL_MS = 600_000
+
+export const INTERRUPTED_COMMAND_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this command ran; it was not run to completion and is not run again'
+
+const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+export interface RefusalInput {
+  /** Device clock. */
+  readonly now: number
+  /** Whether the device has a handler for the name. */
+  readonly known: boolean
+  readonly running: number
+  readonly maxRunning: number
+  /** The names the device has, for the UNKNOWN_COMMAND message (called only then). */
+  readonly names: () => readonly string[]
+}
+
+/**
+ * Why a new request is answered without running it, or undefined to run it.
+ * Pure: the runner records and sends what this decides.
+ */
+export function refusal(req: Pick<CommandRequest, 'name' | 'expiresAt'>, input: RefusalInput): CommandError | undefined {
+  const { now } = input
+  if (req.expiresAt <= now) {
+    return { code: 'EXPIRED', message: `the command expired ${now - req.expiresAt} ms before it arrived (device clock); it was not run` }
+  }
+  if (!input.known) {
+    return { code: 'UNKNOWN_COMMAND', message: capMessage(`this device has no command ${JSON.stringify(req.name)}; it has: ${input.names().join(', ')}`) }
+  }
+  if (input.running >= input.maxRunning) {
+    return { code: 'BUSY', message: `${input.running} commands are running on this device, its limit (commandConcurrency); try again shortly` }
+  }
+  return undefined
+}
+
+/** How a thrown value becomes a response's error (as for jobs: err.code when it is a valid code). */
+export function commandErrorFrom(err: unknown): CommandError {
+  const code = (err as { code?: unknown } | null)?.code
+  const raw = err instanceof Error ? err.message : String(err)
+  return {
+    code: typeof code === 'string' && ERROR_CODE_RE.test(code) ? code : 'HANDLER_FAILED',
+    message: capMessage(raw),
+  }
+}
+
+function capMessage(message: string): string {
+  return message.length > LIMITS.maxJobErrorChars ? message.slice(0, LIMITS.maxJobErrorChars) : message
+}
+
+/**
+ * The response's JSON text. Command ids match ^c[a-z0-9]+$ and need no
+ * escaping, so the result's JSON is spliced in rather than stringified twice.
+ * A result that is not JSON fails the command (BAD_RESULT); one over
+ * LIMITS.maxCommandResultBytes is replaced by `{truncated: true, bytes}`.
+ */
+export function responseJson(id: string, outcome: CommandOutcome): ResponseText {
+  const head = `{"type":"cmd.res","v":1,"id":"${id}"`
+  if ('error' in outcome) {
+    const error = { code: ERROR_CODE_RE.test(outcome.error.code) ? outcome.error.code : 'HANDLER_FAILED', message: capMessage(outcome.error.message) }
+    return { json: `${head},"ok":false,"error":${JSON.stringify(error)}}`, error }
+  }
+  if (outcome.result === undefined) return { json: `${head},"ok":true}` }
+  let json: string | undefined
+  try {
+    json = JSON.stringify(outcome.result)
+  } catch (err) {
+    return responseJson(id, { error: { code: 'BAD_RESULT', message: `the handler's result is not JSON: ${(err as Error).message}` } })
+  }
+  if (json === undefined) return responseJson(id, { error: { code: 'BAD_RESULT', message: 'the handler\'s result is not JSON (a function or symbol)' } })
+  const bytes = json.length * 3 <= LIMITS.maxCommandResultBytes ? json.length : Buffer.byteLength(json)
+  if (bytes > LIMITS.maxCommandResultBytes) json = `{"truncated":true,"bytes":${bytes}}`
+  return { json: `${head},"ok":true,"result":${json}}` }
+}
+
+interface ActiveRun {
+  readonly id: string
+  readonly name: string
+  controller: AbortController | undefined
+  /** Set when the run was ended from outside (expiry or stop): a signal made later is made aborted. */
+  abortReason: 'expired' | 'shutdown' | undefined
+  timer: NodeJS.Timeout | undefined
+  settled: boolean
+}
+
+interface CommandRow {
+  state: 'running' | 'done'
+  response: string | null
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
+}
+
+export class CommandRunner {
+  private readonly ledger: Ledger
+  private readonly handlers: HandlerRegistry<CommandHandler>
+  private readonly transport: CommandTransport
+  private readonly options: CommandRunnerOptions
+  private readonly log: Logger
+  private readonly resTopic: string
+  private readonly active = new Map<string, ActiveRun>()
+  private readonly insert: Database.Statement<[string, string, number, number, string, string | null, number | null]>
+  private readonly get: Database.Statement<[string], CommandRow>
+  private readonly finish: Database.Statement<[string, number, string]>
+  private readonly pruneStmt: Database.Statement<{ now: number; cutoff: number; keep: number }>
+  private readonly count: Database.Statement<[], number>
+  private readonly runningIds: Database.Statement<[], string>
+  private phase: 'new' | 'started' | 'stopped' = 'new'
+  private pruneTimer: NodeJS.Timeout | undefined
+  private prunePending = false
+  private rows = 0
+  private pruneAtRows = 2 * COMMAND_KEEP_ROWS
+  private idleWaiters: Array<() => void> = []
+  private received = 0
+  private ran = 0
+  private duplicates = 0
+  private expired = 0
+  private unknown = 0
+  private failed = 0
+  private busy = 0
+  private lateResults = 0
+
+  constructor(ledger: Ledger, handlers: HandlerRegistry<CommandHandler>, transport: CommandTransport, options: CommandRunnerOptions) {
+    this.ledger = ledger
+    this.handlers = handlers
+    this.transport = transport
+    this.options = options
+    this.log = options.logger.child({ component: 'command-runner' })
+    this.resTopic = topics.cmdRes(options.deviceId)
+    const db = ledger.db
+    this.insert = db.prepare(`INSERT INTO commands (id, name, received_at, expires_at, state, response, finished_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+    this.get = db.prepare<[string], CommandRow>('SELECT state, response FROM commands WHERE id = ?')
+    this.finish = db.prepare<[string, number, string]>('UPDATE commands SET state = \'done\', response = ?, finished_at = ? WHERE id = ?')
+    this.pruneStmt = db.prepare(`DELETE FROM commands WHERE state = 'done' AND expires_at <= :now
+      AND (received_at < :cutoff OR id NOT IN (SELECT id FROM commands ORDER BY received_at DESC LIMIT :keep))`)
+    this.count = db.prepare<[], number>('SELECT COUNT(*) FROM commands').pluck()
+    this.runningIds = db.prepare<[], string>('SELECT id FROM commands WHERE state = \'running\'').pluck()
+  }
+
+  /** Records INTERRUPTED for ids a previous run left running, prunes, and starts taking requests. */
+  start(): void {
+    if (this.phase !== 'new') return
+    const now = this.options.clock.now()
+    const interrupted = this.recoverInterrupted(now)
+    if (interrupted > 0) this.log.warn({ commands: interrupted }, 'commands that were running when the agent last stopped are recorded as INTERRUPTED (a repeat is answered so, not run)')
+    this.prune(now)
+    this.pruneTimer = setInterval(() => { this.prune(this.options.clock.now()) }, PRUNE_INTERVAL_MS)
+    this.pruneTimer.unref()
+    this.phase = 'started'
+  }
+
+  /** Handles one decoded cmd.req for this device. Never throws. */
+  onRequest(req: CommandRequest): void {
+    if (this.phase !== 'started') return
+    this.received++
+    const now = this.options.clock.now()
+    const handler = this.handlers.get(req.name)
+    const refused = refusal(req, { now, known: handler !== undefined, running: this.active.size, maxRunning: this.options.maxRunning, names: () => this.handlers.names })
+    const response = refused ? responseJson(req.id, { error: refused }).json : null
+    let inserted: boolean
+    try {
+      const at = Math.floor(now)
+      inserted = this.insert.run(req.id, req.name, at, req.expiresAt, response === null ? 'running' : 'done', response, response === null ? null : at).changes > 0
+    } catch (err) {
+      // Not recorded, so not run: running it could run it twice. The hub sees the error.
+      this.log.error({ err, id: req.id }, 'could not record a command in the ledger; it is not run')
+      this.failed++
+      this.send(responseJson(req.id, { error: { code: 'LEDGER_FAILED', message: `the device could not record the command, so it did not run it: ${(err as Error).message}` } }).json)
+      return
+    }
+    if (!inserted) {
+      this.repeat(req.id)
+      return
+    }
+    this.noteRow()
+    if (response !== null || handler === undefined) {
+      this.countRefusal(refused?.code)
+      this.log.debug({ id: req.id, name: req.name, code: refused?.code }, 'command refused')
+      if (response !== null) this.send(response)
+      return
+    }
+    this.run(req, handler)
+  }
+
+  stats(): CommandRunnerStats {
+    return {
+      received: this.received,
+      ran: this.ran,
+      duplicates: this.duplicates,
+      expired: this.expired,
+      unknown: this.unknown,
+      failed: this.failed,
+      busy: this.busy,
+      running: this.active.size,
+      lateResults: this.lateResults,
+    }
+  }
+
+  get activeCount(): number {
+    return this.active.size
+  }
+
+  /**
+   * Deletes done ids past keeping (see the header); returns how many. Runs at
+   * start, every few minutes, and after a burst doubled the table.
+   */
+  prune(now: number): number {
+    this.prunePending = false
+    if (!this.ledger.isOpen) return 0
+    try {
+      const deleted = this.pruneStmt.run({ now, cutoff: now - COMMAND_KEEP_MS, keep: COMMAND_KEEP_ROWS }).changes
+      this.rows = this.count.get() ?? 0
+      // Amortized: the next count-triggered prune waits until the table doubles again.
+      this.pruneAtRows = Math.max(2 * COMMAND_KEEP_ROWS, 2 * this.rows)
+      return deleted
+    } catch (err) {
+      this.log.warn({ err }, 'could not prune command ids')
+      return 0
+    }
+  }
+
+  /**
+   * No new requests; running commands get up to `graceMs` to finish (their
+   * responses go out); the rest are aborted, recorded and answered as
+   * INTERRUPTED. Call before the link and the ledger close. Safe to call twice.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (this.phase === 'stopped') return
+    this.phase = 'stopped'
+    if (this.pruneTimer) clearInterval(this.pruneTimer)
+    this.pruneTimer = undefined
+    if (this.active.size > 0 && graceMs > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }),
+        new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) }),
+      ])
+      clearTimeout(timer)
+    }
+    for (const run of [...this.active.values()]) {
+      this.settle(run, { error: { code: 'INTERRUPTED', message: INTERRUPTED_COMMAND_MESSAGE } }, 'shutdown')
+    }
+  }
+
+  private run(req: CommandRequest, handler: CommandHandler): void {
+    this.ran++
+    const run: ActiveRun = { id: req.id, name: req.name, controller: undefined, abortReason: undefined, timer: undefined, settled: false }
+    this.active.set(req.id, run)
+    let value: unknown
+    try {
+      value = handler(this.contextFor(req, run))
+    } catch (err) {
+      this.settle(run, { error: commandErrorFrom(err) })
+      return
+    }
+    if (!isPromiseLike(value)) {
+      this.settle(run, { result: value })
+      return
+    }
+    // Only a run that outlives its call needs the deadline: the signal fires
+    // at expiresAt, when the hub stopped waiting (capped: a device clock far
+    // behind the hub's must not hold a slot for longer than any command may take).
+    const delay = Math.min(Math.max(req.expiresAt - this.options.clock.now(), 0), LIMITS.maxCommandTimeoutMs)
+    run.timer = setTimeout(() => {
+      run.timer = undefined
+      this.settle(run, { error: { code: 'TIMEOUT', message: 'the command\'s expiresAt passed while it ran; its signal was fired and its result is dropped' } }, 'expired')
+    }, delay)
+    value.then(
+      (result) => { this.settle(run, { result }) },
+      (err: unknown) => { this.settle(run, { error: commandErrorFrom(err) }) },
+    )
+  }
+
+  private contextFor(req: CommandRequest, run: ActiveRun): CommandContext {
+    const base = this.options.logger
+    const deviceId = this.options.deviceId
+    let logger: Logger | undefined
+    return {
+      id: req.id,
+      name: req.name,
+      args: req.args,
+      expiresAt: req.expiresAt,
+      deviceId,
+      // Made on first use: most commands never look at their signal or logger.
+      get signal() {
+        if (!run.controller) {
+          run.controller = new AbortController()
+          if (run.abortReason !== undefined) run.controller.abort(run.abortReason)
+        }
+        return run.controller.signal
+      },
+      get logger() { return (logger ??= base.child({ commandId: req.id, command: req.name })) },
+      sampleSensors: this.options.sampleSensors,
+    }
+  }
+
+  private settle(run: ActiveRun, outcome: CommandOutcome, abortReason?: 'expired' | 'shutdown'): void {
+    if (run.settled) {
+      if (abortReason === undefined) {
+        this.lateResults++
+        this.log.info({ id: run.id, command: run.name }, 'a command finished after it timed out or was interrupted; its result is dropped')
+      }
+      return
+    }
+    run.settled = true
+    if (run.timer) clearTimeout(run.timer)
+    run.timer = undefined
+    this.active.delete(run.id)
+    if (abortReason !== undefined) {
+      run.abortReason = abortReason
+      run.controller?.abort(abortReason)
+    }
+    // responseJson may turn a result into BAD_RESULT; the stats follow what is sent.
+    const { json: body, error } = responseJson(run.id, outcome)
+    if (error) {
+      this.failed++
+      this.log.warn({ id: run.id, command: run.name, error }, 'command failed')
+    }
+    try {
+      this.finish.run(body, Math.floor(this.options.clock.now()), run.id)
+    } catch (err) {
+      // The row stays `running`: a repeat is ignored now, and answered INTERRUPTED after a restart.
+      this.log.error({ err, id: run.id }, 'could not record a command\'s response in the ledger')
+    }
+    this.send(body)
+    if (this.active.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+  }
+
+  private repeat(id: string): void {
+    this.duplicates++
+    let row: CommandRow | undefined
+    try {
+      row = this.get.get(id)
+    } catch (err) {
+      this.log.error({ err, id }, 'could not read a command id from the ledger')
+      return
+    }
+    if (row?.state === 'done' && row.response !== null) {
+      this.log.debug({ id }, 'repeated command: sending its recorded response again')
+      this.send(row.response)
+    } else {
+      this.log.debug({ id }, 'repeated command still running: its response goes out when it ends')
+    }
+  }
+
+  private countRefusal(code: string | undefined): void {
+    if (code === 'EXPIRED') this.expired++
+    else if (code === 'UNKNOWN_COMMAND') this.unknown++
+    else if (code === 'BUSY') this.busy++
+  }
+
+  private send(body: string): void {
+    if (!this.transport.publish(this.resTopic, body)) {
+      this.log.debug({ topic: this.resTopic }, 'not connected: a command response is lost (the hub reports the command as timed out)')
+    }
+  }
+
+  private noteRow(): void {
+    this.rows++
+    if (this.rows < this.pruneAtRows || this.prunePending) return
+    this.prunePending = true
+    // After the response, not on the request's path.
+    setImmediate(() => { if (this.phase === 'started') this.prune(this.options.clock.now()) })
+  }
+
+  private recoverInterrupted(now: number): number {
+    const ids = this.runningIds.all()
+    if (ids.length === 0) return 0
+    this.ledger.db.transaction(() => {
+      for (const id of ids) this.finish.run(responseJson(id, { error: { code: 'INTERRUPTED', message: INTERRUPTED_COMMAND_MESSAGE } }).json, Math.floor(now), id)
+    })()
+    return ids.length
+  }
+}
