@@ -7,17 +7,19 @@ import { formatDurationMs } from '../common/duration.js'
  * leave as "rollcall: CODE: message" on stderr with exit code 1 (cli/main.ts).
  */
 export class ApiError extends Error {
-  constructor(readonly code: string, message: string) { super(message) }
+  /** The error's other fields as the hub sent them (a DEVICE_OFFLINE's lastSeen, a COMMAND_TIMEOUT's id). */
+  constructor(readonly code: string, message: string, readonly details: Readonly<Record<string, unknown>> = {}) { super(message) }
 }
 
-export async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown): Promise<T> {
+/** `waitMs`: how long to wait for the answer; a command waits for its device, so it passes its own deadline plus a margin. */
+export async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown, waitMs = 15_000): Promise<T> {
   let res: Response
   try {
     res = await fetch(`${target.api}${path}`, {
       method,
       headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
+      signal: AbortSignal.timeout(waitMs),
     })
   } catch (err) {
     throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
@@ -27,8 +29,9 @@ export async function call<T>(target: AdminTarget, method: string, path: string,
   let json: unknown
   try { json = JSON.parse(text) } catch { json = undefined }
   if (!res.ok) {
-    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error
-    throw new ApiError(e?.code ?? `HTTP_${res.status}`, e?.message ?? text.slice(0, 200))
+    const e = (json as { error?: { code?: string; message?: string } & Record<string, unknown> } | undefined)?.error
+    const { code, message, ...details } = e ?? {}
+    throw new ApiError(code ?? `HTTP_${res.status}`, message ?? text.slice(0, 200), details)
   }
   return json as T
 }

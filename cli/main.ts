@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
 import { VERSION } from '../common/version.js'
+import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'
 
 /**
@@ -12,6 +13,9 @@ const program = new Command()
   .description('Lightweight edge/IoT orchestration: hub with embedded MQTT broker, device agent, admin CLI')
   .version(VERSION)
   .showHelpAfterError('(run with --help for usage)')
+  // `rollcall cmd TARGET NAME` has subcommands of its own (show, list) that take
+  // the same flags: each command's flags must go to the command they follow.
+  .enablePositionalOptions()
 
 program.command('hub')
   .description('run the hub: embedded MQTT broker, telemetry store, presence, HTTP API')
@@ -151,6 +155,40 @@ adminOptions(schedule.command('list')).description('list schedules with their ne
 adminOptions(schedule.command('remove').argument('<name>')).description('remove a schedule; the jobs it made are not touched')
   .action(async (name: string, opts: AdminOpts) => (await jobs()).scheduleRemove(name, opts))
 
+const cmd = program.command('cmd')
+  .description('send a command to a device, or to several, and wait for the answer; show and list the command record')
+  .usage('TARGET NAME [options]\n       rollcall cmd show ID\n       rollcall cmd list DEVICE [--limit N]')
+  .argument('<target>', 'a device id, or device:ID1,ID2, group:NAME or all (a device named "show" or "list": write device:show)')
+  .argument('<name>', 'the command, e.g. ping, sys.info, sensors.sample, config.get, jobs.pull')
+  .option('--args <json>', 'the command\'s arguments, as JSON (quote it for the shell)')
+  .option('--timeout <duration>', 'how long to wait for the answer, up to 5m, e.g. 5s (default: the hub\'s, 10s)')
+  .option('--if-offline <what>', 'fail: an offline device is an error (default); queue: it becomes a job that runs when the device is back')
+  .addHelpText('after', `
+Exit status:
+  0  it ran and succeeded: the device answered ok, or, for a group, every
+     member was reachable and every one answered ok
+  1  anything else: the device's error (its code on stderr, e.g.
+     "rollcall: DISK_FULL: ..."), DEVICE_OFFLINE, COMMAND_TIMEOUT,
+     DEVICE_DISCONNECTED, a group member that failed or was skipped as
+     offline, a usage error
+  2  nothing failed but it has not run yet: with --if-offline queue the
+     device, or some group members, were offline and it became a job
+
+Examples:
+  rollcall cmd greenhouse-01 ping
+  rollcall cmd greenhouse-01 sensors.sample --timeout 3s
+  rollcall cmd group:greenhouse sys.info --json
+  rollcall cmd greenhouse-02 config.get --if-offline queue`)
+adminOptions(cmd)
+  .action(async (target: string, name: string, opts: AdminOpts & CmdFlags) => (await cmds()).send(target, name, opts))
+adminOptions(cmd.command('show').argument('<id>', 'a command id, or a group command\'s id'))
+  .description('show a command: its record and timeline (for a group command, each member\'s)')
+  .action(async (id: string, opts: AdminOpts) => (await cmds()).show(id, opts))
+adminOptions(cmd.command('list').argument('<device>', 'device id'))
+  .description('list a device\'s commands, newest first')
+  .option('--limit <n>', 'at most this many (1 to 1000)', '50')
+  .action(async (device: string, opts: AdminOpts & { limit: string }) => (await cmds()).list(device, opts))
+
 program.command('demo')
   .description('run a hub with a few in-process agents on simulated sensors, and print where to look')
   .option('--devices <n>', 'how many simulated devices', '5')
@@ -171,6 +209,10 @@ async function admin() {
 
 async function jobs() {
   return (await import('./job-commands.js')).jobCommands
+}
+
+async function cmds() {
+  return (await import('./cmd-command.js')).cmdCommands
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
