@@ -5,13 +5,16 @@ import type { MqttClient } from 'mqtt'
 import { encode, topics, type CommandRequest } from '../protocol/index.js'
 import type { CommandRecord } from '../hub/command-store.js'
 import type { GroupResult } from '../hub/commands.js'
+import type { Agent } from '../agent/agent.js'
+import { startAgents } from './support/agents.js'
 import { connectDevice, tempDir, waitFor } from './support/hub.js'
 import { CLI, killProc, startHubProc, type HubProc } from './support/procs.js'
 
 /**
- * `rollcall cmd ...` against a real hub process (issue #4). Devices are
- * played with MQTT.js clients, as in hub.commands.test.ts, so each can be
- * made to answer, fail or stay silent.
+ * `rollcall cmd ...` against a real hub process (issue #4). One device runs
+ * a real agent in this process; the others are played with MQTT.js clients,
+ * as in hub.commands.test.ts, so each can be made to answer, fail or stay
+ * silent on cue.
  */
 function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -41,6 +44,7 @@ describe('rollcall cmd', () => {
   let dir: { dir: string; remove: () => void }
   let target: string[]
   const clients: MqttClient[] = []
+  let agents: Agent[] = []
   const run = (...args: string[]) => rollcall([...args, ...target])
 
   /** A device played by an MQTT.js client that answers with `reply`. */
@@ -61,6 +65,10 @@ describe('rollcall cmd', () => {
     dir = tempDir('cli-commands')
     hub = await startHubProc(join(dir.dir, 'hub'))
     target = ['--api', `http://127.0.0.1:${hub.httpPort}`, '--data', join(dir.dir, 'hub')]
+    const ag = await hub.api<{ token: string }>('POST', '/api/devices', { id: 'cc-agent' })
+    agents = await startAgents(`mqtt://127.0.0.1:${hub.mqttPort}`, join(dir.dir, 'agents'), [{ id: 'cc-agent', token: ag.body.token }], {}, {
+      commands: { 'disk.check': () => { throw Object.assign(new Error('no space left on /var'), { code: 'DISK_FULL' }) } },
+    })
     for (const [id, group, online] of [['cc-01', 'cc-lab', true], ['cc-02', 'cc-lab', true], ['cc-03', 'cc-lab', false], ['cc-04', 'cc-ok', true], ['cc-05', 'cc-ok', true]] as const) {
       const r = await hub.api<{ token: string }>('POST', '/api/devices', { id, group })
       if (r.status !== 201) throw new Error(`device ${id}: ${r.status}`)
@@ -68,6 +76,7 @@ describe('rollcall cmd', () => {
     }
   })
   afterAll(async () => {
+    for (const a of agents) await a.stop()
     for (const c of clients) await c.endAsync(true)
     await killProc(hub, 'SIGTERM')
     dir.remove()
@@ -78,6 +87,20 @@ describe('rollcall cmd', () => {
     expect([r.code, r.stderr]).toEqual([0, ''])
     expect(JSON.parse(r.stdout)).toEqual({ args: { hello: [1, 2] } })
     expect(r.stdout).toBe(`${JSON.stringify({ args: { hello: [1, 2] } }, null, 2)}\n`)
+  })
+
+  it('a real agent answers its built-ins, its own commands\' errors, and UNKNOWN_COMMAND', async () => {
+    await waitFor(async () => (await hub.api<{ presence: { reachable: boolean } | null }>('GET', '/api/devices/cc-agent')).body.presence?.reachable, 'agent reachable')
+    const ping = await run('cmd', 'cc-agent', 'ping')
+    expect([ping.code, ping.stderr]).toEqual([0, ''])
+    expect(JSON.parse(ping.stdout)).toMatchObject({ pong: true, ts: expect.any(Number) as unknown })
+    const info = await run('cmd', 'cc-agent', 'sys.info', '--json')
+    expect(JSON.parse(info.stdout)).toMatchObject({ ok: true, result: { deviceId: 'cc-agent', commands: { running: 1 } } })
+    const failed = await run('cmd', 'cc-agent', 'disk.check')
+    expect([failed.code, failed.stdout]).toEqual([1, ''])
+    expect(failed.stderr).toMatch(/^rollcall: DISK_FULL: no space left on \/var \(command c[0-9a-v]{12} on cc-agent\)\n$/)
+    const unknown = await run('cmd', 'cc-agent', 'reboot')
+    expect(unknown.stderr).toMatch(/^rollcall: UNKNOWN_COMMAND: this device has no command "reboot"; it has: .*config\.get.*disk\.check.*ping/)
   })
 
   it('with --json prints the whole outcome', async () => {
