@@ -140,7 +140,7 @@ describe('agent streaming', () => {
     await agent.start()
     await waitFor('birth', () => acker!.states.length >= 1)
     const birth = acker!.states[0]!.message
-    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs'] })
+    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands'] })
     expect(birth.type === 'birth' && birth.agentVersion).toMatch(/^\d+\.\d+\.\d+/)
   })
 })
