@@ -131,6 +131,23 @@ function localOutcomeRecord(o: LocalOutcome): OutboxRecord {
   return eventRecord(o.finishedAt, 'job.local', level, message, data)
 }
 
+/**
+ * Command handlers as job task handlers: the job's execution id stands for the
+ * command id, its payload for the args; a job has no hub-side deadline, only
+ * its timeout, which its signal already carries.
+ */
+function commandsAsTasks(commands: HandlerRegistry<CommandHandler>): Record<string, JobHandler> {
+  const tasks: Record<string, JobHandler> = {}
+  for (const name of commands.names) {
+    const run = commands.get(name)!
+    tasks[name] = (ctx) => run({
+      id: ctx.execId, name: ctx.name, args: ctx.payload, expiresAt: Number.MAX_SAFE_INTEGER,
+      signal: ctx.signal, deviceId: ctx.deviceId, logger: ctx.logger, sampleSensors: () => ctx.sampleSensors(),
+    })
+  }
+  return tasks
+}
+
 let cachedVersion: string | undefined
 
 /** The package version, read once from the nearest package.json (source and dist layouts differ in depth). */
@@ -237,15 +254,18 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     phase = 'starting'
     try {
       const userModule = config.handlersModule === undefined ? undefined : await loadHandlersModule<CommandHandler>(config.handlersModule)
-      const handlers = new HandlerRegistry(
-        builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
-        userModule?.handlers ?? {},
-        deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
-      )
       const commandHandlers = new HandlerRegistry<CommandHandler>(
         builtinCommands(agentView),
         userModule?.commands ?? {},
         deps.commands === undefined ? {} : checkHandlers<CommandHandler>(deps.commands, 'AgentDeps.commands', 'command'),
+      )
+      const handlers = new HandlerRegistry(
+        // Lowest layer: every command also runs as a job task, which is what a command
+        // queued for an offline device (ifOffline "queue") becomes. Task handlers win a name clash.
+        commandsAsTasks(commandHandlers),
+        builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
+        userModule?.handlers ?? {},
+        deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
       )
       ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
