@@ -4,13 +4,15 @@
  * small and noisy; see docs/benchmarks.md for results and how to read them.
  */
 import { parseArgs } from 'node:util'
+import { runCommandsBench } from './commands.js'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
-       npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]`
+       npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
+       npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -19,7 +21,8 @@ async function main(): Promise<void> {
       'devices': { type: 'string', default: '200' },
       'sensors': { type: 'string', default: '100' },
       'interval-ms': { type: 'string', default: '200' },
-      'warmup': { type: 'string', default: '5' },
+      'warmup': { type: 'string' },
+      'commands': { type: 'string', default: '2000' },
       'seconds': { type: 'string' },
       'agents': { type: 'string' },
       'idle-agent-seconds': { type: 'string', default: '60' },
@@ -37,11 +40,14 @@ async function main(): Promise<void> {
     case 'ingest':
       await runIngestBench({
         devices: num('devices'), sensors: num('sensors'), intervalMs: num('interval-ms'),
-        warmupS: num('warmup'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
+        warmupS: num('warmup', '5'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
       })
       return
     case 'jobs':
       await runJobsBench({ jobs: num('jobs'), batch: num('batch'), agents: num('agents', '1000'), rounds: num('rounds') })
+      return
+    case 'commands':
+      await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds') })
       return
     case 'idle-agent':
       await runIdleAgentBench({ agents: num('agents', '3'), seconds: num('seconds', '60') })
