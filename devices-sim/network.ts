@@ -11,6 +11,9 @@ import { connect, createServer, type Server, type Socket } from 'node:net'
  * - cut: live connections are destroyed (the hub sees its socket close, the
  *   agent reconnects with its backoff) and new ones are closed as soon as
  *   they are accepted, until `restore`.
+ * A cut has a reason (default "cut"): the connectivity profile's outages and
+ * a chaos partition can hold the same link, and the link opens only when no
+ * reason holds it, so the end of a flaky outage cannot end a partition early.
  * `drop` destroys the live connections once and leaves the link open (a
  * reconnect burst). `retarget` points new connections at another hub port
  * (a hub restarted on a new port); live ones are left alone.
@@ -61,7 +64,8 @@ interface Link {
   readonly server: Server
   readonly port: number
   readonly pairs: Set<Pair>
-  cut: boolean
+  /** Reasons holding the link cut; open when empty. */
+  readonly holds: Set<string>
   readonly counters: LinkCounters
 }
 
@@ -123,21 +127,31 @@ export class NetworkSimulator {
   }
 
   isCut(deviceId: string): boolean {
-    return this.link(deviceId).cut
+    return this.link(deviceId).holds.size > 0
   }
 
-  /** Cuts the devices' links: live connections are destroyed and new ones refused until `restore`. */
-  cut(deviceIds: Iterable<string>): void {
+  /**
+   * Cuts the devices' links for `reason`: live connections are destroyed and
+   * new ones refused until every reason holding the link is restored.
+   */
+  cut(deviceIds: Iterable<string>, reason = 'cut'): void {
     for (const id of deviceIds) {
       const link = this.link(id)
-      if (!link.cut) link.counters.cuts++
-      link.cut = true
-      this.killAll(link)
+      if (link.holds.size === 0) {
+        link.counters.cuts++
+        this.killAll(link)
+      }
+      link.holds.add(reason)
     }
   }
 
-  restore(deviceIds: Iterable<string>): void {
-    for (const id of deviceIds) this.link(id).cut = false
+  /** Lifts `reason`'s cut, or every cut when no reason is given; the link opens when nothing holds it. */
+  restore(deviceIds: Iterable<string>, reason?: string): void {
+    for (const id of deviceIds) {
+      const link = this.link(id)
+      if (reason === undefined) link.holds.clear()
+      else link.holds.delete(reason)
+    }
   }
 
   /** Destroys the devices' live connections once; they may reconnect at once. Returns how many were destroyed. */
@@ -157,7 +171,7 @@ export class NetworkSimulator {
     const link = this.link(deviceId)
     const c = { ...link.counters }
     for (const p of link.pairs) this.addBytes(c, p)
-    return { ...c, live: link.pairs.size, cut: link.cut }
+    return { ...c, live: link.pairs.size, cut: link.holds.size > 0 }
   }
 
   stats(): NetworkStats {
@@ -171,7 +185,7 @@ export class NetworkSimulator {
       total.bytesUp += c.bytesUp
       total.bytesDown += c.bytesDown
       total.live += link.pairs.size
-      if (link.cut) total.cutNow++
+      if (link.holds.size > 0) total.cutNow++
       for (const p of link.pairs) this.addBytes(total, p)
     }
     return total
@@ -222,13 +236,13 @@ export class NetworkSimulator {
       server.close()
       return
     }
-    this.links.set(id, { id, server, port, pairs: new Set(), cut: false, counters: zeroCounters() })
+    this.links.set(id, { id, server, port, pairs: new Set(), holds: new Set(), counters: zeroCounters() })
   }
 
   private accept(id: string, client: Socket): void {
     const link = this.links.get(id)
     client.on('error', () => undefined)
-    if (!link || link.cut) {
+    if (!link || link.holds.size > 0) {
       if (link) link.counters.refused++
       client.destroy()
       return

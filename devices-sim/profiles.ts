@@ -208,6 +208,25 @@ export function onlineAt(plan: ConnectivityPlan, tMs: number): boolean {
   return true
 }
 
+export interface LinkChange {
+  readonly atMs: number
+  /** `connect`: start the device's agent; `down` / `up`: cut / restore its link. */
+  readonly change: 'connect' | 'down' | 'up'
+}
+
+/**
+ * The plan as the runner carries it out, in time order. An outage that starts
+ * at the connect comes after it: the agent starts into a cut link and retries
+ * with its own backoff, as a real device would. An outage clipped at the end of
+ * the run still ends with an `up` at durationMs, so the device can drain its
+ * outbox before the accounting.
+ */
+export function linkChanges(plan: ConnectivityPlan): LinkChange[] {
+  const changes: LinkChange[] = [{ atMs: plan.connectAtMs, change: 'connect' }]
+  for (const o of plan.outages) changes.push({ atMs: o.fromMs, change: 'down' }, { atMs: o.toMs, change: 'up' })
+  return changes
+}
+
 /** Milliseconds the plan has the device online in [0, durationMs). */
 export function onlineMs(plan: ConnectivityPlan, durationMs: number): number {
   const start = Math.min(plan.connectAtMs, durationMs)

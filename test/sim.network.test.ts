@@ -131,6 +131,25 @@ describe('NetworkSimulator', () => {
     expect(network.statsFor('dev-a').cuts).toBe(1)
   })
 
+  it('cuts for different reasons hold the link until each is restored; restore without a reason lifts them all', async () => {
+    const echo = await startEcho()
+    const network = await startNetwork(echo.port, ['dev-a'])
+    network.cut(['dev-a'], 'profile')
+    network.cut(['dev-a'], 'partition')
+    network.restore(['dev-a'], 'profile')
+    expect(network.isCut('dev-a')).toBe(true)
+    const refused = await open(network.portFor('dev-a'))
+    expect(await within(refused.closed, 1000)).toBe(true)
+    network.restore(['dev-a'], 'partition')
+    expect(network.isCut('dev-a')).toBe(false)
+    await (await open(network.portFor('dev-a'))).roundTrip('open')
+    network.cut(['dev-a'], 'profile')
+    network.cut(['dev-a'], 'partition')
+    network.restore(['dev-a'])
+    expect(network.isCut('dev-a')).toBe(false)
+    expect(network.statsFor('dev-a').cuts).toBe(2)
+  })
+
   it('drop destroys live connections once and lets the device straight back in (a reconnect burst)', async () => {
     const echo = await startEcho()
     const network = await startNetwork(echo.port, ['dev-a', 'dev-b', 'dev-c'])

@@ -3,6 +3,7 @@ import {
   connectivityPlan,
   fleetPlans,
   isProfileChoice,
+  linkChanges,
   mixedProfileOf,
   normaliseOutages,
   onlineAt,
@@ -163,6 +164,17 @@ describe('connectivity plans', () => {
     ['min outage above max', () => connectivityPlan('flaky', 1, 0, 5, MINUTE, { flakyMinOutageMs: 9, flakyMaxOutageMs: 5 }), /flakyMinOutageMs/],
   ])('refuses %s', (_name, call, message) => {
     expect(call).toThrow(message)
+  })
+
+  it('linkChanges: connect, then each outage as down and up, in time order', () => {
+    expect(linkChanges({ profile: 'flaky', connectAtMs: 100, outages: [{ fromMs: 100, toMs: 900 }, { fromMs: 5000, toMs: 60_000 }] })).toEqual([
+      { atMs: 100, change: 'connect' },
+      { atMs: 100, change: 'down' },
+      { atMs: 900, change: 'up' },
+      { atMs: 5000, change: 'down' },
+      { atMs: 60_000, change: 'up' },
+    ])
+    expect(linkChanges({ profile: 'steady', connectAtMs: 7, outages: [] })).toEqual([{ atMs: 7, change: 'connect' }])
   })
 
   it('isProfileChoice', () => {
