@@ -178,7 +178,7 @@ Examples:
   rollcall cmd greenhouse-01 ping
   rollcall cmd greenhouse-01 sensors.sample --timeout 3s
   rollcall cmd group:greenhouse sys.info --json
-  rollcall cmd greenhouse-02 config.get --if-offline queue`)
+  rollcall cmd greenhouse-03 sensors.sample --if-offline queue`)
 adminOptions(cmd)
   .action(async (target: string, name: string, opts: AdminOpts & CmdFlags) => (await cmds()).send(target, name, opts))
 adminOptions(cmd.command('show').argument('<id>', 'a command id, or a group command\'s id'))

@@ -143,7 +143,8 @@ describe('rollcall cmd', () => {
     const m = /^queued as job (j[0-9a-v]{12}): it runs when cc-03 is back \(follow it: rollcall job show \1\)\n$/.exec(r.stdout)
     expect(m, r.stdout).not.toBeNull()
     const job = await hub.api<{ name: string; target: string }>('GET', `/api/jobs/${m![1]!}`)
-    expect(job.body).toMatchObject({ name: 'sys.info', target: 'device:cc-03' })
+    // The job's task runs the same command handler on the device; its exact name is the hub's business.
+    expect(job.body).toMatchObject({ name: expect.stringMatching(/sys\.info$/) as unknown, target: 'device:cc-03' })
     const j = await run('cmd', 'cc-03', 'sys.info', '--if-offline', 'queue', '--json')
     expect(j.code).toBe(2)
     expect(JSON.parse(j.stdout)).toMatchObject({ status: 'queued', deviceId: 'cc-03', jobId: expect.stringMatching(/^j/) as unknown })
