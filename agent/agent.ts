@@ -131,17 +131,22 @@ function localOutcomeRecord(o: LocalOutcome): OutboxRecord {
   return eventRecord(o.finishedAt, 'job.local', level, message, data)
 }
 
+/** The job task a queued command runs as (the hub names queued commands' jobs so). */
+export const QUEUED_COMMAND_TASK_PREFIX = 'cmd.'
+
 /**
- * Command handlers as job task handlers: the job's execution id stands for the
- * command id, its payload for the args; a job has no hub-side deadline, only
- * its timeout, which its signal already carries.
+ * Command handlers as job task handlers, named "cmd.<name>": the job's
+ * execution id stands for the command id, its payload for the args; a job has
+ * no hub-side deadline, only its timeout, which its signal already carries.
  */
 function commandsAsTasks(commands: HandlerRegistry<CommandHandler>): Record<string, JobHandler> {
   const tasks: Record<string, JobHandler> = {}
   for (const name of commands.names) {
     const run = commands.get(name)!
-    tasks[name] = (ctx) => run({
-      id: ctx.execId, name: ctx.name, args: ctx.payload, expiresAt: Number.MAX_SAFE_INTEGER,
+    const task = `${QUEUED_COMMAND_TASK_PREFIX}${name}`
+    if (task.length > 64) continue
+    tasks[task] = (ctx) => run({
+      id: ctx.execId, name, args: ctx.payload, expiresAt: Number.MAX_SAFE_INTEGER,
       signal: ctx.signal, deviceId: ctx.deviceId, logger: ctx.logger, sampleSensors: () => ctx.sampleSensors(),
     })
   }
@@ -260,8 +265,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         deps.commands === undefined ? {} : checkHandlers<CommandHandler>(deps.commands, 'AgentDeps.commands', 'command'),
       )
       const handlers = new HandlerRegistry(
-        // Lowest layer: every command also runs as a job task, which is what a command
-        // queued for an offline device (ifOffline "queue") becomes. Task handlers win a name clash.
+        // Every command also runs as the job task "cmd.<name>": what a command queued for an
+        // offline device (ifOffline "queue") becomes. The prefix keeps the two sets of names apart.
         commandsAsTasks(commandHandlers),
         builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
         userModule?.handlers ?? {},

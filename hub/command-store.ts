@@ -58,12 +58,17 @@ export interface NewCommand {
   readonly name: string
   readonly args: string | null
   readonly groupId: string | null
-  readonly status: 'offline' | 'queued' | 'sent'
+  /** timed_out here: a group member whose turn came after the group's deadline (never sent). */
+  readonly status: 'offline' | 'queued' | 'sent' | 'timed_out'
   readonly createdAt: number
   readonly expiresAt: number
   readonly jobId?: string
   readonly error?: { readonly code: string; readonly message: string }
 }
+
+/** Records are batched this long before they go to the writer: a command's round trip never waits on the record's fsync. */
+const RECORD_BATCH_MS = 250
+const RECORD_BATCH_MAX = 2000
 
 function parse(text: string | null): unknown {
   if (text === null) return null
@@ -93,30 +98,74 @@ export function createCommandStore(db: Db, writer: Writer) {
     insert: db.prepare<[string, string, string, string | null, string | null, string, number, number | null, number, number | null, string | null, string | null, string | null]>(
       `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-    finish: db.prepare<[CommandEnd, number, string | null, string | null, string | null, string]>(
-      "UPDATE commands SET status = ?, finished_at = ?, result = ?, error_code = ?, error_message = ? WHERE id = ? AND status = 'sent'"),
+    // The whole row, so the outcome is recorded even if the row's first write was lost with a failed commit.
+    finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message)
+       VALUES (@id, @deviceId, @name, @args, @groupId, @status, @createdAt, @createdAt, @expiresAt, @at, @result, @errorCode, @errorMessage)
+       ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, result = excluded.result,
+         error_code = excluded.error_code, error_message = excluded.error_message
+       WHERE commands.status = 'sent'`),
     late: db.prepare<[number, string, string, string]>('UPDATE commands SET late_at = ?, late_response = ? WHERE id = ? AND device_id = ? AND late_at IS NULL'),
     get: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE id = ?'),
     ofDevice: db.prepare<[string, number], CommandRow>('SELECT * FROM commands WHERE device_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
     ofGroup: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE group_id = ? ORDER BY device_id'),
     prune: db.prepare<[number, number]>('DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE created_at < ? LIMIT ?)'),
+    orphaned: db.prepare<[number]>(`UPDATE commands SET status = 'disconnected', finished_at = ?, error_code = 'HUB_RESTART',
+      error_message = 'the hub stopped before the device replied' WHERE status = 'sent'`),
+  }
+
+  // Record writes wait here and go to the writer as one operation: fewer group commits, so fewer fsyncs
+  // holding up the event loop while replies wait.
+  let batch: Array<() => void> = []
+  let timer: NodeJS.Timeout | undefined
+  function record(op: () => void): void {
+    batch.push(op)
+    if (batch.length >= RECORD_BATCH_MAX) flushRecords()
+    else timer ??= setTimeout(flushRecords, RECORD_BATCH_MS)
+  }
+  function flushRecords(): void {
+    if (timer) clearTimeout(timer)
+    timer = undefined
+    if (batch.length === 0) return
+    const ops = batch
+    batch = []
+    writer.enqueue(() => { for (const op of ops) op() }, ops.length)
+  }
+  /** What is recorded so far, committed: before reads, so a caller sees its own commands. */
+  function sync(): void {
+    flushRecords()
+    writer.flush()
   }
 
   return {
-    /** Records a new command (sent, refused as offline, or queued as a job). */
+    /** At start: commands a previous hub process sent and never settled end as disconnected (HUB_RESTART). */
+    settleOrphans(now: number): number {
+      return s.orphaned.run(now).changes
+    },
+    /** Records a new command (sent, refused as offline, queued as a job, or never sent before the deadline). */
     add(c: NewCommand): void {
-      writer.enqueue(() => {
-        s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, c.status === 'sent' ? c.createdAt : null, c.expiresAt,
-          c.status === 'sent' ? null : c.createdAt, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null)
+      const settled = c.status !== 'sent'
+      record(() => {
+        s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, settled ? null : c.createdAt, c.expiresAt,
+          settled ? c.createdAt : null, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null)
       })
     },
-    /** The outcome of a sent command; a command already settled keeps its first outcome. */
-    finish(id: string, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): void {
-      writer.enqueue(() => { s.finish.run(status, at, result, error?.code ?? null, error?.message ?? null, id) })
+    /** The outcome of a sent command (the whole row, see `finish`); a command already settled keeps its first outcome. */
+    finish(c: NewCommand, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): void {
+      record(() => {
+        s.finish.run({
+          id: c.id, deviceId: c.deviceId, name: c.name, args: c.args, groupId: c.groupId, status, createdAt: c.createdAt, expiresAt: c.expiresAt,
+          at, result, errorCode: error?.code ?? null, errorMessage: error?.message ?? null,
+        })
+      })
     },
     /** A reply that came after the outcome was settled (only the first is kept). */
     late(id: string, deviceId: string, at: number, response: string): void {
-      writer.enqueue(() => { s.late.run(at, response, id, deviceId) })
+      record(() => { s.late.run(at, response, id, deviceId) })
+    },
+    sync,
+    /** Writes what is batched (the hub stopping). */
+    close(): void {
+      flushRecords()
     },
     get: (id: string): CommandRecord | undefined => {
       const r = s.get.get(id)

@@ -7,7 +7,7 @@ import { isTaskName } from '../protocol/ids.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandResponse } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
-import { createCommandStore, type CommandEnd, type CommandRecord } from './command-store.js'
+import { createCommandStore, type CommandEnd, type CommandRecord, type NewCommand } from './command-store.js'
 import { parseTarget, type JobTarget } from './job-target.js'
 import type { Jobs } from './jobs.js'
 import type { Registry } from './registry.js'
@@ -49,6 +49,8 @@ export interface CommandsDeps {
   readonly isReachable: (deviceId: string) => boolean
   /** When the device was last heard from (null: never). */
   readonly lastSeen: (deviceId: string) => number | null
+  /** What the device's last birth advertised (empty: unknown, e.g. a device that is not a rollcall agent). */
+  readonly capabilities: (deviceId: string) => readonly string[]
   readonly publish: (topic: string, payload: Buffer) => Promise<void>
   readonly clock: Clock
   readonly logger: Logger
@@ -102,6 +104,7 @@ export interface CommandStats {
 }
 
 interface Pending {
+  readonly rec: NewCommand
   readonly deviceId: string
   readonly startedAt: number
   readonly timer: NodeJS.Timeout
@@ -119,15 +122,25 @@ function newCommandId(): string {
   return `c${s}`
 }
 
+/** A queued command runs as this job task on the device (the agent registers every command under it). */
+export const QUEUED_COMMAND_PREFIX = 'cmd.'
+
 export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   const { registry, clock, logger } = deps
   const store = createCommandStore(deps.db, deps.writer)
+  const orphans = store.settleOrphans(clock.now())
+  if (orphans > 0) logger.warn({ commands: orphans }, 'commands left in flight by the last hub process recorded as disconnected (HUB_RESTART)')
+  let stopped = false
   const pending = new Map<string, Pending>()
   /** Pending command ids per device, so a disconnect ends them at once. */
   const byDevice = new Map<string, Set<string>>()
   const stats = { sent: 0, succeeded: 0, failed: 0, timedOut: 0, disconnected: 0, offline: 0, queued: 0, lateReplies: 0, unknownReplies: 0 }
 
   function validate(spec: CommandSpec): { args: string | null; timeoutMs: number } {
+    if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
+    if (spec.ifOffline === 'queue' && spec.name.length > 64 - QUEUED_COMMAND_PREFIX.length) {
+      throw new RollcallError('BAD_REQUEST', `a command that may be queued as a job has a name of at most ${64 - QUEUED_COMMAND_PREFIX.length} characters`)
+    }
     if (!isTaskName(spec.name)) throw new RollcallError('BAD_REQUEST', `command name ${JSON.stringify(spec.name)} must be lowercase letters, digits, ".", "-" and "_", e.g. "ping" or "sys.info"`)
     const timeoutMs = spec.timeoutMs ?? options.defaultTimeoutMs
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > LIMITS.maxCommandTimeoutMs) {
@@ -140,10 +153,22 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return { args, timeoutMs }
   }
 
-  function offlineError(deviceId: string): RollcallError {
+  function offlineError(deviceId: string, id: string): RollcallError {
     const lastSeen = deps.lastSeen(deviceId)
     const when = lastSeen === null ? 'it has never connected' : `last seen ${new Date(lastSeen).toISOString()}`
-    return new RollcallError('DEVICE_OFFLINE', `device "${deviceId}" is not reachable now (${when}); retry later, or send with ifOffline "queue" to run it as a job when it is back`, { lastSeen })
+    return new RollcallError('DEVICE_OFFLINE', `device "${deviceId}" is not reachable now (${when}); retry later, or send with ifOffline "queue" to run it as a job when it is back`, { id, lastSeen })
+  }
+
+  /** A device whose birth says what it can do, without commands (an older agent), would never answer. */
+  function unsupportedError(deviceId: string): RollcallError | undefined {
+    const caps = deps.capabilities(deviceId)
+    if (caps.length === 0 || caps.includes('commands')) return undefined
+    return new RollcallError('COMMANDS_NOT_SUPPORTED', `device "${deviceId}" runs an agent that does not take commands (it advertises ${caps.join(', ')}); upgrade its agent, or use a job`)
+  }
+
+  /** Queues the command as a job: the device runs it (once: one attempt) when it next connects. */
+  function queueAsJob(spec: CommandSpec, deviceIds: readonly string[]): string {
+    return deps.jobs.create({ name: `${QUEUED_COMMAND_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 })!.id
   }
 
   function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
@@ -154,7 +179,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const ids = byDevice.get(p.deviceId)
     ids?.delete(id)
     if (ids?.size === 0) byDevice.delete(p.deviceId)
-    store.finish(id, end, clock.now(), result, 'error' in outcome ? outcome.error : null)
+    store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null)
     p.settle(outcome)
   }
 
@@ -165,14 +190,15 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const expiresAt = now + timeoutMs
     const t0 = performance.now()
     const ms = () => Math.round((performance.now() - t0) * 1000) / 1000
-    store.add({ id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt })
+    const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt }
+    store.add(rec)
     stats.sent++
     return new Promise<CommandOutcome>((resolve) => {
       const timer = setTimeout(() => {
         stats.timedOut++
         settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
       }, timeoutMs)
-      pending.set(id, { deviceId, startedAt: t0, timer, settle: resolve })
+      pending.set(id, { rec, deviceId, startedAt: t0, timer, settle: resolve })
       let ids = byDevice.get(deviceId)
       if (!ids) byDevice.set(deviceId, ids = new Set())
       ids.add(id)
@@ -194,15 +220,17 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     registry.requireDevice(deviceId)
     const { args, timeoutMs } = validate(spec)
     const now = clock.now()
+    const unsupported = unsupportedError(deviceId)
+    if (unsupported) throw unsupported
     if (!deps.isReachable(deviceId)) {
       const id = newCommandId()
       if (spec.ifOffline === 'queue') {
-        const job = deps.jobs.create({ name: spec.name, payload: spec.args ?? null, target: `device:${deviceId}` })!
-        store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId: job.id })
+        const jobId = queueAsJob(spec, [deviceId])
+        store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId })
         stats.queued++
-        return { id, deviceId, status: 'queued', jobId: job.id }
+        return { id, deviceId, status: 'queued', jobId }
       }
-      const err = offlineError(deviceId)
+      const err = offlineError(deviceId, id)
       store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } })
       stats.offline++
       throw err
@@ -243,9 +271,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       else skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
     }
     let jobId: string | null = null
-    if (skipped.length > 0 && spec.ifOffline === 'queue') {
-      jobId = deps.jobs.create({ name: spec.name, payload: spec.args ?? null, target: `device:${skipped.map((s) => s.deviceId).join(',')}` })!.id
-    }
+    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId))
     for (const s of skipped) {
       store.add({
         id: newCommandId(), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
@@ -259,9 +285,22 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const worker = async () => {
       while (next < reachable.length) {
         const d = reachable[next++]!
-        const left = deadline - clock.now()
+        const at = clock.now()
+        const left = deadline - at
+        if (!deps.isReachable(d)) {
+          // Went away since the group started: skipped, not sent into the void.
+          skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
+          store.add({ id: newCommandId(), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } })
+          stats.offline++
+          continue
+        }
         if (left <= 0) {
-          outcomes.push({ id: '', deviceId: d, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn' }, durationMs: 0 })
+          // Recorded like any other member: with its own id, and why it was never sent.
+          const id = newCommandId()
+          const error = { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
+          store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error })
+          stats.timedOut++
+          outcomes.push({ id, deviceId: d, status: 'timed_out', error, durationMs: 0 })
           continue
         }
         outcomes.push(await dispatch(d, spec.name, args, spec.args, left, groupId))
@@ -276,12 +315,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   /** A device's cmd.res: settles its pending command, or is recorded as late. */
   function response(deviceId: string, m: CommandResponse): void {
     const p = pending.get(m.id)
-    const raw = JSON.stringify(m.ok ? { ok: true, result: m.result ?? null } : { ok: false, error: m.error ?? null })
     if (!p || p.deviceId !== deviceId) {
       // After the deadline or a disconnect, or a reply to a command this hub process never sent.
       if (p === undefined) stats.lateReplies++
       else stats.unknownReplies++
-      store.late(m.id, deviceId, clock.now(), raw)
+      store.late(m.id, deviceId, clock.now(), JSON.stringify(m.ok ? { ok: true, result: m.result ?? null } : { ok: false, error: m.error ?? null }))
       return
     }
     const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
@@ -309,7 +347,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   }
 
   function get(id: string): CommandRecord {
-    deps.writer.flush()
+    store.sync()
     const r = store.get(id)
     if (!r) throw new RollcallError('COMMAND_NOT_FOUND', `no command "${id}"`)
     return r
@@ -323,17 +361,25 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     get,
     ofDevice(deviceId: string, limit = 50): CommandRecord[] {
       registry.requireDevice(deviceId)
-      deps.writer.flush()
+      store.sync()
       return store.ofDevice(deviceId, limit)
     },
     ofGroup(groupId: string): CommandRecord[] {
-      deps.writer.flush()
+      store.sync()
       return store.ofGroup(groupId)
     },
     prune: (cutoff: number) => store.prune(cutoff),
-    /** Ends every command in flight (hub stopping): they report DEVICE_DISCONNECTED. */
+    /**
+     * The hub is stopping: new commands are refused (UNAVAILABLE), and every
+     * command in flight ends now, so no caller waits for a deadline the hub
+     * will not see; then the record is written.
+     */
     stop(): void {
-      for (const d of [...byDevice.keys()]) disconnected(d)
+      stopped = true
+      for (const [id, p] of [...pending]) {
+        settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING', message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
+      }
+      store.close()
     },
     stats: (): CommandStats => ({ ...stats, pending: pending.size }),
   }

@@ -139,9 +139,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       db, writer, registry, jobs, clock, logger: log.child({ component: 'commands' }),
       isReachable: (id) => presence.isReachable(id),
       lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
+      capabilities: (id) => presence.get(id)?.info.capabilities ?? [],
       publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }),
     })
-    releasers.push(() => { commands.stop() })
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
     schedules.start()
     releasers.push(() => { schedules.stop() })
@@ -256,6 +256,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const api = buildApi(services, { adminToken: admin.token, logger: log })
     releasers.push(() => api.close())
+    // Before the API closes (releasers run last-in first-out): commands in flight end now, so
+    // their callers get an answer instead of holding the server open until their deadlines.
+    releasers.push(async () => {
+      commands.stop()
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    })
     await api.listen({ host: config.host, port: config.httpPort })
     const address = api.server.address()
     const httpPort = typeof address === 'object' && address ? address.port : config.httpPort

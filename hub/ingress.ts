@@ -1,7 +1,7 @@
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
-import { topicDeviceId } from '../protocol/topics.js'
+import { parseTopic, topicDeviceId } from '../protocol/topics.js'
 import type { CommandResponse, JobsUpdate } from '../protocol/messages.js'
 import type { InboundMessage } from '../broker/types.js'
 import type { TelemetryStore } from './telemetry-store.js'
@@ -68,6 +68,8 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
   }
 
   function handle(msg: InboundMessage): void {
+    // The hub's own publishes to devices (acks, batches, commands) come back through `devices/#`: not input.
+    if (msg.clientId === undefined && parseTopic(msg.topic)?.direction === 'down') return
     const now = clock.now()
     const d = decode(msg.topic, msg.payload, { maxPayloadBytes: options.maxPayloadBytes })
     if (!d.ok) {
@@ -110,6 +112,7 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         deps.jobs.update(deviceId, m, now)
         return
       case 'cmd.res':
+        presence.touch(deviceId, now)
         deps.commands.response(deviceId, m, now)
         return
       case 'telemetry.ack':

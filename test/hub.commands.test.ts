@@ -2,7 +2,14 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type CommandRequest } from '../protocol/index.js'
 import type { CommandRecord } from '../hub/command-store.js'
-import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+import type { GroupResult } from '../hub/commands.js'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
+import type { HubConfig } from '../hub/config.js'
+import { createHub } from '../hub/hub.js'
+import { loadHubConfig } from '../hub/config.js'
+import { silentLogger } from '../common/logger.js'
 
 /**
  * The hub's half of commands, against devices played by hand with real
@@ -21,14 +28,14 @@ describe('hub commands over the wire', () => {
     while (cleanups.length) await cleanups.pop()!()
   })
 
-  async function hubWith(): Promise<TestHub> {
-    const hub = await startTestHub({ flushDelayMs: 2 })
+  async function hubWith(overrides: Partial<HubConfig> = {}): Promise<TestHub> {
+    const hub = await startTestHub({ flushDelayMs: 2, ...overrides })
     cleanups.push(() => hub.stop())
     return hub
   }
 
   /** A device that answers each cmd.req with `reply` (undefined: stays silent). */
-  async function device(hub: TestHub, id: string, reply: Reply, token?: string): Promise<{ client: MqttClient; requests: CommandRequest[] }> {
+  async function device(hub: TestHub, id: string, reply: Reply, token?: string, capabilities = ['commands']): Promise<{ client: MqttClient; requests: CommandRequest[] }> {
     const t = token ?? await hub.addDevice(id)
     const client = await connectDevice(hub.mqttUrl, id, t)
     cleanups.push(() => client.endAsync(true))
@@ -40,7 +47,7 @@ describe('hub commands over the wire', () => {
       if (r) void client.publishAsync(topics.cmdRes(id), encode({ type: 'cmd.res', v: 1, id: req.id, ...r }), { qos: 1 })
     })
     await client.subscribeAsync(topics.cmdReq(id), { qos: 1 })
-    await client.publishAsync(topics.state(id), encode({ type: 'birth', v: 1, epoch: 1, bootId: 'b', agentVersion: 't', storeId, capabilities: ['commands'] }), { qos: 1, retain: true })
+    await client.publishAsync(topics.state(id), encode({ type: 'birth', v: 1, epoch: 1, bootId: 'b', agentVersion: 't', storeId, capabilities }), { qos: 1, retain: true })
     await waitFor(() => hub.running.services.presence.isReachable(id), `${id} reachable`)
     return { client, requests }
   }
@@ -132,7 +139,7 @@ describe('hub commands over the wire', () => {
     expect(r.status).toBe(202)
     expect(r.body.status).toBe('queued')
     const job = hub.running.services.jobs.get(r.body.jobId)
-    expect(job).toMatchObject({ name: 'sys.info', payload: { a: 1 }, target: 'device:cmd-later', counts: { queued: 1 } })
+    expect(job).toMatchObject({ name: 'cmd.sys.info', payload: { a: 1 }, target: 'device:cmd-later', maxAttempts: 1, counts: { queued: 1 } })
     expect((await hub.api<CommandRecord>('GET', `/api/commands/${r.body.id}`)).body).toMatchObject({ status: 'queued', jobId: r.body.jobId })
   })
 
@@ -148,5 +155,62 @@ describe('hub commands over the wire', () => {
     const r = await pending
     expect(r.body.error.code).toBe('COMMAND_TIMEOUT')
     expect(hub.running.services.commands.stats().unknownReplies).toBe(1)
+  })
+
+  it('a device whose agent does not take commands is told so at once', async () => {
+    const hub = await hubWith()
+    await device(hub, 'cmd-old', echo, undefined, ['telemetry', 'events'])
+    const r = await hub.api<{ error: { code: string; message: string } }>('POST', '/api/devices/cmd-old/commands', { name: 'ping' })
+    expect([r.status, r.body.error.code]).toEqual([409, 'COMMANDS_NOT_SUPPORTED'])
+    expect(r.body.error.message).toMatch(/upgrade its agent/)
+  })
+
+  it('a group member that goes away before its turn is skipped; one whose turn comes after the deadline is recorded as not sent', async () => {
+    const hub = await hubWith({ commandGroupConcurrency: 1 })
+    // One at a time: a stays silent until the deadline; b drops while a is served; c would answer at once.
+    await device(hub, 'g1-a', () => undefined, await hub.addDevice('g1-a', 'g1'))
+    const b = await device(hub, 'g1-b', echo, await hub.addDevice('g1-b', 'g1'))
+    await device(hub, 'g1-c', echo, await hub.addDevice('g1-c', 'g1'))
+    const pending = hub.api<GroupResult>('POST', '/api/commands', { target: 'group:g1', name: 'ping', timeoutMs: 700 })
+    await waitFor(() => hub.running.services.commands.stats().pending === 1, 'a in flight')
+    await b.client.endAsync(true)
+    await waitFor(() => !hub.running.services.presence.isReachable('g1-b'), 'b offline')
+    const r = (await pending).body
+    expect(r.outcomes.map((o) => `${o.deviceId}:${o.status}`)).toEqual(['g1-a:timed_out', 'g1-c:timed_out'])
+    expect(r.skipped.map((s) => s.deviceId)).toEqual(['g1-b'])
+    const c = r.outcomes[1]!
+    expect(c.id).toMatch(/^c/)
+    const members = (await hub.api<{ commands: CommandRecord[] }>('GET', `/api/commands/${r.id}`)).body.commands
+    expect(members.map((m) => `${m.deviceId}:${m.status}`)).toEqual(['g1-a:timed_out', 'g1-b:offline', 'g1-c:timed_out'])
+    expect(members[2]!.error?.message).toMatch(/not sent/)
+  })
+
+  it('stopping the hub ends a command in flight at once; a start after a crash settles what was left in flight', async () => {
+    const tmp = tempDir('cmd-stop')
+    cleanups.push(async () => { tmp.remove() })
+    const hub = await startTestHub({ flushDelayMs: 2 }, tmp.dir)
+    cleanups.push(() => hub.stop())
+    await device(hub, 'cmd-stop', () => undefined)
+    const pending = hub.api<{ error: { code: string; id: string } }>('POST', '/api/devices/cmd-stop/commands', { name: 'ping', timeout: '30s' })
+    await waitFor(() => hub.running.services.commands.stats().pending === 1, 'in flight')
+    const t0 = performance.now()
+    const stopping = hub.stop()
+    const r = await pending
+    expect([r.status, r.body.error.code]).toEqual([503, 'UNAVAILABLE'])
+    await stopping
+    expect(performance.now() - t0).toBeLessThan(3000)
+
+    // A hub killed with a command in flight leaves its row "sent"; the next start settles it.
+    const db = new Database(join(tmp.dir, 'hub.db'))
+    db.prepare("INSERT INTO commands (id, device_id, name, status, created_at, sent_at, expires_at) VALUES ('ccrashed000001', 'cmd-stop', 'ping', 'sent', 1, 1, 2)").run()
+    db.close()
+    const again = createHub(loadHubConfig({ dataDir: tmp.dir, mqttPort: 0, httpPort: 0, logLevel: 'silent' }, {}), { logger: silentLogger() })
+    const running = await again.start()
+    try {
+      expect(running.services.commands.get(r.body.error.id)).toMatchObject({ status: 'disconnected', error: { code: 'HUB_STOPPING' } })
+      expect(running.services.commands.get('ccrashed000001')).toMatchObject({ status: 'disconnected', error: { code: 'HUB_RESTART' } })
+    } finally {
+      await again.stop()
+    }
   })
 })

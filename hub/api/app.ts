@@ -19,7 +19,8 @@ import type { HubServices } from '../services.js'
  */
 export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger }) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
-  const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024 })
+  // forceCloseConnections: stopping the hub closes keep-alive connections too, not only idle ones.
+  const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024, forceCloseConnections: true })
     .setValidatorCompiler(TypeBoxValidatorCompiler)
     .withTypeProvider<TypeBoxTypeProvider>()
 

@@ -46,6 +46,7 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         case 'timed_out':
           throw new RollcallError('COMMAND_TIMEOUT', o.error.message, { id: o.id, deviceId: o.deviceId })
         case 'disconnected':
+          if (o.error.code === 'HUB_STOPPING') throw new RollcallError('UNAVAILABLE', o.error.message, { id: o.id, deviceId: o.deviceId })
           throw new RollcallError('DEVICE_DISCONNECTED', o.error.message, { id: o.id, deviceId: o.deviceId })
         default: {
           const never: never = o
