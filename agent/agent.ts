@@ -83,6 +83,8 @@ export interface Agent {
   readonly bootId: string
   start(): Promise<void>
   stop(): Promise<void>
+  /** Dies abruptly, as a killed process would (no death message, nothing finished); for the simulator. */
+  crash(): Promise<void>
   stats(): AgentStats
   /** Samples every sensor now (also what the timer does every sampleIntervalMs); returns the sample count. */
   sampleNow(): number
@@ -410,6 +412,34 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     ledger?.close()
   }
 
+  /**
+   * Dies the way a killed process would, for the simulator: the link is cut
+   * without a death message (the broker publishes the Will), running jobs and
+   * commands are abandoned (their ledger rows say running: the next start
+   * reports them INTERRUPTED), nothing is flushed that was not committed.
+   * The ledger file stays for a new agent on the same data dir.
+   */
+  function crash(): Promise<void> {
+    if (stopping) return stopping
+    stopping = (async () => {
+      phase = 'stopping'
+      link?.kill()
+      if (pruneTimer) clearInterval(pruneTimer)
+      pruneTimer = undefined
+      await schedules?.stop().catch(() => {})
+      sampler?.stop()
+      puller?.stop()
+      await Promise.all([runner?.stop(0), commands?.stop(0)])
+      reporter?.stop()
+      sender?.stop()
+      link?.removeAllListeners()
+      ledger?.close()
+      phase = 'stopped'
+      log.info('agent crashed (simulated)')
+    })()
+    return stopping
+  }
+
   function stop(): Promise<void> {
     if (stopping) return stopping
     stopping = (async () => {
@@ -495,6 +525,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     bootId,
     start,
     stop,
+    crash,
     sampleNow: () => (phase === 'started' && sampler ? sampler.sampleNow() : 0),
     emitEvent,
     isConnected: () => link?.isConnected() ?? false,

@@ -158,6 +158,27 @@ export class Link extends EventEmitter<LinkEvents> {
     client.on('error', () => {})
   }
 
+  /**
+   * Ends the connection the way a dying process would: the socket is
+   * destroyed, with no death and no DISCONNECT, so the broker publishes the
+   * Will. For the simulator's agent crashes.
+   */
+  kill(): void {
+    if (this.state === 'stopped') return
+    const wasReady = this.state === 'ready'
+    this.state = 'stopped'
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    const client = this.client
+    this.client = undefined
+    if (wasReady) this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
+    if (!client) return
+    client.stream.destroy()
+    client.end(true)
+    client.removeAllListeners()
+    client.on('error', () => {})
+  }
+
   private connectNow(): void {
     this.retryTimer = undefined
     if (this.state === 'stopped') return
