@@ -537,7 +537,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       storeId: ledger?.storeId,
       bootId,
       connected: link?.isConnected() ?? false,
-      link: link?.stats() ?? { connected: false, epoch: 0, attempts: 0, connects: 0, disconnects: 0 },
+      link: link?.stats() ?? { connected: false, epoch: 0, attempts: 0, connects: 0, disconnects: 0, messages: { sent: {}, received: {} } },
       outbox: ledger?.isOpen ? outbox?.stats() : undefined,
       sender: sender?.stats(),
       sampler: sampler?.stats(),

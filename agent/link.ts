@@ -5,7 +5,7 @@ import type { Clock, Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import type { Birth, Death } from '../protocol/messages.js'
-import { topics } from '../protocol/topics.js'
+import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
 import { planReconnect, type ReconnectPolicy } from './reconnect.js'
 
 // MQTT.js is CommonJS. Loaded with require() rather than `import`, because an
@@ -71,6 +71,8 @@ export interface LinkStats {
   readonly attempts: number
   readonly connects: number
   readonly disconnects: number
+  /** MQTT PUBLISH packets sent and received by topic kind ('telemetry', 'jobs/pull', ...): what each pattern costs on the wire. */
+  readonly messages: { readonly sent: Readonly<Record<string, number>>; readonly received: Readonly<Record<string, number>> }
 }
 
 type State = 'idle' | 'connecting' | 'ready' | 'waiting' | 'stopped'
@@ -91,6 +93,8 @@ export class Link extends EventEmitter<LinkEvents> {
   private attempts = 0
   private connects = 0
   private disconnects = 0
+  private readonly sent: Record<string, number> = {}
+  private readonly received: Record<string, number> = {}
 
   constructor(options: LinkOptions) {
     super()
@@ -110,7 +114,10 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   stats(): LinkStats {
-    return { connected: this.isConnected(), epoch: this.currentEpoch, attempts: this.attempts, connects: this.connects, disconnects: this.disconnects }
+    return {
+      connected: this.isConnected(), epoch: this.currentEpoch, attempts: this.attempts, connects: this.connects, disconnects: this.disconnects,
+      messages: { sent: { ...this.sent }, received: { ...this.received } },
+    }
   }
 
   start(): void {
@@ -126,6 +133,7 @@ export class Link extends EventEmitter<LinkEvents> {
   publish(topic: string, payload: string | Buffer): boolean {
     const client = this.client
     if (this.state !== 'ready' || !client) return false
+    count(this.sent, topic)
     client.publish(topic, payload, { qos: 1 }, (err) => {
       if (err) this.log.debug({ err, topic }, 'publish did not complete; the outbox will replay it')
     })
@@ -227,7 +235,9 @@ export class Link extends EventEmitter<LinkEvents> {
     client.on('error', (err) => { this.reportError(err, epoch) })
     client.on('connect', () => { this.onConnack(client, epoch) })
     client.on('message', (topic, payload) => {
-      if (client === this.client && this.state === 'ready') this.emit('message', topic, payload)
+      if (client !== this.client || this.state !== 'ready') return
+      count(this.received, topic)
+      this.emit('message', topic, payload)
     })
     client.on('close', () => { this.onClose(client, epoch) })
     this.log.debug({ epoch, attempt: this.attempt }, 'connecting')
@@ -318,6 +328,12 @@ export class Link extends EventEmitter<LinkEvents> {
   private connectedFor(): number | undefined {
     return this.connectedAt === undefined ? undefined : this.options.clock.now() - this.connectedAt
   }
+}
+
+/** Counts a message under its topic kind: what follows `devices/{id}/`. */
+function count(into: Record<string, number>, topic: string): void {
+  const kind = topic.slice(topic.indexOf('/', DEVICES_PREFIX.length) + 1)
+  into[kind] = (into[kind] ?? 0) + 1
 }
 
 function withTimeout(promise: Promise<void>, ms: number): Promise<void> {

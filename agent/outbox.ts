@@ -101,6 +101,7 @@ export class Outbox {
   private readonly appendBodiesTx: (ts: number, bodies: readonly string[], count: number) => void
   private readonly ackTx: (upTo: number) => number
   private readonly listeners = new Set<AppendListener>()
+  private readonly ackListeners = new Set<(upTo: number) => void>()
 
   // In-memory mirror of the table's size, so the hot path never runs COUNT(*).
   private readonly rows: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
@@ -193,7 +194,14 @@ export class Outbox {
   ackUpTo(upTo: number): number {
     let deleted = 0
     this.guarded(() => { deleted = this.ackTx(upTo) })
+    for (const listener of this.ackListeners) listener(upTo)
     return deleted
+  }
+
+  /** Called (synchronously, after commit) with the hub's cumulative mark whenever acked rows are let go. */
+  onAck(listener: (upTo: number) => void): () => void {
+    this.ackListeners.add(listener)
+    return () => { this.ackListeners.delete(listener) }
   }
 
   /**
