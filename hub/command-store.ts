@@ -83,7 +83,9 @@ function toRecord(r: CommandRow): CommandRecord {
   const timeline: Array<{ at: number; event: string }> = [{ at: r.created_at, event: 'created' }]
   if (r.sent_at !== null) timeline.push({ at: r.sent_at, event: 'sent' })
   if (r.status === 'offline' || r.status === 'queued') timeline.push({ at: r.created_at, event: r.status === 'offline' ? 'refused: device offline' : `queued as job ${r.job_id ?? ''}` })
-  if (r.finished_at !== null) timeline.push({ at: r.finished_at, event: r.status === 'succeeded' ? 'replied' : r.status === 'failed' ? `replied with error ${r.error_code ?? ''}` : r.status })
+  if (r.status === 'timed_out' && r.sent_at === null) timeline.push({ at: r.created_at, event: 'not sent: the group\'s deadline passed first' })
+  // Rows never sent (offline, queued, not sent) were settled when made: their one entry is above.
+  else if (r.finished_at !== null && r.sent_at !== null) timeline.push({ at: r.finished_at, event: r.status === 'succeeded' ? 'replied' : r.status === 'failed' ? `replied with error ${r.error_code ?? ''}` : r.status })
   if (r.late_at !== null) timeline.push({ at: r.late_at, event: 'late reply (ignored)' })
   return {
     id: r.id, deviceId: r.device_id, name: r.name, args: parse(r.args), groupId: r.group_id, status: r.status,

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { DEVICE_ID_PATTERN, SENSOR_NAME_PATTERN } from '../../protocol/ids.js'
+import { DEVICE_ID_PATTERN, DEVICE_ID_RULE, SENSOR_NAME_PATTERN, isDeviceId } from '../../protocol/ids.js'
+import { RollcallError } from '../../common/errors.js'
 import { summarize, type HubServices } from '../services.js'
 import { parseDurationParam, parseRange, parseTimeParam } from './time-params.js'
 
@@ -18,6 +19,40 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     }, async (req, reply) => {
       const { device, token } = s.addDevice(req.body.id, req.body.group ?? null)
       return reply.status(201).send({ ...device, token, username: device.id, clientId: device.id })
+    })
+
+    // Many devices in one request (the simulator, provisioning scripts). An id that exists
+    // gets a new token when `existing` is "rotate", and fails the request otherwise.
+    app.post('/devices/bulk', {
+      schema: {
+        body: Type.Object({
+          devices: Type.Array(Type.Object({
+            id: Type.String({ maxLength: 64 }),
+            group: Type.Optional(Type.String({ maxLength: 64 })),
+          }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }),
+          existing: Type.Optional(Type.Union([Type.Literal('fail'), Type.Literal('rotate')])),
+        }, { additionalProperties: false }),
+      },
+    }, async (req) => {
+      // Checked first, so a bad request creates nothing.
+      const ids = req.body.devices.map((d) => d.id)
+      const bad = ids.find((id) => !isDeviceId(id))
+      if (bad !== undefined) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id ${JSON.stringify(bad)}: ${DEVICE_ID_RULE}`)
+      const repeated = ids.find((id, i) => ids.indexOf(id) !== i)
+      if (repeated !== undefined) throw new RollcallError('BAD_REQUEST', `device "${repeated}" is listed twice`)
+      if (req.body.existing !== 'rotate') {
+        const taken = ids.filter((id) => s.registry.getDevice(id) !== undefined)
+        if (taken.length > 0) throw new RollcallError('DEVICE_EXISTS', `${taken.length} device(s) exist already, e.g. "${taken[0]}"; send "existing": "rotate" to give them new tokens`)
+      }
+      const out: Array<{ id: string; token: string; created: boolean }> = []
+      for (const d of req.body.devices) {
+        if (req.body.existing === 'rotate' && s.registry.getDevice(d.id)) {
+          out.push({ id: d.id, token: s.rotateDeviceToken(d.id), created: false })
+          continue
+        }
+        out.push({ id: d.id, token: s.addDevice(d.id, d.group ?? null).token, created: true })
+      }
+      return { devices: out }
     })
 
     app.get('/devices', {
