@@ -9,8 +9,9 @@ import { fileURLToPath } from 'node:url'
  * it is pointed at (which it cannot kill: hub-kill chaos needs its own hub).
  */
 
-/** The built CLI next to this file (dist/devices-sim -> dist/cli). */
-const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url))
+/** The built CLI: next to this file when it runs from dist/, or in dist/ when it runs from source (tests). */
+const CLI_PATH = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
+  .map((u) => fileURLToPath(u)).find((p) => existsSync(p)) ?? fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
 export type Api = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
 

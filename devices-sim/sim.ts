@@ -87,7 +87,12 @@ export interface SimReport {
   /** Whether the hub's own marks (every seq up to its mark stored) agree with the rows counted. */
   readonly hubAgrees: boolean
   readonly exactCount: boolean
-  readonly online: { readonly promisedByMs: number; readonly allOnlineByMs: number | null; readonly everOnline: number }
+  /**
+   * The stagger's promise: every device starts connecting by `connectsByMs`,
+   * and is online within a connect handshake after (`promisedByMs` allows
+   * 2 s for it). `allOnlineByMs`: when the last device was first seen online.
+   */
+  readonly online: { readonly connectsByMs: number; readonly promisedByMs: number; readonly allOnlineByMs: number | null; readonly everOnline: number; readonly withinPromise: boolean }
   readonly presence: { readonly expectedOutages: number; readonly offlineTransitionsSeen: number }
   readonly patterns: {
     readonly telemetry: { readonly sampledToStoredMs: Quantiles; readonly messagesPerSample: number }
@@ -188,12 +193,13 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         open.delete(seq)
       }
     })
-    const watch = setInterval(() => {
-      if (d.firstOnlineAt === null && agent.isConnected()) d.firstOnlineAt = Date.now() - t0
-      if (d.firstOnlineAt !== null) clearInterval(watch)
-    }, 50)
-    watch.unref()
   }
+
+  // When each device first came online: one sweep over those not yet seen, not a timer per device.
+  const onlineWatch = setInterval(() => {
+    const now = Date.now() - t0
+    for (const d of devices) if (d.firstOnlineAt === null && d.agent?.isConnected()) d.firstOnlineAt = now
+  }, 50)
 
   async function crashAgent(d: SimDevice): Promise<void> {
     const agent = d.agent
@@ -329,6 +335,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     return await account(o, { devices, summary, scheduleLines, exactCount, latency, jobIds, commandOutcomes, commandsSent, roundTrips, drainedMs, schedule })
   } finally {
     clearInterval(progress)
+    clearInterval(onlineWatch)
     workloadOn = false
     await Promise.allSettled(devices.map((d) => d.agent?.stop() ?? Promise.resolve()))
     await net.close()
@@ -441,8 +448,6 @@ async function account(o: SimOptions, a: AccountInput): Promise<SimReport> {
 
   const sum = (prefix: string) => Object.entries(messages).filter(([k]) => k === prefix || k.startsWith(`${prefix}/`)).reduce((s, [, v]) => s + v, 0)
   const executions = issued || 1
-  const online = a.devices.map((d) => d.firstOnlineAt)
-  const everOnline = online.filter((x) => x !== null).length
   const report: SimReport = {
     seed: o.seed, devices: o.devices, durationMs: o.durationMs, profile: o.profile, sampleIntervalMs: o.sampleIntervalMs,
     schedule: a.scheduleLines,
@@ -456,7 +461,7 @@ async function account(o: SimOptions, a: AccountInput): Promise<SimReport> {
     })),
     hubAgrees,
     exactCount: a.exactCount,
-    online: { promisedByMs: a.summary.allConnectedByMs, allOnlineByMs: everOnline === a.devices.length ? Math.max(...(online as number[])) : null, everOnline },
+    online: onlineFigures(a.devices, a.summary.allConnectedByMs),
     presence: { expectedOutages, offlineTransitionsSeen: offlineSeen },
     patterns: {
       telemetry: { sampledToStoredMs: quantiles(a.latency), messagesPerSample: round((sum('telemetry') + sum('events')) / Math.max(1, generated)) },
@@ -478,6 +483,20 @@ async function account(o: SimOptions, a: AccountInput): Promise<SimReport> {
 
 
 const round = (x: number) => Math.round(x * 100) / 100
+
+/** A connect handshake (TCP, CONNECT, SUBACK, birth) on loopback takes well under this. */
+const HANDSHAKE_ALLOWANCE_MS = 2000
+
+function onlineFigures(devices: readonly SimDevice[], connectsByMs: number): SimReport['online'] {
+  // Only devices whose plan had them online from their connect count toward the promise.
+  const firsts = devices.map((d) => d.firstOnlineAt)
+  const everOnline = firsts.filter((x) => x !== null).length
+  const promised = devices.filter((d) => d.plan.outages[0]?.fromMs !== d.plan.connectAtMs)
+  const promisedFirsts = promised.map((d) => d.firstOnlineAt)
+  const allOnlineByMs = promisedFirsts.every((x) => x !== null) && promisedFirsts.length > 0 ? Math.max(...(promisedFirsts)) : null
+  const promisedByMs = connectsByMs + HANDSHAKE_ALLOWANCE_MS
+  return { connectsByMs, promisedByMs, allOnlineByMs, everOnline, withinPromise: allOnlineByMs !== null && allOnlineByMs <= promisedByMs }
+}
 
 /** For the CLI: a working dir for the run's ledgers. */
 export function simWorkDir(base: string, seed: number): string {
