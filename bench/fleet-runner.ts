@@ -35,12 +35,43 @@ export interface FleetReport {
   readonly ackP50Ms: number
   readonly ackP99Ms: number
   readonly rssBytes: number
+  /** Ingest lag, sampled → stored (acked by the hub), over the samples acked since the last report; every 10th sample timed. */
+  readonly lagP50Ms: number
+  readonly lagP99Ms: number
+  readonly lagCount: number
 }
 
 function median(xs: number[]): number {
   if (xs.length === 0) return 0
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.floor(s.length / 2)]!
+}
+
+/** Lags of samples acked since the last report. */
+let lags: number[] = []
+
+/** Times every 10th sample of an agent from its append to the hub's ack that covers it. */
+export function watchLag(agent: Agent): void {
+  const outbox = agent.outbox
+  if (!outbox) return
+  const open = new Map<number, number>()
+  let appends = 0
+  outbox.onAppend((seq) => { if (appends++ % 10 === 0) open.set(seq, performance.now()) })
+  outbox.onAck((upTo) => {
+    const now = performance.now()
+    for (const [seq, at] of open) {
+      if (seq > upTo) continue
+      lags.push(now - at)
+      open.delete(seq)
+    }
+  })
+}
+
+function takeLags(): { p50: number; p99: number; count: number } {
+  const xs = lags.sort((a, b) => a - b)
+  lags = []
+  const at = (q: number) => xs.length === 0 ? 0 : xs[Math.min(xs.length - 1, Math.floor(q * xs.length))]!
+  return { p50: at(0.5), p99: at(0.99), count: xs.length }
 }
 
 export function report(agents: readonly Agent[]): FleetReport {
@@ -59,7 +90,11 @@ export function report(agents: readonly Agent[]): FleetReport {
       p99.push(s.sender.ackLatencyMs.p99)
     }
   }
-  return { t: Date.now(), agents: agents.length, connected, generated, acked, backlog, dropped, ackP50Ms: median(p50), ackP99Ms: median(p99), rssBytes: process.memoryUsage().rss }
+  const lag = takeLags()
+  return {
+    t: Date.now(), agents: agents.length, connected, generated, acked, backlog, dropped, ackP50Ms: median(p50), ackP99Ms: median(p99), rssBytes: process.memoryUsage().rss,
+    lagP50Ms: lag.p50, lagP99Ms: lag.p99, lagCount: lag.count,
+  }
 }
 
 async function main(): Promise<void> {
@@ -87,6 +122,7 @@ async function main(): Promise<void> {
     const agent = createAgent(resolveAgentConfig({ logLevel: 'silent', ...spec.agent, hub: spec.hub, id: d.id, token: d.token, dataDir: join(spec.dataDir, d.id) }), { logger })
     agents.push(agent)
     await agent.start()
+    watchLag(agent)
     if (gap > 0) await new Promise((r) => setTimeout(r, gap))
   }
   if (spec.durationMs !== undefined) setTimeout(() => { void stop() }, spec.durationMs)

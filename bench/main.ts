@@ -8,11 +8,13 @@ import { runCommandsBench } from './commands.js'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
+import { runFleetCapacityBench } from './fleet-capacity.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
-       npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]`
+       npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -29,6 +31,9 @@ async function main(): Promise<void> {
       'jobs': { type: 'string', default: '200000' },
       'batch': { type: 'string', default: '500' },
       'rounds': { type: 'string', default: '3' },
+      'steps': { type: 'string' },
+      'per-process': { type: 'string' },
+      'lag-limit-ms': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -41,6 +46,16 @@ async function main(): Promise<void> {
       await runIngestBench({
         devices: num('devices'), sensors: num('sensors'), intervalMs: num('interval-ms'),
         warmupS: num('warmup', '5'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
+      })
+      return
+    case 'fleet':
+      await runFleetCapacityBench({
+        steps: (values.steps ?? '1000,2000,3000,4000,5000,6000,7000,8000').split(',').map((x) => {
+          const n = Number(x)
+          if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. 1000,2000,5000; got "${x}"`)
+          return n
+        }),
+        warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'),
       })
       return
     case 'jobs':
