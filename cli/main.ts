@@ -3,6 +3,7 @@ import { Command, Option } from 'commander'
 import { VERSION } from '../common/version.js'
 import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'
+import type { SimFlags } from './sim-command.js'
 
 /**
  * The `rollcall` command. Each subcommand imports its implementation lazily,
@@ -188,6 +189,39 @@ adminOptions(cmd.command('list').argument('<device>', 'device id'))
   .description('list a device\'s commands, newest first')
   .option('--limit <n>', 'at most this many (1 to 1000)', '50')
   .action(async (device: string, opts: AdminOpts & { limit: string }) => (await cmds()).list(device, opts))
+
+program.command('sim')
+  .description('run a fleet of simulated devices (the real agent code) against a hub, with faults, and account for every sample, job and command')
+  .option('--devices <n>', `how many simulated devices, 1 to 20000 (default 10)`)
+  .option('--duration <duration>', 'how long the fleet runs before the drain and the accounting, e.g. 60s, 10m (default 60s)')
+  .option('--hub <url>', 'a running hub\'s MQTT URL on this machine, e.g. mqtt://127.0.0.1:1883 (default: start a hub of its own)')
+  .option('--api <url>', 'with --hub: the hub\'s HTTP API, e.g. http://127.0.0.1:8080')
+  .option('--admin-token <token>', 'with --hub: the admin token (or ROLLCALL_ADMIN_TOKEN)')
+  .option('--profile <profile>', 'connectivity: steady, flaky, intermittent or mixed (default mixed)')
+  .option('--rate <rate>', 'samples per device: 1/s, 5/s, 30/min (default 1/s)')
+  .option('--seed <n>', 'the run\'s seed: same seed, same sensor values, plans and chaos schedule (default: random, printed)')
+  .option('--chaos <spec>', 'faults, e.g. \'partition=20%@10s+15s,hub-kill@30s,agent-crash=5%@40s,reconnect-burst=50%@45s\'')
+  .option('--jobs-every <duration>', 'a job to the whole fleet this often, or off (default 15s)')
+  .option('--commands-every <duration>', 'a ping to one random device this often, or off (default 500ms)')
+  .option('--work <dir>', 'keep the hub data and agent ledgers here (a new or empty dir; default: a temp dir, removed)')
+  .option('--json', 'print the report as JSON on stdout', false)
+  .addHelpText('after', `
+Exit status:
+  0    nothing was lost or duplicated (samples, job executions)
+  1    something was lost or duplicated, or a usage error
+  130  interrupted (Ctrl-C)
+
+Examples:
+  rollcall sim --devices 50 --duration 60s
+  rollcall sim --devices 50 --duration 60s --profile mixed --chaos 'partition=30%@10s+15s,hub-kill@25s,agent-crash=10%@35s'
+  rollcall sim --devices 200 --duration 5m --profile flaky --seed 7 --json > report.json
+  rollcall sim --devices 20 --hub mqtt://127.0.0.1:1883 --api http://127.0.0.1:8080 --admin-token "$TOKEN"
+
+See docs/simulator.md for the profiles, the chaos grammar and every figure of the report.`)
+  .action(async (opts: SimFlags) => {
+    const { runSimCommand } = await import('./sim-command.js')
+    await runSimCommand(opts)
+  })
 
 program.command('demo')
   .description('run a hub with a few in-process agents on simulated sensors, and print where to look')
