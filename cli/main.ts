@@ -224,11 +224,11 @@ See docs/simulator.md for the profiles, the chaos grammar and every figure of th
   })
 
 program.command('demo')
-  .description('run a hub with a few in-process agents on simulated sensors, and print where to look')
-  .option('--devices <n>', 'how many simulated devices', '5')
+  .description('run a hub with a fleet of simulated devices (mixed connectivity, a job every minute), and print where to look')
+  .option('--devices <n>', 'how many simulated devices, 1 to 1000', '25')
   .option('--data <dir>', 'data directory', './rollcall-data/demo')
-  .option('--mqtt-port <port>', 'MQTT port', '1883')
-  .option('--http-port <port>', 'HTTP port', '8080')
+  .option('--mqtt-port <port>', 'MQTT port, 0 = any free port', '1883')
+  .option('--http-port <port>', 'HTTP port, 0 = any free port', '8080')
   .action(async (opts: Record<string, string>) => {
     const { runDemo } = await import('./demo-command.js')
     await runDemo(opts)
