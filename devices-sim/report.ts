@@ -30,11 +30,12 @@ const round2 = (x: number) => (Math.round(x * 100) / 100).toString()
 const pct = (share: number) => `${Math.round(share * 1000) / 10}%`
 const seconds = (ms: number) => `${Math.round(ms / 1000)}s`
 
-/** Columns padded to their widest cell; the first column is left-aligned, the rest right-aligned. */
-function table(rows: ReadonlyArray<readonly string[]>, indent = '  '): string[] {
+/** Columns padded to their widest cell; `align` has an l (text) or r (figure) per column, default text first and figures after. */
+function table(rows: ReadonlyArray<readonly string[]>, align = 'l'): string[] {
   const widths: number[] = []
   for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length) })
-  return rows.map((row) => indent + row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd())
+  const left = (i: number) => (align[i] ?? 'r') === 'l'
+  return rows.map((row) => `  ${row.map((cell, i) => (left(i) ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ')}`.trimEnd())
 }
 
 function byCount(record: Readonly<Record<string, number>>): string {
@@ -93,13 +94,13 @@ export function renderReport(r: SimReport): string[] {
   const [wp50, wp99, wn] = quantileCells(p.jobs.waitingForLinkMs)
   const [cp50, cp99, cn] = quantileCells(p.commands.roundTripMs)
   lines.push(...table([
-    ['pattern', 'measure', 'p50', 'p99', 'n', 'MQTT messages'],
-    ['event-driven (telemetry)', 'sampled -> stored', tp50, tp99, tn, `${round2(p.telemetry.messagesPerSample)} per sample`],
-    ['pull (jobs)', 'created -> started', sp50, sp99, sn, `${round2(p.jobs.messagesPerExecution)} per execution`],
-    ['', 'created -> finished', fp50, fp99, fn, ''],
-    ['', 'created -> delivered', wp50, wp99, wn, ''],
-    ['push (commands)', 'round trip', cp50, cp99, cn, `${round2(p.commands.messagesPerCommand)} per command`],
-  ]))
+    ['pattern', 'measure', 'p50', 'p99', 'n', 'MQTT messages', ''],
+    ['event-driven (telemetry)', 'sampled -> stored', tp50, tp99, tn, round2(p.telemetry.messagesPerSample), 'per sample'],
+    ['pull (jobs)', 'created -> started', sp50, sp99, sn, round2(p.jobs.messagesPerExecution), 'per execution'],
+    ['', 'created -> finished', fp50, fp99, fn, '', ''],
+    ['', 'created -> delivered', wp50, wp99, wn, '', ''],
+    ['push (commands)', 'round trip', cp50, cp99, cn, round2(p.commands.messagesPerCommand), 'per command'],
+  ], 'llrrrrl'))
   const refused = t.commands.byOutcome.DEVICE_OFFLINE ?? 0
   lines.push(
     `  commands refused as offline: ${pct(p.commands.refusedOfflineShare)} (${n(refused)} of ${n(t.commands.sent)})`,
