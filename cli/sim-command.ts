@@ -155,7 +155,9 @@ class Console {
 
   progress(text: string): void {
     if (this.tty) {
-      process.stderr.write(`\r\x1b[2K${text}`)
+      // Cut to the terminal's width: a wrapped line could not be rewritten in place.
+      const width = process.stderr.columns > 1 ? process.stderr.columns - 1 : text.length
+      process.stderr.write(`\r\x1b[2K${text.slice(0, width)}`)
       this.live = true
     } else {
       process.stderr.write(`${text}\n`)
@@ -175,9 +177,10 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
   const tempWork = plan.workDir === undefined
   const workDir = plan.workDir ?? mkdtempSync(join(tmpdir(), 'rollcall-sim-'))
   mkdirSync(workDir, { recursive: true })
-  let hub: SimHub | undefined
+  let hub: Promise<SimHub> | undefined
   const cleanup = async () => {
-    const h = hub
+    // A hub still starting is waited for, so a Ctrl-C in the first second leaves no hub behind.
+    const h = await hub?.catch(() => undefined)
     hub = undefined
     await h?.stop()
     if (tempWork) rmSync(workDir, { recursive: true, force: true })
@@ -203,16 +206,20 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
   let report: SimReport
   try {
     out.line(`rollcall sim: ${plan.devices} devices (${plan.profile}), ${plan.durationMs / 1000}s, ${formatRate(plan.sampleIntervalMs)} per device, seed ${plan.seed}`)
+    let simHub: SimHub
     if (plan.hub) {
-      hub = externalHub(plan.hub.mqttUrl, plan.hub.apiUrl, plan.hub.adminToken)
+      simHub = externalHub(plan.hub.mqttUrl, plan.hub.apiUrl, plan.hub.adminToken)
+      hub = Promise.resolve(simHub)
       out.line(`hub: ${plan.hub.mqttUrl}, API ${plan.hub.apiUrl}`)
     } else {
-      hub = await ownHub(join(workDir, 'hub'))
-      out.line(`hub: its own (pid ${hub.pid ?? '?'}), ${hub.mqttUrl}, API ${hub.apiUrl}, data ${join(workDir, 'hub')}`)
+      hub = ownHub(join(workDir, 'hub'))
+      simHub = await hub
+      if (interrupted) return new Promise(() => {})
+      out.line(`hub: its own (pid ${simHub.pid ?? '?'}), ${simHub.mqttUrl}, API ${simHub.apiUrl}, data ${join(workDir, 'hub')}`)
     }
     if (!tempWork) out.line(`work dir: ${workDir} (kept)`)
     report = await runSim({
-      hub, devices: plan.devices, durationMs: plan.durationMs, profile: plan.profile, seed: plan.seed,
+      hub: simHub, devices: plan.devices, durationMs: plan.durationMs, profile: plan.profile, seed: plan.seed,
       sampleIntervalMs: plan.sampleIntervalMs, chaos: plan.chaos, workDir,
       jobEveryMs: plan.jobEveryMs, commandEveryMs: plan.commandEveryMs,
       say: (line) => out.line(line),
