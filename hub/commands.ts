@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomId } from '../common/random-id.js'
 import type { Clock } from '../common/clock.js'
 import { RollcallError } from '../common/errors.js'
 import type { Logger } from '../common/logger.js'
@@ -8,7 +8,7 @@ import { LIMITS } from '../protocol/limits.js'
 import type { CommandResponse } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
 import { createCommandStore, type CommandEnd, type CommandRecord, type NewCommand } from './command-store.js'
-import { parseTarget, type JobTarget } from './job-target.js'
+import { parseTarget, resolveTarget } from './job-target.js'
 import type { Jobs } from './jobs.js'
 import type { Registry } from './registry.js'
 import type { Writer } from './writer.js'
@@ -111,16 +111,6 @@ interface Pending {
   readonly settle: (o: CommandOutcome) => void
 }
 
-function newCommandId(): string {
-  const bytes = randomBytes(8)
-  let n = bytes.readBigUInt64BE()
-  let s = ''
-  for (let i = 0; i < 12; i++) {
-    s += '0123456789abcdefghijklmnopqrstuv'[Number(n & 31n)]
-    n >>= 5n
-  }
-  return `c${s}`
-}
 
 /** A queued command runs as this job task on the device (the agent registers every command under it). */
 export const QUEUED_COMMAND_PREFIX = 'cmd.'
@@ -185,7 +175,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
 
   /** Publishes a command to a reachable device and resolves with how it ended (never rejects). */
   function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<CommandOutcome> {
-    const id = newCommandId()
+    const id = randomId('c')
     const now = clock.now()
     const expiresAt = now + timeoutMs
     const t0 = performance.now()
@@ -223,7 +213,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const unsupported = unsupportedError(deviceId)
     if (unsupported) throw unsupported
     if (!deps.isReachable(deviceId)) {
-      const id = newCommandId()
+      const id = randomId('c')
       if (spec.ifOffline === 'queue') {
         const jobId = queueAsJob(spec, [deviceId])
         store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId })
@@ -238,29 +228,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
   }
 
-  function membersOf(target: JobTarget): string[] {
-    switch (target.kind) {
-      case 'all': return registry.listDevices().map((d) => d.id)
-      case 'group': return registry.listDevices().filter((d) => d.group === target.group).map((d) => d.id)
-      case 'devices': {
-        const missing = target.ids.filter((id) => registry.getDevice(id) === undefined)
-        if (missing.length > 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device ${missing.slice(0, 5).map((m) => `"${m}"`).join(', ')}`)
-        return [...target.ids]
-      }
-      default: {
-        const never: never = target
-        return never
-      }
-    }
-  }
-
   /** Sends to every reachable member of `target` (at most groupConcurrency at once), under one deadline. */
   async function sendGroup(targetText: string, spec: CommandSpec): Promise<GroupResult> {
     const target = parseTarget(targetText)
     const { args, timeoutMs } = validate(spec)
-    const members = membersOf(target)
+    const members = resolveTarget(target, registry)
     if (members.length === 0) throw new RollcallError('TARGET_EMPTY', `target "${targetText}" matches no registered device`)
-    const groupId = newCommandId()
+    const groupId = randomId('c')
     const now = clock.now()
     const deadline = now + timeoutMs
     const t0 = performance.now()
@@ -274,7 +248,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId))
     for (const s of skipped) {
       store.add({
-        id: newCommandId(), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
+        id: randomId('c'), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
         ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE', message: 'not reachable when the group command was sent' } }),
       })
       if (jobId) stats.queued++
@@ -290,13 +264,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         if (!deps.isReachable(d)) {
           // Went away since the group started: skipped, not sent into the void.
           skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
-          store.add({ id: newCommandId(), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } })
+          store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } })
           stats.offline++
           continue
         }
         if (left <= 0) {
           // Recorded like any other member: with its own id, and why it was never sent.
-          const id = newCommandId()
+          const id = randomId('c')
           const error = { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
           store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error })
           stats.timedOut++

@@ -1,4 +1,5 @@
 import { RollcallError } from '../common/errors.js'
+import type { Registry } from './registry.js'
 import { DEVICE_ID_RULE, isDeviceId } from '../protocol/ids.js'
 
 /**
@@ -56,6 +57,26 @@ export function targetIncludes(target: JobTarget, deviceId: string, group: strin
     case 'all': return true
     case 'group': return group === target.group
     case 'devices': return target.ids.includes(deviceId)
+    default: {
+      const never: never = target
+      return never
+    }
+  }
+}
+
+/** The registered devices a target names now; a listed device that is not registered is an error. */
+export function resolveTarget(target: JobTarget, registry: Pick<Registry, 'listDevices' | 'getDevice'>): string[] {
+  switch (target.kind) {
+    case 'all': return registry.listDevices().map((d) => d.id)
+    case 'group': return registry.listDevices().filter((d) => d.group === target.group).map((d) => d.id)
+    case 'devices': {
+      const missing = target.ids.filter((id) => registry.getDevice(id) === undefined)
+      if (missing.length > 0) {
+        const named = missing.slice(0, 5).map((m) => `"${m}"`).join(', ')
+        throw new RollcallError('DEVICE_NOT_FOUND', `no device ${named}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; register it first (rollcall device add)`)
+      }
+      return [...target.ids]
+    }
     default: {
       const never: never = target
       return never

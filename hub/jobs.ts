@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto'
 import type { Clock, Random } from '../common/clock.js'
 import { formatDurationMs } from '../common/duration.js'
+import { randomId } from '../common/random-id.js'
 import { RollcallError } from '../common/errors.js'
 import type { Logger } from '../common/logger.js'
 import type { Db } from '../common/sqlite.js'
@@ -14,7 +14,7 @@ import {
   decideUpdate, isFinal, lapsedTo, leaseUntil, retryPlan, rolloutRelease, shouldAbort, type ExecState,
 } from './job-rules.js'
 import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './job-store.js'
-import { parseTarget, targetIncludes, type JobTarget } from './job-target.js'
+import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from './job-target.js'
 import type { Registry } from './registry.js'
 import type { Writer } from './writer.js'
 
@@ -118,17 +118,6 @@ const CANCELS_PER_BATCH = 100
 /** A batch leaves room under the payload cap for the envelope and the cancel list. */
 const BATCH_BUDGET_BYTES = LIMITS.maxPayloadBytes - 8 * 1024
 
-function newJobId(): string {
-  // 'j' + 12 base-32 characters: 60 random bits.
-  const bytes = randomBytes(8)
-  let n = bytes.readBigUInt64BE()
-  let s = ''
-  for (let i = 0; i < 12; i++) {
-    s += '0123456789abcdefghijklmnopqrstuv'[Number(n & 31n)]
-    n >>= 5n
-  }
-  return `j${s}`
-}
 
 function clip(text: string, max: number): string {
   return text.length > max ? text.slice(0, max) : text
@@ -178,22 +167,6 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     return { target, payload }
   }
 
-  function devicesOf(target: JobTarget): string[] {
-    switch (target.kind) {
-      case 'all': return registry.listDevices().map((d) => d.id)
-      case 'group': return registry.listDevices().filter((d) => d.group === target.group).map((d) => d.id)
-      case 'devices': {
-        const missing = target.ids.filter((id) => registry.getDevice(id) === undefined)
-        if (missing.length > 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device ${missing.slice(0, 5).map((m) => `"${m}"`).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; register it first (rollcall device add)`)
-        return [...target.ids]
-      }
-      default: {
-        const never: never = target
-        return never
-      }
-    }
-  }
-
   const insertJobTx = db.transaction((row: Parameters<typeof store.insertJob>[0], devices: readonly string[]) => {
     if (!store.insertJob(row)) return false
     store.addExecutions(row.id, devices, row.priority, row.createdAt)
@@ -207,11 +180,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   function create(spec: JobSpec, origin?: JobOrigin): JobView | undefined {
     const now = clock.now()
     const { target, payload } = validate(spec, now)
-    const devices = devicesOf(target)
+    const devices = resolveTarget(target, registry)
     if (devices.length === 0 && !spec.continuous) {
       throw new RollcallError('TARGET_EMPTY', `target "${spec.target}" matches no registered device; a group or all job can be made continuous to wait for devices`)
     }
-    const id = newJobId()
+    const id = randomId('j')
     const row = {
       id, name: spec.name, payload, target, priority: spec.priority ?? 0,
       timeoutMs: spec.timeoutMs ?? options.defaultTimeoutMs, expiresAt: spec.expiresAt ?? null,
@@ -235,7 +208,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     const { expiresInMs, ...rest } = spec
     if (expiresInMs !== undefined && (!Number.isInteger(expiresInMs) || expiresInMs < 1)) throw new RollcallError('BAD_REQUEST', 'expiresInMs must be a positive integer')
     const { target } = validate(rest, clock.now())
-    if (target.kind === 'devices') devicesOf(target)
+    if (target.kind === 'devices') resolveTarget(target, registry)
   }
 
   function requireJob(id: string): JobRow {
