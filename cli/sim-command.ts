@@ -186,9 +186,12 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
     if (tempWork) rmSync(workDir, { recursive: true, force: true })
   }
 
-  // runSim has no way to be stopped early: on a signal, stop the hub we own,
-  // remove the temp dir and exit; the agents live in this process and end with it.
+  // On a signal during the run, runSim stops its agents cleanly (their ledgers stay consistent)
+  // and rejects; then the hub we own stops, the temp dir goes, and the exit code is 130.
+  // Before or after the run there is only the hub and the dir to clean up.
   let interrupted = false
+  let simulating = false
+  const stop = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
       process.stderr.write(`\nrollcall: ${signal} again, exiting now\n`)
@@ -197,6 +200,10 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
     interrupted = true
     out.clear()
     process.stderr.write(`rollcall sim: ${signal}: stopping (the run is not reported)\n`)
+    if (simulating) {
+      stop.abort()
+      return
+    }
     cleanup().catch((err: unknown) => { process.stderr.write(`rollcall: error while stopping: ${String(err)}\n`) })
       .finally(() => process.exit(130))
   }
@@ -218,15 +225,21 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
       out.line(`hub: its own (pid ${simHub.pid ?? '?'}), ${simHub.mqttUrl}, API ${simHub.apiUrl}, data ${join(workDir, 'hub')}`)
     }
     if (!tempWork) out.line(`work dir: ${workDir} (kept)`)
+    simulating = true
     report = await runSim({
       hub: simHub, devices: plan.devices, durationMs: plan.durationMs, profile: plan.profile, seed: plan.seed,
       sampleIntervalMs: plan.sampleIntervalMs, chaos: plan.chaos, workDir,
       jobEveryMs: plan.jobEveryMs, commandEveryMs: plan.commandEveryMs,
       say: (line) => out.line(line),
       onProgress: (p) => out.progress(renderProgress(p)),
+      signal: stop.signal,
     })
+    simulating = false
   } catch (err) {
-    if (interrupted) return new Promise(() => {})
+    if (interrupted) {
+      await cleanup().catch((e: unknown) => { process.stderr.write(`rollcall: error while stopping: ${String(e)}\n`) })
+      process.exit(130)
+    }
     out.clear()
     await cleanup()
     throw err

@@ -87,7 +87,9 @@ export async function ownHub(dataDir: string, options: { logLevel?: string } = {
     if (!c || c.exitCode !== null || c.signalCode !== null) return
     const exited = new Promise((r) => c.once('exit', r))
     c.kill(signal)
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))])
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 10_000) })])
+    clearTimeout(timer)
     if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
   }
 

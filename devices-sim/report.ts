@@ -120,6 +120,7 @@ export function renderReport(r: SimReport): string[] {
 export function renderProgress(p: SimProgress): string {
   const common = `online ${n(p.online)}/${n(p.devices)}  ${n(p.samplesPerSec)} samples/s  backlog ${n(p.backlog)}`
   if (p.phase === 'draining') return `draining  ${common}  (${seconds(Math.max(0, p.elapsedMs - p.durationMs))} past the end)`
+  if (p.phase === 'accounting') return `counting  ${common}  (checking what the hub stored)`
   return `${seconds(p.elapsedMs)} / ${seconds(p.durationMs)}  ${common}  ${seconds(Math.max(0, p.durationMs - p.elapsedMs))} left`
 }
 

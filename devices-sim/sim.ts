@@ -51,12 +51,14 @@ export interface SimOptions {
   readonly say?: (line: string) => void
   /** Called about once a second while the run lasts. */
   readonly onProgress?: (p: SimProgress) => void
+  /** Ends the run early (Ctrl-C): the agents are stopped cleanly and runSim rejects with an AbortError. */
+  readonly signal?: AbortSignal
 }
 
 export interface SimProgress {
   readonly elapsedMs: number
   readonly durationMs: number
-  readonly phase: 'running' | 'draining'
+  readonly phase: 'running' | 'draining' | 'accounting'
   readonly online: number
   readonly devices: number
   readonly samplesPerSec: number
@@ -103,7 +105,19 @@ export interface SimReport {
   readonly ok: boolean
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)))
+/** Resolves after `ms`, or at once when `signal` aborts (then the caller checks the signal). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve()
+    const timer = setTimeout(done, Math.max(0, ms))
+    function done(): void {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
 const quantiles = (xs: number[]): Quantiles => {
   const p = percentiles(xs)
   return { count: xs.length, p50: Math.round(p.p50 * 10) / 10, p99: Math.round(p.p99 * 10) / 10 }
@@ -150,8 +164,9 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     if (r.status !== 200) throw new Error(`provisioning the simulated devices failed: ${r.status} ${JSON.stringify(r.body)}`)
     for (const d of r.body.devices) tokens.set(d.id, d.token)
   }
-  const mqttPort = Number(new URL(o.hub.mqttUrl).port)
-  const net = await NetworkSimulator.start({ targetPort: mqttPort, deviceIds: ids })
+  const mqttPort = Number(new URL(o.hub.mqttUrl).port || 1883)
+  const hubUrl = new URL(o.hub.mqttUrl)
+  const net = await NetworkSimulator.start({ targetPort: mqttPort, targetHost: hubUrl.hostname, deviceIds: ids })
 
   let sensorsOn = true
   const devices: SimDevice[] = ids.map((id, index) => ({
@@ -249,11 +264,15 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
   const jobEvery = o.jobEveryMs ?? 15_000
   const commandEvery = o.commandEveryMs ?? 500
   let workloadOn = true
+  // Ends the workload's waits at once when the run ends (or is stopped).
+  const workloadStop = new AbortController()
+  const stopWorkload = () => { workloadOn = false; workloadStop.abort() }
+  o.signal?.addEventListener('abort', stopWorkload, { once: true })
   const workload: Array<Promise<void>> = []
   if (jobEvery > 0) {
     workload.push((async () => {
       for (let n = 1; workloadOn; n++) {
-        await sleep(jobEvery)
+        await sleep(jobEvery, workloadStop.signal)
         if (!workloadOn) break
         if (hubDown) continue
         const r = await o.hub.api<{ id: string; createdAt: number }>('POST', '/api/jobs', { name: 'echo', target: `group:${group}`, payload: { n }, timeout: '30s' })
@@ -264,7 +283,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
   if (commandEvery > 0) {
     workload.push((async () => {
       while (workloadOn) {
-        await sleep(commandEvery)
+        await sleep(commandEvery, workloadStop.signal)
         if (!workloadOn || hubDown) continue
         const d = devices[Math.floor(pick() * devices.length)]!
         commandsSent++
@@ -296,8 +315,12 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
   let drainedMs = 0
   try {
     // ---- run the timeline ----
+    const stopped = () => {
+      if (o.signal?.aborted) throw Object.assign(new Error('the simulation was stopped'), { name: 'AbortError' })
+    }
     for (const t of timeline) {
-      await sleep(t0 + t.atMs - Date.now())
+      await sleep(t0 + t.atMs - Date.now(), o.signal)
+      stopped()
       try {
         await t.run()
       } catch (err) {
@@ -305,11 +328,12 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         say(`step at ${t.atMs} ms failed: ${(err as Error).message}`)
       }
     }
-    await sleep(t0 + o.durationMs - Date.now())
+    await sleep(t0 + o.durationMs - Date.now(), o.signal)
+    stopped()
 
     // ---- end: stop producing, bring everything back, drain ----
     sensorsOn = false
-    workloadOn = false
+    stopWorkload()
     phase = 'draining'
     net.restore(ids)
     if (hubDown) { await o.hub.restart(); hubDown = false }
@@ -328,15 +352,18 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         say(`drain: gave up after ${o.drainTimeoutMs ?? 60_000} ms with ${busy} devices still busy and ${jobsOpen} jobs open`)
         break
       }
-      await sleep(250)
+      await sleep(250, o.signal)
+      stopped()
     }
     drainedMs = Date.now() - drainStart
+    phase = 'accounting'
 
     return await account(o, { devices, summary, scheduleLines, exactCount, latency, jobIds, commandOutcomes, commandsSent, roundTrips, drainedMs, schedule })
   } finally {
     clearInterval(progress)
     clearInterval(onlineWatch)
-    workloadOn = false
+    stopWorkload()
+    o.signal?.removeEventListener('abort', stopWorkload)
     await Promise.allSettled(devices.map((d) => d.agent?.stop() ?? Promise.resolve()))
     await net.close()
   }
