@@ -115,6 +115,10 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
       if (!step.holds) break
       await sleep(2000)
     }
+  } catch (err) {
+    const alive = hub.child.exitCode === null && hub.child.signalCode === null
+    process.stderr.write(`fleet bench: ${(err as Error).message}; the hub is ${alive ? 'still running' : `gone (${hub.child.exitCode ?? hub.child.signalCode})`}; its last words:\n${hub.stderr()}\n`)
+    throw err
   } finally {
     await hub.stop()
     rmSync(work, { recursive: true, force: true })

@@ -28,6 +28,8 @@ export interface HubProcess {
   readonly httpPort: number
   readonly adminToken: string
   readonly api: AdminApi
+  /** The hub's last 4 KB of stderr (warnings and errors), for a benchmark's failure message. */
+  stderr(): string
   stop(): Promise<void>
 }
 
@@ -50,6 +52,7 @@ export async function startHubProcess(dataDir: string, extraArgs: string[] = [])
   return {
     child, pid: child.pid!, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken,
     api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken),
+    stderr: () => stderr,
     async stop() {
       if (child.exitCode !== null) return
       const exited = new Promise((r) => child.once('exit', r))

@@ -333,26 +333,37 @@ export function createBroker(options: BrokerOptions): Broker {
     const failed = (err: unknown, topic: string): void => {
       log.error({ err, topic }, 'message handler failed')
     }
+    // Re-entrant calls return at once: a done() can make aedes hand over the next
+    // queued message synchronously, which would otherwise recurse once per message
+    // and overflow the stack on a large backlog (a fleet's Wills when many devices
+    // drop at once). The loop already running picks the new message up.
+    let pumping = false
     const pump = (): void => {
-      while (!busy) {
-        const next = waiting.shift()
-        if (next === undefined) return
-        let result: void | Promise<void> = undefined
-        try {
-          result = handler(next.message)
-        } catch (err) {
-          failed(err, next.message.topic)
-        }
-        if (result instanceof Promise) {
-          busy = true
-          result.catch((err: unknown) => failed(err, next.message.topic)).finally(() => {
-            busy = false
+      if (pumping) return
+      pumping = true
+      try {
+        while (!busy) {
+          const next = waiting.shift()
+          if (next === undefined) return
+          let result: void | Promise<void> = undefined
+          try {
+            result = handler(next.message)
+          } catch (err) {
+            failed(err, next.message.topic)
+          }
+          if (result instanceof Promise) {
+            busy = true
+            result.catch((err: unknown) => failed(err, next.message.topic)).finally(() => {
+              busy = false
+              next.done()
+              pump()
+            })
+          } else {
             next.done()
-            pump()
-          })
-        } else {
-          next.done()
+          }
         }
+      } finally {
+        pumping = false
       }
     }
 

@@ -223,3 +223,23 @@ describe('in-process subscriptions', () => {
     expect(got.every((m) => !m.topic.startsWith('$'))).toBe(true)
   })
 })
+
+describe('bursts', () => {
+  it('drains a backlog of 20,000 messages to a synchronous handler without growing the stack (a fleet stopping at once)', async () => {
+    const { broker } = await startBroker(cleanups)
+    // A slow subscriber holds aedes's in-flight deliveries (mqemitter concurrency), so the burst queues up behind it...
+    let release!: () => void
+    const gate = new Promise<void>((r) => { release = r })
+    await broker.subscribe('hold/#', () => gate)
+    let n = 0
+    await broker.subscribe('devices/+/state', () => { n++ })
+    const sends: Array<Promise<void>> = []
+    for (let i = 0; i < 200; i++) sends.push(broker.publish(`hold/${i}`, Buffer.from('x'), { qos: 0 }))
+    for (let i = 0; i < 20_000; i++) sends.push(broker.publish(`devices/dev-${i % 100}/state`, Buffer.from('{}'), { qos: 0 }))
+    // ...and is handed to the fast handler one message after another when the slow one lets go.
+    release()
+    await Promise.all(sends)
+    await waitFor(() => n === 20_000, 'every message handled', 20_000)
+    expect(n).toBe(20_000)
+  })
+})
