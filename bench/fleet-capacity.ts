@@ -21,6 +21,8 @@ export interface FleetCapacityOptions {
   readonly measureS: number
   readonly perProcess: number
   readonly lagLimitMs: number
+  /** Bare protocol clients instead of real agents (bench/thin-fleet-runner.ts): less load generator on a shared machine. */
+  readonly thin: boolean
 }
 
 interface Step {
@@ -55,14 +57,15 @@ async function measureStep(hub: HubProcess, work: string, devices: Array<{ id: s
     for (let i = 0; i < devices.length; i += o.perProcess) {
       const part = devices.slice(i, i + o.perProcess)
       const spec: FleetSpec = {
-        hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, 'agents'), devices: part, reportEveryMs: 1000,
+        // A fresh ledger per step: a step must not start by replaying what the last one left unsent.
+        hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, `agents-${devices.length}`), devices: part, reportEveryMs: 1000,
         // Within the hub's default connect rate (500/s), shared by the processes.
         staggerMs: Math.ceil((devices.length / 400) * 1000),
         agent: { builtinSensors: false, sampleIntervalMs: 1000, keepaliveSec: 60, sensors: [{ name: 'temp', model: 'random-walk', min: 0, max: 100 }] },
       }
       const path = join(work, `fleet-${devices.length}-${i}.json`)
       writeFileSync(path, JSON.stringify(spec))
-      fleets.push(startFleet(path))
+      fleets.push(startFleet(path, o.thin))
     }
     const connected = () => fleets.reduce((s, f) => s + (f.last()?.connected ?? 0), 0)
     const deadline = Date.now() + 180_000
@@ -95,6 +98,7 @@ async function measureStep(hub: HubProcess, work: string, devices: Array<{ id: s
     return { ...step, holds: step.connected === devices.length && step.lagP99Ms < o.lagLimitMs && step.storedPerS >= devices.length * 0.95 }
   } finally {
     await Promise.allSettled(fleets.map((f) => f.stop()))
+    rmSync(join(work, `agents-${devices.length}`), { recursive: true, force: true })
   }
 }
 
@@ -105,7 +109,7 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
   const hub = await startHubProcess(hubDir)
   const steps: Step[] = []
   try {
-    process.stderr.write(`fleet bench: steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)
+    process.stderr.write(`fleet bench (${o.thin ? 'thin devices: bare protocol clients' : 'real agents'}): steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)
     let provisioned: Array<{ id: string; token: string }> = []
     for (const n of o.steps) {
       if (provisioned.length < n) provisioned = [...provisioned, ...await provisionBulk(hub, provisioned.length, n)]

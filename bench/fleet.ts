@@ -8,6 +8,7 @@ import type { FleetReport } from './fleet-runner.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const FLEET_RUNNER = fileURLToPath(new URL('./fleet-runner.js', import.meta.url))
+const THIN_FLEET_RUNNER = fileURLToPath(new URL('./thin-fleet-runner.js', import.meta.url))
 
 export interface Fleet {
   readonly child: ReturnType<typeof spawn>
@@ -16,9 +17,9 @@ export interface Fleet {
   stop(): Promise<void>
 }
 
-/** Runs `node fleet-runner.js SPEC` and collects its one-line JSON reports. */
-export function startFleet(specPath: string): Fleet {
-  const child = spawn(process.execPath, [FLEET_RUNNER, specPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+/** Runs `node fleet-runner.js SPEC` (real agents; `thin`: bare protocol clients) and collects its one-line JSON reports. */
+export function startFleet(specPath: string, thin = false): Fleet {
+  const child = spawn(process.execPath, [thin ? THIN_FLEET_RUNNER : FLEET_RUNNER, specPath], { stdio: ['ignore', 'pipe', 'inherit'] })
   const reports: FleetReport[] = []
   createInterface({ input: child.stdout }).on('line', (l) => { try { reports.push(JSON.parse(l) as FleetReport) } catch { /* not a report */ } })
   return {

@@ -14,7 +14,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000]`
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -34,6 +34,7 @@ async function main(): Promise<void> {
       'steps': { type: 'string' },
       'per-process': { type: 'string' },
       'lag-limit-ms': { type: 'string' },
+      'thin': { type: 'boolean' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
           if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. 1000,2000,5000; got "${x}"`)
           return n
         }),
-        warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'),
+        warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'), thin: values.thin === true,
       })
       return
     case 'jobs':
