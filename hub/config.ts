@@ -56,6 +56,8 @@ export const HubConfigSchema = Type.Object({
   commandGroupConcurrency: Type.Integer({ minimum: 1, maximum: 100_000 }),
   /** The command record is kept this long. */
   commandRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
+  /** GET /metrics answers without the admin token (for a Prometheus on a trusted network). */
+  metricsPublic: Type.Boolean(),
 }, { additionalProperties: false })
 
 export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
@@ -92,6 +94,7 @@ export const HUB_DEFAULTS: HubConfig = {
   commandDefaultTimeoutMs: 10_000,
   commandGroupConcurrency: 500,
   commandRetentionDays: 30,
+  metricsPublic: false,
 }
 
 const check = Compile(HubConfigSchema)

@@ -22,6 +22,7 @@ import { createSchedules } from './schedules.js'
 import { createCommands } from './commands.js'
 import { loadOrCreateAdminToken } from './admin-token.js'
 import { buildApi } from './api/app.js'
+import { createHubMetrics } from './metrics.js'
 import type { HubServices } from './services.js'
 import { VERSION } from '../common/version.js'
 
@@ -254,7 +255,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       }),
     }
 
-    const api = buildApi(services, { adminToken: admin.token, logger: log })
+    const metrics = createHubMetrics({
+      ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
+      deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats,
+    })
+    releasers.push(() => { metrics.close() })
+    const api = buildApi(services, { adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic })
     releasers.push(() => api.close())
     // Before the API closes (releasers run last-in first-out): commands in flight end now, so
     // their callers get an answer instead of holding the server open until their deadlines.

@@ -9,6 +9,8 @@ import { observerRoutes } from './observers.js'
 import { opsRoutes } from './ops.js'
 import { commandRoutes } from './commands.js'
 import { scheduleRoutes } from './schedules.js'
+import { metricsRoute } from './metrics.js'
+import type { HubMetrics } from '../metrics.js'
 import type { HubServices } from '../services.js'
 
 /**
@@ -17,7 +19,7 @@ import type { HubServices } from '../services.js'
  * token; /healthz does not. Errors leave as `{ error: { code, message } }`
  * with the status from the catalogue in common/errors.ts.
  */
-export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger }) {
+export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger; metrics?: HubMetrics; metricsPublic?: boolean }) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
   // forceCloseConnections: stopping the hub closes keep-alive connections too, not only idle ones.
   const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024, forceCloseConnections: true })
@@ -46,6 +48,7 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
   })
 
   app.get('/healthz', async () => services.health())
+  if (options.metrics) void app.register(metricsRoute(options.metrics, { authorized: options.metricsPublic ? undefined : authorized }))
 
   void app.register(async (api) => {
     api.addHook('onRequest', async (req) => {

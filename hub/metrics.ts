@@ -1,0 +1,136 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import type { BrokerStats } from '../broker/types.js'
+import type { IngestCounters } from './telemetry-store.js'
+import type { WriterStats } from './writer.js'
+import type { CommandStats } from './commands.js'
+import type { JobStats } from './jobs.js'
+
+/**
+ * The hub's Prometheus metrics (issue #6). Nothing here runs on the hot paths:
+ * every metric reads the counters its owner already keeps (the same ones
+ * /api/stats shows) in a `collect()` callback, at scrape time. Names follow
+ * the /api/stats fields, snake_cased under `rollcall_<part>_`, so a log line,
+ * a stats field and a metric read alike; counters end in `_total` and
+ * durations are in seconds. docs/metrics.md lists every metric.
+ *
+ * Each hub has its own registry, never prom-client's global one, so several
+ * hubs in one process (the tests, the simulator) do not clash.
+ */
+
+export interface MetricSources {
+  readonly ingest: () => Readonly<IngestCounters>
+  readonly writer: () => WriterStats
+  readonly broker: () => BrokerStats
+  readonly devices: () => { readonly online: number; readonly offline: number }
+  readonly deadLetters: () => Readonly<Record<string, number>>
+  readonly commands: () => CommandStats
+  readonly jobs: () => JobStats
+}
+
+export interface HubMetrics {
+  /** The `Content-Type` of `scrape()`'s text. */
+  readonly contentType: string
+  /** The Prometheus text exposition of every metric, read now. */
+  scrape(): Promise<string>
+  /** Unregisters everything; the hub calls it on stop. */
+  close(): void
+}
+
+export const METRIC_PREFIX = 'rollcall_'
+
+export function createHubMetrics(sources: MetricSources): HubMetrics {
+  const register = new Registry()
+  const m = metricsOn(register)
+
+  m.gaugeBy('devices', 'Registered devices by presence.', 'status', () => sources.devices())
+
+  const broker = sources.broker
+  m.gauge('broker_connections', 'Authenticated MQTT clients connected now.', () => broker().connections)
+  m.gauge('broker_sockets', 'TCP connections open now, authenticated or not.', () => broker().sockets)
+  m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept because maxConnections were open.', () => broker().acceptsRefused)
+  m.counter('broker_connects_accepted_total', 'CONNECTs accepted (CONNACK 0).', () => broker().connectsAccepted)
+  m.counter('broker_connects_refused_total', 'CONNECTs refused (CONNACK 1-5: rate limit, policy, credentials, protocol version).', () => broker().connectsRefused)
+  m.counter('broker_violations_total', 'Protocol or ACL violations by clients.', () => broker().violations)
+  m.counter('broker_slow_consumers_cut_total', 'Clients cut off because their socket did not drain within drainTimeoutMs.', () => broker().slowConsumersCut)
+  m.counter('broker_forwards_dropped_total', 'Live messages not forwarded to a congested lossy subscriber (observers).', () => broker().forwardsDropped)
+
+  const ingest = sources.ingest
+  m.counter('ingest_samples_stored_total', 'Telemetry samples stored.', () => ingest().samplesStored)
+  m.counter('ingest_samples_duplicate_total', 'Telemetry samples dropped as duplicates of stored ones (agent resends).', () => ingest().samplesDuplicate)
+  m.counter('ingest_events_stored_total', 'Device events stored.', () => ingest().eventsStored)
+  m.counter('ingest_events_duplicate_total', 'Device events dropped as duplicates of stored ones.', () => ingest().eventsDuplicate)
+  m.counter('ingest_batches_total', 'Telemetry and event batches written.', () => ingest().batches)
+  m.counter('ingest_gaps_refused_total', 'Batches refused because an earlier batch of their stream was lost on the way.', () => ingest().gapsRefused)
+
+  const writer = sources.writer
+  m.counter('writer_commits_total', 'Group commits of the hub database.', () => writer().commits)
+  m.counter('writer_failed_commits_total', 'Group commits that failed (their writes were dropped, the senders retry).', () => writer().failedCommits)
+  m.counter('writer_failed_ops_total', 'Single writes rolled back alone inside a group commit.', () => writer().failedOps)
+  m.gauge('writer_queued_rows', 'Rows queued for the next group commit.', () => writer().queuedWeight)
+  m.gauge('writer_last_commit_seconds', 'Duration of the last group commit.', () => writer().lastCommitMs / 1000)
+  m.gauge('writer_last_commit_rows', 'Rows written by the last group commit.', () => writer().lastCommitWeight)
+
+  m.counterBy('dead_letters_total', 'Payloads the hub could not accept, by reason (counted since the hub started, even when rows are pruned).', 'reason', () => sources.deadLetters())
+
+  const commands = sources.commands
+  m.counter('commands_sent_total', 'Commands sent to a connected device.', () => commands().sent)
+  m.counterBy('commands_total', 'Commands by outcome: the sent ones by how they ended, and those not sent (offline: refused, queued: left as a job).', 'outcome', () => {
+    const c = commands()
+    return { succeeded: c.succeeded, failed: c.failed, timed_out: c.timedOut, disconnected: c.disconnected, offline: c.offline, queued: c.queued }
+  })
+  m.gauge('commands_pending', 'Commands sent and not answered yet.', () => commands().pending)
+  m.counter('commands_late_replies_total', 'Replies that came after their command had ended (timed out or disconnected).', () => commands().lateReplies)
+  m.counter('commands_unknown_replies_total', 'Replies to no command this hub sent.', () => commands().unknownReplies)
+
+  const jobs = sources.jobs
+  m.counter('jobs_pulls_total', 'Job pulls by devices.', () => jobs().pulls)
+  m.counter('jobs_batches_total', 'Job batches sent to devices.', () => jobs().batches)
+  m.counter('jobs_delivered_total', 'Job executions delivered to devices (redeliveries included).', () => jobs().delivered)
+  m.counterBy('jobs_updates_total', 'Execution updates from devices by outcome.', 'outcome', () => {
+    const j = jobs()
+    return { applied: j.updatesApplied, duplicate: j.updatesDuplicate, refused: j.updatesRefused }
+  })
+  m.counter('jobs_retries_total', 'Executions queued again for another attempt.', () => jobs().retries)
+  m.counter('jobs_timed_out_total', 'Executions timed out by the sweeper.', () => jobs().timedOut)
+  m.counter('jobs_expired_total', 'Executions expired: not started by their job\'s expiresAt.', () => jobs().expired)
+  m.counter('jobs_aborted_total', 'Jobs aborted by their rollout failure threshold.', () => jobs().aborted)
+
+  collectDefaultMetrics({ register, prefix: METRIC_PREFIX })
+
+  return {
+    contentType: register.contentType,
+    scrape: () => register.metrics(),
+    close: () => { register.clear() },
+  }
+}
+
+/** Metric makers bound to one registry; each reads its value at scrape time. */
+function metricsOn(register: Registry) {
+  const registers = [register]
+  return {
+    counter(name: string, help: string, read: () => number): void {
+      new Counter({ name: METRIC_PREFIX + name, help, registers, collect() { this.reset(); this.inc(read()) } })
+    },
+    counterBy(name: string, help: string, label: string, read: () => Readonly<Record<string, number>>): void {
+      new Counter({
+        name: METRIC_PREFIX + name, help, labelNames: [label], registers,
+        collect() {
+          this.reset()
+          for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n)
+        },
+      })
+    },
+    gauge(name: string, help: string, read: () => number): void {
+      new Gauge({ name: METRIC_PREFIX + name, help, registers, collect() { this.set(read()) } })
+    },
+    gaugeBy(name: string, help: string, label: string, read: () => Readonly<Record<string, number>>): void {
+      new Gauge({
+        name: METRIC_PREFIX + name, help, labelNames: [label], registers,
+        collect() {
+          this.reset()
+          for (const [value, n] of Object.entries(read())) this.set({ [label]: value }, n)
+        },
+      })
+    },
+  }
+}

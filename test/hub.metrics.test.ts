@@ -1,0 +1,245 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { MqttClient } from 'mqtt'
+import { encode, topics, type Sample, type TelemetryAck } from '../protocol/index.js'
+import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+
+/**
+ * GET /metrics (issue #6): the text is checked as the Prometheus exposition
+ * format by a strict parser, and its counters match the traffic the test sent.
+ */
+
+interface Sample_ { readonly name: string; readonly labels: Readonly<Record<string, string>>; readonly value: number }
+interface Family { readonly name: string; type: string | undefined; help: string | undefined; readonly samples: Sample_[] }
+
+const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped'])
+const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
+const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/
+
+/** The sample names a family of this type may hold [Prometheus text format 0.0.4]. */
+function belongs(family: Family, name: string): boolean {
+  if (name === family.name) return family.type !== 'histogram'
+  const suffix = name.slice(family.name.length)
+  if (!name.startsWith(family.name)) return false
+  if (family.type === 'histogram') return ['_bucket', '_sum', '_count'].includes(suffix)
+  if (family.type === 'summary') return ['_sum', '_count'].includes(suffix)
+  return false
+}
+
+// Prometheus reads values with Go's ParseFloat, which takes NaN and Inf in any case (prom-client writes "Nan").
+function parseValue(text: string, line: string): number {
+  const word = text.toLowerCase()
+  if (word === '+inf' || word === 'inf') return Infinity
+  if (word === '-inf') return -Infinity
+  if (word === 'nan') return NaN
+  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text)) throw new Error(`bad value "${text}" in: ${line}`)
+  return Number(text)
+}
+
+/** Reads `{a="x",b="y"}` from `text` at `i` (the "{"); returns the labels and the index after "}". */
+function parseLabels(text: string, i: number, line: string): [Record<string, string>, number] {
+  const labels: Record<string, string> = {}
+  i++
+  while (text[i] !== '}') {
+    const eq = text.indexOf('=', i)
+    const key = text.slice(i, eq)
+    if (eq < 0 || !LABEL.test(key) || text[eq + 1] !== '"') throw new Error(`bad label at ${i} in: ${line}`)
+    if (key in labels) throw new Error(`label "${key}" repeated in: ${line}`)
+    let value = ''
+    let j = eq + 2
+    for (;; j++) {
+      const c = text[j]
+      if (c === undefined) throw new Error(`unterminated label value in: ${line}`)
+      if (c === '"') break
+      if (c === '\\') {
+        const e = text[++j]
+        if (e === 'n') value += '\n'
+        else if (e === '\\' || e === '"') value += e
+        else throw new Error(`bad escape in: ${line}`)
+      } else value += c
+    }
+    labels[key] = value
+    i = j + 1
+    if (text[i] === ',') i++
+    else if (text[i] !== '}') throw new Error(`expected "," or "}" at ${i} in: ${line}`)
+  }
+  return [labels, i + 1]
+}
+
+/**
+ * A strict parser of the Prometheus text format: every line is a HELP, a TYPE,
+ * a comment or `name{labels} value [timestamp]`; HELP and TYPE come once per
+ * family and before its samples; a family's samples are contiguous; no series
+ * appears twice; the text ends with a newline.
+ */
+export function parsePrometheusText(text: string): Map<string, Family> {
+  if (!text.endsWith('\n')) throw new Error('the exposition must end with a newline')
+  const families = new Map<string, Family>()
+  const series = new Set<string>()
+  let current: Family | undefined
+  const family = (name: string): Family => {
+    if (current?.name === name) return current
+    if (families.has(name)) throw new Error(`family ${name} is not contiguous`)
+    current = { name, type: undefined, help: undefined, samples: [] }
+    families.set(name, current)
+    return current
+  }
+  for (const line of text.slice(0, -1).split('\n')) {
+    if (line === '') continue
+    if (line.startsWith('#')) {
+      const m = /^# (HELP|TYPE) (\S+) ?(.*)$/.exec(line)
+      if (!m) continue // a plain comment
+      const [, kind, name, rest] = m as unknown as [string, 'HELP' | 'TYPE', string, string]
+      if (!NAME.test(name)) throw new Error(`bad metric name in: ${line}`)
+      const f = family(name)
+      if (f.samples.length > 0) throw new Error(`${kind} after the samples of ${name}`)
+      if (kind === 'HELP') {
+        if (f.help !== undefined) throw new Error(`second HELP for ${name}`)
+        f.help = rest
+      } else {
+        if (f.type !== undefined) throw new Error(`second TYPE for ${name}`)
+        if (!TYPES.has(rest)) throw new Error(`bad type in: ${line}`)
+        f.type = rest
+      }
+      continue
+    }
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line)
+    if (!m) throw new Error(`not a sample line: ${line}`)
+    const name = m[1]!
+    let i = name.length
+    let labels: Record<string, string> = {}
+    if (line[i] === '{') [labels, i] = parseLabels(line, i, line)
+    const rest = line.slice(i)
+    const parts = /^ (\S+)( -?\d+)?$/.exec(rest)
+    if (!parts) throw new Error(`expected " value [timestamp]" in: ${line}`)
+    const value = parseValue(parts[1]!, line)
+    if (!current || !belongs(current, name)) throw new Error(`sample ${name} outside its family (no HELP/TYPE before it)`)
+    if (current.type === undefined) throw new Error(`sample ${name} before its TYPE`)
+    const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`
+    if (series.has(key)) throw new Error(`series repeated: ${line}`)
+    series.add(key)
+    current.samples.push({ name, labels, value })
+  }
+  return families
+}
+
+/** The one sample of `name` whose labels include `labels`. */
+function valueOf(families: Map<string, Family>, name: string, labels: Record<string, string> = {}): number | undefined {
+  const family = families.get(name)
+  const matches = family?.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)) ?? []
+  if (matches.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${matches.length} series`)
+  return matches[0]?.value
+}
+
+describe('hub /metrics', () => {
+  const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-0000000000e1'
+  let hub: TestHub
+  let dev: MqttClient
+  beforeAll(async () => {
+    hub = await startTestHub()
+    const token = await hub.addDevice('met-1')
+    await hub.addDevice('met-2') // never connects
+    dev = await connectDevice(hub.mqttUrl, 'met-1', token)
+    // Online takes a birth on the connection (docs/protocol.md).
+    await dev.publishAsync(topics.state('met-1'), encode({ type: 'birth', v: 1, epoch: 1, bootId: 'b', agentVersion: 't', storeId, capabilities: ['commands'] }), { qos: 1, retain: true })
+    await waitFor(() => hub.running.services.presence.isReachable('met-1'), 'met-1 online')
+  })
+  afterAll(async () => {
+    await dev.endAsync()
+    await hub.stop()
+  })
+
+  const url = () => `http://127.0.0.1:${hub.running.httpPort}/metrics`
+  const scrape = async () => {
+    const res = await fetch(url(), { headers: { authorization: `Bearer ${hub.running.adminToken}` } })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
+    return parsePrometheusText(await res.text())
+  }
+
+  it('needs the admin token', async () => {
+    const none = await fetch(url())
+    expect(none.status).toBe(401)
+    expect(((await none.json()) as { error: { code: string } }).error.code).toBe('UNAUTHORIZED')
+    expect((await fetch(url(), { headers: { authorization: 'Bearer nope' } })).status).toBe(401)
+  })
+
+  it('parses as the Prometheus text format and counts what the test sent', async () => {
+    const acks: TelemetryAck[] = []
+    dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
+    await dev.subscribeAsync(topics.telemetryAck('met-1'), { qos: 1 })
+    const samples = (from: number, to: number): Sample[] =>
+      Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, ts: 1_700_000_000_000 + (from + i) * 1000, sensor: 'temp', value: from + i }))
+    // 15 samples stored; the second batch repeats 5..10, so 6 are duplicates.
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 10) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 10), 'ack up to 10')
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(5, 15) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 15), 'ack up to 15')
+    // Two payloads that do not decode: dead letters.
+    await dev.publishAsync(topics.telemetry('met-1'), Buffer.from('not json'), { qos: 1 })
+    await dev.publishAsync(topics.telemetry('met-1'), Buffer.from('{"type":"telemetry"}'), { qos: 1 })
+    const dead = await waitFor(async () => {
+      const r = await hub.api<{ countsByReason: Record<string, number> }>('GET', '/api/dead-letters')
+      return Object.values(r.body.countsByReason).reduce((a, b) => a + b, 0) === 2 ? r.body.countsByReason : undefined
+    }, 'two dead letters')
+    // A command to a device that is not connected is refused as offline.
+    const cmd = await hub.api<{ error: { code: string } }>('POST', '/api/devices/met-2/commands', { name: 'ping' })
+    expect(cmd.body.error.code).toBe('DEVICE_OFFLINE')
+
+    const m = await scrape()
+    for (const f of m.values()) {
+      expect(f.name.startsWith('rollcall_'), f.name).toBe(true)
+      expect(f.help, `HELP of ${f.name}`).toBeTruthy()
+      if (f.type === 'counter') expect(f.name.endsWith('_total'), f.name).toBe(true)
+    }
+    expect(valueOf(m, 'rollcall_ingest_samples_stored_total')).toBe(15)
+    expect(valueOf(m, 'rollcall_ingest_samples_duplicate_total')).toBe(6)
+    expect(valueOf(m, 'rollcall_ingest_batches_total')).toBe(2)
+    expect(valueOf(m, 'rollcall_ingest_gaps_refused_total')).toBe(0)
+    for (const [reason, n] of Object.entries(dead)) expect(valueOf(m, 'rollcall_dead_letters_total', { reason }), reason).toBe(n)
+    expect(m.get('rollcall_dead_letters_total')!.samples.reduce((a, s) => a + s.value, 0)).toBe(2)
+    expect(valueOf(m, 'rollcall_commands_total', { outcome: 'offline' })).toBe(1)
+    expect(valueOf(m, 'rollcall_commands_total', { outcome: 'succeeded' })).toBe(0)
+    expect(valueOf(m, 'rollcall_commands_sent_total')).toBe(0)
+    expect(valueOf(m, 'rollcall_commands_pending')).toBe(0)
+    expect(valueOf(m, 'rollcall_devices', { status: 'online' })).toBe(1)
+    expect(valueOf(m, 'rollcall_devices', { status: 'offline' })).toBe(1)
+    expect(valueOf(m, 'rollcall_broker_connections')).toBe(1)
+    expect(valueOf(m, 'rollcall_broker_connects_accepted_total')).toBe(1)
+    expect(valueOf(m, 'rollcall_writer_commits_total')).toBeGreaterThan(0)
+    expect(m.get('rollcall_writer_last_commit_seconds')?.type).toBe('gauge')
+    expect(valueOf(m, 'rollcall_jobs_updates_total', { outcome: 'applied' })).toBe(0)
+    // Process metrics, with the prefix.
+    expect(valueOf(m, 'rollcall_process_cpu_user_seconds_total')).toBeGreaterThan(0)
+    expect(m.get('rollcall_nodejs_eventloop_lag_seconds')?.type).toBe('gauge')
+
+    // The same counters as /api/stats: logs, stats and metrics read alike.
+    const stats = await hub.api<{ ingest: { samplesStored: number; samplesDuplicate: number } }>('GET', '/api/stats')
+    expect(stats.body.ingest).toMatchObject({ samplesStored: 15, samplesDuplicate: 6 })
+  })
+
+  it('answers without the token when the hub sets metricsPublic', async () => {
+    const open = await startTestHub({ metricsPublic: true })
+    try {
+      const res = await fetch(`http://127.0.0.1:${open.running.httpPort}/metrics`)
+      expect(res.status).toBe(200)
+      const m = parsePrometheusText(await res.text())
+      expect(valueOf(m, 'rollcall_ingest_samples_stored_total')).toBe(0)
+      // Its own registry: the first hub's counters are not here.
+      expect(valueOf(m, 'rollcall_devices', { status: 'offline' })).toBe(0)
+      expect((await open.api('GET', '/api/stats')).status).toBe(200)
+      expect((await fetch(`http://127.0.0.1:${open.running.httpPort}/api/stats`)).status).toBe(401)
+    } finally {
+      await open.stop()
+    }
+  })
+
+  it('the parser refuses what is not the format', () => {
+    expect(() => parsePrometheusText('x 1\n')).toThrow(/outside its family/)
+    expect(() => parsePrometheusText('# TYPE x counter\nx 1')).toThrow(/newline/)
+    expect(() => parsePrometheusText('# TYPE x counter\nx{a="1"} one\n')).toThrow(/bad value/)
+    expect(() => parsePrometheusText('# TYPE x counter\nx 1\n# HELP x late\n')).toThrow(/after the samples/)
+    expect(() => parsePrometheusText('# TYPE x gauge\nx{a="1"} 1\nx{a="1"} 2\n')).toThrow(/repeated/)
+    expect(() => parsePrometheusText('# TYPE x gauge\nx 1\n# TYPE y gauge\ny 1\n# TYPE x gauge\n')).toThrow(/contiguous/)
+    expect(parsePrometheusText('# HELP x a \\n b\n# TYPE x gauge\nx{a="q\\"\\\\"} +Inf 123\n').get('x')!.samples[0]).toEqual({ name: 'x', labels: { a: 'q"\\' }, value: Infinity })
+  })
+})
