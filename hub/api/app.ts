@@ -6,6 +6,7 @@ import { adminAuthorizer } from './auth.js'
 import { deviceRoutes } from './devices.js'
 import { jobRoutes } from './jobs.js'
 import { observerRoutes } from './observers.js'
+import { registerApiDocs } from './openapi.js'
 import { opsRoutes } from './ops.js'
 import { commandRoutes } from './commands.js'
 import { scheduleRoutes } from './schedules.js'
@@ -16,8 +17,9 @@ import type { HubServices } from '../services.js'
 /**
  * The HTTP API is built by a function and can be exercised with
  * `app.inject()` without a socket. Everything under /api needs the admin
- * token; /healthz does not. Errors leave as `{ error: { code, message } }`
- * with the status from the catalogue in common/errors.ts.
+ * token, except the API reference at /api/docs; /healthz does not. Errors
+ * leave as `{ error: { code, message } }` with the status from the catalogue
+ * in common/errors.ts.
  */
 export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger; metrics?: HubMetrics; metricsPublic?: boolean }) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
@@ -47,7 +49,11 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
     return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` } })
   })
 
-  app.get('/healthz', async () => services.health())
+  // Before any route: the document is collected from routes as they are added. The docs are public (see openapi.ts).
+  registerApiDocs(app)
+
+  // In a plugin, like every route, so that it is added after the docs plugin is loaded and is in the document.
+  void app.register(async (open) => { open.get('/healthz', async () => services.health()) })
   if (options.metrics) void app.register(metricsRoute(options.metrics, { authorized: options.metricsPublic ? undefined : authorized }))
 
   void app.register(async (api) => {
