@@ -42,7 +42,11 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   const register = new Registry()
   const m = metricsOn(register)
 
-  m.gaugeBy('devices', 'Registered devices by presence.', 'status', () => sources.devices())
+  // Only online and offline: a "total" series would double any sum over the label.
+  m.gaugeBy('devices', 'Registered devices by presence.', 'status', () => {
+    const d = sources.devices()
+    return { online: d.online, offline: d.offline }
+  })
 
   const broker = sources.broker
   m.gauge('broker_connections', 'Authenticated MQTT clients connected now.', () => broker().connections)
@@ -50,9 +54,9 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept because maxConnections were open.', () => broker().acceptsRefused)
   m.counter('broker_connects_accepted_total', 'CONNECTs accepted (CONNACK 0).', () => broker().connectsAccepted)
   m.counter('broker_connects_refused_total', 'CONNECTs refused (CONNACK 1-5: rate limit, policy, credentials, protocol version).', () => broker().connectsRefused)
-  m.counter('broker_violations_total', 'Protocol or ACL violations by clients.', () => broker().violations)
+  m.counter('broker_violations_total', 'Rule breaks: refused CONNECTs, publishes, subscriptions and packets.', () => broker().violations)
   m.counter('broker_slow_consumers_cut_total', 'Clients cut off because their socket did not drain within drainTimeoutMs.', () => broker().slowConsumersCut)
-  m.counter('broker_forwards_dropped_total', 'Live messages not forwarded to a congested lossy subscriber (observers).', () => broker().forwardsDropped)
+  m.counter('broker_forwards_dropped_total', 'Live messages not sent to a lagging observer or anonymous client.', () => broker().forwardsDropped)
 
   const ingest = sources.ingest
   m.counter('ingest_samples_stored_total', 'Telemetry samples stored.', () => ingest().samplesStored)
@@ -80,7 +84,7 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   })
   m.gauge('commands_pending', 'Commands sent and not answered yet.', () => commands().pending)
   m.counter('commands_late_replies_total', 'Replies that came after their command had ended (timed out or disconnected).', () => commands().lateReplies)
-  m.counter('commands_unknown_replies_total', 'Replies to no command this hub sent.', () => commands().unknownReplies)
+  m.counter('commands_unknown_replies_total', 'Replies naming another device\'s command (ignored).', () => commands().unknownReplies)
 
   const jobs = sources.jobs
   m.counter('jobs_pulls_total', 'Job pulls by devices.', () => jobs().pulls)

@@ -201,6 +201,7 @@ describe('hub /metrics', () => {
     expect(valueOf(m, 'rollcall_commands_total', { outcome: 'succeeded' })).toBe(0)
     expect(valueOf(m, 'rollcall_commands_sent_total')).toBe(0)
     expect(valueOf(m, 'rollcall_commands_pending')).toBe(0)
+    expect(m.get('rollcall_devices')!.samples.map((x) => x.labels.status).sort()).toEqual(['offline', 'online'])
     expect(valueOf(m, 'rollcall_devices', { status: 'online' })).toBe(1)
     expect(valueOf(m, 'rollcall_devices', { status: 'offline' })).toBe(1)
     expect(valueOf(m, 'rollcall_broker_connections')).toBe(1)
