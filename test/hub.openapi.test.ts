@@ -16,7 +16,7 @@ interface OpenApiDoc {
   openapi: string
   info: { title: string; version: string }
   tags?: Array<{ name: string }>
-  paths: Record<string, Record<string, { tags?: string[]; security?: Array<Record<string, string[]>> }>>
+  paths: Record<string, Record<string, { summary?: string; tags?: string[]; security?: Array<Record<string, string[]>> }>>
   components?: { securitySchemes?: Record<string, { type: string; scheme?: string }> }
 }
 
@@ -85,7 +85,12 @@ describe('hub API reference (OpenAPI)', () => {
     try {
       await app.ready()
       routes = routesOf(app.printRoutes({ commonPrefix: false })).filter((r) => !r.split(' ')[1]!.startsWith(DOCS_PREFIX))
-      expect(operationsOf(app.swagger() as unknown as OpenApiDoc)).toEqual(routes)
+      const doc = app.swagger() as unknown as OpenApiDoc
+      expect(operationsOf(doc)).toEqual(routes)
+      // Each says what it does in the page's list.
+      const unsummarized = Object.entries(doc.paths).flatMap(([path, item]) => Object.entries(item)
+        .filter(([method, op]) => HTTP_METHODS.has(method) && !op.summary).map(([method]) => `${method} ${path}`))
+      expect(unsummarized).toEqual([])
     } finally {
       await app.close()
     }
@@ -106,12 +111,14 @@ describe('hub API reference (OpenAPI)', () => {
         const where = `${method.toUpperCase()} ${path}`
         expect(op.tags, where).toHaveLength(1)
         expect(areas.has(op.tags![0]!), where).toBe(true)
-        if (path.startsWith('/api/')) expect(op.security, where).toEqual([{ adminToken: [] }])
+        if (path.startsWith('/api/') || path === '/metrics') expect(op.security, where).toEqual([{ adminToken: [] }])
       }
     }
     expect(doc.paths['/api/devices/{id}/telemetry']?.get?.tags).toEqual(['telemetry'])
     expect(doc.paths['/api/devices/{id}/commands']?.post?.tags).toEqual(['commands'])
     expect(doc.paths['/healthz']?.get?.security).toEqual([])
+    // The test hub keeps the default: /metrics behind the token.
+    expect(doc.paths['/metrics']?.get?.tags).toEqual(['ops'])
   })
 
   it('serves a readable page at /api/docs without the token', async () => {
@@ -127,11 +134,11 @@ describe('hub API reference (OpenAPI)', () => {
     expect(js.status).toBe(200)
   })
 
-  it('leaves every route under /api but the docs behind the token', async () => {
+  it('leaves every route under /api but the docs, and /metrics, behind the token', async () => {
     const doc = await fetchDoc()
     let checked = 0
     for (const [path, item] of Object.entries(doc.paths)) {
-      if (!path.startsWith('/api/')) continue
+      if (!path.startsWith('/api/') && path !== '/metrics') continue
       for (const method of Object.keys(item).filter((k) => HTTP_METHODS.has(k))) {
         // The token is checked before the request is parsed, so placeholder ids and no body will do.
         const res = await fetch(`${base}${path.replace(/\{[^}]+\}/g, 'x')}`, { method: method.toUpperCase() })

@@ -50,10 +50,10 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
   })
 
   // Before any route: the document is collected from routes as they are added. The docs are public (see openapi.ts).
-  registerApiDocs(app)
+  registerApiDocs(app, { metricsPublic: options.metricsPublic ?? false })
 
   // In a plugin, like every route, so that it is added after the docs plugin is loaded and is in the document.
-  void app.register(async (open) => { open.get('/healthz', async () => services.health()) })
+  void app.register(async (open) => { open.get('/healthz', { schema: { summary: 'Health: the hub is up; no token needed' } }, async () => services.health()) })
   if (options.metrics) void app.register(metricsRoute(options.metrics, { authorized: options.metricsPublic ? undefined : authorized }))
 
   void app.register(async (api) => {

@@ -33,7 +33,7 @@ function specOf(b: { name: string; args?: unknown; timeout?: string; timeoutMs?:
 export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/devices/:id/commands', {
-      schema: { params: Type.Object({ id: Type.String({ maxLength: 64 }) }), body: CommandBody },
+      schema: { summary: 'Send a command to a device and wait for its reply', params: Type.Object({ id: Type.String({ maxLength: 64 }) }), body: CommandBody },
     }, async (req, reply) => {
       const o = await s.commands.send(req.params.id, specOf(req.body))
       switch (o.status) {
@@ -55,12 +55,12 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       }
     })
 
-    app.post('/commands', { schema: { body: GroupBody } }, async (req) => {
+    app.post('/commands', { schema: { summary: 'Send a command to a group or a list of devices and wait for their replies', body: GroupBody } }, async (req) => {
       const { target, ...rest } = req.body
       return s.commands.sendGroup(target, specOf(rest))
     })
 
-    app.get('/commands/:id', { schema: { params: Type.Object({ id: Type.String({ maxLength: 64 }) }) } }, async (req) => {
+    app.get('/commands/:id', { schema: { summary: "Show a command, or a group command's members", params: Type.Object({ id: Type.String({ maxLength: 64 }) }) } }, async (req) => {
       try {
         return s.commands.get(req.params.id)
       } catch (err) {
@@ -73,6 +73,7 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/devices/:id/commands', {
       schema: {
+        summary: "A device's recent commands",
         params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
         querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
       },

@@ -11,6 +11,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/devices', {
       schema: {
+        summary: 'Register a device and get its MQTT token (shown once)',
         body: Type.Object({
           id: Type.String({ maxLength: 64 }),
           group: Type.Optional(Type.String({ maxLength: 64 })),
@@ -25,6 +26,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     // gets a new token when `existing` is "rotate", and fails the request otherwise.
     app.post('/devices/bulk', {
       schema: {
+        summary: 'Register many devices at once, or give existing ones new tokens',
         body: Type.Object({
           devices: Type.Array(Type.Object({
             id: Type.String({ maxLength: 64 }),
@@ -56,29 +58,30 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     })
 
     app.get('/devices', {
-      schema: { querystring: Type.Object({ group: Type.Optional(Type.String()) }) },
+      schema: { summary: 'List devices with their presence, optionally one group', querystring: Type.Object({ group: Type.Optional(Type.String()) }) },
     }, async (req) => {
       const all = s.registry.listDevices()
       const devices = (req.query.group === undefined ? all : all.filter((d) => d.group === req.query.group)).map((d) => summarize(s, d))
       return { devices }
     })
 
-    app.get('/devices/:id', { schema: { params: DeviceParams } }, async (req) => {
+    app.get('/devices/:id', { schema: { summary: 'Show a device, its presence and its telemetry streams', params: DeviceParams } }, async (req) => {
       const d = s.registry.requireDevice(req.params.id)
       return { ...summarize(s, d), streams: s.telemetry.streamsOf(d.id) }
     })
 
-    app.delete('/devices/:id', { schema: { params: DeviceParams } }, async (req, reply) => {
+    app.delete('/devices/:id', { schema: { summary: 'Remove a device', params: DeviceParams } }, async (req, reply) => {
       s.removeDevice(req.params.id)
       return reply.status(204).send()
     })
 
-    app.post('/devices/:id/token', { schema: { params: DeviceParams } }, async (req) => {
+    app.post('/devices/:id/token', { schema: { summary: "Give a device a new token (the old one stops working)", params: DeviceParams } }, async (req) => {
       return { id: req.params.id, token: s.rotateDeviceToken(req.params.id) }
     })
 
     app.get('/devices/:id/telemetry', {
       schema: {
+        summary: "A device's samples in a time range, raw or downsampled into buckets",
         params: DeviceParams,
         querystring: Type.Object({
           sensor: Type.Optional(Type.String({ pattern: SENSOR_NAME_PATTERN })),
@@ -106,6 +109,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/devices/:id/events', {
       schema: {
+        summary: "A device's events in a time range",
         params: DeviceParams,
         querystring: Type.Object({
           since: Type.Optional(Type.String()),
@@ -121,6 +125,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/devices/:id/presence', {
       schema: {
+        summary: "A device's presence now and its history",
         params: DeviceParams,
         querystring: Type.Object({
           since: Type.Optional(Type.String()),

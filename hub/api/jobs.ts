@@ -131,7 +131,7 @@ const JobParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
 export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
-    app.post('/jobs', { schema: { body: JobBody } }, async (req, reply) => {
+    app.post('/jobs', { schema: { summary: 'Create a job for a device, a group or a list of devices', body: JobBody } }, async (req, reply) => {
       const job = s.jobs.create(jobSpecOf(req.body, s.clock.now()))
       // Only a schedule's repeated tick makes create return nothing; an API call always makes its job.
       if (!job) throw new RollcallError('INTERNAL', 'the job was not created')
@@ -140,6 +140,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/jobs', {
       schema: {
+        summary: 'List jobs, optionally by status',
         querystring: Type.Object({
           status: Type.Optional(Type.String()),
           before: Type.Optional(Type.String()),
@@ -154,6 +155,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/jobs/:id', {
       schema: {
+        summary: 'Show a job, its progress and its executions',
         params: JobParams,
         querystring: Type.Object({
           state: Type.Optional(Type.String()),
@@ -175,13 +177,14 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       // The body is optional; without one, the reason is the service's default.
       preValidation: async (req) => { req.body ??= {} },
       schema: {
+        summary: 'Cancel a job',
         params: JobParams,
         body: Type.Object({ reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })) }, { additionalProperties: false }),
       },
     }, async (req) => s.jobs.cancel(req.params.id, req.body.reason))
 
     app.get('/executions/:execId', {
-      schema: { params: Type.Object({ execId: Type.String({ maxLength: 160 }) }) },
+      schema: { summary: 'Show one execution: a job on one device', params: Type.Object({ execId: Type.String({ maxLength: 160 }) }) },
     }, async (req) => s.jobs.execution(req.params.execId))
   }
 }

@@ -7,7 +7,7 @@ import type { HubServices } from '../services.js'
 export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/observers', {
-      schema: { body: Type.Object({ name: Type.String({ maxLength: 64 }) }, { additionalProperties: false }) },
+      schema: { summary: 'Create an observer: read-only MQTT credentials (the token is shown once)', body: Type.Object({ name: Type.String({ maxLength: 64 }) }, { additionalProperties: false }) },
     }, async (req, reply) => {
       const { observer, token } = s.registry.addObserver(req.body.name, s.clock.now())
       return reply.status(201).send({
@@ -16,11 +16,11 @@ export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       })
     })
 
-    app.get('/observers', async () => ({
+    app.get('/observers', { schema: { summary: 'List observers' } }, async () => ({
       observers: s.registry.listObservers().map((o) => ({ ...o, username: `${OBSERVER_USER_PREFIX}${o.name}` })),
     }))
 
-    app.delete('/observers/:name', { schema: { params: Type.Object({ name: Type.String({ maxLength: 64 }) }) } }, async (req, reply) => {
+    app.delete('/observers/:name', { schema: { summary: 'Remove an observer', params: Type.Object({ name: Type.String({ maxLength: 64 }) }) } }, async (req, reply) => {
       s.removeObserver(req.params.name)
       return reply.status(204).send()
     })

@@ -54,8 +54,17 @@ export function areaOf(url: string): Tag | undefined {
   return AREA_BY_PREFIX.find(([prefix]) => url === prefix || url.startsWith(`${prefix}/`))?.[1]
 }
 
-/** Same rule as the hook in app.ts: everything under /api except these docs needs the admin token. */
-function needsToken(url: string): boolean {
+export interface ApiDocsOptions {
+  /** The hub option of that name: /metrics then needs no token. */
+  readonly metricsPublic: boolean
+}
+
+/**
+ * Same rules as the hooks that check the token: everything under /api except
+ * these docs, and /metrics unless the operator made it public (api/metrics.ts).
+ */
+function needsToken(url: string, options: ApiDocsOptions): boolean {
+  if (url === '/metrics') return !options.metricsPublic
   return url.startsWith('/api/') && !url.startsWith(DOCS_PREFIX)
 }
 
@@ -65,6 +74,7 @@ function needsToken(url: string): boolean {
  */
 export function registerApiDocs<L extends FastifyBaseLogger, P extends FastifyTypeProvider>(
   app: FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, L, P>,
+  options: ApiDocsOptions,
 ): void {
   void app.register(swagger, {
     openapi: {
@@ -90,7 +100,7 @@ export function registerApiDocs<L extends FastifyBaseLogger, P extends FastifyTy
         schema: {
           ...schema,
           ...(schema?.tags === undefined && area !== undefined ? { tags: [area] } : {}),
-          ...(schema?.security === undefined ? { security: needsToken(url) ? [{ [SECURITY_SCHEME]: [] }] : [] } : {}),
+          ...(schema?.security === undefined ? { security: needsToken(url, options) ? [{ [SECURITY_SCHEME]: [] }] : [] } : {}),
         },
       }
     },

@@ -7,6 +7,7 @@ export function opsRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.get('/dead-letters', {
       schema: {
+        summary: 'Dead letters (messages the hub refused) and their counts by reason',
         querystring: Type.Object({
           device: Type.Optional(Type.String({ maxLength: 64 })),
           before: Type.Optional(Type.Integer({ minimum: 1 })),
@@ -18,6 +19,6 @@ export function opsRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       countsByReason: s.deadLetters.countsByReason(),
     }))
 
-    app.get('/stats', async () => s.stats())
+    app.get('/stats', { schema: { summary: "The hub's counters" } }, async () => s.stats())
   }
 }

@@ -15,6 +15,7 @@ export function scheduleRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/schedules', {
       schema: {
+        summary: 'Create a cron schedule that creates a job at each tick',
         body: Type.Object({
           name: Type.String({ maxLength: 64 }),
           cron: Type.String({ maxLength: 200 }),
@@ -28,11 +29,11 @@ export function scheduleRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       return reply.status(201).send(schedule)
     })
 
-    app.get('/schedules', async () => ({ schedules: s.schedules.list() }))
+    app.get('/schedules', { schema: { summary: 'List schedules' } }, async () => ({ schedules: s.schedules.list() }))
 
-    app.get('/schedules/:nameOrId', { schema: { params: ScheduleParams } }, async (req) => s.schedules.get(req.params.nameOrId))
+    app.get('/schedules/:nameOrId', { schema: { summary: 'Show a schedule', params: ScheduleParams } }, async (req) => s.schedules.get(req.params.nameOrId))
 
-    app.delete('/schedules/:nameOrId', { schema: { params: ScheduleParams } }, async (req, reply) => {
+    app.delete('/schedules/:nameOrId', { schema: { summary: 'Remove a schedule', params: ScheduleParams } }, async (req, reply) => {
       s.schedules.remove(req.params.nameOrId)
       return reply.status(204).send()
     })
