@@ -99,13 +99,27 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   m.counter('jobs_expired_total', 'Executions expired: not started by their job\'s expiresAt.', () => jobs().expired)
   m.counter('jobs_aborted_total', 'Jobs aborted by their rollout failure threshold.', () => jobs().aborted)
 
-  collectDefaultMetrics({ register, prefix: METRIC_PREFIX })
-
   return {
     contentType: register.contentType,
-    scrape: () => register.metrics(),
+    // The process's metrics are the process's, whatever hub asks: one set, merged into each scrape.
+    scrape: () => Registry.merge([processRegistry(), register]).metrics(),
     close: () => { register.clear() },
   }
+}
+
+let processMetrics: Registry | undefined
+
+/**
+ * prom-client's process metrics start a GC observer and an event-loop
+ * monitor that cannot be stopped: they are made once per process, not once
+ * per hub (tests start many hubs in one process).
+ */
+function processRegistry(): Registry {
+  if (!processMetrics) {
+    processMetrics = new Registry()
+    collectDefaultMetrics({ register: processMetrics, prefix: METRIC_PREFIX })
+  }
+  return processMetrics
 }
 
 /** Metric makers bound to one registry; each reads its value at scrape time. */
