@@ -132,6 +132,9 @@ describe('hub API reference (OpenAPI)', () => {
     expect(asset).toBeDefined()
     const js = await fetch(new URL(asset!, `${base}${DOCS_PREFIX}/`))
     expect(js.status).toBe(200)
+    const yaml = await fetch(`${base}${DOCS_PREFIX}/yaml`)
+    expect(yaml.status).toBe(200)
+    expect(await yaml.text()).toMatch(/^openapi: 3\.1\./)
   })
 
   it('leaves every route under /api but the docs, and /metrics, behind the token', async () => {
