@@ -16,8 +16,11 @@ interface OpenApiDoc {
   openapi: string
   info: { title: string; version: string }
   tags?: Array<{ name: string }>
-  paths: Record<string, Record<string, { summary?: string; tags?: string[]; security?: Array<Record<string, string[]>> }>>
-  components?: { securitySchemes?: Record<string, { type: string; scheme?: string }> }
+  paths: Record<string, Record<string, { summary?: string; responses?: Record<string, unknown>; tags?: string[]; security?: Array<Record<string, string[]>> }>>
+  components?: {
+    securitySchemes?: Record<string, { type: string; scheme?: string }>
+    schemas?: Record<string, { properties?: { error?: { properties?: { code?: { enum?: string[] } } } } }>
+  }
 }
 
 const HTTP_METHODS = new Set(['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'])
@@ -104,6 +107,7 @@ describe('hub API reference (OpenAPI)', () => {
   it('tags every operation with its area and marks the /api ones as needing the bearer token', async () => {
     const doc = await fetchDoc()
     expect(doc.components?.securitySchemes?.adminToken).toMatchObject({ type: 'http', scheme: 'bearer' })
+    expect(doc.components?.schemas?.Error?.properties?.error?.properties?.code?.enum).toEqual(expect.arrayContaining(['UNAUTHORIZED', 'BAD_REQUEST', 'DEVICE_OFFLINE']))
     const areas = new Set((doc.tags ?? []).map((t) => t.name))
     expect([...areas].sort()).toEqual(['commands', 'devices', 'jobs', 'observers', 'ops', 'schedules', 'telemetry'])
     for (const [path, item] of Object.entries(doc.paths)) {
@@ -111,7 +115,12 @@ describe('hub API reference (OpenAPI)', () => {
         const where = `${method.toUpperCase()} ${path}`
         expect(op.tags, where).toHaveLength(1)
         expect(areas.has(op.tags![0]!), where).toBe(true)
-        if (path.startsWith('/api/') || path === '/metrics') expect(op.security, where).toEqual([{ adminToken: [] }])
+        const needsToken = path.startsWith('/api/') || path === '/metrics'
+        if (needsToken) expect(op.security, where).toEqual([{ adminToken: [] }])
+        // Successes are the default 200; errors are described, in their one shape.
+        expect(op.responses?.['200'], where).toBeDefined()
+        expect(op.responses?.['5XX'], where).toEqual({ $ref: '#/components/responses/Error' })
+        if (needsToken) expect(op.responses?.['401'], where).toEqual({ $ref: '#/components/responses/Error' })
       }
     }
     expect(doc.paths['/api/devices/{id}/telemetry']?.get?.tags).toEqual(['telemetry'])

@@ -1,6 +1,7 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyBaseLogger, FastifyInstance, FastifyTypeProvider, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify'
+import { ERROR_CODES } from '../../common/errors.js'
 import { VERSION } from '../../common/version.js'
 
 /**
@@ -50,7 +51,50 @@ const AREA_BY_PREFIX: ReadonlyArray<readonly [string, Tag]> = [
   ['/metrics', 'ops'],
 ]
 
-export function areaOf(url: string): Tag | undefined {
+/** The one error shape (app.ts's error handler); the code list is the catalogue in common/errors.ts. */
+const ERROR_SCHEMA = {
+  type: 'object' as const,
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object' as const,
+      required: ['code', 'message'],
+      properties: {
+        code: { type: 'string' as const, enum: Object.keys(ERROR_CODES), description: 'Stable: match on it. Each code has one HTTP status (docs/api.md, Errors)' },
+        message: { type: 'string' as const, description: 'For people; it may change' },
+      },
+    },
+  },
+}
+
+const ERROR_RESPONSE = { $ref: '#/components/responses/Error' }
+
+const OPERATION_KEYS = new Set(['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'])
+
+interface Operation { parameters?: unknown[]; requestBody?: unknown; security?: unknown[]; responses?: Record<string, unknown> }
+
+/**
+ * The routes declare only what they take, so the document gets the error
+ * responses here: 401 where the token is needed, 4XX where there is input
+ * to refuse, 5XX everywhere.
+ */
+function addErrorResponses(paths: Record<string, Record<string, unknown> | undefined>): void {
+  for (const item of Object.values(paths)) {
+    for (const [key, value] of Object.entries(item ?? {})) {
+      if (!OPERATION_KEYS.has(key)) continue
+      const op = value as Operation
+      const hasInput = (op.parameters?.length ?? 0) > 0 || op.requestBody !== undefined
+      op.responses = {
+        ...op.responses,
+        ...((op.security?.length ?? 0) > 0 ? { 401: ERROR_RESPONSE } : {}),
+        ...(hasInput ? { '4XX': ERROR_RESPONSE } : {}),
+        '5XX': ERROR_RESPONSE,
+      }
+    }
+  }
+}
+
+function areaOf(url: string): Tag | undefined {
   return AREA_BY_PREFIX.find(([prefix]) => url === prefix || url.startsWith(`${prefix}/`))?.[1]
 }
 
@@ -82,16 +126,25 @@ export function registerApiDocs<L extends FastifyBaseLogger, P extends FastifyTy
       info: {
         title: 'rollcall hub API',
         version: VERSION,
-        description: 'The HTTP API of the rollcall hub. Routes under /api need the admin token '
+        description: 'The HTTP API of the rollcall hub. Routes under /api, except these docs, need the admin token '
           + '(file admin-token in the hub data dir) as `Authorization: Bearer <token>`; errors are '
           + '`{ "error": { "code", "message" } }`. Examples in curl: docs/api.md.',
       },
       tags: TAGS.map((t) => ({ ...t })),
       components: {
+        schemas: { Error: ERROR_SCHEMA },
+        responses: {
+          Error: { description: 'An error, with a stable code', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        },
         securitySchemes: {
           [SECURITY_SCHEME]: { type: 'http', scheme: 'bearer', description: 'The admin token, from the file admin-token in the hub data dir' },
         },
       },
+    },
+    transformObject: (doc) => {
+      if (!('openapiObject' in doc)) return doc.swaggerObject
+      addErrorResponses(doc.openapiObject.paths ?? {})
+      return doc.openapiObject
     },
     transform: ({ schema, url }) => {
       const area = areaOf(url)
