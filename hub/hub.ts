@@ -257,7 +257,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const metrics = createHubMetrics({
       ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
-      deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats,
+      deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
     })
     releasers.push(() => { metrics.close() })
     const api = buildApi(services, { adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic })

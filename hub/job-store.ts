@@ -220,6 +220,8 @@ export function createJobStore(db: Db) {
     undeliveredAfter: db.prepare<[string, number, number, number], { key: number; device_id: string }>(
       `SELECT key, device_id FROM executions WHERE job_id = ? AND state = 'queued' AND delivered_at IS NULL AND run_after <= ? AND key > ?
       ORDER BY key LIMIT ?`),
+    activeStates: db.prepare<[], { state: ExecState; n: number }>(
+      "SELECT e.state, count(*) AS n FROM jobs j JOIN executions e ON e.job_id = j.id WHERE j.status = 'active' GROUP BY e.state"),
     hasOpen: db.prepare<[string], number>("SELECT 1 FROM executions WHERE job_id = ? AND state IN ('queued', 'in_progress') LIMIT 1").pluck(),
     openOfDevice: db.prepare<[string], ExecRow>("SELECT * FROM executions WHERE device_id = ? AND state IN ('queued', 'in_progress')"),
     // Executions and their history go with the job (ON DELETE CASCADE).
@@ -318,6 +320,12 @@ export function createJobStore(db: Db) {
     becameDue: (since: number, now: number): string[] => s.becameDue.all(since, now).map((r) => r.device_id),
     /** Undelivered, due executions of a job with key > afterKey, in rollout order. */
     undeliveredAfter: (jobId: string, now: number, afterKey: number, limit: number) => s.undeliveredAfter.all(jobId, now, afterKey, limit),
+    /** Executions of the jobs still active, by state (one grouped query; for the metrics scrape). */
+    activeStateCounts(): ExecCounts {
+      const c = emptyCounts()
+      for (const r of s.activeStates.all()) c[r.state] = r.n
+      return c
+    },
     /** Whether any execution of the job is still queued or in progress. */
     hasOpen: (jobId: string): boolean => s.hasOpen.get(jobId) !== undefined,
     /** A device's executions that are still queued or in progress, of any job. */

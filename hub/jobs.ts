@@ -637,6 +637,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       sweepTimer = undefined
     },
     stats: (): JobStats => ({ ...stats }),
+    /** Executions of active jobs by state, read now. */
+    activeExecutions: () => store.activeStateCounts(),
   }
 }
 

@@ -25,6 +25,8 @@ export interface MetricSources {
   readonly deadLetters: () => Readonly<Record<string, number>>
   readonly commands: () => CommandStats
   readonly jobs: () => JobStats
+  /** Executions of the jobs still active, by state. */
+  readonly executions: () => Readonly<Record<string, number>>
 }
 
 export interface HubMetrics {
@@ -87,6 +89,8 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   m.counter('commands_unknown_replies_total', 'Replies naming another device\'s command (ignored).', () => commands().unknownReplies)
 
   const jobs = sources.jobs
+  m.gaugeBy('executions', 'Executions of active jobs by state (queued, in_progress, and the final states of executions whose job is still active).', 'state',
+    () => sources.executions())
   m.counter('jobs_pulls_total', 'Job pulls by devices.', () => jobs().pulls)
   m.counter('jobs_batches_total', 'Job batches sent to devices.', () => jobs().batches)
   m.counter('jobs_delivered_total', 'Job executions delivered to devices (redeliveries included).', () => jobs().delivered)

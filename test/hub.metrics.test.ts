@@ -184,6 +184,11 @@ describe('hub /metrics', () => {
     // A command to a device that is not connected is refused as offline.
     const cmd = await hub.api<{ error: { code: string } }>('POST', '/api/devices/met-2/commands', { name: 'ping' })
     expect(cmd.body.error.code).toBe('DEVICE_OFFLINE')
+    // Two jobs, one of them canceled at once.
+    const waiting = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'device:met-2' })
+    const canceled = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'device:met-1,met-2' })
+    expect((await hub.api('POST', `/api/jobs/${canceled.body.id}/cancel`)).status).toBe(200)
+    expect(waiting.status).toBe(201)
 
     const m = await scrape()
     for (const f of m.values()) {
@@ -197,6 +202,9 @@ describe('hub /metrics', () => {
     expect(valueOf(m, 'rollcall_ingest_gaps_refused_total')).toBe(0)
     for (const [reason, n] of Object.entries(dead)) expect(valueOf(m, 'rollcall_dead_letters_total', { reason }), reason).toBe(n)
     expect(m.get('rollcall_dead_letters_total')!.samples.reduce((a, s) => a + s.value, 0)).toBe(2)
+    // Executions of active jobs by state: the canceled job is no longer active, so only the waiting one counts.
+    expect(valueOf(m, 'rollcall_executions', { state: 'queued' })).toBe(1)
+    expect(valueOf(m, 'rollcall_executions', { state: 'canceled' })).toBe(0)
     expect(valueOf(m, 'rollcall_commands_total', { outcome: 'offline' })).toBe(1)
     expect(valueOf(m, 'rollcall_commands_total', { outcome: 'succeeded' })).toBe(0)
     expect(valueOf(m, 'rollcall_commands_sent_total')).toBe(0)
