@@ -88,7 +88,7 @@ const report = (over: Partial<SimReport['totals']> = {}, ok = true): SimReport =
     },
     byProfile: [{ profile: 'steady', devices: 30, generated: 7200, stored: 7200, lost: 0, duplicates: 0, onlineShare: 0.998 }],
     hubAgrees: true, exactCount: true,
-    online: { connectsByMs: 250, promisedByMs: 2250, allOnlineByMs: 310, everOnline: 50, withinPromise: true },
+    online: { connectsByMs: 250, promisedByMs: 5250, allOnlineByMs: 310, everOnline: 50, withinPromise: true, lateAfterSlotMs: { count: 50, p50: 12, p99: 60, max: 64 } },
     presence: { expectedOutages: 123, offlineTransitionsSeen: 119 },
     patterns: {
       telemetry: { sampledToStoredMs: q, messagesPerSample: 0.56 },
