@@ -142,16 +142,10 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
   async stop(): Promise<void> {
-    if (this.state === 'stopped') return
-    const wasReady = this.state === 'ready'
-    this.state = 'stopped'
-    if (this.retryTimer) clearTimeout(this.retryTimer)
-    this.retryTimer = undefined
-    const client = this.client
-    this.client = undefined
-    if (!client) return
+    const ended = this.end()
+    if (!ended?.client) return
+    const { client, wasReady } = ended
     if (wasReady) {
-      this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
       const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch, storeId: this.options.storeId }
       // A clean DISCONNECT discards the Will [MQTT-3.14.4-3], so the death is
       // published by hand, retained like the birth it replaces.
@@ -160,10 +154,7 @@ export class Link extends EventEmitter<LinkEvents> {
       }), this.options.stopTimeoutMs)
       await withTimeout(new Promise<void>((resolve) => { client.end(false, {}, () => { resolve() }) }), this.options.stopTimeoutMs)
     }
-    client.end(true)
-    client.removeAllListeners()
-    // MQTT.js may still report the socket's last error; keep a listener so it is never unhandled.
-    client.on('error', () => {})
+    discard(client)
   }
 
   /**
@@ -172,19 +163,23 @@ export class Link extends EventEmitter<LinkEvents> {
    * Will. For the simulator's agent crashes.
    */
   kill(): void {
-    if (this.state === 'stopped') return
+    const client = this.end()?.client
+    if (!client) return
+    client.stream.destroy()
+    discard(client)
+  }
+
+  /** Stops retrying and lets go of the client (stop and kill share this); undefined when already stopped. */
+  private end(): { client: MqttClient | undefined; wasReady: boolean } | undefined {
+    if (this.state === 'stopped') return undefined
     const wasReady = this.state === 'ready'
     this.state = 'stopped'
     if (this.retryTimer) clearTimeout(this.retryTimer)
     this.retryTimer = undefined
     const client = this.client
     this.client = undefined
-    if (wasReady) this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
-    if (!client) return
-    client.stream.destroy()
-    client.end(true)
-    client.removeAllListeners()
-    client.on('error', () => {})
+    if (client && wasReady) this.emit('disconnected', { epoch: this.currentEpoch, connectedForMs: this.connectedFor() ?? 0 })
+    return { client, wasReady }
   }
 
   private connectNow(): void {
@@ -334,6 +329,13 @@ export class Link extends EventEmitter<LinkEvents> {
 function count(into: Record<string, number>, topic: string): void {
   const kind = topic.slice(topic.indexOf('/', DEVICES_PREFIX.length) + 1)
   into[kind] = (into[kind] ?? 0) + 1
+}
+
+/** Closes a client for good: no more sends, no listeners but one that swallows the socket's last error. */
+function discard(client: MqttClient): void {
+  client.end(true)
+  client.removeAllListeners()
+  client.on('error', () => {})
 }
 
 function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
