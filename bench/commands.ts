@@ -1,14 +1,13 @@
 import { spawn } from 'node:child_process'
 import { Agent as HttpAgent, request } from 'node:http'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { percentiles } from '../common/latency.js'
-import type { FleetSpec } from './fleet-runner.js'
-import { provision, startFleet } from './fleet.js'
+import { provision, startIdleFleets, type Fleet } from './fleet.js'
 import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
 
@@ -159,26 +158,10 @@ async function throughHub(work: string, o: CommandsBenchOptions) {
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir, { recursive: true })
   const hub = await startHubProcess(hubDir)
-  const fleets: Array<ReturnType<typeof startFleet>> = []
+  const fleets: Fleet[] = []
   try {
     const devices = await provision(hub, o.agents, 'cmds')
-    // Two fleet processes, one per core.
-    const halves = [devices.slice(0, Math.ceil(o.agents / 2)), devices.slice(Math.ceil(o.agents / 2))].filter((h) => h.length > 0)
-    for (const [i, part] of halves.entries()) {
-      const spec: FleetSpec = {
-        hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, `agents-${i}`), devices: part, reportEveryMs: 1000, staggerMs: 3000,
-        agent: { builtinSensors: false, sampleIntervalMs: 0, keepaliveSec: 60 },
-      }
-      const specPath = join(work, `fleet-${i}.json`)
-      writeFileSync(specPath, JSON.stringify(spec))
-      fleets.push(startFleet(specPath))
-    }
-    const online = async () => (await hub.api<{ devices: { online: number } }>('GET', '/healthz')).body.devices.online
-    const deadline = Date.now() + 120_000
-    while ((await online()) < o.agents) {
-      if (Date.now() > deadline) throw new Error(`only ${await online()} of ${o.agents} agents came online in 120 s`)
-      await sleep(250)
-    }
+    await startIdleFleets(hub, work, devices, fleets)
     await sleep(1000)
 
     // One device at a time, round-robin, timed around the whole HTTP call (fetch keeps the connection alive).

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { HubProcess } from './hub-process.js'
-import type { FleetReport } from './fleet-runner.js'
+import type { FleetReport, FleetSpec } from './fleet-runner.js'
 
 /** Helpers the benchmarks share: provisioning devices on a hub and running fleets of real agents in child processes. */
 
@@ -47,4 +49,29 @@ export async function provision(hub: HubProcess, n: number, prefix = 'bench'): P
     out.push(...batch)
   }
   return out
+}
+
+/**
+ * Idle agents (no sensors) for `devices`, split over two fleet processes (one
+ * per core), waiting until the hub counts them all online (at most 120 s).
+ * The caller stops the fleets.
+ */
+export async function startIdleFleets(hub: HubProcess, work: string, devices: ReadonlyArray<{ id: string; token: string }>, fleets: Fleet[]): Promise<void> {
+  const half = Math.ceil(devices.length / 2)
+  const halves = [devices.slice(0, half), devices.slice(half)].filter((h) => h.length > 0)
+  for (const [i, part] of halves.entries()) {
+    const spec: FleetSpec = {
+      hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, `agents-${i}`), devices: part, reportEveryMs: 1000, staggerMs: 3000,
+      agent: { builtinSensors: false, sampleIntervalMs: 0, keepaliveSec: 60 },
+    }
+    const specPath = join(work, `fleet-${i}.json`)
+    writeFileSync(specPath, JSON.stringify(spec))
+    fleets.push(startFleet(specPath))
+  }
+  const online = async () => (await hub.api<{ devices: { online: number } }>('GET', '/healthz')).body.devices.online
+  const deadline = Date.now() + 120_000
+  while ((await online()) < devices.length) {
+    if (Date.now() > deadline) throw new Error(`only ${await online()} of ${devices.length} agents came online in 120 s`)
+    await sleep(250)
+  }
 }

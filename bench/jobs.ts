@@ -1,12 +1,11 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LEDGER_MIGRATIONS, Ledger } from '../agent/ledger.js'
 import { JobQueue, type JobInput } from '../agent/job-queue.js'
 import { percentiles } from '../common/latency.js'
 import { migrate, openDatabase } from '../common/sqlite.js'
-import type { FleetSpec } from './fleet-runner.js'
-import { provision, startFleet } from './fleet.js'
+import { provision, startIdleFleets, type Fleet } from './fleet.js'
 import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
 
@@ -147,26 +146,10 @@ async function endToEnd(work: string, agents: number, rounds: number) {
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir, { recursive: true })
   const hub = await startHubProcess(hubDir)
-  const fleets: Array<ReturnType<typeof startFleet>> = []
+  const fleets: Fleet[] = []
   try {
     const devices = await provision(hub, agents, 'jobs')
-    // Two fleet processes, one per core.
-    const halves = [devices.slice(0, Math.ceil(agents / 2)), devices.slice(Math.ceil(agents / 2))].filter((h) => h.length > 0)
-    for (const [i, part] of halves.entries()) {
-      const spec: FleetSpec = {
-        hub: `mqtt://127.0.0.1:${hub.mqttPort}`, dataDir: join(work, `agents-${i}`), devices: part, reportEveryMs: 1000, staggerMs: 3000,
-        agent: { builtinSensors: false, sampleIntervalMs: 0, keepaliveSec: 60 },
-      }
-      const specPath = join(work, `fleet-${i}.json`)
-      writeFileSync(specPath, JSON.stringify(spec))
-      fleets.push(startFleet(specPath))
-    }
-    const online = async () => (await hub.api<{ devices: { online: number } }>('GET', '/healthz')).body.devices.online
-    const deadline = Date.now() + 120_000
-    while ((await online()) < agents) {
-      if (Date.now() > deadline) throw new Error(`only ${await online()} of ${agents} agents came online in 120 s`)
-      await sleep(250)
-    }
+    await startIdleFleets(hub, work, devices, fleets)
     const results: Array<{ totalMs: number; p50Ms: number; p99Ms: number; hubCpuPct: number }> = []
     for (let r = 0; r < rounds; r++) {
       const cpu0 = cpuMs(hub.pid)
