@@ -53,7 +53,9 @@ describe('a schedule firing every second', () => {
     for (const t of ticks) {
       expect(t % 1000).toBe(0)
       expect(t).toBeGreaterThanOrEqual(Math.floor(t0 / 1000) * 1000)
-      expect(t).toBeLessThanOrEqual(t1)
+      // node-cron may run a tick's callback a few ms before its second (seen: 16 ms), so the
+      // last tick can be stamped just after t1; never a whole second after.
+      expect(t).toBeLessThan(t1 + 1000)
     }
     // ...and no second was skipped while a hub was up (one hub always was).
     for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBe(1000)
