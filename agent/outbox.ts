@@ -237,8 +237,13 @@ export class Outbox {
     return this.newest
   }
 
+  /** Rows the hub has not acknowledged yet; no query (the sender puts it in every batch). */
+  get backlogRows(): number {
+    return this.rows.telemetry + this.rows.event
+  }
+
   stats(): OutboxStats {
-    const backlogRows = this.rows.telemetry + this.rows.event
+    const backlogRows = this.backlogRows
     return {
       backlogRows,
       backlogBytes: this.bytes.telemetry + this.bytes.event,

@@ -89,8 +89,8 @@ export class Sender {
     this.options = options
     const { deviceId, storeId } = options
     this.topicByKind = { telemetry: topics.telemetry(deviceId), event: topics.events(deviceId) }
-    // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping. `prev` and the
-    // items follow each head.
+    // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping. `prev` and
+    // the items follow each head, and `backlog` closes the batch.
     this.headByKind = {
       telemetry: `{"type":"telemetry","v":1,"storeId":"${storeId}","prev":`,
       event: `{"type":"events","v":1,"storeId":"${storeId}","prev":`,
@@ -262,7 +262,9 @@ export class Sender {
       count++
       last = row.seq
     }
-    payload += ']}'
+    // backlog: the unacknowledged rows besides this batch's (the outbox keeps the count in memory),
+    // so an agent that keeps up reports 0; it goes last because the batch's size is known only now.
+    payload += '],"backlog":' + String(Math.max(0, this.outbox.backlogRows - count)) + '}'
     if (!this.transport.publish(this.topicByKind[kind], payload)) return undefined
     this.batchesSent++
     this.rowsSent += count

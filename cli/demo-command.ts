@@ -121,6 +121,7 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
       '',
       `rollcall demo: hub + ${count} simulated devices (Ctrl-C stops everything)`,
       '',
+      `  dashboard     ${api}/ui/   (paste the token below to log in)`,
       `  MQTT broker   mqtt://127.0.0.1:${running.mqttPort}`,
       `  HTTP API      ${api}   (health: ${api}/healthz)`,
       `  admin token   ${running.adminToken}`,

@@ -33,6 +33,7 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
   const lines = [
     `rollcall hub ${config.host}  mqtt://${config.host}:${running.mqttPort}  http://${config.host}:${running.httpPort}`,
     `  data: ${config.dataDir}`,
+    `  dashboard: http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${running.httpPort}/ui/   API reference: /api/docs   metrics: /metrics`,
   ]
   if (running.adminTokenCreated) {
     lines.push(`  admin token (shown once; also in ${running.adminTokenPath}, mode 0600):`, `    ${running.adminToken}`)

@@ -54,6 +54,8 @@ export interface CommandsDeps {
   readonly publish: (topic: string, payload: Buffer) => Promise<void>
   readonly clock: Clock
   readonly logger: Logger
+  /** Called once per command sent, when it ends, with how and its send-to-outcome time (a metric's histogram). */
+  readonly observeDuration?: (outcome: CommandOutcome['status'], ms: number) => void
 }
 
 export interface CommandSpec {
@@ -170,6 +172,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     ids?.delete(id)
     if (ids?.size === 0) byDevice.delete(p.deviceId)
     store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null)
+    deps.observeDuration?.(outcome.status, outcome.durationMs)
     p.settle(outcome)
   }
 

@@ -58,6 +58,10 @@ export const HubConfigSchema = Type.Object({
   commandRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
   /** GET /metrics answers without the admin token (for a Prometheus on a trusted network). */
   metricsPublic: Type.Boolean(),
+  /** Live streams (GET /api/live: dashboard tabs) open at once. */
+  liveMaxStreams: Type.Integer({ minimum: 1, maximum: 10_000 }),
+  /** How often the live feed sends what changed, in ms. */
+  liveTickMs: Type.Integer({ minimum: 50, maximum: 60_000 }),
 }, { additionalProperties: false })
 
 export type HubConfig = Readonly<Static<typeof HubConfigSchema>>
@@ -95,6 +99,8 @@ export const HUB_DEFAULTS: HubConfig = {
   commandGroupConcurrency: 500,
   commandRetentionDays: 30,
   metricsPublic: false,
+  liveMaxStreams: 100,
+  liveTickMs: 1000,
 }
 
 const check = Compile(HubConfigSchema)

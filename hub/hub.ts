@@ -22,7 +22,8 @@ import { createSchedules } from './schedules.js'
 import { createCommands } from './commands.js'
 import { loadOrCreateAdminToken } from './admin-token.js'
 import { buildApi } from './api/app.js'
-import { createHubMetrics } from './metrics.js'
+import { createHubHistograms, createHubMetrics } from './metrics.js'
+import { createLiveFeed } from './live-feed.js'
 import type { HubServices } from './services.js'
 import { VERSION } from '../common/version.js'
 
@@ -82,7 +83,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const db = openHubDb(join(config.dataDir, 'hub.db'))
     releasers.push(() => { db.close() })
 
-    const writer = createWriter(db, { flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows }, log.child({ component: 'writer' }))
+    // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
+    const histograms = createHubHistograms()
+    const writer = createWriter(db, { flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())
 
     const registry = createRegistry(db)
@@ -142,6 +145,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
       capabilities: (id) => presence.get(id)?.info.capabilities ?? [],
       publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }),
+      observeDuration: histograms.command,
     })
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
     schedules.start()
@@ -160,6 +164,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         isRegistered: registered,
         jobs: jobs.ingress,
         commands: { response: (deviceId, m) => { commands.response(deviceId, m) } },
+        observeTelemetryBatch: histograms.telemetryBatch,
       },
     )
 
@@ -220,6 +225,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       return { total, online, offline: total - online }
     }
 
+    // The dashboard's live stream: it runs a timer only while a stream is open.
+    const live = createLiveFeed({ tickMs: config.liveTickMs, lastSeenStepMs: 5000, jobsShown: 50 }, {
+      registry, presence, telemetry, jobs, clock, logger: log.child({ component: 'live' }),
+    })
+
     const services: HubServices = {
       clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands,
       addDevice(id, group) {
@@ -251,6 +261,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         jobs: jobs.stats(),
         commands: commands.stats(),
         deadLetters: deadLetters.countsByReason(),
+        backlog: presence.backlogTotals(),
+        live: { streams: live.subscribers },
         memory: process.memoryUsage(),
       }),
     }
@@ -258,10 +270,16 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const metrics = createHubMetrics({
       ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
-    })
+      backlog: () => presence.backlogTotals(), liveStreams: () => live.subscribers,
+    }, histograms)
     releasers.push(() => { metrics.close() })
-    const api = buildApi(services, { adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic })
+    const api = buildApi(services, {
+      adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic,
+      live: { feed: live, maxStreams: config.liveMaxStreams, maxBufferedBytes: 4 * 1024 * 1024 },
+    })
     releasers.push(() => api.close())
+    // Before the API closes: open streams end, so closing does not wait for them.
+    releasers.push(() => { live.close() })
     // Before the API closes (releasers run last-in first-out): commands in flight end now, so
     // their callers get an answer instead of holding the server open until their deadlines.
     releasers.push(async () => {

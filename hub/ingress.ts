@@ -35,6 +35,8 @@ export interface IngressDeps {
   readonly jobs: JobIngress
   /** A device's reply to a command. */
   readonly commands: { response(deviceId: string, message: CommandResponse, now: number): void }
+  /** Samples in each telemetry batch received (a metric's histogram); must be cheap, it runs per batch. */
+  readonly observeTelemetryBatch?: (samples: number) => void
 }
 
 /** What ingress hands the job dispatcher: pulls and execution updates, already decoded. */
@@ -87,11 +89,12 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
     switch (m.type) {
       case 'telemetry':
         telemetry.storeSamples(deviceId, m.storeId, m.prev ?? 0, now, m.samples)
-        presence.touch(deviceId, now)
+        presence.touch(deviceId, now, m.backlog)
+        deps.observeTelemetryBatch?.(m.samples.length)
         return
       case 'events':
         telemetry.storeEvents(deviceId, m.storeId, m.prev ?? 0, now, m.events)
-        presence.touch(deviceId, now)
+        presence.touch(deviceId, now, m.backlog)
         return
       case 'birth':
         if (!deps.isRegistered(deviceId)) return

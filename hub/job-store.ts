@@ -224,6 +224,8 @@ export function createJobStore(db: Db) {
       "SELECT e.state, count(*) AS n FROM jobs j JOIN executions e ON e.job_id = j.id WHERE j.status = 'active' GROUP BY e.state"),
     hasOpen: db.prepare<[string], number>("SELECT 1 FROM executions WHERE job_id = ? AND state IN ('queued', 'in_progress') LIMIT 1").pluck(),
     openOfDevice: db.prepare<[string], ExecRow>("SELECT * FROM executions WHERE device_id = ? AND state IN ('queued', 'in_progress')"),
+    recentOfDevice: db.prepare<[string, number], ExecRow & { job_name: string }>(
+      'SELECT e.*, j.name AS job_name FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.device_id = ? ORDER BY e.key DESC LIMIT ?'),
     // Executions and their history go with the job (ON DELETE CASCADE).
     pruneFinished: db.prepare<[number, number]>(
       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status != 'active' AND finished_at < ? ORDER BY finished_at LIMIT ?)"),
@@ -330,6 +332,8 @@ export function createJobStore(db: Db) {
     hasOpen: (jobId: string): boolean => s.hasOpen.get(jobId) !== undefined,
     /** A device's executions that are still queued or in progress, of any job. */
     openOfDevice: (deviceId: string): ExecRow[] => s.openOfDevice.all(deviceId),
+    /** A device's executions of any job, newest first, with the job's name. */
+    recentOfDevice: (deviceId: string, limit: number): Array<ExecRow & { job_name: string }> => s.recentOfDevice.all(deviceId, limit),
     history: (execKey: number): HistoryView[] => s.history.all(execKey),
     /** Deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
     pruneFinished: (cutoff: number, limit: number): number => s.pruneFinished.run(cutoff, limit).changes,

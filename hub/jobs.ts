@@ -594,6 +594,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     return { ...store.execView(row), history: store.history(row.key) }
   }
 
+  /** A device's latest executions of any job, newest first, each with its job's name. */
+  function executionsOfDevice(deviceId: string, limit: number): Array<ExecutionView & { jobName: string }> {
+    return store.recentOfDevice(deviceId, limit).map((r) => ({ ...store.execView(r), jobName: r.job_name }))
+  }
+
   /**
    * Retention: deletes jobs that finished (completed, canceled, aborted)
    * before `cutoff`, a few at a time so the event loop keeps serving. An
@@ -637,6 +642,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       sweepTimer = undefined
     },
     stats: (): JobStats => ({ ...stats }),
+    executionsOfDevice,
     /** Executions of active jobs by state, read now. */
     activeExecutions: () => store.activeStateCounts(),
   }

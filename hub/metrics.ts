@@ -1,17 +1,22 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { BrokerStats } from '../broker/types.js'
+import { LIMITS } from '../protocol/limits.js'
 import type { IngestCounters } from './telemetry-store.js'
 import type { WriterStats } from './writer.js'
-import type { CommandStats } from './commands.js'
+import type { CommandOutcome, CommandStats } from './commands.js'
 import type { JobStats } from './jobs.js'
 
 /**
- * The hub's Prometheus metrics (issue #6). Nothing here runs on the hot paths:
- * every metric reads the counters its owner already keeps (the same ones
- * /api/stats shows) in a `collect()` callback, at scrape time. Names follow
- * the /api/stats fields, snake_cased under `rollcall_<part>_`, so a log line,
- * a stats field and a metric read alike; counters end in `_total` and
- * durations are in seconds. docs/metrics.md lists every metric.
+ * The hub's Prometheus metrics (issue #6). The counters and gauges cost
+ * nothing on the hot paths: each reads the counters its owner already keeps
+ * (the same ones /api/stats shows) in a `collect()` callback, at scrape time.
+ * The histograms are the exception (a distribution cannot be read back from a
+ * counter): the writer, ingress and commands call an observer once per
+ * commit, telemetry batch and command, which walks a short fixed list of
+ * bucket bounds (createHubHistograms). Names follow the /api/stats fields,
+ * snake_cased under `rollcall_<part>_`, so a log line, a stats field and a
+ * metric read alike; counters end in `_total` and durations are in seconds.
+ * docs/metrics.md lists every metric.
  *
  * Each hub has its own registry, never prom-client's global one, so several
  * hubs in one process (the tests, the simulator) do not clash.
@@ -27,6 +32,10 @@ export interface MetricSources {
   readonly jobs: () => JobStats
   /** Executions of the jobs still active, by state. */
   readonly executions: () => Readonly<Record<string, number>>
+  /** Agents' outbox backlogs as last reported: devices above 0, their sum, the largest. */
+  readonly backlog: () => { readonly devices: number; readonly rows: number; readonly max: number }
+  /** Live streams open now (dashboard pages). */
+  readonly liveStreams: () => number
 }
 
 export interface HubMetrics {
@@ -40,9 +49,13 @@ export interface HubMetrics {
 
 export const METRIC_PREFIX = 'rollcall_'
 
-export function createHubMetrics(sources: MetricSources): HubMetrics {
+export function createHubMetrics(sources: MetricSources, histograms: HubHistograms): HubMetrics {
+  // Made now, not at the first scrape: prom-client counts CPU from when the
+  // process metrics were made, so the first scrape already shows the start-up.
+  processRegistry()
   const register = new Registry()
   const m = metricsOn(register)
+  for (const h of histograms.metrics) register.registerMetric(h)
 
   // Only online and offline: a "total" series would double any sum over the label.
   m.gaugeBy('devices', 'Registered devices by presence.', 'status', () => {
@@ -76,6 +89,14 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
   m.gauge('writer_last_commit_seconds', 'Duration of the last group commit.', () => writer().lastCommitMs / 1000)
   m.gauge('writer_last_commit_rows', 'Rows written by the last group commit.', () => writer().lastCommitWeight)
 
+  // Sums over devices, never one series per device: a fleet of thousands would be thousands of series.
+  const backlog = sources.backlog
+  m.gauge('agent_outbox_backlog_rows', 'Outbox rows not yet acknowledged, summed over agents, as each last reported.', () => backlog().rows)
+  m.gauge('agent_outbox_backlog_max_rows', 'The largest outbox backlog an agent last reported, in rows.', () => backlog().max)
+  m.gauge('agents_with_backlog', 'Agents whose last reported outbox backlog was above 0.', () => backlog().devices)
+
+  m.gauge('live_streams', 'Live update streams open now (GET /api/live: dashboard pages).', () => sources.liveStreams())
+
   m.counterBy('dead_letters_total', 'Payloads the hub could not accept, by reason (counted since the hub started, even when rows are pruned).', 'reason', () => sources.deadLetters())
 
   const commands = sources.commands
@@ -108,6 +129,61 @@ export function createHubMetrics(sources: MetricSources): HubMetrics {
     // The process's metrics are the process's, whatever hub asks: one set, merged into each scrape.
     scrape: () => Registry.merge([processRegistry(), register]).metrics(),
     close: () => { register.clear() },
+  }
+}
+
+/**
+ * The observers the hot paths call (as callbacks: the writer, ingress and
+ * commands do not import prom-client). Made before those parts, which take
+ * them when they are created; createHubMetrics registers the histograms on the
+ * hub's registry.
+ */
+export interface HubHistograms {
+  /** A group commit that succeeded: its duration and rows. */
+  readonly commit: (ms: number, rows: number) => void
+  /** A telemetry batch received: its samples. */
+  readonly telemetryBatch: (samples: number) => void
+  /** A command sent to a device ended: how, and its send-to-outcome time. */
+  readonly command: (outcome: CommandOutcome['status'], ms: number) => void
+  /** For createHubMetrics. */
+  readonly metrics: readonly Metric[]
+}
+
+export function createHubHistograms(): HubHistograms {
+  // Not registered here: createHubMetrics puts them on the hub's own registry.
+  const registers: Registry[] = []
+  const commitSeconds = new Histogram({
+    name: METRIC_PREFIX + 'writer_commit_seconds', help: 'Duration of each group commit that succeeded.', registers,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+  })
+  const commitRows = new Histogram({
+    name: METRIC_PREFIX + 'writer_commit_rows', help: 'Rows written by each group commit that succeeded (the ingest batch size as the database sees it).', registers,
+    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000],
+  })
+  const batchSamples = new Histogram({
+    name: METRIC_PREFIX + 'ingest_batch_samples', help: 'Samples in each telemetry batch received (stored, duplicate or refused).', registers,
+    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, LIMITS.maxSamplesPerBatch],
+  })
+  const commandSeconds = new Histogram({
+    name: METRIC_PREFIX + 'command_duration_seconds', help: 'Time from sending a command to its outcome, by outcome (sent commands only).', registers,
+    labelNames: ['outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  })
+  // Each outcome's series exists from the start: a series that appears later hides its first increase from rate().
+  const series = (outcome: CommandOutcome['status']) => {
+    commandSeconds.zero({ outcome })
+    return commandSeconds.labels({ outcome })
+  }
+  const byOutcome: Record<CommandOutcome['status'], { observe(value: number): void }> = {
+    succeeded: series('succeeded'), failed: series('failed'), timed_out: series('timed_out'), disconnected: series('disconnected'),
+  }
+  return {
+    commit: (ms, rows) => {
+      commitSeconds.observe(ms / 1000)
+      commitRows.observe(rows)
+    },
+    telemetryBatch: (samples) => { batchSamples.observe(samples) },
+    command: (outcome, ms) => { byOutcome[outcome].observe(ms / 1000) },
+    metrics: [commitSeconds, commitRows, batchSamples, commandSeconds],
   }
 }
 

@@ -27,12 +27,19 @@ export interface PresenceView {
   readonly epoch: number | null
   readonly reachable: boolean
   readonly lastSeen: number | null
+  /**
+   * Outbox rows the device reported not yet acknowledged, in its last batch
+   * that carried the figure (null: it never has, e.g. an older agent). Live:
+   * kept in memory only, and kept as last reported across births and
+   * disconnects (an offline device's outbox is still there).
+   */
+  readonly backlog: number | null
   readonly info: DeviceInfo
 }
 
 export interface HistoryEntry { readonly ts: number; readonly status: string; readonly reason: string; readonly epoch: number | null }
 
-interface Entry { state: PresenceState; lastSeen: number | null; info: DeviceInfo }
+interface Entry { state: PresenceState; lastSeen: number | null; backlog: number | null; info: DeviceInfo }
 
 interface PresenceRow {
   device_id: string; status: 'online' | 'offline'; reason: string; since: number; epoch: number | null; last_seen: number | null
@@ -69,6 +76,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     entries.set(r.device_id, {
       state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, storeId: r.store_id, birthConnId: null },
       lastSeen: r.last_seen,
+      backlog: null,
       info: { agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id, capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [] },
     })
   }
@@ -76,7 +84,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   function entryOf(deviceId: string, at: number): Entry {
     let e = entries.get(deviceId)
     if (!e) {
-      e = { state: initialPresence(at), lastSeen: null, info: NO_INFO }
+      e = { state: initialPresence(at), lastSeen: null, backlog: null, info: NO_INFO }
       entries.set(deviceId, e)
     }
     return e
@@ -118,7 +126,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   function view(deviceId: string, e: Entry): PresenceView {
     return {
       deviceId, status: e.state.status, reason: e.state.reason, since: e.state.since, epoch: e.state.epoch,
-      reachable: isReachable(e.state), lastSeen: e.lastSeen, info: e.info,
+      reachable: isReachable(e.state), lastSeen: e.lastSeen, backlog: e.backlog, info: e.info,
     }
   }
 
@@ -128,11 +136,15 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     hubStarted(at: number): void {
       for (const id of [...entries.keys()]) apply(id, { type: 'hubStart', at })
     },
-    /** Telemetry arrived: cheap in-memory update, persisted by `flushLastSeen`. */
-    touch(deviceId: string, at: number): void {
+    /**
+     * Telemetry arrived: cheap in-memory update, persisted by `flushLastSeen`.
+     * `backlog` is the batch's outbox figure, when it carried one.
+     */
+    touch(deviceId: string, at: number, backlog?: number): void {
       const e = entries.get(deviceId)
       if (!e) return
       e.lastSeen = at
+      if (backlog !== undefined) e.backlog = backlog
       touched.add(deviceId)
     },
     flushLastSeen(): void {
@@ -155,6 +167,19 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       let online = 0
       for (const e of entries.values()) if (e.state.status === 'online') online++
       return { online, offline: entries.size - online }
+    },
+    /** Backlogs as last reported: devices whose figure is above 0, their sum, the largest. */
+    backlogTotals(): { devices: number; rows: number; max: number } {
+      let devices = 0
+      let rows = 0
+      let max = 0
+      for (const e of entries.values()) {
+        if (e.backlog === null || e.backlog === 0) continue
+        devices++
+        rows += e.backlog
+        if (e.backlog > max) max = e.backlog
+      }
+      return { devices, rows, max }
     },
     history(deviceId: string, sinceMs: number, limit: number): HistoryEntry[] {
       // Read your writes: a change decided in memory a moment ago is in the history too.

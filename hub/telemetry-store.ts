@@ -33,6 +33,9 @@ export interface SampleRow { readonly sensor: string; readonly ts: number; reado
 export interface EventRow { readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string; readonly data: unknown }
 export interface BucketRow { readonly sensor: string; readonly ts: number; readonly count: number; readonly avg: number; readonly min: number; readonly max: number }
 
+/** Samples of one device just committed, for live views (the dashboard). */
+export type SampleListener = (samples: readonly SampleRow[]) => void
+
 export interface IngestCounters {
   samplesStored: number
   samplesDuplicate: number
@@ -137,6 +140,20 @@ export function createTelemetryStore(db: Db, writer: Writer) {
   })
   writer.onRollback(() => { pendingAcks = new Map() })
 
+  // Live watchers per device. A batch of an unwatched device pays one Map lookup.
+  const watchers = new Map<string, Set<SampleListener>>()
+
+  /** A watcher's failure must not stop the acks and other after-commit steps. */
+  function notify(deviceId: string, fresh: readonly SampleRow[]): void {
+    for (const listener of watchers.get(deviceId) ?? []) {
+      try {
+        listener(fresh)
+      } catch {
+        // The watcher is a live view; it resynchronises from the stored rows.
+      }
+    }
+  }
+
   function counted(kind: 'samples' | 'events', stored: number, duplicate: number): void {
     counters.batches++
     if (kind === 'samples') {
@@ -168,10 +185,13 @@ export function createTelemetryStore(db: Db, writer: Writer) {
         const dk = deviceKeyOf(deviceId)
         let top = mark
         let stored = 0
+        const watched = kind === 'samples' ? watchers.get(deviceId) : undefined
+        const fresh: SampleRow[] | undefined = watched && []
         if (kind === 'samples') {
           for (const s of items as readonly Sample[]) {
             if (s.seq <= mark) continue
             stmts.insertSample.run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
+            fresh?.push({ sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
             top = s.seq
             stored++
           }
@@ -190,6 +210,7 @@ export function createTelemetryStore(db: Db, writer: Writer) {
         return () => {
           counted(kind, stored, items.length - stored)
           pendingAcks.set(id, { deviceId, storeId, upTo: top })
+          if (fresh && fresh.length > 0) notify(deviceId, fresh)
         }
       } catch (err) {
         failedStreams.add(id)
@@ -210,6 +231,19 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     /** Where acks go after each commit (the hub publishes them on telemetry/ack). */
     onAcks(sink: (acks: StoredAck[]) => void): void { ackSink = sink },
     counters: (): Readonly<IngestCounters> => ({ ...counters }),
+    /**
+     * Calls `listener` after each commit that stored new samples of the
+     * device (duplicates never reach it); returns the function that stops it.
+     */
+    watchSamples(deviceId: string, listener: SampleListener): () => void {
+      let set = watchers.get(deviceId)
+      if (!set) watchers.set(deviceId, set = new Set())
+      set.add(listener)
+      return () => {
+        set.delete(listener)
+        if (set.size === 0 && watchers.get(deviceId) === set) watchers.delete(deviceId)
+      }
+    },
     streamsOf: (deviceId: string) => stmts.streamsOf.all(deviceId).map((r) => ({ storeId: r.store_id, upTo: r.up_to, updatedAt: r.updated_at })),
     query(q: TelemetryQuery): SampleRow[] | BucketRow[] {
       if (q.bucketMs !== undefined) {

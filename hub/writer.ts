@@ -27,6 +27,11 @@ export interface WriterOptions {
    * no more packets, and TCP pushes back on the devices.
    */
   readonly maxBatchWeight: number
+  /**
+   * Called once after each commit that succeeded, with its duration and its
+   * weight (rows): the metrics' histograms. Must be cheap: it runs per commit.
+   */
+  readonly observeCommit?: (ms: number, rows: number) => void
 }
 
 export interface WriterStats {
@@ -73,9 +78,11 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     queuedWeight = 0
     const t0 = performance.now()
     let after: AfterCommit[] = []
+    let committed = false
     try {
       after = runAll(ops)
       stats.commits++
+      committed = true
     } catch (err) {
       stats.failedCommits++
       logger.error({ err, ops: ops.length, weight }, 'group commit failed; its writes are dropped and will be retried by their senders')
@@ -88,6 +95,9 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     }
     for (const hook of commitHooks) {
       try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
+    }
+    if (committed && options.observeCommit) {
+      try { options.observeCommit(stats.lastCommitMs, weight) } catch (err) { logger.error({ err }, 'commit observer failed') }
     }
   }
 

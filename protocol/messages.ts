@@ -17,6 +17,15 @@ const Seq = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 /** Milliseconds since the Unix epoch; bounded so a garbage clock cannot poison range queries. */
 const Timestamp = Type.Integer({ minimum: 0, maximum: 8_640_000_000_000 })
 const Epoch = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+/**
+ * Rows (telemetry and events) in the sender's outbox that the hub had not
+ * acknowledged when the batch was sent, besides this batch's own: how far the
+ * device is behind (issue #6); 0 for an agent that keeps up. Optional, so senders that do not keep count
+ * stay valid; the hub shows the last value it got. Added to v1 without a new
+ * version: a hub older than the field refuses batches carrying it (objects
+ * are closed), so hubs are upgraded before agents (docs/protocol.md).
+ */
+const Backlog = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 /** The ledger's store id: a random UUID made when the device's database is created. */
 const StoreId = Type.String({ minLength: 8, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' })
 
@@ -59,6 +68,7 @@ export const TelemetryBatch = Type.Object({
    * refuses this one, so a cumulative ack can never cover a gap.
    */
   prev: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  backlog: Type.Optional(Backlog),
   samples: Type.Array(Sample, { minItems: 1, maxItems: LIMITS.maxSamplesPerBatch }),
 }, { additionalProperties: false })
 export type TelemetryBatch = Static<typeof TelemetryBatch>
@@ -79,6 +89,7 @@ export const EventBatch = Type.Object({
   storeId: StoreId,
   /** As in a telemetry batch: telemetry and events share one sequence. */
   prev: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  backlog: Type.Optional(Backlog),
   events: Type.Array(DeviceEvent, { minItems: 1, maxItems: LIMITS.maxEventsPerBatch }),
 }, { additionalProperties: false })
 export type EventBatch = Static<typeof EventBatch>

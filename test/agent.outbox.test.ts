@@ -96,6 +96,8 @@ describe('outbox', () => {
     outbox.ackUpTo(upTo)
     expect(outbox.stats()).toMatchObject({ backlogRows: left, oldestSeq: oldest, newestSeq: 5 })
     expect(countInFile(ledger)).toEqual({ rows: left, bytes: outbox.stats().backlogBytes })
+    // The sender's figure for each batch: the same count, without a query.
+    expect(outbox.backlogRows).toBe(left)
   })
 
   it('never reuses a seq, even after the outbox was emptied and reopened', () => {
@@ -151,6 +153,7 @@ describe('outbox', () => {
       expect(s.backlogBytes).toBeGreaterThan(1_900)
       expect(s.droppedTelemetry + s.backlogRows).toBe(200)
       expect(countInFile(ledger)).toEqual({ rows: s.backlogRows, bytes: s.backlogBytes })
+      expect(outbox.backlogRows).toBe(s.backlogRows)
       // The survivors are the newest rows.
       expect(outbox.stats().newestSeq).toBe(200)
       expect(outbox.stats().oldestSeq).toBe(200 - s.backlogRows + 1)

@@ -203,6 +203,29 @@ describe('offline buffering', () => {
     expect(acker!.invalid).toEqual([])
   })
 
+  it('says in every batch how many rows its outbox holds unacknowledged besides the batch, 0 once it has caught up', async () => {
+    await setup()
+    await broker!.down()
+    // One batch in flight at a time, so each is sent after the ack of the one before.
+    const agent = makeAgent({ batchMaxSamples: 10, inflightBatches: 1 }, { sensors: countingSensors(5) })
+    await agent.start()
+    for (let i = 0; i < 6; i++) agent.sampleNow()
+    agent.emitEvent('test.marker', 'info', 'while offline')
+    expect(backlog(agent)).toBe(31)
+    expect(acker!.batchLog).toEqual([])
+
+    await broker!.up()
+    const storeId = agent.stats().storeId!
+    await waitFor('reconnected and drained', () => backlog(agent) === 0 && acker!.highWater(storeId) === 31)
+    expect(acker!.invalid).toEqual([])
+    expect(acker!.batchLog).toEqual([
+      { kind: 'telemetry', seqs: range(1, 10), backlog: 21 },
+      { kind: 'telemetry', seqs: range(11, 20), backlog: 11 },
+      { kind: 'telemetry', seqs: range(21, 30), backlog: 1 },
+      { kind: 'events', seqs: [31], backlog: 0 },
+    ])
+  })
+
   it('keeps trying with backoff while the hub is unreachable, and stops promptly', async () => {
     await setup()
     await broker!.down()

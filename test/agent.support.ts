@@ -127,6 +127,8 @@ export interface Acker {
   readonly invalid: string[]
   /** Batches received, per kind. */
   readonly batches: { telemetry: number; events: number }
+  /** Every batch in arrival order: its kind, seqs and the outbox backlog it reported. */
+  readonly batchLog: Array<{ kind: 'telemetry' | 'events'; seqs: number[]; backlog: number | undefined }>
   /** The largest telemetry/events payload seen, in bytes. */
   largestPayload: number
   /** When false, nothing is acked (the hub is "slow"); setting it true acks the current high-water marks. */
@@ -156,6 +158,7 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } 
     states: [],
     invalid: [],
     batches: { telemetry: 0, events: 0 },
+    batchLog: [],
     largestPayload: 0,
     autoAck: options.autoAck ?? true,
     async setAutoAck(on) {
@@ -188,6 +191,7 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } 
     if (m.type === 'telemetry' || m.type === 'events') {
       const items = m.type === 'telemetry' ? m.samples : m.events
       acker.batches[m.type]++
+      acker.batchLog.push({ kind: m.type, seqs: items.map((i) => i.seq), backlog: m.backlog })
       const h = hwm.get(m.storeId) ?? { deviceId, upTo: 0 }
       for (const item of items) {
         acker.received.push({ deviceId, storeId: m.storeId, kind: m.type, seq: item.seq, item: item })

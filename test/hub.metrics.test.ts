@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type Sample, type TelemetryAck } from '../protocol/index.js'
-import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
+import { startAgents, waitOnline } from './support/agents.js'
 
 /**
  * GET /metrics (issue #6): the text is checked as the Prometheus exposition
@@ -122,9 +123,9 @@ export function parsePrometheusText(text: string): Map<string, Family> {
   return families
 }
 
-/** The one sample of `name` whose labels include `labels`. */
+/** The one sample of `name` (a histogram's `_bucket`, `_sum` or `_count` too) whose labels include `labels`. */
 function valueOf(families: Map<string, Family>, name: string, labels: Record<string, string> = {}): number | undefined {
-  const family = families.get(name)
+  const family = families.get(name) ?? families.get(name.replace(/_(bucket|sum|count)$/, ''))
   const matches = family?.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)) ?? []
   if (matches.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${matches.length} series`)
   return matches[0]?.value
@@ -169,10 +170,11 @@ describe('hub /metrics', () => {
     await dev.subscribeAsync(topics.telemetryAck('met-1'), { qos: 1 })
     const samples = (from: number, to: number): Sample[] =>
       Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, ts: 1_700_000_000_000 + (from + i) * 1000, sensor: 'temp', value: from + i }))
-    // 15 samples stored; the second batch repeats 5..10, so 6 are duplicates.
-    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(1, 10) }), { qos: 1 })
+    // 15 samples stored; the second batch repeats 5..10, so 6 are duplicates. 21 samples
+    // arrived in 2 batches, each saying how many rows its outbox held: the last says 11.
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, backlog: 40, samples: samples(1, 10) }), { qos: 1 })
     await waitFor(() => acks.find((a) => a.upTo === 10), 'ack up to 10')
-    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(5, 15) }), { qos: 1 })
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, backlog: 11, samples: samples(5, 15) }), { qos: 1 })
     await waitFor(() => acks.find((a) => a.upTo === 15), 'ack up to 15')
     // Two payloads that do not decode: dead letters.
     await dev.publishAsync(topics.telemetry('met-1'), Buffer.from('not json'), { qos: 1 })
@@ -216,6 +218,30 @@ describe('hub /metrics', () => {
     expect(valueOf(m, 'rollcall_broker_connects_accepted_total')).toBe(1)
     expect(valueOf(m, 'rollcall_writer_commits_total')).toBeGreaterThan(0)
     expect(m.get('rollcall_writer_last_commit_seconds')?.type).toBe('gauge')
+    // Histograms: one observation per commit that succeeded, per telemetry batch received.
+    for (const name of ['rollcall_writer_commit_seconds', 'rollcall_writer_commit_rows', 'rollcall_ingest_batch_samples', 'rollcall_command_duration_seconds']) {
+      expect(m.get(name)?.type, name).toBe('histogram')
+    }
+    expect(valueOf(m, 'rollcall_writer_commit_seconds_count')).toBe(valueOf(m, 'rollcall_writer_commits_total'))
+    expect(valueOf(m, 'rollcall_writer_commit_rows_count')).toBe(valueOf(m, 'rollcall_writer_commits_total'))
+    expect(valueOf(m, 'rollcall_writer_commit_rows_sum')).toBeGreaterThanOrEqual(21)
+    expect(valueOf(m, 'rollcall_writer_commit_seconds_bucket', { le: '+Inf' })).toBe(valueOf(m, 'rollcall_writer_commit_seconds_count'))
+    expect(valueOf(m, 'rollcall_ingest_batch_samples_count')).toBe(2)
+    expect(valueOf(m, 'rollcall_ingest_batch_samples_sum')).toBe(21)
+    expect(valueOf(m, 'rollcall_ingest_batch_samples_bucket', { le: '5' })).toBe(0)
+    expect(valueOf(m, 'rollcall_ingest_batch_samples_bucket', { le: '10' })).toBe(1)
+    expect(valueOf(m, 'rollcall_ingest_batch_samples_bucket', { le: '25' })).toBe(2)
+    // Commands not sent (offline) have no duration; every sent outcome has its series from the start.
+    for (const outcome of ['succeeded', 'failed', 'timed_out', 'disconnected']) {
+      expect(valueOf(m, 'rollcall_command_duration_seconds_count', { outcome }), outcome).toBe(0)
+    }
+    expect(valueOf(m, 'rollcall_command_duration_seconds_count', { outcome: 'offline' })).toBeUndefined()
+    // Outbox backlog as last reported, summed over devices, no per-device series.
+    expect(valueOf(m, 'rollcall_agent_outbox_backlog_rows')).toBe(11)
+    expect(valueOf(m, 'rollcall_agent_outbox_backlog_max_rows')).toBe(11)
+    expect(valueOf(m, 'rollcall_agents_with_backlog')).toBe(1)
+    expect(hub.running.services.presence.get('met-1')?.backlog).toBe(11)
+    expect(hub.running.services.presence.get('met-2')?.backlog).toBeUndefined()
     expect(valueOf(m, 'rollcall_jobs_updates_total', { outcome: 'applied' })).toBe(0)
     // Process metrics, with the prefix.
     expect(valueOf(m, 'rollcall_process_cpu_user_seconds_total')).toBeGreaterThan(0)
@@ -224,6 +250,48 @@ describe('hub /metrics', () => {
     // The same counters as /api/stats: logs, stats and metrics read alike.
     const stats = await hub.api<{ ingest: { samplesStored: number; samplesDuplicate: number } }>('GET', '/api/stats')
     expect(stats.body.ingest).toMatchObject({ samplesStored: 15, samplesDuplicate: 6 })
+
+    // A batch without the figure (an older agent) leaves the last one; a batch saying 0 clears it.
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, samples: samples(16, 16) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 16), 'ack up to 16')
+    expect(valueOf(await scrape(), 'rollcall_agent_outbox_backlog_rows')).toBe(11)
+    await dev.publishAsync(topics.telemetry('met-1'), encode({ type: 'telemetry', v: 1, storeId, backlog: 0, samples: samples(17, 18) }), { qos: 1 })
+    await waitFor(() => acks.find((a) => a.upTo === 18), 'ack up to 18')
+    const after = await scrape()
+    expect(valueOf(after, 'rollcall_agent_outbox_backlog_rows')).toBe(0)
+    expect(valueOf(after, 'rollcall_agent_outbox_backlog_max_rows')).toBe(0)
+    expect(valueOf(after, 'rollcall_agents_with_backlog')).toBe(0)
+    expect(hub.running.services.presence.get('met-1')?.backlog).toBe(0)
+    expect(valueOf(after, 'rollcall_ingest_batch_samples_count')).toBe(4)
+    expect(valueOf(after, 'rollcall_ingest_batch_samples_sum')).toBe(24)
+  })
+
+  it('times the commands sent to a real agent, by outcome', async () => {
+    const tmp = tempDir('metrics-agent')
+    const token = await hub.addDevice('met-agent')
+    const [agent] = await startAgents(hub.mqttUrl, tmp.dir, [{ id: 'met-agent', token }])
+    try {
+      await waitOnline(hub, ['met-agent'])
+      const before = await scrape()
+      const durations: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const r = await hub.api<{ status: string; durationMs: number }>('POST', '/api/devices/met-agent/commands', { name: 'ping' })
+        expect([r.status, r.body.status]).toEqual([200, 'succeeded'])
+        durations.push(r.body.durationMs)
+      }
+      const m = await scrape()
+      const count = (x: typeof m, outcome: string) => valueOf(x, 'rollcall_command_duration_seconds_count', { outcome })!
+      expect(count(m, 'succeeded') - count(before, 'succeeded')).toBe(3)
+      expect(count(m, 'succeeded')).toBe(valueOf(m, 'rollcall_commands_total', { outcome: 'succeeded' }))
+      expect(count(m, 'failed') + count(m, 'timed_out') + count(m, 'disconnected')).toBe(0)
+      const sum = valueOf(m, 'rollcall_command_duration_seconds_sum', { outcome: 'succeeded' })! - valueOf(before, 'rollcall_command_duration_seconds_sum', { outcome: 'succeeded' })!
+      expect(sum).toBeCloseTo(durations.reduce((a, b) => a + b, 0) / 1000, 6)
+      // Loopback pings end within 30 s: every one is in a finite bucket.
+      expect(valueOf(m, 'rollcall_command_duration_seconds_bucket', { outcome: 'succeeded', le: '30' })).toBe(count(m, 'succeeded'))
+    } finally {
+      await agent!.stop()
+      tmp.remove()
+    }
   })
 
   it('answers without the token when the hub sets metricsPublic', async () => {

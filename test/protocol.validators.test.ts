@@ -36,10 +36,12 @@ describe('generated validators', () => {
       telemetry, { ...telemetry, samples: [] }, { ...telemetry, samples: [{ ...sample, seq: 0 }] }, { ...telemetry, samples: [{ ...sample, sensor: 'A B' }] },
       { ...telemetry, samples: [{ ...sample, value: 'x' }] }, { ...telemetry, samples: [{ ...sample, ts: 1.5 }] }, { ...telemetry, x: 1 },
       { ...telemetry, samples: Array(2001).fill(sample) }, { ...telemetry, storeId: 'ünïcödé-ïd' },
+      { ...telemetry, backlog: 0 }, { ...telemetry, backlog: 150 }, { ...telemetry, backlog: -1 }, { ...telemetry, backlog: 1.5 }, { ...telemetry, backlog: '3' },
     ]],
     ['EventBatch', EventBatchValidator, EventBatch, [
       events, { ...events, events: [{ ...event, data: { a: 1, b: [1, 'x'] } }] }, { ...events, events: [{ ...event, level: 'loud' }] },
       { ...events, events: [{ ...event, message: 'x'.repeat(1025) }] }, { ...events, events: [{ ...event, extra: true }] }, { ...events, events: [{ ...event, data: [] }] },
+      { ...events, backlog: 7 }, { ...events, backlog: -3 }, { ...events, backlog: 2.25 },
     ]],
     ['TelemetryAck', TelemetryAckValidator, TelemetryAck, [
       { type: 'telemetry.ack', v: 1, storeId, upTo: 0 }, { type: 'telemetry.ack', v: 1, storeId, upTo: -1 }, { type: 'telemetry.ack', v: 1, storeId },
@@ -58,6 +60,27 @@ describe('generated validators', () => {
     }
     expect(values.some((v) => generated.Check(v))).toBe(true)
     expect(values.some((v) => !generated.Check(v))).toBe(true)
+  })
+
+  it('takes an outbox backlog on telemetry and events batches: an integer from 0, optional', () => {
+    for (const [topic, batch] of [[topics.telemetry('dev-1'), telemetry], [topics.events('dev-1'), events]] as const) {
+      for (const backlog of [0, 1, 150, Number.MAX_SAFE_INTEGER]) {
+        const d = decode(topic, Buffer.from(JSON.stringify({ ...batch, backlog })))
+        expect(d.ok && d.message, `${batch.type} backlog ${backlog}`).toMatchObject({ type: batch.type, backlog })
+      }
+      const without = decode(topic, Buffer.from(JSON.stringify(batch)))
+      expect(without.ok).toBe(true)
+      expect(without.ok && 'backlog' in without.message).toBe(false)
+      const refused = (backlog: unknown) => {
+        const d = decode(topic, Buffer.from(JSON.stringify({ ...batch, backlog })))
+        return d.ok ? 'accepted' : d.error.message
+      }
+      expect(refused(-1)).toMatch(/\/backlog must be >= 0/)
+      expect(refused(1.5)).toMatch(/\/backlog must be integer/)
+      expect(refused(Number.MAX_SAFE_INTEGER + 2)).toMatch(/\/backlog must be <= 9007199254740991/)
+      expect(refused('12')).toMatch(/\/backlog must be integer/)
+      expect(refused(null)).toMatch(/\/backlog must be integer/)
+    }
   })
 
   it('keeps the field-level detail the hub stores with a dead letter', () => {

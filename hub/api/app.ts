@@ -11,6 +11,9 @@ import { opsRoutes } from './ops.js'
 import { commandRoutes } from './commands.js'
 import { scheduleRoutes } from './schedules.js'
 import { metricsRoute } from './metrics.js'
+import { liveRoutes, type LiveRouteOptions } from './live.js'
+import { dashboardRoutes } from './dashboard.js'
+import type { LiveFeed } from '../live-feed.js'
 import type { HubMetrics } from '../metrics.js'
 import type { HubServices } from '../services.js'
 
@@ -21,7 +24,16 @@ import type { HubServices } from '../services.js'
  * leave as `{ error: { code, message } }` with the status from the catalogue
  * in common/errors.ts.
  */
-export function buildApi(services: HubServices, options: { adminToken: string; logger: Logger; metrics?: HubMetrics; metricsPublic?: boolean }) {
+export interface ApiOptions {
+  readonly adminToken: string
+  readonly logger: Logger
+  readonly metrics?: HubMetrics
+  readonly metricsPublic?: boolean
+  /** The dashboard's live stream (GET /api/live); without it the route is absent. */
+  readonly live?: LiveRouteOptions & { readonly feed: LiveFeed }
+}
+
+export function buildApi(services: HubServices, options: ApiOptions) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
   // forceCloseConnections: stopping the hub closes keep-alive connections too, not only idle ones.
   const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024, forceCloseConnections: true })
@@ -55,6 +67,8 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
   // In a plugin, like every route, so that it is added after the docs plugin is loaded and is in the document.
   void app.register(async (open) => { open.get('/healthz', { schema: { summary: 'Health: the hub is up; no token needed' } }, async () => services.health()) })
   if (options.metrics) void app.register(metricsRoute(options.metrics, { authorized: options.metricsPublic ? undefined : authorized }))
+  // The dashboard's files are public (they hold no data); everything they show comes from /api with the token.
+  void app.register(dashboardRoutes())
 
   void app.register(async (api) => {
     api.addHook('onRequest', async (req) => {
@@ -68,6 +82,7 @@ export function buildApi(services: HubServices, options: { adminToken: string; l
     await api.register(commandRoutes(services))
     await api.register(jobRoutes(services))
     await api.register(scheduleRoutes(services))
+    if (options.live) await api.register(liveRoutes(options.live.feed, options.live))
   }, { prefix: '/api' })
 
   return app

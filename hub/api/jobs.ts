@@ -183,6 +183,17 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       },
     }, async (req) => s.jobs.cancel(req.params.id, req.body.reason))
 
+    app.get('/devices/:id/executions', {
+      schema: {
+        summary: "A device's latest executions of any job, newest first",
+        params: JobParams,
+        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
+      },
+    }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      return { deviceId: d.id, executions: s.jobs.executionsOfDevice(d.id, req.query.limit ?? 50) }
+    })
+
     app.get('/executions/:execId', {
       schema: { summary: 'Show one execution: a job on one device', params: Type.Object({ execId: Type.String({ maxLength: 160 }) }) },
     }, async (req) => s.jobs.execution(req.params.execId))

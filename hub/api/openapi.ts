@@ -30,6 +30,7 @@ const TAGS = [
   { name: 'schedules', description: 'Cron schedules that create jobs' },
   { name: 'observers', description: 'Read-only MQTT credentials for applications that watch the fleet' },
   { name: 'ops', description: "Dead letters, the hub's counters and health" },
+  { name: 'live', description: 'Live updates for the dashboard, as Server-Sent Events' },
 ] as const
 
 type Tag = (typeof TAGS)[number]['name']
@@ -39,6 +40,7 @@ const AREA_BY_PREFIX: ReadonlyArray<readonly [string, Tag]> = [
   ['/api/devices/:id/telemetry', 'telemetry'],
   ['/api/devices/:id/events', 'telemetry'],
   ['/api/devices/:id/commands', 'commands'],
+  ['/api/devices/:id/executions', 'jobs'],
   ['/api/devices', 'devices'],
   ['/api/commands', 'commands'],
   ['/api/jobs', 'jobs'],
@@ -49,6 +51,7 @@ const AREA_BY_PREFIX: ReadonlyArray<readonly [string, Tag]> = [
   ['/api/stats', 'ops'],
   ['/healthz', 'ops'],
   ['/metrics', 'ops'],
+  ['/api/live', 'live'],
 ]
 
 /** The one error shape (app.ts's error handler); the code list is the catalogue in common/errors.ts. */

@@ -1,0 +1,57 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { RollcallError } from '../../common/errors.js'
+import { isDeviceId } from '../../protocol/ids.js'
+import { parseTopics, type LiveFeed } from '../live-feed.js'
+
+export interface LiveRouteOptions {
+  /** Streams open at once; one more gets 503 rather than slowing the others. */
+  readonly maxStreams: number
+  /** A client this far behind (bytes buffered and not yet sent) is cut off; it reconnects to a snapshot. */
+  readonly maxBufferedBytes: number
+}
+
+/**
+ * GET /api/live: Server-Sent Events from the live feed (hub/live-feed.ts).
+ * It needs the admin token like the rest of /api, in the Authorization
+ * header: the dashboard reads the stream with fetch(), so the token never
+ * goes into a URL (and a server log). `curl -N` works the same way.
+ */
+export function liveRoutes(feed: LiveFeed, options: LiveRouteOptions): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.get('/live', {
+      schema: {
+        summary: 'Live updates as Server-Sent Events: fleet changes, jobs, and stored samples of chosen devices',
+        description: 'Events: `fleet` (snapshot of the devices), `devices` (rows that changed, ids removed), `jobs` (the newest jobs with their counts, when they change), '
+          + '`samples` (samples of a watched device, after they are stored) and `tick` (every second, with the hub clock). Send `Accept: text/event-stream`.',
+        querystring: Type.Object({ topics: Type.String({ maxLength: 1000, description: 'comma-separated: fleet, jobs, device:ID (up to 8 devices)' }) }),
+      },
+    }, async (req, reply) => {
+      let topics
+      try {
+        topics = parseTopics(req.query.topics, isDeviceId)
+      } catch (err) {
+        throw new RollcallError('BAD_REQUEST', `topics=${JSON.stringify(req.query.topics)}: ${(err as Error).message}`)
+      }
+      if (feed.subscribers >= options.maxStreams) {
+        throw new RollcallError('UNAVAILABLE', `${options.maxStreams} live streams are open already; close a dashboard tab or raise liveMaxStreams`)
+      }
+      const res = reply.raw
+      reply.hijack()
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        // Reverse proxies (nginx) would otherwise buffer the stream.
+        'x-accel-buffering': 'no',
+      })
+      res.write('retry: 2000\n\n')
+      const unsubscribe = feed.subscribe(topics, (event, data) => {
+        if (res.destroyed) return false
+        res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+        return res.writableLength <= options.maxBufferedBytes
+      }, () => { res.end() })
+      req.raw.once('close', unsubscribe)
+    })
+  }
+}
