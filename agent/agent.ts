@@ -99,7 +99,11 @@ export interface Agent {
 }
 
 /** What a device advertises in its birth; grows as the agent learns jobs and commands. */
-export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands'] as const
+/**
+ * What the birth advertises. "telemetry.backlog": this agent understands an
+ * ack's `accepts` and then reports its outbox backlog in each batch.
+ */
+export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog'] as const
 
 /** An event's JSON may not exceed this, so it always fits one batch under the payload cap. */
 export const MAX_EVENT_BYTES = 16 * 1024
@@ -222,7 +226,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
           log.debug({ storeId: message.storeId }, 'ignoring an ack for another store')
           return
         }
-        sender?.onAck(message.upTo)
+        sender?.onAck(message.upTo, message.accepts)
         return
       case 'jobs.notify':
         puller?.onNotify(message)

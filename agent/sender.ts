@@ -78,6 +78,8 @@ export class Sender {
   private awaitingHub = false
   private hubTimer: NodeJS.Timeout | undefined
   private ackTimer: NodeJS.Timeout | undefined
+  /** The hub's acks on this connection say it takes `backlog` (an older hub would refuse the batch). */
+  private hubTakesBacklog = false
   private unsubscribe: (() => void) | undefined
   private batchesSent = 0
   private rowsSent = 0
@@ -126,6 +128,7 @@ export class Sender {
    * answer within ackTimeoutMs is sent to anyway.
    */
   onConnected(): void {
+    this.hubTakesBacklog = false
     this.inflight = []
     this.sentAt = []
     this.sentUpTo = this.ackedUpTo
@@ -147,8 +150,12 @@ export class Sender {
     this.clearTimers()
   }
 
-  /** The hub's cumulative ack for this store. Backward or repeated acks are ignored. */
-  onAck(upTo: number): void {
+  /**
+   * The hub's cumulative ack for this store. Backward or repeated acks are
+   * ignored; `accepts` (the optional batch fields the hub takes) is kept from each.
+   */
+  onAck(upTo: number, accepts?: readonly string[]): void {
+    this.hubTakesBacklog = accepts?.includes('backlog') ?? false
     if (this.awaitingHub) {
       this.awaitingHub = false
       if (this.hubTimer) clearTimeout(this.hubTimer)
@@ -262,9 +269,12 @@ export class Sender {
       count++
       last = row.seq
     }
-    // backlog: the unacknowledged rows besides this batch's (the outbox keeps the count in memory),
-    // so an agent that keeps up reports 0; it goes last because the batch's size is known only now.
-    payload += '],"backlog":' + String(Math.max(0, this.outbox.backlogRows - count)) + '}'
+    // backlog: the rows behind this batch, not sent yet. Both terms bound it from above: the
+    // unacked rows but this batch's (too high by the batches in flight), and the seqs above this
+    // batch's last (too high only where the outbox dropped rows). It goes last: the batch's end is known only now.
+    payload += this.hubTakesBacklog
+      ? '],"backlog":' + String(Math.max(0, Math.min(this.outbox.backlogRows - count, this.outbox.newestSeq - last))) + '}'
+      : ']}'
     if (!this.transport.publish(this.topicByKind[kind], payload)) return undefined
     this.batchesSent++
     this.rowsSent += count

@@ -90,7 +90,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const registry = createRegistry(db)
     const presence = createPresenceStore(db, writer, log.child({ component: 'presence' }))
-    const telemetry = createTelemetryStore(db, writer)
+    const telemetry = createTelemetryStore(db, writer, log.child({ component: 'telemetry' }))
     const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
     presence.hubStarted(startedAt)
 
@@ -112,8 +112,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     releasers.push(() => broker.close())
 
+    // Acks tell agents that can read it which optional batch fields this hub takes (protocol/messages.ts, TelemetryAck).
+    const ACK_ACCEPTS = ['backlog']
     const publishAck = (a: StoredAck) => {
-      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo }), { qos: 1 })
+      const accepts = presence.hasCapability(a.deviceId, 'telemetry.backlog') ? { accepts: ACK_ACCEPTS } : {}
+      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts }), { qos: 1 })
         .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
@@ -275,7 +278,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     releasers.push(() => { metrics.close() })
     const api = buildApi(services, {
       adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic,
-      live: { feed: live, maxStreams: config.liveMaxStreams, maxBufferedBytes: 4 * 1024 * 1024 },
+      live: { feed: live, maxStreams: config.liveMaxStreams, maxBufferedBytes: 4 * 1024 * 1024, requireDevice: (id) => registry.requireDevice(id) },
     })
     releasers.push(() => api.close())
     // Before the API closes: open streams end, so closing does not wait for them.

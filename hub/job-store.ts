@@ -264,11 +264,18 @@ export function createJobStore(db: Db) {
     }
   }
 
+  // Counts every change to jobs and executions (a rolled-back one too, which only costs a reader a re-read):
+  // the live feed re-reads the job list only when it moved.
+  let version = 0
+
   return {
+    /** A number that changes whenever a job or an execution may have changed. */
+    version: (): number => version,
     /** Inserts the job; false when its (schedule, tick) already made one. */
     insertJob(job: NewJob): boolean {
       try {
         s.insertJob.run({ ...job, target: formatTarget(job.target), continuous: job.continuous ? 1 : 0 })
+        version++
         return true
       } catch (err) {
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && job.scheduleId !== null) return false
@@ -285,6 +292,7 @@ export function createJobStore(db: Db) {
         s.insertHistory.run(Number(info.lastInsertRowid), 1, 1, 'queued', now, 'hub', null)
         added.push(id)
       }
+      if (added.length > 0) version++
       return added
     },
 
@@ -296,6 +304,7 @@ export function createJobStore(db: Db) {
     activePaced: (): JobRow[] => s.activePaced.all(),
     setJobStatus(id: string, status: JobStatus, reason: string | null, finishedAt: number | null): void {
       s.setJobStatus.run(status, reason, finishedAt, id)
+      version++
     },
     setTat(jobId: string, tat: number): void {
       s.setTat.run(tat, jobId)
@@ -336,7 +345,11 @@ export function createJobStore(db: Db) {
     recentOfDevice: (deviceId: string, limit: number): Array<ExecRow & { job_name: string }> => s.recentOfDevice.all(deviceId, limit),
     history: (execKey: number): HistoryView[] => s.history.all(execKey),
     /** Deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
-    pruneFinished: (cutoff: number, limit: number): number => s.pruneFinished.run(cutoff, limit).changes,
+    pruneFinished(cutoff: number, limit: number): number {
+      const n = s.pruneFinished.run(cutoff, limit).changes
+      if (n > 0) version++
+      return n
+    },
 
     /**
      * The one way an execution changes: state, version + 1, the given
@@ -370,6 +383,7 @@ export function createJobStore(db: Db) {
       })
       if (info.changes !== 1) throw new Error(`execution ${row.key} changed under a transition (expected version ${row.version})`)
       s.insertHistory.run(row.key, next.version, next.attempt, to, now, source, detail)
+      version++
       return next
     },
 

@@ -643,6 +643,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     },
     stats: (): JobStats => ({ ...stats }),
     executionsOfDevice,
+    /** Changes whenever a job or an execution may have changed (the live feed's cue to re-read). */
+    version: () => store.version(),
     /** Executions of active jobs by state, read now. */
     activeExecutions: () => store.activeStateCounts(),
   }

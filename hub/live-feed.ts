@@ -20,7 +20,9 @@ import type { SampleRow, TelemetryStore } from './telemetry-store.js'
  * depends on what others were sent.
  *
  * Samples are pushed after the commit that stored them, duplicates never;
- * the feed holds no history, a view that reconnects reads the range again.
+ * the feed holds no history: the dashboard re-reads a device's range when
+ * its stream reconnects. The device list is re-read only when a device is
+ * added or removed, the job list only when a job or execution changed.
  */
 
 export interface FleetRow {
@@ -125,16 +127,38 @@ interface Subscriber {
   readonly send: LiveSend
   readonly end: () => void
   readonly unwatch: Array<() => void>
+  /** For a device-only stream: the rows it was last sent. */
+  watched: Map<string, FleetRow>
 }
 
 export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
   const subscribers = new Set<Subscriber>()
   let timer: NodeJS.Timeout | undefined
+  let closed = false
+  /** What fleet subscribers were last sent, shared by all of them. */
   let fleet = new Map<string, FleetRow>()
+  let jobsVersion = -1
   let jobsJson = ''
+  // The device list changes only when a device is added or removed: kept until then.
+  let devices: { version: number; list: DeviceRecord[] } | undefined
+
+  function deviceList(): DeviceRecord[] {
+    const version = deps.registry.devicesVersion()
+    if (devices?.version !== version) devices = { version, list: deps.registry.listDevices() }
+    return devices.list
+  }
 
   function readFleet(): FleetRow[] {
-    return deps.registry.listDevices().map((d) => fleetRow(d, deps.presence.get(d.id)))
+    return deviceList().map((d) => fleetRow(d, deps.presence.get(d.id)))
+  }
+
+  function readRows(ids: readonly string[]): FleetRow[] {
+    const out: FleetRow[] = []
+    for (const id of ids) {
+      const d = deps.registry.getDevice(id)
+      if (d) out.push(fleetRow(d, deps.presence.get(id)))
+    }
+    return out
   }
 
   function readJobs(): JobView[] {
@@ -159,33 +183,41 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
   }
 
   function tick(): void {
+    // A failure here (the database busy or closing) must not take the hub down: log it, try again next tick.
+    try {
+      tickInner()
+    } catch (err) {
+      deps.logger.error({ err }, 'live feed tick failed; it runs again at the next tick')
+    }
+  }
+
+  function tickInner(): void {
     const now = deps.clock.now()
-    const wantsFleet = [...subscribers].some((s) => s.topics.fleet || s.topics.devices.length > 0)
-    if (wantsFleet) {
+    const all = [...subscribers]
+    if (all.some((s) => s.topics.fleet)) {
       const d = diffFleet(fleet, readFleet(), options.lastSeenStepMs)
       fleet = d.next
       if (d.changed.length > 0 || d.removed.length > 0) {
-        for (const s of [...subscribers]) {
-          if (s.topics.fleet) {
-            deliver(s, 'devices', { now, changed: d.changed, removed: d.removed })
-          } else if (s.topics.devices.length > 0) {
-            const mine = d.changed.filter((r) => s.topics.devices.includes(r.id))
-            const gone = d.removed.filter((id) => s.topics.devices.includes(id))
-            if (mine.length > 0 || gone.length > 0) deliver(s, 'devices', { now, changed: mine, removed: gone })
-          }
-        }
+        for (const s of all) if (s.topics.fleet) deliver(s, 'devices', { now, changed: d.changed, removed: d.removed })
       }
     }
-    if ([...subscribers].some((s) => s.topics.jobs)) {
+    for (const s of all) {
+      if (s.topics.fleet || s.topics.devices.length === 0) continue
+      const d = diffFleet(s.watched, readRows(s.topics.devices), options.lastSeenStepMs)
+      s.watched = d.next
+      if (d.changed.length > 0 || d.removed.length > 0) deliver(s, 'devices', { now, changed: d.changed, removed: d.removed })
+    }
+    if (all.some((s) => s.topics.jobs) && deps.jobs.version() !== jobsVersion) {
+      jobsVersion = deps.jobs.version()
       const jobs = readJobs()
       const json = JSON.stringify(jobs)
       if (json !== jobsJson) {
         jobsJson = json
-        for (const s of [...subscribers]) if (s.topics.jobs) deliver(s, 'jobs', { now, jobs })
+        for (const s of all) if (s.topics.jobs) deliver(s, 'jobs', { now, jobs })
       }
     }
     // A heartbeat keeps idle streams from being closed by proxies, and tells the client the hub's clock.
-    for (const s of [...subscribers]) deliver(s, 'tick', { now })
+    for (const s of all) if (subscribers.has(s)) deliver(s, 'tick', { now })
   }
 
   return {
@@ -195,21 +227,25 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
      * subscriber (too slow, or the hub stopping). Returns the unsubscribe.
      */
     subscribe(topics: LiveTopics, send: LiveSend, end: () => void): () => void {
-      const s: Subscriber = { topics, send, end, unwatch: [] }
+      if (closed) {
+        end()
+        return () => {}
+      }
+      const s: Subscriber = { topics, send, end, unwatch: [], watched: new Map() }
       subscribers.add(s)
       const now = deps.clock.now()
-      if (topics.fleet || topics.devices.length > 0) {
+      if (topics.fleet) {
         // The snapshot is read now; the shared `fleet` map stays as last broadcast,
         // so the next diff may repeat a change this snapshot already holds (harmless).
         const rows = readFleet()
-        const shown = topics.fleet ? rows : rows.filter((r) => topics.devices.includes(r.id))
-        deliver(s, 'fleet', { now, devices: shown })
+        deliver(s, 'fleet', { now, devices: rows })
         if (fleet.size === 0) fleet = new Map(rows.map((r) => [r.id, r]))
+      } else if (topics.devices.length > 0) {
+        const rows = readRows(topics.devices)
+        s.watched = new Map(rows.map((r) => [r.id, r]))
+        deliver(s, 'fleet', { now, devices: rows })
       }
-      if (topics.jobs) {
-        const jobs = readJobs()
-        deliver(s, 'jobs', { now, jobs })
-      }
+      if (topics.jobs && subscribers.has(s)) deliver(s, 'jobs', { now, jobs: readJobs() })
       // The snapshot may already have been too much for a stuck client.
       if (!subscribers.has(s)) return () => {}
       for (const id of topics.devices) {
@@ -221,11 +257,16 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       timer.unref()
       return () => drop(s)
     },
-    /** Subscribers now (for /api/stats and tests). */
+    /** Subscribers now (for /api/stats, /metrics and tests). */
     get subscribers(): number { return subscribers.size },
-    /** Ends every stream; the hub calls it on stop. */
+    /** Whether the tick timer runs (tests: it must stop with the last subscriber). */
+    get running(): boolean { return timer !== undefined },
+    /** Ends every stream and refuses new ones; the hub calls it on stop. */
     close(): void {
+      closed = true
       for (const s of [...subscribers]) drop(s)
+      if (timer) clearInterval(timer)
+      timer = undefined
     },
   }
 }

@@ -91,7 +91,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
 
   // Sums over devices, never one series per device: a fleet of thousands would be thousands of series.
   const backlog = sources.backlog
-  m.gauge('agent_outbox_backlog_rows', 'Outbox rows not yet acknowledged, summed over agents, as each last reported.', () => backlog().rows)
+  m.gauge('agent_outbox_backlog_rows', 'Outbox rows waiting to be sent, summed over agents, as each last reported.', () => backlog().rows)
   m.gauge('agent_outbox_backlog_max_rows', 'The largest outbox backlog an agent last reported, in rows.', () => backlog().max)
   m.gauge('agents_with_backlog', 'Agents whose last reported outbox backlog was above 0.', () => backlog().devices)
 

@@ -159,6 +159,8 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       const e = entries.get(deviceId)
       return e ? view(deviceId, e) : undefined
     },
+    /** Whether the device's last birth advertised this capability (cheap: no view is made). */
+    hasCapability: (deviceId: string, capability: string): boolean => entries.get(deviceId)?.info.capabilities.includes(capability) ?? false,
     isReachable: (deviceId: string): boolean => {
       const e = entries.get(deviceId)
       return e !== undefined && isReachable(e.state)

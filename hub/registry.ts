@@ -30,7 +30,8 @@ export function createRegistry(db: Db) {
   const stmts = {
     insertDevice: db.prepare<[string, string | null, Buffer, number]>('INSERT INTO devices (id, grp, token_hash, created_at) VALUES (?, ?, ?, ?)'),
     getDevice: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
-    listDevices: db.prepare<[], DeviceRow>('SELECT * FROM devices ORDER BY id'),
+    // Without the token hashes: lists are read often (the API, the live feed).
+    listDevices: db.prepare<[], Omit<DeviceRow, 'token_hash'>>('SELECT id, grp, created_at FROM devices ORDER BY id'),
     countDevices: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM devices'),
     deleteDevice: db.prepare<[string]>('DELETE FROM devices WHERE id = ?'),
     setDeviceToken: db.prepare<[Buffer, string]>('UPDATE devices SET token_hash = ? WHERE id = ?'),
@@ -40,7 +41,9 @@ export function createRegistry(db: Db) {
     deleteObserver: db.prepare<[string]>('DELETE FROM observers WHERE name = ?'),
   }
 
-  const toDevice = (r: DeviceRow): DeviceRecord => ({ id: r.id, group: r.grp, createdAt: r.created_at })
+  /** Moves when a device is added or removed: readers of the list can keep it until then. */
+  let version = 0
+  const toDevice = (r: Omit<DeviceRow, 'token_hash'>): DeviceRecord => ({ id: r.id, group: r.grp, createdAt: r.created_at })
 
   function addDevice(id: string, group: string | null, now: number): { device: DeviceRecord; token: string } {
     if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id ${JSON.stringify(id)}: ${DEVICE_ID_RULE}`)
@@ -56,6 +59,7 @@ export function createRegistry(db: Db) {
       }
       throw err
     }
+    version++
     return { device: { id, group, createdAt: now }, token }
   }
 
@@ -74,6 +78,7 @@ export function createRegistry(db: Db) {
 
   function removeDevice(id: string): void {
     if (stmts.deleteDevice.run(id).changes === 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device "${id}"`)
+    version++
   }
 
   function addObserver(name: string, now: number): { observer: ObserverRecord; token: string } {
@@ -115,6 +120,8 @@ export function createRegistry(db: Db) {
     getDevice: (id: string): DeviceRecord | undefined => { const r = stmts.getDevice.get(id); return r ? toDevice(r) : undefined },
     requireDevice,
     listDevices: (): DeviceRecord[] => stmts.listDevices.all().map(toDevice),
+    /** Changes when a device is added or removed. */
+    devicesVersion: (): number => version,
     countDevices: (): number => stmts.countDevices.get()!.n,
     rotateDeviceToken,
     removeDevice,

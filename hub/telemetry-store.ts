@@ -1,6 +1,7 @@
 import type { Db } from '../common/sqlite.js'
 import type { DeviceEvent, Sample } from '../protocol/messages.js'
 import type { Writer } from './writer.js'
+import type { Logger } from '../common/logger.js'
 
 /**
  * Owns samples, device events, the interned device/sensor keys and the
@@ -46,7 +47,7 @@ export interface IngestCounters {
   gapsRefused: number
 }
 
-export function createTelemetryStore(db: Db, writer: Writer) {
+export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
   const stmts = {
     internDevice: db.prepare<[string]>('INSERT OR IGNORE INTO device_keys (id) VALUES (?)'),
     deviceKey: db.prepare<[string], { key: number }>('SELECT key FROM device_keys WHERE id = ?'),
@@ -148,8 +149,9 @@ export function createTelemetryStore(db: Db, writer: Writer) {
     for (const listener of watchers.get(deviceId) ?? []) {
       try {
         listener(fresh)
-      } catch {
-        // The watcher is a live view; it resynchronises from the stored rows.
+      } catch (err) {
+        // A live view's failure is its own; the acks after this commit still go out.
+        logger.error({ err, deviceId }, 'a sample watcher failed')
       }
     }
   }

@@ -18,12 +18,11 @@ const Seq = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 const Timestamp = Type.Integer({ minimum: 0, maximum: 8_640_000_000_000 })
 const Epoch = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 /**
- * Rows (telemetry and events) in the sender's outbox that the hub had not
- * acknowledged when the batch was sent, besides this batch's own: how far the
- * device is behind (issue #6); 0 for an agent that keeps up. Optional, so senders that do not keep count
- * stay valid; the hub shows the last value it got. Added to v1 without a new
- * version: a hub older than the field refuses batches carrying it (objects
- * are closed), so hubs are upgraded before agents (docs/protocol.md).
+ * Rows (telemetry and events) waiting in the sender's outbox behind this
+ * batch, not sent yet: how far the device is behind (issue #6); 0 for an
+ * agent that keeps up. Optional, and sent only to a hub whose acks list
+ * "backlog" in `accepts`: a hub older than the field would refuse the batch
+ * (objects are closed), so agents and hubs can be upgraded in any order.
  */
 const Backlog = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 /** The ledger's store id: a random UUID made when the device's database is created. */
@@ -100,6 +99,13 @@ export const TelemetryAck = Type.Object({
   v: Type.Literal(1),
   storeId: StoreId,
   upTo: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+  /**
+   * Optional batch fields this hub takes (so far only "backlog"). Sent only
+   * to devices whose birth lists the capability "telemetry.backlog", so an
+   * older agent never sees a field it would refuse; an agent sends the field
+   * only to a hub that said it takes it, so an older hub never sees one.
+   */
+  accepts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 16 })),
 }, { additionalProperties: false })
 export type TelemetryAck = Static<typeof TelemetryAck>
 

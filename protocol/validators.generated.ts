@@ -287,8 +287,8 @@ export const EventBatchValidator: Validator<EventBatch> = {
 
 export const TelemetryAckValidator: Validator<TelemetryAck> = {
   Check: (() => {
-    const External = [/^[A-Za-z0-9-]+$/u]
-    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "storeId" in value) && "upTo" in value) && Object.getOwnPropertyNames(value).length === 4) && ((((typeof value.type === "string" && value.type === "telemetry.ack") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.storeId === "string" && (((value.storeId.length >= 16 || (value.storeId.length >= 8 && Guard.CodePointCount(value.storeId) >= 8)) && (value.storeId.length <= 64 || (value.storeId.length <= 128 && Guard.CodePointCount(value.storeId) <= 64))) && External[0].test(value.storeId)))) && (Number.isInteger(value.upTo) && (!((Number.isFinite(value.upTo) || typeof value.upTo === "bigint")) || (value.upTo >= 0 && value.upTo <= 9007199254740991)))))));
+    const External = [/(^type$|^v$|^storeId$|^upTo$|^accepts$)/u, /^[A-Za-z0-9-]+$/u]
+    const check_0 = ((value) => ((typeof value === "object" && value !== null && !(Array.isArray(value))) && ((((("type" in value && "v" in value) && "storeId" in value) && "upTo" in value) && Object.getOwnPropertyNames(value).every((unique_0, unique_1) => ((External[0].test(unique_0) || false)))) && (((((typeof value.type === "string" && value.type === "telemetry.ack") && (Number.isFinite(value.v) && value.v === 1)) && (typeof value.storeId === "string" && (((value.storeId.length >= 16 || (value.storeId.length >= 8 && Guard.CodePointCount(value.storeId) >= 8)) && (value.storeId.length <= 64 || (value.storeId.length <= 128 && Guard.CodePointCount(value.storeId) <= 64))) && External[1].test(value.storeId)))) && (Number.isInteger(value.upTo) && (!((Number.isFinite(value.upTo) || typeof value.upTo === "bigint")) || (value.upTo >= 0 && value.upTo <= 9007199254740991)))) && (value.accepts === undefined || (!("accepts" in value) || (Array.isArray(value.accepts) && (value.accepts.every((unique_2, index) => ((typeof unique_2 === "string" && ((unique_2.length >= 2 || (unique_2.length >= 1 && Guard.CodePointCount(unique_2) >= 1)) && (unique_2.length <= 64 || (unique_2.length <= 128 && Guard.CodePointCount(unique_2) <= 64)))))) && value.accepts.length <= 16))))))));
     return (value) => check_0(value)
   })(),
   schema: {
@@ -318,6 +318,15 @@ export const TelemetryAckValidator: Validator<TelemetryAck> = {
         "type": "integer",
         "minimum": 0,
         "maximum": 9007199254740991
+      },
+      "accepts": {
+        "type": "array",
+        "items": {
+          "type": "string",
+          "minLength": 1,
+          "maxLength": 64
+        },
+        "maxItems": 16
       }
     },
     "additionalProperties": false

@@ -60,9 +60,9 @@ function backlog(agent: Agent): number {
   return agent.stats().outbox?.backlogRows ?? -1
 }
 
-async function setup(autoAck = true): Promise<void> {
+async function setup(autoAck = true, accepts?: string[]): Promise<void> {
   broker = await startBroker()
-  acker = await startAcker(broker, { autoAck })
+  acker = await startAcker(broker, { autoAck, ...(accepts ? { accepts } : {}) })
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
@@ -140,7 +140,7 @@ describe('agent streaming', () => {
     await agent.start()
     await waitFor('birth', () => acker!.states.length >= 1)
     const birth = acker!.states[0]!.message
-    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands'] })
+    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog'] })
     expect(birth.type === 'birth' && birth.agentVersion).toMatch(/^\d+\.\d+\.\d+/)
   })
 })
@@ -203,27 +203,41 @@ describe('offline buffering', () => {
     expect(acker!.invalid).toEqual([])
   })
 
-  it('says in every batch how many rows its outbox holds unacknowledged besides the batch, 0 once it has caught up', async () => {
-    await setup()
+  // 31 rows taken offline: 30 samples (5 sensors x 6) and an event, sent 10 to a batch.
+  async function backlogRun(inflightBatches: number, accepts: string[] | undefined) {
+    await setup(true, accepts)
     await broker!.down()
-    // One batch in flight at a time, so each is sent after the ack of the one before.
-    const agent = makeAgent({ batchMaxSamples: 10, inflightBatches: 1 }, { sensors: countingSensors(5) })
+    const agent = makeAgent({ batchMaxSamples: 10, inflightBatches }, { sensors: countingSensors(5) })
     await agent.start()
     for (let i = 0; i < 6; i++) agent.sampleNow()
     agent.emitEvent('test.marker', 'info', 'while offline')
     expect(backlog(agent)).toBe(31)
     expect(acker!.batchLog).toEqual([])
-
     await broker!.up()
     const storeId = agent.stats().storeId!
     await waitFor('reconnected and drained', () => backlog(agent) === 0 && acker!.highWater(storeId) === 31)
     expect(acker!.invalid).toEqual([])
-    expect(acker!.batchLog).toEqual([
-      { kind: 'telemetry', seqs: range(1, 10), backlog: 21 },
-      { kind: 'telemetry', seqs: range(11, 20), backlog: 11 },
-      { kind: 'telemetry', seqs: range(21, 30), backlog: 1 },
-      { kind: 'events', seqs: [31], backlog: 0 },
-    ])
+    return acker!.batchLog
+  }
+  const expectedLog = [
+    { kind: 'telemetry', seqs: range(1, 10), backlog: 21 },
+    { kind: 'telemetry', seqs: range(11, 20), backlog: 11 },
+    { kind: 'telemetry', seqs: range(21, 30), backlog: 1 },
+    { kind: 'events', seqs: [31], backlog: 0 },
+  ]
+
+  it('says in every batch how many rows wait behind it unsent, 0 once it has caught up, one batch in flight', async () => {
+    expect(await backlogRun(1, ['backlog'])).toEqual(expectedLog)
+  })
+
+  it('counts the rows behind the batch, not the batches in flight before it (four in flight)', async () => {
+    expect(await backlogRun(4, ['backlog'])).toEqual(expectedLog)
+  })
+
+  it('sends no backlog to a hub whose acks do not say it takes one (an older hub would refuse the batch)', async () => {
+    const log = await backlogRun(4, undefined)
+    expect(log.map((b) => b.seqs)).toEqual(expectedLog.map((b) => b.seqs))
+    expect(log.map((b) => b.backlog)).toEqual([undefined, undefined, undefined, undefined])
   })
 
   it('keeps trying with backoff while the hub is unreachable, and stops promptly', async () => {

@@ -142,7 +142,11 @@ export interface Acker {
 }
 
 /** Subscribes in-process (no socket), so it survives the broker's listener going down and up. */
-export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } = {}): Promise<Acker> {
+/**
+ * `accepts`: the optional batch fields the acker says it takes in each ack,
+ * like a hub of this version (["backlog"]); without it, it acks like an older hub.
+ */
+export async function startAcker(tb: TestBroker, options: { autoAck?: boolean; accepts?: string[] } = {}): Promise<Acker> {
   const { broker } = tb
   const hwm = new Map<string, { deviceId: string; upTo: number }>()
   // What the acker has told devices it holds: its answer to a birth.
@@ -169,7 +173,7 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean } 
     seqsOf: (storeId) => acker.received.filter((r) => r.storeId === storeId).map((r) => r.seq),
     publishAck: (deviceId, storeId, upTo) => {
       acked.set(storeId, Math.max(acked.get(storeId) ?? 0, upTo))
-      return publish(topics.telemetryAck(deviceId), encode({ type: 'telemetry.ack', v: 1, storeId, upTo }))
+      return publish(topics.telemetryAck(deviceId), encode({ type: 'telemetry.ack', v: 1, storeId, upTo, ...(options.accepts ? { accepts: options.accepts } : {}) }))
     },
     publishRaw: publish,
     async close() {

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type Sample } from '../protocol/index.js'
-import { diffFleet, parseTopics, type FleetRow } from '../hub/live-feed.js'
+import { createLiveFeed, diffFleet, parseTopics, type FleetRow } from '../hub/live-feed.js'
+import { silentLogger } from '../common/logger.js'
+import { systemClock } from '../common/clock.js'
 import { isDeviceId } from '../protocol/ids.js'
 import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
 
@@ -77,6 +79,7 @@ async function openStream(hub: TestHub, topicsParam: string, token = hub.running
   })
   const events: LiveEvent[] = []
   let ended = false
+  let clean = false
   if (res.ok && res.body) {
     void (async () => {
       let buffer = ''
@@ -84,7 +87,10 @@ async function openStream(hub: TestHub, topicsParam: string, token = hub.running
         const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
         for (;;) {
           const { value, done } = await reader.read()
-          if (done) break
+          if (done) {
+            clean = true
+            break
+          }
           buffer += value
           let cut: number
           while ((cut = buffer.indexOf('\n\n')) >= 0) {
@@ -101,7 +107,7 @@ async function openStream(hub: TestHub, topicsParam: string, token = hub.running
       ended = true
     })()
   }
-  return { res, events, ended: () => ended, close: () => controller.abort() }
+  return { res, events, ended: () => ended, endedCleanly: () => clean, close: () => controller.abort() }
 }
 
 const cleanups: Array<() => Promise<unknown> | void> = []
@@ -196,6 +202,9 @@ describe('GET /api/live', () => {
     const bad = await openStream(hub, 'fleet,gossip')
     expect(bad.res.status).toBe(400)
     expect((await bad.res.json() as { error: { message: string } }).error.message).toMatch(/unknown topic "gossip": topics are fleet, jobs and device:ID/)
+    const unknown = await openStream(hub, 'device:nobody-here')
+    expect(unknown.res.status).toBe(404)
+    expect((await unknown.res.json() as { error: { code: string } }).error.code).toBe('DEVICE_NOT_FOUND')
     const a = await openStream(hub, 'fleet')
     const b = await openStream(hub, 'jobs')
     cleanups.push(a.close, b.close)
@@ -215,13 +224,19 @@ describe('GET /api/live', () => {
     cleanups.push(d.close)
   })
 
-  it('ends open streams when the hub stops', async () => {
+  it('ends open streams cleanly when the hub stops, and frees a closed stream at once', async () => {
     const { hub } = await hubWithDevice()
+    const gone = await openStream(hub, 'fleet')
+    await waitFor(() => gone.events.length > 0, 'the snapshot')
+    gone.close()
+    await waitFor(async () => (await hub.api<{ live: { streams: number } }>('GET', '/api/stats')).body.live.streams === 0, 'the closed stream freed')
     const s = await openStream(hub, 'fleet')
     await waitFor(() => s.events.length > 0, 'the snapshot')
     const t0 = Date.now()
     await hub.stop()
     await waitFor(() => s.ended(), 'the stream ended', 5000)
+    // Ended by the feed (a clean end of the response), not by the socket being torn down.
+    expect(s.endedCleanly()).toBe(true)
     expect(Date.now() - t0).toBeLessThan(3000)
   })
 })
@@ -248,5 +263,54 @@ describe('dashboard files', () => {
     expect((await fetch(`${base}/ui/vendor/../../package.json`)).status).toBe(404)
     // The page holds no data: the API behind it still needs the token.
     expect((await fetch(`${base}/api/devices`)).status).toBe(401)
+  })
+})
+
+describe('createLiveFeed', () => {
+  // A second feed on a running hub's stores, driven directly: what it holds is visible.
+  async function feedOnHub() {
+    const { hub, token } = await hubWithDevice()
+    const s = hub.running.services
+    const feed = createLiveFeed({ tickMs: 50, lastSeenStepMs: 5000, jobsShown: 50 }, {
+      registry: s.registry, presence: s.presence, telemetry: s.telemetry, jobs: s.jobs, clock: systemClock, logger: silentLogger(),
+    })
+    cleanups.push(() => feed.close())
+    return { hub, token, feed }
+  }
+
+  it('runs its timer only while someone listens, and lets go of a device when its stream ends', async () => {
+    const { hub, token, feed } = await feedOnHub()
+    expect(feed.running).toBe(false)
+    const got: string[] = []
+    let ended = 0
+    const unsubscribe = feed.subscribe({ fleet: false, jobs: false, devices: ['live-1'] }, (event) => { got.push(event); return true }, () => { ended++ })
+    expect(feed.running).toBe(true)
+    expect(got).toEqual(['fleet'])
+    unsubscribe()
+    expect({ running: feed.running, subscribers: feed.subscribers, ended }).toEqual({ running: false, subscribers: 0, ended: 1 })
+    // The sample watcher went with it: a stored sample reaches nobody.
+    const c = await bringOnline(hub, 'live-1', token)
+    await c.publishAsync(topics.telemetry('live-1'), encode({ type: 'telemetry', v: 1, storeId: 'store-live-1', samples: [{ seq: 1, ts: Date.now(), sensor: 'env.temp', value: 1 }] }), { qos: 1 })
+    await waitFor(() => hub.running.services.telemetry.counters().samplesStored === 1, 'stored')
+    await new Promise((r) => setTimeout(r, 150))
+    expect(got).toEqual(['fleet'])
+  })
+
+  it('drops a subscriber that cannot keep up, and refuses new ones once closed', async () => {
+    const { feed } = await feedOnHub()
+    let fast = 0
+    let slowEnded = false
+    feed.subscribe({ fleet: true, jobs: false, devices: [] }, () => { fast++; return true }, () => {})
+    // Takes the snapshot, then reports it is full.
+    let calls = 0
+    feed.subscribe({ fleet: true, jobs: true, devices: [] }, () => ++calls < 2, () => { slowEnded = true })
+    expect(slowEnded).toBe(true)
+    expect(feed.subscribers).toBe(1)
+    await waitFor(() => fast >= 3, 'the other subscriber still served')
+    feed.close()
+    expect({ subscribers: feed.subscribers, running: feed.running }).toEqual({ subscribers: 0, running: false })
+    let lateEnded = false
+    feed.subscribe({ fleet: true, jobs: false, devices: [] }, () => true, () => { lateEnded = true })
+    expect({ lateEnded, subscribers: feed.subscribers, running: feed.running }).toEqual({ lateEnded: true, subscribers: 0, running: false })
   })
 })

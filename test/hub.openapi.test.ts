@@ -84,12 +84,20 @@ describe('hub API reference (OpenAPI)', () => {
   it('lists every route the app registers, except the docs themselves', async () => {
     // The same app the hub runs, built on the test hub's services, so its route table can be read.
     const app = buildApi(hub.running.services, { adminToken: hub.running.adminToken, logger: silentLogger() })
+    // Every route as it is added, with whether it hides itself from the document.
+    const added: Array<{ route: string; hidden: boolean }> = []
+    app.addHook('onRoute', (r) => {
+      for (const m of [r.method].flat()) if (m !== 'HEAD') added.push({ route: `${m} ${r.url}`, hidden: r.schema?.hide === true })
+    })
     let routes: string[]
     try {
       await app.ready()
-      // Left out: the docs themselves, and the dashboard's files (/, /ui, its wildcard file routes), which are not API.
-      const dashboard = (r: string) => r === 'GET /' || r === 'GET /ui' || r.endsWith('*')
-      routes = routesOf(app.printRoutes({ commonPrefix: false })).filter((r) => !r.split(' ')[1]!.startsWith(DOCS_PREFIX) && !dashboard(r))
+      // The printed route table agrees with what was added.
+      expect(routesOf(app.printRoutes({ commonPrefix: false })).length).toBe(new Set(added.map((a) => a.route)).size)
+      // Hidden: only the docs' own files and the dashboard's (its page and files are not API).
+      const hidden = [...new Set(added.filter((a) => a.hidden).map((a) => a.route))].filter((r) => !r.split(' ')[1]!.startsWith(DOCS_PREFIX)).sort()
+      expect(hidden).toEqual(['GET /', 'GET /ui', 'GET /ui/*', 'GET /ui/vendor/*'])
+      routes = [...new Set(added.filter((a) => !a.hidden && !a.route.split(' ')[1]!.startsWith(DOCS_PREFIX)).map((a) => a.route))].sort()
       const doc = app.swagger() as unknown as OpenApiDoc
       expect(operationsOf(doc)).toEqual(routes)
       // Each says what it does in the page's list.

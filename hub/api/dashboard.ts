@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import type { FastifyPluginAsync } from 'fastify'
+import { RollcallError } from '../../common/errors.js'
 
 /**
  * The dashboard's files (issue #6): the page, its script modules compiled
@@ -21,7 +22,9 @@ export function dashboardRoutes(): FastifyPluginAsync {
   return async (app) => {
     if (!existsSync(join(uiDir, 'index.html'))) {
       app.log.warn({ uiDir }, 'the dashboard is not built (run npm run build); /ui answers 503')
-      app.get('/ui/*', async (_req, reply) => reply.status(503).send({ error: { code: 'UNAVAILABLE', message: 'the dashboard is not built: run npm run build' } }))
+      app.get('/ui/*', { schema: { hide: true } }, async () => {
+        throw new RollcallError('UNAVAILABLE', 'the dashboard is not built: run npm run build')
+      })
     } else {
       await app.register(fastifyStatic, {
         root: uiDir, prefix: '/ui/', decorateReply: false, index: 'index.html', cacheControl: true, maxAge: 0,
@@ -42,12 +45,12 @@ export function dashboardRoutes(): FastifyPluginAsync {
 }
 
 /**
- * The page loads only its own files and talks only to its own hub; it may
- * not be framed (clickjacking). Styles set from script (chart sizes, bar
- * widths) need style attributes, hence 'unsafe-inline' for styles only.
+ * The page loads only its own files and talks only to its own hub, runs no
+ * inline script or style (sizes set from script go through the CSSOM), and
+ * may not be framed (clickjacking).
  */
 const PAGE_HEADERS = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 }

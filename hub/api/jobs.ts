@@ -128,6 +128,7 @@ function oneOf<T extends string>(field: string, value: string | undefined, allow
 }
 
 const JobParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
+const DeviceParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
 export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
@@ -186,7 +187,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     app.get('/devices/:id/executions', {
       schema: {
         summary: "A device's latest executions of any job, newest first",
-        params: JobParams,
+        params: DeviceParams,
         querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
       },
     }, async (req) => {

@@ -5,6 +5,8 @@ import { isDeviceId } from '../../protocol/ids.js'
 import { parseTopics, type LiveFeed } from '../live-feed.js'
 
 export interface LiveRouteOptions {
+  /** Throws DEVICE_NOT_FOUND for an unknown device (a device topic must name a registered one). */
+  readonly requireDevice: (id: string) => unknown
   /** Streams open at once; one more gets 503 rather than slowing the others. */
   readonly maxStreams: number
   /** A client this far behind (bytes buffered and not yet sent) is cut off; it reconnects to a snapshot. */
@@ -33,6 +35,7 @@ export function liveRoutes(feed: LiveFeed, options: LiveRouteOptions): FastifyPl
       } catch (err) {
         throw new RollcallError('BAD_REQUEST', `topics=${JSON.stringify(req.query.topics)}: ${(err as Error).message}`)
       }
+      for (const id of topics.devices) options.requireDevice(id)
       if (feed.subscribers >= options.maxStreams) {
         throw new RollcallError('UNAVAILABLE', `${options.maxStreams} live streams are open already; close a dashboard tab or raise liveMaxStreams`)
       }
@@ -46,10 +49,12 @@ export function liveRoutes(feed: LiveFeed, options: LiveRouteOptions): FastifyPl
         'x-accel-buffering': 'no',
       })
       res.write('retry: 2000\n\n')
+      // The limit is checked before writing: a snapshot may be larger than it on its own,
+      // and what counts is whether the client reads what it was sent before.
       const unsubscribe = feed.subscribe(topics, (event, data) => {
-        if (res.destroyed) return false
+        if (res.destroyed || res.writableLength > options.maxBufferedBytes) return false
         res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
-        return res.writableLength <= options.maxBufferedBytes
+        return true
       }, () => { res.end() })
       req.raw.once('close', unsubscribe)
     })

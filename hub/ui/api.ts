@@ -61,10 +61,16 @@ export interface LiveStream {
   readonly state: string
 }
 
+/** A stream that stayed up this long resets the reconnect delay. */
+const STABLE_MS = 10_000
+
 /**
  * Reads GET /api/live (Server-Sent Events) with fetch, so the token goes in
  * a header and not in the URL. When the stream ends it reconnects with
- * growing delays (1 s to 15 s) and the feed starts it from a snapshot again.
+ * growing delays (1 s to 15 s; back to 1 s only after a stream stayed up
+ * 10 s, so a stream that keeps failing never becomes a request storm), and
+ * the feed starts it from a snapshot again. A 4xx other than 429 is not
+ * retried: the request itself is wrong, and the state says why.
  */
 export function openLive(topics: string, handlers: LiveHandlers, onState: (state: string) => void = () => {}): LiveStream {
   let closed = false
@@ -77,6 +83,7 @@ export function openLive(topics: string, handlers: LiveHandlers, onState: (state
   async function run(): Promise<void> {
     controller = new AbortController()
     setState('connecting')
+    let upSince: number | undefined
     try {
       const res = await fetch(`/api/live?topics=${encodeURIComponent(topics)}`, {
         headers: { authorization: `Bearer ${token.get() ?? ''}`, accept: 'text/event-stream' },
@@ -87,15 +94,27 @@ export function openLive(topics: string, handlers: LiveHandlers, onState: (state
         onUnauthorized(REFUSED_TOKEN)
         return
       }
+      if (res.status >= 400 && res.status < 500 && res.status !== 429) {
+        closed = true
+        const body = await res.json().catch(() => undefined) as { error?: ApiErrorBody } | undefined
+        setState(`stopped: ${body?.error?.message ?? `HTTP ${res.status}`}`)
+        return
+      }
       if (!res.ok || !res.body) throw new Error(`live stream: HTTP ${res.status}`)
       setState('live')
-      retryMs = 1000
+      upSince = performance.now()
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
       let buffer = ''
+      // A CR that ends a chunk may be the first half of a CRLF: held until the next chunk.
+      let heldCr = ''
       for (;;) {
         const { value, done } = await reader.read()
         if (done) break
-        buffer += value
+        // Lines may end in CRLF, LF or CR (the format allows all three).
+        let text = heldCr + value
+        heldCr = text.endsWith('\r') ? '\r' : ''
+        if (heldCr) text = text.slice(0, -1)
+        buffer += text.replace(/\r\n?/g, '\n')
         let cut: number
         while ((cut = buffer.indexOf('\n\n')) >= 0) {
           dispatch(buffer.slice(0, cut))
@@ -107,6 +126,7 @@ export function openLive(topics: string, handlers: LiveHandlers, onState: (state
       console.warn('live stream ended', err)
     }
     if (closed) return
+    if (upSince !== undefined && performance.now() - upSince >= STABLE_MS) retryMs = 1000
     setState(`reconnecting in ${Math.round(retryMs / 1000)}s`)
     timer = window.setTimeout(() => { void run() }, retryMs)
     retryMs = Math.min(retryMs * 2, 15_000)
@@ -117,10 +137,16 @@ export function openLive(topics: string, handlers: LiveHandlers, onState: (state
     const data: string[] = []
     for (const line of block.split('\n')) {
       if (line.startsWith('event:')) event = line.slice(6).trim()
-      else if (line.startsWith('data:')) data.push(line.slice(5).trimStart())
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+      else if (line.startsWith('retry:')) retryMs = Math.max(retryMs, Number(line.slice(6)) || 0)
     }
     if (data.length === 0) return
-    handlers[event]?.(JSON.parse(data.join('\n')))
+    // A page's handler that fails is a bug in that page: report it, keep the stream.
+    try {
+      handlers[event]?.(JSON.parse(data.join('\n')))
+    } catch (err) {
+      console.error(`live event "${event}" could not be applied`, err)
+    }
   }
 
   void run()

@@ -68,7 +68,12 @@ function route(): void {
     show(loginView())
     return
   }
-  const parts = hash.split('/').filter((p) => p !== '').map(decodeURIComponent)
+  let parts: string[]
+  try {
+    parts = hash.split('/').filter((p) => p !== '').map(decodeURIComponent)
+  } catch {
+    parts = []
+  }
   if (parts[0] === 'devices' && parts[1]) {
     renderNav('fleet')
     show(deviceView(parts[1]))
@@ -87,8 +92,11 @@ function route(): void {
   }
 }
 
+// Several requests of a page can be refused at once: the login page is shown once, and leads back here.
 whenUnauthorized((message) => {
+  if (token.get() === null) return
   token.clear()
+  if (location.hash !== '#/login') sessionStorage.setItem('rollcall.after-login', location.hash || '#/')
   renderNav('')
   show(loginView(message))
 })

@@ -22,7 +22,7 @@ const RANGES: readonly Range[] = [
 const BUILTIN_COMMANDS = ['ping', 'sys.info', 'sensors.sample', 'config.get', 'jobs.pull']
 
 interface DeviceDetail { readonly id: string; readonly group: string | null; readonly createdAt: number; readonly streams: ReadonlyArray<{ storeId: string; upTo: number; updatedAt: number }> }
-interface Sample { readonly sensor: string; readonly ts: number; readonly value: number }
+interface Sample { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number }
 interface Bucket { readonly sensor: string; readonly ts: number; readonly avg: number }
 interface HistoryEntry { readonly ts: number; readonly status: string; readonly reason: string }
 interface CommandRecord { readonly id: string; readonly name: string; readonly status: string; readonly createdAt: number; readonly finishedAt: number | null; readonly result: unknown; readonly error: { code: string; message: string } | null }
@@ -75,28 +75,66 @@ export function deviceView(id: string): View {
       h('dt', {}, 'Agent'), h('dd', {}, r?.agentVersion ?? '—'))
   }
 
+  /** Samples pushed by the feed while a range is being read; merged when the read returns, so none fall in between. */
+  let pending: Sample[] | undefined
+
   async function loadTelemetry(): Promise<void> {
     const r = range
     const q = new URLSearchParams({ since: `${Math.round(r.ms / 1000)}s`, limit: '20000' })
     if (r.bucket) q.set('bucket', r.bucket)
-    const res = await api<{ samples?: Sample[]; buckets?: Bucket[]; truncated: boolean }>('GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q}`)
-    if (disposed || r !== range) return
-    const points = new Map<string, { ts: number[]; values: number[] }>()
-    for (const p of res.samples ?? res.buckets ?? []) {
-      let s = points.get(p.sensor)
-      if (!s) points.set(p.sensor, s = { ts: [], values: [] })
-      s.ts.push(p.ts)
-      s.values.push('avg' in p ? p.avg : p.value)
+    pending = []
+    try {
+      const res = await api<{ samples?: Sample[]; buckets?: Bucket[]; truncated: boolean }>('GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q}`)
+      if (disposed || r !== range) return
+      const points = new Map<string, { ts: number[]; values: number[] }>()
+      for (const p of res.samples ?? res.buckets ?? []) {
+        let s = points.get(p.sensor)
+        if (!s) points.set(p.sensor, s = { ts: [], values: [] })
+        s.ts.push(p.ts)
+        s.values.push('avg' in p ? p.avg : p.value)
+      }
+      for (const c of charts.values()) c.dispose()
+      charts.clear()
+      const sensors = [...points.keys()].sort()
+      fill(chartsBox, sensors.length === 0 ? h('p', { class: 'muted' }, `No samples in the last ${r.label}. New ones appear here as they are stored.`) : null)
+      for (const sensor of sensors) {
+        const c = chartFor(sensor)
+        const s = points.get(sensor)!
+        c.set(s.ts, s.values)
+      }
+      if (!r.bucket && res.samples) {
+        const read = new Set(res.samples.map((x) => `${x.sensor}\0${x.seq}`))
+        addSamples(pending.filter((x) => !read.has(`${x.sensor}\0${x.seq}`)))
+      }
+    } finally {
+      if (r === range) pending = undefined
     }
-    for (const c of charts.values()) c.dispose()
-    charts.clear()
-    const sensors = [...points.keys()].sort()
-    fill(chartsBox, sensors.length === 0 ? h('p', { class: 'muted' }, `No samples in the last ${r.label}. New ones appear here as they are stored.`) : null)
-    for (const sensor of sensors) {
-      const c = chartFor(sensor)
-      const s = points.get(sensor)!
-      c.set(s.ts, s.values)
+  }
+
+  /** Raw ranges take new samples as points; averaged ranges are re-read, at most every 10 s. */
+  let rereadTimer: number | undefined
+  function onSamples(samples: readonly Sample[]): void {
+    if (pending) {
+      pending.push(...samples)
+    } else if (range.bucket) {
+      rereadTimer ??= window.setTimeout(() => {
+        rereadTimer = undefined
+        void loadTelemetry().catch(showError)
+      }, 10_000)
+    } else {
+      addSamples(samples)
     }
+  }
+
+  function addSamples(samples: readonly Sample[]): void {
+    const from = hubClock.now() - range.ms
+    const bySensor = new Map<string, Array<{ ts: number; value: number }>>()
+    for (const s of samples) {
+      let list = bySensor.get(s.sensor)
+      if (!list) bySensor.set(s.sensor, list = [])
+      list.push({ ts: s.ts, value: s.value })
+    }
+    for (const [sensor, points] of bySensor) chartFor(sensor).add(points, from)
   }
 
   function chartFor(sensor: string): SensorChart {
@@ -203,14 +241,15 @@ export function deviceView(id: string): View {
     console.error(err)
   }
 
+  let snapshots = 0
   const stream = openLive(`device:${id}`, {
     fleet: (d) => {
       const { now, devices } = d as { now: number; devices: FleetRow[] }
       hubClock.heard(now)
-      const prev = row?.status
       row = devices[0]
       renderFacts()
-      if (prev !== undefined && prev !== row?.status) void loadPresence().catch(showError)
+      // A snapshot after the first is a reconnect: what was stored meanwhile never came over the stream.
+      if (snapshots++ > 0) reloadAll()
     },
     devices: (d) => {
       const { now, changed } = d as { now: number; changed: FleetRow[] }
@@ -220,30 +259,26 @@ export function deviceView(id: string): View {
       renderFacts()
       if (prev !== row?.status) void loadPresence().catch(showError)
     },
-    samples: (d) => {
-      const { samples } = d as { samples: Sample[] }
-      const from = hubClock.now() - range.ms
-      const bySensor = new Map<string, Array<{ ts: number; value: number }>>()
-      for (const s of samples) {
-        let list = bySensor.get(s.sensor)
-        if (!list) bySensor.set(s.sensor, list = [])
-        list.push({ ts: s.ts, value: s.value })
-      }
-      for (const [sensor, points] of bySensor) chartFor(sensor).add(points, from)
-    },
+    samples: (d) => { onSamples((d as { samples: Sample[] }).samples) },
     tick: (d) => {
       hubClock.heard((d as { now: number }).now)
       renderFacts()
     },
   }, (s) => { fill(streamState, s); streamState.className = `stream-state ${s === 'live' ? 'live' : 'down'}` })
 
+  function reloadAll(): void {
+    void loadTelemetry().catch(showError)
+    void loadPresence().catch(showError)
+    void loadCommands().catch(showError)
+    void loadExecutions().catch(showError)
+  }
   renderFacts()
-  void loadTelemetry().catch(showError)
-  void loadPresence().catch(showError)
-  void loadCommands().catch(showError)
-  void loadExecutions().catch(showError)
-  // Executions change without the device's row changing; they are re-read every 10 s while the page is open.
-  const execTimer = window.setInterval(() => { void loadExecutions().catch(() => {}) }, 10_000)
+  reloadAll()
+  // Commands and executions are not on the live stream: they are re-read every 10 s while the page is open.
+  const execTimer = window.setInterval(() => {
+    void loadExecutions().catch(() => {})
+    void loadCommands().catch(() => {})
+  }, 10_000)
 
   return {
     el,
@@ -251,6 +286,7 @@ export function deviceView(id: string): View {
       disposed = true
       stream.close()
       window.clearInterval(execTimer)
+      if (rereadTimer !== undefined) window.clearTimeout(rereadTimer)
       for (const c of charts.values()) c.dispose()
     },
   }

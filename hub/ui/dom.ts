@@ -12,6 +12,8 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = 
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue
     if (typeof v === 'function') el.addEventListener(k.replace(/^on/, ''), v)
+    // Through the CSSOM, which the page's Content-Security-Policy allows; a style attribute it would refuse.
+    else if (k === 'style') el.style.cssText = String(v)
     else if (v === true) el.setAttribute(k, '')
     else el.setAttribute(k, String(v))
   }

@@ -43,6 +43,48 @@ function compare(key: SortKey, a: FleetRow, b: FleetRow): number {
   }
 }
 
+interface RowEl {
+  readonly el: HTMLAnchorElement
+  readonly cells: { readonly id: HTMLElement; readonly group: HTMLElement; readonly presence: HTMLElement; readonly dot: HTMLElement; readonly presenceText: HTMLElement; readonly seen: HTMLElement; readonly backlog: HTMLElement; readonly version: HTMLElement }
+}
+
+function makeRow(): RowEl {
+  const cell = (cls: string, ...children: HTMLElement[]) => h('span', { class: `cell ${cls}`, role: 'cell' }, ...children)
+  const dot = h('span', { class: 'dot' })
+  const presenceText = h('span', {})
+  const cells = {
+    id: cell('c-id'), group: cell('c-group'), presence: cell('c-presence', dot, presenceText), dot, presenceText,
+    seen: cell('c-seen'), backlog: cell('c-backlog'), version: cell('c-version'),
+  }
+  const el = h('a', { class: 'vt-row', role: 'row' }, cells.id, cells.group, cells.presence, cells.seen, cells.backlog, cells.version)
+  return { el, cells }
+}
+
+/** Writes only what differs, so an unchanged row costs no layout. */
+function set(el: HTMLElement, text: string): void {
+  if (el.textContent !== text) el.textContent = text
+}
+function attr(el: Element, name: string, value: string): void {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value)
+}
+
+function paintRow(re: RowEl, r: FleetRow, now: number): void {
+  const { el, cells } = re
+  attr(el, 'href', `#/devices/${encodeURIComponent(r.id)}`)
+  attr(el, 'data-device', r.id)
+  attr(el, 'data-status', r.status)
+  attr(el, 'class', `vt-row ${r.status}`)
+  set(cells.id, r.id)
+  set(cells.group, r.group ?? '—')
+  attr(cells.presence, 'title', r.reason)
+  attr(cells.dot, 'class', `dot ${r.status}`)
+  set(cells.presenceText, r.since === null ? r.status : `${r.status} ${span(now - r.since)}`)
+  set(cells.seen, ago(r.lastSeen, now))
+  attr(cells.backlog, 'class', `cell c-backlog${(r.backlog ?? 0) > 0 ? ' warn' : ''}`)
+  set(cells.backlog, r.backlog === null ? '—' : String(r.backlog))
+  set(cells.version, r.agentVersion ?? '—')
+}
+
 export function fleetView(): View {
   const rows = new Map<string, FleetRow>()
   let shown: FleetRow[] = []
@@ -106,25 +148,29 @@ export function fleetView(): View {
     fill(empty, rows.size === 0 ? 'No devices yet. Add one with: npx rollcall device add ID' : 'No device matches the filter.')
   }
 
+  // Row elements are kept per device and updated in place: a row under the
+  // pointer or the keyboard focus stays the same element while the clock and
+  // the data move, so clicks and focus are never lost to a redraw.
+  const rowEls = new Map<string, RowEl>()
+
   function renderRows(): void {
     const now = hubClock.now()
     const first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - OVERSCAN)
     const last = Math.min(shown.length, Math.ceil((viewport.scrollTop + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN)
     layer.style.transform = `translateY(${first * ROW_HEIGHT}px)`
-    const out: HTMLElement[] = []
-    for (let i = first; i < last; i++) out.push(rowEl(shown[i]!, now))
-    layer.replaceChildren(...out)
-  }
-
-  function rowEl(r: FleetRow, now: number): HTMLElement {
-    return h('a', { class: `vt-row ${r.status}`, role: 'row', href: `#/devices/${encodeURIComponent(r.id)}`, 'data-device': r.id, 'data-status': r.status },
-      h('span', { class: 'cell c-id', role: 'cell' }, r.id),
-      h('span', { class: 'cell c-group', role: 'cell' }, r.group ?? '—'),
-      h('span', { class: 'cell c-presence', role: 'cell', title: r.reason },
-        h('span', { class: `dot ${r.status}` }), r.status, r.since === null ? '' : ` ${span(now - r.since)}`),
-      h('span', { class: 'cell c-seen', role: 'cell' }, ago(r.lastSeen, now)),
-      h('span', { class: `cell c-backlog${(r.backlog ?? 0) > 0 ? ' warn' : ''}`, role: 'cell' }, r.backlog === null ? '—' : String(r.backlog)),
-      h('span', { class: 'cell c-version', role: 'cell' }, r.agentVersion ?? '—'))
+    const wanted: HTMLElement[] = []
+    const inView = new Set<string>()
+    for (let i = first; i < last; i++) {
+      const r = shown[i]!
+      let re = rowEls.get(r.id)
+      if (!re) rowEls.set(r.id, re = makeRow())
+      paintRow(re, r, now)
+      wanted.push(re.el)
+      inView.add(r.id)
+    }
+    for (const id of rowEls.keys()) if (!inView.has(id)) rowEls.delete(id)
+    const current = layer.children
+    if (wanted.length !== current.length || wanted.some((el, i) => current[i] !== el)) layer.replaceChildren(...wanted)
   }
 
   // Scroll and data changes render at most once a frame.

@@ -79,7 +79,9 @@ export function jobsView(): View {
 
 export function jobView(id: string): View {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'))
-  const el = h('section', {}, h('div', { class: 'toolbar' }, h('a', { href: '#/jobs', class: 'back' }, '← Jobs'), h('h1', {}, `Job ${id}`)), body)
+  // Live while the job is among the newest the feed carries; the button re-reads any job.
+  const refreshButton = h('button', { type: 'button', onclick: () => { refresh() } }, 'Refresh')
+  const el = h('section', {}, h('div', { class: 'toolbar' }, h('a', { href: '#/jobs', class: 'back' }, '← Jobs'), h('h1', {}, `Job ${id}`), refreshButton), body)
   let disposed = false
   let loading = false
   let again = false
