@@ -9,12 +9,14 @@ import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
+import { runLiveBench } from './live.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]`
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
+       npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -30,11 +32,12 @@ async function main(): Promise<void> {
       'idle-agent-seconds': { type: 'string', default: '60' },
       'jobs': { type: 'string', default: '200000' },
       'batch': { type: 'string', default: '500' },
-      'rounds': { type: 'string', default: '3' },
+      'rounds': { type: 'string' },
       'steps': { type: 'string' },
       'per-process': { type: 'string' },
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
+      'clients': { type: 'string', default: '10' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -60,10 +63,20 @@ async function main(): Promise<void> {
       })
       return
     case 'jobs':
-      await runJobsBench({ jobs: num('jobs'), batch: num('batch'), agents: num('agents', '1000'), rounds: num('rounds') })
+      await runJobsBench({ jobs: num('jobs'), batch: num('batch'), agents: num('agents', '1000'), rounds: num('rounds', '3') })
       return
     case 'commands':
-      await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds') })
+      await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds', '3') })
+      return
+    case 'live':
+      await runLiveBench({
+        devices: (values.steps ?? '1000,5000,20000').split(',').map((x) => {
+          const n = Number(x)
+          if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. 1000,5000; got "${x}"`)
+          return n
+        }),
+        clients: num('clients'), rounds: num('rounds', '20'),
+      })
       return
     case 'idle-agent':
       await runIdleAgentBench({ agents: num('agents', '3'), seconds: num('seconds', '60') })

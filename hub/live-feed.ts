@@ -217,7 +217,8 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       }
     }
     // A heartbeat keeps idle streams from being closed by proxies, and tells the client the hub's clock.
-    for (const s of all) if (subscribers.has(s)) deliver(s, 'tick', { now })
+    const beat = { now }
+    for (const s of all) if (subscribers.has(s)) deliver(s, 'tick', beat)
   }
 
   return {
@@ -257,6 +258,8 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       timer.unref()
       return () => drop(s)
     },
+    /** Runs one tick now (the benchmark; the timer does it every tickMs). */
+    tickNow: tick,
     /** Subscribers now (for /api/stats, /metrics and tests). */
     get subscribers(): number { return subscribers.size },
     /** Whether the tick timer runs (tests: it must stop with the last subscriber). */

@@ -13,6 +13,20 @@ export interface LiveRouteOptions {
   readonly maxBufferedBytes: number
 }
 
+// One event goes to every subscriber of its topic as the same object: it is serialised once.
+const frames = new WeakMap<object, string>()
+
+/** An event as the stream carries it; the same data object is serialised once for all its streams. */
+export function sseFrame(event: string, data: unknown): string {
+  if (typeof data !== 'object' || data === null) return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+  let frame = frames.get(data)
+  if (frame === undefined) {
+    frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+    frames.set(data, frame)
+  }
+  return frame
+}
+
 /**
  * GET /api/live: Server-Sent Events from the live feed (hub/live-feed.ts).
  * It needs the admin token like the rest of /api, in the Authorization
@@ -53,7 +67,7 @@ export function liveRoutes(feed: LiveFeed, options: LiveRouteOptions): FastifyPl
       // and what counts is whether the client reads what it was sent before.
       const unsubscribe = feed.subscribe(topics, (event, data) => {
         if (res.destroyed || res.writableLength > options.maxBufferedBytes) return false
-        res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+        res.write(sseFrame(event, data))
         return true
       }, () => { res.end() })
       req.raw.once('close', unsubscribe)
