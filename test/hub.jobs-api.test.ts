@@ -206,6 +206,18 @@ describe('jobs HTTP API', () => {
     })
   })
 
+  it("lists a device's executions of any job, newest first, with the job's name; an unknown device is 404", async () => {
+    const first = await post<JobView>('/api/jobs', { name: 'echo', target: 'device:jobs-solo' })
+    const second = await post<JobView>('/api/jobs', { name: 'sensors.sample', target: 'device:jobs-solo' })
+    const r = await get<{ deviceId: string; executions: Array<{ execId: string; jobId: string; jobName: string; state: string }> }>('/api/devices/jobs-solo/executions?limit=2')
+    expect(r.status).toBe(200)
+    expect(r.body.executions.map((x) => [x.jobId, x.jobName, x.state])).toEqual([[second.body.id, 'sensors.sample', 'queued'], [first.body.id, 'echo', 'queued']])
+    expect(r.body.executions[0]!.execId).toBe(`${second.body.id}.jobs-solo`)
+    const missing = await get<Err>('/api/devices/nobody-here/executions')
+    expect(missing.status).toBe(404)
+    expect(missing.body.error.code).toBe('DEVICE_NOT_FOUND')
+  })
+
   it('needs the admin token', async () => {
     for (const [method, path] of [['GET', '/api/jobs'], ['POST', '/api/jobs'], ['GET', '/api/executions/x.y'], ['GET', '/api/schedules'], ['DELETE', '/api/schedules/x']] as const) {
       const res = await fetch(`http://127.0.0.1:${hub.running.httpPort}${path}`, { method })
