@@ -240,7 +240,8 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
         // so the next diff may repeat a change this snapshot already holds (harmless).
         const rows = readFleet()
         deliver(s, 'fleet', { now, devices: rows })
-        if (fleet.size === 0) fleet = new Map(rows.map((r) => [r.id, r]))
+        // The only fleet stream: diffs start from this snapshot, not from what a stream that ended was sent.
+        if (![...subscribers].some((o) => o !== s && o.topics.fleet)) fleet = new Map(rows.map((r) => [r.id, r]))
       } else if (topics.devices.length > 0) {
         const rows = readRows(topics.devices)
         s.watched = new Map(rows.map((r) => [r.id, r]))

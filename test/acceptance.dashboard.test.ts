@@ -134,7 +134,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await page.click('#command-form button[type=submit]')
     await page.waitForSelector('[data-outcome]')
     expect(await page.getAttribute('[data-outcome]', 'data-outcome')).toBe('succeeded')
-    expect(await page.textContent('#command-outcome')).toContain('"pong":true')
+    expect(await page.textContent('#command-outcome')).toMatch(/"pong": true/)
     await page.waitForSelector('#device-commands [data-command]')
     expect(await page.textContent('#device-commands')).toContain('succeeded')
     await shot(page, shots.dir, '4-device')
@@ -147,6 +147,11 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42)
     expect(await page.textContent('#device-presence')).toMatch(/offline for .* \(shutdown\)/)
     await page.waitForSelector('#presence-timeline .seg.offline')
+    // Offline: a command asked to queue becomes a job for when the device is back.
+    await page.check('#command-form input[name=queue]')
+    await page.click('#command-form button[type=submit]')
+    await page.waitForSelector('[data-outcome="queued"] a[href^="#/jobs/j"]')
+    await page.uncheck('#command-form input[name=queue]')
     await shot(page, shots.dir, '5-device-offline')
 
     // Back to the fleet (no reload): 19 online, and the row says offline.
@@ -176,12 +181,20 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await page.click('nav a[href="#/dead-letters"]')
     await page.waitForSelector('#dead-letters [data-dead-letter]')
     expect(await page.textContent('#dead-letters')).toContain('dash-bad')
+    // A phone-sized screen: nothing wider than it, even with a long reply on the device page.
     await page.setViewportSize({ width: 390, height: 844 })
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
     await page.click('nav a[href="#/"]')
     await page.waitForSelector('[data-device="dash-000"]')
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
-    expect(overflow).toBeLessThanOrEqual(0)
+    expect(await overflow()).toBeLessThanOrEqual(0)
     await shot(page, shots.dir, '7-phone')
+    await page.click('[data-device="dash-000"]')
+    await page.fill('#command-form input[name=name]', 'sys.info')
+    await page.click('#command-form button[type=submit]')
+    await page.waitForSelector('[data-outcome="succeeded"]')
+    await page.waitForSelector('#device-commands [data-command]')
+    expect(await overflow()).toBeLessThanOrEqual(0)
+    await shot(page, shots.dir, '8-phone-device')
 
     // The only API error so far is the wrong token's.
     expect(apiErrors).toEqual(['401 GET /api/stats'])
@@ -192,9 +205,10 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await page.waitForSelector('#login-message.error')
     expect(await page.textContent('#login-message')).toMatch(/refused this token/)
     expect(await page.evaluate(() => sessionStorage.getItem('rollcall.token'))).toBeNull()
-    // Logging in again leads back to the page that was open.
+    // Logging in again leads back to the page that was open (the device page of the phone step).
     await logIn(page, hub.running.adminToken)
-    await page.waitForSelector('[data-device="dash-000"]')
+    await page.waitForSelector('#command-form')
+    expect(new URL(page.url()).hash).toBe('#/devices/dash-000')
 
     expect(problems).toEqual([])
     passed = true

@@ -19,19 +19,32 @@ export interface SensorChart {
   dispose(): void
 }
 
-export function sensorChart(sensor: string): SensorChart {
+/**
+ * `window` gives the time span the x axis shows (ms), so a chart covers the
+ * chosen range even where there is no data yet, and moves with the clock.
+ */
+export function sensorChart(sensor: string, window: () => { from: number; to: number }): SensorChart {
   const plotBox = h('div', { class: 'plot' })
   const el = h('figure', { class: 'chart', 'data-sensor': sensor, 'data-points': '0' }, h('figcaption', {}, sensor), plotBox)
   let xs: number[] = []
   let ys: number[] = []
   let plot: uPlotType | undefined
+  // While the user has zoomed in (dragged a selection), new data keeps the zoom; a double-click ends it.
+  let zoomed = false
 
   const width = () => Math.max(240, plotBox.clientWidth || 600)
+  function showWindow(): void {
+    if (!plot || zoomed) return
+    const w = window()
+    // The chosen range, not the data's extent: a device minutes old does not stretch "7 days" over years.
+    plot.setScale('x', { min: w.from / 1000, max: w.to / 1000 })
+  }
   function draw(): void {
     el.dataset.points = String(xs.length)
     const data: uPlotType.AlignedData = [xs.map((t) => t / 1000), ys]
     if (plot) {
-      plot.setData(data)
+      plot.setData(data, false)
+      showWindow()
       return
     }
     plot = new uPlot({
@@ -39,9 +52,17 @@ export function sensorChart(sensor: string): SensorChart {
       legend: { show: true, live: true },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      series: [{}, { label: sensor, stroke: '#2563eb', width: 1.5, points: { show: xs.length < 120 } }],
+      series: [{ value: '{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}' }, { label: 'value', stroke: '#2563eb', width: 1.5, points: { show: xs.length < 120 } }],
       axes: [{ stroke: '#64748b' }, { stroke: '#64748b', size: 56 }],
+      // A drag that selects a span zooms into it (uPlot's default); only the user makes one.
+      hooks: { setSelect: [(u) => { if (u.select.width > 0) zoomed = true }] },
     }, data, plotBox)
+    // uPlot's own double-click (zoom out) runs first; then the chart goes back to following the range.
+    plot.over.addEventListener('dblclick', () => {
+      zoomed = false
+      showWindow()
+    })
+    showWindow()
   }
   const resize = new ResizeObserver(() => plot?.setSize({ width: width(), height: 180 }))
   resize.observe(plotBox)

@@ -36,13 +36,14 @@ export function deadLettersView(): View {
     const res = await api<{ deadLetters: DeadLetter[]; countsByReason: Record<string, number> }>('GET', `/api/dead-letters?${q}`)
     if (disposed) return
     const reasons = Object.entries(res.countsByReason).sort((a, b) => b[1] - a[1])
-    fill(counts, ...(reasons.length === 0 ? [h('span', { class: 'ok' }, 'none since the hub started')] : reasons.map(([r, n]) => h('span', { class: 'warn', 'data-reason': r }, `${r} ${n}`))))
+    fill(counts, ...(reasons.length === 0 ? [h('span', { class: 'ok' }, 'none since the hub started')] : reasons.map(([r, n]) => h('span', { class: 'warn', 'data-reason': r }, `${r} ${n}`))),
+      reasons.length > 0 ? h('span', { class: 'muted' }, '(all devices, since the hub started)') : null)
     if (!append) rowsBody.replaceChildren()
     for (const d of res.deadLetters) {
       rowsBody.appendChild(h('tr', { 'data-dead-letter': d.id },
         h('td', {}, when(d.ts)),
         h('td', {}, d.deviceId ? h('a', { href: `#/devices/${encodeURIComponent(d.deviceId)}` }, d.deviceId) : (d.clientId ?? '—')),
-        h('td', {}, h('code', {}, d.reason)),
+        h('td', { class: 'nowrap' }, h('code', {}, d.reason)),
         h('td', {}, d.detail),
         h('td', { class: 'muted' }, d.topic),
         h('td', {}, h('code', { class: 'excerpt', title: `${d.payloadBytes} bytes` }, d.payloadExcerpt || '(empty)'))))

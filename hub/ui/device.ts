@@ -47,11 +47,13 @@ export function deviceView(id: string): View {
   const nameInput = h('input', { name: 'name', list: 'command-names', required: true, value: 'ping', 'aria-label': 'Command', autocomplete: 'off' })
   const argsInput = h('textarea', { name: 'args', rows: 2, placeholder: 'Arguments as JSON, e.g. {"sensor": "env.temp"} (optional)', 'aria-label': 'Arguments (JSON)' })
   const timeoutInput = h('select', { name: 'timeout', 'aria-label': 'Timeout' }, ...['2s', '5s', '10s', '30s'].map((t) => h('option', { value: t, selected: t === '5s' }, `${t} timeout`)))
+  const queueInput = h('input', { type: 'checkbox', name: 'queue' })
+  const queueLabel = h('label', { class: 'check' }, queueInput, ' if the device is offline, queue it as a job to run when it is back')
   const sendButton = h('button', { type: 'submit' }, 'Send')
   const outcome = h('div', { class: 'outcome', id: 'command-outcome', role: 'status', 'aria-live': 'polite' })
   const form = h('form', { class: 'command-form', id: 'command-form' },
     h('datalist', { id: 'command-names' }, ...BUILTIN_COMMANDS.map((c) => h('option', { value: c }))),
-    nameInput, timeoutInput, argsInput, sendButton, outcome)
+    nameInput, timeoutInput, argsInput, queueLabel, sendButton, outcome)
 
   const el = h('section', { class: 'device' },
     h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back' }, '← Fleet'), title, streamState),
@@ -141,7 +143,10 @@ export function deviceView(id: string): View {
     let c = charts.get(sensor)
     if (!c) {
       if (charts.size === 0) chartsBox.replaceChildren()
-      c = sensorChart(sensor)
+      c = sensorChart(sensor, () => {
+        const to = hubClock.now()
+        return { from: to - range.ms, to }
+      })
       charts.set(sensor, c)
       chartsBox.appendChild(c.el)
     }
@@ -212,11 +217,18 @@ export function deviceView(id: string): View {
     fill(outcome, h('span', { class: 'muted' }, `Sending ${name}…`))
     const started = performance.now()
     try {
-      const res = await api<{ id: string; ok: boolean; result?: unknown; error?: { code: string; message: string } }>(
-        'POST', `/api/devices/${encodeURIComponent(id)}/commands`, { name, ...(args !== undefined ? { args } : {}), timeout: timeoutInput.value })
+      const res = await api<{ id: string; ok?: boolean; status: string; jobId?: string; result?: unknown; error?: { code: string; message: string } }>(
+        'POST', `/api/devices/${encodeURIComponent(id)}/commands`,
+        { name, ...(args !== undefined ? { args } : {}), timeout: timeoutInput.value, ...(queueInput.checked ? { ifOffline: 'queue' } : {}) })
       const ms = Math.round(performance.now() - started)
+      if (res.status === 'queued') {
+        fill(outcome, h('div', { class: 'reply', 'data-outcome': 'queued' }, pill('queued'), ' the device is offline; it runs as job ',
+          h('a', { href: `#/jobs/${encodeURIComponent(res.jobId ?? '')}` }, res.jobId ?? ''), ' when it is back'))
+        return
+      }
+      // The whole reply, pretty-printed (the lists below show the first 300 characters).
       fill(outcome, res.ok
-        ? h('div', { class: 'reply ok', 'data-outcome': 'succeeded' }, pill('succeeded'), ` ${name} in ${ms} ms `, h('code', {}, json(res.result)))
+        ? h('div', { class: 'reply ok', 'data-outcome': 'succeeded' }, pill('succeeded'), ` ${name} in ${ms} ms`, h('pre', {}, JSON.stringify(res.result, null, 2)))
         : h('div', { class: 'reply failed', 'data-outcome': 'failed' }, pill('failed'), ` ${res.error?.code ?? ''}: ${res.error?.message ?? ''}`))
     } catch (err) {
       const e = err instanceof ApiError ? `${err.body.code}: ${err.body.message}` : String(err)
@@ -234,8 +246,10 @@ export function deviceView(id: string): View {
   })
 
   function showError(err: unknown): void {
+    // A refused token is the login page's business (api.ts sends the user there).
+    if (disposed || (err instanceof ApiError && err.status === 401)) return
     if (err instanceof ApiError && err.status === 404) {
-      fill(el, h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back' }, '← Fleet')), h('p', { class: 'error' }, `No device "${id}": ${err.body.message}`))
+      fill(el, h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back' }, '← Fleet')), h('p', { class: 'error' }, `${err.body.message}.`))
       return
     }
     console.error(err)

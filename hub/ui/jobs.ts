@@ -91,11 +91,11 @@ export function jobView(id: string): View {
     if (disposed) return
     fill(body,
       h('div', { class: 'panel' }, h('div', { class: 'job-head' }, h('strong', {}, j.name), pill(j.status), h('span', { class: 'muted' }, `target ${j.target}`)),
-        progress(j.counts), h('p', { class: 'muted small' }, `payload ${json(j.payload)}`)),
+        progress(j.counts), j.payload === null || j.payload === undefined ? null : h('p', { class: 'muted small' }, `payload ${json(j.payload)}`)),
       h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('div', { class: 'scroll-x' }, h('table', { class: 'list', id: 'job-executions' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Device'), h('th', {}, 'State'), h('th', {}, 'Updated'), h('th', {}, 'Result'))),
         h('tbody', {}, ...j.executions.map((x) => h('tr', { 'data-exec': x.execId },
-          h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(x.deviceId)}` }, x.deviceId)),
+          h('td', { class: 'nowrap' }, h('a', { href: `#/devices/${encodeURIComponent(x.deviceId)}` }, x.deviceId)),
           h('td', {}, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : ''),
           h('td', {}, when(x.updatedAt)),
           h('td', { class: 'muted' }, x.error ? `${x.error.code}: ${x.error.message}` : json(x.result))))))),
