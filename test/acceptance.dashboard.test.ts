@@ -57,6 +57,20 @@ async function shot(page: Page, dir: string, name: string): Promise<string> {
   return path
 }
 
+/**
+ * A folder for a test's screenshots: removed when the test passed, kept (and
+ * its path printed) when it failed or when ROLLCALL_KEEP_SCREENSHOTS=1.
+ */
+function screenshots(name: string): { readonly dir: string; passed(): void } {
+  const d = tempDir(`${name}-shots`)
+  let passed = false
+  cleanups.push(() => {
+    if (passed && process.env.ROLLCALL_KEEP_SCREENSHOTS !== '1') d.remove()
+    else console.log(`dashboard screenshots: ${d.dir}`)
+  })
+  return { dir: d.dir, passed: () => { passed = true } }
+}
+
 async function logIn(page: Page, token: string): Promise<void> {
   await page.fill('#token', token)
   await page.click('#login button[type=submit]')
@@ -65,14 +79,8 @@ async function logIn(page: Page, token: string): Promise<void> {
 describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /usr/bin/chromium outside CI: apt-get install chromium)', () => {
   it('logs in, shows 20 devices online, draws a chart, sends ping, and sees an agent go offline live', async () => {
     const tmp = tempDir('dashboard')
-    const shots = tempDir('dashboard-shots')
-    // Kept when the test fails, or on request (ROLLCALL_KEEP_SCREENSHOTS=1), to look at.
-    let passed = false
-    cleanups.push(() => {
-      tmp.remove()
-      if (passed && process.env.ROLLCALL_KEEP_SCREENSHOTS !== '1') shots.remove()
-      else console.log(`dashboard screenshots: ${shots.dir}`)
-    })
+    cleanups.push(tmp.remove)
+    const shots = screenshots('dashboard')
     const hub = await startTestHub({ liveTickMs: 250 })
     cleanups.push(() => hub.stop())
     const devices = await registerDevices(hub, 'dash', 20, 'lab')
@@ -211,7 +219,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     expect(new URL(page.url()).hash).toBe('#/devices/dash-000')
 
     expect(problems).toEqual([])
-    passed = true
+    shots.passed()
   }, 120_000)
 
   // Not beside the simulator's own 2,000-device test: see support/exclusive.ts.
@@ -219,13 +227,8 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     // Cleaned up inside the lock, so the next fleet starts only once this one is gone.
     try {
       const tmp = tempDir('dashboard-2000')
-      const shots = tempDir('dashboard-2000-shots')
-      let passed = false
-      cleanups.push(() => {
-        tmp.remove()
-        if (passed && process.env.ROLLCALL_KEEP_SCREENSHOTS !== '1') shots.remove()
-        else console.log(`dashboard screenshots: ${shots.dir}`)
-      })
+      cleanups.push(tmp.remove)
+      const shots = screenshots('dashboard-2000')
       const hub = await startHubProc(join(tmp.dir), {})
       cleanups.push(() => killProc(hub))
       // The simulator (real agents, its own process) against this hub: 2,000 steady devices reading their sensors every 10 s.
@@ -284,7 +287,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
       await shot(page, shots.dir, 'fleet-2000')
       expect(problems).toEqual([])
       expect(apiErrors).toEqual([])
-      passed = true
+      shots.passed()
     } finally {
       while (cleanups.length) await cleanups.pop()!()
     }
