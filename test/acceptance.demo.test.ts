@@ -3,7 +3,7 @@ import { connect } from 'node:net'
 import { adminApi } from '../bench/hub-process.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { MOSQUITTO_CLIENTS, runMosquitto } from './support/mosquitto.js'
-import { killProc, startCli, type Proc } from './support/procs.js'
+import { isAlive, killProc, startCli, type Proc } from './support/procs.js'
 
 /**
  * Acceptance 4 (issue #5): `npm start` (`rollcall demo`) prints the URLs and
@@ -22,15 +22,6 @@ function portOpen(port: number): Promise<boolean> {
 /** The banner's copy-paste line as arguments: words, or single-quoted strings. */
 function shellWords(line: string): string[] {
   return [...line.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!)
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 const cleanups: Array<() => Promise<unknown> | void> = []

@@ -6,7 +6,7 @@ import { parseSimFlags, type SimFlags } from '../cli/sim-command.js'
 import { exitCodeFor, formatLatency, headline, renderProgress, renderReport } from '../devices-sim/report.js'
 import type { SimReport } from '../devices-sim/sim.js'
 import { tempDir, waitFor } from './support/hub.js'
-import { CLI, killProc, startCli, type Proc } from './support/procs.js'
+import { CLI, isAlive, killProc, startCli, type Proc } from './support/procs.js'
 
 /** `rollcall sim`: flags and their messages, the report as text and as JSON, exit codes, Ctrl-C. */
 function rollcall(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -15,15 +15,6 @@ function rollcall(args: string[], env: Record<string, string> = {}): Promise<{ c
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
     })
   })
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 const cleanups: Array<() => Promise<unknown> | void> = []

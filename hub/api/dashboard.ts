@@ -1,10 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import type { FastifyPluginAsync } from 'fastify'
 import { RollcallError } from '../../common/errors.js'
+import { PACKAGE_ROOT } from '../../common/version.js'
 
 /**
  * The dashboard's files (issue #6): the page, its script modules compiled
@@ -17,7 +17,7 @@ import { RollcallError } from '../../common/errors.js'
  *   /ui/vendor uPlot (minified script and its stylesheet)
  */
 export function dashboardRoutes(): FastifyPluginAsync {
-  const uiDir = join(packageRoot(), 'dist', 'hub', 'ui')
+  const uiDir = join(PACKAGE_ROOT ?? '.', 'dist', 'hub', 'ui')
   const uplotDir = dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.iife.min.js'))
   return async (app) => {
     if (!existsSync(join(uiDir, 'index.html'))) {
@@ -53,16 +53,4 @@ const PAGE_HEADERS = {
   'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
-}
-
-/** The folder of rollcall's package.json, from this module's place in the source or in dist/. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const manifest = join(dir, 'package.json')
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'rollcall') return dir
-    const up = dirname(dir)
-    if (up === dir) throw new Error(`rollcall's package.json not found above ${fileURLToPath(import.meta.url)}`)
-    dir = up
-  }
 }

@@ -1,6 +1,7 @@
 import { openSync, closeSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { isAlive } from './procs.js'
 
 /**
  * Runs `fn` while holding a lock shared by every vitest worker on this
@@ -42,11 +43,5 @@ function holderAlive(path: string): boolean {
   } catch {
     return true // being written right now
   }
-  if (!Number.isInteger(pid) || pid <= 0) return true
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
+  return !Number.isInteger(pid) || pid <= 0 || isAlive(pid)
 }

@@ -27,6 +27,16 @@ export function startCli(args: string[], env: Record<string, string> = {}): Proc
   return { child, pid: child.pid!, output: () => out, exited }
 }
 
+/** Whether a process with this PID exists (signal 0 checks without sending anything). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** Sends a signal to a process we started (by its PID) and waits for it to exit. */
 export async function killProc(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   if (p.child.exitCode !== null || p.child.signalCode !== null) return
