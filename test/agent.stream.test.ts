@@ -193,8 +193,7 @@ describe('offline buffering', () => {
     await waitFor('agent sees the link down', () => !agent.isConnected())
     for (let i = 0; i < 30; i++) agent.sampleNow()
     expect(backlog(agent)).toBe(150)
-    await sleep(300) // a few failed reconnect attempts
-    expect(agent.stats().link.attempts).toBeGreaterThan(1)
+    await waitFor('a few failed reconnect attempts', () => agent.stats().link.attempts > 1)
 
     await broker!.up()
     await waitFor('reconnected and drained', () => backlog(agent) === 0 && acker!.highWater(storeId) === 170)
@@ -271,7 +270,8 @@ describe('restart with the same data dir', () => {
     await first.stop()
     await first.stop() // safe twice
     // The clean stop published the death itself; the broker discarded the Will.
-    await sleep(100)
+    await waitFor('the death received', () => acker!.states.some((s) => s.message.type === 'death'))
+    await sleep(100) // and no second one (the Will) follows
     expect(acker!.states.filter((s) => s.message.type === 'death').map((s) => s.message)).toEqual([{ type: 'death', v: 1, epoch: firstEpoch, storeId }])
 
     acker!.received.length = 0

@@ -202,7 +202,7 @@ describe('NetworkSimulator', () => {
     const b = await open(network.portFor('dev-b'))
     await b.roundTrip('xy', '>xy')
     // The close of a's relay pair is asynchronous; wait until it is counted.
-    for (let i = 0; i < 100 && network.statsFor('dev-a').live > 0; i++) await new Promise((r) => setTimeout(r, 10))
+    for (let i = 0; i < 1000 && network.statsFor('dev-a').live > 0; i++) await new Promise((r) => setTimeout(r, 10))
     expect(network.statsFor('dev-a')).toMatchObject({ bytesUp: 4, bytesDown: 5, live: 0 })
     expect(network.stats()).toMatchObject({ devices: 2, connections: 2, live: 1, bytesUp: 6, bytesDown: 8, cutNow: 0 })
   })
