@@ -291,5 +291,5 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     } finally {
       while (cleanups.length) await cleanups.pop()!()
     }
-  }), 420_000)
+  }), 900_000)
 })

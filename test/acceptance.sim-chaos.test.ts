@@ -21,7 +21,7 @@ afterEach(async () => {
 
 function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 200_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
     })
   })
@@ -80,5 +80,5 @@ describe('rollcall sim under chaos', () => {
     expect(Object.values(byState).reduce((a, b) => a + b, 0)).toBe(report.totals.jobs.issued)
     expect(byState).toEqual(report.totals.jobs.byState)
     expect(jobs.body.jobs.every((j) => j.status !== 'active')).toBe(true)
-  }, 240_000)
+  }, 660_000)
 })

@@ -26,7 +26,7 @@ interface Run { readonly report: SimReport; readonly printed: string; readonly v
 
 function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
     })
   })
@@ -76,5 +76,5 @@ describe('rollcall sim with a seed', () => {
     expect(a.values).toEqual(expected)
     expect(c.values).not.toEqual(a.values)
     for (const r of [a, b, c]) expect(r.report.totals).toMatchObject({ lost: 0, duplicates: 0 })
-  }, 90_000)
+  }, 300_000)
 })

@@ -126,7 +126,7 @@ export async function subackCodes(client: MqttClient, filters: Record<string, { 
   }
 }
 
-export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
@@ -138,7 +138,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-export function closed(client: MqttClient, timeoutMs = 10_000): Promise<void> {
+export function closed(client: MqttClient, timeoutMs = 30_000): Promise<void> {
   return new Promise((resolve, reject) => {
     if (!client.connected && client.disconnected) {
       resolve()
@@ -223,7 +223,7 @@ export interface Exit {
   readonly stderr: string
 }
 
-export function run(cleanups: Cleanups, command: string, args: string[], timeoutMs = 15_000): { exit: Promise<Exit>; kill(): void } {
+export function run(cleanups: Cleanups, command: string, args: string[], timeoutMs = 30_000): { exit: Promise<Exit>; kill(): void } {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
@@ -262,7 +262,7 @@ export function resourceCounts(): Record<string, number> {
   return counts
 }
 
-export async function expectNoLeaks(baseline: Record<string, number>, timeoutMs = 5_000): Promise<void> {
+export async function expectNoLeaks(baseline: Record<string, number>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const now = resourceCounts()

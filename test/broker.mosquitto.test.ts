@@ -78,7 +78,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('mosquitto clients', () => {
       if (info.clientId === 'Ops:cli') resolve()
     }))
     const sub = run(cleanups, 'mosquitto_sub', ['-h', HOST, '-p', String(port), '-i', 'Ops:cli', '-u', 'observer:ops', '-P', TOKENS['observer:ops'] ?? '',
-      '-q', '1', '-t', 'devices/+/telemetry', '-C', '1', '-v', '-W', '10'])
+      '-q', '1', '-t', 'devices/+/telemetry', '-C', '1', '-v', '-W', '30'])
     await subscribed
     // CONNECT precedes SUBSCRIBE; publish until the subscription is in place.
     let exited = false
@@ -86,7 +86,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('mosquitto clients', () => {
       exited = true
     })
     let published = 0
-    const deadline = Date.now() + 8_000
+    const deadline = Date.now() + 25_000
     while (!exited && Date.now() < deadline) {
       published++
       await run(cleanups, 'mosquitto_pub', ['-h', HOST, '-p', String(port), ...as('dev-a'), '-q', '1', '-t', 'devices/dev-a/telemetry', '-m', 'hello']).exit

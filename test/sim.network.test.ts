@@ -68,7 +68,7 @@ async function open(port: number): Promise<Client> {
     async roundTrip(text, expected = text) {
       const before = data.length
       socket.write(text)
-      const deadline = Date.now() + 2000
+      const deadline = Date.now() + 10_000
       while (!data.slice(before).includes(expected)) {
         if (Date.now() > deadline) throw new Error(`no echo of ${text}; got ${JSON.stringify(data.slice(before))}`)
         await new Promise((r) => setTimeout(r, 5))

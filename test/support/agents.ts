@@ -38,7 +38,7 @@ export async function registerDevices(hub: TestHub, prefix: string, n: number, g
 }
 
 /** Waits until every agent is reachable on the hub. */
-export async function waitOnline(hub: TestHub, ids: readonly string[], timeoutMs = 30_000): Promise<void> {
+export async function waitOnline(hub: TestHub, ids: readonly string[], timeoutMs = 90_000): Promise<void> {
   await waitFor(() => ids.every((id) => hub.running.services.presence.isReachable(id)), `${ids.length} devices online`, timeoutMs)
 }
 

@@ -10,7 +10,7 @@ import { isAlive } from './procs.js'
  * failure says nothing about the code. The lock is a file made with O_EXCL;
  * one left by a process that died is taken over.
  */
-export async function exclusive<T>(name: string, fn: () => Promise<T>, waitMs = 180_000): Promise<T> {
+export async function exclusive<T>(name: string, fn: () => Promise<T>, waitMs = 600_000): Promise<T> {
   const path = join(tmpdir(), `rollcall-test-${name}.lock`)
   const deadline = Date.now() + waitMs
   for (;;) {

@@ -14,7 +14,7 @@ if (SKIP_WITHOUT_MOSQUITTO) {
 export interface CliResult { readonly code: number | null; readonly stdout: string; readonly stderr: string }
 
 /** Runs a mosquitto client CLI (mosquitto_pub / mosquitto_sub) to completion, with a hard time limit. */
-export function runMosquitto(bin: 'mosquitto_pub' | 'mosquitto_sub', args: string[], timeoutMs = 10_000): Promise<CliResult> {
+export function runMosquitto(bin: 'mosquitto_pub' | 'mosquitto_sub', args: string[], timeoutMs = 30_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''

@@ -56,7 +56,7 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   const ready = join(dataDir, `ready-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
   const p = startCli(['hub', '--data', dataDir, '--mqtt-port', String(opts.mqttPort ?? 0), '--http-port', String(opts.httpPort ?? 0),
     '--ready-file', ready, '--log-level', 'warn', ...(opts.extra ?? [])])
-  await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 20_000)
+  await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 60_000)
   if (!existsSync(ready)) throw new Error(`hub exited before it was ready:\n${p.output()}`)
   const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
   rmSync(ready, { force: true })
