@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# What a user gets from the README's install: `npm pack` here, then
+# `npm install -g --allow-scripts=better-sqlite3 ./rollcall-<version>.tgz`.
+# It packs into a temp dir, checks what the tarball carries, installs it into a
+# temp prefix with an empty npm cache (so nothing cached from this repo's own
+# install can hide a dependency that resolves differently for a user: the
+# lockfile and `overrides` do not travel with a package), and fails on any
+# `npm warn`. Then it runs the installed copy: `rollcall --version`, a hub on
+# free ports on 127.0.0.1, the dashboard's files, a device added with the
+# installed CLI and the installed agent, until the device is online and its
+# telemetry is stored.
+#
+# Slow (better-sqlite3 compiles from source where no prebuilt binary can be
+# downloaded: minutes), so it is not part of `npm test`: run it with
+# `npm run test:package`; CI runs it after the tests. Needs the npm registry,
+# python3, make and g++. Ends with a line "check-package: PASS" or
+# "check-package: FAIL: <why>". KEEP_PACKAGE_CHECK=1 keeps the temp dir (the
+# tarball, the install, the logs) for a look afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Bounds that only guard against a hang, far above what a loaded 2-core
+# machine takes (install ~3 min, hub start ~1 s, first sample ~2 s).
+INSTALL_TIMEOUT_S=1500
+START_TIMEOUT_S=120
+ONLINE_TIMEOUT_S=180
+STOP_TIMEOUT_S=60
+
+work="$(mktemp -d -t rollcall-package-XXXXXX)"
+prefix="$work/prefix"
+bin="$prefix/bin/rollcall"
+hub_pid=""
+agent_pid=""
+step="start"
+
+say() { printf 'check-package: %s\n' "$*"; }
+fail() { printf 'check-package: FAIL: %s\n' "$*" >&2; exit 1; }
+
+# Stops one process we started: SIGTERM, then SIGKILL if it has not exited
+# within STOP_TIMEOUT_S. Prints how it ended.
+stop() {
+  local name=$1 pid=$2 i code=0
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT_S * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+      say "$name (pid $pid) did not stop within ${STOP_TIMEOUT_S}s of SIGTERM: killed"
+      wait "$pid" 2>/dev/null || true
+      return 1
+    fi
+  fi
+  wait "$pid" 2>/dev/null || code=$?
+  say "$name (pid $pid) stopped, exit code $code"
+}
+
+show_log() {
+  if [ -s "$1" ]; then
+    printf -- '--- last lines of %s ---\n' "$(basename "$1")" >&2
+    tail -n 40 "$1" >&2
+  fi
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop agent "$agent_pid" || true
+  stop hub "$hub_pid" || true
+  if [ "$status" -ne 0 ]; then
+    for log in pack install npm-ls hub agent; do show_log "$work/$log.log"; done
+    printf 'check-package: FAIL (at: %s)\n' "$step" >&2
+  fi
+  if [ -n "${KEEP_PACKAGE_CHECK:-}" ]; then say "kept $work (KEEP_PACKAGE_CHECK is set)"; else rm -rf "$work"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Fails when a log has npm warnings, or the notice for install scripts that
+# the allow-list does not cover (our own prepare would be one).
+no_npm_warnings() {
+  local log=$1 what=$2
+  if grep -i -E 'npm warn|not yet covered by allowScripts' "$log" >&2; then
+    fail "$what printed the npm warnings above"
+  fi
+}
+
+# waits until `test_cmd` succeeds, re-running it every second, for at most
+# $1 seconds; fails with $2 if it never does or if the process $3 exits.
+wait_for() {
+  local limit=$1 what=$2 pid=$3 i
+  shift 3
+  for ((i = 0; i < limit; i++)); do
+    if "$@"; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || fail "$what: the process exited first"
+    sleep 1
+  done
+  fail "$what: not within ${limit}s"
+}
+
+# Reads a field from a JSON document on stdin: json_field 'd => d.presence.status'.
+json_field() { node -e 'let s = ""; process.stdin.on("data", (c) => { s += c }).on("end", () => { const v = ('"$1"')(JSON.parse(s)); process.stdout.write(v === undefined || v === null ? "" : String(v)) })'; }
+
+version="$(node -p 'require("./package.json").version')"
+say "node $(node --version), npm $(npm --version), rollcall $version; working in $work"
+
+step="npm pack"
+npm pack --pack-destination "$work" > "$work/pack.log" 2>&1 || fail "npm pack failed"
+no_npm_warnings "$work/pack.log" "npm pack"
+tgz="$work/rollcall-$version.tgz"
+[ -f "$tgz" ] || fail "npm pack wrote no $tgz"
+
+step="tarball contents"
+tar -tzf "$tgz" | sed 's|^package/||' | sort > "$work/files.txt"
+if grep -E '\.map$|\.ts$|^dist/(bench|scripts|test)/' "$work/files.txt" >&2; then
+  fail "the tarball carries the development files above"
+fi
+for f in LICENSE README.md package.json dist/cli/main.js dist/hub/ui/index.html dist/hub/ui/style.css dist/hub/ui/app.js; do
+  grep -qxF "$f" "$work/files.txt" || fail "the tarball lacks $f"
+done
+say "tarball: $(wc -l < "$work/files.txt") files, $(du -k "$tgz" | cut -f1) KiB"
+
+step="npm install -g"
+say "installing into $prefix (compiles better-sqlite3; minutes)"
+# The README's command, run outside the repo, with an empty cache of its own.
+(
+  cd "$work"
+  npm_config_cache="$work/npm-cache" timeout "$INSTALL_TIMEOUT_S" \
+    npm install -g --prefix "$prefix" --allow-scripts=better-sqlite3 "./rollcall-$version.tgz"
+) > "$work/install.log" 2>&1 || fail "npm install -g failed (exit $?)"
+no_npm_warnings "$work/install.log" "npm install -g"
+[ -x "$bin" ] || fail "npm install -g made no $bin"
+
+step="npm ls"
+# Every installed dependency satisfies its dependent's range (no "invalid").
+(cd "$prefix/lib/node_modules/rollcall" && npm_config_cache="$work/npm-cache" npm ls --all --omit=dev) > "$work/npm-ls.log" 2>&1 \
+  || fail "npm ls finds problems in the installed tree"
+# (An optional dependency left out, like ws's bufferutil, is no problem.)
+if grep -E ' invalid|extraneous|UNMET (PEER )?DEPENDENCY' "$work/npm-ls.log" >&2; then fail "npm ls: the installed tree has the problems above"; fi
+
+step="rollcall --version"
+got="$("$bin" --version)"
+[ "$got" = "$version" ] || fail "rollcall --version printed '$got', expected '$version'"
+say "rollcall --version: $got"
+
+# From here on, the installed copy runs from a directory that is not the repo,
+# so nothing can resolve back into this checkout.
+cd "$work"
+
+step="rollcall hub"
+"$bin" hub --data "$work/hub" --host 127.0.0.1 --mqtt-port 0 --http-port 0 \
+  --ready-file "$work/hub-ready.json" --log-level info > "$work/hub.log" 2>&1 &
+hub_pid=$!
+wait_for "$START_TIMEOUT_S" "the hub did not write its ready file" "$hub_pid" test -s "$work/hub-ready.json"
+http_port="$(json_field 'r => r.httpPort' < "$work/hub-ready.json")"
+mqtt_port="$(json_field 'r => r.mqttPort' < "$work/hub-ready.json")"
+api="http://127.0.0.1:$http_port"
+say "hub (pid $hub_pid): mqtt://127.0.0.1:$mqtt_port $api"
+
+step="dashboard files"
+# The page, every file it names (its stylesheet, uPlot from the installed
+# node_modules, its entry module) and every module those import answer 200
+# from the installed copy.
+node --input-type=module - "$api" <<'EOF' || fail "the dashboard's files are not all served by the installed hub"
+const api = process.argv[2]
+const get = async (path) => {
+  const res = await fetch(api + path, { signal: AbortSignal.timeout(30_000) })
+  if (res.status !== 200) throw new Error(`GET ${path}: ${res.status}`)
+  return res.text()
+}
+const page = await get('/ui/')
+const pending = [...page.matchAll(/(?:src|href)="(\/ui\/[^"]+)"/g)].map((m) => m[1])
+if (!pending.some((p) => p.includes('uPlot'))) throw new Error('the page names no uPlot file')
+const seen = new Set(pending)
+while (pending.length > 0) {
+  const path = pending.shift()
+  const text = await get(path)
+  if (!path.endsWith('.js') || path.startsWith('/ui/vendor/')) continue
+  for (const [, rel] of text.matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
+    const next = new URL(rel, `http://localhost${path}`).pathname
+    if (!seen.has(next)) { seen.add(next); pending.push(next) }
+  }
+}
+console.log(`check-package: dashboard: /ui/ and the ${seen.size} files it loads answer 200`)
+EOF
+
+step="rollcall device add"
+"$bin" device add pack-check --api "$api" --data "$work/hub" --json > "$work/device.json" || fail "rollcall device add failed"
+token="$(json_field 'd => d.token' < "$work/device.json")"
+[ -n "$token" ] || fail "rollcall device add printed no token"
+
+step="rollcall agent"
+printf '{ "sampleIntervalMs": "1s" }\n' > "$work/agent.json"
+ROLLCALL_TOKEN="$token" "$bin" agent --hub "mqtt://127.0.0.1:$mqtt_port" --id pack-check \
+  --data "$work/agent" --config "$work/agent.json" --log-level info > "$work/agent.log" 2>&1 &
+agent_pid=$!
+say "agent (pid $agent_pid) started"
+
+online() {
+  [ "$("$bin" device show pack-check --api "$api" --data "$work/hub" --json 2>/dev/null | json_field 'd => d.presence?.status')" = online ]
+}
+wait_for "$ONLINE_TIMEOUT_S" "the device did not come online" "$agent_pid" online
+say "device pack-check is online"
+
+stored() {
+  local n
+  n="$("$bin" telemetry pack-check --api "$api" --data "$work/hub" --json 2>/dev/null | json_field 'd => d.samples.length')"
+  [ -n "$n" ] && [ "$n" -gt 0 ]
+}
+wait_for "$ONLINE_TIMEOUT_S" "no telemetry from the device was stored" "$agent_pid" stored
+say "telemetry stored: $("$bin" telemetry pack-check --api "$api" --data "$work/hub" --json | json_field 'd => [...new Set(d.samples.map((s) => s.sensor))].sort().join(", ")')"
+
+step="stop"
+stop agent "$agent_pid" || fail "the agent did not stop on SIGTERM"
+agent_pid=""
+stop hub "$hub_pid" || fail "the hub did not stop on SIGTERM"
+hub_pid=""
+
+say "PASS: rollcall-$version.tgz installs with no npm warnings; its CLI, hub, dashboard and agent work from the installed copy"
