@@ -110,7 +110,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await shot(page, shots.dir, '2-wrong-token')
 
     await logIn(page, hub.running.adminToken)
-    await page.waitForFunction(() => document.querySelector('#fleet-online')?.textContent === '20 online', undefined, { timeout: 15_000 })
+    await page.waitForFunction(() => document.querySelector('#fleet-online')?.textContent === '20 online', undefined, { timeout: 60_000 })
     expect(await page.textContent('#fleet-total')).toBe('20 devices')
     expect(await page.locator('.vt-row[data-status="online"]').count()).toBe(20)
     await shot(page, shots.dir, '3-fleet')
@@ -171,7 +171,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     const job = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'group:lab', payload: { hi: 1 } })
     const waiting = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'device:dash-003' })
     await page.click('nav a[href="#/jobs"]')
-    await page.waitForSelector(`[data-job="${job.body.id}"] [data-state="succeeded"]`, { timeout: 15_000 })
+    await page.waitForSelector(`[data-job="${job.body.id}"] [data-state="succeeded"]`, { timeout: 60_000 })
     await shot(page, shots.dir, '6-jobs')
     page.once('dialog', (d) => { void d.accept() })
     await page.click(`[data-cancel="${waiting.body.id}"]`)
@@ -232,7 +232,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
       const hub = await startHubProc(join(tmp.dir), {})
       cleanups.push(() => killProc(hub))
       // The simulator (real agents, its own process) against this hub: 2,000 steady devices reading their sensors every 10 s.
-      const sim = startCli(['sim', '--devices', '2000', '--duration', '90s', '--profile', 'steady', '--rate', '6/min', '--jobs-every', 'off', '--commands-every', 'off',
+      const sim = startCli(['sim', '--devices', '2000', '--duration', '600s', '--profile', 'steady', '--rate', '6/min', '--jobs-every', 'off', '--commands-every', 'off',
         '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--api', `http://127.0.0.1:${hub.httpPort}`, '--admin-token', hub.adminToken, '--work', join(tmp.dir, 'sim')])
       cleanups.push(() => killProc(sim, 'SIGINT'))
 
@@ -242,7 +242,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
       const { problems, apiErrors } = watchPage(page)
       await page.goto(`http://127.0.0.1:${hub.httpPort}/ui/`)
       await logIn(page, hub.adminToken)
-      await page.waitForFunction(() => document.querySelector('#fleet-online')?.textContent === '2000 online', undefined, { timeout: 60_000 })
+      await page.waitForFunction(() => document.querySelector('#fleet-online')?.textContent === '2000 online', undefined, { timeout: 300_000 })
 
       // Virtualised: a screenful of rows in the DOM, not 2,000.
       const rowsInDom = await page.locator('.vt-row').count()

@@ -125,6 +125,8 @@ describe('agent commands on the wire', () => {
   it('answers ping, advertises commands in its birth, and answers 50 pings in a row once each', async () => {
     await setup()
     const agent = await started(makeAgent())
+    // Connected means subscribed; the birth follows on its way to the broker.
+    await waitFor('the birth', () => acker!.states.some((s) => s.message.type === 'birth'))
     const birth = acker!.states.find((s) => s.message.type === 'birth')!.message
     expect(birth.type === 'birth' && birth.capabilities).toContain('commands')
 
