@@ -42,7 +42,7 @@ const OBSERVER_NAME = 'demo-viewer'
  * shellAllow: exact commands, nothing else), so the README's example works
  * here; harmless, and present on Linux and macOS alike.
  */
-export const DEMO_SHELL_ALLOW = ['/usr/bin/uptime']
+const DEMO_SHELL_ALLOW = ['/usr/bin/uptime']
 
 export async function runDemo(opts: Record<string, string>): Promise<void> {
   const count = intFlag('devices', opts.devices, 1, 1000)!
