@@ -184,7 +184,12 @@ export function agentVersion(): string {
 export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   const clock = deps.clock ?? systemClock
   const random = deps.random ?? Math.random
-  const log = (deps.logger ?? silentLogger()).child({ component: 'agent', deviceId: config.id })
+  // One binding per key (issue #11): pino appends a child's bindings to its parent's, so a key bound
+  // twice is printed twice. The caller may have bound deviceId already (the demo does); the parts that
+  // name their own component (job runner, puller, ...) get `deviceLog`, the rest log as the agent.
+  const root = deps.logger ?? silentLogger()
+  const deviceLog = root.bindings().deviceId === config.id ? root : root.child({ deviceId: config.id })
+  const log = deviceLog.child({ component: 'agent' })
   const bootId = deps.bootId ?? randomUUID()
   const sensors: SensorSource[] = [
     ...(config.builtinSensors ? builtinSensors() : []),
@@ -326,7 +331,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         concurrency: config.jobConcurrency,
         deviceId: config.id,
         clock,
-        logger: log,
+        logger: deviceLog,
         sampleSensors,
         onRoom: () => { puller?.onRoom() },
       })
@@ -337,7 +342,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         inflightBatches: config.inflightBatches,
         batchMaxBytes: config.batchMaxBytes,
         ackTimeoutMs: config.ackTimeoutMs,
-        logger: log,
+        logger: deviceLog,
       })
       reporter = rep
       const p = new JobPuller(queue, r, transport, {
@@ -346,14 +351,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         ackTimeoutMs: config.ackTimeoutMs,
         clock,
         random,
-        logger: log,
+        logger: deviceLog,
       })
       puller = p
       const c = new CommandRunner(ledger, commandHandlers, transport, {
         deviceId: config.id,
         maxRunning: config.commandConcurrency,
         clock,
-        logger: log,
+        logger: deviceLog,
         sampleSensors,
       })
       commands = c
@@ -363,7 +368,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
           r.kick()
         },
         clock,
-        logger: log,
+        logger: deviceLog,
       })
       l.on('connected', () => { s.onConnected(); rep.onConnected(); p.onConnected() })
       l.on('disconnected', () => { s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })

@@ -97,6 +97,12 @@ export function createBroker(options: BrokerOptions): Broker {
   ): void {
     const packet = connectPackets.get(client)
     connectPackets.delete(client)
+    // A CONNECT still in aedes's pipeline when the broker closes: the stores behind the checks
+    // may be closed already (the hub closes its database next), so it is refused unchecked, quietly.
+    if (closing !== undefined) {
+      done(new Refusal(3, 'the broker is closing'), null)
+      return
+    }
     const decision = decide(client, packet, username, password)
     if (decision.ok) {
       accept(client, decision.principal)

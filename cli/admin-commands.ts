@@ -1,5 +1,7 @@
 import { resolveAdminTarget, type AdminTarget } from './admin-config.js'
-import { ago, call, out, printJson, table } from './http.js'
+import { call } from './http.js'
+import { cliCommand, hint } from './invocation.js'
+import { ago, clip, localTime, out, printJson, table } from './output.js'
 import { intFlag } from './parse.js'
 import type { AdminOpts, TelemetryOpts } from './main.js'
 
@@ -25,14 +27,14 @@ export const adminCommands = {
     if (opts.json) return printJson(r)
     out(`device ${r.id} added${r.group ? ` to group ${r.group}` : ''}`)
     out(`token (shown once, store it on the device): ${r.token}`)
-    out(`run the agent: ROLLCALL_TOKEN=${r.token} rollcall agent --hub ${await mqttUrl(t)} --id ${r.id}`)
+    out(`run the agent: ROLLCALL_TOKEN=${r.token} ${cliCommand()} agent --hub ${await mqttUrl(t)} --id ${r.id}`)
   },
 
   async deviceList(opts: AdminOpts & { group?: string }) {
     const t = resolveAdminTarget(opts)
     const r = await call<{ devices: Device[] }>(t, 'GET', `/api/devices${opts.group ? `?group=${encodeURIComponent(opts.group)}` : ''}`)
     if (opts.json) return printJson(r)
-    if (r.devices.length === 0) return out('no devices; add one with: rollcall device add ID')
+    if (r.devices.length === 0) return out(`no devices; add one with: ${hint(opts, 'device', 'add', 'ID')}`)
     out(table([['ID', 'GROUP', 'PRESENCE', 'SINCE', 'LAST SEEN', 'AGENT'], ...r.devices.map((d) => [
       d.id, d.group ?? '-', d.presence ? `${d.presence.status} (${d.presence.reason})` : 'never connected',
       d.presence ? ago(d.presence.since) : '-', ago(d.presence?.lastSeen), d.presence?.info.agentVersion ?? '-',
@@ -51,7 +53,7 @@ export const adminCommands = {
     for (const s of d.streams) out(`stream   store ${s.storeId}: stored up to seq ${s.upTo} (${ago(s.updatedAt)})`)
     if (h.history.length > 0) {
       out('history')
-      for (const e of h.history) out(`  ${new Date(e.ts).toISOString()}  ${e.status.padEnd(7)} ${e.reason}${e.epoch ? `  epoch ${e.epoch}` : ''}`)
+      for (const e of h.history) out(`  ${localTime(e.ts)}  ${e.status.padEnd(7)} ${e.reason}${e.epoch ? `  epoch ${e.epoch}` : ''}`)
     }
   },
 
@@ -81,8 +83,8 @@ export const adminCommands = {
   async observerList(opts: AdminOpts) {
     const r = await call<{ observers: Array<{ name: string; username: string; createdAt: number }> }>(resolveAdminTarget(opts), 'GET', '/api/observers')
     if (opts.json) return printJson(r)
-    if (r.observers.length === 0) return out('no observers; add one with: rollcall observer add NAME')
-    out(table([['NAME', 'USERNAME', 'CREATED'], ...r.observers.map((o) => [o.name, o.username, new Date(o.createdAt).toISOString()])]))
+    if (r.observers.length === 0) return out(`no observers; add one with: ${hint(opts, 'observer', 'add', 'NAME')}`)
+    out(table([['NAME', 'USERNAME', 'CREATED'], ...r.observers.map((o) => [o.name, o.username, localTime(o.createdAt)])]))
   },
 
   async observerRemove(name: string, opts: AdminOpts) {
@@ -97,19 +99,29 @@ export const adminCommands = {
     if (opts.until) q.set('until', opts.until)
     if (opts.sensor) q.set('sensor', opts.sensor)
     if (opts.bucket) q.set('bucket', opts.bucket)
-    const r = await call<{ truncated: boolean; samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>; buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }> }>(
-      resolveAdminTarget(opts), 'GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q.toString()}`)
+    const t = resolveAdminTarget(opts)
+    const r = await call<TelemetryReply>(t, 'GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q.toString()}`)
     if (opts.json) return printJson(r)
     const what = `${opts.sensor ? `sensor ${opts.sensor} of ` : ''}${id}`
     const more = () => { if (r.truncated) process.stderr.write(`(only the oldest ${limit} rows of the range; narrow it with --since/--until, use --bucket, or raise --limit)\n`) }
+    // No rows for the sensor asked for: say which sensors the device did send (issue #11: cpu.temp
+    // exists only where /sys/class/thermal does, and a name may be misspelt).
+    const none = async (range: string) => {
+      out(`no telemetry for ${what} ${range}`)
+      if (!opts.sensor) return
+      const others = await sensorsIn(t, id, r.sinceMs, r.untilMs)
+      out(others.length > 0
+        ? `${id} sent ${others.join(', ')} in that range; try: ${hint(opts, 'telemetry', id, '--since', opts.since, '--sensor', others[0]!)}`
+        : `${id} sent no telemetry at all in that range`)
+    }
     if (r.buckets) {
-      if (r.buckets.length === 0) return out(`no telemetry for ${what} in that range`)
-      out(table([['TIME', 'SENSOR', 'COUNT', 'AVG', 'MIN', 'MAX'], ...r.buckets.map((b) => [new Date(b.ts).toISOString(), b.sensor, String(b.count), fmt(b.avg), fmt(b.min), fmt(b.max)])]))
+      if (r.buckets.length === 0) return none('in that range')
+      out(table([['TIME', 'SENSOR', 'COUNT', 'AVG', 'MIN', 'MAX'], ...r.buckets.map((b) => [localTime(b.ts), b.sensor, String(b.count), fmt(b.avg), fmt(b.min), fmt(b.max)])]))
       return more()
     }
     const samples = r.samples ?? []
-    if (samples.length === 0) return out(`no telemetry for ${what} since ${opts.since}`)
-    out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [new Date(s.ts).toISOString(), s.sensor, fmt(s.value), String(s.seq)])]))
+    if (samples.length === 0) return none(`since ${opts.since}`)
+    out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [localTime(s.ts), s.sensor, fmt(s.value), String(s.seq)])]))
     more()
   },
 
@@ -119,7 +131,7 @@ export const adminCommands = {
       resolveAdminTarget(opts), 'GET', `/api/devices/${encodeURIComponent(id)}/events?${q.toString()}`)
     if (opts.json) return printJson(r)
     if (r.events.length === 0) return out(`no events for ${id} since ${opts.since}`)
-    out(table([['TIME', 'LEVEL', 'KIND', 'MESSAGE'], ...r.events.map((e) => [new Date(e.ts).toISOString(), e.level, e.kind, e.message.slice(0, 100)])]))
+    out(table([['TIME', 'LEVEL', 'KIND', 'MESSAGE'], ...r.events.map((e) => [localTime(e.ts), e.level, e.kind, clip(e.message, 100)])]))
   },
 
   async deadLetters(opts: AdminOpts & { device?: string; limit: string }) {
@@ -130,8 +142,23 @@ export const adminCommands = {
     if (opts.json) return printJson(r)
     if (r.deadLetters.length === 0) return out('no dead letters')
     out(table([['TIME', 'DEVICE', 'REASON', 'BYTES', 'TOPIC', 'DETAIL'], ...r.deadLetters.map((d) => [
-      new Date(d.ts).toISOString(), d.deviceId ?? '-', d.reason, String(d.payloadBytes), d.topic, d.detail.slice(0, 80)])]))
+      localTime(d.ts), d.deviceId ?? '-', d.reason, String(d.payloadBytes), d.topic, clip(d.detail, 80)])]))
   },
+}
+
+interface TelemetryReply {
+  sinceMs: number
+  untilMs: number
+  truncated: boolean
+  samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>
+  buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }>
+}
+
+/** The sensors a device sent in a range, by name: one bucket spanning the range gives a row or two per sensor. */
+async function sensorsIn(t: AdminTarget, id: string, sinceMs: number, untilMs: number): Promise<string[]> {
+  const q = new URLSearchParams({ since: String(sinceMs), until: String(untilMs), bucket: `${Math.max(1, untilMs - sinceMs)}ms`, limit: '1000' })
+  const r = await call<TelemetryReply>(t, 'GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q.toString()}`)
+  return [...new Set((r.buckets ?? []).map((b) => b.sensor))].sort()
 }
 
 function fmt(v: number): string {

@@ -1,26 +1,36 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { InvalidArgumentError } from 'commander'
 import { ADMIN_TOKEN_FILE } from '../hub/admin-token.js'
 
 /**
  * Where admin commands find the hub and its token: flags first, then
  * ROLLCALL_API / ROLLCALL_ADMIN_TOKEN, then the defaults of a hub started on
  * this machine with its default data dir. This is the only CLI module that
- * reads the environment.
+ * reads rollcall's own environment variables (invocation.ts reads npm's and
+ * PATH).
  */
 export interface AdminTarget { readonly api: string; readonly token: string }
 
+export const DEFAULT_API = 'http://127.0.0.1:8080'
+export const DEFAULT_DATA = './rollcall-data'
+/** Where `rollcall demo` keeps its hub unless told otherwise. */
+export const DEFAULT_DEMO_DATA = './rollcall-data/demo'
+
 export function resolveAdminTarget(flags: { api?: string | undefined; adminToken?: string | undefined; data?: string | undefined }, env: NodeJS.ProcessEnv = process.env): AdminTarget {
-  const api = (flags.api ?? env.ROLLCALL_API ?? 'http://127.0.0.1:8080').replace(/\/+$/, '')
+  const api = (flags.api ?? env.ROLLCALL_API ?? DEFAULT_API).replace(/\/+$/, '')
   if (!/^https?:\/\/[^/]+/.test(api)) {
-    throw Object.assign(new Error(`--api ${JSON.stringify(api)} is not a URL: write it like http://127.0.0.1:8080`), { code: 'BAD_REQUEST' })
+    throw new InvalidArgumentError(`--api ${JSON.stringify(api)} is not a URL: write it like ${DEFAULT_API}`)
   }
   let token = flags.adminToken ?? env.ROLLCALL_ADMIN_TOKEN
   if (!token) {
-    const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? './rollcall-data')
+    const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? DEFAULT_DATA)
     const path = join(dataDir, ADMIN_TOKEN_FILE)
     if (!existsSync(path)) {
-      throw Object.assign(new Error(`no admin token: pass --admin-token, set ROLLCALL_ADMIN_TOKEN, or point --data at the hub's data dir (looked for ${path})`), { code: 'UNAUTHORIZED' })
+      // The demo (npm start) keeps its hub in a folder of its own: say so to whoever ran it here.
+      const demo = flags.data === undefined && existsSync(join(DEFAULT_DEMO_DATA, ADMIN_TOKEN_FILE))
+        ? `; the demo's hub (npm start) keeps its token in ${DEFAULT_DEMO_DATA}: add --data ${DEFAULT_DEMO_DATA}` : ''
+      throw Object.assign(new Error(`no admin token: pass --admin-token, set ROLLCALL_ADMIN_TOKEN, or point --data at the hub's data dir (looked for ${path})${demo}`), { code: 'UNAUTHORIZED' })
     }
     token = readFileSync(path, 'utf8').trim()
   }

@@ -1,6 +1,8 @@
 import { InvalidArgumentError } from 'commander'
 import { resolveAdminTarget } from './admin-config.js'
-import { ApiError, ago, call, out, printJson, table } from './http.js'
+import { ApiError, call } from './http.js'
+import { hint, type HubFlags } from './invocation.js'
+import { ago, clip, localTime, localTimeMs, out, printJson, table } from './output.js'
 import { choiceFlag, durationFlag, intFlag, jsonFlag } from './parse.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandRecord } from '../hub/command-store.js'
@@ -17,7 +19,8 @@ import type { AdminOpts } from './main.js'
  *   1  anything else: the device's error (its code on stderr), the hub's
  *      DEVICE_OFFLINE / COMMAND_TIMEOUT / DEVICE_DISCONNECTED, a member that
  *      failed or was skipped as offline, a usage error
- *   2  nothing failed, but it did not run yet: with --if-offline queue the
+ *   2  a usage error (cli/main.ts)
+ *   3  nothing failed, but it did not run yet: with --if-offline queue the
  *      device (or some members) were offline, and it became a job
  */
 
@@ -27,7 +30,8 @@ export interface CmdFlags {
   ifOffline?: string
 }
 
-export const EXIT_QUEUED = 2
+/** Not 2, which is a usage error as for every rollcall command (issue #11). */
+export const EXIT_QUEUED = 3
 
 const enc = encodeURIComponent
 
@@ -39,13 +43,7 @@ export function isGroupTarget(target: string): boolean {
 // ---- output ----
 
 /** With milliseconds: a command's steps are milliseconds apart. */
-function time(ts: number | null): string {
-  return ts === null ? '-' : new Date(ts).toISOString()
-}
-
-function clip(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text
-}
+const time = localTimeMs
 
 /** "0.8 ms", "12 ms", "1.2 s" */
 function ms(n: number | null): string {
@@ -62,6 +60,17 @@ function resultOrError(o: { result?: unknown; error?: { code: string; message: s
 
 function recordDuration(r: CommandRecord): number | null {
   return r.sentAt !== null && r.finishedAt !== null ? r.finishedAt - r.sentAt : null
+}
+
+/**
+ * The hub's message, in the terminal's words (issue #11): DEVICE_OFFLINE names
+ * the flag, not the API's ifOffline field, and says when in local time.
+ */
+function cliMessage(deviceId: string, err: ApiError): string {
+  const lastSeen = err.details.lastSeen
+  if (err.code !== 'DEVICE_OFFLINE' || !(lastSeen === null || typeof lastSeen === 'number')) return err.message
+  const when = lastSeen === null ? 'it has never connected' : `last seen ${localTime(lastSeen)}, ${ago(lastSeen)}`
+  return `device "${deviceId}" is not reachable now (${when}); retry later, or add --if-offline queue to run it as a job when it is back`
 }
 
 // ---- flags to a request body ----
@@ -94,14 +103,14 @@ async function sendOne(deviceId: string, name: string, opts: AdminOpts & CmdFlag
   } catch (err) {
     // A timed-out or cut-off command was sent and recorded: say where to look.
     if (err instanceof ApiError && typeof err.details.id === 'string') {
-      throw new ApiError(err.code, `${err.message} (command ${err.details.id}: rollcall cmd show ${err.details.id})`, err.details)
+      throw new ApiError(err.code, `${cliMessage(deviceId, err)} (command ${err.details.id}: ${hint(opts, 'cmd', 'show', err.details.id)})`, err.details, err.status)
     }
     throw err
   }
   if (opts.json) printJson(r)
   switch (r.status) {
     case 'queued':
-      if (!opts.json) out(`queued as job ${r.jobId}: it runs when ${r.deviceId} is back (follow it: rollcall job show ${r.jobId})`)
+      if (!opts.json) out(`queued as job ${r.jobId}: it runs when ${r.deviceId} is back (follow it: ${hint(opts, 'job', 'show', r.jobId)})`)
       process.exitCode = EXIT_QUEUED
       return
     case 'succeeded':
@@ -153,7 +162,7 @@ async function sendGroup(target: string, name: string, opts: AdminOpts & CmdFlag
         ? `skipped ${names.length} offline, queued as job ${g.jobId} (they run it when back): ${list}`
         : `skipped ${names.length} offline: ${list}`)
     }
-    out(`${g.counts.succeeded}/${g.outcomes.length + g.counts.skipped} succeeded in ${ms(g.durationMs)} (command ${g.id}: rollcall cmd show ${g.id})`)
+    out(`${g.counts.succeeded}/${g.outcomes.length + g.counts.skipped} succeeded in ${ms(g.durationMs)} (command ${g.id}: ${hint(opts, 'cmd', 'show', g.id)})`)
   }
   if (!shortfall) return
   // Queued members alone are not a failure: exit 2, as for one queued device.
@@ -166,7 +175,7 @@ async function sendGroup(target: string, name: string, opts: AdminOpts & CmdFlag
 
 // ---- the record ----
 
-function showRecord(r: CommandRecord): void {
+function showRecord(r: CommandRecord, flags: HubFlags): void {
   out(`command   ${r.id}  ${r.name}`)
   out(`device    ${r.deviceId}${r.groupId ? `  (group command ${r.groupId})` : ''}`)
   out(`status    ${r.status}${recordDuration(r) !== null ? ` in ${ms(recordDuration(r))}` : ''}`)
@@ -175,7 +184,7 @@ function showRecord(r: CommandRecord): void {
   out(`args      ${r.args === null ? '-' : clip(JSON.stringify(r.args), 200)}`)
   if (r.error) out(`error     ${r.error.code}: ${r.error.message}`)
   if (r.status === 'succeeded') out(`result    ${clip(JSON.stringify(r.result), 500)}`)
-  if (r.jobId) out(`job       ${r.jobId} (rollcall job show ${r.jobId})`)
+  if (r.jobId) out(`job       ${r.jobId} (${hint(flags, 'job', 'show', r.jobId)})`)
   if (r.late) out(`late      ${time(r.late.at)}: ${clip(JSON.stringify(r.late.response), 300)} (recorded, not acted on)`)
   out('')
   out(table([['TIME', 'EVENT'], ...r.timeline.map((e) => [time(e.at), e.event])]))
@@ -190,7 +199,7 @@ export const cmdCommands = {
   async show(id: string, opts: AdminOpts) {
     const r = await call<CommandRecord | { groupId: string; commands: CommandRecord[] }>(resolveAdminTarget(opts), 'GET', `/api/commands/${enc(id)}`)
     if (opts.json) return printJson(r)
-    if (!('commands' in r)) return showRecord(r)
+    if (!('commands' in r)) return showRecord(r, opts)
     const first = r.commands[0]
     out(`group command ${r.groupId}${first ? `  ${first.name}, ${time(first.createdAt)} (${ago(first.createdAt)})` : ''}`)
     out('')
@@ -203,7 +212,7 @@ export const cmdCommands = {
     const limit = intFlag('limit', opts.limit, 1, 1000)!
     const r = await call<{ commands: CommandRecord[] }>(resolveAdminTarget(opts), 'GET', `/api/devices/${enc(deviceId)}/commands?limit=${limit}`)
     if (opts.json) return printJson(r)
-    if (r.commands.length === 0) return out(`no commands for ${deviceId} yet; send one with: rollcall cmd ${deviceId} ping`)
+    if (r.commands.length === 0) return out(`no commands for ${deviceId} yet; send one with: ${hint(opts, 'cmd', deviceId, 'ping')}`)
     out(table([['ID', 'NAME', 'STATUS', 'CREATED', 'DURATION', 'RESULT / ERROR'], ...r.commands.map((c) => [
       c.id, c.name, c.status, ago(c.createdAt), ms(recordDuration(c)), c.status === 'queued' ? `job ${c.jobId ?? '-'}` : resultOrError(c),
     ])]))

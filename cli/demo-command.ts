@@ -1,13 +1,15 @@
 import { join } from 'node:path'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig } from '../agent/config.js'
-import { createLogger } from '../common/logger.js'
+import { createLogger, logFormat } from '../common/logger.js'
 import { deviceSensors } from '../devices-sim/models.js'
 import { NetworkSimulator } from '../devices-sim/network.js'
 import { CONNECTIVITY_PROFILES, fleetPlans, linkChanges, type ConnectivityPlan } from '../devices-sim/profiles.js'
 import { streamFor } from '../devices-sim/random.js'
-import { loadHubConfig } from '../hub/config.js'
+import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
+import { cliCommand, shellWord } from './invocation.js'
+import { localTime } from './output.js'
 import { intFlag } from './parse.js'
 import { onShutdownSignal } from './signals.js'
 
@@ -35,6 +37,12 @@ const PLAN_PERIOD_MS = 10 * 60_000
 const DEMO_DAY_MS = 15 * 60_000
 const SCHEDULE_NAME = 'demo-sample'
 const OBSERVER_NAME = 'demo-viewer'
+/**
+ * What the demo's devices let the built-in `shell` task run (the agent's
+ * shellAllow: exact commands, nothing else), so the README's example works
+ * here; harmless, and present on Linux and macOS alike.
+ */
+const DEMO_SHELL_ALLOW = ['/usr/bin/uptime']
 
 export async function runDemo(opts: Record<string, string>): Promise<void> {
   const count = intFlag('devices', opts.devices, 1, 1000)!
@@ -42,9 +50,10 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
     dataDir: opts.data,
     mqttPort: intFlag('mqtt-port', opts.mqttPort, 0, 65535),
     httpPort: intFlag('http-port', opts.httpPort, 0, 65535),
-    logLevel: 'warn',
+    logLevel: opts.logLevel as HubConfig['logLevel'],
   })
-  const logger = createLogger({ level: 'warn' })
+  // Readable lines on a terminal, so a warning does not push the banner's token off screen as a wall of JSON.
+  const logger = createLogger({ level: config.logLevel, format: logFormat(opts.logFormat) })
 
   // Torn down last-in first-out; a Ctrl-C during start-up stops what has started.
   const releasers: Array<() => Promise<void> | void> = []
@@ -92,7 +101,8 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
         sampleIntervalMs: 1000,
         // The first device also reports this machine's own cpu, memory and uptime.
         builtinSensors: i === 0,
-        keepaliveSec: 10, reconnectBaseMs: 250, reconnectMaxMs: 4000, logLevel: 'warn',
+        keepaliveSec: 10, reconnectBaseMs: 250, reconnectMaxMs: 4000, logLevel: config.logLevel,
+        shellAllow: DEMO_SHELL_ALLOW,
       }, `demo device ${id}`), {
         logger: logger.child({ deviceId: id }),
         sensors: deviceSensors(SEED, i, { tickMs: 1000, dayMs: DEMO_DAY_MS }),
@@ -114,9 +124,10 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
     if (stopped) return
 
     const api = `http://127.0.0.1:${running.httpPort}`
-    const flags = `--api ${api} --data ${config.dataDir}`
+    const flags = `--api ${api} --data ${shellWord(config.dataDir)}`
     const mix = CONNECTIVITY_PROFILES.map((p) => `${plans.filter((x) => x.profile === p).length} ${p}`).join(', ')
-    const next = schedule.nextRunAt === null ? '' : ` (next at ${new Date(schedule.nextRunAt).toLocaleTimeString()})`
+    const next = schedule.nextRunAt === null ? '' : ` (next at ${localTime(schedule.nextRunAt)})`
+    const rollcall = cliCommand()
     process.stdout.write([
       '',
       `rollcall demo: hub + ${count} simulated devices (Ctrl-C stops everything)`,
@@ -135,11 +146,11 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
       `  mosquitto_sub -h 127.0.0.1 -p ${running.mqttPort} -i viewer:1 -u 'observer:${OBSERVER_NAME}' -P '${viewer.token}' -t 'devices/+/telemetry' -v`,
       '',
       'Ask the hub (in another terminal, from this folder):',
-      `  npx rollcall device list ${flags}`,
-      `  npx rollcall telemetry demo-01 --since 1m ${flags}`,
-      `  npx rollcall job list ${flags}`,
-      `  npx rollcall job create echo --target group:${GROUP} --payload '{"hello":"demo"}' ${flags}`,
-      `  npx rollcall cmd demo-01 sensors.sample ${flags}`,
+      `  ${rollcall} device list ${flags}`,
+      `  ${rollcall} telemetry demo-01 --since 1m ${flags}`,
+      `  ${rollcall} job list ${flags}`,
+      `  ${rollcall} job create echo --target group:${GROUP} --payload '{"hello":"demo"}' ${flags}`,
+      `  ${rollcall} cmd demo-01 sensors.sample ${flags}`,
       `  curl -s -H 'Authorization: Bearer ${running.adminToken}' '${api}/api/devices/demo-01/telemetry?since=1m&bucket=10s' | head -c 600`,
       '',
     ].join('\n'))

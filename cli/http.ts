@@ -1,14 +1,17 @@
 import type { AdminTarget } from './admin-config.js'
-import { formatDurationMs } from '../common/duration.js'
 
 /**
- * What every admin command shares: calling the hub's HTTP API and printing
- * the answer. Errors from the hub arrive as { error: { code, message } } and
- * leave as "rollcall: CODE: message" on stderr with exit code 1 (cli/main.ts).
+ * What every admin command shares: calling the hub's HTTP API (printing is
+ * in output.ts). Errors from the hub arrive as { error: { code, message } } and
+ * leave as "rollcall: CODE: message" on stderr (cli/main.ts picks the exit
+ * code: 2 when the hub refused the request as malformed, HTTP 400, else 1).
  */
 export class ApiError extends Error {
-  /** The error's other fields as the hub sent them (a DEVICE_OFFLINE's lastSeen, a COMMAND_TIMEOUT's id). */
-  constructor(readonly code: string, message: string, readonly details: Readonly<Record<string, unknown>> = {}) { super(message) }
+  /**
+   * `details`: the error's other fields as the hub sent them (a DEVICE_OFFLINE's lastSeen, a COMMAND_TIMEOUT's id);
+   * `status`: the HTTP status, 0 for an error found on this side.
+   */
+  constructor(readonly code: string, message: string, readonly details: Readonly<Record<string, unknown>> = {}, readonly status = 0) { super(message) }
 }
 
 /** `waitMs`: how long to wait for the answer; a command waits for its device, so it passes its own deadline plus a margin. */
@@ -31,21 +34,7 @@ export async function call<T>(target: AdminTarget, method: string, path: string,
   if (!res.ok) {
     const e = (json as { error?: { code?: string; message?: string } & Record<string, unknown> } | undefined)?.error
     const { code, message, ...details } = e ?? {}
-    throw new ApiError(code ?? `HTTP_${res.status}`, message ?? text.slice(0, 200), details)
+    throw new ApiError(code ?? `HTTP_${res.status}`, message ?? text.slice(0, 200), details, res.status)
   }
   return json as T
-}
-
-export const out = (s: string): void => { process.stdout.write(`${s}\n`) }
-export const printJson = (v: unknown): void => { out(JSON.stringify(v, null, 2)) }
-
-/** Columns padded to their widest cell; the first row is the header. */
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
-}
-
-/** "3m 2s ago", or "-" for no time. */
-export function ago(ts: number | null | undefined): string {
-  return ts == null ? '-' : `${formatDurationMs(Math.max(0, Date.now() - ts))} ago`
 }

@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs'
-import { createLogger } from '../common/logger.js'
+import { createLogger, logFormat } from '../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
 import { intFlag, numberFlag } from './parse.js'
@@ -26,7 +26,7 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 65536, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
   }, process.env, file)
-  const logger = createLogger({ level: config.logLevel })
+  const logger = createLogger({ level: config.logLevel, format: logFormat(str('logFormat')) })
   const hub = createHub(config, { logger })
   const running = await hub.start()
 

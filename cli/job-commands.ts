@@ -1,6 +1,8 @@
 import { InvalidArgumentError } from 'commander'
 import { resolveAdminTarget } from './admin-config.js'
-import { ago, call, out, printJson, table } from './http.js'
+import { call } from './http.js'
+import { hint } from './invocation.js'
+import { ago, clip, localTime, out, printJson, table } from './output.js'
 import { choiceFlag, durationFlag, intFlag, jsonFlag, percentFlag, rateFlag } from './parse.js'
 import { formatDurationMs } from '../common/duration.js'
 import { EXEC_STATES } from '../hub/job-rules.js'
@@ -35,14 +37,6 @@ export interface JobFlags {
 
 // ---- output ----
 
-function time(ts: number | null): string {
-  return ts === null ? '-' : new Date(ts).toISOString().replace(/\.\d{3}Z$/, 'Z')
-}
-
-function clip(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text
-}
-
 const enc = encodeURIComponent
 
 // ---- summaries ----
@@ -74,6 +68,26 @@ function optionsLine(j: Pick<JobView, 'priority' | 'timeoutMs' | 'maxAttempts' |
   if (j.ratePerMinute !== null) parts.push(`rate ${Number(j.ratePerMinute.toFixed(3))}/min`)
   if (j.abort) parts.push(`abort at ${j.abort.atPercent}% failed after ${j.abort.afterFinished} finished`)
   return parts.join(', ')
+}
+
+/** Executions' errors, one entry per distinct code and message, in table order. */
+export function errorGroups(executions: ReadonlyArray<{ deviceId: string; error: { code: string; message: string } | null }>): Array<{ code: string; message: string; devices: string[] }> {
+  const groups = new Map<string, { code: string; message: string; devices: string[] }>()
+  for (const e of executions) {
+    if (!e.error) continue
+    const key = `${e.error.code}\n${e.error.message}`
+    const g = groups.get(key) ?? { code: e.error.code, message: e.error.message, devices: [] }
+    g.devices.push(e.deviceId)
+    groups.set(key, g)
+  }
+  return [...groups.values()]
+}
+
+/** "demo-01", "demo-01 and demo-02", "demo-01, demo-02, demo-03 and 20 more" */
+function devicesLine(devices: readonly string[]): string {
+  if (devices.length === 1) return devices[0]!
+  if (devices.length <= 3) return `${devices.slice(0, -1).join(', ')} and ${devices[devices.length - 1]!}`
+  return `${devices.slice(0, 3).join(', ')} and ${devices.length - 3} more`
 }
 
 // ---- flags to a request body ----
@@ -111,7 +125,7 @@ export const jobCommands = {
     if (opts.json) return printJson(j)
     const n = j.counts.queued
     out(`job ${j.id} created: ${n} execution${n === 1 ? '' : 's'} queued${j.continuous ? '; devices that join later get one too' : ''}`)
-    out(`follow it: rollcall job show ${j.id}`)
+    out(`follow it: ${hint(opts, 'job', 'show', j.id)}`)
   },
 
   async jobList(opts: AdminOpts & { status?: string; limit: string }) {
@@ -120,7 +134,7 @@ export const jobCommands = {
     if (status) q.set('status', status)
     const r = await call<{ jobs: JobView[] }>(resolveAdminTarget(opts), 'GET', `/api/jobs?${q.toString()}`)
     if (opts.json) return printJson(r)
-    if (r.jobs.length === 0) return out(status ? `no ${status} jobs` : 'no jobs; create one with: rollcall job create NAME --target T')
+    if (r.jobs.length === 0) return out(status ? `no ${status} jobs` : `no jobs; create one with: ${hint(opts, 'job', 'create', 'NAME', '--target', 'all')}`)
     out(table([['ID', 'NAME', 'STATUS', 'TARGET', 'EXECUTIONS', 'CREATED'], ...r.jobs.map((j) => [
       j.id, j.name, j.status, clip(j.target, 40), countsSummary(j.counts), ago(j.createdAt),
     ])]))
@@ -133,18 +147,25 @@ export const jobCommands = {
     const j = await call<JobDetail & { truncated: boolean }>(resolveAdminTarget(opts), 'GET', `/api/jobs/${enc(id)}?${q.toString()}`)
     if (opts.json) return printJson(j)
     out(`job       ${j.id}  ${j.name}`)
-    out(`status    ${j.status}${j.statusReason ? ` (${j.statusReason})` : ''}${j.finishedAt !== null ? ` at ${time(j.finishedAt)}` : ''}`)
+    out(`status    ${j.status}${j.statusReason ? ` (${j.statusReason})` : ''}${j.finishedAt !== null ? ` at ${localTime(j.finishedAt)}` : ''}`)
     out(`target    ${j.target}${j.continuous ? ' (continuous: devices that join later get it too)' : ''}`)
-    out(`created   ${time(j.createdAt)} (${ago(j.createdAt)})${j.scheduleId !== null ? ` by schedule ${j.scheduleId}` : ''}`)
-    if (j.expiresAt !== null) out(`expires   ${time(j.expiresAt)}`)
+    out(`created   ${localTime(j.createdAt)} (${ago(j.createdAt)})${j.scheduleId !== null ? ` by schedule ${j.scheduleId}` : ''}`)
+    if (j.expiresAt !== null) out(`expires   ${localTime(j.expiresAt)}`)
     out(`payload   ${clip(JSON.stringify(j.payload), 200)}`)
     out(`options   ${optionsLine(j)}`)
     out(`counts    ${countsLine(j.counts)}`)
     if (j.executions.length === 0) return out(state ? `no ${state} executions` : 'no executions')
     out('')
     out(table([['DEVICE', 'STATE', 'ATTEMPT', 'STARTED', 'FINISHED', 'ERROR'], ...j.executions.map((e) => [
-      e.deviceId, e.state, String(e.attempt), time(e.startedAt), time(e.finishedAt), e.error?.code ?? '-',
+      e.deviceId, e.state, String(e.attempt), localTime(e.startedAt), localTime(e.finishedAt), e.error?.code ?? '-',
     ])]))
+    // The ERROR column has room for a code only; what to do about it is in the message (issue #11).
+    const errors = errorGroups(j.executions)
+    if (errors.length > 0) {
+      out('')
+      out('errors')
+      for (const g of errors) out(`  ${g.code} on ${devicesLine(g.devices)}: ${clip(g.message, 500)}`)
+    }
     if (j.truncated) process.stderr.write(`(only the first ${j.executions.length} executions; narrow with --state or raise --limit)\n`)
   },
 
@@ -161,13 +182,13 @@ export const jobCommands = {
     out(`job       ${e.jobId}`)
     out(`device    ${e.deviceId}`)
     out(`state     ${e.state}  (attempt ${e.attempt}, version ${e.version})`)
-    if (e.state === 'queued' && e.runAfter > Date.now()) out(`retry at  ${time(e.runAfter)}`)
-    out(`delivered ${time(e.deliveredAt)}   started ${time(e.startedAt)}   finished ${time(e.finishedAt)}`)
+    if (e.state === 'queued' && e.runAfter > Date.now()) out(`retry at  ${localTime(e.runAfter)}`)
+    out(`delivered ${localTime(e.deliveredAt)}   started ${localTime(e.startedAt)}   finished ${localTime(e.finishedAt)}`)
     if (e.error) out(`error     ${e.error.code}: ${e.error.message}`)
     if (e.result !== null) out(`result    ${clip(JSON.stringify(e.result), 500)}`)
     out('')
     out(table([['TIME', 'VERSION', 'ATTEMPT', 'STATE', 'BY', 'DETAIL'], ...e.history.map((h) => [
-      time(h.at), String(h.version), String(h.attempt), h.state, h.source, h.detail ?? '',
+      localTime(h.at), String(h.version), String(h.attempt), h.state, h.source, h.detail ?? '',
     ])]))
   },
 
@@ -176,15 +197,15 @@ export const jobCommands = {
     const s = await call<ScheduleView>(resolveAdminTarget(opts), 'POST', '/api/schedules', body)
     if (opts.json) return printJson(s)
     out(`schedule ${s.name} added: "${s.cron}"${s.timezone ? ` (${s.timezone})` : ''} creates job ${s.job.name} for ${s.job.target}`)
-    out(`next run ${time(s.nextRunAt)}`)
+    out(`next run ${localTime(s.nextRunAt)}`)
   },
 
   async scheduleList(opts: AdminOpts) {
     const r = await call<{ schedules: ScheduleView[] }>(resolveAdminTarget(opts), 'GET', '/api/schedules')
     if (opts.json) return printJson(r)
-    if (r.schedules.length === 0) return out('no schedules; add one with: rollcall schedule add NAME --cron EXPR --job TASK --target T')
+    if (r.schedules.length === 0) return out(`no schedules; add one with: ${hint(opts, 'schedule', 'add', 'NAME', '--cron', '0 3 * * *', '--job', 'TASK', '--target', 'all')}`)
     out(table([['ID', 'NAME', 'CRON', 'TIMEZONE', 'JOB', 'TARGET', 'NEXT RUN'], ...r.schedules.map((s) => [
-      String(s.id), s.name, s.cron, s.timezone ?? 'local', s.job.name, clip(s.job.target, 40), time(s.nextRunAt),
+      String(s.id), s.name, s.cron, s.timezone ?? 'local', s.job.name, clip(s.job.target, 40), localTime(s.nextRunAt),
     ])]))
   },
 

@@ -5,6 +5,13 @@ import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'
 import type { SimFlags } from './sim-command.js'
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+function logFormatOption(): Option {
+  return new Option('--log-format <format>', 'pretty: one readable line per entry; json: one JSON object per line (default: pretty on a terminal, else json)')
+    .choices(['pretty', 'json'])
+}
+
 /**
  * The `rollcall` command. Each subcommand imports its implementation lazily,
  * so `rollcall agent` on a device never loads aedes, fastify or the hub.
@@ -14,6 +21,9 @@ const program = new Command()
   .description('Lightweight edge/IoT orchestration: hub with embedded MQTT broker, device agent, admin CLI')
   .version(VERSION)
   .showHelpAfterError('(run with --help for usage)')
+  // Errors come back to the catch at the bottom, which picks the exit code (cli/failure.ts);
+  // subcommands inherit this, so it comes before them.
+  .exitOverride()
   // `rollcall cmd TARGET NAME` has subcommands of its own (show, list) that take
   // the same flags: each command's flags must go to the command they follow.
   .enablePositionalOptions()
@@ -27,7 +37,8 @@ program.command('hub')
   .option('--allow-anonymous', 'let clients without credentials use topics outside devices/# and hub/#', false)
   .option('--retention-days <days>', 'keep raw samples this many days (default 30)')
   .option('--max-payload <bytes>', 'largest MQTT payload accepted (default 65536)')
-  .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
+  .addOption(logFormatOption())
   .option('--config <file>', 'JSON file with any hub option (see docs/configuration.md); flags win over it')
   .option('--ready-file <path>', 'write {mqttPort, httpPort} as JSON here once listening (for scripts and tests)')
   .action(async (opts: Record<string, string | boolean | undefined>) => {
@@ -42,7 +53,8 @@ program.command('agent')
   .option('--token <token>', 'device token (or set ROLLCALL_TOKEN)')
   .option('--data <dir>', 'ledger directory (default ./rollcall-data/agents/<id>)')
   .option('--config <file>', 'JSON config file: sensors, intervals, outbox limits')
-  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+  .addOption(logFormatOption())
   .action(async (opts: Record<string, string | undefined>) => {
     const { runAgent } = await import('./agent-command.js')
     await runAgent(opts)
@@ -50,10 +62,10 @@ program.command('agent')
 
 function adminOptions(cmd: Command): Command {
   return cmd
-    .option('--api <url>', 'hub HTTP API (or ROLLCALL_API)')
+    .option('--api <url>', 'hub HTTP API (or ROLLCALL_API; default http://127.0.0.1:8080)')
     .option('--admin-token <token>', 'admin token (or ROLLCALL_ADMIN_TOKEN; default: read from the hub data dir)')
-    .option('--data <dir>', 'hub data dir to read the admin token from')
-    .option('--json', 'print JSON', false)
+    .option('--data <dir>', 'hub data dir to read the admin token from (or ROLLCALL_DATA; default ./rollcall-data)')
+    .option('--json', 'print JSON on stdout; a failure too, as {"error":{"code","message"}}', false)
 }
 
 const device = program.command('device').description('register, list, inspect and remove devices')
@@ -168,11 +180,12 @@ const cmd = program.command('cmd')
 Exit status:
   0  it ran and succeeded: the device answered ok, or, for a group, every
      member was reachable and every one answered ok
-  1  anything else: the device's error (its code on stderr, e.g.
+  1  it did not: the device's error (its code on stderr, e.g.
      "rollcall: DISK_FULL: ..."), DEVICE_OFFLINE, COMMAND_TIMEOUT,
      DEVICE_DISCONNECTED, a group member that failed or was skipped as
-     offline, a usage error
-  2  nothing failed but it has not run yet: with --if-offline queue the
+     offline
+  2  a usage error: a bad flag or value, nothing was sent
+  3  nothing failed but it has not run yet: with --if-offline queue the
      device, or some group members, were offline and it became a job
 
 Examples:
@@ -208,7 +221,8 @@ program.command('sim')
   .addHelpText('after', `
 Exit status:
   0    nothing was lost or duplicated (samples, job executions)
-  1    something was lost or duplicated, or a usage error
+  1    something was lost or duplicated, or the run failed
+  2    a usage error
   130  interrupted (Ctrl-C)
 
 Examples:
@@ -229,6 +243,10 @@ program.command('demo')
   .option('--data <dir>', 'data directory', './rollcall-data/demo')
   .option('--mqtt-port <port>', 'MQTT port, 0 = any free port', '1883')
   .option('--http-port <port>', 'HTTP port, 0 = any free port', '8080')
+  .addOption(new Option('--log-level <level>', 'log level of the hub and the agents').choices(LOG_LEVELS).default('warn'))
+  .addOption(logFormatOption())
+  .addHelpText('after', `
+Through npm, options go after "--": npm start -- --mqtt-port 0 --http-port 0`)
   .action(async (opts: Record<string, string>) => {
     const { runDemo } = await import('./demo-command.js')
     await runDemo(opts)
@@ -249,13 +267,21 @@ async function cmds() {
   return (await import('./cmd-command.js')).cmdCommands
 }
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  const e = err as { code?: string; message?: string; port?: number; address?: string }
-  const message = e.code === 'EADDRINUSE'
-    ? `port ${e.port} on ${e.address} is already in use (another hub, or a Mosquitto?): stop it, or choose other ports with --mqtt-port / --http-port (0 picks a free one)`
-    : e.message ?? String(err)
-  // Commander's own codes (commander.invalidArgument, ...) say nothing a user needs; the message does.
-  const code = e.code && !e.code.startsWith('commander.') ? `${e.code}: ` : ''
-  process.stderr.write(`rollcall: ${code}${message}\n`)
-  process.exitCode = 1
-})
+// `rollcall` alone asks what this is: help, and a success.
+if (process.argv.length <= 2) {
+  program.outputHelp()
+} else {
+  program.parseAsync(process.argv).catch(async (err: unknown) => {
+    const { describeFailure, failureLine, jsonRequested } = await import('./failure.js')
+    const { startedByNpmStart } = await import('./invocation.js')
+    const { printedJson } = await import('./output.js')
+    const f = describeFailure(err, { startedByNpmStart: startedByNpmStart() })
+    process.exitCode = f.exitCode
+    if (f.exitCode === 0) return
+    if (!f.printed) process.stderr.write(`${failureLine(f)}\n`)
+    // A script asked for JSON: give it the error as JSON, unless the command printed its answer already.
+    if (jsonRequested(process.argv.slice(2)) && !printedJson()) {
+      process.stdout.write(`${JSON.stringify({ error: { code: f.code, message: f.message } })}\n`)
+    }
+  })
+}

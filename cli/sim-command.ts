@@ -10,6 +10,7 @@ import { exitCodeFor, formatRate, renderProgress, renderReport } from '../device
 import { runSim, type SimReport } from '../devices-sim/sim.js'
 import { parseRatePerMinute } from '../common/rate.js'
 import { choiceFlag, durationFlag, intFlag } from './parse.js'
+import { onSignals } from './signals.js'
 
 /**
  * `rollcall sim` (issue #5): a fleet of simulated devices running the real
@@ -19,8 +20,8 @@ import { choiceFlag, durationFlag, intFlag } from './parse.js'
  * line, report) and picks the exit status. It never imports hub code: its own
  * hub runs as `rollcall hub` in a child process, so chaos can SIGKILL it.
  *
- * Exit status: 0 nothing lost or duplicated; 1 something was, or a usage
- * error; 130 interrupted (SIGINT/SIGTERM).
+ * Exit status: 0 nothing lost or duplicated; 1 something was; 2 a usage
+ * error (cli/main.ts); 130 interrupted (SIGINT/SIGTERM).
  */
 
 export interface SimFlags {
@@ -192,11 +193,7 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
   let interrupted = false
   let simulating = false
   const stop = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) {
-      process.stderr.write(`\nrollcall: ${signal} again, exiting now\n`)
-      process.exit(130)
-    }
+  const onFirstSignal = (signal: NodeJS.Signals) => {
     interrupted = true
     out.clear()
     process.stderr.write(`rollcall sim: ${signal}: stopping (the run is not reported)\n`)
@@ -207,8 +204,11 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
     cleanup().catch((err: unknown) => { process.stderr.write(`rollcall: error while stopping: ${String(err)}\n`) })
       .finally(() => process.exit(130))
   }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  // A repeat of the same Ctrl-C (npx forwards it too) is ignored; a second one a moment later exits now.
+  const offSignals = onSignals(onFirstSignal, (signal) => {
+    process.stderr.write(`\nrollcall: ${signal} again, exiting now\n`)
+    process.exit(130)
+  })
 
   let report: SimReport
   try {
@@ -248,8 +248,7 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
   if (interrupted) return new Promise(() => {})
   out.clear()
   await cleanup()
-  process.off('SIGINT', onSignal)
-  process.off('SIGTERM', onSignal)
+  offSignals()
   if (plan.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
   else process.stdout.write(`\n${renderReport(report).join('\n')}\n`)
   process.exitCode = exitCodeFor(report)

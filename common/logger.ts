@@ -1,11 +1,24 @@
-import { pino, type Logger, type LoggerOptions } from 'pino'
+import { createRequire } from 'node:module'
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
+import type { PrettyOptions } from 'pino-pretty'
 
 export type { Logger }
 
+/** `json`: one JSON object a line, for files, journald and log shippers; `pretty`: one readable line, for a person at a terminal. */
+export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const
+export type LogFormat = typeof LOG_FORMATS[number]
+
+/** A --log-format flag's value as a LogFormat (commander has checked the choices); absent is `auto`. */
+export function logFormat(flag: string | undefined): LogFormat {
+  return (LOG_FORMATS as readonly string[]).includes(flag ?? '') ? flag as LogFormat : 'auto'
+}
+
 export interface LoggerConfig {
   readonly level: string
-  /** Where JSON lines go: stdout by default, stderr for CLI commands whose stdout is data. */
+  /** Where lines go: stdout by default, stderr for CLI commands whose stdout is data. */
   readonly destination?: 1 | 2
+  /** `auto` (the default): pretty when the destination is a terminal, JSON otherwise. */
+  readonly format?: LogFormat
 }
 
 /**
@@ -14,8 +27,36 @@ export interface LoggerConfig {
  * object, never interpolated into the message.
  */
 export function createLogger(config: LoggerConfig): Logger {
+  const fd = config.destination ?? 1
   const options: LoggerOptions = { level: config.level, base: { pid: process.pid } }
-  return pino(options, pino.destination({ fd: config.destination ?? 1, sync: false }))
+  return pino(options, prettyWanted(config.format ?? 'auto', fd) ? prettyStream(fd) : pino.destination({ fd, sync: false }))
+}
+
+function prettyWanted(format: LogFormat, fd: 1 | 2): boolean {
+  if (format !== 'auto') return format === 'pretty'
+  return (fd === 1 ? process.stdout : process.stderr).isTTY === true
+}
+
+/**
+ * pino-pretty as a stream in this process (not pino's worker-thread
+ * transport, which costs a thread and can lose the last lines at exit):
+ * `2026-05-01 14:03:07 WARN demo-17 job-runner: job did not succeed {...}`.
+ * It is loaded only here, so a process that logs JSON (an agent under
+ * systemd) never loads it.
+ */
+function prettyStream(fd: 1 | 2): DestinationStream {
+  const pretty = createRequire(import.meta.url)('pino-pretty') as (o: PrettyOptions) => DestinationStream
+  return pretty({
+    destination: fd,
+    sync: true,
+    singleLine: true,
+    // The terminal's convention everywhere in the CLI: local time, to the second.
+    translateTime: 'SYS:yyyy-mm-dd HH:MM:ss',
+    ignore: 'pid,hostname,deviceId,component',
+    // Only `err` (a thrown Error, with its stack) gets lines of its own; a job's or command's `error` is data.
+    errorLikeObjectKeys: ['err'],
+    messageFormat: '{if deviceId}{deviceId} {end}{if component}{component}: {end}{msg}',
+  })
 }
 
 /** A logger that drops everything, for tests and library use. */

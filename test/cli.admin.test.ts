@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { tempDir } from './support/hub.js'
+import { connectDevice, tempDir, waitFor } from './support/hub.js'
 import { CLI, killProc, startHubProc, type HubProc } from './support/procs.js'
+import { cliCommand } from '../cli/invocation.js'
 
 /** The admin CLI against a real hub process: output, --json, exit codes and error messages. */
 function rollcall(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -52,17 +53,50 @@ describe('rollcall admin commands', () => {
     expect(r.code).toBe(0)
   })
 
-  it.each<[string, string[], RegExp]>([
-    ['an unknown device', ['device', 'show', 'nope-01'], /^rollcall: DEVICE_NOT_FOUND: no device "nope-01"/],
-    ['an invalid id', ['device', 'add', 'Bad_Id'], /^rollcall: INVALID_DEVICE_ID: .*lowercase letters/],
-    ['a duplicate', ['device', 'add', 'cli-01'], /^rollcall: DEVICE_EXISTS: /],
-    ['a bad time', ['telemetry', 'cli-01', '--since', 'yesterday'], /^rollcall: BAD_REQUEST: since="yesterday" is not a time/],
-    ['a bad limit', ['telemetry', 'cli-01', '--limit', 'lots'], /--limit must be a whole number from 1 to 100000, got "lots"/],
-  ])('exits 1 with the error code on stderr for %s', async (_name, args, message) => {
+  // Exit 2 for what the user typed wrong (here or, HTTP 400, at the hub), 1 for the rest (issue #11).
+  it.each<[string, string[], number, RegExp]>([
+    ['an unknown device', ['device', 'show', 'nope-01'], 1, /^rollcall: DEVICE_NOT_FOUND: no device "nope-01"/],
+    ['an invalid id', ['device', 'add', 'Bad_Id'], 2, /^rollcall: INVALID_DEVICE_ID: .*lowercase letters/],
+    ['a duplicate', ['device', 'add', 'cli-01'], 1, /^rollcall: DEVICE_EXISTS: /],
+    ['a bad time', ['telemetry', 'cli-01', '--since', 'yesterday'], 2, /^rollcall: BAD_REQUEST: since="yesterday" is not a time/],
+    ['a bad limit', ['telemetry', 'cli-01', '--limit', 'lots'], 2, /--limit must be a whole number from 1 to 100000, got "lots"/],
+  ])('exits with the error code on stderr for %s', async (_name, args, exitCode, message) => {
     const r = await rollcall([...args, ...target])
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(exitCode)
     expect(r.stderr).toMatch(message)
     expect(r.stdout).toBe('')
+    // With --json, the same error is on stdout for scripts, and the exit code is the same.
+    const j = await rollcall([...args, ...target, '--json'])
+    expect(j.code).toBe(exitCode)
+    const e = (JSON.parse(j.stdout) as { error: { code: string; message: string } }).error
+    expect(`rollcall: ${e.code === 'USAGE' ? '' : `${e.code}: `}${e.message}\n`).toBe(j.stderr)
+  })
+
+  it('cuts a long dead-letter DETAIL with an ellipsis, not mid-word', async () => {
+    const add = await hub.api<{ token: string }>('POST', '/api/devices', { id: 'cli-dl' })
+    const client = await connectDevice(`mqtt://127.0.0.1:${hub.mqttPort}`, 'cli-dl', add.body.token)
+    try {
+      await client.publishAsync('devices/cli-dl/telemetry', 'x'.repeat(300), { qos: 1 })
+      const stored = await waitFor(async () => (await hub.api<{ deadLetters: Array<{ detail: string }> }>('GET', '/api/dead-letters?device=cli-dl')).body.deadLetters[0], 'the dead letter')
+      expect(stored.detail.length).toBeGreaterThan(80)
+    } finally {
+      await client.endAsync(true)
+    }
+    const r = await rollcall(['dead-letters', '--device', 'cli-dl', ...target])
+    expect(r.code).toBe(0)
+    const row = r.stdout.split('\n')[1]!
+    expect(row).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+cli-dl\s+NOT_UTF8_JSON\s+300\s+devices\/cli-dl\/telemetry\s+payload is not valid UTF-8 JSON: .*…$/)
+    expect(row.slice(row.indexOf('payload is')).length).toBeLessThanOrEqual(80)
+  })
+
+  it('prints hints that work when pasted: the command as it is reached here, with this run\'s --api and --data', async () => {
+    const r = await rollcall(['observer', 'list', ...target])
+    // `npx rollcall` in a clone; `rollcall` where it is installed on the PATH the child gets (ours).
+    const cli = cliCommand(process.env)
+    expect(r.stdout).toBe(`no observers; add one with: ${cli} observer add NAME ${target.join(' ')}\n`)
+    const add = await rollcall(['device', 'add', 'cli-hint', ...target])
+    expect(add.stdout).toContain(`\nrun the agent: ROLLCALL_TOKEN=`)
+    expect(add.stdout).toMatch(new RegExp(` ${cli} agent --hub mqtt://127\\.0\\.0\\.1:${hub.mqttPort} --id cli-hint\n$`))
   })
 
   it('says how to fix a missing token or an unreachable hub', async () => {

@@ -38,10 +38,10 @@ describe('rollcall sim flags', () => {
       /--chaos hub-kill needs the simulator's own hub .*: drop --hub, or drop hub-kill/],
     ['a hub on another machine', ['--hub', 'mqtt://10.0.0.5:1883', '--api', 'http://10.0.0.5:8080', '--admin-token', 't'], /only \(127.0.0.1 or localhost\); got "10.0.0.5"/],
     ['--api without --hub', ['--api', 'http://127.0.0.1:8080'], /--api and --admin-token go with --hub/],
-  ])('refuses %s with a message that says what to fix, and exits 1', async (_name, args, message) => {
+  ])('refuses %s with a message that says what to fix, and exits 2 (a usage error)', async (_name, args, message) => {
     const r = await rollcall(['sim', ...args], { ROLLCALL_ADMIN_TOKEN: '' })
     expect(r.stderr).toMatch(message)
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(2)
     expect(r.stdout).toBe('')
   })
 
@@ -52,7 +52,7 @@ describe('rollcall sim flags', () => {
     writeFileSync(join(tmp.dir, 'agents', 'x'), '')
     const r = await rollcall(['sim', '--work', tmp.dir])
     expect(r.stderr).toMatch(/--work .* is not empty: give a new or empty directory/)
-    expect(r.code).toBe(1)
+    expect(r.code).toBe(2)
   })
 
   it('turns flags into a run plan', () => {
