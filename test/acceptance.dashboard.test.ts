@@ -91,10 +91,10 @@ async function readabilityProblems(page: Page, units: Record<string, string>): P
       const range = document.createRange()
       range.selectNodeContents(el)
       const tops: number[] = []
-      for (const r of range.getClientRects()) if (r.width > 0 && !tops.some((t) => Math.abs(t - r.top) < 4)) tops.push(r.top)
+      for (const r of Array.from(range.getClientRects())) if (r.width > 0 && !tops.some((t) => Math.abs(t - r.top) < 4)) tops.push(r.top)
       return tops.length
     }
-    for (const td of document.querySelectorAll('table.list td')) {
+    for (const td of Array.from(document.querySelectorAll('table.list td'))) {
       const text = (td.textContent ?? '').trim()
       if (text === '') continue
       const width = td.getBoundingClientRect().width
@@ -103,12 +103,12 @@ async function readabilityProblems(page: Page, units: Record<string, string>): P
       if (width < 40) found.push(`${label} is ${Math.round(width)} px wide`)
       if (n > 1 && text.length / n < 10) found.push(`${label} wraps into ${n} lines of ${Math.round(text.length / n)} characters`)
     }
-    for (const t of document.querySelectorAll('time')) {
+    for (const t of Array.from(document.querySelectorAll('time'))) {
       const text = t.textContent ?? ''
       if (t.getClientRects().length > 1) found.push(`the time "${text}" wraps`)
       if (!/^(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d$/.test(text)) found.push(`the time "${text}" is not HH:MM:SS`)
     }
-    for (const c of document.querySelectorAll<HTMLElement>('.chart')) {
+    for (const c of Array.from(document.querySelectorAll<HTMLElement>('.chart'))) {
       const sensor = c.dataset.sensor ?? ''
       const want = units[sensor]
       const caption = c.querySelector('figcaption')?.textContent ?? ''
@@ -324,7 +324,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
         if (name === 'device') {
           // Every chart drawn, with its readout.
           await page.waitForFunction((n) => {
-            const charts = [...document.querySelectorAll<HTMLElement>('.chart')]
+            const charts = Array.from(document.querySelectorAll<HTMLElement>('.chart'))
             return charts.length >= n && charts.every((c) => Number(c.dataset.points) > 0 && c.querySelector('.readout')?.textContent)
           }, Object.keys(units).length, { timeout: 15_000 })
         }
