@@ -288,9 +288,11 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await waitFor(() => Object.keys(hub.running.services.presence.get(dev!.id)?.info.units ?? {}).length > 0, 'units declared')
     const units = { 'env.temp': '°C', 'env.humidity': '%', 'vib.rms': 'g', 'battery.pct': '%', 'mem.used': '%', 'cpu.load': 'load', uptime: 's' }
 
-    // Something in every table: commands with long replies, a job that ran, one canceled before it could
-    // run (no result), and a dead letter with a long reason.
-    for (const name of ['sys.info', 'ping', 'sensors.sample']) await hub.api('POST', `/api/devices/${dev!.id}/commands`, { name, timeout: '10s' })
+    // Something in every table: commands with long replies and a long name, a job that ran, one canceled
+    // before it could run (no result), and a dead letter with a long reason.
+    // The longest command name there can be (64 characters; the device does not know it, so it fails).
+    const longest = `no.such.command.${'x'.repeat(48)}`
+    for (const name of ['sys.info', 'ping', 'sensors.sample', longest]) await hub.api('POST', `/api/devices/${dev!.id}/commands`, { name, timeout: '10s' })
     const ran = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: `device:${dev!.id}`, payload: { hello: 'a payload long enough to wrap in a narrow column of a table' } })
     await waitFor(async () => (await hub.api<{ status: string }>('GET', `/api/jobs/${ran.body.id}`)).body.status === 'completed', 'the job ran')
     await hub.addDevice('read-away')
