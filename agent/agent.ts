@@ -21,7 +21,7 @@ import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
 import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
-import { builtinSensors, simulatedSensor, type SensorSource } from './sensors.js'
+import { builtinSensors, sensorUnits, simulatedSensor, type SensorSource } from './sensors.js'
 
 /**
  * The agent's composition root. `start()` loads the job and command
@@ -196,6 +196,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     ...config.sensors.map(simulatedSensor),
     ...(deps.sensors ?? []),
   ]
+  const { units, skipped } = sensorUnits(sensors)
+  if (skipped.length > 0) log.warn({ sensors: skipped.slice(0, 10), count: skipped.length }, 'sensor units not declared: invalid, or more than the protocol allows')
 
   let ledger: Ledger | undefined
   let outbox: Outbox | undefined
@@ -232,6 +234,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
           return
         }
         sender?.onAck(message.upTo, message.accepts)
+        link?.hubAccepts(message.accepts)
         return
       case 'jobs.notify':
         puller?.onNotify(message)
@@ -305,6 +308,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         bootId,
         agentVersion: agentVersion(),
         capabilities: AGENT_CAPABILITIES,
+        units,
         keepaliveSec: config.keepaliveSec,
         connectTimeoutMs: config.connectTimeoutMs,
         stopTimeoutMs: config.stopTimeoutMs,

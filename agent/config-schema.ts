@@ -18,6 +18,7 @@ const SensorSchema = Type.Object({
   model: Type.Union([Type.Literal('sine'), Type.Literal('random-walk'), Type.Literal('constant')]),
   min: Type.Number(),
   max: Type.Number(),
+  unit: Type.Optional(Type.String()),
   periodMs: Type.Optional(Ms(1, 86_400_000)),
   seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 32 - 1 })),
 }, { additionalProperties: false })

@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { parseDurationMs } from '../common/duration.js'
 import { RollcallError } from '../common/errors.js'
 import { validationErrors } from '../common/validator.js'
-import { DEVICE_ID_RULE, isDeviceId, isSensorName, isTaskName, TASK_NAME_PATTERN } from '../protocol/ids.js'
+import { DEVICE_ID_RULE, isDeviceId, isSensorName, isTaskName, isUnit, TASK_NAME_PATTERN } from '../protocol/ids.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { AgentConfigInput } from './config-schema.js'
 import { AgentConfigFileValidator } from './config-validator.generated.js'
@@ -181,6 +181,7 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
     if (!isSensorName(s.name)) issues.push(`sensors.${i}.name: ${JSON.stringify(s.name)} is not a sensor name (lowercase letters, digits, ".", "_", "-"; at most 64)`)
     if (names.has(s.name)) issues.push(`sensors.${i}.name: ${s.name} is used twice; names must be unique`)
     names.add(s.name)
+    if (s.unit !== undefined && !isUnit(s.unit)) issues.push(`sensors.${i}.unit: ${JSON.stringify(s.unit)} is not a unit (1 to 16 characters, no control characters, e.g. "°C", "hPa", "%")`)
     if (!(s.min <= s.max)) issues.push(`sensors.${i}: min (${s.min}) must not be greater than max (${s.max})`)
     const { periodMs: _raw, ...rest } = s
     sensors.push(Object.freeze(periodMs === undefined ? rest : { ...rest, periodMs }))

@@ -40,6 +40,8 @@ export interface LinkIdentity {
   readonly bootId: string
   readonly agentVersion: string
   readonly capabilities: readonly string[]
+  /** Units of the sensors, by name; declared in the birth once the hub takes them (see hubAccepts). */
+  readonly units?: Readonly<Record<string, string>>
 }
 
 export interface LinkOptions extends LinkIdentity {
@@ -93,6 +95,8 @@ export class Link extends EventEmitter<LinkEvents> {
   private attempts = 0
   private connects = 0
   private disconnects = 0
+  /** Whether this connection's birth carried the units (see hubAccepts). */
+  private birthHadUnits = false
   private readonly sent: Record<string, number> = {}
   private readonly received: Record<string, number> = {}
 
@@ -138,6 +142,22 @@ export class Link extends EventEmitter<LinkEvents> {
       if (err) this.log.debug({ err, topic }, 'publish did not complete; the outbox will replay it')
     })
     return true
+  }
+
+  /**
+   * What the hub's ack said it accepts. A birth with `units` would be refused
+   * by a hub older than the field (objects are closed), and the birth is the
+   * first thing a connection sends, so each connection's birth goes without
+   * them; once the hub's answer lists "units", the birth is published again,
+   * same epoch, with them (the hub takes a repeated birth as an update of the
+   * device's info). Asked again on every connection, not remembered, so an
+   * agent whose hub was replaced by an older one still comes online.
+   */
+  hubAccepts(accepts: readonly string[] | undefined): void {
+    const client = this.client
+    if (!accepts?.includes('units') || this.birthHadUnits || this.state !== 'ready' || !client) return
+    if (Object.keys(this.options.units ?? {}).length === 0) return
+    this.publishBirth(client, this.currentEpoch, true)
   }
 
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
@@ -264,15 +284,6 @@ export class Link extends EventEmitter<LinkEvents> {
   private onConnack(client: MqttClient, epoch: number): void {
     if (client !== this.client || this.state !== 'connecting') return
     this.connectedAt = this.options.clock.now()
-    const birth: Birth = {
-      type: 'birth',
-      v: 1,
-      epoch,
-      bootId: this.options.bootId,
-      agentVersion: this.options.agentVersion,
-      storeId: this.options.storeId,
-      capabilities: [...this.options.capabilities],
-    }
     // Subscribe before the birth: the hub answers the birth with this store's
     // mark on telemetry/ack, and aedes may handle packets of one read in
     // parallel, so the birth goes only once the SUBACK is in.
@@ -284,13 +295,28 @@ export class Link extends EventEmitter<LinkEvents> {
         client.end(true)
         return
       }
-      client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
-        if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
-      })
+      this.publishBirth(client, epoch, false)
       this.state = 'ready'
       this.connects++
       this.log.info({ epoch }, 'connected to hub')
       this.emit('connected', { epoch })
+    })
+  }
+
+  private publishBirth(client: MqttClient, epoch: number, withUnits: boolean): void {
+    this.birthHadUnits = withUnits
+    const birth: Birth = {
+      type: 'birth',
+      v: 1,
+      epoch,
+      bootId: this.options.bootId,
+      agentVersion: this.options.agentVersion,
+      storeId: this.options.storeId,
+      capabilities: [...this.options.capabilities],
+      ...(withUnits ? { units: { ...this.options.units } } : {}),
+    }
+    client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
+      if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
     })
   }
 

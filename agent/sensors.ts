@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { freemem, loadavg, totalmem, uptime } from 'node:os'
 import { seededRandom } from '../common/clock.js'
-import { isSensorName } from '../protocol/ids.js'
+import { isSensorName, isUnit } from '../protocol/ids.js'
+import { LIMITS } from '../protocol/limits.js'
 
 /**
  * Sensors: anything with a name that can be read. `read` returns undefined
@@ -11,31 +12,56 @@ import { isSensorName } from '../protocol/ids.js'
 export interface SensorSource {
   /** Must match SENSOR_NAME_PATTERN; unique within one agent. */
   readonly name: string
+  /** What the readings count in ("°C", "s", "ratio"): the birth declares it and charts label their axis with it. Must pass isUnit. */
+  readonly unit?: string
   read(nowMs: number): number | undefined
+}
+
+/**
+ * The units the birth declares, by sensor name. Sensors without a unit are
+ * left out; one whose unit or name the hub would refuse, and any beyond the
+ * protocol's cap, are left out and named in `skipped` (the birth must pass).
+ */
+export function sensorUnits(sensors: readonly SensorSource[]): { units: Record<string, string>; skipped: string[] } {
+  const units: Record<string, string> = {}
+  const skipped: string[] = []
+  let n = 0
+  for (const s of sensors) {
+    if (s.unit === undefined) continue
+    if (!isSensorName(s.name) || !isUnit(s.unit) || n >= LIMITS.maxSensorUnits) skipped.push(s.name)
+    else if (!(s.name in units)) {
+      units[s.name] = s.unit
+      n++
+    }
+  }
+  return { units, skipped }
 }
 
 export const THERMAL_ZONE0 = '/sys/class/thermal/thermal_zone0/temp'
 
 /**
- * Built-in host sensors:
- * - `cpu.load`: 1-minute load average.
- * - `mem.used`: fraction (0..1) of physical memory in use. A fraction, not
- *   bytes, so fleets of different RAM sizes share one threshold rule; libuv
- *   counts reclaimable cache as free (MemAvailable), so this is "really used".
- * - `uptime`: seconds since the host booted (not the agent: agent restarts
- *   show up in births, host reboots here).
- * - `cpu.temp`: degrees Celsius from thermal zone 0, only where that file exists
- *   (Raspberry Pi and most Linux SBCs).
+ * Built-in host sensors, with the unit each declares in the birth:
+ * - `cpu.load` (`load`): 1-minute load average, the average number of
+ *   processes running or waiting to run; unitless, as in `uptime(1)`.
+ * - `mem.used` (`ratio`): fraction (0..1) of physical memory in use. A
+ *   fraction, not bytes, so fleets of different RAM sizes share one threshold
+ *   rule; libuv counts reclaimable cache as free (MemAvailable), so this is
+ *   "really used". The dashboard shows a `ratio` as a percentage.
+ * - `uptime` (`s`): seconds since the host booted (not the agent: agent
+ *   restarts show up in births, host reboots here).
+ * - `cpu.temp` (`°C`): degrees Celsius from thermal zone 0, only where that
+ *   file exists (Raspberry Pi and most Linux SBCs).
  */
 export function builtinSensors(thermalPath = THERMAL_ZONE0): SensorSource[] {
   const sensors: SensorSource[] = [
-    { name: 'cpu.load', read: () => loadavg()[0] },
-    { name: 'mem.used', read: () => { const total = totalmem(); return total > 0 ? (total - freemem()) / total : undefined } },
-    { name: 'uptime', read: () => Math.round(uptime()) },
+    { name: 'cpu.load', unit: 'load', read: () => loadavg()[0] },
+    { name: 'mem.used', unit: 'ratio', read: () => { const total = totalmem(); return total > 0 ? (total - freemem()) / total : undefined } },
+    { name: 'uptime', unit: 's', read: () => Math.round(uptime()) },
   ]
   if (existsSync(thermalPath)) {
     sensors.push({
       name: 'cpu.temp',
+      unit: '°C',
       read: () => {
         const milli = Number.parseInt(readFileSync(thermalPath, 'utf8'), 10)
         return Number.isFinite(milli) ? milli / 1000 : undefined
@@ -53,6 +79,8 @@ export interface SimulatedSensorConfig {
   readonly model: SimModel
   readonly min: number
   readonly max: number
+  /** Declared in the birth, e.g. "°C"; none by default. */
+  readonly unit?: string
   /** Period of the sine wave; default 60 s. Ignored by the other models. */
   readonly periodMs?: number
   /** Seed of the sensor's random stream; defaults to a hash of its name, so runs repeat. */
@@ -87,6 +115,11 @@ function round4(v: number): number {
  * - `constant`: the midpoint of min and max (set min = max for an exact value).
  */
 export function simulatedSensor(config: SimulatedSensorConfig): SensorSource {
+  const source = modelSource(config)
+  return config.unit === undefined ? source : { ...source, unit: config.unit }
+}
+
+function modelSource(config: SimulatedSensorConfig): SensorSource {
   const { name, min, max } = config
   const random = seededRandom(config.seed ?? seedFromName(name))
   const range = max - min

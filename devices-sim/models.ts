@@ -26,8 +26,12 @@ export interface ModelOptions {
   readonly startTick?: number
 }
 
+/** What each model's readings count in, declared in the birth. */
+export const DEVICE_SENSOR_UNITS: Readonly<Record<DeviceSensorName, string>> = { 'env.temp': '°C', 'env.humidity': '%', 'vib.rms': 'g', 'battery.pct': '%' }
+
 export interface SensorModel extends SensorSource {
   readonly name: DeviceSensorName
+  readonly unit: string
   /** The reading at tick k; pure. */
   valueAt(tick: number): number
   /** The tick the next `read` will return. `read` ignores its time argument. */
@@ -101,6 +105,7 @@ function model<Extra extends object = object>(name: DeviceSensorName, startTick:
   let next = startTick
   const source: SensorModel = {
     name,
+    unit: DEVICE_SENSOR_UNITS[name],
     valueAt,
     get nextTick() { return next },
     read: () => valueAt(next++),

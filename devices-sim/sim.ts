@@ -199,6 +199,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     if (d.agent) return
     const sensors = d.models.map((m) => ({
       name: m.name,
+      unit: m.unit,
       read: (now: number) => {
         if (!sensorsOn) return undefined
         d.produced++

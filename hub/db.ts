@@ -236,6 +236,9 @@ export const HUB_MIGRATIONS: readonly string[] = [
   DROP TABLE schedules;
   ALTER TABLE schedules_new RENAME TO schedules;
   `,
+  /* 6: the sensor units a device's birth declared, as a JSON object (hub/presence-store.ts) */ `
+  ALTER TABLE presence ADD COLUMN units TEXT;
+  `,
 ]
 
 export function openHubDb(path: string): Db {

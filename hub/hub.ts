@@ -112,8 +112,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     releasers.push(() => broker.close())
 
-    // Acks tell agents that can read it which optional batch fields this hub takes (protocol/messages.ts, TelemetryAck).
-    const ACK_ACCEPTS = ['backlog']
+    // Acks tell agents that can read it which optional fields this hub takes: a batch's
+    // backlog, a birth's units (protocol/messages.ts, TelemetryAck and Birth).
+    const ACK_ACCEPTS = ['backlog', 'units']
     const publishAck = (a: StoredAck) => {
       const accepts = presence.hasCapability(a.deviceId, 'telemetry.backlog') ? { accepts: ACK_ACCEPTS } : {}
       broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts }), { qos: 1 })

@@ -17,6 +17,8 @@ export interface DeviceInfo {
   readonly bootId: string | null
   readonly storeId: string | null
   readonly capabilities: readonly string[]
+  /** Sensor name → unit, as the last birth declared them (empty: none declared, e.g. an older agent). */
+  readonly units: Readonly<Record<string, string>>
 }
 
 export interface PresenceView {
@@ -43,10 +45,10 @@ interface Entry { state: PresenceState; lastSeen: number | null; backlog: number
 
 interface PresenceRow {
   device_id: string; status: 'online' | 'offline'; reason: string; since: number; epoch: number | null; last_seen: number | null
-  agent_version: string | null; boot_id: string | null; store_id: string | null; capabilities: string | null
+  agent_version: string | null; boot_id: string | null; store_id: string | null; capabilities: string | null; units: string | null
 }
 
-const NO_INFO: DeviceInfo = { agentVersion: null, bootId: null, storeId: null, capabilities: [] }
+const NO_INFO: DeviceInfo = { agentVersion: null, bootId: null, storeId: null, capabilities: [], units: {} }
 
 export interface PresenceEvents {
   change: [deviceId: string, change: PresenceChange]
@@ -56,12 +58,12 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   const stmts = {
     all: db.prepare<[], PresenceRow>('SELECT * FROM presence'),
     upsert: db.prepare<[PresenceRow]>(`
-      INSERT INTO presence (device_id, status, reason, since, epoch, last_seen, agent_version, boot_id, store_id, capabilities)
-      SELECT :device_id, :status, :reason, :since, :epoch, :last_seen, :agent_version, :boot_id, :store_id, :capabilities
+      INSERT INTO presence (device_id, status, reason, since, epoch, last_seen, agent_version, boot_id, store_id, capabilities, units)
+      SELECT :device_id, :status, :reason, :since, :epoch, :last_seen, :agent_version, :boot_id, :store_id, :capabilities, :units
       WHERE EXISTS (SELECT 1 FROM devices WHERE id = :device_id)
       ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, since = excluded.since,
         epoch = excluded.epoch, last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-        boot_id = excluded.boot_id, store_id = excluded.store_id, capabilities = excluded.capabilities`),
+        boot_id = excluded.boot_id, store_id = excluded.store_id, capabilities = excluded.capabilities, units = excluded.units`),
     history: db.prepare<[string, number, string, string, number | null]>('INSERT INTO presence_history (device_id, ts, status, reason, epoch) VALUES (?, ?, ?, ?, ?)'),
     touch: db.prepare<[number, string]>('UPDATE presence SET last_seen = ? WHERE device_id = ?'),
     readHistory: db.prepare<[string, number, number], { ts: number; status: string; reason: string; epoch: number | null }>(
@@ -77,7 +79,11 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, storeId: r.store_id, birthConnId: null },
       lastSeen: r.last_seen,
       backlog: null,
-      info: { agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id, capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [] },
+      info: {
+        agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id,
+        capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [],
+        units: r.units ? JSON.parse(r.units) as Record<string, string> : {},
+      },
     })
   }
 
@@ -98,6 +104,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       stmts.upsert.run({
         device_id: deviceId, status: s.status, reason: s.reason, since: s.since, epoch: s.epoch, last_seen: lastSeen,
         agent_version: info.agentVersion, boot_id: info.bootId, store_id: info.storeId, capabilities: JSON.stringify(info.capabilities),
+        units: Object.keys(info.units).length > 0 ? JSON.stringify(info.units) : null,
       })
       if (change) stmts.history.run(deviceId, change.at, change.status, change.reason, change.epoch)
     })
@@ -113,7 +120,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     e.state = t.state
     if (event.type !== 'hubStart' && event.type !== 'disconnected') e.lastSeen = event.at
     if (birth && event.type === 'birth') {
-      e.info = { agentVersion: birth.agentVersion, bootId: birth.bootId, storeId: birth.storeId, capabilities: birth.capabilities }
+      e.info = { agentVersion: birth.agentVersion, bootId: birth.bootId, storeId: birth.storeId, capabilities: birth.capabilities, units: birth.units ?? {} }
     }
     persist(deviceId, e, t.change)
     if (t.change) {

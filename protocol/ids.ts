@@ -20,6 +20,14 @@ export function isSensorName(value: unknown): value is string {
   return typeof value === 'string' && SENSOR_NAME_RE.test(value)
 }
 
+/** A sensor's unit ("°C", "%", "hPa"): 1 to 16 characters, none of them control characters (a dashboard prints it). */
+export const UNIT_PATTERN = '^[^\\u0000-\\u001f\\u007f]{1,16}$'
+const UNIT_RE = new RegExp(UNIT_PATTERN)
+
+export function isUnit(value: unknown): value is string {
+  return typeof value === 'string' && UNIT_RE.test(value)
+}
+
 /** Observers connect with username `observer:NAME`, so they can never collide with a device id. */
 export const OBSERVER_USER_PREFIX = 'observer:'
 

@@ -14,6 +14,9 @@ export const LIMITS = {
   maxEventsPerBatch: 500,
   maxEventMessageChars: 1024,
   maxCapabilities: 64,
+  /** Sensors a birth may declare a unit for, and the length of one unit ("°C", "hPa", "ratio"). */
+  maxSensorUnits: 256,
+  maxUnitChars: 16,
   /** Executions in one jobs/batch, updates in one jobs/update, and the most one pull may ask for. */
   maxJobsPerBatch: 500,
   /** A job's payload as JSON; a batch holds at least one execution under the payload cap. */

@@ -27,6 +27,8 @@ const Epoch = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
 const Backlog = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 /** The ledger's store id: a random UUID made when the device's database is created. */
 const StoreId = Type.String({ minLength: 8, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' })
+/** A unit as people write it ("°C", "%", "hPa", "s"); any characters but control ones, since dashboards print it. */
+const Unit = Type.String({ minLength: 1, maxLength: LIMITS.maxUnitChars, pattern: '^[^\\u0000-\\u001f\\u007f]+$' })
 
 export const Birth = Type.Object({
   type: Type.Literal('birth'),
@@ -36,6 +38,14 @@ export const Birth = Type.Object({
   agentVersion: Type.String({ minLength: 1, maxLength: 32 }),
   storeId: StoreId,
   capabilities: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: LIMITS.maxCapabilities }),
+  /**
+   * The unit of each sensor the device samples, by sensor name (issue #11):
+   * what a chart labels its axis with. Optional, and sent only to a hub
+   * whose acks list "units" in `accepts` (a hub older than the field would
+   * refuse the birth: objects are closed), so agents and hubs can be
+   * upgraded in any order; see docs/protocol.md.
+   */
+  units: Type.Optional(Type.Record(Type.String({ pattern: SENSOR_NAME_PATTERN }), Unit, { maxProperties: LIMITS.maxSensorUnits, additionalProperties: false })),
 }, { additionalProperties: false })
 export type Birth = Static<typeof Birth>
 

@@ -71,6 +71,58 @@ function screenshots(name: string): { readonly dir: string; passed(): void } {
   return { dir: d.dir, passed: () => { passed = true } }
 }
 
+/**
+ * What makes a page hard to read (issue #11, item 5), as a list of findings
+ * (empty: fine), checked in the browser on the page as laid out now:
+ * - the page scrolls sideways;
+ * - a table cell narrower than 40 px, or wrapped into lines of fewer than
+ *   10 characters on average (letter-by-letter wrapping);
+ * - a time that wraps, or is not `HH:MM:SS` / `YYYY-MM-DD HH:MM:SS`;
+ * - a chart without the unit its sensor declared, or an empty "--" legend;
+ * - a literal `null` in the text.
+ */
+async function readabilityProblems(page: Page, units: Record<string, string>): Promise<string[]> {
+  return page.evaluate((units) => {
+    const found: string[] = []
+    const doc = document.documentElement
+    if (doc.scrollWidth > doc.clientWidth) found.push(`the page scrolls sideways: ${doc.scrollWidth} px in ${doc.clientWidth} px`)
+    /** Line boxes an element's content takes: distinct tops of its text's client rects. */
+    const lines = (el: Element) => {
+      const range = document.createRange()
+      range.selectNodeContents(el)
+      const tops: number[] = []
+      for (const r of Array.from(range.getClientRects())) if (r.width > 0 && !tops.some((t) => Math.abs(t - r.top) < 4)) tops.push(r.top)
+      return tops.length
+    }
+    for (const td of Array.from(document.querySelectorAll('table.list td'))) {
+      const text = (td.textContent ?? '').trim()
+      if (text === '') continue
+      const width = td.getBoundingClientRect().width
+      const n = lines(td)
+      const label = `${td.getAttribute('data-label') ?? 'cell'} "${text.slice(0, 40)}"`
+      if (width < 40) found.push(`${label} is ${Math.round(width)} px wide`)
+      if (n > 1 && text.length / n < 10) found.push(`${label} wraps into ${n} lines of ${Math.round(text.length / n)} characters`)
+    }
+    for (const t of Array.from(document.querySelectorAll('time'))) {
+      const text = t.textContent ?? ''
+      if (t.getClientRects().length > 1) found.push(`the time "${text}" wraps`)
+      if (!/^(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d$/.test(text)) found.push(`the time "${text}" is not HH:MM:SS`)
+    }
+    for (const c of Array.from(document.querySelectorAll<HTMLElement>('.chart'))) {
+      const sensor = c.dataset.sensor ?? ''
+      const want = units[sensor]
+      const caption = c.querySelector('figcaption')?.textContent ?? ''
+      if (want !== undefined && !caption.includes(`(${want})`)) found.push(`the ${sensor} chart does not say its unit ${want}: "${caption}"`)
+      if (!/latest .+ at \d\d:\d\d:\d\d/.test(caption)) found.push(`the ${sensor} chart shows no latest value: "${caption}"`)
+      if (c.querySelector('.u-legend') || (c.textContent ?? '').includes('--')) found.push(`the ${sensor} chart has an empty legend`)
+    }
+    const text = document.body.innerText
+    const nulls = text.match(/.{0,30}\bnull\b.{0,30}/g)
+    if (nulls) found.push(...nulls.map((m) => `a literal null: "${m}"`))
+    return found
+  }, units)
+}
+
 async function logIn(page: Page, token: string): Promise<void> {
   await page.fill('#token', token)
   await page.click('#login button[type=submit]')
@@ -219,6 +271,74 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     expect(new URL(page.url()).hash).toBe('#/devices/dash-000')
 
     expect(problems).toEqual([])
+    shots.passed()
+  }, 120_000)
+
+  it('is readable on a 390 px phone and a 1280 px screen: tables, times, chart units, no empty legend, no null', async () => {
+    const tmp = tempDir('dashboard-read')
+    cleanups.push(tmp.remove)
+    const shots = screenshots('dashboard-read')
+    const hub = await startTestHub({ liveTickMs: 250 })
+    cleanups.push(() => hub.stop())
+    // One agent as on a Raspberry Pi: the built-in sensors and the simulator's four, each with its unit.
+    const [dev] = await registerDevices(hub, 'read', 1, 'lab')
+    const agents = await startAgents(hub.mqttUrl, tmp.dir, [dev!], { builtinSensors: true, sampleIntervalMs: 500 }, { sensors: deviceSensors(7, 0, { tickMs: 500 }) })
+    cleanups.push(async () => { await Promise.allSettled(agents.map((a) => a.stop())) })
+    await waitOnline(hub, [dev!.id])
+    await waitFor(() => Object.keys(hub.running.services.presence.get(dev!.id)?.info.units ?? {}).length > 0, 'units declared')
+    const units = { 'env.temp': '°C', 'env.humidity': '%', 'vib.rms': 'g', 'battery.pct': '%', 'mem.used': '%', 'cpu.load': 'load', uptime: 's' }
+
+    // Something in every table: commands with long replies and a long name, a job that ran, one canceled
+    // before it could run (no result), and a dead letter with a long reason.
+    // The longest command name there can be (64 characters; the device does not know it, so it fails).
+    const longest = `no.such.command.${'x'.repeat(48)}`
+    for (const name of ['sys.info', 'ping', 'sensors.sample', longest]) await hub.api('POST', `/api/devices/${dev!.id}/commands`, { name, timeout: '10s' })
+    const ran = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: `device:${dev!.id}`, payload: { hello: 'a payload long enough to wrap in a narrow column of a table' } })
+    await waitFor(async () => (await hub.api<{ status: string }>('GET', `/api/jobs/${ran.body.id}`)).body.status === 'completed', 'the job ran')
+    await hub.addDevice('read-away')
+    const canceled = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'device:read-away' })
+    await hub.api('POST', `/api/jobs/${canceled.body.id}/cancel`, {})
+    const badToken = await hub.addDevice('read-bad')
+    const bad = await connectDevice(hub.mqttUrl, 'read-bad', badToken)
+    await bad.publishAsync(topics.telemetry('read-bad'), JSON.stringify({ type: 'telemetry', v: 1, storeId: 'abcdefgh-1234', samples: [{ seq: 1, ts: 1, sensor: 'Not A Name', value: 'x' }] }), { qos: 1 })
+    await bad.endAsync()
+
+    const { browser, close } = await launchChromium()
+    cleanups.push(close)
+    const base = `http://127.0.0.1:${hub.running.httpPort}/ui/`
+    for (const width of [390, 1280]) {
+      const page = await browser.newPage({ viewport: { width, height: 900 } })
+      const { problems, apiErrors } = watchPage(page)
+      await page.goto(base)
+      await logIn(page, hub.running.adminToken)
+      await page.waitForSelector(`[data-device="${dev!.id}"]`)
+      const pages: Array<[string, string, string]> = [
+        ['fleet', '#/', `[data-device="${dev!.id}"]`],
+        ['device', `#/devices/${dev!.id}`, '#device-commands [data-command] time'],
+        ['dead-letters', '#/dead-letters', '#dead-letters [data-dead-letter]'],
+        ['jobs', '#/jobs', `[data-job="${canceled.body.id}"]`],
+        ['job-canceled', `#/jobs/${canceled.body.id}`, '#job-executions [data-exec]'],
+        ['job-ran', `#/jobs/${ran.body.id}`, '#job-executions [data-exec]'],
+      ]
+      for (const [name, hash, ready] of pages) {
+        await page.goto(`${base}${hash}`)
+        await page.waitForSelector(ready)
+        if (name === 'device') {
+          // Every chart drawn, with its readout.
+          await page.waitForFunction((n) => {
+            const charts = Array.from(document.querySelectorAll<HTMLElement>('.chart'))
+            return charts.length >= n && charts.every((c) => Number(c.dataset.points) > 0 && c.querySelector('.readout')?.textContent)
+          }, Object.keys(units).length, { timeout: 15_000 })
+        }
+        await shot(page, shots.dir, `${width}-${name}`)
+        expect(await readabilityProblems(page, units), `${name} at ${width} px`).toEqual([])
+        // The canceled execution says it has no result, not "null".
+        if (name === 'job-canceled') expect(await page.textContent('#job-executions [data-exec] [data-label="Result"]')).toBe('—')
+      }
+      expect(problems).toEqual([])
+      expect(apiErrors).toEqual([])
+      await page.close()
+    }
     shots.passed()
   }, 120_000)
 

@@ -42,9 +42,9 @@ describe('loadAgentConfig', () => {
     const dir = tempDir()
     dirs.push(dir)
     const path = join(dir, 'agent.json')
-    writeFileSync(path, JSON.stringify({ sensors: [{ name: 'sim.t', model: 'sine', min: 0, max: 1, periodMs: '1m' }], builtinSensors: false }))
+    writeFileSync(path, JSON.stringify({ sensors: [{ name: 'sim.t', model: 'sine', min: 0, max: 1, unit: '°C', periodMs: '1m' }], builtinSensors: false }))
     const c = loadAgentConfig({ flags: { ...flags, config: path } })
-    expect(c.sensors).toEqual([{ name: 'sim.t', model: 'sine', min: 0, max: 1, periodMs: 60_000 }])
+    expect(c.sensors).toEqual([{ name: 'sim.t', model: 'sine', min: 0, max: 1, unit: '°C', periodMs: 60_000 }])
     expect(c.builtinSensors).toBe(false)
     writeFileSync(path, '{ nope')
     expect(issuesOf(() => loadAgentConfig({ flags: { ...flags, config: path } }))[0]).toContain(path)
@@ -62,6 +62,8 @@ describe('loadAgentConfig', () => {
     ['bad sensor model', { ...flags, sensors: [{ name: 'a.b', model: 'square', min: 0, max: 1 }] }, 'sensors.0.model'],
     ['duplicate sensor', { ...flags, sensors: [{ name: 'a.b', model: 'constant', min: 0, max: 1 }, { name: 'a.b', model: 'constant', min: 0, max: 1 }] }, 'sensors.1.name'],
     ['min above max', { ...flags, sensors: [{ name: 'a.b', model: 'constant', min: 2, max: 1 }] }, 'sensors.0: min'],
+    ['a unit too long', { ...flags, sensors: [{ name: 'a.b', model: 'constant', min: 0, max: 1, unit: 'degrees Celsius, roughly' }] }, 'sensors.0.unit: "degrees Celsius, roughly" is not a unit'],
+    ['an empty unit', { ...flags, sensors: [{ name: 'a.b', model: 'constant', min: 0, max: 1, unit: '' }] }, 'sensors.0.unit'],
     ['backoff max below base', { ...flags, reconnectBaseMs: 1000, reconnectMaxMs: 10 }, 'reconnectMaxMs'],
   ])('refuses %s, naming the field', (_name, file, expected) => {
     const issues = issuesOf(() => loadAgentConfig({ file }))

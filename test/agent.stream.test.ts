@@ -143,6 +143,43 @@ describe('agent streaming', () => {
     expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog'] })
     expect(birth.type === 'birth' && birth.agentVersion).toMatch(/^\d+\.\d+\.\d+/)
   })
+
+  const births = () => acker!.states.flatMap((s) => (s.message.type === 'birth' ? [{ ...s.message, retain: s.retain }] : []))
+  const unitSensors = { builtinSensors: true, sensors: [{ name: 'env.temp', model: 'constant' as const, min: 20, max: 20, unit: '°C' }, { name: 'env.raw', model: 'constant' as const, min: 1, max: 1 }] }
+  const declared = { 'cpu.load': 'load', 'mem.used': 'ratio', uptime: 's', 'env.temp': '°C' }
+
+  it('declares its sensors\' units once the hub\'s answer says it takes them: the birth again, same epoch, with units; on every connection', async () => {
+    await setup(true, ['backlog', 'units'])
+    const agent = makeAgent({ ...unitSensors, reconnectBaseMs: 20 }, { sensors: [{ name: 'ext.volts', unit: 'V', read: () => 3.3 }, { name: 'ext.bad', unit: 'x\n', read: () => 1 }] })
+    await agent.start()
+    await waitFor('a birth with units', () => births().length >= 2)
+    const [first, second] = births()
+    expect(first!.units).toBeUndefined()
+    // cpu.temp only where the host has a thermal zone; a unit the hub would refuse is left out.
+    const { 'cpu.temp': _temp, ...units } = second!.units ?? {}
+    expect(units).toEqual({ ...declared, 'ext.volts': 'V' })
+    expect(second).toMatchObject({ epoch: first!.epoch, storeId: first!.storeId, retain: true })
+    // The hub answers the second birth too; that does not make a third.
+    await sleep(300)
+    expect(births()).toHaveLength(2)
+
+    // A new connection asks again: without, then with.
+    broker!.cutConnections()
+    await waitFor('two more births', () => births().length >= 4)
+    expect(births().slice(2).map((b) => [b.epoch, b.units === undefined])).toEqual([[first!.epoch + 1, true], [first!.epoch + 1, false]])
+    expect(acker!.invalid).toEqual([])
+  })
+
+  it('declares no units to a hub whose acks do not say it takes them (an older hub would refuse the birth)', async () => {
+    await setup(true, ['backlog'])
+    const agent = makeAgent(unitSensors)
+    await agent.start()
+    await waitFor('birth', () => births().length >= 1)
+    agent.sampleNow()
+    await waitFor('samples stored and acked', () => backlog(agent) === 0 && acker!.highWater(agent.stats().storeId!) >= 4)
+    expect(births()).toHaveLength(1)
+    expect(births()[0]!.units).toBeUndefined()
+  })
 })
 
 describe('acks withheld', () => {

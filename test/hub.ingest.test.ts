@@ -45,7 +45,7 @@ describe('hub telemetry ingest', () => {
     expect(stats.body.ingest).toMatchObject({ samplesStored: 15, samplesDuplicate: 9 })
   })
 
-  it("tells only agents whose birth lists telemetry.backlog that it takes a batch's backlog", async () => {
+  it("tells only agents whose birth lists telemetry.backlog that it takes a batch's backlog and a birth's units", async () => {
     const { hub, dev, acks } = await setup()
     const birth = (capabilities: string[], epoch: number) => encode({ type: 'birth', v: 1, epoch, bootId: 'b', agentVersion: '0.1.0', storeId, capabilities })
     // An older agent: its acks carry nothing it would refuse.
@@ -57,7 +57,7 @@ describe('hub telemetry ingest', () => {
     await dev.publishAsync(topics.state('dev-1'), birth(['telemetry', 'events', 'telemetry.backlog'], 2), { qos: 1, retain: true })
     await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, prev: 2, backlog: 7, samples: samples(3, 4) }), { qos: 1 })
     const ack = await waitFor(() => acks.find((a) => a.upTo === 4), 'ack up to 4')
-    expect(ack.accepts).toEqual(['backlog'])
+    expect(ack.accepts).toEqual(['backlog', 'units'])
     expect(hub.running.services.presence.get('dev-1')?.backlog).toBe(7)
   })
 

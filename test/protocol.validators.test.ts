@@ -30,7 +30,10 @@ describe('generated validators', () => {
   const table: Array<[string, Validator<unknown>, TSchema, unknown[]]> = [
     ['StateMessage', StateMessageValidator, StateMessage, [
       birth, { type: 'death', v: 1, epoch: 3 }, { ...birth, epoch: 0 }, { ...birth, capabilities: Array(65).fill('x') },
-      { ...birth, bootId: '' }, { ...birth, storeId: 'no spaces allowed' }, { type: 'death', v: 2, epoch: 1 }, { type: 'death', v: 1 }, null, [], 'birth',
+      { ...birth, bootId: '' }, { ...birth, storeId: 'no spaces allowed' },
+      { ...birth, units: {} }, { ...birth, units: { 'cpu.temp': '°C', 'mem.used': 'ratio' } }, { ...birth, units: { 'Bad Name': 'V' } },
+      { ...birth, units: { 'env.temp': '' } }, { ...birth, units: { 'env.temp': 'x'.repeat(17) } }, { ...birth, units: { 'env.temp': 'a\nb' } },
+      { ...birth, units: { 'env.temp': 3 } }, { ...birth, units: ['°C'] }, { ...birth, units: Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`s${i}`, 'V'])) }, { type: 'death', v: 2, epoch: 1 }, { type: 'death', v: 1 }, null, [], 'birth',
     ]],
     ['TelemetryBatch', TelemetryBatchValidator, TelemetryBatch, [
       telemetry, { ...telemetry, samples: [] }, { ...telemetry, samples: [{ ...sample, seq: 0 }] }, { ...telemetry, samples: [{ ...sample, sensor: 'A B' }] },
@@ -47,7 +50,7 @@ describe('generated validators', () => {
       { type: 'telemetry.ack', v: 1, storeId, upTo: 0 }, { type: 'telemetry.ack', v: 1, storeId, upTo: -1 }, { type: 'telemetry.ack', v: 1, storeId },
     ]],
     ['AgentConfigFile', AgentConfigFileValidator, AgentConfigFile, [
-      {}, { hub: 'mqtt://x:1', sampleIntervalMs: '10s', sensors: [{ name: 's.a', model: 'sine', min: 0, max: 1, periodMs: 500 }] },
+      {}, { hub: 'mqtt://x:1', sampleIntervalMs: '10s', sensors: [{ name: 's.a', model: 'sine', min: 0, max: 1, unit: 'hPa', periodMs: 500 }] },
       { keepaliveSec: 0 }, { sampleInterval: 5 }, { sensors: [{ name: 's', model: 'square', min: 0, max: 1 }] }, { logLevel: 'loud' },
       { batchMaxBytes: 70_000 }, { token: '' }, { sensors: [{ name: 's', model: 'sine', min: 0, max: 1, periodMs: true }] },
     ]],

@@ -102,9 +102,11 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit: limit + 1 })
       const truncated = rows.length > limit
       const page = truncated ? rows.slice(0, limit) : rows
+      // The units the device declared, so a chart can label its axis without another request.
+      const units = s.presence.get(d.id)?.info.units ?? {}
       return bucketMs === undefined
-        ? { deviceId: d.id, sinceMs, untilMs, truncated, samples: page }
-        : { deviceId: d.id, sinceMs, untilMs, bucketMs, truncated, buckets: page }
+        ? { deviceId: d.id, sinceMs, untilMs, truncated, units, samples: page }
+        : { deviceId: d.id, sinceMs, untilMs, bucketMs, truncated, units, buckets: page }
     })
 
     app.get('/devices/:id/events', {

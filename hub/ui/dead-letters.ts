@@ -1,5 +1,5 @@
 import { api, ApiError } from './api.js'
-import { fill, h, when, type View } from './dom.js'
+import { fill, h, td, timeEl, type View } from './dom.js'
 
 /**
  * Dead letters: every payload the hub refused, with the reason and the
@@ -41,12 +41,12 @@ export function deadLettersView(): View {
     if (!append) rowsBody.replaceChildren()
     for (const d of res.deadLetters) {
       rowsBody.appendChild(h('tr', { 'data-dead-letter': d.id },
-        h('td', {}, when(d.ts)),
-        h('td', {}, d.deviceId ? h('a', { href: `#/devices/${encodeURIComponent(d.deviceId)}` }, d.deviceId) : (d.clientId ?? '—')),
-        h('td', { class: 'nowrap' }, h('code', {}, d.reason)),
-        h('td', {}, d.detail),
-        h('td', { class: 'muted' }, d.topic),
-        h('td', {}, h('code', { class: 'excerpt', title: `${d.payloadBytes} bytes` }, d.payloadExcerpt || '(empty)'))))
+        td('When', 'nowrap', timeEl(d.ts)),
+        td('Device', 'nowrap', d.deviceId ? h('a', { href: `#/devices/${encodeURIComponent(d.deviceId)}` }, d.deviceId) : (d.clientId ?? '—')),
+        td('Reason', 'nowrap', h('code', {}, d.reason)),
+        td('Detail', 'c-text', d.detail),
+        td('Topic', 'c-topic muted', d.topic),
+        td('Payload', 'c-payload', h('code', { class: 'excerpt', title: `${d.payloadBytes} bytes` }, d.payloadExcerpt || '(empty)'))))
     }
     oldest = res.deadLetters.at(-1)?.id ?? oldest
     more.hidden = res.deadLetters.length < PAGE

@@ -1,6 +1,6 @@
 import { api, ApiError, hubClock, openLive } from './api.js'
 import { sensorChart, type SensorChart } from './charts.js'
-import { ago, fill, h, json, pill, span, when, type View } from './dom.js'
+import { ago, fill, h, outcome as outcomeText, pill, span, td, timeEl, when, type View } from './dom.js'
 import type { FleetRow } from './fleet.js'
 
 /**
@@ -32,6 +32,8 @@ export function deviceView(id: string): View {
   let range: Range = RANGES[0]!
   let row: FleetRow | undefined
   const charts = new Map<string, SensorChart>()
+  /** Sensor → unit, as the device declared them (sent with every telemetry read). */
+  let units: Readonly<Record<string, string>> = {}
   let disposed = false
 
   const title = h('h1', {}, id)
@@ -86,8 +88,9 @@ export function deviceView(id: string): View {
     if (r.bucket) q.set('bucket', r.bucket)
     pending = []
     try {
-      const res = await api<{ samples?: Sample[]; buckets?: Bucket[]; truncated: boolean }>('GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q}`)
+      const res = await api<{ samples?: Sample[]; buckets?: Bucket[]; truncated: boolean; units?: Record<string, string> }>('GET', `/api/devices/${encodeURIComponent(id)}/telemetry?${q}`)
       if (disposed || r !== range) return
+      units = res.units ?? {}
       const points = new Map<string, { ts: number[]; values: number[] }>()
       for (const p of res.samples ?? res.buckets ?? []) {
         let s = points.get(p.sensor)
@@ -143,7 +146,7 @@ export function deviceView(id: string): View {
     let c = charts.get(sensor)
     if (!c) {
       if (charts.size === 0) chartsBox.replaceChildren()
-      c = sensorChart(sensor, () => {
+      c = sensorChart(sensor, units[sensor], () => {
         const to = hubClock.now()
         return { from: to - range.ms, to }
       })
@@ -173,28 +176,29 @@ export function deviceView(id: string): View {
       class: `seg ${s.status}`, title: `${s.status} (${s.reason}) ${when(s.from)} – ${when(s.to)}`,
       style: `left:${((s.from - from) / range.ms) * 100}%;width:${Math.max(0.3, ((s.to - s.from) / range.ms) * 100)}%`,
     })), h('span', { class: 'axis-l' }, `${range.label} ago`), h('span', { class: 'axis-r' }, 'now'))
-    fill(transitions, ...res.history.slice(0, 8).map((e) => h('li', {}, h('span', { class: `dot ${e.status}` }), `${when(e.ts)} ${e.status}`, h('span', { class: 'muted' }, ` ${e.reason}`))))
+    fill(transitions, ...res.history.slice(0, 8).map((e) => h('li', {}, h('span', { class: `dot ${e.status}` }), timeEl(e.ts), ` ${e.status}`, h('span', { class: 'muted' }, ` ${e.reason}`))))
     if (res.history.length === 0) fill(transitions, h('li', { class: 'muted' }, 'Never connected.'))
   }
 
   async function loadCommands(): Promise<void> {
     const res = await api<{ commands: CommandRecord[] }>('GET', `/api/devices/${encodeURIComponent(id)}/commands?limit=15`)
     if (disposed) return
-    fill(commandsBox, res.commands.length === 0 ? h('p', { class: 'muted' }, 'No commands yet.') : h('table', { class: 'list' },
+    fill(commandsBox, res.commands.length === 0 ? h('p', { class: 'muted' }, 'No commands yet.') : h('div', { class: 'table-box' }, h('table', { class: 'list' },
       h('thead', {}, h('tr', {}, h('th', {}, 'When'), h('th', {}, 'Command'), h('th', {}, 'Outcome'))),
       h('tbody', {}, ...res.commands.map((c) => h('tr', { 'data-command': c.id },
-        h('td', {}, when(c.createdAt)), h('td', {}, c.name),
-        h('td', {}, pill(c.status), ' ', h('span', { class: 'muted' }, c.error ? `${c.error.code}: ${c.error.message}` : json(c.result))))))))
+        td('When', 'nowrap', timeEl(c.createdAt)), td('Command', 'nowrap', c.name),
+        td('Outcome', 'c-json', pill(c.status), ' ', h('span', { class: 'muted' }, outcomeText(c.result, c.error)))))))))
   }
 
   async function loadExecutions(): Promise<void> {
     const res = await api<{ executions: Execution[] }>('GET', `/api/devices/${encodeURIComponent(id)}/executions?limit=15`)
     if (disposed) return
-    fill(execBox, res.executions.length === 0 ? h('p', { class: 'muted' }, 'No job executions yet.') : h('table', { class: 'list' },
+    fill(execBox, res.executions.length === 0 ? h('p', { class: 'muted' }, 'No job executions yet.') : h('div', { class: 'table-box' }, h('table', { class: 'list' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Updated'), h('th', {}, 'Job'), h('th', {}, 'State'))),
       h('tbody', {}, ...res.executions.map((x) => h('tr', {},
-        h('td', {}, when(x.updatedAt)), h('td', {}, h('a', { href: `#/jobs/${encodeURIComponent(x.jobId)}` }, x.jobName), h('span', { class: 'muted' }, ` ${x.jobId}`)),
-        h('td', {}, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : '', x.error ? h('span', { class: 'muted' }, ` ${x.error.code}`) : null))))))
+        td('Updated', 'nowrap', timeEl(x.updatedAt)),
+        td('Job', null, h('a', { href: `#/jobs/${encodeURIComponent(x.jobId)}`, class: 'nowrap' }, x.jobName), ' ', h('span', { class: 'muted nowrap' }, x.jobId)),
+        td('State', null, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : '', x.error ? h('span', { class: 'muted' }, ` ${x.error.code}`) : null)))))))
   }
 
   form.addEventListener('submit', (ev) => {

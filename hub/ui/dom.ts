@@ -56,13 +56,49 @@ export function ago(ts: number | null, now: number): string {
   return ts === null ? 'never' : `${span(now - ts)} ago`
 }
 
-/** A local date and time, to the second. */
+/*
+ * Times, one convention for the whole dashboard (docs/dashboard.md, "Times"):
+ * the browser's local time, 24-hour, `HH:MM:SS`, with `YYYY-MM-DD ` before it
+ * unless it is today; the same digits as the CLI's `YYYY-MM-DD HH:MM:SS`,
+ * whatever the browser's locale, so a time reads the same everywhere.
+ */
+const pad = (n: number) => String(n).padStart(2, '0')
+
+/** `YYYY-MM-DD`, local. */
+export function day(d: Date): string {
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`
+}
+
+/** `HH:MM` or `HH:MM:SS`, local, 24-hour. */
+export function clock(d: Date, seconds = true): string {
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ''}`
+}
+
+/** `YYYY-MM-DD HH:MM:SS`, local. */
+export function fullTime(ts: number): string {
+  const d = new Date(ts)
+  return `${day(d)} ${clock(d)}`
+}
+
+/** `HH:MM:SS` today, `YYYY-MM-DD HH:MM:SS` before; `—` for none. */
 export function when(ts: number | null): string {
   if (ts === null) return '—'
   const d = new Date(ts)
-  const today = new Date()
-  const time = d.toLocaleTimeString([], { hour12: false })
-  return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`
+  return day(d) === day(new Date()) ? clock(d) : fullTime(ts)
+}
+
+/** A time in a table or list: `when()`, never wrapped, with the full date and time on hover. */
+export function timeEl(ts: number | null): HTMLElement {
+  if (ts === null) return h('span', {}, '—')
+  return h('time', { datetime: new Date(ts).toISOString(), title: fullTime(ts) }, when(ts))
+}
+
+/**
+ * A table cell. `label` names its column: on a phone, where a table's rows
+ * become cards (style.css), each cell shows it before its value.
+ */
+export function td(label: string, cls: string | null, ...children: Child[]): HTMLTableCellElement {
+  return h('td', { 'data-label': label, class: cls }, ...children)
 }
 
 /** A compact JSON rendering for results and arguments. */
@@ -70,6 +106,16 @@ export function json(value: unknown): string {
   if (value === undefined) return ''
   const s = JSON.stringify(value)
   return s.length > 300 ? `${s.slice(0, 300)}…` : s
+}
+
+/**
+ * What a command or an execution ended with: the error with its code, or the
+ * result; `—` when there is neither (a canceled execution, a command still
+ * waiting), never a bare `null`.
+ */
+export function outcome(result: unknown, error: { code: string; message: string } | null): string {
+  if (error) return `${error.code}: ${error.message}`
+  return result === null || result === undefined ? '—' : json(result)
 }
 
 /** A status pill: the class names the state, the text says it. */

@@ -1,5 +1,5 @@
 import { api, ApiError, hubClock, openLive } from './api.js'
-import { fill, h, json, pill, span, when, type View } from './dom.js'
+import { fill, h, json, outcome, pill, span, td, timeEl, type View } from './dom.js'
 
 /**
  * The jobs page: the newest jobs with their executions counted by state, a
@@ -49,9 +49,9 @@ export function jobsView(): View {
           pill(j.status), h('span', { class: 'muted' }, `${j.id} → ${j.target.length > 60 ? `${j.target.slice(0, 60)}…` : j.target}`),
           j.status === 'active' ? h('button', { type: 'button', class: 'danger', 'data-cancel': j.id, onclick: () => { void cancel(j) } }, 'Cancel') : null),
         progress(j.counts),
-        h('div', { class: 'muted small' }, `created ${when(j.createdAt)} (${span(now - j.createdAt)} ago)`,
+        h('div', { class: 'muted small' }, 'created ', timeEl(j.createdAt), ` (${span(now - j.createdAt)} ago)`,
           j.ratePerMinute ? ` · paced at ${j.ratePerMinute}/min` : '', j.continuous ? ' · continuous' : '',
-          j.finishedAt ? ` · ended ${when(j.finishedAt)}` : '', j.statusReason ? ` · ${j.statusReason}` : ''))))
+          j.finishedAt ? h('span', {}, ' · ended ', timeEl(j.finishedAt)) : '', j.statusReason ? ` · ${j.statusReason}` : ''))))
   }
 
   async function cancel(j: Job): Promise<void> {
@@ -95,10 +95,10 @@ export function jobView(id: string): View {
       h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('div', { class: 'scroll-x' }, h('table', { class: 'list', id: 'job-executions' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Device'), h('th', {}, 'State'), h('th', {}, 'Updated'), h('th', {}, 'Result'))),
         h('tbody', {}, ...j.executions.map((x) => h('tr', { 'data-exec': x.execId },
-          h('td', { class: 'nowrap' }, h('a', { href: `#/devices/${encodeURIComponent(x.deviceId)}` }, x.deviceId)),
-          h('td', {}, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : ''),
-          h('td', {}, when(x.updatedAt)),
-          h('td', { class: 'muted' }, x.error ? `${x.error.code}: ${x.error.message}` : json(x.result))))))),
+          td('Device', 'nowrap', h('a', { href: `#/devices/${encodeURIComponent(x.deviceId)}` }, x.deviceId)),
+          td('State', null, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : ''),
+          td('Updated', 'nowrap', timeEl(x.updatedAt)),
+          td('Result', 'c-json muted', outcome(x.result, x.error))))))),
       j.truncated ? h('p', { class: 'muted' }, 'The first 500 executions are shown; see the API for the rest.') : null))
   }
 
