@@ -111,12 +111,25 @@ export interface CommandStats {
   readonly pending: number
 }
 
+/**
+ * A sent command's end as soon as it is known, and the commit of its record:
+ * a single command's caller waits for both; a group's next member goes out
+ * at once, its record shares the commit of the one before (the group's
+ * caller waits for every member's record).
+ */
+interface Dispatched {
+  readonly outcome: CommandOutcome
+  /** Resolves once the outcome is committed, with the error for the caller if it could not be (never rejects). */
+  readonly recorded: Promise<RollcallError | undefined>
+}
+
 interface Pending {
   readonly rec: NewCommand
   readonly deviceId: string
-  readonly startedAt: number
+  /** When it was published (until then, when it was made): its durationMs counts from here. */
+  startedAt: number
   readonly timer: NodeJS.Timeout
-  readonly resolve: (o: CommandOutcome) => void
+  readonly resolve: (d: Dispatched) => void
   readonly reject: (err: RollcallError) => void
 }
 
@@ -176,13 +189,15 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return new RollcallError('INTERNAL', `${what}: the hub could not write its record (${(err as Error).message}); see the hub log`, details)
   }
 
+  /** A record's commit, settled with the error for the caller if it failed: never rejects, so it may wait unobserved. */
+  function written(write: Promise<void>, what: string, details: Record<string, unknown>): Promise<RollcallError | undefined> {
+    return write.then(() => undefined, (err: unknown) => notRecorded(err, what, details))
+  }
+
   /** Waits for a record to be committed; a failure becomes INTERNAL for the caller. */
   async function recorded(write: Promise<void>, what: string, details: Record<string, unknown>): Promise<void> {
-    try {
-      await write
-    } catch (err) {
-      throw notRecorded(err, what, details)
-    }
+    const failed = await written(write, what, details)
+    if (failed) throw failed
   }
 
   /** Takes a command out of the in-flight maps (and stops its deadline). */
@@ -197,27 +212,29 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return p
   }
 
-  /** Ends a command in flight: its caller has the outcome once the record of it is committed. */
+  /** Ends a command in flight: its outcome goes to the record, and to its sender with the promise of that commit. */
   function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
     const p = forget(id)
     if (!p) return
     deps.observeDuration?.(outcome.status, outcome.durationMs)
-    store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null).then(
-      () => { p.resolve(outcome) },
-      (err: unknown) => { p.reject(notRecorded(err, `"${p.deviceId}" ${outcome.status === 'succeeded' || outcome.status === 'failed' ? 'answered' : 'ended'} (${outcome.status})`, { id, deviceId: p.deviceId, outcome })) },
-    )
+    const what = `"${p.deviceId}" ${outcome.status === 'succeeded' || outcome.status === 'failed' ? 'answered' : 'ended'} (${outcome.status})`
+    p.resolve({ outcome, recorded: written(store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome }) })
   }
 
-  /** Publishes a command to a reachable device and resolves with how it ended (never rejects). */
-  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<CommandOutcome> {
+  /**
+   * Records a command, publishes it to a reachable device once the record is
+   * committed, and resolves with how it ended; rejects only when its record
+   * could not be written (then nothing was sent).
+   */
+  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<Dispatched> {
     const id = randomId('c')
     const now = clock.now()
     const expiresAt = now + timeoutMs
-    const t0 = performance.now()
+    let t0 = performance.now()
     const ms = () => Math.round((performance.now() - t0) * 1000) / 1000
     const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt }
     stats.sent++
-    return new Promise<CommandOutcome>((resolve, reject) => {
+    return new Promise<Dispatched>((resolve, reject) => {
       const timer = setTimeout(() => {
         stats.timedOut++
         settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
@@ -229,7 +246,10 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       // Published only once its record is committed: from then on a hub that dies finds it at its next start.
       store.add(rec).then(() => {
         // Ended meanwhile (its deadline, its device's disconnect, the hub stopping): its outcome is recorded, nothing is sent.
-        if (!pending.has(id)) return
+        const p = pending.get(id)
+        if (!p) return
+        // durationMs is the device's leg, from the publish: the commit before it is the hub's.
+        p.startedAt = t0 = performance.now()
         deps.publish(topics.cmdReq(deviceId), encode({ type: 'cmd.req', v: 1, id, name, ...(args === undefined ? {} : { args }), expiresAt }))
           .catch((err: unknown) => {
             logger.warn({ err, deviceId, id }, 'command publish failed')
@@ -270,7 +290,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         `"${deviceId}" is offline and nothing was sent`, { id, deviceId })
       throw err
     }
-    return dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+    const { outcome, recorded: failed } = await dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+    // Answered only once the outcome is durable.
+    const notWritten = await failed
+    if (notWritten) throw notWritten
+    return outcome
   }
 
   /** Sends to every reachable member of `target` (at most groupConcurrency at once), under one deadline. */
@@ -291,10 +315,9 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     }
     let jobId: string | null = null
     if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId))
-    // The records of members never sent anything; the reply waits for them too. Each is marked handled
-    // now (the group may take seconds), and checked below.
-    const records: Array<Promise<void>> = []
-    const note = (write: Promise<void>) => { write.catch(() => undefined); records.push(write) }
+    // Every member's record; the reply waits for them all.
+    const records: Array<Promise<RollcallError | undefined>> = []
+    const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }
     let failure: RollcallError | undefined
     for (const s of skipped) {
       note(store.add({
@@ -328,7 +351,10 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           continue
         }
         try {
-          outcomes.push(await dispatch(d, spec.name, args, spec.args, left, groupId))
+          // The next member goes out as soon as this one's outcome is known, not after its commit.
+          const { outcome, recorded: failed } = await dispatch(d, spec.name, args, spec.args, left, groupId)
+          outcomes.push(outcome)
+          records.push(failed)
         } catch (err) {
           // Its record could not be written (logged); the others go on, and the reply says so below.
           failure ??= err as RollcallError // dispatch rejects only with notRecorded's error
@@ -336,7 +362,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       }
     }
     await Promise.all(Array.from({ length: Math.min(options.groupConcurrency, reachable.length) }, worker))
-    for (const r of await Promise.allSettled(records)) if (r.status === 'rejected') failure ??= notRecorded(r.reason, `group command ${groupId}`, { groupId })
+    for (const r of await Promise.all(records)) failure ??= r
     if (failure !== undefined) throw failure
     const counts = { succeeded: 0, failed: 0, timed_out: 0, disconnected: 0, skipped: skipped.length }
     for (const o of outcomes) counts[o.status]++
