@@ -73,14 +73,16 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
 
   // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
   const runOne = db.transaction((op: WriteOp) => op(db))
-  /** Runs the group; what to do after the commit, and the waiters whose own write was rolled back. */
+  /** Runs the group: what to do after the commit, and the waiters whose write is in it or was rolled back alone. */
   const runAll = db.transaction((ops: Queued[]) => {
     const after: AfterCommit[] = []
+    const applied: Waiter[] = []
     const refused: Array<[Waiter, unknown]> = []
     for (const { op, waiter } of ops) {
       try {
         const a = runOne(op)
         if (a) after.push(a)
+        if (waiter) applied.push(waiter)
       } catch (err) {
         stats.failedOps++
         logger.error({ err }, 'write rolled back alone; the rest of the group commits')
@@ -88,7 +90,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
         if (waiter) refused.push([waiter, err])
       }
     }
-    return { after, refused }
+    return { after, applied, refused }
   })
 
   function flush(): void {
@@ -101,10 +103,11 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     queuedWeight = 0
     const t0 = performance.now()
     let after: AfterCommit[] = []
+    let applied: Waiter[] = []
     let refused: Array<[Waiter, unknown]> = []
     let committed = false
     try {
-      ({ after, refused } = runAll(ops))
+      ({ after, applied, refused } = runAll(ops))
       stats.commits++
       committed = true
     } catch (err) {
@@ -119,10 +122,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
       try { a() } catch (err) { logger.error({ err }, 'after-commit step failed') }
     }
     // Promises: their callers run after this flush, never inside it.
-    if (committed) {
-      const failed = new Set(refused.map(([w]) => w))
-      for (const o of ops) if (o.waiter && !failed.has(o.waiter)) o.waiter.resolve()
-    }
+    for (const w of applied) w.resolve()
     for (const [w, err] of refused) w.reject(err instanceof Error ? err : new Error(String(err)))
     for (const hook of commitHooks) {
       try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
