@@ -58,7 +58,7 @@ describe('command records across a hub SIGKILL right after a reply', () => {
 
     const seen: Seen[] = []
     /**
-     * Eight callers at a time, alternating between the agent and the offline
+     * Eight callers at a time, four to the agent and four to the offline
      * device; the hub is SIGKILLed from inside the reply callback of the
      * `n`-th reply with status `trigger`. Replies that still arrive count too;
      * requests cut off by the kill got no answer and promise nothing.
@@ -67,16 +67,16 @@ describe('command records across a hub SIGKILL right after a reply', () => {
       let matching = 0
       let killed = false
       let sent = 0
-      const caller = async (k: number) => {
+      const caller = async (device: string) => {
         // Bounded: the kill comes long before, unless the hub stops answering (then the test fails below).
         while (!killed && sent < 2000) {
           sent++
-          const device = (sent + k) % 2 === 0 ? 'rec-on' : 'rec-off'
           let r: Awaited<ReturnType<typeof ping>>
           try {
             r = await ping(h, device)
-          } catch {
-            return // the connection died with the hub
+          } catch (err) {
+            if (killed) return // the connection died with the hub
+            throw new Error(`request failed before the kill: ${String(err)} ${String((err as Error).cause)}\n${h.output()}`)
           }
           if (r.status === 200) seen.push({ id: r.body.id!, status: 'succeeded', result: r.body.result })
           else if (r.status === 409 && r.body.error?.code === 'DEVICE_OFFLINE') seen.push({ id: r.body.error.id, status: 'offline' })
@@ -87,7 +87,7 @@ describe('command records across a hub SIGKILL right after a reply', () => {
           }
         }
       }
-      await Promise.all(Array.from({ length: 8 }, (_, k) => caller(k)))
+      await Promise.all(Array.from({ length: 8 }, (_, k) => caller(k % 2 === 0 ? 'rec-on' : 'rec-off')))
       expect(killed, `the hub was killed after reply ${n} with status ${trigger}`).toBe(true)
       await killProc(h)
     }
