@@ -30,7 +30,9 @@ import type { Ledger } from './ledger.js'
  * handler with effects may have done part of its work. recoverInterrupted()
  * turns each into done/`failed` with error INTERRUPTED and a terminal update,
  * in one transaction, and the hub decides: it retries the execution as a new
- * attempt if attempts remain. Nothing is silently rerun and nothing is dropped.
+ * attempt if attempts remain. A local job is reported the same way but never
+ * retried (its schedule's next tick is its next run), and its message says so.
+ * Nothing is silently rerun and nothing is dropped.
  *
  * Job updates are never dropped by any overflow policy: the outbox bound does
  * not apply to this table, and the queue's own bound (`capacity`) only limits
@@ -129,6 +131,8 @@ export interface JobQueueStats {
 export type UpdateListener = () => void
 
 export const INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this job ran; it was not run again on this device, and the hub retries it if attempts remain'
+/** The same for a local schedule's job: nothing retries those, the schedule's next tick is the next run. */
+export const LOCAL_INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this local job ran; it was not run again, and local jobs are not retried: its schedule runs the task at its next tick'
 
 const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
 
@@ -398,7 +402,7 @@ export class JobQueue {
       let n = 0
       for (const r of this.selectRunning.all()) {
         if (this.running.has(keyOf(r.exec_id, r.attempt))) continue
-        const error = { code: 'INTERRUPTED', message: INTERRUPTED_MESSAGE }
+        const error = { code: 'INTERRUPTED', message: r.source === 'hub' ? INTERRUPTED_MESSAGE : LOCAL_INTERRUPTED_MESSAGE }
         this.finishRow.run('failed', now, r.rowid)
         this.done++
         this.outcomes.failed++

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { percentiles } from '../common/latency.js'
+import { openDatabase } from '../common/sqlite.js'
 import { provision, startIdleFleets, type Fleet } from './fleet.js'
 import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
@@ -26,6 +27,9 @@ import { cpuMs, mb, rssBytes } from './proc-stats.js'
  * round trip through the hub is an HTTP call around an MQTT one. The hub is
  * timed with two keep-alive clients: fetch (what the CLI uses) and node:http
  * with a keep-alive Agent (about 0.3 ms less per call on this machine).
+ * And the disk's floor: the hub commits a command's record before it sends
+ * it and again before it answers, so one commit of one row (WAL,
+ * synchronous=FULL, on the hub's file system) is timed on its own.
  */
 export interface CommandsBenchOptions {
   readonly agents: number
@@ -84,6 +88,26 @@ async function httpFloor(post: Post, warmup: number, count: number): Promise<Lat
     return latency(times)
   } finally {
     child.kill('SIGTERM')
+  }
+}
+
+/** The disk floor: sequential one-row commits (WAL, synchronous=FULL, as the hub's database) in `dir`. */
+function commitFloor(dir: string, warmup: number, count: number): Latency {
+  const db = openDatabase(join(dir, 'commit-floor.db'), { synchronous: 'FULL' })
+  try {
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)')
+    const insert = db.prepare<[string]>('INSERT INTO t (v) VALUES (?)')
+    const one = db.transaction((v: string) => { insert.run(v) })
+    const row = JSON.stringify({ name: 'ping', status: 'sent' }).padEnd(200, ' ')
+    const times: number[] = []
+    for (let i = 0; i < warmup + count; i++) {
+      const t0 = performance.now()
+      one(row)
+      if (i >= warmup) times.push(performance.now() - t0)
+    }
+    return latency(times)
+  } finally {
+    db.close()
   }
 }
 
@@ -238,6 +262,8 @@ export async function runCommandsBench(o: CommandsBenchOptions): Promise<void> {
     const floor = await httpFloor(fetchPost, o.warmup, o.commands)
     const floorNodeHttp = await httpFloor(floorHttp.post, o.warmup, o.commands)
     floorHttp.close()
+    process.stderr.write('commit floor...\n')
+    const commit = commitFloor(work, o.warmup, o.commands)
     process.stderr.write(`hub with ${o.agents} agents...\n`)
     const hub = await throughHub(work, o)
     const s = hub.single
@@ -252,6 +278,7 @@ export async function runCommandsBench(o: CommandsBenchOptions): Promise<void> {
       ['  round trips/s, sequential', (1000 / s.mean).toFixed(0), (1000 / raw.mean).toFixed(0)],
       ['  hub / broker process CPU', `${s.hubCpuPct.toFixed(0)}%`, `${raw.brokerCpuPct.toFixed(0)}%`],
       ['  HTTP floor: fetch to a bare node:http server: p50 / p99 ms', '', pp(floor)],
+      ['  disk floor: one SQLite commit, synchronous=FULL (a command makes two): p50 / p99 ms', '', pp(commit)],
       ['the same with node:http, keep-alive Agent: p50 / p99 ms', pp(h), `HTTP floor: ${pp(floorNodeHttp)}`],
       ['  mean / max ms; hub\'s publish → reply p50 / p99 ms', `${f2(h.mean)} / ${f2(h.max)}; ${pp(h.mqttLeg)}`, ''],
       ['each agent\'s first command (warm-up, not in the above): p50 / p99 ms', pp(hub.firstTouch), ''],

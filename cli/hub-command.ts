@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { createLogger, logFormat } from '../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
@@ -42,7 +42,11 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
   }
   process.stderr.write(`${lines.join('\n')}\n`)
   const readyFile = str('readyFile')
-  if (readyFile) writeFileSync(readyFile, JSON.stringify({ mqttPort: running.mqttPort, httpPort: running.httpPort, pid: process.pid }))
+  if (readyFile) {
+    // Written beside and renamed into place, so a script polling for it never reads it half-written.
+    writeFileSync(`${readyFile}.tmp`, JSON.stringify({ mqttPort: running.mqttPort, httpPort: running.httpPort, pid: process.pid }))
+    renameSync(`${readyFile}.tmp`, readyFile)
+  }
 
   onShutdownSignal(async () => {
     await hub.stop()

@@ -3,8 +3,13 @@ import type { Writer } from './writer.js'
 
 /**
  * The command record: the commands table, and only SQL. Every write goes
- * through the group-commit writer, so recording a command never holds up its
- * round trip; reads see what is committed.
+ * through the group-commit writer. A new command and an outcome are committed
+ * at the end of the event loop's turn (`writer.commit`), and their promise
+ * says when they are durable: commands.ts publishes a command only after its
+ * record is, and answers its caller only after its outcome is, so a hub that
+ * dies at any moment never leaves a command it sent, or an answer it gave,
+ * out of the record. Late replies nobody waits for take the ordinary group
+ * commit. Reads see what is committed.
  */
 
 export const COMMAND_STATUSES = ['offline', 'queued', 'sent', 'succeeded', 'failed', 'timed_out', 'disconnected'] as const
@@ -66,10 +71,6 @@ export interface NewCommand {
   readonly error?: { readonly code: string; readonly message: string }
 }
 
-/** Records are batched this long before they go to the writer: a command's round trip never waits on the record's fsync. */
-const RECORD_BATCH_MS = 250
-const RECORD_BATCH_MAX = 2000
-
 function parse(text: string | null): unknown {
   if (text === null) return null
   try {
@@ -111,31 +112,9 @@ export function createCommandStore(db: Db, writer: Writer) {
     ofDevice: db.prepare<[string, number], CommandRow>('SELECT * FROM commands WHERE device_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
     ofGroup: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE group_id = ? ORDER BY device_id'),
     prune: db.prepare<[number, number]>('DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE created_at < ? LIMIT ?)'),
+    // A row still "sent" is a command whose caller got no answer: the hub died before the reply, or before it recorded it.
     orphaned: db.prepare<[number]>(`UPDATE commands SET status = 'disconnected', finished_at = ?, error_code = 'HUB_RESTART',
-      error_message = 'the hub stopped before the device replied' WHERE status = 'sent'`),
-  }
-
-  // Record writes wait here and go to the writer as one operation: fewer group commits, so fewer fsyncs
-  // holding up the event loop while replies wait.
-  let batch: Array<() => void> = []
-  let timer: NodeJS.Timeout | undefined
-  function record(op: () => void): void {
-    batch.push(op)
-    if (batch.length >= RECORD_BATCH_MAX) flushRecords()
-    else timer ??= setTimeout(flushRecords, RECORD_BATCH_MS)
-  }
-  function flushRecords(): void {
-    if (timer) clearTimeout(timer)
-    timer = undefined
-    if (batch.length === 0) return
-    const ops = batch
-    batch = []
-    writer.enqueue(() => { for (const op of ops) op() }, ops.length)
-  }
-  /** What is recorded so far, committed: before reads, so a caller sees its own commands. */
-  function sync(): void {
-    flushRecords()
-    writer.flush()
+      error_message = 'the hub stopped before it recorded an answer from the device; the device may have run it' WHERE status = 'sent'`),
   }
 
   return {
@@ -143,31 +122,36 @@ export function createCommandStore(db: Db, writer: Writer) {
     settleOrphans(now: number): number {
       return s.orphaned.run(now).changes
     },
-    /** Records a new command (sent, refused as offline, queued as a job, or never sent before the deadline). */
-    add(c: NewCommand): void {
+    /**
+     * Records a new command (sent, refused as offline, queued as a job, or
+     * never sent before the deadline); resolves once it is committed.
+     */
+    add(c: NewCommand): Promise<void> {
       const settled = c.status !== 'sent'
-      record(() => {
+      return writer.commit(() => {
         s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, settled ? null : c.createdAt, c.expiresAt,
           settled ? c.createdAt : null, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null)
       })
     },
-    /** The outcome of a sent command (the whole row, see `finish`); a command already settled keeps its first outcome. */
-    finish(c: NewCommand, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): void {
-      record(() => {
+    /**
+     * The outcome of a sent command (the whole row, see `finish`); a command
+     * already settled keeps its first outcome. Resolves once it is committed.
+     */
+    finish(c: NewCommand, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): Promise<void> {
+      return writer.commit(() => {
         s.finish.run({
           id: c.id, deviceId: c.deviceId, name: c.name, args: c.args, groupId: c.groupId, status, createdAt: c.createdAt, expiresAt: c.expiresAt,
           at, result, errorCode: error?.code ?? null, errorMessage: error?.message ?? null,
         })
       })
     },
-    /** A reply that came after the outcome was settled (only the first is kept). */
+    /** A reply that came after the outcome was settled (only the first is kept); nobody waits on it. */
     late(id: string, deviceId: string, at: number, response: string): void {
-      record(() => { s.late.run(at, response, id, deviceId) })
+      writer.enqueue(() => { s.late.run(at, response, id, deviceId) })
     },
-    sync,
-    /** Writes what is batched (the hub stopping). */
-    close(): void {
-      flushRecords()
+    /** Commits what is queued: before reads, so a late reply just received shows. */
+    sync(): void {
+      writer.flush()
     },
     get: (id: string): CommandRecord | undefined => {
       const r = s.get.get(id)

@@ -31,8 +31,14 @@ import type { Db } from '../common/sqlite.js'
  * `groupConcurrency` in flight, under one deadline, and reports each
  * member's outcome and who was skipped as offline.
  *
- * Every command is recorded (command-store.ts) through the group-commit
- * writer: the record never holds up the round trip.
+ * Every command is recorded (command-store.ts), durably before it counts:
+ * a command is published only once its record is committed, and its caller
+ * answered (outcome, DEVICE_OFFLINE, queued) only once the outcome is. The
+ * commits are the writer's group commit at the end of the event loop's turn,
+ * so commands in flight together share one transaction and one fsync. A hub
+ * that dies at any moment leaves every command it sent in the record, and
+ * every answer it gave; a command it sent but had no recorded answer for is
+ * settled at the next start as HUB_RESTART.
  */
 
 export interface CommandsOptions {
@@ -105,12 +111,26 @@ export interface CommandStats {
   readonly pending: number
 }
 
+/**
+ * A sent command's end as soon as it is known, and the commit of its record:
+ * a single command's caller waits for both; a group's next member goes out
+ * at once, its record shares the commit of the one before (the group's
+ * caller waits for every member's record).
+ */
+interface Dispatched {
+  readonly outcome: CommandOutcome
+  /** Resolves once the outcome is committed, with the error for the caller if it could not be (never rejects). */
+  readonly recorded: Promise<RollcallError | undefined>
+}
+
 interface Pending {
   readonly rec: NewCommand
   readonly deviceId: string
-  readonly startedAt: number
+  /** When it was published (until then, when it was made): its durationMs counts from here. */
+  startedAt: number
   readonly timer: NodeJS.Timeout
-  readonly settle: (o: CommandOutcome) => void
+  readonly resolve: (d: Dispatched) => void
+  readonly reject: (err: RollcallError) => void
 }
 
 
@@ -163,44 +183,84 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return deps.jobs.create({ name: `${QUEUED_COMMAND_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 })!.id
   }
 
-  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
+  /** The record could not be written (a full disk, an I/O error): the caller is told, not answered as if it were. */
+  function notRecorded(err: unknown, what: string, details: Record<string, unknown>): RollcallError {
+    logger.error({ err, ...details }, `command record not written: ${what}`)
+    return new RollcallError('INTERNAL', `${what}: the hub could not write its record (${(err as Error).message}); see the hub log`, details)
+  }
+
+  /** A record's commit, settled with the error for the caller if it failed: never rejects, so it may wait unobserved. */
+  function written(write: Promise<void>, what: string, details: Record<string, unknown>): Promise<RollcallError | undefined> {
+    return write.then(() => undefined, (err: unknown) => notRecorded(err, what, details))
+  }
+
+  /** Waits for a record to be committed; a failure becomes INTERNAL for the caller. */
+  async function recorded(write: Promise<void>, what: string, details: Record<string, unknown>): Promise<void> {
+    const failed = await written(write, what, details)
+    if (failed) throw failed
+  }
+
+  /** Takes a command out of the in-flight maps (and stops its deadline). */
+  function forget(id: string): Pending | undefined {
     const p = pending.get(id)
-    if (!p) return
+    if (!p) return undefined
     pending.delete(id)
     clearTimeout(p.timer)
     const ids = byDevice.get(p.deviceId)
     ids?.delete(id)
     if (ids?.size === 0) byDevice.delete(p.deviceId)
-    store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null)
-    deps.observeDuration?.(outcome.status, outcome.durationMs)
-    p.settle(outcome)
+    return p
   }
 
-  /** Publishes a command to a reachable device and resolves with how it ended (never rejects). */
-  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<CommandOutcome> {
+  /** Ends a command in flight: its outcome goes to the record, and to its sender with the promise of that commit. */
+  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
+    const p = forget(id)
+    if (!p) return
+    deps.observeDuration?.(outcome.status, outcome.durationMs)
+    const what = `"${p.deviceId}" ${outcome.status === 'succeeded' || outcome.status === 'failed' ? 'answered' : 'ended'} (${outcome.status})`
+    p.resolve({ outcome, recorded: written(store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome }) })
+  }
+
+  /**
+   * Records a command, publishes it to a reachable device once the record is
+   * committed, and resolves with how it ended; rejects only when its record
+   * could not be written (then nothing was sent).
+   */
+  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<Dispatched> {
     const id = randomId('c')
     const now = clock.now()
     const expiresAt = now + timeoutMs
-    const t0 = performance.now()
+    let t0 = performance.now()
     const ms = () => Math.round((performance.now() - t0) * 1000) / 1000
     const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt }
-    store.add(rec)
     stats.sent++
-    return new Promise<CommandOutcome>((resolve) => {
+    return new Promise<Dispatched>((resolve, reject) => {
       const timer = setTimeout(() => {
         stats.timedOut++
         settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
       }, timeoutMs)
-      pending.set(id, { rec, deviceId, startedAt: t0, timer, settle: resolve })
+      pending.set(id, { rec, deviceId, startedAt: t0, timer, resolve, reject })
       let ids = byDevice.get(deviceId)
       if (!ids) byDevice.set(deviceId, ids = new Set())
       ids.add(id)
-      deps.publish(topics.cmdReq(deviceId), encode({ type: 'cmd.req', v: 1, id, name, ...(args === undefined ? {} : { args }), expiresAt }))
-        .catch((err: unknown) => {
-          logger.warn({ err, deviceId, id }, 'command publish failed')
-          stats.disconnected++
-          settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
-        })
+      // Published only once its record is committed: from then on a hub that dies finds it at its next start.
+      store.add(rec).then(() => {
+        // Ended meanwhile (its deadline, its device's disconnect, the hub stopping): its outcome is recorded, nothing is sent.
+        const p = pending.get(id)
+        if (!p) return
+        // durationMs is the device's leg, from the publish: the commit before it is the hub's.
+        p.startedAt = t0 = performance.now()
+        deps.publish(topics.cmdReq(deviceId), encode({ type: 'cmd.req', v: 1, id, name, ...(args === undefined ? {} : { args }), expiresAt }))
+          .catch((err: unknown) => {
+            logger.warn({ err, deviceId, id }, 'command publish failed')
+            stats.disconnected++
+            settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
+          })
+      }, (err: unknown) => {
+        // Not recorded, so not sent: a command the record does not know must never run.
+        const p = forget(id)
+        p?.reject(notRecorded(err, `command "${name}" to "${deviceId}" was not sent`, { id, deviceId }))
+      })
     })
   }
 
@@ -219,16 +279,22 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       const id = randomId('c')
       if (spec.ifOffline === 'queue') {
         const jobId = queueAsJob(spec, [deviceId])
-        store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId })
         stats.queued++
+        await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId }),
+          `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
         return { id, deviceId, status: 'queued', jobId }
       }
       const err = offlineError(deviceId, id)
-      store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } })
       stats.offline++
+      await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } }),
+        `"${deviceId}" is offline and nothing was sent`, { id, deviceId })
       throw err
     }
-    return dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+    const { outcome, recorded: failed } = await dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+    // Answered only once the outcome is durable.
+    const notWritten = await failed
+    if (notWritten) throw notWritten
+    return outcome
   }
 
   /** Sends to every reachable member of `target` (at most groupConcurrency at once), under one deadline. */
@@ -249,11 +315,15 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     }
     let jobId: string | null = null
     if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId))
+    // Every member's record; the reply waits for them all.
+    const records: Array<Promise<RollcallError | undefined>> = []
+    const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }
+    let failure: RollcallError | undefined
     for (const s of skipped) {
-      store.add({
+      note(store.add({
         id: randomId('c'), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
         ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE', message: 'not reachable when the group command was sent' } }),
-      })
+      }))
       if (jobId) stats.queued++
       else stats.offline++
     }
@@ -267,7 +337,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         if (!deps.isReachable(d)) {
           // Went away since the group started: skipped, not sent into the void.
           skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
-          store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } })
+          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } }))
           stats.offline++
           continue
         }
@@ -275,15 +345,25 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           // Recorded like any other member: with its own id, and why it was never sent.
           const id = randomId('c')
           const error = { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
-          store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error })
+          note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error }))
           stats.timedOut++
           outcomes.push({ id, deviceId: d, status: 'timed_out', error, durationMs: 0 })
           continue
         }
-        outcomes.push(await dispatch(d, spec.name, args, spec.args, left, groupId))
+        try {
+          // The next member goes out as soon as this one's outcome is known, not after its commit.
+          const { outcome, recorded: failed } = await dispatch(d, spec.name, args, spec.args, left, groupId)
+          outcomes.push(outcome)
+          records.push(failed)
+        } catch (err) {
+          // Its record could not be written (logged); the others go on, and the reply says so below.
+          failure ??= err as RollcallError // dispatch rejects only with notRecorded's error
+        }
       }
     }
     await Promise.all(Array.from({ length: Math.min(options.groupConcurrency, reachable.length) }, worker))
+    for (const r of await Promise.all(records)) failure ??= r
+    if (failure !== undefined) throw failure
     const counts = { succeeded: 0, failed: 0, timed_out: 0, disconnected: 0, skipped: skipped.length }
     for (const o of outcomes) counts[o.status]++
     return { id: groupId, target: targetText, name: spec.name, outcomes, skipped, jobId, counts, durationMs: Math.round(performance.now() - t0) }
@@ -356,7 +436,8 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       for (const [id, p] of [...pending]) {
         settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING', message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
       }
-      store.close()
+      // Committed now, not at the end of the turn: their callers are answered before the API closes.
+      store.sync()
     },
     stats: (): CommandStats => ({ ...stats, pending: pending.size }),
   }

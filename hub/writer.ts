@@ -14,6 +14,13 @@ import type { Logger } from '../common/logger.js'
  * sink the rest of the group. If the commit itself fails, nothing is applied
  * and no after-commit step runs. Either way `onRollback` hooks let owners drop
  * caches they advanced optimistically.
+ *
+ * `commit` is for a write someone waits on (a command's record before it is
+ * published, its outcome before its caller is answered): it asks for the
+ * group to commit at the end of this turn of the event loop instead of after
+ * `flushDelayMs`, and says when it is durable, or that it is not. Every write
+ * queued by then shares that transaction and its fsync, so many commands at
+ * once still cost one commit per turn, not one each.
  */
 
 export type AfterCommit = () => void
@@ -34,6 +41,17 @@ export interface WriterOptions {
   readonly observeCommit?: (ms: number, rows: number) => void
 }
 
+/** A `commit` caller waiting on its write. */
+interface Waiter {
+  readonly resolve: () => void
+  readonly reject: (err: Error) => void
+}
+
+interface Queued {
+  readonly op: WriteOp
+  readonly waiter: Waiter | undefined
+}
+
 export interface WriterStats {
   readonly commits: number
   readonly failedCommits: number
@@ -44,9 +62,10 @@ export interface WriterStats {
 }
 
 export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
-  let queue: WriteOp[] = []
+  let queue: Queued[] = []
   let queuedWeight = 0
   let timer: NodeJS.Timeout | undefined
+  let soon: NodeJS.Immediate | undefined
   let closed = false
   const rollbackHooks: Array<() => void> = []
   const commitHooks: Array<() => void> = []
@@ -54,23 +73,29 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
 
   // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
   const runOne = db.transaction((op: WriteOp) => op(db))
-  const runAll = db.transaction((ops: WriteOp[]) => {
+  /** Runs the group: what to do after the commit, and the waiters whose write is in it or was rolled back alone. */
+  const runAll = db.transaction((ops: Queued[]) => {
     const after: AfterCommit[] = []
-    for (const op of ops) {
+    const applied: Waiter[] = []
+    const refused: Array<[Waiter, unknown]> = []
+    for (const { op, waiter } of ops) {
       try {
         const a = runOne(op)
         if (a) after.push(a)
+        if (waiter) applied.push(waiter)
       } catch (err) {
         stats.failedOps++
         logger.error({ err }, 'write rolled back alone; the rest of the group commits')
         for (const hook of rollbackHooks) hook()
+        if (waiter) refused.push([waiter, err])
       }
     }
-    return after
+    return { after, applied, refused }
   })
 
   function flush(): void {
     if (timer) { clearTimeout(timer); timer = undefined }
+    if (soon) { clearImmediate(soon); soon = undefined }
     if (queue.length === 0) return
     const ops = queue
     const weight = queuedWeight
@@ -78,21 +103,27 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     queuedWeight = 0
     const t0 = performance.now()
     let after: AfterCommit[] = []
+    let applied: Waiter[] = []
+    let refused: Array<[Waiter, unknown]> = []
     let committed = false
     try {
-      after = runAll(ops)
+      ({ after, applied, refused } = runAll(ops))
       stats.commits++
       committed = true
     } catch (err) {
       stats.failedCommits++
       logger.error({ err, ops: ops.length, weight }, 'group commit failed; its writes are dropped and will be retried by their senders')
       for (const hook of rollbackHooks) hook()
+      refused = ops.flatMap((o): Array<[Waiter, unknown]> => (o.waiter ? [[o.waiter, err]] : []))
     }
     stats.lastCommitMs = performance.now() - t0
     stats.lastCommitWeight = weight
     for (const a of after) {
       try { a() } catch (err) { logger.error({ err }, 'after-commit step failed') }
     }
+    // Promises: their callers run after this flush, never inside it.
+    for (const w of applied) w.resolve()
+    for (const [w, err] of refused) w.reject(err instanceof Error ? err : new Error(String(err)))
     for (const hook of commitHooks) {
       try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
     }
@@ -101,16 +132,38 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     }
   }
 
-  function enqueue(op: WriteOp, weight = 1): void {
+  function push(op: WriteOp, weight: number, waiter: Waiter | undefined): void {
     if (closed) throw new Error('writer is closed')
-    queue.push(op)
+    queue.push({ op, waiter })
     queuedWeight += weight
     if (queuedWeight >= options.maxBatchWeight) flush()
+    else if (waiter) soon ??= setImmediate(flush)
     else timer ??= setTimeout(flush, options.flushDelayMs)
+  }
+
+  function enqueue(op: WriteOp, weight = 1): void {
+    push(op, weight, undefined)
+  }
+
+  /**
+   * Queues `op` to commit at the end of this turn of the event loop, with
+   * everything queued by then. Resolves once it is committed and its
+   * after-commit step has run; rejects if it was rolled back (the op threw,
+   * or the commit failed) or the writer is closed.
+   */
+  function commit(op: WriteOp, weight = 1): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      try {
+        push(op, weight, { resolve, reject })
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)))
+      }
+    })
   }
 
   return {
     enqueue,
+    commit,
     flush,
     onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
     /** Runs once after each flush's after-commit steps: where owners send what they coalesced. */

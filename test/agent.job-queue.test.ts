@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { JobQueue, type JobInput, type LocalOutcome } from '../agent/job-queue.js'
+import { JobQueue, LOCAL_INTERRUPTED_MESSAGE, type JobInput, type LocalOutcome } from '../agent/job-queue.js'
 import { Ledger, LEDGER_FILE } from '../agent/ledger.js'
 import { LIMITS } from '../protocol/limits.js'
 import { removeDir, tempDir } from './agent.support.js'
@@ -173,6 +173,9 @@ describe('job queue', () => {
     expect(failed[0]).toMatchObject({ execId: 'jjob1.dev-1', version: 4, startedAt: 1001, finishedAt: 2000, error: { code: 'INTERRUPTED' } })
     expect((failed[0]!.error as { message: string }).message).toMatch(/hub retries/)
     expect(local).toEqual([expect.objectContaining({ execId: 'local:tick:1000', schedule: 'tick', outcome: 'failed', error: expect.objectContaining({ code: 'INTERRUPTED' }) as unknown })])
+    // Nothing retries a local job: its event must not promise it.
+    expect(local[0]!.error!.message).toBe(LOCAL_INTERRUPTED_MESSAGE)
+    expect(local[0]!.error!.message).not.toMatch(/hub retries/)
     expect(b.queue.stats()).toMatchObject({ done: 3, running: 0 })
     // A second recovery finds nothing.
     expect(b.queue.recoverInterrupted(2001)).toBe(0)

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
@@ -56,9 +56,17 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   const ready = join(dataDir, `ready-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
   const p = startCli(['hub', '--data', dataDir, '--mqtt-port', String(opts.mqttPort ?? 0), '--http-port', String(opts.httpPort ?? 0),
     '--ready-file', ready, '--log-level', 'warn', ...(opts.extra ?? [])])
-  await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 60_000)
-  if (!existsSync(ready)) throw new Error(`hub exited before it was ready:\n${p.output()}`)
-  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
+  // The file can be seen empty or half-written (the hub writes it in place): it is ready once it parses.
+  const readInfo = (): { mqttPort: number; httpPort: number } | undefined => {
+    try {
+      return JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
+    } catch {
+      return undefined
+    }
+  }
+  await waitFor(() => readInfo() !== undefined || p.child.exitCode !== null, 'hub ready file', 60_000)
+  const info = readInfo()
+  if (!info) throw new Error(`hub exited before it was ready:\n${p.output()}`)
   rmSync(ready, { force: true })
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
   return { ...p, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken, api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken) }
