@@ -296,7 +296,8 @@ export function createBroker(options: BrokerOptions): Broker {
     await aedes.listen()
     const srv = createServer(onConnection)
     server = srv
-    srv.on('error', (err) => log.error({ err }, 'listener error'))
+    // A failure to listen (a port in use) is the caller's to report, once, in
+    // its own words; only errors of a listening server are logged here.
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject)
       srv.listen(options.port, options.host, () => {
@@ -304,6 +305,7 @@ export function createBroker(options: BrokerOptions): Broker {
         resolve()
       })
     })
+    srv.on('error', (err) => log.error({ err }, 'listener error'))
     const address = srv.address()
     boundPort = typeof address === 'object' && address !== null ? address.port : options.port
     log.info({ host: options.host, port: boundPort }, 'broker listening')

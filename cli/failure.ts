@@ -37,7 +37,13 @@ export function describeFailure(err: unknown, how: { startedByNpmStart: boolean 
   }
   // Thrown by our own flag checks, inside an action: commander has not printed it.
   if (err instanceof InvalidArgumentError) return { code: 'USAGE', message: err.message, exitCode: EXIT_USAGE, printed: false }
-  if (err instanceof ApiError) return { code: err.code, message: err.message, exitCode: err.status === 400 ? EXIT_USAGE : EXIT_FAILED, printed: false }
+  if (err instanceof ApiError) {
+    // The hub's words are for HTTP clients ("send Authorization: Bearer ..."); a CLI user passes a flag.
+    const message = err.code === 'UNAUTHORIZED'
+      ? 'the hub refused the admin token: pass the right one with --admin-token (or ROLLCALL_ADMIN_TOKEN), or point --data at the hub\'s data dir, which holds it in the file admin-token'
+      : err.message
+    return { code: err.code, message, exitCode: err.status === 400 ? EXIT_USAGE : EXIT_FAILED, printed: false }
+  }
   const e = err as { code?: unknown; message?: unknown; port?: unknown; address?: unknown }
   const code = typeof e.code === 'string' ? e.code : 'ERROR'
   if (code === 'EADDRINUSE') {

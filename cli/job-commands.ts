@@ -151,7 +151,7 @@ export const jobCommands = {
     out(`target    ${j.target}${j.continuous ? ' (continuous: devices that join later get it too)' : ''}`)
     out(`created   ${localTime(j.createdAt)} (${ago(j.createdAt)})${j.scheduleId !== null ? ` by schedule ${j.scheduleId}` : ''}`)
     if (j.expiresAt !== null) out(`expires   ${localTime(j.expiresAt)}`)
-    out(`payload   ${clip(JSON.stringify(j.payload), 200)}`)
+    out(`payload   ${j.payload === null || j.payload === undefined ? '(none)' : clip(JSON.stringify(j.payload), 200)}`)
     out(`options   ${optionsLine(j)}`)
     out(`counts    ${countsLine(j.counts)}`)
     if (j.executions.length === 0) return out(state ? `no ${state} executions` : 'no executions')

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { CommanderError, InvalidArgumentError } from 'commander'
 import { describeFailure, failureLine, jsonRequested } from '../cli/failure.js'
 import { ApiError } from '../cli/http.js'
@@ -99,6 +103,22 @@ describe('rollcall exit codes', () => {
     expect(down.code).toBe(1)
     expect(JSON.parse(down.stdout)).toMatchObject({ error: { code: 'UNAVAILABLE', message: expect.stringMatching(/cannot reach the hub/) as unknown } })
     expect(down.stderr).toMatch(/^rollcall: UNAVAILABLE: /)
+  })
+
+  it('a hub whose port is taken says so in one line and exits 1, without a stack trace', async () => {
+    const busy = createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as { port: number }).port
+    const data = mkdtempSync(join(tmpdir(), 'rollcall-port-taken-'))
+    try {
+      const r = await rollcall(['hub', '--data', data, '--mqtt-port', String(port), '--http-port', '0', '--log-format', 'json'])
+      expect(r.code).toBe(1)
+      expect(r.stderr).toContain(`rollcall: EADDRINUSE: port ${port} on 127.0.0.1 is already in use`)
+      expect(r.stderr + r.stdout).not.toMatch(/"stack"|setupListenHandle|listener error/)
+    } finally {
+      busy.close()
+      rmSync(data, { recursive: true, force: true })
+    }
   })
 
   it('--help states where admin commands look for the hub by default', async () => {
