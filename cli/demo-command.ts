@@ -147,11 +147,11 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
       '',
       'Ask the hub (in another terminal, from this folder):',
       `  ${rollcall} device list ${flags}`,
-      `  ${rollcall} telemetry demo-01 --since 1m ${flags}`,
+      `  ${rollcall} telemetry demo-01 --since 5m --bucket 1m ${flags}`,
       `  ${rollcall} job list ${flags}`,
       `  ${rollcall} job create echo --target group:${GROUP} --payload '{"hello":"demo"}' ${flags}`,
       `  ${rollcall} cmd demo-01 sensors.sample ${flags}`,
-      `  curl -s -H 'Authorization: Bearer ${running.adminToken}' '${api}/api/devices/demo-01/telemetry?since=1m&bucket=10s' | head -c 600`,
+      `  curl -s -H 'Authorization: Bearer ${running.adminToken}' '${api}/api/devices/demo-01/telemetry?since=1m&bucket=10s' | head -c 600; echo`,
       '',
     ].join('\n'))
   } catch (err) {
