@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { execFile, execFileSync, spawn } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -7,7 +7,7 @@ import { adminApi } from '../bench/hub-process.js'
 import type { JobDetail } from '../hub/jobs.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { MOSQUITTO_CLIENTS, runMosquitto } from './support/mosquitto.js'
-import { CLI, isAlive, killProc, startCli, type Proc } from './support/procs.js'
+import { CLI, isAlive, killProc, startCli, startProc, type Proc } from './support/procs.js'
 
 /**
  * Acceptance 4 (issue #5): `npm start` (`rollcall demo`) prints the URLs and
@@ -45,13 +45,7 @@ function paste(line: string): Promise<Run> {
  * so a test can send the group a Ctrl-C's SIGINT.
  */
 function npmStart(args: string[]): Proc {
-  const child = spawn('npm', ['start', '--', ...args], { cwd: REPO, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-50_000) }
-  child.stdout.on('data', keep)
-  child.stderr.on('data', keep)
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  return { child, pid: child.pid!, output: () => out, exited }
+  return startProc('npm', ['start', '--', ...args], { cwd: REPO, detached: true, keepChars: 50_000 })
 }
 
 /** The group's processes (npm and the demo) are ours: SIGKILL them if a test left them running. */

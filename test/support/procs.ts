@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
@@ -16,15 +16,27 @@ export interface Proc {
   readonly exited: Promise<number | null>
 }
 
-/** Starts `rollcall ...args` as a child process; output is kept for failure messages. */
-export function startCli(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+/**
+ * Starts `command ...args` as a child process; the last `keepChars` of its
+ * output are kept for failure messages. `detached` gives it a process group
+ * of its own, as a terminal does.
+ */
+export function startProc(command: string, args: string[], options: { env?: Record<string, string>; cwd?: string; detached?: boolean; keepChars?: number } = {}): Proc {
+  const child = spawn(command, args, {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env }, cwd: options.cwd, detached: options.detached ?? false,
+  })
+  const keepChars = options.keepChars ?? 20_000
   let out = ''
-  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-20_000) }
+  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-keepChars) }
   child.stdout.on('data', keep)
   child.stderr.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   return { child, pid: child.pid!, output: () => out, exited }
+}
+
+/** Starts `rollcall ...args` as a child process; output is kept for failure messages. */
+export function startCli(args: string[], env: Record<string, string> = {}): Proc {
+  return startProc(process.execPath, [CLI, ...args], { env })
 }
 
 /** Whether a process with this PID exists (signal 0 checks without sending anything). */
@@ -56,17 +68,10 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   const ready = join(dataDir, `ready-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
   const p = startCli(['hub', '--data', dataDir, '--mqtt-port', String(opts.mqttPort ?? 0), '--http-port', String(opts.httpPort ?? 0),
     '--ready-file', ready, '--log-level', 'warn', ...(opts.extra ?? [])])
-  // The file can be seen empty or half-written (the hub writes it in place): it is ready once it parses.
-  const readInfo = (): { mqttPort: number; httpPort: number } | undefined => {
-    try {
-      return JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
-    } catch {
-      return undefined
-    }
-  }
-  await waitFor(() => readInfo() !== undefined || p.child.exitCode !== null, 'hub ready file', 60_000)
-  const info = readInfo()
-  if (!info) throw new Error(`hub exited before it was ready:\n${p.output()}`)
+  // The hub renames the file into place once it listens, so it is never seen half-written.
+  await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 60_000)
+  if (!existsSync(ready)) throw new Error(`hub exited before it was ready:\n${p.output()}`)
+  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
   rmSync(ready, { force: true })
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
   return { ...p, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken, api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken) }
