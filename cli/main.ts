@@ -46,6 +46,27 @@ program.command('hub')
     await runHub(opts)
   })
 
+const tls = program.command('tls').description('TLS without a public CA: a private CA and the hub\'s certificate')
+tls.command('init')
+  .description('make a private CA and a hub certificate in DATA/tls (ca.pem, ca.key, hub.pem, hub.key)')
+  .option('--data <dir>', 'hub data directory; the files go in its tls/ (default ./rollcall-data or ROLLCALL_DATA)')
+  .requiredOption('--host <name...>', 'a name or IP address devices use to reach the hub; repeat for more (--host hub.lan --host 192.168.1.10). localhost and 127.0.0.1 are always added')
+  .option('--force', 'replace existing files: a new CA, so every device needs the new ca.pem', false)
+  .action(async (opts: { data?: string; host: string[]; force: boolean }) => {
+    const { tlsInit, tlsInitReport } = await import('./tls-init.js')
+    const data = opts.data ?? process.env.ROLLCALL_DATA ?? './rollcall-data'
+    process.stdout.write(tlsInitReport(tlsInit({ dataDir: data, hosts: opts.host, force: opts.force }), data, false))
+  })
+tls.command('renew')
+  .description('issue a new hub certificate (new key) from the CA in DATA/tls; devices keep their ca.pem, a running hub picks it up')
+  .option('--data <dir>', 'hub data directory (default ./rollcall-data or ROLLCALL_DATA)')
+  .option('--host <name...>', 'the names and addresses for the new certificate (default: those of the current one); localhost and 127.0.0.1 are always added')
+  .action(async (opts: { data?: string; host?: string[] }) => {
+    const { tlsRenew, tlsInitReport } = await import('./tls-init.js')
+    const data = opts.data ?? process.env.ROLLCALL_DATA ?? './rollcall-data'
+    process.stdout.write(tlsInitReport(tlsRenew({ dataDir: data, ...(opts.host ? { hosts: opts.host } : {}) }), data, true))
+  })
+
 program.command('agent')
   .description('run the device agent: sensors, SQLite ledger, MQTT link to the hub')
   .option('--hub <url>', 'hub MQTT URL, e.g. mqtt://192.168.1.10:1883 (or "hub" in the config file)')
