@@ -302,6 +302,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock, logger: log })
       const l = new Link({
         hub: config.hub,
+        tls: { caFile: config.caFile, certFile: config.certFile, keyFile: config.keyFile },
         deviceId: config.id,
         token: config.token,
         storeId: ledger.storeId,
@@ -550,7 +551,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       storeId: ledger?.storeId,
       bootId,
       connected: link?.isConnected() ?? false,
-      link: link?.stats() ?? { connected: false, epoch: 0, attempts: 0, connects: 0, disconnects: 0, messages: { sent: {}, received: {} } },
+      link: link?.stats() ?? { connected: false, epoch: 0, attempts: 0, connects: 0, disconnects: 0, messages: { sent: {}, received: {} }, lastError: undefined },
       outbox: ledger?.isOpen ? outbox?.stats() : undefined,
       sender: sender?.stats(),
       sampler: sampler?.stats(),

@@ -39,6 +39,10 @@ const _modelsMatch: [SimModel] extends [SchemaModel] ? ([SchemaModel] extends [S
 /** What a config file (or a programmatic caller) may set; everything is optional here, required-ness is checked after merging. */
 export const AgentConfigFile = Type.Object({
   hub: Type.Optional(Type.String()),
+  // TLS (issue #12): PEM files; relative paths are relative to the config file.
+  caFile: Type.Optional(Type.String({ minLength: 1 })),
+  certFile: Type.Optional(Type.String({ minLength: 1 })),
+  keyFile: Type.Optional(Type.String({ minLength: 1 })),
   id: Type.Optional(Type.String()),
   token: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
   dataDir: Type.Optional(Type.String({ minLength: 1 })),

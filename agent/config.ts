@@ -8,6 +8,7 @@ import { LIMITS } from '../protocol/limits.js'
 import type { AgentConfigInput } from './config-schema.js'
 import { AgentConfigFileValidator } from './config-validator.generated.js'
 import { SIM_MODELS, type SimulatedSensorConfig } from './sensors.js'
+import { tlsConfigIssues } from './hub-tls.js'
 import { cronProblem, isTimeZone, type LocalSchedule } from './local-schedules.js'
 
 export type { AgentConfigInput }
@@ -24,8 +25,13 @@ export type { AgentConfigInput }
  */
 
 export interface AgentConfig {
-  /** mqtt://host:port or mqtts://host:port */
+  /** mqtt://host:port, or mqtts://host:port for TLS (see hub-tls.ts for what is verified) */
   readonly hub: string
+  /** PEM of the CA the hub's certificate must chain to (absolute path); undefined: the system's CAs. Only with mqtts://. */
+  readonly caFile: string | undefined
+  /** A client certificate and its key (PEM, absolute paths) for hubs that ask for one (mutual TLS); both or neither. */
+  readonly certFile: string | undefined
+  readonly keyFile: string | undefined
   readonly id: string
   readonly token: string
   /** Holds ledger.db. Default ./rollcall-data/agents/<id>, resolved to an absolute path. */
@@ -104,7 +110,7 @@ export const SCHEDULE_DEFAULT_TIMEOUT_MS = 60_000
 
 /** Hints appended to schema errors, so a message says what to fix, not just what is wrong. */
 const HINTS: Record<string, string> = {
-  hub: 'e.g. "mqtt://hub.local:1883"',
+  hub: 'e.g. "mqtts://hub.local:8883" (TLS) or "mqtt://hub.local:1883"',
   keepaliveSec: 'whole seconds, 1..65535',
   batchMaxSamples: `1..${LIMITS.maxSamplesPerBatch}`,
   batchMaxBytes: `4096..${LIMITS.maxPayloadBytes - 1024} (payloads must stay under the broker's 64 KiB cap)`,
@@ -213,6 +219,9 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
 
   if (input.hub === undefined) issues.push('hub: required; pass --hub mqtt://HOST:PORT or set "hub" in the config file')
   else if (!isHubUrl(input.hub)) issues.push(`hub: ${JSON.stringify(input.hub)} is not an MQTT URL${hintFor('hub')}`)
+  const pathOf = (p: string | undefined) => (p === undefined ? undefined : resolve(p))
+  const tlsFiles = { caFile: pathOf(input.caFile), certFile: pathOf(input.certFile), keyFile: pathOf(input.keyFile) }
+  issues.push(...tlsConfigIssues(input.hub !== undefined && isHubUrl(input.hub) ? input.hub : undefined, tlsFiles))
   if (input.id === undefined) issues.push('id: required; pass --id DEVICE_ID or set "id" in the config file')
   else if (!isDeviceId(input.id)) issues.push(`id: ${JSON.stringify(input.id)} is not a device id (${DEVICE_ID_RULE})`)
   if (input.token === undefined) issues.push('token: required; pass --token, set ROLLCALL_TOKEN, or set "token" in the config file')
@@ -226,6 +235,7 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
   const id = input.id!
   const config: AgentConfig = {
     hub: input.hub!,
+    ...tlsFiles,
     id,
     token: input.token!,
     dataDir: resolve(input.dataDir ?? `./rollcall-data/agents/${id}`),
@@ -275,6 +285,8 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 /** The agent subcommand's flags, as the CLI parser hands them over. */
 export interface AgentFlags {
   readonly hub?: string
+  /** --ca: the caFile. */
+  readonly ca?: string
   readonly id?: string
   readonly token?: string
   readonly data?: string
@@ -311,17 +323,19 @@ export function loadAgentConfig({ flags = {}, env = {}, file }: LoadAgentConfigI
   let fromFile = (fileValue ?? {}) as Record<string, unknown>
   const issues = schemaIssues(fromFile)
   if (issues.length > 0) throw configError(issues, source)
-  // A relative handlersModule in a config file is relative to that file.
-  const handlersModule = fromFile.handlersModule
-  if (typeof handlersModule === 'string' && flags.config !== undefined && !isAbsolute(handlersModule)) {
-    fromFile = { ...fromFile, handlersModule: resolve(dirname(flags.config), handlersModule) }
+  // A relative path in a config file (handlersModule, the TLS files) is relative to that file.
+  for (const key of ['handlersModule', 'caFile', 'certFile', 'keyFile'] as const) {
+    const path = fromFile[key]
+    if (typeof path === 'string' && flags.config !== undefined && !isAbsolute(path)) {
+      fromFile = { ...fromFile, [key]: resolve(dirname(flags.config), path) }
+    }
   }
   const input: AgentConfigInput = {
     ...(fromFile as AgentConfigInput),
     ...stripUndefined({
       token: env.ROLLCALL_TOKEN === '' ? undefined : env.ROLLCALL_TOKEN,
     }),
-    ...stripUndefined({ hub: flags.hub, id: flags.id, token: flags.token, dataDir: flags.data, logLevel: flags.logLevel as AgentConfigInput['logLevel'] }),
+    ...stripUndefined({ hub: flags.hub, caFile: flags.ca, id: flags.id, token: flags.token, dataDir: flags.data, logLevel: flags.logLevel as AgentConfigInput['logLevel'] }),
   }
   return resolveAgentConfig(input, source)
 }

@@ -6,6 +6,7 @@ import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import type { Birth, Death } from '../protocol/messages.js'
 import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
+import { diagnoseTlsError, tlsConnectOptions, type HubTlsFiles, type TlsCause } from './hub-tls.js'
 import { planReconnect, type ReconnectPolicy } from './reconnect.js'
 
 // MQTT.js is CommonJS. Loaded with require() rather than `import`, because an
@@ -46,6 +47,8 @@ export interface LinkIdentity {
 
 export interface LinkOptions extends LinkIdentity {
   readonly hub: string
+  /** PEM files for an mqtts:// hub, read at every attempt (a file replaced on disk is used on the next one). */
+  readonly tls?: HubTlsFiles
   readonly keepaliveSec: number
   readonly connectTimeoutMs: number
   /** How long stop() waits for the death's PUBACK and the DISCONNECT to flush. */
@@ -75,7 +78,19 @@ export interface LinkStats {
   readonly disconnects: number
   /** MQTT PUBLISH packets sent and received by topic kind ('telemetry', 'jobs/pull', ...): what each pattern costs on the wire. */
   readonly messages: { readonly sent: Readonly<Record<string, number>>; readonly received: Readonly<Record<string, number>> }
+  /** Why the last attempt failed, until one succeeds: the agent's answer to "why is it not connected?". */
+  readonly lastError: LinkError | undefined
 }
+
+export interface LinkError {
+  /** A TLS cause (TLS_UNTRUSTED_CERT, ...), a CONNACK code, or the socket's code (ECONNREFUSED, ...). */
+  readonly code: string
+  readonly message: string
+  readonly hint: string
+  readonly at: number
+}
+
+const NO_TLS_FILES: HubTlsFiles = { caFile: undefined, certFile: undefined, keyFile: undefined }
 
 type State = 'idle' | 'connecting' | 'ready' | 'waiting' | 'stopped'
 
@@ -88,6 +103,9 @@ export class Link extends EventEmitter<LinkEvents> {
   private client: MqttClient | undefined
   private lastErrorKey = ''
   private lastErrorAt = 0
+  private lastError: LinkError | undefined
+  /** TLS causes already warned about since the last good connection: a certificate problem is logged once per cause, not once a minute forever. */
+  private readonly tlsReported = new Set<string>()
   private currentEpoch = 0
   private connectedAt: number | undefined
   private attempt = 0
@@ -121,6 +139,7 @@ export class Link extends EventEmitter<LinkEvents> {
     return {
       connected: this.isConnected(), epoch: this.currentEpoch, attempts: this.attempts, connects: this.connects, disconnects: this.disconnects,
       messages: { sent: { ...this.sent }, received: { ...this.received } },
+      lastError: this.lastError,
     }
   }
 
@@ -219,6 +238,14 @@ export class Link extends EventEmitter<LinkEvents> {
     this.attempts++
     this.connectedAt = undefined
     const { deviceId, token } = this.options
+    const tls = tlsConnectOptions(this.options.hub, this.options.tls ?? NO_TLS_FILES)
+    if ('error' in tls) {
+      // A file that was there at start-up went missing (being replaced?): retry, as for any other failed attempt.
+      this.recordError({ code: 'TLS_FILE', message: tls.error, hint: 'the agent keeps retrying; put the file back' }, epoch, `TLS_FILE:${tls.error}`)
+      this.state = 'waiting'
+      this.scheduleRetry(undefined)
+      return
+    }
     const death: Death = { type: 'death', v: 1, epoch, storeId: this.options.storeId }
     const mqttOptions: IClientOptions = {
       clientId: deviceId,
@@ -236,6 +263,7 @@ export class Link extends EventEmitter<LinkEvents> {
       // minute. The setting is process-wide in mqtt-packet.
       writeCache: false,
       will: { topic: this.stateTopic, payload: encode(death), qos: 1, retain: true },
+      ...tls.options,
     }
     let client: MqttClient
     try {
@@ -265,20 +293,46 @@ export class Link extends EventEmitter<LinkEvents> {
   /**
    * Connection problems are what an operator most needs to see, but a device
    * retries forever: the first occurrence of each kind is a warning with a
-   * hint, repeats are warned about at most once a minute.
+   * hint, repeats are warned about at most once a minute. A TLS failure is
+   * named (hub-tls.ts) and warned about once per cause and detail until a
+   * connection succeeds: it does not mend by itself, but a renewal on the
+   * hub or a new ca.pem may mend it, so the agent keeps retrying.
    */
   private reportError(err: Error, epoch: number): void {
     const code = (err as { code?: unknown }).code
-    const key = `${String(code)}:${err.message}`
+    const tls = diagnoseTlsError(err, {
+      hub: this.options.hub,
+      caFile: this.options.tls?.caFile,
+      hasClientCert: this.options.tls?.certFile !== undefined,
+      now: this.options.clock.now(),
+    })
+    if (tls) {
+      this.recordError({ code: tls.cause, message: tls.detail, hint: tls.hint }, epoch, `${tls.cause}:${tls.detail}`, tls.cause)
+      return
+    }
+    this.recordError({ code: String(code), message: err.message, hint: connectionHint(code) }, epoch, `${String(code)}:${err.message}`)
+  }
+
+  private recordError(e: Omit<LinkError, 'at'>, epoch: number, key: string, tlsCause?: TlsCause): void {
     const now = this.options.clock.now()
-    const detail = { err: { message: err.message, code }, epoch, hub: this.options.hub }
+    this.lastError = { ...e, at: now }
+    const detail = { err: { message: e.message, code: e.code }, epoch, hub: this.options.hub }
+    if (tlsCause !== undefined) {
+      if (this.tlsReported.has(key)) {
+        this.log.debug(detail, 'TLS connection failed (repeated)')
+        return
+      }
+      this.tlsReported.add(key)
+      this.log.error({ ...detail, hint: e.hint }, 'cannot connect to the hub over TLS; retrying with backoff')
+      return
+    }
     if (key === this.lastErrorKey && now - this.lastErrorAt < 60_000) {
       this.log.debug(detail, 'connection error (repeated)')
       return
     }
     this.lastErrorKey = key
     this.lastErrorAt = now
-    this.log.warn({ ...detail, hint: connectionHint(code) }, 'cannot connect to the hub; retrying with backoff')
+    this.log.warn({ ...detail, hint: e.hint }, 'cannot connect to the hub; retrying with backoff')
   }
 
   private onConnack(client: MqttClient, epoch: number): void {
@@ -297,6 +351,8 @@ export class Link extends EventEmitter<LinkEvents> {
       }
       this.publishBirth(client, epoch, false)
       this.state = 'ready'
+      this.lastError = undefined
+      this.tlsReported.clear()
       this.connects++
       this.log.info({ epoch }, 'connected to hub')
       this.emit('connected', { epoch })
