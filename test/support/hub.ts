@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
@@ -15,24 +16,38 @@ export function tempDir(prefix: string): { dir: string; remove: () => void } {
 
 export interface TestHub {
   readonly running: RunningHub
+  /** mqtt://127.0.0.1:PORT, or mqtts:// on the TLS port when the hub serves TLS without plaintext MQTT. */
   readonly mqttUrl: string
+  /** mqtts://127.0.0.1:TLSPORT when TLS is on. */
+  readonly mqttsUrl: string | undefined
+  /** http(s)://127.0.0.1:PORT */
+  readonly httpUrl: string
   readonly dataDir: string
   readonly api: AdminApi
   addDevice(id: string, group?: string): Promise<string>
   stop(): Promise<void>
 }
 
-/** A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0. */
-export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string): Promise<TestHub> {
+/**
+ * A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0.
+ * With tlsCert/tlsKey in `overrides` (test/support/tls.ts makes them), pass `tls.ca`:
+ * the admin API is then called over HTTPS, pinning that CA.
+ */
+export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string, tls?: { ca: string }): Promise<TestHub> {
   const tmp = dataDir ? undefined : tempDir('hub')
   const dir = dataDir ?? tmp!.dir
-  const config = loadHubConfig({ dataDir: dir, mqttPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
+  const config = loadHubConfig({ dataDir: dir, mqttPort: 0, mqttTlsPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
   const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }) })
   const running = await hub.start()
-  const api = adminApi(`http://127.0.0.1:${running.httpPort}`, running.adminToken)
+  const httpUrl = `${running.tls ? 'https' : 'http'}://127.0.0.1:${running.httpPort}`
+  if (running.tls && !tls) throw new Error('startTestHub: a TLS hub needs { ca } to call its API')
+  const api = running.tls ? httpsAdminApi(httpUrl, running.adminToken, tls!.ca) : adminApi(httpUrl, running.adminToken)
+  const mqttsUrl = running.mqttTlsPort !== undefined ? `mqtts://127.0.0.1:${running.mqttTlsPort}` : undefined
   return {
     running,
-    mqttUrl: `mqtt://127.0.0.1:${running.mqttPort}`,
+    mqttUrl: running.mqttPort !== 0 ? `mqtt://127.0.0.1:${running.mqttPort}` : mqttsUrl!,
+    mqttsUrl,
+    httpUrl,
     dataDir: dir,
     api,
     async addDevice(id, group) {
@@ -62,4 +77,25 @@ export async function waitFor<T>(check: () => T | Promise<T>, what: string, time
     await new Promise((r) => setTimeout(r, everyMs))
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`)
+}
+
+/** The admin API over HTTPS, trusting only the CA in `caPath` (Node's fetch takes no CA of its own). */
+export function httpsAdminApi(base: string, adminToken: string, caPath: string): AdminApi {
+  const ca = readFileSync(caPath)
+  return <T>(method: string, path: string, body?: unknown) => new Promise<{ status: number; body: T }>((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body)
+    const req = request(`${base}${path}`, {
+      method, ca, timeout: 30_000,
+      headers: { authorization: `Bearer ${adminToken}`, ...(data === undefined ? {} : { 'content-type': 'application/json' }) },
+    }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => { text += d })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : undefined) as T }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)))
+    req.on('error', reject)
+    req.end(data)
+  })
 }
