@@ -1,12 +1,13 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { request } from 'node:https'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
 import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
-import { adminApi, type AdminApi } from '../../bench/hub-process.js'
+import { adminApi, httpsAdminApi, type AdminApi } from '../../bench/hub-process.js'
+
+export { httpsAdminApi }
 
 /** A temp dir removed by the returned function. */
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
@@ -79,23 +80,3 @@ export async function waitFor<T>(check: () => T | Promise<T>, what: string, time
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`)
 }
 
-/** The admin API over HTTPS, trusting only the CA in `caPath` (Node's fetch takes no CA of its own). */
-export function httpsAdminApi(base: string, adminToken: string, caPath: string): AdminApi {
-  const ca = readFileSync(caPath)
-  return <T>(method: string, path: string, body?: unknown) => new Promise<{ status: number; body: T }>((resolve, reject) => {
-    const data = body === undefined ? undefined : JSON.stringify(body)
-    const req = request(`${base}${path}`, {
-      method, ca, timeout: 30_000,
-      headers: { authorization: `Bearer ${adminToken}`, ...(data === undefined ? {} : { 'content-type': 'application/json' }) },
-    }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { text += d })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : undefined) as T }))
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)))
-    req.on('error', reject)
-    req.end(data)
-  })
-}
