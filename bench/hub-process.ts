@@ -1,3 +1,4 @@
+import { request } from 'node:https'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -21,10 +22,32 @@ export function adminApi(base: string, adminToken: string): AdminApi {
   }
 }
 
+/** The admin API over HTTPS, trusting only the CA in `caPath` (Node's fetch takes no CA of its own). */
+export function httpsAdminApi(base: string, adminToken: string, caPath: string): AdminApi {
+  const ca = readFileSync(caPath)
+  return <T>(method: string, path: string, body?: unknown) => new Promise<{ status: number; body: T }>((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body)
+    const req = request(`${base}${path}`, {
+      method, ca, timeout: 30_000,
+      headers: { authorization: `Bearer ${adminToken}`, ...(data === undefined ? {} : { 'content-type': 'application/json' }) },
+    }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => { text += d })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : undefined) as T }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)))
+    req.on('error', reject)
+    req.end(data)
+  })
+}
+
 export interface HubProcess {
   readonly child: ChildProcess
   readonly pid: number
   readonly mqttPort: number
+  readonly mqttTlsPort: number | undefined
   readonly httpPort: number
   readonly adminToken: string
   readonly api: AdminApi
@@ -34,7 +57,7 @@ export interface HubProcess {
 }
 
 /** Starts `rollcall hub` in its own process and waits until it listens. */
-export async function startHubProcess(dataDir: string, extraArgs: string[] = []): Promise<HubProcess> {
+export async function startHubProcess(dataDir: string, extraArgs: string[] = [], tls?: { ca: string }): Promise<HubProcess> {
   const ready = join(dataDir, '..', `hub-ready-${process.pid}-${Date.now()}.json`)
   const child = spawn(process.execPath, [CLI_PATH, 'hub', '--data', dataDir, '--mqtt-port', '0', '--http-port', '0', '--ready-file', ready, '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -46,12 +69,12 @@ export async function startHubProcess(dataDir: string, extraArgs: string[] = [])
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`hub did not start:\n${stderr}`)
     await new Promise((r) => setTimeout(r, 50))
   }
-  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
+  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; mqttTlsPort: number | null; httpPort: number; https?: boolean }
   rmSync(ready)
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
   return {
-    child, pid: child.pid!, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken,
-    api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken),
+    child, pid: child.pid!, mqttPort: info.mqttPort, mqttTlsPort: info.mqttTlsPort ?? undefined, httpPort: info.httpPort, adminToken,
+    api: info.https === true && tls ? httpsAdminApi(`https://127.0.0.1:${info.httpPort}`, adminToken, tls.ca) : adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken),
     stderr: () => stderr,
     async stop() {
       if (child.exitCode !== null) return

@@ -11,12 +11,14 @@ import { cpuMs, mb, rssBytes } from './proc-stats.js'
 import type { FleetSpec } from './fleet-runner.js'
 import { provision, startFleet } from './fleet.js'
 import { percentiles } from '../common/latency.js'
+import { measureTransports } from './ingest-tls.js'
 
 /**
  * `npm run bench -- ingest`: a fleet of agents in one process streams to a hub
  * process on the same machine; in the same run, a raw aedes QoS 1
  * publish→subscribe baseline with MQTT.js and the same payload size, and the
- * RSS of an idle agent process.
+ * RSS of an idle agent process; and the hub's cost of TLS against plaintext
+ * with the same devices and payloads (bench/ingest-tls.ts).
  */
 export interface IngestOptions {
   readonly devices: number
@@ -160,6 +162,8 @@ export async function runIngestBench(o: IngestOptions): Promise<void> {
     process.stderr.write('raw aedes baseline...\n')
     const raw = await measureRawAedes(o, hub.samplesPerBatch, o.measureS)
     const bare = await bareNodeRss()
+    process.stderr.write('TLS against plaintext...\n')
+    const t = await measureTransports({ devices: o.devices, samplesPerMessage: Math.max(1, Math.round(hub.samplesPerBatch)), warmupS: 2, measureS: o.measureS }, work)
     const rows: Array<[string, string, string]> = [
       ['', 'rollcall hub', 'raw aedes (baseline)'],
       ['samples/s stored (durable, deduped, indexed)', hub.storedPerS.toFixed(0), '-'],
@@ -176,6 +180,17 @@ export async function runIngestBench(o: IngestOptions): Promise<void> {
     ]
     const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
     process.stdout.write(`${rows.map((r) => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2]}`).join('\n')}\n`)
+    const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${(((a - b) / b) * 100).toFixed(0)}%`
+    const tlsRows: Array<[string, string, string, string]> = [
+      [`hub, ${o.devices} MQTT.js devices, ${Math.round(hub.samplesPerBatch)} samples (${t.payloadBytes} B) per message`, 'mqtt:// (plaintext)', 'mqtts:// (TLS)', 'TLS vs plaintext'],
+      ['samples/s stored', t.plain.samplesPerS.toFixed(0), t.tls.samplesPerS.toFixed(0), pct(t.tls.samplesPerS, t.plain.samplesPerS)],
+      ['messages/s', t.plain.messagesPerS.toFixed(0), t.tls.messagesPerS.toFixed(0), pct(t.tls.messagesPerS, t.plain.messagesPerS)],
+      ['hub CPU per message', `${t.plain.hubCpuUsPerMessage.toFixed(0)} µs`, `${t.tls.hubCpuUsPerMessage.toFixed(0)} µs`, pct(t.tls.hubCpuUsPerMessage, t.plain.hubCpuUsPerMessage)],
+      ['hub process CPU', `${t.plain.hubCpuPct.toFixed(0)}%`, `${t.tls.hubCpuPct.toFixed(0)}%`, ''],
+      [`connect all ${o.devices} devices`, `${t.plain.connectAllMs} ms`, `${t.tls.connectAllMs} ms`, ''],
+    ]
+    const v0 = Math.max(...tlsRows.map((r) => r[0].length)), v1 = Math.max(...tlsRows.map((r) => r[1].length)), v2 = Math.max(...tlsRows.map((r) => r[2].length))
+    process.stdout.write(`\n${tlsRows.map((r) => `${r[0].padEnd(v0)}  ${r[1].padEnd(v1)}  ${r[2].padEnd(v2)}  ${r[3]}`).join('\n')}\n`)
   } finally {
     rmSync(work, { recursive: true, force: true })
   }

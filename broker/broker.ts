@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
+import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type Subscription } from 'aedes'
 import { canPublish, canSubscribe } from './acl.js'
 import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
@@ -8,7 +9,7 @@ import { GuardError, PacketGuard } from './packet-guard.js'
 import { createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import type {
-  Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, MessageHandler, Principal,
+  Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, ListeningPorts, MessageHandler, Principal,
 } from './types.js'
 
 /**
@@ -53,11 +54,12 @@ export function createBroker(options: BrokerOptions): Broker {
   const connectPackets = new WeakMap<Client, ConnectPacket>()
   const sockets = new Set<PacketGuard>()
   const policy: ConnectPolicy = options
-  const counters = { acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0, violations: 0, slowConsumersCut: 0, forwardsDropped: 0 }
+  const counters = { acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0, violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0 }
 
   let server: Server | undefined
+  let tlsServer: TlsServer | undefined
   let boundPort = 0
-  let started: Promise<{ port: number }> | undefined
+  let started: Promise<ListeningPorts> | undefined
   let closing: Promise<void> | undefined
 
   // A listener that throws must not unwind into aedes's connect or close path.
@@ -292,33 +294,61 @@ export function createBroker(options: BrokerOptions): Broker {
     aedes.handle(guard)
   }
 
-  async function start(): Promise<{ port: number }> {
-    await aedes.listen()
-    const srv = createServer(onConnection)
-    server = srv
-    // A failure to listen (a port in use) is the caller's to report, once, in
-    // its own words; only errors of a listening server are logged here.
+  /** Binds one listener; a failure to listen (a port in use) is the caller's to report, once, in its own words. */
+  async function bind(srv: Server, port: number, what: string): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject)
-      srv.listen(options.port, options.host, () => {
+      srv.listen(port, options.host, () => {
         srv.off('error', reject)
         resolve()
       })
     })
-    srv.on('error', (err) => log.error({ err }, 'listener error'))
+    // Only errors of a listening server are logged here.
+    srv.on('error', (err) => log.error({ err, listener: what }, 'listener error'))
     const address = srv.address()
-    boundPort = typeof address === 'object' && address !== null ? address.port : options.port
-    log.info({ host: options.host, port: boundPort }, 'broker listening')
-    return { port: boundPort }
+    const bound = typeof address === 'object' && address !== null ? address.port : port
+    log.info({ host: options.host, port: bound, listener: what }, 'broker listening')
+    return bound
+  }
+
+  /**
+   * MQTT over TLS: a TLSSocket, once its handshake is done, takes the same
+   * path as a TCP socket (onConnection: bans, maxConnections, PacketGuard,
+   * CONNECT timeout). Before that it is bounded by the handshake timeout and
+   * by the server's own socket cap, so sockets that never finish a handshake
+   * cannot hold more than maxConnections slots for longer than the timeout.
+   */
+  function tlsListener(tls: NonNullable<BrokerOptions['tls']>): TlsServer {
+    const srv = createTlsServer({ ...tls.context, handshakeTimeout: tls.handshakeTimeoutMs }, onConnection)
+    srv.maxConnections = options.maxConnections
+    srv.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+      counters.tlsHandshakesFailed++
+      // Debug only: every port scanner and every client without our CA ends here.
+      log.debug({ remoteAddress: socket.remoteAddress, err: err.code ?? err.message }, 'TLS handshake failed')
+      socket.destroy()
+    })
+    return srv
+  }
+
+  async function start(): Promise<ListeningPorts> {
+    await aedes.listen()
+    if (options.plaintext !== false) {
+      server = createServer(onConnection)
+      boundPort = await bind(server, options.port, 'mqtt')
+    }
+    if (options.tls === undefined) return { port: boundPort }
+    tlsServer = tlsListener(options.tls)
+    const tlsPort = await bind(tlsServer, options.tls.port, 'mqtts')
+    return { port: boundPort, tlsPort }
   }
 
   async function shutdown(): Promise<void> {
     await started?.catch(() => undefined)
     for (const client of table.clients()) table.noteReason(client, 'broker-closing')
-    const srv = server
-    const serverClosed = srv === undefined || !srv.listening
+    const closeServer = (srv: Server | undefined) => srv === undefined || !srv.listening
       ? Promise.resolve()
       : new Promise<void>((resolve) => srv.close(() => resolve()))
+    const serverClosed = Promise.all([closeServer(server), closeServer(tlsServer)])
     await new Promise<void>((resolve) => aedes.close(() => resolve()))
     // aedes closes registered clients only; sockets still before or inside CONNECT go here.
     for (const guard of sockets) guard.destroy()
@@ -403,6 +433,10 @@ export function createBroker(options: BrokerOptions): Broker {
     get port() {
       return boundPort
     },
+    setSecureContext(context: SecureContextOptions) {
+      if (tlsServer === undefined) throw new Error('the broker has no TLS listener')
+      tlsServer.setSecureContext(context)
+    },
     subscribe(filter, handler) {
       if (closing !== undefined) return Promise.reject(new Error('broker is closed'))
       const skipDollar = filter.startsWith('+') || filter.startsWith('#')
@@ -462,6 +496,8 @@ export function createBroker(options: BrokerOptions): Broker {
 function validateOptions(o: BrokerOptions): void {
   const problems: string[] = []
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) problems.push('port must be an integer in [0, 65535]')
+  if (o.tls !== undefined && (!Number.isInteger(o.tls.port) || o.tls.port < 0 || o.tls.port > 65535)) problems.push('tls.port must be an integer in [0, 65535]')
+  if (o.plaintext === false && o.tls === undefined) problems.push('with plaintext false, tls is needed: a broker with no listener')
   const positive = {
     maxPayloadBytes: o.maxPayloadBytes, maxConnections: o.maxConnections, connectRatePerSec: o.connectRatePerSec,
     connectBurst: o.connectBurst, keepaliveMinSec: o.keepaliveMinSec, keepaliveMaxSec: o.keepaliveMaxSec,

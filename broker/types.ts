@@ -1,5 +1,6 @@
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
+import type { SecureContextOptions } from 'node:tls'
 
 /**
  * Who is on the other end of a connection, decided once at CONNECT.
@@ -33,10 +34,23 @@ export type AuthResult =
  */
 export type CredentialCheck = (username: string, password: Buffer) => AuthResult
 
-export interface BrokerOptions {
-  readonly host: string
+/** MQTT over TLS (8883 by convention): a listener of its own, whose sockets take the same path as plaintext ones once the handshake is done. */
+export interface BrokerTlsOptions {
   /** 0 picks a free port. */
   readonly port: number
+  /** Certificate, key and chain; replaced later with setSecureContext. */
+  readonly context: SecureContextOptions
+  /** A handshake not finished this soon after the accept is dropped, so half-open TLS sockets cannot pile up. */
+  readonly handshakeTimeoutMs: number
+}
+
+export interface BrokerOptions {
+  readonly host: string
+  /** The plaintext listener's port; 0 picks a free port. */
+  readonly port: number
+  /** Whether to open the plaintext listener (default true); false with `tls` serves MQTT over TLS only. */
+  readonly plaintext?: boolean
+  readonly tls?: BrokerTlsOptions
   /**
    * Largest PUBLISH (or Will) payload. A packet whose header announces more
    * than this plus PACKET_HEADROOM_BYTES is refused before it is buffered.
@@ -125,13 +139,20 @@ export interface BrokerStats {
   readonly violations: number
   readonly slowConsumersCut: number
   readonly forwardsDropped: number
+  /** TLS handshakes that failed or timed out (a client that does not trust our certificate, a scanner, a stalled socket). */
+  readonly tlsHandshakesFailed: number
 }
+
+/** The bound ports: `port` is the plaintext listener's, 0 when it is off; `tlsPort` is present when TLS is on. */
+export interface ListeningPorts { readonly port: number; readonly tlsPort?: number }
 
 /** The hub's view of a broker: embedded aedes today, an external cluster client later. */
 export interface Broker {
-  listen(): Promise<{ port: number }>
-  /** The bound port once listen() resolved; 0 before. */
+  listen(): Promise<ListeningPorts>
+  /** The bound plaintext port once listen() resolved; 0 before, or when the plaintext listener is off. */
   readonly port: number
+  /** Replaces the TLS listener's certificate and key: connections from now on get the new one, open ones keep theirs. */
+  setSecureContext(context: SecureContextOptions): void
   subscribe(filter: string, handler: MessageHandler): Promise<void>
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */

@@ -68,3 +68,10 @@ export function onShutdownSignal(stop: () => Promise<void>): void {
     process.exit(130)
   })
 }
+
+/** SIGHUP: read configuration files again (the hub's TLS certificate), the daemon convention. Returns a function that removes the handler. */
+export function onReloadSignal(reload: () => void): () => void {
+  const handler = () => reload()
+  process.on('SIGHUP', handler)
+  return () => { process.off('SIGHUP', handler) }
+}

@@ -3,6 +3,7 @@ import { Compile } from 'typebox/compile'
 import { resolve } from 'node:path'
 import cron from 'node-cron'
 import { LIMITS } from '../protocol/messages.js'
+import { planListeners } from './listeners.js'
 
 /**
  * The hub's one typed, validated, frozen config. Only this module reads the
@@ -14,8 +15,21 @@ const Port = Type.Integer({ minimum: 0, maximum: 65535 })
 export const HubConfigSchema = Type.Object({
   dataDir: Type.String({ minLength: 1 }),
   host: Type.String({ minLength: 1 }),
+  /** Plaintext MQTT; with TLS on it is served only with allowPlaintext (hub/listeners.ts). 0 picks a free port. */
   mqttPort: Port,
+  /** MQTT over TLS, when tlsCert and tlsKey are set. 0 picks a free port. */
+  mqttTlsPort: Port,
+  /** HTTP, or HTTPS when tlsCert and tlsKey are set: API, dashboard, /metrics. */
   httpPort: Port,
+  /** PEM files of the hub's certificate and private key: both or neither. Replaced files are picked up without a restart. */
+  tlsCert: Type.Optional(Type.String({ minLength: 1 })),
+  tlsKey: Type.Optional(Type.String({ minLength: 1 })),
+  /** PEM file of intermediate CA certificates sent after tlsCert, when tlsCert holds only the leaf. */
+  tlsCa: Type.Optional(Type.String({ minLength: 1 })),
+  /** A TLS handshake must finish this soon after the TCP accept (bounds sockets that never finish one). */
+  tlsHandshakeTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000 }),
+  /** Serve plaintext listeners on a non-loopback address (without TLS), or plaintext MQTT beside TLS. */
+  allowPlaintext: Type.Boolean(),
   allowAnonymous: Type.Boolean(),
   logLevel: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')]),
   /** Largest PUBLISH payload accepted; bigger packets are cut before they are buffered. */
@@ -70,7 +84,10 @@ export const HUB_DEFAULTS: HubConfig = {
   dataDir: './rollcall-data',
   host: '127.0.0.1',
   mqttPort: 1883,
+  mqttTlsPort: 8883,
   httpPort: 8080,
+  tlsHandshakeTimeoutMs: 10_000,
+  allowPlaintext: false,
   allowAnonymous: false,
   logLevel: 'info',
   maxPayloadBytes: LIMITS.maxPayloadBytes,
@@ -115,6 +132,10 @@ const ENV_KEYS = {
   ROLLCALL_HOST: 'host',
   ROLLCALL_MQTT_PORT: 'mqttPort',
   ROLLCALL_HTTP_PORT: 'httpPort',
+  ROLLCALL_MQTT_TLS_PORT: 'mqttTlsPort',
+  ROLLCALL_TLS_CERT: 'tlsCert',
+  ROLLCALL_TLS_KEY: 'tlsKey',
+  ROLLCALL_TLS_CA: 'tlsCa',
   ROLLCALL_LOG_LEVEL: 'logLevel',
 } as const
 
@@ -144,5 +165,18 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
   const config = merged as HubConfig
   if (config.keepaliveMinSec > config.keepaliveMaxSec) throw new ConfigError('keepaliveMinSec must not exceed keepaliveMaxSec')
   if (!cron.validate(config.retentionCron)) throw new ConfigError(`retentionCron "${config.retentionCron}" is not a valid cron expression`)
-  return Object.freeze({ ...config, dataDir: resolve(config.dataDir) })
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new ConfigError(`TLS needs both the certificate and its key: give --tls-cert and --tls-key ("tlsCert" and "tlsKey" in the config file); only ${config.tlsCert === undefined ? 'the key' : 'the certificate'} was given`)
+  }
+  if (config.tlsCa !== undefined && config.tlsCert === undefined) throw new ConfigError('--tls-ca (tlsCa) is a chain sent after --tls-cert: give --tls-cert and --tls-key as well')
+  // Decided here, before anything is opened or bound: a refused start leaves no trace.
+  const plan = planListeners({ ...config, tls: config.tlsCert !== undefined })
+  if (!plan.ok) throw new ConfigError(plan.message)
+  return Object.freeze({
+    ...config,
+    dataDir: resolve(config.dataDir),
+    ...(config.tlsCert !== undefined ? { tlsCert: resolve(config.tlsCert) } : {}),
+    ...(config.tlsKey !== undefined ? { tlsKey: resolve(config.tlsKey) } : {}),
+    ...(config.tlsCa !== undefined ? { tlsCa: resolve(config.tlsCa) } : {}),
+  })
 }

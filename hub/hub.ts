@@ -9,7 +9,7 @@ import { encode } from '../protocol/codec.js'
 import { topics } from '../protocol/topics.js'
 import { createBroker } from '../broker/broker.js'
 import type { Broker } from '../broker/types.js'
-import type { HubConfig } from './config.js'
+import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './db.js'
 import { createWriter } from './writer.js'
 import { createRegistry } from './registry.js'
@@ -25,6 +25,9 @@ import { buildApi } from './api/app.js'
 import { createHubHistograms, createHubMetrics } from './metrics.js'
 import { createLiveFeed } from './live-feed.js'
 import type { HubServices } from './services.js'
+import type { Server as TlsServer } from 'node:tls'
+import { planListeners } from './listeners.js'
+import { createTlsReloader, loadTlsFiles, type LoadedTls, type ReloadResult, type TlsReloader } from './tls-files.js'
 import { VERSION } from '../common/version.js'
 
 /** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
@@ -38,8 +41,14 @@ export interface HubDeps {
 }
 
 export interface RunningHub {
+  /** The plaintext MQTT port; 0 when that listener is off (TLS on, without allowPlaintext). */
   readonly mqttPort: number
+  /** MQTT over TLS; undefined without TLS. */
+  readonly mqttTlsPort: number | undefined
+  /** HTTP, or HTTPS when `tls` is set. */
   readonly httpPort: number
+  /** The certificate served at start, when TLS is on (a reload replaces it in `hub.running`). */
+  readonly tls: LoadedTls | undefined
   readonly adminToken: string
   /** True when this start made the admin token (first start of a data dir). */
   readonly adminTokenCreated: boolean
@@ -62,6 +71,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
   /** The admin token file this start created, if any. */
   let createdToken: string | undefined
+  let tlsReloader: TlsReloader | undefined
 
   async function start(): Promise<RunningHub> {
     if (running) return running
@@ -77,6 +87,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
   }
 
   async function startInner(): Promise<RunningHub> {
+    // loadHubConfig refused a bad plan already; a hub built from a config made by hand is checked here, before anything is opened.
+    const plan = planListeners({ ...config, tls: config.tlsCert !== undefined && config.tlsKey !== undefined })
+    if (!plan.ok) throw new ConfigError(plan.message)
+    // Read before anything is opened too: a missing or mismatched file stops the start with a message naming it.
+    const tls = config.tlsCert !== undefined && config.tlsKey !== undefined ? loadTlsFiles({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }) : undefined
     const startedAt = clock.now()
     const admin = loadOrCreateAdminToken(config.dataDir)
     if (admin.created) createdToken = admin.path
@@ -97,6 +112,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const broker = createBroker({
       host: config.host,
       port: config.mqttPort,
+      plaintext: plan.mqttPlain,
+      ...(tls ? { tls: { port: config.mqttTlsPort, context: tls.context, handshakeTimeoutMs: config.tlsHandshakeTimeoutMs } } : {}),
       maxPayloadBytes: config.maxPayloadBytes,
       allowAnonymous: config.allowAnonymous,
       maxConnections: config.maxConnections,
@@ -195,7 +212,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       })
     })
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
-    const { port: mqttPort } = await broker.listen()
+    const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
 
     const lastSeenTimer = setInterval(() => presence.flushLastSeen(), 5000)
     lastSeenTimer.unref()
@@ -256,7 +273,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },
-      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, devices: deviceCounts() }),
+      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, ...(mqttTlsPort !== undefined ? { mqttTlsPort } : {}), devices: deviceCounts() }),
       stats: () => ({
         ingest: telemetry.counters(),
         writer: writer.stats(),
@@ -280,6 +297,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const api = buildApi(services, {
       adminToken: admin.token, logger: log, metrics, metricsPublic: config.metricsPublic,
       live: { feed: live, maxStreams: config.liveMaxStreams, maxBufferedBytes: 4 * 1024 * 1024, requireDevice: (id) => registry.requireDevice(id) },
+      ...(tls ? { https: { ...tls.context, handshakeTimeout: config.tlsHandshakeTimeoutMs } } : {}),
     })
     releasers.push(() => api.close())
     // Before the API closes: open streams end, so closing does not wait for them.
@@ -294,8 +312,26 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const address = api.server.address()
     const httpPort = typeof address === 'object' && address ? address.port : config.httpPort
 
-    log.info({ mqttPort, httpPort, host: config.host, dataDir: config.dataDir }, 'hub started')
-    running = { mqttPort, httpPort, adminToken: admin.token, adminTokenCreated: admin.created, adminTokenPath: admin.path, services, broker }
+    if (tls) {
+      // fastify's server is an https.Server here, a tls.Server underneath.
+      const httpsServer = api.server as unknown as TlsServer
+      tlsReloader = createTlsReloader({
+        paths: { cert: config.tlsCert!, key: config.tlsKey!, ca: config.tlsCa },
+        current: tls,
+        logger: log.child({ component: 'tls' }),
+        apply: (context) => {
+          broker.setSecureContext(context)
+          httpsServer.setSecureContext(context)
+        },
+        reloaded: (now) => { if (running) running = { ...running, tls: now } },
+      })
+      tlsReloader.watch()
+      const reloader = tlsReloader
+      releasers.push(() => { reloader.close(); tlsReloader = undefined })
+    }
+
+    log.info({ mqttPort, mqttTlsPort, httpPort, https: tls !== undefined, host: config.host, dataDir: config.dataDir }, 'hub started')
+    running = { mqttPort, mqttTlsPort, httpPort, tls, adminToken: admin.token, adminTokenCreated: admin.created, adminTokenPath: admin.path, services, broker }
     return running
   }
 
@@ -316,6 +352,16 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     stop(): Promise<void> {
       stopping ??= releaseAll().then(() => { running = undefined })
       return stopping
+    },
+    /**
+     * Reads the TLS certificate and key again and serves them to new
+     * connections on both TLS listeners (the CLI calls it on SIGHUP; the hub
+     * also watches the files). A pair that cannot be used is refused and the
+     * old one keeps serving.
+     */
+    reloadTls(trigger = 'reload'): ReloadResult {
+      if (tlsReloader === undefined) return { ok: false, error: 'TLS is not on: start the hub with --tls-cert and --tls-key' }
+      return tlsReloader.reload(trigger)
     },
     get running(): RunningHub {
       if (!running) throw new RollcallError('UNAVAILABLE', 'hub is not started')

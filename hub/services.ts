@@ -32,7 +32,10 @@ export interface HealthReport {
   readonly ok: boolean
   readonly version: string
   readonly uptimeMs: number
+  /** The plaintext MQTT port, 0 when that listener is off. */
   readonly mqttPort: number
+  /** MQTT over TLS, when it is on. */
+  readonly mqttTlsPort?: number
   readonly devices: { readonly total: number; readonly online: number; readonly offline: number }
 }
 

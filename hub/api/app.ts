@@ -1,4 +1,5 @@
 import Fastify from 'fastify'
+import type { SecureContextOptions } from 'node:tls'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { RollcallError, isRollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
@@ -31,12 +32,17 @@ export interface ApiOptions {
   readonly metricsPublic?: boolean
   /** The dashboard's live stream (GET /api/live); without it the route is absent. */
   readonly live?: LiveRouteOptions & { readonly feed: LiveFeed }
+  /** Serve HTTPS with this certificate and key (the hub replaces them later with setSecureContext). */
+  readonly https?: SecureContextOptions & { readonly handshakeTimeout?: number }
 }
 
 export function buildApi(services: HubServices, options: ApiOptions) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
   // forceCloseConnections: stopping the hub closes keep-alive connections too, not only idle ones.
-  const app = Fastify({ loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024, forceCloseConnections: true })
+  const app = Fastify({
+    loggerInstance: options.logger.child({ component: 'http' }, { level: 'warn' }), bodyLimit: 1024 * 1024, forceCloseConnections: true,
+    ...(options.https ? { https: options.https } : {}),
+  })
     .setValidatorCompiler(TypeBoxValidatorCompiler)
     .withTypeProvider<TypeBoxTypeProvider>()
 

@@ -5,7 +5,9 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
-import { adminApi, type AdminApi } from '../../bench/hub-process.js'
+import { adminApi, httpsAdminApi, type AdminApi } from '../../bench/hub-process.js'
+
+export { httpsAdminApi }
 
 /** A temp dir removed by the returned function. */
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
@@ -15,24 +17,38 @@ export function tempDir(prefix: string): { dir: string; remove: () => void } {
 
 export interface TestHub {
   readonly running: RunningHub
+  /** mqtt://127.0.0.1:PORT, or mqtts:// on the TLS port when the hub serves TLS without plaintext MQTT. */
   readonly mqttUrl: string
+  /** mqtts://127.0.0.1:TLSPORT when TLS is on. */
+  readonly mqttsUrl: string | undefined
+  /** http(s)://127.0.0.1:PORT */
+  readonly httpUrl: string
   readonly dataDir: string
   readonly api: AdminApi
   addDevice(id: string, group?: string): Promise<string>
   stop(): Promise<void>
 }
 
-/** A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0. */
-export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string): Promise<TestHub> {
+/**
+ * A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0.
+ * With tlsCert/tlsKey in `overrides` (test/support/tls.ts makes them), pass `tls.ca`:
+ * the admin API is then called over HTTPS, pinning that CA.
+ */
+export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string, tls?: { ca: string }): Promise<TestHub> {
   const tmp = dataDir ? undefined : tempDir('hub')
   const dir = dataDir ?? tmp!.dir
-  const config = loadHubConfig({ dataDir: dir, mqttPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
+  const config = loadHubConfig({ dataDir: dir, mqttPort: 0, mqttTlsPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
   const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }) })
   const running = await hub.start()
-  const api = adminApi(`http://127.0.0.1:${running.httpPort}`, running.adminToken)
+  const httpUrl = `${running.tls ? 'https' : 'http'}://127.0.0.1:${running.httpPort}`
+  if (running.tls && !tls) throw new Error('startTestHub: a TLS hub needs { ca } to call its API')
+  const api = running.tls ? httpsAdminApi(httpUrl, running.adminToken, tls!.ca) : adminApi(httpUrl, running.adminToken)
+  const mqttsUrl = running.mqttTlsPort !== undefined ? `mqtts://127.0.0.1:${running.mqttTlsPort}` : undefined
   return {
     running,
-    mqttUrl: `mqtt://127.0.0.1:${running.mqttPort}`,
+    mqttUrl: running.mqttPort !== 0 ? `mqtt://127.0.0.1:${running.mqttPort}` : mqttsUrl!,
+    mqttsUrl,
+    httpUrl,
     dataDir: dir,
     api,
     async addDevice(id, group) {
@@ -63,3 +79,4 @@ export async function waitFor<T>(check: () => T | Promise<T>, what: string, time
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`)
 }
+

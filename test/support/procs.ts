@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
 import { adminApi, type AdminApi } from '../../bench/hub-process.js'
+import { httpsAdminApi } from './hub.js'
 
 /** The built CLI: `npm test` builds first (pretest), so tests run what users run. */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
@@ -57,24 +58,33 @@ export async function killProc(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Pro
 }
 
 export interface HubProc extends Proc {
+  /** 0 when the plaintext MQTT listener is off. */
   readonly mqttPort: number
+  /** Present when the hub serves TLS. */
+  readonly mqttTlsPort: number | undefined
   readonly httpPort: number
   readonly adminToken: string
   readonly api: AdminApi
 }
 
-/** Starts a hub process and waits until it listens (it writes a ready file). */
-export async function startHubProc(dataDir: string, opts: { mqttPort?: number; httpPort?: number; extra?: string[] } = {}): Promise<HubProc> {
+/**
+ * Starts a hub process and waits until it listens (it writes a ready file).
+ * With `tls` it serves TLS (MQTT on a free TLS port, HTTPS), and the admin
+ * API is called pinning `tls.ca`.
+ */
+export async function startHubProc(dataDir: string, opts: { mqttPort?: number; httpPort?: number; extra?: string[]; tls?: { cert: string; key: string; ca: string } } = {}): Promise<HubProc> {
   const ready = join(dataDir, `ready-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
   const p = startCli(['hub', '--data', dataDir, '--mqtt-port', String(opts.mqttPort ?? 0), '--http-port', String(opts.httpPort ?? 0),
-    '--ready-file', ready, '--log-level', 'warn', ...(opts.extra ?? [])])
+    '--ready-file', ready, '--log-level', 'warn',
+    ...(opts.tls ? ['--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key, '--mqtt-tls-port', '0'] : []), ...(opts.extra ?? [])])
   // The hub renames the file into place once it listens, so it is never seen half-written.
   await waitFor(() => existsSync(ready) || p.child.exitCode !== null, 'hub ready file', 60_000)
   if (!existsSync(ready)) throw new Error(`hub exited before it was ready:\n${p.output()}`)
-  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
+  const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; mqttTlsPort: number | null; httpPort: number; https: boolean }
   rmSync(ready, { force: true })
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  return { ...p, mqttPort: info.mqttPort, httpPort: info.httpPort, adminToken, api: adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken) }
+  const api = info.https ? httpsAdminApi(`https://127.0.0.1:${info.httpPort}`, adminToken, opts.tls!.ca) : adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken)
+  return { ...p, mqttPort: info.mqttPort, mqttTlsPort: info.mqttTlsPort ?? undefined, httpPort: info.httpPort, adminToken, api }
 }
 
 /** Starts an agent process with a JSON config file written next to its ledger. */
