@@ -10,18 +10,29 @@ import { ADMIN_TOKEN_FILE } from '../hub/admin-token.js'
  * reads rollcall's own environment variables (invocation.ts reads npm's and
  * PATH).
  */
-export interface AdminTarget { readonly api: string; readonly token: string }
+export interface AdminTarget {
+  readonly api: string
+  readonly token: string
+  /** --ca / ROLLCALL_CA: the CA certificate (PEM path) an https:// API's certificate must chain to; undefined: the system's CAs. */
+  readonly ca?: string | undefined
+}
 
 export const DEFAULT_API = 'http://127.0.0.1:8080'
 export const DEFAULT_DATA = './rollcall-data'
 /** Where `rollcall demo` keeps its hub unless told otherwise. */
 export const DEFAULT_DEMO_DATA = './rollcall-data/demo'
 
-export function resolveAdminTarget(flags: { api?: string | undefined; adminToken?: string | undefined; data?: string | undefined }, env: NodeJS.ProcessEnv = process.env): AdminTarget {
+export function resolveAdminTarget(flags: { api?: string | undefined; adminToken?: string | undefined; data?: string | undefined; ca?: string | undefined }, env: NodeJS.ProcessEnv = process.env): AdminTarget {
   const api = (flags.api ?? env.ROLLCALL_API ?? DEFAULT_API).replace(/\/+$/, '')
   if (!/^https?:\/\/[^/]+/.test(api)) {
     throw new InvalidArgumentError(`--api ${JSON.stringify(api)} is not a URL: write it like ${DEFAULT_API}`)
   }
+  const ca = flags.ca ?? (env.ROLLCALL_CA || undefined)
+  if (ca !== undefined && !api.startsWith('https:')) {
+    // As for the agent: a CA given means TLS was meant, and the admin token must not cross the network in clear.
+    throw new InvalidArgumentError(`--ca (or ROLLCALL_CA) is for an https:// API, but --api is ${api}: write it https://HOST:PORT (the hub serves HTTPS when it has a certificate)`)
+  }
+  if (ca !== undefined && !existsSync(ca)) throw new InvalidArgumentError(`--ca ${ca} does not exist: give the hub's ca.pem (DATA/tls/ca.pem after \`rollcall tls init\`)`)
   let token = flags.adminToken ?? env.ROLLCALL_ADMIN_TOKEN
   if (!token) {
     const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? DEFAULT_DATA)
@@ -34,5 +45,5 @@ export function resolveAdminTarget(flags: { api?: string | undefined; adminToken
     }
     token = readFileSync(path, 'utf8').trim()
   }
-  return { api, token }
+  return { api, token, ca }
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import type { AdminTarget } from './admin-config.js'
 
 /**
@@ -17,14 +18,18 @@ export class ApiError extends Error {
 /** `waitMs`: how long to wait for the answer; a command waits for its device, so it passes its own deadline plus a margin. */
 export async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown, waitMs = 15_000): Promise<T> {
   let res: Response
+  const dispatcher = await dispatcherFor(target)
   try {
     res = await fetch(`${target.api}${path}`, {
+      ...(dispatcher === undefined ? {} : { dispatcher }),
       method,
       headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(waitMs),
     })
   } catch (err) {
+    const tls = tlsFailure(err, target)
+    if (tls !== undefined) throw new ApiError('TLS', tls)
     throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
   }
   if (res.status === 204) return undefined as T
@@ -37,4 +42,42 @@ export async function call<T>(target: AdminTarget, method: string, path: string,
     throw new ApiError(code ?? `HTTP_${res.status}`, message ?? text.slice(0, 200), details, res.status)
   }
   return json as T
+}
+
+/**
+ * An https:// API with --ca: an undici Agent that trusts that CA only (the
+ * host name is still checked). Without --ca, Node's fetch uses the system's
+ * CAs, as for any public certificate. undici 6 is the line Node 20's own
+ * fetch is built on, so its Agent is a dispatcher that fetch takes; it is
+ * loaded only when a CA is given.
+ */
+async function dispatcherFor(target: AdminTarget): Promise<object | undefined> {
+  if (target.ca === undefined) return undefined
+  let ca: string
+  try {
+    ca = readFileSync(target.ca, 'utf8')
+  } catch (err) {
+    throw new ApiError('TLS', `cannot read --ca ${target.ca} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the hub's ca.pem`)
+  }
+  const { Agent } = await import('undici')
+  return new Agent({ connect: { ca } })
+}
+
+const UNTRUSTED = /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED)$/
+
+/** What to do about a failed TLS connection to the API, or undefined when it was not about TLS. fetch puts the socket's error in `cause`. */
+export function tlsFailure(err: unknown, target: AdminTarget): string | undefined {
+  const cause = (err as { cause?: { code?: unknown; message?: string; cert?: { subjectaltname?: string } } }).cause
+  const code = typeof cause?.code === 'string' ? cause.code : ''
+  if (UNTRUSTED.test(code)) {
+    return target.ca === undefined
+      ? `the hub's certificate at ${target.api} is not signed by a CA this system trusts (${code}): pass --ca with the hub's ca.pem (DATA/tls/ca.pem after \`rollcall tls init\`), or set ROLLCALL_CA`
+      : `the hub's certificate at ${target.api} is not signed by the CA in --ca ${target.ca} (${code}): is it the ca.pem of this hub?`
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `the hub's certificate holds ${cause?.cert?.subjectaltname ?? 'other names'}, not the host of ${target.api}: use one of those names in --api`
+  }
+  if (code === 'CERT_HAS_EXPIRED') return `the hub's certificate at ${target.api} has expired (or this machine's clock is wrong): renew it on the hub (rollcall tls renew)`
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG/.test(code)) return `${target.api} does not speak HTTPS: the hub serves HTTP there; use http:// in --api`
+  return undefined
 }
