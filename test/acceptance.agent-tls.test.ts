@@ -21,10 +21,11 @@ import { makeTestPki, makeUnrelatedPki, type TestPki } from './support/tls.js'
  * fixed on the hub's side lets it in without a restart. A pinned CA with an
  * mqtt:// URL is refused at start.
  *
- * The hub's MQTT listener here is plaintext behind a TLS terminator on
- * loopback (Node's tls server with the test certificates): the handshake the
- * agent makes is real, and the terminator can swap its certificate as a
- * renewal does.
+ * The first two run against the hub's own TLS listener (mqttTlsPort). The
+ * others put a TLS terminator on loopback (Node's tls server) in front of a
+ * plaintext hub, to serve certificates a hub would refuse to load (expired,
+ * another name) and swap them at will: the handshake the agent makes is the
+ * same real one.
  */
 
 interface TlsFront { readonly url: string; setCert(cert: string, key: string): void; close(): Promise<void> }
@@ -69,6 +70,7 @@ describe('agent over TLS', () => {
   let pki: TestPki
   let unrelated: TestPki
   let hub: TestHub
+  let tlsHub: TestHub
   let work: { dir: string; remove: () => void }
   const cleanups: Array<() => Promise<void> | void> = []
 
@@ -76,10 +78,12 @@ describe('agent over TLS', () => {
     pki = makeTestPki()
     unrelated = makeUnrelatedPki()
     hub = await startTestHub()
+    tlsHub = await startTestHub({ tlsCert: pki.hubCert, tlsKey: pki.hubKey }, undefined, { ca: pki.caCert })
     work = tempDir('agent-tls')
   })
   afterAll(async () => {
     await hub.stop()
+    await tlsHub.stop()
     pki.remove()
     unrelated.remove()
     work.remove()
@@ -107,9 +111,10 @@ describe('agent over TLS', () => {
   }
 
   it('stores every sample once over mqtts:// with the pinned CA', async () => {
-    const f = await front()
+    const hub = tlsHub
+    expect(hub.mqttsUrl).toMatch(/^mqtts:\/\/127.0.0.1:\d+$/)
     const token = await hub.addDevice('tls-ok')
-    const a = tlsAgent(f.url, 'tls-ok', token, work.dir, { caFile: pki.caCert })
+    const a = tlsAgent(hub.mqttsUrl!, 'tls-ok', token, work.dir, { caFile: pki.caCert })
     await start(a)
     await waitFor(() => hub.running.services.presence.isReachable('tls-ok'), 'tls-ok online', 30_000)
     const ticks = 200
@@ -126,16 +131,16 @@ describe('agent over TLS', () => {
   })
 
   it('refuses a hub whose certificate another CA signed, says to check caFile once, and keeps retrying', async () => {
-    const f = await front(unrelated.hubCert, unrelated.hubKey)
+    const hub = tlsHub
     const token = await hub.addDevice('tls-wrong-ca')
-    const a = tlsAgent(f.url, 'tls-wrong-ca', token, work.dir, { caFile: pki.caCert })
+    const a = tlsAgent(hub.mqttsUrl!, 'tls-wrong-ca', token, work.dir, { caFile: unrelated.caCert })
     await start(a)
     await failedAttempts(a.agent, 4)
     expect(a.agent.stats().link.lastError?.code).toBe(TLS_CAUSES.UNTRUSTED)
     const errors = a.log.filter((l) => l.level >= ERROR)
     expect(errors).toHaveLength(1)
     expect(errors[0]!.err?.code).toBe(TLS_CAUSES.UNTRUSTED)
-    expect(errors[0]!.hint).toContain('is caFile the ca.pem from `rollcall tls init`')
+    expect(errors[0]!.hint).toContain(`not signed by the CA in caFile ${unrelated.caCert}: is caFile the ca.pem from \`rollcall tls init\``)
     expect(hub.running.services.presence.isReachable('tls-wrong-ca')).toBe(false)
   })
 
