@@ -235,7 +235,8 @@ program.command('sim')
   .description('run a fleet of simulated devices (the real agent code) against a hub, with faults, and account for every sample, job and command')
   .option('--devices <n>', `how many simulated devices, 1 to 20000 (default 10)`)
   .option('--duration <duration>', 'how long the fleet runs before the drain and the accounting, e.g. 60s, 10m (default 60s)')
-  .option('--hub <url>', 'a running hub\'s MQTT URL on this machine, e.g. mqtt://127.0.0.1:1883 (default: start a hub of its own)')
+  .option('--hub <url>', 'a running hub\'s MQTT URL on this machine, e.g. mqtt://127.0.0.1:1883 or mqtts://127.0.0.1:8883 (default: start a hub of its own)')
+  .option('--ca <file>', 'with an mqtts:// --hub: the hub\'s CA certificate (PEM, its ca.pem), pinned by every simulated agent and by the API client')
   .option('--api <url>', 'with --hub: the hub\'s HTTP API, e.g. http://127.0.0.1:8080')
   .option('--admin-token <token>', 'with --hub: the admin token (or ROLLCALL_ADMIN_TOKEN)')
   .option('--profile <profile>', 'connectivity: steady, flaky, intermittent or mixed (default mixed)')
@@ -258,6 +259,7 @@ Examples:
   rollcall sim --devices 50 --duration 60s --profile mixed --chaos 'partition=30%@10s+15s,hub-kill@25s,agent-crash=10%@35s'
   rollcall sim --devices 200 --duration 5m --profile flaky --seed 7 --json > report.json
   rollcall sim --devices 20 --hub mqtt://127.0.0.1:1883 --api http://127.0.0.1:8080 --admin-token "$TOKEN"
+  rollcall sim --devices 20 --hub mqtts://127.0.0.1:8883 --api https://127.0.0.1:8080 --ca rollcall-data/tls/ca.pem --admin-token "$TOKEN"
 
 See docs/simulator.md for the profiles, the chaos grammar and every figure of the report.`)
   .action(async (opts: SimFlags) => {

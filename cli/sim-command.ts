@@ -30,6 +30,7 @@ export interface SimFlags {
   hub?: string
   api?: string
   adminToken?: string
+  ca?: string
   profile?: string
   rate?: string
   seed?: string
@@ -50,7 +51,7 @@ export interface SimPlan {
   readonly jobEveryMs: number
   readonly commandEveryMs: number
   /** An external hub; undefined: the simulator starts its own. */
-  readonly hub: { readonly mqttUrl: string; readonly apiUrl: string; readonly adminToken: string } | undefined
+  readonly hub: { readonly mqttUrl: string; readonly apiUrl: string; readonly adminToken: string; readonly ca: string | undefined } | undefined
   /** Kept after the run; undefined: a temp dir, removed at the end. */
   readonly workDir: string | undefined
   readonly json: boolean
@@ -85,12 +86,13 @@ function hubUrlFlag(value: string): string {
   } catch {
     throw new InvalidArgumentError(`--hub must be the hub's MQTT URL, e.g. mqtt://127.0.0.1:1883; got "${value}"`)
   }
-  if (url.protocol !== 'mqtt:') throw new InvalidArgumentError(`--hub must be an mqtt:// URL (TLS is not simulated), e.g. mqtt://127.0.0.1:1883; got "${value}"`)
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new InvalidArgumentError(`--hub must be an mqtt:// or mqtts:// URL, e.g. mqtts://127.0.0.1:8883; got "${value}"`)
   // The simulated network relays each device to the hub's port on loopback.
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
     throw new InvalidArgumentError(`--hub: the simulator reaches a hub on this machine only (127.0.0.1 or localhost); got "${url.hostname}"`)
   }
-  return `mqtt://127.0.0.1:${url.port || '1883'}`
+  // Relayed to 127.0.0.1 either way; over TLS the certificate must hold 127.0.0.1 (rollcall tls init always adds it).
+  return url.protocol === 'mqtts:' ? `mqtts://127.0.0.1:${url.port || '8883'}` : `mqtt://127.0.0.1:${url.port || '1883'}`
 }
 
 /** Flags to a run plan; every refusal says what to write instead. Pure but for `env` (ROLLCALL_ADMIN_TOKEN) and the random default seed. */
@@ -120,9 +122,11 @@ export function parseSimFlags(flags: SimFlags, env: NodeJS.ProcessEnv = process.
     if (chaos.some((e) => e.kind === 'hub-kill')) {
       throw new InvalidArgumentError('--chaos hub-kill needs the simulator\'s own hub (it cannot kill a hub it did not start): drop --hub, or drop hub-kill from --chaos')
     }
-    hub = { mqttUrl, apiUrl: flags.api.replace(/\/+$/, ''), adminToken: token }
-  } else if (flags.api !== undefined || flags.adminToken !== undefined) {
-    throw new InvalidArgumentError('--api and --admin-token go with --hub; without --hub the simulator starts a hub of its own')
+    if (flags.ca !== undefined && !existsSync(flags.ca)) throw new InvalidArgumentError(`--ca ${flags.ca} does not exist: give the hub's ca.pem (DATA/tls/ca.pem after \`rollcall tls init\`)`)
+    if (flags.ca !== undefined && !mqttUrl.startsWith('mqtts:')) throw new InvalidArgumentError('--ca goes with an mqtts:// --hub: the agents would not use it over plaintext MQTT')
+    hub = { mqttUrl, apiUrl: flags.api.replace(/\/+$/, ''), adminToken: token, ca: flags.ca === undefined ? undefined : resolve(flags.ca) }
+  } else if (flags.api !== undefined || flags.adminToken !== undefined || flags.ca !== undefined) {
+    throw new InvalidArgumentError('--api, --admin-token and --ca go with --hub; without --hub the simulator starts a hub of its own')
   }
   let workDir: string | undefined
   if (flags.work !== undefined) {
@@ -215,7 +219,7 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
     out.line(`rollcall sim: ${plan.devices} devices (${plan.profile}), ${plan.durationMs / 1000}s, ${formatRate(plan.sampleIntervalMs)} per device, seed ${plan.seed}`)
     let simHub: SimHub
     if (plan.hub) {
-      simHub = externalHub(plan.hub.mqttUrl, plan.hub.apiUrl, plan.hub.adminToken)
+      simHub = externalHub(plan.hub.mqttUrl, plan.hub.apiUrl, plan.hub.adminToken, plan.hub.ca)
       hub = Promise.resolve(simHub)
       out.line(`hub: ${plan.hub.mqttUrl}, API ${plan.hub.apiUrl}`)
     } else {

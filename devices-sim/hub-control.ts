@@ -15,11 +15,20 @@ const CLI_PATH = [new URL('../cli/main.js', import.meta.url), new URL('../dist/c
 
 export type Api = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
 
-/** A client for the hub's HTTP API with the admin token; network errors come back as status 0. */
-export function hubApi(base: string, adminToken: string): Api {
+/**
+ * A client for the hub's HTTP API with the admin token; network errors come back as status 0.
+ * `ca`: the CA (PEM path) an https:// API's certificate must chain to, through an undici Agent (see cli/http.ts).
+ */
+export function hubApi(base: string, adminToken: string, ca?: string): Api {
+  let dispatcher: Promise<object> | undefined
+  if (ca !== undefined) {
+    const pem = readFileSync(ca, 'utf8')
+    dispatcher = import('undici').then(({ Agent }) => new Agent({ connect: { ca: pem } }))
+  }
   return async <T>(method: string, path: string, body?: unknown) => {
     try {
       const res = await fetch(`${base}${path}`, {
+        ...(dispatcher === undefined ? {} : { dispatcher: await dispatcher }),
         method,
         headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -37,6 +46,8 @@ export interface SimHub {
   readonly mqttUrl: string
   readonly apiUrl: string
   readonly adminToken: string
+  /** The CA the agents pin and the API client trusts, for a hub with TLS (--ca). */
+  readonly ca?: string | undefined
   readonly api: Api
   /** True when the simulator started this hub (and may kill it). */
   readonly own: boolean
@@ -48,9 +59,9 @@ export interface SimHub {
   stop(): Promise<void>
 }
 
-export function externalHub(mqttUrl: string, apiUrl: string, adminToken: string): SimHub {
+export function externalHub(mqttUrl: string, apiUrl: string, adminToken: string, ca?: string): SimHub {
   const refuse = () => Promise.reject(new Error('this hub was not started by the simulator: it cannot kill or restart it (drop --hub to let the simulator run its own)'))
-  return { mqttUrl, apiUrl, adminToken, api: hubApi(apiUrl, adminToken), own: false, pid: undefined, kill: refuse, restart: refuse, stop: async () => {} }
+  return { mqttUrl, apiUrl, adminToken, ca, api: hubApi(apiUrl, adminToken, ca), own: false, pid: undefined, kill: refuse, restart: refuse, stop: async () => {} }
 }
 
 /** Starts `rollcall hub` in a child process on free ports (or the given ones) and waits until it listens. */

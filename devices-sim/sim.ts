@@ -206,8 +206,10 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         return m.read(now)
       },
     }))
+    // Over TLS the relay carries the handshake end to end: the agent verifies the hub's certificate for 127.0.0.1 (rollcall tls init always adds it).
+    const url = o.hub.mqttUrl.startsWith('mqtts:') ? net.urlFor(d.id).replace(/^mqtt:/, 'mqtts:') : net.urlFor(d.id)
     const agent = createAgent(resolveAgentConfig({
-      hub: net.urlFor(d.id), id: d.id, token: d.token, dataDir: join(o.workDir, 'agents', d.id),
+      hub: url, ...(o.hub.ca !== undefined ? { caFile: o.hub.ca } : {}), id: d.id, token: d.token, dataDir: join(o.workDir, 'agents', d.id),
       builtinSensors: false, sampleIntervalMs: o.sampleIntervalMs, keepaliveSec: 10,
       reconnectBaseMs: 250, reconnectMaxMs: 4000, reconnectStableMs: 5000, ackTimeoutMs: 3000, logLevel: 'silent',
     }), { logger, sensors, random: streamFor(o.seed, 'backoff', d.index) })

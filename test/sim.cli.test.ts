@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -37,7 +38,7 @@ describe('rollcall sim flags', () => {
     ['hub-kill against a hub it did not start', ['--hub', 'mqtt://127.0.0.1:1883', '--api', 'http://127.0.0.1:8080', '--admin-token', 't', '--chaos', 'hub-kill@5s'],
       /--chaos hub-kill needs the simulator's own hub .*: drop --hub, or drop hub-kill/],
     ['a hub on another machine', ['--hub', 'mqtt://10.0.0.5:1883', '--api', 'http://10.0.0.5:8080', '--admin-token', 't'], /only \(127.0.0.1 or localhost\); got "10.0.0.5"/],
-    ['--api without --hub', ['--api', 'http://127.0.0.1:8080'], /--api and --admin-token go with --hub/],
+    ['--api without --hub', ['--api', 'http://127.0.0.1:8080'], /--api, --admin-token and --ca go with --hub/],
   ])('refuses %s with a message that says what to fix, and exits 2 (a usage error)', async (_name, args, message) => {
     const r = await rollcall(['sim', ...args], { ROLLCALL_ADMIN_TOKEN: '' })
     expect(r.stderr).toMatch(message)
@@ -63,7 +64,13 @@ describe('rollcall sim flags', () => {
     expect(parseSimFlags({ ...base, rate: '30/min', seed: '1' }, {})).toMatchObject({ devices: 10, durationMs: 60_000, profile: 'mixed', sampleIntervalMs: 2000, jobEveryMs: 15_000, commandEveryMs: 500 })
     expect(parseSimFlags({ ...base, chaos: 'partition=30%@10s+15s,hub-kill@25s', seed: '1' }, {}).chaos).toHaveLength(2)
     expect(parseSimFlags({ ...base, hub: 'mqtt://localhost', api: 'http://127.0.0.1:8080/', seed: '1' }, { ROLLCALL_ADMIN_TOKEN: 'tok' }).hub)
-      .toEqual({ mqttUrl: 'mqtt://127.0.0.1:1883', apiUrl: 'http://127.0.0.1:8080', adminToken: 'tok' })
+      .toEqual({ mqttUrl: 'mqtt://127.0.0.1:1883', apiUrl: 'http://127.0.0.1:8080', adminToken: 'tok', ca: undefined })
+    // A hub with TLS: the agents dial mqtts:// (default port 8883) and pin --ca; --ca with mqtt:// is refused.
+    const ca = fileURLToPath(import.meta.url)
+    expect(parseSimFlags({ ...base, hub: 'mqtts://localhost', api: 'https://127.0.0.1:8080', ca, seed: '1' }, { ROLLCALL_ADMIN_TOKEN: 'tok' }).hub)
+      .toEqual({ mqttUrl: 'mqtts://127.0.0.1:8883', apiUrl: 'https://127.0.0.1:8080', adminToken: 'tok', ca })
+    expect(() => parseSimFlags({ ...base, hub: 'mqtt://localhost', api: 'http://127.0.0.1:8080', ca, seed: '1' }, { ROLLCALL_ADMIN_TOKEN: 'tok' }))
+      .toThrow(/--ca goes with an mqtts:\/\/ --hub/)
   })
 })
 
