@@ -7,7 +7,9 @@ import type { Page } from 'playwright-core'
 import type { Agent } from '../agent/agent.js'
 import { deviceSensors } from '../devices-sim/models.js'
 import { registerDevices, startAgents, waitOnline } from './support/agents.js'
-import { launchChromium, SKIP_WITHOUT_CHROMIUM } from './support/browser.js'
+import { launchChromium, SKIP_WITHOUT_CHROMIUM, trustOnlyCertArg } from './support/browser.js'
+import { makeTestPki } from './support/tls.js'
+import { readFileSync } from 'node:fs'
 import { connectDevice, startTestHub, tempDir, waitFor } from './support/hub.js'
 import { topics } from '../protocol/index.js'
 import { killProc, startCli, startHubProc } from './support/procs.js'
@@ -272,6 +274,38 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
 
     expect(problems).toEqual([])
     shots.passed()
+  }, 120_000)
+
+  it('works over HTTPS, with an agent over mqtts://, trusting exactly the hub\'s certificate', async () => {
+    const tmp = tempDir('dashboard-tls')
+    cleanups.push(tmp.remove)
+    const pki = makeTestPki()
+    cleanups.push(pki.remove)
+    const hub = await startTestHub({ liveTickMs: 250, tlsCert: pki.hubCert, tlsKey: pki.hubKey }, undefined, { ca: pki.caCert })
+    cleanups.push(() => hub.stop())
+    expect(hub.httpUrl).toMatch(/^https:/)
+    const [dev] = await registerDevices(hub, 'tls-ui', 1)
+    const agents = await startAgents(hub.mqttsUrl!, tmp.dir, [dev!], { caFile: pki.caCert, sampleIntervalMs: 500 }, { sensors: deviceSensors(3, 0, { tickMs: 500 }) })
+    cleanups.push(async () => { await Promise.allSettled(agents.map((a) => a.stop())) })
+    await waitOnline(hub, [dev!.id])
+
+    // Without the pin the private CA is refused: the browser checks, and the pin is what lets it in.
+    const untrusting = await launchChromium()
+    cleanups.push(untrusting.close)
+    const refused = await untrusting.browser.newPage()
+    await expect(refused.goto(`${hub.httpUrl}/ui/`)).rejects.toThrow(/ERR_CERT_AUTHORITY_INVALID/)
+
+    const { browser, close } = await launchChromium([trustOnlyCertArg(readFileSync(pki.hubCert, 'utf8'))])
+    cleanups.push(close)
+    const page = await browser.newPage()
+    const { problems, apiErrors } = watchPage(page)
+    await page.goto(`${hub.httpUrl}/ui/`)
+    await logIn(page, hub.running.adminToken)
+    await page.waitForSelector(`[data-device="${dev!.id}"]`)
+    await page.goto(`${hub.httpUrl}/ui/#/devices/${dev!.id}`)
+    await page.waitForFunction(() => Array.from(document.querySelectorAll<HTMLElement>('.chart')).some((c) => Number(c.dataset.points) > 0), undefined, { timeout: 30_000 })
+    expect(problems).toEqual([])
+    expect(apiErrors).toEqual([])
   }, 120_000)
 
   it('is readable on a 390 px phone and a 1280 px screen: tables, times, chart units, no empty legend, no null', async () => {
