@@ -14,7 +14,7 @@ import { connectDevice, tempDir, waitFor } from './support/hub.js'
  * metrics say which limit fired.
  */
 
-const cleanups: Array<() => Promise<unknown> | unknown> = []
+const cleanups: Array<() => unknown> = []
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!()
 })
@@ -71,7 +71,7 @@ describe('connection limits at the hub', () => {
     for (let i = 0; i < 10_000; i++) filters[i.toString(36).padStart(3, '0')] = { qos: 0 }
     const flooder: MqttClient = await mqtt.connectAsync(hub.url, { clientId: 'dev-b', username: 'dev-b', password: token, reconnectPeriod: 0, keepalive: 30 })
     cleanups.push(() => flooder.endAsync(true))
-    const closed = new Promise((resolve) => flooder.once('close', resolve))
+    const closed = new Promise<void>((resolve) => flooder.once('close', () => resolve()))
     flooder.subscribe(filters, () => undefined)
     await closed
     // A well-behaved device is served meanwhile.
