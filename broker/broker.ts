@@ -6,10 +6,13 @@ import { canPublish, canSubscribe } from './acl.js'
 import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
 import { ConnectionTable } from './connections.js'
 import { GuardError, PacketGuard } from './packet-guard.js'
-import { createTokenBucket } from './rate-limiter.js'
+import { createKeyedTokenBuckets, createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
+import { createPendingSockets, decideAccept } from './accept-policy.js'
+import { decideSubscribeLimit } from './subscribe-limits.js'
+import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../common/log-limiter.js'
 import type {
-  Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, ListeningPorts, MessageHandler, Principal,
+  Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, LimitCounts, ListeningPorts, MessageHandler, Principal,
 } from './types.js'
 
 /**
@@ -24,6 +27,14 @@ export const PACKET_HEADROOM_BYTES = 1024
 function principalKey(p: Principal): string {
   return p.kind === 'device' ? `device:${p.id}` : p.kind === 'observer' ? `observer:${p.name}` : 'anonymous'
 }
+
+/** Whose connect bucket a CONNECT spends (M14d): the principal's, or for anonymous clients their source address's. */
+function rateKey(p: Principal, remoteAddress: string | undefined): string {
+  return p.kind === 'anonymous' ? `anonymous:${remoteAddress ?? ''}` : principalKey(p)
+}
+
+/** Per-client connect buckets kept at most; past it the least recently used are forgotten. */
+const MAX_RATE_KEYS = 100_000
 
 /**
  * Bytes that may wait unsent in a lossy (observer, anonymous) client's socket,
@@ -50,11 +61,23 @@ export function createBroker(options: BrokerOptions): Broker {
   const events = new EventEmitter()
   const table = new ConnectionTable()
   const bucket = createTokenBucket({ ratePerSec: options.connectRatePerSec, burst: options.connectBurst, clock: options.clock })
+  const clientBuckets = createKeyedTokenBuckets({
+    ratePerSec: options.clientConnectRatePerSec, burst: options.clientConnectBurst, clock: options.clock, maxKeys: MAX_RATE_KEYS,
+  })
   const authFailures = createAuthFailures({ ...AUTH_FAILURE_DEFAULTS, clock: options.clock })
+  // Every line a client's packets can make the broker write goes through here (M24).
+  const limitedLog = createLogLimiter({ ...LOG_LIMITER_DEFAULTS, logger: log, clock: options.clock })
   const connectPackets = new WeakMap<Client, ConnectPacket>()
   const sockets = new Set<PacketGuard>()
+  const pending = createPendingSockets<PacketGuard>()
+  // Filters a connection holds, and the position in its SUBSCRIBE of each filter past maxFiltersPerSubscribe.
+  const held = new WeakMap<Client, Set<string>>()
+  const overPacketCap = new WeakMap<object, number>()
   const policy: ConnectPolicy = options
   const counters = { acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0, violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0 }
+  const limits: { -readonly [K in keyof LimitCounts]: number } = {
+    pendingPerAddress: 0, pendingEvicted: 0, maxConnections: 0, banned: 0, clientRate: 0, globalRate: 0, filtersPerSubscribe: 0, subscriptionsPerClient: 0,
+  }
 
   let server: Server | undefined
   let tlsServer: TlsServer | undefined
@@ -99,25 +122,27 @@ export function createBroker(options: BrokerOptions): Broker {
   ): void {
     const packet = connectPackets.get(client)
     connectPackets.delete(client)
+    // Its CONNECT is being decided now: the socket no longer counts as pending.
+    if (client.conn instanceof PacketGuard) pending.settle(client.conn)
     // A CONNECT still in aedes's pipeline when the broker closes: the stores behind the checks
     // may be closed already (the hub closes its database next), so it is refused unchecked, quietly.
     if (closing !== undefined) {
       done(new Refusal(3, 'the broker is closing'), null)
       return
     }
-    const decision = decide(client, packet, username, password)
+    const remoteAddress = client.conn instanceof PacketGuard ? client.conn.remoteAddress : undefined
+    const decision = decide(client, packet, username, password, remoteAddress)
     if (decision.ok) {
       accept(client, decision.principal)
       done(null, true)
       return
     }
-    const remoteAddress = client.conn instanceof PacketGuard ? client.conn.remoteAddress : undefined
-    const context = { clientId: packet?.clientId, username, remoteAddress, code: decision.code, reason: decision.reason }
+    const context = { clientId: packet?.clientId, username, code: decision.code, reason: decision.reason }
     counters.connectsRefused++
     if (decision.code === 'RATE_LIMITED') {
-      log.debug(context, 'connect refused')
+      limitedLog.log('debug', { remoteAddress }, context, 'connect refused')
     } else {
-      log.warn(context, 'connect refused')
+      limitedLog.log('warn', { remoteAddress }, context, 'connect refused')
       violation({ clientId: packet?.clientId, remoteAddress }, decision.code, decision.reason)
       if (authFailures.failed(remoteAddress)) {
         log.warn({ remoteAddress, banMs: AUTH_FAILURE_DEFAULTS.banMs }, 'too many refused CONNECTs from this address: its new connections are closed for a while')
@@ -127,7 +152,7 @@ export function createBroker(options: BrokerOptions): Broker {
   }
 
   function decide(client: Client, packet: ConnectPacket | undefined,
-    username: string | undefined, password: Buffer | undefined): ConnectDecision {
+    username: string | undefined, password: Buffer | undefined, remoteAddress: string | undefined): ConnectDecision {
     if (packet === undefined) return refuse('CREDENTIALS_REFUSED', 'no CONNECT packet seen')
     const will = packet.will
     let decision: ConnectDecision
@@ -148,8 +173,21 @@ export function createBroker(options: BrokerOptions): Broker {
       log.error({ err, clientId: client.id }, 'credential check threw')
       return { ok: false, code: 'CREDENTIALS_REFUSED', returnCode: 3, reason: 'credential check failed' }
     }
+    if (!decision.ok) return decision
     // Only CONNECTs that authenticated take a token: refused ones cannot use up a fleet's reconnects.
-    if (decision.ok && !bucket.take()) return refuse('RATE_LIMITED', 'connect rate limit')
+    // The client's own bucket first (M14d): a client in a reconnect loop is refused there and never
+    // reaches the global bucket, which stays the last line for a whole fleet at once.
+    const key = rateKey(decision.principal, remoteAddress)
+    if (!clientBuckets.take(key)) {
+      limits.clientRate++
+      return refuse('RATE_LIMITED', 'connect rate limit of this client (clientConnectRatePerSec)')
+    }
+    if (!bucket.take()) {
+      // Not admitted, so not charged: the client's next try is not held against it.
+      clientBuckets.refund(key)
+      limits.globalRate++
+      return refuse('RATE_LIMITED', 'connect rate limit of the broker (connectRatePerSec)')
+    }
     return decision
   }
 
@@ -175,7 +213,7 @@ export function createBroker(options: BrokerOptions): Broker {
       done(null)
       return
     }
-    log.warn({ clientId: client.id, topic: packet.topic, reason: verdict.reason }, 'publish denied, closing connection')
+    limitedLog.log('warn', { clientId: client.id }, { topic: packet.topic, reason: verdict.reason }, 'publish denied, closing connection')
     table.noteReason(client, 'kicked', `${verdict.code}: ${verdict.reason}`)
     violation(partialInfo(client), verdict.code, verdict.reason, packet.topic)
     // In 3.1.1 an error here closes the connection: there is no negative PUBACK.
@@ -184,15 +222,52 @@ export function createBroker(options: BrokerOptions): Broker {
 
   function authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
     const principal = table.principalOf(client)
-    const verdict = principal === undefined ? { ok: false as const, reason: 'not authenticated' } : canSubscribe(principal, sub.topic)
+    let filters = held.get(client)
+    if (filters === undefined) {
+      filters = new Set()
+      held.set(client, filters)
+    }
+    // The caps first: they are cheaper than the ACL and say more about a flood of filters.
+    const capped = decideSubscribeLimit({ indexInPacket: overPacketCap.get(sub) ?? 0, held: filters.size, alreadyHeld: filters.has(sub.topic) }, options)
+    const verdict = !capped.ok ? capped
+      : principal === undefined ? { ok: false as const, reason: 'not authenticated' } : canSubscribe(principal, sub.topic)
     if (verdict.ok) {
+      filters.add(sub.topic)
       done(null, sub)
       return
     }
-    log.warn({ clientId: client.id, filter: sub.topic, reason: verdict.reason }, 'subscribe denied')
-    violation(partialInfo(client), 'SUBSCRIBE_DENIED', verdict.reason)
+    if (!capped.ok) limits[capped.limit]++
+    limitedLog.log('warn', { clientId: client.id }, { filter: sub.topic, reason: verdict.reason }, 'subscribe denied')
+    violation(partialInfo(client), capped.ok ? 'SUBSCRIBE_DENIED' : 'SUBSCRIBE_LIMIT', verdict.reason)
     // null (not an error) makes aedes answer SUBACK 0x80 for this filter and keep the connection [MQTT-3.9.3].
     done(null, null)
+  }
+
+  /**
+   * Notes the position of each filter past maxFiltersPerSubscribe in its
+   * SUBSCRIBE. authorizeSubscribe sees one filter at a time, never its packet,
+   * so this listens on the client's MQTT parser ahead of aedes: aedes 1.x keeps
+   * it as `_parser`, which is not public API. Without it (a later aedes) the
+   * per-SUBSCRIBE cap is off, maxSubscriptionsPerClient still applies, the
+   * broker says so once, and broker.subscribe-limits.test.ts fails.
+   */
+  let parserMissingLogged = false
+  function notePacketPositions(client: Client): void {
+    const parser = (client as unknown as { _parser?: unknown })._parser
+    if (!(parser instanceof EventEmitter)) {
+      if (!parserMissingLogged) log.error('aedes client has no MQTT parser to listen on: maxFiltersPerSubscribe is not enforced')
+      parserMissingLogged = true
+      return
+    }
+    const cap = options.maxFiltersPerSubscribe
+    parser.prependListener('packet', (packet: { cmd?: unknown; subscriptions?: unknown }) => {
+      if (packet.cmd !== 'subscribe' || !Array.isArray(packet.subscriptions)) return
+      const subs: unknown[] = packet.subscriptions
+      for (let i = cap; i < subs.length; i++) {
+        const sub = subs[i]
+        if (typeof sub === 'object' && sub !== null) overPacketCap.set(sub, i)
+      }
+    })
   }
 
   // Retained replays (retain set) stream at the subscriber's own pace, so only live forwards are dropped.
@@ -234,6 +309,12 @@ export function createBroker(options: BrokerOptions): Broker {
     emit('disconnected', ended.info, ended.reason, ended.detail)
   })
 
+  // An unsubscribed filter no longer counts against maxSubscriptionsPerClient.
+  aedes.on('unsubscribe', (topics, client) => {
+    const filters = held.get(client)
+    if (filters !== undefined) for (const t of topics) filters.delete(t)
+  })
+
   aedes.on('keepaliveTimeout', (client) => {
     table.noteReason(client, 'keepalive-timeout')
   })
@@ -259,7 +340,7 @@ export function createBroker(options: BrokerOptions): Broker {
       log.warn({ clientId: info.clientId, detail: err.message }, 'slow consumer cut off')
     } else if (code !== undefined) {
       table.noteReason(client, 'kicked', `${code}: ${err.message}`)
-      log.warn({ clientId: info.clientId, remoteAddress: info.remoteAddress, code, detail: err.message }, 'packet refused, closing connection')
+      limitedLog.log('warn', { remoteAddress: info.remoteAddress }, { clientId: info.clientId, code, detail: err.message }, 'packet refused, closing connection')
       violation(info, code, err.message)
     } else {
       table.noteReason(client, 'connection-lost', err.message)
@@ -267,21 +348,40 @@ export function createBroker(options: BrokerOptions): Broker {
     }
   }
 
-  // --- TCP listener ---
+  // --- listeners ---
 
-  function onConnection(socket: Socket): void {
-    if (closing === undefined && authFailures.banned(socket.remoteAddress)) {
-      counters.acceptsRefused++
-      socket.destroy()
-      return
-    }
-    if (closing !== undefined || sockets.size >= options.maxConnections) {
-      if (closing === undefined) {
+  /**
+   * Takes an accepted socket or closes it (accept-policy.ts). Every listener
+   * hands its sockets here, so the limits on sockets that have not sent
+   * CONNECT yet (M15b) hold across all of them.
+   */
+  function admit(socket: Socket): void {
+    const remoteAddress = socket.remoteAddress
+    const decision = decideAccept({
+      closing: closing !== undefined,
+      banned: closing === undefined && authFailures.banned(remoteAddress),
+      sockets: sockets.size,
+      pending: pending.size,
+      pendingFromAddress: pending.fromAddress(remoteAddress),
+    }, options)
+    if (!decision.ok) {
+      if (decision.cause !== 'closing') {
         counters.acceptsRefused++
-        log.debug({ remoteAddress: socket.remoteAddress, open: sockets.size }, 'connection refused: maxConnections')
+        const cause = decision.cause === 'pending-per-address' ? 'pendingPerAddress' : decision.cause === 'max-connections' ? 'maxConnections' : 'banned'
+        limits[cause]++
+        limitedLog.log('debug', { remoteAddress }, { open: sockets.size, pending: pending.size }, `connection refused at accept: ${decision.cause}`)
       }
       socket.destroy()
       return
+    }
+    if (decision.evictOldestPending) {
+      const oldest = pending.oldest()
+      if (oldest !== undefined) {
+        pending.settle(oldest)
+        limits.pendingEvicted++
+        limitedLog.log('debug', { remoteAddress: oldest.remoteAddress }, { pending: pending.size }, 'closed the socket waiting longest for its CONNECT: maxPendingConnections reached')
+        oldest.destroy()
+      }
     }
     // Nagle plus the peer's delayed ACK adds ~40 ms to every small request/response.
     socket.setNoDelay(true)
@@ -290,8 +390,16 @@ export function createBroker(options: BrokerOptions): Broker {
       drainTimeoutMs: options.drainTimeoutMs,
     })
     sockets.add(guard)
-    guard.once('close', () => sockets.delete(guard))
-    aedes.handle(guard)
+    pending.add(guard, remoteAddress)
+    guard.once('close', () => {
+      sockets.delete(guard)
+      pending.settle(guard)
+    })
+    notePacketPositions(aedes.handle(guard))
+  }
+
+  function onConnection(socket: Socket): void {
+    admit(socket)
   }
 
   /** Binds one listener; a failure to listen (a port in use) is the caller's to report, once, in its own words. */
@@ -353,6 +461,7 @@ export function createBroker(options: BrokerOptions): Broker {
     // aedes closes registered clients only; sockets still before or inside CONNECT go here.
     for (const guard of sockets) guard.destroy()
     await serverClosed
+    limitedLog.close()
     log.info('broker closed')
   }
 
@@ -457,7 +566,8 @@ export function createBroker(options: BrokerOptions): Broker {
     },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)
-      if (client === undefined) return
+      // Already closing: callers such as the bad-message budget ask again for every message over it.
+      if (client === undefined || client.closed) return
       log.info({ clientId, reason }, 'disconnecting client')
       table.noteReason(client, 'kicked', reason)
       client.close()
@@ -484,7 +594,7 @@ export function createBroker(options: BrokerOptions): Broker {
       events.on(event, listener as (...args: unknown[]) => void)
     },
     stats(): BrokerStats {
-      return { connections: table.size, sockets: sockets.size, ...counters }
+      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, limits: { ...limits } }
     },
     close() {
       closing ??= shutdown()
@@ -502,11 +612,16 @@ function validateOptions(o: BrokerOptions): void {
     maxPayloadBytes: o.maxPayloadBytes, maxConnections: o.maxConnections, connectRatePerSec: o.connectRatePerSec,
     connectBurst: o.connectBurst, keepaliveMinSec: o.keepaliveMinSec, keepaliveMaxSec: o.keepaliveMaxSec,
     drainTimeoutMs: o.drainTimeoutMs, connectTimeoutMs: o.connectTimeoutMs,
+    maxPendingConnections: o.maxPendingConnections, maxPendingPerAddress: o.maxPendingPerAddress,
+    clientConnectRatePerSec: o.clientConnectRatePerSec, clientConnectBurst: o.clientConnectBurst,
+    maxFiltersPerSubscribe: o.maxFiltersPerSubscribe, maxSubscriptionsPerClient: o.maxSubscriptionsPerClient,
   }
   for (const [name, value] of Object.entries(positive)) {
     if (!(Number.isFinite(value) && value > 0)) problems.push(`${name} must be a positive number`)
   }
   if (o.keepaliveMinSec > o.keepaliveMaxSec) problems.push('keepaliveMinSec must not exceed keepaliveMaxSec')
+  if (o.maxPendingPerAddress > o.maxPendingConnections) problems.push('maxPendingPerAddress must not exceed maxPendingConnections')
+  if (o.clientConnectBurst < 1) problems.push('clientConnectBurst must be at least 1')
   if (o.keepaliveMaxSec > 65535) problems.push('keepaliveMaxSec must fit MQTT\'s 16-bit keepalive')
   if (problems.length > 0) throw new RangeError(`invalid broker options: ${problems.join('; ')}`)
 }

@@ -59,9 +59,27 @@ export interface BrokerOptions {
   readonly allowAnonymous: boolean
   /** Concurrent connections above this are refused at accept. */
   readonly maxConnections: number
-  /** Token bucket for new CONNECTs: sustained rate and burst. Over it: CONNACK 3. */
+  /**
+   * Sockets waiting for their CONNECT to be decided, from all sources; when
+   * full, the one waiting longest is closed to make room (accept-policy.ts, M15b).
+   */
+  readonly maxPendingConnections: number
+  /** The same, from one source address; over it a new socket is closed at accept. */
+  readonly maxPendingPerAddress: number
+  /**
+   * Token bucket per client (device id, observer name, or anonymous source
+   * address), checked before the global one: a client reconnecting in a loop
+   * gets CONNACK 3 from its own bucket and leaves the others' tokens alone (M14d).
+   */
+  readonly clientConnectRatePerSec: number
+  readonly clientConnectBurst: number
+  /** Token bucket for new CONNECTs of all clients: sustained rate and burst. Over it: CONNACK 3. */
   readonly connectRatePerSec: number
   readonly connectBurst: number
+  /** Filters of one SUBSCRIBE past this many get SUBACK 0x80 (M24). */
+  readonly maxFiltersPerSubscribe: number
+  /** Subscriptions one connection may hold; new filters past it get SUBACK 0x80 (M24). */
+  readonly maxSubscriptionsPerClient: number
   /** Keepalive (seconds) outside [min, max] is refused; 0 (no keepalive) counts as outside. */
   readonly keepaliveMinSec: number
   readonly keepaliveMaxSec: number
@@ -102,7 +120,8 @@ export interface BrokerEvents {
   /**
    * A client broke a rule (already logged). Codes: PUBLISH_DENIED (connection
    * closed), SUBSCRIBE_DENIED (SUBACK 0x80, stays connected),
-   * PAYLOAD_TOO_LARGE, MALFORMED_PACKET, and the CONNECT refusals of
+   * SUBSCRIBE_LIMIT (SUBACK 0x80: maxFiltersPerSubscribe or
+   * maxSubscriptionsPerClient), PAYLOAD_TOO_LARGE, MALFORMED_PACKET, and the CONNECT refusals of
    * connect-policy.ts (EMPTY_ID_PERSISTENT, BAD_CLIENT_ID,
    * KEEPALIVE_OUT_OF_RANGE, ANONYMOUS_REFUSED, BAD_CREDENTIALS,
    * CREDENTIALS_REFUSED, PRINCIPAL_MISMATCH, WILL_DENIED). Rate-limited
@@ -125,12 +144,34 @@ export interface InboundMessage {
  */
 export type MessageHandler = (message: InboundMessage) => void | Promise<void>
 
+/** How often each connection limit fired, so an operator can tell which one to tune. */
+export interface LimitCounts {
+  /** Sockets closed at accept: their address already had maxPendingPerAddress sockets waiting for CONNECT. */
+  readonly pendingPerAddress: number
+  /** Sockets waiting longest for their CONNECT, closed to make room when maxPendingConnections were waiting. */
+  readonly pendingEvicted: number
+  /** Sockets closed at accept because maxConnections were open. */
+  readonly maxConnections: number
+  /** Sockets closed at accept because their address failed authentication too often (auth-failures.ts). */
+  readonly banned: number
+  /** CONNACK 3 from the client's own bucket (clientConnectRatePerSec). */
+  readonly clientRate: number
+  /** CONNACK 3 from the global bucket (connectRatePerSec). */
+  readonly globalRate: number
+  /** Filters answered 0x80 because their SUBSCRIBE had more than maxFiltersPerSubscribe. */
+  readonly filtersPerSubscribe: number
+  /** Filters answered 0x80 because the client held maxSubscriptionsPerClient. */
+  readonly subscriptionsPerClient: number
+}
+
 export interface BrokerStats {
   /** Authenticated clients connected now. */
   readonly connections: number
   /** TCP connections open now, authenticated or not. */
   readonly sockets: number
-  /** Sockets destroyed at accept because maxConnections were open. */
+  /** Sockets open now whose CONNECT is not decided yet. */
+  readonly pending: number
+  /** Sockets destroyed at accept (banned source, maxPendingPerAddress, maxConnections). */
   readonly acceptsRefused: number
   /** CONNACK 0 sent. */
   readonly connectsAccepted: number
@@ -141,6 +182,7 @@ export interface BrokerStats {
   readonly forwardsDropped: number
   /** TLS handshakes that failed or timed out (a client that does not trust our certificate, a scanner, a stalled socket). */
   readonly tlsHandshakesFailed: number
+  readonly limits: LimitCounts
 }
 
 /** The bound ports: `port` is the plaintext listener's, 0 when it is off; `tlsPort` is present when TLS is on. */

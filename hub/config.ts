@@ -36,8 +36,19 @@ export const HubConfigSchema = Type.Object({
   // Agents build batches up to the protocol's 64 KiB: a lower cap would refuse them forever.
   maxPayloadBytes: Type.Integer({ minimum: LIMITS.maxPayloadBytes, maximum: 16 * 1024 * 1024 }),
   maxConnections: Type.Integer({ minimum: 1 }),
+  /** Sockets that have not had their CONNECT decided, from all sources; kept below maxConnections (M15b). */
+  maxPendingConnections: Type.Integer({ minimum: 1 }),
+  /** The same from one source address. */
+  maxPendingPerAddress: Type.Integer({ minimum: 1 }),
+  /** Each client's own connect bucket (device, observer, or anonymous address), before the global one (M14d). */
+  clientConnectRatePerSec: Type.Number({ exclusiveMinimum: 0 }),
+  clientConnectBurst: Type.Integer({ minimum: 1 }),
   connectRatePerSec: Type.Number({ exclusiveMinimum: 0 }),
   connectBurst: Type.Integer({ minimum: 1 }),
+  /** Filters of one SUBSCRIBE past this get SUBACK 0x80 (M24). */
+  maxFiltersPerSubscribe: Type.Integer({ minimum: 1, maximum: 65535 }),
+  /** Subscriptions one connection may hold (M24). */
+  maxSubscriptionsPerClient: Type.Integer({ minimum: 1 }),
   keepaliveMinSec: Type.Integer({ minimum: 1 }),
   keepaliveMaxSec: Type.Integer({ minimum: 1, maximum: 65535 }),
   drainTimeoutMs: Type.Integer({ minimum: 100 }),
@@ -92,8 +103,14 @@ export const HUB_DEFAULTS: HubConfig = {
   logLevel: 'info',
   maxPayloadBytes: LIMITS.maxPayloadBytes,
   maxConnections: 20_000,
+  maxPendingConnections: 1000,
+  maxPendingPerAddress: 100,
+  clientConnectRatePerSec: 1,
+  clientConnectBurst: 10,
   connectRatePerSec: 500,
   connectBurst: 1000,
+  maxFiltersPerSubscribe: 100,
+  maxSubscriptionsPerClient: 1000,
   keepaliveMinSec: 1,
   keepaliveMaxSec: 3600,
   drainTimeoutMs: 5000,
@@ -164,6 +181,13 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
   }
   const config = merged as HubConfig
   if (config.keepaliveMinSec > config.keepaliveMaxSec) throw new ConfigError('keepaliveMinSec must not exceed keepaliveMaxSec')
+  // Room for authenticated clients whatever the sockets without a CONNECT do (M15b).
+  if (config.maxPendingConnections >= config.maxConnections) {
+    throw new ConfigError(`maxPendingConnections (${config.maxPendingConnections}) must be below maxConnections (${config.maxConnections}), so sockets that have not sent CONNECT cannot take every slot; lower it (a tenth of maxConnections is plenty) or raise maxConnections`)
+  }
+  if (config.maxPendingPerAddress > config.maxPendingConnections) {
+    throw new ConfigError(`maxPendingPerAddress (${config.maxPendingPerAddress}) must not exceed maxPendingConnections (${config.maxPendingConnections})`)
+  }
   if (!cron.validate(config.retentionCron)) throw new ConfigError(`retentionCron "${config.retentionCron}" is not a valid cron expression`)
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new ConfigError(`TLS needs both the certificate and its key: give --tls-cert and --tls-key ("tlsCert" and "tlsKey" in the config file); only ${config.tlsCert === undefined ? 'the key' : 'the certificate'} was given`)

@@ -32,6 +32,8 @@ import { VERSION } from '../common/version.js'
 
 /** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
 const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
+/** Broker refusals that leave the client connected, counted against its bad-message budget. */
+const BROKER_REFUSALS_STRUCK = new Set(['SUBSCRIBE_DENIED', 'SUBSCRIBE_LIMIT'])
 
 export interface HubDeps {
   readonly logger: Logger
@@ -117,8 +119,14 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       maxPayloadBytes: config.maxPayloadBytes,
       allowAnonymous: config.allowAnonymous,
       maxConnections: config.maxConnections,
+      maxPendingConnections: config.maxPendingConnections,
+      maxPendingPerAddress: config.maxPendingPerAddress,
+      clientConnectRatePerSec: config.clientConnectRatePerSec,
+      clientConnectBurst: config.clientConnectBurst,
       connectRatePerSec: config.connectRatePerSec,
       connectBurst: config.connectBurst,
+      maxFiltersPerSubscribe: config.maxFiltersPerSubscribe,
+      maxSubscriptionsPerClient: config.maxSubscriptionsPerClient,
       keepaliveMinSec: config.keepaliveMinSec,
       keepaliveMaxSec: config.keepaliveMaxSec,
       drainTimeoutMs: config.drainTimeoutMs,
@@ -205,6 +213,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // Payloads the broker refused before they reached the hub (another device's topic,
     // oversized) are recorded with the dead letters, so operators see every refusal in one place.
     broker.on('violation', (info, code, detail, topic) => {
+      // A refused filter is answered SUBACK 0x80 and the client stays, so this budget is what ends a flood of them (M24).
+      if (BROKER_REFUSALS_STRUCK.has(code)) ingress.badMessage(info.clientId)
       if (!BROKER_REFUSALS_KEPT.has(code)) return
       deadLetters.add({
         ts: clock.now(), deviceId: info.principal?.kind === 'device' ? info.principal.id : undefined, clientId: info.clientId,

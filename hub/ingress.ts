@@ -137,5 +137,14 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
     }
   }
 
-  return { handle }
+  return {
+    handle,
+    /**
+     * A bad message the broker saw for itself (a refused SUBSCRIBE filter, M24):
+     * it counts against the same budget as an undecodable payload.
+     */
+    badMessage(clientId: string | undefined): void {
+      strike(clientId, clock.now())
+    },
+  }
 }

@@ -66,7 +66,16 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   const broker = sources.broker
   m.gauge('broker_connections', 'Authenticated MQTT clients connected now.', () => broker().connections)
   m.gauge('broker_sockets', 'TCP connections open now, authenticated or not.', () => broker().sockets)
-  m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept because maxConnections were open.', () => broker().acceptsRefused)
+  m.gauge('broker_pending_sockets', 'Sockets open now whose CONNECT is not decided yet.', () => broker().pending)
+  m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept (banned source, maxPendingPerAddress, maxConnections).', () => broker().acceptsRefused)
+  // One series per limit, so an operator sees which one fired (docs/security.md says how to tune each).
+  m.counterBy('broker_limit_refusals_total', 'Refusals by the connection limit that fired.', 'limit', () => {
+    const l = broker().limits
+    return {
+      pending_per_address: l.pendingPerAddress, pending_evicted: l.pendingEvicted, max_connections: l.maxConnections, banned: l.banned,
+      client_rate: l.clientRate, global_rate: l.globalRate, filters_per_subscribe: l.filtersPerSubscribe, subscriptions_per_client: l.subscriptionsPerClient,
+    }
+  })
   m.counter('broker_connects_accepted_total', 'CONNECTs accepted (CONNACK 0).', () => broker().connectsAccepted)
   m.counter('broker_connects_refused_total', 'CONNECTs refused (CONNACK 1-5: rate limit, policy, credentials, protocol version).', () => broker().connectsRefused)
   m.counter('broker_violations_total', 'Rule breaks: refused CONNECTs, publishes, subscriptions and packets.', () => broker().violations)
