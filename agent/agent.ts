@@ -286,7 +286,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         userModule?.handlers ?? {},
         deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
       )
-      ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous })
+      ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous, logger: log })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
       outbox = o
       const queue = new JobQueue(ledger, {
