@@ -16,6 +16,7 @@ import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
 import { JobReporter, type JobReporterStats } from './job-reporter.js'
 import { JobRunner } from './job-runner.js'
 import { Ledger } from './ledger.js'
+import { compileShellAllow, shellAllowWarnings } from './shell-allow.js'
 import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
@@ -286,7 +287,9 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         userModule?.handlers ?? {},
         deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
       )
-      ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous })
+      // A plain entry allows any arguments: say so at start for commands that run other commands (#12 section 4).
+      for (const w of shellAllowWarnings(compileShellAllow(config.shellAllow).rules)) log.warn({ component: 'shell' }, w)
+      ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous, logger: log })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
       outbox = o
       const queue = new JobQueue(ledger, {

@@ -67,7 +67,19 @@ export const AgentConfigFile = Type.Object({
   jobConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
   pullIntervalMs: Type.Optional(Ms(1000, 86_400_000)),
   commandConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
-  shellAllow: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 1000 })),
+  // Three forms (agent/shell-allow.ts): "cmd" (any arguments), ["cmd", "arg", ...]
+  // (exactly this argv), {"cmd", "args": ["arg" | {"pattern": "regex"}]} (#12 section 4).
+  shellAllow: Type.Optional(Type.Array(Type.Union([
+    Type.String({ minLength: 1, maxLength: 4096 }),
+    Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 256 }),
+    Type.Object({
+      cmd: Type.String({ minLength: 1, maxLength: 4096 }),
+      args: Type.Array(Type.Union([
+        Type.String({ maxLength: 4096 }),
+        Type.Object({ pattern: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: false }),
+      ]), { maxItems: 256 }),
+    }, { additionalProperties: false }),
+  ]), { maxItems: 1000 })),
   shellMaxOutputBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 * 1024 * 1024 })),
   handlersModule: Type.Optional(Type.String({ minLength: 1 })),
   schedules: Type.Optional(Type.Array(ScheduleSchema, { maxItems: 100 })),

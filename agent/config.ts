@@ -10,6 +10,7 @@ import { AgentConfigFileValidator } from './config-validator.generated.js'
 import { SIM_MODELS, type SimulatedSensorConfig } from './sensors.js'
 import { tlsConfigIssues } from './hub-tls.js'
 import { cronProblem, isTimeZone, type LocalSchedule } from './local-schedules.js'
+import { compileShellAllow, type ShellAllowEntry } from './shell-allow.js'
 
 export type { AgentConfigInput }
 
@@ -68,7 +69,8 @@ export interface AgentConfig {
   /** Commands run at once; a command beyond it is answered BUSY. */
   readonly commandConcurrency: number
   /** Commands the `shell` task may run, matched exactly; absolute paths recommended. */
-  readonly shellAllow: readonly string[]
+  /** Entries in the three forms of agent/shell-allow.ts; patterns already checked to compile. */
+  readonly shellAllow: readonly ShellAllowEntry[]
   /** Cap on each of a shell command's stdout and stderr, in bytes (the head is kept). */
   readonly shellMaxOutputBytes: number
   /** Absolute path of an ES module exporting `handlers` (task name -> job handler) and/or `commands` (command name -> command handler). */
@@ -122,7 +124,7 @@ const HINTS: Record<string, string> = {
   jobConcurrency: '1..256',
   commandConcurrency: '1..1024',
   pullIntervalMs: 'at least "1s"; e.g. "5m"',
-  shellAllow: 'a list of exact commands, e.g. ["/usr/bin/uptime"]',
+  shellAllow: 'a list of entries: "/usr/bin/uptime" (any arguments), ["/usr/bin/systemctl", "restart", "pump"] (exactly this argv) or {"cmd": "/usr/bin/systemctl", "args": ["restart", {"pattern": "pump|fan"}]}',
   cron: 'e.g. "*/5 * * * *" (5 fields, or 6 with seconds first)',
 }
 
@@ -216,6 +218,8 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
       ...(s.timezone !== undefined ? { timezone: s.timezone } : {}),
     }))
   }
+
+  issues.push(...compileShellAllow(input.shellAllow ?? []).issues)
 
   if (input.hub === undefined) issues.push('hub: required; pass --hub mqtt://HOST:PORT or set "hub" in the config file')
   else if (!isHubUrl(input.hub)) issues.push(`hub: ${JSON.stringify(input.hub)} is not an MQTT URL${hintFor('hub')}`)

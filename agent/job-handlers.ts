@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url'
 import type { Logger } from '../common/logger.js'
 import { isTaskName, TASK_NAME_PATTERN } from '../protocol/ids.js'
 import { LIMITS } from '../protocol/limits.js'
+import { compileShellAllow, matchShellAllow, refusalMessage, type ShellAllowEntry, type ShellAllowRule } from './shell-allow.js'
 
 /**
  * Job handlers: what a task name runs. A handler gets a JobContext and
@@ -63,8 +64,8 @@ export function rejectJob(code: string, message: string): JobError {
 }
 
 export interface BuiltinOptions {
-  /** Commands the shell task may run, matched exactly against the payload's cmd. */
-  readonly shellAllow: readonly string[]
+  /** What the shell task may run, in the forms of agent/shell-allow.ts. */
+  readonly shellAllow: readonly ShellAllowEntry[]
   /** Each of stdout and stderr is capped at this many bytes (the head is kept). */
   readonly shellMaxOutputBytes: number
 }
@@ -72,11 +73,15 @@ export interface BuiltinOptions {
 export const BUILTIN_TASKS = ['echo', 'sleep', 'sensors.sample', 'shell'] as const
 
 export function builtinHandlers(options: BuiltinOptions): Record<string, JobHandler> {
+  const compiled = compileShellAllow(options.shellAllow)
+  // resolveAgentConfig reports these with the other config problems; a caller that skipped it learns here.
+  if (compiled.issues.length > 0) throw new Error(`invalid shellAllow: ${compiled.issues.join('; ')}`)
+  const shell = { rules: compiled.rules, shellMaxOutputBytes: options.shellMaxOutputBytes }
   return {
     'echo': (ctx) => ctx.payload,
     'sleep': sleepHandler,
     'sensors.sample': (ctx) => ctx.sampleSensors(),
-    'shell': (ctx) => shellHandler(ctx, options),
+    'shell': (ctx) => shellHandler(ctx, shell),
   }
 }
 
@@ -123,7 +128,7 @@ export interface ShellResult {
  * keeps the head of each stream, reads and discards the rest, and lets the
  * command finish.
  */
-function shellHandler(ctx: JobContext, options: BuiltinOptions): Promise<ShellResult> {
+function shellHandler(ctx: JobContext, options: { readonly rules: readonly ShellAllowRule[]; readonly shellMaxOutputBytes: number }): Promise<ShellResult> {
   const p = ctx.payload
   if (!isRecord(p) || typeof p.cmd !== 'string' || p.cmd === '' ||
       (p.args !== undefined && (!Array.isArray(p.args) || !p.args.every((a) => typeof a === 'string'))) ||
@@ -132,10 +137,8 @@ function shellHandler(ctx: JobContext, options: BuiltinOptions): Promise<ShellRe
   }
   const cmd = p.cmd
   const args: readonly string[] = p.args ?? []
-  if (!options.shellAllow.includes(cmd)) {
-    const allowed = options.shellAllow.length > 0 ? `allowed: ${options.shellAllow.join(', ')}` : 'nothing is allowed yet'
-    throw rejectJob('COMMAND_NOT_ALLOWED', `${JSON.stringify(cmd).slice(0, 200)} is not in this device's shellAllow list (${allowed}); add the exact command, preferably as an absolute path, to "shellAllow" in the agent config and restart the agent`)
-  }
+  const verdict = matchShellAllow(options.rules, cmd, args)
+  if (!verdict.allowed) throw rejectJob('COMMAND_NOT_ALLOWED', refusalMessage(cmd, args, verdict))
   const cap = options.shellMaxOutputBytes
   return new Promise((resolvePromise, rejectPromise) => {
     const child = spawn(cmd, args, { shell: false, stdio: ['ignore', 'pipe', 'pipe'], signal: ctx.signal, windowsHide: true })

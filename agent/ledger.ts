@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { migrate, openDatabase, type Db } from '../common/sqlite.js'
+import type { Logger } from '../common/logger.js'
+import { ensurePrivateDir } from '../common/private-files.js'
 
 /**
  * The device ledger: one SQLite file, `<dataDir>/ledger.db`, that holds
@@ -128,6 +130,8 @@ export interface LedgerOptions {
    * every record matters (e.g. metering); the ack protocol is correct with both.
    */
   readonly synchronous?: 'NORMAL' | 'FULL'
+  /** Gets the warning about a data dir open to others, and file-mode fixes. */
+  readonly logger?: Logger
 }
 
 /** Owns the ledger file's lifecycle; `close()` is safe to call twice. */
@@ -143,7 +147,10 @@ export class Ledger {
 
   constructor(options: LedgerOptions) {
     this.path = join(options.dataDir, LEDGER_FILE)
-    this.db = openDatabase(this.path, { synchronous: options.synchronous ?? 'NORMAL' })
+    // The ledger holds job results including shell output: the dir is 0700 when
+    // we make it, a warning when it exists open to others (#12 section 4).
+    ensurePrivateDir(options.dataDir, options.logger)
+    this.db = openDatabase(this.path, { synchronous: options.synchronous ?? 'NORMAL', logger: options.logger })
     try {
       // A small page cache: the outbox is append at the tail, read and delete
       // at the head, so hot pages are few; the 2 MiB default times 200 agents

@@ -39,8 +39,9 @@ const SCHEDULE_NAME = 'demo-sample'
 const OBSERVER_NAME = 'demo-viewer'
 /**
  * What the demo's devices let the built-in `shell` task run (the agent's
- * shellAllow: exact commands, nothing else), so the README's example works
- * here; harmless, and present on Linux and macOS alike.
+ * shellAllow, a plain entry: uptime with any arguments), so the README's
+ * example works here; harmless with any arguments, and present on Linux and
+ * macOS alike.
  */
 const DEMO_SHELL_ALLOW = ['/usr/bin/uptime']
 

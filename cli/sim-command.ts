@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { InvalidArgumentError } from 'commander'
 import { isRollcallError } from '../common/errors.js'
+import { ensurePrivateDir } from '../common/private-files.js'
 import { chaosSchedule, parseChaosSpec, type ChaosEvent } from '../devices-sim/chaos.js'
 import { externalHub, ownHub, type SimHub } from '../devices-sim/hub-control.js'
 import { PROFILE_CHOICES, type ProfileChoice } from '../devices-sim/profiles.js'
@@ -181,7 +182,7 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
   const out = new Console(plan.json, process.stderr.isTTY === true)
   const tempWork = plan.workDir === undefined
   const workDir = plan.workDir ?? mkdtempSync(join(tmpdir(), 'rollcall-sim-'))
-  mkdirSync(workDir, { recursive: true })
+  ensurePrivateDir(workDir) // the agents' ledgers (job results, shell output) go inside
   let hub: Promise<SimHub> | undefined
   const cleanup = async () => {
     // A hub still starting is waited for, so a Ctrl-C in the first second leaves no hub behind.

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
-import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
+import type { Logger } from './logger.js'
+import { ensurePrivateDir, ensurePrivateFile, tightenIfExists } from './private-files.js'
 
 export type Db = Database.Database
 
@@ -11,11 +12,31 @@ export interface OpenOptions {
    * power loss. Group commit makes FULL affordable on the hub.
    */
   readonly synchronous: 'FULL' | 'NORMAL'
+  /** Where "tightened hub.db from 0644 to 0600" goes. */
+  readonly logger?: Logger
 }
 
-/** Opens (creating folders as needed) a SQLite file in WAL mode. */
+/** The files SQLite keeps for one database in WAL mode. */
+export function sqliteFiles(path: string): readonly string[] {
+  return [path, `${path}-wal`, `${path}-shm`]
+}
+
+/**
+ * Opens a SQLite file in WAL mode, private to this user (#12 section 4): a
+ * missing folder is made 0700 (its parents as the umask makes them), a missing
+ * database file is made 0600 before SQLite opens it, and a database, WAL or
+ * SHM file left with looser bits is tightened to 0600. SQLite creates the WAL
+ * and SHM with the database file's mode (unix `robust_open` copies it), so a
+ * 0600 database gives 0600 companions; an old -wal/-shm from before this rule
+ * is tightened here because SQLite reuses it as it is. Warning about a shared
+ * folder is the owner's job (hub.ts, Ledger), which knows what the folder is.
+ */
 export function openDatabase(path: string, options: OpenOptions): Db {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+  if (path !== ':memory:') {
+    ensurePrivateDir(dirname(path))
+    ensurePrivateFile(path, options.logger)
+    for (const f of sqliteFiles(path).slice(1)) tightenIfExists(f, options.logger)
+  }
   const db = new Database(path)
   db.pragma('journal_mode = WAL')
   db.pragma(`synchronous = ${options.synchronous}`)

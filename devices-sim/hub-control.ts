@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { ensurePrivateDir } from '../common/private-files.js'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -66,7 +67,7 @@ export function externalHub(mqttUrl: string, apiUrl: string, adminToken: string,
 
 /** Starts `rollcall hub` in a child process on free ports (or the given ones) and waits until it listens. */
 export async function ownHub(dataDir: string, options: { logLevel?: string } = {}): Promise<SimHub> {
-  mkdirSync(dataDir, { recursive: true })
+  ensurePrivateDir(dataDir)
   let child: ChildProcess | undefined
   let mqttPort = 0
   let httpPort = 0

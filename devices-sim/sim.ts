@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs'
+import { ensurePrivateDir } from '../common/private-files.js'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { createAgent, type Agent } from '../agent/agent.js'
@@ -561,6 +561,6 @@ function onlineFigures(devices: readonly SimDevice[], connectsByMs: number, agen
 /** For the CLI: a working dir for the run's ledgers. */
 export function simWorkDir(base: string, seed: number): string {
   const dir = join(base, `run-${seed}-${Date.now()}`)
-  mkdirSync(dir, { recursive: true })
+  ensurePrivateDir(dir)
   return dir
 }

@@ -1,5 +1,7 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Logger } from '../common/logger.js'
+import { ensurePrivateDir, tightenIfExists } from '../common/private-files.js'
 import { generateToken } from './tokens.js'
 
 export const ADMIN_TOKEN_FILE = 'admin-token'
@@ -10,14 +12,15 @@ export const ADMIN_TOKEN_FILE = 'admin-token'
  * the CLI on the same machine finds it. `created` tells the caller to print it,
  * which happens once.
  */
-export function loadOrCreateAdminToken(dataDir: string): { token: string; created: boolean; path: string } {
+export function loadOrCreateAdminToken(dataDir: string, logger?: Logger): { token: string; created: boolean; path: string } {
   const path = join(dataDir, ADMIN_TOKEN_FILE)
   if (existsSync(path)) {
+    tightenIfExists(path, logger)
     const token = readFileSync(path, 'utf8').trim()
     if (token.length < 32) throw new Error(`${path} holds no valid admin token; delete it and restart the hub to make a new one`)
     return { token, created: false, path }
   }
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  ensurePrivateDir(dataDir)
   const token = generateToken()
   writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'wx' })
   chmodSync(path, 0o600)

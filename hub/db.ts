@@ -1,3 +1,4 @@
+import type { Logger } from '../common/logger.js'
 import { openDatabase, migrate, type Db } from '../common/sqlite.js'
 
 /**
@@ -241,8 +242,8 @@ export const HUB_MIGRATIONS: readonly string[] = [
   `,
 ]
 
-export function openHubDb(path: string): Db {
-  const db = openDatabase(path, { synchronous: 'FULL' })
+export function openHubDb(path: string, logger?: Logger): Db {
+  const db = openDatabase(path, { synchronous: 'FULL', logger })
   // Hot leaf pages of the samples table stay cached across group commits.
   db.pragma('cache_size = -65536')
   migrate(db, HUB_MIGRATIONS)

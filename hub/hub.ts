@@ -11,6 +11,7 @@ import { createBroker } from '../broker/broker.js'
 import type { Broker } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './db.js'
+import { ensurePrivateDir } from '../common/private-files.js'
 import { createWriter } from './writer.js'
 import { createRegistry } from './registry.js'
 import { createPresenceStore } from './presence-store.js'
@@ -95,9 +96,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // Read before anything is opened too: a missing or mismatched file stops the start with a message naming it.
     const tls = config.tlsCert !== undefined && config.tlsKey !== undefined ? loadTlsFiles({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }) : undefined
     const startedAt = clock.now()
-    const admin = loadOrCreateAdminToken(config.dataDir)
+    // The data dir holds all telemetry, job results and token hashes: 0700 when
+    // we make it, a warning when it exists open to others (#12 section 4).
+    ensurePrivateDir(config.dataDir, log)
+    const admin = loadOrCreateAdminToken(config.dataDir, log)
     if (admin.created) createdToken = admin.path
-    const db = openHubDb(join(config.dataDir, 'hub.db'))
+    const db = openHubDb(join(config.dataDir, 'hub.db'), log)
     releasers.push(() => { db.close() })
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
