@@ -59,6 +59,16 @@ export function durationOf(field: string, text: string, min: number, example: st
 /** Epoch milliseconds before this (March 1973) are more likely a mistake than a date. */
 const MIN_EPOCH_MS = 100_000_000_000
 
+/**
+ * A field's value as a message shows it. Only scalars are printed: an array
+ * or object here may be nested deep enough to overflow JSON.stringify (H05).
+ */
+function shown(value: unknown): string {
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object' && value !== null) return 'an object'
+  return JSON.stringify(value) ?? String(value)
+}
+
 /** A number as is, a string as text to parse; anything else (true, {}, null) cannot be either. */
 function textOf(value: unknown): string | undefined {
   return typeof value === 'number' || typeof value === 'string' ? String(value).trim() : undefined
@@ -70,11 +80,11 @@ function expiryOf(field: string, value: unknown): number {
   if (/^\d+$/.test(text)) {
     const n = Number(text)
     if (n >= MIN_EPOCH_MS) return n
-    throw bad(`${field}=${JSON.stringify(value)}: a bare number must be epoch milliseconds; ${hint}`)
+    throw bad(`${field}=${shown(value)}: a bare number must be epoch milliseconds; ${hint}`)
   }
   const t = Date.parse(text)
   if (/^\d{4}-\d{2}-\d{2}/.test(text) && !Number.isNaN(t)) return t
-  throw bad(`${field}=${JSON.stringify(value)} is not a time: ${hint}`)
+  throw bad(`${field}=${shown(value)} is not a time: ${hint}`)
 }
 
 /**
@@ -90,12 +100,12 @@ export function templateOf(b: JobFields, where = ''): JobTemplate {
   let ratePerMinute: number | undefined
   if (b.rate !== undefined) {
     ratePerMinute = typeof b.rate === 'number' ? (b.rate > 0 ? b.rate : undefined) : parseRatePerMinute(textOf(b.rate) ?? '')
-    if (ratePerMinute === undefined) throw bad(`${f('rate')}=${JSON.stringify(b.rate)} is not a rate: write ${RATE_EXAMPLE}, above zero`)
+    if (ratePerMinute === undefined) throw bad(`${f('rate')}=${shown(b.rate)} is not a rate: write ${RATE_EXAMPLE}, above zero`)
   }
   let abortAtPercent: number | undefined
   if (b.abortAt !== undefined) {
     abortAtPercent = parsePercent(textOf(b.abortAt) ?? '')
-    if (abortAtPercent === undefined) throw bad(`${f('abortAt')}=${JSON.stringify(b.abortAt)} is not a failure percentage: write ${PERCENT_EXAMPLE}`)
+    if (abortAtPercent === undefined) throw bad(`${f('abortAt')}=${shown(b.abortAt)} is not a failure percentage: write ${PERCENT_EXAMPLE}`)
   }
   return {
     name: b.name,
