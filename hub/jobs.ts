@@ -17,7 +17,7 @@ import {
 import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './job-store.js'
 import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from './job-target.js'
 import type { Registry } from './registry.js'
-import type { Writer } from './writer.js'
+import type { OnFailed, Writer } from './writer.js'
 
 /**
  * Job dispatch: the hub half of the pull pattern (DESIGN.md, "Jobs").
@@ -457,7 +457,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     return 'applied'
   }
 
-  function update(deviceId: string, message: JobsUpdate): void {
+  function update(deviceId: string, message: JobsUpdate, onFailed?: OnFailed): void {
     writer.enqueue(() => {
       const now = clock.now()
       const ids: number[] = []
@@ -480,7 +480,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
         if (notify.length > 0) sendCancels(notify)
       }
-    }, message.updates.length)
+    }, message.updates.length, onFailed)
   }
 
   /** A device came online (birth): tell it of cancellations it missed, and ring if work is due. */
@@ -619,7 +619,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   const ingress: JobIngress = {
     pull: (deviceId, max) => { pull(deviceId, max) },
-    update: (deviceId, message) => { update(deviceId, message) },
+    update: (deviceId, message, _now, onFailed) => { update(deviceId, message, onFailed) },
     online: (deviceId) => { online(deviceId) },
   }
 
