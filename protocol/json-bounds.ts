@@ -56,5 +56,5 @@ export function boundJson(value: unknown, maxBytes: number, maxDepth: number = L
 export function describeBounds(what: string, b: Exclude<JsonBounds, { ok: true }>): string {
   return b.limit === 'depth'
     ? `${what} nests arrays and objects deeper than ${b.max} levels (the limit for free-form JSON)`
-    : `${what} is ${b.bytes} bytes as JSON; at most ${b.max}`
+    : `${what} is ${b.bytes} bytes of JSON; at most ${b.max}`
 }

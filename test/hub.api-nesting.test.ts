@@ -29,8 +29,8 @@ describe('API bodies nested too deep', () => {
     ['command args', '/api/devices/dev-1/commands', (v: string) => `{"name":"ping","args":${v}}`, 'args'],
     ['group command args', '/api/commands', (v: string) => `{"target":"device:dev-1","name":"ping","args":${v}}`, 'args'],
     ['a schedule\'s job payload', '/api/schedules', (v: string) => `{"name":"nightly","cron":"0 3 * * *","job":{"name":"echo","target":"device:dev-1","payload":${v}}}`, 'the job payload'],
-    ['a job\'s rate', '/api/jobs', (v: string) => `{"name":"echo","target":"device:dev-1","rate":${v}}`, 'rate=an array'],
-    ['a job\'s expiresAt', '/api/jobs', (v: string) => `{"name":"echo","target":"device:dev-1","expiresAt":${v}}`, 'expiresAt=an array'],
+    ['a job\'s rate', '/api/jobs', (v: string) => `{"name":"echo","target":"device:dev-1","rate":${v}}`, 'rate=an array nested too deep'],
+    ['a job\'s expiresAt', '/api/jobs', (v: string) => `{"name":"echo","target":"device:dev-1","expiresAt":${v}}`, 'expiresAt=an array nested too deep'],
   ])('%s nested 200,000 deep is a 400 that says which limit', async (_what, path, body, named) => {
     const hub = await startTestHub()
     hubs.push(hub)

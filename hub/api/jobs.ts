@@ -5,6 +5,8 @@ import { RollcallError } from '../../common/errors.js'
 import { PERCENT_EXAMPLE, RATE_EXAMPLE, parsePercent, parseRatePerMinute } from '../../common/rate.js'
 import { EXEC_STATES, type ExecState } from '../job-rules.js'
 import { JOB_STATUSES, type JobStatus } from '../job-store.js'
+import { nestsDeeperThan } from '../../protocol/json-bounds.js'
+import { LIMITS } from '../../protocol/limits.js'
 import type { JobSpec } from '../jobs.js'
 import type { JobTemplate } from '../schedules.js'
 import type { HubServices } from '../services.js'
@@ -60,12 +62,11 @@ export function durationOf(field: string, text: string, min: number, example: st
 const MIN_EPOCH_MS = 100_000_000_000
 
 /**
- * A field's value as a message shows it. Only scalars are printed: an array
- * or object here may be nested deep enough to overflow JSON.stringify (H05).
+ * A field's value as a message shows it: as JSON, unless it is nested deep
+ * enough that JSON.stringify would overflow the stack (H05).
  */
 function shown(value: unknown): string {
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object' && value !== null) return 'an object'
+  if (nestsDeeperThan(value, LIMITS.maxJsonDepth)) return Array.isArray(value) ? 'an array nested too deep to show' : 'an object nested too deep to show'
   return JSON.stringify(value) ?? String(value)
 }
 
