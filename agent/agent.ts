@@ -6,6 +6,7 @@ import { systemClock, type Clock, type Random } from '../common/clock.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
+import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
 import { builtinCommands, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
@@ -112,9 +113,15 @@ export const MAX_EVENT_BYTES = 16 * 1024
 /** How often done jobs are pruned from the ledger (also once at start). */
 const JOB_PRUNE_INTERVAL_MS = 3_600_000
 
-/** A device event as an outbox record; oversize data is replaced by a note, so the event still fits a batch. */
+/**
+ * A device event as an outbox record. Data the hub would refuse is replaced by
+ * a note, so the event still fits a batch: oversize data, or data nested past
+ * LIMITS.maxJsonDepth (the hub dead-letters that, M19b, and a refused batch
+ * would block the outbox behind it).
+ */
 function eventRecord(ts: number, kind: string, level: EventLevel, message: string, data?: Record<string, unknown>): OutboxRecord {
   const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
+  if (data !== undefined && nestsDeeperThan(data, LIMITS.maxJsonDepth)) data = { truncated: true, deeperThan: LIMITS.maxJsonDepth }
   let body = eventBody(ts, kind, level, text, data)
   if (Buffer.byteLength(body) > MAX_EVENT_BYTES) {
     // Keep the event, lose the detail: an oversize payload would be refused by the broker and block the outbox.

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
+import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandRequest } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
@@ -153,6 +154,10 @@ export function responseJson(id: string, outcome: CommandOutcome): ResponseText 
     return { json: `${head},"ok":false,"error":${JSON.stringify(error)}}`, error }
   }
   if (outcome.result === undefined) return { json: `${head},"ok":true}` }
+  // The hub dead-letters a result nested past the limit (M19b): its caller would wait for nothing.
+  if (nestsDeeperThan(outcome.result, LIMITS.maxJsonDepth)) {
+    return responseJson(id, { error: { code: 'BAD_RESULT', message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } })
+  }
   let json: string | undefined
   try {
     json = JSON.stringify(outcome.result)

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3'
+import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { ExecRef, JobExecution, JobUpdateStatus } from '../protocol/messages.js'
 import type { Ledger } from './ledger.js'
@@ -149,6 +150,8 @@ export function sanitizeError(error: JobErrorInfo): JobErrorInfo {
  * too big is replaced by `{truncated: true, bytes: N}`.
  */
 export function resultJson(result: unknown): { json: string; value: unknown } | { error: JobErrorInfo } {
+  // The hub dead-letters a result nested past the limit (M19b); the update would never be acked.
+  if (nestsDeeperThan(result, LIMITS.maxJsonDepth)) return { error: { code: 'BAD_RESULT', message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } }
   let json: string | undefined
   try {
     json = JSON.stringify(result)

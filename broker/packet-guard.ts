@@ -19,7 +19,7 @@ import { newScanState, scanChunk, type ScanState } from './header-scanner.js'
  * Chunks pass by reference in both directions; nothing is copied.
  */
 
-export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'SLOW_CONSUMER'] as const
+export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'INVALID_UTF8', 'SLOW_CONSUMER'] as const
 export type GuardErrorCode = (typeof GUARD_ERROR_CODES)[number]
 
 export class GuardError extends Error {
@@ -116,8 +116,8 @@ export class PacketGuard extends Duplex {
   private onData(chunk: Buffer): void {
     const verdict = scanChunk(this.scan, chunk, this.maxRemainingLength)
     if (!verdict.ok) {
-      this.destroy(new GuardError(verdict.code,
-        `packet type ${verdict.packetType} announces at least ${verdict.remainingLength} bytes (limit ${this.maxRemainingLength})`))
+      this.destroy(new GuardError(verdict.code, verdict.code === 'INVALID_UTF8' ? verdict.detail
+        : `packet type ${verdict.packetType} announces at least ${verdict.remainingLength} bytes (limit ${this.maxRemainingLength})`))
       return
     }
     if (!this.push(chunk)) this.socket.pause()

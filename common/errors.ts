@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   DEVICE_EXISTS: 409,
   OBSERVER_EXISTS: 409,
   PAYLOAD_TOO_LARGE: 413,
+  /** Free-form JSON (a job payload, command args) nested past LIMITS.maxJsonDepth (H05). */
+  TOO_DEEP: 400,
   DEVICE_OFFLINE: 409,
   COMMAND_TIMEOUT: 504,
   DEVICE_DISCONNECTED: 502,

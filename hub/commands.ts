@@ -4,6 +4,7 @@ import { RollcallError } from '../common/errors.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import { isTaskName } from '../protocol/ids.js'
+import { boundJson, describeBounds } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandResponse } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
@@ -158,11 +159,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > LIMITS.maxCommandTimeoutMs) {
       throw new RollcallError('BAD_REQUEST', `timeout must be from 1ms to ${LIMITS.maxCommandTimeoutMs / 60_000}m; a command is for now (use a job for work that may wait)`)
     }
-    const args = spec.args === undefined ? null : JSON.stringify(spec.args)
-    if (args !== null && Buffer.byteLength(args) > LIMITS.maxCommandArgsBytes) {
-      throw new RollcallError('PAYLOAD_TOO_LARGE', `args are ${Buffer.byteLength(args)} bytes of JSON; at most ${LIMITS.maxCommandArgsBytes}`)
-    }
-    return { args, timeoutMs }
+    if (spec.args === undefined) return { args: null, timeoutMs }
+    // Bounded before anything serialises them: args nested 200k deep would overflow the stack (H05).
+    const bounded = boundJson(spec.args, LIMITS.maxCommandArgsBytes)
+    if (!bounded.ok) throw new RollcallError(bounded.limit === 'depth' ? 'TOO_DEEP' : 'PAYLOAD_TOO_LARGE', describeBounds('args', bounded))
+    return { args: bounded.json, timeoutMs }
   }
 
   function offlineError(deviceId: string, id: string): RollcallError {

@@ -7,6 +7,7 @@ import type { InboundMessage } from '../broker/types.js'
 import type { TelemetryStore } from './telemetry-store.js'
 import type { PresenceStore } from './presence-store.js'
 import type { DeadLetters } from './dead-letters.js'
+import type { OnFailed } from './writer.js'
 
 /**
  * Everything devices publish under `devices/#` arrives here, in broker order.
@@ -42,7 +43,8 @@ export interface IngressDeps {
 /** What ingress hands the job dispatcher: pulls and execution updates, already decoded. */
 export interface JobIngress {
   pull(deviceId: string, max: number, now: number): void
-  update(deviceId: string, message: JobsUpdate, now: number): void
+  /** `onFailed` hears after the commit that storing the updates threw and was rolled back alone. */
+  update(deviceId: string, message: JobsUpdate, now: number, onFailed?: OnFailed): void
   /** The device is reachable after a birth: it may have work waiting or cancellations to hear. */
   online(deviceId: string, now: number): void
 }
@@ -69,6 +71,23 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
     }
   }
 
+  /**
+   * A decoded message whose write threw inside the group commit and was
+   * rolled back alone (the rest of the group committed and was acked): it is
+   * a dead letter like any other refused payload, and a strike against its
+   * sender, which will resend it until cut off, since no ack covers it (M19b).
+   */
+  function writeFailed(msg: InboundMessage, deviceId: string): OnFailed {
+    return (err) => {
+      const now = clock.now()
+      deadLetters.add({
+        ts: now, deviceId, clientId: msg.clientId, topic: msg.topic, reason: 'WRITE_FAILED',
+        detail: `the hub could not store this message and rolled it back alone: ${err.name}: ${err.message}`, payload: msg.payload,
+      })
+      strike(msg.clientId, now)
+    }
+  }
+
   function handle(msg: InboundMessage): void {
     // The hub's own publishes to devices (acks, batches, commands) come back through `devices/#`: not input.
     if (msg.clientId === undefined && parseTopic(msg.topic)?.direction === 'down') return
@@ -88,12 +107,12 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
     const m = d.message
     switch (m.type) {
       case 'telemetry':
-        telemetry.storeSamples(deviceId, m.storeId, m.prev ?? 0, now, m.samples)
+        telemetry.storeSamples(deviceId, m.storeId, m.prev ?? 0, now, m.samples, writeFailed(msg, deviceId))
         presence.touch(deviceId, now, m.backlog)
         deps.observeTelemetryBatch?.(m.samples.length)
         return
       case 'events':
-        telemetry.storeEvents(deviceId, m.storeId, m.prev ?? 0, now, m.events)
+        telemetry.storeEvents(deviceId, m.storeId, m.prev ?? 0, now, m.events, writeFailed(msg, deviceId))
         presence.touch(deviceId, now, m.backlog)
         return
       case 'birth':
@@ -112,7 +131,7 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         return
       case 'jobs.update':
         presence.touch(deviceId, now)
-        deps.jobs.update(deviceId, m, now)
+        deps.jobs.update(deviceId, m, now, writeFailed(msg, deviceId))
         return
       case 'cmd.res':
         presence.touch(deviceId, now)

@@ -6,6 +6,7 @@ import type { Logger } from '../common/logger.js'
 import type { Db } from '../common/sqlite.js'
 import { encode } from '../protocol/codec.js'
 import { execIdOf, isTaskName, parseExecId } from '../protocol/ids.js'
+import { boundJson, describeBounds } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { ExecRef, JobExecution, JobsUpdate, JobUpdate } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
@@ -16,7 +17,7 @@ import {
 import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './job-store.js'
 import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from './job-target.js'
 import type { Registry } from './registry.js'
-import type { Writer } from './writer.js'
+import type { OnFailed, Writer } from './writer.js'
 
 /**
  * Job dispatch: the hub half of the pull pattern (DESIGN.md, "Jobs").
@@ -142,8 +143,10 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     const bad = (msg: string) => new RollcallError('BAD_REQUEST', msg)
     if (!isTaskName(spec.name)) throw bad(`job name ${JSON.stringify(spec.name)} must be a task name: lowercase letters, digits, ".", "-" and "_", e.g. "echo" or "firmware.update"`)
     const target = parseTarget(spec.target)
-    const payload = JSON.stringify(spec.payload ?? null)
-    if (Buffer.byteLength(payload) > LIMITS.maxJobPayloadBytes) throw new RollcallError('PAYLOAD_TOO_LARGE', `the job payload is ${Buffer.byteLength(payload)} bytes of JSON; at most ${LIMITS.maxJobPayloadBytes}`)
+    // Bounded before anything serialises it: a payload nested 200k deep would overflow the stack (H05).
+    const bounded = boundJson(spec.payload ?? null, LIMITS.maxJobPayloadBytes)
+    if (!bounded.ok) throw new RollcallError(bounded.limit === 'depth' ? 'TOO_DEEP' : 'PAYLOAD_TOO_LARGE', describeBounds('the job payload', bounded))
+    const payload = bounded.json
     const intIn = (what: string, v: number | undefined, min: number, max: number) => {
       if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw bad(`${what} must be an integer from ${min} to ${max}`)
     }
@@ -454,7 +457,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     return 'applied'
   }
 
-  function update(deviceId: string, message: JobsUpdate): void {
+  function update(deviceId: string, message: JobsUpdate, onFailed?: OnFailed): void {
     writer.enqueue(() => {
       const now = clock.now()
       const ids: number[] = []
@@ -477,7 +480,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
         if (notify.length > 0) sendCancels(notify)
       }
-    }, message.updates.length)
+    }, message.updates.length, onFailed)
   }
 
   /** A device came online (birth): tell it of cancellations it missed, and ring if work is due. */
@@ -616,7 +619,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   const ingress: JobIngress = {
     pull: (deviceId, max) => { pull(deviceId, max) },
-    update: (deviceId, message) => { update(deviceId, message) },
+    update: (deviceId, message, _now, onFailed) => { update(deviceId, message, onFailed) },
     online: (deviceId) => { online(deviceId) },
   }
 

@@ -1,6 +1,6 @@
 import type { Db } from '../common/sqlite.js'
 import type { DeviceEvent, Sample } from '../protocol/messages.js'
-import type { Writer } from './writer.js'
+import type { OnFailed, Writer } from './writer.js'
 import type { Logger } from '../common/logger.js'
 
 /**
@@ -139,7 +139,9 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
     pendingAcks = new Map()
     ackSink?.(acks)
   })
-  writer.onRollback(() => { pendingAcks = new Map() })
+  // No rollback hook clears pendingAcks: acks are queued only by after-commit
+  // steps, so the ones pending are all committed. Dropping them when some
+  // other write rolls back would cost innocent devices their acks (M19b).
 
   // Live watchers per device. A batch of an unwatched device pays one Map lookup.
   const watchers = new Map<string, Set<SampleListener>>()
@@ -172,7 +174,7 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
    * writer's next transaction; after the commit an ack with the new mark is
    * sent (also when everything was a duplicate, so the agent can let go).
    */
-  function store(deviceId: string, storeId: string, prev: number, now: number, items: readonly Sample[] | readonly DeviceEvent[], kind: 'samples' | 'events'): void {
+  function store(deviceId: string, storeId: string, prev: number, now: number, items: readonly Sample[] | readonly DeviceEvent[], kind: 'samples' | 'events', onFailed: OnFailed | undefined): void {
     const id = `${deviceId}\0${storeId}`
     writer.enqueue(() => {
       if (failedStreams.has(id)) return
@@ -218,7 +220,7 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
         failedStreams.add(id)
         throw err
       }
-    }, items.length)
+    }, items.length, onFailed)
   }
 
   /** The committed mark of a stream (0 if unknown), without creating it. */
@@ -227,8 +229,9 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
   }
 
   return {
-    storeSamples: (deviceId: string, storeId: string, prev: number, now: number, samples: readonly Sample[]) => store(deviceId, storeId, prev, now, samples, 'samples'),
-    storeEvents: (deviceId: string, storeId: string, prev: number, now: number, events: readonly DeviceEvent[]) => store(deviceId, storeId, prev, now, events, 'events'),
+    /** `onFailed` hears after the commit that this batch's write threw and was rolled back alone (no ack is sent for it). */
+    storeSamples: (deviceId: string, storeId: string, prev: number, now: number, samples: readonly Sample[], onFailed?: OnFailed) => store(deviceId, storeId, prev, now, samples, 'samples', onFailed),
+    storeEvents: (deviceId: string, storeId: string, prev: number, now: number, events: readonly DeviceEvent[], onFailed?: OnFailed) => store(deviceId, storeId, prev, now, events, 'events', onFailed),
     markOf,
     /** Where acks go after each commit (the hub publishes them on telemetry/ack). */
     onAcks(sink: (acks: StoredAck[]) => void): void { ackSink = sink },

@@ -11,9 +11,14 @@ import type { Logger } from '../common/logger.js'
  * An operation runs inside the transaction and returns what to do after the
  * commit (publish an ack, ...). Each operation runs in its own savepoint: one
  * that throws is rolled back alone and logged, so a single bad write cannot
- * sink the rest of the group. If the commit itself fails, nothing is applied
- * and no after-commit step runs. Either way `onRollback` hooks let owners drop
- * caches they advanced optimistically.
+ * sink the rest of the group: every other operation commits and its
+ * after-commit step (its ack) runs (M19b). The one that failed is reported to
+ * its owner after the commit (`onFailed`), so ingress can dead-letter the
+ * message that carried it and strike its sender, unless the failure was the
+ * database's own (disk full, I/O): then it is treated like a failed commit.
+ * If the commit itself fails, nothing is applied and no after-commit step
+ * runs; senders retry what they did not see acknowledged. Either way
+ * `onRollback` hooks let owners drop caches they advanced optimistically.
  *
  * `commit` is for a write someone waits on (a command's record before it is
  * published, its outcome before its caller is answered): it asks for the
@@ -25,6 +30,21 @@ import type { Logger } from '../common/logger.js'
 
 export type AfterCommit = () => void
 export type WriteOp = (db: Db) => AfterCommit | void
+/** Told, after the commit, that its operation threw and was rolled back alone. */
+export type OnFailed = (err: Error) => void
+
+/**
+ * Whose failure an operation's error is. SQLite's codes for the database's
+ * own condition (full, I/O, busy, locked, out of memory, corrupt, read-only)
+ * say nothing about what the operation carried: its sender retries, as after
+ * a failed commit. Anything else (a constraint, a RangeError from a value it
+ * could not serialise) is the operation's own, and retrying it would fail again.
+ */
+export function blameOf(err: unknown): 'operation' | 'database' {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code !== 'string' || !(err instanceof Error) || err.name !== 'SqliteError') return 'operation'
+  return /^SQLITE_(FULL|IOERR|BUSY|LOCKED|NOMEM|CORRUPT|READONLY|CANTOPEN|NOTADB|INTERRUPT|PROTOCOL)(_|$)/.test(code) ? 'database' : 'operation'
+}
 
 export interface WriterOptions {
   readonly flushDelayMs: number
@@ -50,7 +70,10 @@ interface Waiter {
 interface Queued {
   readonly op: WriteOp
   readonly waiter: Waiter | undefined
+  readonly onFailed: OnFailed | undefined
 }
+
+const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)))
 
 export interface WriterStats {
   readonly commits: number
@@ -78,19 +101,23 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     const after: AfterCommit[] = []
     const applied: Waiter[] = []
     const refused: Array<[Waiter, unknown]> = []
-    for (const { op, waiter } of ops) {
+    const failed: Array<[OnFailed, Error]> = []
+    for (const { op, waiter, onFailed } of ops) {
       try {
         const a = runOne(op)
         if (a) after.push(a)
         if (waiter) applied.push(waiter)
       } catch (err) {
         stats.failedOps++
-        logger.error({ err }, 'write rolled back alone; the rest of the group commits')
+        const blame = blameOf(err)
+        logger.error({ err, blame }, 'write rolled back alone; the rest of the group commits')
         for (const hook of rollbackHooks) hook()
         if (waiter) refused.push([waiter, err])
+        // Reported after the commit: the owner's reaction (a dead letter) is a write of its own.
+        if (onFailed && blame === 'operation') failed.push([onFailed, asError(err)])
       }
     }
-    return { after, applied, refused }
+    return { after, applied, refused, failed }
   })
 
   function flush(): void {
@@ -105,9 +132,10 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     let after: AfterCommit[] = []
     let applied: Waiter[] = []
     let refused: Array<[Waiter, unknown]> = []
+    let failed: Array<[OnFailed, Error]> = []
     let committed = false
     try {
-      ({ after, applied, refused } = runAll(ops))
+      ({ after, applied, refused, failed } = runAll(ops))
       stats.commits++
       committed = true
     } catch (err) {
@@ -121,9 +149,12 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     for (const a of after) {
       try { a() } catch (err) { logger.error({ err }, 'after-commit step failed') }
     }
+    for (const [onFailed, err] of failed) {
+      try { onFailed(err) } catch (e) { logger.error({ err: e }, 'failed-write report failed') }
+    }
     // Promises: their callers run after this flush, never inside it.
     for (const w of applied) w.resolve()
-    for (const [w, err] of refused) w.reject(err instanceof Error ? err : new Error(String(err)))
+    for (const [w, err] of refused) w.reject(asError(err))
     for (const hook of commitHooks) {
       try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
     }
@@ -132,17 +163,22 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     }
   }
 
-  function push(op: WriteOp, weight: number, waiter: Waiter | undefined): void {
+  function push(op: WriteOp, weight: number, waiter: Waiter | undefined, onFailed?: OnFailed): void {
     if (closed) throw new Error('writer is closed')
-    queue.push({ op, waiter })
+    queue.push({ op, waiter, onFailed })
     queuedWeight += weight
     if (queuedWeight >= options.maxBatchWeight) flush()
     else if (waiter) soon ??= setImmediate(flush)
     else timer ??= setTimeout(flush, options.flushDelayMs)
   }
 
-  function enqueue(op: WriteOp, weight = 1): void {
-    push(op, weight, undefined)
+  /**
+   * Queues `op` for the next group commit. `onFailed` hears, after that
+   * commit, that `op` itself threw and was rolled back alone (not when the
+   * database failed, nor when the whole commit did).
+   */
+  function enqueue(op: WriteOp, weight = 1, onFailed?: OnFailed): void {
+    push(op, weight, undefined, onFailed)
   }
 
   /**
@@ -156,7 +192,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
       try {
         push(op, weight, { resolve, reject })
       } catch (err) {
-        reject(err instanceof Error ? err : new Error(String(err)))
+        reject(asError(err))
       }
     })
   }

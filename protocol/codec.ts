@@ -1,4 +1,5 @@
 import { validationErrors, type Validator } from '../common/validator.js'
+import { boundJson, describeBounds } from './json-bounds.js'
 import { LIMITS } from './limits.js'
 import type { Message } from './messages.js'
 import { parseTopic, type ParsedTopic, type TopicKind } from './topics.js'
@@ -24,6 +25,8 @@ export const DECODE_ERRORS = {
   PAYLOAD_TOO_LARGE: 'payload exceeds the size limit',
   NOT_UTF8_JSON: 'payload is not valid UTF-8 JSON',
   SCHEMA: 'payload does not match the schema for this topic',
+  TOO_DEEP: `a free-form field nests deeper than ${LIMITS.maxJsonDepth} levels`,
+  FIELD_TOO_LARGE: 'a free-form field is over its size limit',
 } as const
 
 export type DecodeErrorCode = keyof typeof DECODE_ERRORS
@@ -88,7 +91,44 @@ export function decode(topicName: string, payload: Uint8Array, options: DecodeOp
   }
   const order = checkSeqOrder(value)
   if (order) return fail(topic, 'SCHEMA', order)
+  for (const [path, field, maxBytes] of freeformFields(value)) {
+    const b = boundJson(field, maxBytes)
+    if (!b.ok) return fail(topic, b.limit === 'depth' ? 'TOO_DEEP' : 'FIELD_TOO_LARGE', describeBounds(path, b))
+  }
   return { ok: true, topic, message: value }
+}
+
+/**
+ * The fields the schemas leave free-form (`unknown`), with their size caps:
+ * the one list of what a sender may nest. Bounding them here means nothing
+ * past decode (the hub's group commit, its API, the agent's ledger) can be
+ * made to overflow its stack serialising one (M19b).
+ */
+function* freeformFields(m: Message): Generator<readonly [path: string, value: unknown, maxBytes: number]> {
+  switch (m.type) {
+    case 'events':
+      for (const [i, e] of m.events.entries()) if (e.data !== undefined) yield [`/events/${i}/data`, e.data, LIMITS.maxEventDataBytes]
+      return
+    case 'jobs.batch':
+      for (const [i, e] of m.executions.entries()) yield [`/executions/${i}/payload`, e.payload, LIMITS.maxJobPayloadBytes]
+      return
+    case 'jobs.update':
+      for (const [i, u] of m.updates.entries()) if (u.result !== undefined) yield [`/updates/${i}/result`, u.result, LIMITS.maxJobResultBytes]
+      return
+    case 'cmd.req':
+      if (m.args !== undefined) yield ['/args', m.args, LIMITS.maxCommandArgsBytes]
+      return
+    case 'cmd.res':
+      if (m.result !== undefined) yield ['/result', m.result, LIMITS.maxCommandResultBytes]
+      return
+    case 'birth': case 'death': case 'telemetry': case 'telemetry.ack':
+    case 'jobs.notify': case 'jobs.pull': case 'jobs.ack':
+      return
+    default: {
+      const never: never = m
+      return never
+    }
+  }
 }
 
 /**

@@ -32,6 +32,16 @@ export const LIMITS = {
   maxCommandResultBytes: 16 * 1024,
   /** Push is for now: no command waits longer than 5 minutes. */
   maxCommandTimeoutMs: 300_000,
+  /** An event's `data` as JSON (the agent keeps a whole event under this). */
+  maxEventDataBytes: 16 * 1024,
+  /**
+   * How deep any free-form value (event data, job payloads and results,
+   * command args and results) may nest arrays and objects: `{}` is 1 deep,
+   * `{"a":[1]}` 2. JSON.parse reads any depth, but JSON.stringify and every
+   * recursive walk after it overflow the stack a few thousand levels down
+   * (M19b, H05); 32 is more than any real payload needs.
+   */
+  maxJsonDepth: 32,
 } as const
 
 export const EVENT_LEVELS = ['debug', 'info', 'warn', 'error'] as const

@@ -42,6 +42,13 @@ describe('refusal', () => {
   })
 })
 
+/** `[[...]]`, `depth` arrays deep. */
+function nestedArray(depth: number): unknown[] {
+  let v: unknown[] = []
+  for (let i = 1; i < depth; i++) v = [v]
+  return v
+}
+
 describe('responses', () => {
   const parse = (json: string) => {
     const d = decode(topics.cmdRes(DEVICE), Buffer.from(json))
@@ -56,6 +63,9 @@ describe('responses', () => {
     ['a result that is not JSON', { result: 1n }, { ok: false, error: { code: 'BAD_RESULT' } }],
     ['a function', { result: () => 1 }, { ok: false, error: { code: 'BAD_RESULT' } }],
     ['a result over the cap', { result: 'é'.repeat(LIMITS.maxCommandResultBytes) }, { ok: true, result: { truncated: true, bytes: 2 * LIMITS.maxCommandResultBytes + 2 } }],
+    // The hub dead-letters a result nested past the limit (M19b); the caller would wait for nothing.
+    ['a result nested too deep', { result: nestedArray(LIMITS.maxJsonDepth + 1) }, { ok: false, error: { code: 'BAD_RESULT' } }],
+    ['a result nested to the limit', { result: nestedArray(LIMITS.maxJsonDepth) }, { ok: true, result: nestedArray(LIMITS.maxJsonDepth) }],
     ['an error', { error: { code: 'NOPE', message: 'no' } }, { ok: false, error: { code: 'NOPE', message: 'no' } }],
     ['an error with a bad code', { error: { code: 'nope', message: 'no' } }, { ok: false, error: { code: 'HANDLER_FAILED' } }],
   ] as const)('%s is a valid cmd.res', (_what, outcome, expected) => {

@@ -108,6 +108,21 @@ describe('job queue', () => {
     expect(b).toMatchObject({ status: 'failed', error: { code: 'BAD_RESULT' } })
   })
 
+  it('fails a job whose result nests past the limit the hub accepts (M19b)', () => {
+    const { queue } = open()
+    queue.enqueue([exec(1), exec(2)], 1000)
+    queue.claim(2, 1001)
+    let deep: unknown = {}
+    for (let i = 0; i < LIMITS.maxJsonDepth; i++) deep = { d: deep }
+    queue.complete([
+      { execId: 'jjob1.dev-1', attempt: 1, outcome: 'succeeded', result: deep },
+      { execId: 'jjob2.dev-1', attempt: 1, outcome: 'succeeded', result: (deep as { d: unknown }).d },
+    ], 1002)
+    const [a, b] = updates(queue)
+    expect(a).toMatchObject({ status: 'failed', error: { code: 'BAD_RESULT', message: expect.stringContaining(`${LIMITS.maxJsonDepth} levels`) as unknown } })
+    expect(b).toMatchObject({ status: 'succeeded' })
+  })
+
   it('does not run an expired attempt: it ends expired with an expired update', () => {
     const { queue } = open()
     queue.enqueue([exec(1, { expiresAt: 1500 }), exec(2, { expiresAt: 5000 }), exec(3)], 1000)

@@ -4,6 +4,7 @@ import { createAgent, type Agent, type AgentDeps } from '../agent/agent.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import type { SensorSource } from '../agent/sensors.js'
 import { decode, topics } from '../protocol/index.js'
+import { LIMITS } from '../protocol/limits.js'
 import { removeDir, sleep, startAcker, startBroker, tempDir, waitFor, type Acker, type TestBroker } from './agent.support.js'
 
 /**
@@ -117,6 +118,23 @@ describe('agent streaming', () => {
     expect((event.message as string).length).toBe(1024)
     expect(event.data).toMatchObject({ truncated: true })
     expect(acker!.seqsOf(agent.stats().storeId!)).toEqual(range(1, 3001))
+  })
+
+  it('replaces event data nested past the hub\'s limit by a note, so the batch is never refused (M19b)', async () => {
+    await setup()
+    const agent = makeAgent({})
+    await agent.start()
+    await waitFor('connected', () => agent.isConnected())
+    let deep: Record<string, unknown> = {}
+    for (let i = 1; i < LIMITS.maxJsonDepth; i++) deep = { d: deep }
+    agent.emitEvent('deep.ok', 'info', 'at the limit', deep)
+    agent.emitEvent('deep.bad', 'info', 'one past it', { d: deep })
+    await waitFor('drained', () => backlog(agent) === 0)
+    expect(acker!.invalid).toEqual([])
+    const events = acker!.received.filter((r) => r.kind === 'events').map((r) => r.item)
+    expect(events.map((e) => e.kind)).toEqual(['deep.ok', 'deep.bad'])
+    expect(events[0]!.data).toEqual(deep)
+    expect(events[1]!.data).toEqual({ truncated: true, deeperThan: LIMITS.maxJsonDepth })
   })
 
   it('streams from its own sampling timer and wakes on appends without polling', async () => {

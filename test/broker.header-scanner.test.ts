@@ -2,8 +2,17 @@ import { describe, expect, it } from 'vitest'
 import { newScanState, scanChunk, type ScanVerdict } from '../broker/header-scanner.js'
 import { remainingLength } from './broker.harness.js'
 
+/** A packet of `bodyLength` bytes; a PUBLISH body opens with a valid topic ("a/b") where it has room. */
 function frame(firstByte: number, bodyLength: number): Buffer {
-  return Buffer.concat([Buffer.from([firstByte]), remainingLength(bodyLength), Buffer.alloc(bodyLength, 0xab)])
+  const body = Buffer.alloc(bodyLength, 0xab)
+  if (firstByte >> 4 === 3 && bodyLength >= 5) Buffer.from([0x00, 0x03, 0x61, 0x2f, 0x62]).copy(body)
+  return Buffer.concat([Buffer.from([firstByte]), remainingLength(bodyLength), body])
+}
+
+/** A PUBLISH (QoS 0) with the given topic bytes and a short payload. */
+function publishWithTopic(topic: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from('{}')])
+  return Buffer.concat([Buffer.from([0x30]), remainingLength(body.length), body])
 }
 
 /** Feeds `bytes` cut at the given offsets; returns the first refusal, or ok, and the state. */
@@ -91,5 +100,33 @@ describe('scanChunk', () => {
     const big = frame(0x30, 1_000_000)
     expect(scanChunk(state, big.subarray(0, 10), 2_000_000).ok).toBe(true)
     expect(state).toMatchObject({ phase: 'body', remaining: 1_000_000 - 6 })
+  })
+})
+
+/**
+ * [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-4.7.3-2]: a PUBLISH topic that is not
+ * well-formed UTF-8, or holds U+0000, is refused from its raw bytes, wherever
+ * the chunks split it; a real U+FFFD in a topic is fine.
+ */
+describe('scanChunk: PUBLISH topics', () => {
+  it.each([
+    ['an invalid byte', Buffer.from([0x61, 0xff, 0x62]), false],
+    ['a lone continuation byte', Buffer.from([0x61, 0x80]), false],
+    ['an encoded surrogate (U+D800)', Buffer.from([0x61, 0xed, 0xa0, 0x80]), false],
+    ['an overlong NUL', Buffer.from([0x61, 0xc0, 0x80]), false],
+    ['a truncated sequence', Buffer.from([0x61, 0xe2, 0x82]), false],
+    ['U+0000', Buffer.from([0x61, 0x00, 0x62]), false],
+    ['a real U+FFFD', Buffer.from('devices/dev-a/\ufffd'), true],
+    ['plain ASCII', Buffer.from('devices/dev-a/telemetry'), true],
+    ['multi-byte text', Buffer.from('devices/dev-a/é✓😀'), true],
+  ])('a topic with %s, at every split', (_what, topic, ok) => {
+    const bytes = publishWithTopic(topic)
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const { verdict } = scanIn(bytes, [cut], 1000)
+      expect(verdict.ok).toBe(ok)
+      if (!verdict.ok) expect(verdict.code).toBe('INVALID_UTF8')
+    }
+    const oneByOne = scanIn(bytes, Array.from({ length: bytes.length - 1 }, (_, i) => i + 1), 1000)
+    expect(oneByOne.verdict.ok).toBe(ok)
   })
 })

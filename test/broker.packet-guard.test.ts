@@ -101,3 +101,48 @@ describe('packet size guard', () => {
     }
   })
 })
+
+/** A QoS 1 PUBLISH (packet id 7) with raw topic bytes, as a client that skips UTF-8 checks would send it. */
+function rawPublishQos1(topic: Buffer, payload: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from([0x00, 0x07]), payload])
+  return Buffer.concat([Buffer.from([0x32]), remainingLength(body.length), body])
+}
+
+/** [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-4.7.3-2]: ill-formed UTF-8 or U+0000 in a topic closes the connection, with no PUBACK. */
+describe('PUBLISH topic UTF-8 guard', () => {
+  it.each([
+    ['an invalid byte', Buffer.concat([Buffer.from('devices/dev-a/telemetry'), Buffer.from([0xff])])],
+    ['an encoded surrogate', Buffer.concat([Buffer.from('devices/dev-a/'), Buffer.from([0xed, 0xa0, 0x80])])],
+    ['U+0000', Buffer.concat([Buffer.from('devices/dev-a/telemetry'), Buffer.from([0x00])])],
+  ])('closes on %s, sends no PUBACK, and others carry on', async (_what, topic) => {
+    const { broker, port, url } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const violations = violationsOf(broker)
+    const b = await connectClient(cleanups, url, deviceOptions('dev-b'))
+    const raw = await rawConnect(cleanups, port)
+    raw.socket.write(connectPacket({ clientId: 'dev-a', username: 'dev-a', password: TOKENS['dev-a'] }))
+    await waitFor(() => raw.received().length >= 4, 'CONNACK')
+    const before = raw.received().length
+    // Split inside the topic: the check must hold across chunks.
+    const bytes = rawPublishQos1(topic, Buffer.from('{}'))
+    raw.socket.write(bytes.subarray(0, 10))
+    await new Promise((r) => setTimeout(r, 20))
+    raw.socket.write(bytes.subarray(10))
+    await raw.closed
+    // Only the CONNACK (4 bytes) came back: no PUBACK (0x40).
+    expect(raw.received().subarray(before)).toEqual(Buffer.alloc(0))
+    await waitFor(() => violations.length === 1, 'violation')
+    expect(violations[0]).toMatchObject({ code: 'INVALID_UTF8', info: { clientId: 'dev-a' } })
+    await b.publishAsync('devices/dev-b/telemetry', 'still fine', { qos: 1 })
+    expect(b.connected).toBe(true)
+  })
+
+  it('accepts a topic holding a real U+FFFD (a PUBACK comes back)', async () => {
+    const { port } = await startBroker(cleanups, { maxPayloadBytes: MAX })
+    const raw = await rawConnect(cleanups, port)
+    raw.socket.write(connectPacket({ clientId: 'dev-a', username: 'dev-a', password: TOKENS['dev-a'] }))
+    await waitFor(() => raw.received().length >= 4, 'CONNACK')
+    raw.socket.write(rawPublishQos1(Buffer.from('devices/dev-a/\ufffd'), Buffer.from('{}')))
+    await waitFor(() => raw.received().length >= 8, 'PUBACK')
+    expect([...raw.received().subarray(4, 8)]).toEqual([0x40, 0x02, 0x00, 0x07])
+  })
+})

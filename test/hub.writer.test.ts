@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { silentLogger } from '../common/logger.js'
 import { openDatabase, type Db } from '../common/sqlite.js'
-import { createWriter, type Writer } from '../hub/writer.js'
+import { blameOf, createWriter, type Writer } from '../hub/writer.js'
 import { tempDir } from './support/hub.js'
 
 /**
@@ -66,5 +66,98 @@ describe('writer.commit', () => {
     const { writer } = open()
     writer.close()
     await expect(writer.commit((d) => insert(d, 'z'))).rejects.toThrow(/closed/)
+  })
+})
+
+/**
+ * M19b: one operation that throws inside the group commit (here the stack
+ * overflow a 30,000-deep value gave JSON.stringify) is rolled back alone;
+ * every other operation in the group commits and its after-commit step (its
+ * ack) runs; the failing one's owner is told after the commit, so ingress can
+ * dead-letter the message and strike its sender.
+ */
+describe('writer: a failing operation in a group', () => {
+  const cleanups: Array<() => void> = []
+  afterEach(() => {
+    while (cleanups.length) cleanups.pop()!()
+  })
+
+  function open(): { db: Db; writer: Writer; reader: Database.Database } {
+    const tmp = tempDir('writer')
+    const path = join(tmp.dir, 'w.db')
+    const db = openDatabase(path, { synchronous: 'FULL' })
+    db.exec('CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT) STRICT')
+    const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000 }, silentLogger())
+    const reader = new Database(path, { readonly: true })
+    cleanups.push(tmp.remove, () => db.close(), () => reader.close(), () => writer.flush())
+    return { db, writer, reader }
+  }
+
+  const keys = (reader: Database.Database) => (reader.prepare('SELECT k FROM t ORDER BY k').all() as Array<{ k: string }>).map((r) => r.k)
+
+  /** 30,000 objects inside each other: JSON.stringify overflows the stack on it. */
+  function deepValue(): unknown {
+    let v: unknown = {}
+    for (let i = 0; i < 30_000; i++) v = { d: v }
+    return v
+  }
+
+  it('commits and acks every other operation, and tells the failing one\'s owner after the commit', () => {
+    const { db, writer, reader } = open()
+    const insert = db.prepare<[string, string]>('INSERT INTO t (k, v) VALUES (?, ?)')
+    const events: string[] = []
+    const failures: Array<{ who: string; err: Error; committedThen: string[] }> = []
+    const deep = deepValue()
+    for (const who of ['a', 'b', 'c', 'd']) {
+      writer.enqueue(() => {
+        insert.run(`${who}-1`, 'x')
+        // b writes a row, then throws half-way: the row must go with it.
+        if (who === 'b') insert.run(`${who}-2`, JSON.stringify(deep))
+        return () => { events.push(`ack ${who}`) }
+      }, 1, (err) => { failures.push({ who, err, committedThen: keys(reader) }) })
+    }
+    writer.flush()
+    expect(keys(reader)).toEqual(['a-1', 'c-1', 'd-1'])
+    expect(events).toEqual(['ack a', 'ack c', 'ack d'])
+    expect(failures).toHaveLength(1)
+    expect(failures[0]!.who).toBe('b')
+    expect(failures[0]!.err).toBeInstanceOf(RangeError)
+    // Told after the commit, when the others are durable.
+    expect(failures[0]!.committedThen).toEqual(['a-1', 'c-1', 'd-1'])
+    expect(writer.stats()).toMatchObject({ commits: 1, failedCommits: 0, failedOps: 1 })
+  })
+
+  it('does not blame the operation for the database\'s own failure (disk full)', () => {
+    const { db, writer, reader } = open()
+    writer.enqueue((d) => { d.prepare('INSERT INTO t (k) VALUES (?)').run('small') })
+    writer.flush()
+    const pages = db.pragma('page_count', { simple: true }) as number
+    // A database that cannot grow: a real SQLITE_FULL from SQLite.
+    db.pragma(`max_page_count = ${pages + 2}`)
+    const failures: Error[] = []
+    writer.enqueue((d) => {
+      const ins = d.prepare('INSERT INTO t (k, v) VALUES (?, ?)')
+      for (let i = 0; i < 1000; i++) ins.run(`big-${i}`, 'y'.repeat(4000))
+    }, 1, (err) => failures.push(err))
+    writer.enqueue((d) => { d.prepare('INSERT INTO t (k) VALUES (?)').run('after') }, 1, (err) => failures.push(err))
+    writer.flush()
+    expect(keys(reader)).toEqual(['after', 'small'])
+    expect(failures).toEqual([])
+    expect(writer.stats().failedOps).toBe(1)
+  })
+
+  it.each([
+    ['a RangeError (stack overflow)', 'operation', () => JSON.stringify(deepValue())],
+    ['a constraint', 'operation', (db: Db) => { db.exec('INSERT INTO t (k) VALUES (\'x\'); INSERT INTO t (k) VALUES (\'x\')') }],
+    ['a full database', 'database', (db: Db) => {
+      db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`)
+      db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run('w', 'y'.repeat(100_000))
+    }],
+  ] as const)('blames %s on the %s', (_what, blame, fail) => {
+    const { db } = open()
+    let caught: unknown
+    try { fail(db) } catch (err) { caught = err }
+    expect(caught).toBeDefined()
+    expect(blameOf(caught)).toBe(blame)
   })
 })

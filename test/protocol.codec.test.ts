@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { decode, encode, parseTopic, topics, isDeviceId, topicDeviceId, type Birth, type TelemetryBatch, type JobsUpdate, type JobsBatch } from '../protocol/index.js'
 import { execIdOf, parseExecId } from '../protocol/ids.js'
+import { boundJson, nestsDeeperThan } from '../protocol/json-bounds.js'
+import { LIMITS } from '../protocol/limits.js'
 
 const storeId = '6f1c2a8e-0000-4000-8000-000000000001'
 
@@ -125,5 +127,67 @@ describe('command messages', () => {
   ])('refuses %s', (_what, topic, body) => {
     const d = decode(topic, encode(body as never))
     expect(!d.ok && d.error.code).toBe('SCHEMA')
+  })
+})
+
+/**
+ * M19b: every free-form field (the schema's `unknown`) is bounded in depth and
+ * size at decode time, so nothing past decode can overflow its stack
+ * serialising one. Payloads are written by hand: JSON.stringify itself cannot
+ * write 30,000 levels.
+ */
+describe('free-form fields', () => {
+  const LIMIT = LIMITS.maxJsonDepth
+  /** `[[...]]` nested `depth` deep, as JSON text. */
+  const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth)
+  const eventsWith = (data: string) => `{"type":"events","v":1,"storeId":"${storeId}","events":[{"seq":1,"ts":1,"kind":"x","level":"info","message":"m"},{"seq":2,"ts":2,"kind":"x","level":"info","message":"m","data":${data}}]}`
+  const exec = (payload: string) => `{"type":"jobs.batch","v":1,"more":false,"executions":[{"execId":"jjob1.dev-1","jobId":"jjob1","name":"echo","payload":${payload},"attempt":1,"version":1,"timeoutMs":1000,"priority":0}]}`
+  const update = (result: string) => `{"type":"jobs.update","v":1,"storeId":"${storeId}","updates":[{"id":1,"execId":"jjob1.dev-1","attempt":1,"version":1,"status":"succeeded","result":${result}}]}`
+  const cmdReq = (args: string) => `{"type":"cmd.req","v":1,"id":"cabc1","name":"ping","args":${args},"expiresAt":1}`
+  const cmdRes = (result: string) => `{"type":"cmd.res","v":1,"id":"cabc1","ok":true,"result":${result}}`
+  const big = (bytes: number) => JSON.stringify('x'.repeat(bytes - 2))
+
+  it.each([
+    ['event data 30,000 deep', topics.events('dev-1'), eventsWith(`{"a":${nested(30_000)}}`), 'TOO_DEEP', '/events/1/data'],
+    ['event data one level too deep', topics.events('dev-1'), eventsWith(`{"a":${nested(LIMIT)}}`), 'TOO_DEEP', '/events/1/data'],
+    ['event data over its size', topics.events('dev-1'), eventsWith(`{"a":${big(LIMITS.maxEventDataBytes)}}`), 'FIELD_TOO_LARGE', '/events/1/data'],
+    ['a job payload too deep', topics.jobsBatch('dev-1'), exec(nested(LIMIT + 1)), 'TOO_DEEP', '/executions/0/payload'],
+    ['a job result too deep', topics.jobsUpdate('dev-1'), update(nested(10_000)), 'TOO_DEEP', '/updates/0/result'],
+    ['a job result over its size', topics.jobsUpdate('dev-1'), update(big(LIMITS.maxJobResultBytes + 1)), 'FIELD_TOO_LARGE', '/updates/0/result'],
+    ['command args too deep', topics.cmdReq('dev-1'), cmdReq(nested(LIMIT + 1)), 'TOO_DEEP', '/args'],
+    ['a command result too deep', topics.cmdRes('dev-1'), cmdRes(`{"a":${nested(20_000)}}`), 'TOO_DEEP', '/result'],
+    ['a command result over its size', topics.cmdRes('dev-1'), cmdRes(big(LIMITS.maxCommandResultBytes + 1)), 'FIELD_TOO_LARGE', '/result'],
+  ])('refuses %s, naming the field and the limit', (_what, topic, json, code, path) => {
+    const d = decode(topic, Buffer.from(json), { maxPayloadBytes: 1024 * 1024 })
+    expect(d.ok).toBe(false)
+    if (d.ok) return
+    expect(d.error.code).toBe(code)
+    expect(d.error.message).toContain(path)
+    expect(d.error.message).toContain(String(code === 'TOO_DEEP' ? LIMIT : ''))
+  })
+
+  it.each([
+    ['event data exactly at the depth limit', topics.events('dev-1'), eventsWith(`{"a":${nested(LIMIT - 1)}}`)],
+    ['event data exactly at its size', topics.events('dev-1'), eventsWith(`{"a":${big(LIMITS.maxEventDataBytes - 6)}}`)],
+    ['a job payload at the limit', topics.jobsBatch('dev-1'), exec(nested(LIMIT))],
+    ['a scalar job result', topics.jobsUpdate('dev-1'), update('"done"')],
+    ['command args at the limit', topics.cmdReq('dev-1'), cmdReq(`{"a":${nested(LIMIT - 1)}}`)],
+  ])('accepts %s', (_what, topic, json) => {
+    const d = decode(topic, Buffer.from(json), { maxPayloadBytes: 1024 * 1024 })
+    expect(d.ok ? 'ok' : d.error.message).toBe('ok')
+  })
+})
+
+describe('boundJson', () => {
+  it.each([
+    [null, 0], [1, 0], ['s', 0], [{}, 1], [[], 1], [{ a: [1] }, 2], [[[[]]], 3], [{ a: {}, b: [[{}]] }, 4],
+  ])('%j is %i deep', (value, depth) => {
+    expect(nestsDeeperThan(value, depth)).toBe(false)
+    if (depth > 0) expect(nestsDeeperThan(value, depth - 1)).toBe(true)
+  })
+
+  it('measures UTF-8 bytes, not characters', () => {
+    expect(boundJson('é'.repeat(10), 21)).toEqual({ ok: false, limit: 'bytes', bytes: 22, max: 21 })
+    expect(boundJson('é'.repeat(10), 22)).toEqual({ ok: true, json: JSON.stringify('é'.repeat(10)), bytes: 22 })
   })
 })

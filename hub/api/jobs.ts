@@ -5,6 +5,8 @@ import { RollcallError } from '../../common/errors.js'
 import { PERCENT_EXAMPLE, RATE_EXAMPLE, parsePercent, parseRatePerMinute } from '../../common/rate.js'
 import { EXEC_STATES, type ExecState } from '../job-rules.js'
 import { JOB_STATUSES, type JobStatus } from '../job-store.js'
+import { nestsDeeperThan } from '../../protocol/json-bounds.js'
+import { LIMITS } from '../../protocol/limits.js'
 import type { JobSpec } from '../jobs.js'
 import type { JobTemplate } from '../schedules.js'
 import type { HubServices } from '../services.js'
@@ -59,6 +61,15 @@ export function durationOf(field: string, text: string, min: number, example: st
 /** Epoch milliseconds before this (March 1973) are more likely a mistake than a date. */
 const MIN_EPOCH_MS = 100_000_000_000
 
+/**
+ * A field's value as a message shows it: as JSON, unless it is nested deep
+ * enough that JSON.stringify would overflow the stack (H05).
+ */
+function shown(value: unknown): string {
+  if (nestsDeeperThan(value, LIMITS.maxJsonDepth)) return Array.isArray(value) ? 'an array nested too deep to show' : 'an object nested too deep to show'
+  return JSON.stringify(value) ?? String(value)
+}
+
 /** A number as is, a string as text to parse; anything else (true, {}, null) cannot be either. */
 function textOf(value: unknown): string | undefined {
   return typeof value === 'number' || typeof value === 'string' ? String(value).trim() : undefined
@@ -70,11 +81,11 @@ function expiryOf(field: string, value: unknown): number {
   if (/^\d+$/.test(text)) {
     const n = Number(text)
     if (n >= MIN_EPOCH_MS) return n
-    throw bad(`${field}=${JSON.stringify(value)}: a bare number must be epoch milliseconds; ${hint}`)
+    throw bad(`${field}=${shown(value)}: a bare number must be epoch milliseconds; ${hint}`)
   }
   const t = Date.parse(text)
   if (/^\d{4}-\d{2}-\d{2}/.test(text) && !Number.isNaN(t)) return t
-  throw bad(`${field}=${JSON.stringify(value)} is not a time: ${hint}`)
+  throw bad(`${field}=${shown(value)} is not a time: ${hint}`)
 }
 
 /**
@@ -90,12 +101,12 @@ export function templateOf(b: JobFields, where = ''): JobTemplate {
   let ratePerMinute: number | undefined
   if (b.rate !== undefined) {
     ratePerMinute = typeof b.rate === 'number' ? (b.rate > 0 ? b.rate : undefined) : parseRatePerMinute(textOf(b.rate) ?? '')
-    if (ratePerMinute === undefined) throw bad(`${f('rate')}=${JSON.stringify(b.rate)} is not a rate: write ${RATE_EXAMPLE}, above zero`)
+    if (ratePerMinute === undefined) throw bad(`${f('rate')}=${shown(b.rate)} is not a rate: write ${RATE_EXAMPLE}, above zero`)
   }
   let abortAtPercent: number | undefined
   if (b.abortAt !== undefined) {
     abortAtPercent = parsePercent(textOf(b.abortAt) ?? '')
-    if (abortAtPercent === undefined) throw bad(`${f('abortAt')}=${JSON.stringify(b.abortAt)} is not a failure percentage: write ${PERCENT_EXAMPLE}`)
+    if (abortAtPercent === undefined) throw bad(`${f('abortAt')}=${shown(b.abortAt)} is not a failure percentage: write ${PERCENT_EXAMPLE}`)
   }
   return {
     name: b.name,
