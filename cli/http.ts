@@ -21,7 +21,8 @@ export async function call<T>(target: AdminTarget, method: string, path: string,
   const dispatcher = await dispatcherFor(target)
   try {
     res = await fetch(`${target.api}${path}`, {
-      ...(dispatcher === undefined ? {} : { dispatcher }),
+      // undici's Agent is Node's fetch dispatcher; the DOM and undici-types typings of RequestInit disagree on it.
+      ...(dispatcher === undefined ? {} : { dispatcher: dispatcher as never }),
       method,
       headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),

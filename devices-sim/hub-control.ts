@@ -29,7 +29,8 @@ export function hubApi(base: string, adminToken: string, ca?: string): Api {
   return async <T>(method: string, path: string, body?: unknown) => {
     try {
       const res = await fetch(`${base}${path}`, {
-        ...(dispatcher === undefined ? {} : { dispatcher: await dispatcher }),
+        // undici's Agent is Node's fetch dispatcher; the DOM and undici-types typings of RequestInit disagree on it.
+        ...(dispatcher === undefined ? {} : { dispatcher: (await dispatcher) as never }),
         method,
         headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
