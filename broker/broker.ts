@@ -45,6 +45,9 @@ export const LOSSY_BUFFER_BYTES = 1024 * 1024
 /** Device ids and other client ids go up to 64 characters (aedes's 23 is the MQTT 3.1 limit). */
 const MAX_CLIENT_ID_LENGTH = 64
 
+/** What the pending-socket limits track: a PacketGuard, or a TLS listener's raw socket before its handshake ends. */
+interface PendingSocket { destroy(): unknown; readonly remoteAddress?: string | undefined }
+
 class Refusal extends Error {
   readonly returnCode: 2 | 3 | 4 | 5
   constructor(returnCode: 2 | 3 | 4 | 5, reason: string) {
@@ -69,7 +72,10 @@ export function createBroker(options: BrokerOptions): Broker {
   const limitedLog = createLogLimiter({ ...LOG_LIMITER_DEFAULTS, logger: log, clock: options.clock })
   const connectPackets = new WeakMap<Client, ConnectPacket>()
   const sockets = new Set<PacketGuard>()
-  const pending = createPendingSockets<PacketGuard>()
+  // PacketGuards waiting for their CONNECT, and raw TLS sockets still in their handshake.
+  const pending = createPendingSockets<PendingSocket>()
+  // A TLS listener's raw sockets by remote address and port, so the handshake's end can settle the one it wrapped.
+  const handshaking = new Map<string, Socket>()
   // Filters a connection holds, and the position in its SUBSCRIBE of each filter past maxFiltersPerSubscribe.
   const held = new WeakMap<Client, Set<string>>()
   const overPacketCap = new WeakMap<object, number>()
@@ -356,6 +362,24 @@ export function createBroker(options: BrokerOptions): Broker {
    * CONNECT yet (M15b) hold across all of them.
    */
   function admit(socket: Socket): void {
+    if (!takeSocket(socket)) return
+    // Nagle plus the peer's delayed ACK adds ~40 ms to every small request/response.
+    socket.setNoDelay(true)
+    const guard = new PacketGuard(socket, {
+      maxRemainingLength: options.maxPayloadBytes + PACKET_HEADROOM_BYTES,
+      drainTimeoutMs: options.drainTimeoutMs,
+    })
+    sockets.add(guard)
+    pending.add(guard, socket.remoteAddress)
+    guard.once('close', () => {
+      sockets.delete(guard)
+      pending.settle(guard)
+    })
+    notePacketPositions(aedes.handle(guard))
+  }
+
+  /** The accept decision (accept-policy.ts) for a new socket: destroys it and returns false when it is refused. */
+  function takeSocket(socket: Socket): boolean {
     const remoteAddress = socket.remoteAddress
     const decision = decideAccept({
       closing: closing !== undefined,
@@ -372,7 +396,7 @@ export function createBroker(options: BrokerOptions): Broker {
         limitedLog.log('debug', { remoteAddress }, { open: sockets.size, pending: pending.size }, `connection refused at accept: ${decision.cause}`)
       }
       socket.destroy()
-      return
+      return false
     }
     if (decision.evictOldestPending) {
       const oldest = pending.oldest()
@@ -383,22 +407,37 @@ export function createBroker(options: BrokerOptions): Broker {
         oldest.destroy()
       }
     }
-    // Nagle plus the peer's delayed ACK adds ~40 ms to every small request/response.
-    socket.setNoDelay(true)
-    const guard = new PacketGuard(socket, {
-      maxRemainingLength: options.maxPayloadBytes + PACKET_HEADROOM_BYTES,
-      drainTimeoutMs: options.drainTimeoutMs,
-    })
-    sockets.add(guard)
-    pending.add(guard, remoteAddress)
-    guard.once('close', () => {
-      sockets.delete(guard)
-      pending.settle(guard)
-    })
-    notePacketPositions(aedes.handle(guard))
+    return true
   }
 
   function onConnection(socket: Socket): void {
+    admit(socket)
+  }
+
+  /**
+   * A TLS listener's TCP accept: the raw socket counts as pending from here,
+   * through its handshake, under the same per-address and total limits, so
+   * sockets that open a handshake and stall cannot hold the TLS port (M15b).
+   */
+  function onTlsAccept(raw: Socket): void {
+    if (!takeSocket(raw)) return
+    const key = `${raw.remoteAddress ?? ''}:${raw.remotePort ?? ''}`
+    pending.add(raw, raw.remoteAddress)
+    handshaking.set(key, raw)
+    raw.once('close', () => {
+      pending.settle(raw)
+      if (handshaking.get(key) === raw) handshaking.delete(key)
+    })
+  }
+
+  /** The handshake is done: the raw socket stops counting, and the TLS socket is admitted like a TCP one. */
+  function onTlsConnection(socket: Socket): void {
+    const key = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`
+    const raw = handshaking.get(key)
+    if (raw !== undefined) {
+      handshaking.delete(key)
+      pending.settle(raw)
+    }
     admit(socket)
   }
 
@@ -427,7 +466,9 @@ export function createBroker(options: BrokerOptions): Broker {
    * cannot hold more than maxConnections slots for longer than the timeout.
    */
   function tlsListener(tls: NonNullable<BrokerOptions['tls']>): TlsServer {
-    const srv = createTlsServer({ ...tls.context, handshakeTimeout: tls.handshakeTimeoutMs }, onConnection)
+    const srv = createTlsServer({ ...tls.context, handshakeTimeout: tls.handshakeTimeoutMs }, onTlsConnection)
+    // Before tls's own listener, which starts the handshake on the raw socket.
+    srv.prependListener('connection', onTlsAccept)
     srv.maxConnections = options.maxConnections
     srv.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
       counters.tlsHandshakesFailed++

@@ -127,6 +127,29 @@ describe('a hub serving TLS', () => {
     await waitFor(() => hub.running.broker.stats().tlsHandshakesFailed >= 1, 'the timed-out handshake counted')
   })
 
+  it('counts a TLS socket as pending from its TCP accept: idle handshakes from one address cannot keep a device from another out (M15b)', async () => {
+    const p = pki()
+    const hub = await tlsHub(p, { maxConnections: 100, maxPendingConnections: 50, maxPendingPerAddress: 10 })
+    // 100 sockets from 127.0.0.2 (another source on loopback) that never send a ClientHello.
+    const idle: Socket[] = []
+    for (let i = 0; i < 100; i++) {
+      const s = netConnect({ host: '127.0.0.1', port: hub.running.mqttTlsPort!, localAddress: '127.0.0.2' })
+      s.on('error', () => undefined)
+      cleanups.push(() => s.destroy())
+      idle.push(s)
+    }
+    await Promise.all(idle.map((s) => new Promise<void>((r) => { s.once('connect', () => r()); s.once('close', () => r()) })))
+    const stats = () => hub.running.broker.stats()
+    await waitFor(() => stats().pending + stats().limits.pendingPerAddress === 100, 'every idle socket pending or refused')
+    expect(stats().limits.pendingPerAddress).toBe(90)
+    const token = await hub.addDevice('tls-dev')
+    const dev = await connectDevice(hub.mqttUrl, 'tls-dev', token, { ca: readFileSync(p.caCert) })
+    cleanups.push(() => dev.endAsync())
+    expect(stats().connectsAccepted).toBe(1)
+    // The device's socket stopped counting once its CONNECT was decided; the ten idle ones still wait.
+    expect(stats().pending).toBe(10)
+  })
+
   it('puts a TLS socket through the same guard as TCP: an oversized packet header closes it before the body is read', async () => {
     const p = pki()
     const hub = await tlsHub(p)
