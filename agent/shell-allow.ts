@@ -100,7 +100,7 @@ function argsMismatch(rule: ShellAllowRule, args: readonly string[]): string | u
     const shown = JSON.stringify(a).slice(0, 100)
     if ('exact' in w) {
       if (a !== w.exact) return `argument ${i + 1} is ${shown}, it allows only ${JSON.stringify(w.exact)}`
-    } else if (!w.re.test(a)) {
+    } else if (!matchesWhole(w.re, a)) {
       return `argument ${i + 1} is ${shown}, it must match the whole of /${w.pattern}/`
     }
   }
@@ -138,4 +138,14 @@ export function refusalMessage(cmd: string, args: readonly string[], verdict: Ex
   }
   const allowed = verdict.all.length > 0 ? `allowed: ${verdict.all.slice(0, 20).join(', ')}` : 'nothing is allowed yet'
   return `${asked} is not in this device's shellAllow list (${allowed}); add the exact command, preferably as an absolute path, to "shellAllow" in the agent config (best with its arguments pinned) and restart the agent`
+}
+
+/**
+ * The anchors around a pattern do not hold on their own: `a)|(b` makes
+ * `^(?:a)|(b)$`, which matches anything that starts with `a`. So the match
+ * itself must span the argument.
+ */
+function matchesWhole(re: RegExp, arg: string): boolean {
+  const m = re.exec(arg)
+  return m !== null && m.index === 0 && m[0].length === arg.length
 }

@@ -16,9 +16,12 @@
  *                                pushed out by fresh ones and a device, whose
  *                                CONNECT follows its SYN within a round trip,
  *                                is never the one waiting longest
- *   5. maxConnections            every slot is taken (by authenticated
- *                                clients, since pending ones were evicted
- *                                in 4): refuse
+ *   5. maxConnections            every slot is taken: if any of them is
+ *                                pending, the oldest pending one is closed
+ *                                to make room (a hub full of devices must
+ *                                not let idle sockets decide who gets the
+ *                                last slots); if all are authenticated,
+ *                                refuse
  *
  * Only sockets still waiting for their CONNECT count, and a CONNECT is decided
  * within milliseconds of arriving: a fleet behind one NAT address (or a test
@@ -58,7 +61,9 @@ export function decideAccept(state: AcceptState, limits: AcceptLimits): AcceptDe
   if (state.pendingFromAddress >= limits.maxPendingPerAddress) return { ok: false, cause: 'pending-per-address' }
   // Evicting one pending socket also frees the slot of maxConnections the new one takes.
   if (state.pending >= limits.maxPendingConnections) return { ok: true, evictOldestPending: true }
-  if (state.sockets >= limits.maxConnections) return { ok: false, cause: 'max-connections' }
+  if (state.sockets >= limits.maxConnections) {
+    return state.pending > 0 ? { ok: true, evictOldestPending: true } : { ok: false, cause: 'max-connections' }
+  }
   return { ok: true, evictOldestPending: false }
 }
 

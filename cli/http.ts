@@ -52,8 +52,13 @@ export async function call<T>(target: AdminTarget, method: string, path: string,
  * fetch is built on, so its Agent is a dispatcher that fetch takes; it is
  * loaded only when a CA is given.
  */
+/** One undici Agent per CA file, so a command's calls (a polling `job show --follow`) reuse their TLS connection. */
+const dispatchers = new Map<string, object>()
+
 async function dispatcherFor(target: AdminTarget): Promise<object | undefined> {
   if (target.ca === undefined) return undefined
+  const known = dispatchers.get(target.ca)
+  if (known !== undefined) return known
   let ca: string
   try {
     ca = readFileSync(target.ca, 'utf8')
@@ -61,7 +66,9 @@ async function dispatcherFor(target: AdminTarget): Promise<object | undefined> {
     throw new ApiError('TLS', `cannot read --ca ${target.ca} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the hub's ca.pem`)
   }
   const { Agent } = await import('undici')
-  return new Agent({ connect: { ca } })
+  const agent = new Agent({ connect: { ca } })
+  dispatchers.set(target.ca, agent)
+  return agent
 }
 
 const UNTRUSTED = /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED)$/

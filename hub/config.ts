@@ -172,6 +172,15 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
   }
   const merged: Record<string, unknown> = { ...HUB_DEFAULTS, ...fromEnv, ...(file as Record<string, unknown> | undefined) }
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v
+  // The pending-socket limits follow a small maxConnections unless they are set: a hub
+  // configured with maxConnections 500 before these options existed still starts.
+  const given = (k: string) => (file as Record<string, unknown> | undefined)?.[k] !== undefined || (overrides as Record<string, unknown>)[k] !== undefined
+  if (typeof merged.maxConnections === 'number' && !given('maxPendingConnections')) {
+    merged.maxPendingConnections = Math.max(1, Math.min(HUB_DEFAULTS.maxPendingConnections, Math.floor(merged.maxConnections / 10)))
+  }
+  if (typeof merged.maxPendingConnections === 'number' && !given('maxPendingPerAddress')) {
+    merged.maxPendingPerAddress = Math.min(HUB_DEFAULTS.maxPendingPerAddress, merged.maxPendingConnections)
+  }
   if (!check.Check(merged)) {
     const problems = [...check.Errors(merged)].filter((e) => e.message !== 'schema is false').slice(0, 5).map((e) => {
       const extra = (e.params as { additionalProperties?: string[] }).additionalProperties

@@ -28,7 +28,7 @@ import { createLiveFeed } from './live-feed.js'
 import type { HubServices } from './services.js'
 import type { Server as TlsServer } from 'node:tls'
 import { planListeners } from './listeners.js'
-import { createTlsReloader, loadTlsFiles, type LoadedTls, type ReloadResult, type TlsReloader } from './tls-files.js'
+import { createTlsReloader, loadTlsFiles, tlsWarnings, type LoadedTls, type ReloadResult, type TlsReloader } from './tls-files.js'
 import { VERSION } from '../common/version.js'
 
 /** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
@@ -94,7 +94,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const plan = planListeners({ ...config, tls: config.tlsCert !== undefined && config.tlsKey !== undefined })
     if (!plan.ok) throw new ConfigError(plan.message)
     // Read before anything is opened too: a missing or mismatched file stops the start with a message naming it.
-    const tls = config.tlsCert !== undefined && config.tlsKey !== undefined ? loadTlsFiles({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }) : undefined
+    const tlsPaths = config.tlsCert !== undefined && config.tlsKey !== undefined ? { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa } : undefined
+    const tls = tlsPaths === undefined ? undefined : loadTlsFiles(tlsPaths)
+    // An expired certificate still starts the hub (its API is how you find out), loudly.
+    if (tls !== undefined && tlsPaths !== undefined) for (const w of tlsWarnings(tls, tlsPaths, Date.now())) log.warn(w)
     const startedAt = clock.now()
     // The data dir holds all telemetry, job results and token hashes: 0700 when
     // we make it, a warning when it exists open to others (#12 section 4).

@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { createSecureContext, type SecureContextOptions } from 'node:tls'
 import type { Logger } from '../common/logger.js'
@@ -25,6 +25,21 @@ export interface LoadedTls {
   readonly serialNumber: string
   readonly validTo: string
   readonly subjectAltName: string | undefined
+  /** The key file's mode lets group or others read it. */
+  readonly keyReadableByOthers: boolean
+}
+
+/** The certificate is past its notAfter now: every client that verifies it will refuse it. */
+export function isExpired(tls: LoadedTls, nowMs: number): boolean {
+  return Date.parse(tls.validTo) <= nowMs
+}
+
+/** What should worry the operator about a pair that loads: one line each, none when all is well. */
+export function tlsWarnings(tls: LoadedTls, paths: TlsFilePaths, nowMs: number): string[] {
+  const out: string[] = []
+  if (isExpired(tls, nowMs)) out.push(`the certificate ${paths.cert} expired on ${tls.validTo}: devices refuse it; renew it (rollcall tls renew, or your CA) and the hub serves the new one without a restart`)
+  if (tls.keyReadableByOthers) out.push(`the private key ${paths.key} can be read by other users: chmod 600 ${paths.key}`)
+  return out
 }
 
 export class TlsFilesError extends Error {
@@ -61,7 +76,8 @@ export function loadTlsFiles(paths: TlsFilePaths): LoadedTls {
   } catch (err) {
     throw new TlsFilesError(`cannot use ${paths.cert} with ${paths.key}: ${(err as Error).message}`)
   }
-  return { context, fingerprint256: leaf.fingerprint256, serialNumber: leaf.serialNumber, validTo: leaf.validTo, subjectAltName: leaf.subjectAltName }
+  const keyReadableByOthers = (statSync(paths.key).mode & 0o077) !== 0
+  return { context, fingerprint256: leaf.fingerprint256, serialNumber: leaf.serialNumber, validTo: leaf.validTo, subjectAltName: leaf.subjectAltName, keyReadableByOthers }
 }
 
 function keyObject(pem: Buffer, path: string): KeyObject {
@@ -102,6 +118,8 @@ export function createTlsReloader(opts: {
     let next: LoadedTls
     try {
       next = loadTlsFiles(opts.paths)
+      // An expired pair would make every device refuse the hub: keep the one that works.
+      if (isExpired(next, Date.now())) throw new TlsFilesError(`the new certificate ${opts.paths.cert} expired on ${next.validTo}`)
       opts.apply(next.context)
     } catch (err) {
       const error = (err as Error).message
@@ -113,6 +131,7 @@ export function createTlsReloader(opts: {
     const changed = next.fingerprint256 !== current.fingerprint256
     current = next
     opts.reloaded?.(next)
+    for (const w of tlsWarnings(next, opts.paths, Date.now())) log.warn({ trigger }, w)
     log.info({ trigger, changed, fingerprint256: next.fingerprint256, serialNumber: next.serialNumber, validTo: next.validTo }, changed ? 'TLS certificate reloaded' : 'TLS certificate read again, unchanged')
     return { ok: true, tls: next }
   }

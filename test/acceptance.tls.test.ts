@@ -85,7 +85,10 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('TLS with real clients', () => {
     const noCa = await run('curl', ['-sS', `https://127.0.0.1:${hub.httpPort}/healthz`])
     expect(noCa.code).toBe(60) // CURLE_PEER_FAILED_VERIFICATION
   })
+})
 
+// These need openssl and the hub's CLI only, not the Mosquitto clients.
+describe('TLS at the hub process', () => {
   it('serves a certificate renewed on disk after SIGHUP, to both ports, without a restart', async () => {
     const { hub, pki } = await tlsHubProc()
     const fingerprint = async (port: number) => {

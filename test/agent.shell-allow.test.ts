@@ -9,6 +9,8 @@ const ENTRIES: ShellAllowEntry[] = [
   ['/usr/bin/systemctl', 'restart', 'pump'],
   { cmd: '/usr/bin/systemctl', args: ['status', { pattern: 'pump|fan' }] },
   { cmd: '/usr/bin/journalctl', args: ['-u', { pattern: '[a-z-]+' }, '-n', { pattern: '\\d{1,4}' }] },
+  // A pattern that closes the group the anchors open: it must still match the whole argument.
+  { cmd: '/usr/bin/cat', args: [{ pattern: 'pump.log)|(fan.log' }] },
   ['/usr/bin/date'],
 ]
 const { rules, issues } = compileShellAllow(ENTRIES)
@@ -16,7 +18,7 @@ const { rules, issues } = compileShellAllow(ENTRIES)
 describe('shellAllow matcher', () => {
   it('compiles every form', () => {
     expect(issues).toEqual([])
-    expect(rules.map((r) => r.args?.length)).toEqual([undefined, 2, 2, 4, 0])
+    expect(rules.map((r) => r.args?.length)).toEqual([undefined, 2, 2, 4, 1, 0])
   })
 
   it.each<[string, string[], boolean]>([
@@ -37,6 +39,9 @@ describe('shellAllow matcher', () => {
     ['/usr/bin/date', ['-s', '2020-01-01'], false], // an empty exact argv means no arguments
     ['systemctl', ['restart', 'pump'], false], // commands are exact: no PATH lookup
     ['/bin/sh', ['-c', 'uptime'], false],
+    ['/usr/bin/cat', ['pump.log'], true],
+    ['/usr/bin/cat', ['fan.log'], true],
+    ['/usr/bin/cat', ['pump.log.bak'], false], // `^(?:a)|(b)$` alone would let this through
   ])('%s %j → %s', (cmd, args, allowed) => {
     expect(matchShellAllow(rules, cmd, args).allowed).toBe(allowed)
   })

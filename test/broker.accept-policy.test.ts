@@ -17,7 +17,8 @@ describe('accept policy (pure)', () => {
     ['one below maxPendingPerAddress', { pendingFromAddress: 4 }, { ok: true, evictOldestPending: false }],
     ['pending slots full: the oldest pending socket makes room', { pending: 20 }, { ok: true, evictOldestPending: true }],
     ['every slot full with pending ones among them: eviction frees one', { sockets: 100, pending: 20 }, { ok: true, evictOldestPending: true }],
-    ['every slot held by authenticated clients', { sockets: 100, pending: 3 }, { ok: false, cause: 'max-connections' }],
+    ['every slot full, a few of them pending: the oldest pending one still makes room', { sockets: 100, pending: 3 }, { ok: true, evictOldestPending: true }],
+    ['every slot held by authenticated clients', { sockets: 100, pending: 0 }, { ok: false, cause: 'max-connections' }],
     ['per-address before the global count', { sockets: 100, pendingFromAddress: 5 }, { ok: false, cause: 'pending-per-address' }],
   ])('%s', (_name, state, expected) => {
     expect(decideAccept({ ...calm, ...state }, limits)).toEqual(expected)

@@ -40,8 +40,12 @@ async function hubWithLogs(overrides: Partial<HubConfig>) {
 
 describe('connection limits at the hub', () => {
   it('refuses maxPendingConnections at or above maxConnections, saying what to change', () => {
-    expect(() => loadHubConfig({ maxConnections: 100 }, {})).toThrow(ConfigError)
-    expect(() => loadHubConfig({ maxConnections: 100 }, {})).toThrow(/maxPendingConnections \(1000\) must be below maxConnections \(100\)/)
+    expect(() => loadHubConfig({ maxConnections: 100, maxPendingConnections: 1000 }, {})).toThrow(ConfigError)
+    expect(() => loadHubConfig({ maxConnections: 100, maxPendingConnections: 1000 }, {})).toThrow(/maxPendingConnections \(1000\) must be below maxConnections \(100\)/)
+    // Not set, they follow a small maxConnections: a tenth of it, and the per-address one at most that.
+    expect(loadHubConfig({ maxConnections: 100 }, {})).toMatchObject({ maxPendingConnections: 10, maxPendingPerAddress: 10 })
+    expect(loadHubConfig({}, {}, { maxConnections: 5000 })).toMatchObject({ maxPendingConnections: 500, maxPendingPerAddress: 100 })
+    expect(loadHubConfig({}, {})).toMatchObject({ maxConnections: 20_000, maxPendingConnections: 1000, maxPendingPerAddress: 100 })
     expect(() => loadHubConfig({ maxPendingConnections: 10, maxPendingPerAddress: 20 }, {})).toThrow(/maxPendingPerAddress/)
   })
 

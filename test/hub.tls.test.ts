@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { connect as netConnect, type Socket } from 'node:net'
 import { Writable } from 'node:stream'
@@ -8,6 +8,7 @@ import pino from 'pino'
 import { encode, topics, type Sample, type TelemetryAck } from '../protocol/index.js'
 import { loadHubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
+import { altNamesFor, issueServerCert } from '../cli/tls-certs.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { fingerprintOfFile, makeTestPki, makeUnrelatedPki, type TestPki } from './support/tls.js'
 
@@ -219,5 +220,29 @@ describe('a bad certificate pair', () => {
     // A good pair afterwards is taken.
     const renewed = p.renew()
     await waitFor(async () => await servedFingerprint(running.mqttTlsPort!, p.caCert) === renewed, 'the renewed certificate served')
+  })
+
+  it('an expired pair written over a good one is refused, and a key others can read is warned about', async () => {
+    const p = pki()
+    const data = tempDir('tls-expired')
+    cleanups.push(data.remove)
+    const lines: { level: number; msg: string }[] = []
+    const sink = new Writable({ write(chunk: Buffer, _enc, cb) { lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string }); cb() } })
+    chmodSync(p.hubKey, 0o644)
+    const config = loadHubConfig({ dataDir: data.dir, mqttPort: 0, mqttTlsPort: 0, httpPort: 0, tlsCert: p.hubCert, tlsKey: p.hubKey }, {})
+    const hub = createHub(config, { logger: pino({ level: 'info' }, sink) })
+    cleanups.push(() => hub.stop())
+    const running = await hub.start()
+    expect(lines.some((l) => l.level === 40 && l.msg.includes(`chmod 600 ${p.hubKey}`))).toBe(true)
+    const first = fingerprintOfFile(p.hubCert)
+
+    // A certificate of the same CA and names that expired nine days ago: every device would refuse it.
+    const names = altNamesFor(['127.0.0.1', 'localhost'])
+    if ('error' in names) throw new Error(names.error)
+    const old = issueServerCert({ certPem: readFileSync(p.caCert, 'utf8'), keyPem: readFileSync(p.caKey, 'utf8') }, names, { now: new Date(Date.now() - 10 * 86_400_000), days: 1 })
+    writeFileSync(p.hubKey, old.keyPem, { mode: 0o600 })
+    writeFileSync(p.hubCert, old.certPem)
+    expect(hub.reloadTls('test')).toMatchObject({ ok: false, error: expect.stringContaining('expired') as unknown })
+    expect(await servedFingerprint(running.mqttTlsPort!, p.caCert)).toBe(first)
   })
 })
