@@ -7,16 +7,21 @@ import type { AdminOpts, TelemetryOpts } from './main.js'
 
 /** Admin commands talk to a running hub over its HTTP API (cli/http.ts). */
 
-/** The hub's MQTT URL as seen from here: the API's host and the port /healthz reports. */
-async function mqttUrl(t: AdminTarget): Promise<string> {
+/** Where MQTT clients reach the hub, as seen from here: the API's host and the port /healthz reports, TLS when the hub serves it. */
+async function hubMqtt(t: AdminTarget): Promise<{ host: string; port: number; tls: boolean }> {
   const host = new URL(t.api).hostname
   try {
-    const h = await call<{ mqttPort: number }>(t, 'GET', '/healthz')
-    return `mqtt://${host}:${h.mqttPort}`
+    const h = await call<{ mqttPort: number; mqttTlsPort?: number | null }>(t, 'GET', '/healthz')
+    if (typeof h.mqttTlsPort === 'number' && h.mqttTlsPort > 0) return { host, port: h.mqttTlsPort, tls: true }
+    return { host, port: h.mqttPort, tls: false }
   } catch {
-    return `mqtt://${host}:1883`
+    return { host, port: 1883, tls: false }
   }
 }
+
+/** The CA file to name in a hint: the one this command pinned, else the file `rollcall tls init` makes. */
+const caHint = (t: AdminTarget) => t.ca ?? 'ca.pem'
+
 interface Presence { status: string; reason: string; since: number; lastSeen: number | null; epoch: number | null; reachable: boolean; info: { agentVersion: string | null; storeId: string | null } }
 interface Device { id: string; group: string | null; createdAt: number; presence: Presence | null }
 
@@ -27,7 +32,9 @@ export const adminCommands = {
     if (opts.json) return printJson(r)
     out(`device ${r.id} added${r.group ? ` to group ${r.group}` : ''}`)
     out(`token (shown once, store it on the device): ${r.token}`)
-    out(`run the agent: ROLLCALL_TOKEN=${r.token} ${cliCommand()} agent --hub ${await mqttUrl(t)} --id ${r.id}`)
+    const m = await hubMqtt(t)
+    const hubFlags = m.tls ? `--hub mqtts://${m.host}:${m.port} --ca ${caHint(t)}` : `--hub mqtt://${m.host}:${m.port}`
+    out(`run the agent: ROLLCALL_TOKEN=${r.token} ${cliCommand()} agent ${hubFlags} --id ${r.id}`)
   },
 
   async deviceList(opts: AdminOpts & { group?: string }) {
@@ -73,11 +80,11 @@ export const adminCommands = {
     const t = resolveAdminTarget(opts)
     const r = await call<{ name: string; token: string; username: string; topics: string[] }>(t, 'POST', '/api/observers', { name })
     if (opts.json) return printJson(r)
-    const hub = new URL(await mqttUrl(t))
+    const hub = await hubMqtt(t)
     out(`observer ${r.name} added; MQTT username: ${r.username}`)
     out(`password (shown once): ${r.token}`)
     out(`may subscribe to: ${r.topics.join(', ')}; its client id must not look like a device id (e.g. ${r.name}:1)`)
-    out(`try: mosquitto_sub -h ${hub.hostname} -p ${hub.port} -i '${r.name}:1' -u '${r.username}' -P '${r.token}' -t 'devices/+/telemetry' -v`)
+    out(`try: mosquitto_sub -h ${hub.host} -p ${hub.port}${hub.tls ? ` --cafile ${caHint(t)}` : ''} -i '${r.name}:1' -u '${r.username}' -P '${r.token}' -t 'devices/+/telemetry' -v`)
   },
 
   async observerList(opts: AdminOpts) {

@@ -46,6 +46,16 @@ describe('rollcall admin commands over HTTPS', () => {
     expect(env.code).toBe(0)
   })
 
+  it('device add and observer add hint at the TLS port and the CA to pin', async () => {
+    const port = hub.running.mqttTlsPort!
+    const dev = await rollcall(['device', 'add', 'tls-cli-2', ...target, '--ca', pki.caCert])
+    expect(dev.code).toBe(0)
+    expect(dev.stdout).toContain(`agent --hub mqtts://127.0.0.1:${port} --ca ${pki.caCert} --id tls-cli-2`)
+    const obs = await rollcall(['observer', 'add', 'tlsviewer', ...target, '--ca', pki.caCert])
+    expect(obs.code).toBe(0)
+    expect(obs.stdout).toContain(`mosquitto_sub -h 127.0.0.1 -p ${port} --cafile ${pki.caCert} -i`)
+  })
+
   it('without --ca fails with code TLS and a message naming --ca', async () => {
     const r = await rollcall(['device', 'list', ...target, '--json'])
     expect(r.code).toBe(1)
