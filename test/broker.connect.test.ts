@@ -86,14 +86,24 @@ describe('CONNECT', () => {
     expect(broker.stats().violations).toBe(0)
   })
 
-  it('refuses sockets above maxConnections at accept', async () => {
-    const { broker, port } = await startBroker(cleanups, { maxConnections: 2 })
-    await rawConnect(cleanups, port)
-    await rawConnect(cleanups, port)
-    await waitFor(() => broker.stats().sockets === 2, 'two sockets accepted')
+  it('refuses sockets above maxConnections at accept when every slot is held by an authenticated client', async () => {
+    const { broker, url, port } = await startBroker(cleanups, { maxConnections: 2 })
+    await connectClient(cleanups, url, deviceOptions('dev-a'))
+    await connectClient(cleanups, url, deviceOptions('dev-b'))
+    await waitFor(() => broker.stats().connections === 2, 'two devices connected')
     const third = await rawConnect(cleanups, port)
     await third.closed
-    expect(broker.stats()).toMatchObject({ sockets: 2, acceptsRefused: 1 })
+    expect(broker.stats()).toMatchObject({ connections: 2, sockets: 2, acceptsRefused: 1, limits: { maxConnections: 1 } })
+  })
+
+  it('closes the socket waiting longest for its CONNECT, not the newcomer, when every slot is taken and some are idle', async () => {
+    const { broker, port } = await startBroker(cleanups, { maxConnections: 2, maxPendingConnections: 1, maxPendingPerAddress: 1 })
+    // Of two idle sockets only one may wait; the second pushes the first out (pending slots full).
+    const first = await rawConnect(cleanups, port)
+    await waitFor(() => broker.stats().sockets === 1, 'one socket accepted')
+    await rawConnect(cleanups, port, '127.0.0.2')
+    await first.closed
+    expect(broker.stats()).toMatchObject({ sockets: 1, pending: 1, acceptsRefused: 0, limits: { pendingEvicted: 1 } })
   })
 
   it('closes a socket that sends no CONNECT within connectTimeoutMs', async () => {

@@ -205,8 +205,9 @@ export interface RawClient {
   closed: Promise<void>
 }
 
-export async function rawConnect(cleanups: Cleanups, port: number): Promise<RawClient> {
-  const socket = netConnect({ host: HOST, port })
+/** `localAddress`: another loopback source (127.0.0.2), for limits per address. */
+export async function rawConnect(cleanups: Cleanups, port: number, localAddress?: string): Promise<RawClient> {
+  const socket = netConnect({ host: HOST, port, ...(localAddress === undefined ? {} : { localAddress }) })
   cleanups.add(() => {
     socket.destroy()
   })
