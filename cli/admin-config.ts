@@ -13,7 +13,7 @@ import { ADMIN_TOKEN_FILE } from '../hub/admin-token.js'
 export interface AdminTarget {
   readonly api: string
   readonly token: string
-  /** --ca / ROLLCALL_CA: the CA certificate (PEM path) an https:// API's certificate must chain to; undefined: the system's CAs. */
+  /** --ca / ROLLCALL_CA / DATA/tls/ca.pem: the CA certificate (PEM path) an https:// API's certificate must chain to; undefined: the system's CAs. */
   readonly ca?: string | undefined
 }
 
@@ -27,7 +27,10 @@ export function resolveAdminTarget(flags: { api?: string | undefined; adminToken
   if (!/^https?:\/\/[^/]+/.test(api)) {
     throw new InvalidArgumentError(`--api ${JSON.stringify(api)} is not a URL: write it like ${DEFAULT_API}`)
   }
-  const ca = flags.ca ?? (env.ROLLCALL_CA || undefined)
+  const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? DEFAULT_DATA)
+  // On the hub's machine the CA `rollcall tls init` made is in the data dir: an https:// API needs no --ca there.
+  const localCa = join(dataDir, 'tls', 'ca.pem')
+  const ca = flags.ca ?? (env.ROLLCALL_CA || undefined) ?? (api.startsWith('https:') && existsSync(localCa) ? localCa : undefined)
   if (ca !== undefined && !api.startsWith('https:')) {
     // As for the agent: a CA given means TLS was meant, and the admin token must not cross the network in clear.
     throw new InvalidArgumentError(`--ca (or ROLLCALL_CA) is for an https:// API, but --api is ${api}: write it https://HOST:PORT (the hub serves HTTPS when it has a certificate)`)
@@ -35,7 +38,6 @@ export function resolveAdminTarget(flags: { api?: string | undefined; adminToken
   if (ca !== undefined && !existsSync(ca)) throw new InvalidArgumentError(`--ca ${ca} does not exist: give the hub's ca.pem (DATA/tls/ca.pem after \`rollcall tls init\`)`)
   let token = flags.adminToken ?? env.ROLLCALL_ADMIN_TOKEN
   if (!token) {
-    const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? DEFAULT_DATA)
     const path = join(dataDir, ADMIN_TOKEN_FILE)
     if (!existsSync(path)) {
       // The demo (npm start) keeps its hub in a folder of its own: say so to whoever ran it here.

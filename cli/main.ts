@@ -90,7 +90,7 @@ program.command('agent')
 function adminOptions(cmd: Command): Command {
   return cmd
     .option('--api <url>', 'hub HTTP API (or ROLLCALL_API; default http://127.0.0.1:8080); https://... for a hub with TLS')
-    .option('--ca <file>', 'with an https:// API: the CA certificate (PEM) its certificate must chain to, e.g. the hub\'s ca.pem from `rollcall tls init` (or ROLLCALL_CA; default: the system\'s CAs)')
+    .option('--ca <file>', 'with an https:// API: the CA certificate (PEM) its certificate must chain to, e.g. the hub\'s ca.pem from `rollcall tls init` (or ROLLCALL_CA; default: DATA/tls/ca.pem if it exists, else the system\'s CAs)')
     .option('--admin-token <token>', 'admin token (or ROLLCALL_ADMIN_TOKEN; default: read from the hub data dir)')
     .option('--data <dir>', 'hub data dir to read the admin token from (or ROLLCALL_DATA; default ./rollcall-data)')
     .option('--json', 'print JSON on stdout; a failure too, as {"error":{"code","message"}}', false)

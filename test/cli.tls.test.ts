@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
-import { startTestHub, type TestHub } from './support/hub.js'
+import { copyFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { startTestHub, tempDir, type TestHub } from './support/hub.js'
 import { CLI } from './support/procs.js'
 import { makeTestPki, makeUnrelatedPki, type TestPki } from './support/tls.js'
 
@@ -54,6 +56,19 @@ describe('rollcall admin commands over HTTPS', () => {
     const obs = await rollcall(['observer', 'add', 'tlsviewer', ...target, '--ca', pki.caCert])
     expect(obs.code).toBe(0)
     expect(obs.stdout).toContain(`mosquitto_sub -h 127.0.0.1 -p ${port} --cafile ${pki.caCert} -i`)
+  })
+
+  it('on the hub\'s machine, takes the CA from the data dir\'s tls/ca.pem without --ca', async () => {
+    const data = tempDir('cli-ca')
+    try {
+      mkdirSync(join(data.dir, 'tls'))
+      copyFileSync(pki.caCert, join(data.dir, 'tls', 'ca.pem'))
+      const r = await rollcall(['device', 'list', '--api', hub.httpUrl, '--data', data.dir, '--admin-token', hub.running.adminToken, '--json'])
+      expect(r.stderr).toBe('')
+      expect(r.code).toBe(0)
+    } finally {
+      data.remove()
+    }
   })
 
   it('without --ca fails with code TLS and a message naming --ca', async () => {
