@@ -3,6 +3,7 @@ import { createLogger, logFormat } from '../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub, type RunningHub } from '../hub/hub.js'
 import { intFlag, numberFlag } from './parse.js'
+import { systemdNotifier } from './sd-notify.js'
 import { onReloadSignal, onShutdownSignal } from './signals.js'
 
 export async function runHub(opts: Record<string, string | boolean | undefined>): Promise<void> {
@@ -47,10 +48,13 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
   // SIGHUP: read the certificate and key again (after a renewal); the hub also watches the files.
   if (running.tls !== undefined) onReloadSignal(() => { hub.reloadTls('SIGHUP') })
 
+  const notify = systemdNotifier({ onError: (message) => logger.warn({ message }, 'could not notify systemd') })
   onShutdownSignal(async () => {
-    await hub.stop()
+    await Promise.all([notify.stopping(), hub.stop()])
     logger.flush()
   })
+  // Under systemd (Type=notify): ready once every listener is open.
+  await notify.ready(startBanner(config, running)[0] ?? 'listening')
 }
 
 /** What the hub prints once it listens: its URLs, where the data and the admin token are. */

@@ -1,15 +1,16 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander'
+import { Command, InvalidArgumentError, Option } from 'commander'
 import { VERSION } from '../common/version.js'
 import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'
+import type { ServiceFlags } from './service-install.js'
 import type { SimFlags } from './sim-command.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 function logFormatOption(): Option {
-  return new Option('--log-format <format>', 'pretty: one readable line per entry; json: one JSON object per line (default: pretty on a terminal, else json)')
-    .choices(['pretty', 'json'])
+  return new Option('--log-format <format>', 'pretty: one readable line per entry; json: one JSON object per line; journal: one line with a syslog priority prefix, for the systemd journal (default: journal under systemd, pretty on a terminal, else json)')
+    .choices(['pretty', 'json', 'journal'])
 }
 
 /**
@@ -86,6 +87,35 @@ program.command('agent')
     const { runAgent } = await import('./agent-command.js')
     await runAgent(opts)
   })
+
+const service = program.command('service').description('run the agent or the hub as a systemd service (docs/services.md)')
+service.command('install')
+  .description('install the systemd unit for this machine: write it to /etc/systemd/system, create the rollcall user, enable and start it')
+  .argument('<kind>', 'agent or hub')
+  .option('--config <file>', 'the config file the service runs with (default /etc/rollcall/agent.json or /etc/rollcall/hub.json)')
+  .option('--token-file <file>', 'agent: the file holding the device token, passed to the agent as a systemd credential (default /etc/rollcall/agent.token)')
+  .option('--unit-dir <dir>', 'only write the unit file into this directory (packagers, tests): no user, no systemctl; the commands left to run are printed')
+  .option('--user <name>', 'the system user the service runs as (default rollcall)')
+  .option('--force', 'replace a unit file that differs', false)
+  .option('--dry-run', 'print the unit and the steps, change nothing', false)
+  .action(async (kind: string, opts: ServiceFlags) => {
+    const { serviceInstall } = await import('./service-install.js')
+    serviceInstall(serviceKind(kind), opts)
+  })
+service.command('uninstall')
+  .description('stop and disable the service and remove its unit file; its data, config and user are kept')
+  .argument('<kind>', 'agent or hub')
+  .option('--unit-dir <dir>', 'the directory the unit was written to with --unit-dir')
+  .option('--dry-run', 'print the steps, change nothing', false)
+  .action(async (kind: string, opts: ServiceFlags) => {
+    const { serviceUninstall } = await import('./service-install.js')
+    serviceUninstall(serviceKind(kind), opts)
+  })
+
+function serviceKind(kind: string): 'agent' | 'hub' {
+  if (kind !== 'agent' && kind !== 'hub') throw new InvalidArgumentError(`the service is "agent" or "hub", not ${JSON.stringify(kind)}`)
+  return kind
+}
 
 function adminOptions(cmd: Command): Command {
   return cmd

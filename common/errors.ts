@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   COMMAND_NOT_FOUND: 404,
   COMMANDS_NOT_SUPPORTED: 409,
   UNAVAILABLE: 503,
+  /** `rollcall service install`: a different unit file is in the way (--force replaces it). */
+  UNIT_EXISTS: 409,
   INTERNAL: 500,
 } as const
 

@@ -1,11 +1,17 @@
 import { createRequire } from 'node:module'
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
 import type { PrettyOptions } from 'pino-pretty'
+import { isJournalStream, journalDestination } from './journal-log.js'
 
 export type { Logger }
 
-/** `json`: one JSON object a line, for files, journald and log shippers; `pretty`: one readable line, for a person at a terminal. */
-export const LOG_FORMATS = ['auto', 'pretty', 'json'] as const
+/**
+ * `json`: one JSON object a line, for files and log shippers; `pretty`: one
+ * readable line, for a person at a terminal; `journal`: one readable line
+ * with a syslog priority prefix and no time, for the systemd journal
+ * (common/journal-log.ts).
+ */
+export const LOG_FORMATS = ['auto', 'pretty', 'json', 'journal'] as const
 export type LogFormat = typeof LOG_FORMATS[number]
 
 /** A --log-format flag's value as a LogFormat (commander has checked the choices); absent is `auto`. */
@@ -17,8 +23,10 @@ export interface LoggerConfig {
   readonly level: string
   /** Where lines go: stdout by default, stderr for CLI commands whose stdout is data. */
   readonly destination?: 1 | 2
-  /** `auto` (the default): pretty when the destination is a terminal, JSON otherwise. */
+  /** `auto` (the default): journal when the destination is systemd's journal stream, pretty on a terminal, JSON otherwise. */
   readonly format?: LogFormat
+  /** Where `auto` reads JOURNAL_STREAM; process.env by default. */
+  readonly env?: Readonly<Record<string, string | undefined>>
 }
 
 /**
@@ -29,12 +37,18 @@ export interface LoggerConfig {
 export function createLogger(config: LoggerConfig): Logger {
   const fd = config.destination ?? 1
   const options: LoggerOptions = { level: config.level, base: { pid: process.pid } }
-  return pino(options, prettyWanted(config.format ?? 'auto', fd) ? prettyStream(fd) : pino.destination({ fd, sync: false }))
+  switch (chosenFormat(config.format ?? 'auto', fd, config.env ?? process.env)) {
+    case 'pretty': return pino(options, prettyStream(fd))
+    case 'journal': return pino(options, journalDestination(fd))
+    case 'json': return pino(options, pino.destination({ fd, sync: false }))
+  }
 }
 
-function prettyWanted(format: LogFormat, fd: 1 | 2): boolean {
-  if (format !== 'auto') return format === 'pretty'
-  return (fd === 1 ? process.stdout : process.stderr).isTTY === true
+/** What `auto` means for this destination: the journal under systemd, pretty on a terminal, else JSON. */
+export function chosenFormat(format: LogFormat, fd: 1 | 2, env: Readonly<Record<string, string | undefined>>): Exclude<LogFormat, 'auto'> {
+  if (format !== 'auto') return format
+  if (isJournalStream(fd, env.JOURNAL_STREAM)) return 'journal'
+  return (fd === 1 ? process.stdout : process.stderr).isTTY === true ? 'pretty' : 'json'
 }
 
 /**
