@@ -35,9 +35,10 @@ export function unitName(kind: ServiceKind): string {
   return `rollcall-${kind}.service`
 }
 
-/** The shipped unit: deploy/systemd/ at the package root (this file is dist/cli/service-install.js). */
+/** The shipped unit: deploy/systemd/ at the package root, two levels up from dist/cli/ (one from cli/ when run from source). */
 export function templatePath(kind: ServiceKind): string {
-  return fileURLToPath(new URL(`../../deploy/systemd/${unitName(kind)}`, import.meta.url))
+  const candidates = ['../../', '../'].map((up) => fileURLToPath(new URL(`${up}deploy/systemd/${unitName(kind)}`, import.meta.url)))
+  return candidates.find((p) => existsSync(p)) ?? candidates[0]!
 }
 
 /** What the plan depends on, read from the machine by `currentHost()`, given by tests. */

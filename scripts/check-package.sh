@@ -120,7 +120,7 @@ tar -tzf "$tgz" | sed 's|^package/||' | sort > "$work/files.txt"
 if grep -E '\.map$|\.ts$|^dist/(bench|scripts|test)/' "$work/files.txt" >&2; then
   fail "the tarball carries the development files above"
 fi
-for f in LICENSE README.md package.json dist/cli/main.js dist/hub/ui/index.html dist/hub/ui/style.css dist/hub/ui/app.js; do
+for f in LICENSE README.md package.json dist/cli/main.js dist/hub/ui/index.html dist/hub/ui/style.css dist/hub/ui/app.js deploy/systemd/rollcall-agent.service deploy/systemd/rollcall-hub.service; do
   grep -qxF "$f" "$work/files.txt" || fail "the tarball lacks $f"
 done
 say "tarball: $(wc -l < "$work/files.txt") files, $(du -k "$tgz" | cut -f1) KiB"
