@@ -43,6 +43,11 @@ describe('the units in deploy/systemd', () => {
     // ExecStart= is this node and this built CLI, which verify checks exist and are executable.
     expect(execArgv(value(parseUnit(readFileSync(path, 'utf8')), 'Service', 'ExecStart')).slice(0, 3)).toEqual([process.execPath, CLI, kind])
     expect(verify(path)).toEqual({ status: 0, aboutUnit: [] })
+    // The hardening holds: systemd's own rating (0 locked down .. 10 exposed; 1.4 when written, "OK" up to 3.9).
+    const security = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', path], { encoding: 'utf8' })
+    const exposure = /Overall exposure level for \S+: ([\d.]+)/.exec(`${security.stdout}${security.stderr}`)
+    expect(exposure, security.stderr).not.toBeNull()
+    expect(Number(exposure![1])).toBeLessThanOrEqual(2)
 
     // The check can fail: a key systemd 252 lacks (RestartSteps= came in 254) is reported.
     const broken = join(tmp.dir, `broken-${kind}.service`)
