@@ -26,6 +26,7 @@ export interface Notifier {
 }
 
 export interface NotifyDeps {
+  /** Where NOTIFY_SOCKET and PATH are read; process.env by default, which then loses NOTIFY_SOCKET. */
   readonly env?: Readonly<Record<string, string | undefined>>
   /** The program to run; `systemd-notify` from PATH by default. */
   readonly command?: string
@@ -39,6 +40,10 @@ const NOTIFY_TIMEOUT_MS = 10_000
 export function systemdNotifier(deps: NotifyDeps = {}): Notifier {
   const env = deps.env ?? process.env
   const socket = env.NOTIFY_SOCKET
+  // As sd_notify(3)'s unset_environment: the process's own children (a shell
+  // job) do not inherit the socket, so they cannot send notices in its name
+  // by accident.
+  if (deps.env === undefined) delete process.env.NOTIFY_SOCKET
   const command = deps.command ?? 'systemd-notify'
   const onError = deps.onError ?? (() => {})
 
