@@ -165,6 +165,9 @@ export function installPlan(o: InstallOptions, host: Host, template: string): Pl
   const notes: string[] = []
   if (existing !== unit) steps.push({ type: 'write', path: unitPath, content: unit })
   else notes.push(`${unitPath} is already this unit`)
+  for (const path of [host.node, host.cli].filter(underHome)) {
+    notes.push(`${path} is in a home directory: the unit sets ProtectHome=read-only so the service can reach it, but the ${user} user also needs read access to every directory on the way (home directories are often 0700); node and rollcall installed system-wide (apt or NodeSource, sudo npm install -g) avoid both`)
+  }
 
   const useradd = ['useradd', '--system', '--user-group', '--no-create-home', '--home-dir', '/var/lib/rollcall', '--shell', '/usr/sbin/nologin', user]
   if (!packaging && !host.userExists(user)) steps.push({ type: 'run', argv: useradd })

@@ -139,6 +139,11 @@ describe('rollcall service install: the plan', () => {
     expect(p.todo[0]).toMatch(/^getent passwd rollcall >\/dev\/null \|\| useradd --system/)
   })
 
+  it('warns when node lives in a home directory (nvm), which the service user may not reach', () => {
+    expect(plan({}, host({ node: '/home/pi/.nvm/versions/node/v20.19.0/bin/node' })).notes.join('\n')).toMatch(/^\/home\/pi\/\.nvm\S* is in a home directory: the unit sets ProtectHome=read-only/m)
+    expect(plan({}, host()).notes.join('\n')).not.toMatch(/home directory/)
+  })
+
   it('refuses without root, and refuses to replace a different unit without --force', () => {
     expect(errorCode(() => plan({}, host({ isRoot: false })))).toBe('FORBIDDEN')
     const h = host({ files: { '/etc/systemd/system/rollcall-agent.service': '[Service]\nExecStart=/bin/true\n' } })
