@@ -1,4 +1,5 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { isJournalStream } from '../common/journal-log.js'
 import { createLogger, logFormat } from '../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub, type RunningHub } from '../hub/hub.js'
@@ -36,7 +37,12 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
   const hub = createHub(config, { logger })
   const running = await hub.start()
 
-  process.stderr.write(`${startBanner(config, running).join('\n')}\n`)
+  // Under systemd, stderr is the journal, which keeps what it gets on disk for
+  // every member of the adm group to read: the new admin token stays in its
+  // file there, and each line gets the journal's priority prefix.
+  const toJournal = isJournalStream(2, process.env.JOURNAL_STREAM)
+  const banner = startBanner(config, running, { showToken: !toJournal })
+  process.stderr.write(`${banner.map((l) => (toJournal ? `<6>${l}` : l)).join('\n')}\n`)
   const readyFile = str('readyFile')
   if (readyFile) {
     // Written beside and renamed into place, so a script polling for it never reads it half-written.
@@ -54,11 +60,11 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     logger.flush()
   })
   // Under systemd (Type=notify): ready once every listener is open.
-  await notify.ready(startBanner(config, running)[0] ?? 'listening')
+  await notify.ready(banner[0] ?? 'listening')
 }
 
 /** What the hub prints once it listens: its URLs, where the data and the admin token are. */
-export function startBanner(config: HubConfig, running: RunningHub): string[] {
+export function startBanner(config: HubConfig, running: RunningHub, { showToken = true }: { showToken?: boolean } = {}): string[] {
   const local = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host
   const http = running.tls ? 'https' : 'http'
   const urls = [
@@ -78,7 +84,9 @@ export function startBanner(config: HubConfig, running: RunningHub): string[] {
   } else if (config.allowPlaintext) {
     lines.push('  no TLS (--allow-plaintext): tokens cross the network in clear text; see `rollcall tls init` and --tls-cert/--tls-key')
   }
-  if (running.adminTokenCreated) {
+  if (running.adminTokenCreated && !showToken) {
+    lines.push(`  admin token: created in ${running.adminTokenPath} (mode 0600; not printed, as this output is kept in the journal)`)
+  } else if (running.adminTokenCreated) {
     lines.push(`  admin token (shown once; also in ${running.adminTokenPath}, mode 0600):`, `    ${running.adminToken}`)
   } else {
     lines.push(`  admin token: in ${running.adminTokenPath}`)

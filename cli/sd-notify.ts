@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process'
  * `systemd-notify`, which the systemd package always installs.
  *
  * The message then comes from a child process, not the main one, so the unit
- * needs NotifyAccess=all. systemd-notify (systemd 246 and later, Debian
- * Bookworm has 252) waits by default until PID 1 has processed the message
+ * needs NotifyAccess=all. systemd-notify (as in systemd 252, Debian Bookworm's, and
+ * later) waits by default until PID 1 has processed the message
  * (a BARRIER=1 handshake), so it is still alive when PID 1 looks up which unit
  * it belongs to: the race the systemd-notify(1) man page warns of for helper
  * processes applies only with --no-block, which is not used here.

@@ -22,9 +22,10 @@ import { execArgv, readUnit, unitEnvironment, value, values, type Unit } from '.
  * - The environment systemd gives a system service (PATH, HOME, USER, ...,
  *   INVOCATION_ID), NOTIFY_SOCKET and JOURNAL_STREAM, then Environment=;
  *   nothing inherited from the test's own environment.
+ * - stdout and stderr: one file whose device:inode is JOURNAL_STREAM, as
+ *   systemd's stream to journald would be.
  * - NOTIFY_SOCKET: a unix datagram socket in python3 (Node has none) that
- *   records every sd_notify line. stdout: a file whose device:inode is
- *   JOURNAL_STREAM, as systemd's stream to journald would be.
+ *   records every sd_notify line.
  */
 
 /** systemd's PATH for system services (systemd.exec(5), "Environment Variables in Spawned Processes"). */
@@ -70,8 +71,8 @@ export interface UnitRun {
   readonly stateDir: string
   /** Lines received on NOTIFY_SOCKET, in order. */
   readonly notices: readonly string[]
+  /** What it wrote to stdout and stderr: the journal stream. */
   journal(): string
-  stderr(): string
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   /** Kills what is still running (SIGKILL): the process and the notify listener. */
   close(): Promise<void>
@@ -139,15 +140,14 @@ export async function startAsUnit(unitPath: string, workDir: string, extraEnv: R
   const [command, args] = isRoot
     ? ['setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--', ...argv]] as const
     : [argv[0]!, argv.slice(1)] as const
-  const child = spawn(command, args, { cwd: mapPath(value(unit, 'Service', 'WorkingDirectory')), env, stdio: ['ignore', journalFd, 'pipe'] })
+  // StandardOutput=journal and StandardError=inherit, systemd's defaults: both to the one journal stream.
+  if (values(unit, 'Service', 'StandardOutput').length + values(unit, 'Service', 'StandardError').length > 0) throw new Error('StandardOutput=/StandardError= are not modelled')
+  const child = spawn(command, args, { cwd: mapPath(value(unit, 'Service', 'WorkingDirectory')), env, stdio: ['ignore', journalFd, journalFd] })
   closeSync(journalFd)
-  let stderr = ''
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   return {
     unit, child, pid: child.pid!, user, switchedUser: isRoot, stateDir, notices,
     journal: () => readFileSync(journalPath, 'utf8'),
-    stderr: () => stderr,
     exited,
     async close() {
       await kill(child)
