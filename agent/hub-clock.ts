@@ -134,10 +134,10 @@ export class HubClock {
     this.clock = { now: () => this.now() }
   }
 
-  /** Hub time when known, else the device's wall clock. */
+  /** Hub time when known (whole ms, as Date.now() gives: the wire's timestamps are integers), else the device's wall clock. */
   now(): number {
     const e = this.estimate
-    return e ? this.options.monotonic.now() + e.offsetMs : this.options.wall.now()
+    return e ? Math.round(this.options.monotonic.now() + e.offsetMs) : this.options.wall.now()
   }
 
   get synced(): boolean {

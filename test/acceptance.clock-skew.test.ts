@@ -3,7 +3,7 @@ import type { Agent } from '../agent/agent.js'
 import type { Clock } from '../common/clock.js'
 import { encode, topics, type CommandResponse } from '../protocol/index.js'
 import type { SampleRow } from '../hub/telemetry-store.js'
-import { startAgents, waitOnline } from './support/agents.js'
+import { startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { startProxy } from './support/proxy.js'
 
@@ -81,6 +81,17 @@ describe('an agent whose clock is 2 h wrong', () => {
       expect(aborted).toHaveLength(1)
       expect(aborted[0]).toBeGreaterThan(1000)
       expect(aborted[0]).toBeLessThan(1500 + 10_000)
+
+      // 4. A job that must start within 30 s of the hub's clock starts (ahead: the device clock says it expired).
+      const job = await hub.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: `device:${id}`, payload: { hi: 1 }, expiresIn: '30s' })
+      expect(job.status).toBe(201)
+      const done = await waitJobDone(hub, job.body.id, 30_000)
+      expect(done.executions.map((e) => e.state)).toEqual(['succeeded'])
+      // Its times are on the hub's clock, whole ms like every timestamp on the wire.
+      const exec = done.executions[0]!
+      expect(Number.isInteger(exec.startedAt)).toBe(true)
+      expect(Math.abs(exec.startedAt! - Date.now())).toBeLessThan(30_000)
+      expect((await hub.api<{ deadLetters: unknown[] }>('GET', '/api/dead-letters')).body.deadLetters).toEqual([])
     }, 60_000)
   }
 
