@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { execFile } from 'node:child_process'
 import type { Agent } from '../agent/agent.js'
 import type { Clock } from '../common/clock.js'
 import { encode, topics, type CommandResponse } from '../protocol/index.js'
@@ -6,6 +7,17 @@ import type { SampleRow } from '../hub/telemetry-store.js'
 import { startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { startProxy } from './support/proxy.js'
+import { CLI } from './support/procs.js'
+
+/** The built CLI against a test hub's API. */
+function rollcall(hub: TestHub, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args, '--api', hub.httpUrl], { env: { ...process.env, ROLLCALL_ADMIN_TOKEN: hub.running.adminToken }, timeout: 20_000 }, (err, stdout) => {
+      if (err) reject(new Error(`rollcall ${args.join(' ')}: ${err.message}`))
+      else resolve(stdout)
+    })
+  })
+}
 
 /**
  * Issue #13, "a clock that may be wrong": a Raspberry Pi boots without a
@@ -166,9 +178,13 @@ describe('an agent whose clock is 2 h wrong', () => {
     const fresh = rows.find((r) => r.value === 2)!
     expect(fresh.unsynced).toBeUndefined()
     expect(Math.abs(fresh.ts - afterAt)).toBeLessThan(1000)
+    // rollcall telemetry marks the flagged row and says why.
+    const text = await rollcall(hub, ['telemetry', id, '--since', '1h', '--until', String(Date.now() + 3 * HOUR)])
+    expect(text.split('\n').filter((l) => /\?\s+probe\s+1\s/.test(l))).toHaveLength(1)
+    expect(text).toMatch(/^\? 1 sample\(s\) carry the device's own clock/m)
   }, 60_000)
 
-  it('the hub shows the skew: the device API and /metrics', async () => {
+  it('the hub shows the skew: the device API, device show and /metrics', async () => {
     const id = 'skew-shown'
     const { hub, token, dir } = await hubWithDevice(id)
     const [agent] = await startAgents(hub.mqttUrl, dir, [{ id, token }], {}, { clock: skewed(-2 * HOUR) })
@@ -178,6 +194,7 @@ describe('an agent whose clock is 2 h wrong', () => {
       return r.body.presence?.clockSkewMs == null ? undefined : r.body.presence
     }, 'the skew reported', 10_000)
     expect(Math.abs(d.clockSkewMs! + 2 * HOUR)).toBeLessThan(1000)
+    expect(await rollcall(hub, ['device', 'show', id])).toMatch(/^clock\s+2\.0 h behind the hub/m)
     const metrics = await fetch(`${hub.httpUrl}/metrics`, { headers: { authorization: `Bearer ${hub.running.adminToken}` } }).then((r) => r.text())
     expect(metrics).toMatch(/^rollcall_agents_clock_skewed 1$/m)
     const max = /^rollcall_agent_clock_skew_max_abs_seconds (\S+)$/m.exec(metrics)
