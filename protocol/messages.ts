@@ -217,7 +217,7 @@ export const JobUpdate = Type.Object({
     Type.Literal('in_progress'), Type.Literal('succeeded'), Type.Literal('failed'),
     Type.Literal('timed_out'), Type.Literal('rejected'), Type.Literal('expired'),
   ]),
-  /** Device clock, ms since epoch. */
+  /** ms since epoch, by the hub's clock as the device knows it, else its own (agent/hub-clock.ts). */
   startedAt: Type.Optional(Timestamp),
   finishedAt: Type.Optional(Timestamp),
   result: Type.Optional(Type.Unknown()),
