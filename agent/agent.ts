@@ -369,6 +369,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         concurrency: config.jobConcurrency,
         deviceId: config.id,
         clock: hubTime,
+        clockSynced: () => hubClock.synced,
         logger: deviceLog,
         sampleSensors,
         onRoom: () => { puller?.onRoom() },

@@ -4,6 +4,7 @@ import { silentLogger } from '../common/logger.js'
 import { DRIFT_PER_MS, HubClock, MAX_SYNC_RTT_MS, nextEstimate, type ClockEstimate } from '../agent/hub-clock.js'
 import { sampleBody } from '../agent/outbox.js'
 import { skewText } from '../cli/admin-commands.js'
+import { refusal } from '../agent/command-runner.js'
 
 /** Issue #13: the agent's estimate of the hub's time, and what it does to outgoing rows. */
 
@@ -96,6 +97,19 @@ describe('HubClock', () => {
     clock.onAck({ upTo: 0 }, () => undefined)
     expect(clock.unsyncedSuffix()).toBe('')
     expect(clock.synced).toBe(false)
+  })
+})
+
+describe('EXPIRED says which clock judged it', () => {
+  const input = { now: 10_000, known: true, running: 0, maxRunning: 4, names: () => [] }
+  it.each([
+    [undefined, 'hub clock'],
+    ['hub' as const, 'hub clock'],
+    ['device' as const, 'device clock: the hub\'s time was not known yet'],
+  ])('%s', (clock, text) => {
+    const r = refusal({ name: 'x', expiresAt: 9_000 }, { ...input, ...(clock ? { clock } : {}) })
+    expect(r?.code).toBe('EXPIRED')
+    expect(r?.message).toContain(text)
   })
 })
 
