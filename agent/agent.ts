@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { systemClock, type Clock, type Random } from '../common/clock.js'
+import { systemClock, systemMonotonic, type Clock, type Monotonic, type Random } from '../common/clock.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
@@ -16,6 +16,7 @@ import { JobPuller, type JobPullerStats } from './job-puller.js'
 import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
 import { JobReporter, type JobReporterStats } from './job-reporter.js'
 import { JobRunner } from './job-runner.js'
+import { HubClock, kernelBootId, TIME_CAPABILITY, type HubClockStats } from './hub-clock.js'
 import { Ledger } from './ledger.js'
 import { compileShellAllow, shellAllowWarnings } from './shell-allow.js'
 import { LocalSchedules } from './local-schedules.js'
@@ -38,7 +39,15 @@ import { builtinSensors, sensorUnits, simulatedSensor, type SensorSource } from 
 
 export interface AgentDeps {
   readonly logger?: Logger
+  /** The device's wall clock (a test may set it hours wrong); deadlines and timestamps use the hub's time once known (agent/hub-clock.ts). */
   readonly clock?: Clock
+  /** A clock NTP never steps: CLOCK_MONOTONIC by default. */
+  readonly monotonic?: Monotonic
+  /**
+   * The kernel's boot id, which monotonic readings are relative to; read from
+   * /proc/sys/kernel/random/boot_id by default (a test injects one to play a reboot).
+   */
+  readonly kernelBootId?: string
   /** Jitter for the reconnect backoff. */
   readonly random?: Random
   /** Extra sensors, sampled with the configured ones (the simulator injects its models here). */
@@ -78,6 +87,8 @@ export interface AgentStats {
   readonly sampler: SamplerStats | undefined
   readonly jobs: AgentJobStats | undefined
   readonly commands: CommandRunnerStats | undefined
+  /** Whether the agent knows the hub's time, and the device clock's offset from it. */
+  readonly clock: HubClockStats
 }
 
 export interface Agent {
@@ -100,12 +111,12 @@ export interface Agent {
   isConnected(): boolean
 }
 
-/** What a device advertises in its birth; grows as the agent learns jobs and commands. */
 /**
  * What the birth advertises. "telemetry.backlog": this agent understands an
- * ack's `accepts` and then reports its outbox backlog in each batch.
+ * ack's `accepts` and then reports its outbox backlog in each batch. "time":
+ * it takes `hubTime` in acks (agent/hub-clock.ts).
  */
-export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog'] as const
+export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog', TIME_CAPABILITY] as const
 
 /** An event's JSON may not exceed this, so it always fits one batch under the payload cap. */
 export const MAX_EVENT_BYTES = 16 * 1024
@@ -119,7 +130,7 @@ const JOB_PRUNE_INTERVAL_MS = 3_600_000
  * LIMITS.maxJsonDepth (the hub dead-letters that, M19b, and a refused batch
  * would block the outbox behind it).
  */
-function eventRecord(ts: number, kind: string, level: EventLevel, message: string, data?: Record<string, unknown>): OutboxRecord {
+function eventRecord(ts: number, kind: string, level: EventLevel, message: string, data?: Record<string, unknown>, unsyncedSuffix = ''): OutboxRecord {
   const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
   if (data !== undefined && nestsDeeperThan(data, LIMITS.maxJsonDepth)) data = { truncated: true, deeperThan: LIMITS.maxJsonDepth }
   let body = eventBody(ts, kind, level, text, data)
@@ -127,11 +138,13 @@ function eventRecord(ts: number, kind: string, level: EventLevel, message: strin
     // Keep the event, lose the detail: an oversize payload would be refused by the broker and block the outbox.
     body = eventBody(ts, kind, level, text, { truncated: true, dataBytes: Buffer.byteLength(body) })
   }
+  // The HubClock's note for a record taken before the hub's time was known; stripped before it is sent.
+  if (unsyncedSuffix !== '') body = body.slice(0, -1) + unsyncedSuffix + '}'
   return { kind: 'event', ts, body }
 }
 
 /** The `job.local` event that reports a local job's end (its result is cut before the whole event is). */
-function localOutcomeRecord(o: LocalOutcome): OutboxRecord {
+function localOutcomeRecord(o: LocalOutcome, unsyncedSuffix: string): OutboxRecord {
   const level: EventLevel = o.outcome === 'succeeded' ? 'info' : 'error'
   const message = `local schedule ${o.schedule}: ${o.task} ${o.outcome}`
   const data: Record<string, unknown> = { schedule: o.schedule, task: o.task, outcome: o.outcome }
@@ -142,7 +155,7 @@ function localOutcomeRecord(o: LocalOutcome): OutboxRecord {
   if (data.result !== undefined && Buffer.byteLength(JSON.stringify(data)) > MAX_EVENT_BYTES - 1024) {
     data.result = { truncated: true, bytes: Buffer.byteLength(JSON.stringify(data.result)) }
   }
-  return eventRecord(o.finishedAt, 'job.local', level, message, data)
+  return eventRecord(o.finishedAt, 'job.local', level, message, data, unsyncedSuffix)
 }
 
 /** The job task a queued command runs as (the hub names queued commands' jobs so). */
@@ -199,6 +212,12 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   const deviceLog = root.bindings().deviceId === config.id ? root : root.child({ deviceId: config.id })
   const log = deviceLog.child({ component: 'agent' })
   const bootId = deps.bootId ?? randomUUID()
+  const monotonic = deps.monotonic ?? systemMonotonic
+  // Without a kernel boot id (not Linux), monotonic readings are trusted only within this process.
+  const bootRef = deps.kernelBootId ?? kernelBootId() ?? randomUUID()
+  const hubClock = new HubClock({ wall: clock, monotonic, bootRef, logger: deviceLog.child({ component: 'clock' }) })
+  /** Hub time once known, else the device's: what deadlines and timestamps are judged on. */
+  const hubTime = hubClock.clock
   const sensors: SensorSource[] = [
     ...(config.builtinSensors ? builtinSensors() : []),
     ...config.sensors.map(simulatedSensor),
@@ -241,6 +260,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
           log.debug({ storeId: message.storeId }, 'ignoring an ack for another store')
           return
         }
+        // Before the sender lets the acked batch go: the ack is timed against it.
+        hubClock.onAck(message, (upTo) => sender?.sentAtOf(upTo))
         sender?.onAck(message.upTo, message.accepts)
         link?.hubAccepts(message.accepts)
         return
@@ -302,14 +323,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const queue = new JobQueue(ledger, {
         capacity: config.jobQueueMax,
         // Inside the queue's transaction: a local job's end and its event commit together.
-        onLocalOutcome: (outcomes) => { o.append(outcomes.map(localOutcomeRecord)) },
+        onLocalOutcome: (outcomes) => { o.append(outcomes.map((x) => localOutcomeRecord(x, hubClock.unsyncedSuffix()))) },
       })
       jobQueue = queue
-      const now = clock.now()
+      const now = hubTime.now()
       const interrupted = queue.recoverInterrupted(now)
       if (interrupted > 0) log.warn({ jobs: interrupted }, 'jobs that were running when the agent last stopped are reported as failed (INTERRUPTED)')
       queue.prune(now)
-      sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock, logger: log })
+      sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
       const l = new Link({
         hub: config.hub,
         tls: { caFile: config.caFile, certFile: config.certFile, keyFile: config.keyFile },
@@ -339,13 +360,16 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         ackTimeoutMs: config.ackTimeoutMs,
         coalesceMs: config.coalesceMs,
         logger: log,
+        monotonic: () => monotonic.now(),
+        wireBody: (kind, body) => hubClock.wireBody(kind, body),
       })
       sender = s
       const transport = { isConnected: () => l.isConnected(), publish: (topic: string, payload: string | Buffer) => l.publish(topic, payload) }
       const r = new JobRunner(queue, handlers, {
         concurrency: config.jobConcurrency,
         deviceId: config.id,
-        clock,
+        clock: hubTime,
+        clockSynced: () => hubClock.synced,
         logger: deviceLog,
         sampleSensors,
         onRoom: () => { puller?.onRoom() },
@@ -364,7 +388,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         deviceId: config.id,
         pullIntervalMs: config.pullIntervalMs,
         ackTimeoutMs: config.ackTimeoutMs,
-        clock,
+        clock: hubTime,
         random,
         logger: deviceLog,
       })
@@ -372,21 +396,23 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const c = new CommandRunner(ledger, commandHandlers, transport, {
         deviceId: config.id,
         maxRunning: config.commandConcurrency,
-        clock,
+        clock: hubTime,
+        clockSynced: () => hubClock.synced,
         logger: deviceLog,
         sampleSensors,
       })
       commands = c
       schedules = new LocalSchedules(config.schedules, {
         enqueue: (job) => {
-          queue.enqueue([job], clock.now(), 'local')
+          queue.enqueue([job], hubTime.now(), 'local')
           r.kick()
         },
         clock,
         logger: deviceLog,
       })
-      l.on('connected', () => { s.onConnected(); rep.onConnected(); p.onConnected() })
-      l.on('disconnected', () => { s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })
+      // 'connected' is emitted right after the birth is published: the next ack answers it.
+      l.on('connected', () => { hubClock.onBirthSent(); s.onConnected(); rep.onConnected(); p.onConnected() })
+      l.on('disconnected', () => { hubClock.onDisconnected(); s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })
       l.on('message', onMessage)
       c.start()
       r.start()
@@ -398,7 +424,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       schedules.start()
       pruneTimer = setInterval(() => {
         try {
-          queue.prune(clock.now())
+          queue.prune(hubTime.now())
         } catch (err) {
           log.warn({ err }, 'could not prune done jobs')
         }
@@ -483,7 +509,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       // The hub would dead-letter the whole batch: refuse it here, where the caller can fix it.
       throw new Error('emitEvent: data must be a plain JSON object')
     }
-    outbox.append([eventRecord(Math.floor(clock.now()), kind, level, message, data)])
+    outbox.append([eventRecord(Math.floor(hubTime.now()), kind, level, message, data, hubClock.unsyncedSuffix())])
   }
 
   function sampleSensors(): Record<string, number> {
@@ -519,7 +545,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       }
     },
     sample: () => {
-      const report: SampleReport = { ts: Math.floor(clock.now()), values: {} }
+      const report: SampleReport = { ts: Math.floor(hubTime.now()), values: {} }
       const stored = sampler ? sampler.sampleNow(report) : 0
       return { ts: report.ts, values: report.values, stored }
     },
@@ -567,6 +593,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       sampler: sampler?.stats(),
       jobs: jobStats(),
       commands: commands?.stats(),
+      clock: hubClock.stats(),
     }),
   }
 }

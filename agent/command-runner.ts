@@ -50,7 +50,10 @@ export interface CommandRunnerOptions {
   readonly deviceId: string
   /** Commands running at once; a request beyond it is answered BUSY. */
   readonly maxRunning: number
+  /** Hub time once the agent knows it (agent/hub-clock.ts): expiresAt is on the hub's clock. */
   readonly clock: Clock
+  /** Whether `clock` is the hub's time yet (issue #13); absent: it is taken to be. */
+  readonly clockSynced?: () => boolean
   readonly logger: Logger
   /** One reading of every sensor, for CommandContext. */
   readonly sampleSensors: () => Record<string, number>
@@ -99,8 +102,10 @@ export const INTERRUPTED_COMMAND_MESSAGE = 'the agent stopped (crash, power cut 
 const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
 
 export interface RefusalInput {
-  /** Device clock. */
+  /** The hub's time as the device knows it, or its own clock before it knows (`clock` says which). */
   readonly now: number
+  /** Which clock `now` is on; 'hub' when absent. */
+  readonly clock?: 'hub' | 'device'
   /** Whether the device has a handler for the name. */
   readonly known: boolean
   readonly running: number
@@ -116,7 +121,8 @@ export interface RefusalInput {
 export function refusal(req: Pick<CommandRequest, 'name' | 'expiresAt'>, input: RefusalInput): CommandError | undefined {
   const { now } = input
   if (req.expiresAt <= now) {
-    return { code: 'EXPIRED', message: `the command expired ${now - req.expiresAt} ms before it arrived (device clock); it was not run` }
+    const on = input.clock === 'device' ? 'device clock: the hub\'s time was not known yet' : 'hub clock as the device knows it'
+    return { code: 'EXPIRED', message: `the command expired ${Math.round(now - req.expiresAt)} ms before it arrived (${on}); it was not run` }
   }
   if (!input.known) {
     return { code: 'UNKNOWN_COMMAND', message: capMessage(`this device has no command ${JSON.stringify(req.name)}; it has: ${input.names().join(', ')}`) }
@@ -213,6 +219,7 @@ export class CommandRunner {
   private ran = 0
   private duplicates = 0
   private expired = 0
+  private warnedDeviceClock = false
   private unknown = 0
   private failed = 0
   private busy = 0
@@ -253,8 +260,15 @@ export class CommandRunner {
     if (this.phase !== 'started') return
     this.received++
     const now = this.options.clock.now()
+    const clock = this.options.clockSynced === undefined || this.options.clockSynced() ? 'hub' : 'device'
+    // Worth knowing (a Pi's clock may be hours off before NTP), once: a hub older than
+    // hubTime never tells its time, and every command then takes this path.
+    if (clock === 'device') {
+      this.log[this.warnedDeviceClock ? 'debug' : 'warn']({ id: req.id, expiresAt: req.expiresAt, now }, 'command deadline judged on the device clock: the hub\'s time is not known (yet)')
+      this.warnedDeviceClock = true
+    }
     const handler = this.handlers.get(req.name)
-    const refused = refusal(req, { now, known: handler !== undefined, running: this.active.size, maxRunning: this.options.maxRunning, names: () => this.handlers.names })
+    const refused = refusal(req, { now, clock, known: handler !== undefined, running: this.active.size, maxRunning: this.options.maxRunning, names: () => this.handlers.names })
     const response = refused ? responseJson(req.id, { error: refused }).json : null
     let inserted: boolean
     try {

@@ -31,7 +31,10 @@ export interface JobRunnerOptions {
   /** Jobs run at once (jobConcurrency). */
   readonly concurrency: number
   readonly deviceId: string
+  /** Hub time once the agent knows it (agent/hub-clock.ts): a job's expiresAt is on the hub's clock. */
   readonly clock: Clock
+  /** Whether `clock` is the hub's time yet (issue #13); absent: it is taken to be. */
+  readonly clockSynced?: () => boolean
   readonly logger: Logger
   /** One reading of every sensor, for the sensors.sample task and JobContext. */
   readonly sampleSensors: () => Record<string, number>
@@ -108,11 +111,19 @@ export class JobRunner {
     const free = this.options.concurrency - this.active.size
     if (free <= 0) return
     let jobs: ClaimedJob[]
+    // Before the hub's time is known (an agent restarted offline), expiry is judged on the device's
+    // own clock, which on a Pi may be hours off: the jobs it expires then are logged as such.
+    const unsynced = this.options.clockSynced !== undefined && !this.options.clockSynced()
+    const expiredBefore = unsynced ? this.queue.stats().outcomes.expired : 0
     try {
       jobs = this.queue.claim(free, this.options.clock.now())
     } catch (err) {
       this.log.error({ err }, 'could not claim jobs from the ledger')
       return
+    }
+    if (unsynced) {
+      const expired = this.queue.stats().outcomes.expired - expiredBefore
+      if (expired > 0) this.log.warn({ expired, now: this.options.clock.now() }, 'jobs expired by the device clock: the hub\'s time is not known (yet), and the device clock may be wrong')
     }
     for (const job of jobs) this.run(job)
   }

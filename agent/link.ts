@@ -113,8 +113,8 @@ export class Link extends EventEmitter<LinkEvents> {
   private attempts = 0
   private connects = 0
   private disconnects = 0
-  /** Whether this connection's birth carried the units (see hubAccepts). */
-  private birthHadUnits = false
+  /** Whether this connection's birth was published again with the optional fields the hub takes (see hubAccepts). */
+  private birthExtended = false
   private readonly sent: Record<string, number> = {}
   private readonly received: Record<string, number> = {}
 
@@ -164,19 +164,22 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   /**
-   * What the hub's ack said it accepts. A birth with `units` would be refused
-   * by a hub older than the field (objects are closed), and the birth is the
-   * first thing a connection sends, so each connection's birth goes without
-   * them; once the hub's answer lists "units", the birth is published again,
-   * same epoch, with them (the hub takes a repeated birth as an update of the
-   * device's info). Asked again on every connection, not remembered, so an
-   * agent whose hub was replaced by an older one still comes online.
+   * What the hub's ack said it accepts. A birth with `units` or `clock`
+   * would be refused by a hub older than the field (objects are closed), and
+   * the birth is the first thing a connection sends, so each connection's
+   * birth goes without them; once the hub's answer lists "units" or "clock",
+   * the birth is published again, same epoch, with them (the hub takes a
+   * repeated birth as an update of the device's info). Asked again on every
+   * connection, not remembered, so an agent whose hub was replaced by an
+   * older one still comes online.
    */
   hubAccepts(accepts: readonly string[] | undefined): void {
     const client = this.client
-    if (!accepts?.includes('units') || this.birthHadUnits || this.state !== 'ready' || !client) return
-    if (Object.keys(this.options.units ?? {}).length === 0) return
-    this.publishBirth(client, this.currentEpoch, true)
+    if (!accepts || this.birthExtended || this.state !== 'ready' || !client) return
+    const units = accepts.includes('units') && Object.keys(this.options.units ?? {}).length > 0
+    const clock = accepts.includes('clock')
+    if (!units && !clock) return
+    this.publishBirth(client, this.currentEpoch, { units, clock })
   }
 
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
@@ -349,7 +352,7 @@ export class Link extends EventEmitter<LinkEvents> {
         client.end(true)
         return
       }
-      this.publishBirth(client, epoch, false)
+      this.publishBirth(client, epoch, { units: false, clock: false })
       this.state = 'ready'
       this.lastError = undefined
       this.tlsReported.clear()
@@ -359,8 +362,9 @@ export class Link extends EventEmitter<LinkEvents> {
     })
   }
 
-  private publishBirth(client: MqttClient, epoch: number, withUnits: boolean): void {
-    this.birthHadUnits = withUnits
+  /** `clock`: the device's wall clock, from which the hub works out its skew (issue #13). */
+  private publishBirth(client: MqttClient, epoch: number, extras: { units: boolean; clock: boolean }): void {
+    this.birthExtended = extras.units || extras.clock
     const birth: Birth = {
       type: 'birth',
       v: 1,
@@ -369,7 +373,8 @@ export class Link extends EventEmitter<LinkEvents> {
       agentVersion: this.options.agentVersion,
       storeId: this.options.storeId,
       capabilities: [...this.options.capabilities],
-      ...(withUnits ? { units: { ...this.options.units } } : {}),
+      ...(extras.units ? { units: { ...this.options.units } } : {}),
+      ...(extras.clock ? { clock: Math.max(0, Math.round(this.options.clock.now())) } : {}),
     }
     client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
       if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')

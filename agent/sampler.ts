@@ -8,6 +8,12 @@ export interface SamplerOptions {
   readonly intervalMs: number
   readonly clock: Clock
   readonly logger: Logger
+  /**
+   * What a sample taken now adds to its body before the closing brace (the
+   * HubClock's note of the monotonic time while the hub's is not known yet);
+   * '' or absent for nothing.
+   */
+  readonly unsyncedSuffix?: () => string
 }
 
 /** What one sampling read, for a caller that wants the values (the sensors.sample command). */
@@ -73,6 +79,7 @@ export class Sampler {
     const now = Math.floor(this.options.clock.now())
     if (into) into.ts = now
     const mid = `${now},"value":`
+    const tail = this.options.unsyncedSuffix ? this.options.unsyncedSuffix() + '}' : '}'
     let n = 0
     for (let i = 0; i < this.sensors.length; i++) {
       const sensor = this.sensors[i]!
@@ -90,7 +97,7 @@ export class Sampler {
       }
       if (this.failing.delete(sensor.name)) this.options.logger.info({ sensor: sensor.name }, 'sensor recovered')
       if (into) into.values[sensor.name] = value
-      this.bodies[n++] = this.prefixes[i]! + mid + value + '}'
+      this.bodies[n++] = this.prefixes[i]! + mid + value + tail
     }
     this.ticks++
     if (n === 0) return 0

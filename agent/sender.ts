@@ -38,6 +38,14 @@ export interface SenderOptions {
   readonly ackTimeoutMs: number
   readonly coalesceMs: number
   readonly logger: Logger
+  /** Where batch send times are read (the HubClock times acks on it); performance.now() by default. */
+  readonly monotonic?: () => number
+  /**
+   * A row's body as it goes on the wire (the HubClock corrects the
+   * timestamps of rows taken before the hub's time was known); must not make
+   * it longer. The body as stored by default.
+   */
+  readonly wireBody?: (kind: OutboxKind, body: string) => string
 }
 
 export interface SenderStats {
@@ -67,7 +75,7 @@ export class Sender {
   private readonly maxItemsByKind: Record<OutboxKind, number>
   /** Last seq of each batch sent and not yet fully acked, oldest first. */
   private inflight: number[] = []
-  /** performance.now() at which each in-flight batch was sent, aligned with `inflight`. */
+  /** Monotonic time (options.monotonic) at which each in-flight batch was sent, aligned with `inflight`. */
   private sentAt: number[] = []
   private readonly ackLatency = new LatencyWindow(512)
   private sentUpTo = 0
@@ -84,11 +92,13 @@ export class Sender {
   private batchesSent = 0
   private rowsSent = 0
   private ackTimeouts = 0
+  private readonly monotonic: () => number
 
   constructor(outbox: Outbox, transport: SenderTransport, options: SenderOptions) {
     this.outbox = outbox
     this.transport = transport
     this.options = options
+    this.monotonic = options.monotonic ?? (() => performance.now())
     const { deviceId, storeId } = options
     this.topicByKind = { telemetry: topics.telemetry(deviceId), event: topics.events(deviceId) }
     // storeId matches ^[A-Za-z0-9-]+$, so it needs no escaping. `prev` and
@@ -187,7 +197,7 @@ export class Sender {
     } catch (err) {
       this.options.logger.error({ err, upTo }, 'could not delete acked rows; they will be sent again')
     }
-    const now = performance.now()
+    const now = this.monotonic()
     while (this.inflight.length > 0 && this.inflight[0]! <= upTo) {
       this.inflight.shift()
       this.ackLatency.record(now - this.sentAt.shift()!)
@@ -196,6 +206,18 @@ export class Sender {
     if (this.ackTimer) clearTimeout(this.ackTimer)
     this.ackTimer = undefined
     this.pump()
+  }
+
+  /**
+   * When the in-flight batch holding `upTo` was sent on this connection
+   * (options.monotonic), or undefined: what an ack for `upTo` answers. Read
+   * it before onAck, which lets the batch go.
+   */
+  sentAtOf(upTo: number): number | undefined {
+    for (let i = 0; i < this.inflight.length; i++) {
+      if (this.inflight[i]! >= upTo) return upTo > (i > 0 ? this.inflight[i - 1]! : this.ackedUpTo) ? this.sentAt[i] : undefined
+    }
+    return undefined
   }
 
   stats(): SenderStats {
@@ -233,7 +255,7 @@ export class Sender {
       const last = this.sendBatch(rows)
       if (last === undefined) break
       this.inflight.push(last)
-      this.sentAt.push(performance.now())
+      this.sentAt.push(this.monotonic())
       this.sentUpTo = last
     }
     if (this.inflight.length > 0 && !this.ackTimer) {
@@ -261,10 +283,12 @@ export class Sender {
     for (const row of rows) {
       if (row.kind !== kind || count >= maxItems) break
       const seqText = String(row.seq)
-      const cost = row.bytes + seqText.length + ROW_OVERHEAD_BYTES
+      const body = this.options.wireBody ? this.options.wireBody(kind, row.body) : row.body
+      // A rewritten body is shorter than the stored one: sized as sent, so batches still fill.
+      const cost = (body === row.body ? row.bytes : Buffer.byteLength(body)) + seqText.length + ROW_OVERHEAD_BYTES
       if (count > 0 && bytes + cost > this.options.batchMaxBytes) break
       // body is `{...}` without seq: splice `"seq":N,` in after its brace.
-      payload += (count > 0 ? ',{"seq":' : '{"seq":') + seqText + ',' + row.body.slice(1)
+      payload += (count > 0 ? ',{"seq":' : '{"seq":') + seqText + ',' + body.slice(1)
       bytes += cost
       count++
       last = row.seq

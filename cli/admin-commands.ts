@@ -22,7 +22,7 @@ async function hubMqtt(t: AdminTarget): Promise<{ host: string; port: number; tl
 /** The CA file to name in a hint: the one this command pinned, else the file `rollcall tls init` makes. */
 const caHint = (t: AdminTarget) => t.ca ?? 'ca.pem'
 
-interface Presence { status: string; reason: string; since: number; lastSeen: number | null; epoch: number | null; reachable: boolean; info: { agentVersion: string | null; storeId: string | null } }
+interface Presence { status: string; reason: string; since: number; lastSeen: number | null; epoch: number | null; reachable: boolean; clockSkewMs?: number | null; info: { agentVersion: string | null; storeId: string | null } }
 interface Device { id: string; group: string | null; createdAt: number; presence: Presence | null }
 
 export const adminCommands = {
@@ -57,6 +57,7 @@ export const adminCommands = {
     out(`device   ${d.id}${d.group ? `  (group ${d.group})` : ''}`)
     out(`presence ${p ? `${p.status} since ${ago(p.since)} (${p.reason})${p.reachable ? ', reachable' : ''}` : 'never connected'}`)
     out(`seen     ${ago(p?.lastSeen)}   epoch ${p?.epoch ?? '-'}   agent ${p?.info.agentVersion ?? '-'}`)
+    out(`clock    ${skewText(p?.clockSkewMs)}`)
     for (const s of d.streams) out(`stream   store ${s.storeId}: stored up to seq ${s.upTo} (${ago(s.updatedAt)})`)
     if (h.history.length > 0) {
       out('history')
@@ -128,7 +129,10 @@ export const adminCommands = {
     }
     const samples = r.samples ?? []
     if (samples.length === 0) return none(`since ${opts.since}`)
-    out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [localTime(s.ts), s.sensor, fmt(s.value), String(s.seq)])]))
+    // A flagged sample's time is the device's own clock, unchecked (docs/api.md): marked, and explained once below.
+    out(table([['TIME', 'SENSOR', 'VALUE', 'SEQ'], ...samples.map((s) => [s.unsynced ? `${localTime(s.ts)}?` : localTime(s.ts), s.sensor, fmt(s.value), String(s.seq)])]))
+    const unsynced = samples.filter((s) => s.unsynced).length
+    if (unsynced > 0) out(`? ${unsynced} sample(s) carry the device's own clock, which could not be checked against the hub's (taken before a reboot, offline): their time may be off`)
     more()
   },
 
@@ -153,11 +157,26 @@ export const adminCommands = {
   },
 }
 
+/** The device's clock against the hub's, as `device show` prints it. */
+export function skewText(skewMs: number | null | undefined): string {
+  if (skewMs === null || skewMs === undefined) return 'skew not reported (an agent older than the clock check, or none since the hub started)'
+  const abs = Math.abs(skewMs)
+  if (abs <= 1000) return `in step with the hub (${skewMs >= 0 ? '+' : '-'}${abs} ms)`
+  return `${formatSkew(abs)} ${skewMs > 0 ? 'ahead of' : 'behind'} the hub (deadlines and sample times use the hub's; check NTP on the device)`
+}
+
+function formatSkew(ms: number): string {
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`
+  if (ms < 3_600_000) return `${(ms / 60_000).toFixed(1)} min`
+  if (ms < 172_800_000) return `${(ms / 3_600_000).toFixed(1)} h`
+  return `${(ms / 86_400_000).toFixed(1)} days`
+}
+
 interface TelemetryReply {
   sinceMs: number
   untilMs: number
   truncated: boolean
-  samples?: Array<{ sensor: string; ts: number; seq: number; value: number }>
+  samples?: Array<{ sensor: string; ts: number; seq: number; value: number; unsynced?: true }>
   buckets?: Array<{ sensor: string; ts: number; count: number; avg: number; min: number; max: number }>
 }
 

@@ -10,6 +10,22 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() }
 
+/**
+ * A clock that only moves forward at a steady rate and is never stepped (NTP
+ * may step the wall clock at any moment). Milliseconds from an arbitrary
+ * origin: compare readings, never show them.
+ */
+export interface Monotonic {
+  now(): number
+}
+
+/**
+ * CLOCK_MONOTONIC (process.hrtime): on Linux it counts from the boot, for
+ * every process alike, so a reading taken by one run of the agent still
+ * means something to the next run in the same boot (not after a reboot).
+ */
+export const systemMonotonic: Monotonic = { now: () => Number(process.hrtime.bigint()) / 1e6 }
+
 /** A clock the test moves by hand. */
 export function manualClock(startMs = 0): Clock & { advance(ms: number): void; set(ms: number): void } {
   let t = startMs

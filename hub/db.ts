@@ -240,6 +240,10 @@ export const HUB_MIGRATIONS: readonly string[] = [
   /* 6: the sensor units a device's birth declared, as a JSON object (hub/presence-store.ts) */ `
   ALTER TABLE presence ADD COLUMN units TEXT;
   `,
+  /* 7: samples whose ts is the device's unchecked clock (issue #13): 1, else NULL. Rows
+     written before it read as NULL; a NULL last column costs a row one header byte. */ `
+  ALTER TABLE samples ADD COLUMN unsynced INTEGER;
+  `,
 ]
 
 export function openHubDb(path: string, logger?: Logger): Db {

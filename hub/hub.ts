@@ -145,11 +145,14 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     releasers.push(() => broker.close())
 
     // Acks tell agents that can read it which optional fields this hub takes: a batch's
-    // backlog, a birth's units (protocol/messages.ts, TelemetryAck and Birth).
-    const ACK_ACCEPTS = ['backlog', 'units']
+    // backlog, a birth's units and clock, a sample's unsynced flag (protocol/messages.ts,
+    // TelemetryAck, Birth and Sample). An agent that lists "time" gets the hub's time in
+    // every ack, stamped as it goes (issue #13; agent/hub-clock.ts times it).
+    const ACK_ACCEPTS = ['backlog', 'units', 'clock', 'unsynced']
     const publishAck = (a: StoredAck) => {
       const accepts = presence.hasCapability(a.deviceId, 'telemetry.backlog') ? { accepts: ACK_ACCEPTS } : {}
-      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts }), { qos: 1 })
+      const hubTime = presence.hasCapability(a.deviceId, 'time') ? { hubTime: Math.round(clock.now()) } : {}
+      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts, ...hubTime }), { qos: 1 })
         .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
@@ -308,7 +311,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const metrics = createHubMetrics({
       ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
-      backlog: () => presence.backlogTotals(), liveStreams: () => live.subscribers,
+      backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
     }, histograms)
     releasers.push(() => { metrics.close() })
     const api = buildApi(services, {

@@ -34,6 +34,8 @@ export interface MetricSources {
   readonly executions: () => Readonly<Record<string, number>>
   /** Agents' outbox backlogs as last reported: devices above 0, their sum, the largest. */
   readonly backlog: () => { readonly devices: number; readonly rows: number; readonly max: number }
+  /** Devices' clock skews from their last births: how many exceed 1 s, how many reported one, the largest |skew| in ms. */
+  readonly clockSkew: () => { readonly skewed: number; readonly reported: number; readonly maxAbsMs: number }
   /** Live streams open now (dashboard pages). */
   readonly liveStreams: () => number
 }
@@ -104,6 +106,12 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('agent_outbox_backlog_rows', 'Outbox rows waiting to be sent, summed over agents, as each last reported.', () => backlog().rows)
   m.gauge('agent_outbox_backlog_max_rows', 'The largest outbox backlog an agent last reported, in rows.', () => backlog().max)
   m.gauge('agents_with_backlog', 'Agents whose last reported outbox backlog was above 0.', () => backlog().devices)
+
+  // Clock skew (issue #13), also without a per-device label: how many are off, and by how much at worst.
+  const skew = sources.clockSkew
+  m.gauge('agents_clock_skewed', 'Agents whose wall clock was more than 1 s off the hub\'s at their last birth (rollcall device show ID says which way).', () => skew().skewed)
+  m.gauge('agents_clock_skew_reported', 'Agents whose last birth carried their clock (agents that can report a skew).', () => skew().reported)
+  m.gauge('agent_clock_skew_max_abs_seconds', 'The largest |device clock - hub clock| at the agents\' last births, in seconds.', () => skew().maxAbsMs / 1000)
 
   m.gauge('live_streams', 'Live update streams open now (GET /api/live: dashboard pages).', () => sources.liveStreams())
 

@@ -36,12 +36,21 @@ export interface PresenceView {
    * disconnects (an offline device's outbox is still there).
    */
   readonly backlog: number | null
+  /**
+   * The device's wall clock minus the hub's, in ms, from its last birth that
+   * carried its clock (null: none has, e.g. an older agent). Includes the
+   * birth's one-way delay, so a few ms are noise. In memory only, like backlog.
+   */
+  readonly clockSkewMs: number | null
   readonly info: DeviceInfo
 }
 
 export interface HistoryEntry { readonly ts: number; readonly status: string; readonly reason: string; readonly epoch: number | null }
 
-interface Entry { state: PresenceState; lastSeen: number | null; backlog: number | null; info: DeviceInfo }
+interface Entry { state: PresenceState; lastSeen: number | null; backlog: number | null; clockSkewMs: number | null; info: DeviceInfo }
+
+/** A device whose |skew| exceeds this is counted as skewed in /metrics (docs/metrics.md). */
+export const SKEWED_MS = 1000
 
 interface PresenceRow {
   device_id: string; status: 'online' | 'offline'; reason: string; since: number; epoch: number | null; last_seen: number | null
@@ -79,6 +88,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, storeId: r.store_id, birthConnId: null },
       lastSeen: r.last_seen,
       backlog: null,
+      clockSkewMs: null,
       info: {
         agentVersion: r.agent_version, bootId: r.boot_id, storeId: r.store_id,
         capabilities: r.capabilities ? JSON.parse(r.capabilities) as string[] : [],
@@ -90,7 +100,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   function entryOf(deviceId: string, at: number): Entry {
     let e = entries.get(deviceId)
     if (!e) {
-      e = { state: initialPresence(at), lastSeen: null, backlog: null, info: NO_INFO }
+      e = { state: initialPresence(at), lastSeen: null, backlog: null, clockSkewMs: null, info: NO_INFO }
       entries.set(deviceId, e)
     }
     return e
@@ -121,6 +131,8 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     if (event.type !== 'hubStart' && event.type !== 'disconnected') e.lastSeen = event.at
     if (birth && event.type === 'birth') {
       e.info = { agentVersion: birth.agentVersion, bootId: birth.bootId, storeId: birth.storeId, capabilities: birth.capabilities, units: birth.units ?? {} }
+      // A birth carries the device's clock only once the hub said it takes it (the agent then sends the birth again).
+      if (birth.clock !== undefined) e.clockSkewMs = birth.clock - event.at
     }
     persist(deviceId, e, t.change)
     if (t.change) {
@@ -133,7 +145,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   function view(deviceId: string, e: Entry): PresenceView {
     return {
       deviceId, status: e.state.status, reason: e.state.reason, since: e.state.since, epoch: e.state.epoch,
-      reachable: isReachable(e.state), lastSeen: e.lastSeen, backlog: e.backlog, info: e.info,
+      reachable: isReachable(e.state), lastSeen: e.lastSeen, backlog: e.backlog, clockSkewMs: e.clockSkewMs, info: e.info,
     }
   }
 
@@ -189,6 +201,20 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
         if (e.backlog > max) max = e.backlog
       }
       return { devices, rows, max }
+    },
+    /** Clock skews as last reported: devices whose |skew| exceeds SKEWED_MS, devices that reported one, the largest |skew| in ms. */
+    skewTotals(): { skewed: number; reported: number; maxAbsMs: number } {
+      let skewed = 0
+      let reported = 0
+      let maxAbsMs = 0
+      for (const e of entries.values()) {
+        if (e.clockSkewMs === null) continue
+        reported++
+        const abs = Math.abs(e.clockSkewMs)
+        if (abs > SKEWED_MS) skewed++
+        if (abs > maxAbsMs) maxAbsMs = abs
+      }
+      return { skewed, reported, maxAbsMs }
     },
     history(deviceId: string, sinceMs: number, limit: number): HistoryEntry[] {
       // Read your writes: a change decided in memory a moment ago is in the history too.

@@ -30,7 +30,9 @@ export interface TelemetryQuery {
   readonly limit: number
 }
 
-export interface SampleRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number }
+/** `unsynced`: ts is the device's own clock, unchecked against the hub's (docs/protocol.md, "Clocks"); absent otherwise. */
+export interface SampleRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number; readonly unsynced?: true }
+interface SampleSqlRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number; readonly unsynced: number | null }
 export interface EventRow { readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string; readonly data: unknown }
 export interface BucketRow { readonly sensor: string; readonly ts: number; readonly count: number; readonly avg: number; readonly min: number; readonly max: number }
 
@@ -57,15 +59,17 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
     newStream: db.prepare<[string, string, number]>('INSERT INTO streams (device_id, store_id, up_to, updated_at) VALUES (?, ?, 0, ?)'),
     setMark: db.prepare<[number, number, number]>('UPDATE streams SET up_to = ?, updated_at = ? WHERE key = ?'),
     insertSample: db.prepare<[number, number, number, number, number, number]>('INSERT INTO samples (device_key, ts, seq, stream_key, sensor_key, value) VALUES (?, ?, ?, ?, ?, ?)'),
+    // Rare: only samples whose time could not be checked against the hub's are flagged; the common insert leaves the column NULL.
+    insertUnsynced: db.prepare<[number, number, number, number, number, number]>('INSERT INTO samples (device_key, ts, seq, stream_key, sensor_key, value, unsynced) VALUES (?, ?, ?, ?, ?, ?, 1)'),
     insertEvent: db.prepare<[number, number, number, number, string, string, string, string | null]>(
       'INSERT INTO device_events (device_key, stream_key, ts, seq, kind, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     streamsOf: db.prepare<[string], { store_id: string; up_to: number; updated_at: number }>('SELECT store_id, up_to, updated_at FROM streams WHERE device_id = ? ORDER BY updated_at DESC'),
-    raw: db.prepare<[string, number, number, number], SampleRow>(`
-      SELECT k.name AS sensor, s.ts, s.seq, s.value FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
+    raw: db.prepare<[string, number, number, number], SampleSqlRow>(`
+      SELECT k.name AS sensor, s.ts, s.seq, s.value, s.unsynced FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
       WHERE s.device_key = (SELECT key FROM device_keys WHERE id = ?) AND s.ts >= ? AND s.ts < ?
       ORDER BY s.ts, s.seq LIMIT ?`),
-    rawSensor: db.prepare<[string, number, number, string, number], SampleRow>(`
-      SELECT k.name AS sensor, s.ts, s.seq, s.value FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
+    rawSensor: db.prepare<[string, number, number, string, number], SampleSqlRow>(`
+      SELECT k.name AS sensor, s.ts, s.seq, s.value, s.unsynced FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
       WHERE s.device_key = (SELECT key FROM device_keys WHERE id = ?) AND s.ts >= ? AND s.ts < ?
         AND s.sensor_key = (SELECT key FROM sensor_keys WHERE name = ?)
       ORDER BY s.ts, s.seq LIMIT ?`),
@@ -194,8 +198,8 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
         if (kind === 'samples') {
           for (const s of items as readonly Sample[]) {
             if (s.seq <= mark) continue
-            stmts.insertSample.run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
-            fresh?.push({ sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
+            ;(s.unsynced ? stmts.insertUnsynced : stmts.insertSample).run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
+            fresh?.push(s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
             top = s.seq
             stored++
           }
@@ -254,9 +258,12 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
       if (q.bucketMs !== undefined) {
         return stmts.buckets.all({ device: q.deviceId, since: q.sinceMs, until: q.untilMs, sensor: q.sensor ?? null, bucket: q.bucketMs, limit: q.limit })
       }
-      return q.sensor !== undefined
+      const rows = q.sensor !== undefined
         ? stmts.rawSensor.all(q.deviceId, q.sinceMs, q.untilMs, q.sensor, q.limit)
         : stmts.raw.all(q.deviceId, q.sinceMs, q.untilMs, q.limit)
+      return rows.map((r) => r.unsynced === null
+        ? { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value }
+        : { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value, unsynced: true })
     },
     /** A device's events in a time range, newest first. */
     events(deviceId: string, sinceMs: number, untilMs: number, limit: number): EventRow[] {

@@ -46,6 +46,13 @@ export const Birth = Type.Object({
    * upgraded in any order; see docs/protocol.md.
    */
   units: Type.Optional(Type.Record(Type.String({ pattern: SENSOR_NAME_PATTERN }), Unit, { maxProperties: LIMITS.maxSensorUnits, additionalProperties: false })),
+  /**
+   * The device's wall clock when it sent this birth (issue #13): the hub
+   * subtracts its own time on receipt and shows the difference as the
+   * device's clock skew. Optional, and sent only to a hub whose acks list
+   * "clock" in `accepts`, as for `units`.
+   */
+  clock: Type.Optional(Timestamp),
 }, { additionalProperties: false })
 export type Birth = Static<typeof Birth>
 
@@ -63,6 +70,14 @@ export const Sample = Type.Object({
   ts: Timestamp,
   sensor: Type.String({ pattern: SENSOR_NAME_PATTERN }),
   value: Type.Number(),
+  /**
+   * `ts` is the device's own clock, which had not been checked against the
+   * hub's when the sample was taken, and could not be corrected later (the
+   * device rebooted before it reached the hub): it may be hours off (a
+   * Raspberry Pi without network boots with a stale clock). Optional, and
+   * sent only to a hub whose acks list "unsynced" in `accepts` (issue #13).
+   */
+  unsynced: Type.Optional(Type.Literal(true)),
 }, { additionalProperties: false })
 export type Sample = Static<typeof Sample>
 
@@ -116,6 +131,13 @@ export const TelemetryAck = Type.Object({
    * only to a hub that said it takes it, so an older hub never sees one.
    */
   accepts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 16 })),
+  /**
+   * The hub's clock when it sent this ack, ms since epoch (issue #13). Sent
+   * only to devices whose birth lists the capability "time"; the agent times
+   * it against the birth or batch the ack answers and keeps the hub's time
+   * against its monotonic clock, for deadlines and sample timestamps.
+   */
+  hubTime: Type.Optional(Timestamp),
 }, { additionalProperties: false })
 export type TelemetryAck = Static<typeof TelemetryAck>
 
@@ -195,7 +217,7 @@ export const JobUpdate = Type.Object({
     Type.Literal('in_progress'), Type.Literal('succeeded'), Type.Literal('failed'),
     Type.Literal('timed_out'), Type.Literal('rejected'), Type.Literal('expired'),
   ]),
-  /** Device clock, ms since epoch. */
+  /** ms since epoch, by the hub's clock as the device knows it, else its own (agent/hub-clock.ts). */
   startedAt: Type.Optional(Timestamp),
   finishedAt: Type.Optional(Timestamp),
   result: Type.Optional(Type.Unknown()),

@@ -200,6 +200,8 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     await page.waitForSelector('#device-commands [data-command]')
     expect(await page.textContent('#device-commands')).toContain('succeeded')
     await shot(page, shots.dir, '4-device')
+    // The device's clock against the hub's (issue #13): these agents run on this machine's clock.
+    expect(await page.textContent('#device-clock')).toMatch(/^in step with the hub \([+−]\d+ ms\)$/)
 
     // Stop the agent: the page shows it offline without a reload.
     await page.evaluate(() => { (window as unknown as { marker: number }).marker = 42 })

@@ -158,7 +158,7 @@ describe('agent streaming', () => {
     await agent.start()
     await waitFor('birth', () => acker!.states.length >= 1)
     const birth = acker!.states[0]!.message
-    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog'] })
+    expect(birth).toMatchObject({ type: 'birth', v: 1, epoch: 1, bootId: 'boot-1', storeId: agent.stats().storeId, capabilities: ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog', 'time'] })
     expect(birth.type === 'birth' && birth.agentVersion).toMatch(/^\d+\.\d+\.\d+/)
   })
 

@@ -57,8 +57,32 @@ describe('hub telemetry ingest', () => {
     await dev.publishAsync(topics.state('dev-1'), birth(['telemetry', 'events', 'telemetry.backlog'], 2), { qos: 1, retain: true })
     await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, prev: 2, backlog: 7, samples: samples(3, 4) }), { qos: 1 })
     const ack = await waitFor(() => acks.find((a) => a.upTo === 4), 'ack up to 4')
-    expect(ack.accepts).toEqual(['backlog', 'units'])
+    expect(ack.accepts).toEqual(['backlog', 'units', 'clock', 'unsynced'])
+    expect(ack.hubTime).toBeUndefined()
     expect(hub.running.services.presence.get('dev-1')?.backlog).toBe(7)
+  })
+
+  it('gives its time only to agents whose birth lists "time", takes a birth\'s clock as the skew and stores unsynced samples flagged (issue #13)', async () => {
+    const { hub, dev, acks } = await setup()
+    const birth = (capabilities: string[], epoch: number, clock?: number) => encode({
+      type: 'birth', v: 1, epoch, bootId: 'b', agentVersion: '0.1.0', storeId, capabilities, ...(clock === undefined ? {} : { clock }),
+    })
+    const before = Date.now()
+    await dev.publishAsync(topics.state('dev-1'), birth(['telemetry', 'telemetry.backlog', 'time'], 1), { qos: 1, retain: true })
+    const first = await waitFor(() => acks[0], 'the answer to the birth')
+    expect(first.hubTime).toBeGreaterThanOrEqual(before)
+    expect(first.hubTime).toBeLessThanOrEqual(Date.now())
+    expect(hub.running.services.presence.get('dev-1')?.clockSkewMs).toBeNull()
+    // The birth again with the device's clock, 90 s behind the hub's.
+    await dev.publishAsync(topics.state('dev-1'), birth(['telemetry', 'telemetry.backlog', 'time'], 1, Date.now() - 90_000), { qos: 1, retain: true })
+    const skew = await waitFor(() => hub.running.services.presence.get('dev-1')?.clockSkewMs, 'the skew')
+    expect(skew).toBeLessThanOrEqual(-90_000)
+    expect(skew).toBeGreaterThan(-90_000 - 5000)
+    const [a, b] = samples(1, 2)
+    await dev.publishAsync(topics.telemetry('dev-1'), encode({ type: 'telemetry', v: 1, storeId, samples: [a!, { ...b!, unsynced: true }] }), { qos: 1 })
+    await waitFor(() => acks.find((x) => x.upTo === 2), 'ack up to 2')
+    const r = await hub.api<{ samples: Array<{ seq: number; unsynced?: boolean }> }>('GET', '/api/devices/dev-1/telemetry?since=0')
+    expect(r.body.samples.map((x) => [x.seq, x.unsynced])).toEqual([[1, undefined], [2, true]])
   })
 
   it('queries by sensor, range and bucket', async () => {

@@ -21,6 +21,13 @@ const RANGES: readonly Range[] = [
 
 const BUILTIN_COMMANDS = ['ping', 'sys.info', 'sensors.sample', 'config.get', 'jobs.pull']
 
+/** The device's clock against the hub's, for the facts list. */
+function skewLabel(ms: number | null): string {
+  if (ms === null) return 'skew not reported'
+  if (Math.abs(ms) <= 1000) return `in step with the hub (${ms >= 0 ? '+' : '−'}${Math.abs(ms)} ms)`
+  return `${span(Math.abs(ms))} ${ms > 0 ? 'ahead of' : 'behind'} the hub`
+}
+
 interface DeviceDetail { readonly id: string; readonly group: string | null; readonly createdAt: number; readonly streams: ReadonlyArray<{ storeId: string; upTo: number; updatedAt: number }> }
 interface Sample { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number }
 interface Bucket { readonly sensor: string; readonly ts: number; readonly avg: number }
@@ -31,6 +38,8 @@ interface Execution { readonly execId: string; readonly jobId: string; readonly 
 export function deviceView(id: string): View {
   let range: Range = RANGES[0]!
   let row: FleetRow | undefined
+  /** Device clock minus hub clock at its last birth (issue #13), from the presence read; not on the live feed, where it would cost every fleet row. */
+  let clockSkewMs: number | null = null
   const charts = new Map<string, SensorChart>()
   /** Sensor → unit, as the device declared them (sent with every telemetry read). */
   let units: Readonly<Record<string, string>> = {}
@@ -76,7 +85,8 @@ export function deviceView(id: string): View {
       h('dt', {}, 'Last seen'), h('dd', {}, r ? ago(r.lastSeen, now) : '—'),
       h('dt', {}, 'Group'), h('dd', {}, r?.group ?? detail?.group ?? '—'),
       h('dt', {}, 'Backlog'), h('dd', {}, r?.backlog === null || r?.backlog === undefined ? 'not reported' : `${r.backlog} rows`),
-      h('dt', {}, 'Agent'), h('dd', {}, r?.agentVersion ?? '—'))
+      h('dt', {}, 'Agent'), h('dd', {}, r?.agentVersion ?? '—'),
+      h('dt', {}, 'Clock'), h('dd', { id: 'device-clock', class: clockSkewMs !== null && Math.abs(clockSkewMs) > 1000 ? 'warn' : '' }, skewLabel(clockSkewMs)))
   }
 
   /** Samples pushed by the feed while a range is being read; merged when the read returns, so none fall in between. */
@@ -159,8 +169,10 @@ export function deviceView(id: string): View {
   async function loadPresence(): Promise<void> {
     const now = hubClock.now()
     const from = now - range.ms
-    const res = await api<{ history: HistoryEntry[] }>('GET', `/api/devices/${encodeURIComponent(id)}/presence?limit=500`)
+    const res = await api<{ history: HistoryEntry[]; current: { clockSkewMs?: number | null } | null }>('GET', `/api/devices/${encodeURIComponent(id)}/presence?limit=500`)
     if (disposed) return
+    clockSkewMs = res.current?.clockSkewMs ?? null
+    renderFacts()
     // Oldest first; the state before the range is the newest entry before it.
     const entries = [...res.history].reverse()
     const before = entries.filter((e) => e.ts < from).pop()
