@@ -115,12 +115,15 @@ export class Link extends EventEmitter<LinkEvents> {
   private disconnects = 0
   /** Whether this connection's birth carried the units (see hubAccepts). */
   private birthHadUnits = false
+  /** The sensors' units; setUnits replaces them (config reload). */
+  private units: Readonly<Record<string, string>>
   private readonly sent: Record<string, number> = {}
   private readonly received: Record<string, number> = {}
 
   constructor(options: LinkOptions) {
     super()
     this.options = options
+    this.units = options.units ?? {}
     this.log = options.logger
     this.stateTopic = topics.state(options.deviceId)
     const id = options.deviceId
@@ -175,8 +178,19 @@ export class Link extends EventEmitter<LinkEvents> {
   hubAccepts(accepts: readonly string[] | undefined): void {
     const client = this.client
     if (!accepts?.includes('units') || this.birthHadUnits || this.state !== 'ready' || !client) return
-    if (Object.keys(this.options.units ?? {}).length === 0) return
+    if (Object.keys(this.units).length === 0) return
     this.publishBirth(client, this.currentEpoch, true)
+  }
+
+  /**
+   * New sensor units (the sensors changed on a config reload). When this
+   * connection's birth carried units, it is published again, same epoch, with
+   * the new ones; otherwise they go with the next birth that carries units.
+   */
+  setUnits(units: Readonly<Record<string, string>>): void {
+    this.units = units
+    const client = this.client
+    if (this.birthHadUnits && this.state === 'ready' && client) this.publishBirth(client, this.currentEpoch, true)
   }
 
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
@@ -369,7 +383,7 @@ export class Link extends EventEmitter<LinkEvents> {
       agentVersion: this.options.agentVersion,
       storeId: this.options.storeId,
       capabilities: [...this.options.capabilities],
-      ...(withUnits ? { units: { ...this.options.units } } : {}),
+      ...(withUnits ? { units: { ...this.units } } : {}),
     }
     client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
       if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
