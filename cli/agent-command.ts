@@ -1,7 +1,6 @@
 import { loadAgentSetup, type AgentFlags, type AgentSetup } from '../agent/config.js'
 import { createAgent } from '../agent/agent.js'
 import { createLogger, logFormat, type Logger } from '../common/logger.js'
-import { followLogLevel } from '../common/log-levels.js'
 import { checkAgentConfig } from './config-check.js'
 import { onReloadSignal, onShutdownSignal } from './signals.js'
 
@@ -13,7 +12,8 @@ export async function runAgent(flags: AgentFlags & { checkConfig?: boolean; json
   const setup = loadAgentSetup({ flags, env: process.env })
   const config = setup.config
   const logger = createLogger({ level: config.logLevel, format: logFormat(flags.logFormat) })
-  const setLogLevel = followLogLevel(logger)
+  // A component's logger is a pino child without a level of its own, so it follows the root's.
+  const setLogLevel = (level: string) => { logger.level = level }
   const log = logger.child({ component: 'config' })
   for (const w of setup.warnings) log.warn(w)
   log.info({ configFile: setup.configFile, token: setup.tokenSource }, 'config loaded')

@@ -1,7 +1,6 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { createLogger, logFormat } from '../common/logger.js'
-import { followLogLevel } from '../common/log-levels.js'
 import { ConfigError, loadHubConfig, type HubConfig } from '../hub/config.js'
 import { planHubReload } from '../hub/config-reload.js'
 import { createHub, type RunningHub } from '../hub/hub.js'
@@ -63,7 +62,9 @@ export async function runHub(opts: HubOpts): Promise<void> {
   }
   const { config, configFile } = loadHubSetup(opts)
   const logger = createLogger({ level: config.logLevel, format: logFormat(str('logFormat')) })
-  const setLogLevel = followLogLevel(logger)
+  // Components log through pino children without a level of their own, which follow the root's;
+  // the HTTP server's logger keeps the level it was given (warn), as it should.
+  const setLogLevel = (level: string) => { logger.level = level }
   const hub = createHub(config, { logger })
   const running = await hub.start()
 
