@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
+import { createAgent, type Agent } from '../agent/agent.js'
+import { removeDir, startBroker, tempDir, type TestBroker } from './agent.support.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import { planReload } from '../agent/config-reload.js'
 import { HUB_DEFAULTS } from '../hub/config.js'
@@ -51,5 +53,40 @@ describe('a reloaded log level', () => {
     expect([component.level, perJob.level, root.child({ component: 'b' }).level]).toEqual(['debug', 'debug', 'debug'])
     expect(perJob.isLevelEnabled('debug')).toBe(true)
     expect(http.level).toBe('error')
+  })
+})
+
+describe('Agent.reconfigure', () => {
+  let broker: TestBroker | undefined
+  let agent: Agent | undefined
+  let dir: string | undefined
+  afterEach(async () => {
+    await agent?.stop()
+    await broker?.close()
+    if (dir) removeDir(dir)
+    agent = broker = dir = undefined
+  })
+
+  it('swaps the sampler for the new sensors, takes the live keys, and keeps the running values of the others', async () => {
+    broker = await startBroker()
+    dir = tempDir()
+    const input: AgentConfigInput = { hub: broker.url, id: 'dev-1', token: 't', dataDir: dir, builtinSensors: false, sampleIntervalMs: 0, sensors: [{ name: 'a.one', model: 'constant', min: 1, max: 1 }] }
+    agent = createAgent(resolveAgentConfig(input))
+    await agent.start()
+    expect(agent.sampleNow()).toBe(1)
+    const plan = await agent.reconfigure(resolveAgentConfig({
+      ...input, keepaliveSec: 7, jobConcurrency: 5, shellAllow: ['/usr/bin/uptime'],
+      sensors: [...input.sensors!, { name: 'b.two', model: 'constant', min: 2, max: 2 }],
+    }))
+    expect([...plan.live].sort()).toEqual(['jobConcurrency', 'sensors', 'shellAllow'])
+    expect(plan.restart).toEqual(['keepaliveSec'])
+    // Both sensors now, through the new sampler; the effective config shows the live keys only.
+    expect(agent.sampleNow()).toBe(2)
+    expect(agent.config).toMatchObject({ jobConcurrency: 5, shellAllow: ['/usr/bin/uptime'], keepaliveSec: 30 })
+    // A sensor list the sampler refuses (a name twice) changes nothing.
+    const twice = agent.config.sensors[0]!
+    await expect(agent.reconfigure({ ...agent.config, sensors: [twice, twice], jobConcurrency: 1 })).rejects.toThrow()
+    expect(agent.config.jobConcurrency).toBe(5)
+    expect(agent.sampleNow()).toBe(2)
   })
 })
