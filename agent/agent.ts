@@ -11,14 +11,15 @@ import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
 import { builtinCommands, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
 import { CommandRunner, type CommandRunnerStats } from './command-runner.js'
-import { builtinHandlers, checkHandlers, HandlerRegistry, loadHandlersModule, type JobHandler } from './job-handlers.js'
+import { builtinHandlers, checkHandlers, HandlerRegistry, loadHandlersModule, shellSettings, type JobHandler } from './job-handlers.js'
+import { planReload, type ReloadPlan } from './config-reload.js'
 import { JobPuller, type JobPullerStats } from './job-puller.js'
 import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
 import { JobReporter, type JobReporterStats } from './job-reporter.js'
 import { JobRunner } from './job-runner.js'
 import { HubClock, kernelBootId, TIME_CAPABILITY, type HubClockStats } from './hub-clock.js'
 import { Ledger } from './ledger.js'
-import { compileShellAllow, shellAllowWarnings } from './shell-allow.js'
+import { shellAllowWarnings } from './shell-allow.js'
 import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
@@ -109,6 +110,14 @@ export interface Agent {
   /** The job queue, once started (tests and the simulator read it). */
   readonly jobQueue: JobQueue | undefined
   isConnected(): boolean
+  /**
+   * Applies a newly loaded config (SIGHUP): the live keys of config-reload.ts
+   * at once, the others only after a restart. Returns what changed and how.
+   * The log level is the caller's: it owns the root logger.
+   */
+  reconfigure(next: AgentConfig): Promise<ReloadPlan>
+  /** The config the agent runs with now: the one it started with, plus the live keys of every reload. */
+  readonly config: AgentConfig
 }
 
 /**
@@ -218,13 +227,22 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   const hubClock = new HubClock({ wall: clock, monotonic, bootRef, logger: deviceLog.child({ component: 'clock' }) })
   /** Hub time once known, else the device's: what deadlines and timestamps are judged on. */
   const hubTime = hubClock.clock
-  const sensors: SensorSource[] = [
-    ...(config.builtinSensors ? builtinSensors() : []),
-    ...config.sensors.map(simulatedSensor),
+  /** The config in force: `config` plus what reloads applied live. */
+  let current = config
+  const sensorsFor = (c: AgentConfig): SensorSource[] => [
+    ...(c.builtinSensors ? builtinSensors() : []),
+    ...c.sensors.map(simulatedSensor),
     ...(deps.sensors ?? []),
   ]
-  const { units, skipped } = sensorUnits(sensors)
-  if (skipped.length > 0) log.warn({ sensors: skipped.slice(0, 10), count: skipped.length }, 'sensor units not declared: invalid, or more than the protocol allows')
+  const unitsOf = (list: readonly SensorSource[]): Record<string, string> => {
+    const { units, skipped } = sensorUnits(list)
+    if (skipped.length > 0) log.warn({ sensors: skipped.slice(0, 10), count: skipped.length }, 'sensor units not declared: invalid, or more than the protocol allows')
+    return units
+  }
+  let sensors = sensorsFor(config)
+  const units = unitsOf(sensors)
+  // Read by the shell task at each run, so a reload applies to the next job.
+  let shell = shellSettings(config)
 
   let ledger: Ledger | undefined
   let outbox: Outbox | undefined
@@ -311,12 +329,12 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         // Every command also runs as the job task "cmd.<name>": what a command queued for an
         // offline device (ifOffline "queue") becomes. The prefix keeps the two sets of names apart.
         commandsAsTasks(commandHandlers),
-        builtinHandlers({ shellAllow: config.shellAllow, shellMaxOutputBytes: config.shellMaxOutputBytes }),
+        builtinHandlers(() => shell),
         userModule?.handlers ?? {},
         deps.handlers === undefined ? {} : checkHandlers(deps.handlers, 'AgentDeps.handlers'),
       )
       // A plain entry allows any arguments: say so at start for commands that run other commands (#12 section 4).
-      for (const w of shellAllowWarnings(compileShellAllow(config.shellAllow).rules)) log.warn({ component: 'shell' }, w)
+      for (const w of shellAllowWarnings(shell.rules)) log.warn({ component: 'shell' }, w)
       ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous, logger: log })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
       outbox = o
@@ -402,14 +420,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         sampleSensors,
       })
       commands = c
-      schedules = new LocalSchedules(config.schedules, {
-        enqueue: (job) => {
-          queue.enqueue([job], hubTime.now(), 'local')
-          r.kick()
-        },
-        clock,
-        logger: deviceLog,
-      })
+      schedules = localSchedules(config, queue, r)
       // 'connected' is emitted right after the birth is published: the next ack answers it.
       l.on('connected', () => { hubClock.onBirthSent(); s.onConnected(); rep.onConnected(); p.onConnected() })
       l.on('disconnected', () => { hubClock.onDisconnected(); s.onDisconnected(); rep.onDisconnected(); p.onDisconnected() })
@@ -437,6 +448,60 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       phase = 'stopped'
       throw err
     }
+  }
+
+  function localSchedules(c: AgentConfig, queue: JobQueue, r: JobRunner): LocalSchedules {
+    return new LocalSchedules(c.schedules, {
+      enqueue: (job) => {
+        queue.enqueue([job], hubTime.now(), 'local')
+        r.kick()
+      },
+      clock,
+      logger: deviceLog,
+    })
+  }
+
+  /** Serializes reloads: a second SIGHUP waits for the first to finish. */
+  let reloading: Promise<unknown> = Promise.resolve()
+
+  function reconfigure(next: AgentConfig): Promise<ReloadPlan> {
+    const run = reloading.then(() => applyLive(next))
+    reloading = run.catch(() => {})
+    return run
+  }
+
+  async function applyLive(next: AgentConfig): Promise<ReloadPlan> {
+    const plan = planReload(current, next)
+    if (phase !== 'started') throw new Error('reconfigure: the agent is not running')
+    const changed = new Set<string>(plan.live)
+    const c = plan.effective
+    // Everything that can fail is built first, so a refused reload changes nothing.
+    const nextShell = changed.has('shellAllow') || changed.has('shellMaxOutputBytes') ? shellSettings(c) : shell
+    const newSensors = changed.has('sensors') || changed.has('builtinSensors')
+    const list = newSensors ? sensorsFor(c) : sensors
+    const nextSampler = (newSensors || changed.has('sampleIntervalMs')) && outbox
+      ? new Sampler(outbox, list, { intervalMs: c.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
+      : undefined
+    if (nextShell !== shell) {
+      shell = nextShell
+      for (const w of shellAllowWarnings(shell.rules)) log.warn({ component: 'shell' }, w)
+    }
+    if (changed.has('jobConcurrency')) runner?.setConcurrency(c.jobConcurrency)
+    if (changed.has('commandConcurrency')) commands?.setMaxRunning(c.commandConcurrency)
+    if (nextSampler) {
+      sampler?.stop()
+      sampler = nextSampler
+      sensors = list
+      if (newSensors) link?.setUnits(unitsOf(list))
+      nextSampler.start()
+    }
+    if (changed.has('schedules') && jobQueue && runner) {
+      await schedules?.stop()
+      schedules = localSchedules(c, jobQueue, runner)
+      schedules.start()
+    }
+    current = c
+    return plan
   }
 
   async function release(): Promise<void> {
@@ -549,7 +614,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const stored = sampler ? sampler.sampleNow(report) : 0
       return { ts: report.ts, values: report.values, stored }
     },
-    config: () => redactedConfig(config),
+    config: () => redactedConfig(current),
     pullJobs: () => ({ ...(puller?.pullNow() ?? { pulled: false, room: 0, reason: 'stopped' }) }),
   }
 
@@ -582,6 +647,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     get outbox() { return outbox },
     get ledger() { return ledger },
     get jobQueue() { return jobQueue },
+    get config() { return current },
+    reconfigure,
     stats: () => ({
       deviceId: config.id,
       storeId: ledger?.storeId,

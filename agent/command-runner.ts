@@ -224,12 +224,14 @@ export class CommandRunner {
   private failed = 0
   private busy = 0
   private lateResults = 0
+  private maxRunning: number
 
   constructor(ledger: Ledger, handlers: HandlerRegistry<CommandHandler>, transport: CommandTransport, options: CommandRunnerOptions) {
     this.ledger = ledger
     this.handlers = handlers
     this.transport = transport
     this.options = options
+    this.maxRunning = options.maxRunning
     this.log = options.logger.child({ component: 'command-runner' })
     this.resTopic = topics.cmdRes(options.deviceId)
     const db = ledger.db
@@ -255,6 +257,11 @@ export class CommandRunner {
     this.phase = 'started'
   }
 
+  /** A new limit (config reload); commands running beyond it finish, new ones are answered BUSY until below it. */
+  setMaxRunning(maxRunning: number): void {
+    this.maxRunning = maxRunning
+  }
+
   /** Handles one decoded cmd.req for this device. Never throws. */
   onRequest(req: CommandRequest): void {
     if (this.phase !== 'started') return
@@ -268,7 +275,7 @@ export class CommandRunner {
       this.warnedDeviceClock = true
     }
     const handler = this.handlers.get(req.name)
-    const refused = refusal(req, { now, clock, known: handler !== undefined, running: this.active.size, maxRunning: this.options.maxRunning, names: () => this.handlers.names })
+    const refused = refusal(req, { now, clock, known: handler !== undefined, running: this.active.size, maxRunning: this.maxRunning, names: () => this.handlers.names })
     const response = refused ? responseJson(req.id, { error: refused }).json : null
     let inserted: boolean
     try {

@@ -45,6 +45,9 @@ export const AgentConfigFile = Type.Object({
   keyFile: Type.Optional(Type.String({ minLength: 1 })),
   id: Type.Optional(Type.String()),
   token: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  // Issue #13: a file holding the token (a trailing newline is dropped), so the
+  // token is in neither the unit, the command line nor this file.
+  tokenFile: Type.Optional(Type.String({ minLength: 1 })),
   dataDir: Type.Optional(Type.String({ minLength: 1 })),
   keepaliveSec: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_535 })),
   connectTimeoutMs: Type.Optional(Ms(100, 600_000)),

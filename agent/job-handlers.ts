@@ -72,16 +72,32 @@ export interface BuiltinOptions {
 
 export const BUILTIN_TASKS = ['echo', 'sleep', 'sensors.sample', 'shell'] as const
 
-export function builtinHandlers(options: BuiltinOptions): Record<string, JobHandler> {
+/** The shell task's allowlist, compiled, and its output cap. */
+export interface ShellSettings {
+  readonly rules: readonly ShellAllowRule[]
+  readonly shellMaxOutputBytes: number
+}
+
+/** Compiles the options; throws on entries resolveAgentConfig would have refused. */
+export function shellSettings(options: BuiltinOptions): ShellSettings {
   const compiled = compileShellAllow(options.shellAllow)
   // resolveAgentConfig reports these with the other config problems; a caller that skipped it learns here.
   if (compiled.issues.length > 0) throw new Error(`invalid shellAllow: ${compiled.issues.join('; ')}`)
-  const shell = { rules: compiled.rules, shellMaxOutputBytes: options.shellMaxOutputBytes }
+  return { rules: compiled.rules, shellMaxOutputBytes: options.shellMaxOutputBytes }
+}
+
+/**
+ * The built-in tasks. Given a function, the shell task asks it for the
+ * settings at each run, so a reloaded config (SIGHUP) applies to the next job.
+ */
+export function builtinHandlers(options: BuiltinOptions | (() => ShellSettings)): Record<string, JobHandler> {
+  const fixed = typeof options === 'function' ? undefined : shellSettings(options)
+  const shell = typeof options === 'function' ? options : () => fixed!
   return {
     'echo': (ctx) => ctx.payload,
     'sleep': sleepHandler,
     'sensors.sample': (ctx) => ctx.sampleSensors(),
-    'shell': (ctx) => shellHandler(ctx, shell),
+    'shell': (ctx) => shellHandler(ctx, shell()),
   }
 }
 

@@ -91,11 +91,13 @@ export class JobRunner {
   private idleWaiters: Array<() => void> = []
   private started = 0
   private lateResults = 0
+  private concurrency: number
 
   constructor(queue: JobQueue, handlers: HandlerRegistry, options: JobRunnerOptions) {
     this.queue = queue
     this.handlers = handlers
     this.options = options
+    this.concurrency = options.concurrency
     this.log = options.logger.child({ component: 'job-runner' })
   }
 
@@ -105,10 +107,16 @@ export class JobRunner {
     this.kick()
   }
 
+  /** A new limit (config reload): more slots are filled at once; with fewer, running jobs finish and no new ones start until below it. */
+  setConcurrency(concurrency: number): void {
+    this.concurrency = concurrency
+    this.kick()
+  }
+
   /** Fills free slots from the queue (call after enqueueing). */
   kick(): void {
     if (!this.running) return
-    const free = this.options.concurrency - this.active.size
+    const free = this.concurrency - this.active.size
     if (free <= 0) return
     let jobs: ClaimedJob[]
     // Before the hub's time is known (an agent restarted offline), expiry is judged on the device's

@@ -113,14 +113,18 @@ export class Link extends EventEmitter<LinkEvents> {
   private attempts = 0
   private connects = 0
   private disconnects = 0
-  /** Whether this connection's birth was published again with the optional fields the hub takes (see hubAccepts). */
-  private birthExtended = false
+  /** Which optional fields this connection's last birth carried (see hubAccepts and setUnits). */
+  private birthHadUnits = false
+  private birthHadClock = false
+  /** The sensors' units; setUnits replaces them (config reload). */
+  private units: Readonly<Record<string, string>>
   private readonly sent: Record<string, number> = {}
   private readonly received: Record<string, number> = {}
 
   constructor(options: LinkOptions) {
     super()
     this.options = options
+    this.units = options.units ?? {}
     this.log = options.logger
     this.stateTopic = topics.state(options.deviceId)
     const id = options.deviceId
@@ -175,11 +179,24 @@ export class Link extends EventEmitter<LinkEvents> {
    */
   hubAccepts(accepts: readonly string[] | undefined): void {
     const client = this.client
-    if (!accepts || this.birthExtended || this.state !== 'ready' || !client) return
-    const units = accepts.includes('units') && Object.keys(this.options.units ?? {}).length > 0
-    const clock = accepts.includes('clock')
-    if (!units && !clock) return
-    this.publishBirth(client, this.currentEpoch, { units, clock })
+    if (!accepts || this.state !== 'ready' || !client) return
+    // Published again only for a field this connection's birth lacks: the units once there are
+    // some (a reload may add the first ones), the clock once.
+    const addUnits = !this.birthHadUnits && accepts.includes('units') && Object.keys(this.units).length > 0
+    const addClock = !this.birthHadClock && accepts.includes('clock')
+    if (!addUnits && !addClock) return
+    this.publishBirth(client, this.currentEpoch, { units: this.birthHadUnits || addUnits, clock: this.birthHadClock || addClock })
+  }
+
+  /**
+   * New sensor units (the sensors changed on a config reload). When this
+   * connection's birth carried units, it is published again, same epoch, with
+   * the new ones; otherwise they go with the next birth that carries units.
+   */
+  setUnits(units: Readonly<Record<string, string>>): void {
+    this.units = units
+    const client = this.client
+    if (this.birthHadUnits && this.state === 'ready' && client) this.publishBirth(client, this.currentEpoch, { units: true, clock: this.birthHadClock })
   }
 
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
@@ -364,7 +381,8 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /** `clock`: the device's wall clock, from which the hub works out its skew (issue #13). */
   private publishBirth(client: MqttClient, epoch: number, extras: { units: boolean; clock: boolean }): void {
-    this.birthExtended = extras.units || extras.clock
+    this.birthHadUnits = extras.units
+    this.birthHadClock = extras.clock
     const birth: Birth = {
       type: 'birth',
       v: 1,
@@ -373,7 +391,7 @@ export class Link extends EventEmitter<LinkEvents> {
       agentVersion: this.options.agentVersion,
       storeId: this.options.storeId,
       capabilities: [...this.options.capabilities],
-      ...(extras.units ? { units: { ...this.options.units } } : {}),
+      ...(extras.units ? { units: { ...this.units } } : {}),
       ...(extras.clock ? { clock: Math.max(0, Math.round(this.options.clock.now())) } : {}),
     }
     client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {

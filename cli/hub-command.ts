@@ -1,13 +1,24 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { dirname, isAbsolute, resolve } from 'node:path'
 import { isJournalStream } from '../common/journal-log.js'
 import { createLogger, logFormat } from '../common/logger.js'
-import { loadHubConfig, type HubConfig } from '../hub/config.js'
+import { ConfigError, loadHubConfig, type HubConfig } from '../hub/config.js'
+import { planHubReload } from '../hub/config-reload.js'
 import { createHub, type RunningHub } from '../hub/hub.js'
 import { intFlag, numberFlag } from './parse.js'
 import { systemdNotifier } from './sd-notify.js'
 import { onReloadSignal, onShutdownSignal } from './signals.js'
 
-export async function runHub(opts: Record<string, string | boolean | undefined>): Promise<void> {
+type HubOpts = Record<string, string | boolean | undefined>
+
+/** Relative paths in a hub config file are relative to the file, as in the agent's. */
+const FILE_PATH_KEYS = ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa'] as const
+
+/**
+ * The hub's config from its flags, environment and config file: what a start
+ * and --check-config load, and what SIGHUP loads again.
+ */
+export function loadHubSetup(opts: HubOpts, env: NodeJS.ProcessEnv = process.env): { config: HubConfig; configFile: string | undefined } {
   const str = (k: string) => (typeof opts[k] === 'string' ? opts[k] : undefined)
   const configPath = str('config')
   let file: unknown
@@ -15,7 +26,15 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     try {
       file = JSON.parse(readFileSync(configPath, 'utf8'))
     } catch (err) {
-      throw new Error(`cannot read the hub config file ${configPath}: ${(err as Error).message}`)
+      throw new ConfigError(`cannot read the hub config file ${configPath}: ${(err as Error).message}`)
+    }
+    if (typeof file === 'object' && file !== null && !Array.isArray(file)) {
+      const o = { ...(file as Record<string, unknown>) }
+      for (const key of FILE_PATH_KEYS) {
+        const v = o[key]
+        if (typeof v === 'string' && v !== '' && !isAbsolute(v)) o[key] = resolve(dirname(configPath), v)
+      }
+      file = o
     }
   }
   const config = loadHubConfig({
@@ -32,8 +51,22 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     retentionDays: numberFlag('retention-days', str('retentionDays'), 0),
     maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 65536, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
-  }, process.env, file)
+  }, env, file)
+  return { config, configFile: configPath === undefined ? undefined : resolve(configPath) }
+}
+
+export async function runHub(opts: HubOpts): Promise<void> {
+  const str = (k: string) => (typeof opts[k] === 'string' ? opts[k] : undefined)
+  if (opts.checkConfig === true) {
+    const { checkHubConfig } = await import('./config-check.js')
+    await checkHubConfig(() => loadHubSetup(opts), opts.json === true)
+    return
+  }
+  const { config, configFile } = loadHubSetup(opts)
   const logger = createLogger({ level: config.logLevel, format: logFormat(str('logFormat')) })
+  // Components log through pino children without a level of their own, which follow the root's;
+  // the HTTP server's logger keeps the level it was given (warn), as it should.
+  const setLogLevel = (level: string) => { logger.level = level }
   const hub = createHub(config, { logger })
   const running = await hub.start()
 
@@ -51,8 +84,30 @@ export async function runHub(opts: Record<string, string | boolean | undefined>)
     renameSync(`${readyFile}.tmp`, readyFile)
   }
 
-  // SIGHUP: read the certificate and key again (after a renewal); the hub also watches the files.
-  if (running.tls !== undefined) onReloadSignal(() => { hub.reloadTls('SIGHUP') })
+  // SIGHUP (`systemctl reload`): read the certificate and key again (after a renewal; the hub
+  // also watches the files), and the config file: what can change live is applied, the rest is named.
+  const reloadLog = logger.child({ component: 'config' })
+  let current = config
+  onReloadSignal(() => {
+    if (running.tls !== undefined) hub.reloadTls('SIGHUP')
+    if (configFile === undefined) return
+    let next: HubConfig
+    try {
+      next = loadHubSetup(opts).config
+    } catch (err) {
+      reloadLog.error({ configFile, problems: err instanceof ConfigError ? err.problems : [(err as Error).message] },
+        'new hub config refused; the hub keeps running with the one it had (fix the problems and reload again)')
+      return
+    }
+    const plan = planHubReload(current, next)
+    if (plan.live.includes('logLevel')) setLogLevel(next.logLevel)
+    current = plan.effective
+    for (const key of plan.restart) {
+      reloadLog.warn({ key }, `config key ${key} changed; it takes effect after a restart (systemctl restart rollcall-hub), the running hub keeps its old value`)
+    }
+    reloadLog.info({ configFile, applied: plan.live, needRestart: plan.restart },
+      plan.live.length > 0 ? `config reloaded: applied ${plan.live.join(', ')}` : 'config reloaded: nothing to apply live')
+  })
 
   const notify = systemdNotifier({ onError: (message) => logger.warn({ message }, 'could not notify systemd') })
   onShutdownSignal(async () => {

@@ -47,6 +47,10 @@ program.command('hub')
   .addOption(logFormatOption())
   .option('--config <file>', 'JSON file with any hub option (see docs/configuration.md); flags win over it')
   .option('--ready-file <path>', 'write {mqttPort, mqttTlsPort, httpPort, https, pid} as JSON here once listening (mqttPort 0: no plaintext MQTT; mqttTlsPort null: no TLS)')
+  .option('--check-config', 'check the configuration (flags, environment, --config file, TLS files) as a start would, print what the hub would do, and exit: 0 valid, 2 invalid', false)
+  .option('--json', 'with --check-config: print the result as JSON', false)
+  .addHelpText('after', `
+SIGHUP (systemctl reload rollcall-hub) reads the TLS files and the --config file again: logLevel is applied at once, other changed keys are logged as needing a restart.`)
   .action(async (opts: Record<string, string | boolean | undefined>) => {
     const { runHub } = await import('./hub-command.js')
     await runHub(opts)
@@ -78,12 +82,19 @@ program.command('agent')
   .option('--hub <url>', 'hub MQTT URL: mqtts://HOST:8883 for TLS, mqtt://HOST:1883 in clear (or "hub" in the config file)')
   .option('--ca <file>', 'with mqtts://: the CA certificate (PEM) the hub\'s certificate must chain to, e.g. the hub\'s ca.pem from `rollcall tls init` (or "caFile"; default: the system\'s CAs)')
   .option('--id <id>', 'this device\'s id, as registered with `rollcall device add` (or "id" in the config file)')
-  .option('--token <token>', 'device token (or set ROLLCALL_TOKEN)')
-  .option('--data <dir>', 'ledger directory (default ./rollcall-data/agents/<id>)')
-  .option('--config <file>', 'JSON config file: sensors, intervals, outbox limits')
-  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+  .addOption(new Option('--token-file <file>', 'a file holding the device token (or ROLLCALL_TOKEN_FILE, or "tokenFile"; under systemd, LoadCredential=token:FILE is read when no token is given)').conflicts('token'))
+  .option('--token <token>', 'device token (or set ROLLCALL_TOKEN); prefer --token-file: a flag shows in ps')
+  .option('--data <dir>', 'ledger directory (or "dataDir"; default ./rollcall-data/agents/<id>)')
+  .option('--config <file>', 'JSON config file with any agent option: hub, id, tokenFile, caFile, dataDir, sensors, shellAllow, schedules... (see docs/configuration.md); flags win over it')
+  .addOption(new Option('--log-level <level>', 'log level (or "logLevel"; default info)').choices(LOG_LEVELS))
   .addOption(logFormatOption())
-  .action(async (opts: Record<string, string | undefined>) => {
+  .option('--check-config', 'check the configuration as a start would, print what the agent would do (token redacted), and exit: 0 valid, 2 invalid', false)
+  .option('--json', 'with --check-config: print the result as JSON', false)
+  .addHelpText('after', `
+SIGHUP (systemctl reload rollcall-agent) reads the config file again: sensors, sampleIntervalMs, shellAllow,
+shellMaxOutputBytes, schedules, jobConcurrency, commandConcurrency and logLevel are applied at once; other
+changed keys are logged as needing a restart.`)
+  .action(async (opts: Record<string, string | boolean | undefined>) => {
     const { runAgent } = await import('./agent-command.js')
     await runAgent(opts)
   })

@@ -141,6 +141,12 @@ const check = Compile(HubConfigSchema)
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError'
+  /** Each problem on its own (--check-config lists them); the message joins them. */
+  readonly problems: readonly string[]
+  constructor(message: string, problems: readonly string[] = [message]) {
+    super(message)
+    this.problems = problems
+  }
 }
 
 /** Environment variables the hub reads, and the option each sets. */
@@ -182,11 +188,12 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
     merged.maxPendingPerAddress = Math.min(HUB_DEFAULTS.maxPendingPerAddress, merged.maxPendingConnections)
   }
   if (!check.Check(merged)) {
-    const problems = [...check.Errors(merged)].filter((e) => e.message !== 'schema is false').slice(0, 5).map((e) => {
+    const problems = [...new Set([...check.Errors(merged)].filter((e) => e.message !== 'schema is false').map((e) => {
       const extra = (e.params as { additionalProperties?: string[] }).additionalProperties
       return extra ? `unknown option ${extra.map((k) => `"${k}"`).join(', ')} (known: ${Object.keys(HUB_DEFAULTS).join(', ')})` : `${e.instancePath.slice(1) || '(config)'} ${e.message}`
-    })
-    throw new ConfigError(`invalid hub configuration: ${problems.join('; ')}`)
+    }))]
+    // The message stays short for a failed start; --check-config prints every problem.
+    throw new ConfigError(`invalid hub configuration: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? `; and ${problems.length - 5} more (rollcall hub --check-config lists them all)` : ''}`, problems)
   }
   const config = merged as HubConfig
   if (config.keepaliveMinSec > config.keepaliveMaxSec) throw new ConfigError('keepaliveMinSec must not exceed keepaliveMaxSec')

@@ -10,6 +10,17 @@
 # installed CLI and the installed agent, until the device is online and its
 # telemetry is stored.
 #
+# Then the Raspberry Pi guide (docs/raspberry-pi.md, issue #13), as far as
+# this machine can run it: `rollcall tls init`, the hub started from the
+# guide's hub.json, the device added over HTTPS, the agent's config file
+# taken from the guide (the blocks marked `<!-- check-package: NAME -->`,
+# absolute paths moved under a temp root, so the doc and this check cannot
+# drift apart), `rollcall agent --check-config`, and the agent started as the
+# systemd unit starts it: `--config FILE` and the token only from
+# $CREDENTIALS_DIRECTORY/token (LoadCredential=token:...), no token in the
+# environment or on the command line. Telemetry must arrive over TLS, and a
+# SIGHUP (systemctl reload) must be applied.
+#
 # Slow (better-sqlite3 compiles from source where no prebuilt binary can be
 # downloaded: minutes), so it is not part of `npm test`: run it with
 # `npm run test:package`; CI runs it after the tests. Needs the npm registry,
@@ -18,6 +29,7 @@
 # tarball, the install, the logs) for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$PWD"
 
 # Bounds that only guard against a hang, far above what a loaded 2-core
 # machine takes (install ~3 min, hub start ~1 s, first sample ~2 s).
@@ -71,7 +83,7 @@ cleanup() {
   stop agent "$agent_pid" || true
   stop hub "$hub_pid" || true
   if [ "$status" -ne 0 ]; then
-    for log in pack install npm-ls hub agent; do show_log "$work/$log.log"; done
+    for log in pack install npm-ls hub agent guide-hub guide-agent; do show_log "$work/$log.log"; done
     printf 'check-package: FAIL (at: %s)\n' "$step" >&2
   fi
   if [ -n "${KEEP_PACKAGE_CHECK:-}" ]; then say "kept $work (KEEP_PACKAGE_CHECK is set)"; else rm -rf "$work"; fi
@@ -221,4 +233,88 @@ agent_pid=""
 stop hub "$hub_pid" || fail "the hub did not stop on SIGTERM"
 hub_pid=""
 
-say "PASS: rollcall-$version.tgz installs with no npm warnings; its CLI, hub, dashboard and agent work from the installed copy"
+# --- docs/raspberry-pi.md, as far as this machine can run it -------------------
+root="$work/root"         # stands for / : the guide's /etc/rollcall and /var/lib/... live under it
+guide_json() { node "$repo/scripts/guide-json.mjs" "$repo/docs/raspberry-pi.md" "$@"; }
+mkdir -p "$root/etc/rollcall"
+
+step="guide: rollcall tls init"
+"$bin" tls init --data "$root/var/lib/rollcall/hub" --host hub.lan > "$work/tls-init.log" 2>&1 || fail "rollcall tls init failed"
+guide_json hub.json "$root" > "$root/etc/rollcall/hub.json" || fail "cannot take hub.json from docs/raspberry-pi.md"
+
+step="guide: rollcall hub --check-config"
+# Flags win over the file: loopback and free ports here, where the guide binds 0.0.0.0:8883 and :8080.
+hub_flags=(--config "$root/etc/rollcall/hub.json" --host 127.0.0.1 --mqtt-tls-port 0 --http-port 0)
+"$bin" hub --check-config "${hub_flags[@]}" > "$work/hub-check.log" 2>&1 || { cat "$work/hub-check.log" >&2; fail "rollcall hub --check-config refused the guide's hub.json"; }
+grep -q 'mqtts://127.0.0.1:0' "$work/hub-check.log" || { cat "$work/hub-check.log" >&2; fail "hub --check-config does not show the TLS listener"; }
+
+step="guide: rollcall hub --config"
+rm -f "$work/hub-ready.json"
+"$bin" hub "${hub_flags[@]}" --ready-file "$work/hub-ready.json" --log-format json > "$work/guide-hub.log" 2>&1 &
+hub_pid=$!
+wait_for "$START_TIMEOUT_S" "the TLS hub did not write its ready file" "$hub_pid" test -s "$work/hub-ready.json"
+[ "$(json_field 'r => r.https' < "$work/hub-ready.json")" = true ] || fail "the hub from the guide's hub.json does not serve TLS"
+tls_port="$(json_field 'r => r.mqttTlsPort' < "$work/hub-ready.json")"
+api="https://127.0.0.1:$(json_field 'r => r.httpPort' < "$work/hub-ready.json")"
+hub_data="$root/var/lib/rollcall/hub"
+say "hub from the guide's hub.json (pid $hub_pid): mqtts://127.0.0.1:$tls_port $api"
+
+step="guide: rollcall device add"
+# Over HTTPS; the CLI pins the CA from the data dir's tls/ca.pem.
+"$bin" device add pi-kitchen --api "$api" --data "$hub_data" --json > "$work/guide-device.json" || fail "rollcall device add over HTTPS failed"
+token="$(json_field 'd => d.token' < "$work/guide-device.json")"
+[ -n "$token" ] || fail "rollcall device add printed no token"
+
+step="guide: the agent's files"
+cp "$hub_data/tls/ca.pem" "$root/etc/rollcall/ca.pem"
+(umask 077 && printf '%s\n' "$token" > "$root/etc/rollcall/agent.token")
+guide_json agent.json "$root" "hub=mqtts://127.0.0.1:$tls_port" > "$root/etc/rollcall/agent.json" \
+  || fail "cannot take agent.json from docs/raspberry-pi.md"
+
+step="guide: rollcall agent --check-config"
+"$bin" agent --check-config --config "$root/etc/rollcall/agent.json" --token-file "$root/etc/rollcall/agent.token" > "$work/agent-check.log" 2>&1 \
+  || { cat "$work/agent-check.log" >&2; fail "rollcall agent --check-config refused the guide's agent.json"; }
+grep -q 'over TLS' "$work/agent-check.log" || { cat "$work/agent-check.log" >&2; fail "agent --check-config does not say the hub is reached over TLS"; }
+if grep -qF "$token" "$work/agent-check.log"; then fail "agent --check-config printed the token"; fi
+
+step="guide: rollcall agent as the unit starts it"
+# The unit's view: LoadCredential=token:/etc/rollcall/agent.token gives the
+# service a private copy in $CREDENTIALS_DIRECTORY (mode 0400); nothing else
+# carries the token.
+creds="$work/credentials"
+mkdir -m 700 "$creds"
+cp "$root/etc/rollcall/agent.token" "$creds/token"
+chmod 400 "$creds/token"
+env -u ROLLCALL_TOKEN -u ROLLCALL_TOKEN_FILE CREDENTIALS_DIRECTORY="$creds" \
+  "$bin" agent --config "$root/etc/rollcall/agent.json" > "$work/guide-agent.log" 2>&1 &
+agent_pid=$!
+say "agent from the guide's agent.json (pid $agent_pid) started"
+
+tls_online() {
+  [ "$("$bin" device show pi-kitchen --api "$api" --data "$hub_data" --json 2>/dev/null | json_field 'd => d.presence?.status')" = online ]
+}
+wait_for "$ONLINE_TIMEOUT_S" "pi-kitchen did not come online over TLS" "$agent_pid" tls_online
+tls_stored() {
+  local n
+  n="$("$bin" telemetry pi-kitchen --api "$api" --data "$hub_data" --json 2>/dev/null | json_field 'd => d.samples.length')"
+  [ -n "$n" ] && [ "$n" -gt 0 ]
+}
+wait_for "$ONLINE_TIMEOUT_S" "no telemetry from pi-kitchen was stored" "$agent_pid" tls_stored
+grep -q 'systemd credential' "$work/guide-agent.log" || fail "the agent did not say it took the token from the credential"
+say "pi-kitchen online over TLS, telemetry stored: $("$bin" telemetry pi-kitchen --api "$api" --data "$hub_data" --json | json_field 'd => [...new Set(d.samples.map((s) => s.sensor))].sort().join(", ")')"
+
+step="guide: systemctl reload (SIGHUP)"
+# The guide's reload: a changed logLevel is applied live.
+node -e 'const f = process.argv[1]; const fs = require("fs"); const c = JSON.parse(fs.readFileSync(f, "utf8")); c.logLevel = "debug"; fs.writeFileSync(f, JSON.stringify(c, null, 2))' "$root/etc/rollcall/agent.json"
+kill -HUP "$agent_pid"
+reloaded() { grep -q 'config reloaded: applied logLevel' "$work/guide-agent.log"; }
+wait_for "$START_TIMEOUT_S" "the agent did not apply the reloaded config" "$agent_pid" reloaded
+say "SIGHUP: the agent applied the new logLevel"
+
+step="guide: stop"
+stop agent "$agent_pid" || fail "the agent did not stop on SIGTERM"
+agent_pid=""
+stop hub "$hub_pid" || fail "the hub did not stop on SIGTERM"
+hub_pid=""
+
+say "PASS: rollcall-$version.tgz installs with no npm warnings; its CLI, hub, dashboard and agent work from the installed copy; the Raspberry Pi guide's hub.json and agent.json run over TLS with the token from a credentials dir"

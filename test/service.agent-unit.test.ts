@@ -19,16 +19,6 @@ import { value, values } from './support/systemd-unit.js'
 
 const DEVICE = 'svc-unit-01'
 
-/**
- * What the test adds to the service's environment. The unit passes the token
- * only as the credential; until the agent reads $CREDENTIALS_DIRECTORY/token
- * by itself (the config part of issue #13), it also gets it here. At that
- * merge this returns {}.
- */
-function testOnlyEnv(token: string): Record<string, string> {
-  return { ROLLCALL_TOKEN: token }
-}
-
 describe('the agent, started as rollcall-agent.service starts it', () => {
   const cleanups: Array<() => Promise<unknown> | void> = []
   afterEach(async () => {
@@ -54,7 +44,7 @@ describe('the agent, started as rollcall-agent.service starts it', () => {
     const unitDir = join(tmp.dir, 'units')
     const install = spawnSync(process.execPath, [CLI, 'service', 'install', 'agent', '--unit-dir', unitDir, '--config', configPath, '--token-file', tokenPath], { encoding: 'utf8' })
     expect(install.status, install.stderr).toBe(0)
-    const run = await startAsUnit(join(unitDir, 'rollcall-agent.service'), tmp.dir, testOnlyEnv(token))
+    const run = await startAsUnit(join(unitDir, 'rollcall-agent.service'), tmp.dir)
     cleanups.push(() => run.close())
     const { unit } = run
     expect(value(unit, 'Service', 'Type')).toBe('notify')
