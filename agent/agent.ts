@@ -23,6 +23,7 @@ import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
 import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
+import { TelemetryBatcher } from './telemetry-batcher.js'
 import { builtinSensors, sensorUnits, simulatedSensor, type SensorSource } from './sensors.js'
 
 /**
@@ -211,6 +212,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let outbox: Outbox | undefined
   let sender: Sender | undefined
   let sampler: Sampler | undefined
+  let batcher: TelemetryBatcher | undefined
   let link: Link | undefined
   let jobQueue: JobQueue | undefined
   let runner: JobRunner | undefined
@@ -309,7 +311,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const interrupted = queue.recoverInterrupted(now)
       if (interrupted > 0) log.warn({ jobs: interrupted }, 'jobs that were running when the agent last stopped are reported as failed (INTERRUPTED)')
       queue.prune(now)
-      sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock, logger: log })
+      batcher = new TelemetryBatcher(outbox, { commitMs: config.outboxCommitMs, maxRows: config.batchMaxSamples, logger: log })
+      sampler = new Sampler(batcher, sensors, { intervalMs: config.sampleIntervalMs, clock, logger: log })
       const l = new Link({
         hub: config.hub,
         tls: { caFile: config.caFile, certFile: config.certFile, keyFile: config.keyFile },
@@ -422,6 +425,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       log.warn({ err }, 'error while stopping the local schedules')
     }
     sampler?.stop()
+    // Held samples go into the outbox, and out if the link still has time to send them.
+    batcher?.stop()
     puller?.stop()
     // Before the link closes: commands interrupted by the stop are still answered.
     await Promise.all([runner?.stop(config.stopTimeoutMs), commands?.stop(config.stopTimeoutMs)])
@@ -433,6 +438,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       log.warn({ err }, 'error while closing the link')
     }
     link?.removeAllListeners()
+    if (ledger?.isOpen) {
+      try {
+        // Acked rows leave the file, so a stopped agent's ledger holds only what is unacked.
+        outbox?.flush()
+      } catch (err) {
+        log.warn({ err }, 'could not delete acked rows from the ledger')
+      }
+    }
     ledger?.close()
   }
 
@@ -452,6 +465,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       pruneTimer = undefined
       await schedules?.stop().catch(() => {})
       sampler?.stop()
+      batcher?.discard()
       puller?.stop()
       await Promise.all([runner?.stop(0), commands?.stop(0)])
       reporter?.stop()
@@ -484,6 +498,18 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       throw new Error('emitEvent: data must be a plain JSON object')
     }
     outbox.append([eventRecord(Math.floor(clock.now()), kind, level, message, data)])
+  }
+
+  /** A sample someone asked for is committed at once, with any the batcher held. */
+  function sampleAndCommit(report?: SampleReport): number {
+    const n = sampler!.sampleNow(report)
+    try {
+      batcher?.commit()
+    } catch (err) {
+      log.error({ err }, 'could not append samples to the outbox')
+      return 0
+    }
+    return n
   }
 
   function sampleSensors(): Record<string, number> {
@@ -520,7 +546,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     },
     sample: () => {
       const report: SampleReport = { ts: Math.floor(clock.now()), values: {} }
-      const stored = sampler ? sampler.sampleNow(report) : 0
+      const stored = sampler ? sampleAndCommit(report) : 0
       return { ts: report.ts, values: report.values, stored }
     },
     config: () => redactedConfig(config),
@@ -550,7 +576,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     start,
     stop,
     crash,
-    sampleNow: () => (phase === 'started' && sampler ? sampler.sampleNow() : 0),
+    sampleNow: () => (phase === 'started' && sampler ? sampleAndCommit() : 0),
     emitEvent,
     isConnected: () => link?.isConnected() ?? false,
     get outbox() { return outbox },
