@@ -25,8 +25,10 @@ import { META_KEYS, type Ledger } from './ledger.js'
  * Flash wear (issue #13): on an SD card every commit costs at least one 4 KiB
  * page written, so the steady state is one commit per append and nothing else:
  *  - Acked rows are let go at once in memory (counts, stats, reads) and
- *    deleted from the file by the next append's transaction, or `flush()` at
- *    a clean stop, not by a commit of their own. A row acked but still in the
+ *    deleted from the file by an append's transaction once DELETE_BATCH_ROWS
+ *    of them wait, or by `flush()` at a clean stop; never by a commit of
+ *    their own, and in bulk, which frees whole pages instead of rewriting the
+ *    head page at every ack. A row acked but still in the
  *    file when the process dies is sent again after a restart, which the hub
  *    drops as a duplicate (it dedups by seq); the first ack after the birth
  *    lets it go before that in the normal case.
@@ -73,6 +75,9 @@ export interface OutboxLimits {
 }
 
 export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = { maxRows: 200_000, maxBytes: 64 * 1024 * 1024 }
+
+/** Acked rows an append deletes from the file at once (see the header). */
+export const DELETE_BATCH_ROWS = 256
 
 /** How far sqlite_sequence is moved ahead of the seqs handed out, in one write. */
 export const SEQ_BLOCK = 65_536
@@ -144,6 +149,8 @@ export class Outbox {
   private released = 0
   /** Rows at or below `released` may still be in the file. */
   private unflushed = false
+  /** Acked rows released since the last delete (an estimate: overflow drops may have deleted some). */
+  private unflushedRows = 0
   /**
    * The newest seq this ledger had numbered when it was opened, until the
    * first handshake with the hub; undefined after it (see resyncWithHub).
@@ -195,12 +202,12 @@ export class Outbox {
     this.dropped.event = ledger.counter(META_KEYS.droppedEvents)
 
     this.appendTx = db.transaction((records: readonly OutboxRecord[]) => {
-      this.deleteReleased()
+      if (this.unflushedRows >= DELETE_BATCH_ROWS) this.deleteReleased()
       for (const r of records) this.insertOne(r.kind, r.ts, r.body)
       this.enforceLimits()
     })
     this.appendBodiesTx = db.transaction((ts: number, bodies: readonly string[], count: number) => {
-      this.deleteReleased()
+      if (this.unflushedRows >= DELETE_BATCH_ROWS) this.deleteReleased()
       for (let i = 0; i < count; i++) this.insertOne('telemetry', ts, bodies[i]!)
       this.enforceLimits()
     })
@@ -215,6 +222,7 @@ export class Outbox {
       if (upTo > this.released) {
         this.released = upTo
         this.unflushed = true
+        this.unflushedRows += released
       }
       return released
     })
@@ -324,11 +332,13 @@ export class Outbox {
   private guarded(tx: () => void): void {
     const saved = [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest, this.reserved, this.released] as const
     const unflushed = this.unflushed
+    const unflushedRows = this.unflushedRows
     try {
       tx()
     } catch (err) {
       [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest, this.reserved, this.released] = saved
       this.unflushed = unflushed
+      this.unflushedRows = unflushedRows
       throw err
     }
   }
@@ -346,6 +356,7 @@ export class Outbox {
     // The table no longer holds the newest seq: meta keeps it.
     if (this.released >= this.newest) this.markSeq.run(this.newest)
     this.unflushed = false
+    this.unflushedRows = 0
   }
 
   private insertOne(kind: OutboxKind, ts: number, body: string): void {

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { Ledger, LEDGER_FILE, LEDGER_MIGRATIONS, LEDGER_PAGE_SIZE } from '../agent/ledger.js'
-import { eventBody, Outbox, sampleBody, SEQ_BLOCK, type OutboxLimits } from '../agent/outbox.js'
+import { DELETE_BATCH_ROWS, eventBody, Outbox, sampleBody, SEQ_BLOCK, type OutboxLimits } from '../agent/outbox.js'
 import { migrate } from '../common/sqlite.js'
 import { removeDir, tempDir } from './agent.support.js'
 
@@ -152,7 +152,7 @@ describe('outbox', () => {
     expect(b.outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([4])
   })
 
-  it('deletes acked rows in the next append\'s transaction, not in a commit of its own', () => {
+  it('deletes acked rows in bulk, in an append\'s transaction, never in a commit of its own', () => {
     const { ledger, outbox } = open()
     tick(outbox, 1, 4)
     const changes = () => ledger.db.prepare('SELECT total_changes()').pluck().get() as number
@@ -162,9 +162,16 @@ describe('outbox', () => {
     expect(changes()).toBe(before)
     expect(countInFile(ledger).rows).toBe(4)
     expect(outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([4])
+    // Fewer than DELETE_BATCH_ROWS wait: an append leaves them.
     tick(outbox, 2, 1)
-    expect(countInFile(ledger)).toEqual({ rows: 2, bytes: outbox.stats().backlogBytes })
+    expect(countInFile(ledger).rows).toBe(5)
     expect(outbox.stats()).toMatchObject({ backlogRows: 2, oldestSeq: 4, newestSeq: 5 })
+    // Enough of them: the next append deletes them all in its transaction.
+    tick(outbox, 3, DELETE_BATCH_ROWS)
+    outbox.ackUpTo(outbox.newestSeq - 1)
+    tick(outbox, 4, 1)
+    expect(countInFile(ledger)).toEqual({ rows: 2, bytes: outbox.stats().backlogBytes })
+    expect(outbox.stats()).toMatchObject({ backlogRows: 2, oldestSeq: DELETE_BATCH_ROWS + 5, newestSeq: DELETE_BATCH_ROWS + 6 })
   })
 
   it('after a crash, acked rows still in the file come back as backlog (the hub drops them as duplicates) and no seq is reused', () => {
