@@ -101,7 +101,7 @@ export const AGENT_DEFAULTS = {
   batchMaxBytes: 60_000,
   ackTimeoutMs: 10_000,
   coalesceMs: 10,
-  outboxCommitMs: 60_000,
+  outboxCommitMs: 120_000,
   outboxMaxRows: 200_000,
   outboxMaxBytes: 64 * 1024 * 1024,
   synchronous: 'NORMAL',

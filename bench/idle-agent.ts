@@ -24,12 +24,26 @@ export interface IdleAgentOptions {
   readonly warmupS: number
   readonly intervalMs?: number
   readonly extraSensors?: number
+  /**
+   * Also run as many agents with the launcher settings docs/benchmarks.md
+   * discusses (LEAN_LAUNCH), side by side with the plain ones.
+   */
+  readonly lean?: boolean
 }
+
+/**
+ * Settings a launcher (a systemd unit) may give an agent to hold less memory,
+ * at no cost an idle agent notices: one libuv worker thread instead of four
+ * (the agent's only threadpool users are the ES module loader at start and a
+ * DNS lookup per connection attempt), and V8's young generation capped at
+ * 1 MiB per semi-space (an agent allocates little per tick).
+ */
+export const LEAN_LAUNCH = { env: { UV_THREADPOOL_SIZE: '1' }, execArgv: ['--max-semi-space-size=1'] } as const
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Starts one `rollcall agent` process for a freshly registered device. */
-export async function spawnIdleAgent(hub: HubProcess, dataDir: string, id: string, config?: Record<string, unknown>): Promise<ChildProcess> {
+export async function spawnIdleAgent(hub: HubProcess, dataDir: string, id: string, config?: Record<string, unknown>, lean = false): Promise<ChildProcess> {
   const r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
   if (r.status !== 201 && r.status !== 200) throw new Error(`cannot register ${id}: HTTP ${r.status}`)
   const extra: string[] = []
@@ -39,8 +53,8 @@ export async function spawnIdleAgent(hub: HubProcess, dataDir: string, id: strin
     writeFileSync(file, JSON.stringify(config))
     extra.push('--config', file)
   }
-  return spawn(process.execPath, [CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', id, '--data', dataDir, '--log-level', 'warn', ...extra],
-    { stdio: 'ignore', env: { ...process.env, ROLLCALL_TOKEN: r.body.token } })
+  return spawn(process.execPath, [...(lean ? LEAN_LAUNCH.execArgv : []), CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', id, '--data', dataDir, '--log-level', 'warn', ...extra],
+    { stdio: 'ignore', env: { ...process.env, ...(lean ? LEAN_LAUNCH.env : {}), ROLLCALL_TOKEN: r.body.token } })
 }
 
 /** Stops a child we started; SIGKILL if it does not exit in time. */
@@ -63,6 +77,8 @@ export async function runIdleAgentBench(o: IdleAgentOptions): Promise<void> {
       sensors: Array.from({ length: o.extraSensors ?? 0 }, (_, i) => ({ name: `extra.s${i}`, model: 'constant', min: 1, max: 1 })),
     }
     for (let i = 0; i < o.agents; i++) children.push(await spawnIdleAgent(hub, join(work, `agent-${i}`), `idle-${i}`, config))
+    const leanCount = o.lean ? o.agents : 0
+    for (let i = 0; i < leanCount; i++) children.push(await spawnIdleAgent(hub, join(work, `lean-${i}`), `lean-${i}`, config, true))
     const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 10000)'], { stdio: 'ignore' })
     children.push(bare)
     const what = config ? `sampling every ${o.intervalMs ?? 10_000} ms with ${o.extraSensors ?? 0} extra sensors` : 'default config'
@@ -79,12 +95,18 @@ export async function runIdleAgentBench(o: IdleAgentOptions): Promise<void> {
     const cpu1 = children.map((c) => cpuMs(c.pid!))
     const elapsedMs = performance.now() - t0
     const cpuPct = children.map((_, i) => (100 * (cpu1[i]! - cpu0[i]!)) / elapsedMs)
-    const agents = children.slice(0, o.agents).map((c) => rssBytes(c.pid!))
-    const sorted = [...agents].sort((a, b) => a - b)
+    const rss = children.map((c) => rssBytes(c.pid!))
     const exact = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`
     const pct = (p: number) => `${p.toFixed(2)}%`
-    process.stdout.write(`agent RSS after ${o.warmupS + o.seconds}s (${what}): ${agents.map(exact).join(', ')} (median ${mb(sorted[Math.floor(sorted.length / 2)]!)}, max ${mb(sorted[sorted.length - 1]!)}); bare node: ${exact(rssBytes(bare.pid!))}\n`)
-    process.stdout.write(`agent CPU over ${(elapsedMs / 1000).toFixed(0)}s, % of one core: ${cpuPct.slice(0, o.agents).map(pct).join(', ')}; bare node: ${pct(cpuPct[o.agents]!)} (clock tick 10 ms)\n`)
+    const line = (label: string, from: number, n: number) => {
+      const sorted = rss.slice(from, from + n).sort((a, b) => a - b)
+      process.stdout.write(`${label} RSS after ${o.warmupS + o.seconds}s (${what}): ${rss.slice(from, from + n).map(exact).join(', ')} (median ${mb(sorted[Math.floor(sorted.length / 2)]!)}, max ${mb(sorted[sorted.length - 1]!)})\n`)
+      process.stdout.write(`${label} CPU over ${(elapsedMs / 1000).toFixed(0)}s, % of one core: ${cpuPct.slice(from, from + n).map(pct).join(', ')}\n`)
+    }
+    line('agent', 0, o.agents)
+    if (leanCount > 0) line(`agent, ${Object.entries(LEAN_LAUNCH.env).map(([k, v]) => `${k}=${v}`).join(' ')} node ${LEAN_LAUNCH.execArgv.join(' ')}`, o.agents, leanCount)
+    const b = children.length - 1
+    process.stdout.write(`bare node: RSS ${exact(rss[b]!)}, CPU ${pct(cpuPct[b]!)} (CPU from /proc/PID/stat, 10 ms clock ticks)\n`)
   } finally {
     for (const c of children) await stopChild(c)
     await hub?.stop()
