@@ -32,11 +32,10 @@ export interface IdleAgentOptions {
 }
 
 /**
- * Settings a launcher (a systemd unit) may give an agent to hold less memory,
- * at no cost an idle agent notices: one libuv worker thread instead of four
- * (the agent's only threadpool users are the ES module loader at start and a
- * DNS lookup per connection attempt), and V8's young generation capped at
- * 1 MiB per semi-space (an agent allocates little per tick).
+ * Launcher settings that might hold an agent's memory down: one libuv worker
+ * thread instead of four, and V8's young generation capped at 1 MiB per
+ * semi-space. `--lean` measures them beside plain agents; over 10 minutes
+ * they made no difference (docs/benchmarks.md), so nothing sets them.
  */
 export const LEAN_LAUNCH = { env: { UV_THREADPOOL_SIZE: '1' }, execArgv: ['--max-semi-space-size=1'] } as const
 
