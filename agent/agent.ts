@@ -25,6 +25,7 @@ import { Link, type LinkStats } from './link.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
 import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
+import { TelemetryBatcher } from './telemetry-batcher.js'
 import { builtinSensors, sensorUnits, simulatedSensor, type SensorSource } from './sensors.js'
 
 /**
@@ -248,6 +249,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let outbox: Outbox | undefined
   let sender: Sender | undefined
   let sampler: Sampler | undefined
+  let batcher: TelemetryBatcher | undefined
   let link: Link | undefined
   let jobQueue: JobQueue | undefined
   let runner: JobRunner | undefined
@@ -348,7 +350,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const interrupted = queue.recoverInterrupted(now)
       if (interrupted > 0) log.warn({ jobs: interrupted }, 'jobs that were running when the agent last stopped are reported as failed (INTERRUPTED)')
       queue.prune(now)
-      sampler = new Sampler(outbox, sensors, { intervalMs: config.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
+      batcher = new TelemetryBatcher(outbox, { commitMs: config.outboxCommitMs, maxRows: config.batchMaxSamples, logger: log })
+      sampler = new Sampler(batcher, sensors, { intervalMs: config.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
       const l = new Link({
         hub: config.hub,
         tls: { caFile: config.caFile, certFile: config.certFile, keyFile: config.keyFile },
@@ -479,8 +482,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     const nextShell = changed.has('shellAllow') || changed.has('shellMaxOutputBytes') ? shellSettings(c) : shell
     const newSensors = changed.has('sensors') || changed.has('builtinSensors')
     const list = newSensors ? sensorsFor(c) : sensors
-    const nextSampler = (newSensors || changed.has('sampleIntervalMs')) && outbox
-      ? new Sampler(outbox, list, { intervalMs: c.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
+    const nextSampler = (newSensors || changed.has('sampleIntervalMs')) && batcher
+      ? new Sampler(batcher, list, { intervalMs: c.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
       : undefined
     if (nextShell !== shell) {
       shell = nextShell
@@ -513,6 +516,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       log.warn({ err }, 'error while stopping the local schedules')
     }
     sampler?.stop()
+    // Held samples go into the outbox, and out if the link still has time to send them.
+    batcher?.stop()
     puller?.stop()
     // Before the link closes: commands interrupted by the stop are still answered.
     await Promise.all([runner?.stop(config.stopTimeoutMs), commands?.stop(config.stopTimeoutMs)])
@@ -524,6 +529,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       log.warn({ err }, 'error while closing the link')
     }
     link?.removeAllListeners()
+    if (ledger?.isOpen) {
+      try {
+        // Acked rows leave the file, so a stopped agent's ledger holds only what is unacked.
+        outbox?.flush()
+      } catch (err) {
+        log.warn({ err }, 'could not delete acked rows from the ledger')
+      }
+    }
     ledger?.close()
   }
 
@@ -543,6 +556,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       pruneTimer = undefined
       await schedules?.stop().catch(() => {})
       sampler?.stop()
+      batcher?.discard()
       puller?.stop()
       await Promise.all([runner?.stop(0), commands?.stop(0)])
       reporter?.stop()
@@ -575,6 +589,18 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       throw new Error('emitEvent: data must be a plain JSON object')
     }
     outbox.append([eventRecord(Math.floor(hubTime.now()), kind, level, message, data, hubClock.unsyncedSuffix())])
+  }
+
+  /** A sample someone asked for is committed at once, with any the batcher held. */
+  function sampleAndCommit(report?: SampleReport): number {
+    const n = sampler!.sampleNow(report)
+    try {
+      batcher?.commit()
+    } catch (err) {
+      log.error({ err }, 'could not append samples to the outbox')
+      return 0
+    }
+    return n
   }
 
   function sampleSensors(): Record<string, number> {
@@ -611,7 +637,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     },
     sample: () => {
       const report: SampleReport = { ts: Math.floor(hubTime.now()), values: {} }
-      const stored = sampler ? sampler.sampleNow(report) : 0
+      const stored = sampler ? sampleAndCommit(report) : 0
       return { ts: report.ts, values: report.values, stored }
     },
     config: () => redactedConfig(current),
@@ -641,7 +667,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     start,
     stop,
     crash,
-    sampleNow: () => (phase === 'started' && sampler ? sampler.sampleNow() : 0),
+    sampleNow: () => (phase === 'started' && sampler ? sampleAndCommit() : 0),
     emitEvent,
     isConnected: () => link?.isConnected() ?? false,
     get outbox() { return outbox },

@@ -62,6 +62,7 @@ export const AgentConfigFile = Type.Object({
   batchMaxBytes: Type.Optional(Type.Integer({ minimum: 4096, maximum: LIMITS.maxPayloadBytes - 1024 })),
   ackTimeoutMs: Type.Optional(Ms(10, 3_600_000)),
   coalesceMs: Type.Optional(Ms(0, 10_000)),
+  outboxCommitMs: Type.Optional(Ms(0, 3_600_000)),
   outboxMaxRows: Type.Optional(Type.Integer({ minimum: 1 })),
   outboxMaxBytes: Type.Optional(Type.Integer({ minimum: 1024 })),
   synchronous: Type.Optional(Type.Union([Type.Literal('NORMAL'), Type.Literal('FULL')])),

@@ -62,6 +62,13 @@ export interface AgentConfig {
   readonly ackTimeoutMs: number
   /** How long an append waits so that one tick of many sensors leaves as one batch. */
   readonly coalesceMs: number
+  /**
+   * Sampled telemetry is committed to the outbox at most this often (a group
+   * commit; 0 = every tick): each commit costs the SD card a 4 KiB page
+   * however small it is (agent/telemetry-batcher.ts). Telemetry reaches the
+   * hub up to this much later.
+   */
+  readonly outboxCommitMs: number
   readonly outboxMaxRows: number
   readonly outboxMaxBytes: number
   /** See LedgerOptions.synchronous. */
@@ -103,6 +110,7 @@ export const AGENT_DEFAULTS = {
   batchMaxBytes: 60_000,
   ackTimeoutMs: 10_000,
   coalesceMs: 10,
+  outboxCommitMs: 120_000,
   outboxMaxRows: 200_000,
   outboxMaxBytes: 64 * 1024 * 1024,
   synchronous: 'NORMAL',
@@ -177,7 +185,7 @@ function configError(issues: readonly string[], source: string): RollcallError {
   return new RollcallError('BAD_REQUEST', `invalid agent config (${source}):\n  - ${issues.join('\n  - ')}`, { issues })
 }
 
-const MS_FIELDS = ['connectTimeoutMs', 'reconnectBaseMs', 'reconnectMaxMs', 'reconnectStableMs', 'sampleIntervalMs', 'ackTimeoutMs', 'coalesceMs', 'stopTimeoutMs', 'pullIntervalMs'] as const
+const MS_FIELDS = ['connectTimeoutMs', 'reconnectBaseMs', 'reconnectMaxMs', 'reconnectStableMs', 'sampleIntervalMs', 'ackTimeoutMs', 'coalesceMs', 'outboxCommitMs', 'stopTimeoutMs', 'pullIntervalMs'] as const
 
 /**
  * Applies defaults to one merged input, validates everything, and returns the
@@ -287,6 +295,7 @@ function resolveWithWarnings(input: AgentConfigInput, source: string, preIssues:
     batchMaxBytes: input.batchMaxBytes ?? d.batchMaxBytes,
     ackTimeoutMs: ms.ackTimeoutMs ?? d.ackTimeoutMs,
     coalesceMs: ms.coalesceMs ?? d.coalesceMs,
+    outboxCommitMs: ms.outboxCommitMs ?? d.outboxCommitMs,
     outboxMaxRows: input.outboxMaxRows ?? d.outboxMaxRows,
     outboxMaxBytes: input.outboxMaxBytes ?? d.outboxMaxBytes,
     synchronous: input.synchronous ?? d.synchronous,

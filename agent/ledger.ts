@@ -18,6 +18,17 @@ import { ensurePrivateDir } from '../common/private-files.js'
 
 export const LEDGER_FILE = 'ledger.db'
 
+/**
+ * The ledger's page size. Every commit appends a frame of one page per page it
+ * changed to the WAL, so the page size is the smallest write a sample can
+ * cost: a tick's few rows fill a quarter of a 1 KiB page, and a whole 4 KiB
+ * page at SQLite's default (issue #13, flash writes).
+ */
+export const LEDGER_PAGE_SIZE = 1024
+
+/** A ledger with another page size is rebuilt at open (VACUUM) when its file is smaller than this. */
+const REPAGE_MAX_BYTES = 8 * 1024 * 1024
+
 /** Keys of the meta table. A new database is a new store: a new storeId and a new seq space. */
 export const META_KEYS = {
   storeId: 'storeId',
@@ -150,8 +161,11 @@ export class Ledger {
     // The ledger holds job results including shell output: the dir is 0700 when
     // we make it, a warning when it exists open to others (#12 section 4).
     ensurePrivateDir(options.dataDir, options.logger)
-    this.db = openDatabase(this.path, { synchronous: options.synchronous ?? 'NORMAL', logger: options.logger })
+    // Exclusive: the agent is the ledger's only user; this also keeps a second
+    // agent off the same data dir ("database is locked" at open).
+    this.db = openDatabase(this.path, { synchronous: options.synchronous ?? 'NORMAL', logger: options.logger, pageSize: LEDGER_PAGE_SIZE, exclusive: true })
     try {
+      this.repage(options.logger)
       // A small page cache: the outbox is append at the tail, read and delete
       // at the head, so hot pages are few; the 2 MiB default times 200 agents
       // in one simulator process would be 400 MiB.
@@ -176,6 +190,28 @@ export class Ledger {
       this.db.close()
       throw err
     }
+  }
+
+  /**
+   * A ledger made before LEDGER_PAGE_SIZE (4 KiB pages) costs four times the
+   * flash per commit: rebuild it with the small pages once, while it is small
+   * (a drained outbox); a large one is left for a later start. WAL mode cannot
+   * change the page size, so the rebuild runs in rollback-journal mode, which
+   * is as safe across a power cut.
+   */
+  private repage(logger: Logger | undefined): void {
+    const current = this.db.pragma('page_size', { simple: true }) as number
+    if (current === LEDGER_PAGE_SIZE) return
+    const bytes = current * (this.db.pragma('page_count', { simple: true }) as number)
+    if (bytes > REPAGE_MAX_BYTES) {
+      logger?.info({ pageSize: current, bytes }, 'the ledger keeps its page size until it is smaller (it is rebuilt with smaller pages, which wear the SD card less, at a start when it holds under 8 MiB)')
+      return
+    }
+    this.db.pragma('journal_mode = DELETE')
+    this.db.pragma(`page_size = ${LEDGER_PAGE_SIZE}`)
+    this.db.exec('VACUUM')
+    this.db.pragma('journal_mode = WAL')
+    logger?.info({ from: current, to: LEDGER_PAGE_SIZE }, 'ledger rebuilt with smaller pages')
   }
 
   /** The counter's current value (0 when missing). */

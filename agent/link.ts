@@ -28,7 +28,12 @@ const { connect } = createRequire(import.meta.url)('mqtt') as typeof import('mqt
  * Every attempt is a fresh MQTT.js client with `reconnectPeriod: 0`, because
  * every attempt has its own epoch and so its own Will: the epoch is bumped and
  * committed in the ledger before the CONNECT goes out, so a Will can never
- * carry the epoch of a later birth (DESIGN.md, "Presence").
+ * carry the epoch of a later birth (DESIGN.md, "Presence"). An attempt whose
+ * socket never connected (refused, unreachable, no route) sent no CONNECT, so
+ * no broker holds its Will: the next attempt reuses its epoch instead of
+ * committing a new one. Offline for days, an agent would otherwise fsync the
+ * ledger at every retry, which was most of what it wrote to its SD card
+ * (issue #13).
  *
  * Network trouble is normal on a device: it is logged at debug/info and
  * retried, never thrown.
@@ -107,6 +112,8 @@ export class Link extends EventEmitter<LinkEvents> {
   /** TLS causes already warned about since the last good connection: a certificate problem is logged once per cause, not once a minute forever. */
   private readonly tlsReported = new Set<string>()
   private currentEpoch = 0
+  /** The current epoch's attempt never got a connected socket: no broker has seen it. */
+  private epochUnsent = false
   private connectedAt: number | undefined
   private attempt = 0
   private retryTimer: NodeJS.Timeout | undefined
@@ -246,7 +253,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.state === 'stopped') return
     let epoch: number
     try {
-      epoch = this.options.nextEpoch()
+      epoch = this.epochUnsent && this.currentEpoch > 0 ? this.currentEpoch : this.options.nextEpoch()
     } catch (err) {
       // The ledger is closed or the disk is failing; try again later rather than connect with a stale epoch.
       this.log.error({ err }, 'could not advance the epoch; will retry')
@@ -295,8 +302,12 @@ export class Link extends EventEmitter<LinkEvents> {
       return
     }
     this.client = client
+    const sent = () => { if (client === this.client) this.epochUnsent = false }
     client.on('error', (err) => { this.reportError(err, epoch) })
-    client.on('connect', () => { this.onConnack(client, epoch) })
+    client.on('connect', () => {
+      sent()
+      this.onConnack(client, epoch)
+    })
     client.on('message', (topic, payload) => {
       if (client !== this.client || this.state !== 'ready') return
       count(this.received, topic)
@@ -305,6 +316,11 @@ export class Link extends EventEmitter<LinkEvents> {
     client.on('close', () => { this.onClose(client, epoch) })
     this.log.debug({ epoch, attempt: this.attempt }, 'connecting')
     client.connect()
+    // Until the socket connects (the stream exists once connect() ran), nothing of this attempt can have reached a broker.
+    const stream = client.stream as { once?: (event: string, listener: () => void) => unknown } | undefined
+    this.epochUnsent = typeof stream?.once === 'function'
+    stream?.once?.('connect', sent)
+    stream?.once?.('secureConnect', sent)
     // Batches and acks are small and latency-bound; Nagle would hold them back.
     // setNoDelay before the socket connects is remembered and applied on connect.
     ;(client.stream as { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true)

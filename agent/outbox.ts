@@ -21,6 +21,26 @@ import { META_KEYS, type Ledger } from './ledger.js'
  * results, later) are never dropped, and an outbox holding only those may
  * exceed its limits rather than lose them. Every dropped row is counted in
  * meta, in the same transaction that drops it.
+ *
+ * Flash wear (issue #13): on an SD card every commit costs at least one 4 KiB
+ * page written, so the steady state is one commit per append and nothing else:
+ *  - Acked rows are let go at once in memory (counts, stats, reads) and
+ *    deleted from the file by an append's transaction once DELETE_BATCH_ROWS
+ *    of them wait, or by `flush()` at a clean stop; never by a commit of
+ *    their own, and in bulk, which frees whole pages instead of rewriting the
+ *    head page at every ack. A row acked but still in the
+ *    file when the process dies is sent again after a restart, which the hub
+ *    drops as a duplicate (it dedups by seq); the first ack after the birth
+ *    lets it go before that in the normal case.
+ *  - Seqs are handed out here, not by AUTOINCREMENT, which rewrites the
+ *    sqlite_sequence page on every insert. sqlite_sequence still exists (the
+ *    table is AUTOINCREMENT since migration 1) and is kept *ahead* of every
+ *    seq handed out, moved in blocks of SEQ_BLOCK, so SQLite never has to
+ *    move it. The newest seq ever handed out is max(MAX(seq) in the table,
+ *    meta.outboxSeq); meta.outboxSeq is written only by the rare deletes that
+ *    remove the newest row (an overflow drop, a flush of a fully acked
+ *    outbox, a renumbering). So a seq is still never handed out twice in a
+ *    store, which is all AUTOINCREMENT was there for.
  */
 
 export const OUTBOX_KINDS = ['telemetry', 'event'] as const
@@ -56,6 +76,15 @@ export interface OutboxLimits {
 
 export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = { maxRows: 200_000, maxBytes: 64 * 1024 * 1024 }
 
+/** Acked rows an append deletes from the file at once (see the header). */
+export const DELETE_BATCH_ROWS = 256
+
+/** How far sqlite_sequence is moved ahead of the seqs handed out, in one write. */
+export const SEQ_BLOCK = 65_536
+
+/** meta key: a lower bound of the newest seq ever handed out, for when the table no longer holds it. */
+const OUTBOX_SEQ_KEY = 'outboxSeq'
+
 export interface OutboxStats {
   readonly backlogRows: number
   /** Sum of the rows' body sizes in bytes (what would go on the wire, minus framing). */
@@ -90,16 +119,20 @@ export type AppendListener = (newestSeq: number) => void
 export class Outbox {
   private readonly ledger: Ledger
   private readonly limits: OutboxLimits
-  private readonly insert: Database.Statement<[OutboxKind, number, string, number]>
+  private readonly insert: Database.Statement<[number, OutboxKind, number, string, number]>
   private readonly selectAfter: Database.Statement<[number, number], OutboxRow>
-  private readonly countUpTo: Database.Statement<[number], KindCount>
+  private readonly countRange: Database.Statement<[number, number], KindCount>
   private readonly deleteUpTo: Database.Statement<[number]>
-  private readonly oldestOfKind: Database.Statement<[OutboxKind, number], [number, number]>
+  private readonly updateSequence: Database.Statement<[number]>
+  private readonly insertSequence: Database.Statement<[number]>
+  private readonly markSeq: Database.Statement<[number]>
+  private readonly oldestOfKind: Database.Statement<[OutboxKind, number, number], [number, number]>
   private readonly deleteKindUpTo: Database.Statement<[OutboxKind, number]>
-  private readonly selectOldest: Database.Statement<[], number>
+  private readonly selectOldest: Database.Statement<[number], number>
   private readonly appendTx: (records: readonly OutboxRecord[]) => void
   private readonly appendBodiesTx: (ts: number, bodies: readonly string[], count: number) => void
   private readonly ackTx: (upTo: number) => number
+  private readonly flushTx: () => void
   private readonly listeners = new Set<AppendListener>()
   private readonly ackListeners = new Set<(upTo: number) => void>()
 
@@ -107,6 +140,17 @@ export class Outbox {
   private readonly rows: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
   private readonly bytes: Record<OutboxKind, number> = { telemetry: 0, event: 0 }
   private newest = 0
+  /** sqlite_sequence's value: seqs up to it can be handed out without writing it. */
+  private reserved = 0
+  /**
+   * Every row with seq <= released is acked and gone as far as anyone reading
+   * this outbox can tell; some may still be in the file (see the header).
+   */
+  private released = 0
+  /** Rows at or below `released` may still be in the file. */
+  private unflushed = false
+  /** Acked rows released since the last delete (an estimate: overflow drops may have deleted some). */
+  private unflushedRows = 0
   /**
    * The newest seq this ledger had numbered when it was opened, until the
    * first handshake with the hub; undefined after it (see resyncWithHub).
@@ -119,51 +163,68 @@ export class Outbox {
     this.ledger = ledger
     this.limits = limits
     const db = ledger.db
-    this.insert = db.prepare('INSERT INTO outbox (kind, ts, body, bytes) VALUES (?, ?, ?, ?)')
+    this.insert = db.prepare('INSERT INTO outbox (seq, kind, ts, body, bytes) VALUES (?, ?, ?, ?, ?)')
     this.selectAfter = db.prepare('SELECT seq, kind, ts, body, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
-    this.countUpTo = db.prepare('SELECT kind, COUNT(*) AS n, TOTAL(bytes) AS b FROM outbox WHERE seq <= ? GROUP BY kind')
+    this.countRange = db.prepare('SELECT kind, COUNT(*) AS n, TOTAL(bytes) AS b FROM outbox WHERE seq > ? AND seq <= ? GROUP BY kind')
     this.deleteUpTo = db.prepare('DELETE FROM outbox WHERE seq <= ?')
-    this.oldestOfKind = db.prepare<[OutboxKind, number], [number, number]>('SELECT seq, bytes FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?').raw()
+    this.oldestOfKind = db.prepare<[OutboxKind, number, number], [number, number]>('SELECT seq, bytes FROM outbox WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ?').raw()
     this.deleteKindUpTo = db.prepare('DELETE FROM outbox WHERE kind = ? AND seq <= ?')
-    this.selectOldest = db.prepare<[], number>('SELECT seq FROM outbox ORDER BY seq LIMIT 1').pluck()
+    this.selectOldest = db.prepare<[number], number>('SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1').pluck()
+    this.updateSequence = db.prepare<[number]>("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'")
+    this.insertSequence = db.prepare<[number]>("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)")
+    this.markSeq = db.prepare<[number]>(`UPDATE meta SET value = MAX(value, ?) WHERE key = '${OUTBOX_SEQ_KEY}'`)
 
     for (const row of db.prepare<[], KindCount>('SELECT kind, COUNT(*) AS n, TOTAL(bytes) AS b FROM outbox GROUP BY kind').all()) {
       this.rows[row.kind] = row.n
       this.bytes[row.kind] = row.b
     }
-    const seq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get()
-    this.newest = seq ?? 0
+    const sequence = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() ?? 0
+    // A ledger from before this allocator has sqlite_sequence = the newest seq
+    // exactly: that is the starting mark. Writes nothing once the key exists.
+    db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run(OUTBOX_SEQ_KEY, sequence)
+    const mark = Number(ledger.db.prepare<[string], unknown>('SELECT value FROM meta WHERE key = ?').pluck().get(OUTBOX_SEQ_KEY) ?? 0)
+    const maxSeq = db.prepare<[], number | null>('SELECT MAX(seq) FROM outbox').pluck().get() ?? 0
+    this.newest = Math.max(mark, maxSeq)
+    this.reserved = sequence
     this.openSeq = this.newest
     const shiftDown = db.prepare<[number, number]>('UPDATE outbox SET seq = -(seq + ?) WHERE seq > ?')
     const flip = db.prepare('UPDATE outbox SET seq = -seq WHERE seq < 0')
-    const updateSequence = db.prepare<[number]>("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'")
-    const insertSequence = db.prepare<[number]>("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)")
     this.shiftTx = db.transaction((from: number, shift: number) => {
+      this.deleteReleased()
       // Two steps so no row ever lands on a seq another row still holds.
       shiftDown.run(shift, from)
       flip.run()
-      if (updateSequence.run(this.newest + shift).changes === 0) insertSequence.run(this.newest + shift)
+      this.markSeq.run(this.newest + shift)
+      if (this.newest + shift > this.reserved) this.reserve(this.newest + shift + SEQ_BLOCK)
     })
+    this.flushTx = db.transaction(() => { this.deleteReleased() })
     this.dropped.telemetry = ledger.counter(META_KEYS.droppedTelemetry)
     this.dropped.event = ledger.counter(META_KEYS.droppedEvents)
 
     this.appendTx = db.transaction((records: readonly OutboxRecord[]) => {
+      if (this.unflushedRows >= DELETE_BATCH_ROWS) this.deleteReleased()
       for (const r of records) this.insertOne(r.kind, r.ts, r.body)
       this.enforceLimits()
     })
     this.appendBodiesTx = db.transaction((ts: number, bodies: readonly string[], count: number) => {
+      if (this.unflushedRows >= DELETE_BATCH_ROWS) this.deleteReleased()
       for (let i = 0; i < count; i++) this.insertOne('telemetry', ts, bodies[i]!)
       this.enforceLimits()
     })
+    // Reads only: the rows leave the file with the next append (see the header).
     this.ackTx = db.transaction((upTo: number) => {
-      let deleted = 0
-      for (const c of this.countUpTo.all(upTo)) {
+      let released = 0
+      for (const c of this.countRange.all(this.released, upTo)) {
         this.rows[c.kind] -= c.n
         this.bytes[c.kind] -= c.b
-        deleted += c.n
+        released += c.n
       }
-      if (deleted > 0) this.deleteUpTo.run(upTo)
-      return deleted
+      if (upTo > this.released) {
+        this.released = upTo
+        this.unflushed = true
+        this.unflushedRows += released
+      }
+      return released
     })
   }
 
@@ -185,12 +246,22 @@ export class Outbox {
     this.notify()
   }
 
-  /** Up to `limit` rows with seq > `seq`, in seq order. */
+  /** Up to `limit` rows with seq > `seq`, in seq order (never a released row). */
   readAfter(seq: number, limit: number): OutboxRow[] {
-    return this.selectAfter.all(seq, limit)
+    return this.selectAfter.all(Math.max(seq, this.released), limit)
   }
 
-  /** Deletes every row with seq <= upTo (the hub has stored them); returns how many. */
+  /**
+   * Deletes from the file the rows acked since the last append, in a
+   * transaction of its own; for a clean stop, so a stopped agent's ledger
+   * holds only unacked rows. Writes nothing when there is nothing to delete.
+   */
+  flush(): void {
+    if (!this.unflushed) return
+    this.guarded(() => { this.flushTx() })
+  }
+
+  /** Lets go of every row with seq <= upTo (the hub has stored them); returns how many. */
   ackUpTo(upTo: number): number {
     let deleted = 0
     this.guarded(() => { deleted = this.ackTx(upTo) })
@@ -249,7 +320,7 @@ export class Outbox {
       backlogBytes: this.bytes.telemetry + this.bytes.event,
       droppedTelemetry: this.dropped.telemetry,
       droppedEvents: this.dropped.event,
-      oldestSeq: backlogRows > 0 ? this.selectOldest.get() : undefined,
+      oldestSeq: backlogRows > 0 ? this.selectOldest.get(this.released) : undefined,
       newestSeq: this.newest,
     }
   }
@@ -259,21 +330,43 @@ export class Outbox {
    * way it was, so the counts never drift from the table.
    */
   private guarded(tx: () => void): void {
-    const saved = [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest] as const
+    const saved = [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest, this.reserved, this.released] as const
+    const unflushed = this.unflushed
+    const unflushedRows = this.unflushedRows
     try {
       tx()
     } catch (err) {
-      [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest] = saved
+      [this.rows.telemetry, this.rows.event, this.bytes.telemetry, this.bytes.event, this.dropped.telemetry, this.dropped.event, this.newest, this.reserved, this.released] = saved
+      this.unflushed = unflushed
+      this.unflushedRows = unflushedRows
       throw err
     }
+  }
+
+  /** Inside a transaction: moves sqlite_sequence ahead to `upTo`. */
+  private reserve(upTo: number): void {
+    if (this.updateSequence.run(upTo).changes === 0) this.insertSequence.run(upTo)
+    this.reserved = upTo
+  }
+
+  /** Inside a transaction: deletes the released rows still in the file. */
+  private deleteReleased(): void {
+    if (!this.unflushed) return
+    this.deleteUpTo.run(this.released)
+    // The table no longer holds the newest seq: meta keeps it.
+    if (this.released >= this.newest) this.markSeq.run(this.newest)
+    this.unflushed = false
+    this.unflushedRows = 0
   }
 
   private insertOne(kind: OutboxKind, ts: number, body: string): void {
     // Telemetry bodies are ASCII by construction (sensor names are ASCII,
     // numbers are), so their length is their byte count; events may not be.
     const size = kind === 'telemetry' ? body.length : Buffer.byteLength(body)
-    const info = this.insert.run(kind, ts, body, size)
-    this.newest = Number(info.lastInsertRowid)
+    const seq = this.newest + 1
+    if (seq > this.reserved) this.reserve(seq + SEQ_BLOCK - 1)
+    this.insert.run(seq, kind, ts, body, size)
+    this.newest = seq
     this.rows[kind]++
     this.bytes[kind] += size
   }
@@ -292,7 +385,7 @@ export class Outbox {
         let n = 0
         let b = 0
         let last = 0
-        for (const [seq, size] of this.oldestOfKind.all(kind, chunk)) {
+        for (const [seq, size] of this.oldestOfKind.all(kind, this.released, chunk)) {
           n++
           b += size
           last = seq
@@ -302,6 +395,7 @@ export class Outbox {
         }
         if (n === 0) break
         this.deleteKindUpTo.run(kind, last)
+        if (last >= this.newest) this.markSeq.run(this.newest)
         this.rows[kind] -= n
         this.bytes[kind] -= b
         this.dropped[kind] += n

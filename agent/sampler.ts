@@ -1,6 +1,6 @@
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
-import type { Outbox } from './outbox.js'
+import type { TelemetrySink } from './telemetry-batcher.js'
 import { checkSensors, type SensorSource } from './sensors.js'
 
 export interface SamplerOptions {
@@ -35,7 +35,7 @@ export interface SamplerStats {
  * sensor's JSON prefix is built once and the bodies array is reused.
  */
 export class Sampler {
-  private readonly outbox: Outbox
+  private readonly outbox: TelemetrySink
   private readonly sensors: readonly SensorSource[]
   private readonly prefixes: readonly string[]
   private readonly bodies: string[]
@@ -46,7 +46,7 @@ export class Sampler {
   private samples = 0
   private sensorErrors = 0
 
-  constructor(outbox: Outbox, sensors: readonly SensorSource[], options: SamplerOptions) {
+  constructor(outbox: TelemetrySink, sensors: readonly SensorSource[], options: SamplerOptions) {
     checkSensors(sensors)
     this.outbox = outbox
     this.sensors = sensors

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util'
 import { runCommandsBench } from './commands.js'
+import { runFlashWritesBench } from './flash-writes.js'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
@@ -13,7 +14,8 @@ import { runLiveBench } from './live.js'
 import { runOnlineBench } from './online.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
-       npm run bench -- idle-agent [--agents 3] [--seconds 60]
+       npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--lean]
+       npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
     options: {
       'devices': { type: 'string' },
       'sensors': { type: 'string', default: '100' },
-      'interval-ms': { type: 'string', default: '200' },
+      'interval-ms': { type: 'string' },
       'warmup': { type: 'string' },
       'commands': { type: 'string', default: '2000' },
       'seconds': { type: 'string' },
@@ -40,6 +42,10 @@ async function main(): Promise<void> {
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
       'clients': { type: 'string', default: '10' },
+      'offline-seconds': { type: 'string' },
+      'extra-sensors': { type: 'string' },
+      'lean': { type: 'boolean' },
+      'scenarios': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -50,7 +56,7 @@ async function main(): Promise<void> {
   switch (positionals[0]) {
     case 'ingest':
       await runIngestBench({
-        devices: num('devices', '200'), sensors: num('sensors'), intervalMs: num('interval-ms'),
+        devices: num('devices', '200'), sensors: num('sensors'), intervalMs: num('interval-ms', '200'),
         warmupS: num('warmup', '5'), measureS: num('seconds', '20'), idleAgentS: num('idle-agent-seconds'),
       })
       return
@@ -84,7 +90,19 @@ async function main(): Promise<void> {
       })
       return
     case 'idle-agent':
-      await runIdleAgentBench({ agents: num('agents', '3'), seconds: num('seconds', '60') })
+      await runIdleAgentBench({
+        agents: num('agents', '3'), seconds: num('seconds', '60'), warmupS: num('warmup', '15'),
+        intervalMs: values['interval-ms'] === undefined ? undefined : num('interval-ms'),
+        extraSensors: values['extra-sensors'] === undefined ? undefined : Number(values['extra-sensors']),
+        lean: values.lean === true,
+      })
+      return
+    case 'flash-writes':
+      await runFlashWritesBench({
+        seconds: num('seconds', '600'), warmupS: num('warmup', '40'),
+        offlineS: values['offline-seconds'] === '0' ? 0 : num('offline-seconds', '120'),
+        scenarios: values.scenarios?.split(','),
+      })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)

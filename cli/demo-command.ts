@@ -100,6 +100,8 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
       const agent = createAgent(resolveAgentConfig({
         hub: net.urlFor(id), id, token: tokens[i]!, dataDir: join(config.dataDir, 'agents', id),
         sampleIntervalMs: 1000,
+        // The dashboard shows samples as they are taken; the demo's ledgers live in a temp dir, not on an SD card.
+        outboxCommitMs: 0,
         // The first device also reports this machine's own cpu, memory and uptime.
         builtinSensors: i === 0,
         keepaliveSec: 10, reconnectBaseMs: 250, reconnectMaxMs: 4000, logLevel: config.logLevel,

@@ -12,6 +12,16 @@ export interface OpenOptions {
    * power loss. Group commit makes FULL affordable on the hub.
    */
   readonly synchronous: 'FULL' | 'NORMAL'
+  /** The page size of a database this open creates (SQLite's default is 4096); an existing one keeps its own. */
+  readonly pageSize?: number
+  /**
+   * Hold the file's lock for as long as the connection is open
+   * (locking_mode=EXCLUSIVE, set before WAL mode so no -shm file is ever
+   * made): no other process can read or write it meanwhile, and the WAL
+   * index lives in this process's memory instead of a shared file that
+   * every commit would dirty.
+   */
+  readonly exclusive?: boolean
   /** Where "tightened hub.db from 0644 to 0600" goes. */
   readonly logger?: Logger
 }
@@ -38,6 +48,8 @@ export function openDatabase(path: string, options: OpenOptions): Db {
     for (const f of sqliteFiles(path).slice(1)) tightenIfExists(f, options.logger)
   }
   const db = new Database(path)
+  if (options.pageSize !== undefined) db.pragma(`page_size = ${options.pageSize}`)
+  if (options.exclusive === true) db.pragma('locking_mode = EXCLUSIVE')
   db.pragma('journal_mode = WAL')
   db.pragma(`synchronous = ${options.synchronous}`)
   db.pragma('foreign_keys = ON')

@@ -210,7 +210,8 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     const url = o.hub.mqttUrl.startsWith('mqtts:') ? net.urlFor(d.id).replace(/^mqtt:/, 'mqtts:') : net.urlFor(d.id)
     const agent = createAgent(resolveAgentConfig({
       hub: url, ...(o.hub.ca !== undefined ? { caFile: o.hub.ca } : {}), id: d.id, token: d.token, dataDir: join(o.workDir, 'agents', d.id),
-      builtinSensors: false, sampleIntervalMs: o.sampleIntervalMs, keepaliveSec: 10,
+      // outboxCommitMs 0: the accounting counts every sensor read, and a simulated crash would lose held ones.
+      builtinSensors: false, sampleIntervalMs: o.sampleIntervalMs, outboxCommitMs: 0, keepaliveSec: 10,
       reconnectBaseMs: 250, reconnectMaxMs: 4000, reconnectStableMs: 5000, ackTimeoutMs: 3000, logLevel: 'silent',
     }), { logger, sensors, random: streamFor(o.seed, 'backoff', d.index) })
     d.agent = agent

@@ -66,12 +66,21 @@ describe('telemetry survives hub and agent crashes', () => {
     await pause(1000)
     await killProc(agent)
 
-    // Drain: the same ledger, no more sampling, until the outbox is empty.
+    // Drain: the same ledger, no more sampling, until the agent says (sys.info) its outbox
+    // is empty; then a clean stop, after which the outbox in the file is empty too (the
+    // agent holds the ledger's lock while it runs, and deletes acked rows at a clean stop).
+    const numbered = readLedger(agentDir).generated
     agent = startAgentProc({ mqttPort: port, id: 'dev-crash', token, dataDir: agentDir, config: { ...streaming, sampleIntervalMs: 0 } })
     procs.push(agent)
-    await waitFor(() => readLedger(agentDir).backlog === 0, 'agent outbox drained', 30_000, 200)
+    await waitFor(async () => {
+      const r = await hub.api<{ status?: string; result?: { outbox?: { backlogRows: number } } }>('POST', '/api/devices/dev-crash/commands', { name: 'sys.info', timeout: '5s' })
+      return r.body.status === 'succeeded' && r.body.result?.outbox?.backlogRows === 0
+    }, 'agent outbox drained', 30_000, 200)
+    await killProc(agent, 'SIGTERM')
 
     const ledger = readLedger(agentDir)
+    expect(ledger.backlog).toBe(0)
+    expect(ledger.generated).toBe(numbered)
     expect(ledger.dropped).toBe(0)
     expect(ledger.generated).toBeGreaterThan(300)
 

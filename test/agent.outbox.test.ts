@@ -1,8 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import Database from 'better-sqlite3'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { Ledger, LEDGER_FILE } from '../agent/ledger.js'
-import { eventBody, Outbox, sampleBody, type OutboxLimits } from '../agent/outbox.js'
+import { Ledger, LEDGER_FILE, LEDGER_MIGRATIONS, LEDGER_PAGE_SIZE } from '../agent/ledger.js'
+import { DELETE_BATCH_ROWS, eventBody, Outbox, sampleBody, SEQ_BLOCK, type OutboxLimits } from '../agent/outbox.js'
+import { migrate } from '../common/sqlite.js'
 import { removeDir, tempDir } from './agent.support.js'
 
 const dirs: string[] = []
@@ -21,7 +23,10 @@ function open(dir?: string, limits?: OutboxLimits): { dir: string; ledger: Ledge
   return { dir: d, ledger, outbox: new Outbox(ledger, limits) }
 }
 
-/** Counts straight from the file, to check the in-memory mirror. */
+/**
+ * Counts straight from the file, to check the in-memory mirror. Acked rows
+ * leave the file with the next append or a flush (a clean stop): count after one.
+ */
 function countInFile(ledger: Ledger): { rows: number; bytes: number } {
   const r = ledger.db.prepare('SELECT COUNT(*) AS rows, TOTAL(bytes) AS bytes FROM outbox').get() as { rows: number; bytes: number }
   return r
@@ -56,6 +61,38 @@ describe('ledger', () => {
     const a = open()
     expect(a.ledger.path).toBe(join(a.dir, LEDGER_FILE))
     expect(a.ledger.db.pragma('journal_mode', { simple: true })).toBe('wal')
+  })
+})
+
+describe('ledger file (flash wear, issue #13)', () => {
+  it('is made with small pages, and holds its lock: no -shm file, no second opener', () => {
+    const a = open()
+    expect(a.ledger.db.pragma('page_size', { simple: true })).toBe(LEDGER_PAGE_SIZE)
+    expect(a.ledger.db.pragma('locking_mode', { simple: true })).toBe('exclusive')
+    tick(a.outbox, 1, 3)
+    expect(existsSync(join(a.dir, `${LEDGER_FILE}-shm`))).toBe(false)
+    const other = new Database(join(a.dir, LEDGER_FILE), { readonly: true, timeout: 0 })
+    try {
+      expect(() => other.prepare('SELECT COUNT(*) FROM outbox').get()).toThrow(/locked/)
+    } finally {
+      other.close()
+    }
+  })
+
+  it('rebuilds a small ledger made with 4 KiB pages, keeping its rows and store', () => {
+    const d = tempDir()
+    dirs.push(d)
+    const old = new Database(join(d, LEDGER_FILE))
+    old.pragma('journal_mode = WAL')
+    migrate(old, LEDGER_MIGRATIONS)
+    old.exec("INSERT INTO meta (key, value) VALUES ('storeId', 'old-store'); INSERT INTO outbox (kind, ts, body, bytes) VALUES ('telemetry', 1, '{}', 2)")
+    expect(old.pragma('page_size', { simple: true })).toBe(4096)
+    old.close()
+    const { ledger, outbox } = open(d)
+    expect(ledger.db.pragma('page_size', { simple: true })).toBe(LEDGER_PAGE_SIZE)
+    expect(ledger.db.pragma('journal_mode', { simple: true })).toBe('wal')
+    expect(ledger.storeId).toBe('old-store')
+    expect(outbox.stats()).toMatchObject({ backlogRows: 1, newestSeq: 1 })
   })
 })
 
@@ -95,6 +132,8 @@ describe('outbox', () => {
     tick(outbox, 1, 5)
     outbox.ackUpTo(upTo)
     expect(outbox.stats()).toMatchObject({ backlogRows: left, oldestSeq: oldest, newestSeq: 5 })
+    expect(outbox.readAfter(0, 10)).toHaveLength(left)
+    outbox.flush()
     expect(countInFile(ledger)).toEqual({ rows: left, bytes: outbox.stats().backlogBytes })
     // The sender's figure for each batch: the same count, without a query.
     expect(outbox.backlogRows).toBe(left)
@@ -104,11 +143,74 @@ describe('outbox', () => {
     const a = open()
     tick(a.outbox, 1, 3)
     a.outbox.ackUpTo(3)
+    a.outbox.flush()
+    expect(countInFile(a.ledger).rows).toBe(0)
     a.ledger.close()
     const b = open(a.dir)
     expect(b.outbox.stats()).toMatchObject({ backlogRows: 0, newestSeq: 3, oldestSeq: undefined })
     tick(b.outbox, 2, 1)
     expect(b.outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([4])
+  })
+
+  it('deletes acked rows in bulk, in an append\'s transaction, never in a commit of its own', () => {
+    const { ledger, outbox } = open()
+    tick(outbox, 1, 4)
+    const changes = () => ledger.db.prepare('SELECT total_changes()').pluck().get() as number
+    const before = changes()
+    outbox.ackUpTo(3)
+    // The ack wrote nothing: the rows are gone for readers, not yet from the file.
+    expect(changes()).toBe(before)
+    expect(countInFile(ledger).rows).toBe(4)
+    expect(outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([4])
+    // Fewer than DELETE_BATCH_ROWS wait: an append leaves them.
+    tick(outbox, 2, 1)
+    expect(countInFile(ledger).rows).toBe(5)
+    expect(outbox.stats()).toMatchObject({ backlogRows: 2, oldestSeq: 4, newestSeq: 5 })
+    // Enough of them: the next append deletes them all in its transaction.
+    tick(outbox, 3, DELETE_BATCH_ROWS)
+    outbox.ackUpTo(outbox.newestSeq - 1)
+    tick(outbox, 4, 1)
+    expect(countInFile(ledger)).toEqual({ rows: 2, bytes: outbox.stats().backlogBytes })
+    expect(outbox.stats()).toMatchObject({ backlogRows: 2, oldestSeq: DELETE_BATCH_ROWS + 5, newestSeq: DELETE_BATCH_ROWS + 6 })
+  })
+
+  it('after a crash, acked rows still in the file come back as backlog (the hub drops them as duplicates) and no seq is reused', () => {
+    const a = open()
+    tick(a.outbox, 1, 3)
+    a.outbox.ackUpTo(3)
+    // No flush: the process died.
+    a.ledger.close()
+    const b = open(a.dir)
+    expect(b.outbox.stats()).toMatchObject({ backlogRows: 3, oldestSeq: 1, newestSeq: 3 })
+    // The hub's first ack after the birth lets them go.
+    b.outbox.ackUpTo(3)
+    tick(b.outbox, 2, 1)
+    expect(b.outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([4])
+  })
+
+  it('hands out seqs without writing sqlite_sequence per insert: it is kept a block ahead', () => {
+    const { ledger, outbox } = open()
+    const sequence = () => ledger.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck().get() as number
+    tick(outbox, 1, 3)
+    expect(sequence()).toBe(SEQ_BLOCK)
+    for (let t = 2; t < 10; t++) tick(outbox, t, 3)
+    expect(sequence()).toBe(SEQ_BLOCK)
+    expect(outbox.stats().newestSeq).toBe(27)
+  })
+
+  it('continues after the newest seq of a ledger from before the allocator (sqlite_sequence exact, outbox emptied)', () => {
+    const d = tempDir()
+    dirs.push(d)
+    const ledger = new Ledger({ dataDir: d })
+    ledgers.push(ledger)
+    // What AUTOINCREMENT left: seqs 1..10 numbered, all acked and deleted, no meta mark yet.
+    const insert = ledger.db.prepare("INSERT INTO outbox (kind, ts, body, bytes) VALUES ('telemetry', 1, '{}', 2)")
+    for (let i = 0; i < 10; i++) insert.run()
+    ledger.db.exec('DELETE FROM outbox')
+    const outbox = new Outbox(ledger)
+    expect(outbox.stats().newestSeq).toBe(10)
+    tick(outbox, 2, 1)
+    expect(outbox.readAfter(0, 10).map((r) => r.seq)).toEqual([11])
   })
 
   it('wakes listeners after each append with the newest seq', () => {
@@ -179,13 +281,9 @@ describe('outbox', () => {
       if (t % 11 === 0) outbox.append([{ kind: 'event', ts: t, body: eventBody(t, 'e', 'info', 'é ü') }])
     }
     const s = outbox.stats()
+    outbox.flush()
     expect(countInFile(ledger)).toEqual({ rows: s.backlogRows, bytes: s.backlogBytes })
     expect(s.backlogRows).toBeLessThanOrEqual(500)
-    const db = new Database(ledger.path, { readonly: true })
-    try {
-      expect(db.prepare('SELECT MIN(seq) FROM outbox').pluck().get()).toBe(s.oldestSeq)
-    } finally {
-      db.close()
-    }
+    expect(ledger.db.prepare('SELECT MIN(seq) FROM outbox').pluck().get()).toBe(s.oldestSeq)
   })
 })

@@ -46,7 +46,7 @@ describe('SIGHUP reloads the config file', () => {
     const configPath = join(etc, 'agent.json')
     const base = {
       hub: `mqtt://127.0.0.1:${hub.mqttPort}`, id: 'pi-reload', dataDir: '../state', logLevel: 'info',
-      builtinSensors: false, sampleIntervalMs: '200ms', reconnectBaseMs: 100, reconnectMaxMs: 500,
+      builtinSensors: false, sampleIntervalMs: '200ms', outboxCommitMs: 0, reconnectBaseMs: 100, reconnectMaxMs: 500,
       sensors: [{ name: 'env.a', model: 'constant', min: 1, max: 1 }],
     }
     writeFileSync(configPath, JSON.stringify(base))

@@ -116,10 +116,12 @@ describe('private files: a real hub and a real agent', () => {
       agent = createAgent(resolveAgentConfig({ ...QUICK_AGENT, hub: `mqtt://127.0.0.1:${running.mqttPort}`, id: 'pump-1', token, dataDir: agentDir }), { logger: agentLog })
       await agent.start()
       await waitFor(() => running.services.presence.isReachable('pump-1'), 'the agent online')
-      // Both databases are open and have written: their -wal and -shm exist now.
-      for (const f of [join(hubDir, 'hub.db-wal'), join(hubDir, 'hub.db-shm'), join(agentDir, 'ledger.db-wal'), join(agentDir, 'ledger.db-shm')]) {
+      // Both databases are open and have written: their -wal (and the hub's -shm) exist now. The
+      // ledger holds its lock for good, so SQLite keeps its WAL index in memory: no -shm (issue #13).
+      for (const f of [join(hubDir, 'hub.db-wal'), join(hubDir, 'hub.db-shm'), join(agentDir, 'ledger.db-wal')]) {
         expect(existsSync(f), f).toBe(true)
       }
+      expect(existsSync(join(agentDir, 'ledger.db-shm'))).toBe(false)
       expectPrivate(hubDir, agentDir)
       return token
     } finally {
@@ -131,11 +133,11 @@ describe('private files: a real hub and a real agent', () => {
   function expectPrivate(hubDir: string, agentDir: string): void {
     const modes: Record<string, string> = Object.fromEntries([
       ...['hub.db', 'hub.db-wal', 'hub.db-shm', 'admin-token'].map((f): [string, string] => [`hub/${f}`, mode(join(hubDir, f))]),
-      ...['ledger.db', 'ledger.db-wal', 'ledger.db-shm'].map((f): [string, string] => [`agent/${f}`, mode(join(agentDir, f))]),
+      ...['ledger.db', 'ledger.db-wal'].map((f): [string, string] => [`agent/${f}`, mode(join(agentDir, f))]),
     ])
     expect(modes).toEqual({
       'hub/hub.db': '0600', 'hub/hub.db-wal': '0600', 'hub/hub.db-shm': '0600', 'hub/admin-token': '0600',
-      'agent/ledger.db': '0600', 'agent/ledger.db-wal': '0600', 'agent/ledger.db-shm': '0600',
+      'agent/ledger.db': '0600', 'agent/ledger.db-wal': '0600',
     })
   }
 

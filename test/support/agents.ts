@@ -13,6 +13,8 @@ export const QUICK_AGENT: AgentConfigInput = {
   reconnectBaseMs: 50,
   reconnectMaxMs: 500,
   ackTimeoutMs: 1000,
+  // Every tick commits, as tests count samples tick by tick.
+  outboxCommitMs: 0,
 }
 
 /** Real agents in this process, one per id, each with its own ledger under `dir`. */

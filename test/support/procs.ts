@@ -90,7 +90,8 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
 /** Starts an agent process with a JSON config file written next to its ledger. */
 export function startAgentProc(opts: { mqttPort: number; id: string; token: string; dataDir: string; config: Record<string, unknown> }): Proc {
   const configPath = join(opts.dataDir, `..`, `${opts.id}-config-${Date.now()}.json`)
-  writeFileSync(configPath, JSON.stringify(opts.config))
+  // Tests watch samples arrive tick by tick: no group commit unless a test asks for one.
+  writeFileSync(configPath, JSON.stringify({ outboxCommitMs: 0, ...opts.config }))
   return startCli(['agent', '--hub', `mqtt://127.0.0.1:${opts.mqttPort}`, '--id', opts.id, '--data', opts.dataDir, '--config', configPath, '--log-level', 'warn'],
     { ROLLCALL_TOKEN: opts.token })
 }
