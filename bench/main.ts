@@ -11,6 +11,9 @@ import { runJobsBench } from './jobs.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runLiveBench } from './live.js'
 import { runOnlineBench } from './online.js'
+import { runSoakAgentBench } from './soak-agent.js'
+import { runSoakHubBench } from './soak-hub.js'
+import { parseDurationMs } from '../common/duration.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60]
@@ -18,7 +21,9 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
-       npm run bench -- online [--devices 2000]`
+       npm run bench -- online [--devices 2000]
+       npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s]
+       npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -40,12 +45,20 @@ async function main(): Promise<void> {
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
       'clients': { type: 'string', default: '10' },
+      'minutes': { type: 'string' },
+      'outage-every': { type: 'string' },
+      'outage': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
     const n = Number(values[name] ?? fallback)
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${values[name]}"\n${USAGE}`)
     return n
+  }
+  const duration = (name: 'outage-every' | 'outage', fallback: string): number => {
+    const ms = parseDurationMs(values[name] ?? fallback)
+    if (ms === undefined || ms <= 0) throw new Error(`--${name} is a duration such as 60s or 3m, got "${values[name]}"\n${USAGE}`)
+    return ms
   }
   switch (positionals[0]) {
     case 'ingest':
@@ -85,6 +98,15 @@ async function main(): Promise<void> {
       return
     case 'idle-agent':
       await runIdleAgentBench({ agents: num('agents', '3'), seconds: num('seconds', '60') })
+      return
+    case 'soak-agent':
+      await runSoakAgentBench({
+        minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s'),
+        sensors: 3, sampleIntervalMs: 1000,
+      })
+      return
+    case 'soak-hub':
+      await runSoakHubBench({ agents: num('agents', '500'), minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s') })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)
