@@ -1,4 +1,5 @@
 import { renameSync, writeFileSync } from 'node:fs'
+import { GCProfiler } from 'node:v8'
 import type { AgentStats } from './agent.js'
 
 /**
@@ -8,7 +9,12 @@ import type { AgentStats } from './agent.js'
  * beside what only the process itself can see — the V8 heap
  * (`process.memoryUsage()`), its active handles and requests by kind
  * (`process.getActiveResourcesInfo()`), and how many warnings Node raised by
- * name (a MaxListenersExceededWarning is how a listener leak shows). A
+ * name (a MaxListenersExceededWarning is how a listener leak shows), and
+ * the heap left after the latest full (mark-compact) collection: heapUsed is
+ * a saw tooth that also counts garbage not yet collected, while what a full
+ * collection leaves is live data, the figure a leak lifts. It is read with
+ * V8's GC profiler, which only watches, so the agent's own collections are
+ * measured, none forced. A
  * benchmark outside the process reads RSS and file descriptors from /proc;
  * these figures it cannot. Off by default; nothing else reads the file.
  *
@@ -26,7 +32,18 @@ export interface StatsSnapshot {
   readonly resources: Readonly<Record<string, number>>
   /** Process warnings since start, by name. */
   readonly warnings: Readonly<Record<string, number>>
+  readonly gc: GcStats
   readonly agent: AgentStats
+}
+
+export interface GcStats {
+  /** Full (mark-compact) and other collections seen since the hook started. */
+  readonly full: number
+  readonly other: number
+  /** Heap used right after the latest full collection; undefined before the first. */
+  readonly heapAfterFullGc: number | undefined
+  /** When that collection ended, ms since the epoch. */
+  readonly fullGcAt: number | undefined
 }
 
 export interface StatsFile {
@@ -37,10 +54,27 @@ export function startStatsFile(path: string, read: () => AgentStats, intervalMs 
   const warnings: Record<string, number> = {}
   const onWarning = (w: Error) => { warnings[w.name] = (warnings[w.name] ?? 0) + 1 }
   process.on('warning', onWarning)
-  const write = () => {
+  let gc: GcStats = { full: 0, other: 0, heapAfterFullGc: undefined, fullGcAt: undefined }
+  let profiler = new GCProfiler()
+  profiler.start()
+  // The profiler hands its records over only when stopped: a new one per snapshot.
+  const collectGc = (restart: boolean) => {
+    const result = profiler.stop()
+    for (const entry of result?.statistics ?? []) {
+      gc = entry.gcType === 'MarkSweepCompact'
+        ? { ...gc, full: gc.full + 1, heapAfterFullGc: entry.afterGC.heapStatistics.usedHeapSize, fullGcAt: result.endTime }
+        : { ...gc, other: gc.other + 1 }
+    }
+    if (restart) {
+      profiler = new GCProfiler()
+      profiler.start()
+    }
+  }
+  const write = (final = false) => {
+    collectGc(!final)
     const resources: Record<string, number> = {}
     for (const kind of process.getActiveResourcesInfo()) resources[kind] = (resources[kind] ?? 0) + 1
-    const snapshot: StatsSnapshot = { t: Date.now(), memory: process.memoryUsage(), resources, warnings, agent: read() }
+    const snapshot: StatsSnapshot = { t: Date.now(), memory: process.memoryUsage(), resources, warnings, gc, agent: read() }
     try {
       writeFileSync(`${path}.tmp`, JSON.stringify(snapshot))
       renameSync(`${path}.tmp`, path)
@@ -52,7 +86,7 @@ export function startStatsFile(path: string, read: () => AgentStats, intervalMs 
   }
   let failed = false
   // unref: the hook never keeps a stopping agent alive.
-  const timer = setInterval(write, intervalMs).unref()
+  const timer = setInterval(() => write(), intervalMs).unref()
   write()
   let stopped = false
   return {
@@ -61,7 +95,7 @@ export function startStatsFile(path: string, read: () => AgentStats, intervalMs 
       stopped = true
       clearInterval(timer)
       process.off('warning', onWarning)
-      write()
+      write(true)
     },
   }
 }

@@ -42,6 +42,7 @@ const DRAIN_LIMIT_MS = 300_000
 interface Series {
   readonly rss: Point[]
   readonly heapUsed: Point[]
+  readonly heapAfterFullGc: Point[]
   readonly heapTotal: Point[]
   readonly external: Point[]
   readonly fds: Point[]
@@ -53,6 +54,40 @@ interface Series {
   readonly bareRss: Point[]
   readonly bareHeap: Point[]
   readonly bareFds: Point[]
+}
+
+/**
+ * The hub comes back on the same ports, so they are chosen below the
+ * kernel's ephemeral range (32768–60999 by default on Linux): a port that
+ * "0" picked is in that range, and in the minute the hub is away an outgoing
+ * connection of any process may be given it (a 30-minute run here lost its
+ * port so). A pair below the range is taken only by a listener that asks
+ * for it by number; the first free pair of a few random tries is kept.
+ */
+async function startHubOnFixedPorts(hubDir: string): Promise<{ hub: HubProcess; ports: string[] }> {
+  let last: unknown
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const base = 20_000 + 2 * Math.floor(Math.random() * 5_000)
+    const ports = ['--mqtt-port', String(base), '--http-port', String(base + 1)]
+    try {
+      return { hub: await startHubProcess(hubDir, ports), ports }
+    } catch (err) {
+      last = err
+    }
+  }
+  throw last
+}
+
+/** Starts the hub again on its ports; a few tries a few seconds apart, should something hold them for a moment. */
+async function restartHub(hubDir: string, ports: string[], aborted: Promise<never>): Promise<HubProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startHubProcess(hubDir, ports)
+    } catch (err) {
+      if (attempt === 5) throw err
+      await pause(3000, aborted)
+    }
+  }
 }
 
 export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
@@ -68,8 +103,9 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
   let bare: ChildProcess | undefined
   try {
     await withInterrupts(async (aborted) => {
-      hub = await startHubProcess(hubDir)
-      const ports = ['--mqtt-port', String(hub.mqttPort), '--http-port', String(hub.httpPort)]
+      const started = await startHubOnFixedPorts(hubDir)
+      hub = started.hub
+      const ports = started.ports
       const reg = await hub.api<{ token: string }>('POST', '/api/devices', { id: DEVICE })
       if (reg.status !== 201) throw new Error(`cannot register ${DEVICE}: HTTP ${reg.status}`)
       const models = ['sine', 'random-walk', 'constant'] as const
@@ -94,8 +130,9 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
       const hours = () => (Date.now() - t0) / 3_600_000
       process.stderr.write(`soak-agent: ${o.minutes} min, ${o.sensors} sensors every ${o.sampleIntervalMs} ms, hub away ${o.outageMs / 1000} s every ${o.outageEveryMs / 1000} s; agent pid ${agentPid}, hub pid ${hub.pid}, work ${work}\n`)
 
-      const s: Series = { rss: [], heapUsed: [], heapTotal: [], external: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [], bareRss: [], bareHeap: [], bareFds: [] }
+      const s: Series = { rss: [], heapUsed: [], heapAfterFullGc: [], heapTotal: [], external: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [], bareRss: [], bareHeap: [], bareFds: [] }
       let lastStats: StatsSnapshot | undefined
+      let fullGcs = 0
       const alive = () => {
         if (agent!.exitCode !== null || agent!.signalCode !== null) throw new Error(`the agent exited (${agent!.exitCode ?? agent!.signalCode}):\n${agentStderr}`)
       }
@@ -110,6 +147,11 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         if (st) {
           lastStats = st
           s.heapUsed.push({ h, v: st.memory.heapUsed })
+          // One point per full collection, at the time it ran: the live heap, the figure a leak lifts.
+          if (st.gc.heapAfterFullGc !== undefined && st.gc.fullGcAt !== undefined && st.gc.full > fullGcs) {
+            fullGcs = st.gc.full
+            s.heapAfterFullGc.push({ h: (st.gc.fullGcAt - t0) / 3_600_000, v: st.gc.heapAfterFullGc })
+          }
           s.heapTotal.push({ h, v: st.memory.heapTotal })
           s.external.push({ h, v: st.memory.external })
           s.resources.push({ h, v: Object.values(st.resources).reduce((a, b) => a + b, 0) })
@@ -140,7 +182,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
           outages++
           process.stderr.write(`  ${((Date.now() - t0) / 60_000).toFixed(1)} min: hub stopped (${outages % 2 === 1 ? 'SIGTERM' : 'SIGKILL'}), back in ${o.outageMs / 1000} s\n`)
           await pause(o.outageMs, aborted)
-          hub = await startHubProcess(hubDir, ports)
+          hub = await restartHub(hubDir, ports, aborted)
           hubDown = false
         }
       }
@@ -199,6 +241,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         summarize('agent RSS', 'bytes', s.rss, warmupH),
         summarize('agent heap used', 'bytes', s.heapUsed, warmupH),
         summarize('agent heap used, floor per minute', 'bytes', floors(s.heapUsed, 1 / 60), warmupH),
+        summarize('agent heap after each full GC', 'bytes', s.heapAfterFullGc, warmupH),
         summarize('agent heap total', 'bytes', s.heapTotal, warmupH),
         summarize('agent external (buffers)', 'bytes', s.external, warmupH),
         summarize('agent open fds', 'count', s.fds, warmupH),
@@ -222,7 +265,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         table(rows),
         '',
         `active handles at the end: ${kinds}; process warnings: ${Object.keys(warnings).length === 0 ? 'none' : JSON.stringify(warnings)}`,
-        `link: ${link?.connects ?? '?'} connects, ${link?.disconnects ?? '?'} disconnects`,
+        `link: ${link?.connects ?? '?'} connects, ${link?.disconnects ?? '?'} disconnects; collections: ${(final ?? lastStats)?.gc.full ?? '?'} full, ${(final ?? lastStats)?.gc.other ?? '?'} other`,
         `after the drain (${drained ? `${(drainMs / 1000).toFixed(0)} s` : `NOT drained in ${DRAIN_LIMIT_MS / 1000} s`}): ledger.db ${(ledgerAfterDrain / 1024).toFixed(0)} KB, WAL ${(walAfterDrain / 1024).toFixed(0)} KB (max during the run: ${(Math.max(...s.ledger.map((p) => p.v)) / 1024).toFixed(0)} KB + WAL ${(Math.max(...s.wal.map((p) => p.v)) / 1024).toFixed(0)} KB)`,
         `samples: generated ${generated}, stored at the hub ${unique}, still in the outbox ${leftover}, lost ${lost}, duplicates ${duplicates}`,
         '',

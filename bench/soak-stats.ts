@@ -72,16 +72,18 @@ export function leastSquares(points: readonly Point[]): Fit {
  */
 export function floors(points: readonly Point[], hours: number): Point[] {
   const out: Point[] = []
+  const h0 = points[0]?.h ?? 0
+  // Windows by index, with a little slack: 24/60 − 18/60 is a hair under 0.1 in floating point.
+  const windowOf = (p: Point) => Math.floor((p.h - h0) / hours + 1e-9)
   let window: Point[] = []
-  let start = points[0]?.h ?? 0
   for (const p of points) {
-    if (p.h - start >= hours && window.length > 0) {
+    if (window.length > 0 && windowOf(p) !== windowOf(window[0]!)) {
       out.push(window.reduce((a, b) => (b.v < a.v ? b : a)))
       window = []
-      start = p.h
     }
     window.push(p)
   }
+  // The last window may be partial: left out, as its floor may not have been reached yet.
   return out
 }
 
