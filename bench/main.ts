@@ -22,8 +22,8 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
-       npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s]
-       npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s]`
+       npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]
+       npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -48,6 +48,7 @@ async function main(): Promise<void> {
       'minutes': { type: 'string' },
       'outage-every': { type: 'string' },
       'outage': { type: 'string' },
+      'csv': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -102,11 +103,11 @@ async function main(): Promise<void> {
     case 'soak-agent':
       await runSoakAgentBench({
         minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s'),
-        sensors: 3, sampleIntervalMs: 1000,
+        sensors: 3, sampleIntervalMs: 1000, csvPath: values.csv,
       })
       return
     case 'soak-hub':
-      await runSoakHubBench({ agents: num('agents', '500'), minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s') })
+      await runSoakHubBench({ agents: num('agents', '500'), minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s'), csvPath: values.csv })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)

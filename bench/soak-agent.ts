@@ -9,7 +9,7 @@ import type { StatsSnapshot } from '../agent/stats-file.js'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
 import { rssBytes } from './proc-stats.js'
 import {
-  fdCount, fileBytes, floors, pause, readJsonFile, sleep, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts,
+  fdCount, fileBytes, floors, pause, readJsonFile, sleep, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts, writeCsv,
   type Point, type SeriesSummary,
 } from './soak-stats.js'
 
@@ -30,6 +30,8 @@ export interface SoakAgentOptions {
   readonly minutes: number
   readonly outageEveryMs: number
   readonly outageMs: number
+  /** Write every sample here as CSV (series,hours,value). */
+  readonly csvPath?: string | undefined
   readonly sensors: number
   readonly sampleIntervalMs: number
 }
@@ -45,6 +47,7 @@ interface Series {
   readonly heapAfterFullGc: Point[]
   readonly heapTotal: Point[]
   readonly external: Point[]
+  readonly native: Point[]
   readonly fds: Point[]
   readonly resources: Point[]
   readonly timeouts: Point[]
@@ -130,7 +133,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
       const hours = () => (Date.now() - t0) / 3_600_000
       process.stderr.write(`soak-agent: ${o.minutes} min, ${o.sensors} sensors every ${o.sampleIntervalMs} ms, hub away ${o.outageMs / 1000} s every ${o.outageEveryMs / 1000} s; agent pid ${agentPid}, hub pid ${hub.pid}, work ${work}\n`)
 
-      const s: Series = { rss: [], heapUsed: [], heapAfterFullGc: [], heapTotal: [], external: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [], bareRss: [], bareHeap: [], bareFds: [] }
+      const s: Series = { rss: [], heapUsed: [], heapAfterFullGc: [], heapTotal: [], external: [], native: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [], bareRss: [], bareHeap: [], bareFds: [] }
       let lastStats: StatsSnapshot | undefined
       let fullGcs = 0
       const alive = () => {
@@ -154,6 +157,8 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
           }
           s.heapTotal.push({ h, v: st.memory.heapTotal })
           s.external.push({ h, v: st.memory.external })
+          // What RSS holds besides V8's heap and buffers: SQLite's page cache, malloc, code.
+          s.native.push({ h, v: s.rss.at(-1)!.v - st.memory.heapTotal - st.memory.external })
           s.resources.push({ h, v: Object.values(st.resources).reduce((a, b) => a + b, 0) })
           s.timeouts.push({ h, v: st.resources.Timeout ?? 0 })
           s.backlog.push({ h, v: st.agent.outbox?.backlogRows ?? 0 })
@@ -244,6 +249,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         summarize('agent heap after each full GC', 'bytes', s.heapAfterFullGc, warmupH),
         summarize('agent heap total', 'bytes', s.heapTotal, warmupH),
         summarize('agent external (buffers)', 'bytes', s.external, warmupH),
+        summarize('agent RSS outside the V8 heap and buffers', 'bytes', s.native, warmupH),
         summarize('agent open fds', 'count', s.fds, warmupH),
         summarize('agent active handles + requests', 'count', s.resources, warmupH),
         summarize('agent active timers', 'count', s.timeouts, warmupH),
@@ -255,6 +261,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(s.bareHeap, 1 / 60), warmupH),
         summarize('bare node open fds (baseline)', 'count', s.bareFds, warmupH),
       ]
+      if (o.csvPath !== undefined) writeCsv(o.csvPath, { ...s })
       const link = (final ?? lastStats)?.agent.link
       const warnings = (final ?? lastStats)?.warnings ?? {}
       const kinds = lastStats ? Object.entries(lastStats.resources).map(([k, n]) => `${k} ${n}`).join(', ') : '–'

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
 import { rssBytes } from './proc-stats.js'
 import {
-  fdCount, fileBytes, floors, pause, readJsonFile, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts,
+  fdCount, fileBytes, floors, pause, readJsonFile, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts, writeCsv,
   type Point, type SeriesSummary,
 } from './soak-stats.js'
 
@@ -29,6 +29,8 @@ export interface SoakHubOptions {
   readonly minutes: number
   readonly outageEveryMs: number
   readonly outageMs: number
+  /** Write every sample here as CSV (series,hours,value). */
+  readonly csvPath?: string | undefined
 }
 
 const SAMPLE_EVERY_MS = 10_000
@@ -98,7 +100,7 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
 
       const s = {
         rss: [] as Point[], heapUsed: [] as Point[], heapTotal: [] as Point[], external: [] as Point[], fds: [] as Point[],
-        handles: [] as Point[], resources: [] as Point[], db: [] as Point[], wal: [] as Point[], online: [] as Point[],
+        native: [] as Point[], handles: [] as Point[], resources: [] as Point[], db: [] as Point[], wal: [] as Point[], online: [] as Point[],
         bareRss: [] as Point[], bareHeap: [] as Point[], bareFds: [] as Point[],
       }
       let storedTotal = 0
@@ -115,6 +117,10 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
         put(s.heapUsed, 'rollcall_nodejs_heap_size_used_bytes')
         put(s.heapTotal, 'rollcall_nodejs_heap_size_total_bytes')
         put(s.external, 'rollcall_nodejs_external_memory_bytes')
+        // What RSS holds besides V8's heap and buffers: SQLite's page cache, malloc, code.
+        const heapTotal = m.get('rollcall_nodejs_heap_size_total_bytes')
+        const external = m.get('rollcall_nodejs_external_memory_bytes')
+        if (heapTotal !== undefined && external !== undefined) s.native.push({ h: hr, v: s.rss.at(-1)!.v - heapTotal - external })
         put(s.handles, 'rollcall_nodejs_active_handles_total')
         put(s.resources, 'rollcall_nodejs_active_resources_total')
         storedTotal = m.get('rollcall_ingest_samples_stored_total') ?? storedTotal
@@ -155,6 +161,7 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
         summarize('hub heap used, floor per minute', 'bytes', floors(during(s.heapUsed), 1 / 60), warmupH),
         sum('hub heap total', 'bytes', s.heapTotal),
         sum('hub external (buffers)', 'bytes', s.external),
+        sum('hub RSS outside the V8 heap and buffers', 'bytes', s.native),
         sum('hub open fds', 'count', s.fds),
         sum('hub active handles', 'count', s.handles),
         sum('hub active resources', 'count', s.resources),
@@ -166,6 +173,7 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
         summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(during(s.bareHeap), 1 / 60), warmupH),
         sum('bare node open fds (baseline)', 'count', s.bareFds),
       ]
+      if (o.csvPath !== undefined) writeCsv(o.csvPath, s)
       const t = report.totals
       const dbGrowth = s.db.at(-1)!.v - s.db[0]!.v
       process.stdout.write([

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 
 /**
  * What the soak benchmarks (bench/soak-agent.ts, bench/soak-hub.ts) share:
@@ -118,6 +118,13 @@ const fmtSlope = (f: Fit, unit: Unit) => {
   const sign = (x: number) => (x >= 0 ? '+' : '−')
   const v = (x: number) => (unit === 'bytes' ? `${(Math.abs(x) / MB).toFixed(2)} MB` : `${(Math.round(Math.abs(x) * 100) / 100)}`)
   return `${sign(f.slope)}${v(f.slope)}/h ± ${v(f.slopeSe)}`
+}
+
+/** Every point of every series, one `series,hours,value` line each, for a closer look than the table gives. */
+export function writeCsv(path: string, series: Readonly<Record<string, readonly Point[]>>): void {
+  const lines = ['series,hours,value']
+  for (const [name, points] of Object.entries(series)) for (const p of points) lines.push(`${name},${p.h.toFixed(5)},${p.v}`)
+  writeFileSync(path, `${lines.join('\n')}\n`)
 }
 
 /** A markdown table, ready for docs/benchmarks.md. */
