@@ -120,7 +120,8 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
       const configPath = join(work, 'agent.json')
       writeFileSync(configPath, JSON.stringify(config))
       let agentStderr = ''
-      agent = spawn(process.execPath, [CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', DEVICE, '--data', agentDir, '--config', configPath, '--log-level', 'warn', '--log-format', 'json'],
+      // --expose-gc: the stats hook then runs a full collection once a minute, so the live heap is measured (agent/stats-file.ts).
+      agent = spawn(process.execPath, ['--expose-gc', CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', DEVICE, '--data', agentDir, '--config', configPath, '--log-level', 'warn', '--log-format', 'json'],
         { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ROLLCALL_TOKEN: reg.body.token, ROLLCALL_STATS_FILE: statsPath } })
       agent.stderr!.on('data', (d: Buffer) => { agentStderr = (agentStderr + d.toString()).slice(-4000) })
       bare = spawnBareNode(bareStatsPath)
