@@ -12,6 +12,9 @@ import { runJobsBench } from './jobs.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runLiveBench } from './live.js'
 import { runOnlineBench } from './online.js'
+import { runSoakAgentBench } from './soak-agent.js'
+import { runSoakHubBench } from './soak-hub.js'
+import { parseDurationMs } from '../common/duration.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
        npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--lean]
@@ -20,7 +23,9 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
-       npm run bench -- online [--devices 2000]`
+       npm run bench -- online [--devices 2000]
+       npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]
+       npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]`
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -46,12 +51,21 @@ async function main(): Promise<void> {
       'extra-sensors': { type: 'string' },
       'lean': { type: 'boolean' },
       'scenarios': { type: 'string' },
+      'minutes': { type: 'string' },
+      'outage-every': { type: 'string' },
+      'outage': { type: 'string' },
+      'csv': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
     const n = Number(values[name] ?? fallback)
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${values[name]}"\n${USAGE}`)
     return n
+  }
+  const duration = (name: 'outage-every' | 'outage', fallback: string): number => {
+    const ms = parseDurationMs(values[name] ?? fallback)
+    if (ms === undefined || ms <= 0) throw new Error(`--${name} is a duration such as 60s or 3m, got "${values[name]}"\n${USAGE}`)
+    return ms
   }
   switch (positionals[0]) {
     case 'ingest':
@@ -103,6 +117,15 @@ async function main(): Promise<void> {
         offlineS: values['offline-seconds'] === '0' ? 0 : num('offline-seconds', '120'),
         scenarios: values.scenarios?.split(','),
       })
+      return
+    case 'soak-agent':
+      await runSoakAgentBench({
+        minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s'),
+        sensors: 3, sampleIntervalMs: 1000, csvPath: values.csv,
+      })
+      return
+    case 'soak-hub':
+      await runSoakHubBench({ agents: num('agents', '500'), minutes: num('minutes', '30'), outageEveryMs: duration('outage-every', '3m'), outageMs: duration('outage', '60s'), csvPath: values.csv })
       return
     default:
       throw new Error(`unknown benchmark "${positionals[0] ?? ''}"\n${USAGE}`)

@@ -28,9 +28,13 @@ export async function runAgent(flags: AgentFlags & { checkConfig?: boolean; json
       log.error({ err }, 'config reload failed; the agent keeps running with its config')
     })
   })
+  // A benchmark's window into the process (heap, handles): off unless set, and then loaded; see agent/stats-file.ts.
+  const statsPath = process.env.ROLLCALL_STATS_FILE
+  const statsFile = statsPath ? (await import('../agent/stats-file.js')).startStatsFile(statsPath, () => agent.stats()) : undefined
   onShutdownSignal(async () => {
     // The notice goes out while the agent stops, not before: a slow systemd-notify must not delay the stop.
     await Promise.all([notify.stopping(), agent.stop()])
+    statsFile?.stop()
     logger.flush()
   })
   // Ready once the ledger is open and the sensors run: the agent works offline, so the hub need not be reachable.
