@@ -284,6 +284,8 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         hubClock.onAck(message, (upTo) => sender?.sentAtOf(upTo))
         sender?.onAck(message.upTo, message.accepts)
         link?.hubAccepts(message.accepts)
+        // The wall clock was stepped since the birth told the hub its time: tell it again.
+        if (hubClock.birthSkewStale()) link?.refreshClock()
         return
       case 'jobs.notify':
         puller?.onNotify(message)
@@ -368,6 +370,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         reconnect: { baseMs: config.reconnectBaseMs, maxMs: config.reconnectMaxMs, stableAfterMs: config.reconnectStableMs },
         nextEpoch: () => ledger!.nextEpoch(),
         clock,
+        onBirthClock: (wallMs) => { hubClock.onBirthClock(wallMs) },
         random,
         logger: log,
       })

@@ -274,6 +274,11 @@ function resolveWithWarnings(input: AgentConfigInput, source: string, preIssues:
   const reconnectMaxMs = ms.reconnectMaxMs ?? d.reconnectMaxMs
   if (reconnectMaxMs < reconnectBaseMs) issues.push(`reconnectMaxMs (${reconnectMaxMs}) must be at least reconnectBaseMs (${reconnectBaseMs})`)
   if (issues.length > 0) throw configError(issues, source)
+  const commitMs = ms.outboxCommitMs ?? d.outboxCommitMs
+  if (input.synchronous === 'FULL' && commitMs > 0) {
+    // FULL makes every write of the ledger survive a power cut; the samples not yet written are in memory either way.
+    warnings.push(`synchronous is FULL, but samples are written to the ledger only every ${commitMs / 1000} s (outboxCommitMs): a power cut still loses up to that much; set outboxCommitMs to 0 to write every tick`)
+  }
 
   const id = input.id!
   const config: AgentConfig = {

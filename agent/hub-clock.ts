@@ -113,10 +113,15 @@ export interface HubClockStats {
   readonly ignored: number
 }
 
+/** How far the device's skew may move from what its birth told the hub before the birth is sent again. */
+export const SKEW_REPORT_TOLERANCE_MS = 1_000
+
 export class HubClock {
   private readonly options: HubClockOptions
   private estimate: ClockEstimate | undefined
   private birthSentMono: number | undefined
+  /** The device's wall clock as the latest birth of this connection told it to the hub, and the monotonic time then. */
+  private birthClock: { wallMs: number; mono: number } | undefined
   private flagAccepted = false
   /** Whether the last ack carried hubTime: undefined before the first ack of this run. */
   private hubGivesTime: boolean | undefined
@@ -156,6 +161,28 @@ export class HubClock {
     return `${CLK_KEY}${this.bootTag}@${Math.round(this.options.monotonic.now())}"`
   }
 
+  /** A birth carried the device's wall clock (`clock`): the hub derives the skew it shows from it. */
+  onBirthClock(wallMs: number): void {
+    this.birthClock = { wallMs, mono: this.options.monotonic.now() }
+  }
+
+  /**
+   * Whether the skew the hub shows, from the latest birth's clock, is off by
+   * more than `thresholdMs` from the device's skew now: the wall clock was
+   * stepped since (NTP's first sync after a boot, mostly). What the hub
+   * worked out is recomputed on the current estimate (birth clock minus hub
+   * time then), so a birth sent before the first sync is judged too. False
+   * while the hub's time or the birth's clock is unknown.
+   */
+  birthSkewStale(thresholdMs = SKEW_REPORT_TOLERANCE_MS): boolean {
+    const e = this.estimate
+    const b = this.birthClock
+    if (!e || !b) return false
+    const reported = b.wallMs - (b.mono + e.offsetMs)
+    const current = this.options.wall.now() - (this.options.monotonic.now() + e.offsetMs)
+    return Math.abs(current - reported) > thresholdMs
+  }
+
   /** The link published a birth on a new connection: the next ack answers it. */
   onBirthSent(): void {
     this.birthSentMono = this.options.monotonic.now()
@@ -163,6 +190,7 @@ export class HubClock {
 
   onDisconnected(): void {
     this.birthSentMono = undefined
+    this.birthClock = undefined
   }
 
   /**

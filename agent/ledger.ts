@@ -127,6 +127,19 @@ export const LEDGER_MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX commands_received ON commands (received_at);
   `,
+  // 4: no table changes; the version marks a ledger an older agent must not
+  // open. Since this version the outbox keeps sqlite_sequence up to 65,535
+  // seqs ahead of the rows (agent/outbox.ts), and the rows of samples taken
+  // before the agent knew the hub's time carry their monotonic reading and
+  // boot id in the body until they are sent (agent/hub-clock.ts). An older
+  // agent would send those bodies as they are, with a key the hub does not
+  // take and a timestamp that was never corrected; the version bump makes it
+  // refuse the ledger instead ("database
+  // schema version 4 is newer than this program knows"), as
+  // docs/raspberry-pi.md says a downgrade is.
+  `
+  -- schema unchanged (see the comment in agent/ledger.ts)
+  `,
 ]
 
 export interface LedgerOptions {
@@ -209,7 +222,8 @@ export class Ledger {
     }
     this.db.pragma('journal_mode = DELETE')
     this.db.pragma(`page_size = ${LEDGER_PAGE_SIZE}`)
-    this.db.exec('VACUUM')
+    // In rollback-journal mode only FULL syncs the journal before the database is rewritten.
+    this.durably(() => this.db.exec('VACUUM'))
     this.db.pragma('journal_mode = WAL')
     logger?.info({ from: current, to: LEDGER_PAGE_SIZE }, 'ledger rebuilt with smaller pages')
   }
@@ -227,10 +241,7 @@ export class Ledger {
   /**
    * Increments and commits the connection epoch, returning the new value. Run
    * before every connection attempt so a Will of an older attempt can never
-   * carry the epoch of a newer birth (DESIGN.md, "Presence").
-   */
-  /**
-   * Increments the epoch for a new connection attempt. This one commit is
+   * carry the epoch of a newer birth (DESIGN.md, "Presence"). This one commit is
    * always fsynced, whatever `synchronous` says: an epoch that a power cut
    * rolled back would repeat one the hub already saw, and the hub would take
    * the device's births for stale ones. One fsync per connection attempt costs

@@ -1,18 +1,13 @@
 import { EventEmitter } from 'node:events'
-import { createRequire } from 'node:module'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import type { Clock, Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import type { Birth, Death } from '../protocol/messages.js'
 import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
+import { createHubClient } from './hub-socket.js'
 import { diagnoseTlsError, tlsConnectOptions, type HubTlsFiles, type TlsCause } from './hub-tls.js'
 import { planReconnect, type ReconnectPolicy } from './reconnect.js'
-
-// MQTT.js is CommonJS. Loaded with require() rather than `import`, because an
-// import makes Node scan its entry and everything it re-exports for named
-// exports, which measured ~6 MB more RSS in an idle agent process.
-const { connect } = createRequire(import.meta.url)('mqtt') as typeof import('mqtt')
 
 /**
  * The agent's MQTT connection to the hub, with its own reconnect loop.
@@ -61,7 +56,10 @@ export interface LinkOptions extends LinkIdentity {
   readonly reconnect: ReconnectPolicy
   /** Bumps and commits the persisted epoch; called before every attempt. */
   readonly nextEpoch: () => number
+  /** The device's wall clock, which a birth carries for the hub to show the skew. */
   readonly clock: Clock
+  /** A birth carrying `clock: wallMs` was published (agent/hub-clock.ts times it). */
+  readonly onBirthClock?: (wallMs: number) => void
   readonly random: Random
   readonly logger: Logger
 }
@@ -206,6 +204,16 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.birthHadUnits && this.state === 'ready' && client) this.publishBirth(client, this.currentEpoch, { units: true, clock: this.birthHadClock })
   }
 
+  /**
+   * The device's clock moved against the hub's since this connection's birth
+   * told the hub its time (NTP stepped it, someone set it): the birth is
+   * published again, same epoch, so the skew the hub shows is the current one.
+   */
+  refreshClock(): void {
+    const client = this.client
+    if (this.birthHadClock && this.state === 'ready' && client) this.publishBirth(client, this.currentEpoch, { units: this.birthHadUnits, clock: true })
+  }
+
   /** Publishes death for the current epoch (when connected), disconnects cleanly, and stops retrying. */
   async stop(): Promise<void> {
     const ended = this.end()
@@ -290,11 +298,10 @@ export class Link extends EventEmitter<LinkEvents> {
       // minute. The setting is process-wide in mqtt-packet.
       writeCache: false,
       will: { topic: this.stateTopic, payload: encode(death), qos: 1, retain: true },
-      ...tls.options,
     }
     let client: MqttClient
     try {
-      client = connect(this.options.hub, mqttOptions)
+      client = createHubClient(this.options.hub, tls.options, mqttOptions)
     } catch (err) {
       this.log.error({ err, hub: this.options.hub }, 'cannot create the MQTT client; will retry')
       this.state = 'waiting'
@@ -399,6 +406,7 @@ export class Link extends EventEmitter<LinkEvents> {
   private publishBirth(client: MqttClient, epoch: number, extras: { units: boolean; clock: boolean }): void {
     this.birthHadUnits = extras.units
     this.birthHadClock = extras.clock
+    const wallMs = extras.clock ? Math.max(0, Math.round(this.options.clock.now())) : undefined
     const birth: Birth = {
       type: 'birth',
       v: 1,
@@ -408,8 +416,9 @@ export class Link extends EventEmitter<LinkEvents> {
       storeId: this.options.storeId,
       capabilities: [...this.options.capabilities],
       ...(extras.units ? { units: { ...this.units } } : {}),
-      ...(extras.clock ? { clock: Math.max(0, Math.round(this.options.clock.now())) } : {}),
+      ...(wallMs === undefined ? {} : { clock: wallMs }),
     }
+    if (wallMs !== undefined) this.options.onBirthClock?.(wallMs)
     client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
       if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
     })

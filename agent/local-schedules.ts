@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module'
 import type { NodeCron, ScheduledTask } from 'node-cron'
+import { requireCjs } from '../common/cjs.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import type { JobInput } from './job-queue.js'
@@ -36,7 +36,7 @@ let cron: NodeCron | undefined
 
 /** node-cron, loaded on first use. */
 export function loadCron(): NodeCron {
-  cron ??= createRequire(import.meta.url)('node-cron') as NodeCron
+  cron ??= requireCjs('node-cron') as NodeCron
   return cron
 }
 

@@ -17,7 +17,7 @@ import { runSoakHubBench } from './soak-hub.js'
 import { parseDurationMs } from '../common/duration.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60]
-       npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--lean]
+       npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--tls]
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
@@ -49,7 +49,7 @@ async function main(): Promise<void> {
       'clients': { type: 'string', default: '10' },
       'offline-seconds': { type: 'string' },
       'extra-sensors': { type: 'string' },
-      'lean': { type: 'boolean' },
+      'tls': { type: 'boolean' },
       'scenarios': { type: 'string' },
       'minutes': { type: 'string' },
       'outage-every': { type: 'string' },
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
         agents: num('agents', '3'), seconds: num('seconds', '60'), warmupS: num('warmup', '15'),
         intervalMs: values['interval-ms'] === undefined ? undefined : num('interval-ms'),
         extraSensors: values['extra-sensors'] === undefined ? undefined : Number(values['extra-sensors']),
-        lean: values.lean === true,
+        tls: values.tls === true,
       })
       return
     case 'flash-writes':

@@ -6,6 +6,12 @@ export function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0
 }
 
+/** The anonymous part of a process's RSS (heap, stacks; not file pages the kernel can drop), from /proc (Linux). */
+export function rssAnonBytes(pid: number): number {
+  const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) * 1024 : 0
+}
+
 /** CPU time (user + system) a process has used, in milliseconds. */
 export function cpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import { ADMIN_TOKEN_FILE } from '../hub/admin-token.js'
 
 /**

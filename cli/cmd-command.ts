@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import { resolveAdminTarget } from './admin-config.js'
 import { ApiError, call } from './http.js'
 import { hint, type HubFlags } from './invocation.js'

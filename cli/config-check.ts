@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import type { AgentFlags, AgentSetup } from '../agent/config.js'
 import { formatDurationMs } from '../common/duration.js'
 import type { HubConfig } from '../hub/config.js'

@@ -1,4 +1,4 @@
-import { CommanderError, InvalidArgumentError } from 'commander'
+import { CommanderError, InvalidArgumentError } from './commander.js'
 import { ApiError } from './http.js'
 
 /**

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { Command, InvalidArgumentError, Option } from './commander.js'
 import { VERSION } from '../common/version.js'
 import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'

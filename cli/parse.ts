@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import { parseDurationMs } from '../common/duration.js'
 import { PERCENT_EXAMPLE, RATE_EXAMPLE, parsePercent, parseRatePerMinute } from '../common/rate.js'
 

@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import { isRollcallError } from '../common/errors.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import { chaosSchedule, parseChaosSpec, type ChaosEvent } from '../devices-sim/chaos.js'

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from './commander.js'
 import { altNamesFor, altNamesOf, createCa, issueServerCert, type AltNames, type Pem } from './tls-certs.js'
 
 /**

@@ -1,5 +1,6 @@
 import { fstatSync } from 'node:fs'
-import { pino, type DestinationStream } from 'pino'
+import type { DestinationStream } from 'pino'
+import { pino } from './pino.js'
 
 /**
  * Log lines for the systemd journal. Under systemd, stdout is a stream to

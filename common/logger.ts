@@ -1,5 +1,6 @@
-import { createRequire } from 'node:module'
-import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
+import type { DestinationStream, Logger, LoggerOptions } from 'pino'
+import { requireCjs } from './cjs.js'
+import { pino } from './pino.js'
 import type { PrettyOptions } from 'pino-pretty'
 import { isJournalStream, journalDestination } from './journal-log.js'
 
@@ -59,7 +60,7 @@ export function chosenFormat(format: LogFormat, fd: 1 | 2, env: Readonly<Record<
  * systemd) never loads it.
  */
 function prettyStream(fd: 1 | 2): DestinationStream {
-  const pretty = createRequire(import.meta.url)('pino-pretty') as (o: PrettyOptions) => DestinationStream
+  const pretty = requireCjs('pino-pretty') as (o: PrettyOptions) => DestinationStream
   return pretty({
     destination: fd,
     sync: true,

@@ -1,9 +1,13 @@
-import Database from 'better-sqlite3'
 import { dirname } from 'node:path'
+import type BetterSqlite3 from 'better-sqlite3'
+import { requireCjs } from './cjs.js'
 import type { Logger } from './logger.js'
 import { ensurePrivateDir, ensurePrivateFile, tightenIfExists } from './private-files.js'
 
-export type Db = Database.Database
+/** better-sqlite3, loaded with require() (see common/cjs.ts). */
+const Database = requireCjs('better-sqlite3') as typeof BetterSqlite3
+
+export type Db = BetterSqlite3.Database
 
 export interface OpenOptions {
   /**

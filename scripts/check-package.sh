@@ -285,8 +285,12 @@ creds="$work/credentials"
 mkdir -m 700 "$creds"
 cp "$root/etc/rollcall/agent.token" "$creds/token"
 chmod 400 "$creds/token"
+# And the unit's command line: node with the unit's flags (--jitless ...) and the installed CLI.
+unit_flags="$(sed -n 's|^ExecStart=/usr/bin/node \(.*\) /usr/local/lib/node_modules/rollcall/dist/cli/main.js agent .*|\1|p' "$prefix/lib/node_modules/rollcall/deploy/systemd/rollcall-agent.service")"
+[ -n "$unit_flags" ] || fail "cannot read node's flags from the installed rollcall-agent.service's ExecStart="
+# shellcheck disable=SC2086 # the flags are words
 env -u ROLLCALL_TOKEN -u ROLLCALL_TOKEN_FILE CREDENTIALS_DIRECTORY="$creds" \
-  "$bin" agent --config "$root/etc/rollcall/agent.json" > "$work/guide-agent.log" 2>&1 &
+  node $unit_flags "$(realpath "$bin")" agent --config "$root/etc/rollcall/agent.json" > "$work/guide-agent.log" 2>&1 &
 agent_pid=$!
 say "agent from the guide's agent.json (pid $agent_pid) started"
 

@@ -200,4 +200,28 @@ describe('an agent whose clock is 2 h wrong', () => {
     const max = /^rollcall_agent_clock_skew_max_abs_seconds (\S+)$/m.exec(metrics)
     expect(Math.abs(Number(max?.[1]) - 7200)).toBeLessThan(1)
   }, 60_000)
+
+  it('the skew shown follows the device clock when NTP steps it, without a reconnect', async () => {
+    const id = 'skew-stepped'
+    const { hub, token, dir } = await hubWithDevice(id)
+    let skewMs = -2 * HOUR
+    const [agent] = await startAgents(hub.mqttUrl, dir, [{ id, token }], {}, { clock: { now: () => Date.now() + skewMs }, sensors: probe(() => 1) })
+    cleanups.push(() => agent!.stop())
+    const skewShown = async () => {
+      const r = await hub.api<{ presence: { clockSkewMs: number | null } | null }>('GET', `/api/devices/${id}`)
+      return r.body.presence?.clockSkewMs ?? undefined
+    }
+    const before = await waitFor(skewShown, 'the skew reported', 10_000)
+    expect(Math.abs(before + 2 * HOUR)).toBeLessThan(1000)
+    const connects = agent!.stats().link.connects
+    // NTP reaches its server and steps the clock. The agent learns of it from the next ack (each sample sent gets one).
+    skewMs = 0
+    const after = await waitFor(async () => {
+      agent!.sampleNow()
+      const v = await skewShown()
+      return v !== undefined && Math.abs(v) < 1000 ? v : undefined
+    }, 'the skew shown to follow the stepped clock', 20_000)
+    expect(Math.abs(after)).toBeLessThan(1000)
+    expect(agent!.stats().link.connects).toBe(connects)
+  }, 60_000)
 })

@@ -9,8 +9,11 @@ import { removeDir, tempDir } from './agent.support.js'
 /**
  * `rollcall agent` runs on small devices, so its process loads only what a
  * device needs: no hub, broker, HTTP server, and no TypeBox builder or
- * compiler (validation uses the generated checks, which need typebox/guard).
- * A resolve hook records every ES module the real CLI process loads.
+ * compiler (validation uses the generated checks, which need typebox/guard),
+ * and of MQTT.js only the client: not its connect() dispatcher, which loads
+ * WebSocket and SOCKS support (agent/hub-socket.ts). A resolve hook records
+ * every ES module the real CLI process loads, and the same preload records
+ * the CommonJS modules (require's cache).
  */
 const dirs: string[] = []
 const procs: Proc[] = []
@@ -33,7 +36,13 @@ export async function resolve(specifier, context, next) {
 }
 `)
     const register = join(dir, 'register.mjs')
-    writeFileSync(register, `import { register } from 'node:module'\nregister(${JSON.stringify(pathToFileURL(hooks).href)})\n`)
+    const cjsLog = join(dir, 'cjs.log')
+    writeFileSync(register, `import { createRequire, register } from 'node:module'
+import { writeFileSync } from 'node:fs'
+register(${JSON.stringify(pathToFileURL(hooks).href)})
+const require = createRequire(import.meta.url)
+setInterval(() => { writeFileSync(${JSON.stringify(cjsLog)}, Object.keys(require.cache).join('\\n')) }, 200).unref()
+`)
     writeFileSync(log, '')
     // Nothing listens on port 1: the agent starts offline and keeps retrying.
     const agent = startCli(['agent', '--hub', 'mqtt://127.0.0.1:1', '--id', 'dev-footprint', '--token', 't', '--data', join(dir, 'agent'), '--log-level', 'info'],
@@ -48,5 +57,12 @@ export async function resolve(specifier, context, next) {
       /\/dist\/(hub|broker|devices-sim|bench)\//.test(u) ||
       /\/node_modules\/(aedes|fastify|@fastify|typebox\/build\/(?!guard\/))/.test(u))
     expect(forbidden).toEqual([])
+
+    // Read after the agent has tried to connect at least once (it logs the failure at info).
+    await waitFor(() => /ECONNREFUSED/.test(agent.output()) || agent.child.exitCode !== null, 'a connection attempt', 20_000)
+    await new Promise((r) => setTimeout(r, 500))
+    const required = readFileSync(cjsLog, 'utf8').split('\n')
+    expect(required.some((f) => f.endsWith('/node_modules/mqtt/build/lib/client.js'))).toBe(true)
+    expect(required.filter((f) => /\/node_modules\/(ws|socks|ip-address)\/|\/mqtt\/build\/lib\/connect\//.test(f))).toEqual([])
   })
 })

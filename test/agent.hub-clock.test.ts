@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { manualClock } from '../common/clock.js'
 import { silentLogger } from '../common/logger.js'
-import { DRIFT_PER_MS, HubClock, MAX_SYNC_RTT_MS, nextEstimate, type ClockEstimate } from '../agent/hub-clock.js'
+import { DRIFT_PER_MS, HubClock, MAX_SYNC_RTT_MS, nextEstimate, SKEW_REPORT_TOLERANCE_MS, type ClockEstimate } from '../agent/hub-clock.js'
 import { sampleBody } from '../agent/outbox.js'
 import { skewText } from '../cli/admin-commands.js'
 import { refusal } from '../agent/command-runner.js'
@@ -58,6 +58,32 @@ describe('HubClock', () => {
     expect(clock.stats()).toMatchObject({ synced: true, offsetFromDeviceMs: -7_199_960, errorMs: 20 })
     mono.advance(1000)
     expect(clock.now()).toBe(1_800_000_001_040)
+  })
+
+  it('says when the skew a birth told the hub is stale: the wall clock stepped by more than SKEW_REPORT_TOLERANCE_MS since', () => {
+    const { wall, mono, clock } = make()
+    // The birth carries the wall clock before the first sync: nothing to judge it on yet.
+    clock.onBirthClock(wall.now())
+    clock.onBirthSent()
+    expect(clock.birthSkewStale()).toBe(false)
+    mono.advance(40)
+    wall.advance(40)
+    clock.onAck({ upTo: 0, hubTime: 1_800_000_000_020 }, () => undefined)
+    // Synced: what the hub worked out from that birth (2 h ahead) is what the device is now.
+    expect(clock.birthSkewStale()).toBe(false)
+    // Time passes and the wall clock drifts by less than the tolerance: still current.
+    mono.advance(60_000)
+    wall.advance(60_000 + SKEW_REPORT_TOLERANCE_MS - 1)
+    expect(clock.birthSkewStale()).toBe(false)
+    // NTP steps the wall clock back by 2 h: stale until a birth carries the new reading.
+    wall.advance(-7_200_000)
+    expect(clock.birthSkewStale()).toBe(true)
+    clock.onBirthClock(wall.now())
+    expect(clock.birthSkewStale()).toBe(false)
+    // A new connection sends a new birth; until it does, nothing is judged.
+    clock.onDisconnected()
+    wall.advance(-5_000)
+    expect(clock.birthSkewStale()).toBe(false)
   })
 
   it('needs a request to time an ack against: an ack it cannot place is not used', () => {

@@ -79,6 +79,21 @@ describe('ledger file (flash wear, issue #13)', () => {
     }
   })
 
+  it('is refused by an agent that knows fewer migrations (a downgrade), which cannot read what this version writes', () => {
+    const d = tempDir()
+    dirs.push(d)
+    const { ledger } = open(d)
+    ledger.close()
+    const db = new Database(join(d, LEDGER_FILE))
+    try {
+      expect(db.pragma('user_version', { simple: true })).toBe(LEDGER_MIGRATIONS.length)
+      // The agent before this version knew three.
+      expect(() => migrate(db, LEDGER_MIGRATIONS.slice(0, 3))).toThrow(/database schema version 4 is newer than this program knows \(3\); upgrade rollcall/)
+    } finally {
+      db.close()
+    }
+  })
+
   it('rebuilds a small ledger made with 4 KiB pages, keeping its rows and store', () => {
     const d = tempDir()
     dirs.push(d)

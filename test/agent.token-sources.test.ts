@@ -97,3 +97,16 @@ describe('the token of a service', () => {
     expect(setup.configFile).toBe(join(s.dir, 'agent.json'))
   })
 })
+
+describe('what loadAgentSetup warns about besides the token', () => {
+  it.each<[string, Record<string, unknown>, RegExp | undefined]>([
+    ['synchronous FULL with samples held in memory (the default outboxCommitMs)', { synchronous: 'FULL' }, /^synchronous is FULL, but samples are written to the ledger only every 120 s \(outboxCommitMs\): a power cut still loses up to that much; set outboxCommitMs to 0/],
+    ['synchronous FULL writing every tick', { synchronous: 'FULL', outboxCommitMs: 0 }, undefined],
+    ['synchronous NORMAL', { synchronous: 'NORMAL', outboxCommitMs: '30s' }, undefined],
+  ])('%s', (_name, file, warning) => {
+    const s = setupDir()
+    const setup = loadAgentSetup({ flags: { config: s.config({ token: 't', ...file }) } })
+    if (warning) expect(setup.warnings).toEqual([expect.stringMatching(warning)])
+    else expect(setup.warnings).toEqual([])
+  })
+})

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startTestHub, tempDir, waitFor } from './support/hub.js'
 import { CLI } from './support/procs.js'
-import { ownerOf, procUid, startAsUnit, stopAsSystemd } from './support/service-run.js'
+import { mdweSupported, ownerOf, procUid, startAsUnit, stopAsSystemd, underMdwe } from './support/service-run.js'
 import { value, values } from './support/systemd-unit.js'
 
 /**
@@ -12,10 +12,13 @@ import { value, values } from './support/systemd-unit.js'
  * it (issue #13): the unit `rollcall service install agent --unit-dir`
  * renders, run by test/support/service-run.ts with the user, state
  * directory, credential, environment, notify socket and journal stream
- * systemd would give it. What only systemd can show (the sandbox of
+ * systemd would give it, MemoryDenyWriteExecute=yes included where the
+ * kernel can enforce it. What only systemd can show (the sandbox of
  * ProtectSystem=, the system call filter) is not exercised here:
  * service.units.test.ts checks the unit with systemd-analyze.
  */
+
+const MDWE = mdweSupported()
 
 const DEVICE = 'svc-unit-01'
 
@@ -49,6 +52,9 @@ describe('the agent, started as rollcall-agent.service starts it', () => {
     const { unit } = run
     expect(value(unit, 'Service', 'Type')).toBe('notify')
     expect(value(unit, 'Service', 'LoadCredential')).toBe(`token:${tokenPath}`)
+    // node --jitless under MemoryDenyWriteExecute=yes (PR_SET_MDWE where the kernel has it: Linux 6.3+).
+    expect(value(unit, 'Service', 'MemoryDenyWriteExecute')).toBe('yes')
+    expect(run.memoryDenyWriteExecute).toBe(MDWE ? 'enforced' : 'unsupported')
     const why = () => run.journal()
 
     // Ready: told systemd, is online, and its telemetry is stored.
@@ -84,5 +90,19 @@ describe('the agent, started as rollcall-agent.service starts it', () => {
     // A clean stop: its death arrived while its connection was up (not the broker's Will).
     await waitFor(() => !hub.running.services.presence.isReachable(DEVICE), 'the agent offline')
     expect(hub.running.services.presence.get(DEVICE)?.reason).toBe('shutdown')
+  })
+
+  // Skipped where the kernel lacks PR_SET_MDWE (before Linux 6.3): nothing here can enforce the setting then.
+  it.skipIf(!MDWE)('MemoryDenyWriteExecute=yes is real: node with its JIT aborts under it, node --jitless runs', () => {
+    const script = 'let s = 0; for (let i = 0; i < 1e6; i++) s += i; console.log(s)'
+    const run = (flags: string[]) => {
+      const [cmd, ...args] = underMdwe([process.execPath, ...flags, '-e', script])
+      return spawnSync(cmd!, args, { encoding: 'utf8', timeout: 60_000 })
+    }
+    const jit = run([])
+    expect(jit.status).not.toBe(0)
+    const jitless = run(['--jitless'])
+    expect(jitless.status, jitless.stderr).toBe(0)
+    expect(jitless.stdout.trim()).toBe('499999500000')
   })
 })

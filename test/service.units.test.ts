@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { execArg, installPlan, renderUnit, templatePath, uninstallPlan, type Host, type InstallOptions } from '../cli/service-install.js'
+import { execArg, installPlan, NODE_FLAGS, renderUnit, templatePath, uninstallPlan, type Host, type InstallOptions } from '../cli/service-install.js'
 import { isRollcallError } from '../common/errors.js'
 import { tempDir } from './support/hub.js'
 import { CLI } from './support/procs.js'
@@ -40,8 +40,9 @@ describe('the units in deploy/systemd', () => {
     const r = cli(['service', 'install', kind, '--unit-dir', tmp.dir, '--config', join(tmp.dir, `${kind}.json`)])
     expect(r.status, r.stderr).toBe(0)
     const path = join(tmp.dir, `rollcall-${kind}.service`)
-    // ExecStart= is this node and this built CLI, which verify checks exist and are executable.
-    expect(execArgv(value(parseUnit(readFileSync(path, 'utf8')), 'Service', 'ExecStart')).slice(0, 3)).toEqual([process.execPath, CLI, kind])
+    // ExecStart= is this node (with the agent's --jitless) and this built CLI, which verify checks exist and are executable.
+    const flags = NODE_FLAGS[kind]
+    expect(execArgv(value(parseUnit(readFileSync(path, 'utf8')), 'Service', 'ExecStart')).slice(0, 3 + flags.length)).toEqual([process.execPath, ...flags, CLI, kind])
     expect(verify(path)).toEqual({ status: 0, aboutUnit: [] })
     // The hardening holds: systemd's own rating (0 locked down .. 10 exposed; 1.4 when written, "OK" up to 3.9).
     const security = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', path], { encoding: 'utf8' })
@@ -66,8 +67,10 @@ describe('the units in deploy/systemd', () => {
     for (const [key, v] of Object.entries({ NoNewPrivileges: 'yes', ProtectSystem: 'strict', ProtectHome: 'yes', PrivateTmp: 'yes', RestrictAddressFamilies: 'AF_INET AF_INET6 AF_UNIX', CapabilityBoundingSet: '' })) {
       expect(s(key), key).toBe(v)
     }
-    // V8 needs writable, executable memory for its JIT.
-    expect(values(unit, 'Service', 'MemoryDenyWriteExecute')).toEqual([])
+    // V8 needs writable, executable memory for its JIT: only the agent, which runs node --jitless, can go without.
+    expect(values(unit, 'Service', 'MemoryDenyWriteExecute')).toEqual(kind === 'agent' ? ['yes'] : [])
+    expect(execArgv(s('ExecStart')).includes('--jitless')).toBe(kind === 'agent')
+    expect(NODE_FLAGS[kind].includes('--jitless')).toBe(kind === 'agent')
     // The default ports are above 1024: no capability.
     expect(values(unit, 'Service', 'AmbientCapabilities')).toEqual([])
     expect(parseInt(s('TimeoutStopSec'), 10)).toBeGreaterThanOrEqual(5)
@@ -153,7 +156,7 @@ describe('rollcall service install: the plan', () => {
 
   it('renders the config, token file and user given, and loosens ProtectHome= only for a node under /home', () => {
     const unit = parseUnit(renderUnit(TEMPLATE, { kind: 'agent', node: '/home/pi/.nvm/versions/node/v20.19.0/bin/node', cli: '/opt/rollcall/dist/cli/main.js', config: '/srv/agent.json', tokenFile: '/srv/token', user: 'sensors' }))
-    expect(execArgv(value(unit, 'Service', 'ExecStart'))).toEqual(['/home/pi/.nvm/versions/node/v20.19.0/bin/node', '/opt/rollcall/dist/cli/main.js', 'agent', '--config', '/srv/agent.json', '--data', '/var/lib/rollcall/agent'])
+    expect(execArgv(value(unit, 'Service', 'ExecStart'))).toEqual(['/home/pi/.nvm/versions/node/v20.19.0/bin/node', '--jitless', '--no-expose-wasm', '/opt/rollcall/dist/cli/main.js', 'agent', '--config', '/srv/agent.json', '--data', '/var/lib/rollcall/agent'])
     expect(value(unit, 'Service', 'LoadCredential')).toBe('token:/srv/token')
     expect([value(unit, 'Service', 'User'), value(unit, 'Service', 'Group')]).toEqual(['sensors', 'sensors'])
     expect(value(unit, 'Service', 'ProtectHome')).toBe('read-only')

@@ -26,6 +26,11 @@ import { execArgv, readUnit, unitEnvironment, value, values, type Unit } from '.
  *   systemd's stream to journald would be.
  * - NOTIFY_SOCKET: a unix datagram socket in python3 (Node has none) that
  *   records every sd_notify line.
+ * - MemoryDenyWriteExecute=yes: the kernel's own form of it, PR_SET_MDWE
+ *   (Linux 6.3+), set by a python3 shim that then execs the command; like
+ *   systemd's filter it refuses memory that is writable and executable, or
+ *   becomes executable, and holds across fork and exec. On an older kernel it
+ *   is not modelled, and the run says so (`memoryDenyWriteExecute`).
  */
 
 /** systemd's PATH for system services (systemd.exec(5), "Environment Variables in Spawned Processes"). */
@@ -50,6 +55,26 @@ while True:
             print(line, flush=True)
 `
 
+const MDWE_SHIM = `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# PR_SET_MDWE = 65, PR_MDWE_REFUSE_EXEC_GAIN = 1
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit('PR_SET_MDWE: errno %d' % ctypes.get_errno())
+os.execvp(sys.argv[1], sys.argv[1:])
+`
+
+/** The argv that runs `argv` with MemoryDenyWriteExecute in force (see MDWE_SHIM). */
+export function underMdwe(argv: readonly string[]): string[] {
+  return ['python3', '-c', MDWE_SHIM, ...argv]
+}
+
+/** Whether this kernel has PR_SET_MDWE (Linux 6.3+). */
+export function mdweSupported(): boolean {
+  const [cmd, ...args] = underMdwe(['true'])
+  return spawnSync(cmd!, args, { stdio: 'ignore' }).status === 0
+}
+
 export interface Account { readonly name: string; readonly uid: number; readonly gid: number; readonly home: string }
 
 export function account(name: string): Account {
@@ -67,6 +92,8 @@ export interface UnitRun {
   readonly user: Account
   /** Whether it was dropped to another user (the test runs as root). */
   readonly switchedUser: boolean
+  /** How MemoryDenyWriteExecute=yes was applied: 'enforced' (PR_SET_MDWE), 'unsupported' (kernel before 6.3), or 'off' (not set). */
+  readonly memoryDenyWriteExecute: 'enforced' | 'unsupported' | 'off'
   /** The stand-in for /var/lib/<StateDirectory>. */
   readonly stateDir: string
   /** Lines received on NOTIFY_SOCKET, in order. */
@@ -136,17 +163,17 @@ export async function startAsUnit(unitPath: string, workDir: string, extraEnv: R
     ...unitEnvironment(unit),
     ...extraEnv,
   }
-  const argv = execArgv(value(unit, 'Service', 'ExecStart')).map(mapPath)
-  const [command, args] = isRoot
-    ? ['setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--', ...argv]] as const
-    : [argv[0]!, argv.slice(1)] as const
+  const exec = execArgv(value(unit, 'Service', 'ExecStart')).map(mapPath)
+  const mdwe = values(unit, 'Service', 'MemoryDenyWriteExecute').at(-1) === 'yes' ? (mdweSupported() ? 'enforced' : 'unsupported') : 'off'
+  const dropped = isRoot ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--', ...exec] : exec
+  const [command, ...args] = mdwe === 'enforced' ? underMdwe(dropped) : dropped
   // StandardOutput=journal and StandardError=inherit, systemd's defaults: both to the one journal stream.
   if (values(unit, 'Service', 'StandardOutput').length + values(unit, 'Service', 'StandardError').length > 0) throw new Error('StandardOutput=/StandardError= are not modelled')
-  const child = spawn(command, args, { cwd: mapPath(value(unit, 'Service', 'WorkingDirectory')), env, stdio: ['ignore', journalFd, journalFd] })
+  const child = spawn(command!, args, { cwd: mapPath(value(unit, 'Service', 'WorkingDirectory')), env, stdio: ['ignore', journalFd, journalFd] })
   closeSync(journalFd)
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   return {
-    unit, child, pid: child.pid!, user, switchedUser: isRoot, stateDir, notices,
+    unit, child, pid: child.pid!, user, switchedUser: isRoot, stateDir, notices, memoryDenyWriteExecute: mdwe,
     journal: () => readFileSync(journalPath, 'utf8'),
     exited,
     async close() {
