@@ -23,6 +23,8 @@ export interface FleetCapacityOptions {
   readonly lagLimitMs: number
   /** Bare protocol clients instead of real agents (bench/thin-fleet-runner.ts): less load generator on a shared machine. */
   readonly thin: boolean
+  /** Write a V8 CPU profile of the hub (node --cpu-prof) into this directory when it stops. */
+  readonly hubCpuProfDir?: string
 }
 
 interface Step {
@@ -106,7 +108,7 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
   const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-fleet-'))
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir, { recursive: true })
-  const hub = await startHubProcess(hubDir)
+  const hub = await startHubProcess(hubDir, [], undefined, o.hubCpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`] : [])
   const steps: Step[] = []
   try {
     process.stderr.write(`fleet bench (${o.thin ? 'thin devices: bare protocol clients' : 'real agents'}): steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)

@@ -56,10 +56,10 @@ export interface HubProcess {
   stop(): Promise<void>
 }
 
-/** Starts `rollcall hub` in its own process and waits until it listens. */
-export async function startHubProcess(dataDir: string, extraArgs: string[] = [], tls?: { ca: string }): Promise<HubProcess> {
+/** Starts `rollcall hub` in its own process and waits until it listens; `nodeArgs` go to node itself (e.g. --cpu-prof). */
+export async function startHubProcess(dataDir: string, extraArgs: string[] = [], tls?: { ca: string }, nodeArgs: readonly string[] = []): Promise<HubProcess> {
   const ready = join(dataDir, '..', `hub-ready-${process.pid}-${Date.now()}.json`)
-  const child = spawn(process.execPath, [CLI_PATH, 'hub', '--data', dataDir, '--mqtt-port', '0', '--http-port', '0', '--ready-file', ready, '--log-level', 'warn', ...extraArgs],
+  const child = spawn(process.execPath, [...nodeArgs, CLI_PATH, 'hub', '--data', dataDir, '--mqtt-port', '0', '--http-port', '0', '--ready-file', ready, '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', 'ignore', 'pipe'] })
   // The hub's banner and warnings are kept, and shown only if it fails to start.
   let stderr = ''
@@ -80,7 +80,9 @@ export async function startHubProcess(dataDir: string, extraArgs: string[] = [],
       if (child.exitCode !== null) return
       const exited = new Promise((r) => child.once('exit', r))
       child.kill('SIGTERM')
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+      // A profiled hub writes its profile on the way out: give it time, or SIGKILL loses the profile.
+      const graceMs = nodeArgs.some((a) => a.startsWith('--cpu-prof')) ? 60_000 : 5000
+      await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))])
       if (child.exitCode === null) child.kill('SIGKILL')
     },
   }
