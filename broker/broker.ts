@@ -9,6 +9,7 @@ import { GuardError, PacketGuard } from './packet-guard.js'
 import { createKeyedTokenBuckets, createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import { createPendingSockets, decideAccept } from './accept-policy.js'
+import { createMessageQueue, queuedMessages } from './message-queue.js'
 import { decideSubscribeLimit } from './subscribe-limits.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../common/log-limiter.js'
 import type {
@@ -286,7 +287,10 @@ export function createBroker(options: BrokerOptions): Broker {
     return packet
   }
 
+  // aedes's routing queue, with an O(1) dequeue: see message-queue.ts.
+  const mq = createMessageQueue()
   const aedes = new Aedes({
+    mq,
     connectTimeout: options.connectTimeoutMs,
     drainTimeout: options.drainTimeoutMs,
     maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
@@ -635,7 +639,7 @@ export function createBroker(options: BrokerOptions): Broker {
       events.on(event, listener as (...args: unknown[]) => void)
     },
     stats(): BrokerStats {
-      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, limits: { ...limits } }
+      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, queuedMessages: queuedMessages(mq), limits: { ...limits } }
     },
     close() {
       closing ??= shutdown()

@@ -182,6 +182,8 @@ export interface BrokerStats {
   readonly forwardsDropped: number
   /** TLS handshakes that failed or timed out (a client that does not trust our certificate, a scanner, a stalled socket). */
   readonly tlsHandshakesFailed: number
+  /** Messages received and waiting for a routing slot now: the broker's backlog, near 0 while it keeps up. */
+  readonly queuedMessages: number
   readonly limits: LimitCounts
 }
 

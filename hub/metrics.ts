@@ -69,6 +69,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('broker_connections', 'Authenticated MQTT clients connected now.', () => broker().connections)
   m.gauge('broker_sockets', 'TCP connections open now, authenticated or not.', () => broker().sockets)
   m.gauge('broker_pending_sockets', 'Sockets open now whose CONNECT is not decided yet.', () => broker().pending)
+  m.gauge('broker_queued_messages', 'Messages received and waiting for a routing slot: the broker\'s backlog, near 0 while the hub keeps up.', () => broker().queuedMessages)
   m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept (banned source, maxPendingPerAddress, maxConnections).', () => broker().acceptsRefused)
   // One series per limit, so an operator sees which one fired (docs/security.md says how to tune each).
   m.counterBy('broker_limit_refusals_total', 'Refusals by the connection limit that fired.', 'limit', () => {

@@ -216,6 +216,9 @@ describe('hub /metrics', () => {
     expect(valueOf(m, 'rollcall_devices', { status: 'offline' })).toBe(1)
     expect(valueOf(m, 'rollcall_broker_connections')).toBe(1)
     expect(valueOf(m, 'rollcall_broker_connects_accepted_total')).toBe(1)
+    // The routing backlog: nothing waits once the test's messages are through.
+    expect(m.get('rollcall_broker_queued_messages')?.type).toBe('gauge')
+    expect(valueOf(m, 'rollcall_broker_queued_messages')).toBe(0)
     expect(valueOf(m, 'rollcall_writer_commits_total')).toBeGreaterThan(0)
     expect(m.get('rollcall_writer_last_commit_seconds')?.type).toBe('gauge')
     // Histograms: one observation per commit that succeeded, per telemetry batch received.
