@@ -134,9 +134,8 @@ export const LEDGER_MIGRATIONS: readonly string[] = [
   // boot id in the body until they are sent (agent/hub-clock.ts). An older
   // agent would send those bodies as they are, with a key the hub does not
   // take and a timestamp that was never corrected; the version bump makes it
-  // refuse the ledger instead ("database
-  // schema version 4 is newer than this program knows"), as
-  // docs/raspberry-pi.md says a downgrade is.
+  // refuse the ledger instead ("database schema version 4 is newer than this
+  // program knows"), as docs/raspberry-pi.md says a downgrade is.
   `
   -- schema unchanged (see the comment in agent/ledger.ts)
   `,
