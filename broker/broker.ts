@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
+import { generate as generatePacket } from 'mqtt-packet'
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type Subscription } from 'aedes'
 import { canPublish, canSubscribe } from './acl.js'
 import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
@@ -608,6 +609,13 @@ export function createBroker(options: BrokerOptions): Broker {
       return new Promise<void>((resolve, reject) => {
         aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false }, (err) => (err ? reject(err) : resolve()))
       })
+    },
+    sendDirect(clientId, topic, payload) {
+      const client = table.byClientId(clientId)
+      if (client === undefined || client.closed || !client.connected || held.get(client)?.has(topic) !== true) return false
+      // A QoS 0 PUBLISH needs no packet id and no session state: one buffer, written behind whatever aedes wrote before.
+      client.conn.write(generatePacket({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }))
+      return true
     },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)

@@ -199,6 +199,15 @@ export interface Broker {
   setSecureContext(context: SecureContextOptions): void
   subscribe(filter: string, handler: MessageHandler): Promise<void>
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
+  /**
+   * Writes `payload` on `topic` straight onto the connection holding `clientId`,
+   * at QoS 0, if that connection subscribed to exactly `topic`; no routing. For
+   * messages only that client may receive (a device's own down-topics, which no
+   * one else may subscribe to): it spares the broker a routing pass, a packet id
+   * and the client's PUBACK. Returns false when nothing was written (not
+   * connected, or not subscribed yet).
+   */
+  sendDirect(clientId: string, topic: string, payload: Buffer): boolean
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
   /** Closes every connection of this principal (an observer may hold several, under any client ids). */

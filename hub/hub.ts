@@ -152,8 +152,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const publishAck = (a: StoredAck) => {
       const accepts = presence.hasCapability(a.deviceId, 'telemetry.backlog') ? { accepts: ACK_ACCEPTS } : {}
       const hubTime = presence.hasCapability(a.deviceId, 'time') ? { hubTime: Math.round(clock.now()) } : {}
-      broker.publish(topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts, ...hubTime }), { qos: 1 })
-        .catch((err: unknown) => log.warn({ err, deviceId: a.deviceId }, 'ack publish failed; the agent will resend'))
+      // Straight to the device's connection at QoS 0 (docs/protocol.md, "Telemetry acks"): only
+      // the device may subscribe here, and a lost ack costs a resend that is acked as a duplicate.
+      // Not connected or not subscribed yet: it resends, or resyncs from its birth, and hears then.
+      broker.sendDirect(a.deviceId, topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts, ...hubTime }))
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
 

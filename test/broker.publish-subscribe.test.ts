@@ -243,3 +243,34 @@ describe('bursts', () => {
     expect(n).toBe(20_000)
   })
 })
+
+describe('direct sends (a device\'s own down-topics)', () => {
+  it('reach only the connection that subscribed to exactly that topic, at QoS 0, without routing', async () => {
+    const { broker, url } = await startBroker(cleanups)
+    const routed = await collect(broker, 'devices/#')
+    const a = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const b = await connectClient(cleanups, url, deviceOptions('dev-b'))
+    const gotA: Array<{ topic: string; payload: string; qos: number }> = []
+    const gotB: string[] = []
+    a.on('message', (topic, payload, packet) => gotA.push({ topic, payload: payload.toString(), qos: packet.qos }))
+    b.on('message', (topic) => gotB.push(topic))
+    const ack = 'devices/dev-a/telemetry/ack'
+    // Not subscribed yet: nothing is written.
+    expect(broker.sendDirect('dev-a', ack, Buffer.from('early'))).toBe(false)
+    await a.subscribeAsync(ack, { qos: 1 })
+    await b.subscribeAsync('devices/dev-b/telemetry/ack', { qos: 1 })
+    expect(broker.sendDirect('dev-a', ack, Buffer.from('{"upTo":1}'))).toBe(true)
+    // Another device's topic on this connection, and a client that is not connected: nothing written.
+    expect(broker.sendDirect('dev-a', 'devices/dev-b/telemetry/ack', Buffer.from('x'))).toBe(false)
+    expect(broker.sendDirect('dev-c', 'devices/dev-c/telemetry/ack', Buffer.from('x'))).toBe(false)
+    await waitFor(() => gotA.length === 1, 'direct send received')
+    await sleep(100)
+    expect(gotA).toEqual([{ topic: ack, payload: '{"upTo":1}', qos: 0 }])
+    expect(gotB).toEqual([])
+    // It never went through routing: the in-process subscriber to devices/# did not see it.
+    expect(routed).toEqual([])
+    // An unsubscribed topic is not written to any more.
+    await a.unsubscribeAsync(ack)
+    expect(broker.sendDirect('dev-a', ack, Buffer.from('late'))).toBe(false)
+  })
+})
