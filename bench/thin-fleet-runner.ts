@@ -1,31 +1,47 @@
 /**
  * A lighter load generator than fleet-runner.ts, to find what the hub holds
  * when the generator shares the machine's two cores with it: each device is
- * one MQTT.js client speaking the device protocol by hand (birth, one
- * telemetry batch per interval with `seq` and `prev`, the hub's cumulative
- * acks), with no ledger. It keeps unacked samples in memory and sends them
- * again after a reconnect, so the hub's exactly-once path is exercised as for
- * a real agent; only the device's disk is left out. Reports like
- * fleet-runner: one JSON line per second.
+ * one TCP socket speaking MQTT 3.1.1 through mqtt-packet (no client library,
+ * no ledger) and the device protocol by hand: birth, telemetry batches with
+ * `seq` and `prev`, the hub's cumulative acks. It sends like the agent's
+ * outbox drain (agent/sender.ts): at most `inflightBatches` unacked batches,
+ * samples that wait meanwhile leave together in the next one, and after a
+ * reconnect or `ackTimeoutMs` without ack progress everything unacked goes
+ * again from the last ack. So a hub that acks late sees fewer, fuller
+ * messages, as from real agents, and the exactly-once path is exercised;
+ * only the device's disk is left out. Reports like fleet-runner: one JSON
+ * line per `reportEveryMs`.
  *
  *   node dist/bench/thin-fleet-runner.js SPEC.json
  */
 import { readFileSync } from 'node:fs'
 import { randomUUID } from 'node:crypto'
-import mqtt, { type MqttClient } from 'mqtt'
+import { connect as tcpConnect, type Socket } from 'node:net'
+import { generate, parser as packetParser, type IPublishPacket, type Packet } from 'mqtt-packet'
 import { topics } from '../protocol/topics.js'
 import type { FleetReport, FleetSpec } from './fleet-runner.js'
 
+interface Pending { readonly seq: number; readonly ts: number; readonly value: number }
+
 interface ThinDevice {
   readonly id: string
-  client: MqttClient | undefined
+  readonly token: string
   readonly storeId: string
+  socket: Socket | undefined
+  ready: boolean
+  nextMessageId: number
   seq: number
   acked: number
-  /** Sent, not yet acked: seq -> the time it was sampled. */
-  readonly pending: Map<number, number>
-  connected: boolean
+  /** Highest seq sent on this connection. */
+  sentUpTo: number
+  /** Tops of the batches sent and not yet acked, oldest first. */
+  inflight: number[]
+  /** Not yet acked, in seq order (sent or not). */
+  pending: Pending[]
+  lastAckProgress: number
 }
+
+const BATCH_MAX_SAMPLES = 500
 
 let lags: number[] = []
 
@@ -36,87 +52,177 @@ function takeLags(): { p50: number; p99: number; count: number } {
   return { p50: at(0.5), p99: at(0.99), count: xs.length }
 }
 
-async function main(): Promise<void> {
+function main(): void {
   const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as FleetSpec
   const intervalMs = spec.agent.sampleIntervalMs as number
+  const window = spec.agent.inflightBatches ?? 4
+  const ackTimeoutMs = (spec.agent.ackTimeoutMs as number | undefined) ?? 10_000
+  const url = new URL(spec.hub)
   const devices: ThinDevice[] = []
   let generated = 0
-  const timers: NodeJS.Timeout[] = []
+  let stopping = false
 
-  const connect = (d: ThinDevice, token: string) => {
-    const client = mqtt.connect(spec.hub, {
-      clientId: d.id, username: d.id, password: token, clean: true, keepalive: 60, reconnectPeriod: 1000, protocolVersion: 4,
-      will: { topic: topics.state(d.id), payload: Buffer.from(JSON.stringify({ type: 'death', v: 1, epoch: 1, storeId: d.storeId })), qos: 1, retain: true },
-    })
-    d.client = client
-    client.on('connect', () => {
-      client.subscribe(topics.telemetryAck(d.id), { qos: 1 }, () => {
-        client.publish(topics.state(d.id), JSON.stringify({ type: 'birth', v: 1, epoch: 1, bootId: 'thin', agentVersion: 'thin', storeId: d.storeId, capabilities: ['telemetry'] }), { qos: 1, retain: true })
-        d.connected = true
-        // Unacked samples go again, in order, from the last ack.
-        if (d.pending.size > 0) send(d, [...d.pending.keys()].sort((a, b) => a - b), d.acked)
+  const messageId = (d: ThinDevice): number => {
+    const id = d.nextMessageId
+    d.nextMessageId = id >= 65535 ? 1 : id + 1
+    return id
+  }
+  const write = (d: ThinDevice, packet: Packet): void => { d.socket?.write(generate(packet)) }
+
+  /** Sends what the in-flight window allows, oldest unsent first. */
+  const drain = (d: ThinDevice): void => {
+    while (d.ready && d.inflight.length < window) {
+      // pending holds consecutive seqs from the oldest unacked: the first unsent follows sentUpTo.
+      const from = d.pending.length === 0 ? 0 : d.sentUpTo + 1 - d.pending[0]!.seq
+      if (from >= d.pending.length) return
+      const batch = d.pending.slice(from, from + BATCH_MAX_SAMPLES)
+      const top = batch[batch.length - 1]!.seq
+      const payload = JSON.stringify({
+        type: 'telemetry', v: 1, storeId: d.storeId, prev: d.sentUpTo,
+        samples: batch.map((p) => ({ seq: p.seq, ts: p.ts, sensor: 'temp', value: p.value })),
       })
-    })
-    client.on('close', () => { d.connected = false })
-    client.on('error', () => {})
-    client.on('message', (_topic, payload) => {
-      const ack = JSON.parse(payload.toString()) as { upTo: number; storeId: string }
-      if (ack.storeId !== d.storeId || ack.upTo <= d.acked) return
-      const now = Date.now()
-      for (const [seq, at] of d.pending) {
-        if (seq > ack.upTo) continue
-        if (seq % 10 === 0) lags.push(now - at)
-        d.pending.delete(seq)
-      }
-      d.acked = ack.upTo
-    })
+      write(d, { cmd: 'publish', topic: topics.telemetry(d.id), payload, qos: 1, messageId: messageId(d), retain: false, dup: false })
+      d.inflight.push(top)
+      d.sentUpTo = top
+    }
   }
 
-  const send = (d: ThinDevice, seqs: number[], prev: number) => {
-    const samples = seqs.map((seq) => ({ seq, ts: d.pending.get(seq)!, sensor: 'temp', value: Math.round(Math.random() * 1000) / 10 }))
-    d.client!.publish(topics.telemetry(d.id), JSON.stringify({ type: 'telemetry', v: 1, storeId: d.storeId, prev, samples }), { qos: 1 })
+  const onAck = (d: ThinDevice, ack: { storeId?: unknown; upTo?: unknown }): void => {
+    if (ack.storeId !== d.storeId || typeof ack.upTo !== 'number' || ack.upTo <= d.acked) return
+    const now = Date.now()
+    let n = 0
+    while (n < d.pending.length && d.pending[n]!.seq <= ack.upTo) {
+      const p = d.pending[n]!
+      if (p.seq % 10 === 0) lags.push(now - p.ts)
+      n++
+    }
+    d.pending.splice(0, n)
+    d.acked = ack.upTo
+    d.lastAckProgress = now
+    while (d.inflight.length > 0 && d.inflight[0]! <= ack.upTo) d.inflight.shift()
+    drain(d)
+  }
+
+  const connect = (d: ThinDevice): void => {
+    const socket = tcpConnect({ host: url.hostname, port: Number(url.port || 1883) })
+    socket.setNoDelay(true)
+    d.socket = socket
+    const parser = packetParser({ protocolVersion: 4 })
+    const subscribeId = messageId(d)
+    socket.on('connect', () => {
+      write(d, {
+        cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60,
+        clientId: d.id, username: d.id, password: Buffer.from(d.token),
+        will: { topic: topics.state(d.id), payload: Buffer.from(JSON.stringify({ type: 'death', v: 1, epoch: 1, storeId: d.storeId })), qos: 1, retain: true },
+      })
+    })
+    parser.on('packet', (packet: Packet) => {
+      switch (packet.cmd) {
+        case 'connack':
+          if (packet.returnCode !== 0) { socket.destroy(); return }
+          write(d, { cmd: 'subscribe', messageId: subscribeId, subscriptions: [{ topic: topics.telemetryAck(d.id), qos: 1 }] })
+          return
+        case 'suback':
+          if (packet.messageId !== subscribeId) return
+          write(d, {
+            cmd: 'publish', topic: topics.state(d.id), qos: 1, messageId: messageId(d), retain: true, dup: false,
+            payload: JSON.stringify({ type: 'birth', v: 1, epoch: 1, bootId: 'thin', agentVersion: 'thin', storeId: d.storeId, capabilities: ['telemetry'] }),
+          })
+          // Everything unacked goes again, in order, from the last ack.
+          d.ready = true
+          d.sentUpTo = d.acked
+          d.inflight = []
+          d.lastAckProgress = Date.now()
+          drain(d)
+          return
+        case 'publish': {
+          const p = packet as IPublishPacket
+          if (p.qos > 0) write(d, { cmd: 'puback', messageId: p.messageId! })
+          try { onAck(d, JSON.parse(p.payload.toString()) as { storeId?: unknown; upTo?: unknown }) } catch { /* not an ack */ }
+          return
+        }
+        default:
+      }
+    })
+    parser.on('error', () => socket.destroy())
+    socket.on('data', (chunk) => parser.parse(chunk))
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      d.ready = false
+      d.socket = undefined
+      // Jittered, as an agent's back-off spreads a fleet's reconnects.
+      if (!stopping) setTimeout(() => connect(d), 500 + Math.random() * 1500)
+    })
   }
 
   const gap = (spec.staggerMs ?? 0) / Math.max(1, spec.devices.length)
   const report = (): FleetReport => {
     const lag = takeLags()
     return {
-      t: Date.now(), agents: devices.length, connected: devices.filter((d) => d.connected).length, generated,
-      acked: devices.reduce((s, d) => s + d.acked, 0), backlog: devices.reduce((s, d) => s + d.pending.size, 0), dropped: 0,
+      t: Date.now(), agents: devices.length, connected: devices.filter((d) => d.ready).length, generated,
+      acked: devices.reduce((s, d) => s + d.acked, 0), backlog: devices.reduce((s, d) => s + d.pending.length, 0), dropped: 0,
       ackP50Ms: lag.p50, ackP99Ms: lag.p99, rssBytes: process.memoryUsage().rss, lagP50Ms: lag.p50, lagP99Ms: lag.p99, lagCount: lag.count,
     }
   }
+  const timers: NodeJS.Timeout[] = []
   const reporter = setInterval(() => process.stdout.write(`${JSON.stringify(report())}\n`), spec.reportEveryMs)
   const stop = () => {
+    stopping = true
     clearInterval(reporter)
     for (const t of timers) clearInterval(t)
-    for (const d of devices) d.client?.end(true)
+    for (const d of devices) d.socket?.destroy()
     process.stdout.write(`${JSON.stringify({ ...report(), final: true })}\n`)
     process.exit(0)
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  if (spec.durationMs !== undefined) setTimeout(stop, spec.durationMs).unref()
 
-  for (const [i, spec_] of spec.devices.entries()) {
-    const d: ThinDevice = { id: spec_.id, client: undefined, storeId: randomUUID(), seq: 0, acked: 0, pending: new Map(), connected: false }
-    devices.push(d)
-    connect(d, spec_.token)
-    // Each device samples on its own phase, as independent devices would.
-    const phase = (i * 7919) % intervalMs
-    setTimeout(() => {
-      timers.push(setInterval(() => {
-        if (!d.connected) return
-        const seq = ++d.seq
-        d.pending.set(seq, Date.now())
-        generated++
-        send(d, [seq], seq - 1 > d.acked ? seq - 1 : d.acked)
-      }, intervalMs))
-    }, phase)
-    if (gap > 0) await new Promise((r) => setTimeout(r, gap))
+  // One timer for the fleet: each device samples on its own phase within the interval, as independent devices would.
+  const TICK_MS = 10
+  const slots = Math.max(1, Math.round(intervalMs / TICK_MS))
+  let slot = 0
+  // Slots are due by the clock, not by the timer's count: a late tick catches up, so each device keeps its rate.
+  let due = Date.now()
+  timers.push(setInterval(() => {
+    const now = Date.now()
+    for (; due <= now; due += TICK_MS, slot = (slot + 1) % slots) sampleSlot(slot, now)
+  }, TICK_MS))
+
+  function sampleSlot(slot: number, now: number): void {
+    for (let i = slot; i < devices.length; i += slots) {
+      const d = devices[i]!
+      if (d.ready && d.inflight.length > 0 && now - d.lastAckProgress > ackTimeoutMs) {
+        // No ack progress: resend everything unacked (the hub drops what it has as duplicates).
+        d.sentUpTo = d.acked
+        d.inflight = []
+        d.lastAckProgress = now
+      }
+      if (!d.ready) continue
+      d.pending.push({ seq: ++d.seq, ts: now, value: Math.round(Math.random() * 1000) / 10 })
+      generated++
+      drain(d)
+    }
   }
+
+  let i = 0
+  const startNext = (): void => {
+    for (; i < spec.devices.length; i++) {
+      const s = spec.devices[i]!
+      const d: ThinDevice = {
+        id: s.id, token: s.token, storeId: randomUUID(), socket: undefined, ready: false, nextMessageId: 1,
+        seq: 0, acked: 0, sentUpTo: 0, inflight: [], pending: [], lastAckProgress: 0,
+      }
+      devices.push(d)
+      connect(d)
+      if (gap > 0) {
+        i++
+        setTimeout(startNext, gap)
+        return
+      }
+    }
+  }
+  startNext()
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`thin-fleet-runner: ${String(err)}\n`)
-  process.exit(1)
-})
+main()

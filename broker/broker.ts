@@ -12,6 +12,7 @@ import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import { createPendingSockets, decideAccept } from './accept-policy.js'
 import { createMessageQueue, queuedMessages } from './message-queue.js'
 import { decideSubscribeLimit } from './subscribe-limits.js'
+import { WriteCoalescer } from './write-coalescer.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../common/log-limiter.js'
 import type {
   Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, LimitCounts, ListeningPorts, MessageHandler, Principal,
@@ -288,6 +289,8 @@ export function createBroker(options: BrokerOptions): Broker {
     return packet
   }
 
+  const coalescer = options.writeCoalesceMs !== undefined && options.writeCoalesceMs > 0 ? new WriteCoalescer(options.writeCoalesceMs) : undefined
+
   // aedes's routing queue, with an O(1) dequeue: see message-queue.ts.
   const mq = createMessageQueue()
   const aedes = new Aedes({
@@ -373,6 +376,7 @@ export function createBroker(options: BrokerOptions): Broker {
     const guard = new PacketGuard(socket, {
       maxRemainingLength: options.maxPayloadBytes + PACKET_HEADROOM_BYTES,
       drainTimeoutMs: options.drainTimeoutMs,
+      coalescer,
     })
     sockets.add(guard)
     pending.add(guard, socket.remoteAddress)
@@ -504,6 +508,7 @@ export function createBroker(options: BrokerOptions): Broker {
       : new Promise<void>((resolve) => srv.close(() => resolve()))
     const serverClosed = Promise.all([closeServer(server), closeServer(tlsServer)])
     await new Promise<void>((resolve) => aedes.close(() => resolve()))
+    coalescer?.flush()
     // aedes closes registered clients only; sockets still before or inside CONNECT go here.
     for (const guard of sockets) guard.destroy()
     await serverClosed
@@ -617,6 +622,9 @@ export function createBroker(options: BrokerOptions): Broker {
       client.conn.write(generatePacket({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }))
       return true
     },
+    flushWrites() {
+      coalescer?.flush()
+    },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)
       // Already closing: callers such as the bad-message budget ask again for every message over it.
@@ -672,6 +680,7 @@ function validateOptions(o: BrokerOptions): void {
   for (const [name, value] of Object.entries(positive)) {
     if (!(Number.isFinite(value) && value > 0)) problems.push(`${name} must be a positive number`)
   }
+  if (o.writeCoalesceMs !== undefined && !(Number.isFinite(o.writeCoalesceMs) && o.writeCoalesceMs >= 0)) problems.push('writeCoalesceMs must be a number >= 0')
   if (o.keepaliveMinSec > o.keepaliveMaxSec) problems.push('keepaliveMinSec must not exceed keepaliveMaxSec')
   if (o.maxPendingPerAddress > o.maxPendingConnections) problems.push('maxPendingPerAddress must not exceed maxPendingConnections')
   if (o.clientConnectBurst < 1) problems.push('clientConnectBurst must be at least 1')

@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
 import { newScanState, scanChunk, type ScanState } from './header-scanner.js'
+import type { Corked, WriteCoalescer } from './write-coalescer.js'
 
 /**
  * The stream aedes reads from and writes to, wrapped around one accepted TCP
@@ -35,9 +36,11 @@ export interface PacketGuardOptions {
   /** Largest "remaining length" a packet may announce (MQTT 3.1.1 §2.2.3). */
   readonly maxRemainingLength: number
   readonly drainTimeoutMs: number
+  /** Hold writes and let the coalescer release them together (write-coalescer.ts); absent: every write goes at once. */
+  readonly coalescer?: WriteCoalescer | undefined
 }
 
-export class PacketGuard extends Duplex {
+export class PacketGuard extends Duplex implements Corked {
   readonly socket: Socket
   readonly remoteAddress: string | undefined
   private readonly scan: ScanState = newScanState()
@@ -46,6 +49,9 @@ export class PacketGuard extends Duplex {
   private lossyLimitBytes = 0
   private drainTimer: NodeJS.Timeout | undefined
   private pendingWrite: ((error?: Error | null) => void) | undefined
+  private readonly coalescer: WriteCoalescer | undefined
+  /** The socket is corked by us, waiting for the coalescer's release. */
+  private holding = false
 
   constructor(socket: Socket, options: PacketGuardOptions) {
     super({ allowHalfOpen: false })
@@ -53,6 +59,7 @@ export class PacketGuard extends Duplex {
     this.remoteAddress = socket.remoteAddress
     this.maxRemainingLength = options.maxRemainingLength
     this.drainTimeoutMs = options.drainTimeoutMs
+    this.coalescer = options.coalescer
 
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('end', () => this.push(null))
@@ -89,12 +96,28 @@ export class PacketGuard extends Duplex {
     if (this.socket.isPaused()) this.socket.resume()
   }
 
+  release(): void {
+    if (!this.holding) return
+    this.holding = false
+    this.socket.uncork()
+  }
+
+  /** The first write since the last release corks the socket until the coalescer releases it. */
+  private hold(): void {
+    if (this.coalescer === undefined || this.holding || this.socket.destroyed) return
+    this.holding = true
+    this.socket.cork()
+    this.coalescer.hold(this)
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.hold()
     const flushed = this.socket.write(chunk)
     this.afterSocketWrite(flushed, callback)
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.hold()
     this.socket.cork()
     let flushed = true
     for (const { chunk } of chunks) flushed = this.socket.write(chunk)
@@ -103,12 +126,16 @@ export class PacketGuard extends Duplex {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    // Whatever is held goes before the FIN.
+    this.release()
     this.socket.end(callback)
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.clearDrainTimer()
     this.pendingWrite = undefined
+    // What aedes wrote last (a refusing CONNACK before it closes) goes before the socket does, as without coalescing.
+    this.release()
     this.socket.destroy()
     callback(error)
   }

@@ -89,6 +89,11 @@ export interface BrokerOptions {
    * backed up instead of holding up publishers; devices are waited for.
    */
   readonly drainTimeoutMs: number
+  /**
+   * Hold each connection's writes for up to this long, or until flushWrites(),
+   * and send them in one syscall (write-coalescer.ts). 0 or absent: write at once.
+   */
+  readonly writeCoalesceMs?: number
   /** CONNECT must arrive this soon after the TCP accept. */
   readonly connectTimeoutMs: number
   readonly checkCredentials: CredentialCheck
@@ -208,6 +213,8 @@ export interface Broker {
    * connected, or not subscribed yet).
    */
   sendDirect(clientId: string, topic: string, payload: Buffer): boolean
+  /** Sends every write held by writeCoalesceMs now (the hub calls it after a commit's acks). */
+  flushWrites(): void
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
   /** Closes every connection of this principal (an observer may hold several, under any client ids). */

@@ -33,6 +33,8 @@ import { VERSION } from '../common/version.js'
 
 /** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
 const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
+/** Writes wait for the next commit, but never longer than this (a CONNACK, a command), even when commits are rarer. */
+const MAX_WRITE_COALESCE_MS = 25
 /** Broker refusals that leave the client connected, counted against its bad-message budget. */
 const BROKER_REFUSALS_STRUCK = new Set(['SUBSCRIBE_DENIED', 'SUBSCRIBE_LIMIT'])
 
@@ -137,6 +139,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       keepaliveMinSec: config.keepaliveMinSec,
       keepaliveMaxSec: config.keepaliveMaxSec,
       drainTimeoutMs: config.drainTimeoutMs,
+      // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below).
+      writeCoalesceMs: Math.min(config.flushDelayMs, MAX_WRITE_COALESCE_MS),
       connectTimeoutMs: config.connectTimeoutMs,
       checkCredentials: registry.checkCredentials,
       logger: log, // the broker names its own component
@@ -158,6 +162,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       broker.sendDirect(a.deviceId, topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts, ...hubTime }))
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
+    // After the acks (the telemetry store's hook runs first): each connection's held PUBACKs and its ack in one write.
+    writer.onCommit(() => broker.flushWrites())
 
     const jobs = createJobs({
       sweepIntervalMs: config.jobSweepIntervalMs,

@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest'
+import mqtt from 'mqtt'
+import { connackCode, deviceOptions, leakCheckedCleanups, sleep, startBroker, waitFor } from './broker.harness.js'
+
+/**
+ * Coalesced writes (broker/write-coalescer.ts): a connection's writes wait for
+ * flushWrites() or writeCoalesceMs, then leave together; nothing is lost,
+ * including what aedes writes just before it closes a connection.
+ */
+const cleanups = leakCheckedCleanups()
+
+describe('coalesced writes', () => {
+  it('hold a PUBACK until flushWrites(), then deliver it', async () => {
+    // Long enough that only flushWrites() can release anything during the test.
+    const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
+    const client = mqtt.connect(url, { ...deviceOptions('dev-a'), reconnectPeriod: 0, keepalive: 30 })
+    cleanups.add(() => client.endAsync(true))
+    // The CONNACK itself is held: release writes until the client is in.
+    const releasing = setInterval(() => broker.flushWrites(), 20)
+    await new Promise<void>((resolve, reject) => { client.once('connect', () => resolve()); client.once('error', reject) })
+    clearInterval(releasing)
+    let acked = false
+    client.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked = true })
+    await sleep(300)
+    expect(acked).toBe(false)
+    broker.flushWrites()
+    await waitFor(() => acked, 'PUBACK after flushWrites()')
+  })
+
+  it('release held writes after writeCoalesceMs without a flush', async () => {
+    const { url } = await startBroker(cleanups, { writeCoalesceMs: 50 })
+    expect(await connackCode(url, deviceOptions('dev-a'))).toBe(0)
+  })
+
+  it('still send a refusing CONNACK that aedes writes just before it closes the connection', async () => {
+    const { url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
+    expect(await connackCode(url, { ...deviceOptions('dev-a'), password: 'wrong' })).toBe(4)
+  })
+
+  it('refuse a negative writeCoalesceMs with a message naming it', async () => {
+    await expect(startBroker(cleanups, { writeCoalesceMs: -1 })).rejects.toThrow(/writeCoalesceMs must be a number >= 0/)
+  })
+})
