@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs'
 import { randomUUID } from 'node:crypto'
 import { connect as tcpConnect, type Socket } from 'node:net'
-import { generate, parser as packetParser, type IPublishPacket, type Packet } from 'mqtt-packet'
+import { generate, parser as packetParser, type Packet } from 'mqtt-packet'
 import { topics } from '../protocol/topics.js'
 import type { FleetReport, FleetSpec } from './fleet-runner.js'
 
@@ -136,7 +136,7 @@ function main(): void {
           drain(d)
           return
         case 'publish': {
-          const p = packet as IPublishPacket
+          const p = packet
           if (p.qos > 0) write(d, { cmd: 'puback', messageId: p.messageId! })
           try { onAck(d, JSON.parse(p.payload.toString()) as { storeId?: unknown; upTo?: unknown }) } catch { /* not an ack */ }
           return
