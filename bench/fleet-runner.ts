@@ -21,6 +21,11 @@ export interface FleetSpec {
   readonly durationMs?: number
   /** Spread the connects over this long so the fleet does not stampede. */
   readonly staggerMs?: number
+  /**
+   * Thin fleet only: take the broker's PUBACK as the ack of a batch, for a
+   * baseline broker that sends no telemetry acks (bench/baseline-store.ts).
+   */
+  readonly ackOnPuback?: boolean
 }
 
 export interface FleetReport {

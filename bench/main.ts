@@ -21,11 +21,21 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin] [--hub-cpu-prof DIR]
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
        npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]
        npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]`
+
+/** `--baseline`: which baselines run after rollcall; with --thin, Mosquitto's and bare aedes's by default. */
+function baselines(value: string | undefined, thin: boolean): Array<'mosquitto' | 'aedes'> {
+  if (value === 'none') return []
+  if (value === undefined) return thin ? ['mosquitto', 'aedes'] : []
+  return value.split(',').map((x) => {
+    if (x !== 'mosquitto' && x !== 'aedes') throw new Error(`--baseline is a list of mosquitto and aedes, or none; got "${x}"\n${USAGE}`)
+    return x
+  })
+}
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -47,6 +57,8 @@ async function main(): Promise<void> {
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
       'hub-cpu-prof': { type: 'string' },
+      'baseline': { type: 'string' },
+      'all-steps': { type: 'boolean' },
       'clients': { type: 'string', default: '10' },
       'offline-seconds': { type: 'string' },
       'extra-sensors': { type: 'string' },
@@ -84,6 +96,8 @@ async function main(): Promise<void> {
         }),
         warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'), thin: values.thin === true,
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
+        baselines: baselines(values.baseline, values.thin === true),
+        allSteps: values['all-steps'] === true,
       })
       return
     case 'jobs':

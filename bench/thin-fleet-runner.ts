@@ -39,6 +39,8 @@ interface ThinDevice {
   /** Not yet acked, in seq order (sent or not). */
   pending: Pending[]
   lastAckProgress: number
+  /** ackOnPuback: the top seq of each telemetry publish awaiting its PUBACK, by packet id. */
+  readonly byPacketId: Map<number, number>
 }
 
 const BATCH_MAX_SAMPLES = 500
@@ -81,7 +83,9 @@ function main(): void {
         type: 'telemetry', v: 1, storeId: d.storeId, prev: d.sentUpTo,
         samples: batch.map((p) => ({ seq: p.seq, ts: p.ts, sensor: 'temp', value: p.value })),
       })
-      write(d, { cmd: 'publish', topic: topics.telemetry(d.id), payload, qos: 1, messageId: messageId(d), retain: false, dup: false })
+      const id = messageId(d)
+      if (spec.ackOnPuback === true) d.byPacketId.set(id, top)
+      write(d, { cmd: 'publish', topic: topics.telemetry(d.id), payload, qos: 1, messageId: id, retain: false, dup: false })
       d.inflight.push(top)
       d.sentUpTo = top
     }
@@ -132,9 +136,17 @@ function main(): void {
           d.ready = true
           d.sentUpTo = d.acked
           d.inflight = []
+          d.byPacketId.clear()
           d.lastAckProgress = Date.now()
           drain(d)
           return
+        case 'puback': {
+          const top = d.byPacketId.get(packet.messageId!)
+          if (top === undefined) return
+          d.byPacketId.delete(packet.messageId!)
+          onAck(d, { storeId: d.storeId, upTo: top })
+          return
+        }
         case 'publish': {
           const p = packet
           if (p.qos > 0) write(d, { cmd: 'puback', messageId: p.messageId! })
@@ -211,7 +223,7 @@ function main(): void {
       const s = spec.devices[i]!
       const d: ThinDevice = {
         id: s.id, token: s.token, storeId: randomUUID(), socket: undefined, ready: false, nextMessageId: 1,
-        seq: 0, acked: 0, sentUpTo: 0, inflight: [], pending: [], lastAckProgress: 0,
+        seq: 0, acked: 0, sentUpTo: 0, inflight: [], pending: [], lastAckProgress: 0, byPacketId: new Map(),
       }
       devices.push(d)
       connect(d)
