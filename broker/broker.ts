@@ -61,6 +61,9 @@ class Refusal extends Error {
 
 type Emit = <E extends keyof BrokerEvents>(event: E, ...args: BrokerEvents[E]) => void
 
+/** Connections the kernel may hold completed or half-open before accept (Node's default is 511). */
+const LISTEN_BACKLOG = 8192
+
 export function createBroker(options: BrokerOptions): Broker {
   validateOptions(options)
   const log = options.logger.child({ component: 'broker' })
@@ -454,7 +457,10 @@ export function createBroker(options: BrokerOptions): Broker {
   async function bind(srv: Server, port: number, what: string): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject)
-      srv.listen(port, options.host, () => {
+      // A deep accept queue: after a hub restart a whole fleet dials at once, and while the event loop is busy
+      // the kernel holds the handshakes; past the queue it drops SYNs and each client waits out a
+      // retransmit (1 s, 3 s, 7 s...). The kernel caps it at net.core.somaxconn.
+      srv.listen({ port, host: options.host, backlog: LISTEN_BACKLOG }, () => {
         srv.off('error', reject)
         resolve()
       })
