@@ -11,6 +11,7 @@ import { createKeyedTokenBuckets, createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import { createPendingSockets, decideAccept } from './accept-policy.js'
 import { createMessageQueue, queuedMessages } from './message-queue.js'
+import { createRetainedPersistence } from './retained-index.js'
 import { decideSubscribeLimit } from './subscribe-limits.js'
 import { WriteCoalescer } from './write-coalescer.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../common/log-limiter.js'
@@ -298,6 +299,8 @@ export function createBroker(options: BrokerOptions): Broker {
   const mq = createMessageQueue()
   const aedes = new Aedes({
     mq,
+    // Retained lookups by exact topic in O(1): see retained-index.ts.
+    persistence: createRetainedPersistence(),
     connectTimeout: options.connectTimeoutMs,
     drainTimeout: options.drainTimeoutMs,
     maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
