@@ -1,13 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { FleetSpec } from './fleet-runner.js'
-import { startFleet, type Fleet } from './fleet.js'
-import { startHubProcess, type HubProcess } from './hub-process.js'
+import { benchHubConfig, freePort, provisionBulk, startFleet, type Fleet } from './fleet.js'
+import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
 
 /**
@@ -85,25 +84,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const BASELINE_STORE = fileURLToPath(new URL('./baseline-store.js', import.meta.url))
 const RAW_AEDES = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
-async function provisionBulk(hub: HubProcess, from: number, to: number): Promise<Array<{ id: string; token: string }>> {
-  const out: Array<{ id: string; token: string }> = []
-  for (let i = from; i < to; i += 1000) {
-    const ids = Array.from({ length: Math.min(1000, to - i) }, (_, k) => `fleet-${String(i + k).padStart(5, '0')}`)
-    const r = await hub.api<{ devices: Array<{ id: string; token: string }> }>('POST', '/api/devices/bulk', { devices: ids.map((id) => ({ id })), existing: 'rotate' })
-    if (r.status !== 200) throw new Error(`provisioning: ${r.status} ${JSON.stringify(r.body)}`)
-    out.push(...r.body.devices)
-  }
-  return out
-}
-
 async function rollcallSystem(work: string, o: FleetCapacityOptions): Promise<System> {
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir, { recursive: true })
-  // Every bench device connects from 127.0.0.1, where a real fleet comes from many addresses: the per-address
-  // cap on sockets awaiting CONNECT is raised to the global one, or the connect ramp would trip it.
-  const hubConfig = join(work, 'hub.json')
-  writeFileSync(hubConfig, JSON.stringify({ maxPendingPerAddress: 1000, maxPendingConnections: 1000 }))
-  const hub = await startHubProcess(hubDir, ['--config', hubConfig], undefined, o.hubCpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`] : [])
+  const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(work)], undefined, o.hubCpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`] : [])
   let provisioned: Array<{ id: string; token: string }> = []
   return {
     name: 'rollcall', url: `mqtt://127.0.0.1:${hub.mqttPort}`, pids: [hub.pid], ackOnPuback: false,
@@ -122,18 +106,6 @@ async function rollcallSystem(work: string, o: FleetCapacityOptions): Promise<Sy
       await hub.stop()
     },
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address()
-      const port = typeof a === 'object' && a ? a.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

@@ -32,6 +32,8 @@ export interface FleetReport {
   readonly t: number
   readonly agents: number
   readonly connected: number
+  /** Thin fleet: connected devices whose current connection has had an ack (they are streaming again). */
+  readonly streaming?: number
   readonly generated: number
   readonly acked: number
   readonly backlog: number

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -74,4 +75,41 @@ export async function startIdleFleets(hub: HubProcess, work: string, devices: Re
     if (Date.now() > deadline) throw new Error(`only ${await online()} of ${devices.length} agents came online in 120 s`)
     await sleep(250)
   }
+}
+
+/** Registers devices `fleet-{from}`..`fleet-{to - 1}` through the bulk API, 1,000 a request; returns their tokens. */
+export async function provisionBulk(hub: HubProcess, from: number, to: number): Promise<Array<{ id: string; token: string }>> {
+  const out: Array<{ id: string; token: string }> = []
+  for (let i = from; i < to; i += 1000) {
+    const ids = Array.from({ length: Math.min(1000, to - i) }, (_, k) => `fleet-${String(i + k).padStart(5, '0')}`)
+    const r = await hub.api<{ devices: Array<{ id: string; token: string }> }>('POST', '/api/devices/bulk', { devices: ids.map((id) => ({ id })), existing: 'rotate' })
+    if (r.status !== 200) throw new Error(`provisioning: ${r.status} ${JSON.stringify(r.body)}`)
+    out.push(...r.body.devices)
+  }
+  return out
+}
+
+/**
+ * Writes the hub config the fleet benches run with and returns its path.
+ * Every bench device connects from 127.0.0.1, where a real fleet comes from
+ * many addresses: the per-address cap on sockets awaiting CONNECT is raised
+ * to the global one, or a connect ramp would trip it.
+ */
+export function benchHubConfig(work: string): string {
+  const path = join(work, 'hub.json')
+  writeFileSync(path, JSON.stringify({ maxPendingPerAddress: 1000, maxPendingConnections: 1000 }))
+  return path
+}
+
+/** A TCP port free on 127.0.0.1 now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address()
+      const port = typeof a === 'object' && a ? a.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
 }

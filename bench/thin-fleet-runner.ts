@@ -12,12 +12,20 @@
  * only the device's disk is left out. Reports like fleet-runner: one JSON
  * line per `reportEveryMs`.
  *
+ * Like an agent, a device keeps sampling while its link is down (the samples
+ * wait and leave in fuller batches when it is back) and reconnects with the
+ * agent's own jittered exponential back-off (agent/reconnect.ts), so a hub
+ * restart meets the reconnect storm a real fleet would make. SIGUSR2 stops
+ * the sampling, so the fleet drains what it holds and its final report can be
+ * counted against what the hub stored.
+ *
  *   node dist/bench/thin-fleet-runner.js SPEC.json
  */
 import { readFileSync } from 'node:fs'
 import { randomUUID } from 'node:crypto'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import { generate, parser as packetParser, type Packet } from 'mqtt-packet'
+import { DEFAULT_RECONNECT_POLICY, planReconnect } from '../agent/reconnect.js'
 import { topics } from '../protocol/topics.js'
 import type { FleetReport, FleetSpec } from './fleet-runner.js'
 
@@ -29,6 +37,14 @@ interface ThinDevice {
   readonly storeId: string
   socket: Socket | undefined
   ready: boolean
+  /** Samples from its first CONNACK on, connected or not, as an agent does. */
+  started: boolean
+  /** Ack progress on the current connection: the device is streaming. */
+  streaming: boolean
+  /** When the current connection got its CONNACK (undefined: none yet). */
+  connectedAt: number | undefined
+  /** Reconnect attempts that did not last (agent/reconnect.ts). */
+  attempt: number
   nextMessageId: number
   seq: number
   acked: number
@@ -103,6 +119,7 @@ function main(): void {
     d.pending.splice(0, n)
     d.acked = ack.upTo
     d.lastAckProgress = now
+    d.streaming = true
     while (d.inflight.length > 0 && d.inflight[0]! <= ack.upTo) d.inflight.shift()
     drain(d)
   }
@@ -124,6 +141,7 @@ function main(): void {
       switch (packet.cmd) {
         case 'connack':
           if (packet.returnCode !== 0) { socket.destroy(); return }
+          d.connectedAt = Date.now()
           write(d, { cmd: 'subscribe', messageId: subscribeId, subscriptions: [{ topic: topics.telemetryAck(d.id), qos: 1 }] })
           return
         case 'suback':
@@ -134,6 +152,7 @@ function main(): void {
           })
           // Everything unacked goes again, in order, from the last ack.
           d.ready = true
+          d.started = true
           d.sentUpTo = d.acked
           d.inflight = []
           d.byPacketId.clear()
@@ -160,10 +179,13 @@ function main(): void {
     socket.on('data', (chunk) => parser.parse(chunk))
     socket.on('error', () => {})
     socket.on('close', () => {
+      const plan = planReconnect(DEFAULT_RECONNECT_POLICY, d.attempt, d.connectedAt === undefined ? undefined : Date.now() - d.connectedAt, Math.random)
+      d.attempt = plan.attempt
       d.ready = false
+      d.streaming = false
+      d.connectedAt = undefined
       d.socket = undefined
-      // Jittered, as an agent's back-off spreads a fleet's reconnects.
-      if (!stopping) setTimeout(() => connect(d), 500 + Math.random() * 1500)
+      if (!stopping) setTimeout(() => connect(d), plan.delayMs)
     })
   }
 
@@ -171,7 +193,7 @@ function main(): void {
   const report = (): FleetReport => {
     const lag = takeLags()
     return {
-      t: Date.now(), agents: devices.length, connected: devices.filter((d) => d.ready).length, generated,
+      t: Date.now(), agents: devices.length, connected: devices.filter((d) => d.ready).length, streaming: devices.filter((d) => d.streaming).length, generated,
       acked: devices.reduce((s, d) => s + d.acked, 0), backlog: devices.reduce((s, d) => s + d.pending.length, 0), dropped: 0,
       ackP50Ms: lag.p50, ackP99Ms: lag.p99, rssBytes: process.memoryUsage().rss, lagP50Ms: lag.p50, lagP99Ms: lag.p99, lagCount: lag.count,
     }
@@ -188,6 +210,8 @@ function main(): void {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  let sampling = true
+  process.on('SIGUSR2', () => { sampling = false })
   if (spec.durationMs !== undefined) setTimeout(stop, spec.durationMs).unref()
 
   // One timer for the fleet: each device samples on its own phase within the interval, as independent devices would.
@@ -210,7 +234,7 @@ function main(): void {
         d.inflight = []
         d.lastAckProgress = now
       }
-      if (!d.ready) continue
+      if (!d.started || !sampling) continue
       d.pending.push({ seq: ++d.seq, ts: now, value: Math.round(Math.random() * 1000) / 10 })
       generated++
       drain(d)
@@ -222,7 +246,7 @@ function main(): void {
     for (; i < spec.devices.length; i++) {
       const s = spec.devices[i]!
       const d: ThinDevice = {
-        id: s.id, token: s.token, storeId: randomUUID(), socket: undefined, ready: false, nextMessageId: 1,
+        id: s.id, token: s.token, storeId: randomUUID(), socket: undefined, ready: false, started: false, streaming: false, connectedAt: undefined, attempt: 0, nextMessageId: 1,
         seq: 0, acked: 0, sentUpTo: 0, inflight: [], pending: [], lastAckProgress: 0, byPacketId: new Map(),
       }
       devices.push(d)
