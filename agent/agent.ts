@@ -22,6 +22,7 @@ import { Ledger } from './ledger.js'
 import { shellAllowWarnings } from './shell-allow.js'
 import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
+import { DEFAULT_RECONNECT_POLICY } from './reconnect.js'
 import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
 import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
@@ -367,7 +368,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         keepaliveSec: config.keepaliveSec,
         connectTimeoutMs: config.connectTimeoutMs,
         stopTimeoutMs: config.stopTimeoutMs,
-        reconnect: { baseMs: config.reconnectBaseMs, maxMs: config.reconnectMaxMs, stableAfterMs: config.reconnectStableMs },
+        reconnect: { ...DEFAULT_RECONNECT_POLICY, baseMs: config.reconnectBaseMs, maxMs: config.reconnectMaxMs, stableAfterMs: config.reconnectStableMs },
         nextEpoch: () => ledger!.nextEpoch(),
         clock,
         onBirthClock: (wallMs) => { hubClock.onBirthClock(wallMs) },

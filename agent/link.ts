@@ -7,7 +7,7 @@ import type { Birth, Death } from '../protocol/messages.js'
 import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
 import { createHubClient } from './hub-socket.js'
 import { diagnoseTlsError, tlsConnectOptions, type HubTlsFiles, type TlsCause } from './hub-tls.js'
-import { planReconnect, type ReconnectPolicy } from './reconnect.js'
+import { planReconnect, type EndedAttempt, type ReconnectPolicy } from './reconnect.js'
 
 /**
  * The agent's MQTT connection to the hub, with its own reconnect loop.
@@ -265,7 +265,7 @@ export class Link extends EventEmitter<LinkEvents> {
     } catch (err) {
       // The ledger is closed or the disk is failing; try again later rather than connect with a stale epoch.
       this.log.error({ err }, 'could not advance the epoch; will retry')
-      this.scheduleRetry(undefined)
+      this.scheduleRetry({})
       return
     }
     this.currentEpoch = epoch
@@ -278,7 +278,7 @@ export class Link extends EventEmitter<LinkEvents> {
       // A file that was there at start-up went missing (being replaced?): retry, as for any other failed attempt.
       this.recordError({ code: 'TLS_FILE', message: tls.error, hint: 'the agent keeps retrying; put the file back' }, epoch, `TLS_FILE:${tls.error}`)
       this.state = 'waiting'
-      this.scheduleRetry(undefined)
+      this.scheduleRetry({})
       return
     }
     const death: Death = { type: 'death', v: 1, epoch, storeId: this.options.storeId }
@@ -305,7 +305,7 @@ export class Link extends EventEmitter<LinkEvents> {
     } catch (err) {
       this.log.error({ err, hub: this.options.hub }, 'cannot create the MQTT client; will retry')
       this.state = 'waiting'
-      this.scheduleRetry(undefined)
+      this.scheduleRetry({})
       return
     }
     this.client = client
@@ -429,6 +429,8 @@ export class Link extends EventEmitter<LinkEvents> {
     this.client = undefined
     const wasReady = this.state === 'ready'
     const connectedForMs = this.connectedFor()
+    // epochUnsent: the socket never connected, so nothing listened there (a refused or timed-out TCP connect).
+    const unreachable = this.epochUnsent
     // end(true) flushes MQTT.js's pending callbacks; nothing more will be sent on this client.
     client.end(true)
     if (this.state === 'stopped') return
@@ -438,13 +440,13 @@ export class Link extends EventEmitter<LinkEvents> {
       this.log.info({ epoch, connectedForMs }, 'disconnected from hub')
       this.emit('disconnected', { epoch, connectedForMs: connectedForMs ?? 0 })
     }
-    this.scheduleRetry(connectedForMs)
+    this.scheduleRetry({ connectedForMs, unreachable })
   }
 
-  private scheduleRetry(connectedForMs: number | undefined): void {
+  private scheduleRetry(ended: EndedAttempt): void {
     if (this.state === 'stopped') return
     this.state = 'waiting'
-    const plan = planReconnect(this.options.reconnect, this.attempt, connectedForMs, this.options.random)
+    const plan = planReconnect(this.options.reconnect, this.attempt, ended, this.options.random)
     this.attempt = plan.attempt
     this.log.debug({ delayMs: plan.delayMs, attempt: plan.attempt }, 'reconnect scheduled')
     this.retryTimer = setTimeout(() => { this.connectNow() }, plan.delayMs)

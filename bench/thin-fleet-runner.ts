@@ -130,7 +130,9 @@ function main(): void {
     d.socket = socket
     const parser = packetParser({ protocolVersion: 4 })
     const subscribeId = messageId(d)
+    let reached = false
     socket.on('connect', () => {
+      reached = true
       write(d, {
         cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60,
         clientId: d.id, username: d.id, password: Buffer.from(d.token),
@@ -179,7 +181,7 @@ function main(): void {
     socket.on('data', (chunk) => parser.parse(chunk))
     socket.on('error', () => {})
     socket.on('close', () => {
-      const plan = planReconnect(DEFAULT_RECONNECT_POLICY, d.attempt, d.connectedAt === undefined ? undefined : Date.now() - d.connectedAt, Math.random)
+      const plan = planReconnect(DEFAULT_RECONNECT_POLICY, d.attempt, { connectedForMs: d.connectedAt === undefined ? undefined : Date.now() - d.connectedAt, unreachable: !reached }, Math.random)
       d.attempt = plan.attempt
       d.ready = false
       d.streaming = false
