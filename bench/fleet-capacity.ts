@@ -169,7 +169,7 @@ async function measureStep(system: System, work: string, devices: Array<{ id: st
       const spec: FleetSpec = {
         // A fresh ledger per step: a step must not start by replaying what the last one left unsent.
         hub: system.url, dataDir: join(work, `agents-${devices.length}`), devices: part, reportEveryMs: 1000,
-        // Within the hub's default connect rate (500/s), shared by the processes.
+        // Within the hub's default connect rate (1000/s; 400/s leaves it room), shared by the processes.
         staggerMs: Math.ceil((devices.length / 400) * 1000),
         agent: { builtinSensors: false, sampleIntervalMs: 1000, keepaliveSec: 60, sensors: [{ name: 'temp', model: 'random-walk', min: 0, max: 100 }] },
         ackOnPuback: system.ackOnPuback,

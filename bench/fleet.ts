@@ -93,11 +93,11 @@ export async function provisionBulk(hub: HubProcess, from: number, to: number): 
  * Writes the hub config the fleet benches run with and returns its path.
  * Every bench device connects from 127.0.0.1, where a real fleet comes from
  * many addresses: the per-address cap on sockets awaiting CONNECT is raised
- * to the global one, or a connect ramp would trip it.
+ * to the global one, or a connect ramp would trip it. `extra`: more keys.
  */
-export function benchHubConfig(work: string): string {
+export function benchHubConfig(work: string, extra: Readonly<Record<string, unknown>> = {}): string {
   const path = join(work, 'hub.json')
-  writeFileSync(path, JSON.stringify({ maxPendingPerAddress: 1000, maxPendingConnections: 1000 }))
+  writeFileSync(path, JSON.stringify({ maxPendingPerAddress: 1000, maxPendingConnections: 1000, ...extra }))
   return path
 }
 

@@ -23,7 +23,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none]] [--all-steps] [--hub-cpu-prof DIR]
-       npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--hub-cpu-prof DIR]
+       npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
        npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]
@@ -70,6 +70,7 @@ async function main(): Promise<void> {
       'outage-every': { type: 'string' },
       'outage': { type: 'string' },
       'csv': { type: 'string' },
+      'connect-rate': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
       await runStormBench({
         devices: num('devices', '10000'), intervalMs: num('interval-ms', '2000'), steadyS: num('seconds', '20'), downS: duration('outage', '5s') / 1000,
         perProcess: num('per-process', '2500'), timeoutS: 180,
+        ...(values['connect-rate'] === undefined ? {} : { connectRatePerSec: num('connect-rate') }),
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
       })
       return

@@ -19,9 +19,9 @@ import { cpuMs } from './proc-stats.js'
  * fleet stops sampling, drains, and what it generated is counted against
  * the samples in the hub's database: lost and duplicated must both be 0.
  *
- * The hub's connect rate limit (connectRatePerSec, 500/s by default) is what
- * admits the storm; the refusals it made are reported, and the devices'
- * back-off does the spreading.
+ * The hub's connect rate limit (connectRatePerSec, 1000/s by default;
+ * `connectRatePerSec` here to try another) caps the storm; the refusals it
+ * made are reported, and the devices' back-off does the spreading.
  */
 export interface StormOptions {
   readonly devices: number
@@ -34,6 +34,8 @@ export interface StormOptions {
   readonly downS: number
   /** Give up on a phase after this long. */
   readonly timeoutS: number
+  /** The hub's connectRatePerSec; undefined: its default. */
+  readonly connectRatePerSec?: number
   /** Profile the restarted hub (node --cpu-prof) into this directory; the killed one loses its profile. */
   readonly hubCpuProfDir?: string
 }
@@ -125,12 +127,12 @@ export async function runStormBench(o: StormOptions): Promise<void> {
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir)
   const port = await freePort()
-  const hubArgs = ['--config', benchHubConfig(work), '--mqtt-port', String(port)]
+  const hubArgs = ['--config', benchHubConfig(work, o.connectRatePerSec === undefined ? {} : { connectRatePerSec: o.connectRatePerSec }), '--mqtt-port', String(port)]
   const nodeArgs = o.hubCpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`]
   let hub = await startHubProcess(hubDir, hubArgs, undefined, nodeArgs)
   const fleets: Fleet[] = []
   try {
-    process.stderr.write(`storm bench: ${o.devices} thin devices at one sample per ${o.intervalMs} ms, all starting at once; hub killed (SIGKILL) after ${o.steadyS} s, down ${o.downS} s, restarted on the same data and port\n`)
+    process.stderr.write(`storm bench: ${o.devices} thin devices at one sample per ${o.intervalMs} ms, all starting at once, hub connect rate ${o.connectRatePerSec ?? 'default'}/s; hub killed (SIGKILL) after ${o.steadyS} s, down ${o.downS} s, restarted on the same data and port\n`)
     const devices = await provisionBulk(hub, 0, o.devices)
     const start = Date.now()
     for (let i = 0; i < devices.length; i += o.perProcess) {

@@ -107,7 +107,7 @@ export const HUB_DEFAULTS: HubConfig = {
   maxPendingPerAddress: 100,
   clientConnectRatePerSec: 1,
   clientConnectBurst: 10,
-  connectRatePerSec: 500,
+  connectRatePerSec: 1000,
   connectBurst: 1000,
   maxFiltersPerSubscribe: 100,
   maxSubscriptionsPerClient: 1000,
