@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig } from '../agent/config.js'
@@ -9,6 +8,7 @@ import { loadHubConfig } from '../hub/config.js'
 import { createRegistry } from '../hub/registry.js'
 import { openHubDb } from '../hub/db.js'
 import { loadOrCreateAdminToken } from '../hub/admin-token.js'
+import { freePort } from '../bench/fleet.js'
 import { tempDir, waitFor } from './support/hub.js'
 
 /**
@@ -16,17 +16,6 @@ import { tempDir, waitFor } from './support/hub.js'
  * comes up every sample arrives, in sequence order. With a small outbox cap
  * the oldest telemetry is dropped and the agent reports how many.
  */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0))
-    })
-  })
-}
-
 /** Registers a device straight in a hub data dir that is not running yet (as an operator provisioning ahead). */
 function provision(dataDir: string, id: string): string {
   loadOrCreateAdminToken(dataDir)
