@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { FleetSpec } from './fleet-runner.js'
 import { benchHubConfig, freePort, provisionBulk, startFleet, type Fleet } from './fleet.js'
-import { startHubProcess } from './hub-process.js'
+import { hubNodeArgs, startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
 
 /**
@@ -87,7 +87,7 @@ const RAW_AEDES = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url
 async function rollcallSystem(work: string, o: FleetCapacityOptions): Promise<System> {
   const hubDir = join(work, 'hub')
   mkdirSync(hubDir, { recursive: true })
-  const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(work)], undefined, o.hubCpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`] : [])
+  const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(work)], undefined, hubNodeArgs(o.hubCpuProfDir))
   let provisioned: Array<{ id: string; token: string }> = []
   return {
     name: 'rollcall', url: `mqtt://127.0.0.1:${hub.mqttPort}`, pids: [hub.pid], ackOnPuback: false,

@@ -3,6 +3,15 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { HUB_NODE_FLAGS } from '../cli/service-install.js'
+
+/**
+ * Node flags for a hub under a fleet: what the hub's systemd unit runs it with
+ * (cli/service-install.ts), plus a CPU profile into `cpuProfDir` when asked.
+ */
+export function hubNodeArgs(cpuProfDir?: string): string[] {
+  return [...HUB_NODE_FLAGS, ...(cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`])]
+}
 
 /** The built CLI next to this file (dist/bench → dist/cli). */
 export const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url))

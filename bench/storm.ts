@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import type { FleetReport, FleetSpec } from './fleet-runner.js'
 import { benchHubConfig, freePort, provisionBulk, startFleet, type Fleet } from './fleet.js'
-import { startHubProcess, type HubProcess } from './hub-process.js'
+import { hubNodeArgs, startHubProcess, type HubProcess } from './hub-process.js'
 import { cpuMs } from './proc-stats.js'
 
 /**
@@ -128,7 +128,7 @@ export async function runStormBench(o: StormOptions): Promise<void> {
   mkdirSync(hubDir)
   const port = await freePort()
   const hubArgs = ['--config', benchHubConfig(work, o.connectRatePerSec === undefined ? {} : { connectRatePerSec: o.connectRatePerSec }), '--mqtt-port', String(port)]
-  const nodeArgs = o.hubCpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${o.hubCpuProfDir}`]
+  const nodeArgs = hubNodeArgs(o.hubCpuProfDir)
   let hub = await startHubProcess(hubDir, hubArgs, undefined, nodeArgs)
   const fleets: Fleet[] = []
   try {

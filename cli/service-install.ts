@@ -38,8 +38,18 @@ export const DEFAULT_USER = 'rollcall'
  * JIT: it routes thousands of messages a second. `--no-expose-wasm` says
  * what --jitless implies (no WebAssembly), which V8 otherwise prints a
  * warning about at every start.
+ *
+ * The hub's young generation may grow to 64 MB semi-spaces (V8's default is
+ * 16): every message leaves short-lived packets, buffers and objects behind,
+ * and with thousands of connections the default young generation filled
+ * often enough that garbage collection took 11% of the hub's CPU at 8,000
+ * devices. With 64 MB the same fleet held (lag p99 < 1 s) where it did not
+ * (docs/benchmarks.md, "Garbage collection"). V8 reads the size only at
+ * start, so it is a node flag, not something the hub can set for itself; it
+ * costs memory only under load (the space grows as it fills).
  */
-export const NODE_FLAGS: Readonly<Record<ServiceKind, readonly string[]>> = { agent: ['--jitless', '--no-expose-wasm'], hub: [] }
+export const HUB_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=64']
+export const NODE_FLAGS: Readonly<Record<ServiceKind, readonly string[]>> = { agent: ['--jitless', '--no-expose-wasm'], hub: HUB_NODE_FLAGS }
 
 /** The data dir is fixed by the unit's StateDirectory= (and the only writable path); not an option. */
 export function stateDir(kind: ServiceKind): string {

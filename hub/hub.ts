@@ -33,8 +33,20 @@ import { VERSION } from '../common/version.js'
 
 /** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
 const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
-/** Writes wait for the next commit, but never longer than this (a CONNACK, a command), even when commits are rarer. */
-const MAX_WRITE_COALESCE_MS = 25
+/**
+ * How long a connection's writes may wait for the next commit (broker/write-coalescer.ts).
+ * A PUBACK is written as its PUBLISH is routed and the hub's ack when the commit lands, at
+ * most `flushDelayMs` after the batch's first row: for the two to leave in one write, the
+ * hub's commit (not the coalescer's own timer) must release the connection. With the same
+ * delay for both, the two timers raced and about half the releases came from the
+ * coalescer's timer, each sending the PUBACKs alone and the acks a commit later: two
+ * socket writes per message, the largest single cost on a busy hub (docs/benchmarks.md).
+ * Twice the commit delay leaves the commit room to win; the cap bounds how long a
+ * CONNACK or a command can wait when commits are rare. 0: writes are not held.
+ */
+export function writeCoalesceMsFor(flushDelayMs: number): number {
+  return Math.min(2 * flushDelayMs, 50)
+}
 /** Broker refusals that leave the client connected, counted against its bad-message budget. */
 const BROKER_REFUSALS_STRUCK = new Set(['SUBSCRIBE_DENIED', 'SUBSCRIBE_LIMIT'])
 
@@ -140,7 +152,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       keepaliveMaxSec: config.keepaliveMaxSec,
       drainTimeoutMs: config.drainTimeoutMs,
       // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below).
-      writeCoalesceMs: Math.min(config.flushDelayMs, MAX_WRITE_COALESCE_MS),
+      writeCoalesceMs: writeCoalesceMsFor(config.flushDelayMs),
       connectTimeoutMs: config.connectTimeoutMs,
       checkCredentials: registry.checkCredentials,
       logger: log, // the broker names its own component
