@@ -10,7 +10,7 @@ import { GuardError, PacketGuard } from './packet-guard.js'
 import { createKeyedTokenBuckets, createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import { createPendingSockets, decideAccept } from './accept-policy.js'
-import { createMessageQueue, queuedMessages } from './message-queue.js'
+import { createMessageQueue, oldestQueuedMs, queuedMessages } from './message-queue.js'
 import { createRetainedPersistence } from './retained-index.js'
 import { decideSubscribeLimit } from './subscribe-limits.js'
 import { WriteCoalescer } from './write-coalescer.js'
@@ -664,7 +664,7 @@ export function createBroker(options: BrokerOptions): Broker {
       events.on(event, listener as (...args: unknown[]) => void)
     },
     stats(): BrokerStats {
-      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, queuedMessages: queuedMessages(mq), limits: { ...limits } }
+      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, queuedMessages: queuedMessages(mq), oldestQueuedMs: oldestQueuedMs(mq), limits: { ...limits } }
     },
     close() {
       closing ??= shutdown()

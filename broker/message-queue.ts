@@ -44,6 +44,42 @@ export class Fifo<T> {
     }
     return this.output.pop()
   }
+
+  /** The next item shift() would return, left in place. */
+  peek(): T | undefined {
+    return this.output.length > 0 ? this.output[this.output.length - 1] : this.input[0]
+  }
+}
+
+/**
+ * A Fifo that also knows when its oldest item came in: how long the broker's
+ * backlog has kept a message waiting (a saturation gauge, hub/saturation.ts).
+ * The times ride in a second Fifo, pushed and shifted with the items.
+ */
+export class TimedFifo<T> extends Fifo<T> {
+  private readonly times = new Fifo<number>()
+  private readonly now: () => number
+
+  constructor(now: () => number = () => performance.now()) {
+    super()
+    this.now = now
+  }
+
+  override push(item: T): number {
+    this.times.push(this.now())
+    return super.push(item)
+  }
+
+  override shift(): T | undefined {
+    this.times.shift()
+    return super.shift()
+  }
+
+  /** Milliseconds the oldest item has waited; 0 when empty. */
+  oldestAgeMs(): number {
+    const at = this.times.peek()
+    return at === undefined ? 0 : Math.max(0, this.now() - at)
+  }
 }
 
 interface QueueFields {
@@ -59,7 +95,7 @@ export function createMessageQueue(concurrency = MQ_CONCURRENCY): MQEmitter {
   if (!Array.isArray(fields._messageQueue) || !Array.isArray(fields._messageCallbacks) || fields._messageQueue.length !== 0) {
     throw new Error('mqemitter no longer keeps its queue in _messageQueue/_messageCallbacks arrays; broker/message-queue.ts must follow it')
   }
-  fields._messageQueue = new Fifo()
+  fields._messageQueue = new TimedFifo()
   fields._messageCallbacks = new Fifo()
   return mq
 }
@@ -67,4 +103,9 @@ export function createMessageQueue(concurrency = MQ_CONCURRENCY): MQEmitter {
 /** Messages waiting for a delivery slot now: the broker's backlog. */
 export function queuedMessages(mq: MQEmitter): number {
   return (mq as unknown as { length: number }).length
+}
+
+/** How long the oldest message waiting for a delivery slot has waited, in ms; 0 when none waits. */
+export function oldestQueuedMs(mq: MQEmitter): number {
+  return ((mq as unknown as QueueFields)._messageQueue as TimedFifo<unknown>).oldestAgeMs()
 }

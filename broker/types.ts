@@ -189,6 +189,8 @@ export interface BrokerStats {
   readonly tlsHandshakesFailed: number
   /** Messages received and waiting for a routing slot now: the broker's backlog, near 0 while it keeps up. */
   readonly queuedMessages: number
+  /** How long the oldest of those has waited, in ms (0: none waits). */
+  readonly oldestQueuedMs: number
   readonly limits: LimitCounts
 }
 

@@ -18,6 +18,7 @@ import { createPresenceStore } from './presence-store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry-store.js'
 import { createDeadLetters } from './dead-letters.js'
 import { createIngress } from './ingress.js'
+import { createSaturationMonitor } from './saturation.js'
 import { createJobs } from './jobs.js'
 import { createSchedules } from './schedules.js'
 import { createCommands } from './commands.js'
@@ -291,6 +292,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       registry, presence, telemetry, jobs, clock, logger: log.child({ component: 'live' }),
     })
 
+    const saturation = createSaturationMonitor({
+      routing: () => { const b = broker.stats(); return { queued: b.queuedMessages, oldestMs: b.oldestQueuedMs } },
+      writer: () => { const w = writer.stats(); return { queuedRows: w.queuedWeight, oldestMs: w.oldestQueuedMs } },
+    })
+    releasers.push(() => saturation.close())
+
     const services: HubServices = {
       clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands,
       addDevice(id, group) {
@@ -315,6 +322,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       },
       health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, ...(mqttTlsPort !== undefined ? { mqttTlsPort } : {}), devices: deviceCounts() }),
       stats: () => ({
+        saturation: saturation.read(),
         ingest: telemetry.counters(),
         writer: writer.stats(),
         broker: broker.stats(),
@@ -332,6 +340,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
+      saturation: () => saturation.read(),
     }, histograms)
     releasers.push(() => { metrics.close() })
     const api = buildApi(services, {

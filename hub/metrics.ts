@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import type { BrokerStats } from '../broker/types.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { IngestCounters } from './telemetry-store.js'
+import type { SaturationStats } from './saturation.js'
 import type { WriterStats } from './writer.js'
 import type { CommandOutcome, CommandStats } from './commands.js'
 import type { JobStats } from './jobs.js'
@@ -38,6 +39,8 @@ export interface MetricSources {
   readonly clockSkew: () => { readonly skewed: number; readonly reported: number; readonly maxAbsMs: number }
   /** Live streams open now (dashboard pages). */
   readonly liveStreams: () => number
+  /** How close the hub is to its limit (hub/saturation.ts). */
+  readonly saturation: () => SaturationStats
 }
 
 export interface HubMetrics {
@@ -69,6 +72,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('broker_connections', 'Authenticated MQTT clients connected now.', () => broker().connections)
   m.gauge('broker_sockets', 'TCP connections open now, authenticated or not.', () => broker().sockets)
   m.gauge('broker_pending_sockets', 'Sockets open now whose CONNECT is not decided yet.', () => broker().pending)
+  m.gauge('broker_oldest_queued_seconds', 'How long the oldest message waiting for a routing slot has waited (0: none waits).', () => broker().oldestQueuedMs / 1000)
   m.gauge('broker_queued_messages', 'Messages received and waiting for a routing slot: the broker\'s backlog, near 0 while the hub keeps up.', () => broker().queuedMessages)
   m.counter('broker_accepts_refused_total', 'Sockets destroyed at accept (banned source, maxPendingPerAddress, maxConnections).', () => broker().acceptsRefused)
   // One series per limit, so an operator sees which one fired (docs/security.md says how to tune each).
@@ -100,6 +104,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.counter('writer_failed_ops_total', 'Single writes rolled back alone inside a group commit.', () => writer().failedOps)
   m.gauge('writer_queued_rows', 'Rows queued for the next group commit.', () => writer().queuedWeight)
   m.gauge('writer_last_commit_seconds', 'Duration of the last group commit.', () => writer().lastCommitMs / 1000)
+  m.gauge('writer_oldest_queued_seconds', 'How long the oldest row queued for the next commit has waited (0: nothing queued).', () => writer().oldestQueuedMs / 1000)
   m.gauge('writer_last_commit_rows', 'Rows written by the last group commit.', () => writer().lastCommitWeight)
 
   // Sums over devices, never one series per device: a fleet of thousands would be thousands of series.
@@ -113,6 +118,12 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('agents_clock_skewed', 'Agents whose wall clock was more than 1 s off the hub\'s at their last birth (rollcall device show ID says which way).', () => skew().skewed)
   m.gauge('agents_clock_skew_reported', 'Agents whose last birth carried their clock (agents that can report a skew).', () => skew().reported)
   m.gauge('agent_clock_skew_max_abs_seconds', 'The largest |device clock - hub clock| at the agents\' last births, in seconds.', () => skew().maxAbsMs / 1000)
+
+  // Overload coming (issue #14): what rises before samples wait. Also in /api/stats as `saturation`.
+  const saturation = sources.saturation
+  m.gauge('saturation_event_loop_delay_p99_seconds', 'Event-loop delay p99 over the last 10 s window: how late every socket, commit and timer is.', () => saturation().eventLoopDelayP99Ms / 1000)
+  m.gauge('saturation_event_loop_delay_max_seconds', 'The largest event-loop delay in the last 10 s window.', () => saturation().eventLoopDelayMaxMs / 1000)
+  m.gauge('saturation_oldest_unacked_seconds', 'The longest a message received now has waited at the hub without its ack (routing, then commit); about the commit delay while the hub keeps up.', () => saturation().oldestUnackedMs / 1000)
 
   m.gauge('live_streams', 'Live update streams open now (GET /api/live: dashboard pages).', () => sources.liveStreams())
 

@@ -82,11 +82,15 @@ export interface WriterStats {
   readonly queuedWeight: number
   readonly lastCommitMs: number
   readonly lastCommitWeight: number
+  /** How long the oldest write queued now has waited for its commit, in ms (0: nothing queued). */
+  readonly oldestQueuedMs: number
 }
 
 export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
   let queue: Queued[] = []
   let queuedWeight = 0
+  /** performance.now() of the first write queued since the last flush. */
+  let queuedSince = 0
   let timer: NodeJS.Timeout | undefined
   let soon: NodeJS.Immediate | undefined
   let closed = false
@@ -165,6 +169,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
 
   function push(op: WriteOp, weight: number, waiter: Waiter | undefined, onFailed?: OnFailed): void {
     if (closed) throw new Error('writer is closed')
+    if (queue.length === 0) queuedSince = performance.now()
     queue.push({ op, waiter, onFailed })
     queuedWeight += weight
     if (queuedWeight >= options.maxBatchWeight) flush()
@@ -204,7 +209,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
     /** Runs once after each flush's after-commit steps: where owners send what they coalesced. */
     onCommit: (hook: () => void) => { commitHooks.push(hook) },
-    stats: (): WriterStats => ({ ...stats, queuedWeight }),
+    stats: (): WriterStats => ({ ...stats, queuedWeight, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince }),
     /** Commits what is queued and refuses more. */
     close(): void {
       flush()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createMessageQueue, Fifo, queuedMessages } from '../broker/message-queue.js'
+import { createMessageQueue, Fifo, oldestQueuedMs, queuedMessages, TimedFifo } from '../broker/message-queue.js'
 
 /**
  * broker/message-queue.ts: aedes's routing queue with an O(1) dequeue
@@ -43,6 +43,32 @@ describe('Fifo', () => {
   })
 })
 
+describe('TimedFifo', () => {
+  it("knows how long its oldest item has waited, across refills, and 0 when empty", () => {
+    let now = 1000
+    const q = new TimedFifo<string>(() => now)
+    expect(q.oldestAgeMs()).toBe(0)
+    q.push('a')
+    now = 1010
+    q.push('b')
+    now = 1050
+    expect(q.oldestAgeMs()).toBe(50) // a, in since 1000
+    expect(q.peek()).toBe('a')
+    expect(q.shift()).toBe('a') // the output side now holds b
+    expect(q.oldestAgeMs()).toBe(40)
+    now = 1060
+    q.push('c') // pushed while b waits on the output side
+    expect(q.oldestAgeMs()).toBe(50)
+    expect(q.shift()).toBe('b')
+    expect(q.oldestAgeMs()).toBe(0) // c, in since 1060
+    now = 1100
+    expect(q.oldestAgeMs()).toBe(40)
+    expect(q.shift()).toBe('c')
+    expect(q.oldestAgeMs()).toBe(0)
+    expect(q.length).toBe(0)
+  })
+})
+
 describe('createMessageQueue', () => {
   it('is an mqemitter whose backlog lives in a Fifo and drains in order, each message once', async () => {
     const mq = createMessageQueue(1)
@@ -61,7 +87,13 @@ describe('createMessageQueue', () => {
     // Concurrency 1 and the handler holding its callback: one delivered, the rest queued.
     expect(got).toEqual([0])
     expect(queuedMessages(mq)).toBe(19_999)
+    // The backlog's age: the oldest waiting message came in at least this long ago.
+    const t0 = performance.now()
+    await new Promise((r) => setTimeout(r, 30))
+    const waited = performance.now() - t0
+    expect(oldestQueuedMs(mq)).toBeGreaterThanOrEqual(waited)
     while (held.length > 0) held.shift()!()
+    expect(oldestQueuedMs(mq)).toBe(0)
     expect(got).toEqual(Array.from({ length: 20_000 }, (_, i) => i))
     expect(emitted).toEqual(got)
     expect(queuedMessages(mq)).toBe(0)
