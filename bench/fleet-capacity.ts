@@ -8,6 +8,7 @@ import type { FleetSpec } from './fleet-runner.js'
 import { benchHubConfig, freePort, provisionBulk, startFleet, type Fleet } from './fleet.js'
 import { hubNodeArgs, startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
+import Database from 'better-sqlite3'
 
 /**
  * `npm run bench -- fleet`: the largest fleet at 1 sample/s per device that
@@ -42,6 +43,13 @@ export interface FleetCapacityOptions {
   readonly baselines: ReadonlyArray<'mosquitto' | 'aedes'>
   /** Run every step, not only up to the first that does not hold. */
   readonly allSteps: boolean
+  /**
+   * Then, for each system, its largest held fleet on a fresh system: measured
+   * at 1 sample/s (the peak), then at `overload` times that, then drained and
+   * counted: stored samples/s while overloaded against the peak, lost and
+   * duplicated samples (thin fleets only).
+   */
+  readonly overload?: number
 }
 
 /** What a step runs against: rollcall's hub, or a baseline broker with its storing subscriber. */
@@ -57,6 +65,8 @@ interface System {
   lagReports?(): readonly LagReport[]
   /** Connection limits that fired so far, by name (hub only). */
   limits?(): Promise<Record<string, number>>
+  /** Samples in the system's database: rows, and distinct (device, stream, seq); read while it runs. */
+  counts(): { rows: number; distinct: number }
   stop(): Promise<void>
 }
 
@@ -84,8 +94,20 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const BASELINE_STORE = fileURLToPath(new URL('./baseline-store.js', import.meta.url))
 const RAW_AEDES = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
-async function rollcallSystem(work: string, o: FleetCapacityOptions): Promise<System> {
-  const hubDir = join(work, 'hub')
+/** Samples in a database: rows, and distinct by `key`. Opened read-only beside the system that writes it (WAL). */
+function countSamples(dbPath: string, key: string): { rows: number; distinct: number } {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true })
+  try {
+    const rows = (db.prepare('SELECT count(*) AS n FROM samples').get() as { n: number }).n
+    const distinct = (db.prepare(`SELECT count(*) AS n FROM (SELECT DISTINCT ${key} FROM samples)`).get() as { n: number }).n
+    return { rows, distinct }
+  } finally {
+    db.close()
+  }
+}
+
+async function rollcallSystem(work: string, o: FleetCapacityOptions, dirName = 'hub'): Promise<System> {
+  const hubDir = join(work, dirName)
   mkdirSync(hubDir, { recursive: true })
   const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(work)], undefined, hubNodeArgs(o.hubCpuProfDir))
   let provisioned: Array<{ id: string; token: string }> = []
@@ -96,6 +118,7 @@ async function rollcallSystem(work: string, o: FleetCapacityOptions): Promise<Sy
       return provisioned.slice(0, n)
     },
     stored: async () => (await hub.api<{ ingest: { samplesStored: number } }>('GET', '/api/stats')).body.ingest.samplesStored,
+    counts: () => countSamples(join(hubDir, 'hub.db'), 'device_key, stream_key, seq'),
     async limits() {
       const b = (await hub.api<{ broker: { acceptsRefused: number; connectsRefused: number; limits: Record<string, number> } }>('GET', '/api/stats')).body.broker
       return { acceptsRefused: b.acceptsRefused, connectsRefused: b.connectsRefused, ...b.limits }
@@ -117,8 +140,8 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** A broker (Mosquitto 2 as Debian ships it, or bare aedes) and the storing subscriber. */
-async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string): Promise<System> {
-  const dir = join(work, kind)
+async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string, dirName: string = kind): Promise<System> {
+  const dir = join(work, dirName)
   mkdirSync(dir, { recursive: true })
   let broker: ChildProcess
   let port: number
@@ -154,6 +177,8 @@ async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string): Promis
       return reports[reports.length - 1]?.stored ?? 0
     },
     lagReports: () => reports,
+    // Its primary key drops a repeat silently (INSERT OR IGNORE): rows are distinct samples.
+    counts: () => countSamples(join(dir, 'store.db'), 'device, seq'),
     async stop() {
       await stopChild(store)
       await stopChild(broker)
@@ -161,53 +186,78 @@ async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string): Promis
   }
 }
 
-async function measureStep(system: System, work: string, devices: Array<{ id: string; token: string }>, o: FleetCapacityOptions): Promise<Step> {
+/** Starts `devices` as fleet processes of at most `perProcess` each, and waits for them to connect (or 3 min). */
+async function startStepFleets(system: System, work: string, devices: Array<{ id: string; token: string }>, o: FleetCapacityOptions, tag: string): Promise<Fleet[]> {
   const fleets: Fleet[] = []
+  for (let i = 0; i < devices.length; i += o.perProcess) {
+    const part = devices.slice(i, i + o.perProcess)
+    const spec: FleetSpec = {
+      // A fresh ledger per step: a step must not start by replaying what the last one left unsent.
+      hub: system.url, dataDir: join(work, `agents-${tag}`), devices: part, reportEveryMs: 1000,
+      // Within the hub's default connect rate (1000/s; 400/s leaves it room), shared by the processes.
+      staggerMs: Math.ceil((devices.length / 400) * 1000),
+      agent: { builtinSensors: false, sampleIntervalMs: 1000, keepaliveSec: 60, sensors: [{ name: 'temp', model: 'random-walk', min: 0, max: 100 }] },
+      ackOnPuback: system.ackOnPuback,
+      ...(o.overload === undefined ? {} : { overloadFactor: o.overload }),
+    }
+    const path = join(work, `fleet-${tag}-${i}.json`)
+    writeFileSync(path, JSON.stringify(spec))
+    fleets.push(startFleet(path, o.thin))
+  }
+  const deadline = Date.now() + 180_000
+  while (connectedOf(fleets) < devices.length && Date.now() < deadline) await sleep(500)
+  return fleets
+}
+
+const connectedOf = (fleets: readonly Fleet[]) => fleets.reduce((s, f) => s + (f.last()?.connected ?? 0), 0)
+
+interface Window {
+  readonly storedPerS: number
+  readonly lagP50Ms: number
+  readonly lagP99Ms: number
+  readonly backlog: number
+  readonly cpuPct: number
+  readonly fleetCpuPct: number
+  readonly rssBytes: number
+}
+
+/** Measures `seconds` of the running fleet: stored samples/s, lag (the worst second's p99), backlog, CPU, RSS. */
+async function measureWindow(system: System, fleets: readonly Fleet[], seconds: number): Promise<Window> {
+  const fleetCpu = () => fleets.reduce((s, f) => s + (f.child.pid === undefined ? 0 : cpuMs(f.child.pid)), 0)
+  const systemCpu = () => system.pids.reduce((s, pid) => s + cpuMs(pid), 0)
+  const s0 = await system.stored(), c0 = systemCpu(), f0 = fleetCpu(), t0 = Date.now()
+  const seenFrom = fleets.map((f) => f.reports.length)
+  const rss: number[] = []
+  for (let i = 0; i < seconds; i++) {
+    await sleep(1000)
+    rss.push(system.pids.reduce((s, pid) => s + rssBytes(pid), 0))
+  }
+  const s1 = await system.stored(), c1 = systemCpu(), f1 = fleetCpu(), t1 = Date.now()
+  // Each report covers the samples acked (or committed) in its second: the worst second's p99 is the window's.
+  const lagReports: readonly LagReport[] = system.lagReports?.().filter((r) => r.t >= t0 && r.t <= t1)
+    ?? fleets.flatMap((f, i) => f.reports.slice(seenFrom[i]))
+  const timed = lagReports.filter((r) => r.lagCount > 0)
+  const p50s = timed.map((r) => r.lagP50Ms).sort((a, b) => a - b)
+  return {
+    storedPerS: (s1 - s0) / ((t1 - t0) / 1000),
+    lagP50Ms: p50s[Math.floor(p50s.length / 2)] ?? 0, lagP99Ms: Math.max(0, ...timed.map((r) => r.lagP99Ms)),
+    backlog: fleets.reduce((s, f) => s + (f.last()?.backlog ?? 0), 0),
+    cpuPct: ((c1 - c0) / (t1 - t0)) * 100, fleetCpuPct: ((f1 - f0) / (t1 - t0)) * 100, rssBytes: Math.max(0, ...rss),
+  }
+}
+
+async function measureStep(system: System, work: string, devices: Array<{ id: string; token: string }>, o: FleetCapacityOptions): Promise<Step> {
+  let fleets: Fleet[] = []
   try {
-    for (let i = 0; i < devices.length; i += o.perProcess) {
-      const part = devices.slice(i, i + o.perProcess)
-      const spec: FleetSpec = {
-        // A fresh ledger per step: a step must not start by replaying what the last one left unsent.
-        hub: system.url, dataDir: join(work, `agents-${devices.length}`), devices: part, reportEveryMs: 1000,
-        // Within the hub's default connect rate (1000/s; 400/s leaves it room), shared by the processes.
-        staggerMs: Math.ceil((devices.length / 400) * 1000),
-        agent: { builtinSensors: false, sampleIntervalMs: 1000, keepaliveSec: 60, sensors: [{ name: 'temp', model: 'random-walk', min: 0, max: 100 }] },
-        ackOnPuback: system.ackOnPuback,
-      }
-      const path = join(work, `fleet-${devices.length}-${i}.json`)
-      writeFileSync(path, JSON.stringify(spec))
-      fleets.push(startFleet(path, o.thin))
-    }
-    const connected = () => fleets.reduce((s, f) => s + (f.last()?.connected ?? 0), 0)
     const limits0 = await system.limits?.()
-    const deadline = Date.now() + 180_000
-    while (connected() < devices.length && Date.now() < deadline) await sleep(500)
+    fleets = await startStepFleets(system, work, devices, o, String(devices.length))
     await sleep(o.warmupS * 1000)
-    const fleetCpu = () => fleets.reduce((s, f) => s + (f.child.pid === undefined ? 0 : cpuMs(f.child.pid)), 0)
-    const systemCpu = () => system.pids.reduce((s, pid) => s + cpuMs(pid), 0)
-    const s0 = await system.stored(), c0 = systemCpu(), f0 = fleetCpu(), t0 = Date.now()
-    const seenFrom = fleets.map((f) => f.reports.length)
-    const rss: number[] = []
-    for (let i = 0; i < o.measureS; i++) {
-      await sleep(1000)
-      rss.push(system.pids.reduce((s, pid) => s + rssBytes(pid), 0))
-    }
-    const s1 = await system.stored(), c1 = systemCpu(), f1 = fleetCpu(), t1 = Date.now()
-    // Each report covers the samples acked (or committed) in its second: the worst second's p99 is the step's.
-    const lagReports: readonly LagReport[] = system.lagReports?.().filter((r) => r.t >= t0 && r.t <= t1)
-      ?? fleets.flatMap((f, i) => f.reports.slice(seenFrom[i]))
-    const timed = lagReports.filter((r) => r.lagCount > 0)
-    const p50s = timed.map((r) => r.lagP50Ms).sort((a, b) => a - b)
-    const last = fleets.map((f) => f.last())
+    const w = await measureWindow(system, fleets, o.measureS)
     const limits1 = await system.limits?.()
     const hit = limits0 && limits1 ? Object.entries(limits1).map(([k, v]) => [k, v - (limits0[k] ?? 0)] as const).filter(([, v]) => v > 0) : []
     const step: Step = {
-      system: system.name, devices: devices.length, connected: connected(),
-      storedPerS: (s1 - s0) / ((t1 - t0) / 1000),
-      lagP50Ms: p50s[Math.floor(p50s.length / 2)] ?? 0, lagP99Ms: Math.max(0, ...timed.map((r) => r.lagP99Ms)),
-      backlog: last.reduce((s, r) => s + (r?.backlog ?? 0), 0),
-      cpuPct: ((c1 - c0) / (t1 - t0)) * 100, fleetCpuPct: ((f1 - f0) / (t1 - t0)) * 100, rssBytes: Math.max(...rss),
-      fleetRssBytes: last.reduce((s, r) => s + (r?.rssBytes ?? 0), 0),
+      system: system.name, devices: devices.length, connected: connectedOf(fleets), ...w,
+      fleetRssBytes: fleets.reduce((s, f) => s + (f.last()?.rssBytes ?? 0), 0),
       holds: false,
       limitsHit: hit.map(([k, v]) => `${k} ${v}`).join(', '),
     }
@@ -215,6 +265,64 @@ async function measureStep(system: System, work: string, devices: Array<{ id: st
   } finally {
     await Promise.allSettled(fleets.map((f) => f.stop()))
     rmSync(join(work, `agents-${devices.length}`), { recursive: true, force: true })
+  }
+}
+
+interface Overload {
+  readonly system: string
+  readonly devices: number
+  readonly factor: number
+  readonly peak: Window
+  readonly over: Window
+  readonly drainS: number | undefined
+  readonly generated: number
+  readonly acked: number
+  readonly stored: number
+  readonly lost: number
+  readonly duplicates: number
+}
+
+/**
+ * The overload step: `devices` at 1 sample/s (the peak), then `factor` times
+ * that rate on the same connections, then back to 1x; then sampling stops, the
+ * fleet drains (or 3 min pass), and what it generated is counted against the
+ * system's database.
+ */
+async function measureOverload(system: System, work: string, devices: Array<{ id: string; token: string }>, o: FleetCapacityOptions, factor: number): Promise<Overload> {
+  let fleets: Fleet[] = []
+  try {
+    fleets = await startStepFleets(system, work, devices, o, 'overload')
+    await sleep(o.warmupS * 1000)
+    const peak = await measureWindow(system, fleets, o.measureS)
+    for (const f of fleets) f.child.kill('SIGUSR1')
+    await sleep(o.warmupS * 1000)
+    const over = await measureWindow(system, fleets, o.measureS)
+    process.stderr.write(`  ${system.name}, ${devices.length} devices: ${peak.storedPerS.toFixed(0)} samples/s stored at 1x, ${over.storedPerS.toFixed(0)} at ${factor}x (lag p99 ${over.lagP99Ms.toFixed(0)} ms, backlog ${over.backlog}); draining\n`)
+    for (const f of fleets) f.child.kill('SIGUSR1')
+    for (const f of fleets) f.child.kill('SIGUSR2')
+    const drainStart = Date.now()
+    let drainS: number | undefined
+    while (Date.now() - drainStart < 180_000) {
+      await sleep(500)
+      const seen = fleets.map((f) => f.reports.length)
+      const t = fleets.map((f) => f.last())
+      if (t.every((r) => r !== undefined && r.t >= drainStart && r.backlog === 0 && r.acked === r.generated)) {
+        drainS = (Date.now() - drainStart) / 1000
+        // One more report from each, so every ack is in the counts (and the baseline's last commit lands).
+        while (fleets.some((f, i) => f.reports.length <= seen[i]!)) await sleep(100)
+        await sleep(1000)
+        break
+      }
+    }
+    await Promise.allSettled(fleets.map((f) => f.stop()))
+    const finals = fleets.map((f) => f.last())
+    const generated = finals.reduce((s, r) => s + (r?.generated ?? 0), 0)
+    const acked = finals.reduce((s, r) => s + (r?.acked ?? 0), 0)
+    const c = system.counts()
+    return { system: system.name, devices: devices.length, factor, peak, over, drainS, generated, acked, stored: c.distinct, lost: generated - c.distinct, duplicates: c.rows - c.distinct }
+  } finally {
+    await Promise.allSettled(fleets.map((f) => f.stop()))
+    rmSync(join(work, 'agents-overload'), { recursive: true, force: true })
   }
 }
 
@@ -236,10 +344,30 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
   if (o.baselines.length > 0 && !o.thin) throw new Error('--baseline runs with --thin: the baselines\' devices are thin clients that take PUBACK as the ack')
   const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-fleet-'))
   const steps: Step[] = []
+  const overloads: Overload[] = []
   try {
     process.stderr.write(`fleet bench (${o.thin ? 'thin devices: bare protocol clients' : 'real agents'}): steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)
-    await runSteps(await rollcallSystem(work, o), work, o, steps)
-    for (const kind of o.baselines) await runSteps(await baselineSystem(kind, work), work, o, steps)
+    const systems: Array<{ name: string; make: (dir: string) => Promise<System> }> = [
+      { name: 'rollcall', make: (dir) => rollcallSystem(work, o, dir) },
+      ...o.baselines.map((kind) => ({ name: kind === 'mosquitto' ? 'mosquitto + store' : 'aedes + store', make: (dir: string) => baselineSystem(kind, work, dir) })),
+    ]
+    for (const [i, sys] of systems.entries()) await runSteps(await sys.make(`system-${i}`), work, o, steps)
+    if (o.overload !== undefined) {
+      process.stderr.write(`overload: each system's largest held fleet on a fresh system, at 1x then ${o.overload}x the sample rate, then drained and counted\n`)
+      for (const [i, sys] of systems.entries()) {
+        const best = steps.filter((s) => s.system === sys.name && s.holds).at(-1)
+        if (best === undefined) {
+          process.stderr.write(`  ${sys.name}: no step held, no overload step\n`)
+          continue
+        }
+        const system = await sys.make(`overload-${i}`)
+        try {
+          overloads.push(await measureOverload(system, work, await system.devices(best.devices), o, o.overload))
+        } finally {
+          await system.stop()
+        }
+      }
+    }
   } finally {
     rmSync(work, { recursive: true, force: true })
   }
@@ -255,4 +383,16 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
     const cost = best ? `, ${((best.cpuPct / 100) * 1e6 / best.storedPerS).toFixed(0)} µs of CPU per one-sample message` : ''
     process.stdout.write(`${name}: largest fleet held with ingest lag p99 < ${o.lagLimitMs} ms: ${best ? `${best.devices} devices (${best.storedPerS.toFixed(0)} samples/s)${cost}` : 'none of the steps'}\n`)
   }
+  if (overloads.length > 0) printOverloads(overloads)
+}
+
+function printOverloads(overloads: readonly Overload[]): void {
+  const rows: string[][] = [['system', 'devices', 'stored/s at 1x', 'stored/s overloaded', 'of 1x', 'lag p99 ms', 'backlog', 'CPU', 'drained in', 'generated', 'stored', 'lost', 'duplicates']]
+  for (const v of overloads) {
+    rows.push([v.system, String(v.devices), v.peak.storedPerS.toFixed(0), `${v.over.storedPerS.toFixed(0)} (${v.factor}x offered)`, `${((v.over.storedPerS / v.peak.storedPerS) * 100).toFixed(0)}%`,
+      v.over.lagP99Ms.toFixed(0), String(v.over.backlog), `${v.over.cpuPct.toFixed(0)}%`, v.drainS === undefined ? 'not in 180 s' : `${v.drainS.toFixed(1)} s`,
+      String(v.generated), String(v.stored), String(v.lost), String(v.duplicates)])
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  process.stdout.write(`\n${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
 }

@@ -26,6 +26,8 @@ export interface FleetSpec {
    * baseline broker that sends no telemetry acks (bench/baseline-store.ts).
    */
   readonly ackOnPuback?: boolean
+  /** Thin fleet only: SIGUSR1 switches the sample rate between 1x and this many times (2 by default). */
+  readonly overloadFactor?: number
 }
 
 export interface FleetReport {

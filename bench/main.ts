@@ -22,7 +22,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none]] [--all-steps] [--hub-cpu-prof DIR]
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
@@ -61,6 +61,7 @@ async function main(): Promise<void> {
       'hub-cpu-prof': { type: 'string' },
       'baseline': { type: 'string' },
       'all-steps': { type: 'boolean' },
+      'overload': { type: 'string' },
       'clients': { type: 'string', default: '10' },
       'offline-seconds': { type: 'string' },
       'extra-sensors': { type: 'string' },
@@ -83,6 +84,12 @@ async function main(): Promise<void> {
     if (ms === undefined || ms <= 0) throw new Error(`--${name} is a duration such as 60s or 3m, got "${values[name]}"\n${USAGE}`)
     return ms
   }
+  const overloadFactor = (text: string, thin: boolean): number => {
+    const f = Number(text)
+    if (!Number.isInteger(f) || f < 2 || f > 10) throw new Error(`--overload is how many times the sample rate to offer, an integer from 2 to 10; got "${text}"\n${USAGE}`)
+    if (!thin) throw new Error(`--overload runs with --thin: its devices switch rate on a signal\n${USAGE}`)
+    return f
+  }
   switch (positionals[0]) {
     case 'ingest':
       await runIngestBench({
@@ -101,6 +108,7 @@ async function main(): Promise<void> {
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
         baselines: baselines(values.baseline, values.thin === true),
         allSteps: values['all-steps'] === true,
+        ...(values.overload === undefined ? {} : { overload: overloadFactor(values.overload, values.thin === true) }),
       })
       return
     case 'storm':

@@ -17,7 +17,10 @@
  * agent's own jittered exponential back-off (agent/reconnect.ts), so a hub
  * restart meets the reconnect storm a real fleet would make. SIGUSR2 stops
  * the sampling, so the fleet drains what it holds and its final report can be
- * counted against what the hub stored.
+ * counted against what the hub stored. SIGUSR1 switches every device between
+ * its sample rate and `overloadFactor` times it (2 by default), the extra
+ * samples evenly between the usual ones: an overload step without new
+ * connections.
  *
  *   node dist/bench/thin-fleet-runner.js SPEC.json
  */
@@ -220,11 +223,17 @@ function main(): void {
   const TICK_MS = 10
   const slots = Math.max(1, Math.round(intervalMs / TICK_MS))
   let slot = 0
+  // Overloaded (SIGUSR1): each device also samples at `factor - 1` more phases, evenly spread.
+  const overloadFactor = spec.overloadFactor ?? 2
+  let factor = 1
+  process.on('SIGUSR1', () => { factor = factor === 1 ? overloadFactor : 1 })
   // Slots are due by the clock, not by the timer's count: a late tick catches up, so each device keeps its rate.
   let due = Date.now()
   timers.push(setInterval(() => {
     const now = Date.now()
-    for (; due <= now; due += TICK_MS, slot = (slot + 1) % slots) sampleSlot(slot, now)
+    for (; due <= now; due += TICK_MS, slot = (slot + 1) % slots) {
+      for (let k = 0; k < factor; k++) sampleSlot((slot + Math.round((k * slots) / factor)) % slots, now)
+    }
   }, TICK_MS))
 
   function sampleSlot(slot: number, now: number): void {
