@@ -7,7 +7,7 @@ import { CONNACK, type CredentialCheck, type Principal } from './types.js'
  * cheapest first, so a storm of bad CONNECTs never reaches the credential
  * check:
  *
- *   1. client id shape      [MQTT-3.1.3-8], no `/ + #`, length
+ *   1. client id            [MQTT-3.1.3-8], length
  *   2. keepalive in range
  *   3. identity from the username: device, observer, or anonymous
  *   4. credentials          (the hub's timing-safe hash compare)
@@ -36,6 +36,13 @@ export interface ConnectPolicy {
   readonly keepaliveMaxSec: number
   readonly maxPayloadBytes: number
   readonly checkCredentials: CredentialCheck
+  /**
+   * Whether a device with this id is registered now: its id is then its own
+   * client id, which no other client may take (it would take over the
+   * device's session [MQTT-3.1.4-2]). Asked only for observers and anonymous
+   * clients, after the cheaper checks.
+   */
+  readonly isRegisteredDevice: (id: string) => boolean
 }
 
 /** Stable refusal codes and the CONNACK each answers with (3.2.2.3). */
@@ -115,15 +122,13 @@ function claimedPrincipal(request: ConnectRequest, policy: ConnectPolicy): Conne
   const { clientId, username } = request
   if (username === undefined) {
     if (!policy.allowAnonymous) return refuse('ANONYMOUS_REFUSED', 'anonymous connections are not allowed')
-    const bad = nonDeviceClientIdProblem(clientId)
-    if (bad !== undefined) return refuse('BAD_CLIENT_ID', bad)
+    if (policy.isRegisteredDevice(clientId)) return refuse('BAD_CLIENT_ID', DEVICE_ID_TAKEN)
     return { ok: true, principal: { kind: 'anonymous' } }
   }
   if (username.startsWith(OBSERVER_USER_PREFIX)) {
     const name = username.slice(OBSERVER_USER_PREFIX.length)
     if (!isDeviceId(name)) return refuse('BAD_CREDENTIALS', 'malformed observer name')
-    const bad = nonDeviceClientIdProblem(clientId)
-    if (bad !== undefined) return refuse('BAD_CLIENT_ID', bad)
+    if (policy.isRegisteredDevice(clientId)) return refuse('BAD_CLIENT_ID', DEVICE_ID_TAKEN)
     return { ok: true, principal: { kind: 'observer', name } }
   }
   if (!isDeviceId(username)) return refuse('BAD_CREDENTIALS', 'username is neither a device id nor observer:NAME')
@@ -132,15 +137,11 @@ function claimedPrincipal(request: ConnectRequest, policy: ConnectPolicy): Conne
 }
 
 /**
- * Observers and anonymous clients pick their client id, but one shaped like a
- * device id could take over that device's session [MQTT-3.1.4-2], and `/ + #`
- * have no business in an id that may end up in topics or logs.
+ * Observers and anonymous clients pick any client id the specification
+ * allows (`dashboard1`, `telegraf`, `a/b`, or none with clean session, for
+ * which aedes assigns one [MQTT-3.1.3-6]), except a registered device's.
  */
-function nonDeviceClientIdProblem(clientId: string): string | undefined {
-  if (/[/+#]/.test(clientId)) return 'client id may not contain / + #'
-  if (isDeviceId(clientId)) return 'client id has the shape of a device id; pick one outside that grammar (e.g. with a ":" or capitals)'
-  return undefined
-}
+const DEVICE_ID_TAKEN = 'client id is a registered device\'s; only that device may use it (pick another, or leave it empty for one the broker assigns)'
 
 function samePrincipal(a: Principal, b: Principal): boolean {
   switch (a.kind) {

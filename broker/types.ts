@@ -97,6 +97,8 @@ export interface BrokerOptions {
   /** CONNECT must arrive this soon after the TCP accept. */
   readonly connectTimeoutMs: number
   readonly checkCredentials: CredentialCheck
+  /** A registered device's id is its client id alone: observers and anonymous clients may not use it (connect-policy.ts). */
+  readonly isRegisteredDevice: (id: string) => boolean
   readonly logger: Logger
   readonly clock: Clock
 }

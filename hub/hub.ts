@@ -156,6 +156,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       writeCoalesceMs: writeCoalesceMsFor(config.flushDelayMs),
       connectTimeoutMs: config.connectTimeoutMs,
       checkCredentials: registry.checkCredentials,
+      isRegisteredDevice: (id) => registry.getDevice(id) !== undefined,
       logger: log, // the broker names its own component
       clock,
     })

@@ -42,7 +42,7 @@ describe('CONNECT', () => {
     ['anonymous while not allowed', { clientId: 'Anon-1' }, 5],
     ['keepalive 0', { ...deviceOptions('dev-a'), keepalive: 0 }, 5],
     ['keepalive above the maximum', { ...deviceOptions('dev-a'), keepalive: 601 }, 5],
-    ['observer with a device-shaped client id', { clientId: 'dev-a', username: 'observer:ops', password: TOKENS['observer:ops'] }, 2],
+    ['observer with a registered device\'s client id', { clientId: 'dev-a', username: 'observer:ops', password: TOKENS['observer:ops'] }, 2],
     ['Will on another device\'s state', { ...deviceOptions('dev-a'), will: { topic: 'devices/dev-b/state', payload: Buffer.from('x'), qos: 1, retain: true } }, 5],
   ] as const)('refuses %s', async (_name, options, code) => {
     const { broker, url } = await startBroker(cleanups)
@@ -68,10 +68,23 @@ describe('CONNECT', () => {
     expect(await connackCode(url, { clientId: '', clean: true, username: 'observer:ops', password: TOKENS['observer:ops'] })).toBe(0)
   })
 
-  it('accepts anonymous clients when allowed, with a non-device client id', async () => {
+  it('accepts anonymous clients when allowed, with any client id but a registered device\'s', async () => {
     const { url } = await startBroker(cleanups, { allowAnonymous: true })
     expect(await connackCode(url, { clientId: 'Anon-1' })).toBe(0)
+    // Ordinary ids, as tools pick them (issue #15): shaped like a device id, or with / + #.
+    expect(await connackCode(url, { clientId: 'myclientid' })).toBe(0)
+    expect(await connackCode(url, { clientId: 'dev-z' })).toBe(0)
+    expect(await connackCode(url, { clientId: 'a/b+c#' })).toBe(0)
     expect(await connackCode(url, { clientId: 'dev-a' })).toBe(2)
+  })
+
+  it('keeps a registered device\'s session its own: an observer using its id is refused, the device is not cut off', async () => {
+    const { broker, url } = await startBroker(cleanups, { allowAnonymous: true })
+    const dev = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    expect(await connackCode(url, { clientId: 'dev-a', username: 'observer:ops', password: TOKENS['observer:ops'] })).toBe(2)
+    expect(await connackCode(url, { clientId: 'dev-a' })).toBe(2)
+    expect(dev.connected).toBe(true)
+    expect(broker.isConnected('dev-a')).toBe(true)
   })
 
   it('answers a burst beyond the token bucket with CONNACK 3', async () => {

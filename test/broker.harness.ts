@@ -30,6 +30,11 @@ export function credentialsFrom(tokens: Readonly<Record<string, string>>): Crede
   }
 }
 
+/** The devices of a token map: its keys that are not observers. */
+export function devicesIn(tokens: Readonly<Record<string, string>>): (id: string) => boolean {
+  return (id) => Object.hasOwn(tokens, id) && !id.startsWith('observer:')
+}
+
 export function brokerOptions(overrides: Partial<BrokerOptions> = {}): BrokerOptions {
   return {
     host: HOST,
@@ -50,6 +55,7 @@ export function brokerOptions(overrides: Partial<BrokerOptions> = {}): BrokerOpt
     drainTimeoutMs: 10_000,
     connectTimeoutMs: 5_000,
     checkCredentials: credentialsFrom(TOKENS),
+    isRegisteredDevice: devicesIn(TOKENS),
     logger: silentLogger(),
     clock: systemClock,
     ...overrides,
