@@ -359,6 +359,8 @@ export function createBroker(options: BrokerOptions): Broker {
       table.noteReason(client, 'slow-consumer', err.message)
       log.warn({ clientId: info.clientId, detail: err.message }, 'slow consumer cut off')
     } else if (code !== undefined) {
+      // Answered with CONNACK 1 by the guard (packet-guard.ts), before aedes saw the CONNECT.
+      if (code === 'UNSUPPORTED_PROTOCOL') counters.connectsRefused++
       table.noteReason(client, 'kicked', `${code}: ${err.message}`)
       limitedLog.log('warn', { remoteAddress: info.remoteAddress }, { clientId: info.clientId, code, detail: err.message }, 'packet refused, closing connection')
       violation(info, code, err.message)

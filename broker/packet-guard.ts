@@ -10,6 +10,9 @@ import type { Corked, WriteCoalescer } from './write-coalescer.js'
  * - size: every inbound fixed header is scanned as bytes pass; a packet whose
  *   remaining length is above the limit destroys the connection before the
  *   body is buffered (mqtt-packet's parser has no limit of its own);
+ * - MQTT 3.1.1's rules for what a client sends (packet-rules.ts): a packet
+ *   that breaks one destroys the connection before aedes parses it, and a
+ *   CONNECT of another protocol version is answered with CONNACK 1 first;
  * - slowness: if the socket does not drain within `drainTimeoutMs` after a
  *   write filled it, the connection is destroyed with SLOW_CONSUMER;
  * - loss: in lossy mode (observers, anonymous clients) writes never push back
@@ -20,7 +23,10 @@ import type { Corked, WriteCoalescer } from './write-coalescer.js'
  * Chunks pass by reference in both directions; nothing is copied.
  */
 
-export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'INVALID_UTF8', 'SLOW_CONSUMER'] as const
+export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'INVALID_UTF8', 'PROTOCOL_VIOLATION', 'UNSUPPORTED_PROTOCOL', 'SLOW_CONSUMER'] as const
+
+/** CONNACK, return code 1: unacceptable protocol version [MQTT-3.1.2-2]. */
+const CONNACK_UNSUPPORTED_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 export type GuardErrorCode = (typeof GUARD_ERROR_CODES)[number]
 
 export class GuardError extends Error {
@@ -136,14 +142,26 @@ export class PacketGuard extends Duplex implements Corked {
     this.pendingWrite = undefined
     // What aedes wrote last (a refusing CONNACK before it closes) goes before the socket does, as without coalescing.
     this.release()
-    this.socket.destroy()
+    if (this.socket.writableEnded && !this.socket.writableFinished) {
+      // Our own last word (CONNACK 1) is still on its way: close once it is out, or in a second at most.
+      const timer = setTimeout(() => this.socket.destroy(), 1000)
+      this.socket.once('finish', () => { clearTimeout(timer); this.socket.destroy() })
+      this.socket.once('close', () => clearTimeout(timer))
+    } else {
+      this.socket.destroy()
+    }
     callback(error)
   }
 
   private onData(chunk: Buffer): void {
     const verdict = scanChunk(this.scan, chunk, this.maxRemainingLength)
     if (!verdict.ok) {
-      this.destroy(new GuardError(verdict.code, verdict.code === 'INVALID_UTF8' ? verdict.detail
+      if (verdict.code === 'UNSUPPORTED_PROTOCOL') {
+        // [MQTT-3.1.2-2]: the client hears why before the close.
+        this.release()
+        this.socket.end(CONNACK_UNSUPPORTED_PROTOCOL)
+      }
+      this.destroy(new GuardError(verdict.code, 'detail' in verdict ? verdict.detail
         : `packet type ${verdict.packetType} announces at least ${verdict.remainingLength} bytes (limit ${this.maxRemainingLength})`))
       return
     }

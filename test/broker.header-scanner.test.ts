@@ -26,16 +26,32 @@ function scanIn(bytes: Buffer, cuts: number[], limit: number): { verdict: ScanVe
   return { verdict: { ok: true }, state, refusedInChunk: -1 }
 }
 
+const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
+const str = (v: string) => Buffer.concat([u16(Buffer.byteLength(v)), Buffer.from(v)])
+const whole = (firstByte: number, body: Buffer) => Buffer.concat([Buffer.from([firstByte]), remainingLength(body.length), body])
+/** A valid CONNECT (packet-rules.ts checks its body whole). */
+const connect = whole(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2]), u16(30), str('client-1'), str('user'), str('secret')]))
+/** A valid SUBSCRIBE whose filters fill about `bodyLength` bytes. */
+function subscribe(bodyLength: number): Buffer {
+  const filters: Buffer[] = []
+  for (let n = 2, i = 0; n < bodyLength; i++) {
+    const f = Buffer.concat([str(`devices/+/f${i}`), Buffer.from([1])])
+    filters.push(f)
+    n += f.length
+  }
+  return whole(0x82, Buffer.concat([u16(7), ...filters]))
+}
+
 // Lengths around every boundary of the 1-4 byte remaining-length encoding (§2.2.3).
 const stream = Buffer.concat([
-  frame(0x10, 30), // CONNECT
+  connect,
   frame(0x30, 0), // PUBLISH with empty body (malformed for the parser, fine for the scanner)
   frame(0x32, 127),
   frame(0x32, 128),
   frame(0x30, 16_383),
   frame(0x30, 16_384),
   frame(0xc0, 0), // PINGREQ
-  frame(0x82, 200), // SUBSCRIBE
+  subscribe(200),
   frame(0xe0, 0), // DISCONNECT
 ])
 
@@ -57,7 +73,7 @@ describe('scanChunk', () => {
   })
 
   it('does not see a DISCONNECT in a payload', () => {
-    const publishCarryingDisconnectBytes = Buffer.from([0x30, 0x04, 0x00, 0x00, 0xe0, 0x00])
+    const publishCarryingDisconnectBytes = Buffer.from([0x30, 0x05, 0x00, 0x01, 0x61, 0xe0, 0x00])
     const { state } = scanIn(publishCarryingDisconnectBytes, [], 100)
     expect(state.disconnectSeen).toBe(false)
     expect(state.phase).toBe('type')
