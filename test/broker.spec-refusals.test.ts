@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import mqtt from 'mqtt'
 import { leakCheckedCleanups, rawConnect, remainingLength, startBroker, waitFor } from './broker.harness.js'
 
 /**
@@ -156,6 +157,32 @@ describe('refusals after the CONNECT', () => {
     const subscribe = packet(0x82, u16(9), str('apps/+/x'), Buffer.from([0]), str('apps/#'), Buffer.from([1]), str('x/+'), Buffer.from([0]))
     await accepted([ok, subscribe], [CONNACK_OK, '90050009000100'])
     await accepted([ok, packet(0xa2, u16(10), str('apps/#'))], [CONNACK_OK, 'b002000a'])
+  })
+
+  it('completes an inbound QoS 2 flow, a DUP resend included, delivering the message once [MQTT-4.3.3]', async () => {
+    const { broker, port, url } = await startBroker(cleanups, { allowAnonymous: true })
+    const sub = await mqtt.connectAsync(url, { clientId: 'sub-1', reconnectPeriod: 0, keepalive: 30 })
+    cleanups.add(() => sub.endAsync(true))
+    const got: string[] = []
+    sub.on('message', (topic, payload, p) => got.push(`${topic} ${payload.toString()} qos ${p.qos}`))
+    await sub.subscribeAsync('apps/#', { qos: 2 })
+    const raw = await rawConnect(cleanups, port)
+    const answers = () => raw.received().toString('hex')
+    raw.socket.write(connect({ clientId: 'pub-1' }))
+    await waitFor(() => answers() === CONNACK_OK, 'CONNACK')
+    raw.socket.write(packet(0x34, str('apps/q2'), u16(5), Buffer.from('one')))
+    await waitFor(() => answers() === `${CONNACK_OK}50020005`, 'PUBREC 5')
+    // The sender did not hear the PUBREC (as far as it knows): the same PUBLISH again, DUP set.
+    raw.socket.write(packet(0x3c, str('apps/q2'), u16(5), Buffer.from('one')))
+    await waitFor(() => answers() === `${CONNACK_OK}5002000550020005`, 'PUBREC 5 again')
+    raw.socket.write(packet(0x62, u16(5)))
+    await waitFor(() => answers() === `${CONNACK_OK}500200055002000570020005`, 'PUBCOMP 5')
+    await waitFor(() => got.length > 0, 'the message at the subscriber')
+    // One more message through the same subscriber: anything duplicated would have arrived before it.
+    raw.socket.write(packet(0x30, str('apps/after'), Buffer.from('two')))
+    await waitFor(() => got.length >= 2, 'the next message')
+    expect(got).toEqual(['apps/q2 one qos 2', 'apps/after two qos 0'])
+    expect(broker.stats().violations).toBe(0)
   })
 
   it('handles unsolicited acknowledgements without stalling: PUBACK and PUBCOMP ignored, PUBREC and PUBREL answered', async () => {
