@@ -72,10 +72,8 @@ interface System {
 
 interface LagReport { readonly t: number; readonly lagP50Ms: number; readonly lagP99Ms: number; readonly lagCount: number }
 
-interface Step {
-  readonly system: string
-  readonly devices: number
-  readonly connected: number
+/** What one measured window of a running fleet shows. */
+interface Window {
   readonly storedPerS: number
   readonly lagP50Ms: number
   readonly lagP99Ms: number
@@ -84,6 +82,12 @@ interface Step {
   /** All fleet processes together, in % of one core: the load generator's share of the machine. */
   readonly fleetCpuPct: number
   readonly rssBytes: number
+}
+
+interface Step extends Window {
+  readonly system: string
+  readonly devices: number
+  readonly connected: number
   readonly fleetRssBytes: number
   readonly holds: boolean
   /** Connection limits that fired during the step (nonzero only): why devices may be missing. */
@@ -211,15 +215,6 @@ async function startStepFleets(system: System, work: string, devices: Array<{ id
 
 const connectedOf = (fleets: readonly Fleet[]) => fleets.reduce((s, f) => s + (f.last()?.connected ?? 0), 0)
 
-interface Window {
-  readonly storedPerS: number
-  readonly lagP50Ms: number
-  readonly lagP99Ms: number
-  readonly backlog: number
-  readonly cpuPct: number
-  readonly fleetCpuPct: number
-  readonly rssBytes: number
-}
 
 /** Measures `seconds` of the running fleet: stored samples/s, lag (the worst second's p99), backlog, CPU, RSS. */
 async function measureWindow(system: System, fleets: readonly Fleet[], seconds: number): Promise<Window> {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type TelemetryAck, type Sample } from '../protocol/index.js'
-import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+import { hubWithDevice, waitFor, type TestHub } from './support/hub.js'
 
 const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-000000000001'
 
@@ -11,17 +11,7 @@ describe('hub telemetry ingest', () => {
     while (cleanups.length) await cleanups.pop()!()
   })
 
-  async function setup(): Promise<{ hub: TestHub; dev: MqttClient; acks: TelemetryAck[] }> {
-    const hub = await startTestHub()
-    cleanups.push(() => hub.stop())
-    const token = await hub.addDevice('dev-1')
-    const dev = await connectDevice(hub.mqttUrl, 'dev-1', token)
-    cleanups.push(() => dev.endAsync())
-    const acks: TelemetryAck[] = []
-    dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
-    await dev.subscribeAsync(topics.telemetryAck('dev-1'), { qos: 1 })
-    return { hub, dev, acks }
-  }
+  const setup = (): Promise<{ hub: TestHub; dev: MqttClient; acks: TelemetryAck[] }> => hubWithDevice(cleanups)
 
   const samples = (from: number, to: number): Sample[] =>
     Array.from({ length: to - from + 1 }, (_, i) => ({ seq: from + i, ts: 1_700_000_000_000 + (from + i) * 1000, sensor: i % 2 ? 'temp' : 'hum', value: from + i }))

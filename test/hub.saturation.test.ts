@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { encode, topics, type TelemetryAck } from '../protocol/index.js'
-import { connectDevice, startTestHub, waitFor } from './support/hub.js'
+import { encode, topics } from '../protocol/index.js'
+import { hubWithDevice, waitFor } from './support/hub.js'
 
 /**
  * The hub's own saturation (hub/saturation.ts, issue #14) in /api/stats and
@@ -19,14 +19,7 @@ describe('hub saturation figures', () => {
 
   it('show a row waiting for its commit as the oldest unacked, and a blocked event loop as its delay', async () => {
     // Commits a second apart: a sample waits that long for its ack.
-    const hub = await startTestHub({ flushDelayMs: 1000 })
-    cleanups.push(() => hub.stop())
-    const token = await hub.addDevice('dev-1')
-    const dev = await connectDevice(hub.mqttUrl, 'dev-1', token)
-    cleanups.push(() => dev.endAsync())
-    const acks: TelemetryAck[] = []
-    dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
-    await dev.subscribeAsync(topics.telemetryAck('dev-1'), { qos: 1 })
+    const { hub, dev, acks } = await hubWithDevice(cleanups, { flushDelayMs: 1000 })
     const stats = async () => (await hub.api<{ saturation: Saturation; writer: { oldestQueuedMs: number } }>('GET', '/api/stats')).body
     await waitFor(async () => (await stats()).saturation.oldestUnackedMs === 0, 'nothing waiting before the sample')
 

@@ -6,6 +6,7 @@ import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
 import { adminApi, httpsAdminApi, type AdminApi } from '../../bench/hub-process.js'
+import { topics, type TelemetryAck } from '../../protocol/index.js'
 
 export { httpsAdminApi }
 
@@ -61,6 +62,22 @@ export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?:
       tmp?.remove()
     },
   }
+}
+
+/**
+ * A hub and its device `dev-1`, connected by hand and subscribed to its
+ * telemetry acks, which collect in `acks`; both are closed by `cleanups`.
+ */
+export async function hubWithDevice(cleanups: Array<() => Promise<unknown> | void>, overrides: Partial<HubConfig> = {}): Promise<{ hub: TestHub; dev: MqttClient; acks: TelemetryAck[] }> {
+  const hub = await startTestHub(overrides)
+  cleanups.push(() => hub.stop())
+  const token = await hub.addDevice('dev-1')
+  const dev = await connectDevice(hub.mqttUrl, 'dev-1', token)
+  cleanups.push(() => dev.endAsync())
+  const acks: TelemetryAck[] = []
+  dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
+  await dev.subscribeAsync(topics.telemetryAck('dev-1'), { qos: 1 })
+  return { hub, dev, acks }
 }
 
 /** A raw MQTT.js client logged in as a device, for tests that speak the wire protocol by hand. */
