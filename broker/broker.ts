@@ -7,6 +7,7 @@ import { canPublish, canSubscribe } from './acl.js'
 import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
 import { ConnectionTable } from './connections.js'
 import { GuardError, PacketGuard } from './packet-guard.js'
+import { deliverAtGrantedQos, type DeliveringClient } from './delivery-qos.js'
 import { createKeyedTokenBuckets, createTokenBucket } from './rate-limiter.js'
 import { AUTH_FAILURE_DEFAULTS, createAuthFailures } from './auth-failures.js'
 import { createPendingSockets, decideAccept } from './accept-policy.js'
@@ -206,6 +207,8 @@ export function createBroker(options: BrokerOptions): Broker {
 
   function accept(client: Client, principal: Principal): void {
     const guard = client.conn as PacketGuard
+    // Before any subscription is made or restored: each binds the client's delivery functions.
+    deliverAtGrantedQos(client as unknown as DeliveringClient)
     if (principal.kind !== 'device') guard.setLossy(LOSSY_BUFFER_BYTES)
     table.authenticated(client, client.id, principal, guard.remoteAddress)
     guard.once('close', () => table.socketClosed(client))
