@@ -30,6 +30,9 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('client ids of standard MQTT clients', (
     // An observer with an id shaped like a device id (not a registered one): it gets the fleet's stream.
     const observer = spawnSubscriber([...mqttArgs(port, 'observer:ops', obs.body.token, 'dashboard1'), '-t', 'devices/+/telemetry', '-v'])
     cleanups.push(() => { observer.child.kill() })
+    // And one with mosquitto's default (random) id.
+    const observer2 = spawnSubscriber([...mqttArgs(port, 'observer:ops', obs.body.token), '-t', 'devices/+/telemetry', '-v'])
+    cleanups.push(() => { observer2.child.kill() })
     // An anonymous subscriber with mosquitto's default (random) id, and an anonymous publisher called telegraf.
     const app = spawnSubscriber([...mqttArgs(port), '-t', 'apps/#', '-v'])
     cleanups.push(() => { app.child.kill() })
@@ -43,7 +46,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('client ids of standard MQTT clients', (
       await dev.publishAsync(topics.telemetry('dev-1'), batch(seq++), { qos: 1 })
       const pub = await runMosquitto('mosquitto_pub', [...mqttArgs(port, undefined, undefined, 'telegraf'), '-t', 'apps/telegraf/cpu', '-m', '42'])
       expect(pub.code, pub.stderr).toBe(0)
-      return observer.lines.some((l) => l.startsWith('devices/dev-1/telemetry ')) && app.lines.includes('apps/telegraf/cpu 42')
+      return [observer, observer2].every((o) => o.lines.some((l) => l.startsWith('devices/dev-1/telemetry '))) && app.lines.includes('apps/telegraf/cpu 42')
     }, 'the observer and the anonymous subscriber get their messages', 30_000, 300)
 
     // With / + # in its id, and with none at all (clean session: the broker assigns one).
@@ -61,6 +64,7 @@ describe.skipIf(SKIP_WITHOUT_MOSQUITTO)('client ids of standard MQTT clients', (
     }
     expect(dev.connected).toBe(true)
     expect(observer.stderr()).toBe('')
+    expect(observer2.stderr()).toBe('')
     expect(app.stderr()).toBe('')
   })
 })
