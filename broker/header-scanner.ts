@@ -1,5 +1,4 @@
-import { isUtf8 } from 'node:buffer'
-import { checkBody, checkedWhole, checkFixedHeader, type RuleVerdict } from './packet-rules.js'
+import { checkBody, checkedWhole, checkFixedHeader, topicNameProblem, type RuleVerdict } from './packet-rules.js'
 
 /**
  * Walks the MQTT fixed headers of an inbound byte stream without buffering it,
@@ -58,6 +57,7 @@ export type ScanVerdict =
   | { readonly ok: false; readonly code: 'PROTOCOL_VIOLATION' | 'UNSUPPORTED_PROTOCOL'; readonly packetType: number; readonly remainingLength: number; readonly detail: string }
 
 const OK: ScanVerdict = { ok: true }
+const EMPTY = new Uint8Array(0)
 
 export function newScanState(): ScanState {
   return {
@@ -136,7 +136,7 @@ export function scanChunk(state: ScanState, chunk: Uint8Array, maxRemainingLengt
     if (state.phase === 'type') {
       // A whole-body packet with no body at all: its check says what is missing.
       if (checkedWhole(state.packetType)) {
-        const rule = checkBody(state.packetType, new Uint8Array(0))
+        const rule = checkBody(state.packetType, EMPTY)
         if (rule !== undefined) return refusal(state, rule)
       }
       continue
@@ -174,7 +174,7 @@ function readField(state: ScanState, chunk: Uint8Array, i: number): { next: numb
       state.field = 'none'
       return state.fieldLength === 0 ? { next: i + 1, detail: 'PUBLISH with QoS > 0 and packet id 0 [MQTT-2.3.1-1]' } : { next: i + 1 }
     }
-    if (state.fieldLength === 0) return { next: i + 1, detail: 'PUBLISH topic is empty [MQTT-4.7.3-1]' }
+    if (state.fieldLength === 0) return { next: i + 1, ...topicNameProblem(EMPTY) }
     state.field = 'bytes'
     return { next: i + 1 }
   }
@@ -186,9 +186,8 @@ function readField(state: ScanState, chunk: Uint8Array, i: number): { next: numb
   const bytes = state.fieldParts.length === 1 ? state.fieldParts[0]! : Buffer.concat(state.fieldParts)
   state.fieldParts = []
   state.field = 'none'
-  if (!isUtf8(bytes)) return { next: i + take, detail: 'PUBLISH topic is not well-formed UTF-8 [MQTT-1.5.3-1]', utf8: true }
-  if (bytes.includes(0)) return { next: i + take, detail: 'PUBLISH topic contains U+0000 [MQTT-1.5.3-2]', utf8: true }
-  if (bytes.includes(0x2b) || bytes.includes(0x23)) return { next: i + take, detail: 'PUBLISH topic contains a wildcard (+ or #) [MQTT-3.3.2-2]' }
+  const bad = topicNameProblem(bytes)
+  if (bad !== undefined) return { next: i + take, ...bad }
   if (((state.flags >> 1) & 3) > 0) {
     if (state.remaining < 2) return { next: i + take, detail: 'PUBLISH with QoS > 0 ends before its packet id' }
     state.field = 'pid'

@@ -24,10 +24,10 @@ import type { Corked, WriteCoalescer } from './write-coalescer.js'
  */
 
 export const GUARD_ERROR_CODES = ['PAYLOAD_TOO_LARGE', 'MALFORMED_PACKET', 'INVALID_UTF8', 'PROTOCOL_VIOLATION', 'UNSUPPORTED_PROTOCOL', 'SLOW_CONSUMER'] as const
+export type GuardErrorCode = (typeof GUARD_ERROR_CODES)[number]
 
 /** CONNACK, return code 1: unacceptable protocol version [MQTT-3.1.2-2]. */
 const CONNACK_UNSUPPORTED_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
-export type GuardErrorCode = (typeof GUARD_ERROR_CODES)[number]
 
 export class GuardError extends Error {
   readonly code: GuardErrorCode

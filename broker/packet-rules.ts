@@ -64,12 +64,16 @@ export function utf8Problem(bytes: Uint8Array, what: string): string | undefined
   return undefined
 }
 
-/** A PUBLISH topic name: a valid string, no wildcards [MQTT-3.3.2-2], not empty [MQTT-4.7.3-1]. */
-export function topicNameProblem(bytes: Uint8Array): string | undefined {
+/**
+ * A topic name (a PUBLISH's, a Will's): a valid string [MQTT-1.5.3-1]
+ * [MQTT-1.5.3-2] (`utf8`: the problem is its encoding), not empty
+ * [MQTT-4.7.3-1], no wildcards [MQTT-3.3.2-2].
+ */
+export function topicNameProblem(bytes: Uint8Array): { readonly detail: string; readonly utf8: boolean } | undefined {
   const bad = utf8Problem(bytes, 'PUBLISH topic')
-  if (bad !== undefined) return bad
-  if (bytes.length === 0) return 'PUBLISH topic is empty [MQTT-4.7.3-1]'
-  if (bytes.includes(0x2b) || bytes.includes(0x23)) return 'PUBLISH topic contains a wildcard (+ or #) [MQTT-3.3.2-2]'
+  if (bad !== undefined) return { detail: bad, utf8: true }
+  if (bytes.length === 0) return { detail: 'PUBLISH topic is empty [MQTT-4.7.3-1]', utf8: false }
+  if (bytes.includes(0x2b) || bytes.includes(0x23)) return { detail: 'PUBLISH topic contains a wildcard (+ or #) [MQTT-3.3.2-2]', utf8: false }
   return undefined
 }
 
@@ -150,7 +154,7 @@ export function checkConnect(body: Uint8Array): RuleVerdict {
     const topic = r.field()
     if (topic === undefined || r.field() === undefined) return violation('CONNECT with the Will flag but no Will topic and message [MQTT-3.1.2-9]')
     const badTopic = topicNameProblem(topic)
-    if (badTopic !== undefined) return violation(`Will: ${badTopic}`)
+    if (badTopic !== undefined) return violation(`Will: ${badTopic.detail}`)
   }
   if (hasUser) {
     const user = r.field()
@@ -163,16 +167,20 @@ export function checkConnect(body: Uint8Array): RuleVerdict {
   return undefined
 }
 
-/** A SUBSCRIBE's packet id and its filters, each with a requested QoS [MQTT-3.8]. */
-export function checkSubscribe(body: Uint8Array): RuleVerdict {
+/**
+ * A SUBSCRIBE's [MQTT-3.8] or an UNSUBSCRIBE's [MQTT-3.10] packet id and
+ * filters; a SUBSCRIBE's each with a requested QoS.
+ */
+function checkFilterList(body: Uint8Array, name: 'SUBSCRIBE' | 'UNSUBSCRIBE'): RuleVerdict {
+  const withQos = name === 'SUBSCRIBE'
   const r = new Reader(body)
   const id = r.u16()
-  if (id === undefined || id === 0) return violation('SUBSCRIBE with packet id 0 [MQTT-2.3.1-1]')
-  if (r.left === 0) return violation('SUBSCRIBE without a topic filter [MQTT-3.8.3-3]')
+  if (id === undefined || id === 0) return violation(`${name} with packet id 0 [MQTT-2.3.1-1]`)
+  if (r.left === 0) return violation(`${name} without a topic filter [MQTT-${withQos ? '3.8.3-3' : '3.10.3-2'}]`)
   while (r.left > 0) {
     const filter = r.field()
-    const qos = r.u8()
-    if (filter === undefined || qos === undefined) return violation('SUBSCRIBE ends inside a topic filter and its QoS')
+    const qos = withQos ? r.u8() : 0
+    if (filter === undefined || qos === undefined) return violation(`${name} ends inside a topic filter${withQos ? ' and its QoS' : ''}`)
     const bad = topicFilterProblem(filter)
     if (bad !== undefined) return violation(bad)
     if (qos > 2) return violation(`SUBSCRIBE requesting QoS byte ${qos} [MQTT-3.8.3-4]`)
@@ -180,20 +188,8 @@ export function checkSubscribe(body: Uint8Array): RuleVerdict {
   return undefined
 }
 
-/** An UNSUBSCRIBE's packet id and its filters [MQTT-3.10]. */
-export function checkUnsubscribe(body: Uint8Array): RuleVerdict {
-  const r = new Reader(body)
-  const id = r.u16()
-  if (id === undefined || id === 0) return violation('UNSUBSCRIBE with packet id 0 [MQTT-2.3.1-1]')
-  if (r.left === 0) return violation('UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]')
-  while (r.left > 0) {
-    const filter = r.field()
-    if (filter === undefined) return violation('UNSUBSCRIBE ends inside a topic filter')
-    const bad = topicFilterProblem(filter)
-    if (bad !== undefined) return violation(bad)
-  }
-  return undefined
-}
+export const checkSubscribe = (body: Uint8Array): RuleVerdict => checkFilterList(body, 'SUBSCRIBE')
+export const checkUnsubscribe = (body: Uint8Array): RuleVerdict => checkFilterList(body, 'UNSUBSCRIBE')
 
 /** The whole-body check for `type` (see checkedWhole). */
 export function checkBody(type: number, body: Uint8Array): RuleVerdict {
