@@ -29,9 +29,13 @@ type Deliver = (packet: { topic: string; qos: number }, cb: () => void) => void
 
 /** Whether a topic filter matches a topic name [MQTT-4.7]: `+` one level, `#` the rest; no wildcard first level matches a `$` topic [MQTT-4.7.2-1]. */
 export function filterMatches(filter: string, topic: string): boolean {
-  if (topic.charCodeAt(0) === 36 && (filter.charCodeAt(0) === 43 || filter.charCodeAt(0) === 35)) return false
+  return matchesLevels(filter, topic.charCodeAt(0) === 36, topic.split('/'))
+}
+
+/** filterMatches on a topic already split into levels (split once per delivery, not once per filter). */
+function matchesLevels(filter: string, dollar: boolean, t: readonly string[]): boolean {
+  if (dollar && (filter.charCodeAt(0) === 43 || filter.charCodeAt(0) === 35)) return false
   const f = filter.split('/')
-  const t = topic.split('/')
   for (let i = 0; i < f.length; i++) {
     const level = f[i]
     if (level === '#') return true
@@ -43,10 +47,14 @@ export function filterMatches(filter: string, topic: string): boolean {
 
 /** The highest QoS granted among `subscriptions` matching `topic`; -1 when none does. */
 export function grantedQos(subscriptions: Readonly<Record<string, { readonly qos: number }>>, topic: string): number {
+  const levels = topic.split('/')
+  const dollar = topic.charCodeAt(0) === 36
   let best = -1
   for (const filter in subscriptions) {
     const qos = subscriptions[filter]!.qos
-    if (qos > best && filterMatches(filter, topic)) best = qos
+    // An exact filter needs no split; the highest grant possible ends the search.
+    if (qos > best && (filter === topic || matchesLevels(filter, dollar, levels))) best = qos
+    if (best === 2) break
   }
   return best
 }
