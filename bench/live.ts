@@ -7,7 +7,7 @@ import { buildApi } from '../hub/api/app.js'
 import { sseFrame } from '../hub/api/live.js'
 import { loadHubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
-import { createLiveFeed } from '../hub/live-feed.js'
+import { createLiveFeed } from '../hub/observe/live-feed.js'
 
 /**
  * `npm run bench -- live`: what keeping dashboards up to date costs the hub,

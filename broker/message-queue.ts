@@ -53,7 +53,7 @@ export class Fifo<T> {
 
 /**
  * A Fifo that also knows when its oldest item came in: how long the broker's
- * backlog has kept a message waiting (a saturation gauge, hub/saturation.ts).
+ * backlog has kept a message waiting (a saturation gauge, hub/observe/saturation.ts).
  * The times ride in a second Fifo, pushed and shifted with the items.
  */
 export class TimedFifo<T> extends Fifo<T> {

@@ -10,7 +10,7 @@
  * is not. It is also how the ACL answers a denied filter, so a client sees
  * one behaviour for every refused filter. What stops a client from repeating
  * is the hub's bad-message budget: every refused filter counts against it,
- * and a client over it is disconnected (hub/ingress.ts, badMessagesPerMinute).
+ * and a client over it is disconnected (hub/mqtt/ingress.ts, badMessagesPerMinute).
  *
  * Checks, in order, for each filter:
  *   1. its position in its SUBSCRIBE   past maxFiltersPerSubscribe → 0x80

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { InvalidArgumentError } from './commander.js'
-import { ADMIN_TOKEN_FILE } from '../hub/admin-token.js'
+import { ADMIN_TOKEN_FILE } from '../hub/api/admin-token.js'
 
 /**
  * Where admin commands find the hub and its token: flags first, then

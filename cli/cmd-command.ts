@@ -5,8 +5,8 @@ import { hint, type HubFlags } from './invocation.js'
 import { ago, clip, localTime, localTimeMs, out, printJson, table } from './output.js'
 import { choiceFlag, durationFlag, intFlag, jsonFlag } from './parse.js'
 import { LIMITS } from '../protocol/limits.js'
-import type { CommandRecord } from '../hub/command-store.js'
-import type { CommandOutcome, GroupResult, QueuedCommand } from '../hub/commands.js'
+import type { CommandRecord } from '../hub/commands/store.js'
+import type { CommandOutcome, GroupResult, QueuedCommand } from '../hub/commands/commands.js'
 import type { AdminOpts } from './main.js'
 
 /**

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { CommandRecord } from '../hub/command-store.js'
+import type { CommandRecord } from '../hub/commands/store.js'
 import { startTestHub, tempDir, waitFor } from './support/hub.js'
 import { killProc, startAgentProc, type Proc } from './support/procs.js'
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { encode, topics, type CommandResponse } from '../protocol/index.js'
-import type { CommandRecord } from '../hub/command-store.js'
+import type { CommandRecord } from '../hub/commands/store.js'
 import { startAgents, waitOnline } from './support/agents.js'
 import { startTestHub, tempDir, waitFor } from './support/hub.js'
 import { startProxy } from './support/proxy.js'

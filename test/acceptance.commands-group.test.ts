@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Agent } from '../agent/agent.js'
-import type { GroupResult } from '../hub/commands.js'
+import type { GroupResult } from '../hub/commands/commands.js'
 import { registerDevices, startAgents, waitOnline } from './support/agents.js'
 import { startTestHub, tempDir } from './support/hub.js'
 

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import type { Agent } from '../agent/agent.js'
-import type { ExecutionDetail, JobDetail } from '../hub/jobs.js'
+import type { ExecutionDetail, JobDetail } from '../hub/jobs/jobs.js'
 import { startAgents } from './support/agents.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { killProc, startHubProc, type HubProc } from './support/procs.js'

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Agent } from '../agent/agent.js'
-import { rolloutBurst } from '../hub/job-rules.js'
+import { rolloutBurst } from '../hub/jobs/decisions.js'
 import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { startTestHub, tempDir } from './support/hub.js'
 

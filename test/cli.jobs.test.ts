@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { tempDir } from './support/hub.js'
 import { CLI, killProc, startHubProc, type HubProc } from './support/procs.js'
 import { cliCommand } from '../cli/invocation.js'
-import type { JobView } from '../hub/job-store.js'
-import type { JobDetail } from '../hub/jobs.js'
-import type { ScheduleView } from '../hub/schedules.js'
+import type { JobView } from '../hub/jobs/store.js'
+import type { JobDetail } from '../hub/jobs/jobs.js'
+import type { ScheduleView } from '../hub/jobs/schedules.js'
 
 /** `rollcall job ...` and `rollcall schedule ...` against a real hub process (issue #3). */
 function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

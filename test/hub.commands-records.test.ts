@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { encode, topics, type CommandRequest } from '../protocol/index.js'
-import type { CommandRecord } from '../hub/command-store.js'
+import type { CommandRecord } from '../hub/commands/store.js'
 import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
 
 /**

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../common/clock.js'
 import {
   decideUpdate, lapsedTo, leaseUntil, retryPlan, rolloutBurst, rolloutRelease, shouldAbort, type ExecVersionState, type UpdateClaim,
-} from '../hub/job-rules.js'
-import { formatTarget, parseTarget, targetIncludes } from '../hub/job-target.js'
+} from '../hub/jobs/decisions.js'
+import { formatTarget, parseTarget, targetIncludes } from '../hub/fleet/targets.js'
 
 const base: ExecVersionState = { state: 'queued', attempt: 1, version: 1, baseVersion: 1, deviceVersion: null }
 

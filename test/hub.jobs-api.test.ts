@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startTestHub, type TestHub } from './support/hub.js'
-import type { JobView } from '../hub/job-store.js'
-import type { ExecutionDetail, JobDetail } from '../hub/jobs.js'
-import type { ScheduleView } from '../hub/schedules.js'
+import type { JobView } from '../hub/jobs/store.js'
+import type { ExecutionDetail, JobDetail } from '../hub/jobs/jobs.js'
+import type { ScheduleView } from '../hub/jobs/schedules.js'
 
 /** Jobs and schedules over HTTP (issue #3): fields as people write them, and errors that say what to fix. */
 type Err = { error: { code: string; message: string } }

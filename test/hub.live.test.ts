@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type Sample } from '../protocol/index.js'
-import { createLiveFeed, diffFleet, parseTopics, type FleetRow } from '../hub/live-feed.js'
+import { createLiveFeed, diffFleet, parseTopics, type FleetRow } from '../hub/observe/live-feed.js'
 import { silentLogger } from '../common/logger.js'
 import { systemClock } from '../common/clock.js'
 import { isDeviceId } from '../protocol/ids.js'

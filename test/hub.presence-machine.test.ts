@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { initialPresence, isReachable, nextPresence, type PresenceEvent, type PresenceState } from '../hub/presence.js'
+import { initialPresence, isReachable, nextPresence, type PresenceEvent, type PresenceState } from '../hub/presence/machine.js'
 
 /** Runs events from a fresh state; returns the final state and the history of status changes. */
 function run(events: PresenceEvent[]): { state: PresenceState; history: string[] } {

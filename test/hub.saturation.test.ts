@@ -3,7 +3,7 @@ import { encode, topics } from '../protocol/index.js'
 import { hubWithDevice, waitFor } from './support/hub.js'
 
 /**
- * The hub's own saturation (hub/saturation.ts, issue #14) in /api/stats and
+ * The hub's own saturation (hub/observe/saturation.ts, issue #14) in /api/stats and
  * /metrics: a row held for its commit shows as the oldest unacked message,
  * aging; a blocked event loop shows as its delay.
  */

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { silentLogger } from '../common/logger.js'
 import { openDatabase, type Db } from '../common/sqlite.js'
-import { blameOf, createWriter, type Writer } from '../hub/writer.js'
+import { blameOf, createWriter, type Writer } from '../hub/storage/group-commit.js'
 import { tempDir } from './support/hub.js'
 
 /**

@@ -14,9 +14,9 @@ import { scheduleRoutes } from './schedules.js'
 import { metricsRoute } from './metrics.js'
 import { liveRoutes, type LiveRouteOptions } from './live.js'
 import { dashboardRoutes } from './dashboard.js'
-import type { LiveFeed } from '../live-feed.js'
-import type { HubMetrics } from '../metrics.js'
-import type { HubServices } from '../services.js'
+import type { LiveFeed } from '../observe/live-feed.js'
+import type { HubMetrics } from '../observe/metrics.js'
+import type { HubServices } from './services.js'
 
 /**
  * The HTTP API is built by a function and can be exercised with

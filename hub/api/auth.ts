@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { hashToken } from '../tokens.js'
+import { hashToken } from '../fleet/tokens.js'
 
 /** Bearer-token check for the admin API; compares hashes so lengths never leak. */
 export function adminAuthorizer(adminToken: string) {

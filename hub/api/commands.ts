@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { RollcallError } from '../../common/errors.js'
-import type { CommandSpec } from '../commands.js'
-import type { HubServices } from '../services.js'
+import type { CommandSpec } from '../commands/commands.js'
+import type { HubServices } from './services.js'
 import { durationOf } from './jobs.js'
 
 /**

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { DEVICE_ID_PATTERN, DEVICE_ID_RULE, SENSOR_NAME_PATTERN, isDeviceId } from '../../protocol/ids.js'
 import { RollcallError } from '../../common/errors.js'
-import { summarize, type HubServices } from '../services.js'
+import { summarize, type HubServices } from './services.js'
 import { parseDurationParam, parseRange, parseTimeParam } from './time-params.js'
 
 const DeviceParams = Type.Object({ id: Type.String({ maxLength: 64 }) })

@@ -3,13 +3,13 @@ import Type, { type Static } from 'typebox'
 import { parseDurationMs } from '../../common/duration.js'
 import { RollcallError } from '../../common/errors.js'
 import { PERCENT_EXAMPLE, RATE_EXAMPLE, parsePercent, parseRatePerMinute } from '../../common/rate.js'
-import { EXEC_STATES, type ExecState } from '../job-rules.js'
-import { JOB_STATUSES, type JobStatus } from '../job-store.js'
+import { EXEC_STATES, type ExecState } from '../jobs/decisions.js'
+import { JOB_STATUSES, type JobStatus } from '../jobs/store.js'
 import { nestsDeeperThan } from '../../protocol/json-bounds.js'
 import { LIMITS } from '../../protocol/limits.js'
-import type { JobSpec } from '../jobs.js'
-import type { JobTemplate } from '../schedules.js'
-import type { HubServices } from '../services.js'
+import type { JobSpec } from '../jobs/jobs.js'
+import type { JobTemplate } from '../jobs/schedules.js'
+import type { HubServices } from './services.js'
 
 /**
  * Jobs over HTTP (issue #3). Fields arrive as people write them (durations

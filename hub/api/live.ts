@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { RollcallError } from '../../common/errors.js'
 import { isDeviceId } from '../../protocol/ids.js'
-import { parseTopics, type LiveFeed } from '../live-feed.js'
+import { parseTopics, type LiveFeed } from '../observe/live-feed.js'
 
 export interface LiveRouteOptions {
   /** Throws DEVICE_NOT_FOUND for an unknown device (a device topic must name a registered one). */
@@ -28,7 +28,7 @@ export function sseFrame(event: string, data: unknown): string {
 }
 
 /**
- * GET /api/live: Server-Sent Events from the live feed (hub/live-feed.ts).
+ * GET /api/live: Server-Sent Events from the live feed (hub/observe/live-feed.ts).
  * It needs the admin token like the rest of /api, in the Authorization
  * header: the dashboard reads the stream with fetch(), so the token never
  * goes into a URL (and a server log). `curl -N` works the same way.

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { RollcallError } from '../../common/errors.js'
-import type { HubMetrics } from '../metrics.js'
+import type { HubMetrics } from '../observe/metrics.js'
 
 export interface MetricsRouteOptions {
   /** Checks the Authorization header; undefined when the hub config sets `metricsPublic`. */

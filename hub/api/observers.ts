@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { OBSERVER_USER_PREFIX } from '../../protocol/ids.js'
-import type { HubServices } from '../services.js'
+import type { HubServices } from './services.js'
 
 /** Observers: read-only MQTT credentials for applications that watch the fleet. */
 export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {

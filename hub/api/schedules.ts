@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import type { HubServices } from '../services.js'
+import type { HubServices } from './services.js'
 import { JobTemplateBody, templateOf } from './jobs.js'
 
 /**

@@ -9,7 +9,7 @@ import { ago, fill, h, span, type View } from './dom.js'
  * scroll and filter alike. Filter by id or group, by presence; sort by any column.
  */
 
-/** A row as the live feed sends it (hub/live-feed.ts, FleetRow): the wire shape, restated for the browser build. */
+/** A row as the live feed sends it (hub/observe/live-feed.ts, FleetRow): the wire shape, restated for the browser build. */
 export interface FleetRow {
   readonly id: string
   readonly group: string | null

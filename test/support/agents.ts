@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { createAgent, type Agent, type AgentDeps } from '../../agent/agent.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../../agent/config.js'
 import { silentLogger } from '../../common/logger.js'
-import type { JobDetail } from '../../hub/jobs.js'
+import type { JobDetail } from '../../hub/jobs/jobs.js'
 import { waitFor, type TestHub } from './hub.js'
 
 /** Settings that make agents react fast enough for a test. */

@@ -1,5 +1,5 @@
-import type { Db } from '../common/sqlite.js'
-import type { Writer } from './writer.js'
+import type { Db } from '../../common/sqlite.js'
+import type { Writer } from '../storage/group-commit.js'
 
 /**
  * Owns the dead-letter table: every payload the hub could not accept, with the

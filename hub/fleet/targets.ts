@@ -1,6 +1,6 @@
-import { RollcallError } from '../common/errors.js'
+import { RollcallError } from '../../common/errors.js'
 import type { Registry } from './registry.js'
-import { DEVICE_ID_RULE, isDeviceId } from '../protocol/ids.js'
+import { DEVICE_ID_RULE, isDeviceId } from '../../protocol/ids.js'
 
 /**
  * Who a job is for, written as text in the CLI, the API and schedules:

@@ -1,5 +1,5 @@
-import type { Db } from '../common/sqlite.js'
-import type { Logger } from '../common/logger.js'
+import type { Db } from '../../common/sqlite.js'
+import type { Logger } from '../../common/logger.js'
 
 /**
  * Group commit: every write the hub makes on the hot path (telemetry, events,

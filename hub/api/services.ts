@@ -1,11 +1,11 @@
-import type { Clock } from '../common/clock.js'
-import type { Registry, DeviceRecord } from './registry.js'
-import type { PresenceStore, PresenceView } from './presence-store.js'
-import type { TelemetryStore } from './telemetry-store.js'
-import type { DeadLetters } from './dead-letters.js'
-import type { Jobs } from './jobs.js'
-import type { Schedules } from './schedules.js'
-import type { Commands } from './commands.js'
+import type { Clock } from '../../common/clock.js'
+import type { Registry, DeviceRecord } from '../fleet/registry.js'
+import type { PresenceStore, PresenceView } from '../presence/store.js'
+import type { TelemetryStore } from '../telemetry/store.js'
+import type { DeadLetters } from '../mqtt/dead-letters.js'
+import type { Jobs } from '../jobs/jobs.js'
+import type { Schedules } from '../jobs/schedules.js'
+import type { Commands } from '../commands/commands.js'
 
 /** What the HTTP API (and the CLI through it) can do with a running hub. */
 export interface HubServices {

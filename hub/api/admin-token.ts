@@ -1,8 +1,8 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Logger } from '../common/logger.js'
-import { ensurePrivateDir, tightenIfExists } from '../common/private-files.js'
-import { generateToken } from './tokens.js'
+import type { Logger } from '../../common/logger.js'
+import { ensurePrivateDir, tightenIfExists } from '../../common/private-files.js'
+import { generateToken } from '../fleet/tokens.js'
 
 export const ADMIN_TOKEN_FILE = 'admin-token'
 

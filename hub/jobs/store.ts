@@ -1,11 +1,11 @@
-import type { Db } from '../common/sqlite.js'
-import { execIdOf } from '../protocol/ids.js'
-import { EXEC_STATES, type ExecState } from './job-rules.js'
-import { formatTarget, type JobTarget } from './job-target.js'
+import type { Db } from '../../common/sqlite.js'
+import { execIdOf } from '../../protocol/ids.js'
+import { EXEC_STATES, type ExecState } from './decisions.js'
+import { formatTarget, type JobTarget } from '../fleet/targets.js'
 
 /**
  * The job store owns the jobs, executions and execution_history tables. It
- * holds SQL only: what to change is decided in job-rules.ts and by the
+ * holds SQL only: what to change is decided in decisions.ts and by the
  * dispatcher (jobs.ts), which also decides which transaction a call joins.
  * Every state change of an execution goes through `transition`, which bumps
  * the version and writes the history row, so the two cannot disagree.

@@ -1,5 +1,5 @@
-import type { Logger } from '../common/logger.js'
-import { openDatabase, migrate, type Db } from '../common/sqlite.js'
+import type { Logger } from '../../common/logger.js'
+import { openDatabase, migrate, type Db } from '../../common/sqlite.js'
 
 /**
  * The hub's schema. Numbered, append-only: a migration that has shipped is
@@ -103,7 +103,7 @@ export const HUB_MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX dead_letters_device ON dead_letters(device_id, id);
   `,
-  /* 2: jobs, executions and their history, schedules (hub/job-store.ts, hub/schedules.ts) */ `
+  /* 2: jobs, executions and their history, schedules (hub/jobs/store.ts, hub/jobs/schedules.ts) */ `
   CREATE TABLE schedules (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -113,7 +113,7 @@ export const HUB_MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
 
-  -- rollout_tat: the rollout pacer's state (see hub/job-rules.ts, rolloutRelease).
+  -- rollout_tat: the rollout pacer's state (see hub/jobs/decisions.ts, rolloutRelease).
   -- (schedule_id, schedule_tick) is unique: a tick creates at most one job,
   -- however often it fires.
   CREATE TABLE jobs (
@@ -193,7 +193,7 @@ export const HUB_MIGRATIONS: readonly string[] = [
   CREATE INDEX executions_cancel_notify ON executions(device_id) WHERE cancel_notify > 0;
   CREATE INDEX jobs_active_expiry ON jobs(expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
   `,
-  /* 4: the command record (hub/command-store.ts) */ `
+  /* 4: the command record (hub/commands/store.ts) */ `
   -- One row per command to one device; a group command's members share group_id.
   -- status: offline | queued | sent | succeeded | failed | timed_out | disconnected.
   -- A reply after the deadline is kept in late_* and never changes the outcome.
@@ -237,7 +237,7 @@ export const HUB_MIGRATIONS: readonly string[] = [
   DROP TABLE schedules;
   ALTER TABLE schedules_new RENAME TO schedules;
   `,
-  /* 6: the sensor units a device's birth declared, as a JSON object (hub/presence-store.ts) */ `
+  /* 6: the sensor units a device's birth declared, as a JSON object (hub/presence/store.ts) */ `
   ALTER TABLE presence ADD COLUMN units TEXT;
   `,
   /* 7: samples whose ts is the device's unchecked clock (issue #13): 1, else NULL. Rows

@@ -1,13 +1,13 @@
-import type { Clock } from '../common/clock.js'
-import type { Logger } from '../common/logger.js'
-import { decode } from '../protocol/codec.js'
-import { parseTopic, topicDeviceId } from '../protocol/topics.js'
-import type { CommandResponse, JobsUpdate } from '../protocol/messages.js'
-import type { InboundMessage } from '../broker/types.js'
-import type { TelemetryStore } from './telemetry-store.js'
-import type { PresenceStore } from './presence-store.js'
+import type { Clock } from '../../common/clock.js'
+import type { Logger } from '../../common/logger.js'
+import { decode } from '../../protocol/codec.js'
+import { parseTopic, topicDeviceId } from '../../protocol/topics.js'
+import type { CommandResponse, JobsUpdate } from '../../protocol/messages.js'
+import type { InboundMessage } from '../../broker/types.js'
+import type { TelemetryStore } from '../telemetry/store.js'
+import type { PresenceStore } from '../presence/store.js'
 import type { DeadLetters } from './dead-letters.js'
-import type { OnFailed } from './writer.js'
+import type { OnFailed } from '../storage/group-commit.js'
 
 /**
  * Everything devices publish under `devices/#` arrives here, in broker order.

@@ -1,23 +1,23 @@
-import type { Clock, Random } from '../common/clock.js'
-import { formatDurationMs } from '../common/duration.js'
-import { randomId } from '../common/random-id.js'
-import { RollcallError } from '../common/errors.js'
-import type { Logger } from '../common/logger.js'
-import type { Db } from '../common/sqlite.js'
-import { encode } from '../protocol/codec.js'
-import { execIdOf, isTaskName, parseExecId } from '../protocol/ids.js'
-import { boundJson, describeBounds } from '../protocol/json-bounds.js'
-import { LIMITS } from '../protocol/limits.js'
-import type { ExecRef, JobExecution, JobsUpdate, JobUpdate } from '../protocol/messages.js'
-import { topics } from '../protocol/topics.js'
-import type { JobIngress } from './ingress.js'
+import type { Clock, Random } from '../../common/clock.js'
+import { formatDurationMs } from '../../common/duration.js'
+import { randomId } from '../../common/random-id.js'
+import { RollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
+import type { Db } from '../../common/sqlite.js'
+import { encode } from '../../protocol/codec.js'
+import { execIdOf, isTaskName, parseExecId } from '../../protocol/ids.js'
+import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
+import { LIMITS } from '../../protocol/limits.js'
+import type { ExecRef, JobExecution, JobsUpdate, JobUpdate } from '../../protocol/messages.js'
+import { topics } from '../../protocol/topics.js'
+import type { JobIngress } from '../mqtt/ingress.js'
 import {
   decideUpdate, isFinal, lapsedTo, leaseUntil, retryPlan, rolloutRelease, shouldAbort, type ExecState,
-} from './job-rules.js'
-import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './job-store.js'
-import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from './job-target.js'
-import type { Registry } from './registry.js'
-import type { OnFailed, Writer } from './writer.js'
+} from './decisions.js'
+import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './store.js'
+import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from '../fleet/targets.js'
+import type { Registry } from '../fleet/registry.js'
+import type { OnFailed, Writer } from '../storage/group-commit.js'
 
 /**
  * Job dispatch: the hub half of the pull pattern (DESIGN.md, "Jobs").
@@ -30,7 +30,7 @@ import type { OnFailed, Writer } from './writer.js'
  *   (priority, then age) in one writer operation and sent as one jobs/batch
  *   after the commit. Rollout pacing is applied to first deliveries.
  * - update: the device's execution updates are applied by version (see
- *   job-rules.ts) in one writer operation; jobs/ack names them after the
+ *   decisions.ts) in one writer operation; jobs/ack names them after the
  *   commit, so an acked update is always stored. Final failures are retried
  *   while attempts remain; a job whose failure rate passes its abort
  *   criteria is aborted and its queued executions canceled.

@@ -1,19 +1,19 @@
-import { randomId } from '../common/random-id.js'
-import type { Clock } from '../common/clock.js'
-import { RollcallError } from '../common/errors.js'
-import type { Logger } from '../common/logger.js'
-import { encode } from '../protocol/codec.js'
-import { isTaskName } from '../protocol/ids.js'
-import { boundJson, describeBounds } from '../protocol/json-bounds.js'
-import { LIMITS } from '../protocol/limits.js'
-import type { CommandResponse } from '../protocol/messages.js'
-import { topics } from '../protocol/topics.js'
-import { createCommandStore, type CommandEnd, type CommandRecord, type NewCommand } from './command-store.js'
-import { parseTarget, resolveTarget } from './job-target.js'
-import type { Jobs } from './jobs.js'
-import type { Registry } from './registry.js'
-import type { Writer } from './writer.js'
-import type { Db } from '../common/sqlite.js'
+import { randomId } from '../../common/random-id.js'
+import type { Clock } from '../../common/clock.js'
+import { RollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
+import { encode } from '../../protocol/codec.js'
+import { isTaskName } from '../../protocol/ids.js'
+import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
+import { LIMITS } from '../../protocol/limits.js'
+import type { CommandResponse } from '../../protocol/messages.js'
+import { topics } from '../../protocol/topics.js'
+import { createCommandStore, type CommandEnd, type CommandRecord, type NewCommand } from './store.js'
+import { parseTarget, resolveTarget } from '../fleet/targets.js'
+import type { Jobs } from '../jobs/jobs.js'
+import type { Registry } from '../fleet/registry.js'
+import type { Writer } from '../storage/group-commit.js'
+import type { Db } from '../../common/sqlite.js'
 
 /**
  * Commands: the push half (DESIGN.md, "Commands"): act now, or fail now.
@@ -32,7 +32,7 @@ import type { Db } from '../common/sqlite.js'
  * `groupConcurrency` in flight, under one deadline, and reports each
  * member's outcome and who was skipped as offline.
  *
- * Every command is recorded (command-store.ts), durably before it counts:
+ * Every command is recorded (store.ts), durably before it counts:
  * a command is published only once its record is committed, and its caller
  * answered (outcome, DEVICE_OFFLINE, queued) only once the outcome is. The
  * commits are the writer's group commit at the end of the event loop's turn,

@@ -1,10 +1,10 @@
-import type { Clock } from '../common/clock.js'
-import type { Logger } from '../common/logger.js'
-import type { Jobs } from './jobs.js'
-import type { JobView } from './job-store.js'
-import type { PresenceStore, PresenceView } from './presence-store.js'
-import type { DeviceRecord, Registry } from './registry.js'
-import type { SampleRow, TelemetryStore } from './telemetry-store.js'
+import type { Clock } from '../../common/clock.js'
+import type { Logger } from '../../common/logger.js'
+import type { Jobs } from '../jobs/jobs.js'
+import type { JobView } from '../jobs/store.js'
+import type { PresenceStore, PresenceView } from '../presence/store.js'
+import type { DeviceRecord, Registry } from '../fleet/registry.js'
+import type { SampleRow, TelemetryStore } from '../telemetry/store.js'
 
 /**
  * The live feed behind the dashboard (issue #6): what changed in the fleet,

@@ -1,8 +1,8 @@
-import type { Db } from '../common/sqlite.js'
-import { RollcallError } from '../common/errors.js'
-import { DEVICE_ID_RULE, OBSERVER_USER_PREFIX, isDeviceId } from '../protocol/ids.js'
+import type { Db } from '../../common/sqlite.js'
+import { RollcallError } from '../../common/errors.js'
+import { DEVICE_ID_RULE, OBSERVER_USER_PREFIX, isDeviceId } from '../../protocol/ids.js'
 import { generateToken, hashToken, tokenMatches } from './tokens.js'
-import type { AuthResult } from '../broker/types.js'
+import type { AuthResult } from '../../broker/types.js'
 
 /**
  * The registry owns the devices and observers tables: who may connect, with

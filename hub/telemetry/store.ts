@@ -1,7 +1,7 @@
-import type { Db } from '../common/sqlite.js'
-import type { DeviceEvent, Sample } from '../protocol/messages.js'
-import type { OnFailed, Writer } from './writer.js'
-import type { Logger } from '../common/logger.js'
+import type { Db } from '../../common/sqlite.js'
+import type { DeviceEvent, Sample } from '../../protocol/messages.js'
+import type { OnFailed, Writer } from '../storage/group-commit.js'
+import type { Logger } from '../../common/logger.js'
 
 /**
  * Owns samples, device events, the interned device/sensor keys and the

@@ -1,9 +1,9 @@
 import cron, { type ScheduledTask } from 'node-cron'
-import type { Clock } from '../common/clock.js'
-import { RollcallError } from '../common/errors.js'
-import type { Logger } from '../common/logger.js'
-import type { Db } from '../common/sqlite.js'
-import { isDeviceId } from '../protocol/ids.js'
+import type { Clock } from '../../common/clock.js'
+import { RollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
+import type { Db } from '../../common/sqlite.js'
+import { isDeviceId } from '../../protocol/ids.js'
 import type { JobSpec, Jobs } from './jobs.js'
 
 /**

@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events'
-import type { Db } from '../common/sqlite.js'
-import type { Logger } from '../common/logger.js'
-import type { Birth } from '../protocol/messages.js'
-import type { Writer } from './writer.js'
-import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState } from './presence.js'
+import type { Db } from '../../common/sqlite.js'
+import type { Logger } from '../../common/logger.js'
+import type { Birth } from '../../protocol/messages.js'
+import type { Writer } from '../storage/group-commit.js'
+import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState } from './machine.js'
 
 /**
  * The only writer of presence state. The in-memory map is the truth for

@@ -1,11 +1,11 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
-import type { BrokerStats } from '../broker/types.js'
-import { LIMITS } from '../protocol/limits.js'
-import type { IngestCounters } from './telemetry-store.js'
+import type { BrokerStats } from '../../broker/types.js'
+import { LIMITS } from '../../protocol/limits.js'
+import type { IngestCounters } from '../telemetry/store.js'
 import type { SaturationStats } from './saturation.js'
-import type { WriterStats } from './writer.js'
-import type { CommandOutcome, CommandStats } from './commands.js'
-import type { JobStats } from './jobs.js'
+import type { WriterStats } from '../storage/group-commit.js'
+import type { CommandOutcome, CommandStats } from '../commands/commands.js'
+import type { JobStats } from '../jobs/jobs.js'
 
 /**
  * The hub's Prometheus metrics (issue #6). The counters and gauges cost
@@ -39,7 +39,7 @@ export interface MetricSources {
   readonly clockSkew: () => { readonly skewed: number; readonly reported: number; readonly maxAbsMs: number }
   /** Live streams open now (dashboard pages). */
   readonly liveStreams: () => number
-  /** How close the hub is to its limit (hub/saturation.ts). */
+  /** How close the hub is to its limit (hub/observe/saturation.ts). */
   readonly saturation: () => SaturationStats
 }
 

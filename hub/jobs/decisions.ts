@@ -1,5 +1,5 @@
-import type { Random } from '../common/clock.js'
-import type { JobUpdateStatus } from '../protocol/messages.js'
+import type { Random } from '../../common/clock.js'
+import type { JobUpdateStatus } from '../../protocol/messages.js'
 
 /**
  * The job decisions, apart from the SQL and MQTT around them (STYLE habit 5):

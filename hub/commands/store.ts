@@ -1,5 +1,5 @@
-import type { Db } from '../common/sqlite.js'
-import type { Writer } from './writer.js'
+import type { Db } from '../../common/sqlite.js'
+import type { Writer } from '../storage/group-commit.js'
 
 /**
  * The command record: the commands table, and only SQL. Every write goes
