@@ -91,8 +91,19 @@ export function createHub(config: HubConfig, deps: HubDeps) {
   let createdToken: string | undefined
   let tlsReloader: TlsReloader | undefined
 
-  async function start(): Promise<RunningHub> {
-    if (running) return running
+  /** The start under way or done: a second call while the first runs gets the same hub, not a second set of listeners. */
+  let starting: Promise<RunningHub> | undefined
+
+  function start(): Promise<RunningHub> {
+    starting ??= startOnce().catch((err: unknown) => {
+      // A failed start can be tried again.
+      starting = undefined
+      throw err
+    })
+    return starting
+  }
+
+  async function startOnce(): Promise<RunningHub> {
     try {
       return await startInner()
     } catch (err) {
@@ -355,8 +366,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // Before the API closes (releasers run last-in first-out): commands in flight end now, so
     // their callers get an answer instead of holding the server open until their deadlines.
     releasers.push(async () => {
-      commands.stop()
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      await commands.stop()
+      // Their callers' answers are written in the turn after the records settle.
+      await new Promise((resolve) => setImmediate(resolve))
     })
     await api.listen({ host: config.host, port: config.httpPort })
     const address = api.server.address()
@@ -400,7 +412,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     start,
     /** Stops in reverse order of start; safe to call twice. */
     stop(): Promise<void> {
-      stopping ??= releaseAll().then(() => { running = undefined })
+      stopping ??= releaseAll().then(() => { running = undefined; starting = undefined })
       return stopping
     },
     /**

@@ -363,4 +363,36 @@ describe('hub jobs over the wire', () => {
       raw.close()
     }
   })
+
+  it('counts a timeout once, when the sweep commits it: not again for a sweep rolled back while the database was locked (issue #16)', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-lock')
+    const job = jobs.create({ name: 'slow', target: 'device:dev-lock', timeoutMs: 300, maxAttempts: 1 })!
+    const [e] = (await d.pull(1)).executions
+    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    // Another process holds the write lock: the sweeper's writes wait out the busy timeout and roll back.
+    const lock = new Database(join(hub.dataDir, 'hub.db'))
+    cleanups.push(async () => { if (lock.inTransaction) lock.exec('ROLLBACK'); lock.close() })
+    lock.exec('BEGIN IMMEDIATE')
+    const failedOps = () => (hub.running.services.stats().writer as { failedOps: number }).failedOps
+    const failedBefore = failedOps()
+    await waitFor(() => failedOps() > failedBefore, 'a sweep rolled back under the lock', 60_000)
+    expect(jobs.get(job.id).executions[0]!.state).toBe('in_progress')
+    expect(jobs.stats().timedOut).toBe(0)
+    lock.exec('ROLLBACK')
+    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out once the lock is gone', 60_000)
+    expect(jobs.stats().timedOut).toBe(1)
+  })
+
+  it('forgets where the ringing of a paced rollout left off once the job ends (issue #16)', async () => {
+    const hub = await hubWith({ jobSweepIntervalMs: 100 })
+    const jobs = hub.running.services.jobs
+    const d = await device(hub, 'dev-pace')
+    const job = jobs.create({ name: 'echo', target: 'device:dev-pace', ratePerMinute: 60 })!
+    await waitFor(() => d.notices.length > 0, 'doorbell from the paced rollout', 8000)
+    await waitFor(() => jobs.stats().pacedRinging === 1, 'the rollout rung in turn')
+    jobs.cancel(job.id)
+    await waitFor(() => jobs.stats().pacedRinging === 0, 'its turn forgotten after the next sweep')
+  })
 })

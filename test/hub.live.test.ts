@@ -67,6 +67,10 @@ describe('parseTopics', () => {
   ])('refuses %j', (text, message) => {
     expect(() => parseTopics(text, isDeviceId)).toThrow(message)
   })
+
+  it('refuses with BAD_REQUEST naming the input, as the API answers it (issue #16)', () => {
+    expect(() => parseTopics('fleets', isDeviceId)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringMatching(/^topics="fleets": unknown topic/) }))
+  })
 })
 
 interface LiveEvent { readonly event: string; readonly data: Record<string, unknown> }

@@ -36,6 +36,15 @@ export interface ApiOptions {
   readonly https?: SecureContextOptions & { readonly handshakeTimeout?: number }
 }
 
+/**
+ * The body of a RollcallError's answer: its code and message, then its details
+ * (a failed command's outcome, say). The code and message come last, so a
+ * detail named like them cannot replace them.
+ */
+export function errorBody(err: RollcallError): { error: Record<string, unknown> & { code: string; message: string } } {
+  return { error: { ...err.details, code: err.code, message: err.message } }
+}
+
 export function buildApi(services: HubServices, options: ApiOptions) {
   // Request logs would be one line per call at info; the http component logs warnings and errors only.
   // forceCloseConnections: stopping the hub closes keep-alive connections too, not only idle ones.
@@ -50,7 +59,7 @@ export function buildApi(services: HubServices, options: ApiOptions) {
 
   app.setErrorHandler((err, req, reply) => {
     if (isRollcallError(err)) {
-      return reply.status(err.httpStatus).send({ error: { code: err.code, message: err.message, ...err.details } })
+      return reply.status(err.httpStatus).send(errorBody(err))
     }
     const e = err as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message: string }
     if (e.validation) {

@@ -43,12 +43,7 @@ export function liveRoutes(feed: LiveFeed, options: LiveRouteOptions): FastifyPl
         querystring: Type.Object({ topics: Type.String({ maxLength: 1000, description: 'comma-separated: fleet, jobs, device:ID (up to 8 devices)' }) }),
       },
     }, async (req, reply) => {
-      let topics
-      try {
-        topics = parseTopics(req.query.topics, isDeviceId)
-      } catch (err) {
-        throw new RollcallError('BAD_REQUEST', `topics=${JSON.stringify(req.query.topics)}: ${(err as Error).message}`)
-      }
+      const topics = parseTopics(req.query.topics, isDeviceId)
       for (const id of topics.devices) options.requireDevice(id)
       if (feed.subscribers >= options.maxStreams) {
         throw new RollcallError('UNAVAILABLE', `${options.maxStreams} live streams are open already; close a dashboard tab or raise liveMaxStreams`)

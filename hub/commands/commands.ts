@@ -213,13 +213,15 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return p
   }
 
-  /** Ends a command in flight: its outcome goes to the record, and to its sender with the promise of that commit. */
-  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): void {
+  /** Ends a command in flight: its outcome goes to the record, and to its sender with the promise of that commit (also returned). */
+  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): Promise<unknown> | undefined {
     const p = forget(id)
-    if (!p) return
+    if (!p) return undefined
     deps.observeDuration?.(outcome.status, outcome.durationMs)
     const what = `"${p.deviceId}" ${outcome.status === 'succeeded' || outcome.status === 'failed' ? 'answered' : 'ended'} (${outcome.status})`
-    p.resolve({ outcome, recorded: written(store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome }) })
+    const recorded = written(store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome })
+    p.resolve({ outcome, recorded })
+    return recorded
   }
 
   /**
@@ -430,15 +432,19 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     /**
      * The hub is stopping: new commands are refused (UNAVAILABLE), and every
      * command in flight ends now, so no caller waits for a deadline the hub
-     * will not see; then the record is written.
+     * will not see; then the record is written. Resolves once every one of
+     * those records has settled (committed or refused).
      */
-    stop(): void {
+    stop(): Promise<void> {
       stopped = true
+      const records: Array<Promise<unknown>> = []
       for (const [id, p] of [...pending]) {
-        settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING', message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
+        const r = settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING', message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
+        if (r) records.push(r)
       }
       // Committed now, not at the end of the turn: their callers are answered before the API closes.
       store.sync()
+      return Promise.allSettled(records).then(() => undefined)
     },
     stats: (): CommandStats => ({ ...stats, pending: pending.size }),
   }

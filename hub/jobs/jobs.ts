@@ -111,6 +111,8 @@ export interface JobStats {
   readonly timedOut: number
   readonly expired: number
   readonly aborted: number
+  /** Paced rollouts being rung now (the sweeper keeps where each left off). */
+  readonly pacedRinging: number
 }
 
 const MAX_SWEEP_ROWS = 1000
@@ -128,6 +130,13 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   const { db, writer, registry, clock, random, logger } = deps
   const store = createJobStore(db)
   const stats = { pulls: 0, batches: 0, delivered: 0, updatesApplied: 0, updatesDuplicate: 0, updatesRefused: 0, retries: 0, timedOut: 0, expired: 0, aborted: 0 }
+  /**
+   * What a transaction counts is booked only once it commits: a write rolled
+   * back (alone, or with its whole group) and done again must not count twice.
+   */
+  type Tally = Partial<Record<Exclude<keyof typeof stats, 'pulls' | 'batches'>, number>>
+  const count = (tally: Tally, what: keyof Tally, n = 1): void => { tally[what] = (tally[what] ?? 0) + n }
+  const book = (tally: Tally): void => { for (const [k, n] of Object.entries(tally) as Array<[keyof Tally, number]>) stats[k] += n }
   let sweepTimer: NodeJS.Timeout | undefined
   let lastSweep = clock.now()
 
@@ -303,25 +312,27 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     addedTx.immediate(deviceId, group, clock.now())
   }
 
-  const removedTx = db.transaction((deviceId: string, now: number) => {
+  const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => {
     const touched = new Set<string>()
     for (const r of store.openOfDevice(deviceId)) {
       store.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
       touched.add(r.job_id)
     }
-    for (const j of touched) afterFinal(j, now)
+    for (const j of touched) afterFinal(j, now, tally)
   })
 
   /** A removed device's open executions are canceled, so its jobs can complete. */
   function deviceRemoved(deviceId: string): void {
     writer.flush()
-    removedTx.immediate(deviceId, clock.now())
+    const tally: Tally = {}
+    removedTx.immediate(deviceId, clock.now(), tally)
+    book(tally)
   }
 
   // ---- after a final state: abort, completion ----
 
   /** Runs inside a transaction. Returns devices to tell about cancellations (an abort). */
-  function afterFinal(jobId: string, now: number): string[] {
+  function afterFinal(jobId: string, now: number, tally: Tally): string[] {
     const job = store.getJob(jobId)
     if (!job || job.status !== 'active') return []
     let notify: string[] = []
@@ -331,7 +342,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         const reason = `failure rate ${verdict.pct.toFixed(1)}%: ${verdict.failed} of ${verdict.finished} finished executions failed, at or over the abort threshold of ${job.abort_failure_pct}%`
         notify = [...cancelExecutions(job, ['queued'], now, 'hub', `job aborted: ${reason}`)]
         store.setJobStatus(jobId, 'aborted', reason, now)
-        stats.aborted++
+        count(tally, 'aborted')
         logger.warn({ jobId, ...verdict }, 'job aborted: failure rate reached its threshold; queued executions canceled')
         return notify
       }
@@ -346,13 +357,13 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   }
 
   /** A final state for `row`, then a retry if its job allows one. Runs inside a transaction. */
-  function finish(row: ExecRow, job: JobRow, to: ExecState, now: number, source: string, detail: string | null, f: Parameters<typeof store.transition>[5]): ExecRow {
+  function finish(tally: Tally, row: ExecRow, job: JobRow, to: ExecState, now: number, source: string, detail: string | null, f: Parameters<typeof store.transition>[5]): ExecRow {
     const done = store.transition(row, to, now, source, detail, f)
     const plan = job.status === 'active'
       ? retryPlan(to, done.attempt, { maxAttempts: job.max_attempts, backoffBaseMs: job.backoff_base_ms, backoffMaxMs: job.backoff_max_ms }, now, random)
       : undefined
     if (!plan) return done
-    stats.retries++
+    count(tally, 'retries')
     return store.transition(done, 'queued', now, 'hub', `retry ${done.attempt + 1} of ${job.max_attempts} after ${to}`, {
       attempt: done.attempt + 1, baseVersion: done.version + 1, deviceVersion: null, runAfter: plan.runAfter,
       deliveredAt: null, leaseUntil: null, startedAt: null, finishedAt: null, result: null,
@@ -414,8 +425,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         store.markDelivered(r.key, now, leaseUntil('queued', now, r.timeout_ms, r.expires_at, options.leaseGraceMs))
       }
       pace.save()
-      stats.delivered += executions.length
       return () => {
+        stats.delivered += executions.length
         stats.batches++
         deps.publish(topics.jobsBatch(deviceId), encode({ type: 'jobs.batch', v: 1, executions, more, ...(cancel.length > 0 ? { cancel } : {}) }))
       }
@@ -424,7 +435,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
 
   // ---- updates ----
 
-  function applyOne(deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
+  function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
     const ref = parseExecId(u.execId)
     if (!ref) return 'UNKNOWN_EXECUTION'
     if (ref.deviceId !== deviceId) return 'NOT_YOURS'
@@ -448,7 +459,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       return 'applied'
     }
     const result = u.result === undefined ? null : JSON.stringify(u.result)
-    finish(row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
+    finish(tally, row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
       deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
       result,
       errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,
@@ -464,19 +475,21 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       const refused: Array<{ id: number; code: 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' }> = []
       const touched = new Set<string>()
       const jobs = new Map<string, JobRow | undefined>()
+      const tally: Tally = {}
       for (const u of message.updates) {
-        const outcome = applyOne(deviceId, u, now, touched, jobs)
+        const outcome = applyOne(tally, deviceId, u, now, touched, jobs)
         ids.push(u.id)
-        if (outcome === 'applied') stats.updatesApplied++
-        else if (outcome === 'duplicate') stats.updatesDuplicate++
+        if (outcome === 'applied') count(tally, 'updatesApplied')
+        else if (outcome === 'duplicate') count(tally, 'updatesDuplicate')
         else {
-          stats.updatesRefused++
+          count(tally, 'updatesRefused')
           refused.push({ id: u.id, code: outcome })
         }
       }
       const notify: string[] = []
-      for (const j of touched) notify.push(...afterFinal(j, now))
+      for (const j of touched) notify.push(...afterFinal(j, now, tally))
       return () => {
+        book(tally)
         deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
         if (notify.length > 0) sendCancels(notify)
       }
@@ -540,36 +553,43 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
         return jobs.get(id)
       }
       const interrupt: string[] = []
+      const tally: Tally = {}
       for (const r of store.lapsed(now, MAX_SWEEP_ROWS)) {
         const to = lapsedTo(r.state)
         const job = jobOf(r.job_id)
         if (!to || !job) continue
         if (to === 'timed_out') {
-          stats.timedOut++
+          count(tally, 'timedOut')
           // The device may still be running it: tell it to stop before a retry starts there.
-          finish(r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
+          finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
             leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT', errorMessage: 'the device did not report a result in time',
           })
           interrupt.push(r.device_id)
         } else {
-          stats.expired++
+          count(tally, 'expired')
           store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
         }
         touched.add(r.job_id)
       }
       for (const r of store.expiredUndelivered(now, MAX_SWEEP_ROWS)) {
-        stats.expired++
+        count(tally, 'expired')
         store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
         touched.add(r.job_id)
       }
       const notify: string[] = [...interrupt]
-      for (const j of touched) notify.push(...afterFinal(j, now))
+      for (const j of touched) notify.push(...afterFinal(j, now, tally))
       const due = store.becameDue(lastSweep, now).filter(reachable)
       const paced = store.activePaced()
       return () => {
+        book(tally)
         lastSweep = now
         for (const d of due) ring(d)
         for (const job of paced) ringPaced(job, now)
+        // A job no longer paced and active has no turn to keep.
+        if (ringCursor.size > paced.length) {
+          const active = new Set(paced.map((j) => j.id))
+          for (const id of ringCursor.keys()) if (!active.has(id)) ringCursor.delete(id)
+        }
         if (notify.length > 0) sendCancels([...new Set(notify)])
       }
     }, 10)
@@ -644,7 +664,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
       if (sweepTimer) clearInterval(sweepTimer)
       sweepTimer = undefined
     },
-    stats: (): JobStats => ({ ...stats }),
+    stats: (): JobStats => ({ ...stats, pacedRinging: ringCursor.size }),
     executionsOfDevice,
     /** Changes whenever a job or an execution may have changed (the live feed's cue to re-read). */
     version: () => store.version(),

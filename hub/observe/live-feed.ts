@@ -1,4 +1,5 @@
 import type { Clock } from '../../common/clock.js'
+import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import type { Jobs } from '../jobs/jobs.js'
 import type { JobView } from '../jobs/store.js'
@@ -87,8 +88,9 @@ export interface LiveTopics {
 
 export const MAX_WATCHED_DEVICES = 8
 
-/** Parses `fleet,jobs,device:ID`; throws a message that says what to fix. */
+/** Parses `fleet,jobs,device:ID`; throws BAD_REQUEST with a message that says what to fix. */
 export function parseTopics(text: string, isDeviceId: (id: string) => boolean): LiveTopics {
+  const bad = (why: string) => new RollcallError('BAD_REQUEST', `topics=${JSON.stringify(text)}: ${why}`)
   let fleet = false
   let jobs = false
   const devices: string[] = []
@@ -96,10 +98,10 @@ export function parseTopics(text: string, isDeviceId: (id: string) => boolean): 
     if (t === 'fleet') fleet = true
     else if (t === 'jobs') jobs = true
     else if (t.startsWith('device:') && isDeviceId(t.slice(7))) devices.push(t.slice(7))
-    else throw new Error(`unknown topic ${JSON.stringify(t)}: topics are fleet, jobs and device:ID, comma-separated`)
+    else throw bad(`unknown topic ${JSON.stringify(t)}: topics are fleet, jobs and device:ID, comma-separated`)
   }
-  if (!fleet && !jobs && devices.length === 0) throw new Error('no topic: ask for fleet, jobs or device:ID (comma-separated)')
-  if (devices.length > MAX_WATCHED_DEVICES) throw new Error(`at most ${MAX_WATCHED_DEVICES} device topics per stream`)
+  if (!fleet && !jobs && devices.length === 0) throw bad('no topic: ask for fleet, jobs or device:ID (comma-separated)')
+  if (devices.length > MAX_WATCHED_DEVICES) throw bad(`at most ${MAX_WATCHED_DEVICES} device topics per stream`)
   return { fleet, jobs, devices: [...new Set(devices)] }
 }
 
