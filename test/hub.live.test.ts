@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { encode, topics, type Sample } from '../protocol/index.js'
 import { createLiveFeed, diffFleet, parseTopics, type FleetRow } from '../hub/observe/live-feed.js'
+import { RollcallError } from '../common/errors.js'
 import { silentLogger } from '../common/logger.js'
 import { systemClock } from '../common/clock.js'
 import { isDeviceId } from '../protocol/ids.js'
@@ -69,7 +70,11 @@ describe('parseTopics', () => {
   })
 
   it('refuses with BAD_REQUEST naming the input, as the API answers it (issue #16)', () => {
-    expect(() => parseTopics('fleets', isDeviceId)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringMatching(/^topics="fleets": unknown topic/) }))
+    let thrown: unknown
+    try { parseTopics('fleets', isDeviceId) } catch (err) { thrown = err }
+    expect(thrown).toBeInstanceOf(RollcallError)
+    expect((thrown as RollcallError).code).toBe('BAD_REQUEST')
+    expect((thrown as RollcallError).message).toMatch(/^topics="fleets": unknown topic/)
   })
 })
 

@@ -213,7 +213,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return p
   }
 
-  /** Ends a command in flight: its outcome goes to the record, and to its sender with the promise of that commit (also returned). */
+  /**
+   * Ends a command in flight: its outcome goes to the record, and to its sender
+   * with the promise of that commit. Returns that promise too (it never
+   * rejects: a failed record is its value), for stop() to wait on.
+   */
   function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): Promise<unknown> | undefined {
     const p = forget(id)
     if (!p) return undefined
@@ -240,7 +244,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return new Promise<Dispatched>((resolve, reject) => {
       const timer = setTimeout(() => {
         stats.timedOut++
-        settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
+        void settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
       }, timeoutMs)
       pending.set(id, { rec, deviceId, startedAt: t0, timer, resolve, reject })
       let ids = byDevice.get(deviceId)
@@ -257,7 +261,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           .catch((err: unknown) => {
             logger.warn({ err, deviceId, id }, 'command publish failed')
             stats.disconnected++
-            settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
+            void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
           })
       }, (err: unknown) => {
         // Not recorded, so not sent: a command the record does not know must never run.
@@ -385,11 +389,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
     if (m.ok) {
       stats.succeeded++
-      settle(m.id, { id: m.id, deviceId, status: 'succeeded', result: m.result ?? null, durationMs }, 'succeeded', JSON.stringify(m.result ?? null))
+      void settle(m.id, { id: m.id, deviceId, status: 'succeeded', result: m.result ?? null, durationMs }, 'succeeded', JSON.stringify(m.result ?? null))
     } else {
       stats.failed++
       const error = m.error ?? { code: 'FAILED', message: 'the device reported a failure without details' }
-      settle(m.id, { id: m.id, deviceId, status: 'failed', error, durationMs }, 'failed', null)
+      void settle(m.id, { id: m.id, deviceId, status: 'failed', error, durationMs }, 'failed', null)
     }
   }
 
@@ -402,7 +406,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       if (!p) continue
       stats.disconnected++
       const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
-      settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
+      void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
     }
   }
 
