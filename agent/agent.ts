@@ -7,7 +7,7 @@ import { silentLogger, type Logger } from '../common/logger.js'
 import { decode } from '../protocol/codec.js'
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
 import { nestsDeeperThan } from '../protocol/json-bounds.js'
-import { isSensorName } from '../protocol/ids.js'
+import { QUEUED_COMMAND_TASK_PREFIX, isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
 import { builtinCommands, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
 import { CommandRunner, type CommandRunnerStats } from './command-runner.js'
@@ -168,9 +168,6 @@ function localOutcomeRecord(o: LocalOutcome, unsyncedSuffix: string): OutboxReco
   }
   return eventRecord(o.finishedAt, 'job.local', level, message, data, unsyncedSuffix)
 }
-
-/** The job task a queued command runs as (the hub names queued commands' jobs so). */
-export const QUEUED_COMMAND_TASK_PREFIX = 'cmd.'
 
 /**
  * Command handlers as job task handlers, named "cmd.<name>": the job's

@@ -8,6 +8,7 @@ import { topics } from '../protocol/topics.js'
 import type { CommandContext, CommandHandler } from './command-handlers.js'
 import type { HandlerRegistry } from './job-handlers.js'
 import type { Ledger } from './ledger.js'
+import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
 
 /**
  * Runs the commands the hub pushes on `cmd/req` and answers on `cmd/res`
@@ -99,7 +100,6 @@ const PRUNE_INTERVAL_MS = 600_000
 
 export const INTERRUPTED_COMMAND_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this command ran; it was not run to completion and is not run again'
 
-const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
 
 export interface RefusalInput {
   /** The hub's time as the device knows it, or its own clock before it knows (`clock` says which). */
@@ -138,7 +138,7 @@ export function commandErrorFrom(err: unknown): CommandError {
   const code = (err as { code?: unknown } | null)?.code
   const raw = err instanceof Error ? err.message : String(err)
   return {
-    code: typeof code === 'string' && ERROR_CODE_RE.test(code) ? code : 'HANDLER_FAILED',
+    code: typeof code === 'string' && isErrorCode(code) ? code : 'HANDLER_FAILED' satisfies OutcomeCode,
     message: capMessage(raw),
   }
 }
@@ -156,21 +156,21 @@ function capMessage(message: string): string {
 export function responseJson(id: string, outcome: CommandOutcome): ResponseText {
   const head = `{"type":"cmd.res","v":1,"id":"${id}"`
   if ('error' in outcome) {
-    const error = { code: ERROR_CODE_RE.test(outcome.error.code) ? outcome.error.code : 'HANDLER_FAILED', message: capMessage(outcome.error.message) }
+    const error = { code: isErrorCode(outcome.error.code) ? outcome.error.code : 'HANDLER_FAILED' satisfies OutcomeCode, message: capMessage(outcome.error.message) }
     return { json: `${head},"ok":false,"error":${JSON.stringify(error)}}`, error }
   }
   if (outcome.result === undefined) return { json: `${head},"ok":true}` }
   // The hub dead-letters a result nested past the limit (M19b): its caller would wait for nothing.
   if (nestsDeeperThan(outcome.result, LIMITS.maxJsonDepth)) {
-    return responseJson(id, { error: { code: 'BAD_RESULT', message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } })
+    return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } })
   }
   let json: string | undefined
   try {
     json = JSON.stringify(outcome.result)
   } catch (err) {
-    return responseJson(id, { error: { code: 'BAD_RESULT', message: `the handler's result is not JSON: ${(err as Error).message}` } })
+    return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result is not JSON: ${(err as Error).message}` } })
   }
-  if (json === undefined) return responseJson(id, { error: { code: 'BAD_RESULT', message: 'the handler\'s result is not JSON (a function or symbol)' } })
+  if (json === undefined) return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: 'the handler\'s result is not JSON (a function or symbol)' } })
   const bytes = json.length * 3 <= LIMITS.maxCommandResultBytes ? json.length : Buffer.byteLength(json)
   if (bytes > LIMITS.maxCommandResultBytes) json = `{"truncated":true,"bytes":${bytes}}`
   return { json: `${head},"ok":true,"result":${json}}` }
@@ -358,7 +358,7 @@ export class CommandRunner {
       clearTimeout(timer)
     }
     for (const run of [...this.active.values()]) {
-      this.settle(run, { error: { code: 'INTERRUPTED', message: INTERRUPTED_COMMAND_MESSAGE } }, 'shutdown')
+      this.settle(run, { error: { code: 'INTERRUPTED' satisfies OutcomeCode, message: INTERRUPTED_COMMAND_MESSAGE } }, 'shutdown')
     }
   }
 
@@ -383,7 +383,7 @@ export class CommandRunner {
     const delay = Math.min(Math.max(req.expiresAt - this.options.clock.now(), 0), LIMITS.maxCommandTimeoutMs)
     run.timer = setTimeout(() => {
       run.timer = undefined
-      this.settle(run, { error: { code: 'TIMEOUT', message: 'the command\'s expiresAt passed while it ran; its signal was fired and its result is dropped' } }, 'expired')
+      this.settle(run, { error: { code: 'TIMEOUT' satisfies OutcomeCode, message: 'the command\'s expiresAt passed while it ran; its signal was fired and its result is dropped' } }, 'expired')
     }, delay)
     value.then(
       (result) => { this.settle(run, { result }) },
@@ -487,7 +487,7 @@ export class CommandRunner {
     const ids = this.runningIds.all()
     if (ids.length === 0) return 0
     this.ledger.db.transaction(() => {
-      for (const id of ids) this.finish.run(responseJson(id, { error: { code: 'INTERRUPTED', message: INTERRUPTED_COMMAND_MESSAGE } }).json, Math.floor(now), id)
+      for (const id of ids) this.finish.run(responseJson(id, { error: { code: 'INTERRUPTED' satisfies OutcomeCode, message: INTERRUPTED_COMMAND_MESSAGE } }).json, Math.floor(now), id)
     })()
     return ids.length
   }

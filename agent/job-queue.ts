@@ -3,6 +3,7 @@ import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { ExecRef, JobExecution, JobUpdateStatus } from '../protocol/messages.js'
 import type { Ledger } from './ledger.js'
+import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
 
 /**
  * The device's job queue: the `jobs` and `job_updates` tables of the ledger
@@ -135,11 +136,10 @@ export const INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutd
 /** The same for a local schedule's job: nothing retries those, the schedule's next tick is the next run. */
 export const LOCAL_INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this local job ran; it was not run again, and local jobs are not retried: its schedule runs the task at its next tick'
 
-const ERROR_CODE_RE = /^[A-Z][A-Z0-9_]{0,63}$/
 
 /** Keeps an error within the wire's rules: a valid code and a message of at most LIMITS.maxJobErrorChars. */
 export function sanitizeError(error: JobErrorInfo): JobErrorInfo {
-  const code = ERROR_CODE_RE.test(error.code) ? error.code : 'HANDLER_FAILED'
+  const code = isErrorCode(error.code) ? error.code : 'HANDLER_FAILED' satisfies OutcomeCode
   const message = typeof error.message === 'string' ? error.message : String(error.message)
   return { code, message: message.length > LIMITS.maxJobErrorChars ? message.slice(0, LIMITS.maxJobErrorChars) : message }
 }
@@ -151,14 +151,14 @@ export function sanitizeError(error: JobErrorInfo): JobErrorInfo {
  */
 export function resultJson(result: unknown): { json: string; value: unknown } | { error: JobErrorInfo } {
   // The hub dead-letters a result nested past the limit (M19b); the update would never be acked.
-  if (nestsDeeperThan(result, LIMITS.maxJsonDepth)) return { error: { code: 'BAD_RESULT', message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } }
+  if (nestsDeeperThan(result, LIMITS.maxJsonDepth)) return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } }
   let json: string | undefined
   try {
     json = JSON.stringify(result)
   } catch (err) {
-    return { error: { code: 'BAD_RESULT', message: `the handler's result is not JSON: ${(err as Error).message}` } }
+    return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result is not JSON: ${(err as Error).message}` } }
   }
-  if (json === undefined) return { error: { code: 'BAD_RESULT', message: 'the handler\'s result is not JSON (a function or symbol)' } }
+  if (json === undefined) return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: 'the handler\'s result is not JSON (a function or symbol)' } }
   const bytes = json.length * 3 <= LIMITS.maxJobResultBytes ? json.length : Buffer.byteLength(json)
   if (bytes > LIMITS.maxJobResultBytes) {
     const value = { truncated: true, bytes }
@@ -366,7 +366,7 @@ export class JobQueue {
           }
         }
         if (outcome !== 'succeeded' && outcome !== 'canceled' && error === undefined) {
-          error = { code: outcome === 'timed_out' ? 'TIMEOUT' : 'HANDLER_FAILED', message: `the job ended ${outcome}` }
+          error = { code: outcome === 'timed_out' ? 'TIMEOUT' satisfies OutcomeCode : 'HANDLER_FAILED' satisfies OutcomeCode, message: `the job ended ${outcome}` }
         }
         this.finishRow.run(outcome, now, info.rowid)
         this.running.delete(key)
@@ -405,7 +405,7 @@ export class JobQueue {
       let n = 0
       for (const r of this.selectRunning.all()) {
         if (this.running.has(keyOf(r.exec_id, r.attempt))) continue
-        const error = { code: 'INTERRUPTED', message: r.source === 'hub' ? INTERRUPTED_MESSAGE : LOCAL_INTERRUPTED_MESSAGE }
+        const error = { code: 'INTERRUPTED' satisfies OutcomeCode, message: r.source === 'hub' ? INTERRUPTED_MESSAGE : LOCAL_INTERRUPTED_MESSAGE }
         this.finishRow.run('failed', now, r.rowid)
         this.done++
         this.outcomes.failed++

@@ -3,6 +3,7 @@ import type { Logger } from '../common/logger.js'
 import type { ExecRef } from '../protocol/messages.js'
 import { JobError, type HandlerRegistry, type JobContext } from './job-handlers.js'
 import type { ClaimedJob, JobCompletion, JobQueue, RunOutcome } from './job-queue.js'
+import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
 
 /**
  * Runs queued jobs with a concurrency limit, online or offline.
@@ -74,7 +75,7 @@ export function completionFromError(job: Pick<ClaimedJob, 'execId' | 'attempt'>,
     execId: job.execId,
     attempt: job.attempt,
     outcome: 'failed',
-    error: { code: typeof code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : 'HANDLER_FAILED', message },
+    error: { code: isErrorCode(code) ? code : 'HANDLER_FAILED' satisfies OutcomeCode, message },
   }
 }
 
@@ -207,7 +208,7 @@ export class JobRunner {
     run.timer = setTimeout(() => {
       this.settle(run, {
         execId: job.execId, attempt: job.attempt, outcome: 'timed_out',
-        error: { code: 'TIMEOUT', message: `no result within the job's timeout of ${job.timeoutMs} ms` },
+        error: { code: 'TIMEOUT' satisfies OutcomeCode, message: `no result within the job's timeout of ${job.timeoutMs} ms` },
       }, 'timeout')
     }, job.timeoutMs)
     const ctx = this.contextFor(job, controller.signal)

@@ -4,7 +4,7 @@ import { createServer as createTlsServer, type SecureContextOptions, type Server
 import { generate as generatePacket } from 'mqtt-packet'
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type Subscription } from 'aedes'
 import { canPublish, canSubscribe } from './acl.js'
-import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
+import { MAX_CLIENT_ID_LENGTH, decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
 import { ConnectionTable } from './connections.js'
 import { GuardError, PacketGuard } from './packet-guard.js'
 import { deliverAtGrantedQos, type DeliveringClient } from './delivery-qos.js'
@@ -46,9 +46,6 @@ const MAX_RATE_KEYS = 100_000
  * on top of the kernel's buffers, before its messages are dropped.
  */
 export const LOSSY_BUFFER_BYTES = 1024 * 1024
-
-/** Device ids and other client ids go up to 64 characters (aedes's 23 is the MQTT 3.1 limit). */
-const MAX_CLIENT_ID_LENGTH = 64
 
 /** What the pending-socket limits track: a PacketGuard, or a TLS listener's raw socket before its handshake ends. */
 interface PendingSocket { destroy(): unknown; readonly remoteAddress?: string | undefined }

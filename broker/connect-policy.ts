@@ -19,6 +19,7 @@ import { CONNACK, type CredentialCheck, type Principal } from './types.js'
  * refuses you" — the reason is logged and sent as a violation event.
  */
 
+/** Device ids and other client ids go up to 64 characters (aedes's 23 is the MQTT 3.1 limit). */
 export const MAX_CLIENT_ID_LENGTH = 64
 
 export interface ConnectRequest {

@@ -62,6 +62,13 @@ export function isTaskName(value: unknown): value is string {
   return isSensorName(value)
 }
 
+/**
+ * A command sent with ifOffline "queue" to a device that is not reachable
+ * runs there as a job whose task is this prefix plus the command's name: the
+ * hub names the job so, the agent registers every command handler under it.
+ */
+export const QUEUED_COMMAND_TASK_PREFIX = 'cmd.'
+
 /** Command ids: made by the hub, `c` plus lowercase base-32; unique, so a device can drop a repeat. */
 export const COMMAND_ID_PATTERN = '^c[a-z0-9]{3,31}$'
 const COMMAND_ID_RE = new RegExp(COMMAND_ID_PATTERN)

@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox'
 import { COMMAND_ID_PATTERN, DEVICE_ID_PATTERN, EXEC_ID_PATTERN, JOB_ID_PATTERN, SENSOR_NAME_PATTERN, TASK_NAME_PATTERN } from './ids.js'
 import { LIMITS } from './limits.js'
+import { ERROR_CODE_PATTERN } from './outcome-codes.js'
 
 /**
  * Every payload on the wire is one member of a discriminated union on `type`,
@@ -201,7 +202,7 @@ export type JobsBatch = Static<typeof JobsBatch>
 
 
 const ErrorInfo = Type.Object({
-  code: Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,63}$' }),
+  code: Type.String({ pattern: ERROR_CODE_PATTERN }),
   message: Type.String({ maxLength: LIMITS.maxJobErrorChars }),
 }, { additionalProperties: false })
 

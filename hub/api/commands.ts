@@ -4,6 +4,7 @@ import { RollcallError } from '../../common/errors.js'
 import type { CommandSpec } from '../commands/commands.js'
 import type { HubServices } from './services.js'
 import { durationOf } from './jobs.js'
+import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
  * Commands over HTTP (issue #4). One device: the reply is the device's
@@ -46,7 +47,7 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         case 'timed_out':
           throw new RollcallError('COMMAND_TIMEOUT', o.error.message, { id: o.id, deviceId: o.deviceId })
         case 'disconnected':
-          if (o.error.code === 'HUB_STOPPING') throw new RollcallError('UNAVAILABLE', o.error.message, { id: o.id, deviceId: o.deviceId })
+          if (o.error.code === ('HUB_STOPPING' satisfies OutcomeCode)) throw new RollcallError('UNAVAILABLE', o.error.message, { id: o.id, deviceId: o.deviceId })
           throw new RollcallError('DEVICE_DISCONNECTED', o.error.message, { id: o.id, deviceId: o.deviceId })
         default: {
           const never: never = o

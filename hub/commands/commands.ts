@@ -3,7 +3,7 @@ import type { Clock } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { encode } from '../../protocol/codec.js'
-import { isTaskName } from '../../protocol/ids.js'
+import { QUEUED_COMMAND_TASK_PREFIX, isTaskName } from '../../protocol/ids.js'
 import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
 import { LIMITS } from '../../protocol/limits.js'
 import type { CommandResponse } from '../../protocol/messages.js'
@@ -14,6 +14,7 @@ import type { Jobs } from '../jobs/jobs.js'
 import type { Registry } from '../fleet/registry.js'
 import type { Writer } from '../storage/group-commit.js'
 import type { Db } from '../../common/sqlite.js'
+import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
  * Commands: the push half (DESIGN.md, "Commands"): act now, or fail now.
@@ -135,9 +136,6 @@ interface Pending {
 }
 
 
-/** A queued command runs as this job task on the device (the agent registers every command under it). */
-export const QUEUED_COMMAND_PREFIX = 'cmd.'
-
 export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   const { registry, clock, logger } = deps
   const store = createCommandStore(deps.db, deps.writer)
@@ -151,8 +149,8 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
 
   function validate(spec: CommandSpec): { args: string | null; timeoutMs: number } {
     if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
-    if (spec.ifOffline === 'queue' && spec.name.length > 64 - QUEUED_COMMAND_PREFIX.length) {
-      throw new RollcallError('BAD_REQUEST', `a command that may be queued as a job has a name of at most ${64 - QUEUED_COMMAND_PREFIX.length} characters`)
+    if (spec.ifOffline === 'queue' && spec.name.length > 64 - QUEUED_COMMAND_TASK_PREFIX.length) {
+      throw new RollcallError('BAD_REQUEST', `a command that may be queued as a job has a name of at most ${64 - QUEUED_COMMAND_TASK_PREFIX.length} characters`)
     }
     if (!isTaskName(spec.name)) throw new RollcallError('BAD_REQUEST', `command name ${JSON.stringify(spec.name)} must be lowercase letters, digits, ".", "-" and "_", e.g. "ping" or "sys.info"`)
     const timeoutMs = spec.timeoutMs ?? options.defaultTimeoutMs
@@ -181,7 +179,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
 
   /** Queues the command as a job: the device runs it (once: one attempt) when it next connects. */
   function queueAsJob(spec: CommandSpec, deviceIds: readonly string[]): string {
-    return deps.jobs.create({ name: `${QUEUED_COMMAND_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 })!.id
+    return deps.jobs.create({ name: `${QUEUED_COMMAND_TASK_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 })!.id
   }
 
   /** The record could not be written (a full disk, an I/O error): the caller is told, not answered as if it were. */
@@ -443,7 +441,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       stopped = true
       const records: Array<Promise<unknown>> = []
       for (const [id, p] of [...pending]) {
-        const r = settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING', message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
+        const r = settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING' satisfies OutcomeCode, message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
         if (r) records.push(r)
       }
       // Committed now, not at the end of the turn: their callers are answered before the API closes.

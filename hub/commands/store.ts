@@ -1,5 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import type { Writer } from '../storage/group-commit.js'
+import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
  * The command record: the commands table, and only SQL. Every write goes
@@ -113,7 +114,7 @@ export function createCommandStore(db: Db, writer: Writer) {
     ofGroup: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE group_id = ? ORDER BY device_id'),
     prune: db.prepare<[number, number]>('DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE created_at < ? LIMIT ?)'),
     // A row still "sent" is a command whose caller got no answer: the hub died before the reply, or before it recorded it.
-    orphaned: db.prepare<[number]>(`UPDATE commands SET status = 'disconnected', finished_at = ?, error_code = 'HUB_RESTART',
+    orphaned: db.prepare<[number]>(`UPDATE commands SET status = 'disconnected', finished_at = ?, error_code = '${'HUB_RESTART' satisfies OutcomeCode}',
       error_message = 'the hub stopped before it recorded an answer from the device; the device may have run it' WHERE status = 'sent'`),
   }
 

@@ -18,6 +18,7 @@ import { createJobStore, type ExecRow, type ExecutionView, type HistoryView, typ
 import { parseTarget, resolveTarget, targetIncludes, type JobTarget } from '../fleet/targets.js'
 import type { Registry } from '../fleet/registry.js'
 import type { OnFailed, Writer } from '../storage/group-commit.js'
+import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
  * Job dispatch: the hub half of the pull pattern (DESIGN.md, "Jobs").
@@ -562,7 +563,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
           count(tally, 'timedOut')
           // The device may still be running it: tell it to stop before a retry starts there.
           finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
-            leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT', errorMessage: 'the device did not report a result in time',
+            leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT' satisfies OutcomeCode, errorMessage: 'the device did not report a result in time',
           })
           interrupt.push(r.device_id)
         } else {
