@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../common/clock.js'
 import {
-  decideUpdate, lapsedTo, leaseUntil, retryPlan, rolloutBurst, rolloutRelease, shouldAbort, type ExecVersionState, type UpdateClaim,
+  EXEC_STATES, MOVES, canMove, decideUpdate, lapsedTo, leaseUntil, planBatch, retryPlan, rolloutBurst, rolloutRelease, shouldAbort,
+  type ExecVersionState, type UpdateClaim,
 } from '../hub/jobs/decisions.js'
+import { checkJobSpec } from '../hub/jobs/spec.js'
 import { formatTarget, parseTarget, targetIncludes } from '../hub/fleet/targets.js'
 
 const base: ExecVersionState = { state: 'queued', attempt: 1, version: 1, baseVersion: 1, deviceVersion: null }
@@ -158,5 +160,77 @@ describe('job targets', () => {
     expect(targetIncludes(parseTarget('group:lab'), 'x-1', 'lab')).toBe(true)
     expect(targetIncludes(parseTarget('group:lab'), 'x-1', null)).toBe(false)
     expect(targetIncludes(parseTarget('all'), 'x-1', null)).toBe(true)
+  })
+})
+
+describe('execution moves (MOVES)', () => {
+  const finals = ['succeeded', 'failed', 'timed_out', 'rejected', 'canceled', 'expired'] as const
+  it.each([
+    ['queued', 'in_progress', true], ['queued', 'succeeded', true], ['queued', 'canceled', true], ['queued', 'expired', true],
+    ['in_progress', 'timed_out', true], ['in_progress', 'failed', true], ['in_progress', 'canceled', true],
+    ['failed', 'queued', true], ['timed_out', 'queued', true], ['canceled', 'queued', true], ['succeeded', 'queued', true],
+    ['in_progress', 'queued', false], ['in_progress', 'in_progress', false], ['queued', 'queued', false],
+    ['succeeded', 'failed', false], ['failed', 'in_progress', false], ['canceled', 'succeeded', false], ['expired', 'timed_out', false],
+  ] as const)('%s -> %s: %s', (from, to, allowed) => {
+    expect(canMove(from, to)).toBe(allowed)
+  })
+
+  it('leaves a final state only for a new attempt, and every state has somewhere to go', () => {
+    for (const f of finals) expect(MOVES[f]).toEqual(['queued'])
+    for (const s of EXEC_STATES) expect(MOVES[s].length).toBeGreaterThan(0)
+  })
+})
+
+describe('planBatch', () => {
+  interface Row { id: string; delivered_at: number | null; first_delivered_at: number | null; rate_per_min: number | null; payload: string }
+  const row = (id: string, over: Partial<Row> = {}): Row => ({ id, delivered_at: null, first_delivered_at: null, rate_per_min: null, payload: '{}', ...over })
+  const limits = { max: 10, redeliverBefore: 1000, budgetBytes: 10_000, usedBytes: 0, release: () => true }
+  const ids = (r: { take: Row[]; more: boolean }) => ({ take: r.take.map((x) => x.id), more: r.more })
+
+  it.each([
+    ['nothing due', [], {}, { take: [], more: false }],
+    ['all of them, under max', [row('a'), row('b')], {}, { take: ['a', 'b'], more: false }],
+    ['stops at max and says more', [row('a'), row('b'), row('c')], { max: 2 }, { take: ['a', 'b'], more: true }],
+    ['skips what this connection was sent', [row('a', { delivered_at: 1500 }), row('b', { delivered_at: 500 })], {}, { take: ['b'], more: false }],
+    ['a skipped row does not count toward max', [row('a', { delivered_at: 1500 }), row('b'), row('c')], { max: 1 }, { take: ['b'], more: true }],
+    ['stops at the byte budget and says more', [row('a', { payload: 'x'.repeat(600) }), row('b', { payload: 'x'.repeat(600) })], { budgetBytes: 1500 }, { take: ['a'], more: true }],
+    ['always takes one, however large', [row('a', { payload: 'x'.repeat(5000) })], { budgetBytes: 1000 }, { take: ['a'], more: false }],
+    ['counts the bytes already used (stop notices)', [row('a', { payload: 'x'.repeat(600) }), row('b')], { budgetBytes: 1500, usedBytes: 600 }, { take: ['a'], more: true }],
+  ] as const)('%s', (_what, due, over, expected) => {
+    expect(ids(planBatch(due as readonly Row[], { ...limits, ...over }))).toEqual(expected)
+  })
+
+  it('asks the pace only for first deliveries of paced jobs, and skips what it holds back', () => {
+    const asked: string[] = []
+    const due = [row('free'), row('paced1', { rate_per_min: 60 }), row('paced2', { rate_per_min: 60 }), row('again', { rate_per_min: 60, first_delivered_at: 5 })]
+    const plan = planBatch(due, { ...limits, release: (r) => { asked.push(r.id); return r.id === 'paced1' } })
+    expect(asked).toEqual(['paced1', 'paced2'])
+    expect(ids(plan)).toEqual({ take: ['free', 'paced1', 'again'], more: false })
+  })
+})
+
+describe('checkJobSpec', () => {
+  const now = 1_000_000
+  const ok = { name: 'echo', target: 'device:dev-1' }
+  it('takes a minimal spec and gives its target and payload', () => {
+    expect(checkJobSpec(ok, now)).toEqual({ target: { kind: 'devices', ids: ['dev-1'] }, payload: 'null' })
+  })
+  it.each([
+    [{ name: 'Echo!' }, /job name "Echo!" must be a task name/],
+    [{ priority: 1.5 }, /priority must be an integer from -1000 to 1000/],
+    [{ maxAttempts: 0 }, /maxAttempts must be an integer from 1 to 100/],
+    [{ timeoutMs: 0 }, /timeout must be from .* \(timeoutMs: 1 to/],
+    [{ expiresAt: now }, /expiresAt must be a time in the future/],
+    [{ ratePerMinute: 0 }, /the rollout rate must be more than 0/],
+    [{ abortAfter: 5 }, /abort needs both abortAfter .* and abortAt/],
+    [{ abortAfter: 5, abortAtPercent: 120 }, /abortAt must be a percentage more than 0 and at most 100/],
+    [{ continuous: true }, /only group:NAME and all targets can be continuous/],
+  ])('refuses %j: %s', (over, message) => {
+    expect(() => checkJobSpec({ ...ok, ...over }, now)).toThrow(message)
+  })
+  it('refuses a payload nested too deep with TOO_DEEP', () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 200; i++) deep = [deep]
+    expect(() => checkJobSpec({ ...ok, payload: deep }, now)).toThrow(expect.objectContaining({ code: 'TOO_DEEP' }))
   })
 })

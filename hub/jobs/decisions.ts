@@ -21,6 +21,9 @@ import type { JobUpdateStatus } from '../../protocol/messages.js'
  *   in_progress -> timed_out                 the sweeper: the lease lapsed
  *   queued      -> expired                   the sweeper: not started by expiresAt
  *   failed | timed_out -> queued (attempt+1) retry, while attempts remain
+ *   any final   -> queued (attempt+1)        a continuous job's device is added again
+ *
+ * MOVES below is this table as data; the store refuses any other move.
  *
  * Every change bumps the execution's version. An attempt is delivered with
  * the version it was queued at (its base); the device echoes that base in
@@ -38,6 +41,23 @@ export const FINAL_STATES: ReadonlySet<ExecState> = new Set(['succeeded', 'faile
 export const FAILURE_STATES: ReadonlySet<ExecState> = new Set(['failed', 'timed_out', 'rejected'])
 /** Final states that a retry may turn back into queued. */
 const RETRYABLE: ReadonlySet<ExecState> = new Set(['failed', 'timed_out'])
+
+const FINAL_LIST = ['succeeded', 'failed', 'timed_out', 'rejected', 'canceled', 'expired'] as const satisfies readonly ExecState[]
+/** The moves an execution may make (the table in the header): a final state is left only for a new attempt. */
+export const MOVES: Readonly<Record<ExecState, readonly ExecState[]>> = {
+  queued: ['in_progress', ...FINAL_LIST],
+  in_progress: FINAL_LIST,
+  succeeded: ['queued'],
+  failed: ['queued'],
+  timed_out: ['queued'],
+  rejected: ['queued'],
+  canceled: ['queued'],
+  expired: ['queued'],
+}
+
+export function canMove(from: ExecState, to: ExecState): boolean {
+  return MOVES[from].includes(to)
+}
 
 export function isFinal(state: ExecState): boolean {
   return FINAL_STATES.has(state)
@@ -176,4 +196,53 @@ export function lapsedTo(state: ExecState): ExecState | undefined {
   if (state === 'in_progress') return 'timed_out'
   if (state === 'queued') return 'expired'
   return undefined
+}
+
+/** What planBatch reads of an execution due for its device. */
+export interface BatchCandidate {
+  /** When it was last sent to the device (null: never). */
+  readonly delivered_at: number | null
+  /** When any attempt of it was first sent (null: never): pacing counts first deliveries only. */
+  readonly first_delivered_at: number | null
+  /** Its job's rollout pace (null: not paced). */
+  readonly rate_per_min: number | null
+  /** Its job's payload as JSON. */
+  readonly payload: string
+}
+
+export interface BatchLimits<C extends BatchCandidate> {
+  /** What the device asked for. */
+  readonly max: number
+  /** Executions sent at or after this time are not sent again (the device has them on this connection). */
+  readonly redeliverBefore: number
+  /** Bytes the batch may hold, and those already taken (the stop notices riding along). */
+  readonly budgetBytes: number
+  readonly usedBytes: number
+  /** Asks a paced job for one release; false: its pace allows none now (the execution waits, later ones may go). */
+  readonly release: (candidate: C) => boolean
+}
+
+/** A batch's room for one execution besides its payload: ids, attempt, version, timeout, the JSON around them. */
+export const EXECUTION_OVERHEAD_BYTES = 300
+
+/**
+ * Which of the due executions (in dispatch order) go in one jobs/batch, and
+ * whether more are waiting. Skipped: those sent on this connection already,
+ * and first deliveries of a paced job its pace holds back. The batch stops at
+ * `max` or at the byte budget (always one, however large: the payload cap
+ * bounds it), and says `more` when it stopped with executions left.
+ */
+export function planBatch<C extends BatchCandidate>(due: readonly C[], limits: BatchLimits<C>): { readonly take: C[]; readonly more: boolean } {
+  const take: C[] = []
+  let bytes = limits.usedBytes
+  for (const c of due) {
+    if (c.delivered_at !== null && c.delivered_at >= limits.redeliverBefore) continue
+    if (take.length >= limits.max) return { take, more: true }
+    if (c.rate_per_min !== null && c.first_delivered_at === null && !limits.release(c)) continue
+    const size = Buffer.byteLength(c.payload) + EXECUTION_OVERHEAD_BYTES
+    if (take.length > 0 && bytes + size > limits.budgetBytes) return { take, more: true }
+    bytes += size
+    take.push(c)
+  }
+  return { take, more: false }
 }

@@ -1,6 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import { execIdOf } from '../../protocol/ids.js'
-import { EXEC_STATES, type ExecState } from './decisions.js'
+import { EXEC_STATES, canMove, type ExecState } from './decisions.js'
 import { formatTarget, type JobTarget } from '../fleet/targets.js'
 
 /**
@@ -354,9 +354,11 @@ export function createJobStore(db: Db) {
     /**
      * The one way an execution changes: state, version + 1, the given
      * columns, and a history row, together. Returns the new row; throws if
-     * the row changed under the caller (a bug: callers hold the writer).
+     * the move is not one the table allows (decisions.ts, MOVES) or the row
+     * changed under the caller (bugs both: callers hold the writer).
      */
     transition(row: ExecRow, to: ExecState, now: number, source: string, detail: string | null, f: TransitionFields = {}): ExecRow {
+      if (!canMove(row.state, to)) throw new Error(`execution ${execIdOf(row.job_id, row.device_id)} cannot move from ${row.state} to ${to} (decisions.ts, MOVES)`)
       const next: ExecRow = {
         ...row,
         state: to,

@@ -1,0 +1,160 @@
+import { execIdOf } from '../../protocol/ids.js'
+import { encode } from '../../protocol/codec.js'
+import { LIMITS } from '../../protocol/limits.js'
+import type { ExecRef, JobExecution } from '../../protocol/messages.js'
+import { topics } from '../../protocol/topics.js'
+import { leaseUntil, planBatch, rolloutRelease } from './decisions.js'
+import type { JobRow } from './store.js'
+import type { JobsContext } from './context.js'
+
+/**
+ * Getting executions to devices: the batch a pull is answered with (leases,
+ * redelivery, rollout pacing), the doorbell of a paced rollout going round
+ * its devices, and the stop notices a device is owed.
+ */
+
+/** Stop notices that ride on one batch (a doorbell takes up to 500: 500 refs of the longest ids stay under 64 KiB). */
+const CANCELS_PER_BATCH = 100
+/** A batch leaves room under the payload cap for the envelope and the cancel list. */
+const BATCH_BUDGET_BYTES = LIMITS.maxPayloadBytes - 8 * 1024
+/** Rows of a paced job the ringing looks at per sweep. */
+const RING_SCAN_ROWS = 2000
+
+export function createDispatch(ctx: JobsContext) {
+  const { store, options, counters, ring, reachable } = ctx
+  const { writer, clock } = ctx.deps
+
+  /** How many of a paced job's executions may be released now; updates the stored pace. */
+  function pacer(now: number) {
+    const grants = new Map<string, { rate: number; tat: number | null; changed: boolean }>()
+    return {
+      take(job: { job_id: string; rate_per_min: number; tat: number | null }): boolean {
+        let g = grants.get(job.job_id)
+        if (!g) grants.set(job.job_id, g = { rate: job.rate_per_min, tat: job.tat, changed: false })
+        const r = rolloutRelease(g.rate, g.tat, now, 1)
+        if (r.granted === 0) return false
+        g.tat = r.tat
+        g.changed = true
+        return true
+      },
+      save(): void {
+        for (const [jobId, g] of grants) if (g.changed && g.tat !== null) store.setTat(jobId, g.tat)
+      },
+    }
+  }
+
+  /** Stop notices owed to the device, cleared as they are taken (inside a transaction). */
+  function takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): ExecRef[] {
+    const refs: ExecRef[] = []
+    for (const c of store.pendingCancels(deviceId, max)) {
+      store.clearCancel(c.key)
+      refs.push({ execId: execIdOf(c.job_id, deviceId), attempt: c.attempt })
+    }
+    return refs
+  }
+
+  /** Tells reachable devices which executions they hold were canceled; the rest hear it when they come back. */
+  function sendCancels(deviceIds: readonly string[]): void {
+    const online = deviceIds.filter(reachable)
+    if (online.length === 0) return
+    writer.enqueue(() => {
+      const sends: Array<[string, ExecRef[]]> = []
+      for (const d of online) {
+        const refs = takeCancels(d)
+        if (refs.length > 0) sends.push([d, refs])
+      }
+      return () => { for (const [d, refs] of sends) ring(d, refs) }
+    }, online.length)
+  }
+
+  /** A pull: the executions due for the device are leased and sent as one jobs/batch after the commit. */
+  function pull(deviceId: string, max: number): void {
+    counters.pulls++
+    writer.enqueue(() => {
+      const now = clock.now()
+      const since = ctx.deps.reachableSince(deviceId)
+      // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
+      const cancel = takeCancels(deviceId, CANCELS_PER_BATCH)
+      const pace = pacer(now)
+      const tats = new Map<string, number | null>()
+      const { take, more } = planBatch(store.due(deviceId, now, max + 64), {
+        max,
+        // Send again what was delivered before this connection (it may have been lost with the last one), or long ago.
+        redeliverBefore: Math.max(since ?? 0, now - options.redeliverAfterMs),
+        budgetBytes: BATCH_BUDGET_BYTES,
+        usedBytes: Buffer.byteLength(JSON.stringify(cancel)),
+        release: (r) => {
+          if (!tats.has(r.job_id)) tats.set(r.job_id, store.getJob(r.job_id)?.rollout_tat ?? null)
+          return pace.take({ job_id: r.job_id, rate_per_min: r.rate_per_min!, tat: tats.get(r.job_id) ?? null })
+        },
+      })
+      const executions: JobExecution[] = take.map((r) => ({
+        execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, name: r.name, payload: JSON.parse(r.payload) as unknown,
+        attempt: r.attempt, version: r.base_version, timeoutMs: r.timeout_ms, priority: r.priority,
+        ...(r.expires_at !== null ? { expiresAt: r.expires_at } : {}),
+      }))
+      for (const r of take) store.markDelivered(r.key, now, leaseUntil('queued', now, r.timeout_ms, r.expires_at, options.leaseGraceMs))
+      pace.save()
+      return () => {
+        counters.delivered += executions.length
+        counters.batches++
+        ctx.deps.publish(topics.jobsBatch(deviceId), encode({ type: 'jobs.batch', v: 1, executions, more, ...(cancel.length > 0 ? { cancel } : {}) }))
+      }
+    }, 1 + max)
+  }
+
+  /** A device came online (birth): tell it of cancellations it missed, and ring if work is due. */
+  function online(deviceId: string): void {
+    writer.enqueue(() => {
+      const cancel = takeCancels(deviceId)
+      const due = store.hasDue(deviceId, clock.now())
+      return () => { if (cancel.length > 0 || due) ring(deviceId, cancel) }
+    })
+  }
+
+  /** Where each paced job's ringing left off: rings go round the undelivered executions, so offline devices cannot hold the line. */
+  const ringCursor = new Map<string, number>()
+
+  /**
+   * Rings as many reachable devices with an undelivered execution of a paced
+   * job as its pace allows now. Ringing consumes nothing: a device that does
+   * not pull (offline since, queue full) leaves its turn to the next ones, and
+   * the cursor moves on so the next sweep rings others.
+   */
+  function ringPaced(job: JobRow, now: number): void {
+    const allowance = rolloutRelease(job.rate_per_min!, job.rollout_tat, now, 10_000).granted
+    if (allowance === 0) return
+    let rung = 0
+    let scanned = 0
+    let cursor = ringCursor.get(job.id) ?? 0
+    let wrapped = cursor === 0
+    while (rung < allowance && scanned < RING_SCAN_ROWS) {
+      const rows = store.undeliveredAfter(job.id, now, cursor, 256)
+      if (rows.length === 0) {
+        if (wrapped) break
+        cursor = 0
+        wrapped = true
+        continue
+      }
+      for (const r of rows) {
+        scanned++
+        cursor = r.key
+        if (!reachable(r.device_id)) continue
+        ring(r.device_id)
+        if (++rung >= allowance) break
+      }
+    }
+    ringCursor.set(job.id, cursor)
+  }
+
+  /** Forgets the ringing of jobs no longer paced and active (the sweeper passes the ones that are). */
+  function keepRinging(active: readonly JobRow[]): void {
+    if (ringCursor.size <= active.length) return
+    const ids = new Set(active.map((j) => j.id))
+    for (const id of ringCursor.keys()) if (!ids.has(id)) ringCursor.delete(id)
+  }
+
+  return { pull, online, sendCancels, ringPaced, keepRinging, pacedRinging: () => ringCursor.size }
+}
+
+export type Dispatch = ReturnType<typeof createDispatch>

@@ -1,0 +1,139 @@
+import { RollcallError } from '../../common/errors.js'
+import { randomId } from '../../common/random-id.js'
+import { parseExecId } from '../../protocol/ids.js'
+import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
+import { isFinal } from './decisions.js'
+import type { JobRow, JobView } from './store.js'
+import { checkJobSpec, type JobOrigin, type JobSpec } from './spec.js'
+import type { JobsContext, Tally } from './context.js'
+import type { Endings } from './endings.js'
+import type { Dispatch } from './dispatch.js'
+
+/**
+ * A job's life outside the devices' own updates: made (the job and one
+ * queued execution per targeted device in one transaction, then the
+ * doorbell), canceled by an operator, and joined or left by devices added to
+ * or removed from the fleet (continuous jobs). Each runs as one synchronous
+ * transaction after the writer's queue is flushed, so it sees the state the
+ * queued writes describe.
+ */
+export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
+  const { store, options, ring, reachable } = ctx
+  const { db, writer, registry, clock, logger } = ctx.deps
+
+  function requireJob(id: string): JobRow {
+    const job = store.getJob(id)
+    if (!job) {
+      const hint = parseExecId(id) ? `; "${id}" is an execution id: rollcall job execution ${id}` : ' (rollcall job list shows the jobs)'
+      throw new RollcallError('JOB_NOT_FOUND', `no job "${id}"${hint}`)
+    }
+    return job
+  }
+
+  const insertJobTx = db.transaction((row: Parameters<typeof store.insertJob>[0], devices: readonly string[]) => {
+    if (!store.insertJob(row)) return false
+    store.addExecutions(row.id, devices, row.priority, row.createdAt)
+    return true
+  })
+
+  /**
+   * Creates a job; for a schedule's tick, returns undefined when that tick
+   * already made its job (a double fire, or a fire again after a restart).
+   */
+  function create(spec: JobSpec, origin?: JobOrigin): JobView | undefined {
+    const now = clock.now()
+    const { target, payload } = checkJobSpec(spec, now)
+    const devices = resolveTarget(target, registry)
+    if (devices.length === 0 && !spec.continuous) {
+      throw new RollcallError('TARGET_EMPTY', `target "${spec.target}" matches no registered device; a group or all job can be made continuous to wait for devices`)
+    }
+    const id = randomId('j')
+    const row = {
+      id, name: spec.name, payload, target, priority: spec.priority ?? 0,
+      timeoutMs: spec.timeoutMs ?? options.defaultTimeoutMs, expiresAt: spec.expiresAt ?? null,
+      maxAttempts: spec.maxAttempts ?? options.defaultMaxAttempts,
+      backoffBaseMs: spec.backoffBaseMs ?? options.backoffBaseMs, backoffMaxMs: spec.backoffMaxMs ?? options.backoffMaxMs,
+      ratePerMinute: spec.ratePerMinute ?? null, abortMinFinished: spec.abortAfter ?? null, abortFailurePct: spec.abortAtPercent ?? null,
+      continuous: spec.continuous ?? false, createdAt: now, scheduleId: origin?.scheduleId ?? null, scheduleTick: origin?.tick ?? null,
+    }
+    // Queued writes go first, so the new job sees the state they describe.
+    writer.flush()
+    if (!insertJobTx.immediate(row, devices)) return undefined
+    logger.info({ jobId: id, name: spec.name, target: spec.target, executions: devices.length, scheduleId: row.scheduleId }, 'job created')
+    const job = store.getJob(id)!
+    if (job.rate_per_min !== null) dispatch.ringPaced(job, now)
+    else for (const d of devices) if (reachable(d)) ring(d)
+    return store.jobView(job)
+  }
+
+  /** Checks a job spec as create would, without creating it (schedules check their template when added). */
+  function check(spec: JobSpec & { readonly expiresInMs?: number }): void {
+    const { expiresInMs, ...rest } = spec
+    if (expiresInMs !== undefined && (!Number.isInteger(expiresInMs) || expiresInMs < 1)) throw new RollcallError('BAD_REQUEST', 'expiresInMs must be a positive integer')
+    const { target } = checkJobSpec(rest, clock.now())
+    if (target.kind === 'devices') resolveTarget(target, registry)
+  }
+
+  const cancelTx = db.transaction((id: string, now: number, reason: string) => {
+    // Read here, after the flush: a queued update may just have completed or aborted the job.
+    const job = requireJob(id)
+    if (job.status !== 'active') throw new RollcallError('JOB_FINISHED', `job "${id}" is already ${job.status}; nothing to cancel`)
+    const notify = endings.cancelExecutions(job, ['queued', 'in_progress'], now, 'api', reason)
+    store.setJobStatus(job.id, 'canceled', reason, now)
+    return notify
+  })
+
+  function cancel(id: string, reason = 'canceled by an operator'): JobView {
+    writer.flush()
+    const notify = cancelTx.immediate(id, clock.now(), reason)
+    logger.info({ jobId: id, devicesNotified: notify.size }, 'job canceled')
+    dispatch.sendCancels([...notify])
+    return store.jobView(store.getJob(id)!)
+  }
+
+  /**
+   * A new device joins the executions of continuous jobs whose target
+   * includes it. A device removed and added again under the same id gets its
+   * execution back as a new attempt (its removal had canceled it).
+   */
+  const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => {
+    for (const job of store.activeContinuous()) {
+      if (!targetIncludes(parseTarget(job.target), deviceId, group)) continue
+      if (store.addExecutions(job.id, [deviceId], job.priority, now).length > 0) {
+        logger.info({ jobId: job.id, deviceId }, 'continuous job: new device added')
+        continue
+      }
+      const r = store.getExec(job.id, deviceId)
+      if (!r || !isFinal(r.state)) continue
+      store.transition(r, 'queued', now, 'hub', 'device added again', {
+        attempt: r.attempt + 1, baseVersion: r.version + 1, deviceVersion: null, runAfter: now, deliveredAt: null, leaseUntil: null,
+        startedAt: null, finishedAt: null, result: null, errorCode: null, errorMessage: null,
+      })
+      logger.info({ jobId: job.id, deviceId }, 'continuous job: device added again, its execution queued anew')
+    }
+  })
+
+  function deviceAdded(deviceId: string, group: string | null): void {
+    writer.flush()
+    addedTx.immediate(deviceId, group, clock.now())
+  }
+
+  const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => {
+    const touched = new Set<string>()
+    for (const r of store.openOfDevice(deviceId)) {
+      store.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
+      touched.add(r.job_id)
+    }
+    for (const j of touched) endings.afterFinal(j, now, tally)
+  })
+
+  /** A removed device's open executions are canceled, so its jobs can complete. */
+  function deviceRemoved(deviceId: string): void {
+    writer.flush()
+    const tally: Tally = {}
+    removedTx.immediate(deviceId, clock.now(), tally)
+    ctx.book(tally)
+  }
+
+  return { requireJob, create, check, cancel, deviceAdded, deviceRemoved }
+}

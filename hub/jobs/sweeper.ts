@@ -1,0 +1,83 @@
+import type { OutcomeCode } from '../../protocol/outcome-codes.js'
+import { lapsedTo } from './decisions.js'
+import type { JobRow } from './store.js'
+import { count, type JobsContext, type Tally } from './context.js'
+import type { Endings } from './endings.js'
+import type { Dispatch } from './dispatch.js'
+
+/**
+ * The sweeper, every jobSweepIntervalMs: in-progress executions whose lease
+ * lapsed become timed_out (and are retried), executions not started by their
+ * job's expiresAt become expired, retries whose wait ended ring their device,
+ * and paced rollouts ring the next devices.
+ */
+
+const MAX_SWEEP_ROWS = 1000
+
+export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
+  const { store, options, ring, reachable } = ctx
+  const { writer, clock } = ctx.deps
+  let timer: NodeJS.Timeout | undefined
+  let lastSweep = clock.now()
+
+  function sweep(): void {
+    writer.enqueue(() => {
+      const now = clock.now()
+      const touched = new Set<string>()
+      const jobs = new Map<string, JobRow | undefined>()
+      const jobOf = (id: string) => {
+        if (!jobs.has(id)) jobs.set(id, store.getJob(id))
+        return jobs.get(id)
+      }
+      const interrupt: string[] = []
+      const tally: Tally = {}
+      for (const r of store.lapsed(now, MAX_SWEEP_ROWS)) {
+        const to = lapsedTo(r.state)
+        const job = jobOf(r.job_id)
+        if (!to || !job) continue
+        if (to === 'timed_out') {
+          count(tally, 'timedOut')
+          // The device may still be running it: tell it to stop before a retry starts there.
+          endings.finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
+            leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT' satisfies OutcomeCode, errorMessage: 'the device did not report a result in time',
+          })
+          interrupt.push(r.device_id)
+        } else {
+          count(tally, 'expired')
+          store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
+        }
+        touched.add(r.job_id)
+      }
+      for (const r of store.expiredUndelivered(now, MAX_SWEEP_ROWS)) {
+        count(tally, 'expired')
+        store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
+        touched.add(r.job_id)
+      }
+      const notify: string[] = [...interrupt]
+      for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
+      const due = store.becameDue(lastSweep, now).filter(reachable)
+      const paced = store.activePaced()
+      return () => {
+        ctx.book(tally)
+        lastSweep = now
+        for (const d of due) ring(d)
+        for (const job of paced) dispatch.ringPaced(job, now)
+        // A job no longer paced and active has no turn to keep.
+        dispatch.keepRinging(paced)
+        if (notify.length > 0) dispatch.sendCancels([...new Set(notify)])
+      }
+    }, 10)
+  }
+
+  return {
+    sweep,
+    start: (): void => {
+      timer ??= setInterval(sweep, options.sweepIntervalMs)
+      timer.unref()
+    },
+    stop: (): void => {
+      if (timer) clearInterval(timer)
+      timer = undefined
+    },
+  }
+}

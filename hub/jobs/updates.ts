@@ -1,0 +1,91 @@
+import type { OnFailed } from '../storage/group-commit.js'
+import { LIMITS } from '../../protocol/limits.js'
+import type { JobsUpdate, JobUpdate } from '../../protocol/messages.js'
+import { encode } from '../../protocol/codec.js'
+import { parseExecId } from '../../protocol/ids.js'
+import { topics } from '../../protocol/topics.js'
+import { decideUpdate, leaseUntil } from './decisions.js'
+import type { JobRow } from './store.js'
+import { count, type JobsContext, type Tally } from './context.js'
+import type { Endings } from './endings.js'
+import type { Dispatch } from './dispatch.js'
+
+/**
+ * Execution updates from devices: each applied by version (decisions.ts,
+ * decideUpdate), a final one retried while attempts remain, the job aborted
+ * or completed as its executions end; the jobs/ack that names them leaves
+ * after the commit, so an acked update is always stored.
+ */
+
+function clip(text: string, max: number): string {
+  return text.length > max ? text.slice(0, max) : text
+}
+
+export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
+  const { store, options } = ctx
+  const { writer, clock, logger } = ctx.deps
+
+  function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
+    const ref = parseExecId(u.execId)
+    if (!ref) return 'UNKNOWN_EXECUTION'
+    if (ref.deviceId !== deviceId) return 'NOT_YOURS'
+    const row = store.getExec(ref.jobId, deviceId)
+    if (!jobs.has(ref.jobId)) jobs.set(ref.jobId, store.getJob(ref.jobId))
+    const job = jobs.get(ref.jobId)
+    if (!row || !job) return 'UNKNOWN_EXECUTION'
+    const verdict = decideUpdate({ state: row.state, attempt: row.attempt, version: row.version, baseVersion: row.base_version, deviceVersion: row.device_version }, u)
+    if (verdict.verdict === 'duplicate') return 'duplicate'
+    if (verdict.verdict === 'stale') {
+      logger.debug({ execId: u.execId, status: u.status, why: verdict.why }, 'stale execution update refused')
+      return 'STALE_VERSION'
+    }
+    // Expired and rejected attempts never ran: no start time unless the device gave one.
+    const neverRan = verdict.to === 'expired' || verdict.to === 'rejected'
+    const startedAt = row.started_at ?? u.startedAt ?? (neverRan ? null : now)
+    if (verdict.to === 'in_progress') {
+      store.transition(row, 'in_progress', now, 'device', null, {
+        deviceVersion: row.version + 1, startedAt, leaseUntil: leaseUntil('in_progress', now, job.timeout_ms, job.expires_at, options.leaseGraceMs),
+      })
+      return 'applied'
+    }
+    const result = u.result === undefined ? null : JSON.stringify(u.result)
+    endings.finish(tally, row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
+      deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
+      result,
+      errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,
+    })
+    touched.add(job.id)
+    return 'applied'
+  }
+
+  /** A device's execution updates, applied by version in one writer operation; jobs/ack names them after the commit. */
+  function update(deviceId: string, message: JobsUpdate, onFailed?: OnFailed): void {
+    writer.enqueue(() => {
+      const now = clock.now()
+      const ids: number[] = []
+      const refused: Array<{ id: number; code: 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' }> = []
+      const touched = new Set<string>()
+      const jobs = new Map<string, JobRow | undefined>()
+      const tally: Tally = {}
+      for (const u of message.updates) {
+        const outcome = applyOne(tally, deviceId, u, now, touched, jobs)
+        ids.push(u.id)
+        if (outcome === 'applied') count(tally, 'updatesApplied')
+        else if (outcome === 'duplicate') count(tally, 'updatesDuplicate')
+        else {
+          count(tally, 'updatesRefused')
+          refused.push({ id: u.id, code: outcome })
+        }
+      }
+      const notify: string[] = []
+      for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
+      return () => {
+        ctx.book(tally)
+        ctx.deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
+        if (notify.length > 0) dispatch.sendCancels(notify)
+      }
+    }, message.updates.length, onFailed)
+  }
+
+  return { update }
+}
