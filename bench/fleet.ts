@@ -1,16 +1,15 @@
 import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { HubProcess } from './hub-process.js'
-import type { FleetReport, FleetSpec } from './fleet-runner.js'
+import type { FleetReport, FleetSpec } from '../devices-sim/fleet-runner.js'
 
 /** Helpers the benchmarks share: provisioning devices on a hub and running fleets of real agents in child processes. */
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const FLEET_RUNNER = fileURLToPath(new URL('./fleet-runner.js', import.meta.url))
+const FLEET_RUNNER = fileURLToPath(new URL('../devices-sim/fleet-runner.js', import.meta.url))
 const THIN_FLEET_RUNNER = fileURLToPath(new URL('./thin-fleet-runner.js', import.meta.url))
 
 export interface Fleet {
@@ -101,15 +100,4 @@ export function benchHubConfig(work: string, extra: Readonly<Record<string, unkn
   return path
 }
 
-/** A TCP port free on 127.0.0.1 now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address()
-      const port = typeof a === 'object' && a ? a.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
+export { freePort } from '../common/free-port.js'

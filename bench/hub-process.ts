@@ -1,9 +1,9 @@
-import { request } from 'node:https'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HUB_NODE_FLAGS } from '../cli/service-install.js'
+import { adminApi, type AdminApi } from '../common/admin-http.js'
 
 /**
  * Node flags for a hub under a fleet: what the hub's systemd unit runs it with
@@ -16,41 +16,7 @@ export function hubNodeArgs(cpuProfDir?: string): string[] {
 /** The built CLI next to this file (dist/bench → dist/cli). */
 export const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
-export type AdminApi = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
-
-/** A minimal client for the hub's HTTP API with the admin token: for benchmarks and tests. */
-export function adminApi(base: string, adminToken: string): AdminApi {
-  return async <T>(method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const text = await res.text()
-    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
-  }
-}
-
-/** The admin API over HTTPS, trusting only the CA in `caPath` (Node's fetch takes no CA of its own). */
-export function httpsAdminApi(base: string, adminToken: string, caPath: string): AdminApi {
-  const ca = readFileSync(caPath)
-  return <T>(method: string, path: string, body?: unknown) => new Promise<{ status: number; body: T }>((resolve, reject) => {
-    const data = body === undefined ? undefined : JSON.stringify(body)
-    const req = request(`${base}${path}`, {
-      method, ca, timeout: 30_000,
-      headers: { authorization: `Bearer ${adminToken}`, ...(data === undefined ? {} : { 'content-type': 'application/json' }) },
-    }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { text += d })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : undefined) as T }))
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)))
-    req.on('error', reject)
-    req.end(data)
-  })
-}
+export type { AdminApi }
 
 export interface HubProcess {
   readonly child: ChildProcess
@@ -83,7 +49,7 @@ export async function startHubProcess(dataDir: string, extraArgs: string[] = [],
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
   return {
     child, pid: child.pid!, mqttPort: info.mqttPort, mqttTlsPort: info.mqttTlsPort ?? undefined, httpPort: info.httpPort, adminToken,
-    api: info.https === true && tls ? httpsAdminApi(`https://127.0.0.1:${info.httpPort}`, adminToken, tls.ca) : adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken),
+    api: info.https === true && tls ? adminApi({ api: `https://127.0.0.1:${info.httpPort}`, token: adminToken, ca: tls.ca }) : adminApi({ api: `http://127.0.0.1:${info.httpPort}`, token: adminToken }),
     stderr: () => stderr,
     async stop() {
       if (child.exitCode !== null) return

@@ -30,7 +30,7 @@ import { connect as tcpConnect, type Socket } from 'node:net'
 import { generate, parser as packetParser, type Packet } from 'mqtt-packet'
 import { DEFAULT_RECONNECT_POLICY, planReconnect } from '../agent/reconnect.js'
 import { topics } from '../protocol/topics.js'
-import type { FleetReport, FleetSpec } from './fleet-runner.js'
+import type { FleetReport, FleetSpec } from '../devices-sim/fleet-runner.js'
 
 interface Pending { readonly seq: number; readonly ts: number; readonly value: number }
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { adminRequest, CaFileError, type AdminReply } from '../common/admin-http.js'
 import type { AdminTarget } from './admin-config.js'
 
 /**
@@ -17,58 +17,19 @@ export class ApiError extends Error {
 
 /** `waitMs`: how long to wait for the answer; a command waits for its device, so it passes its own deadline plus a margin. */
 export async function call<T>(target: AdminTarget, method: string, path: string, body?: unknown, waitMs = 15_000): Promise<T> {
-  let res: Response
-  const dispatcher = await dispatcherFor(target)
+  let res: AdminReply<unknown>
   try {
-    res = await fetch(`${target.api}${path}`, {
-      // undici's Agent is Node's fetch dispatcher; the DOM and undici-types typings of RequestInit disagree on it.
-      ...(dispatcher === undefined ? {} : { dispatcher: dispatcher as never }),
-      method,
-      headers: { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(waitMs),
-    })
+    res = await adminRequest(target, method, path, body, waitMs)
   } catch (err) {
+    if (err instanceof CaFileError) throw new ApiError('TLS', `cannot read --ca ${err.path} (${err.code}): give the hub's ca.pem`)
     const tls = tlsFailure(err, target)
     if (tls !== undefined) throw new ApiError('TLS', tls)
     throw new ApiError('UNAVAILABLE', `cannot reach the hub at ${target.api} (${(err as Error).message}); is it running? (--api or ROLLCALL_API)`)
   }
-  if (res.status === 204) return undefined as T
-  const text = await res.text()
-  let json: unknown
-  try { json = JSON.parse(text) } catch { json = undefined }
-  if (!res.ok) {
-    const e = (json as { error?: { code?: string; message?: string } & Record<string, unknown> } | undefined)?.error
-    const { code, message, ...details } = e ?? {}
-    throw new ApiError(code ?? `HTTP_${res.status}`, message ?? text.slice(0, 200), details, res.status)
-  }
-  return json as T
-}
-
-/**
- * An https:// API with --ca: an undici Agent that trusts that CA only (the
- * host name is still checked). Without --ca, Node's fetch uses the system's
- * CAs, as for any public certificate. undici 6 is the line Node 20's own
- * fetch is built on, so its Agent is a dispatcher that fetch takes; it is
- * loaded only when a CA is given.
- */
-/** One undici Agent per CA file, so a command's calls (a polling `job show --follow`) reuse their TLS connection. */
-const dispatchers = new Map<string, object>()
-
-async function dispatcherFor(target: AdminTarget): Promise<object | undefined> {
-  if (target.ca === undefined) return undefined
-  const known = dispatchers.get(target.ca)
-  if (known !== undefined) return known
-  let ca: string
-  try {
-    ca = readFileSync(target.ca, 'utf8')
-  } catch (err) {
-    throw new ApiError('TLS', `cannot read --ca ${target.ca} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the hub's ca.pem`)
-  }
-  const { Agent } = await import('undici')
-  const agent = new Agent({ connect: { ca } })
-  dispatchers.set(target.ca, agent)
-  return agent
+  if (res.status >= 200 && res.status < 300) return res.body as T
+  const e = typeof res.body === 'object' && res.body !== null ? (res.body as { error?: { code?: string; message?: string } & Record<string, unknown> }).error : undefined
+  const { code, message, ...details } = e ?? {}
+  throw new ApiError(code ?? `HTTP_${res.status}`, message ?? (typeof res.body === 'string' ? res.body.slice(0, 200) : `HTTP ${res.status}`), details, res.status)
 }
 
 const UNTRUSTED = /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED)$/

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { adminRequest, type AdminApi } from '../common/admin-http.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,30 +15,13 @@ import { fileURLToPath } from 'node:url'
 const CLI_PATH = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
   .map((u) => fileURLToPath(u)).find((p) => existsSync(p)) ?? fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
-export type Api = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
+export type Api = AdminApi
 
-/**
- * A client for the hub's HTTP API with the admin token; network errors come back as status 0.
- * `ca`: the CA (PEM path) an https:// API's certificate must chain to, through an undici Agent (see cli/http.ts).
- */
+/** The hub's admin API (common/admin-http.ts); network errors come back as status 0, so a chaos run keeps counting through a hub that is down. */
 export function hubApi(base: string, adminToken: string, ca?: string): Api {
-  let dispatcher: Promise<object> | undefined
-  if (ca !== undefined) {
-    const pem = readFileSync(ca, 'utf8')
-    dispatcher = import('undici').then(({ Agent }) => new Agent({ connect: { ca: pem } }))
-  }
   return async <T>(method: string, path: string, body?: unknown) => {
     try {
-      const res = await fetch(`${base}${path}`, {
-        // undici's Agent is Node's fetch dispatcher; the DOM and undici-types typings of RequestInit disagree on it.
-        ...(dispatcher === undefined ? {} : { dispatcher: (await dispatcher) as never }),
-        method,
-        headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(30_000),
-      })
-      const text = await res.text()
-      return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
+      return await adminRequest<T>({ api: base, token: adminToken, ca }, method, path, body)
     } catch (err) {
       return { status: 0, body: { error: { code: 'UNAVAILABLE', message: (err as Error).message } } as T }
     }

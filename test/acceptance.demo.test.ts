@@ -3,7 +3,7 @@ import { execFile, execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { adminApi } from '../bench/hub-process.js'
+import { adminApi } from '../common/admin-http.js'
 import type { JobDetail } from '../hub/jobs/jobs.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { MOSQUITTO_CLIENTS, runMosquitto } from './support/mosquitto.js'
@@ -104,7 +104,7 @@ describe('rollcall demo', () => {
     expect(banner).toMatch(/\d+ steady, \d+ flaky, \d+ intermittent/)
     expect(banner).toMatch(/(npx )?rollcall job create .* --target group:demo/)
     expect(banner).toMatch(/(npx )?rollcall cmd demo-01 /)
-    const api = adminApi(`http://127.0.0.1:${httpPort}`, adminToken)
+    const api = adminApi({ api: `http://127.0.0.1:${httpPort}`, token: adminToken })
 
     // Telemetry stored from more than one device (a few seconds after the start; the bound only guards against a hang).
     const stored = await waitFor(async () => {

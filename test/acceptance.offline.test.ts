@@ -8,7 +8,7 @@ import { loadHubConfig } from '../hub/config.js'
 import { createRegistry } from '../hub/fleet/registry.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { loadOrCreateAdminToken } from '../hub/api/admin-token.js'
-import { freePort } from '../bench/fleet.js'
+import { freePort } from '../common/free-port.js'
 import { tempDir, waitFor } from './support/hub.js'
 
 /**

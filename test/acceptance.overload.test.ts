@@ -4,7 +4,7 @@ import { tempDir, waitFor } from './support/hub.js'
 import { startFleet } from './support/fleet.js'
 import { killProc, startHubProc, type Proc } from './support/procs.js'
 import { readLedger } from './support/ledger.js'
-import type { FleetSpec } from '../bench/fleet-runner.js'
+import type { FleetSpec } from '../devices-sim/fleet-runner.js'
 
 /**
  * Issue #14: overload loses nothing. A fleet of real agents streams into a hub

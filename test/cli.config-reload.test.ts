@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { adminApi } from '../bench/hub-process.js'
+import { adminApi } from '../common/admin-http.js'
 import { connectDevice, tempDir, waitFor } from './support/hub.js'
 import { killProc, startCli, startHubProc, type HubProc, type Proc } from './support/procs.js'
 
@@ -90,7 +90,7 @@ describe('SIGHUP reloads the config file', () => {
     procs.push(hub)
     await waitFor(() => existsSync(ready) || hub.child.exitCode !== null, 'hub ready file', 60_000)
     const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; httpPort: number }
-    const api = adminApi(`http://127.0.0.1:${info.httpPort}`, readFileSync(join(dataDir, 'admin-token'), 'utf8').trim())
+    const api = adminApi({ api: `http://127.0.0.1:${info.httpPort}`, token: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() })
     const token = (await api<{ token: string }>('POST', '/api/devices', { id: 'lvl-1' })).body.token
     const connectOnce = async () => {
       const c = await connectDevice(`mqtt://127.0.0.1:${info.mqttPort}`, 'lvl-1', token)

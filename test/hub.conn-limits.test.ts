@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import mqtt, { type MqttClient } from 'mqtt'
 import { ConfigError, loadHubConfig, type HubConfig } from '../hub/config.js'
 import { createHub } from '../hub/hub.js'
-import { adminApi } from '../bench/hub-process.js'
+import { adminApi } from '../common/admin-http.js'
 import { connectDevice, tempDir, waitFor } from './support/hub.js'
 
 /**
@@ -28,7 +28,7 @@ async function hubWithLogs(overrides: Partial<HubConfig>) {
   const hub = createHub(config, { logger })
   const running = await hub.start()
   cleanups.push(() => hub.stop())
-  const api = adminApi(`http://127.0.0.1:${running.httpPort}`, running.adminToken)
+  const api = adminApi({ api: `http://127.0.0.1:${running.httpPort}`, token: running.adminToken })
   const addDevice = async (id: string) => (await api<{ token: string }>('POST', '/api/devices', { id })).body.token
   const metric = async (line: string) => {
     const res = await fetch(`http://127.0.0.1:${running.httpPort}/metrics`, { headers: { authorization: `Bearer ${running.adminToken}` } })

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { adminApi } from '../bench/hub-process.js'
+import { adminApi } from '../common/admin-http.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { CLI } from './support/procs.js'
 import { ownerOf, procUid, startAsUnit, stopAsSystemd } from './support/service-run.js'
@@ -45,7 +45,7 @@ describe('the hub, started as rollcall-hub.service starts it', () => {
     const tokenPath = join(run.stateDir, 'admin-token')
     expect(ownerOf(tokenPath)).toBe(run.user.uid)
     expect(statSync(tokenPath).mode & 0o777).toBe(0o600)
-    const api = adminApi(`http://127.0.0.1:${http![1]}`, readFileSync(tokenPath, 'utf8').trim())
+    const api = adminApi({ api: `http://127.0.0.1:${http![1]}`, token: readFileSync(tokenPath, 'utf8').trim() })
     expect((await api('GET', '/api/devices')).status).toBe(200)
     expect(procUid(run.pid)).toBe(run.user.uid)
     expect(value(run.unit, 'Service', 'ExecStart')).toContain('--data /var/lib/rollcall/hub')

@@ -3,11 +3,11 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import type { FleetReport, FleetSpec } from '../../bench/fleet-runner.js'
+import type { FleetReport, FleetSpec } from '../../devices-sim/fleet-runner.js'
 
-const RUNNER = fileURLToPath(new URL('../../dist/bench/fleet-runner.js', import.meta.url))
+const RUNNER = fileURLToPath(new URL('../../dist/devices-sim/fleet-runner.js', import.meta.url))
 
-/** A fleet of real agents in a child process (bench/fleet-runner), reporting totals every reportEveryMs. */
+/** A fleet of real agents in a child process (devices-sim/fleet-runner), reporting totals every reportEveryMs. */
 export function startFleet(spec: FleetSpec, workDir: string): { child: ChildProcess; last: () => FleetReport | undefined; stop: () => Promise<void> } {
   const path = join(workDir, `fleet-${Date.now()}.json`)
   writeFileSync(path, JSON.stringify(spec))

@@ -5,10 +5,8 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
-import { adminApi, httpsAdminApi, type AdminApi } from '../../bench/hub-process.js'
+import { adminApi, type AdminApi } from '../../common/admin-http.js'
 import { topics, type TelemetryAck } from '../../protocol/index.js'
-
-export { httpsAdminApi }
 
 /** A temp dir removed by the returned function. */
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
@@ -43,7 +41,7 @@ export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?:
   const running = await hub.start()
   const httpUrl = `${running.tls ? 'https' : 'http'}://127.0.0.1:${running.httpPort}`
   if (running.tls && !tls) throw new Error('startTestHub: a TLS hub needs { ca } to call its API')
-  const api = running.tls ? httpsAdminApi(httpUrl, running.adminToken, tls!.ca) : adminApi(httpUrl, running.adminToken)
+  const api = adminApi({ api: httpUrl, token: running.adminToken, ...(running.tls ? { ca: tls!.ca } : {}) })
   const mqttsUrl = running.mqttTlsPort !== undefined ? `mqtts://127.0.0.1:${running.mqttTlsPort}` : undefined
   return {
     running,

@@ -3,8 +3,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
-import { adminApi, type AdminApi } from '../../bench/hub-process.js'
-import { httpsAdminApi } from './hub.js'
+import { adminApi, type AdminApi } from '../../common/admin-http.js'
 
 /** The built CLI: `npm test` builds first (pretest), so tests run what users run. */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
@@ -83,7 +82,7 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   const info = JSON.parse(readFileSync(ready, 'utf8')) as { mqttPort: number; mqttTlsPort: number | null; httpPort: number; https: boolean }
   rmSync(ready, { force: true })
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  const api = info.https ? httpsAdminApi(`https://127.0.0.1:${info.httpPort}`, adminToken, opts.tls!.ca) : adminApi(`http://127.0.0.1:${info.httpPort}`, adminToken)
+  const api = info.https ? adminApi({ api: `https://127.0.0.1:${info.httpPort}`, token: adminToken, ca: opts.tls!.ca }) : adminApi({ api: `http://127.0.0.1:${info.httpPort}`, token: adminToken })
   return { ...p, mqttPort: info.mqttPort, mqttTlsPort: info.mqttTlsPort ?? undefined, httpPort: info.httpPort, adminToken, api }
 }
 

@@ -4,7 +4,7 @@
  * `reportEveryMs`. Used by the benchmarks and by tests that need a fleet in
  * another process. Stops on SIGTERM/SIGINT or after `durationMs`.
  *
- *   node dist/bench/fleet-runner.js SPEC.json
+ *   node dist/devices-sim/fleet-runner.js SPEC.json
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
