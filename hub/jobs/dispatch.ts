@@ -22,7 +22,7 @@ const RING_SCAN_ROWS = 2000
 
 export function createDispatch(ctx: JobsContext) {
   const { store, options, counters, ring, reachable } = ctx
-  const { writer, clock } = ctx.deps
+  const { writer } = ctx.deps
 
   /** How many of a paced job's executions may be released now; updates the stored pace. */
   function pacer(now: number) {
@@ -67,11 +67,10 @@ export function createDispatch(ctx: JobsContext) {
     }, online.length)
   }
 
-  /** A pull: the executions due for the device are leased and sent as one jobs/batch after the commit. */
-  function pull(deviceId: string, max: number): void {
+  /** A pull, received at `now`: the executions due for the device are leased and sent as one jobs/batch after the commit. */
+  function pull(deviceId: string, max: number, now: number): void {
     counters.pulls++
     writer.enqueue(() => {
-      const now = clock.now()
       const since = ctx.deps.reachableSince(deviceId)
       // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
       const cancel = takeCancels(deviceId, CANCELS_PER_BATCH)
@@ -103,11 +102,11 @@ export function createDispatch(ctx: JobsContext) {
     }, 1 + max)
   }
 
-  /** A device came online (birth): tell it of cancellations it missed, and ring if work is due. */
-  function online(deviceId: string): void {
+  /** A device came online (its birth, received at `now`): tell it of cancellations it missed, and ring if work is due. */
+  function online(deviceId: string, now: number): void {
     writer.enqueue(() => {
       const cancel = takeCancels(deviceId)
-      const due = store.hasDue(deviceId, clock.now())
+      const due = store.hasDue(deviceId, now)
       return () => { if (cancel.length > 0 || due) ring(deviceId, cancel) }
     })
   }

@@ -98,9 +98,9 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   }
 
   const ingress: JobIngress = {
-    pull: (deviceId, max) => { dispatch.pull(deviceId, max) },
-    update: (deviceId, message, _now, onFailed) => { updates.update(deviceId, message, onFailed) },
-    online: (deviceId) => { dispatch.online(deviceId) },
+    pull: (deviceId, max, now) => { dispatch.pull(deviceId, max, now) },
+    update: (deviceId, message, now, onFailed) => { updates.update(deviceId, message, now, onFailed) },
+    online: (deviceId, now) => { dispatch.online(deviceId, now) },
   }
 
   return {

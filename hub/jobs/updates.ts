@@ -23,7 +23,7 @@ function clip(text: string, max: number): string {
 
 export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
   const { store, options } = ctx
-  const { writer, clock, logger } = ctx.deps
+  const { writer, logger } = ctx.deps
 
   function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
     const ref = parseExecId(u.execId)
@@ -58,10 +58,9 @@ export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Disp
     return 'applied'
   }
 
-  /** A device's execution updates, applied by version in one writer operation; jobs/ack names them after the commit. */
-  function update(deviceId: string, message: JobsUpdate, onFailed?: OnFailed): void {
+  /** A device's execution updates, received at `now`, applied by version in one writer operation; jobs/ack names them after the commit. */
+  function update(deviceId: string, message: JobsUpdate, now: number, onFailed?: OnFailed): void {
     writer.enqueue(() => {
-      const now = clock.now()
       const ids: number[] = []
       const refused: Array<{ id: number; code: 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' }> = []
       const touched = new Set<string>()
