@@ -1,20 +1,17 @@
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { systemClock, systemMonotonic, type Clock, type Monotonic, type Random } from '../common/clock.js'
 import { silentLogger, type Logger } from '../common/logger.js'
+import { VERSION } from '../common/version.js'
 import { decode } from '../protocol/codec.js'
-import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
-import { nestsDeeperThan } from '../protocol/json-bounds.js'
-import { QUEUED_COMMAND_TASK_PREFIX, isSensorName } from '../protocol/ids.js'
+import { EVENT_LEVELS } from '../protocol/limits.js'
+import { isSensorName } from '../protocol/ids.js'
 import type { AgentConfig } from './config.js'
-import { builtinCommands, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
+import { builtinCommands, commandsAsTasks, redactedConfig, type AgentView, type CommandHandler } from './command-handlers.js'
 import { CommandRunner, type CommandRunnerStats } from './command-runner.js'
 import { builtinHandlers, checkHandlers, HandlerRegistry, loadHandlersModule, shellSettings, type JobHandler } from './job-handlers.js'
 import { planReload, type ReloadPlan } from './config-reload.js'
 import { JobPuller, type JobPullerStats } from './job-puller.js'
-import { JobQueue, type JobOutcome, type LocalOutcome } from './job-queue.js'
+import { JobQueue, type JobOutcome } from './job-queue.js'
 import { JobReporter, type JobReporterStats } from './job-reporter.js'
 import { JobRunner } from './job-runner.js'
 import { HubClock, kernelBootId, TIME_CAPABILITY, type HubClockStats } from './hub-clock.js'
@@ -23,7 +20,8 @@ import { shellAllowWarnings } from './shell-allow.js'
 import { LocalSchedules } from './local-schedules.js'
 import { Link, type LinkStats } from './link.js'
 import { DEFAULT_RECONNECT_POLICY } from './reconnect.js'
-import { eventBody, Outbox, type OutboxRecord, type OutboxStats } from './outbox.js'
+import { Outbox, type OutboxStats } from './outbox.js'
+import { eventRecord, localOutcomeRecord, type EventLevel } from './events.js'
 import { Sampler, type SampleReport, type SamplerStats } from './sampler.js'
 import { Sender, type SenderStats } from './sender.js'
 import { TelemetryBatcher } from './telemetry-batcher.js'
@@ -76,7 +74,7 @@ export interface AgentJobStats {
   readonly reporter: JobReporterStats
 }
 
-export type EventLevel = (typeof EVENT_LEVELS)[number]
+export type { EventLevel } from './events.js'
 
 export interface AgentStats {
   readonly deviceId: string
@@ -129,85 +127,12 @@ export interface Agent {
  */
 export const AGENT_CAPABILITIES = ['telemetry', 'events', 'jobs', 'commands', 'telemetry.backlog', TIME_CAPABILITY] as const
 
-/** An event's JSON may not exceed this, so it always fits one batch under the payload cap. */
-export const MAX_EVENT_BYTES = 16 * 1024
-
 /** How often done jobs are pruned from the ledger (also once at start). */
 const JOB_PRUNE_INTERVAL_MS = 3_600_000
 
-/**
- * A device event as an outbox record. Data the hub would refuse is replaced by
- * a note, so the event still fits a batch: oversize data, or data nested past
- * LIMITS.maxJsonDepth (the hub dead-letters that, M19b, and a refused batch
- * would block the outbox behind it).
- */
-function eventRecord(ts: number, kind: string, level: EventLevel, message: string, data?: Record<string, unknown>, unsyncedSuffix = ''): OutboxRecord {
-  const text = message.length > LIMITS.maxEventMessageChars ? message.slice(0, LIMITS.maxEventMessageChars) : message
-  if (data !== undefined && nestsDeeperThan(data, LIMITS.maxJsonDepth)) data = { truncated: true, deeperThan: LIMITS.maxJsonDepth }
-  let body = eventBody(ts, kind, level, text, data)
-  if (Buffer.byteLength(body) > MAX_EVENT_BYTES) {
-    // Keep the event, lose the detail: an oversize payload would be refused by the broker and block the outbox.
-    body = eventBody(ts, kind, level, text, { truncated: true, dataBytes: Buffer.byteLength(body) })
-  }
-  // The HubClock's note for a record taken before the hub's time was known; stripped before it is sent.
-  if (unsyncedSuffix !== '') body = body.slice(0, -1) + unsyncedSuffix + '}'
-  return { kind: 'event', ts, body }
-}
-
-/** The `job.local` event that reports a local job's end (its result is cut before the whole event is). */
-function localOutcomeRecord(o: LocalOutcome, unsyncedSuffix: string): OutboxRecord {
-  const level: EventLevel = o.outcome === 'succeeded' ? 'info' : 'error'
-  const message = `local schedule ${o.schedule}: ${o.task} ${o.outcome}`
-  const data: Record<string, unknown> = { schedule: o.schedule, task: o.task, outcome: o.outcome }
-  if (o.error !== undefined) data.error = o.error
-  else if (o.result !== undefined) data.result = o.result
-  if (o.startedAt !== undefined) data.startedAt = o.startedAt
-  data.finishedAt = o.finishedAt
-  if (data.result !== undefined && Buffer.byteLength(JSON.stringify(data)) > MAX_EVENT_BYTES - 1024) {
-    data.result = { truncated: true, bytes: Buffer.byteLength(JSON.stringify(data.result)) }
-  }
-  return eventRecord(o.finishedAt, 'job.local', level, message, data, unsyncedSuffix)
-}
-
-/**
- * Command handlers as job task handlers, named "cmd.<name>": the job's
- * execution id stands for the command id, its payload for the args; a job has
- * no hub-side deadline, only its timeout, which its signal already carries.
- */
-function commandsAsTasks(commands: HandlerRegistry<CommandHandler>): Record<string, JobHandler> {
-  const tasks: Record<string, JobHandler> = {}
-  for (const name of commands.names) {
-    const run = commands.get(name)!
-    const task = `${QUEUED_COMMAND_TASK_PREFIX}${name}`
-    if (task.length > 64) continue
-    tasks[task] = (ctx) => run({
-      id: ctx.execId, name, args: ctx.payload, expiresAt: Number.MAX_SAFE_INTEGER,
-      signal: ctx.signal, deviceId: ctx.deviceId, logger: ctx.logger, sampleSensors: () => ctx.sampleSensors(),
-    })
-  }
-  return tasks
-}
-
-let cachedVersion: string | undefined
-
-/** The package version, read once from the nearest package.json (source and dist layouts differ in depth). */
+/** The version a birth reports: the package's, cut to what the protocol takes. */
 export function agentVersion(): string {
-  if (cachedVersion !== undefined) return cachedVersion
-  cachedVersion = '0.0.0'
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 4; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown }
-      if (pkg.name === 'rollcall' && typeof pkg.version === 'string') {
-        cachedVersion = pkg.version.slice(0, 32)
-        break
-      }
-    } catch {
-      // not here; look one level up
-    }
-    dir = dirname(dir)
-  }
-  return cachedVersion
+  return VERSION.slice(0, 32)
 }
 
 export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
@@ -258,6 +183,12 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let pruneTimer: NodeJS.Timeout | undefined
   let phase: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   let stopping: Promise<void> | undefined
+  /**
+   * What start() set up, undone last-in first-out by stop() and crash() alike.
+   * Each step is told how: 'stop' gives running work its grace and flushes
+   * what is held; 'crash' dies as a killed process would (crash() below).
+   */
+  const releasers: Array<(how: 'stop' | 'crash') => Promise<unknown> | void> = []
 
   function onMessage(topic: string, payload: Buffer): void {
     // Without field detail: explaining a bad message would load TypeBox for good.
@@ -340,6 +271,17 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       ledger = new Ledger({ dataDir: config.dataDir, synchronous: config.synchronous, logger: log })
       const o = new Outbox(ledger, { maxRows: config.outboxMaxRows, maxBytes: config.outboxMaxBytes })
       outbox = o
+      releasers.push((how) => {
+        if (how === 'stop' && ledger?.isOpen) {
+          try {
+            // Acked rows leave the file, so a stopped agent's ledger holds only what is unacked.
+            o.flush()
+          } catch (err) {
+            log.warn({ err }, 'could not delete acked rows from the ledger')
+          }
+        }
+        ledger?.close()
+      })
       const queue = new JobQueue(ledger, {
         capacity: config.jobQueueMax,
         // Inside the queue's transaction: a local job's end and its event commit together.
@@ -373,6 +315,17 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         logger: log,
       })
       link = l
+      releasers.push(async (how) => {
+        // A crash killed the link first; a stop lets it send its death message.
+        if (how === 'stop') {
+          try {
+            await l.stop()
+          } catch (err) {
+            log.warn({ err }, 'error while closing the link')
+          }
+        }
+        l.removeAllListeners()
+      })
       const s = new Sender(outbox, { isConnected: () => l.isConnected(), publish: (topic, payload) => l.publish(topic, payload) }, {
         deviceId: config.id,
         storeId: ledger.storeId,
@@ -386,6 +339,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         wireBody: (kind, body) => hubClock.wireBody(kind, body),
       })
       sender = s
+      releasers.push(() => { s.stop() })
       const transport = { isConnected: () => l.isConnected(), publish: (topic: string, payload: string | Buffer) => l.publish(topic, payload) }
       const r = new JobRunner(queue, handlers, {
         concurrency: config.jobConcurrency,
@@ -406,6 +360,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         logger: deviceLog,
       })
       reporter = rep
+      releasers.push(() => { rep.stop() })
       const p = new JobPuller(queue, r, transport, {
         deviceId: config.id,
         pullIntervalMs: config.pullIntervalMs,
@@ -424,6 +379,20 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         sampleSensors,
       })
       commands = c
+      // Before the link closes (releasers run last-in first-out): what the stop interrupts is still answered.
+      releasers.push((how) => Promise.all([r.stop(how === 'stop' ? config.stopTimeoutMs : 0), c.stop(how === 'stop' ? config.stopTimeoutMs : 0)]))
+      releasers.push(() => { p.stop() })
+      // Held samples go into the outbox (and out, if the link still has time to send them); a crash loses them, as a killed process would.
+      releasers.push((how) => { if (how === 'stop') batcher?.stop(); else batcher?.discard() })
+      // The sampler in force: a reload may have replaced it.
+      releasers.push(() => { sampler?.stop() })
+      releasers.push(async (how) => {
+        try {
+          await schedules?.stop()
+        } catch (err) {
+          if (how === 'stop') log.warn({ err }, 'error while stopping the local schedules')
+        }
+      })
       schedules = localSchedules(config, queue, r)
       // 'connected' is emitted right after the birth is published: the next ack answers it.
       l.on('connected', () => { hubClock.onBirthSent(); s.onConnected(); rep.onConnected(); p.onConnected() })
@@ -445,10 +414,14 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         }
       }, JOB_PRUNE_INTERVAL_MS)
       pruneTimer.unref()
+      releasers.push(() => {
+        if (pruneTimer) clearInterval(pruneTimer)
+        pruneTimer = undefined
+      })
       log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows, jobs: queue.stats().queued, tasks: handlers.names, commands: commandHandlers.names }, 'agent started')
       phase = 'started'
     } catch (err) {
-      await release()
+      await release('stop')
       phase = 'stopped'
       throw err
     }
@@ -508,37 +481,15 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     return plan
   }
 
-  async function release(): Promise<void> {
-    if (pruneTimer) clearInterval(pruneTimer)
-    pruneTimer = undefined
-    try {
-      await schedules?.stop()
-    } catch (err) {
-      log.warn({ err }, 'error while stopping the local schedules')
-    }
-    sampler?.stop()
-    // Held samples go into the outbox, and out if the link still has time to send them.
-    batcher?.stop()
-    puller?.stop()
-    // Before the link closes: commands interrupted by the stop are still answered.
-    await Promise.all([runner?.stop(config.stopTimeoutMs), commands?.stop(config.stopTimeoutMs)])
-    reporter?.stop()
-    sender?.stop()
-    try {
-      await link?.stop()
-    } catch (err) {
-      log.warn({ err }, 'error while closing the link')
-    }
-    link?.removeAllListeners()
-    if (ledger?.isOpen) {
+  /** Undoes what start() set up, newest first. */
+  async function release(how: 'stop' | 'crash'): Promise<void> {
+    while (releasers.length > 0) {
       try {
-        // Acked rows leave the file, so a stopped agent's ledger holds only what is unacked.
-        outbox?.flush()
+        await releasers.pop()!(how)
       } catch (err) {
-        log.warn({ err }, 'could not delete acked rows from the ledger')
+        if (how === 'stop') log.warn({ err }, 'error while stopping the agent')
       }
     }
-    ledger?.close()
   }
 
   /**
@@ -553,17 +504,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     stopping = (async () => {
       phase = 'stopping'
       link?.kill()
-      if (pruneTimer) clearInterval(pruneTimer)
-      pruneTimer = undefined
-      await schedules?.stop().catch(() => {})
-      sampler?.stop()
-      batcher?.discard()
-      puller?.stop()
-      await Promise.all([runner?.stop(0), commands?.stop(0)])
-      reporter?.stop()
-      sender?.stop()
-      link?.removeAllListeners()
-      ledger?.close()
+      await release('crash')
       phase = 'stopped'
       log.info('agent crashed (simulated)')
     })()
@@ -574,7 +515,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
     if (stopping) return stopping
     stopping = (async () => {
       phase = 'stopping'
-      await release()
+      await release('stop')
       phase = 'stopped'
       log.info('agent stopped')
     })()

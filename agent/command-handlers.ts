@@ -1,4 +1,6 @@
 import type { Logger } from '../common/logger.js'
+import { QUEUED_COMMAND_TASK_PREFIX } from '../protocol/ids.js'
+import type { HandlerRegistry, JobHandler } from './job-handlers.js'
 
 /**
  * Command handlers: what a command name runs (DESIGN.md, "Commands": push).
@@ -86,4 +88,23 @@ export function redactedConfig<C extends { readonly token: string; readonly hub:
     // Not a URL (the config validated it, so this does not happen); keep it.
   }
   return { ...config, hub, token: REDACTED }
+}
+
+/**
+ * Command handlers as job task handlers, named "cmd.<name>": the job's
+ * execution id stands for the command id, its payload for the args; a job has
+ * no hub-side deadline, only its timeout, which its signal already carries.
+ */
+export function commandsAsTasks(commands: HandlerRegistry<CommandHandler>): Record<string, JobHandler> {
+  const tasks: Record<string, JobHandler> = {}
+  for (const name of commands.names) {
+    const run = commands.get(name)!
+    const task = `${QUEUED_COMMAND_TASK_PREFIX}${name}`
+    if (task.length > 64) continue
+    tasks[task] = (ctx) => run({
+      id: ctx.execId, name, args: ctx.payload, expiresAt: Number.MAX_SAFE_INTEGER,
+      signal: ctx.signal, deviceId: ctx.deviceId, logger: ctx.logger, sampleSensors: () => ctx.sampleSensors(),
+    })
+  }
+  return tasks
 }

@@ -22,6 +22,43 @@ import type { Outbox, OutboxKind, OutboxRow } from './outbox.js'
  * coalescing delay so one tick of many sensors leaves as one batch.
  */
 
+/** The sender's window as an ack finds it: what is acked, what was sent, the top seq of each batch in flight (oldest first). */
+export interface AckWindow {
+  readonly ackedUpTo: number
+  readonly sentUpTo: number
+  readonly inflight: readonly number[]
+}
+
+export type AckPlan =
+  | { readonly apply: false; readonly clamped: boolean }
+  | {
+    readonly apply: true
+    /** The mark to apply: the ack's, or the newest seq when the ack claimed more (then `clamped`). */
+    readonly upTo: number
+    readonly clamped: boolean
+    /** How many batches in flight (oldest first) the ack covers. */
+    readonly released: number
+    readonly sentUpTo: number
+  }
+
+/**
+ * What an ack with `upTo` does to the window. An ack at or below the acked
+ * mark changes nothing (a repeat, or one overtaken). An ack above the newest
+ * seq the outbox ever held is clamped to it: acking what this store never
+ * produced is a hub bug or a stale store id, and rows written later with seq
+ * <= upTo would otherwise never be deleted. The ack releases every batch in
+ * flight whose top it covers, and what was sent is at least what is acked.
+ */
+export function planAck(window: AckWindow, upTo: number, newestSeq: number): AckPlan {
+  if (upTo <= window.ackedUpTo) return { apply: false, clamped: false }
+  const clamped = upTo > newestSeq
+  const mark = clamped ? newestSeq : upTo
+  if (mark <= window.ackedUpTo) return { apply: false, clamped }
+  let released = 0
+  while (released < window.inflight.length && window.inflight[released]! <= mark) released++
+  return { apply: true, upTo: mark, clamped, released, sentUpTo: Math.max(window.sentUpTo, mark) }
+}
+
 export interface SenderTransport {
   isConnected(): boolean
   /** QoS 1 publish; false when not connected. */
@@ -181,28 +218,21 @@ export class Sender {
         return
       }
     }
-    if (upTo <= this.ackedUpTo) return
-    const newest = this.outbox.newestSeq
-    if (upTo > newest) {
-      // Acking what this store never produced: a hub bug or a stale store id
-      // on the hub. Clamp, or rows written later with seq <= upTo would never
-      // be deleted.
-      this.options.logger.warn({ upTo, newestSeq: newest }, 'ack beyond the newest seq; clamping')
-      upTo = newest
-      if (upTo <= this.ackedUpTo) return
-    }
-    this.ackedUpTo = upTo
+    const plan = planAck({ ackedUpTo: this.ackedUpTo, sentUpTo: this.sentUpTo, inflight: this.inflight }, upTo, this.outbox.newestSeq)
+    if (plan.clamped) this.options.logger.warn({ upTo, newestSeq: this.outbox.newestSeq }, 'ack beyond the newest seq; clamping')
+    if (!plan.apply) return
+    this.ackedUpTo = plan.upTo
     try {
-      this.outbox.ackUpTo(upTo)
+      this.outbox.ackUpTo(plan.upTo)
     } catch (err) {
-      this.options.logger.error({ err, upTo }, 'could not delete acked rows; they will be sent again')
+      this.options.logger.error({ err, upTo: plan.upTo }, 'could not delete acked rows; they will be sent again')
     }
     const now = this.monotonic()
-    while (this.inflight.length > 0 && this.inflight[0]! <= upTo) {
+    for (let i = 0; i < plan.released; i++) {
       this.inflight.shift()
       this.ackLatency.record(now - this.sentAt.shift()!)
     }
-    if (upTo > this.sentUpTo) this.sentUpTo = upTo
+    this.sentUpTo = plan.sentUpTo
     if (this.ackTimer) clearTimeout(this.ackTimer)
     this.ackTimer = undefined
     this.pump()
