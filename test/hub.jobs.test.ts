@@ -139,13 +139,19 @@ describe('hub jobs over the wire', () => {
     expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:failed', '2:queued', '2:failed'])
   })
 
-  it('the sweeper times out a silent execution, tells the device to stop, and refuses its late result', async () => {
+  /** A job of one attempt whose execution on `id` started and then went silent: the sweeper times it out 300 ms later. */
+  async function silentExecution(id: string) {
     const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
     const jobs = hub.running.services.jobs
-    const d = await device(hub, 'dev-s')
-    const job = jobs.create({ name: 'slow', target: 'device:dev-s', timeoutMs: 300, maxAttempts: 1 })!
+    const d = await device(hub, id)
+    const job = jobs.create({ name: 'slow', target: `device:${id}`, timeoutMs: 300, maxAttempts: 1 })!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    return { hub, jobs, d, job, e }
+  }
+
+  it('the sweeper times out a silent execution, tells the device to stop, and refuses its late result', async () => {
+    const { jobs, d, job, e } = await silentExecution('dev-s')
     await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out', 5000)
     await waitFor(() => d.notices.some((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'cancel notice')
     const late = await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'succeeded' }])
@@ -365,12 +371,7 @@ describe('hub jobs over the wire', () => {
   })
 
   it('counts a timeout once, when the sweep commits it: not again for a sweep rolled back while the database was locked (issue #16)', async () => {
-    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
-    const jobs = hub.running.services.jobs
-    const d = await device(hub, 'dev-lock')
-    const job = jobs.create({ name: 'slow', target: 'device:dev-lock', timeoutMs: 300, maxAttempts: 1 })!
-    const [e] = (await d.pull(1)).executions
-    await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    const { hub, jobs, job } = await silentExecution('dev-lock')
     // Another process holds the write lock: the sweeper's writes wait out the busy timeout and roll back.
     const lock = new Database(join(hub.dataDir, 'hub.db'))
     cleanups.push(async () => { if (lock.inTransaction) lock.exec('ROLLBACK'); lock.close() })
