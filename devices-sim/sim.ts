@@ -3,13 +3,15 @@ import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig } from '../agent/config.js'
-import { percentiles } from '../common/latency.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { chaosSchedule, formatSchedule, type ChaosAction, type ChaosEvent } from './chaos.js'
+import { account, openJobs } from './accounting.js'
+import { simTimeline, type SimStep } from './timeline.js'
+import { sleep, startWorkload } from './workload.js'
 import type { SimHub } from './hub-control.js'
 import { deviceSensors, type SensorModel } from './models.js'
 import { NetworkSimulator } from './network.js'
-import { fleetPlans, linkChanges, summarizePlans, type ConnectivityPlan, type ConnectivityProfile, type ProfileChoice } from './profiles.js'
+import { fleetPlans, summarizePlans, type ConnectivityPlan, type ConnectivityProfile, type ProfileChoice } from './profiles.js'
 import { streamFor } from './random.js'
 
 /**
@@ -118,24 +120,8 @@ export interface SimReport {
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (then the caller checks the signal). */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve()
-    const timer = setTimeout(done, Math.max(0, ms))
-    function done(): void {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
-}
-const quantiles = (xs: number[]): Quantiles => {
-  const p = percentiles(xs)
-  return { count: xs.length, p50: Math.round(p.p50 * 10) / 10, p99: Math.round(p.p99 * 10) / 10 }
-}
-
-interface SimDevice {
+/** One simulated device's state during a run. */
+export interface SimDevice {
   readonly id: string
   readonly index: number
   readonly plan: ConnectivityPlan
@@ -148,8 +134,6 @@ interface SimDevice {
   /** Message counts of agents that crashed, carried over. */
   readonly messages: Record<string, number>
 }
-
-interface Timed { readonly atMs: number; readonly run: () => Promise<void> | void }
 
 export async function runSim(o: SimOptions): Promise<SimReport> {
   const say = o.say ?? (() => {})
@@ -248,74 +232,40 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
   }
 
   // ---- the timeline: connects and outages of each plan, and the chaos schedule ----
-  const timeline: Timed[] = []
-  for (const d of devices) {
-    for (const c of linkChanges(d.plan)) {
-      if (c.change === 'connect') timeline.push({ atMs: c.atMs, run: () => startAgent(d) })
-      else if (c.change === 'down') timeline.push({ atMs: c.atMs, run: () => { net.cut([d.id], 'profile') } })
-      else timeline.push({ atMs: c.atMs, run: () => { net.restore([d.id], 'profile') } })
-    }
-  }
+  const timeline = simTimeline(devices, schedule)
   let hubDown = false
-  const chaosRun = (a: ChaosAction): Timed['run'] => {
+  const chaosRun = async (a: ChaosAction): Promise<void> => {
     const members = (a.devices ?? []).map((id) => byId.get(id)!)
     switch (a.action) {
-      case 'cut': return () => { net.cut(a.devices ?? [], 'partition') }
-      case 'restore': return () => { net.restore(a.devices ?? [], 'partition') }
-      case 'drop': return () => { net.drop(a.devices ?? []) }
-      case 'hub-kill': return async () => { hubDown = true; say(`chaos: hub SIGKILLed at ${elapsed()}`); await o.hub.kill() }
-      case 'hub-start': return async () => { await o.hub.restart(); hubDown = false; say(`chaos: hub back at ${elapsed()}`) }
-      case 'agent-crash': return async () => { await Promise.all(members.map(crashAgent)) }
-      case 'agent-start': return async () => { await Promise.all(members.map(startAgent)) }
+      case 'cut': net.cut(a.devices ?? [], 'partition'); return
+      case 'restore': net.restore(a.devices ?? [], 'partition'); return
+      case 'drop': net.drop(a.devices ?? []); return
+      case 'hub-kill': hubDown = true; say(`chaos: hub SIGKILLed at ${elapsed()}`); await o.hub.kill(); return
+      case 'hub-start': await o.hub.restart(); hubDown = false; say(`chaos: hub back at ${elapsed()}`); return
+      case 'agent-crash': await Promise.all(members.map(crashAgent)); return
+      case 'agent-start': await Promise.all(members.map(startAgent)); return
       default: {
         const never: never = a.action
         return never
       }
     }
   }
-  for (const a of schedule) timeline.push({ atMs: a.atMs, run: chaosRun(a) })
-  timeline.sort((a, b) => a.atMs - b.atMs)
+  const run = async (step: SimStep): Promise<void> => {
+    switch (step.kind) {
+      case 'connect': await startAgent(byId.get(step.deviceId)!); return
+      case 'down': net.cut([step.deviceId], 'profile'); return
+      case 'up': net.restore([step.deviceId], 'profile'); return
+      case 'chaos': await chaosRun(step.action); return
+    }
+  }
   const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`
 
   // ---- workload: jobs to the fleet, pings to single devices ----
-  const jobIds: Array<{ id: string; createdAt: number }> = []
-  const commandOutcomes: Record<string, number> = {}
-  const roundTrips: number[] = []
-  let commandsSent = 0
-  const pick = streamFor(o.seed, 'workload')
-  const jobEvery = o.jobEveryMs ?? 15_000
-  const commandEvery = o.commandEveryMs ?? 500
-  let workloadOn = true
-  // Ends the workload's waits at once when the run ends (or is stopped).
-  const workloadStop = new AbortController()
-  const stopWorkload = () => { workloadOn = false; workloadStop.abort() }
+  const workload = startWorkload({
+    hub: o.hub, seed: o.seed, group, deviceIds: ids, jobEveryMs: o.jobEveryMs ?? 15_000, commandEveryMs: o.commandEveryMs ?? 500, hubDown: () => hubDown,
+  })
+  const stopWorkload = () => { workload.stop() }
   o.signal?.addEventListener('abort', stopWorkload, { once: true })
-  const workload: Array<Promise<void>> = []
-  if (jobEvery > 0) {
-    workload.push((async () => {
-      for (let n = 1; workloadOn; n++) {
-        await sleep(jobEvery, workloadStop.signal)
-        if (!workloadOn) break
-        if (hubDown) continue
-        const r = await o.hub.api<{ id: string; createdAt: number }>('POST', '/api/jobs', { name: 'echo', target: `group:${group}`, payload: { n }, timeout: '30s' })
-        if (r.status === 201) jobIds.push({ id: r.body.id, createdAt: r.body.createdAt })
-      }
-    })())
-  }
-  if (commandEvery > 0) {
-    workload.push((async () => {
-      while (workloadOn) {
-        await sleep(commandEvery, workloadStop.signal)
-        if (!workloadOn || hubDown) continue
-        const d = devices[Math.floor(pick() * devices.length)]!
-        commandsSent++
-        const r = await o.hub.api<{ ok?: boolean; durationMs?: number; error?: { code: string } }>('POST', `/api/devices/${d.id}/commands`, { name: 'ping', timeout: '2s' })
-        const outcome = r.status === 200 ? (r.body.ok ? 'succeeded' : 'failed') : r.body.error?.code ?? `HTTP_${r.status}`
-        commandOutcomes[outcome] = (commandOutcomes[outcome] ?? 0) + 1
-        if (r.status === 200 && r.body.ok && r.body.durationMs !== undefined) roundTrips.push(r.body.durationMs)
-      }
-    })())
-  }
 
   // ---- progress ----
   let phase: SimProgress['phase'] = 'running'
@@ -354,7 +304,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
       await sleep(t0 + t.atMs - Date.now(), o.signal)
       stopped()
       try {
-        await t.run()
+        await run(t)
       } catch (err) {
         logger.error({ err }, 'a simulator step failed')
         say(`step at ${t.atMs} ms failed: ${(err as Error).message}`)
@@ -371,7 +321,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     net.restore(ids)
     if (hubDown) { await o.hub.restart(); hubDown = false }
     await Promise.all(devices.map(startAgent))
-    await Promise.allSettled(workload)
+    await workload.done
     const drainStart = Date.now()
     const drainDeadline = drainStart + (o.drainTimeoutMs ?? 60_000)
     for (;;) {
@@ -379,7 +329,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         const s = d.agent?.stats()
         return !s || !s.connected || (s.outbox?.backlogRows ?? 0) > 0 || (s.jobs?.updatesPending ?? 0) > 0 || (s.jobs?.running ?? 0) > 0
       }).length
-      const jobsOpen = await openJobs(o.hub, jobIds.map((j) => j.id))
+      const jobsOpen = await openJobs(o.hub, workload.results.jobIds.map((j) => j.id))
       if (busy === 0 && jobsOpen === 0) break
       if (Date.now() > drainDeadline) {
         say(`drain: gave up after ${o.drainTimeoutMs ?? 60_000} ms with ${busy} devices still busy and ${jobsOpen} jobs open`)
@@ -391,7 +341,11 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     drainedMs = Date.now() - drainStart
     phase = 'accounting'
 
-    return await account(o, { devices, summary, scheduleLines, exactCount, latency, jobIds, commandOutcomes, commandsSent, roundTrips, drainedMs, schedule, agentStarts, loopDelayMs })
+    const w = workload.results
+    return await account(o, {
+      devices, summary, scheduleLines, exactCount, latency, jobIds: w.jobIds, commandOutcomes: w.commandOutcomes, commandsSent: w.commandsSent,
+      roundTrips: w.roundTrips, drainedMs, schedule, agentStarts, loopDelayMs,
+    })
   } finally {
     loopDelay.disable()
     clearInterval(progress)
@@ -401,162 +355,6 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     await Promise.allSettled(devices.map((d) => d.agent?.stop() ?? Promise.resolve()))
     await net.close()
   }
-}
-
-async function openJobs(hub: SimHub, ids: readonly string[]): Promise<number> {
-  let open = 0
-  for (const id of ids) {
-    const r = await hub.api<{ status: string }>('GET', `/api/jobs/${id}?limit=1`)
-    if (r.status !== 200 || r.body.status === 'active') open++
-  }
-  return open
-}
-
-interface AccountInput {
-  readonly devices: SimDevice[]
-  readonly summary: ReturnType<typeof summarizePlans>
-  readonly scheduleLines: string[]
-  readonly exactCount: boolean
-  readonly latency: number[]
-  readonly jobIds: Array<{ id: string; createdAt: number }>
-  readonly commandOutcomes: Record<string, number>
-  readonly commandsSent: number
-  readonly roundTrips: number[]
-  readonly drainedMs: number
-  readonly schedule: readonly ChaosAction[]
-  readonly agentStarts: number[]
-  readonly loopDelayMs: SimReport['online']['loopDelayMs']
-}
-
-/** The accounting: what the devices generated against what the hub holds, per device and per profile; then the patterns side by side. */
-async function account(o: SimOptions, a: AccountInput): Promise<SimReport> {
-  const api = o.hub.api
-  let generated = 0, stored = 0, lost = 0, duplicates = 0, dropped = 0
-  let hubAgrees = true
-  const rows = new Map<ConnectivityProfile, { devices: number; generated: number; stored: number; lost: number; duplicates: number }>()
-  const messages: Record<string, number> = {}
-  let offlineSeen = 0
-  for (const d of a.devices) {
-    const s = d.agent!.stats()
-    for (const [k, v] of [...Object.entries(d.messages), ...Object.entries(s.link.messages.sent), ...Object.entries(s.link.messages.received)]) {
-      messages[k] = (messages[k] ?? 0) + v
-    }
-    const newest = s.outbox?.newestSeq ?? 0
-    const droppedHere = (s.outbox?.droppedTelemetry ?? 0) + (s.outbox?.droppedEvents ?? 0)
-    const info = await api<{ streams: Array<{ storeId: string; upTo: number }> }>('GET', `/api/devices/${d.id}`)
-    // The hub's mark: every seq up to it that the device sent is stored (rows the device dropped were never sent).
-    const mark = info.body.streams?.find((x) => x.storeId === s.storeId)?.upTo ?? 0
-    let storedHere = Math.max(0, mark - droppedHere)
-    let dupHere = 0
-    if (a.exactCount) {
-      const r = await api<{ samples: Array<{ seq: number }>; truncated: boolean }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-      const seqs = r.body.samples.map((x) => x.seq)
-      const distinct = new Set(seqs)
-      dupHere = seqs.length - distinct.size
-      storedHere = distinct.size
-      // The rows counted and the hub's mark tell the same story.
-      if (r.body.truncated || distinct.size + droppedHere !== mark) hubAgrees = false
-    }
-    // Numbered by the device, not dropped by its overflow policy, not held by the hub.
-    let lostHere = Math.max(0, newest - droppedHere - storedHere)
-    // Samples the sensors produced that the ledger never numbered would be lost before the outbox.
-    lostHere += Math.max(0, d.produced - newest)
-    generated += d.produced
-    stored += storedHere
-    lost += lostHere
-    duplicates += dupHere
-    dropped += droppedHere
-    const row = rows.get(d.plan.profile) ?? { devices: 0, generated: 0, stored: 0, lost: 0, duplicates: 0 }
-    row.devices++
-    row.generated += d.produced
-    row.stored += storedHere
-    row.lost += lostHere
-    row.duplicates += dupHere
-    rows.set(d.plan.profile, row)
-    const h = await api<{ history: Array<{ status: string }> }>('GET', `/api/devices/${d.id}/presence?limit=10000`)
-    offlineSeen += (h.body.history ?? []).filter((e) => e.status === 'offline').length
-  }
-
-  // Jobs: every execution of every job the run made, by state; history steps applied twice would show as duplicates.
-  const byState: Record<string, number> = {}
-  let issued = 0
-  let jobDup = 0
-  const toStart: number[] = [], toFinish: number[] = [], waiting: number[] = []
-  for (const j of a.jobIds) {
-    const r = await api<{ counts: Record<string, number>; executions: Array<{ execId: string; startedAt: number | null; finishedAt: number | null; deliveredAt: number | null; attempt: number }> }>(
-      'GET', `/api/jobs/${j.id}?limit=10000`)
-    if (r.status !== 200) continue
-    for (const [state, n] of Object.entries(r.body.counts)) {
-      byState[state] = (byState[state] ?? 0) + n
-      issued += n
-    }
-    for (const e of r.body.executions) {
-      if (a.exactCount) {
-        // Each step of each attempt once: an update applied twice would show here.
-        const h = await api<{ history: Array<{ attempt: number; state: string }> }>('GET', `/api/executions/${e.execId}`)
-        const steps = (h.body.history ?? []).map((x) => `${x.attempt}:${x.state}`)
-        jobDup += steps.length - new Set(steps).size
-      }
-      if (e.startedAt !== null) toStart.push(e.startedAt - j.createdAt)
-      if (e.finishedAt !== null) toFinish.push(e.finishedAt - j.createdAt)
-      if (e.deliveredAt !== null) waiting.push(e.deliveredAt - j.createdAt)
-    }
-  }
-  const finished = issued - (byState.queued ?? 0) - (byState.in_progress ?? 0)
-  const jobsLost = (byState.queued ?? 0) + (byState.in_progress ?? 0)
-
-  const expectedOutages = a.devices.reduce((s, d) => s + d.plan.outages.length, 0)
-    + a.schedule.filter((x) => x.action === 'cut' || x.action === 'agent-crash' || x.action === 'drop').reduce((s, x) => s + (x.devices?.length ?? 0), 0)
-    + a.schedule.filter((x) => x.action === 'hub-kill').length * a.devices.length
-
-  const sum = (prefix: string) => Object.entries(messages).filter(([k]) => k === prefix || k.startsWith(`${prefix}/`)).reduce((s, [, v]) => s + v, 0)
-  const executions = issued || 1
-  const report: SimReport = {
-    seed: o.seed, devices: o.devices, durationMs: o.durationMs, profile: o.profile, sampleIntervalMs: o.sampleIntervalMs,
-    schedule: a.scheduleLines,
-    totals: {
-      generated, stored, lost, duplicates, dropped,
-      jobs: { issued, finished, lost: jobsLost, duplicates: jobDup, byState },
-      commands: { sent: a.commandsSent, byOutcome: a.commandOutcomes },
-    },
-    byProfile: [...rows].map(([profile, r]) => ({
-      profile, ...r, onlineShare: Math.round((a.summary.byProfile[profile]?.onlineShare ?? 1) * 1000) / 1000,
-    })),
-    hubAgrees,
-    exactCount: a.exactCount,
-    online: onlineFigures(a.devices, a.summary.allConnectedByMs, a.agentStarts, a.loopDelayMs),
-    presence: { expectedOutages, offlineTransitionsSeen: offlineSeen },
-    patterns: {
-      telemetry: { sampledToStoredMs: quantiles(a.latency), messagesPerSample: round((sum('telemetry') + sum('events')) / Math.max(1, generated)) },
-      jobs: {
-        createdToStartedMs: quantiles(toStart), createdToFinishedMs: quantiles(toFinish), waitingForLinkMs: quantiles(waiting),
-        messagesPerExecution: round(sum('jobs') / executions),
-      },
-      commands: {
-        roundTripMs: quantiles(a.roundTrips),
-        refusedOfflineShare: round((a.commandOutcomes.DEVICE_OFFLINE ?? 0) / Math.max(1, a.commandsSent)),
-        messagesPerCommand: round(sum('cmd') / Math.max(1, a.commandsSent - (a.commandOutcomes.DEVICE_OFFLINE ?? 0))),
-      },
-    },
-    drainedMs: a.drainedMs,
-    ok: lost === 0 && duplicates === 0 && jobsLost === 0 && jobDup === 0,
-  }
-  return report
-}
-
-
-const round = (x: number) => Math.round(x * 100) / 100
-
-function onlineFigures(devices: readonly SimDevice[], connectsByMs: number, agentStarts: number[], loopDelayMs: SimReport['online']['loopDelayMs']): SimReport['online'] {
-  // Only devices whose plan had them online from their connect count for "all online by".
-  const firsts = devices.map((d) => d.firstOnlineAt)
-  const everOnline = firsts.filter((x) => x !== null).length
-  const planned = devices.filter((d) => d.plan.outages[0]?.fromMs !== d.plan.connectAtMs)
-  const plannedFirsts = planned.map((d) => d.firstOnlineAt)
-  const allOnlineByMs = plannedFirsts.every((x) => x !== null) && plannedFirsts.length > 0 ? Math.max(...(plannedFirsts)) : null
-  const late = planned.filter((d) => d.firstOnlineAt !== null).map((d) => d.firstOnlineAt! - d.plan.connectAtMs)
-  const withMax = (xs: number[]) => ({ ...quantiles(xs), max: xs.length > 0 ? Math.round(Math.max(...xs) * 10) / 10 : 0 })
-  return { connectsByMs, allOnlineByMs, everOnline, lateAfterSlotMs: withMax(late), agentStartMs: withMax(agentStarts), loopDelayMs }
 }
 
 /** For the CLI: a working dir for the run's ledgers. */
