@@ -136,7 +136,8 @@ export class HubClock {
     if (!/^[A-Za-z0-9-]+$/.test(options.bootRef)) throw new Error('HubClock: bootRef must match ^[A-Za-z0-9-]+$')
     this.options = options
     this.bootTag = options.bootRef.replace(/-/g, '').slice(0, 12)
-    this.clock = { now: () => this.now() }
+    // Its timers are the wall clock's: a duration is the same on either.
+    this.clock = { ...options.wall, now: () => this.now() }
   }
 
   /** Hub time when known (whole ms, as Date.now() gives: the wire's timestamps are integers), else the device's wall clock. */

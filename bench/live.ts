@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { silentLogger } from '../common/logger.js'
-import type { Clock } from '../common/clock.js'
+import { clockWithTime, type Clock } from '../common/clock.js'
 import { buildApi } from '../hub/api/app.js'
 import { sseFrame } from '../hub/api/live.js'
 import { loadHubConfig } from '../hub/config.js'
@@ -40,7 +40,7 @@ async function oneSize(n: number, o: LiveBenchOptions): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'rollcall-bench-live-'))
   // A clock the bench moves by one second per round, so lastSeen steps are what a real second makes.
   let now = Date.now()
-  const clock: Clock = { now: () => now }
+  const clock: Clock = clockWithTime(() => now)
   const hub = createHub(loadHubConfig({ dataDir: dir, mqttPort: 0, httpPort: 0, logLevel: 'silent' }, {}), { logger: silentLogger(), clock })
   try {
     const running = await hub.start()

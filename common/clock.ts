@@ -1,14 +1,40 @@
 /**
  * Time is injected everywhere so that tests and the simulator can be
  * deterministic. Production code takes a `Clock` and never calls Date.now()
- * directly in logic that decides something.
+ * directly in logic that decides something, nor starts a timer that a test
+ * would have to wait out in real time: the clock's timers run on the
+ * clock's time (as MQTT.js injects its timer), so a manual clock fires them
+ * when a test advances it.
  */
+
+/** A pending timer of a Clock. */
+export interface ClockTimer {
+  /** Lets the process exit while the timer is pending (as a Node timer's unref); returns the timer. */
+  unref(): ClockTimer
+}
+
 export interface Clock {
   /** Milliseconds since the Unix epoch. */
   now(): number
+  /** Calls `fn` once, `ms` of this clock's time from now. */
+  setTimeout(fn: () => void, ms: number): ClockTimer
+  /** Calls `fn` every `ms` of this clock's time. */
+  setInterval(fn: () => void, ms: number): ClockTimer
+  /** Stops a timer of this clock (either kind); undefined is ignored. */
+  clearTimer(timer: ClockTimer | undefined): void
 }
 
-export const systemClock: Clock = { now: () => Date.now() }
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearTimer: (timer) => { if (timer !== undefined) clearTimeout(timer as NodeJS.Timeout) },
+}
+
+/** A clock whose time is `now()` and whose timers are the system's (real time): a skewed wall clock, a hub's time on a device. */
+export function clockWithTime(now: () => number): Clock {
+  return { ...systemClock, now }
+}
 
 /**
  * A clock that only moves forward at a steady rate and is never stepped (NTP
@@ -26,13 +52,46 @@ export interface Monotonic {
  */
 export const systemMonotonic: Monotonic = { now: () => Number(process.hrtime.bigint()) / 1e6 }
 
-/** A clock the test moves by hand. */
-export function manualClock(startMs = 0): Clock & { advance(ms: number): void; set(ms: number): void } {
+/** A clock the test moves by hand: `advance` fires the timers that fall due, in time order, each at its own time. */
+export interface ManualClock extends Clock {
+  advance(ms: number): void
+  /** Jumps to `ms` without firing timers (a wall clock stepped by NTP). */
+  set(ms: number): void
+  /** Timers pending now. */
+  readonly pending: number
+}
+
+export function manualClock(startMs = 0): ManualClock {
   let t = startMs
+  interface Entry { at: number; every: number | undefined; fn: () => void; seq: number; timer: ClockTimer }
+  const entries = new Set<Entry>()
+  let seq = 0
+  const add = (fn: () => void, ms: number, every: number | undefined): ClockTimer => {
+    const timer: ClockTimer = { unref: () => timer }
+    entries.add({ at: t + Math.max(0, ms), every, fn, seq: seq++, timer })
+    return timer
+  }
   return {
     now: () => t,
-    advance: (ms: number) => { t += ms },
+    setTimeout: (fn, ms) => add(fn, ms, undefined),
+    // An interval of 0 would fire without end within one advance: at least 1 ms.
+    setInterval: (fn, ms) => add(fn, ms, Math.max(1, ms)),
+    clearTimer: (timer) => { for (const e of entries) if (e.timer === timer) entries.delete(e) },
+    advance(ms: number): void {
+      const until = t + ms
+      for (;;) {
+        let next: Entry | undefined
+        for (const e of entries) if (e.at <= until && (next === undefined || e.at < next.at || (e.at === next.at && e.seq < next.seq))) next = e
+        if (next === undefined) break
+        t = Math.max(t, next.at)
+        if (next.every === undefined) entries.delete(next)
+        else next.at += next.every
+        next.fn()
+      }
+      t = until
+    },
     set: (ms: number) => { t = ms },
+    get pending() { return entries.size },
   }
 }
 

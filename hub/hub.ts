@@ -267,9 +267,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
     const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
 
-    const lastSeenTimer = setInterval(() => presence.flushLastSeen(), 5000)
-    lastSeenTimer.unref()
-    releasers.push(() => { clearInterval(lastSeenTimer); presence.flushLastSeen() })
+    const lastSeenTimer = clock.setInterval(() => presence.flushLastSeen(), 5000).unref()
+    releasers.push(() => { clock.clearTimer(lastSeenTimer); presence.flushLastSeen() })
 
     let pruning = false
     const retention = cron.schedule(config.retentionCron, async () => {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import type { Agent } from '../agent/agent.js'
-import type { Clock } from '../common/clock.js'
+import { clockWithTime, type Clock } from '../common/clock.js'
 import { encode, topics, type CommandResponse } from '../protocol/index.js'
 import type { SampleRow } from '../hub/telemetry/store.js'
 import { startAgents, waitJobDone, waitOnline } from './support/agents.js'
@@ -29,7 +29,7 @@ function rollcall(hub: TestHub, args: string[]): Promise<string> {
 
 const HOUR = 3_600_000
 /** The device's wall clock, `skewMs` off the real one. */
-const skewed = (skewMs: number): Clock => ({ now: () => Date.now() + skewMs })
+const skewed = (skewMs: number): Clock => clockWithTime(() => Date.now() + skewMs)
 const probe = (value: () => number) => [{ name: 'probe', read: value }]
 
 describe('an agent whose clock is 2 h wrong', () => {
@@ -205,7 +205,7 @@ describe('an agent whose clock is 2 h wrong', () => {
     const id = 'skew-stepped'
     const { hub, token, dir } = await hubWithDevice(id)
     let skewMs = -2 * HOUR
-    const [agent] = await startAgents(hub.mqttUrl, dir, [{ id, token }], {}, { clock: { now: () => Date.now() + skewMs }, sensors: probe(() => 1) })
+    const [agent] = await startAgents(hub.mqttUrl, dir, [{ id, token }], {}, { clock: clockWithTime(() => Date.now() + skewMs), sensors: probe(() => 1) })
     cleanups.push(() => agent!.stop())
     const skewShown = async () => {
       const r = await hub.api<{ presence: { clockSkewMs: number | null } | null }>('GET', `/api/devices/${id}`)

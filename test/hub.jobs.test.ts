@@ -5,6 +5,7 @@ import type { MqttClient } from 'mqtt'
 import { encode, topics, type JobsAck, type JobsBatch, type JobsNotify, type JobUpdate } from '../protocol/index.js'
 import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
 import type { HubConfig } from '../hub/config.js'
+import { manualClock, type ManualClock } from '../common/clock.js'
 
 /**
  * The hub's half of jobs, spoken to over the wire by hand-driven devices (a
@@ -30,8 +31,8 @@ describe('hub jobs over the wire', () => {
     while (cleanups.length) await cleanups.pop()!()
   })
 
-  async function hubWith(overrides: Partial<HubConfig> = {}): Promise<TestHub> {
-    const hub = await startTestHub({ flushDelayMs: 2, ...overrides })
+  async function hubWith(overrides: Partial<HubConfig> = {}, clock?: ManualClock): Promise<TestHub> {
+    const hub = await startTestHub({ flushDelayMs: 2, ...overrides }, undefined, undefined, clock)
     cleanups.push(() => hub.stop())
     return hub
   }
@@ -119,7 +120,8 @@ describe('hub jobs over the wire', () => {
   })
 
   it('retries a failed attempt after its backoff, as a new attempt with a new version', async () => {
-    const hub = await hubWith()
+    const clock = manualClock(Date.now())
+    const hub = await hubWith({}, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-r')
     const job = jobs.create({ name: 'flaky', target: 'device:dev-r', maxAttempts: 2, backoffBaseMs: 200, backoffMaxMs: 200 })!
@@ -127,8 +129,9 @@ describe('hub jobs over the wire', () => {
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'failed', error: { code: 'BOOM', message: 'no' } }])
     const queued = jobs.get(job.id).executions[0]!
     expect(queued).toMatchObject({ state: 'queued', attempt: 2 })
-    // Not before its backoff: the sweeper rings the device when it is due.
+    // Not before its backoff: the sweeper rings the device when it is due (its next sweep is a second on).
     const notices = d.notices.length
+    clock.advance(1000)
     await waitFor(() => d.notices.length > notices, 'doorbell for the retry', 5000)
     const [e2] = (await d.pull(5)).executions
     expect(e2).toMatchObject({ attempt: 2, version: queued.version })
@@ -139,19 +142,24 @@ describe('hub jobs over the wire', () => {
     expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:failed', '2:queued', '2:failed'])
   })
 
-  /** A job of one attempt whose execution on `id` started and then went silent: the sweeper times it out 300 ms later. */
+  /**
+   * A job of one attempt whose execution on `id` started and then went silent: the sweeper
+   * times it out once the test moves the hub's clock 300 ms on.
+   */
   async function silentExecution(id: string) {
-    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const clock = manualClock(Date.now())
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, id)
     const job = jobs.create({ name: 'slow', target: `device:${id}`, timeoutMs: 300, maxAttempts: 1 })!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
-    return { hub, jobs, d, job, e }
+    return { hub, clock, jobs, d, job, e }
   }
 
   it('the sweeper times out a silent execution, tells the device to stop, and refuses its late result', async () => {
-    const { jobs, d, job, e } = await silentExecution('dev-s')
+    const { clock, jobs, d, job, e } = await silentExecution('dev-s')
+    clock.advance(400)
     await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out', 5000)
     await waitFor(() => d.notices.some((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'cancel notice')
     const late = await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'succeeded' }])
@@ -160,12 +168,14 @@ describe('hub jobs over the wire', () => {
   })
 
   it('a timed-out attempt that is retried: the stop notice names the old attempt, the retry is a new one', async () => {
-    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const clock = manualClock(Date.now())
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-t2')
     const job = jobs.create({ name: 'slow', target: 'device:dev-t2', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 })!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
+    clock.advance(400)
     await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'retried as attempt 2', 5000)
     const stop = await waitFor(() => d.notices.find((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'stop notice')
     expect(stop.cancel).toEqual([{ execId: e!.execId, attempt: 1 }])
@@ -175,12 +185,15 @@ describe('hub jobs over the wire', () => {
   })
 
   it('expires executions not started by expiresAt, delivered or not', async () => {
-    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const clock = manualClock(Date.now())
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-x')
     await hub.addDevice('dev-offline')
-    const job = jobs.create({ name: 'echo', target: 'device:dev-x,dev-offline', expiresAt: Date.now() + 400, timeoutMs: 100 })!
+    const job = jobs.create({ name: 'echo', target: 'device:dev-x,dev-offline', expiresAt: clock.now() + 400, timeoutMs: 100 })!
     expect((await d.pull(5)).executions).toHaveLength(1)
+    // Past expiresAt and, for the delivered one, a full run after it.
+    clock.advance(600)
     await waitFor(() => jobs.get(job.id).status === 'completed', 'job completed by expiry', 5000)
     expect(jobs.get(job.id).counts.expired).toBe(2)
   })
@@ -298,7 +311,8 @@ describe('hub jobs over the wire', () => {
   })
 
   it('an operator cancel after a sweeper timeout still owes the device the stop notice for the timed-out attempt', async () => {
-    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 })
+    const clock = manualClock(Date.now())
+    const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const token = await hub.addDevice('dev-owed')
     let d = await device(hub, 'dev-owed', token)
@@ -307,6 +321,7 @@ describe('hub jobs over the wire', () => {
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
     // The device drops off before the sweeper's notice can reach it.
     await d.client.endAsync()
+    clock.advance(400)
     await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'timed out and queued for a retry', 5000)
     jobs.cancel(job.id)
     d = await device(hub, 'dev-owed', token)
@@ -371,17 +386,19 @@ describe('hub jobs over the wire', () => {
   })
 
   it('counts a timeout once, when the sweep commits it: not again for a sweep rolled back while the database was locked (issue #16)', async () => {
-    const { hub, jobs, job } = await silentExecution('dev-lock')
+    const { hub, clock, jobs, job } = await silentExecution('dev-lock')
     // Another process holds the write lock: the sweeper's writes wait out the busy timeout and roll back.
     const lock = new Database(join(hub.dataDir, 'hub.db'))
     cleanups.push(async () => { if (lock.inTransaction) lock.exec('ROLLBACK'); lock.close() })
     lock.exec('BEGIN IMMEDIATE')
     const failedOps = () => (hub.running.services.stats().writer as { failedOps: number }).failedOps
     const failedBefore = failedOps()
+    clock.advance(400)
     await waitFor(() => failedOps() > failedBefore, 'a sweep rolled back under the lock', 60_000)
     expect(jobs.get(job.id).executions[0]!.state).toBe('in_progress')
     expect(jobs.stats().timedOut).toBe(0)
     lock.exec('ROLLBACK')
+    clock.advance(100)
     await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out once the lock is gone', 60_000)
     expect(jobs.stats().timedOut).toBe(1)
   })

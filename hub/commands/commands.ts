@@ -1,5 +1,5 @@
 import { randomId } from '../../common/random-id.js'
-import type { Clock } from '../../common/clock.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { encode } from '../../protocol/codec.js'
@@ -130,7 +130,8 @@ interface Pending {
   readonly deviceId: string
   /** When it was published (until then, when it was made): its durationMs counts from here. */
   startedAt: number
-  readonly timer: NodeJS.Timeout
+  /** Its deadline, on the injected clock. */
+  readonly timer: ClockTimer
   readonly resolve: (d: Dispatched) => void
   readonly reject: (err: RollcallError) => void
 }
@@ -204,7 +205,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const p = pending.get(id)
     if (!p) return undefined
     pending.delete(id)
-    clearTimeout(p.timer)
+    clock.clearTimer(p.timer)
     const ids = byDevice.get(p.deviceId)
     ids?.delete(id)
     if (ids?.size === 0) byDevice.delete(p.deviceId)
@@ -240,7 +241,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt }
     stats.sent++
     return new Promise<Dispatched>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = clock.setTimeout(() => {
         stats.timedOut++
         void settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
       }, timeoutMs)

@@ -1,3 +1,4 @@
+import type { ClockTimer } from '../../common/clock.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 import { lapsedTo } from './decisions.js'
 import type { JobRow } from './store.js'
@@ -17,7 +18,7 @@ const MAX_SWEEP_ROWS = 1000
 export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
   const { store, options, ring, reachable } = ctx
   const { writer, clock } = ctx.deps
-  let timer: NodeJS.Timeout | undefined
+  let timer: ClockTimer | undefined
   let lastSweep = clock.now()
 
   function sweep(): void {
@@ -72,11 +73,11 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
   return {
     sweep,
     start: (): void => {
-      timer ??= setInterval(sweep, options.sweepIntervalMs)
-      timer.unref()
+      // On the injected clock: a test with a manual clock sweeps by advancing it.
+      timer ??= clock.setInterval(sweep, options.sweepIntervalMs).unref()
     },
     stop: (): void => {
-      if (timer) clearInterval(timer)
+      clock.clearTimer(timer)
       timer = undefined
     },
   }

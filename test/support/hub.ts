@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
+import type { Clock } from '../../common/clock.js'
 import { createLogger, silentLogger } from '../../common/logger.js'
 import { loadHubConfig, type HubConfig } from '../../hub/config.js'
 import { createHub, type RunningHub } from '../../hub/hub.js'
@@ -30,14 +31,16 @@ export interface TestHub {
 
 /**
  * A real hub in this process: aedes on port 0, SQLite in a temp dir, HTTP on port 0.
+ * With a `clock` (common/clock.ts, manualClock), the hub's time and its timers (the job
+ * sweeper, command deadlines) are the test's to move.
  * With tlsCert/tlsKey in `overrides` (test/support/tls.ts makes them), pass `tls.ca`:
  * the admin API is then called over HTTPS, pinning that CA.
  */
-export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string, tls?: { ca: string }): Promise<TestHub> {
+export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir?: string, tls?: { ca: string }, clock?: Clock): Promise<TestHub> {
   const tmp = dataDir ? undefined : tempDir('hub')
   const dir = dataDir ?? tmp!.dir
   const config = loadHubConfig({ dataDir: dir, mqttPort: 0, mqttTlsPort: 0, httpPort: 0, logLevel: 'silent', ...overrides }, {})
-  const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }) })
+  const hub = createHub(config, { logger: config.logLevel === 'silent' ? silentLogger() : createLogger({ level: config.logLevel, destination: 2 }), ...(clock ? { clock } : {}) })
   const running = await hub.start()
   const httpUrl = `${running.tls ? 'https' : 'http'}://127.0.0.1:${running.httpPort}`
   if (running.tls && !tls) throw new Error('startTestHub: a TLS hub needs { ca } to call its API')
