@@ -122,13 +122,13 @@ export function refusal(req: Pick<CommandRequest, 'name' | 'expiresAt'>, input: 
   const { now } = input
   if (req.expiresAt <= now) {
     const on = input.clock === 'device' ? 'device clock: the hub\'s time was not known yet' : 'hub clock as the device knows it'
-    return { code: 'EXPIRED', message: `the command expired ${Math.round(now - req.expiresAt)} ms before it arrived (${on}); it was not run` }
+    return { code: 'EXPIRED' satisfies OutcomeCode, message: `the command expired ${Math.round(now - req.expiresAt)} ms before it arrived (${on}); it was not run` }
   }
   if (!input.known) {
-    return { code: 'UNKNOWN_COMMAND', message: capMessage(`this device has no command ${JSON.stringify(req.name)}; it has: ${input.names().join(', ')}`) }
+    return { code: 'UNKNOWN_COMMAND' satisfies OutcomeCode, message: capMessage(`this device has no command ${JSON.stringify(req.name)}; it has: ${input.names().join(', ')}`) }
   }
   if (input.running >= input.maxRunning) {
-    return { code: 'BUSY', message: `${input.running} commands are running on this device, its limit (commandConcurrency); try again shortly` }
+    return { code: 'BUSY' satisfies OutcomeCode, message: `${input.running} commands are running on this device, its limit (commandConcurrency); try again shortly` }
   }
   return undefined
 }
@@ -285,7 +285,7 @@ export class CommandRunner {
       // Not recorded, so not run: running it could run it twice. The hub sees the error.
       this.log.error({ err, id: req.id }, 'could not record a command in the ledger; it is not run')
       this.failed++
-      this.send(responseJson(req.id, { error: { code: 'LEDGER_FAILED', message: `the device could not record the command, so it did not run it: ${(err as Error).message}` } }).json)
+      this.send(responseJson(req.id, { error: { code: 'LEDGER_FAILED' satisfies OutcomeCode, message: `the device could not record the command, so it did not run it: ${(err as Error).message}` } }).json)
       return
     }
     if (!inserted) {
@@ -464,9 +464,9 @@ export class CommandRunner {
   }
 
   private countRefusal(code: string | undefined): void {
-    if (code === 'EXPIRED') this.expired++
-    else if (code === 'UNKNOWN_COMMAND') this.unknown++
-    else if (code === 'BUSY') this.busy++
+    if (code === ('EXPIRED' satisfies OutcomeCode)) this.expired++
+    else if (code === ('UNKNOWN_COMMAND' satisfies OutcomeCode)) this.unknown++
+    else if (code === ('BUSY' satisfies OutcomeCode)) this.busy++
   }
 
   private send(body: string): void {

@@ -201,7 +201,7 @@ export class JobRunner {
     if (!handler) {
       this.settle(run, {
         execId: job.execId, attempt: job.attempt, outcome: 'rejected',
-        error: { code: 'UNKNOWN_TASK', message: `this device has no handler for task ${JSON.stringify(job.name)}; it has: ${this.handlers.names.join(', ')}` },
+        error: { code: 'UNKNOWN_TASK' satisfies OutcomeCode, message: `this device has no handler for task ${JSON.stringify(job.name)}; it has: ${this.handlers.names.join(', ')}` },
       })
       return
     }

@@ -1,4 +1,4 @@
-import { isDeviceId, OBSERVER_USER_PREFIX } from '../protocol/ids.js'
+import { isDeviceId, MAX_CLIENT_ID_LENGTH, OBSERVER_USER_PREFIX } from '../protocol/ids.js'
 import { canPublish } from './acl.js'
 import { CONNACK, type CredentialCheck, type Principal } from './types.js'
 
@@ -18,9 +18,6 @@ import { CONNACK, type CredentialCheck, type Principal } from './types.js'
  * code), 2 would blame the identifier, and 5 says "this server's policy
  * refuses you" — the reason is logged and sent as a violation event.
  */
-
-/** Device ids and other client ids go up to 64 characters (aedes's 23 is the MQTT 3.1 limit). */
-export const MAX_CLIENT_ID_LENGTH = 64
 
 export interface ConnectRequest {
   readonly clientId: string

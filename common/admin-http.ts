@@ -46,6 +46,8 @@ function dispatcherFor(ca: string): Promise<object> {
     }
     d = import('undici').then(({ Agent }) => new Agent({ connect: { ca: pem } }))
     dispatchers.set(ca, d)
+    // A failure is not kept: the next call tries again.
+    d.catch(() => { dispatchers.delete(ca) })
   }
   return d
 }

@@ -52,10 +52,14 @@ export interface Monotonic {
  */
 export const systemMonotonic: Monotonic = { now: () => Number(process.hrtime.bigint()) / 1e6 }
 
-/** A clock the test moves by hand: `advance` fires the timers that fall due, in time order, each at its own time. */
+/**
+ * A clock the test moves by hand: `advance` fires the timers that fall due, in
+ * time order, each at its own time. Timers count elapsed time, as real ones
+ * do: `set` steps the wall clock (NTP) and moves no timer.
+ */
 export interface ManualClock extends Clock {
   advance(ms: number): void
-  /** Jumps to `ms` without firing timers (a wall clock stepped by NTP). */
+  /** Steps the time to `ms` without firing or moving timers. */
   set(ms: number): void
   /** Timers pending now. */
   readonly pending: number
@@ -63,32 +67,40 @@ export interface ManualClock extends Clock {
 
 export function manualClock(startMs = 0): ManualClock {
   let t = startMs
+  /** Elapsed time, which only advance() moves: what timers are set on. */
+  let elapsed = 0
   interface Entry { at: number; every: number | undefined; fn: () => void; seq: number; timer: ClockTimer }
   const entries = new Set<Entry>()
   let seq = 0
+  // As Node's timers: a delay that is not a finite number, or below 0, is none.
+  const delay = (ms: number) => (Number.isFinite(ms) ? Math.max(0, ms) : 0)
   const add = (fn: () => void, ms: number, every: number | undefined): ClockTimer => {
     const timer: ClockTimer = { unref: () => timer }
-    entries.add({ at: t + Math.max(0, ms), every, fn, seq: seq++, timer })
+    entries.add({ at: elapsed + delay(ms), every, fn, seq: seq++, timer })
     return timer
   }
   return {
     now: () => t,
     setTimeout: (fn, ms) => add(fn, ms, undefined),
     // An interval of 0 would fire without end within one advance: at least 1 ms.
-    setInterval: (fn, ms) => add(fn, ms, Math.max(1, ms)),
+    setInterval: (fn, ms) => add(fn, ms, Math.max(1, delay(ms))),
     clearTimer: (timer) => { for (const e of entries) if (e.timer === timer) entries.delete(e) },
     advance(ms: number): void {
-      const until = t + ms
+      const until = elapsed + ms
       for (;;) {
         let next: Entry | undefined
         for (const e of entries) if (e.at <= until && (next === undefined || e.at < next.at || (e.at === next.at && e.seq < next.seq))) next = e
         if (next === undefined) break
-        t = Math.max(t, next.at)
+        if (next.at > elapsed) {
+          t += next.at - elapsed
+          elapsed = next.at
+        }
         if (next.every === undefined) entries.delete(next)
         else next.at += next.every
         next.fn()
       }
-      t = until
+      t += until - elapsed
+      elapsed = until
     },
     set: (ms: number) => { t = ms },
     get pending() { return entries.size },

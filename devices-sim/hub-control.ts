@@ -19,6 +19,8 @@ export type Api = AdminApi
 
 /** The hub's admin API (common/admin-http.ts); network errors come back as status 0, so a chaos run keeps counting through a hub that is down. */
 export function hubApi(base: string, adminToken: string, ca?: string): Api {
+  // A CA file that cannot be read is a mistake in the command line: said now, not as every call's failure.
+  if (ca !== undefined) readFileSync(ca)
   return async <T>(method: string, path: string, body?: unknown) => {
     try {
       return await adminRequest<T>({ api: base, token: adminToken, ca }, method, path, body)

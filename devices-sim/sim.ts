@@ -119,7 +119,6 @@ export interface SimReport {
   readonly ok: boolean
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts (then the caller checks the signal). */
 /** One simulated device's state during a run. */
 export interface SimDevice {
   readonly id: string

@@ -100,7 +100,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       starting = undefined
       throw err
     })
-    return starting
+    // The hub as it is now: a TLS reload since the start replaced `running`.
+    return starting.then((first) => running ?? first)
   }
 
   async function startOnce(): Promise<RunningHub> {

@@ -28,6 +28,9 @@ export function isUnit(value: unknown): value is string {
   return typeof value === 'string' && UNIT_RE.test(value)
 }
 
+/** MQTT client ids the hub accepts go up to 64 characters, a device id's longest (aedes's 23 is the MQTT 3.1 limit). */
+export const MAX_CLIENT_ID_LENGTH = 64
+
 /** Observers connect with username `observer:NAME`, so they can never collide with a device id. */
 export const OBSERVER_USER_PREFIX = 'observer:'
 

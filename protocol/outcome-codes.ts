@@ -1,7 +1,8 @@
 /**
  * Error codes in job and command outcomes. A handler chooses its own (any
  * code that matches ERROR_CODE_PATTERN); the codes below are the ones
- * rollcall itself sets, on the agent or the hub. They are one catalogue so
+ * rollcall itself sets, on the agent or the hub (some are also the codes of
+ * the API's errors, common/errors.ts, for the same events). They are one catalogue so
  * that both sides, and the operators filtering on them, mean the same thing:
  * write them as `'TIMEOUT' satisfies OutcomeCode`, and the compiler checks the
  * name against this list.
@@ -27,6 +28,24 @@ export const OUTCOME_CODES = {
   HUB_STOPPING: 'the hub stopped before the reply',
   /** A command: a previous hub process sent it and stopped before the reply. */
   HUB_RESTART: 'the hub restarted before the reply',
+  /** A command: no reply by its deadline (the hub), or a group member whose turn came after it. */
+  COMMAND_TIMEOUT: 'no reply by the deadline',
+  /** A command: the device's connection ended before it replied, or the command could not be sent. */
+  DEVICE_DISCONNECTED: 'the device disconnected before the reply',
+  /** A command: the device was not reachable when it was sent. */
+  DEVICE_OFFLINE: 'the device was not reachable',
+  /** A command: the device said it failed and gave no error of its own. */
+  FAILED: 'the device failed without details',
+  /** A command that reached the device after its expiresAt: not run. */
+  EXPIRED: 'arrived after its deadline',
+  /** A command the device has no handler for. */
+  UNKNOWN_COMMAND: 'no such command on the device',
+  /** A command refused because the device runs its limit of commands (commandConcurrency). */
+  BUSY: 'the device is running its limit of commands',
+  /** A command the device could not record in its ledger, so did not run. */
+  LEDGER_FAILED: 'the device could not record it',
+  /** A job whose task the device has no handler for. */
+  UNKNOWN_TASK: 'no such task on the device',
 } as const
 
 export type OutcomeCode = keyof typeof OUTCOME_CODES

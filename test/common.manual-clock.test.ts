@@ -41,13 +41,30 @@ describe('manualClock timers', () => {
     expect(at).toEqual([100, 150])
   })
 
-  it('set() jumps without firing anything (a stepped wall clock)', () => {
+  it('set() steps the time without firing or moving timers (a wall clock stepped by NTP)', () => {
+    const clock = manualClock(0)
+    const at: number[] = []
+    clock.setTimeout(() => at.push(clock.now()), 10)
+    clock.set(10_000)
+    expect(at).toEqual([])
+    expect(clock.now()).toBe(10_000)
+    clock.advance(9)
+    expect(at).toEqual([])
+    clock.advance(1)
+    expect(at).toEqual([10_010])
+    // Stepped back: a timer still waits its own time.
+    clock.setTimeout(() => at.push(clock.now()), 50)
+    clock.set(0)
+    clock.advance(50)
+    expect(at).toEqual([10_010, 50])
+  })
+
+  it('takes a delay that is not a number as none, as Node does', () => {
     const clock = manualClock(0)
     let fired = false
-    clock.setTimeout(() => { fired = true }, 10)
-    clock.set(10_000)
-    expect(fired).toBe(false)
-    expect(clock.now()).toBe(10_000)
+    clock.setTimeout(() => { fired = true }, Number.NaN)
+    clock.advance(0)
+    expect(fired).toBe(true)
   })
 
   it('the system clock\'s timers are real ones', async () => {

@@ -38,11 +38,12 @@ export interface ApiOptions {
 
 /**
  * The body of a RollcallError's answer: its code and message, then its details
- * (a failed command's outcome, say). The code and message come last, so a
- * detail named like them cannot replace them.
+ * (a failed command's outcome, say). A detail named like the code or the
+ * message is left out: it cannot replace them.
  */
 export function errorBody(err: RollcallError): { error: Record<string, unknown> & { code: string; message: string } } {
-  return { error: { ...err.details, code: err.code, message: err.message } }
+  const { code: _code, message: _message, ...details } = err.details ?? {}
+  return { error: { code: err.code, message: err.message, ...details } }
 }
 
 export function buildApi(services: HubServices, options: ApiOptions) {

@@ -243,7 +243,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return new Promise<Dispatched>((resolve, reject) => {
       const timer = clock.setTimeout(() => {
         stats.timedOut++
-        void settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT', message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
+        void settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT' satisfies OutcomeCode, message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
       }, timeoutMs)
       pending.set(id, { rec, deviceId, startedAt: t0, timer, resolve, reject })
       let ids = byDevice.get(deviceId)
@@ -260,7 +260,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           .catch((err: unknown) => {
             logger.warn({ err, deviceId, id }, 'command publish failed')
             stats.disconnected++
-            void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
+            void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED' satisfies OutcomeCode, message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
           })
       }, (err: unknown) => {
         // Not recorded, so not sent: a command the record does not know must never run.
@@ -328,7 +328,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     for (const s of skipped) {
       note(store.add({
         id: randomId('c'), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
-        ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE', message: 'not reachable when the group command was sent' } }),
+        ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE' satisfies OutcomeCode, message: 'not reachable when the group command was sent' } }),
       }))
       if (jobId) stats.queued++
       else stats.offline++
@@ -343,14 +343,14 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         if (!deps.isReachable(d)) {
           // Went away since the group started: skipped, not sent into the void.
           skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
-          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE', message: 'not reachable when its turn came' } }))
+          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE' satisfies OutcomeCode, message: 'not reachable when its turn came' } }))
           stats.offline++
           continue
         }
         if (left <= 0) {
           // Recorded like any other member: with its own id, and why it was never sent.
           const id = randomId('c')
-          const error = { code: 'COMMAND_TIMEOUT', message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
+          const error = { code: 'COMMAND_TIMEOUT' satisfies OutcomeCode, message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
           note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error }))
           stats.timedOut++
           outcomes.push({ id, deviceId: d, status: 'timed_out', error, durationMs: 0 })
@@ -391,7 +391,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       void settle(m.id, { id: m.id, deviceId, status: 'succeeded', result: m.result ?? null, durationMs }, 'succeeded', JSON.stringify(m.result ?? null))
     } else {
       stats.failed++
-      const error = m.error ?? { code: 'FAILED', message: 'the device reported a failure without details' }
+      const error = m.error ?? { code: 'FAILED' satisfies OutcomeCode, message: 'the device reported a failure without details' }
       void settle(m.id, { id: m.id, deviceId, status: 'failed', error, durationMs }, 'failed', null)
     }
   }
@@ -405,7 +405,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       if (!p) continue
       stats.disconnected++
       const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
-      void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED', message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
+      void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED' satisfies OutcomeCode, message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
     }
   }
 

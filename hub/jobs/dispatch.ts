@@ -148,7 +148,7 @@ export function createDispatch(ctx: JobsContext) {
 
   /** Forgets the ringing of jobs no longer paced and active (the sweeper passes the ones that are). */
   function keepRinging(active: readonly JobRow[]): void {
-    if (ringCursor.size <= active.length) return
+    if (ringCursor.size === 0) return
     const ids = new Set(active.map((j) => j.id))
     for (const id of ringCursor.keys()) if (!ids.has(id)) ringCursor.delete(id)
   }
