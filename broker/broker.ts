@@ -637,6 +637,11 @@ export function createBroker(options: BrokerOptions): Broker {
     flushWrites() {
       coalescer?.flush()
     },
+    flushWritesOf(clientId) {
+      const client = table.byClientId(clientId)
+      // client.conn is the PacketGuard admit() handed aedes: the connection the coalescer holds.
+      if (client !== undefined && coalescer !== undefined) coalescer.release(client.conn as unknown as PacketGuard)
+    },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)
       // Already closing: callers such as the bad-message budget ask again for every message over it.

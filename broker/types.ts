@@ -219,6 +219,8 @@ export interface Broker {
   sendDirect(clientId: string, topic: string, payload: Buffer): boolean
   /** Sends every write held by writeCoalesceMs now (the hub calls it after a commit's acks). */
   flushWrites(): void
+  /** Sends the writes held for `clientId`'s connection now (a command or a job batch just published to it). */
+  flushWritesOf(clientId: string): void
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
   /** Closes every connection of this principal (an observer may hold several, under any client ids). */

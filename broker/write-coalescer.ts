@@ -30,6 +30,11 @@ export class WriteCoalescer {
     this.timer ??= setTimeout(() => this.flush(), this.maxDelayMs)
   }
 
+  /** Releases one connection now (what it holds is wanted at once: a command, a job batch). */
+  release(c: Corked): void {
+    if (this.held.delete(c)) c.release()
+  }
+
   /** Releases every held connection now. */
   flush(): void {
     if (this.timer !== undefined) {

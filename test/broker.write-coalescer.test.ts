@@ -27,6 +27,30 @@ describe('coalesced writes', () => {
     await waitFor(() => acked, 'PUBACK after flushWrites()')
   })
 
+  it('flushWritesOf releases one connection\'s held writes, and no other\'s', async () => {
+    const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
+    const releasing = setInterval(() => broker.flushWrites(), 20)
+    const connect = async (id: string) => {
+      const c = mqtt.connect(url, { ...deviceOptions(id), reconnectPeriod: 0, keepalive: 30 })
+      cleanups.add(() => c.endAsync(true))
+      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
+      return c
+    }
+    const [a, b] = [await connect('dev-a'), await connect('dev-b')]
+    clearInterval(releasing)
+    const acked = new Set<string>()
+    a.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked.add('dev-a') })
+    b.publish('devices/dev-b/telemetry', '{}', { qos: 1 }, () => { acked.add('dev-b') })
+    await sleep(300)
+    expect([...acked]).toEqual([])
+    broker.flushWritesOf('dev-a')
+    await waitFor(() => acked.has('dev-a'), 'dev-a\'s PUBACK after flushWritesOf(dev-a)')
+    await sleep(300)
+    expect(acked.has('dev-b')).toBe(false)
+    broker.flushWrites()
+    await waitFor(() => acked.has('dev-b'), 'dev-b\'s PUBACK after flushWrites()')
+  })
+
   it('release held writes after writeCoalesceMs without a flush', async () => {
     const { url } = await startBroker(cleanups, { writeCoalesceMs: 50 })
     expect(await connackCode(url, deviceOptions('dev-a'))).toBe(0)
