@@ -99,5 +99,3 @@ export function benchHubConfig(work: string, extra: Readonly<Record<string, unkn
   writeFileSync(path, JSON.stringify({ maxPendingPerAddress: 1000, maxPendingConnections: 1000, ...extra }))
   return path
 }
-
-export { freePort } from '../common/free-port.js'

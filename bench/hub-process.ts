@@ -16,8 +16,6 @@ export function hubNodeArgs(cpuProfDir?: string): string[] {
 /** The built CLI next to this file (dist/bench → dist/cli). */
 export const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
-export type { AdminApi }
-
 export interface HubProcess {
   readonly child: ChildProcess
   readonly pid: number

@@ -6,6 +6,7 @@ import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, ty
 import { canPublish, canSubscribe } from './acl.js'
 import { decideConnect, refuse, type ConnectDecision, type ConnectPolicy } from './connect-policy.js'
 import { MAX_CLIENT_ID_LENGTH } from '../protocol/ids.js'
+import { topicDeviceId } from '../protocol/topics.js'
 import { ConnectionTable } from './connections.js'
 import { GuardError, PacketGuard } from './packet-guard.js'
 import { deliverAtGrantedQos, type DeliveringClient } from './delivery-qos.js'
@@ -623,9 +624,15 @@ export function createBroker(options: BrokerOptions): Broker {
       // aedes's persistence exists only once it listens.
       if (started === undefined) throw new Error('broker is not listening')
       await started
-      return new Promise<void>((resolve, reject) => {
+      await new Promise<void>((resolve, reject) => {
         aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false }, (err) => (err ? reject(err) : resolve()))
       })
+      // The hub publishes a command, a job batch or a doorbell after the commit that recorded it, once
+      // that commit's release of held writes has passed: held, it would wait out writeCoalesceMs behind
+      // the device's PUBACKs. It leaves now, with what the device's connection held.
+      const deviceId = coalescer === undefined ? undefined : topicDeviceId(topic)
+      const client = deviceId === undefined ? undefined : table.byClientId(deviceId)
+      if (client !== undefined) coalescer!.release(client.conn as unknown as PacketGuard)
     },
     sendDirect(clientId, topic, payload) {
       const client = table.byClientId(clientId)
@@ -636,11 +643,6 @@ export function createBroker(options: BrokerOptions): Broker {
     },
     flushWrites() {
       coalescer?.flush()
-    },
-    flushWritesOf(clientId) {
-      const client = table.byClientId(clientId)
-      // client.conn is the PacketGuard admit() handed aedes: the connection the coalescer holds.
-      if (client !== undefined && coalescer !== undefined) coalescer.release(client.conn as unknown as PacketGuard)
     },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)

@@ -207,6 +207,7 @@ export interface Broker {
   /** Replaces the TLS listener's certificate and key: connections from now on get the new one, open ones keep theirs. */
   setSecureContext(context: SecureContextOptions): void
   subscribe(filter: string, handler: MessageHandler): Promise<void>
+  /** Publishes as the hub; a message to a device's topic leaves at once, with what its connection held (writeCoalesceMs). */
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
   /**
    * Writes `payload` on `topic` straight onto the connection holding `clientId`,
@@ -219,8 +220,6 @@ export interface Broker {
   sendDirect(clientId: string, topic: string, payload: Buffer): boolean
   /** Sends every write held by writeCoalesceMs now (the hub calls it after a commit's acks). */
   flushWrites(): void
-  /** Sends the writes held for `clientId`'s connection now (a command or a job batch just published to it). */
-  flushWritesOf(clientId: string): void
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
   /** Closes every connection of this principal (an observer may hold several, under any client ids). */

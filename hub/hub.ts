@@ -6,7 +6,7 @@ import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { RollcallError } from '../common/errors.js'
 import { encode } from '../protocol/codec.js'
-import { topicDeviceId, topics } from '../protocol/topics.js'
+import { topics } from '../protocol/topics.js'
 import { createBroker } from '../broker/broker.js'
 import type { Broker } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
@@ -191,13 +191,6 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // After the acks (the telemetry store's hook runs first): each connection's held PUBACKs and its ack in one write.
     writer.onCommit(() => broker.flushWrites())
 
-    // A command, a job batch or a doorbell is published after the commit that recorded it, when the
-    // commit's own release of held writes has passed: it would wait out writeCoalesceMs (40 ms by
-    // default) behind the device's PUBACKs. It goes now, and what the connection held goes with it.
-    const sendNow = (topic: string) => {
-      const deviceId = topicDeviceId(topic)
-      if (deviceId !== undefined) broker.flushWritesOf(deviceId)
-    }
     const jobs = createJobs({
       sweepIntervalMs: config.jobSweepIntervalMs,
       leaseGraceMs: config.jobLeaseGraceMs,
@@ -214,7 +207,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       },
       publish: (topic, payload) => {
         broker.publish(topic, payload, { qos: 1 })
-          .then(() => sendNow(topic), (err: unknown) => log.warn({ err, topic }, 'job message publish failed; the agent pulls again'))
+          .catch((err: unknown) => log.warn({ err, topic }, 'job message publish failed; the agent pulls again'))
       },
     })
     jobs.start()
@@ -224,7 +217,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       isReachable: (id) => presence.isReachable(id),
       lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
       capabilities: (id) => presence.get(id)?.info.capabilities ?? [],
-      publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }).then(() => sendNow(topic)),
+      publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }),
       observeDuration: histograms.command,
     })
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
