@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { systemClock, systemMonotonic, type Clock, type Monotonic, type Random } from '../common/clock.js'
+import { systemClock, systemMonotonic, type Clock, type ClockTimer, type Monotonic, type Random } from '../common/clock.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { VERSION } from '../common/version.js'
 import { decode } from '../protocol/codec.js'
@@ -40,7 +40,11 @@ import { builtinSensors, sensorUnits, simulatedSensor, type SensorSource } from 
 
 export interface AgentDeps {
   readonly logger?: Logger
-  /** The device's wall clock (a test may set it hours wrong); deadlines and timestamps use the hub's time once known (agent/hub-clock.ts). */
+  /**
+   * The device's wall clock (a test may set it hours wrong); deadlines and timestamps use the hub's time once known
+   * (agent/hub-clock.ts). Every timer of the agent runs on it too, so a test's manual clock moves them all; only the
+   * bounds on a stop's real waits (handlers, the socket) stay on real time.
+   */
   readonly clock?: Clock
   /** A clock NTP never steps: CLOCK_MONOTONIC by default. */
   readonly monotonic?: Monotonic
@@ -180,7 +184,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
   let puller: JobPuller | undefined
   let schedules: LocalSchedules | undefined
   let commands: CommandRunner | undefined
-  let pruneTimer: NodeJS.Timeout | undefined
+  let pruneTimer: ClockTimer | undefined
   let phase: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new'
   let stopping: Promise<void> | undefined
   /**
@@ -292,7 +296,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       const interrupted = queue.recoverInterrupted(now)
       if (interrupted > 0) log.warn({ jobs: interrupted }, 'jobs that were running when the agent last stopped are reported as failed (INTERRUPTED)')
       queue.prune(now)
-      batcher = new TelemetryBatcher(outbox, { commitMs: config.outboxCommitMs, maxRows: config.batchMaxSamples, logger: log })
+      batcher = new TelemetryBatcher(outbox, { commitMs: config.outboxCommitMs, maxRows: config.batchMaxSamples, logger: log, clock })
       sampler = new Sampler(batcher, sensors, { intervalMs: config.sampleIntervalMs, clock: hubTime, logger: log, unsyncedSuffix: () => hubClock.unsyncedSuffix() })
       const l = new Link({
         hub: config.hub,
@@ -335,6 +339,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         ackTimeoutMs: config.ackTimeoutMs,
         coalesceMs: config.coalesceMs,
         logger: log,
+        clock,
         monotonic: () => monotonic.now(),
         wireBody: (kind, body) => hubClock.wireBody(kind, body),
       })
@@ -358,6 +363,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
         batchMaxBytes: config.batchMaxBytes,
         ackTimeoutMs: config.ackTimeoutMs,
         logger: deviceLog,
+        clock,
       })
       reporter = rep
       releasers.push(() => { rep.stop() })
@@ -406,16 +412,15 @@ export function createAgent(config: AgentConfig, deps: AgentDeps = {}): Agent {
       l.start()
       sampler.start()
       schedules.start()
-      pruneTimer = setInterval(() => {
+      pruneTimer = clock.setInterval(() => {
         try {
           queue.prune(hubTime.now())
         } catch (err) {
           log.warn({ err }, 'could not prune done jobs')
         }
-      }, JOB_PRUNE_INTERVAL_MS)
-      pruneTimer.unref()
+      }, JOB_PRUNE_INTERVAL_MS).unref()
       releasers.push(() => {
-        if (pruneTimer) clearInterval(pruneTimer)
+        clock.clearTimer(pruneTimer)
         pruneTimer = undefined
       })
       log.info({ storeId: ledger.storeId, dataDir: config.dataDir, sensors: sampler.sensorNames, backlog: outbox.stats().backlogRows, jobs: queue.stats().queued, tasks: handlers.names, commands: commandHandlers.names }, 'agent started')

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3'
-import type { Clock } from '../common/clock.js'
+import type { Clock, ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
@@ -182,7 +182,7 @@ interface ActiveRun {
   controller: AbortController | undefined
   /** Set when the run was ended from outside (expiry or stop): a signal made later is made aborted. */
   abortReason: 'expired' | 'shutdown' | undefined
-  timer: NodeJS.Timeout | undefined
+  timer: ClockTimer | undefined
   settled: boolean
 }
 
@@ -210,7 +210,7 @@ export class CommandRunner {
   private readonly count: Database.Statement<[], number>
   private readonly runningIds: Database.Statement<[], string>
   private phase: 'new' | 'started' | 'stopped' = 'new'
-  private pruneTimer: NodeJS.Timeout | undefined
+  private pruneTimer: ClockTimer | undefined
   private prunePending = false
   private rows = 0
   private pruneAtRows = 2 * COMMAND_KEEP_ROWS
@@ -252,8 +252,7 @@ export class CommandRunner {
     const interrupted = this.recoverInterrupted(now)
     if (interrupted > 0) this.log.warn({ commands: interrupted }, 'commands that were running when the agent last stopped are recorded as INTERRUPTED (a repeat is answered so, not run)')
     this.prune(now)
-    this.pruneTimer = setInterval(() => { this.prune(this.options.clock.now()) }, PRUNE_INTERVAL_MS)
-    this.pruneTimer.unref()
+    this.pruneTimer = this.options.clock.setInterval(() => { this.prune(this.options.clock.now()) }, PRUNE_INTERVAL_MS).unref()
     this.phase = 'started'
   }
 
@@ -347,9 +346,11 @@ export class CommandRunner {
   async stop(graceMs: number): Promise<void> {
     if (this.phase === 'stopped') return
     this.phase = 'stopped'
-    if (this.pruneTimer) clearInterval(this.pruneTimer)
+    this.options.clock.clearTimer(this.pruneTimer)
     this.pruneTimer = undefined
     if (this.active.size > 0 && graceMs > 0) {
+      // The grace bounds a real wait for handlers that do real work (a shell
+      // process): it stays on real time, so a test's manual clock cannot hang a stop.
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
         new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }),
@@ -381,7 +382,7 @@ export class CommandRunner {
     // at expiresAt, when the hub stopped waiting (capped: a device clock far
     // behind the hub's must not hold a slot for longer than any command may take).
     const delay = Math.min(Math.max(req.expiresAt - this.options.clock.now(), 0), LIMITS.maxCommandTimeoutMs)
-    run.timer = setTimeout(() => {
+    run.timer = this.options.clock.setTimeout(() => {
       run.timer = undefined
       this.settle(run, { error: { code: 'TIMEOUT' satisfies OutcomeCode, message: 'the command\'s expiresAt passed while it ran; its signal was fired and its result is dropped' } }, 'expired')
     }, delay)
@@ -423,7 +424,7 @@ export class CommandRunner {
       return
     }
     run.settled = true
-    if (run.timer) clearTimeout(run.timer)
+    this.options.clock.clearTimer(run.timer)
     run.timer = undefined
     this.active.delete(run.id)
     if (abortReason !== undefined) {

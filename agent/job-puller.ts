@@ -1,4 +1,4 @@
-import type { Clock, Random } from '../common/clock.js'
+import type { Clock, ClockTimer, Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import { parseExecId } from '../protocol/ids.js'
@@ -65,8 +65,8 @@ export class JobPuller {
   private readonly topic: string
   private running = false
   private wanted = false
-  private pullTimer: NodeJS.Timeout | undefined
-  private fallbackTimer: NodeJS.Timeout | undefined
+  private pullTimer: ClockTimer | undefined
+  private fallbackTimer: ClockTimer | undefined
   private pulls = 0
   private batchesReceived = 0
   private executionsReceived = 0
@@ -116,7 +116,7 @@ export class JobPuller {
     // A batch answering a pull that already timed out also releases the pull sent after it; that pull
     // asked for the room there was before this batch, so the queue can go over its cap by one batch.
     // Bounded, rare (the hub answered later than ackTimeoutMs), and better than dropping delivered work.
-    if (this.pullTimer) clearTimeout(this.pullTimer)
+    this.options.clock.clearTimer(this.pullTimer)
     this.pullTimer = undefined
     if (message.cancel && message.cancel.length > 0) this.runner.cancel(message.cancel)
     const mine = message.executions.filter((e) => parseExecId(e.execId)?.deviceId === this.options.deviceId)
@@ -165,7 +165,7 @@ export class JobPuller {
     this.wanted = false
     this.pulls++
     this.log.debug({ max }, 'pulling jobs')
-    this.pullTimer = setTimeout(() => {
+    this.pullTimer = this.options.clock.setTimeout(() => {
       this.pullTimer = undefined
       this.pullTimeouts++
       // No answer: the next doorbell, room or fallback tick pulls again.
@@ -175,7 +175,7 @@ export class JobPuller {
   }
 
   private scheduleFallback(delayMs: number): void {
-    this.fallbackTimer = setTimeout(() => {
+    this.fallbackTimer = this.options.clock.setTimeout(() => {
       this.fallbackTimer = undefined
       this.wanted = true
       this.pull()
@@ -184,8 +184,8 @@ export class JobPuller {
   }
 
   private clearTimers(): void {
-    if (this.pullTimer) clearTimeout(this.pullTimer)
-    if (this.fallbackTimer) clearTimeout(this.fallbackTimer)
+    this.options.clock.clearTimer(this.pullTimer)
+    this.options.clock.clearTimer(this.fallbackTimer)
     this.pullTimer = undefined
     this.fallbackTimer = undefined
   }

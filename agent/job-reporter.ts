@@ -1,3 +1,4 @@
+import type { Clock, ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { JobsAck } from '../protocol/messages.js'
@@ -37,6 +38,8 @@ export interface JobReporterOptions {
   readonly batchMaxBytes: number
   readonly ackTimeoutMs: number
   readonly logger: Logger
+  /** Whose timer runs the ack timeout (a test's manual clock). */
+  readonly clock: Clock
 }
 
 export interface JobReporterStats {
@@ -63,7 +66,7 @@ export class JobReporter {
   private sentUpTo = 0
   private running = false
   private wakeHandle: NodeJS.Immediate | undefined
-  private ackTimer: NodeJS.Timeout | undefined
+  private ackTimer: ClockTimer | undefined
   private unsubscribe: (() => void) | undefined
   private batchesSent = 0
   private updatesSent = 0
@@ -131,7 +134,7 @@ export class JobReporter {
     if (!progressed) return
     this.inflight = this.inflight.filter((b) => b.size > 0)
     // Progress restarts the ack timeout.
-    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.options.clock.clearTimer(this.ackTimer)
     this.ackTimer = undefined
     this.pump()
   }
@@ -172,7 +175,7 @@ export class JobReporter {
       this.inflight.push(ids)
     }
     if (this.inflight.length > 0 && !this.ackTimer) {
-      this.ackTimer = setTimeout(() => { this.onAckTimeout() }, this.options.ackTimeoutMs)
+      this.ackTimer = this.options.clock.setTimeout(() => { this.onAckTimeout() }, this.options.ackTimeoutMs)
     }
   }
 
@@ -214,7 +217,7 @@ export class JobReporter {
     this.sentUpTo = 0
     if (this.wakeHandle) clearImmediate(this.wakeHandle)
     this.wakeHandle = undefined
-    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.options.clock.clearTimer(this.ackTimer)
     this.ackTimer = undefined
   }
 }

@@ -1,4 +1,4 @@
-import type { Clock } from '../common/clock.js'
+import type { Clock, ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import type { ExecRef } from '../protocol/messages.js'
 import { JobError, type HandlerRegistry, type JobContext } from './job-handlers.js'
@@ -54,7 +54,7 @@ interface ActiveRun {
   readonly job: ClaimedJob
   readonly key: string
   readonly controller: AbortController
-  timer: NodeJS.Timeout | undefined
+  timer: ClockTimer | undefined
   settled: boolean
 }
 
@@ -170,6 +170,8 @@ export class JobRunner {
     if (this.stopped) return
     this.running = false
     if (this.active.size > 0 && graceMs > 0) {
+      // The grace bounds a real wait for handlers that do real work (a shell
+      // process): it stays on real time, so a test's manual clock cannot hang a stop.
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
         new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }),
@@ -186,7 +188,7 @@ export class JobRunner {
     }
     for (const run of this.active.values()) {
       run.settled = true
-      clearTimeout(run.timer)
+      this.options.clock.clearTimer(run.timer)
       run.controller.abort('shutdown')
     }
     this.active.clear()
@@ -205,7 +207,7 @@ export class JobRunner {
       })
       return
     }
-    run.timer = setTimeout(() => {
+    run.timer = this.options.clock.setTimeout(() => {
       this.settle(run, {
         execId: job.execId, attempt: job.attempt, outcome: 'timed_out',
         error: { code: 'TIMEOUT' satisfies OutcomeCode, message: `no result within the job's timeout of ${job.timeoutMs} ms` },
@@ -256,7 +258,7 @@ export class JobRunner {
       return
     }
     run.settled = true
-    clearTimeout(run.timer)
+    this.options.clock.clearTimer(run.timer)
     this.active.delete(run.key)
     if (abortReason !== undefined) run.controller.abort(abortReason)
     if (completion.outcome !== 'succeeded') this.logEnd(run.job, completion.outcome, completion)

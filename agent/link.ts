@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { IClientOptions, MqttClient } from 'mqtt'
-import type { Clock, Random } from '../common/clock.js'
+import type { Clock, ClockTimer, Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
 import type { Birth, Death } from '../protocol/messages.js'
@@ -56,7 +56,7 @@ export interface LinkOptions extends LinkIdentity {
   readonly reconnect: ReconnectPolicy
   /** Bumps and commits the persisted epoch; called before every attempt. */
   readonly nextEpoch: () => number
-  /** The device's wall clock, which a birth carries for the hub to show the skew. */
+  /** The device's wall clock, which a birth carries for the hub to show the skew; its timers run the reconnect backoff. */
   readonly clock: Clock
   /** A birth carrying `clock: wallMs` was published (agent/hub-clock.ts times it). */
   readonly onBirthClock?: (wallMs: number) => void
@@ -114,7 +114,7 @@ export class Link extends EventEmitter<LinkEvents> {
   private epochUnsent = false
   private connectedAt: number | undefined
   private attempt = 0
-  private retryTimer: NodeJS.Timeout | undefined
+  private retryTimer: ClockTimer | undefined
   private attempts = 0
   private connects = 0
   private disconnects = 0
@@ -248,7 +248,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.state === 'stopped') return undefined
     const wasReady = this.state === 'ready'
     this.state = 'stopped'
-    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.options.clock.clearTimer(this.retryTimer)
     this.retryTimer = undefined
     const client = this.client
     this.client = undefined
@@ -449,7 +449,7 @@ export class Link extends EventEmitter<LinkEvents> {
     const plan = planReconnect(this.options.reconnect, this.attempt, ended, this.options.random)
     this.attempt = plan.attempt
     this.log.debug({ delayMs: plan.delayMs, attempt: plan.attempt }, 'reconnect scheduled')
-    this.retryTimer = setTimeout(() => { this.connectNow() }, plan.delayMs)
+    this.retryTimer = this.options.clock.setTimeout(() => { this.connectNow() }, plan.delayMs)
   }
 
   private connectedFor(): number | undefined {
@@ -470,6 +470,7 @@ function discard(client: MqttClient): void {
   client.on('error', () => {})
 }
 
+/** Bounds a wait on the socket, which runs on real time whatever the clock (a test's manual clock must not hang a stop). */
 function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined
   return Promise.race([

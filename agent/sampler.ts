@@ -1,4 +1,4 @@
-import type { Clock } from '../common/clock.js'
+import type { Clock, ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import type { TelemetrySink } from './telemetry-batcher.js'
 import { checkSensors, type SensorSource } from './sensors.js'
@@ -41,7 +41,7 @@ export class Sampler {
   private readonly bodies: string[]
   private readonly options: SamplerOptions
   private readonly failing = new Set<string>()
-  private timer: NodeJS.Timeout | undefined
+  private timer: ClockTimer | undefined
   private ticks = 0
   private samples = 0
   private sensorErrors = 0
@@ -62,11 +62,11 @@ export class Sampler {
 
   start(): void {
     if (this.timer || this.options.intervalMs <= 0) return
-    this.timer = setInterval(() => { this.sampleNow() }, this.options.intervalMs)
+    this.timer = this.options.clock.setInterval(() => { this.sampleNow() }, this.options.intervalMs)
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer)
+    this.options.clock.clearTimer(this.timer)
     this.timer = undefined
   }
 

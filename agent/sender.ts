@@ -1,3 +1,4 @@
+import type { Clock, ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { LatencyWindow } from '../common/latency.js'
 import { LIMITS } from '../protocol/limits.js'
@@ -75,6 +76,8 @@ export interface SenderOptions {
   readonly ackTimeoutMs: number
   readonly coalesceMs: number
   readonly logger: Logger
+  /** Whose timers run the coalescing delay, the birth wait and the ack timeout (a test's manual clock). */
+  readonly clock: Clock
   /** Where batch send times are read (the HubClock times acks on it); performance.now() by default. */
   readonly monotonic?: () => number
   /**
@@ -118,11 +121,11 @@ export class Sender {
   private sentUpTo = 0
   private ackedUpTo = 0
   private running = false
-  private wakeTimer: NodeJS.Timeout | undefined
+  private wakeTimer: ClockTimer | undefined
   /** From a new connection until the hub's first ack on it (its answer to the birth): nothing is sent. */
   private awaitingHub = false
-  private hubTimer: NodeJS.Timeout | undefined
-  private ackTimer: NodeJS.Timeout | undefined
+  private hubTimer: ClockTimer | undefined
+  private ackTimer: ClockTimer | undefined
   /** The hub's acks on this connection say it takes `backlog` (an older hub would refuse the batch). */
   private hubTakesBacklog = false
   private unsubscribe: (() => void) | undefined
@@ -181,7 +184,7 @@ export class Sender {
     this.sentUpTo = this.ackedUpTo
     this.clearTimers()
     this.awaitingHub = true
-    this.hubTimer = setTimeout(() => {
+    this.hubTimer = this.options.clock.setTimeout(() => {
       this.hubTimer = undefined
       if (!this.awaitingHub) return
       this.awaitingHub = false
@@ -205,7 +208,7 @@ export class Sender {
     this.hubTakesBacklog = accepts?.includes('backlog') ?? false
     if (this.awaitingHub) {
       this.awaitingHub = false
-      if (this.hubTimer) clearTimeout(this.hubTimer)
+      this.options.clock.clearTimer(this.hubTimer)
       this.hubTimer = undefined
       const resync = this.outbox.resyncWithHub(upTo)
       if (resync) {
@@ -233,7 +236,7 @@ export class Sender {
       this.ackLatency.record(now - this.sentAt.shift()!)
     }
     this.sentUpTo = plan.sentUpTo
-    if (this.ackTimer) clearTimeout(this.ackTimer)
+    this.options.clock.clearTimer(this.ackTimer)
     this.ackTimer = undefined
     this.pump()
   }
@@ -265,7 +268,7 @@ export class Sender {
   private wake(): void {
     if (!this.running || this.wakeTimer || this.inflight.length >= this.options.inflightBatches) return
     if (!this.transport.isConnected()) return
-    this.wakeTimer = setTimeout(() => {
+    this.wakeTimer = this.options.clock.setTimeout(() => {
       this.wakeTimer = undefined
       this.pump()
     }, this.options.coalesceMs)
@@ -289,7 +292,7 @@ export class Sender {
       this.sentUpTo = last
     }
     if (this.inflight.length > 0 && !this.ackTimer) {
-      this.ackTimer = setTimeout(() => { this.onAckTimeout() }, this.options.ackTimeoutMs)
+      this.ackTimer = this.options.clock.setTimeout(() => { this.onAckTimeout() }, this.options.ackTimeoutMs)
     }
   }
 
@@ -347,9 +350,9 @@ export class Sender {
   }
 
   private clearTimers(): void {
-    if (this.wakeTimer) clearTimeout(this.wakeTimer)
-    if (this.ackTimer) clearTimeout(this.ackTimer)
-    if (this.hubTimer) clearTimeout(this.hubTimer)
+    this.options.clock.clearTimer(this.wakeTimer)
+    this.options.clock.clearTimer(this.ackTimer)
+    this.options.clock.clearTimer(this.hubTimer)
     this.wakeTimer = undefined
     this.ackTimer = undefined
     this.hubTimer = undefined

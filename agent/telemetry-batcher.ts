@@ -1,3 +1,4 @@
+import { systemClock, type Clock, type ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import type { Outbox, OutboxRecord } from './outbox.js'
 
@@ -32,6 +33,8 @@ export interface TelemetryBatcherOptions {
   readonly logger: Logger
   /** Monotonic milliseconds; performance.now() by default (a wall clock that jumps must not stretch the delay). */
   readonly monotonicNow?: () => number
+  /** Whose timer runs the hold (a test's manual clock); the system's by default. */
+  readonly clock?: Clock
 }
 
 /** Where the sampler puts a tick's samples (the outbox itself, or a batcher in front of it). */
@@ -43,14 +46,16 @@ export class TelemetryBatcher implements TelemetrySink {
   private readonly outbox: Outbox
   private readonly options: TelemetryBatcherOptions
   private readonly now: () => number
+  private readonly clock: Clock
   private held: OutboxRecord[] = []
   private lastCommit = Number.NEGATIVE_INFINITY
-  private timer: NodeJS.Timeout | undefined
+  private timer: ClockTimer | undefined
 
   constructor(outbox: Outbox, options: TelemetryBatcherOptions) {
     this.outbox = outbox
     this.options = options
     this.now = options.monotonicNow ?? (() => performance.now())
+    this.clock = options.clock ?? systemClock
   }
 
   /** Samples held, not yet in the outbox. */
@@ -72,7 +77,7 @@ export class TelemetryBatcher implements TelemetrySink {
       this.commit()
       return
     }
-    this.timer ??= setTimeout(() => {
+    this.timer ??= this.clock.setTimeout(() => {
       this.timer = undefined
       this.commitLogged()
     }, Math.max(0, this.lastCommit + this.options.commitMs - now))
@@ -80,7 +85,7 @@ export class TelemetryBatcher implements TelemetrySink {
 
   /** Commits what is held now (a sample someone asked for, a clean stop); throws what the outbox throws. */
   commit(): void {
-    if (this.timer) clearTimeout(this.timer)
+    this.clock.clearTimer(this.timer)
     this.timer = undefined
     if (this.held.length === 0) return
     const records = this.held
@@ -98,7 +103,7 @@ export class TelemetryBatcher implements TelemetrySink {
 
   /** For a simulated crash: what is held is lost, as in a killed process. */
   discard(): void {
-    if (this.timer) clearTimeout(this.timer)
+    this.clock.clearTimer(this.timer)
     this.timer = undefined
     this.held = []
   }

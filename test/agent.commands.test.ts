@@ -7,6 +7,7 @@ import type { CommandContext, CommandHandler } from '../agent/command-handlers.j
 import { INTERRUPTED_COMMAND_MESSAGE } from '../agent/command-runner.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import { Ledger } from '../agent/ledger.js'
+import { manualClock, type Clock } from '../common/clock.js'
 import { createLogger } from '../common/logger.js'
 import { decode, encode, topics, type CommandResponse } from '../protocol/index.js'
 import { removeDir, sleep, startAcker, startBroker, tempDir, waitFor, type Acker, type TestBroker } from './agent.support.js'
@@ -83,7 +84,7 @@ async function startCommandHub(url: string): Promise<CommandHub> {
   return h
 }
 
-function makeAgent(options: { config?: AgentConfigInput; commands?: Record<string, CommandHandler>; dataDir?: string } = {}): Agent {
+function makeAgent(options: { config?: AgentConfigInput; commands?: Record<string, CommandHandler>; dataDir?: string; clock?: Clock } = {}): Agent {
   const dataDir = options.dataDir ?? tempDir()
   if (!dirs.includes(dataDir)) dirs.push(dataDir)
   const agent = createAgent(resolveAgentConfig({
@@ -97,7 +98,7 @@ function makeAgent(options: { config?: AgentConfigInput; commands?: Record<strin
     pullIntervalMs: '1h',
     ...options.config,
     dataDir,
-  }), { random: () => 0.99, ...(process.env.DBG ? { logger: createLogger({ level: 'debug' }) } : {}), ...(options.commands ? { commands: options.commands } : {}) })
+  }), { random: () => 0.99, ...(process.env.DBG ? { logger: createLogger({ level: 'debug' }) } : {}), ...(options.commands ? { commands: options.commands } : {}), ...(options.clock ? { clock: options.clock } : {}) })
   agents.push(agent)
   return agent
 }
@@ -344,17 +345,26 @@ describe('agent commands on the wire', () => {
   it('fires the signal of a command still running at its expiresAt, and answers TIMEOUT', async () => {
     await setup()
     let reason: unknown
+    // The deadline runs on the agent's clock, which the test moves: the request cannot expire on
+    // the way however busy the machine is, and the signal fires when the clock says, not before.
+    const clock = manualClock(Date.now())
     const agent = await started(makeAgent({
+      clock,
       commands: {
         wait: (ctx) => new Promise((resolve) => {
           ctx.signal.addEventListener('abort', () => { reason = ctx.signal.reason; resolve('too late') })
         }),
       },
     }))
-    const t0 = Date.now()
-    // Long enough that a busy machine still delivers the request before it expires (EXPIRED, not TIMEOUT).
-    const res = await hub!.call('csig1', 'wait', { expiresInMs: 2_000 })
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900)
+    await hub!.send('csig1', 'wait', { expiresInMs: 2_000 })
+    await waitFor('running', () => agent.stats().commands?.running === 1)
+    clock.advance(1_500)
+    await sleep(50)
+    expect(reason).toBeUndefined()
+    expect(hub!.responsesFor('csig1')).toEqual([])
+    clock.advance(1_000)
+    await waitFor('the TIMEOUT answer', () => hub!.responsesFor('csig1').length === 1)
+    const res = hub!.responsesFor('csig1')[0]!
     expect(res).toMatchObject({ ok: false, error: { code: 'TIMEOUT' } })
     expect(reason).toBe('expired')
     await waitFor('the late result counted', () => agent.stats().commands?.lateResults === 1)

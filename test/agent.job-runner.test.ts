@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
-import { systemClock } from '../common/clock.js'
+import { manualClock, systemClock, type Clock } from '../common/clock.js'
 import { silentLogger } from '../common/logger.js'
 import { builtinHandlers, HandlerRegistry, JobError, type JobHandler } from '../agent/job-handlers.js'
 import { JobQueue, type JobInput } from '../agent/job-queue.js'
@@ -22,7 +22,7 @@ afterEach(async () => {
 
 interface Setup { queue: JobQueue; runner: JobRunner }
 
-function setup(handlers: Record<string, JobHandler> = {}, options: { concurrency?: number; shellAllow?: string[]; shellMaxOutputBytes?: number } = {}): Setup {
+function setup(handlers: Record<string, JobHandler> = {}, options: { concurrency?: number; shellAllow?: string[]; shellMaxOutputBytes?: number; clock?: Clock } = {}): Setup {
   const dir = tempDir()
   dirs.push(dir)
   const ledger = new Ledger({ dataDir: dir })
@@ -35,7 +35,7 @@ function setup(handlers: Record<string, JobHandler> = {}, options: { concurrency
   const runner = new JobRunner(queue, registry, {
     concurrency: options.concurrency ?? 2,
     deviceId: 'dev-1',
-    clock: systemClock,
+    clock: options.clock ?? systemClock,
     logger: silentLogger(),
     sampleSensors: () => ({ 'cpu.load': 0.5 }),
   })
@@ -91,14 +91,20 @@ describe('job runner', () => {
     let aborted: unknown
     // Ignores the signal and answers only when the test says so: the outcome must not wait for it.
     let answer: (value: string) => void = () => {}
+    const clock = manualClock(Date.now())
     const s = setup({
       stubborn: (ctx) => new Promise((resolve) => {
         ctx.signal.addEventListener('abort', () => { aborted = ctx.signal.reason })
         answer = resolve
       }),
-    })
+    }, { clock })
     const j = job('stubborn', null, { timeoutMs: 100 })
     submit(s, [j])
+    // On the manual clock the timeout fires at 100 ms of the clock's time, not a moment before.
+    await waitFor('running', () => s.runner.stats().active === 1)
+    clock.advance(99)
+    expect(s.runner.stats().active).toBe(1)
+    clock.advance(1)
     const r = await results(s, [j])
     expect(aborted).toBe('timeout')
     expect(r.get(j.execId)).toMatchObject({ status: 'timed_out', error: { code: 'TIMEOUT' } })

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { connectAsync, type MqttClient } from 'mqtt'
 import { createAgent, type Agent, type AgentDeps } from '../agent/agent.js'
+import { manualClock } from '../common/clock.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import type { SensorSource } from '../agent/sensors.js'
 import { decode, topics } from '../protocol/index.js'
@@ -139,8 +140,14 @@ describe('agent streaming', () => {
 
   it('streams from its own sampling timer and wakes on appends without polling', async () => {
     await setup()
-    const agent = makeAgent({ sampleIntervalMs: 20, sensors: [{ name: 'sim.temp', model: 'sine', min: 10, max: 30, periodMs: 1000 }, { name: 'sim.walk', model: 'random-walk', min: 0, max: 1 }] })
+    const clock = manualClock(Date.now())
+    const agent = makeAgent({ sampleIntervalMs: 20, sensors: [{ name: 'sim.temp', model: 'sine', min: 10, max: 30, periodMs: 1000 }, { name: 'sim.walk', model: 'random-walk', min: 0, max: 1 }] }, { clock })
     await agent.start()
+    await waitFor('connected', () => agent.isConnected())
+    // 260 ticks of the sampling timer on the clock, each advance firing one: the first
+    // tick is written at once, the next 250 when the batcher holds batchMaxSamples (500).
+    for (let tick = 0; tick < 260; tick++) clock.advance(20)
+    clock.advance(10) // coalesceMs: the send
     await waitFor('200 samples delivered', () => acker!.received.length >= 200)
     await agent.stop()
     const seqs = acker!.received.map((r) => r.seq)
@@ -203,13 +210,23 @@ describe('agent streaming', () => {
 describe('acks withheld', () => {
   it('resends from the oldest unacked row after ackTimeoutMs and deletes nothing until acked', async () => {
     await setup(false)
-    const agent = makeAgent({ ackTimeoutMs: 300 }, { sensors: countingSensors(10) })
+    // Every agent timer runs on this clock: the coalescing delay and each ack
+    // timeout pass when the test moves it, not when a busy machine gets round to it.
+    const clock = manualClock(Date.now())
+    const agent = makeAgent({ ackTimeoutMs: 300 }, { sensors: countingSensors(10), clock })
     await agent.start()
     await waitFor('connected', () => agent.isConnected())
     agent.sampleNow()
     agent.sampleNow()
     const storeId = agent.stats().storeId!
-    await waitFor('every seq received at least 3 times', () => range(1, 20).every((s) => acker!.seqsOf(storeId).filter((x) => x === s).length >= 3))
+    const receivedAtLeast = (times: number) => range(1, 20).every((s) => acker!.seqsOf(storeId).filter((x) => x === s).length >= times)
+    clock.advance(10) // coalesceMs: the first send
+    await waitFor('every seq received once', () => receivedAtLeast(1))
+    for (const times of [2, 3]) {
+      clock.advance(300) // ackTimeoutMs with no ack: resend from the oldest unacked row
+      await waitFor(`every seq received ${times} times`, () => receivedAtLeast(times))
+    }
+    await waitFor('every seq received at least 3 times', () => receivedAtLeast(3))
     expect(backlog(agent)).toBe(20)
     expect(agent.stats().sender!.ackTimeouts).toBeGreaterThanOrEqual(2)
 
@@ -229,6 +246,7 @@ describe('acks withheld', () => {
     expect(agent.stats().outbox!.oldestSeq).toBe(8)
 
     await acker!.setAutoAck(true)
+    clock.advance(300) // the next ack timeout resends what is left, and the acker acks it
     await waitFor('drained', () => backlog(agent) === 0)
     expect(agent.isConnected()).toBe(true)
   })
