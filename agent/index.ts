@@ -1,5 +1,6 @@
 /** The agent's public surface, for the CLI and the simulator. */
-export { createAgent, agentVersion, AGENT_CAPABILITIES, type Agent, type AgentDeps, type AgentStats } from './agent.js'
+export { createAgent, type Agent, type AgentDeps, type AgentStats } from './agent.js'
+export { agentVersion, AGENT_CAPABILITIES } from './assembly.js'
 export { MAX_EVENT_BYTES, type EventLevel } from './events.js'
 export { loadAgentConfig, resolveAgentConfig, AGENT_DEFAULTS, type AgentConfig, type AgentConfigInput, type AgentFlags, type LoadAgentConfigInput } from './config.js'
 export { builtinSensors, simulatedSensor, seedFromName, SIM_MODELS, type SensorSource, type SimulatedSensorConfig, type SimModel } from './sensors.js'
