@@ -1,7 +1,7 @@
 import { EVENT_LEVELS, LIMITS } from '../protocol/limits.js'
 import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { eventBody, type OutboxRecord } from './outbox.js'
-import type { LocalOutcome } from './job-queue.js'
+import type { LocalOutcome } from './job-outcome.js'
 
 /**
  * Device events as outbox records: what the agent's own events (emitEvent,

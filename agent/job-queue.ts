@@ -1,9 +1,7 @@
-import type Database from 'better-sqlite3'
-import { nestsDeeperThan } from '../protocol/json-bounds.js'
-import { LIMITS } from '../protocol/limits.js'
 import type { ExecRef, JobExecution, JobUpdateStatus } from '../protocol/messages.js'
 import type { Ledger } from './ledger.js'
-import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
+import { EXPIRED_END, interruptedEnd, settleOutcome, updateBody, type JobCompletion, type JobEnd, type JobOutcome, type JobSource, type LocalOutcome } from './job-outcome.js'
+import { countJobs, prepareJobStatements, type JobStatements, type JobUpdateRow } from './job-store.js'
 
 /**
  * The device's job queue: the `jobs` and `job_updates` tables of the ledger
@@ -47,20 +45,11 @@ import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
  *
  * Hot path: statements are prepared once; enqueue, claim and complete take
  * whole batches and write each batch in one transaction; the counts are
- * mirrored in memory so room() and stats() never run COUNT(*).
+ * mirrored in memory so room() and stats() never run COUNT(*). The statements
+ * are in job-store.ts; what a job's end reports is decided in job-outcome.ts.
  */
 
-export const JOB_OUTCOMES = ['succeeded', 'failed', 'timed_out', 'rejected', 'expired', 'canceled'] as const
-export type JobOutcome = (typeof JOB_OUTCOMES)[number]
-export type JobSource = 'hub' | 'local'
-
-/** An outcome a run can end with (expired is decided by claim, never by a run). */
-export type RunOutcome = Exclude<JobOutcome, 'expired'>
-
-export interface JobErrorInfo {
-  readonly code: string
-  readonly message: string
-}
+export type { JobCompletion, JobOutcome, RunOutcome } from './job-outcome.js'
 
 /** What enqueue takes: the wire's JobExecution (local jobs fill the same fields). */
 export type JobInput = Pick<JobExecution, 'execId' | 'jobId' | 'name' | 'payload' | 'attempt' | 'version' | 'timeoutMs' | 'expiresAt' | 'priority'>
@@ -76,37 +65,6 @@ export interface ClaimedJob {
   readonly priority: number
   readonly source: JobSource
   readonly startedAt: number
-}
-
-export interface JobCompletion {
-  readonly execId: string
-  readonly attempt: number
-  readonly outcome: RunOutcome
-  /** Any JSON value; undefined means none. Not JSON, or over LIMITS.maxJobResultBytes, is replaced by a note. */
-  readonly result?: unknown
-  readonly error?: JobErrorInfo
-}
-
-/** A local job's end, for the device event that reports it. */
-export interface LocalOutcome {
-  readonly execId: string
-  /** The schedule that made it (a local job's jobId). */
-  readonly schedule: string
-  readonly task: string
-  readonly outcome: JobOutcome
-  readonly result?: unknown
-  readonly error?: JobErrorInfo
-  readonly startedAt?: number
-  readonly finishedAt: number
-}
-
-export interface JobUpdateRow {
-  readonly id: number
-  readonly execId: string
-  readonly attempt: number
-  readonly status: JobUpdateStatus
-  /** The wire JobUpdate's JSON without `id`: `{"execId":...}`. */
-  readonly body: string
 }
 
 export interface JobQueueOptions {
@@ -132,41 +90,6 @@ export interface JobQueueStats {
 
 export type UpdateListener = () => void
 
-export const INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this job ran; it was not run again on this device, and the hub retries it if attempts remain'
-/** The same for a local schedule's job: nothing retries those, the schedule's next tick is the next run. */
-export const LOCAL_INTERRUPTED_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this local job ran; it was not run again, and local jobs are not retried: its schedule runs the task at its next tick'
-
-
-/** Keeps an error within the wire's rules: a valid code and a message of at most LIMITS.maxJobErrorChars. */
-export function sanitizeError(error: JobErrorInfo): JobErrorInfo {
-  const code = isErrorCode(error.code) ? error.code : 'HANDLER_FAILED' satisfies OutcomeCode
-  const message = typeof error.message === 'string' ? error.message : String(error.message)
-  return { code, message: message.length > LIMITS.maxJobErrorChars ? message.slice(0, LIMITS.maxJobErrorChars) : message }
-}
-
-/**
- * A result as JSON text within LIMITS.maxJobResultBytes, with the value the
- * text stands for. A result that is not JSON fails the run (BAD_RESULT); one
- * too big is replaced by `{truncated: true, bytes: N}`.
- */
-export function resultJson(result: unknown): { json: string; value: unknown } | { error: JobErrorInfo } {
-  // The hub dead-letters a result nested past the limit (M19b); the update would never be acked.
-  if (nestsDeeperThan(result, LIMITS.maxJsonDepth)) return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } }
-  let json: string | undefined
-  try {
-    json = JSON.stringify(result)
-  } catch (err) {
-    return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result is not JSON: ${(err as Error).message}` } }
-  }
-  if (json === undefined) return { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: 'the handler\'s result is not JSON (a function or symbol)' } }
-  const bytes = json.length * 3 <= LIMITS.maxJobResultBytes ? json.length : Buffer.byteLength(json)
-  if (bytes > LIMITS.maxJobResultBytes) {
-    const value = { truncated: true, bytes }
-    return { json: JSON.stringify(value), value }
-  }
-  return { json, value: result }
-}
-
 interface RunningInfo {
   readonly rowid: number
   readonly jobId: string
@@ -178,58 +101,16 @@ interface RunningInfo {
   readonly progressId: number | undefined
 }
 
-interface QueuedRow {
-  rowid: number
-  exec_id: string
-  attempt: number
-  job_id: string
-  name: string
-  payload: string
-  version: number
-  timeout_ms: number
-  expires_at: number | null
-  priority: number
-  source: JobSource
-}
-
-interface RunningRow {
-  rowid: number
-  exec_id: string
-  attempt: number
-  job_id: string
-  name: string
-  version: number
-  source: JobSource
-  started_at: number | null
-}
+/** What ending a row needs of its job. */
+type EndingJob = Pick<RunningInfo, 'rowid' | 'jobId' | 'name' | 'version' | 'source'>
 
 const keyOf = (execId: string, attempt: number) => `${execId}\u0000${attempt}`
 
-function updateBody(execId: string, attempt: number, version: number, status: JobUpdateStatus, startedAt: number | undefined, finishedAt: number | undefined, result: string | undefined, error: JobErrorInfo | undefined): string {
-  // Strings go through JSON.stringify; numbers need no escaping. The key order is the wire type's.
-  let body = `{"execId":${JSON.stringify(execId)},"attempt":${attempt},"version":${version},"status":"${status}"`
-  if (startedAt !== undefined) body += `,"startedAt":${startedAt}`
-  if (finishedAt !== undefined) body += `,"finishedAt":${finishedAt}`
-  if (result !== undefined) body += `,"result":${result}`
-  if (error !== undefined) body += `,"error":${JSON.stringify(error)}`
-  return body + '}'
-}
-
 /** Owns the jobs and job_updates tables. Lives as long as its ledger. */
 export class JobQueue {
+  private readonly ledger: Ledger
   private readonly options: JobQueueOptions
-  private readonly insertJob: Database.Statement<[string, number, string, string, string, number, number, number | null, number, JobSource, number]>
-  private readonly supersede: Database.Statement<[number, string, string]>
-  private readonly selectQueued: Database.Statement<[number], QueuedRow>
-  private readonly startJob: Database.Statement<[number, number]>
-  private readonly finishRow: Database.Statement<[JobOutcome, number, number]>
-  private readonly cancelQueued: Database.Statement<[number, string, number]>
-  private readonly insertUpdate: Database.Statement<[string, number, JobUpdateStatus, string]>
-  private readonly deleteUpdate: Database.Statement<[number]>
-  private readonly selectUpdatesAfter: Database.Statement<[number, number], JobUpdateRow>
-  private readonly selectRunning: Database.Statement<[], RunningRow>
-  private readonly pruneOld: Database.Statement<[number]>
-  private readonly pruneExcess: Database.Statement<[number]>
+  private readonly sql: JobStatements
   private readonly enqueueTx: (items: readonly JobInput[], now: number, source: JobSource) => number
   private readonly claimTx: (max: number, now: number) => ClaimedJob[]
   private readonly completeTx: (results: readonly JobCompletion[], now: number) => number
@@ -247,48 +128,27 @@ export class JobQueue {
   private wrote = false
   private local: LocalOutcome[] = []
 
-  private readonly ledger: Ledger
-
   constructor(ledger: Ledger, options: JobQueueOptions) {
     this.ledger = ledger
     this.options = options
     const db = ledger.db
-    this.insertJob = db.prepare(`INSERT OR IGNORE INTO jobs (exec_id, attempt, job_id, name, payload, version, timeout_ms, expires_at, priority, source, state, received_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`)
-    // Any queued attempt older than the newest one this execution has is superseded.
-    this.supersede = db.prepare(`UPDATE jobs SET state = 'done', outcome = 'canceled', finished_at = ?
-      WHERE exec_id = ? AND state = 'queued' AND attempt < (SELECT MAX(attempt) FROM jobs WHERE exec_id = ?)`)
-    // Rows whose execution still runs an older attempt are skipped in claim();
-    // a subquery here measured as a third of a claim's cost.
-    this.selectQueued = db.prepare(`SELECT rowid, exec_id, attempt, job_id, name, payload, version, timeout_ms, expires_at, priority, source FROM jobs
-      WHERE state = 'queued' ORDER BY priority DESC, rowid LIMIT ?`)
-    this.startJob = db.prepare("UPDATE jobs SET state = 'running', started_at = ? WHERE rowid = ?")
-    this.finishRow = db.prepare("UPDATE jobs SET state = 'done', outcome = ?, finished_at = ? WHERE rowid = ?")
-    this.cancelQueued = db.prepare("UPDATE jobs SET state = 'done', outcome = 'canceled', finished_at = ? WHERE exec_id = ? AND attempt = ? AND state = 'queued'")
-    this.insertUpdate = db.prepare('INSERT INTO job_updates (exec_id, attempt, status, body) VALUES (?, ?, ?, ?)')
-    this.deleteUpdate = db.prepare('DELETE FROM job_updates WHERE id = ?')
-    this.selectUpdatesAfter = db.prepare('SELECT id, exec_id AS execId, attempt, status, body FROM job_updates WHERE id > ? ORDER BY id LIMIT ?')
-    this.selectRunning = db.prepare("SELECT rowid, exec_id, attempt, job_id, name, version, source, started_at FROM jobs WHERE state = 'running' ORDER BY rowid")
-    const unacked = '(exec_id, attempt) NOT IN (SELECT exec_id, attempt FROM job_updates)'
-    this.pruneOld = db.prepare(`DELETE FROM jobs WHERE state = 'done' AND finished_at < ? AND ${unacked}`)
-    this.pruneExcess = db.prepare(`DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'done' AND ${unacked} ORDER BY finished_at LIMIT ?)`)
-
-    for (const r of db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all()) {
-      if (r.state === 'queued') this.queued = r.n
-      else if (r.state === 'done') this.done = r.n
-    }
-    this.updates = db.prepare<[], number>('SELECT COUNT(*) FROM job_updates').pluck().get() ?? 0
+    const sql = prepareJobStatements(db)
+    this.sql = sql
+    const counts = countJobs(db)
+    this.queued = counts.queued
+    this.done = counts.done
+    this.updates = counts.updates
 
     this.enqueueTx = db.transaction((items: readonly JobInput[], now: number, source: JobSource) => {
       let inserted = 0
       for (const e of items) {
-        const info = this.insertJob.run(e.execId, e.attempt, e.jobId, e.name, JSON.stringify(e.payload ?? null), e.version, e.timeoutMs, e.expiresAt ?? null, e.priority, source, now)
+        const info = sql.insertJob.run(e.execId, e.attempt, e.jobId, e.name, JSON.stringify(e.payload ?? null), e.version, e.timeoutMs, e.expiresAt ?? null, e.priority, source, now)
         if (info.changes === 0) continue
         inserted++
         this.queued++
         // A first attempt has no older one to supersede (skipping the check halves an enqueue's cost).
         if (e.attempt === 1) continue
-        const superseded = this.supersede.run(now, e.execId, e.execId).changes
+        const superseded = sql.supersede.run(now, e.execId, e.execId).changes
         if (superseded > 0) {
           this.queued -= superseded
           this.done += superseded
@@ -309,7 +169,7 @@ export class JobQueue {
       while (claimed.length < max) {
         const want = max - claimed.length
         const limit = want + runningExecs.size
-        const rows = this.selectQueued.all(limit)
+        const rows = sql.selectQueued.all(limit)
         let taken = 0
         for (const r of rows) {
           if (taken === want) break
@@ -318,17 +178,10 @@ export class JobQueue {
           const source = r.source
           this.queued--
           if (r.expires_at !== null && r.expires_at < now) {
-            this.finishRow.run('expired', now, r.rowid)
-            this.done++
-            this.outcomes.expired++
-            if (source === 'hub') {
-              this.writeUpdate(r.exec_id, r.attempt, 'expired', updateBody(r.exec_id, r.attempt, r.version, 'expired', undefined, now, undefined, undefined))
-            } else {
-              this.local.push({ execId: r.exec_id, schedule: r.job_id, task: r.name, outcome: 'expired', finishedAt: now })
-            }
+            this.finish(r.exec_id, r.attempt, { rowid: r.rowid, jobId: r.job_id, name: r.name, version: r.version, source }, undefined, now, EXPIRED_END)
             continue
           }
-          this.startJob.run(now, r.rowid)
+          sql.startJob.run(now, r.rowid)
           const progressId = source === 'hub'
             ? this.writeUpdate(r.exec_id, r.attempt, 'in_progress', updateBody(r.exec_id, r.attempt, r.version, 'in_progress', now, undefined, undefined, undefined))
             : undefined
@@ -351,36 +204,10 @@ export class JobQueue {
         const key = keyOf(c.execId, c.attempt)
         const info = this.running.get(key)
         if (!info) continue
-        let outcome: JobOutcome = c.outcome
-        let result: string | undefined
-        let value: unknown
-        let error = c.error === undefined ? undefined : sanitizeError(c.error)
-        if (c.result !== undefined && outcome !== 'canceled') {
-          const r = resultJson(c.result)
-          if ('error' in r) {
-            if (outcome === 'succeeded') outcome = 'failed'
-            error ??= r.error
-          } else {
-            result = r.json
-            value = r.value
-          }
-        }
-        if (outcome !== 'succeeded' && outcome !== 'canceled' && error === undefined) {
-          error = { code: outcome === 'timed_out' ? 'TIMEOUT' satisfies OutcomeCode : 'HANDLER_FAILED' satisfies OutcomeCode, message: `the job ended ${outcome}` }
-        }
-        this.finishRow.run(outcome, now, info.rowid)
         this.running.delete(key)
-        this.done++
-        this.outcomes[outcome]++
         n++
-        if (info.source === 'local') {
-          this.local.push({ execId: c.execId, schedule: info.jobId, task: info.name, outcome, result: value, error, startedAt: info.startedAt, finishedAt: now })
-          continue
-        }
-        if (info.progressId !== undefined) this.updates -= this.deleteUpdate.run(info.progressId).changes
-        // A hub cancellation needs no update: the hub canceled it and already knows.
-        if (outcome === 'canceled') continue
-        this.writeUpdate(c.execId, c.attempt, outcome, updateBody(c.execId, c.attempt, info.version, outcome, info.startedAt, now, result, error))
+        if (info.progressId !== undefined) this.updates -= sql.deleteUpdate.run(info.progressId).changes
+        this.finish(c.execId, c.attempt, info, info.startedAt, now, settleOutcome(c))
       }
       this.flushLocal()
       return n
@@ -393,7 +220,7 @@ export class JobQueue {
           runningRefs.push({ execId: ref.execId, attempt: ref.attempt })
           continue
         }
-        const changes = this.cancelQueued.run(now, ref.execId, ref.attempt).changes
+        const changes = sql.cancelQueued.run(now, ref.execId, ref.attempt).changes
         this.queued -= changes
         this.done += changes
         this.outcomes.canceled += changes
@@ -403,19 +230,11 @@ export class JobQueue {
 
     this.recoverTx = db.transaction((now: number) => {
       let n = 0
-      for (const r of this.selectRunning.all()) {
+      for (const r of sql.selectRunning.all()) {
         if (this.running.has(keyOf(r.exec_id, r.attempt))) continue
-        const error = { code: 'INTERRUPTED' satisfies OutcomeCode, message: r.source === 'hub' ? INTERRUPTED_MESSAGE : LOCAL_INTERRUPTED_MESSAGE }
-        this.finishRow.run('failed', now, r.rowid)
-        this.done++
-        this.outcomes.failed++
         n++
-        const startedAt = r.started_at ?? undefined
-        if (r.source === 'hub') {
-          this.writeUpdate(r.exec_id, r.attempt, 'failed', updateBody(r.exec_id, r.attempt, r.version, 'failed', startedAt, now, undefined, error))
-        } else {
-          this.local.push({ execId: r.exec_id, schedule: r.job_id, task: r.name, outcome: 'failed', error, startedAt, finishedAt: now })
-        }
+        const job = { rowid: r.rowid, jobId: r.job_id, name: r.name, version: r.version, source: r.source }
+        this.finish(r.exec_id, r.attempt, job, r.started_at ?? undefined, now, interruptedEnd(r.source))
       }
       this.flushLocal()
       return n
@@ -423,17 +242,17 @@ export class JobQueue {
 
     this.ackTx = db.transaction((ids: readonly number[]) => {
       let n = 0
-      for (const id of ids) n += this.deleteUpdate.run(id).changes
+      for (const id of ids) n += sql.deleteUpdate.run(id).changes
       this.updates -= n
       return n
     })
 
     this.pruneTx = db.transaction((now: number) => {
-      let n = this.pruneOld.run(now - (this.options.doneRetentionMs ?? 86_400_000)).changes
+      let n = sql.pruneOld.run(now - (this.options.doneRetentionMs ?? 86_400_000)).changes
       this.done -= n
       const excess = this.done - (this.options.doneMaxRows ?? 10_000)
       if (excess > 0) {
-        const m = this.pruneExcess.run(excess).changes
+        const m = sql.pruneExcess.run(excess).changes
         this.done -= m
         n += m
       }
@@ -496,7 +315,7 @@ export class JobQueue {
 
   /** Up to `limit` update rows with id > `afterId`, in id order. */
   readUpdatesAfter(afterId: number, limit: number): JobUpdateRow[] {
-    return this.selectUpdatesAfter.all(afterId, limit)
+    return this.sql.selectUpdatesAfter.all(afterId, limit)
   }
 
   /** Deletes the named update rows (the hub has them); unknown ids are ignored. Returns how many were deleted. */
@@ -522,8 +341,24 @@ export class JobQueue {
     }
   }
 
+  /**
+   * Inside a transaction: a queued or running row becomes done. A hub job
+   * owes the hub its terminal update, except a cancellation (the hub canceled
+   * it and already knows); a local job's outcome is handed on by flushLocal().
+   */
+  private finish(execId: string, attempt: number, job: EndingJob, startedAt: number | undefined, now: number, end: JobEnd): void {
+    this.sql.finishRow.run(end.outcome, now, job.rowid)
+    this.done++
+    this.outcomes[end.outcome]++
+    if (job.source === 'local') {
+      this.local.push({ execId, schedule: job.jobId, task: job.name, outcome: end.outcome, result: end.value, error: end.error, startedAt, finishedAt: now })
+    } else if (end.outcome !== 'canceled') {
+      this.writeUpdate(execId, attempt, end.outcome, updateBody(execId, attempt, job.version, end.outcome, startedAt, now, end.json, end.error))
+    }
+  }
+
   private writeUpdate(execId: string, attempt: number, status: JobUpdateStatus, body: string): number {
-    const id = Number(this.insertUpdate.run(execId, attempt, status, body).lastInsertRowid)
+    const id = Number(this.sql.insertUpdate.run(execId, attempt, status, body).lastInsertRowid)
     this.updates++
     this.wrote = true
     return id

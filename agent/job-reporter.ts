@@ -3,7 +3,8 @@ import type { Logger } from '../common/logger.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { JobsAck } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
-import type { JobQueue, JobUpdateRow } from './job-queue.js'
+import type { JobQueue } from './job-queue.js'
+import type { JobUpdateRow } from './job-store.js'
 
 /**
  * Sends the ledger's job updates to the hub and deletes each one the hub's
