@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3'
 import { META_KEYS, type Ledger } from './ledger.js'
+import { DEFAULT_OUTBOX_LIMITS, dropChunk, oldestToDrop, overLimits, type OutboxLimits } from './outbox-overflow.js'
 
 /**
  * The outbox: every telemetry sample and device event is written here first,
@@ -20,7 +21,8 @@ import { META_KEYS, type Ledger } from './ledger.js'
  * each one says something a later sample cannot; kinds not in DROP_ORDER (job
  * results, later) are never dropped, and an outbox holding only those may
  * exceed its limits rather than lose them. Every dropped row is counted in
- * meta, in the same transaction that drops it.
+ * meta, in the same transaction that drops it. How many rows a drop takes is
+ * worked out in outbox-overflow.ts.
  *
  * Flash wear (issue #13): on an SD card every commit costs at least one 4 KiB
  * page written, so the steady state is one commit per append and nothing else:
@@ -68,13 +70,6 @@ export interface OutboxRow {
   readonly body: string
   readonly bytes: number
 }
-
-export interface OutboxLimits {
-  readonly maxRows: number
-  readonly maxBytes: number
-}
-
-export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = { maxRows: 200_000, maxBytes: 64 * 1024 * 1024 }
 
 /** Acked rows an append deletes from the file at once (see the header). */
 export const DELETE_BATCH_ROWS = 256
@@ -313,11 +308,16 @@ export class Outbox {
     return this.rows.telemetry + this.rows.event
   }
 
+  /** Sum of the backlog's body sizes in bytes; no query. */
+  private get backlogBytes(): number {
+    return this.bytes.telemetry + this.bytes.event
+  }
+
   stats(): OutboxStats {
     const backlogRows = this.backlogRows
     return {
       backlogRows,
-      backlogBytes: this.bytes.telemetry + this.bytes.event,
+      backlogBytes: this.backlogBytes,
       droppedTelemetry: this.dropped.telemetry,
       droppedEvents: this.dropped.event,
       oldestSeq: backlogRows > 0 ? this.selectOldest.get(this.released) : undefined,
@@ -371,35 +371,20 @@ export class Outbox {
     this.bytes[kind] += size
   }
 
-  private overLimits(): boolean {
-    return this.rows.telemetry + this.rows.event > this.limits.maxRows || this.bytes.telemetry + this.bytes.event > this.limits.maxBytes
-  }
-
   /** Runs inside the append transaction: drop, delete and count happen together or not at all. */
   private enforceLimits(): void {
-    if (!this.overLimits()) return
+    if (!overLimits(this.backlogRows, this.backlogBytes, this.limits)) return
     for (const kind of DROP_ORDER) {
-      while (this.overLimits() && this.rows[kind] > 0) {
-        const excessRows = this.rows.telemetry + this.rows.event - this.limits.maxRows
-        const chunk = Math.min(this.rows[kind], Math.max(excessRows, 256))
-        let n = 0
-        let b = 0
-        let last = 0
-        for (const [seq, size] of this.oldestOfKind.all(kind, this.released, chunk)) {
-          n++
-          b += size
-          last = seq
-          const rowsLeft = this.rows.telemetry + this.rows.event - n
-          const bytesLeft = this.bytes.telemetry + this.bytes.event - b
-          if (rowsLeft <= this.limits.maxRows && bytesLeft <= this.limits.maxBytes) break
-        }
-        if (n === 0) break
-        this.deleteKindUpTo.run(kind, last)
-        if (last >= this.newest) this.markSeq.run(this.newest)
-        this.rows[kind] -= n
-        this.bytes[kind] -= b
-        this.dropped[kind] += n
-        this.ledger.addToCounter(DROPPED_COUNTER[kind], n)
+      while (overLimits(this.backlogRows, this.backlogBytes, this.limits) && this.rows[kind] > 0) {
+        const chunk = dropChunk(this.rows[kind], this.backlogRows, this.limits)
+        const drop = oldestToDrop(this.oldestOfKind.all(kind, this.released, chunk), this.backlogRows, this.backlogBytes, this.limits)
+        if (drop.rows === 0) break
+        this.deleteKindUpTo.run(kind, drop.lastSeq)
+        if (drop.lastSeq >= this.newest) this.markSeq.run(this.newest)
+        this.rows[kind] -= drop.rows
+        this.bytes[kind] -= drop.bytes
+        this.dropped[kind] += drop.rows
+        this.ledger.addToCounter(DROPPED_COUNTER[kind], drop.rows)
       }
     }
   }
