@@ -1,20 +1,21 @@
 import { randomId } from '../../common/random-id.js'
-import type { Clock, ClockTimer } from '../../common/clock.js'
+import type { Clock } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { encode } from '../../protocol/codec.js'
-import { QUEUED_COMMAND_TASK_PREFIX, isTaskName } from '../../protocol/ids.js'
-import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
-import { LIMITS } from '../../protocol/limits.js'
+import { QUEUED_COMMAND_TASK_PREFIX } from '../../protocol/ids.js'
 import type { CommandResponse } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
-import { createCommandStore, type CommandEnd, type CommandRecord, type NewCommand } from './store.js'
+import { createCommandStore, type CommandRecord, type NewCommand } from './store.js'
+import {
+  SKIPPED_OFFLINE, checkCommandSpec, groupCounts, memberTurn, offlineError, replyOutcome, unansweredOutcome, unsupportedError, type CheckedSpec,
+} from './decisions.js'
+import { createInFlight, type Dispatched } from './in-flight.js'
 import { parseTarget, resolveTarget } from '../fleet/targets.js'
 import type { Jobs } from '../jobs/jobs.js'
 import type { Registry } from '../fleet/registry.js'
 import type { Writer } from '../storage/group-commit.js'
 import type { Db } from '../../common/sqlite.js'
-import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
  * Commands: the push half (DESIGN.md, "Commands"): act now, or fail now.
@@ -41,6 +42,11 @@ import type { OutcomeCode } from '../../protocol/outcome-codes.js'
  * that dies at any moment leaves every command it sent in the record, and
  * every answer it gave; a command it sent but had no recorded answer for is
  * settled at the next start as HUB_RESTART.
+ *
+ * This module reads presence, records and publishes; what it decides with
+ * (whether a spec may be sent, why a device is refused, a group member's
+ * turn, how a command ended) is pure, in decisions.ts, and who is still
+ * waiting for a command to end is kept in in-flight.ts.
  */
 
 export interface CommandsOptions {
@@ -113,69 +119,18 @@ export interface CommandStats {
   readonly pending: number
 }
 
-/**
- * A sent command's end as soon as it is known, and the commit of its record:
- * a single command's caller waits for both; a group's next member goes out
- * at once, its record shares the commit of the one before (the group's
- * caller waits for every member's record).
- */
-interface Dispatched {
-  readonly outcome: CommandOutcome
-  /** Resolves once the outcome is committed, with the error for the caller if it could not be (never rejects). */
-  readonly recorded: Promise<RollcallError | undefined>
-}
-
-interface Pending {
-  readonly rec: NewCommand
-  readonly deviceId: string
-  /** When it was published (until then, when it was made): its durationMs counts from here. */
-  startedAt: number
-  /** Its deadline, on the injected clock. */
-  readonly timer: ClockTimer
-  readonly resolve: (d: Dispatched) => void
-  readonly reject: (err: RollcallError) => void
-}
-
-
 export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   const { registry, clock, logger } = deps
   const store = createCommandStore(deps.db, deps.writer)
   const orphans = store.settleOrphans(clock.now())
   if (orphans > 0) logger.warn({ commands: orphans }, 'commands left in flight by the last hub process recorded as disconnected (HUB_RESTART)')
   let stopped = false
-  const pending = new Map<string, Pending>()
-  /** Pending command ids per device, so a disconnect ends them at once. */
-  const byDevice = new Map<string, Set<string>>()
+  const inFlight = createInFlight(clock)
   const stats = { sent: 0, succeeded: 0, failed: 0, timedOut: 0, disconnected: 0, offline: 0, queued: 0, lateReplies: 0, unknownReplies: 0 }
 
-  function validate(spec: CommandSpec): { args: string | null; timeoutMs: number } {
+  function validate(spec: CommandSpec): CheckedSpec {
     if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
-    if (spec.ifOffline === 'queue' && spec.name.length > 64 - QUEUED_COMMAND_TASK_PREFIX.length) {
-      throw new RollcallError('BAD_REQUEST', `a command that may be queued as a job has a name of at most ${64 - QUEUED_COMMAND_TASK_PREFIX.length} characters`)
-    }
-    if (!isTaskName(spec.name)) throw new RollcallError('BAD_REQUEST', `command name ${JSON.stringify(spec.name)} must be lowercase letters, digits, ".", "-" and "_", e.g. "ping" or "sys.info"`)
-    const timeoutMs = spec.timeoutMs ?? options.defaultTimeoutMs
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > LIMITS.maxCommandTimeoutMs) {
-      throw new RollcallError('BAD_REQUEST', `timeout must be from 1ms to ${LIMITS.maxCommandTimeoutMs / 60_000}m; a command is for now (use a job for work that may wait)`)
-    }
-    if (spec.args === undefined) return { args: null, timeoutMs }
-    // Bounded before anything serialises them: args nested 200k deep would overflow the stack (H05).
-    const bounded = boundJson(spec.args, LIMITS.maxCommandArgsBytes)
-    if (!bounded.ok) throw new RollcallError(bounded.limit === 'depth' ? 'TOO_DEEP' : 'PAYLOAD_TOO_LARGE', describeBounds('args', bounded))
-    return { args: bounded.json, timeoutMs }
-  }
-
-  function offlineError(deviceId: string, id: string): RollcallError {
-    const lastSeen = deps.lastSeen(deviceId)
-    const when = lastSeen === null ? 'it has never connected' : `last seen ${new Date(lastSeen).toISOString()}`
-    return new RollcallError('DEVICE_OFFLINE', `device "${deviceId}" is not reachable now (${when}); retry later, or send with ifOffline "queue" to run it as a job when it is back`, { id, lastSeen })
-  }
-
-  /** A device whose birth says what it can do, without commands (an older agent), would never answer. */
-  function unsupportedError(deviceId: string): RollcallError | undefined {
-    const caps = deps.capabilities(deviceId)
-    if (caps.length === 0 || caps.includes('commands')) return undefined
-    return new RollcallError('COMMANDS_NOT_SUPPORTED', `device "${deviceId}" runs an agent that does not take commands (it advertises ${caps.join(', ')}); upgrade its agent, or use a job`)
+    return checkCommandSpec(spec, options.defaultTimeoutMs)
   }
 
   /** Queues the command as a job: the device runs it (once: one attempt) when it next connects. */
@@ -200,29 +155,17 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     if (failed) throw failed
   }
 
-  /** Takes a command out of the in-flight maps (and stops its deadline). */
-  function forget(id: string): Pending | undefined {
-    const p = pending.get(id)
-    if (!p) return undefined
-    pending.delete(id)
-    clock.clearTimer(p.timer)
-    const ids = byDevice.get(p.deviceId)
-    ids?.delete(id)
-    if (ids?.size === 0) byDevice.delete(p.deviceId)
-    return p
-  }
-
   /**
    * Ends a command in flight: its outcome goes to the record, and to its sender
    * with the promise of that commit. Returns that promise too (it never
    * rejects: a failed record is its value), for stop() to wait on.
    */
-  function settle(id: string, outcome: CommandOutcome, end: CommandEnd, result: string | null): Promise<unknown> | undefined {
-    const p = forget(id)
+  function settle(id: string, outcome: CommandOutcome, result: string | null): Promise<unknown> | undefined {
+    const p = inFlight.take(id)
     if (!p) return undefined
     deps.observeDuration?.(outcome.status, outcome.durationMs)
     const what = `"${p.deviceId}" ${outcome.status === 'succeeded' || outcome.status === 'failed' ? 'answered' : 'ended'} (${outcome.status})`
-    const recorded = written(store.finish(p.rec, end, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome })
+    const recorded = written(store.finish(p.rec, outcome.status, clock.now(), result, 'error' in outcome ? outcome.error : null), what, { id, deviceId: p.deviceId, outcome })
     p.resolve({ outcome, recorded })
     return recorded
   }
@@ -243,16 +186,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     return new Promise<Dispatched>((resolve, reject) => {
       const timer = clock.setTimeout(() => {
         stats.timedOut++
-        void settle(id, { id, deviceId, status: 'timed_out', error: { code: 'COMMAND_TIMEOUT' satisfies OutcomeCode, message: `no reply from "${deviceId}" within ${timeoutMs} ms` }, durationMs: ms() }, 'timed_out', null)
+        void settle(id, unansweredOutcome(id, deviceId, { why: 'deadline', timeoutMs }, ms()), null)
       }, timeoutMs)
-      pending.set(id, { rec, deviceId, startedAt: t0, timer, resolve, reject })
-      let ids = byDevice.get(deviceId)
-      if (!ids) byDevice.set(deviceId, ids = new Set())
-      ids.add(id)
+      inFlight.add({ rec, deviceId, startedAt: t0, timer, resolve, reject })
       // Published only once its record is committed: from then on a hub that dies finds it at its next start.
       store.add(rec).then(() => {
         // Ended meanwhile (its deadline, its device's disconnect, the hub stopping): its outcome is recorded, nothing is sent.
-        const p = pending.get(id)
+        const p = inFlight.get(id)
         if (!p) return
         // durationMs is the device's leg, from the publish: the commit before it is the hub's.
         p.startedAt = t0 = performance.now()
@@ -260,11 +200,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           .catch((err: unknown) => {
             logger.warn({ err, deviceId, id }, 'command publish failed')
             stats.disconnected++
-            void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED' satisfies OutcomeCode, message: `could not send to "${deviceId}": ${(err as Error).message}` }, durationMs: ms() }, 'disconnected', null)
+            void settle(id, unansweredOutcome(id, deviceId, { why: 'not-delivered', detail: (err as Error).message }, ms()), null)
           })
       }, (err: unknown) => {
         // Not recorded, so not sent: a command the record does not know must never run.
-        const p = forget(id)
+        const p = inFlight.take(id)
         p?.reject(notRecorded(err, `command "${name}" to "${deviceId}" was not sent`, { id, deviceId }))
       })
     })
@@ -279,7 +219,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     registry.requireDevice(deviceId)
     const { args, timeoutMs } = validate(spec)
     const now = clock.now()
-    const unsupported = unsupportedError(deviceId)
+    const unsupported = unsupportedError(deviceId, deps.capabilities(deviceId))
     if (unsupported) throw unsupported
     if (!deps.isReachable(deviceId)) {
       const id = randomId('c')
@@ -290,7 +230,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
           `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
         return { id, deviceId, status: 'queued', jobId }
       }
-      const err = offlineError(deviceId, id)
+      const err = offlineError(deviceId, id, deps.lastSeen(deviceId))
       stats.offline++
       await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } }),
         `"${deviceId}" is offline and nothing was sent`, { id, deviceId })
@@ -328,7 +268,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     for (const s of skipped) {
       note(store.add({
         id: randomId('c'), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
-        ...(jobId ? { jobId } : { error: { code: 'DEVICE_OFFLINE' satisfies OutcomeCode, message: 'not reachable when the group command was sent' } }),
+        ...(jobId ? { jobId } : { error: SKIPPED_OFFLINE }),
       }))
       if (jobId) stats.queued++
       else stats.offline++
@@ -340,20 +280,20 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         const d = reachable[next++]!
         const at = clock.now()
         const left = deadline - at
-        if (!deps.isReachable(d)) {
+        const turn = memberTurn(deps.isReachable(d), left)
+        if (turn.verdict === 'offline') {
           // Went away since the group started: skipped, not sent into the void.
           skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
-          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: { code: 'DEVICE_OFFLINE' satisfies OutcomeCode, message: 'not reachable when its turn came' } }))
+          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: turn.error }))
           stats.offline++
           continue
         }
-        if (left <= 0) {
+        if (turn.verdict === 'expired') {
           // Recorded like any other member: with its own id, and why it was never sent.
           const id = randomId('c')
-          const error = { code: 'COMMAND_TIMEOUT' satisfies OutcomeCode, message: 'the group command\'s deadline passed before this member\'s turn; it was not sent' }
-          note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error }))
+          note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error: turn.error }))
           stats.timedOut++
-          outcomes.push({ id, deviceId: d, status: 'timed_out', error, durationMs: 0 })
+          outcomes.push({ id, deviceId: d, status: 'timed_out', error: turn.error, durationMs: 0 })
           continue
         }
         try {
@@ -370,14 +310,12 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     await Promise.all(Array.from({ length: Math.min(options.groupConcurrency, reachable.length) }, worker))
     for (const r of await Promise.all(records)) failure ??= r
     if (failure !== undefined) throw failure
-    const counts = { succeeded: 0, failed: 0, timed_out: 0, disconnected: 0, skipped: skipped.length }
-    for (const o of outcomes) counts[o.status]++
-    return { id: groupId, target: targetText, name: spec.name, outcomes, skipped, jobId, counts, durationMs: Math.round(performance.now() - t0) }
+    return { id: groupId, target: targetText, name: spec.name, outcomes, skipped, jobId, counts: groupCounts(outcomes, skipped.length), durationMs: Math.round(performance.now() - t0) }
   }
 
   /** A device's cmd.res: settles its pending command, or is recorded as late. */
   function response(deviceId: string, m: CommandResponse): void {
-    const p = pending.get(m.id)
+    const p = inFlight.get(m.id)
     if (!p || p.deviceId !== deviceId) {
       // After the deadline or a disconnect, or a reply to a command this hub process never sent.
       if (p === undefined) stats.lateReplies++
@@ -386,26 +324,20 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       return
     }
     const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
-    if (m.ok) {
-      stats.succeeded++
-      void settle(m.id, { id: m.id, deviceId, status: 'succeeded', result: m.result ?? null, durationMs }, 'succeeded', JSON.stringify(m.result ?? null))
-    } else {
-      stats.failed++
-      const error = m.error ?? { code: 'FAILED' satisfies OutcomeCode, message: 'the device reported a failure without details' }
-      void settle(m.id, { id: m.id, deviceId, status: 'failed', error, durationMs }, 'failed', null)
-    }
+    if (m.ok) stats.succeeded++
+    else stats.failed++
+    const { outcome, result } = replyOutcome(deviceId, m, durationMs)
+    void settle(m.id, outcome, result)
   }
 
   /** The device's connection ended: its commands in flight end now. */
   function disconnected(deviceId: string): void {
-    const ids = byDevice.get(deviceId)
-    if (!ids) return
-    for (const id of [...ids]) {
-      const p = pending.get(id)
+    for (const id of inFlight.idsOf(deviceId)) {
+      const p = inFlight.get(id)
       if (!p) continue
       stats.disconnected++
       const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
-      void settle(id, { id, deviceId, status: 'disconnected', error: { code: 'DEVICE_DISCONNECTED' satisfies OutcomeCode, message: `"${deviceId}" disconnected before it replied` }, durationMs }, 'disconnected', null)
+      void settle(id, unansweredOutcome(id, deviceId, { why: 'disconnected' }, durationMs), null)
     }
   }
 
@@ -441,15 +373,16 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     stop(): Promise<void> {
       stopped = true
       const records: Array<Promise<unknown>> = []
-      for (const [id, p] of [...pending]) {
-        const r = settle(id, { id, deviceId: p.deviceId, status: 'disconnected', error: { code: 'HUB_STOPPING' satisfies OutcomeCode, message: 'the hub stopped before the device replied' }, durationMs: Math.round(performance.now() - p.startedAt) }, 'disconnected', null)
+      for (const p of inFlight.all()) {
+        const id = p.rec.id
+        const r = settle(id, unansweredOutcome(id, p.deviceId, { why: 'hub-stopping' }, Math.round(performance.now() - p.startedAt)), null)
         if (r) records.push(r)
       }
       // Committed now, not at the end of the turn: their callers are answered before the API closes.
       store.sync()
       return Promise.allSettled(records).then(() => undefined)
     },
-    stats: (): CommandStats => ({ ...stats, pending: pending.size }),
+    stats: (): CommandStats => ({ ...stats, pending: inFlight.size }),
   }
 }
 
