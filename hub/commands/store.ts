@@ -1,5 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import type { Writer } from '../storage/group-commit.js'
+import { readJsonColumn } from '../storage/schema.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
@@ -72,15 +73,6 @@ export interface NewCommand {
   readonly error?: { readonly code: string; readonly message: string }
 }
 
-function parse(text: string | null): unknown {
-  if (text === null) return null
-  try {
-    return JSON.parse(text) as unknown
-  } catch {
-    return text
-  }
-}
-
 function toRecord(r: CommandRow): CommandRecord {
   const timeline: Array<{ at: number; event: string }> = [{ at: r.created_at, event: 'created' }]
   if (r.sent_at !== null) timeline.push({ at: r.sent_at, event: 'sent' })
@@ -90,10 +82,10 @@ function toRecord(r: CommandRow): CommandRecord {
   else if (r.finished_at !== null && r.sent_at !== null) timeline.push({ at: r.finished_at, event: r.status === 'succeeded' ? 'replied' : r.status === 'failed' ? `replied with error ${r.error_code ?? ''}` : r.status })
   if (r.late_at !== null) timeline.push({ at: r.late_at, event: 'late reply (ignored)' })
   return {
-    id: r.id, deviceId: r.device_id, name: r.name, args: parse(r.args), groupId: r.group_id, status: r.status,
-    createdAt: r.created_at, sentAt: r.sent_at, expiresAt: r.expires_at, finishedAt: r.finished_at, result: parse(r.result),
+    id: r.id, deviceId: r.device_id, name: r.name, args: readJsonColumn(r.args), groupId: r.group_id, status: r.status,
+    createdAt: r.created_at, sentAt: r.sent_at, expiresAt: r.expires_at, finishedAt: r.finished_at, result: readJsonColumn(r.result),
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' }, jobId: r.job_id,
-    late: r.late_at === null ? null : { at: r.late_at, response: parse(r.late_response) }, timeline,
+    late: r.late_at === null ? null : { at: r.late_at, response: readJsonColumn(r.late_response) }, timeline,
   }
 }
 

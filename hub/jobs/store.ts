@@ -1,4 +1,5 @@
 import type { Db } from '../../common/sqlite.js'
+import { readJsonColumn } from '../storage/schema.js'
 import { execIdOf } from '../../protocol/ids.js'
 import { EXEC_STATES, canMove, type ExecState } from './decisions.js'
 import { formatTarget, type JobTarget } from '../fleet/targets.js'
@@ -163,15 +164,6 @@ export function emptyCounts(): ExecCounts {
   return Object.fromEntries(EXEC_STATES.map((s) => [s, 0])) as ExecCounts
 }
 
-function parseJson(text: string | null): unknown {
-  if (text === null) return null
-  try {
-    return JSON.parse(text) as unknown
-  } catch {
-    return text
-  }
-}
-
 export function createJobStore(db: Db) {
   const s = {
     insertJob: db.prepare(`INSERT INTO jobs (id, name, payload, target, priority, timeout_ms, expires_at, max_attempts, backoff_base_ms, backoff_max_ms,
@@ -246,7 +238,7 @@ export function createJobStore(db: Db) {
 
   function jobView(r: JobRow): JobView {
     return {
-      id: r.id, name: r.name, payload: parseJson(r.payload), target: r.target, priority: r.priority,
+      id: r.id, name: r.name, payload: readJsonColumn(r.payload), target: r.target, priority: r.priority,
       timeoutMs: r.timeout_ms, expiresAt: r.expires_at, maxAttempts: r.max_attempts,
       backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
       abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
@@ -259,7 +251,7 @@ export function createJobStore(db: Db) {
     return {
       execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, deviceId: r.device_id, state: r.state, attempt: r.attempt,
       version: r.version, runAfter: r.run_after, deliveredAt: r.delivered_at, startedAt: r.started_at, finishedAt: r.finished_at,
-      result: parseJson(r.result), error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+      result: readJsonColumn(r.result), error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
       updatedAt: r.updated_at,
     }
   }

@@ -246,6 +246,20 @@ export const HUB_MIGRATIONS: readonly string[] = [
   `,
 ]
 
+/**
+ * A JSON value the schema keeps as TEXT (a job's payload, a command's args,
+ * a result, a late reply), read back for a view: NULL is null, and text that
+ * does not parse is shown as it is rather than failing the read.
+ */
+export function readJsonColumn(text: string | null): unknown {
+  if (text === null) return null
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return text
+  }
+}
+
 export function openHubDb(path: string, logger?: Logger): Db {
   const db = openDatabase(path, { synchronous: 'FULL', logger })
   // Hot leaf pages of the samples table stay cached across group commits.
