@@ -18,6 +18,7 @@ import { createPresenceStore } from './presence/store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry/store.js'
 import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
+import { followBrokerEvents } from './mqtt/broker-events.js'
 import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
 import { createSchedules } from './jobs/schedules.js'
@@ -32,8 +33,6 @@ import { planListeners } from './listeners.js'
 import { createTlsReloader, loadTlsFiles, tlsWarnings, type LoadedTls, type ReloadResult, type TlsReloader } from './tls-files.js'
 import { VERSION } from '../common/version.js'
 
-/** Broker refusals that concern a payload, kept as dead letters (connect refusals are only logged). */
-const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
 /**
  * How long a connection's writes may wait for the next commit (broker/write-coalescer.ts).
  * A PUBACK is written as its PUBLISH is routed and the hub's ack when the commit lands, at
@@ -48,8 +47,6 @@ const BROKER_REFUSALS_KEPT = new Set(['PUBLISH_DENIED', 'PAYLOAD_TOO_LARGE'])
 export function writeCoalesceMsFor(flushDelayMs: number): number {
   return Math.min(2 * flushDelayMs, 50)
 }
-/** Broker refusals that leave the client connected, counted against its bad-message budget. */
-const BROKER_REFUSALS_STRUCK = new Set(['SUBSCRIBE_DENIED', 'SUBSCRIBE_LIMIT'])
 
 export interface HubDeps {
   readonly logger: Logger
@@ -240,31 +237,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         observeTelemetryBatch: histograms.telemetryBatch,
       },
     )
-
-
-    broker.on('connected', (info) => {
-      if (info.principal.kind === 'device' && registered(info.principal.id)) {
-        presence.apply(info.principal.id, { type: 'connected', connId: info.connId, at: clock.now() })
-      }
-    })
-    broker.on('disconnected', (info, reason) => {
-      // Commands in flight on this connection end now, whatever presence makes of it.
-      if (info.principal.kind === 'device') commands.disconnected(info.principal.id)
-      if (info.principal.kind === 'device' && registered(info.principal.id)) {
-        presence.apply(info.principal.id, { type: 'disconnected', connId: info.connId, reason, at: clock.now() })
-      }
-    })
-    // Payloads the broker refused before they reached the hub (another device's topic,
-    // oversized) are recorded with the dead letters, so operators see every refusal in one place.
-    broker.on('violation', (info, code, detail, topic) => {
-      // A refused filter is answered SUBACK 0x80 and the client stays, so this budget is what ends a flood of them (M24).
-      if (BROKER_REFUSALS_STRUCK.has(code)) ingress.badMessage(info.clientId)
-      if (!BROKER_REFUSALS_KEPT.has(code)) return
-      deadLetters.add({
-        ts: clock.now(), deviceId: info.principal?.kind === 'device' ? info.principal.id : undefined, clientId: info.clientId,
-        topic: topic ?? '(not read: refused on its size)', reason: code, detail, payload: Buffer.alloc(0),
-      })
-    })
+    followBrokerEvents(broker, { presence, deadLetters, commands, ingress, isRegistered: registered, clock })
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
     const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
 
