@@ -1,6 +1,5 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import cron from 'node-cron'
 import type { Clock } from '../common/clock.js'
 import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
@@ -30,6 +29,7 @@ import { createLiveFeed } from './observe/live-feed.js'
 import type { HubServices } from './api/services.js'
 import type { Server as TlsServer } from 'node:tls'
 import { planListeners } from './listeners.js'
+import { startRetention } from './retention.js'
 import { createTlsReloader, loadTlsFiles, tlsWarnings, type LoadedTls, type ReloadResult, type TlsReloader } from './tls-files.js'
 import { VERSION } from '../common/version.js'
 
@@ -244,27 +244,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const lastSeenTimer = clock.setInterval(() => presence.flushLastSeen(), 5000).unref()
     releasers.push(() => { clock.clearTimer(lastSeenTimer); presence.flushLastSeen() })
 
-    let pruning = false
-    const retention = cron.schedule(config.retentionCron, async () => {
-      if (pruning) return
-      pruning = true
-      const cutoff = clock.now() - config.retentionDays * 86_400_000
-      try {
-        const pruned = await telemetry.prune(cutoff)
-        log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
-        const jobCutoff = clock.now() - config.jobRetentionDays * 86_400_000
-        const jobsPruned = await jobs.prune(jobCutoff)
-        log.info({ cutoff: jobCutoff, jobs: jobsPruned }, 'retention: pruned finished jobs')
-        const commandCutoff = clock.now() - config.commandRetentionDays * 86_400_000
-        const commandsPruned = await commands.prune(commandCutoff)
-        log.info({ cutoff: commandCutoff, commands: commandsPruned }, 'retention: pruned the command record')
-      } catch (err) {
-        log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
-      } finally {
-        pruning = false
-      }
-    }, { name: 'retention' })
-    releasers.push(() => { void retention.destroy() })
+    releasers.push(startRetention(config, { telemetry, jobs, commands, clock, logger: log }))
 
     const deviceCounts = () => {
       const total = registry.countDevices()

@@ -1,0 +1,49 @@
+import cron from 'node-cron'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import type { HubConfig } from './config.js'
+
+/**
+ * Retention: at each tick of `retentionCron`, the raw samples and events
+ * older than `retentionDays`, the finished jobs older than
+ * `jobRetentionDays` and the command record older than
+ * `commandRetentionDays` are deleted, in that order, each by the prune of
+ * the capability that owns the table. A tick that comes while the last one
+ * still prunes is skipped; a failure is logged and the next tick tries again.
+ */
+
+export type RetentionOptions = Pick<HubConfig, 'retentionCron' | 'retentionDays' | 'jobRetentionDays' | 'commandRetentionDays'>
+
+export interface RetentionDeps {
+  readonly telemetry: { prune(cutoff: number): Promise<{ readonly samples: number; readonly events: number }> }
+  readonly jobs: { prune(cutoff: number): Promise<number> }
+  readonly commands: { prune(cutoff: number): Promise<number> }
+  readonly clock: Clock
+  readonly logger: Logger
+}
+
+/** Starts the schedule; the returned function stops it. */
+export function startRetention(config: RetentionOptions, deps: RetentionDeps): () => void {
+  const { clock, logger: log } = deps
+  let pruning = false
+  const retention = cron.schedule(config.retentionCron, async () => {
+    if (pruning) return
+    pruning = true
+    const cutoff = clock.now() - config.retentionDays * 86_400_000
+    try {
+      const pruned = await deps.telemetry.prune(cutoff)
+      log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+      const jobCutoff = clock.now() - config.jobRetentionDays * 86_400_000
+      const jobsPruned = await deps.jobs.prune(jobCutoff)
+      log.info({ cutoff: jobCutoff, jobs: jobsPruned }, 'retention: pruned finished jobs')
+      const commandCutoff = clock.now() - config.commandRetentionDays * 86_400_000
+      const commandsPruned = await deps.commands.prune(commandCutoff)
+      log.info({ cutoff: commandCutoff, commands: commandsPruned }, 'retention: pruned the command record')
+    } catch (err) {
+      log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
+    } finally {
+      pruning = false
+    }
+  }, { name: 'retention' })
+  return () => { void retention.destroy() }
+}
