@@ -1,14 +1,15 @@
 import type Database from 'better-sqlite3'
-import type { Clock, ClockTimer } from '../common/clock.js'
+import type { ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandRequest } from '../protocol/messages.js'
 import { topics } from '../protocol/topics.js'
 import type { CommandContext, CommandHandler } from './command-handlers.js'
-import type { HandlerRegistry } from './job-handlers.js'
+import { isPromiseLike, thrownError, type HandlerHost, type HandlerRegistry } from './job-handlers.js'
 import type { Ledger } from './ledger.js'
 import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
+import { IdleWaiters } from './stop-wait.js'
 
 /**
  * Runs the commands the hub pushes on `cmd/req` and answers on `cmd/res`
@@ -47,17 +48,9 @@ export interface CommandTransport {
   publish(topic: string, payload: string | Buffer): boolean
 }
 
-export interface CommandRunnerOptions {
-  readonly deviceId: string
+export interface CommandRunnerOptions extends HandlerHost {
   /** Commands running at once; a request beyond it is answered BUSY. */
   readonly maxRunning: number
-  /** Hub time once the agent knows it (agent/hub-clock.ts): expiresAt is on the hub's clock. */
-  readonly clock: Clock
-  /** Whether `clock` is the hub's time yet (issue #13); absent: it is taken to be. */
-  readonly clockSynced?: () => boolean
-  readonly logger: Logger
-  /** One reading of every sensor, for CommandContext. */
-  readonly sampleSensors: () => Record<string, number>
 }
 
 export interface CommandRunnerStats {
@@ -135,12 +128,8 @@ export function refusal(req: Pick<CommandRequest, 'name' | 'expiresAt'>, input: 
 
 /** How a thrown value becomes a response's error (as for jobs: err.code when it is a valid code). */
 export function commandErrorFrom(err: unknown): CommandError {
-  const code = (err as { code?: unknown } | null)?.code
-  const raw = err instanceof Error ? err.message : String(err)
-  return {
-    code: typeof code === 'string' && isErrorCode(code) ? code : 'HANDLER_FAILED' satisfies OutcomeCode,
-    message: capMessage(raw),
-  }
+  const { code, message } = thrownError(err)
+  return { code, message: capMessage(message) }
 }
 
 function capMessage(message: string): string {
@@ -191,10 +180,6 @@ interface CommandRow {
   response: string | null
 }
 
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
-}
-
 export class CommandRunner {
   private readonly ledger: Ledger
   private readonly handlers: HandlerRegistry<CommandHandler>
@@ -214,7 +199,7 @@ export class CommandRunner {
   private prunePending = false
   private rows = 0
   private pruneAtRows = 2 * COMMAND_KEEP_ROWS
-  private idleWaiters: Array<() => void> = []
+  private readonly idleWaiters = new IdleWaiters()
   private received = 0
   private ran = 0
   private duplicates = 0
@@ -348,16 +333,7 @@ export class CommandRunner {
     this.phase = 'stopped'
     this.options.clock.clearTimer(this.pruneTimer)
     this.pruneTimer = undefined
-    if (this.active.size > 0 && graceMs > 0) {
-      // The grace bounds a real wait for handlers that do real work (a shell
-      // process): it stays on real time, so a test's manual clock cannot hang a stop.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }),
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) }),
-      ])
-      clearTimeout(timer)
-    }
+    if (this.active.size > 0 && graceMs > 0) await this.idleWaiters.wait(graceMs)
     for (const run of [...this.active.values()]) {
       this.settle(run, { error: { code: 'INTERRUPTED' satisfies OutcomeCode, message: INTERRUPTED_COMMAND_MESSAGE } }, 'shutdown')
     }
@@ -444,7 +420,7 @@ export class CommandRunner {
       this.log.error({ err, id: run.id }, 'could not record a command\'s response in the ledger')
     }
     this.send(body)
-    if (this.active.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+    if (this.active.size === 0) this.idleWaiters.wake()
   }
 
   private repeat(id: string): void {

@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { isTaskName, TASK_NAME_PATTERN } from '../protocol/ids.js'
 import { LIMITS } from '../protocol/limits.js'
+import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
 import { compileShellAllow, matchShellAllow, refusalMessage, type ShellAllowEntry, type ShellAllowRule } from './shell-allow.js'
 
 /**
@@ -228,6 +230,32 @@ function fitResult(result: ShellResult): ShellResult {
 
 /** Any handler: takes one context object, returns a JSON value or a promise of one. */
 export type AnyHandler = (ctx: never) => unknown
+
+/** What the job runner and the command runner take from the agent: the parts of a handler's context, and the clock deadlines are judged on. */
+export interface HandlerHost {
+  readonly deviceId: string
+  /** Hub time once the agent knows it (agent/hub-clock.ts): expiresAt is on the hub's clock. */
+  readonly clock: Clock
+  /** Whether `clock` is the hub's time yet (issue #13); absent: it is taken to be. */
+  readonly clockSynced?: () => boolean
+  readonly logger: Logger
+  /** One reading of every sensor, for the contexts (and the sensors.sample task). */
+  readonly sampleSensors: () => Record<string, number>
+}
+
+/** Whether a handler returned a promise (any thenable, as `await` takes it) whose ending its runner waits for. */
+export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
+}
+
+/** The error a thrown value ends a job or a command with: `err.code` when it is a valid error code, else HANDLER_FAILED. */
+export function thrownError(err: unknown): { code: string; message: string } {
+  const code = (err as { code?: unknown } | null)?.code
+  return {
+    code: isErrorCode(code) ? code : 'HANDLER_FAILED' satisfies OutcomeCode,
+    message: err instanceof Error ? err.message : String(err),
+  }
+}
 
 /**
  * Checks a handler map from a user module or AgentDeps (job tasks or

@@ -1,9 +1,10 @@
-import type { Clock, ClockTimer } from '../common/clock.js'
+import type { ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import type { ExecRef } from '../protocol/messages.js'
-import { JobError, type HandlerRegistry, type JobContext } from './job-handlers.js'
+import { isPromiseLike, JobError, thrownError, type HandlerHost, type HandlerRegistry, type JobContext } from './job-handlers.js'
 import type { ClaimedJob, JobCompletion, JobQueue, RunOutcome } from './job-queue.js'
-import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
+import type { OutcomeCode } from '../protocol/outcome-codes.js'
+import { IdleWaiters } from './stop-wait.js'
 
 /**
  * Runs queued jobs with a concurrency limit, online or offline.
@@ -28,17 +29,9 @@ import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
  * Nothing is recorded as done that did not finish.
  */
 
-export interface JobRunnerOptions {
+export interface JobRunnerOptions extends HandlerHost {
   /** Jobs run at once (jobConcurrency). */
   readonly concurrency: number
-  readonly deviceId: string
-  /** Hub time once the agent knows it (agent/hub-clock.ts): a job's expiresAt is on the hub's clock. */
-  readonly clock: Clock
-  /** Whether `clock` is the hub's time yet (issue #13); absent: it is taken to be. */
-  readonly clockSynced?: () => boolean
-  readonly logger: Logger
-  /** One reading of every sensor, for the sensors.sample task and JobContext. */
-  readonly sampleSensors: () => Record<string, number>
   /** Called after completions or cancellations freed room in the queue. */
   readonly onRoom?: () => void
 }
@@ -60,23 +53,12 @@ interface ActiveRun {
 
 const keyOf = (execId: string, attempt: number) => `${execId}\u0000${attempt}`
 
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
-}
-
 /** How a thrown value ends a job (see job-handlers.ts). */
 export function completionFromError(job: Pick<ClaimedJob, 'execId' | 'attempt'>, err: unknown): JobCompletion {
   if (err instanceof JobError) {
     return { execId: job.execId, attempt: job.attempt, outcome: err.outcome, error: { code: err.code, message: err.message }, result: err.result }
   }
-  const code = (err as { code?: unknown } | null)?.code
-  const message = err instanceof Error ? err.message : String(err)
-  return {
-    execId: job.execId,
-    attempt: job.attempt,
-    outcome: 'failed',
-    error: { code: isErrorCode(code) ? code : 'HANDLER_FAILED' satisfies OutcomeCode, message },
-  }
+  return { execId: job.execId, attempt: job.attempt, outcome: 'failed', error: thrownError(err) }
 }
 
 export class JobRunner {
@@ -89,7 +71,7 @@ export class JobRunner {
   private flushHandle: NodeJS.Immediate | undefined
   private running = false
   private stopped = false
-  private idleWaiters: Array<() => void> = []
+  private readonly idleWaiters = new IdleWaiters()
   private started = 0
   private lateResults = 0
   private concurrency: number
@@ -169,16 +151,7 @@ export class JobRunner {
   async stop(graceMs: number): Promise<void> {
     if (this.stopped) return
     this.running = false
-    if (this.active.size > 0 && graceMs > 0) {
-      // The grace bounds a real wait for handlers that do real work (a shell
-      // process): it stays on real time, so a test's manual clock cannot hang a stop.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }),
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) }),
-      ])
-      clearTimeout(timer)
-    }
+    if (this.active.size > 0 && graceMs > 0) await this.idleWaiters.wait(graceMs)
     this.stopped = true
     if (this.flushHandle) clearImmediate(this.flushHandle)
     this.flushHandle = undefined
@@ -268,7 +241,7 @@ export class JobRunner {
       this.flush()
       this.kick()
     })
-    if (this.active.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+    if (this.active.size === 0) this.idleWaiters.wake()
   }
 
   private logEnd(job: ClaimedJob, outcome: RunOutcome, completion: JobCompletion): void {

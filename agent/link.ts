@@ -8,6 +8,7 @@ import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
 import { createHubClient } from './hub-socket.js'
 import { diagnoseTlsError, tlsConnectOptions, type HubTlsFiles, type TlsCause } from './hub-tls.js'
 import { planReconnect, type EndedAttempt, type ReconnectPolicy } from './reconnect.js'
+import { waitAtMost } from './stop-wait.js'
 
 /**
  * The agent's MQTT connection to the hub, with its own reconnect loop.
@@ -223,10 +224,10 @@ export class Link extends EventEmitter<LinkEvents> {
       const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch, storeId: this.options.storeId }
       // A clean DISCONNECT discards the Will [MQTT-3.14.4-3], so the death is
       // published by hand, retained like the birth it replaces.
-      await withTimeout(new Promise<void>((resolve) => {
+      await waitAtMost(new Promise<void>((resolve) => {
         client.publish(this.stateTopic, encode(death), { qos: 1, retain: true }, () => { resolve() })
       }), this.options.stopTimeoutMs)
-      await withTimeout(new Promise<void>((resolve) => { client.end(false, {}, () => { resolve() }) }), this.options.stopTimeoutMs)
+      await waitAtMost(new Promise<void>((resolve) => { client.end(false, {}, () => { resolve() }) }), this.options.stopTimeoutMs)
     }
     discard(client)
   }
@@ -468,15 +469,6 @@ function discard(client: MqttClient): void {
   client.end(true)
   client.removeAllListeners()
   client.on('error', () => {})
-}
-
-/** Bounds a wait on the socket, which runs on real time whatever the clock (a test's manual clock must not hang a stop). */
-function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise,
-    new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) }),
-  ]).finally(() => { clearTimeout(timer) })
 }
 
 /** What to check, by MQTT CONNACK code (3.1.1 §3.2.2.3) or socket error code. */
