@@ -1,20 +1,21 @@
-import type Database from 'better-sqlite3'
 import type { ClockTimer } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
-import { nestsDeeperThan } from '../protocol/json-bounds.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { CommandRequest } from '../protocol/messages.js'
+import type { OutcomeCode } from '../protocol/outcome-codes.js'
 import { topics } from '../protocol/topics.js'
 import type { CommandContext, CommandHandler } from './command-handlers.js'
-import { isPromiseLike, thrownError, type HandlerHost, type HandlerRegistry } from './job-handlers.js'
+import { CommandRecords, PRUNE_INTERVAL_MS, type CommandRow } from './command-records.js'
+import { commandErrorFrom, INTERRUPTED, refusal, responseJson, type CommandOutcome } from './command-response.js'
+import { isPromiseLike, type HandlerHost, type HandlerRegistry } from './job-handlers.js'
 import type { Ledger } from './ledger.js'
-import { isErrorCode, type OutcomeCode } from '../protocol/outcome-codes.js'
 import { IdleWaiters } from './stop-wait.js'
 
 /**
  * Runs the commands the hub pushes on `cmd/req` and answers on `cmd/res`
- * (DESIGN.md, "Commands": push only to the reachable), and owns the ledger's
- * `commands` table, the record of recent command ids.
+ * (DESIGN.md, "Commands": push only to the reachable), recording each id in
+ * the ledger's `commands` table (agent/command-records.ts) and answering with
+ * what agent/command-response.ts decides.
  *
  * A command id, from request to response:
  *   new       -> running   recorded `running` (one committed INSERT) before
@@ -72,99 +73,6 @@ export interface CommandRunnerStats {
   readonly lateResults: number
 }
 
-export interface CommandError {
-  readonly code: string
-  readonly message: string
-}
-
-export type CommandOutcome = { readonly result: unknown } | { readonly error: CommandError }
-
-/** A response's JSON text, with its error when it is not ok. */
-export interface ResponseText {
-  readonly json: string
-  readonly error?: CommandError
-}
-
-/** Done ids are kept at least this long (if their expiresAt has passed, at most about this long). */
-export const COMMAND_KEEP_MS = 3_600_000
-/** ... and beyond the newest this many, done ids whose expiresAt has passed are pruned. */
-export const COMMAND_KEEP_ROWS = 1000
-const PRUNE_INTERVAL_MS = 600_000
-
-export const INTERRUPTED_COMMAND_MESSAGE = 'the agent stopped (crash, power cut or shutdown) while this command ran; it was not run to completion and is not run again'
-
-
-export interface RefusalInput {
-  /** The hub's time as the device knows it, or its own clock before it knows (`clock` says which). */
-  readonly now: number
-  /** Which clock `now` is on; 'hub' when absent. */
-  readonly clock?: 'hub' | 'device'
-  /** Whether the device has a handler for the name. */
-  readonly known: boolean
-  readonly running: number
-  readonly maxRunning: number
-  /** The names the device has, for the UNKNOWN_COMMAND message (called only then). */
-  readonly names: () => readonly string[]
-}
-
-/**
- * Why a new request is answered without running it, or undefined to run it.
- * Pure: the runner records and sends what this decides.
- */
-export function refusal(req: Pick<CommandRequest, 'name' | 'expiresAt'>, input: RefusalInput): CommandError | undefined {
-  const { now } = input
-  if (req.expiresAt <= now) {
-    const on = input.clock === 'device' ? 'device clock: the hub\'s time was not known yet' : 'hub clock as the device knows it'
-    return { code: 'EXPIRED' satisfies OutcomeCode, message: `the command expired ${Math.round(now - req.expiresAt)} ms before it arrived (${on}); it was not run` }
-  }
-  if (!input.known) {
-    return { code: 'UNKNOWN_COMMAND' satisfies OutcomeCode, message: capMessage(`this device has no command ${JSON.stringify(req.name)}; it has: ${input.names().join(', ')}`) }
-  }
-  if (input.running >= input.maxRunning) {
-    return { code: 'BUSY' satisfies OutcomeCode, message: `${input.running} commands are running on this device, its limit (commandConcurrency); try again shortly` }
-  }
-  return undefined
-}
-
-/** How a thrown value becomes a response's error (as for jobs: err.code when it is a valid code). */
-export function commandErrorFrom(err: unknown): CommandError {
-  const { code, message } = thrownError(err)
-  return { code, message: capMessage(message) }
-}
-
-function capMessage(message: string): string {
-  return message.length > LIMITS.maxJobErrorChars ? message.slice(0, LIMITS.maxJobErrorChars) : message
-}
-
-/**
- * The response's JSON text. Command ids match ^c[a-z0-9]+$ and need no
- * escaping, so the result's JSON is spliced in rather than stringified twice.
- * A result that is not JSON fails the command (BAD_RESULT); one over
- * LIMITS.maxCommandResultBytes is replaced by `{truncated: true, bytes}`.
- */
-export function responseJson(id: string, outcome: CommandOutcome): ResponseText {
-  const head = `{"type":"cmd.res","v":1,"id":"${id}"`
-  if ('error' in outcome) {
-    const error = { code: isErrorCode(outcome.error.code) ? outcome.error.code : 'HANDLER_FAILED' satisfies OutcomeCode, message: capMessage(outcome.error.message) }
-    return { json: `${head},"ok":false,"error":${JSON.stringify(error)}}`, error }
-  }
-  if (outcome.result === undefined) return { json: `${head},"ok":true}` }
-  // The hub dead-letters a result nested past the limit (M19b): its caller would wait for nothing.
-  if (nestsDeeperThan(outcome.result, LIMITS.maxJsonDepth)) {
-    return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result nests arrays and objects deeper than ${LIMITS.maxJsonDepth} levels` } })
-  }
-  let json: string | undefined
-  try {
-    json = JSON.stringify(outcome.result)
-  } catch (err) {
-    return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: `the handler's result is not JSON: ${(err as Error).message}` } })
-  }
-  if (json === undefined) return responseJson(id, { error: { code: 'BAD_RESULT' satisfies OutcomeCode, message: 'the handler\'s result is not JSON (a function or symbol)' } })
-  const bytes = json.length * 3 <= LIMITS.maxCommandResultBytes ? json.length : Buffer.byteLength(json)
-  if (bytes > LIMITS.maxCommandResultBytes) json = `{"truncated":true,"bytes":${bytes}}`
-  return { json: `${head},"ok":true,"result":${json}}` }
-}
-
 interface ActiveRun {
   readonly id: string
   readonly name: string
@@ -175,30 +83,16 @@ interface ActiveRun {
   settled: boolean
 }
 
-interface CommandRow {
-  state: 'running' | 'done'
-  response: string | null
-}
-
 export class CommandRunner {
-  private readonly ledger: Ledger
   private readonly handlers: HandlerRegistry<CommandHandler>
   private readonly transport: CommandTransport
   private readonly options: CommandRunnerOptions
   private readonly log: Logger
   private readonly resTopic: string
   private readonly active = new Map<string, ActiveRun>()
-  private readonly insert: Database.Statement<[string, string, number, number, string, string | null, number | null]>
-  private readonly get: Database.Statement<[string], CommandRow>
-  private readonly finish: Database.Statement<[string, number, string]>
-  private readonly pruneStmt: Database.Statement<{ now: number; cutoff: number; keep: number }>
-  private readonly count: Database.Statement<[], number>
-  private readonly runningIds: Database.Statement<[], string>
+  private readonly records: CommandRecords
   private phase: 'new' | 'started' | 'stopped' = 'new'
   private pruneTimer: ClockTimer | undefined
-  private prunePending = false
-  private rows = 0
-  private pruneAtRows = 2 * COMMAND_KEEP_ROWS
   private readonly idleWaiters = new IdleWaiters()
   private received = 0
   private ran = 0
@@ -212,29 +106,20 @@ export class CommandRunner {
   private maxRunning: number
 
   constructor(ledger: Ledger, handlers: HandlerRegistry<CommandHandler>, transport: CommandTransport, options: CommandRunnerOptions) {
-    this.ledger = ledger
     this.handlers = handlers
     this.transport = transport
     this.options = options
     this.maxRunning = options.maxRunning
     this.log = options.logger.child({ component: 'command-runner' })
     this.resTopic = topics.cmdRes(options.deviceId)
-    const db = ledger.db
-    this.insert = db.prepare(`INSERT INTO commands (id, name, received_at, expires_at, state, response, finished_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-    this.get = db.prepare<[string], CommandRow>('SELECT state, response FROM commands WHERE id = ?')
-    this.finish = db.prepare<[string, number, string]>('UPDATE commands SET state = \'done\', response = ?, finished_at = ? WHERE id = ?')
-    this.pruneStmt = db.prepare(`DELETE FROM commands WHERE state = 'done' AND expires_at <= :now
-      AND (received_at < :cutoff OR id NOT IN (SELECT id FROM commands ORDER BY received_at DESC LIMIT :keep))`)
-    this.count = db.prepare<[], number>('SELECT COUNT(*) FROM commands').pluck()
-    this.runningIds = db.prepare<[], string>('SELECT id FROM commands WHERE state = \'running\'').pluck()
+    this.records = new CommandRecords(ledger, this.log)
   }
 
   /** Records INTERRUPTED for ids a previous run left running, prunes, and starts taking requests. */
   start(): void {
     if (this.phase !== 'new') return
     const now = this.options.clock.now()
-    const interrupted = this.recoverInterrupted(now)
+    const interrupted = this.records.recoverInterrupted(now)
     if (interrupted > 0) this.log.warn({ commands: interrupted }, 'commands that were running when the agent last stopped are recorded as INTERRUPTED (a repeat is answered so, not run)')
     this.prune(now)
     this.pruneTimer = this.options.clock.setInterval(() => { this.prune(this.options.clock.now()) }, PRUNE_INTERVAL_MS).unref()
@@ -263,8 +148,7 @@ export class CommandRunner {
     const response = refused ? responseJson(req.id, { error: refused }).json : null
     let inserted: boolean
     try {
-      const at = Math.floor(now)
-      inserted = this.insert.run(req.id, req.name, at, req.expiresAt, response === null ? 'running' : 'done', response, response === null ? null : at).changes > 0
+      inserted = this.records.add(req, Math.floor(now), response)
     } catch (err) {
       // Not recorded, so not run: running it could run it twice. The hub sees the error.
       this.log.error({ err, id: req.id }, 'could not record a command in the ledger; it is not run')
@@ -276,7 +160,10 @@ export class CommandRunner {
       this.repeat(req.id)
       return
     }
-    this.noteRow()
+    if (this.records.noteRow()) {
+      // After the response, not on the request's path.
+      setImmediate(() => { if (this.phase === 'started') this.prune(this.options.clock.now()) })
+    }
     if (response !== null || handler === undefined) {
       this.countRefusal(refused?.code)
       this.log.debug({ id: req.id, name: req.name, code: refused?.code }, 'command refused')
@@ -305,22 +192,11 @@ export class CommandRunner {
   }
 
   /**
-   * Deletes done ids past keeping (see the header); returns how many. Runs at
-   * start, every few minutes, and after a burst doubled the table.
+   * Deletes done ids past keeping (agent/command-records.ts); returns how
+   * many. Runs at start, every few minutes, and after a burst doubled the table.
    */
   prune(now: number): number {
-    this.prunePending = false
-    if (!this.ledger.isOpen) return 0
-    try {
-      const deleted = this.pruneStmt.run({ now, cutoff: now - COMMAND_KEEP_MS, keep: COMMAND_KEEP_ROWS }).changes
-      this.rows = this.count.get() ?? 0
-      // Amortized: the next count-triggered prune waits until the table doubles again.
-      this.pruneAtRows = Math.max(2 * COMMAND_KEEP_ROWS, 2 * this.rows)
-      return deleted
-    } catch (err) {
-      this.log.warn({ err }, 'could not prune command ids')
-      return 0
-    }
+    return this.records.prune(now)
   }
 
   /**
@@ -334,9 +210,7 @@ export class CommandRunner {
     this.options.clock.clearTimer(this.pruneTimer)
     this.pruneTimer = undefined
     if (this.active.size > 0 && graceMs > 0) await this.idleWaiters.wait(graceMs)
-    for (const run of [...this.active.values()]) {
-      this.settle(run, { error: { code: 'INTERRUPTED' satisfies OutcomeCode, message: INTERRUPTED_COMMAND_MESSAGE } }, 'shutdown')
-    }
+    for (const run of [...this.active.values()]) this.settle(run, INTERRUPTED, 'shutdown')
   }
 
   private run(req: CommandRequest, handler: CommandHandler): void {
@@ -414,7 +288,7 @@ export class CommandRunner {
       this.log.warn({ id: run.id, command: run.name, error }, 'command failed')
     }
     try {
-      this.finish.run(body, Math.floor(this.options.clock.now()), run.id)
+      this.records.finish(run.id, body, Math.floor(this.options.clock.now()))
     } catch (err) {
       // The row stays `running`: a repeat is ignored now, and answered INTERRUPTED after a restart.
       this.log.error({ err, id: run.id }, 'could not record a command\'s response in the ledger')
@@ -427,7 +301,7 @@ export class CommandRunner {
     this.duplicates++
     let row: CommandRow | undefined
     try {
-      row = this.get.get(id)
+      row = this.records.row(id)
     } catch (err) {
       this.log.error({ err, id }, 'could not read a command id from the ledger')
       return
@@ -450,22 +324,5 @@ export class CommandRunner {
     if (!this.transport.publish(this.resTopic, body)) {
       this.log.debug({ topic: this.resTopic }, 'not connected: a command response is lost (the hub reports the command as timed out)')
     }
-  }
-
-  private noteRow(): void {
-    this.rows++
-    if (this.rows < this.pruneAtRows || this.prunePending) return
-    this.prunePending = true
-    // After the response, not on the request's path.
-    setImmediate(() => { if (this.phase === 'started') this.prune(this.options.clock.now()) })
-  }
-
-  private recoverInterrupted(now: number): number {
-    const ids = this.runningIds.all()
-    if (ids.length === 0) return 0
-    this.ledger.db.transaction(() => {
-      for (const id of ids) this.finish.run(responseJson(id, { error: { code: 'INTERRUPTED' satisfies OutcomeCode, message: INTERRUPTED_COMMAND_MESSAGE } }).json, Math.floor(now), id)
-    })()
-    return ids.length
   }
 }

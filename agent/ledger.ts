@@ -109,7 +109,7 @@ export const LEDGER_MIGRATIONS: readonly string[] = [
     body TEXT NOT NULL
   );
   `,
-  // 3: recent command ids (agent/command-runner.ts owns the table), so a
+  // 3: recent command ids (agent/command-records.ts owns the table), so a
   // repeated delivery of a command never runs it twice, even after a restart.
   // An id is recorded `running` (committed) before its handler starts, and
   // `done` with the response it got; a repeat of a done id gets that response

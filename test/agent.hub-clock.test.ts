@@ -4,7 +4,7 @@ import { silentLogger } from '../common/logger.js'
 import { DRIFT_PER_MS, HubClock, MAX_SYNC_RTT_MS, nextEstimate, SKEW_REPORT_TOLERANCE_MS, type ClockEstimate } from '../agent/hub-clock.js'
 import { sampleBody } from '../agent/outbox.js'
 import { skewText } from '../cli/admin-commands.js'
-import { refusal } from '../agent/command-runner.js'
+import { refusal } from '../agent/command-response.js'
 
 /** Issue #13: the agent's estimate of the hub's time, and what it does to outgoing rows. */
 
