@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events'
-import type { IClientOptions, MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import type { Clock, ClockTimer, Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { encode } from '../protocol/codec.js'
-import type { Birth, Death } from '../protocol/messages.js'
 import { DEVICES_PREFIX, topics } from '../protocol/topics.js'
 import { createHubClient } from './hub-socket.js'
-import { diagnoseTlsError, tlsConnectOptions, type HubTlsFiles, type TlsCause } from './hub-tls.js'
+import { tlsConnectOptions, type HubTlsFiles } from './hub-tls.js'
+import { birthOf, connectOptions, deathOf, type ConnectSettings, type LinkIdentity } from './link-attempt.js'
+import { LinkFailures, type LinkError } from './link-failures.js'
 import { planReconnect, type EndedAttempt, type ReconnectPolicy } from './reconnect.js'
 import { waitAtMost } from './stop-wait.js'
 
@@ -32,26 +33,15 @@ import { waitAtMost } from './stop-wait.js'
  * (issue #13).
  *
  * Network trouble is normal on a device: it is logged at debug/info and
- * retried, never thrown.
+ * retried, never thrown. What an attempt sends (CONNECT options, Will,
+ * birth, death) is shaped in agent/link-attempt.ts; how a failed attempt is
+ * named and logged is agent/link-failures.ts.
  */
 
-export interface LinkIdentity {
-  readonly deviceId: string
-  readonly token: string
-  readonly storeId: string
-  readonly bootId: string
-  readonly agentVersion: string
-  readonly capabilities: readonly string[]
-  /** Units of the sensors, by name; declared in the birth once the hub takes them (see hubAccepts). */
-  readonly units?: Readonly<Record<string, string>>
-}
-
-export interface LinkOptions extends LinkIdentity {
+export interface LinkOptions extends LinkIdentity, ConnectSettings {
   readonly hub: string
   /** PEM files for an mqtts:// hub, read at every attempt (a file replaced on disk is used on the next one). */
   readonly tls?: HubTlsFiles
-  readonly keepaliveSec: number
-  readonly connectTimeoutMs: number
   /** How long stop() waits for the death's PUBACK and the DISCONNECT to flush. */
   readonly stopTimeoutMs: number
   readonly reconnect: ReconnectPolicy
@@ -86,14 +76,6 @@ export interface LinkStats {
   readonly lastError: LinkError | undefined
 }
 
-export interface LinkError {
-  /** A TLS cause (TLS_UNTRUSTED_CERT, ...), a CONNACK code, or the socket's code (ECONNREFUSED, ...). */
-  readonly code: string
-  readonly message: string
-  readonly hint: string
-  readonly at: number
-}
-
 const NO_TLS_FILES: HubTlsFiles = { caFile: undefined, certFile: undefined, keyFile: undefined }
 
 type State = 'idle' | 'connecting' | 'ready' | 'waiting' | 'stopped'
@@ -105,11 +87,7 @@ export class Link extends EventEmitter<LinkEvents> {
   private readonly downTopics: readonly string[]
   private state: State = 'idle'
   private client: MqttClient | undefined
-  private lastErrorKey = ''
-  private lastErrorAt = 0
-  private lastError: LinkError | undefined
-  /** TLS causes already warned about since the last good connection: a certificate problem is logged once per cause, not once a minute forever. */
-  private readonly tlsReported = new Set<string>()
+  private readonly failures: LinkFailures
   private currentEpoch = 0
   /** The current epoch's attempt never got a connected socket: no broker has seen it. */
   private epochUnsent = false
@@ -132,6 +110,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.options = options
     this.units = options.units ?? {}
     this.log = options.logger
+    this.failures = new LinkFailures(options)
     this.stateTopic = topics.state(options.deviceId)
     const id = options.deviceId
     this.downTopics = [topics.telemetryAck(id), topics.jobsNotify(id), topics.jobsBatch(id), topics.jobsAck(id), topics.cmdReq(id)]
@@ -149,7 +128,7 @@ export class Link extends EventEmitter<LinkEvents> {
     return {
       connected: this.isConnected(), epoch: this.currentEpoch, attempts: this.attempts, connects: this.connects, disconnects: this.disconnects,
       messages: { sent: { ...this.sent }, received: { ...this.received } },
-      lastError: this.lastError,
+      lastError: this.failures.lastError,
     }
   }
 
@@ -221,7 +200,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (!ended?.client) return
     const { client, wasReady } = ended
     if (wasReady) {
-      const death: Death = { type: 'death', v: 1, epoch: this.currentEpoch, storeId: this.options.storeId }
+      const death = deathOf(this.options.storeId, this.currentEpoch)
       // A clean DISCONNECT discards the Will [MQTT-3.14.4-3], so the death is
       // published by hand, retained like the birth it replaces.
       await waitAtMost(new Promise<void>((resolve) => {
@@ -273,36 +252,17 @@ export class Link extends EventEmitter<LinkEvents> {
     this.state = 'connecting'
     this.attempts++
     this.connectedAt = undefined
-    const { deviceId, token } = this.options
     const tls = tlsConnectOptions(this.options.hub, this.options.tls ?? NO_TLS_FILES)
     if ('error' in tls) {
       // A file that was there at start-up went missing (being replaced?): retry, as for any other failed attempt.
-      this.recordError({ code: 'TLS_FILE', message: tls.error, hint: 'the agent keeps retrying; put the file back' }, epoch, `TLS_FILE:${tls.error}`)
+      this.failures.record({ code: 'TLS_FILE', message: tls.error, hint: 'the agent keeps retrying; put the file back' }, epoch, `TLS_FILE:${tls.error}`)
       this.state = 'waiting'
       this.scheduleRetry({})
       return
     }
-    const death: Death = { type: 'death', v: 1, epoch, storeId: this.options.storeId }
-    const mqttOptions: IClientOptions = {
-      clientId: deviceId,
-      username: deviceId,
-      password: token,
-      clean: true,
-      keepalive: this.options.keepaliveSec,
-      connectTimeout: this.options.connectTimeoutMs,
-      reconnectPeriod: 0,
-      protocolVersion: 4,
-      manualConnect: true,
-      // mqtt-packet otherwise pre-builds a 2-byte Buffer for every 16-bit
-      // number (65,536 of them, ~6 MB of heap, a tenth of an idle agent's RSS)
-      // to save one small allocation per packet; an agent sends a few packets a
-      // minute. The setting is process-wide in mqtt-packet.
-      writeCache: false,
-      will: { topic: this.stateTopic, payload: encode(death), qos: 1, retain: true },
-    }
     let client: MqttClient
     try {
-      client = createHubClient(this.options.hub, tls.options, mqttOptions)
+      client = createHubClient(this.options.hub, tls.options, connectOptions(this.options, this.stateTopic, epoch))
     } catch (err) {
       this.log.error({ err, hub: this.options.hub }, 'cannot create the MQTT client; will retry')
       this.state = 'waiting'
@@ -311,7 +271,7 @@ export class Link extends EventEmitter<LinkEvents> {
     }
     this.client = client
     const sent = () => { if (client === this.client) this.epochUnsent = false }
-    client.on('error', (err) => { this.reportError(err, epoch) })
+    client.on('error', (err) => { this.failures.clientError(err, epoch) })
     client.on('connect', () => {
       sent()
       this.onConnack(client, epoch)
@@ -334,51 +294,6 @@ export class Link extends EventEmitter<LinkEvents> {
     ;(client.stream as { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true)
   }
 
-  /**
-   * Connection problems are what an operator most needs to see, but a device
-   * retries forever: the first occurrence of each kind is a warning with a
-   * hint, repeats are warned about at most once a minute. A TLS failure is
-   * named (hub-tls.ts) and warned about once per cause and detail until a
-   * connection succeeds: it does not mend by itself, but a renewal on the
-   * hub or a new ca.pem may mend it, so the agent keeps retrying.
-   */
-  private reportError(err: Error, epoch: number): void {
-    const code = (err as { code?: unknown }).code
-    const tls = diagnoseTlsError(err, {
-      hub: this.options.hub,
-      caFile: this.options.tls?.caFile,
-      hasClientCert: this.options.tls?.certFile !== undefined,
-      now: this.options.clock.now(),
-    })
-    if (tls) {
-      this.recordError({ code: tls.cause, message: tls.detail, hint: tls.hint }, epoch, `${tls.cause}:${tls.detail}`, tls.cause)
-      return
-    }
-    this.recordError({ code: String(code), message: err.message, hint: connectionHint(code) }, epoch, `${String(code)}:${err.message}`)
-  }
-
-  private recordError(e: Omit<LinkError, 'at'>, epoch: number, key: string, tlsCause?: TlsCause): void {
-    const now = this.options.clock.now()
-    this.lastError = { ...e, at: now }
-    const detail = { err: { message: e.message, code: e.code }, epoch, hub: this.options.hub }
-    if (tlsCause !== undefined) {
-      if (this.tlsReported.has(key)) {
-        this.log.debug(detail, 'TLS connection failed (repeated)')
-        return
-      }
-      this.tlsReported.add(key)
-      this.log.error({ ...detail, hint: e.hint }, 'cannot connect to the hub over TLS; retrying with backoff')
-      return
-    }
-    if (key === this.lastErrorKey && now - this.lastErrorAt < 60_000) {
-      this.log.debug(detail, 'connection error (repeated)')
-      return
-    }
-    this.lastErrorKey = key
-    this.lastErrorAt = now
-    this.log.warn({ ...detail, hint: e.hint }, 'cannot connect to the hub; retrying with backoff')
-  }
-
   private onConnack(client: MqttClient, epoch: number): void {
     if (client !== this.client || this.state !== 'connecting') return
     this.connectedAt = this.options.clock.now()
@@ -395,8 +310,7 @@ export class Link extends EventEmitter<LinkEvents> {
       }
       this.publishBirth(client, epoch, { units: false, clock: false })
       this.state = 'ready'
-      this.lastError = undefined
-      this.tlsReported.clear()
+      this.failures.connected()
       this.connects++
       this.log.info({ epoch }, 'connected to hub')
       this.emit('connected', { epoch })
@@ -408,17 +322,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.birthHadUnits = extras.units
     this.birthHadClock = extras.clock
     const wallMs = extras.clock ? Math.max(0, Math.round(this.options.clock.now())) : undefined
-    const birth: Birth = {
-      type: 'birth',
-      v: 1,
-      epoch,
-      bootId: this.options.bootId,
-      agentVersion: this.options.agentVersion,
-      storeId: this.options.storeId,
-      capabilities: [...this.options.capabilities],
-      ...(extras.units ? { units: { ...this.units } } : {}),
-      ...(wallMs === undefined ? {} : { clock: wallMs }),
-    }
+    const birth = birthOf(this.options, epoch, { units: extras.units ? this.units : undefined, clockMs: wallMs })
     if (wallMs !== undefined) this.options.onBirthClock?.(wallMs)
     client.publish(this.stateTopic, encode(birth), { qos: 1, retain: true }, (err) => {
       if (err) this.log.debug({ err, epoch }, 'birth not acknowledged')
@@ -469,17 +373,4 @@ function discard(client: MqttClient): void {
   client.end(true)
   client.removeAllListeners()
   client.on('error', () => {})
-}
-
-/** What to check, by MQTT CONNACK code (3.1.1 §3.2.2.3) or socket error code. */
-function connectionHint(code: unknown): string {
-  switch (code) {
-    case 2: return 'the hub rejected the client id: it must be the device id, as registered'
-    case 3: return 'the hub is busy (new connections are rate-limited); the agent keeps retrying'
-    case 4: case 5: return 'the hub refused the credentials: check --id and the token (rollcall device add, or rollcall device token ID for a new one)'
-    case 'ECONNREFUSED': return 'nothing listens there: is the hub running, and are the host and MQTT port right?'
-    case 'ENOTFOUND': case 'EAI_AGAIN': return 'the hub\'s host name does not resolve'
-    case 'ETIMEDOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': return 'the hub is unreachable from here (network down or filtered)'
-    default: return 'see the error; the agent keeps retrying with backoff'
-  }
 }
