@@ -1,5 +1,4 @@
-import { closeSync, existsSync, fstatSync, openSync, readFileSync } from 'node:fs'
-import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { parseDurationMs } from '../common/duration.js'
 import { RollcallError } from '../common/errors.js'
 import { validationErrors } from '../common/validator.js'
@@ -11,23 +10,16 @@ import { SIM_MODELS, type SimulatedSensorConfig } from './sensors.js'
 import { tlsConfigIssues } from './hub-tls.js'
 import { cronProblem, isTimeZone, type LocalSchedule } from './local-schedules.js'
 import { compileShellAllow, type ShellAllowEntry } from './shell-allow.js'
-import { isShared, octalMode } from '../common/private-files.js'
+import { readTokenFile } from './token-file.js'
 
 export type { AgentConfigInput }
 
 /**
- * The agent's one typed, validated, frozen config. Sources, later wins:
- * defaults < JSON config file < environment (ROLLCALL_TOKEN,
- * ROLLCALL_TOKEN_FILE) < CLI flags. This is the only agent module that looks
- * at the environment, and it only sees the `env` object it is handed.
- *
- * The token (issue #13) comes from the first level that gives one: flags
- * (--token, --token-file), environment (ROLLCALL_TOKEN, ROLLCALL_TOKEN_FILE),
- * config file (token, tokenFile); two at the same level are refused. With
- * none at all, systemd's credential $CREDENTIALS_DIRECTORY/token
- * (LoadCredential=token:FILE) is read when it exists. A token file loses its
- * trailing newline; a missing, empty or unreadable one is a config problem,
- * one that other users may read is a warning.
+ * The agent's one typed, validated, frozen config: its fields, their
+ * defaults, and resolveAgentConfig, which applies the defaults to one merged
+ * input and checks every field, naming each problem and what to put there.
+ * Where the input comes from (flags, environment, config file, the token's
+ * sources) is agent/config-sources.ts.
  *
  * Durations carry their unit in the name; in the file an `...Ms` field takes
  * milliseconds or a duration string ("250ms", "10s", "5m"). MQTT's keepalive is
@@ -153,7 +145,8 @@ function hintFor(path: string): string {
   return hint ? ` (${hint})` : ''
 }
 
-function schemaIssues(value: unknown): string[] {
+/** The schema's problems with a config file's (or merged input's) value, each naming its field and what to put there. */
+export function schemaIssues(value: unknown): string[] {
   const issues: string[] = []
   const seen = new Set<string>()
   for (const e of validationErrors(AgentConfigFileValidator, value)) {
@@ -181,7 +174,7 @@ function toMs(value: number | string | undefined, field: string, issues: string[
   return ms
 }
 
-function configError(issues: readonly string[], source: string): RollcallError {
+export function configError(issues: readonly string[], source: string): RollcallError {
   return new RollcallError('BAD_REQUEST', `invalid agent config (${source}):\n  - ${issues.join('\n  - ')}`, { issues })
 }
 
@@ -196,8 +189,13 @@ export function resolveAgentConfig(input: AgentConfigInput, source = 'input'): A
   return resolveWithWarnings(input, source, []).config
 }
 
-/** resolveAgentConfig, also returning what deserves a warning (a token file others can read). */
-function resolveWithWarnings(input: AgentConfigInput, source: string, preIssues: readonly string[], tokenFileLabel = 'tokenFile'): { config: AgentConfig; warnings: string[] } {
+/**
+ * resolveAgentConfig, also returning what deserves a warning (a token file
+ * others can read). `preIssues` are problems the caller already found (two
+ * token sources), reported with these; `tokenFileLabel` names a tokenFile's
+ * source in its problems.
+ */
+export function resolveWithWarnings(input: AgentConfigInput, source: string, preIssues: readonly string[], tokenFileLabel = 'tokenFile'): { config: AgentConfig; warnings: string[] } {
   // Schema problems first: the checks below assume the shapes are right.
   const schema = schemaIssues(input)
   if (schema.length > 0) throw configError([...preIssues, ...schema], source)
@@ -318,54 +316,6 @@ function resolveWithWarnings(input: AgentConfigInput, source: string, preIssues:
   return { config: Object.freeze(config), warnings }
 }
 
-/** A token never holds whitespace or control characters; a file with more than one line is a mistake worth naming. */
-const TOKEN_TEXT = /^[\x21-\x7e]+$/
-
-/**
- * Reads a token file: its text without the trailing newline (or CRLF). Adds an
- * issue when it is missing, unreadable, not a file, empty or not one token; a
- * warning when group or others may read it.
- */
-export function readTokenFile(path: string, what: string, issues: string[], warnings: string[]): string | undefined {
-  let fd: number
-  try {
-    fd = openSync(path, 'r')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    issues.push(code === 'ENOENT'
-      ? `${what}: ${path} does not exist; write the token from \`rollcall device add\` there (chmod 600)`
-      : `${what}: cannot read ${path} (${code ?? (err as Error).message}); the agent's user must be able to read it`)
-    return undefined
-  }
-  try {
-    const stat = fstatSync(fd)
-    if (!stat.isFile()) {
-      issues.push(`${what}: ${path} is not a file`)
-      return undefined
-    }
-    if (stat.size > 64 * 1024) {
-      issues.push(`${what}: ${path} is ${stat.size} bytes; a token file holds one token`)
-      return undefined
-    }
-    const text = readFileSync(fd, 'utf8').replace(/(\r?\n)+$/, '')
-    if (text === '') {
-      issues.push(`${what}: ${path} is empty; write the token from \`rollcall device add\` there`)
-      return undefined
-    }
-    if (!TOKEN_TEXT.test(text) || text.length > 1024) {
-      issues.push(`${what}: ${path} does not hold one token (one line of at most 1024 printable characters, no spaces)`)
-      return undefined
-    }
-    if (isShared(stat.mode)) warnings.push(`the token file ${path} can be read by other users (mode ${octalMode(stat.mode)}): chmod 600 ${path}`)
-    return text
-  } catch (err) {
-    issues.push(`${what}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
-    return undefined
-  } finally {
-    closeSync(fd)
-  }
-}
-
 function isHubUrl(text: string): boolean {
   try {
     const url = new URL(text)
@@ -373,121 +323,4 @@ function isHubUrl(text: string): boolean {
   } catch {
     return false
   }
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
-}
-
-/** The agent subcommand's flags, as the CLI parser hands them over. */
-export interface AgentFlags {
-  readonly hub?: string
-  /** --ca: the caFile. */
-  readonly ca?: string
-  readonly id?: string
-  readonly token?: string
-  /** --token-file: a file holding the token. */
-  readonly tokenFile?: string
-  readonly data?: string
-  readonly config?: string
-  /** Checked like the file's logLevel. */
-  readonly logLevel?: string
-}
-
-export interface LoadAgentConfigInput {
-  readonly flags?: AgentFlags
-  /** The process environment (pass `process.env`); only ROLLCALL_TOKEN, ROLLCALL_TOKEN_FILE and CREDENTIALS_DIRECTORY are read. */
-  readonly env?: Readonly<Record<string, string | undefined>>
-  /** Parsed config file content; when absent and flags.config is set, that file is read. */
-  readonly file?: unknown
-}
-
-/** What a start (and --check-config) learns from loading the config, beyond the config itself. */
-export interface AgentSetup {
-  readonly config: AgentConfig
-  /** The config file read, absolute; undefined without --config. */
-  readonly configFile: string | undefined
-  /** Where the token came from, e.g. `file /etc/rollcall/agent.token (--token-file)`; never the token. */
-  readonly tokenSource: string
-  /** Worth a log line, not a refusal (a token file other users can read). */
-  readonly warnings: readonly string[]
-}
-
-/** Builds the agent config from CLI flags, environment and config file. */
-export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
-  return loadAgentSetup(input).config
-}
-
-type TokenPick = { readonly token: string; readonly source: string } | { readonly tokenFile: string; readonly source: string; readonly label: string }
-
-/**
- * The token's source, by precedence: flags, environment, config file (two at
- * one level are refused), then systemd's credential when none was given.
- */
-function pickToken(flags: AgentFlags, env: Readonly<Record<string, string | undefined>>, file: AgentConfigInput, issues: string[]): TokenPick | undefined {
-  const nonEmpty = (v: string | undefined) => (v === '' ? undefined : v)
-  const levels = [
-    { value: flags.token, path: flags.tokenFile, valueName: '--token', pathName: '--token-file' },
-    { value: nonEmpty(env.ROLLCALL_TOKEN), path: nonEmpty(env.ROLLCALL_TOKEN_FILE), valueName: 'ROLLCALL_TOKEN', pathName: 'ROLLCALL_TOKEN_FILE' },
-    { value: file.token, path: file.tokenFile, valueName: '"token" in the config file', pathName: '"tokenFile" in the config file' },
-  ]
-  for (const l of levels) {
-    if (l.value !== undefined && l.path !== undefined) {
-      issues.push(`token: both ${l.valueName} and ${l.pathName} are given; keep one (the file keeps the token out of sight)`)
-      return undefined
-    }
-    if (l.value !== undefined) return { token: l.value, source: l.valueName }
-    if (l.path !== undefined) return { tokenFile: resolve(l.path), source: `file ${resolve(l.path)} (${l.pathName})`, label: l.pathName }
-  }
-  const credentials = nonEmpty(env.CREDENTIALS_DIRECTORY)
-  if (credentials !== undefined && existsSync(join(credentials, 'token'))) {
-    const path = join(credentials, 'token')
-    return { tokenFile: path, source: `file ${path} (systemd credential "token")`, label: 'the systemd credential "token"' }
-  }
-  return undefined
-}
-
-/** loadAgentConfig, also returning where the token came from and what deserves a warning. */
-export function loadAgentSetup({ flags = {}, env = {}, file }: LoadAgentConfigInput): AgentSetup {
-  let fileValue: unknown = file
-  let source = 'flags'
-  if (fileValue === undefined && flags.config !== undefined) {
-    source = flags.config
-    try {
-      fileValue = JSON.parse(readFileSync(flags.config, 'utf8'))
-    } catch (err) {
-      throw configError([`config file ${flags.config}: ${(err as Error).message}`], source)
-    }
-  } else if (fileValue !== undefined) {
-    source = 'config file'
-  }
-  if (fileValue !== undefined && (typeof fileValue !== 'object' || fileValue === null || Array.isArray(fileValue))) {
-    throw configError(['the config file must hold a JSON object'], source)
-  }
-  let fromFile = (fileValue ?? {}) as Record<string, unknown>
-  const issues = schemaIssues(fromFile)
-  if (issues.length > 0) throw configError(issues, source)
-  // A relative path in a config file is relative to that file (not to the
-  // directory the agent happens to start in: systemd starts it in /).
-  for (const key of ['handlersModule', 'caFile', 'certFile', 'keyFile', 'tokenFile', 'dataDir'] as const) {
-    const path = fromFile[key]
-    if (typeof path === 'string' && flags.config !== undefined && !isAbsolute(path)) {
-      fromFile = { ...fromFile, [key]: resolve(dirname(flags.config), path) }
-    }
-  }
-  const { token: _token, tokenFile: _tokenFile, ...rest } = fromFile as AgentConfigInput
-  const pickIssues: string[] = []
-  const pick = pickToken(flags, env, fromFile, pickIssues)
-  const input: AgentConfigInput = {
-    ...rest,
-    ...(pick === undefined ? {} : 'token' in pick ? { token: pick.token } : { tokenFile: pick.tokenFile }),
-    ...stripUndefined({ hub: flags.hub, caFile: flags.ca, id: flags.id, dataDir: flags.data, logLevel: flags.logLevel as AgentConfigInput['logLevel'] }),
-  }
-  const { config, warnings } = resolveWithWarnings(input, source, pickIssues, pick !== undefined && 'label' in pick ? pick.label : undefined)
-  return Object.freeze({
-    config,
-    configFile: flags.config === undefined ? undefined : resolve(flags.config),
-    tokenSource: pick?.source ?? 'none',
-    warnings: Object.freeze(warnings),
-  })
 }

@@ -1,4 +1,4 @@
-import { loadAgentSetup, type AgentFlags, type AgentSetup } from '../agent/config.js'
+import { loadAgentSetup, type AgentFlags, type AgentSetup } from '../agent/config-sources.js'
 import { createAgent } from '../agent/agent.js'
 import { createLogger, logFormat, type Logger } from '../common/logger.js'
 import { checkAgentConfig } from './config-check.js'

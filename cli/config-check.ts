@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { InvalidArgumentError } from './commander.js'
-import type { AgentFlags, AgentSetup } from '../agent/config.js'
+import type { AgentFlags, AgentSetup } from '../agent/config-sources.js'
 import { formatDurationMs } from '../common/duration.js'
 import type { HubConfig } from '../hub/config.js'
 import { out, printJson } from './output.js'
@@ -35,7 +35,7 @@ function fileState(path: string): string {
 const every = (ms: number) => (ms === 0 ? 'off (sampled only on request)' : `every ${formatDurationMs(ms)}`)
 
 export async function checkAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv, json: boolean): Promise<void> {
-  const { loadAgentSetup } = await import('../agent/config.js')
+  const { loadAgentSetup } = await import('../agent/config-sources.js')
   let setup: AgentSetup
   try {
     setup = loadAgentSetup({ flags, env })

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { AGENT_DEFAULTS, loadAgentConfig, resolveAgentConfig } from '../agent/config.js'
+import { AGENT_DEFAULTS, resolveAgentConfig } from '../agent/config.js'
+import { loadAgentConfig } from '../agent/config-sources.js'
 import { isRollcallError } from '../common/errors.js'
 import { removeDir, tempDir } from './agent.support.js'
 

@@ -2,7 +2,8 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createAgent } from '../agent/agent.js'
-import { loadAgentConfig, resolveAgentConfig } from '../agent/config.js'
+import { resolveAgentConfig } from '../agent/config.js'
+import { loadAgentConfig } from '../agent/config-sources.js'
 import { removeDir, tempDir } from './agent.support.js'
 
 /** The job options of the agent config: defaults, schedules, and the handlers module. */

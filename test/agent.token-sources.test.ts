@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { loadAgentSetup, type AgentFlags } from '../agent/config.js'
+import { loadAgentSetup, type AgentFlags } from '../agent/config-sources.js'
 import { isRollcallError } from '../common/errors.js'
 import { removeDir, tempDir } from './agent.support.js'
 
