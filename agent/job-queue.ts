@@ -49,8 +49,6 @@ import { countJobs, prepareJobStatements, type JobStatements, type JobUpdateRow 
  * are in job-store.ts; what a job's end reports is decided in job-outcome.ts.
  */
 
-export type { JobCompletion, JobOutcome, RunOutcome } from './job-outcome.js'
-
 /** What enqueue takes: the wire's JobExecution (local jobs fill the same fields). */
 export type JobInput = Pick<JobExecution, 'execId' | 'jobId' | 'name' | 'payload' | 'attempt' | 'version' | 'timeoutMs' | 'expiresAt' | 'priority'>
 
