@@ -130,21 +130,42 @@ function dailyCycle(seed: number, deviceIndex: number, tickMs: number, dayMs: nu
 }
 
 /**
+ * A sensor that follows the device's daily cycle: a per-device base and swing
+ * (each drawn from its range, in that order, from the sensor's stream), a
+ * drift that changes over half a simulated day, and per-tick noise, clamped
+ * and rounded. `swingSign` -1 mirrors the cycle (falls as the day warms).
+ */
+interface DailySensorSpec {
+  readonly base: readonly [min: number, span: number]
+  readonly swing: readonly [min: number, span: number]
+  readonly swingSign: 1 | -1
+  readonly drift: number
+  readonly noise: number
+  readonly clamp?: readonly [lo: number, hi: number]
+  readonly decimals: number
+}
+
+function dailySensorModel(name: DeviceSensorName, spec: DailySensorSpec, seed: number, deviceIndex: number, options: ModelOptions): SensorModel {
+  const { tickMs, dayMs, startTick } = checkOptions(options)
+  const cycle = dailyCycle(seed, deviceIndex, tickMs, dayMs)
+  const random = streamFor(seed, deviceIndex, name)
+  const base = spec.base[0] + random() * spec.base[1]
+  const amplitude = spec.swingSign * (spec.swing[0] + random() * spec.swing[1])
+  const driftKey = deriveSeed(seed, deviceIndex, name, 'drift')
+  const noiseKey = deriveSeed(seed, deviceIndex, name, 'noise')
+  const knotTicks = Math.max(1, dayMs / 2 / tickMs)
+  const [lo, hi] = spec.clamp ?? [-Infinity, Infinity]
+  return model(name, startTick, (tick) =>
+    round(clamp(base + amplitude * cycle.at(tick) + drift(driftKey, tick, knotTicks, spec.drift) + spec.noise * noise(noiseKey, tick), lo, hi), spec.decimals))
+}
+
+/**
  * `env.temp` (°C): a per-device base of 18–24 °C, a daily swing of ±2–5 °C,
  * a drift of up to ±1.5 °C that changes over half a simulated day, and
  * ±0.3 °C of noise. Two decimals.
  */
 export function temperatureModel(seed: number, deviceIndex: number, options: ModelOptions = {}): SensorModel {
-  const { tickMs, dayMs, startTick } = checkOptions(options)
-  const cycle = dailyCycle(seed, deviceIndex, tickMs, dayMs)
-  const random = streamFor(seed, deviceIndex, 'env.temp')
-  const base = 18 + random() * 6
-  const amplitude = 2 + random() * 3
-  const driftKey = deriveSeed(seed, deviceIndex, 'env.temp', 'drift')
-  const noiseKey = deriveSeed(seed, deviceIndex, 'env.temp', 'noise')
-  const knotTicks = Math.max(1, dayMs / 2 / tickMs)
-  return model('env.temp', startTick, (tick) =>
-    round(base + amplitude * cycle.at(tick) + drift(driftKey, tick, knotTicks, 1.5) + 0.3 * noise(noiseKey, tick), 2))
+  return dailySensorModel('env.temp', { base: [18, 6], swing: [2, 3], swingSign: 1, drift: 1.5, noise: 0.3, decimals: 2 }, seed, deviceIndex, options)
 }
 
 /**
@@ -153,16 +174,7 @@ export function temperatureModel(seed: number, deviceIndex: number, options: Mod
  * noise, clamped to 30–70 %. One decimal.
  */
 export function humidityModel(seed: number, deviceIndex: number, options: ModelOptions = {}): SensorModel {
-  const { tickMs, dayMs, startTick } = checkOptions(options)
-  const cycle = dailyCycle(seed, deviceIndex, tickMs, dayMs)
-  const random = streamFor(seed, deviceIndex, 'env.humidity')
-  const base = 40 + random() * 20
-  const amplitude = 5 + random() * 7
-  const driftKey = deriveSeed(seed, deviceIndex, 'env.humidity', 'drift')
-  const noiseKey = deriveSeed(seed, deviceIndex, 'env.humidity', 'noise')
-  const knotTicks = Math.max(1, dayMs / 2 / tickMs)
-  return model('env.humidity', startTick, (tick) =>
-    round(clamp(base - amplitude * cycle.at(tick) + drift(driftKey, tick, knotTicks, 5) + noise(noiseKey, tick), 30, 70), 1))
+  return dailySensorModel('env.humidity', { base: [40, 20], swing: [5, 7], swingSign: -1, drift: 5, noise: 1, clamp: [30, 70], decimals: 1 }, seed, deviceIndex, options)
 }
 
 /**
