@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import { silentLogger } from '../common/logger.js'
+import { watchAckLag } from './ack-lag.js'
 
 export interface FleetSpec {
   readonly hub: string
@@ -61,19 +62,7 @@ let lags: number[] = []
 
 /** Times every 10th sample of an agent from its append to the hub's ack that covers it. */
 export function watchLag(agent: Agent): void {
-  const outbox = agent.outbox
-  if (!outbox) return
-  const open = new Map<number, number>()
-  let appends = 0
-  outbox.onAppend((seq) => { if (appends++ % 10 === 0) open.set(seq, performance.now()) })
-  outbox.onAck((upTo) => {
-    const now = performance.now()
-    for (const [seq, at] of open) {
-      if (seq > upTo) continue
-      lags.push(now - at)
-      open.delete(seq)
-    }
-  })
+  if (agent.outbox) watchAckLag(agent.outbox, () => performance.now(), (lagMs) => lags.push(lagMs))
 }
 
 function takeLags(): { p50: number; p99: number; count: number } {

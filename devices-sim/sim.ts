@@ -6,6 +6,7 @@ import { resolveAgentConfig } from '../agent/config.js'
 import { silentLogger, type Logger } from '../common/logger.js'
 import { chaosSchedule, formatSchedule, type ChaosAction, type ChaosEvent } from './chaos.js'
 import { account, openJobs } from './accounting.js'
+import { watchAckLag } from './ack-lag.js'
 import { simTimeline, type SimStep } from './timeline.js'
 import { sleep, startWorkload } from './workload.js'
 import type { SimHub } from './hub-control.js'
@@ -201,18 +202,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     const started = performance.now()
     await agent.start()
     agentStarts.push(performance.now() - started)
-    const outbox = agent.outbox!
-    const open = new Map<number, number>()
-    let appends = 0
-    outbox.onAppend((seq) => { if (appends++ % 10 === 0) open.set(seq, Date.now()) })
-    outbox.onAck((upTo) => {
-      const now = Date.now()
-      for (const [seq, at] of open) {
-        if (seq > upTo) continue
-        latency.push(now - at)
-        open.delete(seq)
-      }
-    })
+    watchAckLag(agent.outbox!, Date.now, (lagMs) => latency.push(lagMs))
   }
 
   // When each device first came online: one sweep over those not yet seen, not a timer per device.
