@@ -4,13 +4,15 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt, { type MqttClient } from 'mqtt'
 import { percentiles } from '../common/latency.js'
 import { openDatabase } from '../common/sqlite.js'
 import { provision, startIdleFleets, type Fleet } from './fleet.js'
 import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
+import { startRawAedes } from './raw-aedes-process.js'
+import { table } from '../cli/output.js'
 
 /**
  * `npm run bench -- commands`: in one run,
@@ -37,9 +39,6 @@ export interface CommandsBenchOptions {
   readonly warmup: number
   readonly rounds: number
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const RAW_BROKER = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
 type Latency = ReturnType<typeof percentiles> & { mean: number }
 
@@ -126,13 +125,9 @@ async function noDelayClient(url: string, clientId: string): Promise<MqttClient>
 
 /** Baseline: requester → bare aedes → responder → bare aedes → requester, QoS 1 both ways, sequential. */
 async function rawRoundTrips(warmup: number, count: number): Promise<Latency & { brokerCpuPct: number }> {
-  const child = spawn(process.execPath, [RAW_BROKER], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const { child, url } = await startRawAedes('ignore')
   const exited = new Promise((resolve) => child.once('exit', resolve))
   try {
-    const port = await new Promise<number>((resolve) => {
-      createInterface({ input: child.stdout }).once('line', (l) => resolve((JSON.parse(l) as { port: number }).port))
-    })
-    const url = `mqtt://127.0.0.1:${port}`
     const requester = await noDelayClient(url, 'bench-requester')
     const responder = await noDelayClient(url, 'bench-responder')
     try {
@@ -288,8 +283,7 @@ export async function runCommandsBench(o: CommandsBenchOptions): Promise<void> {
       ['  hub CPU during the best round', `${hub.best.hubCpuPct.toFixed(0)}%`, ''],
       ['hub RSS / fleet processes RSS', `${mb(hub.hubRss)} / ${mb(hub.fleetRss)}`, ''],
     ]
-    const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
-    process.stdout.write(`${rows.map((r) => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2]}`.trimEnd()).join('\n')}\n`)
+    process.stdout.write(`${table(rows)}\n`)
   } finally {
     rmSync(work, { recursive: true, force: true })
   }

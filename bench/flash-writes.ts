@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { sampleBody } from '../agent/outbox.js'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
 import { stopChild } from './idle-agent.js'
@@ -49,8 +50,6 @@ const SCENARIOS: readonly Scenario[] = [
   { name: 'default-0', describe: 'the default config with outboxCommitMs 0 (a commit every tick)', config: { outboxCommitMs: 0 } },
   { name: '1x1s-0', describe: '1 sensor every 1 s with outboxCommitMs 0 (a commit per sample)', config: { ...ONE_SENSOR_EVERY_SECOND, outboxCommitMs: 0 } },
 ]
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Bytes the kernel charged this process for dirtying file pages (Linux). */
 export function writeBytes(pid: number): number {

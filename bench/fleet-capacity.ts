@@ -4,11 +4,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { FleetSpec } from '../devices-sim/fleet-runner.js'
 import { benchHubConfig, provisionBulk, startFleet, type Fleet } from './fleet.js'
 import { freePort } from '../common/free-port.js'
 import { hubNodeArgs, startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
+import { startRawAedes } from './raw-aedes-process.js'
+import { table } from '../cli/output.js'
 import Database from 'better-sqlite3'
 
 /**
@@ -95,9 +98,7 @@ interface Step extends Window {
   readonly limitsHit: string
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const BASELINE_STORE = fileURLToPath(new URL('./baseline-store.js', import.meta.url))
-const RAW_AEDES = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
 /** Samples in a database: rows, and distinct by `key`. Opened read-only beside the system that writes it (WAL). */
 function countSamples(dbPath: string, key: string): { rows: number; distinct: number } {
@@ -162,8 +163,7 @@ async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string, dirName
     })
     await sleep(500)
   } else {
-    broker = spawn(process.execPath, [RAW_AEDES], { stdio: ['ignore', 'pipe', 'inherit'] })
-    port = await new Promise<number>((resolve) => createInterface({ input: broker.stdout! }).once('line', (l) => resolve((JSON.parse(l) as { port: number }).port)))
+    ;({ child: broker, port } = await startRawAedes('inherit'))
   }
   const url = `mqtt://127.0.0.1:${port}`
   const store = spawn(process.execPath, [BASELINE_STORE, url, join(dir, 'store.db')], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -372,8 +372,7 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
     rows.push([s.system, String(s.devices), String(s.connected), s.storedPerS.toFixed(0), `${s.lagP50Ms.toFixed(0)} / ${s.lagP99Ms.toFixed(0)}`, String(s.backlog),
       `${s.cpuPct.toFixed(0)}%`, `${s.fleetCpuPct.toFixed(0)}%`, mb(s.rssBytes), mb(s.fleetRssBytes), s.holds ? 'holds' : 'over the limit'])
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
+  process.stdout.write(`${table(rows)}\n`)
   for (const name of [...new Set(steps.map((s) => s.system))]) {
     const best = steps.filter((s) => s.system === name && s.holds).at(-1)
     const cost = best ? `, ${((best.cpuPct / 100) * 1e6 / best.storedPerS).toFixed(0)} µs of CPU per one-sample message` : ''
@@ -389,6 +388,5 @@ function printOverloads(overloads: readonly Overload[]): void {
       v.over.lagP99Ms.toFixed(0), String(v.over.backlog), `${v.over.cpuPct.toFixed(0)}%`, v.drainS === undefined ? 'not in 180 s' : `${v.drainS.toFixed(1)} s`,
       String(v.generated), String(v.stored), String(v.lost), String(v.duplicates)])
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  process.stdout.write(`\n${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
+  process.stdout.write(`\n${table(rows)}\n`)
 }

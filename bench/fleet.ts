@@ -3,12 +3,12 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { HubProcess } from './hub-process.js'
 import type { FleetReport, FleetSpec } from '../devices-sim/fleet-runner.js'
 
 /** Helpers the benchmarks share: provisioning devices on a hub and running fleets of real agents in child processes. */
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const FLEET_RUNNER = fileURLToPath(new URL('../devices-sim/fleet-runner.js', import.meta.url))
 const THIN_FLEET_RUNNER = fileURLToPath(new URL('./thin-fleet-runner.js', import.meta.url))
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { NODE_FLAGS } from '../cli/service-install.js'
 import { tlsInit } from '../cli/tls-init.js'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
@@ -41,8 +42,6 @@ const LAUNCHES = [
   { label: `agent as the service runs it (node ${NODE_FLAGS.agent.join(' ')})`, execArgv: NODE_FLAGS.agent },
   { label: 'agent as `rollcall agent` in a shell (JIT on)', execArgv: [] },
 ] as const
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Starts one `rollcall agent` process for a freshly registered device. */
 export async function spawnIdleAgent(hub: HubProcess, dataDir: string, id: string, config?: Record<string, unknown>, nodeFlags: readonly string[] = [], tlsCa?: string): Promise<ChildProcess> {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt, { type MqttClient } from 'mqtt'
 import { tlsInit } from '../cli/tls-init.js'
 import { startHubProcess } from './hub-process.js'
@@ -24,8 +25,6 @@ export interface TransportFigures {
   /** Wall time to connect every device (CONNECT to CONNACK, with the TLS handshake for mqtts). */
   readonly connectAllMs: number
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export async function measureTransports(o: { devices: number; samplesPerMessage: number; warmupS: number; measureS: number }, work: string): Promise<{ plain: TransportFigures; tls: TransportFigures; payloadBytes: number }> {
   const hubDir = join(work, 'hub-tls')

@@ -2,16 +2,17 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt from 'mqtt'
 import { startHubProcess, type HubProcess } from './hub-process.js'
 import { spawnIdleAgent, stopChild } from './idle-agent.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
+import { startRawAedes } from './raw-aedes-process.js'
 import type { FleetSpec } from '../devices-sim/fleet-runner.js'
 import { provision, startFleet } from './fleet.js'
 import { percentiles } from '../common/latency.js'
 import { measureTransports } from './ingest-tls.js'
+import { table } from '../cli/output.js'
 
 /**
  * `npm run bench -- ingest`: a fleet of agents in one process streams to a hub
@@ -28,9 +29,6 @@ export interface IngestOptions {
   readonly measureS: number
   readonly idleAgentS: number
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const RAW_BROKER = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
 async function measureHub(o: IngestOptions, work: string) {
   const hubDir = join(work, 'hub')
@@ -107,14 +105,10 @@ async function bareNodeRss(): Promise<number> {
  * subscriber on devices/+/telemetry counts what arrives.
  */
 async function measureRawAedes(o: IngestOptions, samplesPerBatch: number, seconds: number) {
-  const child = spawn(process.execPath, [RAW_BROKER], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const { child, url } = await startRawAedes('pipe')
   let stderr = ''
-  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
+  child.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const port = await new Promise<number>((resolve) => {
-    createInterface({ input: child.stdout }).once('line', (l) => resolve((JSON.parse(l) as { port: number }).port))
-  })
-  const url = `mqtt://127.0.0.1:${port}`
   const k = Math.max(1, Math.round(samplesPerBatch))
   const payload = Buffer.from(JSON.stringify({
     type: 'telemetry', v: 1, storeId: '00000000-0000-4000-8000-000000000000',
@@ -178,8 +172,7 @@ export async function runIngestBench(o: IngestOptions): Promise<void> {
       ['fleet process CPU / RSS', `${hub.fleetCpuPct.toFixed(0)}% / ${mb(hub.fleetRssBytes)}`, '-'],
       [`idle agent process RSS after ${o.idleAgentS}s`, mb(hub.idleAgentRssBytes), `bare node: ${mb(bare)}`],
     ]
-    const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
-    process.stdout.write(`${rows.map((r) => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2]}`).join('\n')}\n`)
+    process.stdout.write(`${table(rows)}\n`)
     const pct = (a: number, b: number) => `${a >= b ? '+' : ''}${(((a - b) / b) * 100).toFixed(0)}%`
     const tlsRows: Array<[string, string, string, string]> = [
       [`hub, ${o.devices} MQTT.js devices, ${Math.round(hub.samplesPerBatch)} samples (${t.payloadBytes} B) per message`, 'mqtt:// (plaintext)', 'mqtts:// (TLS)', 'TLS vs plaintext'],
@@ -189,8 +182,7 @@ export async function runIngestBench(o: IngestOptions): Promise<void> {
       ['hub process CPU', `${t.plain.hubCpuPct.toFixed(0)}%`, `${t.tls.hubCpuPct.toFixed(0)}%`, ''],
       [`connect all ${o.devices} devices`, `${t.plain.connectAllMs} ms`, `${t.tls.connectAllMs} ms`, ''],
     ]
-    const v0 = Math.max(...tlsRows.map((r) => r[0].length)), v1 = Math.max(...tlsRows.map((r) => r[1].length)), v2 = Math.max(...tlsRows.map((r) => r[2].length))
-    process.stdout.write(`\n${tlsRows.map((r) => `${r[0].padEnd(v0)}  ${r[1].padEnd(v1)}  ${r[2].padEnd(v2)}  ${r[3]}`).join('\n')}\n`)
+    process.stdout.write(`\n${table(tlsRows)}\n`)
   } finally {
     rmSync(work, { recursive: true, force: true })
   }

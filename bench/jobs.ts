@@ -1,6 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { LEDGER_MIGRATIONS, Ledger } from '../agent/ledger.js'
 import { JobQueue, type JobInput } from '../agent/job-queue.js'
 import { percentiles } from '../common/latency.js'
@@ -8,6 +9,7 @@ import { migrate, openDatabase } from '../common/sqlite.js'
 import { provision, startIdleFleets, type Fleet } from './fleet.js'
 import { startHubProcess } from './hub-process.js'
 import { cpuMs, mb, rssBytes } from './proc-stats.js'
+import { table } from '../cli/output.js'
 
 /**
  * `npm run bench -- jobs`: in one run,
@@ -27,35 +29,42 @@ export interface JobsBenchOptions {
   readonly rounds: number
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+interface Throughput {
+  readonly jobsPerS: number
+  readonly ms: number
+}
 
-function localQueue(dir: string, n: number, batch: number): { jobsPerS: number; ms: number } {
+/**
+ * Times `n` jobs put through `runBatch` `batch` at a time; each call gets the
+ * numbers of its jobs (k = first … first + batch - 1) and the `now` of the run.
+ */
+function timedBatches(n: number, batch: number, runBatch: (ks: number[], now: number) => void): Throughput {
+  const now = Date.now()
+  const t0 = performance.now()
+  for (let i = 0; i < n; i += batch) runBatch(Array.from({ length: batch }, (_, j) => i + j), now)
+  const ms = performance.now() - t0
+  return { jobsPerS: (n / ms) * 1000, ms }
+}
+
+function localQueue(dir: string, n: number, batch: number): Throughput {
   const ledger = new Ledger({ dataDir: dir })
   try {
     const q = new JobQueue(ledger, { capacity: batch * 2 })
-    const now = Date.now()
-    let k = 0
-    const t0 = performance.now()
-    for (let i = 0; i < n; i += batch) {
-      const items: JobInput[] = []
-      for (let j = 0; j < batch; j++, k++) {
-        items.push({ execId: `jbench${k}.bench-device`, jobId: `jbench${k}`, name: 'noop', payload: { n: k }, attempt: 1, version: 1, timeoutMs: 60_000, priority: 0 })
-      }
+    return timedBatches(n, batch, (ks, now) => {
+      const items: JobInput[] = ks.map((k) => ({ execId: `jbench${k}.bench-device`, jobId: `jbench${k}`, name: 'noop', payload: { n: k }, attempt: 1, version: 1, timeoutMs: 60_000, priority: 0 }))
       q.enqueue(items, now)
       const claimed = q.claim(batch, now)
       q.complete(claimed.map((c) => ({ execId: c.execId, attempt: c.attempt, outcome: 'succeeded' as const, result: null })), now)
       const updates = q.readUpdatesAfter(0, batch * 2)
       q.ackUpdates(updates.map((u) => u.id))
-    }
-    const ms = performance.now() - t0
-    return { jobsPerS: (n / ms) * 1000, ms }
+    })
   } finally {
     ledger.close()
   }
 }
 
 /** The same work on a bare table: the most better-sqlite3 can do in this shape. */
-function rawSqlite(dir: string, n: number, batch: number): { jobsPerS: number; ms: number } {
+function rawSqlite(dir: string, n: number, batch: number): Throughput {
   const db = openDatabase(join(dir, 'raw.db'), { synchronous: 'NORMAL' })
   try {
     db.exec('CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT NOT NULL, state INTEGER NOT NULL, started INTEGER, finished INTEGER)')
@@ -66,18 +75,11 @@ function rawSqlite(dir: string, n: number, batch: number): { jobsPerS: number; m
     const enqueueTx = db.transaction((items: string[]) => { for (const p of items) insert.run(p) })
     const claimTx = db.transaction((max: number, now: number) => claim.all(now, max))
     const finishTx = db.transaction((ids: number[], now: number) => { for (const id of ids) finish.run(now, id) })
-    const now = Date.now()
-    let k = 0
-    const t0 = performance.now()
-    for (let i = 0; i < n; i += batch) {
-      const items: string[] = []
-      for (let j = 0; j < batch; j++, k++) items.push(JSON.stringify({ n: k }))
-      enqueueTx(items)
+    return timedBatches(n, batch, (ks, now) => {
+      enqueueTx(ks.map((k) => JSON.stringify({ n: k })))
       const ids = claimTx(batch, now).map((r) => r.id)
       finishTx(ids, now)
-    }
-    const ms = performance.now() - t0
-    return { jobsPerS: (n / ms) * 1000, ms }
+    })
   } finally {
     db.close()
   }
@@ -90,7 +92,7 @@ function rawSqlite(dir: string, n: number, batch: number): { jobsPerS: number; m
  * queue's checks, counters and JSON building: what the queue's bookkeeping
  * costs on top of its SQL.
  */
-function rawSameRows(dir: string, n: number, batch: number): { jobsPerS: number; ms: number } {
+function rawSameRows(dir: string, n: number, batch: number): Throughput {
   const db = openDatabase(join(dir, 'raw-rows.db'), { synchronous: 'NORMAL' })
   try {
     migrate(db, LEDGER_MIGRATIONS)
@@ -119,18 +121,11 @@ function rawSameRows(dir: string, n: number, batch: number): { jobsPerS: number;
       }
     })
     const ackTx = db.transaction((ids: number[]) => { for (const id of ids) ack.run(id) })
-    const now = Date.now()
-    let k = 0
-    const t0 = performance.now()
-    for (let i = 0; i < n; i += batch) {
-      const items: Array<[string, string]> = []
-      for (let j = 0; j < batch; j++, k++) items.push([`jraw${k}.bench-device`, JSON.stringify({ n: k })])
-      enqueueTx(items, now)
+    return timedBatches(n, batch, (ks, now) => {
+      enqueueTx(ks.map((k): [string, string] => [`jraw${k}.bench-device`, JSON.stringify({ n: k })]), now)
       completeTx(claimTx(batch, now), now)
       ackTx(pending.all(batch * 2).map((r) => r.id))
-    }
-    const ms = performance.now() - t0
-    return { jobsPerS: (n / ms) * 1000, ms }
+    })
   } finally {
     db.close()
   }
@@ -205,8 +200,7 @@ export async function runJobsBench(o: JobsBenchOptions): Promise<void> {
       ['  hub CPU during the best round', `${e2e.best.hubCpuPct.toFixed(0)}%`, ''],
       ['  hub RSS / fleet processes RSS', `${mb(e2e.hubRss)} / ${mb(e2e.fleetRss)}`, ''],
     ]
-    const w0 = Math.max(...rows.map((r) => r[0].length)), w1 = Math.max(...rows.map((r) => r[1].length))
-    process.stdout.write(`${rows.map((r) => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2]}`).join('\n')}\n`)
+    process.stdout.write(`${table(rows)}\n`)
   } finally {
     rmSync(work, { recursive: true, force: true })
   }

@@ -39,6 +39,15 @@ function baselines(value: string | undefined, thin: boolean): Array<'mosquitto' 
   })
 }
 
+/** `--steps`: a list of fleet sizes, each a whole number above 0; `example` goes in the error. */
+function fleetSizes(value: string, example: string): number[] {
+  return value.split(',').map((x) => {
+    const n = Number(x)
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. ${example}; got "${x}"`)
+    return n
+  })
+}
+
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
@@ -99,11 +108,7 @@ async function main(): Promise<void> {
       return
     case 'fleet':
       await runFleetCapacityBench({
-        steps: (values.steps ?? '1000,2000,3000,4000,5000,6000,7000,8000').split(',').map((x) => {
-          const n = Number(x)
-          if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. 1000,2000,5000; got "${x}"`)
-          return n
-        }),
+        steps: fleetSizes(values.steps ?? '1000,2000,3000,4000,5000,6000,7000,8000', '1000,2000,5000'),
         warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'), thin: values.thin === true,
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
         baselines: baselines(values.baseline, values.thin === true),
@@ -130,11 +135,7 @@ async function main(): Promise<void> {
       return
     case 'live':
       await runLiveBench({
-        devices: (values.steps ?? '1000,5000,20000').split(',').map((x) => {
-          const n = Number(x)
-          if (!Number.isInteger(n) || n <= 0) throw new Error(`--steps is a list of fleet sizes, e.g. 1000,5000; got "${x}"`)
-          return n
-        }),
+        devices: fleetSizes(values.steps ?? '1000,5000,20000', '1000,5000'),
         clients: num('clients'), rounds: num('rounds', '20'),
       })
       return

@@ -18,25 +18,22 @@
  * is the agent's and the simulator's own cost; 2 against 3 is the hub's
  * connect path (authentication, ACL, presence).
  */
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { percentiles } from '../common/latency.js'
 import { topics } from '../protocol/topics.js'
 import { ownHub, type SimHub } from '../devices-sim/hub-control.js'
 import { runSim } from '../devices-sim/sim.js'
+import { startRawAedes } from './raw-aedes-process.js'
 
 export interface OnlineBenchOptions {
   readonly devices: number
 }
 
 const CONNECTS_PER_SECOND = 200
-const RAW_AEDES = fileURLToPath(new URL('./raw-aedes-broker.js', import.meta.url))
 
 interface Row {
   readonly name: string
@@ -110,12 +107,9 @@ async function bareRun(name: string, devices: number, staggerMs: number, hubDir:
       for (const d of r.body.devices) creds.set(d.id, d.token)
     }
   } else {
-    const child = spawn(process.execPath, [RAW_AEDES], { stdio: ['ignore', 'pipe', 'inherit'] })
-    const port = await new Promise<number>((resolve, reject) => {
-      createInterface({ input: child.stdout }).once('line', (l) => resolve((JSON.parse(l) as { port: number }).port))
-      child.once('exit', (code) => reject(new Error(`raw aedes exited with ${code}`)))
-    })
-    url = `mqtt://127.0.0.1:${port}`
+    const raw = await startRawAedes('inherit')
+    const child = raw.child
+    url = raw.url
     stop = async () => {
       const exited = new Promise((r) => child.once('exit', r))
       child.kill('SIGTERM')

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import type { AgentConfigInput } from '../agent/config.js'
@@ -9,8 +10,8 @@ import type { StatsSnapshot } from '../agent/stats-file.js'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
 import { rssBytes } from './proc-stats.js'
 import {
-  fdCount, fileBytes, floors, pause, readJsonFile, sleep, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts, writeCsv,
-  type Point, type SeriesSummary,
+  fdCount, fileBytes, floors, pause, readJsonFile, startBaseline, stopChild, summarize, table, waitFor, warmupHours, withInterrupts, writeCsv,
+  type Baseline, type Point, type SeriesSummary,
 } from './soak-stats.js'
 
 /**
@@ -54,9 +55,6 @@ interface Series {
   readonly ledger: Point[]
   readonly wal: Point[]
   readonly backlog: Point[]
-  readonly bareRss: Point[]
-  readonly bareHeap: Point[]
-  readonly bareFds: Point[]
 }
 
 /**
@@ -100,10 +98,10 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
   const statsPath = join(work, 'agent-stats.json')
   const bareStatsPath = join(work, 'bare-stats.json')
   const runMs = o.minutes * 60_000
-  const warmupH = Math.min(5, o.minutes / 6) / 60
+  const warmupH = warmupHours(o.minutes)
   let hub: HubProcess | undefined
   let agent: ChildProcess | undefined
-  let bare: ChildProcess | undefined
+  let baseline: Baseline | undefined
   try {
     await withInterrupts(async (aborted) => {
       const started = await startHubOnFixedPorts(hubDir)
@@ -124,17 +122,17 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
       agent = spawn(process.execPath, ['--expose-gc', CLI_PATH, 'agent', '--hub', `mqtt://127.0.0.1:${hub.mqttPort}`, '--id', DEVICE, '--data', agentDir, '--config', configPath, '--log-level', 'warn', '--log-format', 'json'],
         { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ROLLCALL_TOKEN: reg.body.token, ROLLCALL_STATS_FILE: statsPath } })
       agent.stderr!.on('data', (d: Buffer) => { agentStderr = (agentStderr + d.toString()).slice(-4000) })
-      bare = spawnBareNode(bareStatsPath)
+      baseline = startBaseline(bareStatsPath)
+      const bare = baseline
       const agentPid = agent.pid!
-      const barePid = bare.pid!
       // The clock starts when both processes are up (the agent connected), so min and max are about running processes.
       await waitFor('the agent did not connect', () => readJsonFile<StatsSnapshot>(statsPath)?.agent.connected === true, 60_000, aborted)
-      await waitFor('the baseline process did not start', () => readJsonFile(bareStatsPath) !== undefined, 30_000, aborted)
+      await bare.started(aborted)
       const t0 = Date.now()
       const hours = () => (Date.now() - t0) / 3_600_000
       process.stderr.write(`soak-agent: ${o.minutes} min, ${o.sensors} sensors every ${o.sampleIntervalMs} ms, hub away ${o.outageMs / 1000} s every ${o.outageEveryMs / 1000} s; agent pid ${agentPid}, hub pid ${hub.pid}, work ${work}\n`)
 
-      const s: Series = { rss: [], heapUsed: [], heapAfterFullGc: [], heapTotal: [], external: [], native: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [], bareRss: [], bareHeap: [], bareFds: [] }
+      const s: Series = { rss: [], heapUsed: [], heapAfterFullGc: [], heapTotal: [], external: [], native: [], fds: [], resources: [], timeouts: [], ledger: [], wal: [], backlog: [] }
       let lastStats: StatsSnapshot | undefined
       let fullGcs = 0
       const alive = () => {
@@ -164,10 +162,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
           s.timeouts.push({ h, v: st.resources.Timeout ?? 0 })
           s.backlog.push({ h, v: st.agent.outbox?.backlogRows ?? 0 })
         }
-        s.bareRss.push({ h, v: rssBytes(barePid) })
-        s.bareFds.push({ h, v: fdCount(barePid) })
-        const bs = readJsonFile<{ memory: NodeJS.MemoryUsage }>(bareStatsPath)
-        if (bs) s.bareHeap.push({ h, v: bs.memory.heapUsed })
+        bare.sample(h)
       }
 
       // The hub's outages, on their own loop: away for outageMs every outageEveryMs, the last one ending well before the run does.
@@ -257,12 +252,12 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
         summarize('ledger.db', 'bytes', s.ledger, warmupH),
         summarize('ledger.db-wal', 'bytes', s.wal, warmupH),
         summarize('outbox backlog (rows)', 'count', s.backlog, warmupH),
-        summarize('bare node RSS (baseline)', 'bytes', s.bareRss, warmupH),
-        summarize('bare node heap used (baseline)', 'bytes', s.bareHeap, warmupH),
-        summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(s.bareHeap, 1 / 60), warmupH),
-        summarize('bare node open fds (baseline)', 'count', s.bareFds, warmupH),
+        summarize('bare node RSS (baseline)', 'bytes', bare.series.bareRss, warmupH),
+        summarize('bare node heap used (baseline)', 'bytes', bare.series.bareHeap, warmupH),
+        summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(bare.series.bareHeap, 1 / 60), warmupH),
+        summarize('bare node open fds (baseline)', 'count', bare.series.bareFds, warmupH),
       ]
-      if (o.csvPath !== undefined) writeCsv(o.csvPath, { ...s })
+      if (o.csvPath !== undefined) writeCsv(o.csvPath, { ...s, ...bare.series })
       const link = (final ?? lastStats)?.agent.link
       const warnings = (final ?? lastStats)?.warnings ?? {}
       const kinds = lastStats ? Object.entries(lastStats.resources).map(([k, n]) => `${k} ${n}`).join(', ') : '–'
@@ -285,7 +280,7 @@ export async function runSoakAgentBench(o: SoakAgentOptions): Promise<void> {
     })
   } finally {
     if (agent) await stopChild(agent)
-    if (bare) await stopChild(bare)
+    if (baseline) await stopChild(baseline.child)
     await hub?.stop()
     rmSync(work, { recursive: true, force: true })
   }

@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { CLI_PATH, startHubProcess, type HubProcess } from './hub-process.js'
 import { rssBytes } from './proc-stats.js'
 import {
-  fdCount, fileBytes, floors, pause, readJsonFile, spawnBareNode, stopChild, summarize, table, waitFor, withInterrupts, writeCsv,
-  type Point, type SeriesSummary,
+  fdCount, fileBytes, floors, pause, startBaseline, stopChild, summarize, table, warmupHours, withInterrupts, writeCsv,
+  type Baseline, type Point, type SeriesSummary,
 } from './soak-stats.js'
 
 /**
@@ -72,10 +72,10 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
   const hubDir = join(work, 'hub')
   const bareStatsPath = join(work, 'bare-stats.json')
   const runMs = o.minutes * 60_000
-  const warmupH = Math.min(5, o.minutes / 6) / 60
+  const warmupH = warmupHours(o.minutes)
   let hub: HubProcess | undefined
   let sim: ChildProcess | undefined
-  let bare: ChildProcess | undefined
+  let baseline: Baseline | undefined
   try {
     await withInterrupts(async (aborted) => {
       hub = await startHubProcess(hubDir)
@@ -92,16 +92,15 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
       sim.stdout!.on('data', (d: Buffer) => { simOut += d.toString() })
       sim.stderr!.on('data', (d: Buffer) => { simErr = (simErr + d.toString()).slice(-4000) })
       const simExited = new Promise<void>((r) => sim!.once('exit', () => r()))
-      bare = spawnBareNode(bareStatsPath)
-      const barePid = bare.pid!
-      await waitFor('the baseline process did not start', () => readJsonFile(bareStatsPath) !== undefined, 30_000, aborted)
+      baseline = startBaseline(bareStatsPath)
+      const bare = baseline
+      await bare.started(aborted)
       const t0 = Date.now()
       process.stderr.write(`soak-hub: ${o.agents} agents for ${o.minutes} min, hub pid ${h.pid}, sim pid ${sim.pid}; chaos ${chaos || 'none'}\n`)
 
       const s = {
         rss: [] as Point[], heapUsed: [] as Point[], heapTotal: [] as Point[], external: [] as Point[], fds: [] as Point[],
         native: [] as Point[], handles: [] as Point[], resources: [] as Point[], db: [] as Point[], wal: [] as Point[], online: [] as Point[],
-        bareRss: [] as Point[], bareHeap: [] as Point[], bareFds: [] as Point[],
       }
       let storedTotal = 0
       const sample = async () => {
@@ -126,10 +125,7 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
         storedTotal = m.get('rollcall_ingest_samples_stored_total') ?? storedTotal
         const health = await h.api<{ devices: { online: number } }>('GET', '/healthz')
         s.online.push({ h: hr, v: health.body.devices.online })
-        s.bareRss.push({ h: hr, v: rssBytes(barePid) })
-        s.bareFds.push({ h: hr, v: fdCount(barePid) })
-        const bs = readJsonFile<{ memory: NodeJS.MemoryUsage }>(bareStatsPath)
-        if (bs) s.bareHeap.push({ h: hr, v: bs.memory.heapUsed })
+        bare.sample(hr)
       }
 
       let next = t0
@@ -168,12 +164,12 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
         sum('hub.db', 'bytes', s.db),
         sum('hub.db-wal', 'bytes', s.wal),
         sum('devices online', 'count', s.online),
-        sum('bare node RSS (baseline)', 'bytes', s.bareRss),
-        sum('bare node heap used (baseline)', 'bytes', s.bareHeap),
-        summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(during(s.bareHeap), 1 / 60), warmupH),
-        sum('bare node open fds (baseline)', 'count', s.bareFds),
+        sum('bare node RSS (baseline)', 'bytes', bare.series.bareRss),
+        sum('bare node heap used (baseline)', 'bytes', bare.series.bareHeap),
+        summarize('bare node heap used, floor per minute (baseline)', 'bytes', floors(during(bare.series.bareHeap), 1 / 60), warmupH),
+        sum('bare node open fds (baseline)', 'count', bare.series.bareFds),
       ]
-      if (o.csvPath !== undefined) writeCsv(o.csvPath, s)
+      if (o.csvPath !== undefined) writeCsv(o.csvPath, { ...s, ...bare.series })
       const t = report.totals
       const dbGrowth = s.db.at(-1)!.v - s.db[0]!.v
       process.stdout.write([
@@ -194,7 +190,7 @@ export async function runSoakHubBench(o: SoakHubOptions): Promise<void> {
     })
   } finally {
     if (sim) await stopChild(sim, 15_000)
-    if (bare) await stopChild(bare)
+    if (baseline) await stopChild(baseline.child)
     await hub?.stop()
     rmSync(work, { recursive: true, force: true })
   }

@@ -1,15 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { rssBytes } from './proc-stats.js'
 
 /**
  * What the soak benchmarks (bench/soak-agent.ts, bench/soak-hub.ts) share:
- * reading a process from /proc, the least-squares slope of a series, and the
- * table they print. A soak asks "does anything grow?", so every series is
+ * reading a process from /proc, the bare Node baseline sampled beside the
+ * process under test, the least-squares slope of a series, and the table
+ * they print. A soak asks "does anything grow?", so every series is
  * summarised by its slope per hour after a warm-up, with the slope's standard
  * error beside it: a slope within a few standard errors of zero is noise.
  */
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Open file descriptors of a process: the entries of /proc/PID/fd (Linux). */
 export function fdCount(pid: number): number {
@@ -134,17 +135,56 @@ export function table(rows: readonly SeriesSummary[]): string {
   return lines.join('\n')
 }
 
+/** The warm-up the slopes leave out, in hours: the first sixth of the run, at most 5 minutes. */
+export function warmupHours(minutes: number): number {
+  return Math.min(5, minutes / 6) / 60
+}
+
 /**
  * A bare Node process that does what the agent's stats file does (writes
  * process.memoryUsage() every 5 s): the baseline for RSS, heap and fd slopes,
  * sampled the same way in the same run, so the noise floor of "flat" on this
  * machine is measured, not assumed.
  */
-export function spawnBareNode(statsPath: string): ChildProcess {
+function spawnBareNode(statsPath: string): ChildProcess {
   const script = `const fs = require('node:fs'); const p = process.argv[1];
 const w = () => { fs.writeFileSync(p + '.tmp', JSON.stringify({ t: Date.now(), memory: process.memoryUsage() })); fs.renameSync(p + '.tmp', p) };
 w(); setInterval(w, 5000)`
   return spawn(process.execPath, ['-e', script, statsPath], { stdio: 'ignore' })
+}
+
+/** The baseline's series, under the names the soaks' tables and CSV files give them. */
+export interface BaselineSeries {
+  readonly bareRss: Point[]
+  readonly bareHeap: Point[]
+  readonly bareFds: Point[]
+}
+
+/** The bare Node baseline of a soak: its process, and its series sampled as the process under test is. */
+export interface Baseline {
+  readonly child: ChildProcess
+  readonly series: BaselineSeries
+  /** Waits until it has written its first stats (at most 30 s). */
+  started(aborted: Promise<never>): Promise<void>
+  /** One point of each series at `h` hours: RSS and fds from /proc, the heap from its stats file. */
+  sample(h: number): void
+}
+
+export function startBaseline(statsPath: string): Baseline {
+  const child = spawnBareNode(statsPath)
+  const pid = child.pid!
+  const series: BaselineSeries = { bareRss: [], bareHeap: [], bareFds: [] }
+  return {
+    child,
+    series,
+    started: (aborted) => waitFor('the baseline process did not start', () => readJsonFile(statsPath) !== undefined, 30_000, aborted),
+    sample(h) {
+      series.bareRss.push({ h, v: rssBytes(pid) })
+      series.bareFds.push({ h, v: fdCount(pid) })
+      const stats = readJsonFile<{ memory: NodeJS.MemoryUsage }>(statsPath)
+      if (stats) series.bareHeap.push({ h, v: stats.memory.heapUsed })
+    },
+  }
 }
 
 /** Waits until `ready()` holds (polled every 200 ms), at most `limitMs`; says what did not start otherwise. */

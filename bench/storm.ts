@@ -1,12 +1,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import type { FleetReport, FleetSpec } from '../devices-sim/fleet-runner.js'
 import { benchHubConfig, provisionBulk, startFleet, type Fleet } from './fleet.js'
 import { freePort } from '../common/free-port.js'
 import { hubNodeArgs, startHubProcess, type HubProcess } from './hub-process.js'
 import { cpuMs } from './proc-stats.js'
+import { table } from '../cli/output.js'
 
 /**
  * `npm run bench -- storm`: the reconnect storm after a hub crash. A thin
@@ -55,7 +57,6 @@ interface Phase {
   readonly hubCpuPct: number
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const POLL_MS = 250
 
 interface Totals { connected: number; streaming: number; backlog: number; generated: number; acked: number }
@@ -176,8 +177,7 @@ export async function runStormBench(o: StormOptions): Promise<void> {
     for (const p of [first, again]) {
       rows.push([p.name, secs(p.halfOnlineMs), secs(p.p99OnlineMs), secs(p.allOnlineMs), secs(p.allStreamingMs), secs(p.drainedMs), `${p.hubCpuPct.toFixed(0)}%`, p.refused])
     }
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-    process.stdout.write(`${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`)
+    process.stdout.write(`${table(rows)}\n`)
     process.stdout.write(`${o.devices} devices; times from the fleet's start and from the hub's restart (listening ${secs(readyMs)} after it); the hub was down ${o.downS} s\n`)
     const lost = final.generated - stored.distinct
     const duplicates = stored.rows - stored.distinct
