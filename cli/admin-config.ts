@@ -22,12 +22,17 @@ export const DEFAULT_DATA = './rollcall-data'
 /** Where `rollcall demo` keeps its hub unless told otherwise. */
 export const DEFAULT_DEMO_DATA = './rollcall-data/demo'
 
+/** The hub's data dir as the CLI looks for it: --data, then ROLLCALL_DATA, then ./rollcall-data. */
+export function hubDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.ROLLCALL_DATA ?? DEFAULT_DATA
+}
+
 export function resolveAdminTarget(flags: { api?: string | undefined; adminToken?: string | undefined; data?: string | undefined; ca?: string | undefined }, env: NodeJS.ProcessEnv = process.env): AdminTarget {
   const api = (flags.api ?? env.ROLLCALL_API ?? DEFAULT_API).replace(/\/+$/, '')
   if (!/^https?:\/\/[^/]+/.test(api)) {
     throw new InvalidArgumentError(`--api ${JSON.stringify(api)} is not a URL: write it like ${DEFAULT_API}`)
   }
-  const dataDir = resolve(flags.data ?? env.ROLLCALL_DATA ?? DEFAULT_DATA)
+  const dataDir = resolve(hubDataDir(flags.data, env))
   // On the hub's machine the CA `rollcall tls init` made is in the data dir: an https:// API needs no --ca there.
   const localCa = join(dataDir, 'tls', 'ca.pem')
   const ca = flags.ca ?? (env.ROLLCALL_CA || undefined) ?? (api.startsWith('https:') && existsSync(localCa) ? localCa : undefined)

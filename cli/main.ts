@@ -64,7 +64,7 @@ tls.command('init')
   .option('--force', 'replace existing files: a new CA, so every device needs the new ca.pem', false)
   .action(async (opts: { data?: string; host: string[]; force: boolean }) => {
     const { tlsInit, tlsInitReport } = await import('./tls-init.js')
-    const data = opts.data ?? process.env.ROLLCALL_DATA ?? './rollcall-data'
+    const data = (await import('./admin-config.js')).hubDataDir(opts.data)
     process.stdout.write(tlsInitReport(tlsInit({ dataDir: data, hosts: opts.host, force: opts.force }), data, false))
   })
 tls.command('renew')
@@ -73,7 +73,7 @@ tls.command('renew')
   .option('--host <name...>', 'the names and addresses for the new certificate (default: those of the current one); localhost and 127.0.0.1 are always added')
   .action(async (opts: { data?: string; host?: string[] }) => {
     const { tlsRenew, tlsInitReport } = await import('./tls-init.js')
-    const data = opts.data ?? process.env.ROLLCALL_DATA ?? './rollcall-data'
+    const data = (await import('./admin-config.js')).hubDataDir(opts.data)
     process.stdout.write(tlsInitReport(tlsRenew({ dataDir: data, ...(opts.host ? { hosts: opts.host } : {}) }), data, true))
   })
 
