@@ -3,24 +3,12 @@ import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { AGENT_DEFAULTS, resolveAgentConfig } from '../agent/config.js'
 import { loadAgentConfig } from '../agent/config-sources.js'
-import { isRollcallError } from '../common/errors.js'
-import { removeDir, tempDir } from './agent.support.js'
+import { issuesOf, removeDir, tempDir } from './agent.support.js'
 
 const dirs: string[] = []
 afterEach(() => { for (const d of dirs.splice(0)) removeDir(d) })
 
 const flags = { hub: 'mqtt://127.0.0.1:1883', id: 'dev-1', token: 'flag-token' }
-
-/** The issues a bad config is refused with (asserting on the code and the named fields, not prose). */
-function issuesOf(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (isRollcallError(err) && err.code === 'BAD_REQUEST') return (err.details?.issues as string[]) ?? []
-    throw err
-  }
-  throw new Error('expected the config to be refused')
-}
 
 describe('loadAgentConfig', () => {
   it('applies the defaults and freezes the result', () => {

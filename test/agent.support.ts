@@ -3,13 +3,15 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Aedes, type AedesPublishPacket } from 'aedes'
+import { isRollcallError } from '../common/errors.js'
 import { decode, encode, topics, type Birth, type Death, type Message } from '../protocol/index.js'
 
 /**
  * Real parts on loopback for the agent's tests: an aedes broker on port 0
  * that can be taken down and brought back on the same port, and an "acker"
  * that plays the hub's part for telemetry (records what arrives, keeps a
- * per-store high-water mark, publishes the cumulative ack).
+ * per-store high-water mark, publishes the cumulative ack). And the issues a
+ * bad agent config is refused with, for the config tests.
  */
 
 export async function waitFor(what: string, cond: () => boolean, timeoutMs = 20_000, stepMs = 10): Promise<void> {
@@ -22,6 +24,17 @@ export async function waitFor(what: string, cond: () => boolean, timeoutMs = 20_
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** The issues a bad config is refused with (asserting on the code and the named fields, not prose). */
+export function issuesOf(fn: () => unknown): string[] {
+  try {
+    fn()
+  } catch (err) {
+    if (isRollcallError(err) && err.code === 'BAD_REQUEST') return (err.details?.issues as string[]) ?? []
+    throw err
+  }
+  throw new Error('expected the config to be refused')
 }
 
 export function tempDir(prefix = 'rollcall-agent-'): string {

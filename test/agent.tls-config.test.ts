@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { resolveAgentConfig } from '../agent/config.js'
 import { loadAgentConfig } from '../agent/config-sources.js'
 import { diagnoseTlsError, TLS_CAUSES, tlsConnectOptions, type TlsContext } from '../agent/hub-tls.js'
-import { isRollcallError } from '../common/errors.js'
+import { issuesOf } from './agent.support.js'
 import { makeTestPki, type TestPki } from './support/tls.js'
 
 /**
@@ -18,16 +18,6 @@ const base = { id: 'dev-1', token: 't' }
 let pki: TestPki
 beforeAll(() => { pki = makeTestPki() })
 afterAll(() => { pki.remove() })
-
-function issuesOf(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (isRollcallError(err) && err.code === 'BAD_REQUEST') return (err.details?.issues as string[]) ?? []
-    throw err
-  }
-  throw new Error('expected the config to be refused')
-}
 
 describe('agent TLS config', () => {
   it('takes a pinned CA with an mqtts:// URL, from --ca or the file, a relative caFile relative to the config file', () => {

@@ -2,8 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadAgentSetup, type AgentFlags } from '../agent/config-sources.js'
-import { isRollcallError } from '../common/errors.js'
-import { removeDir, tempDir } from './agent.support.js'
+import { issuesOf, removeDir, tempDir } from './agent.support.js'
 
 /**
  * Issue #13: where a service's token comes from. Flags, then environment,
@@ -26,16 +25,6 @@ function setupDir(): { dir: string; file: (name: string, text: string, mode?: nu
   }
   const config = (o: Record<string, unknown>) => file('agent.json', JSON.stringify({ hub: 'mqtt://127.0.0.1:1883', id: 'dev-1', ...o }))
   return { dir, file, config }
-}
-
-function issuesOf(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (err) {
-    if (isRollcallError(err) && err.code === 'BAD_REQUEST') return (err.details?.issues as string[]) ?? []
-    throw err
-  }
-  throw new Error('expected the config to be refused')
 }
 
 describe('the token of a service', () => {
