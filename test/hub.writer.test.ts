@@ -6,6 +6,26 @@ import { openDatabase, type Db } from '../common/sqlite.js'
 import { blameOf, createWriter, type Writer } from '../hub/storage/group-commit.js'
 import { tempDir } from './support/hub.js'
 
+const cleanups: Array<() => void> = []
+afterEach(() => {
+  while (cleanups.length) cleanups.pop()!()
+})
+
+/** A writer on a fresh file with one table t (k, v), and a second connection that sees only what is durable. */
+function open(): { db: Db; writer: Writer; reader: Database.Database } {
+  const tmp = tempDir('writer')
+  const path = join(tmp.dir, 'w.db')
+  const db = openDatabase(path, { synchronous: 'FULL' })
+  db.exec('CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT) STRICT')
+  // An hour: nothing here may be waiting for the timer.
+  const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000 }, silentLogger())
+  const reader = new Database(path, { readonly: true })
+  cleanups.push(tmp.remove, () => db.close(), () => reader.close(), () => writer.flush())
+  return { db, writer, reader }
+}
+
+const keys = (reader: Database.Database) => (reader.prepare('SELECT k FROM t ORDER BY k').all() as Array<{ k: string }>).map((r) => r.k)
+
 /**
  * The group-commit writer's `commit`: a write someone waits on. It commits at
  * the end of the event loop's turn (not after flushDelayMs), shares that
@@ -13,25 +33,7 @@ import { tempDir } from './support/hub.js'
  * is durable in the file, as a second connection sees it.
  */
 describe('writer.commit', () => {
-  const cleanups: Array<() => void> = []
-  afterEach(() => {
-    while (cleanups.length) cleanups.pop()!()
-  })
-
-  function open(): { db: Db; writer: Writer; reader: Database.Database } {
-    const tmp = tempDir('writer')
-    const path = join(tmp.dir, 'w.db')
-    const db = openDatabase(path, { synchronous: 'FULL' })
-    db.exec('CREATE TABLE t (k TEXT PRIMARY KEY) STRICT')
-    // An hour: nothing here may be waiting for the timer.
-    const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000 }, silentLogger())
-    const reader = new Database(path, { readonly: true })
-    cleanups.push(tmp.remove, () => db.close(), () => reader.close(), () => writer.flush())
-    return { db, writer, reader }
-  }
-
   const insert = (db: Db, k: string) => { db.prepare('INSERT INTO t (k) VALUES (?)').run(k) }
-  const keys = (reader: Database.Database) => (reader.prepare('SELECT k FROM t ORDER BY k').all() as Array<{ k: string }>).map((r) => r.k)
 
   it('commits at the end of the turn, with what was queued before it, and resolves once another connection sees it', async () => {
     const { writer, reader } = open()
@@ -77,24 +79,6 @@ describe('writer.commit', () => {
  * dead-letter the message and strike its sender.
  */
 describe('writer: a failing operation in a group', () => {
-  const cleanups: Array<() => void> = []
-  afterEach(() => {
-    while (cleanups.length) cleanups.pop()!()
-  })
-
-  function open(): { db: Db; writer: Writer; reader: Database.Database } {
-    const tmp = tempDir('writer')
-    const path = join(tmp.dir, 'w.db')
-    const db = openDatabase(path, { synchronous: 'FULL' })
-    db.exec('CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT) STRICT')
-    const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000 }, silentLogger())
-    const reader = new Database(path, { readonly: true })
-    cleanups.push(tmp.remove, () => db.close(), () => reader.close(), () => writer.flush())
-    return { db, writer, reader }
-  }
-
-  const keys = (reader: Database.Database) => (reader.prepare('SELECT k FROM t ORDER BY k').all() as Array<{ k: string }>).map((r) => r.k)
-
   /** 30,000 objects inside each other: JSON.stringify overflows the stack on it. */
   function deepValue(): unknown {
     let v: unknown = {}
