@@ -10,7 +10,7 @@ import { Ledger } from '../agent/ledger.js'
 import { manualClock, type Clock } from '../common/clock.js'
 import { createLogger } from '../common/logger.js'
 import { decode, encode, topics, type CommandResponse } from '../protocol/index.js'
-import { removeDir, sleep, startAcker, startBroker, tempDir, waitFor, type Acker, type TestBroker } from './agent.support.js'
+import { sleep, tempDir, waitFor, wireRig, type Acker, type TestBroker } from './agent.support.js'
 
 /**
  * Commands on the wire (issue #4): a real agent (real SQLite ledger, real
@@ -24,19 +24,10 @@ const TOKEN = 'secret-token-do-not-leak'
 let broker: TestBroker | undefined
 let acker: Acker | undefined
 let hub: CommandHub | undefined
-const agents: Agent[] = []
-const dirs: string[] = []
+const wire = wireRig((tb) => startCommandHub(tb.url))
+const { agents, dirs } = wire
 
-afterEach(async () => {
-  for (const a of agents.splice(0)) await a.stop()
-  await hub?.close()
-  await acker?.close()
-  await broker?.close()
-  hub = undefined
-  acker = undefined
-  broker = undefined
-  for (const d of dirs.splice(0)) removeDir(d)
-})
+afterEach(() => wire.stop())
 
 interface CommandHub {
   /** Every response in arrival order, repeats included. */
@@ -104,9 +95,7 @@ function makeAgent(options: { config?: AgentConfigInput; commands?: Record<strin
 }
 
 async function setup(): Promise<void> {
-  broker = await startBroker()
-  acker = await startAcker(broker)
-  hub = await startCommandHub(broker.url)
+  ({ broker, acker, hub } = await wire.start())
 }
 
 async function started(agent: Agent): Promise<Agent> {

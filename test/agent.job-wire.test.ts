@@ -3,7 +3,7 @@ import type { AedesPublishPacket } from 'aedes'
 import { createAgent, type Agent } from '../agent/agent.js'
 import { resolveAgentConfig, type AgentConfigInput } from '../agent/config.js'
 import { decode, encode, topics, type JobExecution, type JobUpdate, type Message } from '../protocol/index.js'
-import { removeDir, startAcker, startBroker, tempDir, waitFor, type Acker, type TestBroker } from './agent.support.js'
+import { tempDir, waitFor, wireRig, type Acker, type TestBroker } from './agent.support.js'
 
 /**
  * Jobs on the wire: a real agent (real SQLite, real MQTT.js) against a real
@@ -16,19 +16,10 @@ const DEVICE = 'dev-jobs'
 let broker: TestBroker | undefined
 let acker: Acker | undefined
 let hub: JobHub | undefined
-const agents: Agent[] = []
-const dirs: string[] = []
+const wire = wireRig(startJobHub)
+const { agents, dirs } = wire
 
-afterEach(async () => {
-  for (const a of agents.splice(0)) await a.stop()
-  await hub?.close()
-  await acker?.close()
-  await broker?.close()
-  hub = undefined
-  acker = undefined
-  broker = undefined
-  for (const d of dirs.splice(0)) removeDir(d)
-})
+afterEach(() => wire.stop())
 
 interface JobHub {
   readonly pulls: number[]
@@ -101,9 +92,7 @@ function execution(n: number, over: Partial<JobExecution> = {}): JobExecution {
 }
 
 async function setup(): Promise<void> {
-  broker = await startBroker()
-  acker = await startAcker(broker)
-  hub = await startJobHub(broker)
+  ({ broker, acker, hub } = await wire.start())
 }
 
 describe('agent jobs on the wire', () => {

@@ -3,6 +3,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Aedes, type AedesPublishPacket } from 'aedes'
+import type { Agent } from '../agent/agent.js'
 import { isRollcallError } from '../common/errors.js'
 import { decode, encode, topics, type Birth, type Death, type Message } from '../protocol/index.js'
 
@@ -10,8 +11,9 @@ import { decode, encode, topics, type Birth, type Death, type Message } from '..
  * Real parts on loopback for the agent's tests: an aedes broker on port 0
  * that can be taken down and brought back on the same port, and an "acker"
  * that plays the hub's part for telemetry (records what arrives, keeps a
- * per-store high-water mark, publishes the cumulative ack). And the issues a
- * bad agent config is refused with, for the config tests.
+ * per-store high-water mark, publishes the cumulative ack); the rig a wire
+ * test runs them in. And the issues a bad agent config is refused with, for
+ * the config tests.
  */
 
 export async function waitFor(what: string, cond: () => boolean, timeoutMs = 20_000, stepMs = 10): Promise<void> {
@@ -237,4 +239,47 @@ export async function startAcker(tb: TestBroker, options: { autoAck?: boolean; a
     subs.push([topic, onData])
   }
   return acker
+}
+
+/**
+ * What one wire test runs on, torn down together after it: the broker, the
+ * acker, the test's own stand-in for the hub's command or job side
+ * (`startHub`), and the agents and ledger dirs the test adds to `agents` and
+ * `dirs`. `start` brings the three up in that order; `stop` (for afterEach)
+ * stops the agents, then the stand-in, the acker and the broker, and removes
+ * the dirs.
+ */
+export interface WireRig<H> {
+  readonly agents: Agent[]
+  readonly dirs: string[]
+  start(): Promise<{ broker: TestBroker; acker: Acker; hub: H }>
+  stop(): Promise<void>
+}
+
+export function wireRig<H extends { close(): Promise<void> }>(startHub: (broker: TestBroker) => Promise<H>): WireRig<H> {
+  const agents: Agent[] = []
+  const dirs: string[] = []
+  let up: { broker?: TestBroker; acker?: Acker; hub?: H } = {}
+  return {
+    agents,
+    dirs,
+    async start() {
+      const broker = await startBroker()
+      up.broker = broker
+      const acker = await startAcker(broker)
+      up.acker = acker
+      const hub = await startHub(broker)
+      up.hub = hub
+      return { broker, acker, hub }
+    },
+    async stop() {
+      for (const a of agents.splice(0)) await a.stop()
+      const { broker, acker, hub } = up
+      up = {}
+      await hub?.close()
+      await acker?.close()
+      await broker?.close()
+      for (const d of dirs.splice(0)) removeDir(d)
+    },
+  }
 }
