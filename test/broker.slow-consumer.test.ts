@@ -47,24 +47,34 @@ function reasonsOf(broker: Broker): Array<{ clientId: string; reason: Disconnect
   return got
 }
 
+/**
+ * The scene both observer tests start from: a broker with `drainTimeoutMs`,
+ * the hub's subscriber counting what reaches it, a stalled observer, and the
+ * publishing device dev-a.
+ */
+async function backedUpObserver(drainTimeoutMs: number) {
+  const { broker, url, port } = await startBroker(cleanups, { drainTimeoutMs })
+  const hub = { delivered: 0 }
+  await broker.subscribe('devices/+/telemetry', () => {
+    hub.delivered++
+  })
+  const ends = reasonsOf(broker)
+  await stalledObserver(port)
+  const dev = await connectClient(cleanups, url, deviceOptions('dev-a'))
+  return { broker, hub, ends, dev }
+}
+
 describe('slow consumers', () => {
   it('do not hold up publishers or the hub while they are backed up', async () => {
     // A drain timeout far beyond the flood: the publisher must get through without anyone being cut.
-    const { broker, url, port } = await startBroker(cleanups, { drainTimeoutMs: 45_000 })
-    let delivered = 0
-    await broker.subscribe('devices/+/telemetry', () => {
-      delivered++
-    })
-    const ends = reasonsOf(broker)
-    await stalledObserver(port)
-    const dev = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const { broker, hub, ends, dev } = await backedUpObserver(45_000)
 
     const started = Date.now()
     const total = 2000 // 64 MiB: well past the kernel's socket buffers plus the 1 MiB lossy allowance
     await flood(dev, total)
     const elapsedMs = Date.now() - started
 
-    await waitFor(() => delivered === total, 'every message at the hub')
+    await waitFor(() => hub.delivered === total, 'every message at the hub')
     expect(broker.stats().forwardsDropped).toBeGreaterThan(0)
     expect(broker.isConnected('Slow:1')).toBe(true)
     expect(ends).toEqual([])
@@ -73,14 +83,7 @@ describe('slow consumers', () => {
   })
 
   it('are cut off after drainTimeoutMs, and publishing carries on', async () => {
-    const { broker, url, port } = await startBroker(cleanups, { drainTimeoutMs: 1_000 })
-    let delivered = 0
-    await broker.subscribe('devices/+/telemetry', () => {
-      delivered++
-    })
-    const ends = reasonsOf(broker)
-    await stalledObserver(port)
-    const dev = await connectClient(cleanups, url, deviceOptions('dev-a'))
+    const { broker, hub, ends, dev } = await backedUpObserver(1_000)
 
     const sent = await flood(dev, 4000, () => broker.stats().forwardsDropped > 0)
     expect(broker.stats().forwardsDropped).toBeGreaterThan(0)
@@ -89,7 +92,7 @@ describe('slow consumers', () => {
     expect(broker.stats().slowConsumersCut).toBe(1)
 
     await flood(dev, 100)
-    await waitFor(() => delivered === sent + 100, 'every message at the hub')
+    await waitFor(() => hub.delivered === sent + 100, 'every message at the hub')
     expect(dev.connected).toBe(true)
   })
 
