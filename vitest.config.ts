@@ -7,6 +7,10 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Each test file fails if it leaves a socket, server, timer or child process behind.
+    setupFiles: ['test/support/leak-check.setup.ts'],
+    // After-hooks run last-registered first, so the setup file's leak check follows each file's own teardown.
+    sequence: { hooks: 'stack' },
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -6,6 +6,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { systemClock } from '../common/clock.js'
 import { silentLogger } from '../common/logger.js'
 import { createBroker } from '../broker/broker.js'
+import { expectNoLeaks, resourceCounts } from './support/leaks.js'
 import type { AuthResult, Broker, BrokerOptions, CredentialCheck } from '../broker/types.js'
 
 /** Shared set-up for the broker's loopback tests: real broker, real clients, LIFO teardown. */
@@ -260,30 +261,3 @@ export function run(cleanups: Cleanups, command: string, args: string[], timeout
   return { exit, kill }
 }
 
-/**
- * Handles that outlive a test are leaks. Counts the kinds a broker test can
- * leave behind and waits (bounded) for them to return to the baseline.
- */
-const LEAKABLE = ['TCPSocketWrap', 'TCPServerWrap', 'Timeout', 'ProcessWrap'] as const
-
-export function resourceCounts(): Record<string, number> {
-  const counts: Record<string, number> = {}
-  for (const kind of LEAKABLE) counts[kind] = 0
-  for (const kind of process.getActiveResourcesInfo()) {
-    if (kind in counts) counts[kind] = (counts[kind] ?? 0) + 1
-  }
-  return counts
-}
-
-export async function expectNoLeaks(baseline: Record<string, number>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const now = resourceCounts()
-    const leaked = LEAKABLE.filter((kind) => (now[kind] ?? 0) > (baseline[kind] ?? 0))
-    if (leaked.length === 0) return
-    if (Date.now() > deadline) {
-      throw new Error(`leaked handles after teardown: ${leaked.map((k) => `${k} ${baseline[k]} -> ${now[k]}`).join(', ')}`)
-    }
-    await sleep(25)
-  }
-}

@@ -7,6 +7,7 @@ import { silentLogger } from '../common/logger.js'
 import { systemClock } from '../common/clock.js'
 import { isDeviceId } from '../protocol/ids.js'
 import { connectDevice, startTestHub, waitFor, type TestHub } from './support/hub.js'
+import { drained } from './support/leaks.js'
 
 /**
  * The dashboard's live feed (GET /api/live, Server-Sent Events) and its
@@ -254,24 +255,24 @@ describe('dashboard files', () => {
   it('serves the page, its modules and uPlot without a token, and nothing else from node_modules', async () => {
     const { hub } = await hubWithDevice()
     const base = `http://127.0.0.1:${hub.running.httpPort}`
-    const root = await fetch(`${base}/`, { redirect: 'manual' })
+    const root = await fetch(`${base}/`, { redirect: 'manual' }).then(drained)
     expect(root.status).toBe(302)
     expect(root.headers.get('location')).toBe('/ui/')
-    expect((await fetch(`${base}/ui`, { redirect: 'manual' })).headers.get('location')).toBe('/ui/')
+    expect((await fetch(`${base}/ui`, { redirect: 'manual' }).then(drained)).headers.get('location')).toBe('/ui/')
     const page = await fetch(`${base}/ui/`)
     expect(page.status).toBe(200)
     expect(page.headers.get('content-type')).toMatch(/^text\/html/)
     expect(page.headers.get('content-security-policy')).toMatch(/script-src 'self';.*frame-ancestors 'none'/)
     const html = await page.text()
     for (const ref of [...html.matchAll(/(?:src|href)="(\/ui\/[^"]+)"/g)].map((m) => m[1]!)) {
-      const r = await fetch(`${base}${ref}`)
+      const r = await fetch(`${base}${ref}`).then(drained)
       expect(r.status, ref).toBe(200)
     }
-    expect((await fetch(`${base}/ui/app.js`)).headers.get('content-type')).toMatch(/javascript/)
-    expect((await fetch(`${base}/ui/vendor/uPlot.cjs.js`)).status).toBe(404)
-    expect((await fetch(`${base}/ui/vendor/../../package.json`)).status).toBe(404)
+    expect((await fetch(`${base}/ui/app.js`).then(drained)).headers.get('content-type')).toMatch(/javascript/)
+    expect((await fetch(`${base}/ui/vendor/uPlot.cjs.js`).then(drained)).status).toBe(404)
+    expect((await fetch(`${base}/ui/vendor/../../package.json`).then(drained)).status).toBe(404)
     // The page holds no data: the API behind it still needs the token.
-    expect((await fetch(`${base}/api/devices`)).status).toBe(401)
+    expect((await fetch(`${base}/api/devices`).then(drained)).status).toBe(401)
   })
 })
 

@@ -5,6 +5,7 @@ import { VERSION } from '../common/version.js'
 import { buildApi } from '../hub/api/app.js'
 import { DOCS_PREFIX } from '../hub/api/openapi.js'
 import { startTestHub, type TestHub } from './support/hub.js'
+import { drained } from './support/leaks.js'
 
 /**
  * The API reference (issue #6, acceptance 3): the OpenAPI document validates
@@ -149,7 +150,7 @@ describe('hub API reference (OpenAPI)', () => {
     // The page's own script and style load without the token too.
     const asset = /<script src="([^"]*swagger-ui-bundle\.js)"/.exec(html)?.[1]
     expect(asset).toBeDefined()
-    const js = await fetch(new URL(asset!, `${base}${DOCS_PREFIX}/`))
+    const js = await fetch(new URL(asset!, `${base}${DOCS_PREFIX}/`)).then(drained)
     expect(js.status).toBe(200)
     const yaml = await fetch(`${base}${DOCS_PREFIX}/yaml`)
     expect(yaml.status).toBe(200)

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { NetworkSimulator } from '../devices-sim/network.js'
-import { expectNoLeaks, resourceCounts } from './broker.harness.js'
+import { expectNoLeaks, resourceCounts } from './support/leaks.js'
 
 /**
  * The network simulator against a plain TCP echo server (no broker needed):
