@@ -12,6 +12,7 @@ import { QUICK_AGENT } from './support/agents.js'
 import { startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { startCli } from './support/procs.js'
 import { makeTestPki, makeUnrelatedPki, type TestPki } from './support/tls.js'
+import { within } from './support/leaks.js'
 
 /**
  * Acceptance (issue #12, part 1): an agent over mqtts:// with a pinned CA
@@ -191,7 +192,7 @@ describe('agent over TLS', () => {
     const p = startCli(['agent', '--hub', 'mqtt://127.0.0.1:1883', '--ca', pki.caCert, '--id', 'tls-cli', '--data', join(work.dir, 'tls-cli'), '--log-format', 'json'],
       { ROLLCALL_TOKEN: 't' })
     cleanups.push(() => { if (p.child.exitCode === null) p.child.kill('SIGKILL') })
-    const code = await Promise.race([p.exited, new Promise((r) => setTimeout(() => r('hung'), 20_000))])
+    const code = await within(p.exited, 20_000, 'hung')
     expect(code).toBe(1)
     expect(p.output()).toMatch(/caFile is set but hub "mqtt:\/\/127.0.0.1:1883" is plaintext MQTT: use mqtts:\/\//)
   })

@@ -8,6 +8,7 @@ import type { JobDetail } from '../hub/jobs/jobs.js'
 import { tempDir, waitFor } from './support/hub.js'
 import { MOSQUITTO_CLIENTS, runMosquitto } from './support/mosquitto.js'
 import { CLI, isAlive, killProc, startCli, startProc, type Proc } from './support/procs.js'
+import { within } from './support/leaks.js'
 
 /**
  * Acceptance 4 (issue #5): `npm start` (`rollcall demo`) prints the URLs and
@@ -52,7 +53,7 @@ function npmStart(args: string[]): Proc {
 async function killGroup(p: Proc): Promise<void> {
   if (p.child.exitCode !== null || p.child.signalCode !== null) return
   try { process.kill(-p.pid, 'SIGKILL') } catch { /* already gone */ }
-  await Promise.race([p.exited, new Promise((r) => setTimeout(r, 10_000))])
+  await within(p.exited, 10_000, undefined)
 }
 
 /** The demo's node process, a child of npm (its shell exec'd it). */
@@ -169,7 +170,7 @@ describe('rollcall demo', () => {
     expect(none.stdout).toMatch(/^no telemetry for sensor no\.such of demo-01 since 10m\ndemo-01 sent .*\benv\.temp\b.* in that range; try: /)
 
     demo.child.kill('SIGINT')
-    const code = await Promise.race([demo.exited, new Promise((r) => setTimeout(() => r('still running'), 60_000))])
+    const code = await within(demo.exited, 60_000, 'still running')
     expect(code, demo.output()).toBe(0)
     expect(isAlive(demo.pid)).toBe(false)
     expect(await portOpen(mqttPort)).toBe(false)
@@ -201,7 +202,7 @@ describe('rollcall demo', () => {
     await new Promise((r) => setTimeout(r, 50))
     // (A busy machine that held this timer for half a second would make it a second Ctrl-C, which may force.)
     if (isAlive(node) && Date.now() - sentAt < 500) process.kill(node, 'SIGINT')
-    const code = await Promise.race([demo.exited, new Promise((r) => setTimeout(() => r('still running'), 60_000))])
+    const code = await within(demo.exited, 60_000, 'still running')
     expect(code, demo.output()).toBe(0)
     expect(demo.output()).not.toMatch(/again, exiting now/)
     expect(demo.output().match(/stopping the demo/g)).toHaveLength(1)
@@ -217,7 +218,7 @@ describe('rollcall demo', () => {
     const port = (busy.address() as { port: number }).port
     const demo = npmStart(['--data', tmp.dir, '--mqtt-port', String(port), '--http-port', '0'])
     cleanups.push(() => killGroup(demo))
-    const code = await Promise.race([demo.exited, new Promise((r) => setTimeout(() => r('still running'), 120_000))])
+    const code = await within(demo.exited, 120_000, 'still running')
     expect(code, demo.output()).toBe(1)
     expect(demo.output()).toContain(`rollcall: EADDRINUSE: port ${port} on 127.0.0.1 is already in use`)
     expect(demo.output()).toContain('npm start -- --mqtt-port 0 --http-port 0')

@@ -7,6 +7,7 @@ import { connectDevice, tempDir, waitFor } from './support/hub.js'
 import { killProc, startCli, startHubProc, type HubProc } from './support/procs.js'
 import { fingerprintOfFile, makeTestPki, type TestPki } from './support/tls.js'
 import { SKIP_WITHOUT_MOSQUITTO, spawnSubscriber } from './support/mosquitto.js'
+import { within } from './support/leaks.js'
 
 /**
  * Acceptance for TLS on the hub (issue #12, "Done when"), with real outside
@@ -113,7 +114,7 @@ describe('TLS at the hub process', () => {
     cleanups.push(data.remove)
     const p = startCli(['hub', '--data', data.dir, '--host', '0.0.0.0', '--mqtt-port', '0', '--http-port', '0', '--ready-file', join(data.dir, 'ready.json')])
     cleanups.push(() => killProc(p))
-    const code = await Promise.race([p.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 60_000))])
+    const code = await within(p.exited, 60_000, 'still running')
     expect(code, p.output()).toBe(1)
     expect(p.output()).toContain('--allow-plaintext')
     expect(p.output()).toContain('rollcall tls init')

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import type { FleetReport, FleetSpec } from '../../devices-sim/fleet-runner.js'
+import { within } from './leaks.js'
 
 const RUNNER = fileURLToPath(new URL('../../dist/devices-sim/fleet-runner.js', import.meta.url))
 
@@ -23,7 +24,7 @@ export function startFleet(spec: FleetSpec, workDir: string): { child: ChildProc
       if (child.exitCode !== null || child.signalCode !== null) return
       const exited = new Promise((r) => child.once('exit', r))
       child.kill('SIGTERM')
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))])
+      await within(exited, 15_000, undefined)
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     },
   }

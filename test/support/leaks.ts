@@ -48,3 +48,17 @@ export async function drained(res: Response): Promise<Response> {
   await res.arrayBuffer()
   return res
 }
+
+/**
+ * `promise`, or `fallback` once `ms` have passed: a hang guard whose timer is
+ * cleared either way. A bare setTimeout raced against the promise outlives
+ * the test by its whole delay: a leak, and a teardown that waits it out.
+ */
+export async function within<T, F>(promise: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([promise, new Promise<F>((resolve) => { timer = setTimeout(() => resolve(fallback), ms) })])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from './hub.js'
 import { adminApi, type AdminApi } from '../../common/admin-http.js'
+import { within } from './leaks.js'
 
 /** The built CLI: `npm test` builds first (pretest), so tests run what users run. */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
@@ -53,7 +54,7 @@ export function isAlive(pid: number): boolean {
 export async function killProc(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   if (p.child.exitCode !== null || p.child.signalCode !== null) return
   p.child.kill(signal)
-  await Promise.race([p.exited, new Promise((r) => setTimeout(r, 10_000))])
+  await within(p.exited, 10_000, undefined)
 }
 
 export interface HubProc extends Proc {

@@ -3,6 +3,7 @@ import { chmodSync, chownSync, closeSync, copyFileSync, fstatSync, mkdirSync, op
 import { join } from 'node:path'
 import { waitFor } from './hub.js'
 import { execArgv, readUnit, unitEnvironment, value, values, type Unit } from './systemd-unit.js'
+import { within } from './leaks.js'
 
 /**
  * Starts a unit's ExecStart= as systemd would, without systemd (none runs in
@@ -187,14 +188,14 @@ async function kill(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const gone = new Promise((r) => child.once('exit', r))
   child.kill('SIGKILL')
-  await Promise.race([gone, new Promise((r) => setTimeout(r, 10_000))])
+  await within(gone, 10_000, undefined)
 }
 
 /** Sends SIGTERM (as `systemctl stop` does with KillMode=mixed) and waits up to `guardMs` for the exit; returns how it ended and how long it took. */
 export async function stopAsSystemd(run: UnitRun, guardMs = 30_000): Promise<{ end: { code: number | null; signal: NodeJS.Signals | null } | 'hung'; ms: number }> {
   const sentAt = Date.now()
   run.child.kill('SIGTERM')
-  const end = await Promise.race([run.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), guardMs))])
+  const end = await within(run.exited, guardMs, 'hung' as const)
   return { end, ms: Date.now() - sentAt }
 }
 
