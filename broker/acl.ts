@@ -1,5 +1,5 @@
 import { DEVICES_PREFIX, parseTopic, TOPIC_KINDS, type TopicKind } from '../protocol/topics.js'
-import { isDeviceId } from '../protocol/ids.js'
+import { isDeviceId, isTaskName } from '../protocol/ids.js'
 import type { Principal } from './types.js'
 
 /**
@@ -14,7 +14,8 @@ import type { Principal } from './types.js'
  *             since the device itself subscribes there and would be
  *             spoofing the hub to itself.
  *   subscribe exactly its own down-topics, no wildcards.
- * observer    subscribe `devices/{+ or id}/{telemetry|state|events}`; publish nothing.
+ * observer    subscribe `devices/{+ or id}/{telemetry|state|events}` and
+ *             `hub/rules/{+ or rule}/events` (what rules publish); publish nothing.
  * anonymous   publish and subscribe outside `devices/#`, `hub/#` and `$...`,
  *             without retain; a filter that could match those trees is refused.
  *
@@ -96,7 +97,8 @@ function observerSubscribe(filter: string): Verdict {
     && kind !== undefined && OBSERVABLE_KINDS.has(kind)) {
     return ALLOW
   }
-  return deny('observers may only subscribe to devices/{+ or id}/{telemetry|state|events}')
+  if (levels.length === 4 && root === 'hub' && device === 'rules' && (kind === '+' || isTaskName(kind)) && levels[3] === 'events') return ALLOW
+  return deny('observers may only subscribe to devices/{+ or id}/{telemetry|state|events} and hub/rules/{+ or rule}/events')
 }
 
 function firstLevel(topic: string): string {

@@ -225,6 +225,18 @@ adminOptions(job.command('execution').argument('<execId>', 'execution id: JOBID.
   .description('show one execution (one job on one device) and its history')
   .action(async (execId: string, opts: AdminOpts) => (await jobs()).jobExecution(execId, opts))
 
+const rule = program.command('rule').description('reactions: rules on telemetry and events that send commands, make jobs and publish events (docs/rules.md)')
+adminOptions(rule.command('add').argument('<file>', 'the rule as JSON (docs/rules.md), or - to read it from stdin'))
+  .description('add a rule').action(async (file: string, opts: AdminOpts) => (await rules()).add(file, opts))
+adminOptions(rule.command('list')).description('list rules with their counters').action(async (opts: AdminOpts) => (await rules()).list(opts))
+adminOptions(rule.command('show').argument('<name>')).description('show a rule: its devices\' states and recent firings')
+  .action(async (name: string, opts: AdminOpts) => (await rules()).show(name, opts))
+adminOptions(rule.command('enable').argument('<name>')).description('enable a rule').action(async (name: string, opts: AdminOpts) => (await rules()).setEnabled(name, true, opts))
+adminOptions(rule.command('disable').argument('<name>')).description('disable a rule; its states are kept').action(async (name: string, opts: AdminOpts) => (await rules()).setEnabled(name, false, opts))
+adminOptions(rule.command('remove').argument('<name>')).description('remove a rule; its firings stay for their trace').action(async (name: string, opts: AdminOpts) => (await rules()).remove(name, opts))
+adminOptions(rule.command('firing').argument('<id>', 'a firing id, from rule show')).description('show a firing\'s chain: its trigger, each action, the command or job it made')
+  .action(async (id: string, opts: AdminOpts) => (await rules()).firing(id, opts))
+
 const schedule = program.command('schedule').description('cron schedules that create jobs')
 adminOptions(jobFlags(schedule.command('add').argument('<name>', 'schedule name: 3-64 of a-z 0-9 - _'), false))
   .description('add a schedule: at every cron tick the hub creates the job')
@@ -332,6 +344,10 @@ async function admin() {
 
 async function jobs() {
   return (await import('./job-commands.js')).jobCommands
+}
+
+async function rules() {
+  return (await import('./rule-commands.js')).ruleCommands
 }
 
 async function cmds() {

@@ -30,6 +30,9 @@ export const ERROR_CODES = {
   UNAVAILABLE: 503,
   /** `rollcall service install`: a different unit file is in the way (--force replaces it). */
   UNIT_EXISTS: 409,
+  RULE_NOT_FOUND: 404,
+  RULE_EXISTS: 409,
+  FIRING_NOT_FOUND: 404,
   INTERNAL: 500,
 } as const
 

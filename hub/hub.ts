@@ -22,6 +22,8 @@ import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
 import { createSchedules } from './jobs/schedules.js'
 import { createCommands } from './commands/commands.js'
+import { createRules } from './rules/rules.js'
+import { firingChain } from './rules/trace.js'
 import { loadOrCreateAdminToken } from './api/admin-token.js'
 import { buildApi } from './api/app.js'
 import { createHubHistograms, createHubMetrics } from './observe/metrics.js'
@@ -76,6 +78,10 @@ export interface RunningHub {
  * The hub's composition root. `start` opens the database, starts the writer,
  * the broker and the HTTP API, in that order; `stop` releases them in reverse
  * and is safe to call twice. Signals are the CLI's business, not the hub's.
+ * It runs past 400 lines on purpose: each part is built and wired here in the
+ * order it starts, with its release next to it, and that one list, read top
+ * to bottom, is what this file is for; what is more than wiring lives in the
+ * capability folders.
  */
 export function createHub(config: HubConfig, deps: HubDeps) {
   const clock = deps.clock ?? systemClock
@@ -217,6 +223,24 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       publish: (topic, payload) => broker.publish(topic, payload, { qos: 1 }),
       observeDuration: histograms.command,
     })
+    const rulesLog = log.child({ component: 'rules' })
+    const rules = createRules({
+      db, writer, clock, logger: rulesLog,
+      groupOf: (id) => registry.getDevice(id)?.group,
+      ports: {
+        command: (deviceId, spec, id, cause) => commands.send(deviceId, spec, { id, cause }),
+        commandGroup: (target, spec, cause) => commands.sendGroup(target, spec, cause),
+        isReachable: (id) => presence.isReachable(id),
+        job: (spec, id, cause) => jobs.create(spec, { id, ...cause }) ?? { id, made: 'before' },
+        event: (e) => {
+          broker.publish(topics.ruleEvents(e.rule), Buffer.from(JSON.stringify({ type: 'rule.event', v: 1, ...e })), { qos: 1 })
+            .catch((err: unknown) => rulesLog.warn({ err, firing: e.firing }, 'rule event publish failed'))
+        },
+      },
+    })
+    // Inside the write that stores each batch: rules see what was stored, once (hub/rules/rules.ts).
+    telemetry.reactWith({ watching: rules.watching, samples: rules.onSamples, events: rules.onEvents })
+    rules.start()
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
     schedules.start()
     releasers.push(() => { schedules.stop() })
@@ -264,7 +288,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     releasers.push(() => saturation.close())
 
     const services: HubServices = {
-      clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands,
+      clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands, rules,
       addDevice(id, group) {
         const added = registry.addDevice(id, group, clock.now())
         jobs.deviceAdded(id, group)
@@ -281,6 +305,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
       },
+      firingChain: (id) => firingChain(rules.firing(id), { command: (c) => commands.get(c), job: (j) => jobs.get(j, { limit: 20 }) }),
       removeObserver(name) {
         registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
@@ -294,6 +319,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         presence: deviceCounts(),
         jobs: jobs.stats(),
         commands: commands.stats(),
+        rules: rules.stats(),
         deadLetters: deadLetters.countsByReason(),
         backlog: presence.backlogTotals(),
         live: { streams: live.subscribers },
@@ -319,6 +345,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // Before the API closes (releasers run last-in first-out): commands in flight end now, so
     // their callers get an answer instead of holding the server open until their deadlines.
     releasers.push(async () => {
+      // Rules first: an action whose command the stop ends stays pending, carried out again at the next start.
+      rules.stop()
       await commands.stop()
       // Their callers' answers are written in the turn after the records settle.
       await new Promise((resolve) => setImmediate(resolve))

@@ -50,7 +50,12 @@ export const topics = {
   jobsBatch: (id: string) => deviceTopic(id, 'jobs/batch'),
   jobsUpdate: (id: string) => deviceTopic(id, 'jobs/update'),
   jobsAck: (id: string) => deviceTopic(id, 'jobs/ack'),
+  /** What a rule's "event" action publishes (hub/rules/): the hub's own tree, which observers may read. */
+  ruleEvents: (rule: string) => `${HUB_RULES_PREFIX}${rule}/events`,
 } as const
+
+/** The hub's topics for rules: hub/rules/{rule}/events. */
+export const HUB_RULES_PREFIX = 'hub/rules/'
 
 /** Wildcard filters the hub subscribes with, one per up-kind. */
 export function upFilter(kind: TopicKind): string {

@@ -88,6 +88,12 @@ describe('canSubscribe', () => {
     ['observer everything', observer, '#', false],
     ['observer $SYS', observer, '$SYS/#', false],
     ['observer free topic', observer, 'chat', false],
+    // observer: what rules publish, hub/rules/{+|rule}/events
+    ['observer all rule events', observer, 'hub/rules/+/events', true],
+    ['observer one rule\'s events', observer, 'hub/rules/pump.vibration/events', true],
+    ['observer rules subtree', observer, 'hub/rules/#', false],
+    ['observer rule events of a bad name', observer, 'hub/rules/Pump!/events', false],
+    ['observer other hub topics', observer, 'hub/+/events', false],
     // anonymous: filters that cannot match devices/, hub/ or $
     ['anonymous free filter', anon, 'chat/#', true],
     ['anonymous free filter with inner +', anon, 'chat/+/x', true],

@@ -22,9 +22,10 @@ const ALLOWED: Record<string, readonly string[]> = {
   telemetry: [...OUTSIDE, 'storage'],
   jobs: [...OUTSIDE, 'storage', 'fleet', 'mqtt (type)'],
   commands: [...OUTSIDE, 'storage', 'fleet', 'jobs'],
+  rules: [...OUTSIDE, 'storage', 'fleet'],
   mqtt: [...OUTSIDE, 'broker', 'storage', 'presence', 'telemetry', 'jobs', 'commands'],
-  observe: [...OUTSIDE, 'broker', 'storage', 'fleet', 'presence', 'telemetry', 'jobs', 'commands'],
-  api: [...OUTSIDE, '(top)', 'storage', 'fleet', 'presence', 'telemetry', 'jobs', 'commands', 'mqtt', 'observe'],
+  observe: [...OUTSIDE, 'broker', 'storage', 'fleet', 'presence', 'telemetry', 'jobs', 'commands', 'rules'],
+  api: [...OUTSIDE, '(top)', 'storage', 'fleet', 'presence', 'telemetry', 'jobs', 'commands', 'rules', 'mqtt', 'observe'],
 }
 
 function modules(dir: string): string[] {

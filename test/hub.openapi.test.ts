@@ -120,7 +120,7 @@ describe('hub API reference (OpenAPI)', () => {
     expect(doc.components?.securitySchemes?.adminToken).toMatchObject({ type: 'http', scheme: 'bearer' })
     expect(doc.components?.schemas?.Error?.properties?.error?.properties?.code?.enum).toEqual(expect.arrayContaining(['UNAUTHORIZED', 'BAD_REQUEST', 'DEVICE_OFFLINE']))
     const areas = new Set((doc.tags ?? []).map((t) => t.name))
-    expect([...areas].sort()).toEqual(['commands', 'devices', 'jobs', 'live', 'observers', 'ops', 'schedules', 'telemetry'])
+    expect([...areas].sort()).toEqual(['commands', 'devices', 'jobs', 'live', 'observers', 'ops', 'rules', 'schedules', 'telemetry'])
     for (const [path, item] of Object.entries(doc.paths)) {
       for (const [method, op] of Object.entries(item).filter(([k]) => HTTP_METHODS.has(k))) {
         const where = `${method.toUpperCase()} ${path}`

@@ -11,6 +11,7 @@ import { registerApiDocs } from './openapi.js'
 import { opsRoutes } from './ops.js'
 import { commandRoutes } from './commands.js'
 import { scheduleRoutes } from './schedules.js'
+import { ruleRoutes } from './rules.js'
 import { metricsRoute } from './metrics.js'
 import { liveRoutes, type LiveRouteOptions } from './live.js'
 import { dashboardRoutes } from './dashboard.js'
@@ -98,6 +99,7 @@ export function buildApi(services: HubServices, options: ApiOptions) {
     await api.register(commandRoutes(services))
     await api.register(jobRoutes(services))
     await api.register(scheduleRoutes(services))
+    await api.register(ruleRoutes(services))
     if (options.live) await api.register(liveRoutes(options.live.feed, options.live))
   }, { prefix: '/api' })
 

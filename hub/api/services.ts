@@ -3,9 +3,12 @@ import type { Registry, DeviceRecord } from '../fleet/registry.js'
 import type { PresenceStore, PresenceView } from '../presence/store.js'
 import type { TelemetryStore } from '../telemetry/store.js'
 import type { DeadLetters } from '../mqtt/dead-letters.js'
-import type { Jobs } from '../jobs/jobs.js'
+import type { JobDetail, Jobs } from '../jobs/jobs.js'
 import type { Schedules } from '../jobs/schedules.js'
 import type { Commands } from '../commands/commands.js'
+import type { CommandRecord } from '../commands/store.js'
+import type { Rules } from '../rules/rules.js'
+import type { FiringChain as RuleFiringChain } from '../rules/trace.js'
 
 /** What the HTTP API (and the CLI through it) can do with a running hub. */
 export interface HubServices {
@@ -17,6 +20,7 @@ export interface HubServices {
   readonly jobs: Jobs
   readonly schedules: Schedules
   readonly commands: Commands
+  readonly rules: Rules
   /** Registers a device (and gives it its executions of continuous jobs); returns its token once. */
   addDevice(id: string, group: string | null): { device: DeviceRecord; token: string }
   /** Removes the device and closes its connection at once. */
@@ -24,9 +28,13 @@ export interface HubServices {
   /** New token; the old one stops working and the device is disconnected. */
   rotateDeviceToken(id: string): string
   removeObserver(name: string): void
+  /** A rule firing with, for each action, the command or job it made (their records), for the trace. */
+  firingChain(id: string): FiringChain
   health(): HealthReport
   stats(): Record<string, unknown>
 }
+
+export type FiringChain = RuleFiringChain<CommandRecord, JobDetail>
 
 export interface HealthReport {
   readonly ok: boolean

@@ -6,9 +6,9 @@ import { encode } from '../../protocol/codec.js'
 import { QUEUED_COMMAND_TASK_PREFIX } from '../../protocol/ids.js'
 import type { CommandResponse } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
-import { createCommandStore, type CommandRecord, type NewCommand } from './store.js'
+import { createCommandStore, type CommandCause, type CommandRecord, type NewCommand } from './store.js'
 import {
-  SKIPPED_OFFLINE, checkCommandSpec, groupCounts, memberTurn, offlineError, replyOutcome, unansweredOutcome, unsupportedError, type CheckedSpec,
+  SKIPPED_OFFLINE, checkCommandSpec, groupCounts, lostTrack, memberTurn, offlineError, recordedOutcome, replyOutcome, unansweredOutcome, unsupportedError, type CheckedSpec,
 } from './decisions.js'
 import { createInFlight, type Dispatched } from './in-flight.js'
 import { parseTarget, resolveTarget } from '../fleet/targets.js'
@@ -106,6 +106,12 @@ export interface GroupResult {
   readonly durationMs: number
 }
 
+/** A command sent under a given id, for a cause: a rule's action (hub/rules/actions.ts). */
+export interface SendOrigin {
+  readonly id: string
+  readonly cause?: CommandCause
+}
+
 export interface CommandStats {
   readonly sent: number
   readonly succeeded: number
@@ -175,13 +181,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
    * committed, and resolves with how it ended; rejects only when its record
    * could not be written (then nothing was sent).
    */
-  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null): Promise<Dispatched> {
-    const id = randomId('c')
+  function dispatch(deviceId: string, name: string, argsJson: string | null, args: unknown, timeoutMs: number, groupId: string | null, origin?: SendOrigin): Promise<Dispatched> {
+    const id = origin?.id ?? randomId('c')
     const now = clock.now()
     const expiresAt = now + timeoutMs
     let t0 = performance.now()
     const ms = () => Math.round((performance.now() - t0) * 1000) / 1000
-    const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt }
+    const rec: NewCommand = { id, deviceId, name, args: argsJson, groupId, status: 'sent', createdAt: now, expiresAt, ...(origin?.cause ? { cause: origin.cause } : {}) }
     stats.sent++
     return new Promise<Dispatched>((resolve, reject) => {
       const timer = clock.setTimeout(() => {
@@ -215,28 +221,37 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
    * device's own error); throws DEVICE_OFFLINE when it is not reachable (unless
    * queued), and bad input as BAD_REQUEST.
    */
-  async function send(deviceId: string, spec: CommandSpec): Promise<CommandOutcome | QueuedCommand> {
+  async function send(deviceId: string, spec: CommandSpec, origin?: SendOrigin): Promise<CommandOutcome | QueuedCommand> {
     registry.requireDevice(deviceId)
     const { args, timeoutMs } = validate(spec)
+    if (origin) {
+      // Sent before under this id (a rule's action carried out again after a restart): what it
+      // came to stands; only a command the hub lost track of goes out again, and the agent
+      // answers a repeat of an id it ran from its ledger instead of running it twice.
+      store.sync()
+      const prior = store.get(origin.id)
+      if (prior && !lostTrack(prior)) return recordedOutcome(prior)
+    }
     const now = clock.now()
     const unsupported = unsupportedError(deviceId, deps.capabilities(deviceId))
     if (unsupported) throw unsupported
+    const cause = origin?.cause ? { cause: origin.cause } : {}
     if (!deps.isReachable(deviceId)) {
-      const id = randomId('c')
+      const id = origin?.id ?? randomId('c')
       if (spec.ifOffline === 'queue') {
         const jobId = queueAsJob(spec, [deviceId])
         stats.queued++
-        await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId }),
+        await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId, ...cause }),
           `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
         return { id, deviceId, status: 'queued', jobId }
       }
       const err = offlineError(deviceId, id, deps.lastSeen(deviceId))
       stats.offline++
-      await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message } }),
+      await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'offline', createdAt: now, expiresAt: now + timeoutMs, error: { code: err.code, message: err.message }, ...cause }),
         `"${deviceId}" is offline and nothing was sent`, { id, deviceId })
       throw err
     }
-    const { outcome, recorded: failed } = await dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null)
+    const { outcome, recorded: failed } = await dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null, origin)
     // Answered only once the outcome is durable.
     const notWritten = await failed
     if (notWritten) throw notWritten
@@ -244,7 +259,8 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   }
 
   /** Sends to every reachable member of `target` (at most groupConcurrency at once), under one deadline. */
-  async function sendGroup(targetText: string, spec: CommandSpec): Promise<GroupResult> {
+  async function sendGroup(targetText: string, spec: CommandSpec, cause?: CommandCause): Promise<GroupResult> {
+    const caused = cause ? { cause } : {}
     const target = parseTarget(targetText)
     const { args, timeoutMs } = validate(spec)
     const members = resolveTarget(target, registry)
@@ -268,7 +284,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     for (const s of skipped) {
       note(store.add({
         id: randomId('c'), deviceId: s.deviceId, name: spec.name, args, groupId, status: jobId ? 'queued' : 'offline', createdAt: now, expiresAt: deadline,
-        ...(jobId ? { jobId } : { error: SKIPPED_OFFLINE }),
+        ...(jobId ? { jobId } : { error: SKIPPED_OFFLINE }), ...caused,
       }))
       if (jobId) stats.queued++
       else stats.offline++
@@ -284,14 +300,14 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         if (turn.verdict === 'offline') {
           // Went away since the group started: skipped, not sent into the void.
           skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
-          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: turn.error }))
+          note(store.add({ id: randomId('c'), deviceId: d, name: spec.name, args, groupId, status: 'offline', createdAt: at, expiresAt: deadline, error: turn.error, ...caused }))
           stats.offline++
           continue
         }
         if (turn.verdict === 'expired') {
           // Recorded like any other member: with its own id, and why it was never sent.
           const id = randomId('c')
-          note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error: turn.error }))
+          note(store.add({ id, deviceId: d, name: spec.name, args, groupId, status: 'timed_out', createdAt: at, expiresAt: deadline, error: turn.error, ...caused }))
           stats.timedOut++
           outcomes.push({ id, deviceId: d, status: 'timed_out', error: turn.error, durationMs: 0 })
           continue

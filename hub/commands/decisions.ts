@@ -4,7 +4,8 @@ import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
 import { LIMITS } from '../../protocol/limits.js'
 import type { CommandResponse } from '../../protocol/messages.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
-import type { CommandOutcome, CommandSpec, GroupResult } from './commands.js'
+import type { CommandOutcome, CommandSpec, GroupResult, QueuedCommand } from './commands.js'
+import type { CommandRecord } from './store.js'
 
 /**
  * The decisions about a command, apart from the record and the MQTT around
@@ -120,4 +121,30 @@ export function groupCounts(outcomes: readonly CommandOutcome[], skipped: number
   const counts = { succeeded: 0, failed: 0, timed_out: 0, disconnected: 0, skipped }
   for (const o of outcomes) counts[o.status]++
   return counts
+}
+
+/** A record the hub lost track of: sent and never answered, or ended only by the hub stopping or restarting. */
+export function lostTrack(r: CommandRecord): boolean {
+  if (r.status === 'sent') return true
+  const code = r.error?.code
+  return r.status === 'disconnected' && (code === ('HUB_RESTART' satisfies OutcomeCode) || code === ('HUB_STOPPING' satisfies OutcomeCode))
+}
+
+/** What an earlier send of the same id came to, as send() answers it. */
+export function recordedOutcome(r: CommandRecord): CommandOutcome | QueuedCommand {
+  const durationMs = r.finishedAt !== null && r.sentAt !== null ? r.finishedAt - r.sentAt : 0
+  switch (r.status) {
+    case 'queued': return { id: r.id, deviceId: r.deviceId, status: 'queued', jobId: r.jobId ?? '' }
+    case 'succeeded': return { id: r.id, deviceId: r.deviceId, status: 'succeeded', result: r.result, durationMs }
+    case 'offline': throw new RollcallError('DEVICE_OFFLINE', r.error?.message ?? `"${r.deviceId}" was offline`, { id: r.id, deviceId: r.deviceId })
+    case 'failed': return { id: r.id, deviceId: r.deviceId, status: 'failed', error: r.error ?? { code: 'HANDLER_FAILED', message: '' }, durationMs }
+    case 'timed_out':
+    case 'disconnected':
+    case 'sent':
+      return { id: r.id, deviceId: r.deviceId, status: r.status === 'sent' ? 'disconnected' : r.status, error: r.error ?? { code: 'TIMEOUT', message: '' }, durationMs }
+    default: {
+      const never: never = r.status
+      return never
+    }
+  }
 }

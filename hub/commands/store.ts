@@ -36,6 +36,14 @@ interface CommandRow {
   job_id: string | null
   late_at: number | null
   late_response: string | null
+  cause_rule: string | null
+  cause_firing: string | null
+}
+
+/** What made a command when it was not a caller of the API: a rule's firing (hub/rules/). */
+export interface CommandCause {
+  readonly rule: string
+  readonly firing: string
 }
 
 export interface CommandRecord {
@@ -55,6 +63,8 @@ export interface CommandRecord {
   readonly jobId: string | null
   /** A reply that came after the outcome was settled: kept, never acted on. */
   readonly late: { readonly at: number; readonly response: unknown } | null
+  /** The rule firing that made it; null when a caller of the API did. */
+  readonly cause: CommandCause | null
   /** What happened, in order. */
   readonly timeline: ReadonlyArray<{ readonly at: number; readonly event: string }>
 }
@@ -71,6 +81,7 @@ export interface NewCommand {
   readonly expiresAt: number
   readonly jobId?: string
   readonly error?: { readonly code: string; readonly message: string }
+  readonly cause?: CommandCause
 }
 
 function toRecord(r: CommandRow): CommandRecord {
@@ -86,17 +97,22 @@ function toRecord(r: CommandRow): CommandRecord {
     createdAt: r.created_at, sentAt: r.sent_at, expiresAt: r.expires_at, finishedAt: r.finished_at, result: readJsonColumn(r.result),
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' }, jobId: r.job_id,
     late: r.late_at === null ? null : { at: r.late_at, response: readJsonColumn(r.late_response) }, timeline,
+    cause: r.cause_rule === null || r.cause_firing === null ? null : { rule: r.cause_rule, firing: r.cause_firing },
   }
 }
 
 export function createCommandStore(db: Db, writer: Writer) {
   const s = {
-    insert: db.prepare<[string, string, string, string | null, string | null, string, number, number | null, number, number | null, string | null, string | null, string | null]>(
-      `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    // A conflict is a command sent again under its own id (a rule's action carried out again after a
+    // restart, commands.ts send): the row starts over from this attempt; its cause and creation stay.
+    insert: db.prepare<[string, string, string, string | null, string | null, string, number, number | null, number, number | null, string | null, string | null, string | null, string | null, string | null]>(
+      `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id, cause_rule, cause_firing)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET status = excluded.status, sent_at = excluded.sent_at, expires_at = excluded.expires_at, finished_at = excluded.finished_at,
+         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id`),
     // The whole row, so the outcome is recorded even if the row's first write was lost with a failed commit.
-    finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message)
-       VALUES (@id, @deviceId, @name, @args, @groupId, @status, @createdAt, @createdAt, @expiresAt, @at, @result, @errorCode, @errorMessage)
+    finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message, cause_rule, cause_firing)
+       VALUES (@id, @deviceId, @name, @args, @groupId, @status, @createdAt, @createdAt, @expiresAt, @at, @result, @errorCode, @errorMessage, @causeRule, @causeFiring)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, result = excluded.result,
          error_code = excluded.error_code, error_message = excluded.error_message
        WHERE commands.status = 'sent'`),
@@ -123,7 +139,7 @@ export function createCommandStore(db: Db, writer: Writer) {
       const settled = c.status !== 'sent'
       return writer.commit(() => {
         s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, settled ? null : c.createdAt, c.expiresAt,
-          settled ? c.createdAt : null, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null)
+          settled ? c.createdAt : null, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null, c.cause?.rule ?? null, c.cause?.firing ?? null)
       })
     },
     /**
@@ -134,7 +150,7 @@ export function createCommandStore(db: Db, writer: Writer) {
       return writer.commit(() => {
         s.finish.run({
           id: c.id, deviceId: c.deviceId, name: c.name, args: c.args, groupId: c.groupId, status, createdAt: c.createdAt, expiresAt: c.expiresAt,
-          at, result, errorCode: error?.code ?? null, errorMessage: error?.message ?? null,
+          at, result, errorCode: error?.code ?? null, errorMessage: error?.message ?? null, causeRule: c.cause?.rule ?? null, causeFiring: c.cause?.firing ?? null,
         })
       })
     },

@@ -4,7 +4,7 @@ import { parseExecId } from '../../protocol/ids.js'
 import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
 import { isFinal } from './decisions.js'
 import type { JobRow, JobView } from './store.js'
-import { checkJobSpec, type JobOrigin, type JobSpec } from './spec.js'
+import { checkJobSpec, type JobCause, type JobOrigin, type JobSpec } from './spec.js'
 import type { JobsContext, Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
@@ -37,24 +37,28 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
   })
 
   /**
-   * Creates a job; for a schedule's tick, returns undefined when that tick
-   * already made its job (a double fire, or a fire again after a restart).
+   * Creates a job; for a schedule's tick or a rule's action, returns
+   * undefined when that tick or action already made its job (a double fire,
+   * or the same again after a restart).
    */
-  function create(spec: JobSpec, origin?: JobOrigin): JobView | undefined {
+  function create(spec: JobSpec, origin?: JobOrigin | JobCause): JobView | undefined {
     const now = clock.now()
     const { target, payload } = checkJobSpec(spec, now)
     const devices = resolveTarget(target, registry)
     if (devices.length === 0 && !spec.continuous) {
       throw new RollcallError('TARGET_EMPTY', `target "${spec.target}" matches no registered device; a group or all job can be made continuous to wait for devices`)
     }
-    const id = randomId('j')
+    const cause = origin !== undefined && 'firing' in origin ? origin : undefined
+    const schedule = origin !== undefined && 'scheduleId' in origin ? origin : undefined
+    const id = cause?.id ?? randomId('j')
     const row = {
       id, name: spec.name, payload, target, priority: spec.priority ?? 0,
       timeoutMs: spec.timeoutMs ?? options.defaultTimeoutMs, expiresAt: spec.expiresAt ?? null,
       maxAttempts: spec.maxAttempts ?? options.defaultMaxAttempts,
       backoffBaseMs: spec.backoffBaseMs ?? options.backoffBaseMs, backoffMaxMs: spec.backoffMaxMs ?? options.backoffMaxMs,
       ratePerMinute: spec.ratePerMinute ?? null, abortMinFinished: spec.abortAfter ?? null, abortFailurePct: spec.abortAtPercent ?? null,
-      continuous: spec.continuous ?? false, createdAt: now, scheduleId: origin?.scheduleId ?? null, scheduleTick: origin?.tick ?? null,
+      continuous: spec.continuous ?? false, createdAt: now, scheduleId: schedule?.scheduleId ?? null, scheduleTick: schedule?.tick ?? null,
+      causeRule: cause?.rule ?? null, causeFiring: cause?.firing ?? null,
     }
     // Queued writes go first, so the new job sees the state they describe.
     writer.flush()

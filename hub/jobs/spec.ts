@@ -31,6 +31,13 @@ export interface JobSpec {
   readonly continuous?: boolean
 }
 
+/** A job a rule's action made: its id (from the firing's, so a repeat after a restart is the same job) and its cause. */
+export interface JobCause {
+  readonly id: string
+  readonly rule: string
+  readonly firing: string
+}
+
 /** A job a schedule made: which schedule, and which of its ticks. */
 export interface JobOrigin {
   readonly scheduleId: number

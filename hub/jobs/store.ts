@@ -37,6 +37,8 @@ export interface JobRow {
   finished_at: number | null
   schedule_id: number | null
   schedule_tick: number | null
+  cause_rule: string | null
+  cause_firing: string | null
 }
 
 export interface ExecRow {
@@ -95,6 +97,8 @@ export interface JobView {
   readonly scheduleId: number | null
   /** The schedule tick (ms) that made this job. */
   readonly scheduleTick: number | null
+  /** The rule firing that made this job (hub/rules/); null otherwise. */
+  readonly cause: { readonly rule: string; readonly firing: string } | null
   readonly counts: ExecCounts
 }
 
@@ -141,6 +145,8 @@ export interface NewJob {
   readonly createdAt: number
   readonly scheduleId: number | null
   readonly scheduleTick: number | null
+  readonly causeRule: string | null
+  readonly causeFiring: string | null
 }
 
 /** Columns a transition may set besides state and version. */
@@ -167,9 +173,9 @@ export function emptyCounts(): ExecCounts {
 export function createJobStore(db: Db) {
   const s = {
     insertJob: db.prepare(`INSERT INTO jobs (id, name, payload, target, priority, timeout_ms, expires_at, max_attempts, backoff_base_ms, backoff_max_ms,
-      rate_per_min, rollout_tat, abort_min_finished, abort_failure_pct, continuous, status, status_reason, created_at, finished_at, schedule_id, schedule_tick)
+      rate_per_min, rollout_tat, abort_min_finished, abort_failure_pct, continuous, status, status_reason, created_at, finished_at, schedule_id, schedule_tick, cause_rule, cause_firing)
       VALUES (@id, @name, @payload, @target, @priority, @timeoutMs, @expiresAt, @maxAttempts, @backoffBaseMs, @backoffMaxMs,
-      @ratePerMinute, NULL, @abortMinFinished, @abortFailurePct, @continuous, 'active', NULL, @createdAt, NULL, @scheduleId, @scheduleTick)`),
+      @ratePerMinute, NULL, @abortMinFinished, @abortFailurePct, @continuous, 'active', NULL, @createdAt, NULL, @scheduleId, @scheduleTick, @causeRule, @causeFiring)`),
     insertExec: db.prepare<[string, string, number, number, number, number]>(`INSERT OR IGNORE INTO executions
       (job_id, device_id, priority, state, attempt, version, base_version, run_after, created_at, updated_at)
       VALUES (?, ?, ?, 'queued', 1, 1, 1, ?, ?, ?)`),
@@ -243,7 +249,8 @@ export function createJobStore(db: Db) {
       backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
       abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
       continuous: r.continuous === 1, status: r.status, statusReason: r.status_reason, createdAt: r.created_at,
-      finishedAt: r.finished_at, scheduleId: r.schedule_id, scheduleTick: r.schedule_tick, counts: countsOf(r.id),
+      finishedAt: r.finished_at, scheduleId: r.schedule_id, scheduleTick: r.schedule_tick,
+      cause: r.cause_rule === null || r.cause_firing === null ? null : { rule: r.cause_rule, firing: r.cause_firing }, counts: countsOf(r.id),
     }
   }
 
@@ -270,7 +277,10 @@ export function createJobStore(db: Db) {
         version++
         return true
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && job.scheduleId !== null) return false
+        const code = (err as { code?: string }).code
+        // A schedule's tick, or a rule's action, that made its job already (a double fire, a restart).
+        if (code === 'SQLITE_CONSTRAINT_UNIQUE' && job.scheduleId !== null) return false
+        if (code === 'SQLITE_CONSTRAINT_PRIMARYKEY' && job.causeFiring !== null) return false
         throw err
       }
     },

@@ -244,6 +244,58 @@ export const HUB_MIGRATIONS: readonly string[] = [
      written before it read as NULL; a NULL last column costs a row one header byte. */ `
   ALTER TABLE samples ADD COLUMN unsynced INTEGER;
   `,
+  /* 8: rules (issue #17, hub/rules/store.ts): the rules, the condition state of each
+     (rule, device), each firing and its actions (the transactional outbox); a command
+     or a job a rule made names its cause. */ `
+  CREATE TABLE rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    fired INTEGER NOT NULL DEFAULT 0,
+    suppressed_stale INTEGER NOT NULL DEFAULT 0,
+    suppressed_cooldown INTEGER NOT NULL DEFAULT 0,
+    suppressed_rate INTEGER NOT NULL DEFAULT 0,
+    actions_failed INTEGER NOT NULL DEFAULT 0,
+    last_fired_at INTEGER
+  ) STRICT;
+  CREATE TABLE rule_states (
+    rule_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    since INTEGER,
+    count INTEGER,
+    last_fired_at INTEGER,
+    PRIMARY KEY (rule_id, device_id)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE rule_firings (
+    id TEXT PRIMARY KEY,
+    rule_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    trigger TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX rule_firings_rule ON rule_firings(rule_id, at);
+  CREATE TABLE rule_actions (
+    firing_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER,
+    outcome TEXT,
+    PRIMARY KEY (firing_id, idx)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX rule_actions_pending ON rule_actions(status) WHERE status = 'pending';
+  ALTER TABLE commands ADD COLUMN cause_rule TEXT;
+  ALTER TABLE commands ADD COLUMN cause_firing TEXT;
+  ALTER TABLE jobs ADD COLUMN cause_rule TEXT;
+  ALTER TABLE jobs ADD COLUMN cause_firing TEXT;
+  `,
 ]
 
 /**

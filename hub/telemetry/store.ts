@@ -1,6 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import type { DeviceEvent, Sample } from '../../protocol/messages.js'
-import type { OnFailed, Writer } from '../storage/group-commit.js'
+import type { AfterCommit, OnFailed, Writer } from '../storage/group-commit.js'
 import type { Logger } from '../../common/logger.js'
 
 /**
@@ -35,6 +35,19 @@ export interface SampleRow { readonly sensor: string; readonly ts: number; reado
 interface SampleSqlRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number; readonly unsynced: number | null }
 export interface EventRow { readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string; readonly data: unknown }
 export interface BucketRow { readonly sensor: string; readonly ts: number; readonly count: number; readonly avg: number; readonly min: number; readonly max: number }
+
+/**
+ * What reacts to a batch inside the write that stores it (the rules): called
+ * with the items above the stream's mark, in seq order, so a replay never
+ * reaches it; what it writes commits with the batch, and what it returns runs
+ * after the commit.
+ */
+export interface StoredReaction {
+  /** Whether anything reacts to this kind now: when nothing does, a batch pays no copy. */
+  watching(kind: 'samples' | 'events'): boolean
+  samples(deviceId: string, storeId: string, samples: readonly Sample[], now: number): AfterCommit | void
+  events(deviceId: string, storeId: string, events: readonly DeviceEvent[], now: number): AfterCommit | void
+}
 
 /** Samples of one device just committed, for live views (the dashboard). */
 export type SampleListener = (samples: readonly SampleRow[]) => void
@@ -147,6 +160,8 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
   // steps, so the ones pending are all committed. Dropping them when some
   // other write rolls back would cost innocent devices their acks (M19b).
 
+  let reaction: StoredReaction | undefined
+
   // Live watchers per device. A batch of an unwatched device pays one Map lookup.
   const watchers = new Map<string, Set<SampleListener>>()
 
@@ -195,9 +210,11 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
         let stored = 0
         const watched = kind === 'samples' ? watchers.get(deviceId) : undefined
         const fresh: SampleRow[] | undefined = watched && []
+        const kept: Array<Sample | DeviceEvent> | undefined = reaction?.watching(kind) ? [] : undefined
         if (kind === 'samples') {
           for (const s of items as readonly Sample[]) {
             if (s.seq <= mark) continue
+            kept?.push(s)
             ;(s.unsynced ? stmts.insertUnsynced : stmts.insertSample).run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
             fresh?.push(s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
             top = s.seq
@@ -206,6 +223,7 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
         } else {
           for (const e of items as readonly DeviceEvent[]) {
             if (e.seq <= mark) continue
+            kept?.push(e)
             stmts.insertEvent.run(dk, st.key, e.ts, e.seq, e.kind, e.level, e.message, e.data === undefined ? null : JSON.stringify(e.data))
             top = e.seq
             stored++
@@ -215,10 +233,14 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
           stmts.setMark.run(top, now, st.key)
           st.upTo = top
         }
+        const reacted = reaction && kept && kept.length > 0
+          ? (kind === 'samples' ? reaction.samples(deviceId, storeId, kept as Sample[], now) : reaction.events(deviceId, storeId, kept as DeviceEvent[], now))
+          : undefined
         return () => {
           counted(kind, stored, items.length - stored)
           pendingAcks.set(id, { deviceId, storeId, upTo: top })
           if (fresh && fresh.length > 0) notify(deviceId, fresh)
+          reacted?.()
         }
       } catch (err) {
         failedStreams.add(id)
@@ -237,6 +259,8 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
     storeSamples: (deviceId: string, storeId: string, prev: number, now: number, samples: readonly Sample[], onFailed?: OnFailed) => store(deviceId, storeId, prev, now, samples, 'samples', onFailed),
     storeEvents: (deviceId: string, storeId: string, prev: number, now: number, events: readonly DeviceEvent[], onFailed?: OnFailed) => store(deviceId, storeId, prev, now, events, 'events', onFailed),
     markOf,
+    /** What reacts to each stored batch inside its write (the rules; see StoredReaction). */
+    reactWith(r: StoredReaction): void { reaction = r },
     /** Where acks go after each commit (the hub publishes them on telemetry/ack). */
     onAcks(sink: (acks: StoredAck[]) => void): void { ackSink = sink },
     counters: (): Readonly<IngestCounters> => ({ ...counters }),

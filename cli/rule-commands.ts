@@ -1,0 +1,110 @@
+import { readFileSync } from 'node:fs'
+import { InvalidArgumentError } from './commander.js'
+import { resolveAdminTarget } from './admin-config.js'
+import { call } from './http.js'
+import { hint } from './invocation.js'
+import { clip, localTime, localTimeMs, out, printJson, table } from './output.js'
+import type { FiringChain } from '../hub/api/services.js'
+import type { RuleDetail, RuleView } from '../hub/rules/rules.js'
+import type { AdminOpts } from './main.js'
+
+/**
+ * `rollcall rule ...` (issue #17, docs/rules.md), over the hub's HTTP API. A
+ * rule is JSON (a file, or - for stdin): it has nested conditions and a list
+ * of actions, which flags would spell worse. The hub checks it and says
+ * what to fix.
+ */
+
+const enc = encodeURIComponent
+
+function readSpec(file: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8')
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read the rule from ${file === '-' ? 'stdin' : file}: ${(err as Error).message}`)
+  }
+  try {
+    return JSON.parse(text) as unknown
+  } catch (err) {
+    throw new InvalidArgumentError(`the rule in ${file === '-' ? 'stdin' : file} is not JSON: ${(err as Error).message}`)
+  }
+}
+
+function when(r: RuleView): string {
+  if ('telemetry' in r.when) {
+    const t = r.when.telemetry
+    const hold = t.forMs !== undefined ? ` for ${t.forMs} ms` : t.samples !== undefined ? ` for ${t.samples} samples` : ''
+    const clear = t.clear ? `, clears ${t.clear.op} ${t.clear.value}` : ''
+    return `${t.sensor} ${t.op} ${t.value}${hold}${clear}`
+  }
+  return `event ${r.when.event.kind}${r.when.event.level ? ` (${r.when.event.level})` : ''}`
+}
+
+function then(r: RuleView): string {
+  return r.then.map((a) => ('command' in a ? `command ${a.command.name}` : 'job' in a ? `job ${a.job.name}` : `event ${a.event.level}`)).join(', ')
+}
+
+export const ruleCommands = {
+  async add(file: string, opts: AdminOpts) {
+    const r = await call<RuleView>(resolveAdminTarget(opts), 'POST', '/api/rules', readSpec(file))
+    if (opts.json) return printJson(r)
+    out(`rule ${r.name} added${r.enabled ? '' : ' (disabled)'}: when ${when(r)} on ${r.for}, then ${then(r)}`)
+  },
+
+  async list(opts: AdminOpts) {
+    const r = await call<{ rules: RuleView[] }>(resolveAdminTarget(opts), 'GET', '/api/rules')
+    if (opts.json) return printJson(r)
+    if (r.rules.length === 0) return out(`no rules; add one with: ${hint(opts, 'rule', 'add', 'rule.json')} (docs/rules.md)`)
+    out(table([['NAME', 'ON', 'WHEN', 'THEN', 'ENABLED', 'FIRED', 'SUPPRESSED', 'FAILED', 'LAST FIRED'], ...r.rules.map((x) => [
+      x.name, clip(x.for, 24), clip(when(x), 40), clip(then(x), 30), x.enabled ? 'yes' : 'no', String(x.counters.fired),
+      String(x.counters.suppressedStale + x.counters.suppressedCooldown + x.counters.suppressedRate), String(x.counters.actionsFailed),
+      localTime(x.counters.lastFiredAt),
+    ])]))
+  },
+
+  async show(name: string, opts: AdminOpts) {
+    const r = await call<RuleDetail>(resolveAdminTarget(opts), 'GET', `/api/rules/${enc(name)}`)
+    if (opts.json) return printJson(r)
+    const c = r.counters
+    out(`rule ${r.name} (${r.enabled ? 'enabled' : 'disabled'}) on ${r.for}`)
+    out(`  when ${when(r)}; then ${then(r)}`)
+    out(`  fired ${c.fired}; suppressed: ${c.suppressedStale} stale, ${c.suppressedCooldown} cooldown, ${c.suppressedRate} rate; actions failed ${c.actionsFailed}`)
+    if (r.devices.length > 0) {
+      out('')
+      out(table([['DEVICE', 'STATE', 'SINCE', 'LAST FIRED'], ...r.devices.map((d) => [d.deviceId, d.state.phase, d.state.phase === 'idle' ? '-' : localTimeMs(d.state.since), localTime(d.lastFiredAt)])]))
+    }
+    if (r.recentFirings.length > 0) {
+      out('')
+      out(table([['FIRING', 'DEVICE', 'AT', 'TRIGGER'], ...r.recentFirings.map((f) => [
+        f.id, f.deviceId, localTimeMs(f.at), f.trigger.kind === 'sample' ? `${f.trigger.sensor} = ${f.trigger.value} (seq ${f.trigger.seq})` : `event ${f.trigger.event}: ${clip(f.trigger.message, 40)}`,
+      ])]))
+      out(`the chain of one: ${hint(opts, 'rule', 'firing', r.recentFirings[0]!.id)}`)
+    }
+  },
+
+  async setEnabled(name: string, enabled: boolean, opts: AdminOpts) {
+    const r = await call<RuleView>(resolveAdminTarget(opts), 'POST', `/api/rules/${enc(name)}/${enabled ? 'enable' : 'disable'}`)
+    if (opts.json) return printJson(r)
+    out(`rule ${r.name} ${enabled ? 'enabled' : 'disabled'}`)
+  },
+
+  async remove(name: string, opts: AdminOpts) {
+    await call(resolveAdminTarget(opts), 'DELETE', `/api/rules/${enc(name)}`)
+    if (opts.json) return printJson({ removed: name })
+    out(`rule ${name} removed; its firings stay for their trace`)
+  },
+
+  async firing(id: string, opts: AdminOpts) {
+    const f = await call<FiringChain>(resolveAdminTarget(opts), 'GET', `/api/firings/${enc(id)}`)
+    if (opts.json) return printJson(f)
+    const t = f.trigger
+    out(`firing ${f.id} of rule ${f.rule} on ${f.deviceId} at ${localTimeMs(f.at)}`)
+    out(`  trigger: ${t.kind === 'sample' ? `${t.sensor} = ${t.value}, seq ${t.seq}, taken ${localTimeMs(t.ts)}` : `event ${t.event} (${t.level}) "${t.message}", seq ${t.seq}`}`)
+    for (const a of f.actions) {
+      const took = a.startedAt !== null && a.endedAt !== null ? ` in ${a.endedAt - a.startedAt} ms` : ''
+      const made = a.command ? `: command ${a.command.id} ${a.command.status}` : a.job ? `: job ${a.job.id} ${a.job.status}` : ''
+      out(`  action ${a.idx} ${a.kind}: ${a.status}${took}${made}`)
+    }
+  },
+}

@@ -1,0 +1,53 @@
+/**
+ * Whether a firing may act, in order, cheapest and most certain first:
+ *
+ *   1. stale     its trigger is older than the rule's maxSampleAgeMs: a
+ *                device draining an hour of backlog must not push an hour of
+ *                commands now. The state still moved (the rule will not fire
+ *                again until the condition clears); only the actions are
+ *                suppressed, and counted.
+ *   2. cooldown  the rule fired for this device less than cooldownMs ago.
+ *   3. rate      the rule fired maxFiringsPerMinute times in the last minute,
+ *                for any device: a fleet-wide storm is bounded too.
+ *
+ * Pure, table-tested (test/hub.rule-limits.test.ts).
+ */
+
+export type Admission = 'fire' | 'stale' | 'cooldown' | 'rate'
+
+export interface AdmissionInput {
+  readonly now: number
+  /** When the trigger happened (a sample's or an event's ts, on the hub's clock as the device knows it). */
+  readonly triggerTs: number
+  readonly maxSampleAgeMs: number
+  readonly cooldownMs: number
+  /** When the rule last acted for this device; null: never. */
+  readonly lastFiredAt: number | null
+  /** How many times the rule acted in the minute before `now`. */
+  readonly firedLastMinute: number
+  readonly maxFiringsPerMinute: number
+}
+
+export function admit(i: AdmissionInput): Admission {
+  if (i.now - i.triggerTs > i.maxSampleAgeMs) return 'stale'
+  if (i.lastFiredAt !== null && i.cooldownMs > 0 && i.now - i.lastFiredAt < i.cooldownMs) return 'cooldown'
+  if (i.firedLastMinute >= i.maxFiringsPerMinute) return 'rate'
+  return 'fire'
+}
+
+/** The times a rule acted, kept for one minute: what `firedLastMinute` counts. */
+export class MinuteWindow {
+  private times: number[] = []
+
+  count(now: number): number {
+    const cutoff = now - 60_000
+    let drop = 0
+    while (drop < this.times.length && this.times[drop]! <= cutoff) drop++
+    if (drop > 0) this.times = this.times.slice(drop)
+    return this.times.length
+  }
+
+  add(now: number): void {
+    this.times.push(now)
+  }
+}

@@ -1,0 +1,324 @@
+import type { Clock } from '../../common/clock.js'
+import { RollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
+import { randomId } from '../../common/random-id.js'
+import type { Db } from '../../common/sqlite.js'
+import { targetIncludes } from '../fleet/targets.js'
+import type { AfterCommit, Writer } from '../storage/group-commit.js'
+import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
+import { admit, MinuteWindow, type Admission } from './limits.js'
+import { IDLE, sameState, step, type ConditionState } from './machine.js'
+import { checkRuleSpec, type Action, type CheckedRule, type RuleSpec } from './spec.js'
+import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
+
+/**
+ * The rules engine: rules evaluated on what the hub stored, firing once per
+ * transition, their actions recorded with the firing and carried out after
+ * the commit (docs/rules.md).
+ *
+ * Where it runs: inside the group commit's write that stores a telemetry or
+ * events batch (hub/telemetry/store.ts calls onSamples/onEvents there, with
+ * the items above the stream's mark, in seq order). A replayed sample is
+ * below the mark and never reaches a rule, so no sample is seen twice; the
+ * new condition states, the firing and its actions (the transactional
+ * outbox, rules/store.ts) commit with the samples, or not at all. The
+ * evaluation runs in a savepoint of its own: a rule that fails is logged and
+ * rolled back, and the samples still commit and are acked.
+ *
+ * What it keeps in memory: the rules, indexed by sensor and event kind, and
+ * the states of (rule, device) pairs. A write rolled back reloads the states
+ * from the database (the group commit's onRollback), which then holds what
+ * will commit.
+ */
+
+export interface RulesDeps {
+  readonly db: Db
+  readonly writer: Writer
+  readonly clock: Clock
+  readonly logger: Logger
+  /** A registered device's group (null: none); undefined when it is not registered. */
+  readonly groupOf: (deviceId: string) => string | null | undefined
+  readonly ports: RuleActionPorts
+  /** How many actions run at once. */
+  readonly actionConcurrency?: number
+}
+
+/** A sample or event as the telemetry store just stored it. */
+export interface StoredSample { readonly seq: number; readonly ts: number; readonly sensor: string; readonly value: number }
+export interface StoredEvent { readonly seq: number; readonly ts: number; readonly kind: string; readonly level: string; readonly message: string }
+
+export interface RuleView {
+  readonly id: number
+  readonly name: string
+  readonly for: string
+  readonly when: CheckedRule['when']
+  readonly then: readonly Action[]
+  readonly enabled: boolean
+  readonly maxSampleAgeMs: number
+  readonly cooldownMs: number
+  readonly maxFiringsPerMinute: number
+  readonly createdAt: number
+  readonly updatedAt: number
+  readonly counters: RuleCounters
+}
+
+export interface RuleDetail extends RuleView {
+  /** Devices whose condition is pending or active, or that the rule acted for. */
+  readonly devices: ReadonlyArray<{ readonly deviceId: string; readonly state: ConditionState; readonly lastFiredAt: number | null }>
+  readonly recentFirings: readonly FiringRow[]
+}
+
+export interface FiringView extends FiringRow {
+  readonly actions: readonly ActionRow[]
+}
+
+export interface RulesStats {
+  readonly rules: number
+  readonly enabled: number
+  readonly evaluations: number
+  readonly fired: number
+  readonly suppressed: Readonly<Record<Exclude<Admission, 'fire'>, number>>
+  readonly errors: number
+  readonly actions: { readonly pending: number; readonly running: number; readonly done: number; readonly failed: number }
+}
+
+interface Live {
+  readonly id: number
+  readonly rule: CheckedRule
+  readonly window: MinuteWindow
+}
+
+interface Entry { readonly state: ConditionState; readonly lastFiredAt: number | null }
+
+const COUNTER_OF: Readonly<Record<Exclude<Admission, 'fire'>, CounterName>> = {
+  stale: 'suppressed_stale', cooldown: 'suppressed_cooldown', rate: 'suppressed_rate',
+}
+
+export function createRules(deps: RulesDeps) {
+  const { db, writer, clock, logger } = deps
+  const store = createRuleStore(db, checkRuleSpec)
+  const runner = createActionRunner({ store, writer, clock, logger, ports: deps.ports, concurrency: deps.actionConcurrency ?? 16 })
+  let rules = new Map<number, Live>()
+  let bySensor = new Map<string, Live[]>()
+  let byEvent = new Map<string, Live[]>()
+  let states = new Map<string, Entry>()
+  const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, cooldown: 0, rate: 0 } }
+  const key = (ruleId: number, deviceId: string) => `${ruleId}\0${deviceId}`
+
+  function index(): void {
+    bySensor = new Map()
+    byEvent = new Map()
+    for (const live of rules.values()) {
+      if (!live.rule.enabled) continue
+      const when = live.rule.when
+      const [map, k] = 'telemetry' in when ? [bySensor, when.telemetry.sensor] : [byEvent, when.event.kind]
+      const list = map.get(k)
+      if (list) list.push(live)
+      else map.set(k, [live])
+    }
+  }
+
+  function loadRules(): void {
+    const previous = rules
+    rules = new Map(store.all().map((r) => [r.id, { id: r.id, rule: r.rule, window: previous.get(r.id)?.window ?? new MinuteWindow() }]))
+    index()
+  }
+
+  function loadStates(): void {
+    states = new Map(store.states().map((s) => [key(s.ruleId, s.deviceId), { state: s.state, lastFiredAt: s.lastFiredAt }]))
+  }
+
+  writer.onRollback(loadStates)
+
+  /** A firing made inside the evaluation, carried out after the commit. */
+  interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string }
+
+  /**
+   * One trigger of `live` on `deviceId`: admitted, it becomes a firing and
+   * its actions (pending) in this transaction; refused, a counter. Returns
+   * whether it acted.
+   */
+  function fire(live: Live, deviceId: string, entry: Entry, trigger: Trigger, now: number, out: Fired[]): boolean {
+    const verdict = admit({
+      now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs,
+      lastFiredAt: entry.lastFiredAt, firedLastMinute: live.window.count(now), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+    })
+    if (verdict !== 'fire') {
+      store.count(live.id, COUNTER_OF[verdict])
+      stats.suppressed[verdict]++
+      return false
+    }
+    const id = randomId('f')
+    store.addFiring({ id, ruleId: live.id, deviceId, at: now, trigger }, live.rule.then.map((a) => ({ kind: actionKind(a), spec: a, status: 'pending' as const })))
+    store.fired(live.id, 1, now)
+    live.window.add(now)
+    out.push({ id, live, deviceId })
+    return true
+  }
+
+  const evaluateSamples = db.transaction((deviceId: string, storeId: string, samples: readonly StoredSample[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
+    let group: string | null | undefined
+    let groupRead = false
+    for (const s of samples) {
+      const list = bySensor.get(s.sensor)
+      if (!list) continue
+      if (!groupRead) {
+        group = deps.groupOf(deviceId)
+        groupRead = true
+      }
+      if (group === undefined) return
+      for (const live of list) {
+        if (!targetIncludes(live.rule.target, deviceId, group)) continue
+        if (!('telemetry' in live.rule.when)) continue
+        stats.evaluations++
+        const k = key(live.id, deviceId)
+        const entry = overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
+        const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
+        let lastFiredAt = entry.lastFiredAt
+        if (next.fired) {
+          const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
+          if (fire(live, deviceId, entry, trigger, now, out)) lastFiredAt = now
+        }
+        if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) continue
+        const changed = { state: next.state, lastFiredAt }
+        store.putState(live.id, deviceId, changed.state, lastFiredAt)
+        overlay.set(k, changed)
+      }
+    }
+  })
+
+  const evaluateEvents = db.transaction((deviceId: string, storeId: string, events: readonly StoredEvent[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
+    let group: string | null | undefined
+    let groupRead = false
+    for (const e of events) {
+      const list = byEvent.get(e.kind)
+      if (!list) continue
+      if (!groupRead) {
+        group = deps.groupOf(deviceId)
+        groupRead = true
+      }
+      if (group === undefined) return
+      for (const live of list) {
+        if (!targetIncludes(live.rule.target, deviceId, group)) continue
+        const when = live.rule.when
+        if (!('event' in when) || (when.event.level !== undefined && when.event.level !== e.level)) continue
+        stats.evaluations++
+        // An event is a transition of its own: each one that matches fires (within the limits).
+        const k = key(live.id, deviceId)
+        const entry = overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
+        const trigger: Trigger = { kind: 'event', storeId, seq: e.seq, ts: e.ts, event: e.kind, level: e.level, message: e.message }
+        if (!fire(live, deviceId, entry, trigger, now, out)) continue
+        const changed = { state: entry.state, lastFiredAt: now }
+        store.putState(live.id, deviceId, changed.state, now)
+        overlay.set(k, changed)
+      }
+    }
+  })
+
+  /** Runs an evaluation in its own savepoint; its state changes apply once it returned, its firings act after the commit. */
+  function evaluate(run: (overlay: Map<string, Entry>, out: Fired[]) => void, deviceId: string): AfterCommit | void {
+    const overlay = new Map<string, Entry>()
+    const out: Fired[] = []
+    try {
+      run(overlay, out)
+    } catch (err) {
+      stats.errors++
+      logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; the batch is stored and acked without it')
+      return
+    }
+    for (const [k, e] of overlay) states.set(k, e)
+    if (out.length === 0) return
+    return () => {
+      stats.fired += out.length
+      for (const f of out) logger.info({ firing: f.id, rule: f.live.rule.name, deviceId: f.deviceId }, 'rule fired')
+      runner.enqueue(out.flatMap((f) => f.live.rule.then.map((a, idx): PendingAction => ({ firingId: f.id, idx, ruleId: f.live.id, rule: f.live.rule.name, deviceId: f.deviceId, action: a }))))
+    }
+  }
+
+  function requireRule(name: string) {
+    const r = store.byName(name)
+    if (!r) throw new RollcallError('RULE_NOT_FOUND', `no rule "${name}" (rollcall rule list shows the rules)`)
+    return r
+  }
+
+  function view(r: ReturnType<typeof requireRule>): RuleView {
+    const { target: _target, ...rule } = r.rule
+    return { id: r.id, ...rule, createdAt: r.createdAt, updatedAt: r.updatedAt, counters: r.counters }
+  }
+
+  /** A management write: committed with the hot-path writes around it, then the rules in memory follow. */
+  async function changed(op: () => void): Promise<void> {
+    await writer.commit(() => { op() })
+    loadRules()
+  }
+
+  return {
+    start(): void {
+      loadRules()
+      loadStates()
+      runner.resume(store.pending().map((a) => ({ firingId: a.firingId, idx: a.idx, ruleId: a.ruleId, rule: rules.get(a.ruleId)?.rule.name ?? '', deviceId: a.deviceId, action: a.spec as Action })))
+    },
+    /** Stops carrying out actions; those not finished stay pending for the next start. */
+    stop: () => runner.stop(),
+    /** Whether an enabled rule watches samples or events now. */
+    watching: (kind: 'samples' | 'events'): boolean => (kind === 'samples' ? bySensor.size > 0 : byEvent.size > 0),
+    /** Inside the write that stores a batch of samples (see the header). */
+    onSamples: (deviceId: string, storeId: string, samples: readonly StoredSample[], now: number): AfterCommit | void => {
+      if (bySensor.size === 0) return
+      return evaluate((overlay, out) => { evaluateSamples(deviceId, storeId, samples, now, overlay, out) }, deviceId)
+    },
+    /** Inside the write that stores a batch of events. */
+    onEvents: (deviceId: string, storeId: string, events: readonly StoredEvent[], now: number): AfterCommit | void => {
+      if (byEvent.size === 0) return
+      return evaluate((overlay, out) => { evaluateEvents(deviceId, storeId, events, now, overlay, out) }, deviceId)
+    },
+    async add(spec: RuleSpec): Promise<RuleView> {
+      const rule = checkRuleSpec(spec)
+      if (store.byName(rule.name)) throw new RollcallError('RULE_EXISTS', `a rule named "${rule.name}" exists; remove it first, or pick another name`)
+      await changed(() => { store.add(rule, spec, clock.now()) })
+      logger.info({ rule: rule.name, for: rule.for }, 'rule added')
+      return view(requireRule(rule.name))
+    },
+    list: (): RuleView[] => store.all().map(view),
+    get(name: string): RuleDetail {
+      const r = requireRule(name)
+      return {
+        ...view(r),
+        devices: store.statesOf(r.id).filter((s) => s.state.phase !== 'idle' || s.lastFiredAt !== null).map((s) => ({ deviceId: s.deviceId, state: s.state, lastFiredAt: s.lastFiredAt })),
+        recentFirings: store.firingsOf(r.id, 20),
+      }
+    },
+    async setEnabled(name: string, enabled: boolean): Promise<RuleView> {
+      const r = requireRule(name)
+      await changed(() => { store.setEnabled(r.id, enabled, clock.now()) })
+      logger.info({ rule: name }, enabled ? 'rule enabled' : 'rule disabled')
+      return view(requireRule(name))
+    },
+    async remove(name: string): Promise<void> {
+      const r = requireRule(name)
+      await changed(() => { store.remove(r.id) })
+      for (const k of [...states.keys()]) if (k.startsWith(`${r.id}\0`)) states.delete(k)
+      logger.info({ rule: name }, 'rule removed')
+    },
+    firing(id: string): FiringView {
+      const f = store.firing(id)
+      if (!f) throw new RollcallError('FIRING_NOT_FOUND', `no firing "${id}" (rollcall rule show NAME lists a rule's recent firings)`)
+      return f
+    },
+    stats(): RulesStats {
+      let enabled = 0
+      for (const l of rules.values()) if (l.rule.enabled) enabled++
+      return { rules: rules.size, enabled, evaluations: stats.evaluations, fired: stats.fired, suppressed: { ...stats.suppressed }, errors: stats.errors, actions: runner.stats() }
+    },
+    /** Resolves when no action is queued or running (tests, and a clean stop). */
+    idle: () => runner.idle(),
+  }
+}
+
+function actionKind(a: Action): 'command' | 'job' | 'event' {
+  if ('command' in a) return 'command'
+  if ('job' in a) return 'job'
+  return 'event'
+}
+
+export type Rules = ReturnType<typeof createRules>

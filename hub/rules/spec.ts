@@ -1,0 +1,183 @@
+import { RollcallError } from '../../common/errors.js'
+import { isSensorName, isTaskName } from '../../protocol/ids.js'
+import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
+import { EVENT_LEVELS, LIMITS } from '../../protocol/limits.js'
+import { parseTarget, type JobTarget } from '../fleet/targets.js'
+import { COMPARISONS, type TelemetryCondition, type Threshold } from './machine.js'
+
+/**
+ * What a rule says, as the API and the CLI take it, and the check of it:
+ * pure, so every refusal and its message is table-tested without a hub
+ * (test/hub.rule-spec.test.ts).
+ *
+ *   name     lowercase letters, digits, ".", "-", "_" (as a task name)
+ *   for      which devices it watches: device:ID, device:A,B, group:G or all
+ *   when     one condition: a sensor crossing a threshold (optionally for a
+ *            time or a number of samples, with a clear threshold for
+ *            hysteresis), or a device event of a kind (and level)
+ *   then     1 to 8 actions: a command to the device that triggered it (or
+ *            to a target), a job, an event the hub publishes
+ *
+ * and the limits that keep a storm from becoming a flood: the oldest sample
+ * that may still act (`maxSampleAgeMs`: older ones update the state but their
+ * firings are suppressed as stale), a per-device cooldown and a per-rule rate.
+ */
+
+export type Condition =
+  | { readonly telemetry: TelemetryCondition }
+  | { readonly event: { readonly kind: string; readonly level?: EventLevel } }
+
+export type EventLevel = (typeof EVENT_LEVELS)[number]
+
+/** `to`: "trigger" is the device whose sample fired the rule; otherwise a target. */
+export type Action =
+  | { readonly command: { readonly name: string; readonly args?: unknown; readonly to?: string; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' } }
+  | { readonly job: { readonly name: string; readonly payload?: unknown; readonly to?: string; readonly timeoutMs?: number } }
+  | { readonly event: { readonly level: EventLevel; readonly message: string } }
+
+export interface RuleSpec {
+  readonly name: string
+  readonly for: string
+  readonly when: Condition
+  readonly then: readonly Action[]
+  readonly enabled?: boolean
+  readonly maxSampleAgeMs?: number
+  readonly cooldownMs?: number
+  readonly maxFiringsPerMinute?: number
+}
+
+export const RULE_DEFAULTS = {
+  maxSampleAgeMs: 5 * 60_000,
+  cooldownMs: 0,
+  maxFiringsPerMinute: 60,
+} as const
+
+export const MAX_ACTIONS = 8
+const MAX_MESSAGE = 500
+const MAX_WINDOW_MS = 24 * 3_600_000
+
+/** A spec that passed: defaults filled in, the target parsed. */
+export interface CheckedRule {
+  readonly name: string
+  readonly for: string
+  readonly target: JobTarget
+  readonly when: Condition
+  readonly then: readonly Action[]
+  readonly enabled: boolean
+  readonly maxSampleAgeMs: number
+  readonly cooldownMs: number
+  readonly maxFiringsPerMinute: number
+}
+
+const bad = (message: string) => new RollcallError('BAD_REQUEST', message)
+
+function checkDuration(what: string, v: number | undefined, max: number): void {
+  if (v === undefined) return
+  if (!Number.isInteger(v) || v < 0 || v > max) throw bad(`${what} must be a whole number of milliseconds from 0 to ${max}`)
+}
+
+function checkThreshold(what: string, t: Threshold): void {
+  if (!COMPARISONS.includes(t.op)) throw bad(`${what}.op must be one of ${COMPARISONS.join(' ')}`)
+  if (typeof t.value !== 'number' || !Number.isFinite(t.value)) throw bad(`${what}.value must be a finite number`)
+}
+
+function checkCondition(when: Condition): void {
+  const keys = Object.keys(when)
+  if (keys.length !== 1) throw bad('when takes exactly one of "telemetry" or "event"')
+  if ('telemetry' in when) {
+    const c = when.telemetry
+    if (!isSensorName(c.sensor)) throw bad(`when.telemetry.sensor ${JSON.stringify(c.sensor)} is not a sensor name (lowercase letters, digits, ".", "-", "_")`)
+    checkThreshold('when.telemetry', c)
+    if (c.forMs !== undefined && c.samples !== undefined) throw bad('when.telemetry takes forMs or samples, not both: "held for a time" or "N samples in a row"')
+    checkDuration('when.telemetry.forMs', c.forMs, MAX_WINDOW_MS)
+    if (c.samples !== undefined && (!Number.isInteger(c.samples) || c.samples < 1 || c.samples > 10_000)) throw bad('when.telemetry.samples must be a whole number from 1 to 10000')
+    if (c.clear !== undefined) {
+      checkThreshold('when.telemetry.clear', c.clear)
+      // A clear that holds whenever the trigger does would clear the moment it fired.
+      if (c.clear.op === c.op && c.clear.value === c.value) throw bad('when.telemetry.clear is the trigger itself; give the threshold at which the condition is over, e.g. {"op": "<=", "value": 0.06} for a trigger "> 0.08"')
+    }
+    return
+  }
+  if ('event' in when) {
+    const e = when.event
+    if (!isSensorName(e.kind)) throw bad(`when.event.kind ${JSON.stringify(e.kind)} is not an event kind (lowercase letters, digits, ".", "-", "_")`)
+    if (e.level !== undefined && !EVENT_LEVELS.includes(e.level)) throw bad(`when.event.level must be one of ${EVENT_LEVELS.join(', ')}`)
+    return
+  }
+  throw bad('when takes exactly one of "telemetry" or "event"')
+}
+
+function checkTo(what: string, to: string | undefined): void {
+  if (to === undefined || to === 'trigger') return
+  try {
+    parseTarget(to)
+  } catch (err) {
+    throw bad(`${what}: ${(err as Error).message}; or "trigger", the device that fired the rule`)
+  }
+}
+
+function checkJson(what: string, value: unknown, maxBytes: number): void {
+  if (value === undefined) return
+  const b = boundJson(value, maxBytes)
+  if (!b.ok) throw bad(describeBounds(what, b))
+}
+
+function checkAction(a: Action, i: number): void {
+  const at = `then[${i}]`
+  const keys = Object.keys(a)
+  if (keys.length !== 1) throw bad(`${at} takes exactly one of "command", "job" or "event"`)
+  if ('command' in a) {
+    const c = a.command
+    if (!isTaskName(c.name)) throw bad(`${at}.command.name ${JSON.stringify(c.name)} is not a command name`)
+    checkTo(`${at}.command.to`, c.to)
+    checkDuration(`${at}.command.timeoutMs`, c.timeoutMs, LIMITS.maxCommandTimeoutMs)
+    if (c.timeoutMs === 0) throw bad(`${at}.command.timeoutMs must be at least 1`)
+    if (c.ifOffline !== undefined && c.ifOffline !== 'fail' && c.ifOffline !== 'queue') throw bad(`${at}.command.ifOffline must be "fail" or "queue"`)
+    checkJson(`${at}.command.args`, c.args, LIMITS.maxCommandArgsBytes)
+    return
+  }
+  if ('job' in a) {
+    const j = a.job
+    if (!isTaskName(j.name)) throw bad(`${at}.job.name ${JSON.stringify(j.name)} is not a task name`)
+    checkTo(`${at}.job.to`, j.to)
+    checkDuration(`${at}.job.timeoutMs`, j.timeoutMs, LIMITS.maxJobTimeoutMs)
+    checkJson(`${at}.job.payload`, j.payload, LIMITS.maxJobPayloadBytes)
+    return
+  }
+  if ('event' in a) {
+    const e = a.event
+    if (!EVENT_LEVELS.includes(e.level)) throw bad(`${at}.event.level must be one of ${EVENT_LEVELS.join(', ')}`)
+    if (typeof e.message !== 'string' || e.message.length === 0 || e.message.length > MAX_MESSAGE) throw bad(`${at}.event.message must be 1 to ${MAX_MESSAGE} characters`)
+    return
+  }
+  throw bad(`${at} takes exactly one of "command", "job" or "event"`)
+}
+
+/** Checks a spec; returns it with its defaults and parsed target, or throws what to fix. */
+export function checkRuleSpec(spec: RuleSpec): CheckedRule {
+  if (!isTaskName(spec.name)) throw bad(`rule name ${JSON.stringify(spec.name)} must be 1 to 64 lowercase letters, digits, ".", "-" and "_", e.g. "pump.vibration"`)
+  let target: JobTarget
+  try {
+    target = parseTarget(spec.for)
+  } catch (err) {
+    throw bad(`for: ${(err as Error).message}`)
+  }
+  checkCondition(spec.when)
+  if (!Array.isArray(spec.then) || spec.then.length === 0 || spec.then.length > MAX_ACTIONS) throw bad(`then takes 1 to ${MAX_ACTIONS} actions`)
+  spec.then.forEach(checkAction)
+  checkDuration('maxSampleAgeMs', spec.maxSampleAgeMs, MAX_WINDOW_MS)
+  checkDuration('cooldownMs', spec.cooldownMs, MAX_WINDOW_MS)
+  const rate = spec.maxFiringsPerMinute
+  if (rate !== undefined && (!Number.isInteger(rate) || rate < 1 || rate > 100_000)) throw bad('maxFiringsPerMinute must be a whole number from 1 to 100000')
+  return {
+    name: spec.name,
+    for: spec.for,
+    target,
+    when: spec.when,
+    then: spec.then,
+    enabled: spec.enabled ?? true,
+    maxSampleAgeMs: spec.maxSampleAgeMs ?? RULE_DEFAULTS.maxSampleAgeMs,
+    cooldownMs: spec.cooldownMs ?? RULE_DEFAULTS.cooldownMs,
+    maxFiringsPerMinute: rate ?? RULE_DEFAULTS.maxFiringsPerMinute,
+  }
+}

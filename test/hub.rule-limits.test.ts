@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest'
+import { admit, MinuteWindow, type AdmissionInput } from '../hub/rules/limits.js'
+
+const base: AdmissionInput = { now: 1_000_000, triggerTs: 1_000_000, maxSampleAgeMs: 300_000, cooldownMs: 0, lastFiredAt: null, firedLastMinute: 0, maxFiringsPerMinute: 60 }
+
+describe('whether a firing may act', () => {
+  it.each([
+    ['a fresh trigger acts', {}, 'fire'],
+    ['a trigger just inside the age acts', { triggerTs: 1_000_000 - 300_000 }, 'fire'],
+    ['a trigger older than maxSampleAgeMs is stale', { triggerTs: 1_000_000 - 300_001 }, 'stale'],
+    ['a trigger from the future (a device clock ahead) is not stale', { triggerTs: 2_000_000 }, 'fire'],
+    ['within the cooldown of the last firing', { cooldownMs: 10_000, lastFiredAt: 995_000 }, 'cooldown'],
+    ['once the cooldown has passed', { cooldownMs: 10_000, lastFiredAt: 990_000 }, 'fire'],
+    ['no cooldown set: a repeat acts', { lastFiredAt: 999_999 }, 'fire'],
+    ['the rule fired its maximum in the last minute', { firedLastMinute: 60 }, 'rate'],
+    ['stale wins over cooldown and rate', { triggerTs: 0, cooldownMs: 10_000, lastFiredAt: 999_000, firedLastMinute: 100 }, 'stale'],
+    ['cooldown wins over rate', { cooldownMs: 10_000, lastFiredAt: 999_000, firedLastMinute: 100 }, 'cooldown'],
+  ] as const)('%s', (_what, over, verdict) => {
+    expect(admit({ ...base, ...over })).toBe(verdict)
+  })
+
+  it('counts the firings of the last minute', () => {
+    const w = new MinuteWindow()
+    w.add(0)
+    w.add(30_000)
+    w.add(59_999)
+    expect(w.count(59_999)).toBe(3)
+    expect(w.count(60_000)).toBe(2)
+    expect(w.count(120_000)).toBe(0)
+  })
+})

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest'
+import { isRollcallError } from '../common/errors.js'
+import { checkRuleSpec, RULE_DEFAULTS, type RuleSpec } from '../hub/rules/spec.js'
+
+const ok: RuleSpec = {
+  name: 'pump.vibration',
+  for: 'group:pumps',
+  when: { telemetry: { sensor: 'vibration', op: '>', value: 0.08, forMs: 10_000, clear: { op: '<=', value: 0.06 } } },
+  then: [{ command: { name: 'motor.stop', ifOffline: 'queue' } }, { event: { level: 'warn', message: 'pump stopped for vibration' } }],
+}
+
+function refusal(spec: unknown): string {
+  try {
+    checkRuleSpec(spec as RuleSpec)
+  } catch (err) {
+    if (isRollcallError(err) && err.code === 'BAD_REQUEST') return err.message
+    throw err
+  }
+  return 'accepted'
+}
+
+describe('a rule spec', () => {
+  it('fills in the defaults and parses the target', () => {
+    expect(checkRuleSpec(ok)).toMatchObject({
+      name: 'pump.vibration', target: { kind: 'group', group: 'pumps' }, enabled: true,
+      maxSampleAgeMs: RULE_DEFAULTS.maxSampleAgeMs, cooldownMs: 0, maxFiringsPerMinute: 60,
+    })
+  })
+
+  it.each([
+    ['a bad name', { ...ok, name: 'Pump Vibration' }, /rule name "Pump Vibration"/],
+    ['a bad target', { ...ok, for: 'pumps' }, /^for: target "pumps" is not understood/],
+    ['two conditions', { ...ok, when: { ...ok.when, event: { kind: 'x' } } }, /exactly one of "telemetry" or "event"/],
+    ['a bad sensor', { ...ok, when: { telemetry: { sensor: 'Vib!', op: '>', value: 1 } } }, /sensor "Vib!" is not a sensor name/],
+    ['a bad comparison', { ...ok, when: { telemetry: { sensor: 'v', op: '=>', value: 1 } } }, /op must be one of > < >= <= ==/],
+    ['a threshold that is not a number', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: Number.NaN } } }, /value must be a finite number/],
+    ['both forMs and samples', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 1, forMs: 1000, samples: 3 } } }, /forMs or samples, not both/],
+    ['a clear that is the trigger', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 1, clear: { op: '>', value: 1 } } } }, /clear is the trigger itself/],
+    ['a bad event level', { ...ok, when: { event: { kind: 'pump.fault', level: 'fatal' } } }, /level must be one of debug, info, warn, error/],
+    ['no action', { ...ok, then: [] }, /then takes 1 to 8 actions/],
+    ['nine actions', { ...ok, then: Array.from({ length: 9 }, () => ok.then[1]) }, /then takes 1 to 8 actions/],
+    ['an action of two kinds', { ...ok, then: [{ command: { name: 'x' }, job: { name: 'y' } }] }, /then\[0\] takes exactly one of/],
+    ['a command to a bad target', { ...ok, then: [{ command: { name: 'x', to: 'everyone' } }] }, /then\[0\]\.command\.to: .*or "trigger"/],
+    ['a command timeout of 0', { ...ok, then: [{ command: { name: 'x', timeoutMs: 0 } }] }, /timeoutMs must be at least 1/],
+    ['a bad ifOffline', { ...ok, then: [{ command: { name: 'x', ifOffline: 'wait' } }] }, /ifOffline must be "fail" or "queue"/],
+    ['command args too large', { ...ok, then: [{ command: { name: 'x', args: 'a'.repeat(20_000) } }] }, /then\[0\]\.command\.args is \d+ bytes of JSON/],
+    ['an empty event message', { ...ok, then: [{ event: { level: 'info', message: '' } }] }, /message must be 1 to 500 characters/],
+    ['a negative cooldown', { ...ok, cooldownMs: -1 }, /cooldownMs must be a whole number of milliseconds/],
+    ['a rate of 0', { ...ok, maxFiringsPerMinute: 0 }, /maxFiringsPerMinute must be a whole number from 1/],
+  ] as const)('refuses %s, saying what to fix', (_what, spec, message) => {
+    expect(refusal(spec)).toMatch(message)
+  })
+
+  it('takes an event condition and a job to "trigger"', () => {
+    expect(refusal({ ...ok, when: { event: { kind: 'pump.fault', level: 'error' } }, then: [{ job: { name: 'diag.collect', to: 'trigger' } }] })).toBe('accepted')
+  })
+})
