@@ -156,63 +156,59 @@ export function createRules(deps: RulesDeps) {
     return true
   }
 
-  const evaluateSamples = db.transaction((deviceId: string, storeId: string, samples: readonly StoredSample[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
+  /**
+   * Calls `visit` for each item and each enabled rule that watches it (by
+   * `rulesOf`) and watches this device: the device's group is read once per
+   * batch, and only when some rule watches one of its items.
+   */
+  function forWatching<T>(deviceId: string, items: readonly T[], rulesOf: (item: T) => Live[] | undefined, visit: (live: Live, item: T) => void): void {
     let group: string | null | undefined
     let groupRead = false
-    for (const s of samples) {
-      const list = bySensor.get(s.sensor)
+    for (const item of items) {
+      const list = rulesOf(item)
       if (!list) continue
       if (!groupRead) {
         group = deps.groupOf(deviceId)
         groupRead = true
       }
       if (group === undefined) return
-      for (const live of list) {
-        if (!targetIncludes(live.rule.target, deviceId, group)) continue
-        if (!('telemetry' in live.rule.when)) continue
-        stats.evaluations++
-        const k = key(live.id, deviceId)
-        const entry = overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
-        const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
-        let lastFiredAt = entry.lastFiredAt
-        if (next.fired) {
-          const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
-          if (fire(live, deviceId, entry, trigger, now, out)) lastFiredAt = now
-        }
-        if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) continue
-        const changed = { state: next.state, lastFiredAt }
-        store.putState(live.id, deviceId, changed.state, lastFiredAt)
-        overlay.set(k, changed)
-      }
+      for (const live of list) if (targetIncludes(live.rule.target, deviceId, group)) visit(live, item)
     }
+  }
+
+  const entryOf = (overlay: Map<string, Entry>, k: string): Entry => overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
+
+  const evaluateSamples = db.transaction((deviceId: string, storeId: string, samples: readonly StoredSample[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
+    forWatching(deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
+      if (!('telemetry' in live.rule.when)) return
+      stats.evaluations++
+      const k = key(live.id, deviceId)
+      const entry = entryOf(overlay, k)
+      const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
+      let lastFiredAt = entry.lastFiredAt
+      if (next.fired) {
+        const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
+        if (fire(live, deviceId, entry, trigger, now, out)) lastFiredAt = now
+      }
+      if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) return
+      store.putState(live.id, deviceId, next.state, lastFiredAt)
+      overlay.set(k, { state: next.state, lastFiredAt })
+    })
   })
 
   const evaluateEvents = db.transaction((deviceId: string, storeId: string, events: readonly StoredEvent[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
-    let group: string | null | undefined
-    let groupRead = false
-    for (const e of events) {
-      const list = byEvent.get(e.kind)
-      if (!list) continue
-      if (!groupRead) {
-        group = deps.groupOf(deviceId)
-        groupRead = true
-      }
-      if (group === undefined) return
-      for (const live of list) {
-        if (!targetIncludes(live.rule.target, deviceId, group)) continue
-        const when = live.rule.when
-        if (!('event' in when) || (when.event.level !== undefined && when.event.level !== e.level)) continue
-        stats.evaluations++
-        // An event is a transition of its own: each one that matches fires (within the limits).
-        const k = key(live.id, deviceId)
-        const entry = overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
-        const trigger: Trigger = { kind: 'event', storeId, seq: e.seq, ts: e.ts, event: e.kind, level: e.level, message: e.message }
-        if (!fire(live, deviceId, entry, trigger, now, out)) continue
-        const changed = { state: entry.state, lastFiredAt: now }
-        store.putState(live.id, deviceId, changed.state, now)
-        overlay.set(k, changed)
-      }
-    }
+    forWatching(deviceId, events, (e) => byEvent.get(e.kind), (live, e) => {
+      const when = live.rule.when
+      if (!('event' in when) || (when.event.level !== undefined && when.event.level !== e.level)) return
+      stats.evaluations++
+      // An event is a transition of its own: each one that matches fires (within the limits).
+      const k = key(live.id, deviceId)
+      const entry = entryOf(overlay, k)
+      const trigger: Trigger = { kind: 'event', storeId, seq: e.seq, ts: e.ts, event: e.kind, level: e.level, message: e.message }
+      if (!fire(live, deviceId, entry, trigger, now, out)) return
+      store.putState(live.id, deviceId, entry.state, now)
+      overlay.set(k, { state: entry.state, lastFiredAt: now })
+    })
   })
 
   /** Runs an evaluation in its own savepoint; its state changes apply once it returned, its firings act after the commit. */
