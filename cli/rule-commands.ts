@@ -42,7 +42,12 @@ function when(r: RuleView): string {
 }
 
 function then(r: RuleView): string {
-  return r.then.map((a) => ('command' in a ? `command ${a.command.name}` : 'job' in a ? `job ${a.job.name}` : `event ${a.event.level}`)).join(', ')
+  return r.then.map((a) => {
+    if ('command' in a) return `command ${a.command.name}`
+    if ('job' in a) return `job ${a.job.name}`
+    if ('webhook' in a) return `webhook ${new URL(a.webhook.url).host}`
+    return `event ${a.event.level}`
+  }).join(', ')
 }
 
 export const ruleCommands = {
@@ -57,8 +62,8 @@ export const ruleCommands = {
     if (opts.json) return printJson(r)
     if (r.rules.length === 0) return out(`no rules; add one with: ${hint(opts, 'rule', 'add', 'rule.json')} (docs/rules.md)`)
     out(table([['NAME', 'ON', 'WHEN', 'THEN', 'ENABLED', 'FIRED', 'SUPPRESSED', 'FAILED', 'LAST FIRED'], ...r.rules.map((x) => [
-      x.name, clip(x.for, 24), clip(when(x), 40), clip(then(x), 30), x.enabled ? 'yes' : 'no', String(x.counters.fired),
-      String(x.counters.suppressedStale + x.counters.suppressedCooldown + x.counters.suppressedRate), String(x.counters.actionsFailed),
+      x.name, clip(x.for, 24), clip(when(x), 40), clip(then(x), 30), x.paused ? 'paused' : x.enabled ? 'yes' : 'no', String(x.counters.fired),
+      String(x.counters.suppressedStale + x.counters.suppressedCooldown + x.counters.suppressedRate + x.counters.suppressedPaused), String(x.counters.actionsFailed),
       localTime(x.counters.lastFiredAt),
     ])]))
   },
@@ -67,9 +72,9 @@ export const ruleCommands = {
     const r = await call<RuleDetail>(resolveAdminTarget(opts), 'GET', `/api/rules/${enc(name)}`)
     if (opts.json) return printJson(r)
     const c = r.counters
-    out(`rule ${r.name} (${r.enabled ? 'enabled' : 'disabled'}) on ${r.for}`)
+    out(`rule ${r.name} (${r.enabled ? 'enabled' : 'disabled'}) on ${r.for}${r.paused ? `; PAUSED: ${r.paused.reason} (rollcall rule enable ${r.name} resumes it now)` : ''}`)
     out(`  when ${when(r)}; then ${then(r)}`)
-    out(`  fired ${c.fired}; suppressed: ${c.suppressedStale} stale, ${c.suppressedCooldown} cooldown, ${c.suppressedRate} rate; actions failed ${c.actionsFailed}`)
+    out(`  fired ${c.fired}; suppressed: ${c.suppressedStale} stale, ${c.suppressedCooldown} cooldown, ${c.suppressedRate} rate, ${c.suppressedPaused} paused; actions failed ${c.actionsFailed}`)
     if (r.devices.length > 0) {
       out('')
       out(table([['DEVICE', 'STATE', 'SINCE', 'LAST FIRED'], ...r.devices.map((d) => [d.deviceId, d.state.phase, d.state.phase === 'idle' ? '-' : localTimeMs(d.state.since), localTime(d.lastFiredAt)])]))

@@ -228,9 +228,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       db, writer, clock, logger: rulesLog,
       groupOf: (id) => registry.getDevice(id)?.group,
       ports: {
-        command: (deviceId, spec, id, cause) => commands.send(deviceId, spec, { id, cause }),
+        command: (deviceId, spec, id, cause, again) => commands.send(deviceId, spec, { id, cause, again }),
         commandGroup: (target, spec, cause) => commands.sendGroup(target, spec, cause),
         isReachable: (id) => presence.isReachable(id),
+        deadLetter: (d) => { deadLetters.add({ ts: clock.now(), deviceId: d.deviceId, clientId: undefined, topic: `webhook:${d.url}`, reason: 'WEBHOOK_FAILED', detail: d.detail, payload: Buffer.from(d.body) }) },
         job: (spec, id, cause) => jobs.create(spec, { id, ...cause }) ?? { id, made: 'before' },
         event: (e) => {
           broker.publish(topics.ruleEvents(e.rule), Buffer.from(JSON.stringify({ type: 'rule.event', v: 1, ...e })), { qos: 1 })
@@ -264,11 +265,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     followBrokerEvents(broker, { presence, deadLetters, commands, ingress, isRegistered: registered, clock })
     await broker.subscribe('devices/#', (m) => ingress.handle(m))
     const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
+    await rules.resume()
 
     const lastSeenTimer = clock.setInterval(() => presence.flushLastSeen(), 5000).unref()
     releasers.push(() => { clock.clearTimer(lastSeenTimer); presence.flushLastSeen() })
 
-    releasers.push(startRetention(config, { telemetry, jobs, commands, clock, logger: log }))
+    releasers.push(startRetention(config, { telemetry, jobs, commands, rules, clock, logger: log }))
 
     const deviceCounts = () => {
       const total = registry.countDevices()

@@ -7,7 +7,7 @@ import type { HubConfig } from './config.js'
  * Retention: at each tick of `retentionCron`, the raw samples and events
  * older than `retentionDays`, the finished jobs older than
  * `jobRetentionDays` and the command record older than
- * `commandRetentionDays` are deleted, in that order, each by the prune of
+ * `commandRetentionDays` (with the rule firings that made them) are deleted, in that order, each by the prune of
  * the capability that owns the table. A tick that comes while the last one
  * still prunes is skipped; a failure is logged and the next tick tries again.
  */
@@ -18,6 +18,7 @@ export interface RetentionDeps {
   readonly telemetry: { prune(cutoff: number): Promise<{ readonly samples: number; readonly events: number }> }
   readonly jobs: { prune(cutoff: number): Promise<number> }
   readonly commands: { prune(cutoff: number): Promise<number> }
+  readonly rules: { prune(cutoff: number): Promise<number> }
   readonly clock: Clock
   readonly logger: Logger
 }
@@ -39,6 +40,9 @@ export function startRetention(config: RetentionOptions, deps: RetentionDeps): (
       const commandCutoff = clock.now() - config.commandRetentionDays * 86_400_000
       const commandsPruned = await deps.commands.prune(commandCutoff)
       log.info({ cutoff: commandCutoff, commands: commandsPruned }, 'retention: pruned the command record')
+      // A firing's trace points at its commands: it goes with them.
+      const firingsPruned = await deps.rules.prune(commandCutoff)
+      log.info({ cutoff: commandCutoff, firings: firingsPruned }, 'retention: pruned rule firings')
     } catch (err) {
       log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
     } finally {

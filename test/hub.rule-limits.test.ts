@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { admit, MinuteWindow, type AdmissionInput } from '../hub/rules/limits.js'
 
-const base: AdmissionInput = { now: 1_000_000, triggerTs: 1_000_000, maxSampleAgeMs: 300_000, cooldownMs: 0, lastFiredAt: null, firedLastMinute: 0, maxFiringsPerMinute: 60 }
+const base: AdmissionInput = { now: 1_000_000, triggerTs: 1_000_000, maxSampleAgeMs: 300_000, cooldownMs: 0, lastFiredAt: null, firedLastMinute: 0, maxFiringsPerMinute: 60, pausedUntil: null }
 
 describe('whether a firing may act', () => {
   it.each([
@@ -13,6 +13,9 @@ describe('whether a firing may act', () => {
     ['once the cooldown has passed', { cooldownMs: 10_000, lastFiredAt: 990_000 }, 'fire'],
     ['no cooldown set: a repeat acts', { lastFiredAt: 999_999 }, 'fire'],
     ['the rule fired its maximum in the last minute', { firedLastMinute: 60 }, 'rate'],
+    ['while the breaker holds the rule', { pausedUntil: 1_000_001 }, 'paused'],
+    ['once the breaker\'s pause is over', { pausedUntil: 1_000_000 }, 'fire'],
+    ['paused wins over cooldown', { pausedUntil: 2_000_000, cooldownMs: 10_000, lastFiredAt: 999_000 }, 'paused'],
     ['stale wins over cooldown and rate', { triggerTs: 0, cooldownMs: 10_000, lastFiredAt: 999_000, firedLastMinute: 100 }, 'stale'],
     ['cooldown wins over rate', { cooldownMs: 10_000, lastFiredAt: 999_000, firedLastMinute: 100 }, 'cooldown'],
   ] as const)('%s', (_what, over, verdict) => {

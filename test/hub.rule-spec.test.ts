@@ -35,7 +35,10 @@ describe('a rule spec', () => {
     ['a bad comparison', { ...ok, when: { telemetry: { sensor: 'v', op: '=>', value: 1 } } }, /op must be one of > < >= <= ==/],
     ['a threshold that is not a number', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: Number.NaN } } }, /value must be a finite number/],
     ['both forMs and samples', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 1, forMs: 1000, samples: 3 } } }, /forMs or samples, not both/],
-    ['a clear that is the trigger', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 1, clear: { op: '>', value: 1 } } } }, /clear is the trigger itself/],
+    ['a clear that is the trigger', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 1, clear: { op: '>', value: 1 } } } }, /clear holds for values the trigger holds for too/],
+    ['a clear that overlaps the trigger', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 0.08, clear: { op: '<', value: 0.1 } } } }, /clear holds for values the trigger holds for too/],
+    ['a clear on the same side', { ...ok, when: { telemetry: { sensor: 'v', op: '<', value: 5, clear: { op: '<', value: 2 } } } }, /clear holds for values the trigger holds for too/],
+    ['a clear meeting the trigger at a value both include', { ...ok, when: { telemetry: { sensor: 'v', op: '>=', value: 1, clear: { op: '<=', value: 1 } } } }, /clear holds for values/],
     ['a bad event level', { ...ok, when: { event: { kind: 'pump.fault', level: 'fatal' } } }, /level must be one of debug, info, warn, error/],
     ['no action', { ...ok, then: [] }, /then takes 1 to 8 actions/],
     ['nine actions', { ...ok, then: Array.from({ length: 9 }, () => ok.then[1]) }, /then takes 1 to 8 actions/],
@@ -49,6 +52,15 @@ describe('a rule spec', () => {
     ['a rate of 0', { ...ok, maxFiringsPerMinute: 0 }, /maxFiringsPerMinute must be a whole number from 1/],
   ] as const)('refuses %s, saying what to fix', (_what, spec, message) => {
     expect(refusal(spec)).toMatch(message)
+  })
+
+  it.each([
+    ['> 0.08 cleared at <= 0.06', '>', 0.08, '<=', 0.06],
+    ['> 1 cleared at <= 1 (they meet, but 1 is only the clear\'s)', '>', 1, '<=', 1],
+    ['< 10 cleared at > 12', '<', 10, '>', 12],
+    ['== 3 cleared at < 3', '==', 3, '<', 3],
+  ] as const)('takes a clear on the other side: %s', (_what, op, value, clearOp, clearValue) => {
+    expect(refusal({ ...ok, when: { telemetry: { sensor: 'v', op, value, clear: { op: clearOp, value: clearValue } } } })).toBe('accepted')
   })
 
   it('takes an event condition and a job to "trigger"', () => {

@@ -137,6 +137,31 @@ describe('rules on stored telemetry', () => {
     expect(published[0]).toMatchObject({ type: 'rule.event', rule: 'raw.vibration', deviceId: 'pump-raw', level: 'warn' })
   })
 
+  it('queues the command as a job for a device that is offline during the firing; it runs once when the device returns', async () => {
+    const h = await hub()
+    const sensor = await pump(h, 'sensor')
+    const valve = await pump(h, 'valve')
+    await valve.agent.stop()
+    await waitFor(() => !h.running.services.presence.isReachable(valve.id), 'the valve offline')
+    const rules = h.running.services.rules
+    await rules.add(vibration('close.valve', sensor.id, { then: [{ command: { name: 'motor.stop', to: `device:${valve.id}`, ifOffline: 'queue' } }] }))
+    await samples(h, sensor, [0.2])
+    await waitFor(() => rules.stats().actions.done === 1, 'the action done: the command queued')
+    const firing = rules.get('close.valve').recentFirings[0]!
+    const jobs = h.running.services.jobs.list({ limit: 10 })
+    expect(jobs).toEqual([expect.objectContaining({ name: 'cmd.motor.stop', target: `device:${valve.id}`, cause: { rule: 'close.valve', firing: firing.id } })])
+
+    // The valve comes back on its own ledger and pulls the job.
+    const ran: string[] = []
+    const [back] = await startAgents(h.mqttUrl, valve.dir, [{ id: valve.id, token: valve.token }], {}, {
+      commands: { 'motor.stop': () => { ran.push('once'); return { stopped: true } } },
+    })
+    cleanups.push(() => back!.stop())
+    await waitFor(() => h.running.services.jobs.get(jobs[0]!.id).status === 'completed', 'the queued job completed')
+    expect(ran).toEqual(['once'])
+    expect(sensor.ran).toEqual([])
+  })
+
   it('carries out after a restart an action the stop left under way, as the same command: the device runs it once', async () => {
     let open!: () => void
     const gate = new Promise<void>((resolve) => { open = resolve })

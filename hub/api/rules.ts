@@ -49,6 +49,14 @@ export const RuleBody = Type.Object({
     Type.Object({ command: CommandAction }, { additionalProperties: false }),
     Type.Object({ job: JobAction }, { additionalProperties: false }),
     Type.Object({ event: Type.Object({ level: Level, message: Type.String({ maxLength: 500 }) }, { additionalProperties: false }) }, { additionalProperties: false }),
+    Type.Object({
+      webhook: Type.Object({
+        url: Type.String({ maxLength: 2048, description: 'http:// or https://; receives a POST of the firing as JSON' }),
+        secret: Type.Optional(Type.String({ maxLength: 256, description: 'signs each call: X-Rollcall-Signature (docs/rules.md); shown only as "(set)"' })),
+        maxAttempts: Type.Optional(Type.Integer()),
+        timeoutMs: Type.Optional(Type.Integer()),
+      }, { additionalProperties: false }),
+    }, { additionalProperties: false }),
   ]), { minItems: 1, maxItems: 8 }),
   enabled: Type.Optional(Type.Boolean()),
   maxSampleAgeMs: Type.Optional(Type.Integer()),

@@ -110,7 +110,11 @@ export interface GroupResult {
 export interface SendOrigin {
   readonly id: string
   readonly cause?: CommandCause
+  /** Carried out again (after a restart): the id may have a record already, which decides. */
+  readonly again?: boolean
 }
+
+const LOST_TRACK = { code: 'HUB_RESTART', message: 'the hub stopped before it recorded an answer from the device; the device may have run it' } as const
 
 export interface CommandStats {
   readonly sent: number
@@ -140,8 +144,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   }
 
   /** Queues the command as a job: the device runs it (once: one attempt) when it next connects. */
-  function queueAsJob(spec: CommandSpec, deviceIds: readonly string[]): string {
-    return deps.jobs.create({ name: `${QUEUED_COMMAND_TASK_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 })!.id
+  function queueAsJob(spec: CommandSpec, deviceIds: readonly string[], origin?: SendOrigin): string {
+    const job = { name: `${QUEUED_COMMAND_TASK_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 }
+    if (!origin?.cause) return deps.jobs.create(job)!.id
+    // A command with a cause queues under an id made from its own: made once, however often this runs.
+    const id = `j${origin.id.slice(1)}`
+    deps.jobs.create(job, { id, ...origin.cause })
+    return id
   }
 
   /** The record could not be written (a full disk, an I/O error): the caller is told, not answered as if it were. */
@@ -223,23 +232,29 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
    */
   async function send(deviceId: string, spec: CommandSpec, origin?: SendOrigin): Promise<CommandOutcome | QueuedCommand> {
     registry.requireDevice(deviceId)
-    const { args, timeoutMs } = validate(spec)
-    if (origin) {
+    let { args, timeoutMs } = validate(spec)
+    const now = clock.now()
+    if (origin?.again) {
       // Sent before under this id (a rule's action carried out again after a restart): what it
-      // came to stands; only a command the hub lost track of goes out again, and the agent
-      // answers a repeat of an id it ran from its ledger instead of running it twice.
-      store.sync()
+      // came to stands. Only a command the hub lost track of goes out again, under its first
+      // deadline: the agent answers a repeat of an id it ran from its ledger, or refuses it as
+      // expired, and never runs it twice. One whose device is away now is not queued or
+      // recorded anew: it may have run.
       const prior = store.get(origin.id)
       if (prior && !lostTrack(prior)) return recordedOutcome(prior)
+      if (prior) {
+        if (prior.expiresAt <= now || !deps.isReachable(deviceId)) return recordedOutcome({ ...prior, status: 'disconnected', error: prior.error ?? LOST_TRACK })
+        timeoutMs = prior.expiresAt - now
+        args = prior.args === null ? null : JSON.stringify(prior.args)
+      }
     }
-    const now = clock.now()
     const unsupported = unsupportedError(deviceId, deps.capabilities(deviceId))
     if (unsupported) throw unsupported
     const cause = origin?.cause ? { cause: origin.cause } : {}
     if (!deps.isReachable(deviceId)) {
       const id = origin?.id ?? randomId('c')
       if (spec.ifOffline === 'queue') {
-        const jobId = queueAsJob(spec, [deviceId])
+        const jobId = queueAsJob(spec, [deviceId], origin)
         stats.queued++
         await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId, ...cause }),
           `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
@@ -276,7 +291,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       else skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
     }
     let jobId: string | null = null
-    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId))
+    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
     // Every member's record; the reply waits for them all.
     const records: Array<Promise<RollcallError | undefined>> = []
     const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }

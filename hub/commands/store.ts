@@ -109,7 +109,8 @@ export function createCommandStore(db: Db, writer: Writer) {
       `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id, cause_rule, cause_firing)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, sent_at = excluded.sent_at, expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id`),
+         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id
+       WHERE commands.status = 'sent' OR (commands.status = 'disconnected' AND commands.error_code IN ('HUB_RESTART', 'HUB_STOPPING'))`),
     // The whole row, so the outcome is recorded even if the row's first write was lost with a failed commit.
     finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message, cause_rule, cause_firing)
        VALUES (@id, @deviceId, @name, @args, @groupId, @status, @createdAt, @createdAt, @expiresAt, @at, @result, @errorCode, @errorMessage, @causeRule, @causeFiring)

@@ -1,8 +1,9 @@
 import type { Clock } from '../../common/clock.js'
 import type { Logger } from '../../common/logger.js'
 import type { Writer } from '../storage/group-commit.js'
-import type { Action } from './spec.js'
-import type { RuleStore } from './store.js'
+import type { Action, WebhookAction } from './spec.js'
+import type { RuleStore, Trigger } from './store.js'
+import { backoffMs, postOnce, verdictOf, WEBHOOK_DEFAULTS, type TryResult } from './webhook.js'
 
 /**
  * Carries out the actions of committed firings, each once:
@@ -29,14 +30,19 @@ export interface RuleCause {
 
 /** How the hub carries out an action; hub.ts binds them to the commands, jobs and the broker. */
 export interface RuleActionPorts {
-  /** A command to one device, under the given id; resolves with its outcome, throws DEVICE_OFFLINE and the like. */
-  command(deviceId: string, spec: { readonly name: string; readonly args?: unknown; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' }, id: string, cause: RuleCause): Promise<unknown>
+  /**
+   * A command to one device, under the given id; resolves with its outcome, throws DEVICE_OFFLINE and the like.
+   * `again`: carried out again after a restart, so the id may have a record already (commands.ts send).
+   */
+  command(deviceId: string, spec: { readonly name: string; readonly args?: unknown; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' }, id: string, cause: RuleCause, again: boolean): Promise<unknown>
   /** A command to every reachable member of a target. */
   commandGroup(target: string, spec: { readonly name: string; readonly args?: unknown; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' }, cause: RuleCause): Promise<unknown>
   /** A job under the given id; returns what was made, or that it was made already (a repeat after a restart). */
   job(spec: { readonly name: string; readonly payload?: unknown; readonly target: string; readonly timeoutMs?: number }, id: string, cause: RuleCause): unknown
   /** Whether a device is reachable now (a resumed command waits for its device to come back). */
   isReachable(deviceId: string): boolean
+  /** A webhook call given up: kept with the dead letters, with why. */
+  deadLetter(d: { readonly deviceId: string; readonly url: string; readonly detail: string; readonly body: string }): void
   /** An event for observers. */
   event(event: { readonly rule: string; readonly firing: string; readonly deviceId: string; readonly level: string; readonly message: string; readonly at: number }): void
 }
@@ -48,6 +54,10 @@ export interface PendingAction {
   readonly rule: string
   readonly deviceId: string
   readonly action: Action
+  /** What fired the rule (a webhook's body carries it). */
+  readonly trigger: Trigger
+  /** Tries made by an earlier run (webhooks count every try). */
+  readonly attempts?: number
   /** Left pending by the last run: carried out at a start, when devices are still reconnecting. */
   readonly resumed?: boolean
 }
@@ -73,7 +83,12 @@ interface ActionRunnerDeps {
   readonly ports: RuleActionPorts
   readonly concurrency: number
   readonly resumeGraceMs?: number
+  /** An action failed: the circuit breaker counts it. */
+  readonly onFailed?: (ruleId: number) => void
 }
+
+/** Thrown out of an action the runner's stop interrupted: it stays pending. */
+class Stopped extends Error {}
 
 /** Whether an outcome the commands gave is a success. */
 function commandSucceeded(outcome: unknown): boolean {
@@ -93,6 +108,8 @@ export function createActionRunner(deps: ActionRunnerDeps) {
   let stopped = false
   const counts = { done: 0, failed: 0 }
   const idleWaiters: Array<() => void> = []
+  /** Webhook back-offs under way: a stop wakes them. */
+  const sleepers = new Set<() => void>()
 
   async function carryOut(p: PendingAction): Promise<{ status: 'done' | 'failed'; outcome: unknown }> {
     const cause: RuleCause = { rule: p.rule, firing: p.firingId }
@@ -101,9 +118,13 @@ export function createActionRunner(deps: ActionRunnerDeps) {
       const { to, ...spec } = a.command
       if (to === undefined || to === 'trigger') {
         if (p.resumed) await reachable(p.deviceId)
-        const outcome = await ports.command(p.deviceId, spec, actionObjectId('c', p.firingId, p.idx), cause)
+        if (stopped) throw new Stopped()
+        const outcome = await ports.command(p.deviceId, spec, actionObjectId('c', p.firingId, p.idx), cause, p.resumed === true)
         return { status: commandSucceeded(outcome) ? 'done' : 'failed', outcome }
       }
+      // A group command the last run left under way is not sent again: its members got ids of
+      // their own, and those that ran it would run it twice. What it came to is in their records.
+      if (p.resumed) return { status: 'failed', outcome: { error: { code: 'HUB_RESTART', message: 'the hub stopped while this group command was under way; its members may have run it (their records say)' } } }
       const outcome = await ports.commandGroup(to, spec, cause)
       return { status: 'done', outcome }
     }
@@ -113,28 +134,58 @@ export function createActionRunner(deps: ActionRunnerDeps) {
       const outcome = ports.job({ ...spec, target }, actionObjectId('j', p.firingId, p.idx), cause)
       return { status: 'done', outcome }
     }
+    if ('webhook' in a) return webhook(p, a.webhook)
     ports.event({ rule: p.rule, firing: p.firingId, deviceId: p.deviceId, level: a.event.level, message: a.event.message, at: clock.now() })
     return { status: 'done', outcome: null }
   }
 
-  /** Resolves once the device is reachable, or after the resume grace, or when the runner stops. */
-  function reachable(deviceId: string): Promise<void> {
-    const until = clock.now() + (deps.resumeGraceMs ?? RESUME_GRACE_MS)
+  /** Tries a webhook until it is taken, given up, or the runner stops (then it stays pending, its tries counted). */
+  async function webhook(p: PendingAction, w: WebhookAction): Promise<{ status: 'done' | 'failed'; outcome: unknown }> {
+    const body = JSON.stringify({ type: 'rule.firing', v: 1, rule: p.rule, firing: p.firingId, action: p.idx, deviceId: p.deviceId, trigger: p.trigger })
+    const max = w.maxAttempts ?? WEBHOOK_DEFAULTS.maxAttempts
+    let attempt = p.attempts ?? 0
+    let last: TryResult = { error: 'not tried' }
+    while (attempt < max) {
+      if (stopped) throw new Stopped()
+      attempt++
+      markStarted(p)
+      last = await postOnce(w.url, body, `${p.firingId}.${p.idx}`, w.secret, clock.now(), w.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs)
+      const verdict = verdictOf(last)
+      if (verdict === 'done') return { status: 'done', outcome: { attempts: attempt, ...last } }
+      if (verdict === 'give-up') break
+      if (attempt < max) await pause(backoffMs(attempt))
+    }
+    const detail = `${'status' in last ? `answered ${last.status}` : last.error} after ${attempt} ${attempt === 1 ? 'try' : 'tries'}`
+    ports.deadLetter({ deviceId: p.deviceId, url: w.url, detail: `rule ${p.rule}, firing ${p.firingId}: ${detail}`, body })
+    return { status: 'failed', outcome: { attempts: attempt, ...last, error: { code: 'WEBHOOK_FAILED', message: detail } } }
+  }
+
+  /** Waits `ms` on the clock; a stop ends the wait at once. */
+  function pause(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const check = () => {
-        if (stopped || ports.isReachable(deviceId) || clock.now() >= until) resolve()
-        else clock.setTimeout(check, RESUME_POLL_MS).unref()
-      }
-      check()
+      const timer = clock.setTimeout(() => { sleepers.delete(wake); resolve() }, ms).unref()
+      const wake = () => { clock.clearTimer(timer); resolve() }
+      sleepers.add(wake)
     })
   }
 
-  async function run(p: PendingAction): Promise<void> {
+  function markStarted(p: PendingAction): void {
     writer.enqueue(() => { store.startAction(p.firingId, p.idx, clock.now()) })
+  }
+
+  /** Resolves once the device is reachable, or after the resume grace, or when the runner stops. */
+  async function reachable(deviceId: string): Promise<void> {
+    const until = clock.now() + (deps.resumeGraceMs ?? RESUME_GRACE_MS)
+    while (!stopped && !ports.isReachable(deviceId) && clock.now() < until) await pause(RESUME_POLL_MS)
+  }
+
+  async function run(p: PendingAction): Promise<void> {
+    if (!('webhook' in p.action)) markStarted(p)
     let result: { status: 'done' | 'failed'; outcome: unknown }
     try {
       result = await carryOut(p)
     } catch (err) {
+      if (err instanceof Stopped) return
       result = { status: 'failed', outcome: { error: errorOf(err) } }
     }
     // Stopping: what ended now may have ended because the hub stops (its commands end
@@ -146,6 +197,7 @@ export function createActionRunner(deps: ActionRunnerDeps) {
         if (result.status === 'failed') store.count(p.ruleId, 'actions_failed')
       })
       counts[result.status]++
+      if (result.status === 'failed') deps.onFailed?.(p.ruleId)
       const log = { firing: p.firingId, rule: p.rule, deviceId: p.deviceId, action: p.idx }
       if (result.status === 'failed') logger.warn({ ...log, outcome: result.outcome }, 'rule action failed')
       else logger.info(log, 'rule action done')
@@ -168,10 +220,11 @@ export function createActionRunner(deps: ActionRunnerDeps) {
   }
 
   return {
+    /** From an after-commit step: the actions start on the next turn, so the commit's other steps (acks) go first. */
     enqueue(actions: readonly PendingAction[]): void {
       if (stopped) return
       queue.push(...actions)
-      pump()
+      setImmediate(pump)
     },
     /** Actions a previous run left pending. */
     resume(actions: readonly PendingAction[]): void {
@@ -182,6 +235,8 @@ export function createActionRunner(deps: ActionRunnerDeps) {
     stop(): void {
       stopped = true
       queue.length = 0
+      for (const wake of [...sleepers]) wake()
+      sleepers.clear()
     },
     idle(): Promise<void> {
       if (running === 0 && queue.length === 0) return Promise.resolve()

@@ -6,14 +6,21 @@
  *                commands now. The state still moved (the rule will not fire
  *                again until the condition clears); only the actions are
  *                suppressed, and counted.
- *   2. cooldown  the rule fired for this device less than cooldownMs ago.
- *   3. rate      the rule fired maxFiringsPerMinute times in the last minute,
+ *   2. paused    the circuit breaker holds the rule: its actions kept
+ *                failing (BREAKER_FAILURES in a minute), so it rests for
+ *                BREAKER_PAUSE_MS instead of hammering what is failing.
+ *   3. cooldown  the rule fired for this device less than cooldownMs ago.
+ *   4. rate      the rule fired maxFiringsPerMinute times in the last minute,
  *                for any device: a fleet-wide storm is bounded too.
  *
  * Pure, table-tested (test/hub.rule-limits.test.ts).
  */
 
-export type Admission = 'fire' | 'stale' | 'cooldown' | 'rate'
+export type Admission = 'fire' | 'stale' | 'paused' | 'cooldown' | 'rate'
+
+/** Action failures in a minute that pause a rule, and for how long. */
+export const BREAKER_FAILURES = 10
+export const BREAKER_PAUSE_MS = 5 * 60_000
 
 export interface AdmissionInput {
   readonly now: number
@@ -26,10 +33,13 @@ export interface AdmissionInput {
   /** How many times the rule acted in the minute before `now`. */
   readonly firedLastMinute: number
   readonly maxFiringsPerMinute: number
+  /** Until when the circuit breaker holds the rule; null: it does not. */
+  readonly pausedUntil: number | null
 }
 
 export function admit(i: AdmissionInput): Admission {
   if (i.now - i.triggerTs > i.maxSampleAgeMs) return 'stale'
+  if (i.pausedUntil !== null && i.now < i.pausedUntil) return 'paused'
   if (i.lastFiredAt !== null && i.cooldownMs > 0 && i.now - i.lastFiredAt < i.cooldownMs) return 'cooldown'
   if (i.firedLastMinute >= i.maxFiringsPerMinute) return 'rate'
   return 'fire'
@@ -49,5 +59,9 @@ export class MinuteWindow {
 
   add(now: number): void {
     this.times.push(now)
+  }
+
+  clear(): void {
+    this.times = []
   }
 }

@@ -79,7 +79,8 @@ export function step(c: TelemetryCondition, state: ConditionState, ts: number, v
     case 'pending': {
       if (!holds) return { state: IDLE, fired: false, cleared: false }
       const since = state.phase === 'pending' ? state.since : ts
-      const count = state.phase === 'pending' ? state.count + 1 : 1
+      // Counted only where it decides (samples): a forMs rule's pending state then changes, and is written, once per crossing.
+      const count = state.phase !== 'pending' ? 1 : c.samples !== undefined ? state.count + 1 : state.count
       if (satisfied(c, since, count, ts)) return { state: { phase: 'active', since: ts }, fired: true, cleared: false }
       return { state: { phase: 'pending', since, count }, fired: false, cleared: false }
     }

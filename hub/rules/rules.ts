@@ -4,11 +4,11 @@ import type { Logger } from '../../common/logger.js'
 import { randomId } from '../../common/random-id.js'
 import type { Db } from '../../common/sqlite.js'
 import { targetIncludes } from '../fleet/targets.js'
-import type { AfterCommit, Writer } from '../storage/group-commit.js'
+import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
-import { admit, MinuteWindow, type Admission } from './limits.js'
+import { admit, BREAKER_FAILURES, BREAKER_PAUSE_MS, MinuteWindow, type Admission } from './limits.js'
 import { IDLE, sameState, step, type ConditionState } from './machine.js'
-import { checkRuleSpec, type Action, type CheckedRule, type RuleSpec } from './spec.js'
+import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
 
 /**
@@ -44,7 +44,8 @@ export interface RulesDeps {
 }
 
 /** A sample or event as the telemetry store just stored it. */
-export interface StoredSample { readonly seq: number; readonly ts: number; readonly sensor: string; readonly value: number }
+/** `unsynced`: ts is the device's own clock, unchecked against the hub's: not trusted to be fresh. */
+export interface StoredSample { readonly seq: number; readonly ts: number; readonly sensor: string; readonly value: number; readonly unsynced?: true }
 export interface StoredEvent { readonly seq: number; readonly ts: number; readonly kind: string; readonly level: string; readonly message: string }
 
 export interface RuleView {
@@ -60,6 +61,8 @@ export interface RuleView {
   readonly createdAt: number
   readonly updatedAt: number
   readonly counters: RuleCounters
+  /** Set while the circuit breaker holds the rule. */
+  readonly paused: { readonly until: number; readonly reason: string } | null
 }
 
 export interface RuleDetail extends RuleView {
@@ -85,24 +88,47 @@ export interface RulesStats {
 interface Live {
   readonly id: number
   readonly rule: CheckedRule
+  /** Firings that acted in the last minute (the rate limit). */
   readonly window: MinuteWindow
+  /** Actions that failed in the last minute (the circuit breaker). */
+  readonly failures: MinuteWindow
+  pausedUntil: number | null
 }
 
 interface Entry { readonly state: ConditionState; readonly lastFiredAt: number | null }
 
 const COUNTER_OF: Readonly<Record<Exclude<Admission, 'fire'>, CounterName>> = {
-  stale: 'suppressed_stale', cooldown: 'suppressed_cooldown', rate: 'suppressed_rate',
+  stale: 'suppressed_stale', paused: 'suppressed_paused', cooldown: 'suppressed_cooldown', rate: 'suppressed_rate',
 }
 
 export function createRules(deps: RulesDeps) {
   const { db, writer, clock, logger } = deps
   const store = createRuleStore(db, checkRuleSpec)
-  const runner = createActionRunner({ store, writer, clock, logger, ports: deps.ports, concurrency: deps.actionConcurrency ?? 16 })
+  const runner = createActionRunner({ store, writer, clock, logger, ports: deps.ports, concurrency: deps.actionConcurrency ?? 16, onFailed: (ruleId) => { failed(ruleId) } })
+
+  /**
+   * The circuit breaker: a rule whose actions failed BREAKER_FAILURES times
+   * in a minute rests for BREAKER_PAUSE_MS (its firings are suppressed and
+   * counted as paused), then acts again: if its actions still fail, it is
+   * paused again at the next run of failures.
+   */
+  function failed(ruleId: number): void {
+    const live = rules.get(ruleId)
+    if (!live) return
+    const now = clock.now()
+    live.failures.add(now)
+    if ((live.pausedUntil !== null && now < live.pausedUntil) || live.failures.count(now) < BREAKER_FAILURES) return
+    const until = now + BREAKER_PAUSE_MS
+    const reason = `${BREAKER_FAILURES} actions failed within a minute; paused until ${new Date(until).toISOString()}`
+    live.pausedUntil = until
+    writer.enqueue(() => { store.pause(ruleId, until, reason) })
+    logger.warn({ rule: live.rule.name, until }, 'rule paused: its actions keep failing')
+  }
   let rules = new Map<number, Live>()
   let bySensor = new Map<string, Live[]>()
   let byEvent = new Map<string, Live[]>()
   let states = new Map<string, Entry>()
-  const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, cooldown: 0, rate: 0 } }
+  const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, paused: 0, cooldown: 0, rate: 0 } }
   const key = (ruleId: number, deviceId: string) => `${ruleId}\0${deviceId}`
 
   function index(): void {
@@ -120,7 +146,10 @@ export function createRules(deps: RulesDeps) {
 
   function loadRules(): void {
     const previous = rules
-    rules = new Map(store.all().map((r) => [r.id, { id: r.id, rule: r.rule, window: previous.get(r.id)?.window ?? new MinuteWindow() }]))
+    rules = new Map(store.all().map((r) => {
+      const before = previous.get(r.id)
+      return [r.id, { id: r.id, rule: r.rule, window: before?.window ?? new MinuteWindow(), failures: before?.failures ?? new MinuteWindow(), pausedUntil: r.paused?.until ?? null }]
+    }))
     index()
   }
 
@@ -128,20 +157,38 @@ export function createRules(deps: RulesDeps) {
     states = new Map(store.states().map((s) => [key(s.ruleId, s.deviceId), { state: s.state, lastFiredAt: s.lastFiredAt }]))
   }
 
-  writer.onRollback(loadStates)
+  /**
+   * What this group commit changed, before it commits: evaluations later in
+   * the same group read it; the commit makes it the states, a failed commit
+   * drops it. An operation rolled back alone leaves it as it is: a rule's
+   * evaluation is the last step of its operation and has a savepoint of its own.
+   */
+  let groupStates = new Map<string, Entry>()
+  let groupFired = new Map<number, number>()
+  writer.onCommit(() => {
+    for (const [k, e] of groupStates) states.set(k, e)
+    groupStates = new Map()
+    groupFired = new Map()
+  })
+  writer.onCommitFailed(() => {
+    groupStates = new Map()
+    groupFired = new Map()
+  })
 
   /** A firing made inside the evaluation, carried out after the commit. */
-  interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string }
+  interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string; readonly trigger: Trigger }
 
   /**
    * One trigger of `live` on `deviceId`: admitted, it becomes a firing and
    * its actions (pending) in this transaction; refused, a counter. Returns
    * whether it acted.
    */
-  function fire(live: Live, deviceId: string, entry: Entry, trigger: Trigger, now: number, out: Fired[]): boolean {
-    const verdict = admit({
+  function fire(live: Live, deviceId: string, entry: Entry, trigger: Trigger, now: number, out: Fired[], unsynced = false): boolean {
+    // A sample on the device's unchecked clock may be from any time: it never acts (as a stale one).
+    const verdict = unsynced ? 'stale' : admit({
       now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs,
-      lastFiredAt: entry.lastFiredAt, firedLastMinute: live.window.count(now), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+      lastFiredAt: entry.lastFiredAt, firedLastMinute: live.window.count(now) + (groupFired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+      pausedUntil: live.pausedUntil,
     })
     if (verdict !== 'fire') {
       store.count(live.id, COUNTER_OF[verdict])
@@ -149,10 +196,10 @@ export function createRules(deps: RulesDeps) {
       return false
     }
     const id = randomId('f')
-    store.addFiring({ id, ruleId: live.id, deviceId, at: now, trigger }, live.rule.then.map((a) => ({ kind: actionKind(a), spec: a, status: 'pending' as const })))
+    store.addFiring({ id, ruleId: live.id, rule: live.rule.name, deviceId, at: now, trigger }, live.rule.then.map((a) => ({ kind: actionKind(a), spec: a, status: 'pending' as const })))
     store.fired(live.id, 1, now)
-    live.window.add(now)
-    out.push({ id, live, deviceId })
+    groupFired.set(live.id, (groupFired.get(live.id) ?? 0) + 1)
+    out.push({ id, live, deviceId, trigger })
     return true
   }
 
@@ -176,7 +223,7 @@ export function createRules(deps: RulesDeps) {
     }
   }
 
-  const entryOf = (overlay: Map<string, Entry>, k: string): Entry => overlay.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
+  const entryOf = (overlay: Map<string, Entry>, k: string): Entry => overlay.get(k) ?? groupStates.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
 
   const evaluateSamples = db.transaction((deviceId: string, storeId: string, samples: readonly StoredSample[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
     forWatching(deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
@@ -188,7 +235,7 @@ export function createRules(deps: RulesDeps) {
       let lastFiredAt = entry.lastFiredAt
       if (next.fired) {
         const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
-        if (fire(live, deviceId, entry, trigger, now, out)) lastFiredAt = now
+        if (fire(live, deviceId, entry, trigger, now, out, s.unsynced === true)) lastFiredAt = now
       }
       if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) return
       store.putState(live.id, deviceId, next.state, lastFiredAt)
@@ -218,16 +265,21 @@ export function createRules(deps: RulesDeps) {
     try {
       run(overlay, out)
     } catch (err) {
+      // The database's own failure (full, I/O) fails the batch: the device sends it again and no
+      // firing is lost. Anything else is the rule's: rolled back, logged, and the batch stored.
+      if (blameOf(err) === 'database') throw err
       stats.errors++
       logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; the batch is stored and acked without it')
       return
     }
-    for (const [k, e] of overlay) states.set(k, e)
+    for (const [k, e] of overlay) groupStates.set(k, e)
     if (out.length === 0) return
     return () => {
       stats.fired += out.length
+      const now = clock.now()
+      for (const f of out) f.live.window.add(now)
       for (const f of out) logger.info({ firing: f.id, rule: f.live.rule.name, deviceId: f.deviceId }, 'rule fired')
-      runner.enqueue(out.flatMap((f) => f.live.rule.then.map((a, idx): PendingAction => ({ firingId: f.id, idx, ruleId: f.live.id, rule: f.live.rule.name, deviceId: f.deviceId, action: a }))))
+      runner.enqueue(out.flatMap((f) => f.live.rule.then.map((a, idx): PendingAction => ({ firingId: f.id, idx, ruleId: f.live.id, rule: f.live.rule.name, deviceId: f.deviceId, action: a, trigger: f.trigger }))))
     }
   }
 
@@ -238,8 +290,9 @@ export function createRules(deps: RulesDeps) {
   }
 
   function view(r: ReturnType<typeof requireRule>): RuleView {
-    const { target: _target, ...rule } = r.rule
-    return { id: r.id, ...rule, createdAt: r.createdAt, updatedAt: r.updatedAt, counters: r.counters }
+    const { target: _target, then: actions, ...rule } = r.rule
+    const paused = r.paused !== null && r.paused.until > clock.now() ? r.paused : null
+    return { id: r.id, ...rule, then: redactedActions(actions), createdAt: r.createdAt, updatedAt: r.updatedAt, counters: r.counters, paused }
   }
 
   /** A management write: committed with the hot-path writes around it, then the rules in memory follow. */
@@ -249,10 +302,36 @@ export function createRules(deps: RulesDeps) {
   }
 
   return {
+    /** Loads the rules and their states: before the first batch is stored. */
     start(): void {
       loadRules()
       loadStates()
-      runner.resume(store.pending().map((a) => ({ firingId: a.firingId, idx: a.idx, ruleId: a.ruleId, rule: rules.get(a.ruleId)?.rule.name ?? '', deviceId: a.deviceId, action: a.spec as Action })))
+    },
+    /**
+     * Carries out the actions the last run left pending: once the broker
+     * listens, so devices can reconnect and observers hear the events. One
+     * whose firing is older than its rule's maxSampleAgeMs is suppressed
+     * (a motor.stop left pending overnight must not run in the morning).
+     */
+    async resume(): Promise<void> {
+      const now = clock.now()
+      const due: PendingAction[] = []
+      const old: Array<{ firingId: string; idx: number; ruleId: number }> = []
+      for (const a of store.pending()) {
+        const maxAge = rules.get(a.ruleId)?.rule.maxSampleAgeMs ?? 0
+        if (now - a.firedAt > maxAge) old.push(a)
+        else due.push({ firingId: a.firingId, idx: a.idx, ruleId: a.ruleId, rule: a.rule, deviceId: a.deviceId, action: a.spec as Action, trigger: a.trigger, attempts: a.attempts })
+      }
+      if (old.length > 0) {
+        await writer.commit(() => {
+          for (const a of old) {
+            store.endAction(a.firingId, a.idx, 'suppressed', { error: { code: 'STALE', message: 'left pending by the last run, and older than the rule\'s maxSampleAgeMs when the hub started again' } }, now)
+            store.count(a.ruleId, 'suppressed_stale')
+          }
+        })
+        logger.warn({ actions: old.length }, 'rule actions left pending by the last run are too old to carry out now; suppressed')
+      }
+      runner.resume(due)
     },
     /** Stops carrying out actions; those not finished stay pending for the next start. */
     stop: () => runner.stop(),
@@ -260,18 +339,25 @@ export function createRules(deps: RulesDeps) {
     watching: (kind: 'samples' | 'events'): boolean => (kind === 'samples' ? bySensor.size > 0 : byEvent.size > 0),
     /** Inside the write that stores a batch of samples (see the header). */
     onSamples: (deviceId: string, storeId: string, samples: readonly StoredSample[], now: number): AfterCommit | void => {
-      if (bySensor.size === 0) return
+      if (!samples.some((s) => bySensor.has(s.sensor))) return
       return evaluate((overlay, out) => { evaluateSamples(deviceId, storeId, samples, now, overlay, out) }, deviceId)
     },
     /** Inside the write that stores a batch of events. */
     onEvents: (deviceId: string, storeId: string, events: readonly StoredEvent[], now: number): AfterCommit | void => {
-      if (byEvent.size === 0) return
+      if (!events.some((e) => byEvent.has(e.kind))) return
       return evaluate((overlay, out) => { evaluateEvents(deviceId, storeId, events, now, overlay, out) }, deviceId)
     },
     async add(spec: RuleSpec): Promise<RuleView> {
       const rule = checkRuleSpec(spec)
-      if (store.byName(rule.name)) throw new RollcallError('RULE_EXISTS', `a rule named "${rule.name}" exists; remove it first, or pick another name`)
-      await changed(() => { store.add(rule, spec, clock.now()) })
+      const exists = () => new RollcallError('RULE_EXISTS', `a rule named "${rule.name}" exists; remove it first, or pick another name`)
+      if (store.byName(rule.name)) throw exists()
+      try {
+        await changed(() => { store.add(rule, spec, clock.now()) })
+      } catch (err) {
+        // Two adds of one name at once: the second meets the first's row.
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw exists()
+        throw err
+      }
       logger.info({ rule: rule.name, for: rule.for }, 'rule added')
       return view(requireRule(rule.name))
     },
@@ -286,7 +372,12 @@ export function createRules(deps: RulesDeps) {
     },
     async setEnabled(name: string, enabled: boolean): Promise<RuleView> {
       const r = requireRule(name)
-      await changed(() => { store.setEnabled(r.id, enabled, clock.now()) })
+      // Enabling a rule also resets its circuit breaker: the operator says its actions may run again.
+      await changed(() => {
+        store.setEnabled(r.id, enabled, clock.now())
+        if (enabled) store.pause(r.id, null, null)
+      })
+      if (enabled) rules.get(r.id)?.failures.clear()
       logger.info({ rule: name }, enabled ? 'rule enabled' : 'rule disabled')
       return view(requireRule(name))
     },
@@ -306,14 +397,17 @@ export function createRules(deps: RulesDeps) {
       for (const l of rules.values()) if (l.rule.enabled) enabled++
       return { rules: rules.size, enabled, evaluations: stats.evaluations, fired: stats.fired, suppressed: { ...stats.suppressed }, errors: stats.errors, actions: runner.stats() }
     },
+    /** Retention: firings made before `cutoff`, with their actions. */
+    prune: (cutoff: number) => store.prune(cutoff),
     /** Resolves when no action is queued or running (tests, and a clean stop). */
     idle: () => runner.idle(),
   }
 }
 
-function actionKind(a: Action): 'command' | 'job' | 'event' {
+function actionKind(a: Action): ActionRow['kind'] {
   if ('command' in a) return 'command'
   if ('job' in a) return 'job'
+  if ('webhook' in a) return 'webhook'
   return 'event'
 }
 

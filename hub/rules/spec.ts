@@ -16,7 +16,7 @@ import { COMPARISONS, type TelemetryCondition, type Threshold } from './machine.
  *            time or a number of samples, with a clear threshold for
  *            hysteresis), or a device event of a kind (and level)
  *   then     1 to 8 actions: a command to the device that triggered it (or
- *            to a target), a job, an event the hub publishes
+ *            to a target), a job, an event the hub publishes, a webhook
  *
  * and the limits that keep a storm from becoming a flood: the oldest sample
  * that may still act (`maxSampleAgeMs`: older ones update the state but their
@@ -34,6 +34,15 @@ export type Action =
   | { readonly command: { readonly name: string; readonly args?: unknown; readonly to?: string; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' } }
   | { readonly job: { readonly name: string; readonly payload?: unknown; readonly to?: string; readonly timeoutMs?: number } }
   | { readonly event: { readonly level: EventLevel; readonly message: string } }
+  | { readonly webhook: WebhookAction }
+
+/** `secret`: the key the receiver checks X-Rollcall-Signature with (hub/rules/webhook.ts); shown only as "(set)". */
+export interface WebhookAction {
+  readonly url: string
+  readonly secret?: string
+  readonly maxAttempts?: number
+  readonly timeoutMs?: number
+}
 
 export interface RuleSpec {
   readonly name: string
@@ -71,6 +80,34 @@ export interface CheckedRule {
 
 const bad = (message: string) => new RollcallError('BAD_REQUEST', message)
 
+/** The values a threshold holds for, as an interval (an end at infinity is open). */
+interface Interval { readonly lo: number; readonly loIn: boolean; readonly hi: number; readonly hiIn: boolean }
+
+function valuesOf(t: Threshold): Interval {
+  switch (t.op) {
+    case '>': return { lo: t.value, loIn: false, hi: Infinity, hiIn: false }
+    case '>=': return { lo: t.value, loIn: true, hi: Infinity, hiIn: false }
+    case '<': return { lo: -Infinity, loIn: false, hi: t.value, hiIn: false }
+    case '<=': return { lo: -Infinity, loIn: false, hi: t.value, hiIn: true }
+    case '==': return { lo: t.value, loIn: true, hi: t.value, hiIn: true }
+    default: {
+      const never: never = t.op
+      return never
+    }
+  }
+}
+
+/** Whether some value lies in both. */
+function overlap(a: Interval, b: Interval): boolean {
+  const lo = Math.max(a.lo, b.lo)
+  const hi = Math.min(a.hi, b.hi)
+  if (lo < hi) return true
+  if (lo > hi) return false
+  const loIn = a.lo === b.lo ? a.loIn && b.loIn : a.lo > b.lo ? a.loIn : b.loIn
+  const hiIn = a.hi === b.hi ? a.hiIn && b.hiIn : a.hi < b.hi ? a.hiIn : b.hiIn
+  return loIn && hiIn
+}
+
 function checkDuration(what: string, v: number | undefined, max: number): void {
   if (v === undefined) return
   if (!Number.isInteger(v) || v < 0 || v > max) throw bad(`${what} must be a whole number of milliseconds from 0 to ${max}`)
@@ -93,8 +130,8 @@ function checkCondition(when: Condition): void {
     if (c.samples !== undefined && (!Number.isInteger(c.samples) || c.samples < 1 || c.samples > 10_000)) throw bad('when.telemetry.samples must be a whole number from 1 to 10000')
     if (c.clear !== undefined) {
       checkThreshold('when.telemetry.clear', c.clear)
-      // A clear that holds whenever the trigger does would clear the moment it fired.
-      if (c.clear.op === c.op && c.clear.value === c.value) throw bad('when.telemetry.clear is the trigger itself; give the threshold at which the condition is over, e.g. {"op": "<=", "value": 0.06} for a trigger "> 0.08"')
+      // A clear that holds for a value the trigger holds for would clear as it fires, and flap.
+      if (overlap(valuesOf(c), valuesOf(c.clear))) throw bad('when.telemetry.clear holds for values the trigger holds for too; give a threshold on the other side, at which the condition is over, e.g. {"op": "<=", "value": 0.06} for a trigger "> 0.08"')
     }
     return
   }
@@ -125,7 +162,7 @@ function checkJson(what: string, value: unknown, maxBytes: number): void {
 function checkAction(a: Action, i: number): void {
   const at = `then[${i}]`
   const keys = Object.keys(a)
-  if (keys.length !== 1) throw bad(`${at} takes exactly one of "command", "job" or "event"`)
+  if (keys.length !== 1) throw bad(`${at} takes exactly one of ${ACTION_KINDS}`)
   if ('command' in a) {
     const c = a.command
     if (!isTaskName(c.name)) throw bad(`${at}.command.name ${JSON.stringify(c.name)} is not a command name`)
@@ -150,7 +187,32 @@ function checkAction(a: Action, i: number): void {
     if (typeof e.message !== 'string' || e.message.length === 0 || e.message.length > MAX_MESSAGE) throw bad(`${at}.event.message must be 1 to ${MAX_MESSAGE} characters`)
     return
   }
-  throw bad(`${at} takes exactly one of "command", "job" or "event"`)
+  if ('webhook' in a) {
+    checkWebhook(at, a.webhook)
+    return
+  }
+  throw bad(`${at} takes exactly one of ${ACTION_KINDS}`)
+}
+
+const ACTION_KINDS = '"command", "job", "event" or "webhook"'
+
+function checkWebhook(at: string, w: WebhookAction): void {
+  let url: URL | undefined
+  try {
+    url = typeof w.url === 'string' && w.url.length <= 2048 ? new URL(w.url) : undefined
+  } catch {
+    url = undefined
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw bad(`${at}.webhook.url must be an http:// or https:// URL of at most 2048 characters`)
+  if (url.username !== '' || url.password !== '') throw bad(`${at}.webhook.url must not carry a user or password; give a secret and check the signature instead`)
+  if (w.secret !== undefined && (typeof w.secret !== 'string' || w.secret.length < 16 || w.secret.length > 256)) throw bad(`${at}.webhook.secret must be 16 to 256 characters`)
+  if (w.maxAttempts !== undefined && (!Number.isInteger(w.maxAttempts) || w.maxAttempts < 1 || w.maxAttempts > 20)) throw bad(`${at}.webhook.maxAttempts must be a whole number from 1 to 20`)
+  if (w.timeoutMs !== undefined && (!Number.isInteger(w.timeoutMs) || w.timeoutMs < 1 || w.timeoutMs > 60_000)) throw bad(`${at}.webhook.timeoutMs must be a whole number of milliseconds from 1 to 60000`)
+}
+
+/** The actions as a view shows them: a webhook's secret is "(set)", never its value. */
+export function redactedActions(then: readonly Action[]): Action[] {
+  return then.map((a) => ('webhook' in a && a.webhook.secret !== undefined ? { webhook: { ...a.webhook, secret: '(set)' } } : a))
 }
 
 /** Checks a spec; returns it with its defaults and parsed target, or throws what to fix. */

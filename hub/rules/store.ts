@@ -29,6 +29,8 @@ export interface RuleRow {
   readonly createdAt: number
   readonly updatedAt: number
   readonly counters: RuleCounters
+  /** Set while the circuit breaker holds the rule: until when, and why. */
+  readonly paused: { readonly until: number; readonly reason: string } | null
 }
 
 export interface RuleCounters {
@@ -36,6 +38,7 @@ export interface RuleCounters {
   readonly suppressedStale: number
   readonly suppressedCooldown: number
   readonly suppressedRate: number
+  readonly suppressedPaused: number
   readonly actionsFailed: number
   readonly lastFiredAt: number | null
 }
@@ -64,7 +67,7 @@ export interface FiringRow {
 export interface ActionRow {
   readonly firingId: string
   readonly idx: number
-  readonly kind: 'command' | 'job' | 'event'
+  readonly kind: 'command' | 'job' | 'event' | 'webhook'
   /** The action as the rule gave it. */
   readonly spec: unknown
   readonly status: ActionStatus
@@ -76,7 +79,8 @@ export interface ActionRow {
 
 interface RuleSqlRow {
   id: number; name: string; spec: string; enabled: number; created_at: number; updated_at: number
-  fired: number; suppressed_stale: number; suppressed_cooldown: number; suppressed_rate: number; actions_failed: number; last_fired_at: number | null
+  fired: number; suppressed_stale: number; suppressed_cooldown: number; suppressed_rate: number; suppressed_paused: number; actions_failed: number; last_fired_at: number | null
+  paused_until: number | null; paused_reason: string | null
 }
 interface StateSqlRow { rule_id: number; device_id: string; phase: string; since: number | null; count: number | null; last_fired_at: number | null }
 interface FiringSqlRow { id: string; rule_id: number; rule: string; device_id: string; at: number; trigger: string }
@@ -89,8 +93,9 @@ const toRule = (r: RuleSqlRow, parse: (spec: RuleSpec) => CheckedRule): RuleRow 
   updatedAt: r.updated_at,
   counters: {
     fired: r.fired, suppressedStale: r.suppressed_stale, suppressedCooldown: r.suppressed_cooldown,
-    suppressedRate: r.suppressed_rate, actionsFailed: r.actions_failed, lastFiredAt: r.last_fired_at,
+    suppressedRate: r.suppressed_rate, suppressedPaused: r.suppressed_paused, actionsFailed: r.actions_failed, lastFiredAt: r.last_fired_at,
   },
+  paused: r.paused_until === null ? null : { until: r.paused_until, reason: r.paused_reason ?? '' },
 })
 
 function toState(r: StateSqlRow): ConditionState {
@@ -104,7 +109,7 @@ const toAction = (r: ActionSqlRow): ActionRow => ({
   attempts: r.attempts, startedAt: r.started_at, endedAt: r.ended_at, outcome: readJsonColumn(r.outcome),
 })
 
-export type CounterName = 'fired' | 'suppressed_stale' | 'suppressed_cooldown' | 'suppressed_rate' | 'actions_failed'
+export type CounterName = 'fired' | 'suppressed_stale' | 'suppressed_cooldown' | 'suppressed_rate' | 'suppressed_paused' | 'actions_failed'
 
 export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) {
   const stmts = {
@@ -112,20 +117,24 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     all: db.prepare<[], RuleSqlRow>('SELECT * FROM rules ORDER BY name'),
     byName: db.prepare<[string], RuleSqlRow>('SELECT * FROM rules WHERE name = ?'),
     setEnabled: db.prepare<[number, number, number]>('UPDATE rules SET enabled = ?, updated_at = ? WHERE id = ?'),
+    pause: db.prepare<[number | null, string | null, number]>('UPDATE rules SET paused_until = ?, paused_reason = ? WHERE id = ?'),
     remove: db.prepare<[number]>('DELETE FROM rules WHERE id = ?'),
     removeStates: db.prepare<[number]>('DELETE FROM rule_states WHERE rule_id = ?'),
     states: db.prepare<[], StateSqlRow>('SELECT * FROM rule_states'),
     statesOf: db.prepare<[number], StateSqlRow>('SELECT * FROM rule_states WHERE rule_id = ? ORDER BY device_id'),
-    putState: db.prepare<[number, string, string, number | null, number | null, number | null]>(`
-      INSERT INTO rule_states (rule_id, device_id, phase, since, count, last_fired_at) VALUES (?, ?, ?, ?, ?, ?)
+    // Only for a rule that exists: one removed earlier in the same group commit leaves no row behind.
+    putState: db.prepare<[number, string, string, number | null, number | null, number | null, number]>(`
+      INSERT INTO rule_states (rule_id, device_id, phase, since, count, last_fired_at) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM rules WHERE id = ?)
       ON CONFLICT (rule_id, device_id) DO UPDATE SET phase = excluded.phase, since = excluded.since, count = excluded.count, last_fired_at = excluded.last_fired_at`),
-    insertFiring: db.prepare<[string, number, string, number, string]>('INSERT INTO rule_firings (id, rule_id, device_id, at, trigger) VALUES (?, ?, ?, ?, ?)'),
+    insertFiring: db.prepare<[string, number, string, string, number, string]>('INSERT INTO rule_firings (id, rule_id, rule, device_id, at, trigger) VALUES (?, ?, ?, ?, ?, ?)'),
     insertAction: db.prepare<[string, number, string, string, string]>('INSERT INTO rule_actions (firing_id, idx, kind, spec, status, attempts) VALUES (?, ?, ?, ?, ?, 0)'),
-    firing: db.prepare<[string], FiringSqlRow>('SELECT f.id, f.rule_id, r.name AS rule, f.device_id, f.at, f.trigger FROM rule_firings f LEFT JOIN rules r ON r.id = f.rule_id WHERE f.id = ?'),
-    firingsOf: db.prepare<[number, number], FiringSqlRow>('SELECT f.id, f.rule_id, r.name AS rule, f.device_id, f.at, f.trigger FROM rule_firings f LEFT JOIN rules r ON r.id = f.rule_id WHERE f.rule_id = ? ORDER BY f.at DESC, f.id DESC LIMIT ?'),
+    firing: db.prepare<[string], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE id = ?'),
+    firingsOf: db.prepare<[number, number], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE rule_id = ? ORDER BY at DESC, id DESC LIMIT ?'),
+    pruneFirings: db.prepare<[number, number]>('DELETE FROM rule_firings WHERE rowid IN (SELECT rowid FROM rule_firings WHERE at < ? LIMIT ?)'),
+    pruneActions: db.prepare<[]>('DELETE FROM rule_actions WHERE firing_id NOT IN (SELECT id FROM rule_firings)'),
     actionsOf: db.prepare<[string], ActionSqlRow>('SELECT * FROM rule_actions WHERE firing_id = ? ORDER BY idx'),
-    pending: db.prepare<[], ActionSqlRow & { device_id: string; rule_id: number }>(`
-      SELECT a.*, f.device_id, f.rule_id FROM rule_actions a JOIN rule_firings f ON f.id = a.firing_id
+    pending: db.prepare<[], ActionSqlRow & { device_id: string; rule_id: number; rule: string; trigger: string; at: number }>(`
+      SELECT a.*, f.device_id, f.rule_id, f.rule, f.trigger, f.at FROM rule_actions a JOIN rule_firings f ON f.id = a.firing_id
       WHERE a.status = 'pending' ORDER BY f.at, a.firing_id, a.idx`),
     startAction: db.prepare<[number, string, number]>('UPDATE rule_actions SET attempts = attempts + 1, started_at = coalesce(started_at, ?) WHERE firing_id = ? AND idx = ?'),
     endAction: db.prepare<[string, string | null, number, string, number]>('UPDATE rule_actions SET status = ?, outcome = ?, ended_at = ? WHERE firing_id = ? AND idx = ?'),
@@ -160,10 +169,10 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     states: (): StoredState[] => stmts.states.all().map((r) => ({ ruleId: r.rule_id, deviceId: r.device_id, state: toState(r), lastFiredAt: r.last_fired_at })),
     statesOf: (ruleId: number): StoredState[] => stmts.statesOf.all(ruleId).map((r) => ({ ruleId: r.rule_id, deviceId: r.device_id, state: toState(r), lastFiredAt: r.last_fired_at })),
     putState(ruleId: number, deviceId: string, s: ConditionState, lastFiredAt: number | null): void {
-      stmts.putState.run(ruleId, deviceId, s.phase, s.phase === 'idle' ? null : s.since, s.phase === 'pending' ? s.count : null, lastFiredAt)
+      stmts.putState.run(ruleId, deviceId, s.phase, s.phase === 'idle' ? null : s.since, s.phase === 'pending' ? s.count : null, lastFiredAt, ruleId)
     },
-    addFiring(f: Omit<FiringRow, 'rule'>, actions: ReadonlyArray<{ kind: ActionRow['kind']; spec: unknown; status: ActionStatus }>): void {
-      stmts.insertFiring.run(f.id, f.ruleId, f.deviceId, f.at, JSON.stringify(f.trigger))
+    addFiring(f: FiringRow, actions: ReadonlyArray<{ kind: ActionRow['kind']; spec: unknown; status: ActionStatus }>): void {
+      stmts.insertFiring.run(f.id, f.ruleId, f.rule, f.deviceId, f.at, JSON.stringify(f.trigger))
       actions.forEach((a, idx) => stmts.insertAction.run(f.id, idx, a.kind, JSON.stringify(a.spec), a.status))
     },
     fired(ruleId: number, n: number, at: number): void { stmts.bump.fired.run(n, at, ruleId) },
@@ -175,7 +184,19 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     },
     firingsOf: (ruleId: number, limit: number): FiringRow[] => stmts.firingsOf.all(ruleId, limit).map((f) => ({ id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger })),
     /** Actions not carried out yet, oldest firing first: what a start resumes. */
-    pending: () => stmts.pending.all().map((r) => ({ ...toAction(r), deviceId: r.device_id, ruleId: r.rule_id })),
+    pending: () => stmts.pending.all().map((r) => ({ ...toAction(r), deviceId: r.device_id, ruleId: r.rule_id, rule: r.rule, trigger: JSON.parse(r.trigger) as Trigger, firedAt: r.at })),
+    pause(ruleId: number, until: number | null, reason: string | null): void { stmts.pause.run(until, reason, ruleId) },
+    /** Retention: firings made before `cutoff` and their actions, `chunk` rows per statement. */
+    async prune(cutoff: number, chunk = 5000): Promise<number> {
+      let total = 0
+      for (let n = chunk; n === chunk;) {
+        n = stmts.pruneFirings.run(cutoff, chunk).changes
+        total += n
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+      if (total > 0) stmts.pruneActions.run()
+      return total
+    },
     startAction(firingId: string, idx: number, now: number): void { stmts.startAction.run(now, firingId, idx) },
     endAction(firingId: string, idx: number, status: Exclude<ActionStatus, 'pending'>, outcome: unknown, now: number): void {
       stmts.endAction.run(status, outcome === undefined ? null : JSON.stringify(outcome), now, firingId, idx)

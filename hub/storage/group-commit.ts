@@ -96,6 +96,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
   let closed = false
   const rollbackHooks: Array<() => void> = []
   const commitHooks: Array<() => void> = []
+  const commitFailedHooks: Array<() => void> = []
   const stats = { commits: 0, failedCommits: 0, failedOps: 0, lastCommitMs: 0, lastCommitWeight: 0 }
 
   // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
@@ -146,6 +147,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
       stats.failedCommits++
       logger.error({ err, ops: ops.length, weight }, 'group commit failed; its writes are dropped and will be retried by their senders')
       for (const hook of rollbackHooks) hook()
+      for (const hook of commitFailedHooks) hook()
       refused = ops.flatMap((o): Array<[Waiter, unknown]> => (o.waiter ? [[o.waiter, err]] : []))
     }
     stats.lastCommitMs = performance.now() - t0
@@ -207,6 +209,8 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     commit,
     flush,
     onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
+    /** Runs when a whole group failed to commit (not when one operation was rolled back alone). */
+    onCommitFailed: (hook: () => void) => { commitFailedHooks.push(hook) },
     /** Runs once after each flush's after-commit steps: where owners send what they coalesced. */
     onCommit: (hook: () => void) => { commitHooks.push(hook) },
     stats: (): WriterStats => ({ ...stats, queuedWeight, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince }),

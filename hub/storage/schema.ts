@@ -258,8 +258,12 @@ export const HUB_MIGRATIONS: readonly string[] = [
     suppressed_stale INTEGER NOT NULL DEFAULT 0,
     suppressed_cooldown INTEGER NOT NULL DEFAULT 0,
     suppressed_rate INTEGER NOT NULL DEFAULT 0,
+    suppressed_paused INTEGER NOT NULL DEFAULT 0,
     actions_failed INTEGER NOT NULL DEFAULT 0,
-    last_fired_at INTEGER
+    last_fired_at INTEGER,
+    -- The circuit breaker: set while the rule is paused because its actions keep failing.
+    paused_until INTEGER,
+    paused_reason TEXT
   ) STRICT;
   CREATE TABLE rule_states (
     rule_id INTEGER NOT NULL,
@@ -273,11 +277,13 @@ export const HUB_MIGRATIONS: readonly string[] = [
   CREATE TABLE rule_firings (
     id TEXT PRIMARY KEY,
     rule_id INTEGER NOT NULL,
+    rule TEXT NOT NULL,
     device_id TEXT NOT NULL,
     at INTEGER NOT NULL,
     trigger TEXT NOT NULL
   ) STRICT;
   CREATE INDEX rule_firings_rule ON rule_firings(rule_id, at);
+  CREATE INDEX rule_firings_at ON rule_firings(at);
   CREATE TABLE rule_actions (
     firing_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
