@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { admit, MinuteWindow, type AdmissionInput } from '../hub/rules/limits.js'
+import { admit, BREAKER_FAILURES, BREAKER_PAUSE_MS, MinuteWindow, tripBreaker, type AdmissionInput } from '../hub/rules/limits.js'
 
 const base: AdmissionInput = { now: 1_000_000, triggerTs: 1_000_000, maxSampleAgeMs: 300_000, cooldownMs: 0, lastFiredAt: null, firedLastMinute: 0, maxFiringsPerMinute: 60, pausedUntil: null }
 
@@ -20,6 +20,17 @@ describe('whether a firing may act', () => {
     ['cooldown wins over rate', { cooldownMs: 10_000, lastFiredAt: 999_000, firedLastMinute: 100 }, 'cooldown'],
   ] as const)('%s', (_what, over, verdict) => {
     expect(admit({ ...base, ...over })).toBe(verdict)
+  })
+
+  it('trips the breaker at the Nth failure within a minute, not while paused, and again after the pause', () => {
+    const failures = new MinuteWindow()
+    for (let i = 1; i < BREAKER_FAILURES; i++) expect(tripBreaker(failures, null, i * 1000)).toBeUndefined()
+    const pause = tripBreaker(failures, null, BREAKER_FAILURES * 1000)
+    expect(pause?.until).toBe(BREAKER_FAILURES * 1000 + BREAKER_PAUSE_MS)
+    expect(tripBreaker(failures, pause!.until, BREAKER_FAILURES * 1000 + 1)).toBeUndefined()
+    // Failures spread over more than a minute do not trip it.
+    const slow = new MinuteWindow()
+    for (let i = 0; i < 3 * BREAKER_FAILURES; i++) expect(tripBreaker(slow, null, i * 10_000)).toBeUndefined()
   })
 
   it('counts the firings of the last minute', () => {

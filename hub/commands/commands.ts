@@ -8,7 +8,7 @@ import type { CommandResponse } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
 import { createCommandStore, type CommandCause, type CommandRecord, type NewCommand } from './store.js'
 import {
-  SKIPPED_OFFLINE, checkCommandSpec, groupCounts, lostTrack, memberTurn, offlineError, recordedOutcome, replyOutcome, unansweredOutcome, unsupportedError, type CheckedSpec,
+  SKIPPED_OFFLINE, checkCommandSpec, groupCounts, memberTurn, offlineError, replyOutcome, sendAgain, unansweredOutcome, unsupportedError, type CheckedSpec,
 } from './decisions.js'
 import { createInFlight, type Dispatched } from './in-flight.js'
 import { parseTarget, resolveTarget } from '../fleet/targets.js'
@@ -114,7 +114,6 @@ export interface SendOrigin {
   readonly again?: boolean
 }
 
-const LOST_TRACK = { code: 'HUB_RESTART', message: 'the hub stopped before it recorded an answer from the device; the device may have run it' } as const
 
 export interface CommandStats {
   readonly sent: number
@@ -234,19 +233,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     registry.requireDevice(deviceId)
     let { args, timeoutMs } = validate(spec)
     const now = clock.now()
-    if (origin?.again) {
-      // Sent before under this id (a rule's action carried out again after a restart): what it
-      // came to stands. Only a command the hub lost track of goes out again, under its first
-      // deadline: the agent answers a repeat of an id it ran from its ledger, or refuses it as
-      // expired, and never runs it twice. One whose device is away now is not queued or
-      // recorded anew: it may have run.
-      const prior = store.get(origin.id)
-      if (prior && !lostTrack(prior)) return recordedOutcome(prior)
-      if (prior) {
-        if (prior.expiresAt <= now || !deps.isReachable(deviceId)) return recordedOutcome({ ...prior, status: 'disconnected', error: prior.error ?? LOST_TRACK })
-        timeoutMs = prior.expiresAt - now
-        args = prior.args === null ? null : JSON.stringify(prior.args)
-      }
+    const prior = origin?.again ? store.get(origin.id) : undefined
+    if (prior) {
+      const again = sendAgain(prior, now, deps.isReachable(deviceId))
+      if ('answer' in again) return again.answer
+      ;({ timeoutMs, args } = again)
     }
     const unsupported = unsupportedError(deviceId, deps.capabilities(deviceId))
     if (unsupported) throw unsupported

@@ -148,3 +148,19 @@ export function recordedOutcome(r: CommandRecord): CommandOutcome | QueuedComman
     }
   }
 }
+
+const LOST_TRACK = { code: 'HUB_RESTART', message: 'the hub stopped before it recorded an answer from the device; the device may have run it' } as const
+
+/**
+ * A command sent again under its id (a rule's action carried out again after
+ * a restart), given what the record says of it. What it came to stands. Only
+ * one the hub lost track of goes out again, under its first deadline: the
+ * agent answers a repeat of an id it ran from its ledger, or refuses it as
+ * expired, and never runs it twice. One whose deadline passed, or whose
+ * device is away now, is not sent, queued or recorded anew: it may have run.
+ */
+export function sendAgain(prior: CommandRecord, now: number, reachable: boolean): { readonly answer: CommandOutcome | QueuedCommand } | { readonly timeoutMs: number; readonly args: string | null } {
+  if (!lostTrack(prior)) return { answer: recordedOutcome(prior) }
+  if (prior.expiresAt <= now || !reachable) return { answer: recordedOutcome({ ...prior, status: 'disconnected', error: prior.error ?? LOST_TRACK }) }
+  return { timeoutMs: prior.expiresAt - now, args: prior.args === null ? null : JSON.stringify(prior.args) }
+}

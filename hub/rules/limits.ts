@@ -45,7 +45,21 @@ export function admit(i: AdmissionInput): Admission {
   return 'fire'
 }
 
-/** The times a rule acted, kept for one minute: what `firedLastMinute` counts. */
+/**
+ * The circuit breaker: counts a failed action (at `now`) and says whether the
+ * rule is to rest: BREAKER_FAILURES failures within a minute pause it for
+ * BREAKER_PAUSE_MS (its firings are then suppressed as paused). After the
+ * pause it acts again; if its actions still fail, the next run of failures
+ * pauses it again.
+ */
+export function tripBreaker(failures: MinuteWindow, pausedUntil: number | null, now: number): { until: number; reason: string } | undefined {
+  failures.add(now)
+  if ((pausedUntil !== null && now < pausedUntil) || failures.count(now) < BREAKER_FAILURES) return undefined
+  const until = now + BREAKER_PAUSE_MS
+  return { until, reason: `${BREAKER_FAILURES} actions failed within a minute; paused until ${new Date(until).toISOString()}` }
+}
+
+/** The times a rule acted (or its actions failed), kept for one minute. */
 export class MinuteWindow {
   private times: number[] = []
 

@@ -6,7 +6,7 @@ import type { Db } from '../../common/sqlite.js'
 import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
-import { admit, BREAKER_FAILURES, BREAKER_PAUSE_MS, MinuteWindow, type Admission } from './limits.js'
+import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
 import { IDLE, sameState, step, type ConditionState } from './machine.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
@@ -106,23 +106,14 @@ export function createRules(deps: RulesDeps) {
   const store = createRuleStore(db, checkRuleSpec)
   const runner = createActionRunner({ store, writer, clock, logger, ports: deps.ports, concurrency: deps.actionConcurrency ?? 16, onFailed: (ruleId) => { failed(ruleId) } })
 
-  /**
-   * The circuit breaker: a rule whose actions failed BREAKER_FAILURES times
-   * in a minute rests for BREAKER_PAUSE_MS (its firings are suppressed and
-   * counted as paused), then acts again: if its actions still fail, it is
-   * paused again at the next run of failures.
-   */
+  /** An action of the rule failed: the circuit breaker (limits.ts) may pause it. */
   function failed(ruleId: number): void {
     const live = rules.get(ruleId)
-    if (!live) return
-    const now = clock.now()
-    live.failures.add(now)
-    if ((live.pausedUntil !== null && now < live.pausedUntil) || live.failures.count(now) < BREAKER_FAILURES) return
-    const until = now + BREAKER_PAUSE_MS
-    const reason = `${BREAKER_FAILURES} actions failed within a minute; paused until ${new Date(until).toISOString()}`
-    live.pausedUntil = until
-    writer.enqueue(() => { store.pause(ruleId, until, reason) })
-    logger.warn({ rule: live.rule.name, until }, 'rule paused: its actions keep failing')
+    const pause = live && tripBreaker(live.failures, live.pausedUntil, clock.now())
+    if (!live || !pause) return
+    live.pausedUntil = pause.until
+    writer.enqueue(() => { store.pause(ruleId, pause.until, pause.reason) })
+    logger.warn({ rule: live.rule.name, until: pause.until }, 'rule paused: its actions keep failing')
   }
   let rules = new Map<number, Live>()
   let bySensor = new Map<string, Live[]>()
