@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt, { type MqttClient } from 'mqtt'
 import { tlsInit } from '../cli/tls-init.js'
-import { startHubProcess } from './hub-process.js'
+import { startHubProcess, type HubProcess } from './hub-process.js'
 import { cpuMs } from './proc-stats.js'
 
 /**
@@ -41,46 +41,9 @@ export async function measureTransports(o: { devices: number; samplesPerMessage:
     }))
     let payloadBytes = 0
     const run = async (url: string, options: mqtt.IClientOptions): Promise<TransportFigures> => {
-      const c0 = Date.now()
-      const clients: MqttClient[] = await Promise.all(devices.map((d) => mqtt.connectAsync(url, {
-        clientId: d.id, username: d.id, password: d.token, clean: true, reconnectPeriod: 0, keepalive: 60, ...options,
-      })))
-      const connectAllMs = Date.now() - c0
-      let sent = 0
-      let running = true
-      const loops = clients.map(async (client, i) => {
-        const d = devices[i]!
-        const topic = `devices/${d.id}/telemetry`
-        await Promise.all(Array.from({ length: 4 }, async () => {
-          while (running) {
-            const first = d.seq + 1
-            d.seq += o.samplesPerMessage
-            const payload = Buffer.from(JSON.stringify({
-              type: 'telemetry', v: 1, storeId: d.storeId,
-              samples: Array.from({ length: o.samplesPerMessage }, (_, k) => ({ seq: first + k, ts: Date.now(), sensor: `s${k % 50}`, value: Math.random() * 100 })),
-            }))
-            payloadBytes = payload.length
-            await client.publishAsync(topic, payload, { qos: 1 })
-            sent++
-          }
-        }))
-      })
-      await sleep(o.warmupS * 1000)
-      const stored = async () => (await hub.api<{ ingest: { samplesStored: number } }>('GET', '/api/stats')).body.ingest.samplesStored
-      const s0 = await stored(), m0 = sent, cpu0 = cpuMs(hub.pid), t0 = Date.now()
-      await sleep(o.measureS * 1000)
-      const s1 = await stored(), m1 = sent, cpu1 = cpuMs(hub.pid), t1 = Date.now()
-      running = false
-      await Promise.allSettled(loops)
-      await Promise.allSettled(clients.map((c) => c.endAsync()))
-      const secs = (t1 - t0) / 1000
-      return {
-        samplesPerS: (s1 - s0) / secs,
-        messagesPerS: (m1 - m0) / secs,
-        hubCpuUsPerMessage: ((cpu1 - cpu0) * 1000) / Math.max(1, m1 - m0),
-        hubCpuPct: ((cpu1 - cpu0) / (t1 - t0)) * 100,
-        connectAllMs,
-      }
+      const r = await driveTelemetry(hub, devices, url, options, o)
+      payloadBytes = r.payloadBytes
+      return r.figures
     }
     // A first plaintext round, discarded: the hub's JIT and database warm up in it, so neither measured round pays for that.
     await run(`mqtt://127.0.0.1:${hub.mqttPort}`, {})
@@ -90,5 +53,61 @@ export async function measureTransports(o: { devices: number; samplesPerMessage:
     return { plain, tls, payloadBytes }
   } finally {
     await hub.stop()
+  }
+}
+
+/** A device as driveTelemetry sends for it: its credentials, its store and the next seq. */
+export interface DrivenDevice { readonly id: string; readonly token: string; readonly storeId: string; seq: number }
+
+/**
+ * Connects every device to `url` (MQTT.js), then has each send telemetry
+ * batches of `samplesPerMessage` random samples on sensors s0..s49, QoS 1
+ * with 4 in flight, as fast as the hub takes them; measures what the hub
+ * stored and its CPU over `measureS` after `warmupS`, then disconnects.
+ */
+export async function driveTelemetry(hub: HubProcess, devices: DrivenDevice[], url: string, options: mqtt.IClientOptions, o: { samplesPerMessage: number; warmupS: number; measureS: number }): Promise<{ figures: TransportFigures; payloadBytes: number }> {
+  let payloadBytes = 0
+  const c0 = Date.now()
+  const clients: MqttClient[] = await Promise.all(devices.map((d) => mqtt.connectAsync(url, {
+    clientId: d.id, username: d.id, password: d.token, clean: true, reconnectPeriod: 0, keepalive: 60, ...options,
+  })))
+  const connectAllMs = Date.now() - c0
+  let sent = 0
+  let running = true
+  const loops = clients.map(async (client, i) => {
+    const d = devices[i]!
+    const topic = `devices/${d.id}/telemetry`
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (running) {
+        const first = d.seq + 1
+        d.seq += o.samplesPerMessage
+        const payload = Buffer.from(JSON.stringify({
+          type: 'telemetry', v: 1, storeId: d.storeId,
+          samples: Array.from({ length: o.samplesPerMessage }, (_, k) => ({ seq: first + k, ts: Date.now(), sensor: `s${k % 50}`, value: Math.random() * 100 })),
+        }))
+        payloadBytes = payload.length
+        await client.publishAsync(topic, payload, { qos: 1 })
+        sent++
+      }
+    }))
+  })
+  await sleep(o.warmupS * 1000)
+  const stored = async () => (await hub.api<{ ingest: { samplesStored: number } }>('GET', '/api/stats')).body.ingest.samplesStored
+  const s0 = await stored(), m0 = sent, cpu0 = cpuMs(hub.pid), t0 = Date.now()
+  await sleep(o.measureS * 1000)
+  const s1 = await stored(), m1 = sent, cpu1 = cpuMs(hub.pid), t1 = Date.now()
+  running = false
+  await Promise.allSettled(loops)
+  await Promise.allSettled(clients.map((c) => c.endAsync()))
+  const secs = (t1 - t0) / 1000
+  return {
+    payloadBytes,
+    figures: {
+      samplesPerS: (s1 - s0) / secs,
+      messagesPerS: (m1 - m0) / secs,
+      hubCpuUsPerMessage: ((cpu1 - cpu0) * 1000) / Math.max(1, m1 - m0),
+      hubCpuPct: ((cpu1 - cpu0) / (t1 - t0)) * 100,
+      connectAllMs,
+    },
   }
 }

@@ -9,6 +9,7 @@ import { runFlashWritesBench } from './flash-writes.js'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
+import { runRulesBench } from './rules.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runStormBench } from './storm.js'
 import { runLiveBench } from './live.js'
@@ -22,6 +23,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
+       npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 15]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
@@ -57,6 +59,8 @@ async function main(): Promise<void> {
       'interval-ms': { type: 'string' },
       'warmup': { type: 'string' },
       'commands': { type: 'string', default: '2000' },
+      'rules': { type: 'string', default: '100' },
+      'samples': { type: 'string', default: '100' },
       'seconds': { type: 'string' },
       'agents': { type: 'string' },
       'idle-agent-seconds': { type: 'string', default: '60' },
@@ -129,6 +133,9 @@ async function main(): Promise<void> {
       return
     case 'commands':
       await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds', '3') })
+      return
+    case 'rules':
+      await runRulesBench({ rules: num('rules'), devices: num('devices', '100'), samplesPerMessage: num('samples'), warmupS: num('warmup', '3'), measureS: num('seconds', '15') })
       return
     case 'online':
       await runOnlineBench({ devices: num('devices', '2000') })

@@ -42,6 +42,9 @@ export type ConditionState =
 
 export const IDLE: ConditionState = { phase: 'idle' }
 
+/** Most samples: idle, and still not holding (one object, not one per sample). */
+const STAY_IDLE: Step = { state: IDLE, fired: false, cleared: false }
+
 export interface Step {
   readonly state: ConditionState
   /** The condition became active with this sample: the rule fires. */
@@ -77,7 +80,7 @@ export function step(c: TelemetryCondition, state: ConditionState, ts: number, v
   switch (state.phase) {
     case 'idle':
     case 'pending': {
-      if (!holds) return { state: IDLE, fired: false, cleared: false }
+      if (!holds) return STAY_IDLE
       const since = state.phase === 'pending' ? state.since : ts
       // Counted only where it decides (samples): a forMs rule's pending state then changes, and is written, once per crossing.
       const count = state.phase !== 'pending' ? 1 : c.samples !== undefined ? state.count + 1 : state.count

@@ -97,6 +97,9 @@ interface Live {
 
 interface Entry { readonly state: ConditionState; readonly lastFiredAt: number | null }
 
+/** A pair with no state yet: idle, never acted. */
+const NEVER: Entry = { state: IDLE, lastFiredAt: null }
+
 const COUNTER_OF: Readonly<Record<Exclude<Admission, 'fire'>, CounterName>> = {
   stale: 'suppressed_stale', paused: 'suppressed_paused', cooldown: 'suppressed_cooldown', rate: 'suppressed_rate',
 }
@@ -118,9 +121,9 @@ export function createRules(deps: RulesDeps) {
   let rules = new Map<number, Live>()
   let bySensor = new Map<string, Live[]>()
   let byEvent = new Map<string, Live[]>()
-  let states = new Map<string, Entry>()
+  /** The committed states, by device and rule; a pair with none is idle and never acted. */
+  let states = new Map<string, Map<number, Entry>>()
   const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, paused: 0, cooldown: 0, rate: 0 } }
-  const key = (ruleId: number, deviceId: string) => `${ruleId}\0${deviceId}`
 
   function index(): void {
     bySensor = new Map()
@@ -145,7 +148,12 @@ export function createRules(deps: RulesDeps) {
   }
 
   function loadStates(): void {
-    states = new Map(store.states().map((s) => [key(s.ruleId, s.deviceId), { state: s.state, lastFiredAt: s.lastFiredAt }]))
+    states = new Map()
+    for (const s of store.states()) {
+      let byRule = states.get(s.deviceId)
+      if (!byRule) states.set(s.deviceId, byRule = new Map<number, Entry>())
+      byRule.set(s.ruleId, { state: s.state, lastFiredAt: s.lastFiredAt })
+    }
   }
 
   /**
@@ -154,10 +162,14 @@ export function createRules(deps: RulesDeps) {
    * drops it. An operation rolled back alone leaves it as it is: a rule's
    * evaluation is the last step of its operation and has a savepoint of its own.
    */
-  let groupStates = new Map<string, Entry>()
+  let groupStates = new Map<string, Map<number, Entry>>()
   let groupFired = new Map<number, number>()
   writer.onCommit(() => {
-    for (const [k, e] of groupStates) states.set(k, e)
+    for (const [deviceId, byRule] of groupStates) {
+      const committed = states.get(deviceId)
+      if (committed) for (const [ruleId, e] of byRule) committed.set(ruleId, e)
+      else states.set(deviceId, byRule)
+    }
     groupStates = new Map()
     groupFired = new Map()
   })
@@ -170,34 +182,52 @@ export function createRules(deps: RulesDeps) {
   interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string; readonly trigger: Trigger }
 
   /**
-   * One trigger of `live` on `deviceId`: admitted, it becomes a firing and
-   * its actions (pending) in this transaction; refused, a counter. Returns
-   * whether it acted.
+   * One batch's evaluation, first in memory: the states it changes (by rule),
+   * the writes they and its firings need, the firings and refusals. Most
+   * batches change nothing and write nothing; those that do write in a
+   * savepoint of their own (evaluate below).
    */
-  function fire(live: Live, deviceId: string, entry: Entry, trigger: Trigger, now: number, out: Fired[], unsynced = false): boolean {
+  interface Pass {
+    readonly deviceId: string
+    readonly overlay: Map<number, Entry>
+    readonly writes: Array<() => void>
+    readonly out: Fired[]
+    readonly fired: Map<number, number>
+    readonly refused: Array<Exclude<Admission, 'fire'>>
+  }
+
+  /**
+   * One trigger of `live` on the pass's device: admitted, it becomes a
+   * firing and its actions (pending), written with the pass; refused, a
+   * counter. Returns whether it acted.
+   */
+  function fire(pass: Pass, live: Live, entry: Entry, trigger: Trigger, now: number, unsynced = false): boolean {
     // A sample on the device's unchecked clock may be from any time: it never acts (as a stale one).
     const verdict = unsynced ? 'stale' : admit({
-      now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs,
-      lastFiredAt: entry.lastFiredAt, firedLastMinute: live.window.count(now) + (groupFired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+      now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs, lastFiredAt: entry.lastFiredAt,
+      firedLastMinute: live.window.count(now) + (groupFired.get(live.id) ?? 0) + (pass.fired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
       pausedUntil: live.pausedUntil,
     })
     if (verdict !== 'fire') {
-      store.count(live.id, COUNTER_OF[verdict])
-      stats.suppressed[verdict]++
+      pass.refused.push(verdict)
+      pass.writes.push(() => { store.count(live.id, COUNTER_OF[verdict]) })
       return false
     }
     const id = randomId('f')
-    store.addFiring({ id, ruleId: live.id, rule: live.rule.name, deviceId, at: now, trigger }, live.rule.then.map((a) => ({ kind: actionKind(a), spec: a, status: 'pending' as const })))
-    store.fired(live.id, 1, now)
-    groupFired.set(live.id, (groupFired.get(live.id) ?? 0) + 1)
-    out.push({ id, live, deviceId, trigger })
+    const deviceId = pass.deviceId
+    pass.writes.push(() => {
+      store.addFiring({ id, ruleId: live.id, rule: live.rule.name, deviceId, at: now, trigger }, live.rule.then.map((a) => ({ kind: actionKind(a), spec: a, status: 'pending' as const })))
+      store.fired(live.id, 1, now)
+    })
+    pass.fired.set(live.id, (pass.fired.get(live.id) ?? 0) + 1)
+    pass.out.push({ id, live, deviceId, trigger })
     return true
   }
 
   /**
    * Calls `visit` for each item and each enabled rule that watches it (by
-   * `rulesOf`) and watches this device: the device's group is read once per
-   * batch, and only when some rule watches one of its items.
+   * `rulesOf`) and watches this device. The device's group is read (from the
+   * registry's table) once per batch, and only when a rule for a group needs it.
    */
   function forWatching<T>(deviceId: string, items: readonly T[], rulesOf: (item: T) => Live[] | undefined, visit: (live: Live, item: T) => void): void {
     let group: string | null | undefined
@@ -205,56 +235,73 @@ export function createRules(deps: RulesDeps) {
     for (const item of items) {
       const list = rulesOf(item)
       if (!list) continue
-      if (!groupRead) {
-        group = deps.groupOf(deviceId)
-        groupRead = true
+      for (const live of list) {
+        const target = live.rule.target
+        if (target.kind === 'group' && !groupRead) {
+          group = deps.groupOf(deviceId)
+          groupRead = true
+        }
+        if (target.kind === 'all' || targetIncludes(target, deviceId, group ?? null)) visit(live, item)
       }
-      if (group === undefined) return
-      for (const live of list) if (targetIncludes(live.rule.target, deviceId, group)) visit(live, item)
     }
   }
 
-  const entryOf = (overlay: Map<string, Entry>, k: string): Entry => overlay.get(k) ?? groupStates.get(k) ?? states.get(k) ?? { state: IDLE, lastFiredAt: null }
+  /** A rule's state on the pass's device: this pass's, this group's, or the committed one. */
+  function entryOf(pass: Pass, group: Map<number, Entry> | undefined, committed: Map<number, Entry> | undefined, ruleId: number): Entry {
+    return pass.overlay.get(ruleId) ?? group?.get(ruleId) ?? committed?.get(ruleId) ?? NEVER
+  }
 
-  const evaluateSamples = db.transaction((deviceId: string, storeId: string, samples: readonly StoredSample[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
-    forWatching(deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
+  /** Records a changed state in the pass, and its write. */
+  function noteChange(pass: Pass, live: Live, entry: Entry): void {
+    pass.overlay.set(live.id, entry)
+    const deviceId = pass.deviceId
+    pass.writes.push(() => { store.putState(live.id, deviceId, entry.state, entry.lastFiredAt) })
+  }
+
+  function evaluateSamples(pass: Pass, storeId: string, samples: readonly StoredSample[], now: number): void {
+    const group = groupStates.get(pass.deviceId)
+    const committed = states.get(pass.deviceId)
+    forWatching(pass.deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
       if (!('telemetry' in live.rule.when)) return
       stats.evaluations++
-      const k = key(live.id, deviceId)
-      const entry = entryOf(overlay, k)
+      const entry = entryOf(pass, group, committed, live.id)
       const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
       let lastFiredAt = entry.lastFiredAt
       if (next.fired) {
         const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
-        if (fire(live, deviceId, entry, trigger, now, out, s.unsynced === true)) lastFiredAt = now
+        if (fire(pass, live, entry, trigger, now, s.unsynced === true)) lastFiredAt = now
       }
-      if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) return
-      store.putState(live.id, deviceId, next.state, lastFiredAt)
-      overlay.set(k, { state: next.state, lastFiredAt })
+      if (next.state === entry.state || (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt)) return
+      noteChange(pass, live, { state: next.state, lastFiredAt })
     })
-  })
+  }
 
-  const evaluateEvents = db.transaction((deviceId: string, storeId: string, events: readonly StoredEvent[], now: number, overlay: Map<string, Entry>, out: Fired[]) => {
-    forWatching(deviceId, events, (e) => byEvent.get(e.kind), (live, e) => {
+  function evaluateEvents(pass: Pass, storeId: string, events: readonly StoredEvent[], now: number): void {
+    const group = groupStates.get(pass.deviceId)
+    const committed = states.get(pass.deviceId)
+    forWatching(pass.deviceId, events, (e) => byEvent.get(e.kind), (live, e) => {
       const when = live.rule.when
       if (!('event' in when) || (when.event.level !== undefined && when.event.level !== e.level)) return
       stats.evaluations++
       // An event is a transition of its own: each one that matches fires (within the limits).
-      const k = key(live.id, deviceId)
-      const entry = entryOf(overlay, k)
+      const entry = entryOf(pass, group, committed, live.id)
       const trigger: Trigger = { kind: 'event', storeId, seq: e.seq, ts: e.ts, event: e.kind, level: e.level, message: e.message }
-      if (!fire(live, deviceId, entry, trigger, now, out)) return
-      store.putState(live.id, deviceId, entry.state, now)
-      overlay.set(k, { state: entry.state, lastFiredAt: now })
+      if (fire(pass, live, entry, trigger, now)) noteChange(pass, live, { state: entry.state, lastFiredAt: now })
     })
-  })
+  }
 
-  /** Runs an evaluation in its own savepoint; its state changes apply once it returned, its firings act after the commit. */
-  function evaluate(run: (overlay: Map<string, Entry>, out: Fired[]) => void, deviceId: string): AfterCommit | void {
-    const overlay = new Map<string, Entry>()
-    const out: Fired[] = []
+  const applyWrites = db.transaction((writes: ReadonlyArray<() => void>) => { for (const w of writes) w() })
+
+  /**
+   * Runs a batch's evaluation; what it writes goes in a savepoint of its own,
+   * and only then do its changes join the group's, and its firings act after
+   * the commit.
+   */
+  function evaluate(deviceId: string, run: (pass: Pass) => void): AfterCommit | void {
+    const pass: Pass = { deviceId, overlay: new Map(), writes: [], out: [], fired: new Map(), refused: [] }
     try {
-      run(overlay, out)
+      run(pass)
+      if (pass.writes.length > 0) applyWrites(pass.writes)
     } catch (err) {
       // The database's own failure (full, I/O) fails the batch: the device sends it again and no
       // firing is lost. Anything else is the rule's: rolled back, logged, and the batch stored.
@@ -263,7 +310,14 @@ export function createRules(deps: RulesDeps) {
       logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; the batch is stored and acked without it')
       return
     }
-    for (const [k, e] of overlay) groupStates.set(k, e)
+    if (pass.overlay.size > 0) {
+      let group = groupStates.get(deviceId)
+      if (!group) groupStates.set(deviceId, group = new Map<number, Entry>())
+      for (const [ruleId, e] of pass.overlay) group.set(ruleId, e)
+    }
+    for (const [ruleId, n] of pass.fired) groupFired.set(ruleId, (groupFired.get(ruleId) ?? 0) + n)
+    for (const verdict of pass.refused) stats.suppressed[verdict]++
+    const out = pass.out
     if (out.length === 0) return
     return () => {
       stats.fired += out.length
@@ -331,12 +385,12 @@ export function createRules(deps: RulesDeps) {
     /** Inside the write that stores a batch of samples (see the header). */
     onSamples: (deviceId: string, storeId: string, samples: readonly StoredSample[], now: number): AfterCommit | void => {
       if (!samples.some((s) => bySensor.has(s.sensor))) return
-      return evaluate((overlay, out) => { evaluateSamples(deviceId, storeId, samples, now, overlay, out) }, deviceId)
+      return evaluate(deviceId, (pass) => { evaluateSamples(pass, storeId, samples, now) })
     },
     /** Inside the write that stores a batch of events. */
     onEvents: (deviceId: string, storeId: string, events: readonly StoredEvent[], now: number): AfterCommit | void => {
       if (!events.some((e) => byEvent.has(e.kind))) return
-      return evaluate((overlay, out) => { evaluateEvents(deviceId, storeId, events, now, overlay, out) }, deviceId)
+      return evaluate(deviceId, (pass) => { evaluateEvents(pass, storeId, events, now) })
     },
     async add(spec: RuleSpec): Promise<RuleView> {
       const rule = checkRuleSpec(spec)
@@ -375,7 +429,7 @@ export function createRules(deps: RulesDeps) {
     async remove(name: string): Promise<void> {
       const r = requireRule(name)
       await changed(() => { store.remove(r.id) })
-      for (const k of [...states.keys()]) if (k.startsWith(`${r.id}\0`)) states.delete(k)
+      for (const byRule of states.values()) byRule.delete(r.id)
       logger.info({ rule: name }, 'rule removed')
     },
     firing(id: string): FiringView {
