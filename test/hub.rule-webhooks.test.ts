@@ -89,7 +89,11 @@ describe('rules calling webhooks', () => {
       expect(c.headers['x-rollcall-signature']).toBe(signature(SECRET, ts, c.body))
       expect(JSON.parse(c.body)).toMatchObject({ type: 'rule.firing', v: 1, rule: 'pump.hot', firing: firing.id, deviceId: 'pump-1', trigger: { sensor: 'temp', value: 91, seq: 1 } })
     }
-    expect(h.running.services.firingChain(firing.id).actions[0]).toMatchObject({ kind: 'webhook', status: 'done', attempts: 4, outcome: { attempts: 4, status: 200 } })
+    const chain = h.running.services.firingChain(firing.id)
+    expect(chain.actions[0]).toMatchObject({ kind: 'webhook', status: 'done', attempts: 4, outcome: { attempts: 4, status: 200 }, spec: { webhook: { secret: '(set)' } } })
+    // The secret signs the calls and shows nowhere.
+    expect(JSON.stringify(chain)).not.toContain(SECRET)
+    expect(JSON.stringify(rules.get('pump.hot'))).not.toContain(SECRET)
   })
 
   it('gives up after maxAttempts and keeps the call with the dead letters', async () => {

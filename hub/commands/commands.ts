@@ -3,7 +3,6 @@ import type { Clock } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { encode } from '../../protocol/codec.js'
-import { QUEUED_COMMAND_TASK_PREFIX } from '../../protocol/ids.js'
 import type { CommandResponse } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
 import { createCommandStore, type CommandCause, type CommandRecord, type NewCommand } from './store.js'
@@ -11,6 +10,7 @@ import {
   SKIPPED_OFFLINE, checkCommandSpec, groupCounts, memberTurn, offlineError, replyOutcome, sendAgain, unansweredOutcome, unsupportedError, type CheckedSpec,
 } from './decisions.js'
 import { createInFlight, type Dispatched } from './in-flight.js'
+import { createQueuing } from './queued.js'
 import { parseTarget, resolveTarget } from '../fleet/targets.js'
 import type { Jobs } from '../jobs/jobs.js'
 import type { Registry } from '../fleet/registry.js'
@@ -135,21 +135,12 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
   if (orphans > 0) logger.warn({ commands: orphans }, 'commands left in flight by the last hub process recorded as disconnected (HUB_RESTART)')
   let stopped = false
   const inFlight = createInFlight(clock)
+  const queuing = createQueuing(deps.jobs)
   const stats = { sent: 0, succeeded: 0, failed: 0, timedOut: 0, disconnected: 0, offline: 0, queued: 0, lateReplies: 0, unknownReplies: 0 }
 
   function validate(spec: CommandSpec): CheckedSpec {
     if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
     return checkCommandSpec(spec, options.defaultTimeoutMs)
-  }
-
-  /** Queues the command as a job: the device runs it (once: one attempt) when it next connects. */
-  function queueAsJob(spec: CommandSpec, deviceIds: readonly string[], origin?: SendOrigin): string {
-    const job = { name: `${QUEUED_COMMAND_TASK_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 }
-    if (!origin?.cause) return deps.jobs.create(job)!.id
-    // A command with a cause queues under an id made from its own: made once, however often this runs.
-    const id = `j${origin.id.slice(1)}`
-    deps.jobs.create(job, { id, ...origin.cause })
-    return id
   }
 
   /** The record could not be written (a full disk, an I/O error): the caller is told, not answered as if it were. */
@@ -234,6 +225,14 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     let { args, timeoutMs } = validate(spec)
     const now = clock.now()
     const prior = origin?.again ? store.get(origin.id) : undefined
+    const queuedAs = origin?.again && !prior ? queuing.queuedAs(origin.id) : undefined
+    if (origin && queuedAs !== undefined) {
+      // Queued as its job by the last run, which died before the command's own record: the job stands.
+      const jobId = queuedAs
+      await recorded(store.add({ id: origin.id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId, ...(origin.cause ? { cause: origin.cause } : {}) }),
+        `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id: origin.id, deviceId, jobId })
+      return { id: origin.id, deviceId, status: 'queued', jobId }
+    }
     if (prior) {
       const again = sendAgain(prior, now, deps.isReachable(deviceId))
       if ('answer' in again) return again.answer
@@ -245,7 +244,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     if (!deps.isReachable(deviceId)) {
       const id = origin?.id ?? randomId('c')
       if (spec.ifOffline === 'queue') {
-        const jobId = queueAsJob(spec, [deviceId], origin)
+        const jobId = queuing.queue(spec, [deviceId], origin)
         stats.queued++
         await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId, ...cause }),
           `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
@@ -282,7 +281,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
       else skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
     }
     let jobId: string | null = null
-    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queueAsJob(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
+    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queuing.queue(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
     // Every member's record; the reply waits for them all.
     const records: Array<Promise<RollcallError | undefined>> = []
     const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }

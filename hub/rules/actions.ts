@@ -153,9 +153,12 @@ export function createActionRunner(deps: ActionRunnerDeps) {
       const verdict = verdictOf(last)
       if (verdict === 'done') return { status: 'done', outcome: { attempts: attempt, ...last } }
       if (verdict === 'give-up') break
+      if (stopped) throw new Stopped()
       if (attempt < max) await pause(backoffMs(attempt))
     }
-    const detail = `${'status' in last ? `answered ${last.status}` : last.error} after ${attempt} ${attempt === 1 ? 'try' : 'tries'}`
+    const detail = 'status' in last || last.error !== 'not tried'
+      ? `${'status' in last ? `answered ${last.status}` : last.error} after ${attempt} ${attempt === 1 ? 'try' : 'tries'}`
+      : `given up at a restart: its ${attempt} tries were made before it`
     ports.deadLetter({ deviceId: p.deviceId, url: w.url, detail: `rule ${p.rule}, firing ${p.firingId}: ${detail}`, body })
     return { status: 'failed', outcome: { attempts: attempt, ...last, error: { code: 'WEBHOOK_FAILED', message: detail } } }
   }

@@ -22,13 +22,14 @@ import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type
  * below the mark and never reaches a rule, so no sample is seen twice; the
  * new condition states, the firing and its actions (the transactional
  * outbox, rules/store.ts) commit with the samples, or not at all. The
- * evaluation runs in a savepoint of its own: a rule that fails is logged and
- * rolled back, and the samples still commit and are acked.
+ * evaluation runs in memory first and writes, in a savepoint of its own,
+ * only what changed: a rule that fails is logged and rolled back, and the
+ * samples still commit and are acked.
  *
  * What it keeps in memory: the rules, indexed by sensor and event kind, and
- * the states of (rule, device) pairs. A write rolled back reloads the states
- * from the database (the group commit's onRollback), which then holds what
- * will commit.
+ * the states of (rule, device) pairs, committed ones apart from the ones the
+ * current group commit changed (groupStates): the commit makes those the
+ * states, a failed commit (onCommitFailed) drops them.
  */
 
 export interface RulesDeps {
@@ -226,8 +227,9 @@ export function createRules(deps: RulesDeps) {
 
   /**
    * Calls `visit` for each item and each enabled rule that watches it (by
-   * `rulesOf`) and watches this device. The device's group is read (from the
-   * registry's table) once per batch, and only when a rule for a group needs it.
+   * `rulesOf`) and watches this device. The device's registration and group
+   * are read once per batch, when some rule watches one of its items: a
+   * device removed while its last batches were on the way reaches no rule.
    */
   function forWatching<T>(deviceId: string, items: readonly T[], rulesOf: (item: T) => Live[] | undefined, visit: (live: Live, item: T) => void): void {
     let group: string | null | undefined
@@ -235,14 +237,12 @@ export function createRules(deps: RulesDeps) {
     for (const item of items) {
       const list = rulesOf(item)
       if (!list) continue
-      for (const live of list) {
-        const target = live.rule.target
-        if (target.kind === 'group' && !groupRead) {
-          group = deps.groupOf(deviceId)
-          groupRead = true
-        }
-        if (target.kind === 'all' || targetIncludes(target, deviceId, group ?? null)) visit(live, item)
+      if (!groupRead) {
+        group = deps.groupOf(deviceId)
+        groupRead = true
       }
+      if (group === undefined) return
+      for (const live of list) if (live.rule.target.kind === 'all' || targetIncludes(live.rule.target, deviceId, group)) visit(live, item)
     }
   }
 

@@ -1,7 +1,7 @@
 import type { Db } from '../../common/sqlite.js'
 import { readJsonColumn } from '../storage/schema.js'
 import type { ConditionState } from './machine.js'
-import type { CheckedRule, RuleSpec } from './spec.js'
+import { redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 
 /**
  * The rules' tables, and only SQL (migration 8 in storage/schema.ts):
@@ -126,7 +126,9 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     putState: db.prepare<[number, string, string, number | null, number | null, number | null, number]>(`
       INSERT INTO rule_states (rule_id, device_id, phase, since, count, last_fired_at) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM rules WHERE id = ?)
       ON CONFLICT (rule_id, device_id) DO UPDATE SET phase = excluded.phase, since = excluded.since, count = excluded.count, last_fired_at = excluded.last_fired_at`),
-    insertFiring: db.prepare<[string, number, string, string, number, string]>('INSERT INTO rule_firings (id, rule_id, rule, device_id, at, trigger) VALUES (?, ?, ?, ?, ?, ?)'),
+    // Only for a rule that exists: one removed earlier in the same group commit fires no more.
+    insertFiring: db.prepare<[string, number, string, string, number, string, number]>(
+      'INSERT INTO rule_firings (id, rule_id, rule, device_id, at, trigger) SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM rules WHERE id = ?)'),
     insertAction: db.prepare<[string, number, string, string, string]>('INSERT INTO rule_actions (firing_id, idx, kind, spec, status, attempts) VALUES (?, ?, ?, ?, ?, 0)'),
     firing: db.prepare<[string], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE id = ?'),
     firingsOf: db.prepare<[number, number], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE rule_id = ? ORDER BY at DESC, id DESC LIMIT ?'),
@@ -172,7 +174,7 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
       stmts.putState.run(ruleId, deviceId, s.phase, s.phase === 'idle' ? null : s.since, s.phase === 'pending' ? s.count : null, lastFiredAt, ruleId)
     },
     addFiring(f: FiringRow, actions: ReadonlyArray<{ kind: ActionRow['kind']; spec: unknown; status: ActionStatus }>): void {
-      stmts.insertFiring.run(f.id, f.ruleId, f.rule, f.deviceId, f.at, JSON.stringify(f.trigger))
+      if (stmts.insertFiring.run(f.id, f.ruleId, f.rule, f.deviceId, f.at, JSON.stringify(f.trigger), f.ruleId).changes === 0) return
       actions.forEach((a, idx) => stmts.insertAction.run(f.id, idx, a.kind, JSON.stringify(a.spec), a.status))
     },
     fired(ruleId: number, n: number, at: number): void { stmts.bump.fired.run(n, at, ruleId) },
@@ -180,7 +182,9 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     firing(id: string): (FiringRow & { actions: ActionRow[] }) | undefined {
       const f = stmts.firing.get(id)
       if (!f) return undefined
-      return { id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger, actions: stmts.actionsOf.all(id).map(toAction) }
+      // A webhook's secret stays in the row (a resumed call signs with it) and out of every view.
+      const actions = stmts.actionsOf.all(id).map(toAction).map((a) => ({ ...a, spec: redactedActions([a.spec as Action])[0] }))
+      return { id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger, actions }
     },
     firingsOf: (ruleId: number, limit: number): FiringRow[] => stmts.firingsOf.all(ruleId, limit).map((f) => ({ id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger })),
     /** Actions not carried out yet, oldest firing first: what a start resumes. */
