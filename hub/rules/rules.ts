@@ -7,8 +7,9 @@ import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
 import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
-import { IDLE, sameState, step, type ConditionState } from './machine.js'
+import { sameState, step, type ConditionState } from './machine.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
+import { RuleStates, type Entry } from './states.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
 
 /**
@@ -27,9 +28,8 @@ import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type
  * samples still commit and are acked.
  *
  * What it keeps in memory: the rules, indexed by sensor and event kind, and
- * the states of (rule, device) pairs, committed ones apart from the ones the
- * current group commit changed (groupStates): the commit makes those the
- * states, a failed commit (onCommitFailed) drops them.
+ * the states of (rule, device) pairs (states.ts: committed, this group
+ * commit's, this batch's).
  */
 
 export interface RulesDeps {
@@ -96,11 +96,6 @@ interface Live {
   pausedUntil: number | null
 }
 
-interface Entry { readonly state: ConditionState; readonly lastFiredAt: number | null }
-
-/** A pair with no state yet: idle, never acted. */
-const NEVER: Entry = { state: IDLE, lastFiredAt: null }
-
 const COUNTER_OF: Readonly<Record<Exclude<Admission, 'fire'>, CounterName>> = {
   stale: 'suppressed_stale', paused: 'suppressed_paused', cooldown: 'suppressed_cooldown', rate: 'suppressed_rate',
 }
@@ -122,8 +117,7 @@ export function createRules(deps: RulesDeps) {
   let rules = new Map<number, Live>()
   let bySensor = new Map<string, Live[]>()
   let byEvent = new Map<string, Live[]>()
-  /** The committed states, by device and rule; a pair with none is idle and never acted. */
-  let states = new Map<string, Map<number, Entry>>()
+  const states = new RuleStates(writer)
   const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, paused: 0, cooldown: 0, rate: 0 } }
 
   function index(): void {
@@ -147,37 +141,6 @@ export function createRules(deps: RulesDeps) {
     }))
     index()
   }
-
-  function loadStates(): void {
-    states = new Map()
-    for (const s of store.states()) {
-      let byRule = states.get(s.deviceId)
-      if (!byRule) states.set(s.deviceId, byRule = new Map<number, Entry>())
-      byRule.set(s.ruleId, { state: s.state, lastFiredAt: s.lastFiredAt })
-    }
-  }
-
-  /**
-   * What this group commit changed, before it commits: evaluations later in
-   * the same group read it; the commit makes it the states, a failed commit
-   * drops it. An operation rolled back alone leaves it as it is: a rule's
-   * evaluation is the last step of its operation and has a savepoint of its own.
-   */
-  let groupStates = new Map<string, Map<number, Entry>>()
-  let groupFired = new Map<number, number>()
-  writer.onCommit(() => {
-    for (const [deviceId, byRule] of groupStates) {
-      const committed = states.get(deviceId)
-      if (committed) for (const [ruleId, e] of byRule) committed.set(ruleId, e)
-      else states.set(deviceId, byRule)
-    }
-    groupStates = new Map()
-    groupFired = new Map()
-  })
-  writer.onCommitFailed(() => {
-    groupStates = new Map()
-    groupFired = new Map()
-  })
 
   /** A firing made inside the evaluation, carried out after the commit. */
   interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string; readonly trigger: Trigger }
@@ -206,7 +169,7 @@ export function createRules(deps: RulesDeps) {
     // A sample on the device's unchecked clock may be from any time: it never acts (as a stale one).
     const verdict = unsynced ? 'stale' : admit({
       now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs, lastFiredAt: entry.lastFiredAt,
-      firedLastMinute: live.window.count(now) + (groupFired.get(live.id) ?? 0) + (pass.fired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+      firedLastMinute: live.window.count(now) + states.firedInGroup(live.id) + (pass.fired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
       pausedUntil: live.pausedUntil,
     })
     if (verdict !== 'fire') {
@@ -246,11 +209,6 @@ export function createRules(deps: RulesDeps) {
     }
   }
 
-  /** A rule's state on the pass's device: this pass's, this group's, or the committed one. */
-  function entryOf(pass: Pass, group: Map<number, Entry> | undefined, committed: Map<number, Entry> | undefined, ruleId: number): Entry {
-    return pass.overlay.get(ruleId) ?? group?.get(ruleId) ?? committed?.get(ruleId) ?? NEVER
-  }
-
   /** Records a changed state in the pass, and its write. */
   function noteChange(pass: Pass, live: Live, entry: Entry): void {
     pass.overlay.set(live.id, entry)
@@ -259,12 +217,11 @@ export function createRules(deps: RulesDeps) {
   }
 
   function evaluateSamples(pass: Pass, storeId: string, samples: readonly StoredSample[], now: number): void {
-    const group = groupStates.get(pass.deviceId)
-    const committed = states.get(pass.deviceId)
+    const entryOf = states.reader(pass.deviceId)
     forWatching(pass.deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
       if (!('telemetry' in live.rule.when)) return
       stats.evaluations++
-      const entry = entryOf(pass, group, committed, live.id)
+      const entry = entryOf(pass.overlay, live.id)
       const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
       let lastFiredAt = entry.lastFiredAt
       if (next.fired) {
@@ -277,14 +234,13 @@ export function createRules(deps: RulesDeps) {
   }
 
   function evaluateEvents(pass: Pass, storeId: string, events: readonly StoredEvent[], now: number): void {
-    const group = groupStates.get(pass.deviceId)
-    const committed = states.get(pass.deviceId)
+    const entryOf = states.reader(pass.deviceId)
     forWatching(pass.deviceId, events, (e) => byEvent.get(e.kind), (live, e) => {
       const when = live.rule.when
       if (!('event' in when) || (when.event.level !== undefined && when.event.level !== e.level)) return
       stats.evaluations++
       // An event is a transition of its own: each one that matches fires (within the limits).
-      const entry = entryOf(pass, group, committed, live.id)
+      const entry = entryOf(pass.overlay, live.id)
       const trigger: Trigger = { kind: 'event', storeId, seq: e.seq, ts: e.ts, event: e.kind, level: e.level, message: e.message }
       if (fire(pass, live, entry, trigger, now)) noteChange(pass, live, { state: entry.state, lastFiredAt: now })
     })
@@ -310,12 +266,7 @@ export function createRules(deps: RulesDeps) {
       logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; the batch is stored and acked without it')
       return
     }
-    if (pass.overlay.size > 0) {
-      let group = groupStates.get(deviceId)
-      if (!group) groupStates.set(deviceId, group = new Map<number, Entry>())
-      for (const [ruleId, e] of pass.overlay) group.set(ruleId, e)
-    }
-    for (const [ruleId, n] of pass.fired) groupFired.set(ruleId, (groupFired.get(ruleId) ?? 0) + n)
+    states.join(deviceId, pass.overlay, pass.fired)
     for (const verdict of pass.refused) stats.suppressed[verdict]++
     const out = pass.out
     if (out.length === 0) return
@@ -350,7 +301,7 @@ export function createRules(deps: RulesDeps) {
     /** Loads the rules and their states: before the first batch is stored. */
     start(): void {
       loadRules()
-      loadStates()
+      states.load(store.states())
     },
     /**
      * Carries out the actions the last run left pending: once the broker
@@ -429,7 +380,7 @@ export function createRules(deps: RulesDeps) {
     async remove(name: string): Promise<void> {
       const r = requireRule(name)
       await changed(() => { store.remove(r.id) })
-      for (const byRule of states.values()) byRule.delete(r.id)
+      states.forget(r.id)
       logger.info({ rule: name }, 'rule removed')
     },
     firing(id: string): FiringView {
