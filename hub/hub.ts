@@ -226,7 +226,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const rulesLog = log.child({ component: 'rules' })
     const rules = createRules({
       db, writer, clock, logger: rulesLog,
-      groupOf: (id) => registry.getDevice(id)?.group,
+      groupOf: (id) => registry.groupOf(id),
       ports: {
         command: (deviceId, spec, id, cause, again) => commands.send(deviceId, spec, { id, cause, again }),
         commandGroup: (target, spec, cause) => commands.sendGroup(target, spec, cause),

@@ -78,7 +78,20 @@ export function createRegistry(db: Db) {
 
   function removeDevice(id: string): void {
     if (stmts.deleteDevice.run(id).changes === 0) throw new RollcallError('DEVICE_NOT_FOUND', `no device "${id}"`)
+    groups.delete(id)
     version++
+  }
+
+  // A registered device's group, read on the hot path (the rules, per batch): kept in memory once
+  // read. A device's group is set when it is added and never changes; removal drops the entry.
+  const groups = new Map<string, string | null>()
+  function groupOf(id: string): string | null | undefined {
+    const known = groups.get(id)
+    if (known !== undefined || groups.has(id)) return known
+    const r = stmts.getDevice.get(id)
+    if (!r) return undefined
+    groups.set(id, r.grp)
+    return r.grp
   }
 
   function addObserver(name: string, now: number): { observer: ObserverRecord; token: string } {
@@ -118,6 +131,8 @@ export function createRegistry(db: Db) {
   return {
     addDevice,
     getDevice: (id: string): DeviceRecord | undefined => { const r = stmts.getDevice.get(id); return r ? toDevice(r) : undefined },
+    /** A registered device's group (null: none), or undefined when it is not registered; from memory once read. */
+    groupOf,
     requireDevice,
     listDevices: (): DeviceRecord[] => stmts.listDevices.all().map(toDevice),
     /** Changes when a device is added or removed. */
