@@ -1,5 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import type { Writer } from '../storage/group-commit.js'
+import { deleteInChunks } from '../storage/chunked-delete.js'
 import { readJsonColumn } from '../storage/schema.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
@@ -170,15 +171,7 @@ export function createCommandStore(db: Db, writer: Writer) {
     ofDevice: (deviceId: string, limit: number): CommandRecord[] => s.ofDevice.all(deviceId, limit).map(toRecord),
     ofGroup: (groupId: string): CommandRecord[] => s.ofGroup.all(groupId).map(toRecord),
     /** Retention: deletes commands created before `cutoff`, `chunk` rows per statement. */
-    async prune(cutoff: number, chunk = 5000): Promise<number> {
-      let total = 0
-      for (let n = chunk; n === chunk;) {
-        n = s.prune.run(cutoff, chunk).changes
-        total += n
-        await new Promise<void>((resolve) => setImmediate(resolve))
-      }
-      return total
-    },
+    prune: (cutoff: number, chunk = 5000): Promise<number> => deleteInChunks((limit) => s.prune.run(cutoff, limit).changes, chunk),
   }
 }
 

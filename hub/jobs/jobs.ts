@@ -9,6 +9,7 @@ import { createDispatch } from './dispatch.js'
 import { createUpdates } from './updates.js'
 import { createSweeper } from './sweeper.js'
 import { createLifecycle } from './lifecycle.js'
+import { deleteInChunks } from '../storage/chunked-delete.js'
 
 export type { JobsDeps, JobsOptions } from './context.js'
 export type { JobOrigin, JobSpec } from './spec.js'
@@ -87,14 +88,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
    * before `cutoff`, a few at a time so the event loop keeps serving. An
    * agent's late update for a deleted execution is acked as UNKNOWN_EXECUTION.
    */
-  async function prune(cutoff: number, chunkJobs = 1): Promise<number> {
-    let total = 0
-    for (let n = chunkJobs; n === chunkJobs;) {
-      n = store.pruneFinished(cutoff, chunkJobs)
-      total += n
-      await new Promise<void>((resolve) => setImmediate(resolve))
-    }
-    return total
+  function prune(cutoff: number, chunkJobs = 1): Promise<number> {
+    return deleteInChunks((limit) => store.pruneFinished(cutoff, limit), chunkJobs)
   }
 
   const ingress: JobIngress = {

@@ -1,4 +1,5 @@
 import type { Db } from '../../common/sqlite.js'
+import { deleteInChunks } from '../storage/chunked-delete.js'
 import { readJsonColumn } from '../storage/schema.js'
 import type { ConditionState } from './machine.js'
 import { redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
@@ -192,12 +193,7 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     pause(ruleId: number, until: number | null, reason: string | null): void { stmts.pause.run(until, reason, ruleId) },
     /** Retention: firings made before `cutoff` and their actions, `chunk` rows per statement. */
     async prune(cutoff: number, chunk = 5000): Promise<number> {
-      let total = 0
-      for (let n = chunk; n === chunk;) {
-        n = stmts.pruneFirings.run(cutoff, chunk).changes
-        total += n
-        await new Promise<void>((resolve) => setImmediate(resolve))
-      }
+      const total = await deleteInChunks((limit) => stmts.pruneFirings.run(cutoff, limit).changes, chunk)
       if (total > 0) stmts.pruneActions.run()
       return total
     },

@@ -1,5 +1,6 @@
 import type { Db } from '../../common/sqlite.js'
 import type { DeviceEvent, Sample } from '../../protocol/messages.js'
+import { deleteInChunks } from '../storage/chunked-delete.js'
 import type { AfterCommit, OnFailed, Writer } from '../storage/group-commit.js'
 import type { Logger } from '../../common/logger.js'
 
@@ -314,12 +315,7 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
           if (boundary === undefined) break
         }
       }
-      let events = 0
-      for (let n = chunkRows; n === chunkRows;) {
-        n = stmts.pruneEvents.run(cutoffMs, chunkRows).changes
-        events += n
-        await breathe()
-      }
+      const events = await deleteInChunks((limit) => stmts.pruneEvents.run(cutoffMs, limit).changes, chunkRows)
       return { samples, events }
     },
   }
