@@ -6,9 +6,10 @@ import { IdleWaiters, waitAtMost } from '../agent/stop-wait.js'
 
 describe('waitAtMost and IdleWaiters', () => {
   it('a wait ends when the promise does, or when the grace has passed on real time', async () => {
+    // Ended by the promise, not by its minute of grace: half the grace tells them apart on any machine.
     let started = performance.now()
-    await waitAtMost(Promise.resolve(), 10_000)
-    expect(performance.now() - started).toBeLessThan(1_000)
+    await waitAtMost(Promise.resolve(), 60_000)
+    expect(performance.now() - started).toBeLessThan(30_000)
     started = performance.now()
     await waitAtMost(new Promise<void>(() => {}), 30)
     expect(performance.now() - started).toBeGreaterThanOrEqual(25)

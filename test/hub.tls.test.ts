@@ -11,6 +11,7 @@ import { createHub } from '../hub/hub.js'
 import { altNamesFor, issueServerCert } from '../cli/tls-certs.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { fingerprintOfFile, makeTestPki, makeUnrelatedPki, type TestPki } from './support/tls.js'
+import { within } from './support/leaks.js'
 
 /**
  * The hub over TLS (issue #12): MQTT over TLS and HTTPS from PEM files, the
@@ -52,14 +53,10 @@ function servedFingerprint(port: number, ca: string): Promise<string> {
 }
 
 /** Resolves when the socket closes, with how long that took. */
-/** How long `s` took to close, or -1 when it was still open after `guardMs` (a hang guard, its timer cleared either way). */
+/** How long `s` took to close, or -1 when it was still open after `guardMs` (a hang guard). */
 function closedWithin(s: Socket, guardMs: number): Promise<number> {
   const t0 = Date.now()
-  let timer: NodeJS.Timeout | undefined
-  return new Promise<number>((resolve) => {
-    s.once('close', () => resolve(Date.now() - t0))
-    timer = setTimeout(() => resolve(-1), guardMs)
-  }).finally(() => clearTimeout(timer))
+  return within(new Promise<number>((resolve) => s.once('close', () => resolve(Date.now() - t0))), guardMs, -1)
 }
 
 const samples = (n: number): Sample[] => Array.from({ length: n }, (_, i) => ({ seq: i + 1, ts: 1_700_000_000_000 + i * 1000, sensor: 'temp', value: 20 + i }))
