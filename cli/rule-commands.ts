@@ -38,7 +38,30 @@ function when(r: RuleView): string {
     const clear = t.clear ? `, clears ${t.clear.op} ${t.clear.value}` : ''
     return `${t.sensor} ${t.op} ${t.value}${hold}${clear}`
   }
+  if ('presence' in r.when) {
+    const p = r.when.presence
+    const went = p.status === 'offline' ? 'went offline' : 'came back'
+    return p.forMs !== undefined ? `${p.status} for ${p.forMs} ms` : went
+  }
+  if ('job' in r.when) {
+    const j = r.when.job
+    return `job ${j.name ?? '(any)'} ${j.outcome ?? 'failed or timed_out'}`
+  }
   return `event ${r.when.event.kind}${r.when.event.level ? ` (${r.when.event.level})` : ''}`
+}
+
+/** A firing's trigger in a line; `long` adds what the chain view shows. */
+function trigger(t: FiringChain['trigger'], long = false): string {
+  switch (t.kind) {
+    case 'sample': return long ? `${t.sensor} = ${t.value}, seq ${t.seq}, taken ${localTimeMs(t.ts)}` : `${t.sensor} = ${t.value} (seq ${t.seq})`
+    case 'event': return long ? `event ${t.event} (${t.level}) "${t.message}", seq ${t.seq}` : `event ${t.event}: ${clip(t.message, 40)}`
+    case 'presence': return `${t.status} (${t.reason}) since ${localTimeMs(t.since)}`
+    case 'job': return `job ${t.name} ${t.outcome} (attempt ${t.attempt}${t.error ? `: ${long ? t.error : clip(t.error, 30)}` : ''}), ${long ? `job ${t.jobId}` : ''}`.replace(/, $/, '')
+    default: {
+      const never: never = t
+      return never
+    }
+  }
 }
 
 function then(r: RuleView): string {
@@ -82,7 +105,7 @@ export const ruleCommands = {
     if (r.recentFirings.length > 0) {
       out('')
       out(table([['FIRING', 'DEVICE', 'AT', 'TRIGGER'], ...r.recentFirings.map((f) => [
-        f.id, f.deviceId, localTimeMs(f.at), f.trigger.kind === 'sample' ? `${f.trigger.sensor} = ${f.trigger.value} (seq ${f.trigger.seq})` : `event ${f.trigger.event}: ${clip(f.trigger.message, 40)}`,
+        f.id, f.deviceId, localTimeMs(f.at), trigger(f.trigger),
       ])]))
       out(`the chain of one: ${hint(opts, 'rule', 'firing', r.recentFirings[0]!.id)}`)
     }
@@ -105,7 +128,7 @@ export const ruleCommands = {
     if (opts.json) return printJson(f)
     const t = f.trigger
     out(`firing ${f.id} of rule ${f.rule} on ${f.deviceId} at ${localTimeMs(f.at)}`)
-    out(`  trigger: ${t.kind === 'sample' ? `${t.sensor} = ${t.value}, seq ${t.seq}, taken ${localTimeMs(t.ts)}` : `event ${t.event} (${t.level}) "${t.message}", seq ${t.seq}`}`)
+    out(`  trigger: ${trigger(t, true)}`)
     for (const a of f.actions) {
       const took = a.startedAt !== null && a.endedAt !== null ? ` in ${a.endedAt - a.startedAt} ms` : ''
       const made = a.command ? `: command ${a.command.id} ${a.command.status}` : a.job ? `: job ${a.job.id} ${a.job.status}` : ''

@@ -227,6 +227,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const rules = createRules({
       db, writer, clock, logger: rulesLog,
       groupOf: (id) => registry.groupOf(id),
+      presence: () => presence.statuses(),
       ports: {
         command: (deviceId, spec, id, cause, again) => commands.send(deviceId, spec, { id, cause, again }),
         commandGroup: (target, spec, cause) => commands.sendGroup(target, spec, cause),
@@ -241,6 +242,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     // Inside the write that stores each batch: rules see what was stored, once (hub/rules/rules.ts).
     telemetry.reactWith({ watching: rules.watching, samples: rules.onSamples, events: rules.onEvents })
+    presence.reactWith(rules.onPresence)
+    jobs.reactWith(rules.onJobsEnded)
     rules.start()
     const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
     schedules.start()

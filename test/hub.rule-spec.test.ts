@@ -30,7 +30,7 @@ describe('a rule spec', () => {
   it.each([
     ['a bad name', { ...ok, name: 'Pump Vibration' }, /rule name "Pump Vibration"/],
     ['a bad target', { ...ok, for: 'pumps' }, /^for: target "pumps" is not understood/],
-    ['two conditions', { ...ok, when: { ...ok.when, event: { kind: 'x' } } }, /exactly one of "telemetry" or "event"/],
+    ['two conditions', { ...ok, when: { ...ok.when, event: { kind: 'x' } } }, /exactly one of "telemetry", "event", "presence" or "job"/],
     ['a bad sensor', { ...ok, when: { telemetry: { sensor: 'Vib!', op: '>', value: 1 } } }, /sensor "Vib!" is not a sensor name/],
     ['a bad comparison', { ...ok, when: { telemetry: { sensor: 'v', op: '=>', value: 1 } } }, /op must be one of > < >= <= ==/],
     ['a threshold that is not a number', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: Number.NaN } } }, /value must be a finite number/],
@@ -39,6 +39,10 @@ describe('a rule spec', () => {
     ['a clear that overlaps the trigger', { ...ok, when: { telemetry: { sensor: 'v', op: '>', value: 0.08, clear: { op: '<', value: 0.1 } } } }, /clear holds for values the trigger holds for too/],
     ['a clear on the same side', { ...ok, when: { telemetry: { sensor: 'v', op: '<', value: 5, clear: { op: '<', value: 2 } } } }, /clear holds for values the trigger holds for too/],
     ['a clear meeting the trigger at a value both include', { ...ok, when: { telemetry: { sensor: 'v', op: '>=', value: 1, clear: { op: '<=', value: 1 } } } }, /clear holds for values/],
+    ['a presence status that is not one', { ...ok, when: { presence: { status: 'away' } } }, /presence\.status must be "offline" \(went offline\) or "online" \(came back\)/],
+    ['a presence forMs of a year', { ...ok, when: { presence: { status: 'offline', forMs: 365 * 86_400_000 } } }, /presence\.forMs must be a whole number of milliseconds from 0 to 86400000/],
+    ['a job outcome that is not a failure', { ...ok, when: { job: { outcome: 'succeeded' } } }, /job\.outcome must be one of failed, timed_out \(leave it out for either\)/],
+    ['a bad job name', { ...ok, when: { job: { name: 'Diag Collect' } } }, /job\.name "Diag Collect" is not a task name/],
     ['a bad event level', { ...ok, when: { event: { kind: 'pump.fault', level: 'fatal' } } }, /level must be one of debug, info, warn, error/],
     ['no action', { ...ok, then: [] }, /then takes 1 to 8 actions/],
     ['nine actions', { ...ok, then: Array.from({ length: 9 }, () => ok.then[1]) }, /then takes 1 to 8 actions/],
@@ -61,6 +65,16 @@ describe('a rule spec', () => {
     ['== 3 cleared at < 3', '==', 3, '<', 3],
   ] as const)('takes a clear on the other side: %s', (_what, op, value, clearOp, clearValue) => {
     expect(refusal({ ...ok, when: { telemetry: { sensor: 'v', op, value, clear: { op: clearOp, value: clearValue } } } })).toBe('accepted')
+  })
+
+  it.each([
+    ['went offline', { presence: { status: 'offline' } }],
+    ['offline for 10 min', { presence: { status: 'offline', forMs: 600_000 } }],
+    ['came back', { presence: { status: 'online' } }],
+    ['any job failed for good', { job: {} }],
+    ['one task timed out', { job: { name: 'diag.collect', outcome: 'timed_out' } }],
+  ] as const)('takes a presence or job condition: %s', (_what, when) => {
+    expect(refusal({ ...ok, when })).toBe('accepted')
   })
 
   it('takes an event condition and a job to "trigger"', () => {

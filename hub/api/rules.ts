@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { EVENT_LEVELS } from '../../protocol/limits.js'
-import { COMPARISONS } from '../rules/machine.js'
+import { COMPARISONS, JOB_FAILURES } from '../rules/machine.js'
 import type { HubServices } from './services.js'
 
 /**
@@ -43,6 +43,18 @@ export const RuleBody = Type.Object({
     }, { additionalProperties: false }),
     Type.Object({
       event: Type.Object({ kind: Type.String({ maxLength: 64 }), level: Type.Optional(Level) }, { additionalProperties: false }),
+    }, { additionalProperties: false }),
+    Type.Object({
+      presence: Type.Object({
+        status: Type.Union([Type.Literal('offline'), Type.Literal('online')], { description: '"offline": went offline; "online": came back' }),
+        forMs: Type.Optional(Type.Integer({ description: 'fires once the status has held this long (hub clock): "offline for longer than 10 min"' })),
+      }, { additionalProperties: false }),
+    }, { additionalProperties: false }),
+    Type.Object({
+      job: Type.Object({
+        outcome: Type.Optional(Type.Union(JOB_FAILURES.map((o) => Type.Literal(o)), { description: 'leave out for either' })),
+        name: Type.Optional(Type.String({ maxLength: 64, description: 'only executions of this task' })),
+      }, { additionalProperties: false }),
     }, { additionalProperties: false }),
   ]),
   then: Type.Array(Type.Union([

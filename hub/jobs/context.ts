@@ -5,7 +5,7 @@ import { encode } from '../../protocol/codec.js'
 import type { ExecRef } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
 import type { Registry } from '../fleet/registry.js'
-import type { Writer } from '../storage/group-commit.js'
+import type { AfterCommit, Writer } from '../storage/group-commit.js'
 import { createJobStore, type JobStore } from './store.js'
 
 /**
@@ -59,6 +59,21 @@ export function count(tally: Tally, what: keyof Tally, n = 1): void {
   tally[what] = (tally[what] ?? 0) + n
 }
 
+/** An execution that failed, or timed out, with no retry left: what rules react to (hub/rules/). */
+export interface FailedForGood {
+  readonly deviceId: string
+  readonly jobId: string
+  readonly name: string
+  readonly outcome: 'failed' | 'timed_out'
+  readonly attempt: number
+  readonly error: string | null
+  /** The rule whose firing made the job, if one did. */
+  readonly causeRule: string | null
+}
+
+/** Runs last inside the write that ended them; what it returns runs after the commit. */
+export type FailureReaction = (failed: readonly FailedForGood[]) => AfterCommit | void
+
 export interface JobsContext {
   readonly options: JobsOptions
   readonly deps: JobsDeps
@@ -69,9 +84,13 @@ export interface JobsContext {
   /** Rings a device's doorbell (jobs/notify), with the stop notices it is owed. */
   readonly ring: (deviceId: string, cancel?: readonly ExecRef[]) => void
   readonly reachable: (deviceId: string) => boolean
+  /** Hands a write's failures for good to the rules (set by reactWith); called last in the write. */
+  readonly reactToFailures: (failed: readonly FailedForGood[]) => AfterCommit | void
+  readonly reactWith: (r: FailureReaction) => void
 }
 
 export function createJobsContext(options: JobsOptions, deps: JobsDeps): JobsContext {
+  let reaction: FailureReaction | undefined
   const counters: JobCounters = { pulls: 0, batches: 0, delivered: 0, updatesApplied: 0, updatesDuplicate: 0, updatesRefused: 0, retries: 0, timedOut: 0, expired: 0, aborted: 0 }
   return {
     options,
@@ -85,5 +104,7 @@ export function createJobsContext(options: JobsOptions, deps: JobsDeps): JobsCon
       deps.publish(topics.jobsNotify(deviceId), encode(cancel && cancel.length > 0 ? { type: 'jobs.notify', v: 1, cancel: [...cancel] } : { type: 'jobs.notify', v: 1 }))
     },
     reachable: (deviceId) => deps.reachableSince(deviceId) !== undefined,
+    reactToFailures: (failed) => (reaction && failed.length > 0 ? reaction(failed) : undefined),
+    reactWith: (r) => { reaction = r },
   }
 }

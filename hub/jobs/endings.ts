@@ -1,6 +1,6 @@
 import type { ExecRow, JobRow } from './store.js'
 import { retryPlan, shouldAbort, type ExecState } from './decisions.js'
-import { count, type JobsContext, type Tally } from './context.js'
+import { count, type FailedForGood, type JobsContext, type Tally } from './context.js'
 
 /**
  * How executions end, and what an ending does to its job: the retry of a
@@ -50,13 +50,23 @@ export function createEndings(ctx: JobsContext) {
     return notify
   }
 
-  /** A final state for `row`, then a retry if its job allows one. */
-  function finish(tally: Tally, row: ExecRow, job: JobRow, to: ExecState, now: number, source: string, detail: string | null, f: Parameters<typeof store.transition>[5]): ExecRow {
+  /**
+   * A final state for `row`, then a retry if its job allows one. A failure
+   * with no retry left goes on `failed`, for the rules the caller hands them
+   * to at the end of its write.
+   */
+  function finish(tally: Tally, row: ExecRow, job: JobRow, to: ExecState, now: number, source: string, detail: string | null, f: Parameters<typeof store.transition>[5], failed: FailedForGood[]): ExecRow {
     const done = store.transition(row, to, now, source, detail, f)
     const plan = job.status === 'active'
       ? retryPlan(to, done.attempt, { maxAttempts: job.max_attempts, backoffBaseMs: job.backoff_base_ms, backoffMaxMs: job.backoff_max_ms }, now, random)
       : undefined
-    if (!plan) return done
+    if (!plan) {
+      if (to === 'failed' || to === 'timed_out') {
+        const error = f?.errorCode ? `${f.errorCode}: ${f.errorMessage ?? ''}` : null
+        failed.push({ deviceId: row.device_id, jobId: job.id, name: job.name, outcome: to, attempt: done.attempt, error, causeRule: job.cause_rule })
+      }
+      return done
+    }
     count(tally, 'retries')
     return store.transition(done, 'queued', now, 'hub', `retry ${done.attempt + 1} of ${job.max_attempts} after ${to}`, {
       attempt: done.attempt + 1, baseVersion: done.version + 1, deviceVersion: null, runAfter: plan.runAfter,

@@ -109,6 +109,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     deviceRemoved: lifecycle.deviceRemoved,
     prune,
     ingress,
+    /** The rules, told of each execution that failed for good, inside the write that ended it. */
+    reactWith: ctx.reactWith,
     /** Runs one sweep now (tests; the timer does it every sweepIntervalMs). */
     sweep: sweeper.sweep,
     start: sweeper.start,

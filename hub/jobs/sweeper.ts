@@ -2,7 +2,7 @@ import type { ClockTimer } from '../../common/clock.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 import { lapsedTo } from './decisions.js'
 import type { JobRow } from './store.js'
-import { count, type JobsContext, type Tally } from './context.js'
+import { count, type FailedForGood, type JobsContext, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
 
@@ -32,6 +32,7 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
       }
       const interrupt: string[] = []
       const tally: Tally = {}
+      const failed: FailedForGood[] = []
       for (const r of store.lapsed(now, MAX_SWEEP_ROWS)) {
         const to = lapsedTo(r.state)
         const job = jobOf(r.job_id)
@@ -41,7 +42,7 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
           // The device may still be running it: tell it to stop before a retry starts there.
           endings.finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
             leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT' satisfies OutcomeCode, errorMessage: 'the device did not report a result in time',
-          })
+          }, failed)
           interrupt.push(r.device_id)
         } else {
           count(tally, 'expired')
@@ -58,8 +59,10 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
       for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
       const due = store.becameDue(lastSweep, now).filter(reachable)
       const paced = store.activePaced()
+      const reacted = ctx.reactToFailures(failed)
       return () => {
         ctx.book(tally)
+        reacted?.()
         lastSweep = now
         for (const d of due) ring(d)
         for (const job of paced) dispatch.ringPaced(job, now)

@@ -6,7 +6,7 @@ import { parseExecId } from '../../protocol/ids.js'
 import { topics } from '../../protocol/topics.js'
 import { decideUpdate, leaseUntil } from './decisions.js'
 import type { JobRow } from './store.js'
-import { count, type JobsContext, type Tally } from './context.js'
+import { count, type FailedForGood, type JobsContext, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
 
@@ -25,7 +25,7 @@ export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Disp
   const { store, options } = ctx
   const { writer, logger } = ctx.deps
 
-  function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
+  function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>, failed: FailedForGood[]): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
     const ref = parseExecId(u.execId)
     if (!ref) return 'UNKNOWN_EXECUTION'
     if (ref.deviceId !== deviceId) return 'NOT_YOURS'
@@ -53,7 +53,7 @@ export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Disp
       deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
       result,
       errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,
-    })
+    }, failed)
     touched.add(job.id)
     return 'applied'
   }
@@ -66,8 +66,9 @@ export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Disp
       const touched = new Set<string>()
       const jobs = new Map<string, JobRow | undefined>()
       const tally: Tally = {}
+      const failed: FailedForGood[] = []
       for (const u of message.updates) {
-        const outcome = applyOne(tally, deviceId, u, now, touched, jobs)
+        const outcome = applyOne(tally, deviceId, u, now, touched, jobs, failed)
         ids.push(u.id)
         if (outcome === 'applied') count(tally, 'updatesApplied')
         else if (outcome === 'duplicate') count(tally, 'updatesDuplicate')
@@ -78,8 +79,10 @@ export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Disp
       }
       const notify: string[] = []
       for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
+      const reacted = ctx.reactToFailures(failed)
       return () => {
         ctx.book(tally)
+        reacted?.()
         ctx.deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
         if (notify.length > 0) dispatch.sendCancels(notify)
       }

@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events'
 import type { Db } from '../../common/sqlite.js'
 import type { Logger } from '../../common/logger.js'
 import type { Birth } from '../../protocol/messages.js'
-import type { Writer } from '../storage/group-commit.js'
-import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState } from './machine.js'
+import type { AfterCommit, Writer } from '../storage/group-commit.js'
+import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState, type PresenceStatus } from './machine.js'
 
 /**
  * The only writer of presence state. The in-memory map is the truth for
@@ -63,6 +63,12 @@ export interface PresenceEvents {
   change: [deviceId: string, change: PresenceChange]
 }
 
+/** What reacts to a change inside the write that records it (the rules); what it returns runs after the commit. */
+export type PresenceReaction = (deviceId: string, change: {
+  readonly status: PresenceStatus; readonly reason: string; readonly at: number
+  readonly previous: { readonly status: PresenceStatus; readonly reason: string; readonly since: number }
+}) => AfterCommit | void
+
 export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   const stmts = {
     all: db.prepare<[], PresenceRow>('SELECT * FROM presence'),
@@ -82,6 +88,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   const entries = new Map<string, Entry>()
   const emitter = new EventEmitter<PresenceEvents>()
   const touched = new Set<string>()
+  let reaction: PresenceReaction | undefined
 
   for (const r of stmts.all.all()) {
     entries.set(r.device_id, {
@@ -106,10 +113,11 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     return e
   }
 
-  function persist(deviceId: string, e: Entry, change: PresenceChange | undefined): void {
+  function persist(deviceId: string, e: Entry, change: PresenceChange | undefined, previous: PresenceState): void {
     const s = e.state
     const info = e.info
     const lastSeen = e.lastSeen
+    const react = change ? reaction : undefined
     writer.enqueue(() => {
       stmts.upsert.run({
         device_id: deviceId, status: s.status, reason: s.reason, since: s.since, epoch: s.epoch, last_seen: lastSeen,
@@ -117,11 +125,14 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
         units: Object.keys(info.units).length > 0 ? JSON.stringify(info.units) : null,
       })
       if (change) stmts.history.run(deviceId, change.at, change.status, change.reason, change.epoch)
+      // Last in the write: the rules' firings commit with the change, or not at all (hub/rules/rules.ts).
+      if (react && change) return react(deviceId, { status: change.status, reason: change.reason, at: change.at, previous: { status: previous.status, reason: previous.reason, since: previous.since } })
     })
   }
 
   function apply(deviceId: string, event: PresenceEvent, birth?: Birth): PresenceState {
     const e = entryOf(deviceId, event.at)
+    const previous = e.state
     const t = nextPresence(e.state, event)
     if (t.ignored) {
       logger.debug({ deviceId, event: event.type, why: t.ignored }, 'presence event ignored')
@@ -134,7 +145,7 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       // A birth carries the device's clock only once the hub said it takes it (the agent then sends the birth again).
       if (birth.clock !== undefined) e.clockSkewMs = birth.clock - event.at
     }
-    persist(deviceId, e, t.change)
+    persist(deviceId, e, t.change, previous)
     if (t.change) {
       logger.info({ deviceId, status: t.change.status, reason: t.change.reason, epoch: t.change.epoch }, 'presence changed')
       emitter.emit('change', deviceId, t.change)
@@ -151,6 +162,11 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
 
   return {
     apply,
+    reactWith(r: PresenceReaction): void { reaction = r },
+    /** Every device's status now: what the presence rules start from. */
+    *statuses(): Iterable<readonly [string, { status: PresenceStatus; reason: string; since: number }]> {
+      for (const [id, e] of entries) yield [id, { status: e.state.status, reason: e.state.reason, since: e.state.since }]
+    },
     /** Marks every device offline: nobody is connected to a hub that just started. */
     hubStarted(at: number): void {
       for (const id of [...entries.keys()]) apply(id, { type: 'hubStart', at })

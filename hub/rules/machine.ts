@@ -35,6 +35,31 @@ export interface TelemetryCondition extends Threshold {
   readonly clear?: Threshold
 }
 
+/**
+ * A presence condition: the device's status is `status` (for `forMs`, on the
+ * hub's clock). It runs on the same machine as a sensor threshold, as the
+ * value 1 while the status is the one watched and 0 otherwise
+ * (presenceThreshold): it fires once per transition, and a device that comes
+ * back before forMs never fires.
+ */
+export interface PresenceCondition {
+  readonly status: 'offline' | 'online'
+  readonly forMs?: number
+}
+
+export function presenceThreshold(c: PresenceCondition): TelemetryCondition {
+  return { sensor: '', op: '==', value: 1, ...(c.forMs !== undefined ? { forMs: c.forMs } : {}) }
+}
+
+/** An execution of a job that ended in failure with no retry left; `name` narrows it to one task. */
+export interface JobCondition {
+  readonly outcome?: JobFailure
+  readonly name?: string
+}
+
+export const JOB_FAILURES = ['failed', 'timed_out'] as const
+export type JobFailure = (typeof JOB_FAILURES)[number]
+
 export type ConditionState =
   | { readonly phase: 'idle' }
   | { readonly phase: 'pending'; readonly since: number; readonly count: number }

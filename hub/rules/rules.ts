@@ -1,4 +1,4 @@
-import type { Clock } from '../../common/clock.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { randomId } from '../../common/random-id.js'
@@ -7,7 +7,7 @@ import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
 import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
-import { sameState, step, type ConditionState } from './machine.js'
+import { IDLE, presenceThreshold, sameState, step, type ConditionState, type JobFailure } from './machine.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { RuleStates, type Entry } from './states.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
@@ -42,7 +42,35 @@ export interface RulesDeps {
   readonly ports: RuleActionPorts
   /** How many actions run at once. */
   readonly actionConcurrency?: number
+  /** Every device's presence now (presence/store.ts): what a presence rule starts from. */
+  readonly presence: () => Iterable<readonly [string, PresenceNow]>
+  /** How often presence rules with forMs look for devices whose status has held long enough. */
+  readonly presenceTickMs?: number
 }
+
+export interface PresenceNow { readonly status: 'offline' | 'online'; readonly reason: string; readonly since: number }
+
+/** A presence change as presence/store.ts just wrote it, with the status it left. */
+export interface StoredPresenceChange { readonly status: 'offline' | 'online'; readonly reason: string; readonly at: number; readonly previous: PresenceNow }
+
+/** An execution that ended in failure with no retry left, as jobs/ just wrote it. */
+export interface EndedExecution {
+  readonly deviceId: string
+  readonly jobId: string
+  readonly name: string
+  readonly outcome: JobFailure
+  readonly attempt: number
+  readonly error: string | null
+  /** The rule whose firing made the job: a rule never reacts to its own jobs (no loop). */
+  readonly causeRule: string | null
+}
+
+/**
+ * The presence reasons of the hub's own stop and start: nobody went offline,
+ * the hub did. They change a presence rule's state but never fire it, and
+ * neither does the return from them.
+ */
+const HUB_CAUSED: ReadonlySet<string> = new Set(['broker-closing', 'hub-restart'])
 
 /** A sample or event as the telemetry store just stored it. */
 /** `unsynced`: ts is the device's own clock, unchecked against the hub's: not trusted to be fresh. */
@@ -89,6 +117,8 @@ export interface RulesStats {
 interface Live {
   readonly id: number
   readonly rule: CheckedRule
+  /** When the rule last began watching (added or enabled): a presence rule counts no earlier. */
+  readonly watchingSince: number
   /** Firings that acted in the last minute (the rate limit). */
   readonly window: MinuteWindow
   /** Actions that failed in the last minute (the circuit breaker). */
@@ -117,19 +147,29 @@ export function createRules(deps: RulesDeps) {
   let rules = new Map<number, Live>()
   let bySensor = new Map<string, Live[]>()
   let byEvent = new Map<string, Live[]>()
+  let onPresence: Live[] = []
+  let onJobs: Live[] = []
+  let presenceTimer: ClockTimer | undefined
+  let tickQueued = false
   const states = new RuleStates(writer)
   const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, paused: 0, cooldown: 0, rate: 0 } }
 
   function index(): void {
     bySensor = new Map()
     byEvent = new Map()
+    onPresence = []
+    onJobs = []
     for (const live of rules.values()) {
       if (!live.rule.enabled) continue
       const when = live.rule.when
-      const [map, k] = 'telemetry' in when ? [bySensor, when.telemetry.sensor] : [byEvent, when.event.kind]
-      const list = map.get(k)
-      if (list) list.push(live)
-      else map.set(k, [live])
+      if ('presence' in when) onPresence.push(live)
+      else if ('job' in when) onJobs.push(live)
+      else {
+        const [map, k] = 'telemetry' in when ? [bySensor, when.telemetry.sensor] : [byEvent, when.event.kind]
+        const list = map.get(k)
+        if (list) list.push(live)
+        else map.set(k, [live])
+      }
     }
   }
 
@@ -137,7 +177,7 @@ export function createRules(deps: RulesDeps) {
     const previous = rules
     rules = new Map(store.all().map((r) => {
       const before = previous.get(r.id)
-      return [r.id, { id: r.id, rule: r.rule, window: before?.window ?? new MinuteWindow(), failures: before?.failures ?? new MinuteWindow(), pausedUntil: r.paused?.until ?? null }]
+      return [r.id, { id: r.id, rule: r.rule, watchingSince: r.updatedAt, window: before?.window ?? new MinuteWindow(), failures: before?.failures ?? new MinuteWindow(), pausedUntil: r.paused?.until ?? null }]
     }))
     index()
   }
@@ -246,6 +286,130 @@ export function createRules(deps: RulesDeps) {
     })
   }
 
+  /**
+   * A presence change: each presence rule that watches the device steps its
+   * machine (value 1: the status it watches). The hub's own stop, and a
+   * device coming back from it, change the state but fire nothing
+   * (HUB_CAUSED).
+   */
+  function evaluatePresence(pass: Pass, change: StoredPresenceChange, now: number): void {
+    const entryOf = states.reader(pass.deviceId)
+    forWatching(pass.deviceId, [change], () => onPresence, (live) => {
+      if (!('presence' in live.rule.when)) return
+      stats.evaluations++
+      const c = live.rule.when.presence
+      const entry = entryOf(pass.overlay, live.id)
+      const next = step(presenceThreshold(c), entry.state, change.at, change.status === c.status ? 1 : 0)
+      let lastFiredAt = entry.lastFiredAt
+      if (next.fired && !HUB_CAUSED.has(change.reason) && !HUB_CAUSED.has(change.previous.reason)) {
+        const trigger: Trigger = { kind: 'presence', ts: change.at, status: change.status, reason: change.reason, since: change.at }
+        if (fire(pass, live, entry, trigger, now)) lastFiredAt = now
+      }
+      if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) return
+      noteChange(pass, live, { state: next.state, lastFiredAt })
+    })
+  }
+
+  /** A presence rule with forMs, on a device whose status has held since `since`: fires once it has held long enough. */
+  function evaluatePresenceHeld(pass: Pass, live: Live, now: number): void {
+    const c = 'presence' in live.rule.when ? live.rule.when.presence : undefined
+    const entry = states.reader(pass.deviceId)(pass.overlay, live.id)
+    if (!c || entry.state.phase !== 'pending') return
+    stats.evaluations++
+    const next = step(presenceThreshold(c), entry.state, now, 1)
+    if (!next.fired) return
+    const trigger: Trigger = { kind: 'presence', ts: now, status: c.status, reason: `${c.status} for ${now - entry.state.since} ms`, since: entry.state.since }
+    const acted = fire(pass, live, entry, trigger, now)
+    noteChange(pass, live, { state: next.state, lastFiredAt: acted ? now : entry.lastFiredAt })
+  }
+
+  /** Executions that failed for good: each one a job rule matches fires (within the limits), as an event does. */
+  function evaluateJobs(pass: Pass, ended: readonly EndedExecution[], now: number): void {
+    const entryOf = states.reader(pass.deviceId)
+    forWatching(pass.deviceId, ended, () => onJobs, (live, e) => {
+      const when = live.rule.when
+      if (!('job' in when) || e.causeRule === live.rule.name) return
+      if ((when.job.outcome !== undefined && when.job.outcome !== e.outcome) || (when.job.name !== undefined && when.job.name !== e.name)) return
+      stats.evaluations++
+      const entry = entryOf(pass.overlay, live.id)
+      const trigger: Trigger = { kind: 'job', ts: now, jobId: e.jobId, name: e.name, outcome: e.outcome, attempt: e.attempt, error: e.error }
+      if (fire(pass, live, entry, trigger, now)) noteChange(pass, live, { state: entry.state, lastFiredAt: now })
+    })
+  }
+
+  /**
+   * Puts the presence rules' states in line with presence as it is (at
+   * start, and when a rule is added or enabled): the changes the rules did
+   * not see (the hub's own restart, a rule that did not exist yet) fire
+   * nothing, but a device offline now counts towards "offline for forMs"
+   * from when it went, or from when the rule began watching if later. One
+   * offline because the hub stopped counts from the hub's start: the time
+   * the hub was down is not the device's, and every device reconnecting
+   * after a long outage must not fire at once.
+   *
+   * Presence is read when the write is queued, not when it runs: a change
+   * made in between is queued behind it, and its own evaluation follows.
+   */
+  function reconcilePresence(atStart = false): void {
+    if (onPresence.length === 0) return
+    const seen = [...deps.presence()]
+    writer.enqueue(() => reconcileWith(seen, atStart), Math.max(1, Math.ceil(seen.length / 100)))
+  }
+
+  function reconcileWith(seen: ReadonlyArray<readonly [string, PresenceNow]>, atStart: boolean): AfterCommit | void {
+    const now = clock.now()
+    const after: AfterCommit[] = []
+    for (const [deviceId, p] of seen) {
+      const a = evaluate(deviceId, (pass) => {
+        const entryOf = states.reader(deviceId)
+        forWatching(deviceId, [p], () => onPresence, (live) => {
+          if (!('presence' in live.rule.when)) return
+          const c = live.rule.when.presence
+          const entry = entryOf(pass.overlay, live.id)
+          const hubCaused = HUB_CAUSED.has(p.reason)
+          let state: ConditionState
+          if (p.status !== c.status) state = IDLE
+          else if (entry.state.phase === 'pending' && hubCaused && atStart) state = { phase: 'pending', since: now, count: 1 }
+          else if (entry.state.phase !== 'idle') return
+          else {
+            const since = hubCaused ? now : Math.min(now, Math.max(p.since, live.watchingSince))
+            state = c.forMs !== undefined ? { phase: 'pending', since, count: 1 } : { phase: 'active', since }
+          }
+          if (!sameState(state, entry.state)) noteChange(pass, live, { state, lastFiredAt: entry.lastFiredAt })
+        })
+      })
+      if (a) after.push(a)
+    }
+    return () => { for (const a of after) a() }
+  }
+
+  /** Every presenceTickMs: the pending presence states whose forMs has passed, evaluated in one write. */
+  function presenceTick(): void {
+    if (tickQueued) return
+    const now = clock.now()
+    const due: Array<{ deviceId: string; live: Live }> = []
+    for (const live of onPresence) {
+      const c = 'presence' in live.rule.when ? live.rule.when.presence : undefined
+      if (c?.forMs === undefined) continue
+      const forMs = c.forMs
+      states.each(live.id, (deviceId, e) => {
+        if (e.state.phase === 'pending' && now - e.state.since >= forMs) due.push({ deviceId, live })
+      })
+    }
+    if (due.length === 0) return
+    tickQueued = true
+    writer.enqueue(() => {
+      tickQueued = false
+      const at = clock.now()
+      const after: AfterCommit[] = []
+      for (const d of due) {
+        const a = evaluate(d.deviceId, (pass) => { evaluatePresenceHeld(pass, d.live, at) })
+        if (a) after.push(a)
+      }
+      return () => { for (const a of after) a() }
+    }, due.length, () => { tickQueued = false })
+  }
+
   const applyWrites = db.transaction((writes: ReadonlyArray<() => void>) => { for (const w of writes) w() })
 
   /**
@@ -295,6 +459,7 @@ export function createRules(deps: RulesDeps) {
   async function changed(op: () => void): Promise<void> {
     await writer.commit(() => { op() })
     loadRules()
+    reconcilePresence()
   }
 
   return {
@@ -302,6 +467,9 @@ export function createRules(deps: RulesDeps) {
     start(): void {
       loadRules()
       states.load(store.states())
+      // Before any presence change of this run is evaluated: the writer keeps the order.
+      reconcilePresence(true)
+      presenceTimer = clock.setInterval(presenceTick, deps.presenceTickMs ?? 1000).unref()
     },
     /**
      * Carries out the actions the last run left pending: once the broker
@@ -330,13 +498,33 @@ export function createRules(deps: RulesDeps) {
       runner.resume(due)
     },
     /** Stops carrying out actions; those not finished stay pending for the next start. */
-    stop: () => runner.stop(),
+    stop: () => {
+      clock.clearTimer(presenceTimer)
+      presenceTimer = undefined
+      return runner.stop()
+    },
     /** Whether an enabled rule watches samples or events now. */
     watching: (kind: 'samples' | 'events'): boolean => (kind === 'samples' ? bySensor.size > 0 : byEvent.size > 0),
     /** Inside the write that stores a batch of samples (see the header). */
     onSamples: (deviceId: string, storeId: string, samples: readonly StoredSample[], now: number): AfterCommit | void => {
       if (!samples.some((s) => bySensor.has(s.sensor))) return
       return evaluate(deviceId, (pass) => { evaluateSamples(pass, storeId, samples, now) })
+    },
+    /** Inside the write that records a device's presence change (presence/store.ts). */
+    onPresence: (deviceId: string, change: StoredPresenceChange): AfterCommit | void => {
+      if (onPresence.length === 0) return
+      return evaluate(deviceId, (pass) => { evaluatePresence(pass, change, clock.now()) })
+    },
+    /** Inside the write that ends executions in failure for good (jobs/), at its end. */
+    onJobsEnded: (ended: readonly EndedExecution[]): AfterCommit | void => {
+      if (onJobs.length === 0 || ended.length === 0) return
+      const now = clock.now()
+      const after: AfterCommit[] = []
+      for (const deviceId of new Set(ended.map((e) => e.deviceId))) {
+        const a = evaluate(deviceId, (pass) => { evaluateJobs(pass, ended.filter((e) => e.deviceId === deviceId), now) })
+        if (a) after.push(a)
+      }
+      if (after.length > 0) return () => { for (const a of after) a() }
     },
     /** Inside the write that stores a batch of events. */
     onEvents: (deviceId: string, storeId: string, events: readonly StoredEvent[], now: number): AfterCommit | void => {

@@ -3,7 +3,7 @@ import { isSensorName, isTaskName } from '../../protocol/ids.js'
 import { boundJson, describeBounds } from '../../protocol/json-bounds.js'
 import { EVENT_LEVELS, LIMITS } from '../../protocol/limits.js'
 import { parseTarget, type JobTarget } from '../fleet/targets.js'
-import { COMPARISONS, type TelemetryCondition, type Threshold } from './machine.js'
+import { COMPARISONS, JOB_FAILURES, type JobCondition, type PresenceCondition, type TelemetryCondition, type Threshold } from './machine.js'
 
 /**
  * What a rule says, as the API and the CLI take it, and the check of it:
@@ -14,7 +14,9 @@ import { COMPARISONS, type TelemetryCondition, type Threshold } from './machine.
  *   for      which devices it watches: device:ID, device:A,B, group:G or all
  *   when     one condition: a sensor crossing a threshold (optionally for a
  *            time or a number of samples, with a clear threshold for
- *            hysteresis), or a device event of a kind (and level)
+ *            hysteresis), a device event of a kind (and level), a presence
+ *            status (optionally held for a time: "offline for 10 min"), or a
+ *            job execution that failed or timed out with no retry left
  *   then     1 to 8 actions: a command to the device that triggered it (or
  *            to a target), a job, an event the hub publishes, a webhook
  *
@@ -26,6 +28,8 @@ import { COMPARISONS, type TelemetryCondition, type Threshold } from './machine.
 export type Condition =
   | { readonly telemetry: TelemetryCondition }
   | { readonly event: { readonly kind: string; readonly level?: EventLevel } }
+  | { readonly presence: PresenceCondition }
+  | { readonly job: JobCondition }
 
 export type EventLevel = (typeof EVENT_LEVELS)[number]
 
@@ -118,9 +122,11 @@ function checkThreshold(what: string, t: Threshold): void {
   if (typeof t.value !== 'number' || !Number.isFinite(t.value)) throw bad(`${what}.value must be a finite number`)
 }
 
+const CONDITION_KINDS = '"telemetry", "event", "presence" or "job"'
+
 function checkCondition(when: Condition): void {
   const keys = Object.keys(when)
-  if (keys.length !== 1) throw bad('when takes exactly one of "telemetry" or "event"')
+  if (keys.length !== 1) throw bad(`when takes exactly one of ${CONDITION_KINDS}`)
   if ('telemetry' in when) {
     const c = when.telemetry
     if (!isSensorName(c.sensor)) throw bad(`when.telemetry.sensor ${JSON.stringify(c.sensor)} is not a sensor name (lowercase letters, digits, ".", "-", "_")`)
@@ -141,7 +147,19 @@ function checkCondition(when: Condition): void {
     if (e.level !== undefined && !EVENT_LEVELS.includes(e.level)) throw bad(`when.event.level must be one of ${EVENT_LEVELS.join(', ')}`)
     return
   }
-  throw bad('when takes exactly one of "telemetry" or "event"')
+  if ('presence' in when) {
+    const p = when.presence
+    if (p.status !== 'offline' && p.status !== 'online') throw bad('when.presence.status must be "offline" (went offline) or "online" (came back)')
+    checkDuration('when.presence.forMs', p.forMs, MAX_WINDOW_MS)
+    return
+  }
+  if ('job' in when) {
+    const j = when.job
+    if (j.outcome !== undefined && !JOB_FAILURES.includes(j.outcome)) throw bad(`when.job.outcome must be one of ${JOB_FAILURES.join(', ')} (leave it out for either)`)
+    if (j.name !== undefined && !isTaskName(j.name)) throw bad(`when.job.name ${JSON.stringify(j.name)} is not a task name`)
+    return
+  }
+  throw bad(`when takes exactly one of ${CONDITION_KINDS}`)
 }
 
 function checkTo(what: string, to: string | undefined): void {

@@ -75,6 +75,18 @@ export class RuleStates {
     return this.groupFired.get(ruleId) ?? 0
   }
 
+  /** Calls `visit` with each device's state for the rule, as a pass would read it (the group's over the committed). */
+  each(ruleId: number, visit: (deviceId: string, e: Entry) => void): void {
+    for (const [deviceId, byRule] of this.group) {
+      const e = byRule.get(ruleId)
+      if (e) visit(deviceId, e)
+    }
+    for (const [deviceId, byRule] of this.committed) {
+      const e = byRule.get(ruleId)
+      if (e && !this.group.get(deviceId)?.has(ruleId)) visit(deviceId, e)
+    }
+  }
+
   /** A removed rule: its states go. */
   forget(ruleId: number): void {
     for (const byRule of this.committed.values()) byRule.delete(ruleId)

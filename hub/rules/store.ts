@@ -55,6 +55,9 @@ export interface StoredState {
 export type Trigger =
   | { readonly kind: 'sample'; readonly storeId: string; readonly seq: number; readonly ts: number; readonly sensor: string; readonly value: number }
   | { readonly kind: 'event'; readonly storeId: string; readonly seq: number; readonly ts: number; readonly event: string; readonly level: string; readonly message: string }
+  /** `ts`: when the status changed, or, for a rule with forMs, when it had held long enough; `since`: when it changed. */
+  | { readonly kind: 'presence'; readonly ts: number; readonly status: 'offline' | 'online'; readonly reason: string; readonly since: number }
+  | { readonly kind: 'job'; readonly ts: number; readonly jobId: string; readonly name: string; readonly outcome: 'failed' | 'timed_out'; readonly attempt: number; readonly error: string | null }
 
 export interface FiringRow {
   readonly id: string
