@@ -336,7 +336,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
-      saturation: () => saturation.read(),
+      saturation: () => saturation.read(), rules: () => rules.stats(), ruleViews: () => rules.list(),
     }, histograms)
     releasers.push(() => { metrics.close() })
     const api = buildApi(services, {

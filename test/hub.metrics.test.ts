@@ -297,6 +297,87 @@ describe('hub /metrics', () => {
     }
   })
 
+  it('counts rule firings, suppressions and failed actions, in all and per rule', async () => {
+    const token = await hub.addDevice('met-rule')
+    const raw = await connectDevice(hub.mqttUrl, 'met-rule', token)
+    try {
+      const before = await scrape()
+      expect(valueOf(before, 'rollcall_rules', { state: 'enabled' })).toBe(0)
+      expect(valueOf(before, 'rollcall_rules_fired_total')).toBe(0)
+      expect(before.get('rollcall_rule_fired_total')?.type).toBe('counter')
+      expect(before.get('rollcall_rule_fired_total')!.samples).toEqual([])
+      const when = { telemetry: { sensor: 'vib', op: '>', value: 0.5, clear: { op: '<=', value: 0.2 } } }
+      // An event action (done), with a cooldown; a command to the trigger, which is not online (failed).
+      const added = [
+        await hub.api('POST', '/api/rules', { name: 'met.event', for: 'device:met-rule', when, then: [{ event: { level: 'warn', message: 'vib' } }], cooldownMs: 600_000 }),
+        await hub.api('POST', '/api/rules', { name: 'met.command', for: 'device:met-rule', when, then: [{ command: { name: 'motor.stop' } }] }),
+        await hub.api('POST', '/api/rules', { name: 'met.off', for: 'all', when, then: [{ event: { level: 'info', message: 'never' } }], enabled: false }),
+      ]
+      expect(added.map((r) => r.status)).toEqual([201, 201, 201])
+
+      const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-0000000000e2'
+      const acks: TelemetryAck[] = []
+      raw.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
+      await raw.subscribeAsync(topics.telemetryAck('met-rule'), { qos: 1 })
+      const send = async (prev: number, items: ReadonlyArray<readonly [number, number]>) => {
+        await raw.publishAsync(topics.telemetry('met-rule'), encode({ type: 'telemetry', v: 1, storeId, prev,
+          samples: items.map(([ts, value], i) => ({ seq: prev + i + 1, ts, sensor: 'vib', value })) }), { qos: 1 })
+        await waitFor(() => acks.find((a) => a.upTo === prev + items.length), `ack up to ${prev + items.length}`)
+      }
+      // A burst ten minutes old (older than maxSampleAgeMs: stale), then two bursts now.
+      const now = Date.now()
+      await send(0, [[now - 600_000, 0.9], [now - 599_000, 0.1]])
+      await send(2, [[now, 0.9], [now + 1, 0.1], [now + 2, 0.9], [now + 3, 0.1]])
+      const rules = hub.running.services.rules
+      await waitFor(() => rules.stats().actions.done + rules.stats().actions.failed === 3, 'the three actions carried out')
+
+      const m = await scrape()
+      expect(valueOf(m, 'rollcall_rules', { state: 'enabled' })).toBe(2)
+      expect(valueOf(m, 'rollcall_rules', { state: 'disabled' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rules_paused')).toBe(0)
+      // Two rules saw each of the six samples; the disabled one saw none.
+      expect(valueOf(m, 'rollcall_rules_evaluations_total')).toBe(12)
+      // met.event: stale, acted, cooldown. met.command: stale, acted, acted.
+      expect(valueOf(m, 'rollcall_rules_fired_total')).toBe(3)
+      expect(valueOf(m, 'rollcall_rules_suppressed_total', { reason: 'stale' })).toBe(2)
+      expect(valueOf(m, 'rollcall_rules_suppressed_total', { reason: 'cooldown' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rules_suppressed_total', { reason: 'rate' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rules_suppressed_total', { reason: 'paused' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rules_evaluation_errors_total')).toBe(0)
+      expect(valueOf(m, 'rollcall_rules_actions_total', { outcome: 'done' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rules_actions_total', { outcome: 'failed' })).toBe(2)
+      expect(valueOf(m, 'rollcall_rules_actions', { status: 'pending' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rules_actions', { status: 'running' })).toBe(0)
+
+      expect(valueOf(m, 'rollcall_rule_fired_total', { rule: 'met.event' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rule_fired_total', { rule: 'met.command' })).toBe(2)
+      expect(valueOf(m, 'rollcall_rule_fired_total', { rule: 'met.off' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rule_suppressed_total', { rule: 'met.event', reason: 'stale' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rule_suppressed_total', { rule: 'met.event', reason: 'cooldown' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rule_suppressed_total', { rule: 'met.command', reason: 'stale' })).toBe(1)
+      expect(valueOf(m, 'rollcall_rule_suppressed_total', { rule: 'met.command', reason: 'cooldown' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rule_actions_failed_total', { rule: 'met.event' })).toBe(0)
+      expect(valueOf(m, 'rollcall_rule_actions_failed_total', { rule: 'met.command' })).toBe(2)
+      expect(valueOf(m, 'rollcall_rule_paused', { rule: 'met.command' })).toBe(0)
+      // The per-rule counters are the ones rule list shows.
+      const listed = await hub.api<{ rules: Array<{ name: string; counters: { fired: number; actionsFailed: number } }> }>('GET', '/api/rules')
+      for (const r of listed.body.rules) {
+        expect(valueOf(m, 'rollcall_rule_fired_total', { rule: r.name }), r.name).toBe(r.counters.fired)
+        expect(valueOf(m, 'rollcall_rule_actions_failed_total', { rule: r.name }), r.name).toBe(r.counters.actionsFailed)
+      }
+
+      // A removed rule's series go; the totals since the start stay.
+      expect((await hub.api('DELETE', '/api/rules/met.command')).status).toBe(204)
+      const after = await scrape()
+      expect(valueOf(after, 'rollcall_rule_fired_total', { rule: 'met.command' })).toBeUndefined()
+      expect(valueOf(after, 'rollcall_rule_fired_total', { rule: 'met.event' })).toBe(1)
+      expect(valueOf(after, 'rollcall_rules_fired_total')).toBe(3)
+      expect(valueOf(after, 'rollcall_rules', { state: 'enabled' })).toBe(1)
+    } finally {
+      await raw.endAsync()
+    }
+  })
+
   it('answers without the token when the hub sets metricsPublic', async () => {
     const open = await startTestHub({ metricsPublic: true })
     try {

@@ -6,6 +6,7 @@ import type { SaturationStats } from './saturation.js'
 import type { WriterStats } from '../storage/group-commit.js'
 import type { CommandOutcome, CommandStats } from '../commands/commands.js'
 import type { JobStats } from '../jobs/jobs.js'
+import type { RulesStats, RuleView } from '../rules/rules.js'
 
 /**
  * The hub's Prometheus metrics (issue #6). The counters and gauges cost
@@ -41,6 +42,10 @@ export interface MetricSources {
   readonly liveStreams: () => number
   /** How close the hub is to its limit (hub/observe/saturation.ts). */
   readonly saturation: () => SaturationStats
+  /** The rules engine's totals since the hub started (the same as /api/stats `rules`). */
+  readonly rules: () => RulesStats
+  /** Each rule with its counters, kept in the database since it was added: read once per scrape. */
+  readonly ruleViews: () => readonly RuleView[]
 }
 
 export interface HubMetrics {
@@ -154,10 +159,52 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.counter('jobs_expired_total', 'Executions expired: not started by their job\'s expiresAt.', () => jobs().expired)
   m.counter('jobs_aborted_total', 'Jobs aborted by their rollout failure threshold.', () => jobs().aborted)
 
+  // Rules (issue #17): the engine's totals since the hub started, under `rules_` as in /api/stats ...
+  const rules = sources.rules
+  // Enabled and disabled only: a "total" series would double any sum over the label.
+  m.gaugeBy('rules', 'Rules by state.', 'state', () => {
+    const r = rules()
+    return { enabled: r.enabled, disabled: r.rules - r.enabled }
+  })
+  m.counter('rules_evaluations_total', 'Samples and events evaluated by a rule that watches them.', () => rules().evaluations)
+  m.counter('rules_fired_total', 'Rule firings that acted (their actions were recorded to be carried out).', () => rules().fired)
+  m.counterBy('rules_suppressed_total', 'Rule firings whose actions were suppressed, by the limit that held them.', 'reason', () => rules().suppressed)
+  m.counter('rules_evaluation_errors_total', 'Rule evaluations that failed and were rolled back (the batch was stored without them).', () => rules().errors)
+  m.gaugeBy('rules_actions', 'Rule actions waiting to be carried out and being carried out now.', 'status', () => {
+    const a = rules().actions
+    return { pending: a.pending, running: a.running }
+  })
+  m.counterBy('rules_actions_total', 'Rule actions carried out, by how they ended.', 'outcome', () => {
+    const a = rules().actions
+    return { done: a.done, failed: a.failed }
+  })
+  // ... and each rule's own counters, kept with the rule since it was added (they survive a restart),
+  // one series per rule: rules are few and named by the operator, unlike devices. Read once per scrape.
+  let views: readonly RuleView[] | undefined
+  const ruleViews = () => (views ??= sources.ruleViews())
+  m.gauge('rules_paused', 'Rules paused by their circuit breaker now (their actions kept failing).', () => ruleViews().filter((r) => r.paused !== null).length)
+  m.counterSeries('rule_fired_total', 'Firings of each rule that acted, since the rule was added.', ['rule'],
+    () => ruleViews().map((r) => [{ rule: r.name }, r.counters.fired]))
+  m.counterSeries('rule_suppressed_total', 'Firings of each rule whose actions were suppressed, by the limit that held them, since the rule was added.', ['rule', 'reason'],
+    () => ruleViews().flatMap((r) => {
+      const c = r.counters
+      return [
+        [{ rule: r.name, reason: 'stale' }, c.suppressedStale], [{ rule: r.name, reason: 'paused' }, c.suppressedPaused],
+        [{ rule: r.name, reason: 'cooldown' }, c.suppressedCooldown], [{ rule: r.name, reason: 'rate' }, c.suppressedRate],
+      ] as const
+    }))
+  m.counterSeries('rule_actions_failed_total', 'Actions of each rule that failed, since the rule was added.', ['rule'],
+    () => ruleViews().map((r) => [{ rule: r.name }, r.counters.actionsFailed]))
+  m.gaugeSeries('rule_paused', '1 while the rule\'s circuit breaker holds it (its actions kept failing), else 0.', ['rule'],
+    () => ruleViews().map((r) => [{ rule: r.name }, r.paused !== null ? 1 : 0]))
+
   return {
     contentType: register.contentType,
     // The process's metrics are the process's, whatever hub asks: one set, merged into each scrape.
-    scrape: () => Registry.merge([processRegistry(), register]).metrics(),
+    scrape: () => {
+      views = undefined
+      return Registry.merge([processRegistry(), register]).metrics()
+    },
     close: () => { register.clear() },
   }
 }
@@ -232,10 +279,31 @@ function processRegistry(): Registry {
   return processMetrics
 }
 
+/** One series: its labels and its value. */
+type Series = readonly [Readonly<Record<string, string>>, number]
+
 /** Metric makers bound to one registry; each reads its value at scrape time. */
 function metricsOn(register: Registry) {
   const registers = [register]
   return {
+    counterSeries(name: string, help: string, labelNames: readonly string[], read: () => readonly Series[]): void {
+      new Counter({
+        name: METRIC_PREFIX + name, help, labelNames, registers,
+        collect() {
+          this.reset()
+          for (const [labels, n] of read()) this.inc(labels, n)
+        },
+      })
+    },
+    gaugeSeries(name: string, help: string, labelNames: readonly string[], read: () => readonly Series[]): void {
+      new Gauge({
+        name: METRIC_PREFIX + name, help, labelNames, registers,
+        collect() {
+          this.reset()
+          for (const [labels, n] of read()) this.set(labels, n)
+        },
+      })
+    },
     counter(name: string, help: string, read: () => number): void {
       new Counter({ name: METRIC_PREFIX + name, help, registers, collect() { this.reset(); this.inc(read()) } })
     },
