@@ -1,0 +1,115 @@
+import { RollcallError } from '../../common/errors.js'
+import { admit, MinuteWindow, type Admission } from './limits.js'
+import { IDLE, step, type ConditionState } from './machine.js'
+import type { CheckedRule, Condition } from './spec.js'
+
+/**
+ * A dry run of a rule on what one device already stored (`rollcall rule
+ * test`, docs/rules.md "Trying a rule before adding it"): the items go
+ * through the same pure parts the engine uses (machine.ts's `step` from
+ * idle, limits.ts's `admit`), and nothing acts or is written. Pure, so each
+ * case is table-tested (test/hub.rule-replay.test.ts).
+ *
+ * What it can and cannot know, against the engine on the same items:
+ *
+ *   - Each item is judged as if the hub received it when it was taken (its
+ *     ts is the replay's "now"): the hub does not keep when each sample
+ *     arrived. A backlog that really arrived late would have been suppressed
+ *     as stale; the dry run sees only what the item says: a sample on the
+ *     device's unchecked clock (`unsynced`) is stale, as in the engine.
+ *   - Cooldown and rate count the firings of this replay, on this device:
+ *     the rate limit is per rule across all its devices in the engine.
+ *   - No action is carried out, so none fails: the circuit breaker never
+ *     pauses the rule here.
+ *
+ * One condition kind at a time: `replaySource` says what to read for a
+ * condition, and a kind it does not know is refused with the kinds it
+ * replays. A new kind (presence, job endings) adds its source, its item and
+ * its case below.
+ */
+
+/** What the replay reads, in time order: a device's samples, or its events. */
+export type ReplayItem =
+  | { readonly type: 'sample'; readonly ts: number; readonly seq: number; readonly sensor: string; readonly value: number; readonly unsynced?: true }
+  | { readonly type: 'event'; readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string }
+
+/** What to read for a condition. */
+export type ReplaySource =
+  | { readonly samples: { readonly sensor: string } }
+  | { readonly events: { readonly kind: string; readonly level?: string } }
+
+/** The condition kinds a dry run replays, as `when` names them. */
+export const REPLAYABLE_KINDS = ['telemetry', 'event'] as const
+
+/** What the limits say of a firing: it acts, or why its actions would be suppressed. */
+export type Verdict = 'acts' | Exclude<Admission, 'fire'>
+
+export type Transition =
+  | { readonly kind: 'fire'; readonly ts: number; readonly trigger: ReplayItem; readonly verdict: Verdict }
+  | { readonly kind: 'clear'; readonly ts: number; readonly trigger: ReplayItem }
+
+export interface ReplayResult {
+  /** Items the condition was evaluated on (those of its sensor, or its event kind and level). */
+  readonly evaluated: number
+  readonly transitions: readonly Transition[]
+  /** The condition's state after the last item (an event condition stays idle: each event is a transition of its own). */
+  readonly finalState: ConditionState
+  readonly acted: number
+  readonly suppressed: Readonly<Record<Exclude<Admission, 'fire'>, number>>
+}
+
+/** What to read for the rule's condition; a condition kind the replay does not know is a BAD_REQUEST naming those it does. */
+export function replaySource(when: Condition): ReplaySource {
+  if ('telemetry' in when) return { samples: { sensor: when.telemetry.sensor } }
+  if ('event' in when) return { events: when.event.level === undefined ? { kind: when.event.kind } : { kind: when.event.kind, level: when.event.level } }
+  const kind = Object.keys(when)[0] ?? '(none)'
+  throw new RollcallError('BAD_REQUEST', `a dry run cannot replay a "${kind}" condition yet; it replays ${REPLAYABLE_KINDS.map((k) => `"${k}"`).join(' and ')} conditions`)
+}
+
+/** Runs `items` (in time order) through the rule's condition from idle, and its limits. */
+export function replay(rule: CheckedRule, items: readonly ReplayItem[]): ReplayResult {
+  const source = replaySource(rule.when)
+  const transitions: Transition[] = []
+  const suppressed = { stale: 0, paused: 0, cooldown: 0, rate: 0 }
+  const window = new MinuteWindow()
+  let acted = 0
+  let evaluated = 0
+  let state: ConditionState = IDLE
+  let lastFiredAt: number | null = null
+  // The hub's clock does not go backwards, even when a device's does.
+  let now = -Infinity
+
+  function fire(item: ReplayItem): void {
+    const unsynced = item.type === 'sample' && item.unsynced === true
+    const admission = unsynced ? 'stale' : admit({
+      now, triggerTs: item.ts, maxSampleAgeMs: rule.maxSampleAgeMs, cooldownMs: rule.cooldownMs, lastFiredAt,
+      firedLastMinute: window.count(now), maxFiringsPerMinute: rule.maxFiringsPerMinute, pausedUntil: null,
+    })
+    if (admission === 'fire') {
+      acted++
+      lastFiredAt = now
+      window.add(now)
+    } else {
+      suppressed[admission]++
+    }
+    transitions.push({ kind: 'fire', ts: item.ts, trigger: item, verdict: admission === 'fire' ? 'acts' : admission })
+  }
+
+  for (const item of items) {
+    now = Math.max(now, item.ts)
+    if ('samples' in source) {
+      if (item.type !== 'sample' || item.sensor !== source.samples.sensor || !('telemetry' in rule.when)) continue
+      evaluated++
+      const next = step(rule.when.telemetry, state, item.ts, item.value)
+      state = next.state
+      if (next.fired) fire(item)
+      if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
+      continue
+    }
+    const e = source.events
+    if (item.type !== 'event' || item.kind !== e.kind || (e.level !== undefined && item.level !== e.level)) continue
+    evaluated++
+    fire(item)
+  }
+  return { evaluated, transitions, finalState: state, acted, suppressed }
+}
