@@ -1,8 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { EVENT_LEVELS } from '../../protocol/limits.js'
+import { targetIncludes } from '../fleet/targets.js'
 import { COMPARISONS, JOB_FAILURES } from '../rules/machine.js'
+import { replay, replaySource, type ReplayItem, type ReplayResult } from '../rules/replay.js'
+import { checkRuleSpec, type RuleSpec } from '../rules/spec.js'
+import type { SampleRow } from '../telemetry/store.js'
 import type { HubServices } from './services.js'
+import { parseRange } from './time-params.js'
+
+/** A dry run's window by default, and how many items it replays at most. */
+const DEFAULT_TEST_WINDOW_MS = 3_600_000
+const DEFAULT_TEST_ITEMS = 10_000
+const MAX_TEST_ITEMS = 100_000
 
 /**
  * Rules (issue #17, docs/rules.md): the shape of a rule is checked here, what
@@ -78,11 +88,79 @@ export const RuleBody = Type.Object({
 
 const NameParams = Type.Object({ name: Type.String({ maxLength: 64 }) })
 
+const TimeParam = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()], {
+  description: 'a duration ago (10m, 2h, 7d), an ISO date or epoch milliseconds (docs/api.md, "Time parameters")',
+})
+
+const TestBody = Type.Object({
+  rule: RuleBody,
+  deviceId: Type.String({ maxLength: 128, description: 'the device whose stored samples or events the rule is run on' }),
+  since: Type.Optional(TimeParam),
+  until: Type.Optional(TimeParam),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TEST_ITEMS, description: `at most this many samples or events, from since on (default ${DEFAULT_TEST_ITEMS})` })),
+}, { additionalProperties: false })
+
+/** What a dry run answers: the replay, and what it ran on. */
+export interface RuleTestReport extends ReplayResult {
+  readonly rule: string
+  readonly deviceId: string
+  readonly sinceMs: number
+  readonly untilMs: number
+  /** Whether the rule's `for` includes the device: added as it is, would it watch it? */
+  readonly watches: boolean
+  /** What was read: the sensor's samples, or the events of a kind (and level). */
+  readonly source: ReturnType<typeof replaySource>
+  /** Items read from the store (all of the sensor or event kind, before a level filter). */
+  readonly read: number
+  /** The window held more than `limit` items: only the first `limit` were replayed. */
+  readonly truncated: boolean
+  /** Things to know about this run, in plain words. */
+  readonly notes: readonly string[]
+}
+
+/**
+ * `rollcall rule test`: the rule run on what the device already stored
+ * (hub/rules/replay.ts), acting on nothing and writing nothing.
+ */
+function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; since?: string | number; until?: string | number; limit?: number }): RuleTestReport {
+  // The same checks and messages as adding it; a name that exists is fine (trying a change to a rule).
+  const rule = checkRuleSpec(body.rule)
+  const source = replaySource(rule.when)
+  const device = s.registry.requireDevice(body.deviceId)
+  const now = s.clock.now()
+  const text = (v: string | number | undefined) => (v === undefined ? undefined : String(v))
+  const { sinceMs, untilMs } = parseRange({ since: text(body.since), until: text(body.until) }, now, now - DEFAULT_TEST_WINDOW_MS)
+  const limit = body.limit ?? DEFAULT_TEST_ITEMS
+  // One more than the limit tells whether the window held more.
+  let items: ReplayItem[]
+  if ('samples' in source) {
+    // Raw rows (no bucketMs), so SampleRow.
+    const rows = s.telemetry.query({ deviceId: device.id, sensor: source.samples.sensor, sinceMs, untilMs, limit: limit + 1 }) as SampleRow[]
+    items = rows.map((r) => ({ type: 'sample', ...r }))
+  } else {
+    items = s.telemetry.eventsOfKind(device.id, source.events.kind, sinceMs, untilMs, limit + 1)
+      .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
+  }
+  const truncated = items.length > limit
+  if (truncated) items = items.slice(0, limit)
+  const result = replay(rule, items)
+  const watches = targetIncludes(rule.target, device.id, device.group)
+  const what = 'samples' in source ? `"${source.samples.sensor}" samples` : `"${source.events.kind}" events`
+  const notes: string[] = []
+  if (!watches) notes.push(`the rule is for ${rule.for}, which does not include ${device.id}: added as it is, it would not watch this device; the run shows what it would do if it did`)
+  if (items.length === 0) notes.push(`${device.id} stored no ${what} from ${new Date(sinceMs).toISOString()} to ${new Date(untilMs).toISOString()}: try an earlier since`)
+  if (truncated) notes.push(`the window held more than ${limit} ${what}: only the first ${limit}, up to ${new Date(items.at(-1)!.ts).toISOString()}, were replayed; give a later since, or a higher limit`)
+  return { rule: rule.name, deviceId: device.id, sinceMs, untilMs, watches, source, read: items.length, truncated, notes, ...result }
+}
+
 export function ruleRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/rules', { schema: { summary: 'Add a rule', body: RuleBody } }, async (req, reply) => {
       return reply.status(201).send(await s.rules.add(req.body))
     })
+    app.post('/rules/test', {
+      schema: { summary: 'Try a rule on what a device already stored: what it would have fired and cleared, and which firings its limits would have suppressed; acts on nothing, writes nothing', body: TestBody },
+    }, async (req) => testRule(s, req.body))
     app.get('/rules', { schema: { summary: 'List rules with their counters' } }, async () => ({ rules: s.rules.list() }))
     app.get('/rules/:name', { schema: { summary: 'Show a rule: its devices\' states and recent firings', params: NameParams } }, async (req) => s.rules.get(req.params.name))
     app.post('/rules/:name/enable', { schema: { summary: 'Enable a rule', params: NameParams } }, async (req) => s.rules.setEnabled(req.params.name, true))

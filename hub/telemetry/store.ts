@@ -96,6 +96,10 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
     events: db.prepare<[string, number, number, number], { ts: number; seq: number; kind: string; level: string; message: string; data: string | null }>(`
       SELECT ts, seq, kind, level, message, data FROM device_events
       WHERE device_key = (SELECT key FROM device_keys WHERE id = ?) AND ts >= ? AND ts < ? ORDER BY ts DESC, seq DESC LIMIT ?`),
+    // Oldest first, one kind: what a rule's dry run replays from `since` (hub/rules/replay.ts).
+    eventsOfKind: db.prepare<[string, number, number, string, number], { ts: number; seq: number; kind: string; level: string; message: string; data: string | null }>(`
+      SELECT ts, seq, kind, level, message, data FROM device_events
+      WHERE device_key = (SELECT key FROM device_keys WHERE id = ?) AND ts >= ? AND ts < ? AND kind = ? ORDER BY ts, seq LIMIT ?`),
     allDeviceKeys: db.prepare<[], { key: number }>('SELECT key FROM device_keys'),
     prune: db.prepare<[number, number]>('DELETE FROM samples WHERE device_key = ? AND ts < ?'),
     pruneThrough: db.prepare<[number, number]>('DELETE FROM samples WHERE device_key = ? AND ts <= ?'),
@@ -293,6 +297,10 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
     /** A device's events in a time range, newest first. */
     events(deviceId: string, sinceMs: number, untilMs: number, limit: number): EventRow[] {
       return stmts.events.all(deviceId, sinceMs, untilMs, limit).map((r) => ({ ...r, data: r.data === null ? undefined : JSON.parse(r.data) as unknown }))
+    },
+    /** A device's events of one kind in a time range, oldest first. */
+    eventsOfKind(deviceId: string, kind: string, sinceMs: number, untilMs: number, limit: number): EventRow[] {
+      return stmts.eventsOfKind.all(deviceId, sinceMs, untilMs, kind, limit).map((r) => ({ ...r, data: r.data === null ? undefined : JSON.parse(r.data) as unknown }))
     },
     /**
      * Deletes raw samples and events older than the cutoff in chunks of about
