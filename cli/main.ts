@@ -234,6 +234,13 @@ adminOptions(rule.command('show').argument('<name>')).description('show a rule: 
 adminOptions(rule.command('enable').argument('<name>')).description('enable a rule').action(async (name: string, opts: AdminOpts) => (await rules()).setEnabled(name, true, opts))
 adminOptions(rule.command('disable').argument('<name>')).description('disable a rule; its states are kept').action(async (name: string, opts: AdminOpts) => (await rules()).setEnabled(name, false, opts))
 adminOptions(rule.command('remove').argument('<name>')).description('remove a rule; its firings stay for their trace').action(async (name: string, opts: AdminOpts) => (await rules()).remove(name, opts))
+adminOptions(rule.command('test').argument('<file>', 'the rule as JSON, as for rule add, or - to read it from stdin'))
+  .description('try a rule on what a device already stored: what it would have fired and cleared, and which firings its limits would have held back; acts on nothing')
+  .requiredOption('--device <id>', 'the device whose stored samples or events to run it on')
+  .option('--since <time>', 'start: a duration ago (10m, 2h), ISO date or epoch ms', '1h')
+  .option('--until <time>', 'end (default: now)')
+  .option('--limit <n>', 'at most this many samples or events from --since on (1 to 100000; default 10000)')
+  .action(async (file: string, opts: AdminOpts & { device: string; since: string; until?: string; limit?: string }) => (await rules()).test(file, opts))
 adminOptions(rule.command('firing').argument('<id>', 'a firing id, from rule show')).description('show a firing\'s chain: its trigger, each action, the command or job it made')
   .action(async (id: string, opts: AdminOpts) => (await rules()).firing(id, opts))
 

@@ -4,6 +4,8 @@ import { resolveAdminTarget } from './admin-config.js'
 import { call } from './http.js'
 import { hint } from './invocation.js'
 import { clip, localTime, localTimeMs, out, printJson, table } from './output.js'
+import { intFlag } from './parse.js'
+import type { RuleTestReport } from '../hub/api/rules.js'
 import type { FiringChain } from '../hub/api/services.js'
 import type { RuleDetail, RuleView } from '../hub/rules/rules.js'
 import type { AdminOpts } from './main.js'
@@ -73,6 +75,17 @@ function then(r: RuleView): string {
   }).join(', ')
 }
 
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
+
+/** "2 firings would have acted, 1 suppressed (cooldown); 412 samples evaluated" */
+export function testSummary(r: RuleTestReport): string {
+  const reasons = Object.entries(r.suppressed).filter(([, n]) => n > 0)
+  const suppressed = reasons.reduce((a, [, n]) => a + n, 0)
+  const why = reasons.length === 1 ? ` (${reasons[0]![0]})` : reasons.length > 1 ? ` (${reasons.map(([k, n]) => `${n} ${k}`).join(', ')})` : ''
+  const items = 'samples' in r.source ? 'sample' : 'event'
+  return `${plural(r.acted, 'firing')} would have acted, ${suppressed === 0 ? 'none' : suppressed} suppressed${why}; ${plural(r.evaluated, items)} evaluated`
+}
+
 export const ruleCommands = {
   async add(file: string, opts: AdminOpts) {
     const r = await call<RuleView>(resolveAdminTarget(opts), 'POST', '/api/rules', readSpec(file))
@@ -121,6 +134,29 @@ export const ruleCommands = {
     await call(resolveAdminTarget(opts), 'DELETE', `/api/rules/${enc(name)}`)
     if (opts.json) return printJson({ removed: name })
     out(`rule ${name} removed; its firings stay for their trace`)
+  },
+
+  /** A dry run on what the device stored: acts on nothing, writes nothing (POST /api/rules/test). */
+  async test(file: string, opts: AdminOpts & { device: string; since: string; until?: string; limit?: string }) {
+    const spec = readSpec(file)
+    const limit = intFlag('limit', opts.limit, 1, 100_000)
+    const body = { rule: spec, deviceId: opts.device, since: opts.since, ...(opts.until !== undefined ? { until: opts.until } : {}), ...(limit !== undefined ? { limit } : {}) }
+    const r = await call<RuleTestReport>(resolveAdminTarget(opts), 'POST', '/api/rules/test', body)
+    if (opts.json) return printJson(r)
+    const samples = 'samples' in r.source
+    const what = 'samples' in r.source ? `"${r.source.samples.sensor}" samples` : `"${r.source.events.kind}" events${r.source.events.level ? ` (${r.source.events.level})` : ''}`
+    out(`rule ${r.rule} on ${r.deviceId}'s ${what}, ${localTime(r.sinceMs)} to ${localTime(r.untilMs)}:`)
+    if (r.transitions.length > 0) {
+      out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : 'EVENT', 'VERDICT'], ...r.transitions.map((t) => [
+        localTimeMs(t.ts), t.kind, t.trigger.type === 'sample' ? String(t.trigger.value) : `${t.trigger.level}: ${clip(t.trigger.message, 50)}`,
+        t.kind === 'clear' ? '' : t.verdict === 'acts' ? 'would act' : `suppressed: ${t.verdict}`,
+      ])]))
+    } else {
+      out(r.evaluated === 0 ? '  nothing to evaluate' : `  no firing: the condition never ${samples ? 'held' : 'matched'}`)
+    }
+    out(testSummary(r))
+    if (r.finalState.phase === 'active') out('the condition is still active at the end: it would not fire again until it clears')
+    for (const n of r.notes) out(`note: ${n}`)
   },
 
   async firing(id: string, opts: AdminOpts) {

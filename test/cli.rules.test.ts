@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { tempDir } from './support/hub.js'
+import { connectDevice, tempDir, waitFor } from './support/hub.js'
 import { CLI, killProc, startHubProc, type HubProc } from './support/procs.js'
+import { encode, topics, type TelemetryAck } from '../protocol/index.js'
+import type { RuleTestReport } from '../hub/api/rules.js'
 import type { RuleDetail, RuleView } from '../hub/rules/rules.js'
 
 /** `rollcall rule ...` against a real hub process (issue #17). */
@@ -73,5 +75,68 @@ describe('rollcall rule commands', () => {
     expect(notJson.stderr).toContain('is not JSON')
     const missing = await run('rule', 'show', 'nope')
     expect(missing.stderr).toMatch(/no rule "nope"/)
+  })
+
+  it('tests a rule on what a device stored: a table, a summary, and nothing added', async () => {
+    const added = await hub.api<{ token: string }>('POST', '/api/devices', { id: 'cr-pump', group: 'cr-lab' })
+    expect(added.status).toBe(201)
+    const dev = await connectDevice(`mqtt://127.0.0.1:${hub.mqttPort}`, 'cr-pump', added.body.token)
+    try {
+      const acks: TelemetryAck[] = []
+      dev.on('message', (_t, payload) => acks.push(JSON.parse(payload.toString()) as TelemetryAck))
+      await dev.subscribeAsync(topics.telemetryAck('cr-pump'), { qos: 1 })
+      // Ten minutes ago: a burst of two samples over 0.3 (fires), a dip under 0.1 (clears), a second burst within the cooldown.
+      const base = Date.now() - 10 * 60_000
+      const values = [0.02, 0.4, 0.5, 0.05, 0.6, 0.7, 0.35, 0.02]
+      await dev.publishAsync(topics.telemetry('cr-pump'), encode({ type: 'telemetry', v: 1, storeId: '0b6c3d1e-aaaa-4bbb-8ccc-0000000000c1',
+        samples: values.map((value, i) => ({ seq: i + 1, ts: base + i * 1000, sensor: 'vib.rms', value })) }), { qos: 1 })
+      await waitFor(() => acks.find((a) => a.upTo === values.length), 'samples stored')
+    } finally {
+      await dev.endAsync()
+    }
+    const file = join(dir.dir, 'rule-test.json')
+    writeFileSync(file, JSON.stringify(rule))
+
+    const shown = await run('rule', 'test', file, '--device', 'cr-pump')
+    expect(shown.code, shown.stderr).toBe(0)
+    const lines = shown.stdout.trimEnd().split('\n')
+    expect(lines[0]).toMatch(/^rule vibration\.burst on cr-pump's "vib\.rms" samples, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d to .*:$/)
+    expect(lines[1]).toMatch(/^TIME\s+FIRE\/CLEAR\s+VALUE\s+VERDICT$/)
+    expect(lines.slice(2, 6).map((l) => l.split(/\s{2,}/).slice(1))).toEqual([
+      ['fire', '0.5', 'would act'], ['clear', '0.05'], ['fire', '0.7', 'suppressed: cooldown'], ['clear', '0.02'],
+    ])
+    expect(lines.slice(6)).toEqual(['1 firing would have acted, 1 suppressed (cooldown); 8 samples evaluated'])
+
+    // From stdin, as JSON, further back and bounded; and the rule was not added.
+    const json = await rollcall(['rule', 'test', '-', '--device', 'cr-pump', '--since', '2h', '--limit', '3', '--json', ...target], JSON.stringify({ ...rule, cooldownMs: 0 }))
+    expect(json.code, json.stderr).toBe(0)
+    const report = JSON.parse(json.stdout) as RuleTestReport
+    expect(report).toMatchObject({ rule: 'vibration.burst', deviceId: 'cr-pump', watches: true, evaluated: 3, truncated: true, acted: 1 })
+    expect((await run('rule', 'show', 'vibration.burst')).stderr).toMatch(/no rule "vibration.burst"/)
+
+    // A rule for other devices is run anyway, and says so.
+    const other = await rollcall(['rule', 'test', '-', '--device', 'cr-pump', ...target], JSON.stringify({ ...rule, for: 'group:elsewhere' }))
+    expect(other.code, other.stderr).toBe(0)
+    expect(other.stdout).toContain('note: the rule is for group:elsewhere, which does not include cr-pump')
+  })
+
+  it('says what to fix in a rule test that is wrong', async () => {
+    const file = join(dir.dir, 'rule-test-bad.json')
+    writeFileSync(file, JSON.stringify(rule))
+    const noDevice = await run('rule', 'test', file)
+    expect(noDevice.code).not.toBe(0)
+    expect(noDevice.stderr).toContain("required option '--device <id>' not specified")
+    const unknown = await run('rule', 'test', file, '--device', 'nope')
+    expect(unknown.code).not.toBe(0)
+    expect(unknown.stderr).toMatch(/no device "nope"/)
+    const limit = await run('rule', 'test', file, '--device', 'nope', '--limit', '0')
+    expect(limit.code).toBe(2)
+    expect(limit.stderr).toContain('--limit must be a whole number from 1 to 100000, got "0"')
+    const since = await run('rule', 'test', file, '--device', 'cr-pump', '--since', 'yesterday')
+    expect(since.code).not.toBe(0)
+    expect(since.stderr).toContain('since="yesterday" is not a time')
+    const notJson = await rollcall(['rule', 'test', '-', '--device', 'cr-pump', ...target], '{nope')
+    expect(notJson.code).toBe(2)
+    expect(notJson.stderr).toContain('is not JSON')
   })
 })
