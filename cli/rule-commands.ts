@@ -82,7 +82,7 @@ export function testSummary(r: RuleTestReport): string {
   const reasons = Object.entries(r.suppressed).filter(([, n]) => n > 0)
   const suppressed = reasons.reduce((a, [, n]) => a + n, 0)
   const why = reasons.length === 1 ? ` (${reasons[0]![0]})` : reasons.length > 1 ? ` (${reasons.map(([k, n]) => `${n} ${k}`).join(', ')})` : ''
-  const items = 'samples' in r.source ? 'sample' : 'event'
+  const items = r.source.from === 'samples' ? 'sample' : 'event'
   return `${plural(r.acted, 'firing')} would have acted, ${suppressed === 0 ? 'none' : suppressed} suppressed${why}; ${plural(r.evaluated, items)} evaluated`
 }
 
@@ -143,8 +143,8 @@ export const ruleCommands = {
     const body = { rule: spec, deviceId: opts.device, since: opts.since, ...(opts.until !== undefined ? { until: opts.until } : {}), ...(limit !== undefined ? { limit } : {}) }
     const r = await call<RuleTestReport>(resolveAdminTarget(opts), 'POST', '/api/rules/test', body)
     if (opts.json) return printJson(r)
-    const samples = 'samples' in r.source
-    const what = 'samples' in r.source ? `"${r.source.samples.sensor}" samples` : `"${r.source.events.kind}" events${r.source.events.level ? ` (${r.source.events.level})` : ''}`
+    const samples = r.source.from === 'samples'
+    const what = r.source.from === 'samples' ? `"${r.source.sensor}" samples` : `"${r.source.kind}" events${r.source.level ? ` (${r.source.level})` : ''}`
     out(`rule ${r.rule} on ${r.deviceId}'s ${what}, ${localTime(r.sinceMs)} to ${localTime(r.untilMs)}:`)
     if (r.transitions.length > 0) {
       out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : 'EVENT', 'VERDICT'], ...r.transitions.map((t) => [

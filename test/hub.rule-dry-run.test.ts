@@ -63,7 +63,7 @@ describe('POST /api/rules/test', () => {
   it('replays the last hour of the sensor: fires, clears, and what the limits would have held back', async () => {
     const r = await test({ rule: vib(), deviceId: 'pump-1' })
     expect(r.status, JSON.stringify(r.body)).toBe(200)
-    expect(r.body).toMatchObject({ rule: 'pump.vib', deviceId: 'pump-1', watches: true, source: { samples: { sensor: 'vib' } }, read: 8, evaluated: 8, truncated: false, notes: [] })
+    expect(r.body).toMatchObject({ rule: 'pump.vib', deviceId: 'pump-1', watches: true, source: { from: 'samples', sensor: 'vib' }, read: 8, evaluated: 8, truncated: false, notes: [] })
     expect(fires(r.body)).toEqual(['fire@1 acts', 'clear@3', 'fire@4 cooldown', 'clear@5', 'fire@180 acts', 'clear@181'])
     expect(r.body.acted).toBe(2)
     expect(r.body.suppressed).toEqual({ stale: 0, paused: 0, cooldown: 1, rate: 0 })
@@ -87,7 +87,7 @@ describe('POST /api/rules/test', () => {
   it('replays an event condition on the device\'s events of that kind and level', async () => {
     const r = await test({ rule: { name: 'pump.fault', for: 'device:pump-1', when: { event: { kind: 'pump.fault', level: 'error' } }, then: [{ event: { level: 'warn', message: 'fault' } }] }, deviceId: 'pump-1' })
     expect(r.status, JSON.stringify(r.body)).toBe(200)
-    expect(r.body).toMatchObject({ source: { events: { kind: 'pump.fault', level: 'error' } }, read: 3, evaluated: 2, acted: 2 })
+    expect(r.body).toMatchObject({ source: { from: 'events', kind: 'pump.fault', level: 'error' }, read: 3, evaluated: 2, acted: 2 })
     expect(r.body.transitions.map((t) => t.trigger)).toEqual([
       { type: 'event', ts: base, seq: 12, kind: 'pump.fault', level: 'error', message: 'pump.fault 0' },
       { type: 'event', ts: base + 3000, seq: 15, kind: 'pump.fault', level: 'error', message: 'pump.fault 3' },

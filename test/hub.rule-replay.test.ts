@@ -93,9 +93,9 @@ describe('replaying an event rule on stored events', () => {
 
 describe('what a dry run reads', () => {
   it('names the source of each condition kind it replays', () => {
-    expect(replaySource({ telemetry: { sensor: 'vib', op: '>', value: 1 } })).toEqual({ samples: { sensor: 'vib' } })
-    expect(replaySource({ event: { kind: 'fault' } })).toEqual({ events: { kind: 'fault' } })
-    expect(replaySource({ event: { kind: 'fault', level: 'error' } })).toEqual({ events: { kind: 'fault', level: 'error' } })
+    expect(replaySource({ telemetry: { sensor: 'vib', op: '>', value: 1 } })).toEqual({ from: 'samples', sensor: 'vib' })
+    expect(replaySource({ event: { kind: 'fault' } })).toEqual({ from: 'events', kind: 'fault' })
+    expect(replaySource({ event: { kind: 'fault', level: 'error' } })).toEqual({ from: 'events', kind: 'fault', level: 'error' })
   })
 
   it('refuses a condition kind it cannot replay, naming those it can', () => {

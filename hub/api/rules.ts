@@ -133,19 +133,27 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
   const limit = body.limit ?? DEFAULT_TEST_ITEMS
   // One more than the limit tells whether the window held more.
   let items: ReplayItem[]
-  if ('samples' in source) {
-    // Raw rows (no bucketMs), so SampleRow.
-    const rows = s.telemetry.query({ deviceId: device.id, sensor: source.samples.sensor, sinceMs, untilMs, limit: limit + 1 }) as SampleRow[]
-    items = rows.map((r) => ({ type: 'sample', ...r }))
-  } else {
-    items = s.telemetry.eventsOfKind(device.id, source.events.kind, sinceMs, untilMs, limit + 1)
-      .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
+  switch (source.from) {
+    case 'samples': {
+      // Raw rows (no bucketMs), so SampleRow.
+      const rows = s.telemetry.query({ deviceId: device.id, sensor: source.sensor, sinceMs, untilMs, limit: limit + 1 }) as SampleRow[]
+      items = rows.map((r) => ({ type: 'sample', ...r }))
+      break
+    }
+    case 'events':
+      items = s.telemetry.eventsOfKind(device.id, source.kind, sinceMs, untilMs, limit + 1)
+        .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
+      break
+    default: {
+      const never: never = source
+      return never
+    }
   }
   const truncated = items.length > limit
   if (truncated) items = items.slice(0, limit)
   const result = replay(rule, items)
   const watches = targetIncludes(rule.target, device.id, device.group)
-  const what = 'samples' in source ? `"${source.samples.sensor}" samples` : `"${source.events.kind}" events`
+  const what = source.from === 'samples' ? `"${source.sensor}" samples` : `"${source.kind}" events`
   const notes: string[] = []
   if (!watches) notes.push(`the rule is for ${rule.for}, which does not include ${device.id}: added as it is, it would not watch this device; the run shows what it would do if it did`)
   if (items.length === 0) notes.push(`${device.id} stored no ${what} from ${new Date(sinceMs).toISOString()} to ${new Date(untilMs).toISOString()}: try an earlier since`)

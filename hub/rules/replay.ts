@@ -33,10 +33,10 @@ export type ReplayItem =
   | { readonly type: 'sample'; readonly ts: number; readonly seq: number; readonly sensor: string; readonly value: number; readonly unsynced?: true }
   | { readonly type: 'event'; readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string }
 
-/** What to read for a condition. */
+/** What to read for a condition (a new kind adds its own, and the switches on `from` say where it is missing). */
 export type ReplaySource =
-  | { readonly samples: { readonly sensor: string } }
-  | { readonly events: { readonly kind: string; readonly level?: string } }
+  | { readonly from: 'samples'; readonly sensor: string }
+  | { readonly from: 'events'; readonly kind: string; readonly level?: string }
 
 /** The condition kinds a dry run replays, as `when` names them. */
 export const REPLAYABLE_KINDS = ['telemetry', 'event'] as const
@@ -60,8 +60,8 @@ export interface ReplayResult {
 
 /** What to read for the rule's condition; a condition kind the replay does not know is a BAD_REQUEST naming those it does. */
 export function replaySource(when: Condition): ReplaySource {
-  if ('telemetry' in when) return { samples: { sensor: when.telemetry.sensor } }
-  if ('event' in when) return { events: when.event.level === undefined ? { kind: when.event.kind } : { kind: when.event.kind, level: when.event.level } }
+  if ('telemetry' in when) return { from: 'samples', sensor: when.telemetry.sensor }
+  if ('event' in when) return when.event.level === undefined ? { from: 'events', kind: when.event.kind } : { from: 'events', kind: when.event.kind, level: when.event.level }
   const kind = Object.keys(when)[0] ?? '(none)'
   throw new RollcallError('BAD_REQUEST', `a dry run cannot replay a "${kind}" condition yet; it replays ${REPLAYABLE_KINDS.map((k) => `"${k}"`).join(' and ')} conditions`)
 }
@@ -97,19 +97,28 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[]): ReplayR
 
   for (const item of items) {
     now = Math.max(now, item.ts)
-    if ('samples' in source) {
-      if (item.type !== 'sample' || item.sensor !== source.samples.sensor || !('telemetry' in rule.when)) continue
-      evaluated++
-      const next = step(rule.when.telemetry, state, item.ts, item.value)
-      state = next.state
-      if (next.fired) fire(item)
-      if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
-      continue
+    switch (source.from) {
+      case 'samples': {
+        if (item.type !== 'sample' || item.sensor !== source.sensor || !('telemetry' in rule.when)) continue
+        evaluated++
+        const next = step(rule.when.telemetry, state, item.ts, item.value)
+        state = next.state
+        if (next.fired) fire(item)
+        if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
+        continue
+      }
+      case 'events': {
+        // An event is a transition of its own, as in the engine: each one that matches fires.
+        if (item.type !== 'event' || item.kind !== source.kind || (source.level !== undefined && item.level !== source.level)) continue
+        evaluated++
+        fire(item)
+        continue
+      }
+      default: {
+        const never: never = source
+        return never
+      }
     }
-    const e = source.events
-    if (item.type !== 'event' || item.kind !== e.kind || (e.level !== undefined && item.level !== e.level)) continue
-    evaluated++
-    fire(item)
   }
   return { evaluated, transitions, finalState: state, acted, suppressed }
 }
