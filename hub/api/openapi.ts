@@ -42,6 +42,7 @@ const AREA_BY_PREFIX: ReadonlyArray<readonly [string, Tag]> = [
   ['/api/devices/:id/events', 'telemetry'],
   ['/api/devices/:id/commands', 'commands'],
   ['/api/devices/:id/executions', 'jobs'],
+  ['/api/devices/:id/firings', 'rules'],
   ['/api/devices', 'devices'],
   ['/api/commands', 'commands'],
   ['/api/jobs', 'jobs'],

@@ -177,6 +177,16 @@ export function ruleRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       await s.rules.remove(req.params.name)
       return reply.status(204).send()
     })
+    app.get('/devices/:id/firings', {
+      schema: {
+        summary: "The rules that fired for a device: its firings by any rule, newest first",
+        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
+      },
+    }, async (req) => {
+      const d = s.registry.requireDevice(req.params.id)
+      return { deviceId: d.id, firings: s.rules.firingsOfDevice(d.id, req.query.limit ?? 50) }
+    })
     app.get('/firings/:id', {
       schema: { summary: 'A firing\'s chain: what triggered it, each action with its outcome and timings, and the command or job it made', params: Type.Object({ id: Type.String({ maxLength: 32 }) }) },
     }, async (req) => s.firingChain(req.params.id))

@@ -576,6 +576,8 @@ export function createRules(deps: RulesDeps) {
       if (!f) throw new RollcallError('FIRING_NOT_FOUND', `no firing "${id}" (rollcall rule show NAME lists a rule's recent firings)`)
       return f
     },
+    /** The device's firings by any rule, newest first (its rules may since have been removed). */
+    firingsOfDevice: (deviceId: string, limit: number): FiringRow[] => store.firingsOfDevice(deviceId, limit),
     stats(): RulesStats {
       let enabled = 0
       for (const l of rules.values()) if (l.rule.enabled) enabled++

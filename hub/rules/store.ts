@@ -136,6 +136,8 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     insertAction: db.prepare<[string, number, string, string, string]>('INSERT INTO rule_actions (firing_id, idx, kind, spec, status, attempts) VALUES (?, ?, ?, ?, ?, 0)'),
     firing: db.prepare<[string], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE id = ?'),
     firingsOf: db.prepare<[number, number], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE rule_id = ? ORDER BY at DESC, id DESC LIMIT ?'),
+    // Index rule_firings_device (migration 9).
+    firingsOfDevice: db.prepare<[string, number], FiringSqlRow>('SELECT id, rule_id, rule, device_id, at, trigger FROM rule_firings WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?'),
     pruneFirings: db.prepare<[number, number]>('DELETE FROM rule_firings WHERE rowid IN (SELECT rowid FROM rule_firings WHERE at < ? LIMIT ?)'),
     pruneActions: db.prepare<[]>('DELETE FROM rule_actions WHERE firing_id NOT IN (SELECT id FROM rule_firings)'),
     actionsOf: db.prepare<[string], ActionSqlRow>('SELECT * FROM rule_actions WHERE firing_id = ? ORDER BY idx'),
@@ -191,6 +193,8 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
       return { id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger, actions }
     },
     firingsOf: (ruleId: number, limit: number): FiringRow[] => stmts.firingsOf.all(ruleId, limit).map((f) => ({ id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger })),
+    /** A device's firings by any rule, newest first. */
+    firingsOfDevice: (deviceId: string, limit: number): FiringRow[] => stmts.firingsOfDevice.all(deviceId, limit).map((f) => ({ id: f.id, ruleId: f.rule_id, rule: f.rule, deviceId: f.device_id, at: f.at, trigger: JSON.parse(f.trigger) as Trigger })),
     /** Actions not carried out yet, oldest firing first: what a start resumes. */
     pending: () => stmts.pending.all().map((r) => ({ ...toAction(r), deviceId: r.device_id, ruleId: r.rule_id, rule: r.rule, trigger: JSON.parse(r.trigger) as Trigger, firedAt: r.at })),
     pause(ruleId: number, until: number | null, reason: string | null): void { stmts.pause.run(until, reason, ruleId) },

@@ -302,6 +302,10 @@ export const HUB_MIGRATIONS: readonly string[] = [
   ALTER TABLE jobs ADD COLUMN cause_rule TEXT;
   ALTER TABLE jobs ADD COLUMN cause_firing TEXT;
   `,
+  /* 9: a device's firings, newest first (GET /api/devices/{id}/firings, the dashboard's
+     device page), read from an index rather than by scanning every rule's firings. */ `
+  CREATE INDEX rule_firings_device ON rule_firings(device_id, at);
+  `,
 ]
 
 /**
