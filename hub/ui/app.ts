@@ -4,12 +4,14 @@ import { deviceView } from './device.js'
 import { fill, h, type View } from './dom.js'
 import { fleetView } from './fleet.js'
 import { jobsView, jobView } from './jobs.js'
+import { firingView, rulesView, ruleView } from './rules.js'
 
 /**
  * The dashboard's shell: a login page that asks for the admin token once per
  * browser session, a navigation bar, and a hash router (#/, #/devices/ID,
- * #/jobs, #/jobs/ID, #/dead-letters) that disposes the view it leaves, so a
- * page's live stream closes with it.
+ * #/jobs, #/jobs/ID, #/rules, #/rules/NAME, #/firings/ID, #/dead-letters)
+ * that disposes the view it leaves, so a page's live stream and timers end
+ * with it.
  */
 
 const main = document.getElementById('main')!
@@ -55,7 +57,7 @@ function loginView(message?: string): View {
 function renderNav(active: string): void {
   const link = (href: string, label: string, key: string) => h('a', { href, class: active === key ? 'active' : '', 'aria-current': active === key ? 'page' : null }, label)
   fill(nav, token.get() === null ? null : h('div', { class: 'nav-links' },
-    link('#/', 'Fleet', 'fleet'), link('#/jobs', 'Jobs', 'jobs'), link('#/dead-letters', 'Dead letters', 'dead'),
+    link('#/', 'Fleet', 'fleet'), link('#/jobs', 'Jobs', 'jobs'), link('#/rules', 'Rules', 'rules'), link('#/dead-letters', 'Dead letters', 'dead'),
     h('a', { href: '/api/docs', target: '_blank', rel: 'noopener' }, 'API'),
     h('button', { type: 'button', class: 'link', id: 'logout', onclick: () => { token.clear(); location.hash = '#/login' } }, 'Log out')))
 }
@@ -83,6 +85,15 @@ function route(): void {
   } else if (parts[0] === 'jobs') {
     renderNav('jobs')
     show(jobsView())
+  } else if (parts[0] === 'rules' && parts[1]) {
+    renderNav('rules')
+    show(ruleView(parts[1]))
+  } else if (parts[0] === 'rules') {
+    renderNav('rules')
+    show(rulesView())
+  } else if (parts[0] === 'firings' && parts[1]) {
+    renderNav('rules')
+    show(firingView(parts[1]))
   } else if (parts[0] === 'dead-letters') {
     renderNav('dead')
     show(deadLettersView())

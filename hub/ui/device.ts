@@ -2,12 +2,13 @@ import { api, ApiError, hubClock, openLive } from './api.js'
 import { sensorChart, type SensorChart } from './charts.js'
 import { ago, fill, h, outcome as outcomeText, pill, span, td, timeEl, when, type View } from './dom.js'
 import type { FleetRow } from './fleet.js'
+import { firingsTable, type Firing } from './rules.js'
 
 /**
  * A device page: its presence and details (live), telemetry charts per
  * sensor over a chosen range (new samples appended as the hub stores them),
- * its presence timeline, recent commands and job executions, and a form to
- * send a command and see the reply.
+ * its presence timeline, recent commands and job executions, the rules that
+ * fired for it, and a form to send a command and see the reply.
  */
 
 interface Range { readonly label: string; readonly ms: number; readonly bucket?: string }
@@ -53,6 +54,7 @@ export function deviceView(id: string): View {
   const transitions = h('ol', { class: 'transitions' })
   const commandsBox = h('div', { id: 'device-commands' })
   const execBox = h('div', { id: 'device-executions' })
+  const firingsBox = h('div', { id: 'device-firings' })
   const streamState = h('span', { class: 'stream-state' }, 'connecting')
 
   const nameInput = h('input', { name: 'name', list: 'command-names', required: true, value: 'ping', 'aria-label': 'Command', autocomplete: 'off' })
@@ -74,7 +76,8 @@ export function deviceView(id: string): View {
     h('div', { class: 'panel' }, h('h2', {}, 'Presence'), timeline, transitions),
     h('div', { class: 'grid2' },
       h('div', { class: 'panel' }, h('h2', {}, 'Recent commands'), commandsBox),
-      h('div', { class: 'panel' }, h('h2', {}, 'Job executions'), execBox)))
+      h('div', { class: 'panel' }, h('h2', {}, 'Job executions'), execBox)),
+    h('div', { class: 'panel' }, h('h2', {}, 'Rules that fired for this device'), firingsBox))
 
   function renderFacts(detail?: DeviceDetail): void {
     const now = hubClock.now()
@@ -213,6 +216,14 @@ export function deviceView(id: string): View {
         td('State', null, pill(x.state), x.attempt > 1 ? ` attempt ${x.attempt}` : '', x.error ? h('span', { class: 'muted' }, ` ${x.error.code}`) : null)))))))
   }
 
+  async function loadFirings(): Promise<void> {
+    const res = await api<{ firings: Firing[] }>('GET', `/api/devices/${encodeURIComponent(id)}/firings?limit=15`)
+    if (disposed) return
+    fill(firingsBox, res.firings.length === 0
+      ? h('p', { class: 'muted' }, 'No rule has fired for this device.')
+      : firingsTable(res.firings, 'rule', 'device-firings-table'))
+  }
+
   form.addEventListener('submit', (ev) => {
     ev.preventDefault()
     void sendCommand()
@@ -301,13 +312,15 @@ export function deviceView(id: string): View {
     void loadPresence().catch(showError)
     void loadCommands().catch(showError)
     void loadExecutions().catch(showError)
+    void loadFirings().catch(showError)
   }
   renderFacts()
   reloadAll()
-  // Commands and executions are not on the live stream: they are re-read every 10 s while the page is open.
+  // Commands, executions and firings are not on the live stream: they are re-read every 10 s while the page is open.
   const execTimer = window.setInterval(() => {
     void loadExecutions().catch(() => {})
     void loadCommands().catch(() => {})
+    void loadFirings().catch(() => {})
   }, 10_000)
 
   return {
