@@ -461,8 +461,12 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
     // A condition of a kind this dashboard does not know (a newer hub's) reads as JSON, not as an error.
     // (A string: vitest would rewrite an import() in a function before it reached the browser.)
     const shown = await page.evaluate(`import('/ui/rules.js').then((ui) => [
-      ui.conditionText({ presence: { went: 'offline', forMs: 60000 } }), ui.actionText({ sms: { to: '+1555' } }), ui.triggerText({ kind: 'presence', status: 'offline', ts: 1 })])`)
-    expect(shown).toEqual(['{"presence":{"went":"offline","forMs":60000}}', '{"sms":{"to":"+1555"}}', '{"kind":"presence","status":"offline","ts":1}'])
+      ui.conditionText({ geofence: { left: 'yard' } }), ui.actionText({ sms: { to: '+1555' } }), ui.triggerText({ kind: 'geofence', ts: 1 }),
+      ui.conditionText({ presence: { status: 'offline', forMs: 600000 } }), ui.conditionText({ presence: { status: 'online' } }),
+      ui.conditionText({ job: { name: 'diag.collect', outcome: 'timed_out' } }),
+      ui.triggerText({ kind: 'job', name: 'diag.collect', outcome: 'failed', attempt: 3, error: 'DISK_FULL: no space' })])`)
+    expect(shown).toEqual(['{"geofence":{"left":"yard"}}', '{"sms":{"to":"+1555"}}', '{"kind":"geofence","ts":1}',
+      'offline for longer than 10 min', 'came back online', 'job diag.collect timed out', 'job diag.collect failed, attempt 3: DISK_FULL: no space'])
 
     // A rule's page: the pump's condition is active (the second burst has not cleared), and both firings are listed.
     await page.click('#rules [data-rule="pump.vibration"] a')

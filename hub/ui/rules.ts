@@ -73,6 +73,16 @@ export function conditionText(when: unknown): string {
     }
     const e = when.event
     if (isObject(e) && typeof e.kind === 'string') return `event ${e.kind}${typeof e.level === 'string' ? ` (${e.level})` : ''}`
+    const p = when.presence
+    if (isObject(p) && (p.status === 'offline' || p.status === 'online')) {
+      if (typeof p.forMs === 'number') return `${p.status} for longer than ${duration(p.forMs)}`
+      return p.status === 'offline' ? 'went offline' : 'came back online'
+    }
+    const j = when.job
+    if (isObject(j)) {
+      const outcome = j.outcome === 'failed' ? 'failed' : j.outcome === 'timed_out' ? 'timed out' : 'failed or timed out'
+      return `${typeof j.name === 'string' ? `job ${j.name}` : 'a job'} ${outcome}`
+    }
   }
   return compact(when)
 }
@@ -104,6 +114,8 @@ export function triggerText(trigger: unknown): string {
   if (isObject(trigger)) {
     if (trigger.kind === 'sample') return `${str(trigger.sensor)} = ${str(trigger.value)} (seq ${str(trigger.seq)})`
     if (trigger.kind === 'event') return `event ${str(trigger.event)} (${str(trigger.level)}): ${str(trigger.message)}`
+    if (trigger.kind === 'presence') return `${str(trigger.status)} (${str(trigger.reason)})`
+    if (trigger.kind === 'job') return `job ${str(trigger.name)} ${str(trigger.outcome)}, attempt ${str(trigger.attempt)}${typeof trigger.error === 'string' ? `: ${trigger.error}` : ''}`
   }
   return compact(trigger)
 }
