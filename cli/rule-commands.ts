@@ -144,11 +144,13 @@ export const ruleCommands = {
     const r = await call<RuleTestReport>(resolveAdminTarget(opts), 'POST', '/api/rules/test', body)
     if (opts.json) return printJson(r)
     const samples = r.source.from === 'samples'
-    const what = r.source.from === 'samples' ? `"${r.source.sensor}" samples` : `"${r.source.kind}" events${r.source.level ? ` (${r.source.level})` : ''}`
+    const src = r.source
+    const what = src.from === 'samples' ? `"${src.sensor}" samples` : src.from === 'events' ? `"${src.kind}" events${src.level ? ` (${src.level})` : ''}` : 'presence changes'
     out(`rule ${r.rule} on ${r.deviceId}'s ${what}, ${localTime(r.sinceMs)} to ${localTime(r.untilMs)}:`)
     if (r.transitions.length > 0) {
-      out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : 'EVENT', 'VERDICT'], ...r.transitions.map((t) => [
-        localTimeMs(t.ts), t.kind, t.trigger.type === 'sample' ? String(t.trigger.value) : `${t.trigger.level}: ${clip(t.trigger.message, 50)}`,
+      out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : src.from === 'events' ? 'EVENT' : 'STATUS', 'VERDICT'], ...r.transitions.map((t) => [
+        localTimeMs(t.ts), t.kind,
+        t.trigger.type === 'sample' ? String(t.trigger.value) : t.trigger.type === 'event' ? `${t.trigger.level}: ${clip(t.trigger.message, 50)}` : `${t.trigger.status} (${t.trigger.reason})`,
         t.kind === 'clear' ? '' : t.verdict === 'acts' ? 'would act' : `suppressed: ${t.verdict}`,
       ])]))
     } else {

@@ -91,23 +91,50 @@ describe('replaying an event rule on stored events', () => {
   })
 })
 
+/** Presence changes at the times given as [seconds, status, reason]. */
+const seen = (...changes: ReadonlyArray<readonly [number, 'online' | 'offline', string]>): ReplayItem[] =>
+  changes.map(([sec, status, reason]) => ({ type: 'presence', ts: T0 + sec * S, status, reason }))
+
+describe('replaying a presence rule on the presence history', () => {
+  const offline = (forMs?: number) => rule({ when: { presence: { status: 'offline', ...(forMs !== undefined ? { forMs } : {}) } } })
+  it.each([
+    ['went offline fires at the change, clears when back', offline(), seen([0, 'online', 'birth'], [5, 'offline', 'will'], [9, 'online', 'birth']), undefined,
+      ['fire@5 acts', 'clear@9'], 'idle'],
+    ['the hub\'s own stop fires nothing, nor the return from it', offline(), seen([0, 'online', 'birth'], [5, 'offline', 'broker-closing'], [9, 'online', 'birth'], [12, 'offline', 'keepalive-timeout']),
+      undefined, ['clear@9', 'fire@12 acts'], 'active'],
+    ['offline for 10 s: back in time fires nothing', offline(10_000), seen([0, 'offline', 'will'], [4, 'online', 'birth']), T0 + 60 * S, [], 'idle'],
+    ['offline for 10 s: fires when it had held, before the next change', offline(10_000), seen([0, 'offline', 'will'], [30, 'online', 'birth']), T0 + 60 * S,
+      ['fire@10 acts', 'clear@30'], 'idle'],
+    ['offline for 10 s: still away at the window\'s end fires then', offline(10_000), seen([0, 'online', 'birth'], [20, 'offline', 'will']), T0 + 60 * S,
+      ['fire@30 acts'], 'active'],
+    ['offline for 10 s: not yet at the window\'s end stays pending', offline(10_000), seen([0, 'online', 'birth'], [55, 'offline', 'will']), T0 + 60 * S,
+      [], 'pending'],
+    ['came back', rule({ when: { presence: { status: 'online' } } }), seen([0, 'offline', 'will'], [3, 'online', 'birth']), undefined, ['fire@3 acts'], 'active'],
+  ] as const)('%s', (_what, r, items, end, transitions, phase) => {
+    const out = replay(r, items, end)
+    expect(shape(out)).toEqual(transitions)
+    expect(out.finalState.phase).toBe(phase)
+  })
+})
+
 describe('what a dry run reads', () => {
   it('names the source of each condition kind it replays', () => {
     expect(replaySource({ telemetry: { sensor: 'vib', op: '>', value: 1 } })).toEqual({ from: 'samples', sensor: 'vib' })
     expect(replaySource({ event: { kind: 'fault' } })).toEqual({ from: 'events', kind: 'fault' })
     expect(replaySource({ event: { kind: 'fault', level: 'error' } })).toEqual({ from: 'events', kind: 'fault', level: 'error' })
+    expect(replaySource({ presence: { status: 'offline', forMs: 1000 } })).toEqual({ from: 'presence' })
   })
 
   it('refuses a condition kind it cannot replay, naming those it can', () => {
-    const presence = { presence: { went: 'offline' } } as unknown as Condition
+    const job: Condition = { job: { outcome: 'failed' } }
     let thrown: unknown
     try {
-      replaySource(presence)
+      replaySource(job)
     } catch (err) {
       thrown = err
     }
     expect(thrown).toBeInstanceOf(RollcallError)
     expect((thrown as RollcallError).code).toBe('BAD_REQUEST')
-    expect((thrown as Error).message).toBe('a dry run cannot replay a "presence" condition yet; it replays "telemetry" and "event" conditions')
+    expect((thrown as Error).message).toBe('a dry run cannot replay a "job" condition yet; it replays "telemetry", "event" and "presence" conditions')
   })
 })

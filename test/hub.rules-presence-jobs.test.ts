@@ -58,6 +58,14 @@ describe('rules on presence', () => {
     // Once per transition: nothing more fired while the device stayed online.
     expect(rules.get('went.offline').counters.fired).toBe(1)
     expect(rules.get('came.back').devices.map((x) => [x.deviceId, x.state.phase])).toEqual([[d.id, 'active']])
+
+    // The dry run of `rollcall rule test` on the presence history says the same.
+    const dry = await h.api<{ source: unknown; transitions: Array<{ kind: string; verdict?: string; trigger: { status: string } }> }>('POST', '/api/rules/test', {
+      rule: note('went.offline.try', { presence: { status: 'offline' } }), deviceId: d.id,
+    })
+    expect(dry.status).toBe(200)
+    expect(dry.body.source).toEqual({ from: 'presence' })
+    expect(dry.body.transitions.map((t) => `${t.kind} ${t.trigger.status}${t.verdict ? ` ${t.verdict}` : ''}`)).toEqual(['fire offline acts', 'clear online'])
   })
 
   it('"offline for longer than X": a device back in time fires nothing; one that stays away fires once', async () => {

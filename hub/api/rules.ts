@@ -144,6 +144,9 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
       items = s.telemetry.eventsOfKind(device.id, source.kind, sinceMs, untilMs, limit + 1)
         .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
       break
+    case 'presence':
+      items = s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason }))
+      break
     default: {
       const never: never = source
       return never
@@ -151,9 +154,9 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
   }
   const truncated = items.length > limit
   if (truncated) items = items.slice(0, limit)
-  const result = replay(rule, items)
+  const result = replay(rule, items, truncated ? items.at(-1)!.ts : Math.min(untilMs, now))
   const watches = targetIncludes(rule.target, device.id, device.group)
-  const what = source.from === 'samples' ? `"${source.sensor}" samples` : `"${source.kind}" events`
+  const what = source.from === 'samples' ? `"${source.sensor}" samples` : source.from === 'events' ? `"${source.kind}" events` : 'presence changes'
   const notes: string[] = []
   if (!watches) notes.push(`the rule is for ${rule.for}, which does not include ${device.id}: added as it is, it would not watch this device; the run shows what it would do if it did`)
   if (items.length === 0) notes.push(`${device.id} stored no ${what} from ${new Date(sinceMs).toISOString()} to ${new Date(untilMs).toISOString()}: try an earlier since`)

@@ -83,6 +83,8 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     touch: db.prepare<[number, string]>('UPDATE presence SET last_seen = ? WHERE device_id = ?'),
     readHistory: db.prepare<[string, number, number], { ts: number; status: string; reason: string; epoch: number | null }>(
       'SELECT ts, status, reason, epoch FROM presence_history WHERE device_id = ? AND ts >= ? ORDER BY id DESC LIMIT ?'),
+    readBetween: db.prepare<[string, number, number, number], { ts: number; status: string; reason: string; epoch: number | null }>(
+      'SELECT ts, status, reason, epoch FROM presence_history WHERE device_id = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
   }
 
   const entries = new Map<string, Entry>()
@@ -236,6 +238,11 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       // Read your writes: a change decided in memory a moment ago is in the history too.
       writer.flush()
       return stmts.readHistory.all(deviceId, sinceMs, limit)
+    },
+    /** The changes from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
+    historyBetween(deviceId: string, sinceMs: number, untilMs: number, limit: number): HistoryEntry[] {
+      writer.flush()
+      return stmts.readBetween.all(deviceId, sinceMs, untilMs, limit)
     },
     forget(deviceId: string): void {
       entries.delete(deviceId)

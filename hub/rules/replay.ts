@@ -1,6 +1,6 @@
 import { RollcallError } from '../../common/errors.js'
 import { admit, MinuteWindow, type Admission } from './limits.js'
-import { IDLE, step, type ConditionState } from './machine.js'
+import { IDLE, presenceMayFire, presenceThreshold, step, type ConditionState } from './machine.js'
 import type { CheckedRule, Condition } from './spec.js'
 
 /**
@@ -22,24 +22,32 @@ import type { CheckedRule, Condition } from './spec.js'
  *   - No action is carried out, so none fails: the circuit breaker never
  *     pauses the rule here.
  *
+ *   - A presence condition replays the device's presence history from
+ *     idle; one with forMs fires when the status has held that long before
+ *     the next change or the end of the window (`endTs`), as the engine's
+ *     tick would.
+ *
  * One condition kind at a time: `replaySource` says what to read for a
  * condition, and a kind it does not know is refused with the kinds it
- * replays. A new kind (presence, job endings) adds its source, its item and
- * its case below.
+ * replays. A new kind (job endings) adds its source, its item and its case
+ * below.
  */
 
 /** What the replay reads, in time order: a device's samples, or its events. */
 export type ReplayItem =
   | { readonly type: 'sample'; readonly ts: number; readonly seq: number; readonly sensor: string; readonly value: number; readonly unsynced?: true }
   | { readonly type: 'event'; readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string }
+  /** A presence change from the history; a forMs firing's trigger is the status at the time it had held long enough. */
+  | { readonly type: 'presence'; readonly ts: number; readonly status: string; readonly reason: string }
 
 /** What to read for a condition (a new kind adds its own, and the switches on `from` say where it is missing). */
 export type ReplaySource =
   | { readonly from: 'samples'; readonly sensor: string }
   | { readonly from: 'events'; readonly kind: string; readonly level?: string }
+  | { readonly from: 'presence' }
 
 /** The condition kinds a dry run replays, as `when` names them. */
-export const REPLAYABLE_KINDS = ['telemetry', 'event'] as const
+export const REPLAYABLE_KINDS = ['telemetry', 'event', 'presence'] as const
 
 /** What the limits say of a firing: it acts, or why its actions would be suppressed. */
 export type Verdict = 'acts' | Exclude<Admission, 'fire'>
@@ -62,12 +70,14 @@ export interface ReplayResult {
 export function replaySource(when: Condition): ReplaySource {
   if ('telemetry' in when) return { from: 'samples', sensor: when.telemetry.sensor }
   if ('event' in when) return when.event.level === undefined ? { from: 'events', kind: when.event.kind } : { from: 'events', kind: when.event.kind, level: when.event.level }
+  if ('presence' in when) return { from: 'presence' }
   const kind = Object.keys(when)[0] ?? '(none)'
-  throw new RollcallError('BAD_REQUEST', `a dry run cannot replay a "${kind}" condition yet; it replays ${REPLAYABLE_KINDS.map((k) => `"${k}"`).join(' and ')} conditions`)
+  const kinds = REPLAYABLE_KINDS.map((k) => `"${k}"`)
+  throw new RollcallError('BAD_REQUEST', `a dry run cannot replay a "${kind}" condition yet; it replays ${kinds.slice(0, -1).join(', ')} and ${kinds.at(-1)!} conditions`)
 }
 
-/** Runs `items` (in time order) through the rule's condition from idle, and its limits. */
-export function replay(rule: CheckedRule, items: readonly ReplayItem[]): ReplayResult {
+/** Runs `items` (in time order) through the rule's condition from idle, and its limits; `endTs`: the window's end (a presence forMs may fire before it). */
+export function replay(rule: CheckedRule, items: readonly ReplayItem[], endTs = -Infinity): ReplayResult {
   const source = replaySource(rule.when)
   const transitions: Transition[] = []
   const suppressed = { stale: 0, paused: 0, cooldown: 0, rate: 0 }
@@ -95,7 +105,20 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[]): ReplayR
     transitions.push({ kind: 'fire', ts: item.ts, trigger: item, verdict: admission === 'fire' ? 'acts' : admission })
   }
 
+  let previousReason = ''
+  /** A presence forMs that had held long enough by `ts`: it fires at the moment it had. */
+  function presenceHeld(ts: number): void {
+    if (!('presence' in rule.when) || rule.when.presence.forMs === undefined || state.phase !== 'pending') return
+    const at = state.since + rule.when.presence.forMs
+    if (at > ts) return
+    now = Math.max(now, at)
+    const next = step(presenceThreshold(rule.when.presence), state, at, 1)
+    state = next.state
+    if (next.fired) fire({ type: 'presence', ts: at, status: rule.when.presence.status, reason: `${rule.when.presence.status} for ${rule.when.presence.forMs} ms` })
+  }
+
   for (const item of items) {
+    if (source.from === 'presence') presenceHeld(item.ts)
     now = Math.max(now, item.ts)
     switch (source.from) {
       case 'samples': {
@@ -114,11 +137,22 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[]): ReplayR
         fire(item)
         continue
       }
+      case 'presence': {
+        if (item.type !== 'presence' || !('presence' in rule.when)) continue
+        evaluated++
+        const next = step(presenceThreshold(rule.when.presence), state, item.ts, item.status === rule.when.presence.status ? 1 : 0)
+        state = next.state
+        if (next.fired && presenceMayFire(item.reason, previousReason)) fire(item)
+        if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
+        previousReason = item.reason
+        continue
+      }
       default: {
         const never: never = source
         return never
       }
     }
   }
+  if (source.from === 'presence') presenceHeld(endTs)
   return { evaluated, transitions, finalState: state, acted, suppressed }
 }

@@ -7,7 +7,7 @@ import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
 import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
-import { IDLE, presenceThreshold, sameState, step, type ConditionState, type JobFailure } from './machine.js'
+import { HUB_CAUSED, IDLE, presenceMayFire, presenceThreshold, sameState, step, type ConditionState, type JobFailure } from './machine.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { RuleStates, type Entry } from './states.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
@@ -65,12 +65,6 @@ export interface EndedExecution {
   readonly causeRule: string | null
 }
 
-/**
- * The presence reasons of the hub's own stop and start: nobody went offline,
- * the hub did. They change a presence rule's state but never fire it, and
- * neither does the return from them.
- */
-const HUB_CAUSED: ReadonlySet<string> = new Set(['broker-closing', 'hub-restart'])
 
 /** A sample or event as the telemetry store just stored it. */
 /** `unsynced`: ts is the device's own clock, unchecked against the hub's: not trusted to be fresh. */
@@ -301,7 +295,7 @@ export function createRules(deps: RulesDeps) {
       const entry = entryOf(pass.overlay, live.id)
       const next = step(presenceThreshold(c), entry.state, change.at, change.status === c.status ? 1 : 0)
       let lastFiredAt = entry.lastFiredAt
-      if (next.fired && !HUB_CAUSED.has(change.reason) && !HUB_CAUSED.has(change.previous.reason)) {
+      if (next.fired && presenceMayFire(change.reason, change.previous.reason)) {
         const trigger: Trigger = { kind: 'presence', ts: change.at, status: change.status, reason: change.reason, since: change.at }
         if (fire(pass, live, entry, trigger, now)) lastFiredAt = now
       }
