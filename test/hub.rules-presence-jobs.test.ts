@@ -76,13 +76,18 @@ describe('rules on presence', () => {
     const rules = h.running.services.rules
     const brief = await device(h, 'brief', dir.dir)
     const gone = await device(h, 'gone', dir.dir)
+    const retired = await device(h, 'retired', dir.dir)
     await rules.add(note('offline.long', { presence: { status: 'offline', forMs: 1500 } }))
 
     const wentAt = Date.now()
     await brief.agent.stop()
     await gone.agent.stop()
+    await retired.agent.stop()
     await offline(h, brief.id)
     await offline(h, gone.id)
+    await offline(h, retired.id)
+    // Removed while its time runs: a device the fleet no longer has fires nothing.
+    expect((await h.api('DELETE', `/api/devices/${retired.id}`)).status).toBe(204)
     const [again] = await startAgents(h.mqttUrl, dir.dir, [brief], {})
     cleanups.push(() => again!.stop())
     await waitOnline(h, [brief.id])

@@ -364,6 +364,8 @@ export function createRules(deps: RulesDeps) {
           let state: ConditionState
           if (p.status !== c.status) state = IDLE
           else if (entry.state.phase === 'pending' && hubCaused && atStart) state = { phase: 'pending', since: now, count: 1 }
+          // A status period cannot have begun before the device's present one (it may have come and gone unwatched).
+          else if (entry.state.phase === 'pending' && entry.state.since < p.since) state = { phase: 'pending', since: Math.min(now, p.since), count: 1 }
           else if (entry.state.phase !== 'idle') return
           else {
             const since = hubCaused ? now : Math.min(now, Math.max(p.since, live.watchingSince))
@@ -397,7 +399,8 @@ export function createRules(deps: RulesDeps) {
       const at = clock.now()
       const after: AfterCommit[] = []
       for (const d of due) {
-        const a = evaluate(d.deviceId, (pass) => { evaluatePresenceHeld(pass, d.live, at) })
+        // Still a device the rule watches (not removed, not moved out of its group) and still enabled.
+        const a = evaluate(d.deviceId, (pass) => { forWatching(d.deviceId, [d], () => (d.live.rule.enabled && rules.get(d.live.id) === d.live ? [d.live] : undefined), () => { evaluatePresenceHeld(pass, d.live, at) }) })
         if (a) after.push(a)
       }
       return () => { for (const a of after) a() }
