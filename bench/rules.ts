@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { table } from '../cli/output.js'
 import { driveTelemetry, type DrivenDevice, type TransportFigures } from './ingest-tls.js'
-import { startHubProcess } from './hub-process.js'
+import { startHubProcess, type HubProcess } from './hub-process.js'
+import { reactionRule, runReactionProbe, type ReactionFigures } from './reaction-probe.js'
 
 /**
  * `npm run bench -- rules`: what rules cost ingest (issue #17: with 100 rules
@@ -15,6 +17,13 @@ import { startHubProcess } from './hub-process.js'
  * the machine's drift shows beside the difference. The rules watch every
  * device; a few fire (a threshold the random values cross now and then,
  * with a clear far below it), each publishing an event.
+ *
+ * And the reaction time, sample ts to command at the device
+ * (bench/reaction-probe.ts): one more device crosses a rule of its own
+ * `reactions` times, with the 100 rules in place, first with no other load,
+ * then while the devices above send as fast as the hub takes them. Printed
+ * beside the hub's group-commit window (`flushDelayMs`, given to the hub in
+ * its config file) and the target, p99 under 50 ms plus that window.
  */
 export interface RulesBenchOptions {
   readonly devices: number
@@ -22,13 +31,25 @@ export interface RulesBenchOptions {
   readonly samplesPerMessage: number
   readonly warmupS: number
   readonly measureS: number
+  /** Crossings timed per reaction measurement; 0: the reaction time is not measured. */
+  readonly reactions: number
+  /** The hub's group-commit window (its `flushDelayMs`). */
+  readonly flushDelayMs: number
 }
+
+/** The probe's device, its sensor and its rule; not one of the load's sensors (s0..s49), so the 100 rules do not watch it. */
+const PROBE = { deviceId: 'rules-bench-probe', sensor: 'probe', rule: 'bench.reaction' } as const
+/** The idle measurement stops after this long, whatever it counted. */
+const IDLE_PROBE_BUDGET_MS = 20_000
 
 export async function runRulesBench(o: RulesBenchOptions): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-rules-'))
-  const hub = await startHubProcess(join(work, 'hub'))
+  // The window is given to the hub, so the figure printed beside the reaction time is the one it ran with.
+  mkdirSync(join(work, 'hub'))
+  writeFileSync(join(work, 'hub.json'), JSON.stringify({ flushDelayMs: o.flushDelayMs }))
+  const hub = await startHubProcess(join(work, 'hub'), ['--config', join(work, 'hub.json')])
   try {
-    console.log(`rules bench: ${o.devices} devices, ${o.samplesPerMessage} samples per message as fast as the hub takes them; ${o.rules} rules against none; warmup ${o.warmupS}s, measure ${o.measureS}s`)
+    console.log(`rules bench: ${o.devices} devices, ${o.samplesPerMessage} samples per message as fast as the hub takes them; ${o.rules} rules against none; warmup ${o.warmupS}s, measure ${o.measureS}s; group-commit window ${o.flushDelayMs} ms`)
     const devices: DrivenDevice[] = await Promise.all(Array.from({ length: o.devices }, async (_, i) => {
       const id = `rules-bench-${String(i).padStart(4, '0')}`
       const r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
@@ -49,10 +70,17 @@ export async function runRulesBench(o: RulesBenchOptions): Promise<void> {
       })
       if (r.status !== 201) throw new Error(`rule ${i}: ${r.status} ${JSON.stringify(r.body)}`)
     }
+    const probe = o.reactions > 0 ? await reactionProbe(hub, url, o.reactions) : undefined
+    const idle = probe ? await probe(IDLE_PROBE_BUDGET_MS) : undefined
     const stats0 = (await hub.api<{ rules: { evaluations: number; fired: number } }>('GET', '/api/stats')).body.rules
-    const withRules = await measure()
+    // Under load: the probe starts once the load's warm-up is over and stops before its window closes.
+    const [withRules, loaded] = await Promise.all([
+      measure(),
+      probe ? sleep(o.warmupS * 1000).then(() => probe(Math.max(2000, o.measureS * 1000 - 1500))) : undefined,
+    ])
     const stats1 = (await hub.api<{ rules: { evaluations: number; fired: number } }>('GET', '/api/stats')).body.rules
     for (let i = 0; i < o.rules; i++) await hub.api('DELETE', `/api/rules/bench.r${i}`)
+    if (probe) await hub.api('DELETE', `/api/rules/${PROBE.rule}`)
     const again = await measure()
     const pct = (x: number) => `${Math.round((x / none.samplesPerS) * 100)}%`
     console.log(table([
@@ -62,8 +90,30 @@ export async function runRulesBench(o: RulesBenchOptions): Promise<void> {
       ['hub process CPU', `${Math.round(none.hubCpuPct)}%`, `${Math.round(withRules.hubCpuPct)}%`, `${Math.round(again.hubCpuPct)}%`],
     ]))
     console.log(`with rules: ${stats1.evaluations - stats0.evaluations} evaluations (rule x sample, the warm-up included), ${stats1.fired - stats0.fired} firings`)
+    if (idle && loaded) printReactions(o, idle, loaded)
   } finally {
     await hub.stop()
     rmSync(work, { recursive: true, force: true })
   }
+}
+
+/** Provisions the probe's device and installs its rule; returns a function that runs one probe for up to `budgetMs`. */
+async function reactionProbe(hub: HubProcess, url: string, crossings: number): Promise<(budgetMs: number) => Promise<ReactionFigures>> {
+  const d = await hub.api<{ token: string }>('POST', '/api/devices', { id: PROBE.deviceId })
+  if (d.status !== 201) throw new Error(`provisioning ${PROBE.deviceId}: ${d.status} ${JSON.stringify(d.body)}`)
+  const r = await hub.api('POST', '/api/rules', reactionRule(PROBE.rule, PROBE.deviceId, PROBE.sensor))
+  if (r.status !== 201) throw new Error(`rule ${PROBE.rule}: ${r.status} ${JSON.stringify(r.body)}`)
+  return (budgetMs) => runReactionProbe({ url, deviceId: PROBE.deviceId, token: d.body.token, sensor: PROBE.sensor, crossings, warmup: 10, budgetMs, commandTimeoutMs: 2000 })
+}
+
+function printReactions(o: RulesBenchOptions, idle: ReactionFigures, loaded: ReactionFigures): void {
+  const targetMs = 50 + o.flushDelayMs
+  const ms = (x: number) => `${x.toFixed(1)} ms`
+  const row = (label: string, f: ReactionFigures) => [label, String(f.count), String(f.missed), ms(f.p50Ms), ms(f.p99Ms), ms(f.maxMs), f.count > 0 && f.missed === 0 && f.p99Ms < targetMs ? 'yes' : 'NO']
+  console.log(`\nreaction: sample ts -> the rule's command at the device (one device, a rule of its own, ${o.rules} rules beside it); group-commit window (flushDelayMs) ${o.flushDelayMs} ms, target p99 < 50 ms + window = ${targetMs} ms`)
+  console.log(table([
+    ['', 'crossings', 'missed', 'p50', 'p99', 'max', `p99 < ${targetMs} ms`],
+    row('no other load', idle),
+    row(`${o.devices} devices sending as fast as the hub takes them`, loaded),
+  ]))
 }
