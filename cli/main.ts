@@ -305,6 +305,8 @@ program.command('sim')
   .option('--chaos <spec>', 'faults, e.g. \'partition=20%@10s+15s,hub-kill@30s,agent-crash=5%@40s,reconnect-burst=50%@45s\'')
   .option('--jobs-every <duration>', 'a job to the whole fleet this often, or off (default 15s)')
   .option('--commands-every <duration>', 'a ping to one random device this often, or off (default 500ms)')
+  .option('--scenario <name>', 'reactions: add a rule on the hub that answers each vibration burst with a sensors.sample command and a job to the fleet, and report sample -> fired -> command at the device')
+  .option('--bursts-every <n>', 'with --scenario reactions: one vibration burst per device per this many readings on average (default 60)')
   .option('--work <dir>', 'keep the hub data and agent ledgers here (a new or empty dir; default: a temp dir, removed)')
   .option('--json', 'print the report as JSON on stdout', false)
   .addHelpText('after', `
@@ -318,6 +320,7 @@ Examples:
   rollcall sim --devices 50 --duration 60s
   rollcall sim --devices 50 --duration 60s --profile mixed --chaos 'partition=30%@10s+15s,hub-kill@25s,agent-crash=10%@35s'
   rollcall sim --devices 200 --duration 5m --profile flaky --seed 7 --json > report.json
+  rollcall sim --devices 20 --duration 2m --profile steady --scenario reactions
   rollcall sim --devices 20 --hub mqtt://127.0.0.1:1883 --api http://127.0.0.1:8080 --admin-token "$TOKEN"
   rollcall sim --devices 20 --hub mqtts://127.0.0.1:8883 --api https://127.0.0.1:8080 --ca rollcall-data/tls/ca.pem --admin-token "$TOKEN"
 

@@ -9,6 +9,7 @@ import { externalHub, ownHub, type SimHub } from '../devices-sim/hub-control.js'
 import { PROFILE_CHOICES, type ProfileChoice } from '../devices-sim/profiles.js'
 import { exitCodeFor, formatRate, renderProgress, renderReport } from '../devices-sim/report.js'
 import { runSim, type SimReport } from '../devices-sim/sim.js'
+import { DEFAULT_BURSTS_EVERY_TICKS, type ReactionScenario } from '../devices-sim/reactions.js'
 import { parseRatePerMinute } from '../common/rate.js'
 import { choiceFlag, durationFlag, intFlag } from './parse.js'
 import { onSignals } from './signals.js'
@@ -38,6 +39,8 @@ export interface SimFlags {
   chaos?: string
   jobsEvery?: string
   commandsEvery?: string
+  scenario?: string
+  burstsEvery?: string
   work?: string
   json: boolean
 }
@@ -51,6 +54,8 @@ export interface SimPlan {
   readonly chaos: readonly ChaosEvent[]
   readonly jobEveryMs: number
   readonly commandEveryMs: number
+  /** --scenario reactions: a rule on vibration bursts (devices-sim/reactions.ts); undefined: none. */
+  readonly reactions: ReactionScenario | undefined
   /** An external hub; undefined: the simulator starts its own. */
   readonly hub: { readonly mqttUrl: string; readonly apiUrl: string; readonly adminToken: string; readonly ca: string | undefined } | undefined
   /** Kept after the run; undefined: a temp dir, removed at the end. */
@@ -59,6 +64,8 @@ export interface SimPlan {
 }
 
 export const MAX_DEVICES = 20_000
+/** What --scenario takes: a run on top of the fleet's own (devices-sim/reactions.ts). */
+const SCENARIOS = ['reactions'] as const
 const RATE_HINT = 'samples per second per device with its unit, e.g. 1/s, 5/s, 30/min'
 
 /** "1/s", "30/min" → the interval between two readings of a device; a bare number is refused (per second or per minute?). */
@@ -129,6 +136,9 @@ export function parseSimFlags(flags: SimFlags, env: NodeJS.ProcessEnv = process.
   } else if (flags.api !== undefined || flags.adminToken !== undefined || flags.ca !== undefined) {
     throw new InvalidArgumentError('--api, --admin-token and --ca go with --hub; without --hub the simulator starts a hub of its own')
   }
+  const scenario = choiceFlag('scenario', flags.scenario, SCENARIOS)
+  if (flags.burstsEvery !== undefined && scenario !== 'reactions') throw new InvalidArgumentError('--bursts-every goes with --scenario reactions')
+  const reactions = scenario === 'reactions' ? { burstsEveryTicks: intFlag('bursts-every', flags.burstsEvery, 1, 1_000_000) ?? DEFAULT_BURSTS_EVERY_TICKS } : undefined
   let workDir: string | undefined
   if (flags.work !== undefined) {
     workDir = resolve(flags.work)
@@ -141,7 +151,7 @@ export function parseSimFlags(flags: SimFlags, env: NodeJS.ProcessEnv = process.
     devices, durationMs, profile, sampleIntervalMs, seed, chaos,
     jobEveryMs: everyFlag('jobs-every', flags.jobsEvery, 15_000),
     commandEveryMs: everyFlag('commands-every', flags.commandsEvery, 500),
-    hub, workDir, json: flags.json,
+    reactions, hub, workDir, json: flags.json,
   }
 }
 
@@ -234,7 +244,7 @@ export async function runSimCommand(flags: SimFlags): Promise<void> {
     report = await runSim({
       hub: simHub, devices: plan.devices, durationMs: plan.durationMs, profile: plan.profile, seed: plan.seed,
       sampleIntervalMs: plan.sampleIntervalMs, chaos: plan.chaos, workDir,
-      jobEveryMs: plan.jobEveryMs, commandEveryMs: plan.commandEveryMs,
+      jobEveryMs: plan.jobEveryMs, commandEveryMs: plan.commandEveryMs, ...(plan.reactions ? { reactions: plan.reactions } : {}),
       say: (line) => out.line(line),
       onProgress: (p) => out.progress(renderProgress(p)),
       signal: stop.signal,

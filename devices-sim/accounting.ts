@@ -2,6 +2,7 @@ import { percentiles } from '../common/latency.js'
 import type { ChaosAction } from './chaos.js'
 import type { SimHub } from './hub-control.js'
 import type { ConnectivityProfile, summarizePlans } from './profiles.js'
+import type { ReactionsReport } from './reactions.js'
 import type { Quantiles, SimDevice, SimOptions, SimReport } from './sim.js'
 
 /**
@@ -81,6 +82,7 @@ export interface AccountInput {
   readonly schedule: readonly ChaosAction[]
   readonly agentStarts: number[]
   readonly loopDelayMs: SimReport['online']['loopDelayMs']
+  readonly reactions?: ReactionsReport
 }
 
 /** The accounting: what the devices generated against what the hub holds, per device and per profile; then the patterns side by side. */
@@ -183,8 +185,10 @@ export async function account(o: SimOptions, a: AccountInput): Promise<SimReport
       commands: {
         roundTripMs: quantiles(a.roundTrips),
         refusedOfflineShare: round((a.commandOutcomes.DEVICE_OFFLINE ?? 0) / Math.max(1, a.commandsSent)),
-        messagesPerCommand: round(sum('cmd') / Math.max(1, a.commandsSent - (a.commandOutcomes.DEVICE_OFFLINE ?? 0))),
+        // The rule's commands that reached a device went the same way (request and answer): counted in both.
+        messagesPerCommand: round(sum('cmd') / Math.max(1, a.commandsSent - (a.commandOutcomes.DEVICE_OFFLINE ?? 0) + (a.reactions?.delivered ?? 0))),
       },
+      ...(a.reactions ? { reactions: a.reactions } : {}),
     },
     drainedMs: a.drainedMs,
     ok: lost === 0 && duplicates === 0 && jobsLost === 0 && jobDup === 0,

@@ -274,6 +274,10 @@ export function deviceModels(seed: number, deviceIndex: number, options: Vibrati
 
 /** The sensors one simulated device's agent samples, in DEVICE_SENSOR_NAMES order. */
 export function deviceSensors(seed: number, deviceIndex: number, options: VibrationOptions = {}): SensorModel[] {
-  const m = deviceModels(seed, deviceIndex, options)
+  return sensorList(deviceModels(seed, deviceIndex, options))
+}
+
+/** A device's models as its agent samples them, in DEVICE_SENSOR_NAMES order. */
+export function sensorList(m: DeviceSensors): SensorModel[] {
   return [m.temperature, m.humidity, m.vibration, m.battery]
 }

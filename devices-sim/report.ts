@@ -93,6 +93,12 @@ export function renderReport(r: SimReport): string[] {
   const [fp50, fp99, fn] = quantileCells(p.jobs.createdToFinishedMs)
   const [wp50, wp99, wn] = quantileCells(p.jobs.waitingForLinkMs)
   const [cp50, cp99, cn] = quantileCells(p.commands.roundTripMs)
+  const rx = p.reactions
+  const reactionRows = rx === undefined ? [] : [
+    ['reactions (rules)', 'sampled -> fired', ...quantileCells(rx.sampledToFiredMs), '', ''],
+    ['', 'fired -> command at device', ...quantileCells(rx.firedToDeliveredMs), '', ''],
+    ['', 'sampled -> command at device', ...quantileCells(rx.sampledToDeliveredMs), '', ''],
+  ]
   lines.push(...table([
     ['pattern', 'measure', 'p50', 'p99', 'n', 'MQTT messages', ''],
     ['event-driven (telemetry)', 'sampled -> stored', tp50, tp99, tn, round2(p.telemetry.messagesPerSample), 'per sample'],
@@ -100,10 +106,16 @@ export function renderReport(r: SimReport): string[] {
     ['', 'created -> finished', fp50, fp99, fn, '', ''],
     ['', 'created -> delivered', wp50, wp99, wn, '', ''],
     ['push (commands)', 'round trip', cp50, cp99, cn, round2(p.commands.messagesPerCommand), 'per command'],
+    ...reactionRows,
   ], 'llrrrrl'))
   const refused = t.commands.byOutcome.DEVICE_OFFLINE ?? 0
+  lines.push(`  commands refused as offline: ${pct(p.commands.refusedOfflineShare)} (${n(refused)} of ${n(t.commands.sent)})`)
+  if (rx) {
+    lines.push(
+      `  reactions: rule ${rx.rule}: bursts ${n(rx.bursts)}, fired ${n(rx.fired)}, suppressed ${n(rx.suppressed)}; sensors.sample at the device ${n(rx.delivered)}, not delivered: ${byCount(rx.notDelivered)}; jobs to the group ${n(rx.jobs)} (in the jobs above)`,
+    )
+  }
   lines.push(
-    `  commands refused as offline: ${pct(p.commands.refusedOfflineShare)} (${n(refused)} of ${n(t.commands.sent)})`,
     '',
     `presence   expected outages ${n(r.presence.expectedOutages)}, offline transitions the hub recorded ${n(r.presence.offlineTransitionsSeen)}`,
     `online     every device had its connect slot by ${formatLatency(r.online.connectsByMs)}; ${

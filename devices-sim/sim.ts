@@ -10,10 +10,11 @@ import { watchAckLag } from './ack-lag.js'
 import { simTimeline, type SimStep } from './timeline.js'
 import { sleep, startWorkload } from './workload.js'
 import type { SimHub } from './hub-control.js'
-import { deviceSensors, type SensorModel } from './models.js'
+import { deviceModels, sensorList, type SensorModel, type VibrationModel } from './models.js'
 import { NetworkSimulator } from './network.js'
 import { fleetPlans, summarizePlans, type ConnectivityPlan, type ConnectivityProfile, type ProfileChoice } from './profiles.js'
 import { streamFor } from './random.js'
+import { startReactions, type Reactions, type ReactionScenario, type ReactionsReport } from './reactions.js'
 
 /**
  * The simulator's run: real agents (the agent code, in this process), each
@@ -23,8 +24,9 @@ import { streamFor } from './random.js'
  * At the end the links come back, the fleet drains, and the accounting
  * compares what the devices generated with what the hub stored.
  *
- *   provision -> network -> agents connect (staggered) -> plan + chaos + workload
- *   -> end: sensors stop, links up, crashed agents back -> drain -> accounting
+ *   provision (+ the reactions scenario's rule) -> network -> agents connect (staggered)
+ *   -> plan + chaos + workload -> end: sensors stop, links up, crashed agents back
+ *   -> drain -> accounting
  */
 
 export interface SimOptions {
@@ -48,6 +50,8 @@ export interface SimOptions {
   readonly commandEveryMs?: number
   /** The longest the fleet may take to drain after the run. Default 60 s. */
   readonly drainTimeoutMs?: number
+  /** The reactions scenario (devices-sim/reactions.ts): a rule on vibration bursts; undefined: none. */
+  readonly reactions?: ReactionScenario
   /** Count every stored sample over the API (lost and duplicates exact); default on up to 500 devices. */
   readonly exactCount?: boolean
   readonly logger?: Logger
@@ -115,6 +119,8 @@ export interface SimReport {
     readonly telemetry: { readonly sampledToStoredMs: Quantiles; readonly messagesPerSample: number }
     readonly jobs: { readonly createdToStartedMs: Quantiles; readonly createdToFinishedMs: Quantiles; readonly waitingForLinkMs: Quantiles; readonly messagesPerExecution: number }
     readonly commands: { readonly roundTripMs: Quantiles; readonly refusedOfflineShare: number; readonly messagesPerCommand: number }
+    /** With the reactions scenario: sample taken -> rule fired -> command at the device. */
+    readonly reactions?: ReactionsReport
   }
   readonly drainedMs: number
   readonly ok: boolean
@@ -126,6 +132,7 @@ export interface SimDevice {
   readonly index: number
   readonly plan: ConnectivityPlan
   readonly models: SensorModel[]
+  readonly vibration: VibrationModel
   token: string
   agent: Agent | undefined
   /** Samples the sensors produced (the ground truth of "generated"). */
@@ -160,15 +167,21 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     if (r.status !== 200) throw new Error(`provisioning the simulated devices failed: ${r.status} ${JSON.stringify(r.body)}`)
     for (const d of r.body.devices) tokens.set(d.id, d.token)
   }
+  // Before any device connects, so the rule sees every sample.
+  const reactions: Reactions | undefined = o.reactions ? await startReactions(o.hub, prefix, group) : undefined
+  if (reactions) say(`reactions: rule ${reactions.rule} on group:${group}: a vibration burst sends sensors.sample to its device and a job to the group`)
   const mqttPort = Number(new URL(o.hub.mqttUrl).port || 1883)
   const hubUrl = new URL(o.hub.mqttUrl)
   const net = await NetworkSimulator.start({ targetPort: mqttPort, targetHost: hubUrl.hostname, deviceIds: ids })
 
   let sensorsOn = true
-  const devices: SimDevice[] = ids.map((id, index) => ({
-    id, index, plan: plans[index]!, models: deviceSensors(o.seed, index, { tickMs: o.sampleIntervalMs }),
-    token: tokens.get(id)!, agent: undefined, produced: 0, firstOnlineAt: null, messages: {},
-  }))
+  const devices: SimDevice[] = ids.map((id, index) => {
+    const m = deviceModels(o.seed, index, { tickMs: o.sampleIntervalMs, ...(o.reactions ? { anomalyEveryTicks: o.reactions.burstsEveryTicks } : {}) })
+    return {
+      id, index, plan: plans[index]!, models: sensorList(m), vibration: m.vibration,
+      token: tokens.get(id)!, agent: undefined, produced: 0, firstOnlineAt: null, messages: {},
+    }
+  })
   const byId = new Map(devices.map((d) => [d.id, d]))
 
   // Telemetry latency, sampled: every 10th append of a device, the time; its ack closes it.
@@ -197,7 +210,10 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
       // outboxCommitMs 0: the accounting counts every sensor read, and a simulated crash would lose held ones.
       builtinSensors: false, sampleIntervalMs: o.sampleIntervalMs, outboxCommitMs: 0, keepaliveSec: 10,
       reconnectBaseMs: 250, reconnectMaxMs: 4000, reconnectStableMs: 5000, ackTimeoutMs: 3000, logLevel: 'silent',
-    }), { logger, sensors, random: streamFor(o.seed, 'backoff', d.index) })
+    }), {
+      logger, sensors, random: streamFor(o.seed, 'backoff', d.index),
+      ...(reactions ? { commands: { 'sensors.sample': reactions.sensorsSample(() => d.agent?.sampleNow() ?? 0) } } : {}),
+    })
     d.agent = agent
     const started = performance.now()
     await agent.start()
@@ -318,7 +334,7 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         const s = d.agent?.stats()
         return !s || !s.connected || (s.outbox?.backlogRows ?? 0) > 0 || (s.jobs?.updatesPending ?? 0) > 0 || (s.jobs?.running ?? 0) > 0
       }).length
-      const jobsOpen = await openJobs(o.hub, workload.results.jobIds.map((j) => j.id))
+      const jobsOpen = await openJobs(o.hub, workload.results.jobIds.map((j) => j.id)) + (reactions ? await reactions.openJobs() : 0)
       if (busy === 0 && jobsOpen === 0) break
       if (Date.now() > drainDeadline) {
         say(`drain: gave up after ${o.drainTimeoutMs ?? 60_000} ms with ${busy} devices still busy and ${jobsOpen} jobs open`)
@@ -331,9 +347,11 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
     phase = 'accounting'
 
     const w = workload.results
+    // The rule's jobs are counted with the workload's: lost and duplicated steps are looked for in both.
+    const reacted = reactions ? await reactions.account(devices) : undefined
     return await account(o, {
-      devices, summary, scheduleLines, exactCount, latency, jobIds: w.jobIds, commandOutcomes: w.commandOutcomes, commandsSent: w.commandsSent,
-      roundTrips: w.roundTrips, drainedMs, schedule, agentStarts, loopDelayMs,
+      devices, summary, scheduleLines, exactCount, latency, jobIds: [...w.jobIds, ...(reacted?.jobIds ?? [])], commandOutcomes: w.commandOutcomes, commandsSent: w.commandsSent,
+      roundTrips: w.roundTrips, drainedMs, schedule, agentStarts, loopDelayMs, ...(reacted ? { reactions: reacted.report } : {}),
     })
   } finally {
     loopDelay.disable()
