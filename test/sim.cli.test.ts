@@ -39,6 +39,8 @@ describe('rollcall sim flags', () => {
       /--chaos hub-kill needs the simulator's own hub .*: drop --hub, or drop hub-kill/],
     ['a hub on another machine', ['--hub', 'mqtt://10.0.0.5:1883', '--api', 'http://10.0.0.5:8080', '--admin-token', 't'], /only \(127.0.0.1 or localhost\); got "10.0.0.5"/],
     ['--api without --hub', ['--api', 'http://127.0.0.1:8080'], /--api, --admin-token and --ca go with --hub/],
+    ['an unknown scenario', ['--scenario', 'storm'], /--scenario must be one of reactions; got "storm"/],
+    ['--bursts-every without its scenario', ['--bursts-every', '30'], /--bursts-every goes with --scenario reactions/],
   ])('refuses %s with a message that says what to fix, and exits 2 (a usage error)', async (_name, args, message) => {
     const r = await rollcall(['sim', ...args], { ROLLCALL_ADMIN_TOKEN: '' })
     expect(r.stderr).toMatch(message)
@@ -63,6 +65,9 @@ describe('rollcall sim flags', () => {
     })
     expect(parseSimFlags({ ...base, rate: '30/min', seed: '1' }, {})).toMatchObject({ devices: 10, durationMs: 60_000, profile: 'mixed', sampleIntervalMs: 2000, jobEveryMs: 15_000, commandEveryMs: 500 })
     expect(parseSimFlags({ ...base, chaos: 'partition=30%@10s+15s,hub-kill@25s', seed: '1' }, {}).chaos).toHaveLength(2)
+    expect(parseSimFlags({ ...base, seed: '1' }, {}).reactions).toBeUndefined()
+    expect(parseSimFlags({ ...base, scenario: 'reactions', seed: '1' }, {}).reactions).toEqual({ burstsEveryTicks: 60 })
+    expect(parseSimFlags({ ...base, scenario: 'reactions', burstsEvery: '20', seed: '1' }, {}).reactions).toEqual({ burstsEveryTicks: 20 })
     expect(parseSimFlags({ ...base, hub: 'mqtt://localhost', api: 'http://127.0.0.1:8080/', seed: '1' }, { ROLLCALL_ADMIN_TOKEN: 'tok' }).hub)
       .toEqual({ mqttUrl: 'mqtt://127.0.0.1:1883', apiUrl: 'http://127.0.0.1:8080', adminToken: 'tok', ca: undefined })
     // A hub with TLS: the agents dial mqtts:// (default port 8883) and pin --ca; --ca with mqtt:// is refused.
@@ -122,9 +127,31 @@ describe('the sim report', () => {
     expect(text).toMatch(/expected outages 123, offline transitions the hub recorded 119/)
     expect(text).toMatch(/all online by 310 ms\n.*online after their slot p50 12 ms, p99 60 ms; this process spent p50 3.2 ms opening an agent, and its timers ran up to 40 ms late/)
     expect(text).toMatch(/drain +1.2 s/)
+    expect(text).not.toMatch(/reactions/)
     expect(formatLatency(150_000)).toBe('2.5 min')
     expect(renderProgress({ elapsedMs: 12_300, durationMs: 60_000, phase: 'running', online: 48, devices: 50, samplesPerSec: 199, backlog: 23 }))
       .toBe('12s / 60s  online 48/50  199 samples/s  backlog 23  48s left')
+  })
+})
+
+describe('the sim report with the reactions scenario', () => {
+  it('has a reactions line: sample taken -> fired -> command at the device, and the rule\'s counts', () => {
+    const r = report()
+    const q = (count: number, p50: number, p99: number) => ({ count, p50, p99 })
+    const text = renderReport({
+      ...r,
+      patterns: {
+        ...r.patterns,
+        reactions: {
+          rule: 'sim.vibration-burst', bursts: 12, fired: 11, suppressed: 1, delivered: 10, notDelivered: { offline: 1 }, jobs: 11,
+          sampledToFiredMs: q(11, 9, 22), firedToDeliveredMs: q(10, 41, 80), sampledToDeliveredMs: q(10, 52, 95),
+        },
+      },
+    }).join('\n')
+    expect(text).toMatch(/reactions \(rules\) +sampled -> fired +9 ms +22 ms +11\n/)
+    expect(text).toMatch(/ +fired -> command at device +41 ms +80 ms +10\n/)
+    expect(text).toMatch(/ +sampled -> command at device +52 ms +95 ms +10\n/)
+    expect(text).toMatch(/reactions: rule sim.vibration-burst: bursts 12, fired 11, suppressed 1; sensors.sample at the device 10, not delivered: offline 1; jobs to the group 11/)
   })
 })
 
