@@ -27,7 +27,8 @@ import { topics } from '../protocol/topics.js'
  * measurement window.)
  *
  * Bounded in crossings and in time; a command that does not come within
- * `commandTimeoutMs` is counted as missed and the probe goes on. It runs in
+ * `commandTimeoutMs` is counted as missed and the probe waits as long
+ * again before going on, so a late one is not counted for the next. It runs in
  * a process of its own (reaction-probe-main.ts): beside a load generator in
  * the same process, its timings would include that process's event-loop lag.
  */
@@ -124,6 +125,8 @@ export async function probeReactions(spec: ReactionProbeSpec): Promise<ReactionF
         if (arrived === undefined) missed++
         else latencies.push(arrived - t0)
       }
+      // A command that comes after its timeout must not be taken for the next crossing's: it comes, unheeded, in this wait.
+      if (arrived === undefined) await new Promise((r) => setTimeout(r, spec.commandTimeoutMs))
       sample(0)
       await new Promise((r) => setTimeout(r, 20 + Math.random() * 20))
     }
