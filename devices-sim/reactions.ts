@@ -96,8 +96,8 @@ export interface Reactions {
   readonly rule: string
   /** The `sensors.sample` handler of one simulated device: notes when it ran, then samples as the built-in does. */
   sensorsSample(sampleNow: () => number): CommandHandler
-  /** Jobs the rule made that are still open (the drain waits for them). */
-  openJobs(): Promise<number>
+  /** The hub's rule actions not carried out yet, and this rule's jobs still open: the drain waits for both. */
+  unfinished(): Promise<number>
   /** The reactions, and the jobs the rule made (for the jobs' accounting). */
   account(devices: ReadonlyArray<{ readonly id: string; readonly vibration: VibrationModel | undefined }>): Promise<{ report: ReactionsReport; jobIds: Array<{ id: string; createdAt: number }> }>
 }
@@ -118,9 +118,12 @@ export async function startReactions(hub: SimHub, prefix: string, group: string)
       arrivals.set(ctx.id, Date.now())
       return { stored: sampleNow() }
     },
-    async openJobs() {
+    async unfinished() {
+      // The hub's count is of every rule's actions: on a hub of yours, another rule's (a webhook retrying) is waited for too; each ends in bounded time.
+      const s = await hub.api<{ rules?: { actions: { pending: number; running: number } } }>('GET', '/api/stats')
+      const actions = s.body.rules ? s.body.rules.actions.pending + s.body.rules.actions.running : 0
       const j = await hub.api<{ jobs?: Array<{ cause: { rule: string } | null }> }>('GET', '/api/jobs?status=active&limit=1000')
-      return (j.body.jobs ?? []).filter((x) => x.cause?.rule === rule).length
+      return actions + (j.body.jobs ?? []).filter((x) => x.cause?.rule === rule).length
     },
     async account(devices) {
       const c = await hub.api<{ counters: RuleCountersView }>('GET', `/api/rules/${rule}`)

@@ -334,10 +334,11 @@ export async function runSim(o: SimOptions): Promise<SimReport> {
         const s = d.agent?.stats()
         return !s || !s.connected || (s.outbox?.backlogRows ?? 0) > 0 || (s.jobs?.updatesPending ?? 0) > 0 || (s.jobs?.running ?? 0) > 0
       }).length
-      const jobsOpen = await openJobs(o.hub, workload.results.jobIds.map((j) => j.id)) + (reactions ? await reactions.openJobs() : 0)
-      if (busy === 0 && jobsOpen === 0) break
+      const jobsOpen = await openJobs(o.hub, workload.results.jobIds.map((j) => j.id))
+      const reactionsOpen = reactions ? await reactions.unfinished() : 0
+      if (busy === 0 && jobsOpen === 0 && reactionsOpen === 0) break
       if (Date.now() > drainDeadline) {
-        say(`drain: gave up after ${o.drainTimeoutMs ?? 60_000} ms with ${busy} devices still busy and ${jobsOpen} jobs open`)
+        say(`drain: gave up after ${o.drainTimeoutMs ?? 60_000} ms with ${busy} devices still busy and ${jobsOpen} jobs open${reactions ? `, ${reactionsOpen} rule actions and rule jobs unfinished` : ''}`)
         break
       }
       await sleep(250, o.signal)
