@@ -173,7 +173,9 @@ export function createActionRunner(deps: ActionRunnerDeps) {
   }
 
   function markStarted(p: PendingAction): void {
-    writer.enqueue(() => { store.startAction(p.firingId, p.idx, clock.now()) })
+    // When it started, not when the write commits (up to a group commit's window later, after the command it made).
+    const at = clock.now()
+    writer.enqueue(() => { store.startAction(p.firingId, p.idx, at) })
   }
 
   /** Resolves once the device is reachable, or after the resume grace, or when the runner stops. */
