@@ -98,6 +98,8 @@ describe('a hub killed right after a rule fired', () => {
     await waitFor(() => lines().length > 0, 'the command started on the device')
     const t0 = performance.now()
     if (restart === 'away') agent.child.kill('SIGSTOP')
+    // Hub and test share the machine's clock: the chain's times are told apart from the kills on it.
+    let killedAt = Date.now()
     await killProc(hub, 'SIGKILL')
     if (restart === 'finished') await waitFor(() => lines().length === 2, 'the command finished on the device while the hub was dead')
     await again()
@@ -114,6 +116,7 @@ describe('a hub killed right after a rule fired', () => {
       await waitFor(async () => (await chain()).actions[0]!.attempts === 2, 'the resumed action started')
       const c = await chain()
       expect(c.actions[0]).toMatchObject({ status: 'pending', command: { status: 'disconnected', error: { code: 'HUB_RESTART' } } })
+      killedAt = Date.now()
       await killProc(hub, 'SIGKILL')
       agent.child.kill('SIGCONT')
       await again()
@@ -133,9 +136,16 @@ describe('a hub killed right after a rule fired', () => {
     expect(done.actions).toHaveLength(1)
     const action = done.actions[0]!
     expect(action).toMatchObject({ kind: 'command', status: 'done', attempts: restart === 'away' ? 3 : 2 })
-    expect(action.startedAt).toBeGreaterThanOrEqual(done.at)
-    expect(action.endedAt).toBeGreaterThanOrEqual(action.startedAt!)
     expect(action.command).toMatchObject({ name: 'count.slow', status: 'succeeded', result: { ran: commandId }, cause: { rule: RULE, firing: id } })
+    // Its timings: fired, started, the hub killed, the command sent again by the last hub and answered, the action ended.
+    const cmd = action.command!
+    expect(cmd.timeline.map((e) => e.event)).toEqual(['created', 'sent', 'replied'])
+    expect(action.startedAt).toBeGreaterThanOrEqual(done.at)
+    expect(cmd.createdAt).toBeGreaterThanOrEqual(action.startedAt!)
+    expect(cmd.createdAt).toBeLessThan(killedAt)
+    expect(cmd.sentAt).toBeGreaterThan(killedAt)
+    expect(cmd.finishedAt).toBeGreaterThanOrEqual(cmd.sentAt!)
+    expect(action.endedAt).toBeGreaterThanOrEqual(cmd.finishedAt!)
 
     // One firing: the condition still holds across the restart and fires no more, for samples stored since.
     const mark = async () => Math.max(0, ...(await hub.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${DEVICE}`)).body.streams.map((s) => s.upTo))
