@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { createHmac } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -29,10 +31,13 @@ import { killProc, startAgentProc, startHubProc, type HubProc, type Proc } from 
  *   - away (its process stopped): the resumed action waits for it, and the
  *     hub is killed again while it waits, before it sent anything; the third
  *     hub sends it once the device is back.
+ * And a webhook the kill found waiting between tries goes on with them after
+ * the restart, counted as one action's, and is taken once.
  */
 const HANDLERS = fileURLToPath(new URL('./fixtures/counted-commands.mjs', import.meta.url))
 const DEVICE = 'rc-pump'
 const RULE = 'pump.vibration'
+const SECRET = 'a-shared-secret-of-some-length'
 
 interface ChainAction extends ActionRow { readonly command?: CommandRecord }
 interface Chain extends Omit<FiringView, 'actions'> { readonly actions: readonly ChainAction[] }
@@ -50,28 +55,21 @@ describe('a hub killed right after a rule fired', () => {
     while (cleanups.length) await cleanups.pop()!()
   })
 
-  type Restart = 'running' | 'finished' | 'away'
-  it.each<[Restart, string]>([
-    ['running', 'the device still runs the command at the restart: the repeat of its id is not run, its one run answers'],
-    ['finished', 'the device finished the command while the hub was dead: the repeat of its id is answered from its ledger'],
-    ['away', 'the device is away at the restart and the hub is killed again while the action waits for it: the third hub sends it once'],
-  ])('finishes the action after the restart and the device runs the command once (%s): %s', async (restart) => {
+  /**
+   * A hub process and a pump: an agent process whose sensor `vib` reads 0.2
+   * every 100 ms (above the rules' threshold) and that runs `count.slow`.
+   * `restart()` starts a hub again on the same data and MQTT port.
+   */
+  async function hubAndPump() {
     const tmp = tempDir('rules-crash')
     cleanups.push(tmp.remove)
     const hubDir = join(tmp.dir, 'hub')
     const agentDir = join(tmp.dir, 'agent')
     mkdirSync(agentDir, { recursive: true })
-    const runsFile = join(agentDir, 'count.slow.runs')
     const statsFile = join(tmp.dir, 'agent-stats.json')
-    const lines = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter((l) => l !== '') : [])
-
     let hub: HubProc = await startHubProc(hubDir)
     procs.push(hub)
     const port = hub.mqttPort
-    const again = async () => {
-      hub = await startHubProc(hubDir, { mqttPort: port })
-      procs.push(hub)
-    }
     const add = await hub.api<{ token: string }>('POST', '/api/devices', { id: DEVICE })
     expect(add.status).toBe(201)
     const agent = startAgentProc({
@@ -84,10 +82,45 @@ describe('a hub killed right after a rule fired', () => {
     procs.push(agent)
     const online = () => waitFor(async () => (await hub.api<{ presence: { reachable: boolean } | null }>('GET', `/api/devices/${DEVICE}`)).body.presence?.reachable === true, 'the device reachable')
     await online()
+    return {
+      agent, agentDir, online,
+      hub: () => hub,
+      restart: async (): Promise<void> => {
+        hub = await startHubProc(hubDir, { mqttPort: port })
+        procs.push(hub)
+      },
+      /** The agent's own counts, written as it stops (SIGTERM). */
+      agentStats: async (): Promise<AgentStats> => {
+        await killProc(agent, 'SIGTERM')
+        return (JSON.parse(readFileSync(statsFile, 'utf8')) as { agent: AgentStats }).agent
+      },
+      /** The rule's one firing, and its chain. */
+      chain: async (): Promise<Chain> => {
+        const firing = (await hub.api<RuleDetail>('GET', `/api/rules/${RULE}`)).body.recentFirings[0]!
+        return (await hub.api<Chain>('GET', `/api/firings/${firing.id}`)).body
+      },
+      /** Waits until the hub has stored a few more samples: they met the rule after what the test did. */
+      moreSamples: async (): Promise<void> => {
+        const mark = async () => Math.max(0, ...(await hub.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${DEVICE}`)).body.streams.map((st) => st.upTo))
+        const seen = await mark()
+        await waitFor(async () => (await mark()) >= seen + 5, 'more samples stored by the last hub')
+      },
+    }
+  }
+
+  type Restart = 'running' | 'finished' | 'away'
+  it.each<[Restart, string]>([
+    ['running', 'the device still runs the command at the restart: the repeat of its id is not run, its one run answers'],
+    ['finished', 'the device finished the command while the hub was dead: the repeat of its id is answered from its ledger'],
+    ['away', 'the device is away at the restart and the hub is killed again while the action waits for it: the third hub sends it once'],
+  ])('finishes the action after the restart and the device runs the command once (%s): %s', async (restart) => {
+    const { agent, agentDir, online, hub, restart: again, agentStats, chain, moreSamples } = await hubAndPump()
+    const runsFile = join(agentDir, 'count.slow.runs')
+    const lines = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter((l) => l !== '') : [])
 
     // Long enough that the first restart (a second or two) comes while it runs.
     const handlerMs = restart === 'finished' ? 1500 : 5000
-    const added = await hub.api('POST', '/api/rules', {
+    const added = await hub().api('POST', '/api/rules', {
       name: RULE, for: `device:${DEVICE}`,
       when: { telemetry: { sensor: 'vib', op: '>', value: 0.08, clear: { op: '<=', value: 0.06 } } },
       then: [{ command: { name: 'count.slow', args: { file: runsFile, ms: handlerMs }, timeoutMs: 60_000 } }],
@@ -100,12 +133,10 @@ describe('a hub killed right after a rule fired', () => {
     if (restart === 'away') agent.child.kill('SIGSTOP')
     // Hub and test share the machine's clock: the chain's times are told apart from the kills on it.
     let killedAt = Date.now()
-    await killProc(hub, 'SIGKILL')
+    await killProc(hub(), 'SIGKILL')
     if (restart === 'finished') await waitFor(() => lines().length === 2, 'the command finished on the device while the hub was dead')
     await again()
 
-    const firingId = async () => (await hub.api<RuleDetail>('GET', `/api/rules/${RULE}`)).body.recentFirings[0]!.id
-    const chain = async () => (await hub.api<Chain>('GET', `/api/firings/${await firingId()}`)).body
     if (restart === 'running') {
       await online()
       // The device came back before its run ended: the resumed action's repeat reaches it while it runs.
@@ -117,7 +148,7 @@ describe('a hub killed right after a rule fired', () => {
       const c = await chain()
       expect(c.actions[0]).toMatchObject({ status: 'pending', command: { status: 'disconnected', error: { code: 'HUB_RESTART' } } })
       killedAt = Date.now()
-      await killProc(hub, 'SIGKILL')
+      await killProc(hub(), 'SIGKILL')
       agent.child.kill('SIGCONT')
       await again()
     }
@@ -148,22 +179,74 @@ describe('a hub killed right after a rule fired', () => {
     expect(action.endedAt).toBeGreaterThanOrEqual(cmd.finishedAt!)
 
     // One firing: the condition still holds across the restart and fires no more, for samples stored since.
-    const mark = async () => Math.max(0, ...(await hub.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${DEVICE}`)).body.streams.map((s) => s.upTo))
-    const seen = await mark()
-    await waitFor(async () => (await mark()) >= seen + 5, 'more samples stored by the last hub')
-    const rule = (await hub.api<RuleDetail>('GET', `/api/rules/${RULE}`)).body
+    await moreSamples()
+    const rule = (await hub().api<RuleDetail>('GET', `/api/rules/${RULE}`)).body
     expect(rule.counters).toMatchObject({ fired: 1, suppressedStale: 0, actionsFailed: 0 })
     expect(rule.recentFirings.map((f) => f.id)).toEqual([id])
 
     // One command record for the firing, and one run on the device, counted there.
-    const cmds = (await hub.api<{ commands: CommandRecord[] }>('GET', `/api/devices/${DEVICE}/commands`)).body.commands
+    const cmds = (await hub().api<{ commands: CommandRecord[] }>('GET', `/api/devices/${DEVICE}/commands`)).body.commands
     expect(cmds.filter((c) => c.cause?.firing === id).map((c) => c.id)).toEqual([commandId])
     expect(cmds).toHaveLength(1)
     expect(lines()).toEqual([`start ${commandId}`, `end ${commandId}`])
     // The agent's own count: one run, and the resumed action's repeat of the id recognised as one.
-    await killProc(agent, 'SIGTERM')
-    const stats = (JSON.parse(readFileSync(statsFile, 'utf8')) as { agent: AgentStats }).agent
-    expect(stats.commands).toMatchObject({ ran: 1, duplicates: 1, failed: 0 })
+    expect((await agentStats()).commands).toMatchObject({ ran: 1, duplicates: 1, failed: 0 })
     console.log(`rules-crash (${restart}): action done ${Math.round(recoveredMs)} ms after the kill`)
+  }, 120_000)
+
+  it('goes on after the restart with a webhook the kill found in back-off: its tries counted across the restart, taken once, each signed', async () => {
+    // A receiver that answers 503 until the test opens it; every call and every answer is kept.
+    const calls: Array<{ headers: IncomingMessage['headers']; body: string; status: number }> = []
+    let open = false
+    const server: Server = createServer((req, res) => {
+      let body = ''
+      req.setEncoding('utf8')
+      req.on('data', (chunk: string) => { body += chunk })
+      req.on('end', () => {
+        const status = open ? 200 : 503
+        calls.push({ headers: req.headers, body, status })
+        res.writeHead(status, { connection: 'close' })
+        res.end()
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }))
+    const address = server.address()
+    const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/hook`
+
+    const { hub, restart, chain, moreSamples } = await hubAndPump()
+    const added = await hub().api('POST', '/api/rules', {
+      name: RULE, for: `device:${DEVICE}`,
+      when: { telemetry: { sensor: 'vib', op: '>', value: 0.08, clear: { op: '<=', value: 0.06 } } },
+      then: [{ webhook: { url, secret: SECRET } }],
+    })
+    expect(added.status).toBe(201)
+    // Two tries refused, both counted in the firing's record: the hub now waits 2 s before the third.
+    await waitFor(() => calls.length >= 2, 'two tries at the receiver')
+    await waitFor(async () => (await chain()).actions[0]!.attempts === calls.length, 'the tries recorded')
+    const before = calls.length
+    await killProc(hub(), 'SIGKILL')
+    open = true
+    await restart()
+
+    const done = await waitFor(async () => {
+      const c = await chain()
+      return c.actions[0]!.status === 'pending' ? undefined : c
+    }, 'the webhook taken after the restart')
+    // One more try after the restart, at once (its back-off ended with the hub), taken: the tries of both hubs counted as one action's.
+    expect(calls.map((c) => c.status)).toEqual([...Array.from({ length: before }, () => 503), 200])
+    expect(done.actions[0]).toMatchObject({ kind: 'webhook', status: 'done', attempts: before + 1, outcome: { attempts: before + 1, status: 200 } })
+    for (const c of calls) {
+      expect(c.headers['x-rollcall-delivery']).toBe(`${done.id}.0`)
+      const ts = String(c.headers['x-rollcall-timestamp'])
+      expect(c.headers['x-rollcall-signature']).toBe(`sha256=${createHmac('sha256', SECRET).update(`${ts}.${c.body}`).digest('hex')}`)
+      expect(JSON.parse(c.body)).toMatchObject({ type: 'rule.firing', v: 1, rule: RULE, firing: done.id, action: 0, deviceId: DEVICE })
+    }
+    // Nothing given up, and one firing: the condition that still holds fired no more after the restart.
+    await moreSamples()
+    const rule = (await hub().api<RuleDetail>('GET', `/api/rules/${RULE}`)).body
+    expect(rule.counters).toMatchObject({ fired: 1, actionsFailed: 0 })
+    expect((await hub().api<{ deadLetters: unknown[] }>('GET', '/api/dead-letters')).body.deadLetters).toEqual([])
+    expect(calls.filter((c) => c.status === 200)).toHaveLength(1)
   }, 120_000)
 })
