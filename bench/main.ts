@@ -24,7 +24,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
-       npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 15] [--reactions 200] [--flush-delay-ms 20]
+       npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     return n
   }
   const rulesOptions = () => ({
-    rules: num('rules', '100'), devices: num('devices', '100'), samplesPerMessage: num('samples'), warmupS: num('warmup', '3'), measureS: num('seconds', '15'),
+    rules: num('rules', '100'), devices: num('devices', '100'), samplesPerMessage: num('samples'), warmupS: num('warmup', '3'), measureS: num('seconds', '10'), rounds: num('rounds', '4'),
     reactions: count('reactions', '200', 10_000), flushDelayMs: count('flush-delay-ms', String(HUB_DEFAULTS.flushDelayMs), 1000),
   })
   switch (positionals[0]) {

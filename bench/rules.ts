@@ -31,6 +31,8 @@ export interface RulesBenchOptions {
   readonly samplesPerMessage: number
   readonly warmupS: number
   readonly measureS: number
+  /** Rounds of (no rules, rules), alternated. */
+  readonly rounds: number
   /** Crossings timed per reaction measurement; 0: the reaction time is not measured. */
   readonly reactions: number
   /** The hub's group-commit window (its `flushDelayMs`). */
@@ -58,39 +60,68 @@ export async function runRulesBench(o: RulesBenchOptions): Promise<void> {
     }))
     const url = `mqtt://127.0.0.1:${hub.mqttPort}`
     const measure = async (): Promise<TransportFigures> => (await driveTelemetry(hub, devices, url, {}, o)).figures
+    const addRules = async (): Promise<void> => {
+      for (let i = 0; i < o.rules; i++) {
+        const r = await hub.api('POST', '/api/rules', {
+          name: `bench.r${i}`, for: 'all',
+          when: { telemetry: { sensor: `s${i % 50}`, op: '>', value: 99.99, clear: { op: '<', value: 10 } } },
+          then: [{ event: { level: 'info', message: `rule ${i}` } }],
+          maxFiringsPerMinute: 100_000,
+        })
+        if (r.status !== 201) throw new Error(`rule ${i}: ${r.status} ${JSON.stringify(r.body)}`)
+      }
+    }
+    const removeRules = async (): Promise<void> => {
+      for (let i = 0; i < o.rules; i++) await hub.api('DELETE', `/api/rules/bench.r${i}`)
+    }
+    const ruleStats = async () => (await hub.api<{ rules: { evaluations: number; fired: number } }>('GET', '/api/stats')).body.rules
     // A first round, discarded: the hub's JIT and database warm up in it.
     await measure()
-    const none = await measure()
-    for (let i = 0; i < o.rules; i++) {
-      const r = await hub.api('POST', '/api/rules', {
-        name: `bench.r${i}`, for: 'all',
-        when: { telemetry: { sensor: `s${i % 50}`, op: '>', value: 99.99, clear: { op: '<', value: 10 } } },
-        then: [{ event: { level: 'info', message: `rule ${i}` } }],
-        maxFiringsPerMinute: 100_000,
-      })
-      if (r.status !== 201) throw new Error(`rule ${i}: ${r.status} ${JSON.stringify(r.body)}`)
+    // Then rounds of the two side by side, in turns: none then rules, rules then none, ... The rate
+    // drifts on this machine by tens of percent over a minute, and falls as the database grows, so
+    // whichever went second would lose; taking turns lets the drift fall on both sides alike.
+    const rounds: Array<{ none: TransportFigures; rules: TransportFigures }> = []
+    let evaluations = 0
+    let fired = 0
+    const measureRules = async (): Promise<TransportFigures> => {
+      await addRules()
+      const before = await ruleStats()
+      const f = await measure()
+      const after = await ruleStats()
+      evaluations += after.evaluations - before.evaluations
+      fired += after.fired - before.fired
+      await removeRules()
+      return f
     }
-    const probe = o.reactions > 0 ? await reactionProbe(hub, url, o.reactions) : undefined
-    const idle = probe ? await probe(IDLE_PROBE_BUDGET_MS) : undefined
-    const stats0 = (await hub.api<{ rules: { evaluations: number; fired: number } }>('GET', '/api/stats')).body.rules
-    // Under load: the probe starts once the load's warm-up is over and stops before its window closes.
-    const [withRules, loaded] = await Promise.all([
-      measure(),
-      probe ? sleep(o.warmupS * 1000).then(() => probe(Math.max(2000, o.measureS * 1000 - 1500))) : undefined,
-    ])
-    const stats1 = (await hub.api<{ rules: { evaluations: number; fired: number } }>('GET', '/api/stats')).body.rules
-    for (let i = 0; i < o.rules; i++) await hub.api('DELETE', `/api/rules/bench.r${i}`)
-    if (probe) await hub.api('DELETE', `/api/rules/${PROBE.rule}`)
-    const again = await measure()
-    const pct = (x: number) => `${Math.round((x / none.samplesPerS) * 100)}%`
+    for (let r = 0; r < o.rounds; r++) {
+      if (r % 2 === 0) {
+        const none = await measure()
+        rounds.push({ none, rules: await measureRules() })
+      } else {
+        const withRules = await measureRules()
+        rounds.push({ none: await measure(), rules: withRules })
+      }
+    }
+    const sum = (pick: (f: TransportFigures) => number, side: 'none' | 'rules') => rounds.reduce((acc, x) => acc + pick(x[side]), 0) / rounds.length
+    const pct = (x: number, of: number) => `${Math.round((x / of) * 100)}%`
     console.log(table([
-      ['', 'no rules', `${o.rules} rules`, 'no rules again'],
-      ['samples/s stored', String(Math.round(none.samplesPerS)), `${Math.round(withRules.samplesPerS)} (${pct(withRules.samplesPerS)})`, `${Math.round(again.samplesPerS)} (${pct(again.samplesPerS)})`],
-      ['hub CPU per message', `${Math.round(none.hubCpuUsPerMessage)} µs`, `${Math.round(withRules.hubCpuUsPerMessage)} µs`, `${Math.round(again.hubCpuUsPerMessage)} µs`],
-      ['hub process CPU', `${Math.round(none.hubCpuPct)}%`, `${Math.round(withRules.hubCpuPct)}%`, `${Math.round(again.hubCpuPct)}%`],
+      ['', 'no rules', `${o.rules} rules`],
+      ...rounds.map((x, i) => [`round ${i + 1} (${i % 2 === 0 ? 'none first' : 'rules first'}): samples/s`, String(Math.round(x.none.samplesPerS)), `${Math.round(x.rules.samplesPerS)} (${pct(x.rules.samplesPerS, x.none.samplesPerS)})`]),
+      ['all rounds: samples/s stored', String(Math.round(sum((f) => f.samplesPerS, 'none'))), `${Math.round(sum((f) => f.samplesPerS, 'rules'))} (${pct(sum((f) => f.samplesPerS, 'rules'), sum((f) => f.samplesPerS, 'none'))})`],
+      ['all rounds: hub CPU per message', `${Math.round(sum((f) => f.hubCpuUsPerMessage, 'none'))} µs`, `${Math.round(sum((f) => f.hubCpuUsPerMessage, 'rules'))} µs`],
+      ['all rounds: hub process CPU', `${Math.round(sum((f) => f.hubCpuPct, 'none'))}%`, `${Math.round(sum((f) => f.hubCpuPct, 'rules'))}%`],
     ]))
-    console.log(`with rules: ${stats1.evaluations - stats0.evaluations} evaluations (rule x sample, the warm-up included), ${stats1.fired - stats0.fired} firings`)
-    if (idle && loaded) printReactions(o, idle, loaded)
+    console.log(`with rules: ${evaluations} evaluations (rule x sample, the warm-ups included), ${fired} firings`)
+
+    // The reaction time, with the 100 rules in place: idle, then under the same load (a window of its
+    // own, not compared: the probe is one more process on the same two cores).
+    if (o.reactions === 0) return
+    await addRules()
+    const probe = await reactionProbe(hub, url, o.reactions)
+    const idle = await probe(IDLE_PROBE_BUDGET_MS)
+    // The probe starts once the load's warm-up is over and stops before its window closes.
+    const [, loaded] = await Promise.all([measure(), sleep(o.warmupS * 1000).then(() => probe(Math.max(2000, o.measureS * 1000 - 1500)))])
+    printReactions(o, idle, loaded)
   } finally {
     await hub.stop()
     rmSync(work, { recursive: true, force: true })
