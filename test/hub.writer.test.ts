@@ -69,6 +69,23 @@ describe('writer.commit', () => {
     writer.close()
     await expect(writer.commit((d) => insert(d, 'z'))).rejects.toThrow(/closed/)
   })
+
+  it('commitWithGroup waits for the group\'s own commit (it forces none), then resolves once it is durable, or rejects its own failure', async () => {
+    const { writer, reader } = open()
+    let settled = false
+    const late = writer.commitWithGroup((d) => insert(d, 'g')).then(() => { settled = true })
+    const dup = writer.commitWithGroup((d) => insert(d, 'g'))
+    dup.catch(() => undefined)
+    // Several turns of the event loop later, with the timer an hour away: not committed.
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r))
+    expect(settled).toBe(false)
+    expect(keys(reader)).toEqual([])
+    // A commit someone waits on now takes it along.
+    await writer.commit((d) => insert(d, 'h'))
+    await late
+    expect(keys(reader)).toEqual(['g', 'h'])
+    await expect(dup).rejects.toThrow(/UNIQUE/)
+  })
 })
 
 /**

@@ -197,8 +197,10 @@ export function createActionRunner(deps: ActionRunnerDeps) {
     // HUB_STOPPING). Left pending, it is carried out again, as the same command or job, at the next start.
     if (stopped) return
     try {
-      await writer.commit(() => {
-        store.endAction(p.firingId, p.idx, result.status, result.outcome, clock.now())
+      // With the group's commit, not one forced now: a rule firing on many devices must not cut ingest's groups short.
+      const at = clock.now()
+      await writer.commitWithGroup(() => {
+        store.endAction(p.firingId, p.idx, result.status, result.outcome, at)
         if (result.status === 'failed') store.count(p.ruleId, 'actions_failed')
       })
       counts[result.status]++

@@ -7,7 +7,7 @@ import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
 import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
-import { HUB_CAUSED, IDLE, presenceMayFire, presenceThreshold, sameState, step, type ConditionState, type JobFailure } from './machine.js'
+import { compare, HUB_CAUSED, IDLE, presenceMayFire, presenceThreshold, sameState, step, type ConditionState, type JobFailure, type TelemetryCondition } from './machine.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { RuleStates, type Entry } from './states.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
@@ -111,6 +111,8 @@ export interface RulesStats {
 interface Live {
   readonly id: number
   readonly rule: CheckedRule
+  /** The rule's telemetry condition, if it has one (read on the hot path). */
+  readonly telemetry: TelemetryCondition | undefined
   /** When the rule last began watching (added or enabled): a presence rule counts no earlier. */
   readonly watchingSince: number
   /** Firings that acted in the last minute (the rate limit). */
@@ -171,7 +173,7 @@ export function createRules(deps: RulesDeps) {
     const previous = rules
     rules = new Map(store.all().map((r) => {
       const before = previous.get(r.id)
-      return [r.id, { id: r.id, rule: r.rule, watchingSince: r.updatedAt, window: before?.window ?? new MinuteWindow(), failures: before?.failures ?? new MinuteWindow(), pausedUntil: r.paused?.until ?? null }]
+      return [r.id, { id: r.id, rule: r.rule, telemetry: 'telemetry' in r.rule.when ? r.rule.when.telemetry : undefined, watchingSince: r.updatedAt, window: before?.window ?? new MinuteWindow(), failures: before?.failures ?? new MinuteWindow(), pausedUntil: r.paused?.until ?? null }]
     }))
     index()
   }
@@ -250,21 +252,46 @@ export function createRules(deps: RulesDeps) {
     pass.writes.push(() => { store.putState(live.id, deviceId, entry.state, entry.lastFiredAt) })
   }
 
+  /**
+   * The hot path: every stored sample of a watched sensor, for each rule on
+   * it. Written as plain loops (forWatching's shape, without its closures),
+   * and the common case, a rule idle on a value that does not cross,
+   * leaves after one comparison.
+   */
   function evaluateSamples(pass: Pass, storeId: string, samples: readonly StoredSample[], now: number): void {
-    const entryOf = states.reader(pass.deviceId)
-    forWatching(pass.deviceId, samples, (s) => bySensor.get(s.sensor), (live, s) => {
-      if (!('telemetry' in live.rule.when)) return
-      stats.evaluations++
-      const entry = entryOf(pass.overlay, live.id)
-      const next = step(live.rule.when.telemetry, entry.state, s.ts, s.value)
-      let lastFiredAt = entry.lastFiredAt
-      if (next.fired) {
-        const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
-        if (fire(pass, live, entry, trigger, now, s.unsynced === true)) lastFiredAt = now
+    const deviceId = pass.deviceId
+    const entryOf = states.reader(deviceId)
+    let group: string | null | undefined
+    let groupRead = false
+    for (const s of samples) {
+      const list = bySensor.get(s.sensor)
+      if (list === undefined) continue
+      if (!groupRead) {
+        group = deps.groupOf(deviceId)
+        groupRead = true
       }
-      if (next.state === entry.state || (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt)) return
-      noteChange(pass, live, { state: next.state, lastFiredAt })
-    })
+      if (group === undefined) return
+      for (const live of list) {
+        const c = live.telemetry
+        if (c === undefined || (live.rule.target.kind !== 'all' && !targetIncludes(live.rule.target, deviceId, group))) continue
+        stats.evaluations++
+        const entry = entryOf(pass.overlay, live.id)
+        if (entry.state.phase === 'idle' && !compare(s.value, c)) continue
+        evaluateSample(pass, live, c, entry, storeId, s, now)
+      }
+    }
+  }
+
+  /** One sample that crosses, or a rule not idle: its machine's step, and what it fires or changes. */
+  function evaluateSample(pass: Pass, live: Live, c: TelemetryCondition, entry: Entry, storeId: string, s: StoredSample, now: number): void {
+    const next = step(c, entry.state, s.ts, s.value)
+    let lastFiredAt = entry.lastFiredAt
+    if (next.fired) {
+      const trigger: Trigger = { kind: 'sample', storeId, seq: s.seq, ts: s.ts, sensor: s.sensor, value: s.value }
+      if (fire(pass, live, entry, trigger, now, s.unsynced === true)) lastFiredAt = now
+    }
+    if (next.state === entry.state || (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt)) return
+    noteChange(pass, live, { state: next.state, lastFiredAt })
   }
 
   function evaluateEvents(pass: Pass, storeId: string, events: readonly StoredEvent[], now: number): void {

@@ -169,13 +169,13 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     }
   }
 
-  function push(op: WriteOp, weight: number, waiter: Waiter | undefined, onFailed?: OnFailed): void {
+  function push(op: WriteOp, weight: number, waiter: Waiter | undefined, onFailed?: OnFailed, urgent = waiter !== undefined): void {
     if (closed) throw new Error('writer is closed')
     if (queue.length === 0) queuedSince = performance.now()
     queue.push({ op, waiter, onFailed })
     queuedWeight += weight
     if (queuedWeight >= options.maxBatchWeight) flush()
-    else if (waiter) soon ??= setImmediate(flush)
+    else if (urgent) soon ??= setImmediate(flush)
     else timer ??= setTimeout(flush, options.flushDelayMs)
   }
 
@@ -204,9 +204,26 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     })
   }
 
+  /**
+   * As commit, but with the next group commit in its own time (within
+   * flushDelayMs), not at the end of this turn: for a caller that needs to
+   * know when its write is durable but not soon. A commit forced early
+   * makes the groups of everything else smaller.
+   */
+  function commitWithGroup(op: WriteOp, weight = 1): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      try {
+        push(op, weight, { resolve, reject }, undefined, false)
+      } catch (err) {
+        reject(asError(err))
+      }
+    })
+  }
+
   return {
     enqueue,
     commit,
+    commitWithGroup,
     flush,
     onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
     /** Runs when a whole group failed to commit (not when one operation was rolled back alone). */
