@@ -170,7 +170,10 @@ describe('a hub killed right after a rule fired', () => {
     expect(action.command).toMatchObject({ name: 'count.slow', status: 'succeeded', result: { ran: commandId }, cause: { rule: RULE, firing: id } })
     // Its timings: fired, started, the hub killed, the command sent again by the last hub and answered, the action ended.
     const cmd = action.command!
-    expect(cmd.timeline.map((e) => e.event)).toEqual(['created', 'sent', 'replied'])
+    expect(cmd.timeline.map((e) => e.event)).toEqual(['created', 'sent', 'sent again after a hub restart', 'replied'])
+    // The first send by the hub that was killed, the second by the last hub.
+    expect(cmd.timeline[1]!.at).toBeLessThan(killedAt)
+    expect(cmd.timeline[2]!.at).toBe(cmd.sentAt)
     expect(action.startedAt).toBeGreaterThanOrEqual(done.at)
     expect(cmd.createdAt).toBeGreaterThanOrEqual(action.startedAt!)
     expect(cmd.createdAt).toBeLessThan(killedAt)

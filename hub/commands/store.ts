@@ -37,6 +37,8 @@ interface CommandRow {
   job_id: string | null
   late_at: number | null
   late_response: string | null
+  first_sent_at: number | null
+  resent: number
   cause_rule: string | null
   cause_firing: string | null
 }
@@ -87,7 +89,9 @@ export interface NewCommand {
 
 function toRecord(r: CommandRow): CommandRecord {
   const timeline: Array<{ at: number; event: string }> = [{ at: r.created_at, event: 'created' }]
-  if (r.sent_at !== null) timeline.push({ at: r.sent_at, event: 'sent' })
+  // Carried out again under its id after a restart (first_sent_at is then set): the first send, then the last.
+  if (r.first_sent_at !== null) timeline.push({ at: r.first_sent_at, event: 'sent' })
+  if (r.sent_at !== null) timeline.push({ at: r.sent_at, event: r.first_sent_at !== null ? `sent again after a hub restart${r.resent > 1 ? ` (${r.resent} times)` : ''}` : 'sent' })
   if (r.status === 'offline' || r.status === 'queued') timeline.push({ at: r.created_at, event: r.status === 'offline' ? 'refused: device offline' : `queued as job ${r.job_id ?? ''}` })
   if (r.status === 'timed_out' && r.sent_at === null) timeline.push({ at: r.created_at, event: 'not sent: the group\'s deadline passed first' })
   // Rows never sent (offline, queued, not sent) were settled when made: their one entry is above.
@@ -110,7 +114,8 @@ export function createCommandStore(db: Db, writer: Writer) {
       `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id, cause_rule, cause_firing)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, sent_at = excluded.sent_at, expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id
+         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id,
+         first_sent_at = COALESCE(commands.first_sent_at, commands.sent_at), resent = commands.resent + (excluded.sent_at IS NOT NULL)
        WHERE commands.status = 'sent' OR (commands.status = 'disconnected' AND commands.error_code IN ('HUB_RESTART', 'HUB_STOPPING'))`),
     // The whole row, so the outcome is recorded even if the row's first write was lost with a failed commit.
     finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message, cause_rule, cause_firing)

@@ -306,6 +306,12 @@ export const HUB_MIGRATIONS: readonly string[] = [
      device page), read from an index rather than by scanning every rule's firings. */ `
   CREATE INDEX rule_firings_device ON rule_firings(device_id, at);
   `,
+  // 10: a command sent again under its id (a rule's action carried out again after a restart) keeps
+  // when it was first sent and how often it went again, for its timeline.
+  `
+  ALTER TABLE commands ADD COLUMN first_sent_at INTEGER;
+  ALTER TABLE commands ADD COLUMN resent INTEGER NOT NULL DEFAULT 0;
+  `,
 ]
 
 /**
