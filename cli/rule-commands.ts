@@ -82,8 +82,22 @@ export function testSummary(r: RuleTestReport): string {
   const reasons = Object.entries(r.suppressed).filter(([, n]) => n > 0)
   const suppressed = reasons.reduce((a, [, n]) => a + n, 0)
   const why = reasons.length === 1 ? ` (${reasons[0]![0]})` : reasons.length > 1 ? ` (${reasons.map(([k, n]) => `${n} ${k}`).join(', ')})` : ''
-  const items = r.source.from === 'samples' ? 'sample' : 'event'
+  const items = { samples: 'sample', events: 'event', presence: 'presence change', jobs: 'job failure' }[r.source.from]
   return `${plural(r.acted, 'firing')} would have acted, ${suppressed === 0 ? 'none' : suppressed} suppressed${why}; ${plural(r.evaluated, items)} evaluated`
+}
+
+/** What a dry run's transition was triggered by, in a cell. */
+function replayedItem(t: RuleTestReport['transitions'][number]['trigger']): string {
+  switch (t.type) {
+    case 'sample': return String(t.value)
+    case 'event': return `${t.level}: ${clip(t.message, 50)}`
+    case 'presence': return `${t.status} (${t.reason})`
+    case 'job': return `${t.name} ${t.outcome}, attempt ${t.attempt}${t.error ? `: ${clip(t.error, 30)}` : ''}`
+    default: {
+      const never: never = t
+      return never
+    }
+  }
 }
 
 export const ruleCommands = {
@@ -145,12 +159,11 @@ export const ruleCommands = {
     if (opts.json) return printJson(r)
     const samples = r.source.from === 'samples'
     const src = r.source
-    const what = src.from === 'samples' ? `"${src.sensor}" samples` : src.from === 'events' ? `"${src.kind}" events${src.level ? ` (${src.level})` : ''}` : 'presence changes'
+    const what = src.from === 'samples' ? `"${src.sensor}" samples` : src.from === 'events' ? `"${src.kind}" events${src.level ? ` (${src.level})` : ''}` : src.from === 'presence' ? 'presence changes' : 'job failures'
     out(`rule ${r.rule} on ${r.deviceId}'s ${what}, ${localTime(r.sinceMs)} to ${localTime(r.untilMs)}:`)
     if (r.transitions.length > 0) {
-      out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : src.from === 'events' ? 'EVENT' : 'STATUS', 'VERDICT'], ...r.transitions.map((t) => [
-        localTimeMs(t.ts), t.kind,
-        t.trigger.type === 'sample' ? String(t.trigger.value) : t.trigger.type === 'event' ? `${t.trigger.level}: ${clip(t.trigger.message, 50)}` : `${t.trigger.status} (${t.trigger.reason})`,
+      out(table([['TIME', 'FIRE/CLEAR', samples ? 'VALUE' : src.from === 'events' ? 'EVENT' : src.from === 'presence' ? 'STATUS' : 'JOB', 'VERDICT'], ...r.transitions.map((t) => [
+        localTimeMs(t.ts), t.kind, replayedItem(t.trigger),
         t.kind === 'clear' ? '' : t.verdict === 'acts' ? 'would act' : `suppressed: ${t.verdict}`,
       ])]))
     } else {

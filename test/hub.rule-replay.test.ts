@@ -117,24 +117,38 @@ describe('replaying a presence rule on the presence history', () => {
   })
 })
 
+describe('replaying a job rule on the device\'s failed executions', () => {
+  const failure = (sec: number, name: string, outcome: 'failed' | 'timed_out', causeRule: string | null = null): ReplayItem =>
+    ({ type: 'job', ts: T0 + sec * S, jobId: `j${sec}`, name, outcome, attempt: 3, error: 'X: y', causeRule })
+  const items = [failure(0, 'flash', 'failed'), failure(1, 'diag.collect', 'failed', 'vib.high'), failure(2, 'flash', 'timed_out'), failure(3, 'backup', 'failed')]
+  it.each([
+    ['any failure, but not of a job this rule made', {}, ['fire@0 acts', 'fire@2 acts', 'fire@3 acts']],
+    ['one task', { name: 'flash' }, ['fire@0 acts', 'fire@2 acts']],
+    ['timed out only', { outcome: 'timed_out' }, ['fire@2 acts']],
+  ] as const)('%s', (_what, job, transitions) => {
+    expect(shape(replay(rule({ when: { job } }), items))).toEqual(transitions)
+  })
+})
+
 describe('what a dry run reads', () => {
   it('names the source of each condition kind it replays', () => {
     expect(replaySource({ telemetry: { sensor: 'vib', op: '>', value: 1 } })).toEqual({ from: 'samples', sensor: 'vib' })
     expect(replaySource({ event: { kind: 'fault' } })).toEqual({ from: 'events', kind: 'fault' })
     expect(replaySource({ event: { kind: 'fault', level: 'error' } })).toEqual({ from: 'events', kind: 'fault', level: 'error' })
     expect(replaySource({ presence: { status: 'offline', forMs: 1000 } })).toEqual({ from: 'presence' })
+    expect(replaySource({ job: { name: 'flash', outcome: 'failed' } })).toEqual({ from: 'jobs', name: 'flash', outcome: 'failed' })
   })
 
   it('refuses a condition kind it cannot replay, naming those it can', () => {
-    const job: Condition = { job: { outcome: 'failed' } }
+    const geofence = { geofence: { left: 'yard' } } as unknown as Condition
     let thrown: unknown
     try {
-      replaySource(job)
+      replaySource(geofence)
     } catch (err) {
       thrown = err
     }
     expect(thrown).toBeInstanceOf(RollcallError)
     expect((thrown as RollcallError).code).toBe('BAD_REQUEST')
-    expect((thrown as Error).message).toBe('a dry run cannot replay a "job" condition yet; it replays "telemetry", "event" and "presence" conditions')
+    expect((thrown as Error).message).toBe('a dry run cannot replay a "geofence" condition yet; it replays "telemetry", "event", "presence" and "job" conditions')
   })
 })

@@ -187,6 +187,14 @@ describe('rules on jobs', () => {
     // Its three attempts (the default) failed, and none of them fired the rule that made it.
     expect(runs.diag).toBe(3)
     expect(rules.get('flaky.timed-out').counters.fired).toBe(0)
+
+    // The dry run of the same rule on the device's failed executions: the one failure, not its own diag job's.
+    const dry = await h.api<{ source: unknown; transitions: Array<{ kind: string; verdict: string; trigger: { jobId: string } }> }>('POST', '/api/rules/test', {
+      rule: note('job.failed', { job: { outcome: 'failed' } }), deviceId: d.id,
+    })
+    expect(dry.status).toBe(200)
+    expect(dry.body.source).toEqual({ from: 'jobs', outcome: 'failed' })
+    expect(dry.body.transitions.map((t) => [t.kind, t.trigger.jobId, t.verdict])).toEqual([['fire', failing.id, 'acts']])
   })
 
   it('fire on an execution that timed out', async () => {

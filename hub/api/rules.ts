@@ -147,6 +147,12 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
     case 'presence':
       items = s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason }))
       break
+    case 'jobs':
+      items = s.jobs.failuresOfDevice(device.id, sinceMs, untilMs, limit + 1).map((f) => ({
+        type: 'job', ts: f.finished_at, jobId: f.job_id, name: f.job_name, outcome: f.state, attempt: f.attempt,
+        error: f.error_code === null ? null : `${f.error_code}: ${f.error_message ?? ''}`, causeRule: f.cause_rule,
+      }))
+      break
     default: {
       const never: never = source
       return never
@@ -156,7 +162,7 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
   if (truncated) items = items.slice(0, limit)
   const result = replay(rule, items, truncated ? items.at(-1)!.ts : Math.min(untilMs, now))
   const watches = targetIncludes(rule.target, device.id, device.group)
-  const what = source.from === 'samples' ? `"${source.sensor}" samples` : source.from === 'events' ? `"${source.kind}" events` : 'presence changes'
+  const what = source.from === 'samples' ? `"${source.sensor}" samples` : source.from === 'events' ? `"${source.kind}" events` : source.from === 'presence' ? 'presence changes' : 'job failures'
   const notes: string[] = []
   if (!watches) notes.push(`the rule is for ${rule.for}, which does not include ${device.id}: added as it is, it would not watch this device; the run shows what it would do if it did`)
   if (items.length === 0) notes.push(`${device.id} stored no ${what} from ${new Date(sinceMs).toISOString()} to ${new Date(untilMs).toISOString()}: try an earlier since`)

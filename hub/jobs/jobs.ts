@@ -117,6 +117,8 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     stop: sweeper.stop,
     stats: (): JobStats => ({ ...ctx.counters, pacedRinging: dispatch.pacedRinging() }),
     executionsOfDevice,
+    /** A device's executions that failed for good from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
+    failuresOfDevice: (deviceId: string, sinceMs: number, untilMs: number, limit: number) => store.failedOfDevice(deviceId, sinceMs, untilMs, limit),
     /** Changes whenever a job or an execution may have changed (the live feed's cue to re-read). */
     version: () => store.version(),
     /** Executions of active jobs by state, read now. */

@@ -102,6 +102,17 @@ export interface JobView {
   readonly counts: ExecCounts
 }
 
+export interface FailedExecRow {
+  job_id: string
+  job_name: string
+  state: 'failed' | 'timed_out'
+  attempt: number
+  finished_at: number
+  error_code: string | null
+  error_message: string | null
+  cause_rule: string | null
+}
+
 export interface ExecutionView {
   readonly execId: string
   readonly jobId: string
@@ -222,6 +233,10 @@ export function createJobStore(db: Db) {
       "SELECT e.state, count(*) AS n FROM jobs j JOIN executions e ON e.job_id = j.id WHERE j.status = 'active' GROUP BY e.state"),
     hasOpen: db.prepare<[string], number>("SELECT 1 FROM executions WHERE job_id = ? AND state IN ('queued', 'in_progress') LIMIT 1").pluck(),
     openOfDevice: db.prepare<[string], ExecRow>("SELECT * FROM executions WHERE device_id = ? AND state IN ('queued', 'in_progress')"),
+    failedOfDevice: db.prepare<[string, number, number, number], FailedExecRow>(
+      `SELECT e.job_id, j.name AS job_name, e.state, e.attempt, e.finished_at, e.error_code, e.error_message, j.cause_rule
+       FROM executions e JOIN jobs j ON j.id = e.job_id
+       WHERE e.device_id = ? AND e.state IN ('failed', 'timed_out') AND e.finished_at >= ? AND e.finished_at < ? ORDER BY e.finished_at LIMIT ?`),
     recentOfDevice: db.prepare<[string, number], ExecRow & { job_name: string }>(
       'SELECT e.*, j.name AS job_name FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.device_id = ? ORDER BY e.key DESC LIMIT ?'),
     // Executions and their history go with the job (ON DELETE CASCADE).
@@ -345,6 +360,8 @@ export function createJobStore(db: Db) {
     openOfDevice: (deviceId: string): ExecRow[] => s.openOfDevice.all(deviceId),
     /** A device's executions of any job, newest first, with the job's name. */
     recentOfDevice: (deviceId: string, limit: number): Array<ExecRow & { job_name: string }> => s.recentOfDevice.all(deviceId, limit),
+    /** A device's executions that ended failed or timed out for good (a retried attempt leaves the row queued), oldest first. */
+    failedOfDevice: (deviceId: string, sinceMs: number, untilMs: number, limit: number): FailedExecRow[] => s.failedOfDevice.all(deviceId, sinceMs, untilMs, limit),
     history: (execKey: number): HistoryView[] => s.history.all(execKey),
     /** Deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
     pruneFinished(cutoff: number, limit: number): number {

@@ -27,10 +27,12 @@ import type { CheckedRule, Condition } from './spec.js'
  *     the next change or the end of the window (`endTs`), as the engine's
  *     tick would.
  *
+ *   - A job condition replays the device's executions that ended failed or
+ *     timed out for good, at the time each ended.
+ *
  * One condition kind at a time: `replaySource` says what to read for a
  * condition, and a kind it does not know is refused with the kinds it
- * replays. A new kind (job endings) adds its source, its item and its case
- * below.
+ * replays. A new kind adds its source, its item and its case below.
  */
 
 /** What the replay reads, in time order: a device's samples, or its events. */
@@ -39,15 +41,18 @@ export type ReplayItem =
   | { readonly type: 'event'; readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string }
   /** A presence change from the history; a forMs firing's trigger is the status at the time it had held long enough. */
   | { readonly type: 'presence'; readonly ts: number; readonly status: string; readonly reason: string }
+  /** An execution that failed for good, at the time it ended; `causeRule`: the rule whose firing made its job. */
+  | { readonly type: 'job'; readonly ts: number; readonly jobId: string; readonly name: string; readonly outcome: string; readonly attempt: number; readonly error: string | null; readonly causeRule: string | null }
 
 /** What to read for a condition (a new kind adds its own, and the switches on `from` say where it is missing). */
 export type ReplaySource =
   | { readonly from: 'samples'; readonly sensor: string }
   | { readonly from: 'events'; readonly kind: string; readonly level?: string }
   | { readonly from: 'presence' }
+  | { readonly from: 'jobs'; readonly name?: string; readonly outcome?: string }
 
 /** The condition kinds a dry run replays, as `when` names them. */
-export const REPLAYABLE_KINDS = ['telemetry', 'event', 'presence'] as const
+export const REPLAYABLE_KINDS = ['telemetry', 'event', 'presence', 'job'] as const
 
 /** What the limits say of a firing: it acts, or why its actions would be suppressed. */
 export type Verdict = 'acts' | Exclude<Admission, 'fire'>
@@ -71,6 +76,7 @@ export function replaySource(when: Condition): ReplaySource {
   if ('telemetry' in when) return { from: 'samples', sensor: when.telemetry.sensor }
   if ('event' in when) return when.event.level === undefined ? { from: 'events', kind: when.event.kind } : { from: 'events', kind: when.event.kind, level: when.event.level }
   if ('presence' in when) return { from: 'presence' }
+  if ('job' in when) return { from: 'jobs', ...(when.job.name !== undefined ? { name: when.job.name } : {}), ...(when.job.outcome !== undefined ? { outcome: when.job.outcome } : {}) }
   const kind = Object.keys(when)[0] ?? '(none)'
   const kinds = REPLAYABLE_KINDS.map((k) => `"${k}"`)
   throw new RollcallError('BAD_REQUEST', `a dry run cannot replay a "${kind}" condition yet; it replays ${kinds.slice(0, -1).join(', ')} and ${kinds.at(-1)!} conditions`)
@@ -145,6 +151,14 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[], endTs = 
         if (next.fired && presenceMayFire(item.reason, previousReason)) fire(item)
         if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
         previousReason = item.reason
+        continue
+      }
+      case 'jobs': {
+        // Each failure that matches fires, as an event does; never one of a job this rule's own firing made.
+        if (item.type !== 'job' || (source.name !== undefined && item.name !== source.name) || (source.outcome !== undefined && item.outcome !== source.outcome)) continue
+        if (item.causeRule === rule.name) continue
+        evaluated++
+        fire(item)
         continue
       }
       default: {
