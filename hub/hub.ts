@@ -303,6 +303,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         registry.removeDevice(id)
         presence.forget(id)
         jobs.deviceRemoved(id)
+        rules.deviceRemoved(id)
         broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },
       rotateDeviceToken(id) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { RollcallError } from '../common/errors.js'
+import { isHubCaused } from '../hub/presence/machine.js'
 import { replay, replaySource, type ReplayItem } from '../hub/rules/replay.js'
 import { checkRuleSpec, type Condition, type RuleSpec } from '../hub/rules/spec.js'
 
@@ -93,7 +94,7 @@ describe('replaying an event rule on stored events', () => {
 
 /** Presence changes at the times given as [seconds, status, reason]. */
 const seen = (...changes: ReadonlyArray<readonly [number, 'online' | 'offline', string]>): ReplayItem[] =>
-  changes.map(([sec, status, reason]) => ({ type: 'presence', ts: T0 + sec * S, status, reason }))
+  changes.map(([sec, status, reason]) => ({ type: 'presence', ts: T0 + sec * S, status, reason, hubCaused: isHubCaused(reason) }))
 
 describe('replaying a presence rule on the presence history', () => {
   const offline = (forMs?: number) => rule({ when: { presence: { status: 'offline', ...(forMs !== undefined ? { forMs } : {}) } } })

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { manualClock } from '../common/clock.js'
 import type { Agent } from '../agent/agent.js'
 import { JobError } from '../agent/job-handlers.js'
 import type { RuleSpec } from '../hub/rules/spec.js'
@@ -30,6 +31,9 @@ async function device(h: TestHub, prefix: string, dir: string, handlers: Paramet
 }
 
 const offline = (h: TestHub, id: string) => waitFor(() => !h.running.services.presence.isReachable(id), `${id} offline`)
+
+/** Until what is queued now is committed and its after-commit steps have run. */
+const idleWrites = (h: TestHub) => h.running.services.rules.settled()
 
 describe('rules on presence', () => {
   it('fire once when a device goes offline and once when it comes back, with the change as the trigger', async () => {
@@ -69,7 +73,9 @@ describe('rules on presence', () => {
   })
 
   it('"offline for longer than X": a device back in time fires nothing; one that stays away fires once', async () => {
-    const h = await startTestHub()
+    // The hub's clock is moved by hand: the rule's time passes only when the test says so, however slow the machine.
+    const clock = manualClock(Date.now())
+    const h = await startTestHub({}, undefined, undefined, clock)
     cleanups.push(() => h.stop())
     const dir = tempDir('rules-presence-for')
     cleanups.push(dir.remove)
@@ -79,7 +85,7 @@ describe('rules on presence', () => {
     const retired = await device(h, 'retired', dir.dir)
     await rules.add(note('offline.long', { presence: { status: 'offline', forMs: 1500 } }))
 
-    const wentAt = Date.now()
+    const wentAt = clock.now()
     await brief.agent.stop()
     await gone.agent.stop()
     await retired.agent.stop()
@@ -92,16 +98,46 @@ describe('rules on presence', () => {
     cleanups.push(() => again!.stop())
     await waitOnline(h, [brief.id])
 
+    clock.advance(1000)
+    await idleWrites(h)
+    expect(rules.get('offline.long').counters.fired).toBe(0)
+    clock.advance(1000)
     await waitFor(() => rules.get('offline.long').counters.fired === 1, 'offline.long fired for the device that stayed away')
     const [f] = rules.get('offline.long').recentFirings
-    expect(f).toMatchObject({ deviceId: gone.id, trigger: { kind: 'presence', status: 'offline' } })
-    const t = f!.trigger as { ts: number; since: number }
-    expect(t.since).toBeGreaterThanOrEqual(wentAt - 5)
-    expect(t.ts - t.since).toBeGreaterThanOrEqual(1500)
-    // Three more ticks: still once, and the brief device never fired.
-    await new Promise((r) => setTimeout(r, 3000))
+    expect(f).toMatchObject({ deviceId: gone.id, trigger: { kind: 'presence', status: 'offline', since: wentAt, ts: wentAt + 2000 } })
+    // Many more ticks: still once, and the brief and the removed device never fired.
+    clock.advance(10_000)
+    await idleWrites(h)
     expect(rules.get('offline.long').counters.fired).toBe(1)
     expect(rules.get('offline.long').recentFirings.map((x) => x.deviceId)).toEqual([gone.id])
+  })
+
+  it('a rule enabled again counts "offline for X" from when it was enabled, not from when the device went', async () => {
+    const clock = manualClock(Date.now())
+    const h = await startTestHub({}, undefined, undefined, clock)
+    cleanups.push(() => h.stop())
+    const dir = tempDir('rules-presence-enable')
+    cleanups.push(dir.remove)
+    const rules = h.running.services.rules
+    const d = await device(h, 'away', dir.dir)
+    await rules.add(note('offline.long', { presence: { status: 'offline', forMs: 1500 } }))
+    await d.agent.stop()
+    await offline(h, d.id)
+    clock.advance(500)
+    await rules.setEnabled('offline.long', false)
+    // An hour disabled: nothing fires, and the state is kept.
+    clock.advance(3_600_000)
+    await idleWrites(h)
+    expect(rules.get('offline.long').counters.fired).toBe(0)
+    const enabledAt = clock.now()
+    await rules.setEnabled('offline.long', true)
+    await idleWrites(h)
+    clock.advance(1000)
+    await idleWrites(h)
+    expect(rules.get('offline.long').counters.fired).toBe(0)
+    clock.advance(1000)
+    await waitFor(() => rules.get('offline.long').counters.fired === 1, 'offline.long fired 1.5 s after it was enabled')
+    expect(rules.get('offline.long').recentFirings[0]!.trigger).toMatchObject({ kind: 'presence', since: enabledAt })
   })
 
   it('a hub restart fires nothing by itself; a device that does not come back after it still counts as offline', async () => {
@@ -120,6 +156,8 @@ describe('rules on presence', () => {
     const port = first.running.mqttPort
 
     await leaves.agent.stop()
+    await offline(first, leaves.id)
+    await first.running.services.rules.settled()
     await first.stop()
     firstStopped = true
     const restartedAt = Date.now()
@@ -169,12 +207,14 @@ describe('rules on jobs', () => {
       then: [{ event: { level: 'error', message: 'a job failed' } }, { job: { name: 'diag.collect' } }],
     }))
     await rules.add(note('flaky.timed-out', { job: { name: 'flaky.task', outcome: 'timed_out' } }))
+    // Another job rule: it hears flaky.task's failure, but not the diag job's, made by a job rule (no loop between two).
+    await rules.add(note('any.failure', { job: {} }))
 
     const failing = h.running.services.jobs.create({ name: 'flaky.task', target: `device:${d.id}`, maxAttempts: 3 })!
     const fine = h.running.services.jobs.create({ name: 'ok.task', target: `device:${d.id}` })!
     await waitJobDone(h, failing.id)
     await waitJobDone(h, fine.id)
-    await waitFor(() => runs.diag >= 1 && rules.stats().actions.done === 2, 'the rule\'s event and its diag job')
+    await waitFor(() => runs.diag >= 1 && rules.stats().actions.done === 3, 'the rules\' events and the diag job')
     const diag = h.running.services.jobs.list({ limit: 10 }).find((j) => j.name === 'diag.collect')!
     await waitJobDone(h, diag.id)
     await new Promise((r) => setTimeout(r, 500))
@@ -187,6 +227,7 @@ describe('rules on jobs', () => {
     // Its three attempts (the default) failed, and none of them fired the rule that made it.
     expect(runs.diag).toBe(3)
     expect(rules.get('flaky.timed-out').counters.fired).toBe(0)
+    expect(rules.get('any.failure').recentFirings.map((f) => (f.trigger as { jobId: string }).jobId)).toEqual([failing.id])
 
     // The dry run of the same rule on the device's failed executions: the one failure, not its own diag job's.
     const dry = await h.api<{ source: unknown; transitions: Array<{ kind: string; verdict: string; trigger: { jobId: string } }> }>('POST', '/api/rules/test', {

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { EVENT_LEVELS } from '../../protocol/limits.js'
 import { targetIncludes } from '../fleet/targets.js'
+import { isHubCaused } from '../presence/machine.js'
 import { COMPARISONS, JOB_FAILURES } from '../rules/machine.js'
 import { replay, replaySource, type ReplayItem, type ReplayResult } from '../rules/replay.js'
 import { checkRuleSpec, type RuleSpec } from '../rules/spec.js'
@@ -145,7 +146,7 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
         .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
       break
     case 'presence':
-      items = s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason }))
+      items = s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason, hubCaused: isHubCaused(h.reason) }))
       break
     case 'jobs':
       items = s.jobs.failuresOfDevice(device.id, sinceMs, untilMs, limit + 1).map((f) => ({

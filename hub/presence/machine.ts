@@ -29,6 +29,17 @@
 
 export type PresenceStatus = 'online' | 'offline'
 
+/**
+ * The reasons the hub itself gives a device's going offline: its own start
+ * ("hub-restart", hubStart below) and its broker's clean stop, which closes
+ * every connection ("broker-closing", broker/types.ts DisconnectReason).
+ * Nobody went away: the rules neither fire on these nor on the return from
+ * them (hub/rules/presence.ts).
+ */
+const HUB_CAUSED: ReadonlySet<string> = new Set(['hub-restart', 'broker-closing'])
+
+export const isHubCaused = (reason: string): boolean => HUB_CAUSED.has(reason)
+
 export interface PresenceState {
   readonly status: PresenceStatus
   readonly reason: string

@@ -3,7 +3,7 @@ import type { Db } from '../../common/sqlite.js'
 import type { Logger } from '../../common/logger.js'
 import type { Birth } from '../../protocol/messages.js'
 import type { AfterCommit, Writer } from '../storage/group-commit.js'
-import { initialPresence, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState, type PresenceStatus } from './machine.js'
+import { initialPresence, isHubCaused, isReachable, nextPresence, type PresenceChange, type PresenceEvent, type PresenceState, type PresenceStatus } from './machine.js'
 
 /**
  * The only writer of presence state. The in-memory map is the truth for
@@ -65,9 +65,12 @@ export interface PresenceEvents {
 
 /** What reacts to a change inside the write that records it (the rules); what it returns runs after the commit. */
 export type PresenceReaction = (deviceId: string, change: {
-  readonly status: PresenceStatus; readonly reason: string; readonly at: number
-  readonly previous: { readonly status: PresenceStatus; readonly reason: string; readonly since: number }
+  readonly status: PresenceStatus; readonly reason: string; readonly at: number; readonly hubCaused: boolean
+  readonly previous: PresenceNowView
 }) => AfterCommit | void
+
+/** A status as a reaction sees it; `hubCaused`: the hub's own stop or start put the device there (machine.ts). */
+export interface PresenceNowView { readonly status: PresenceStatus; readonly reason: string; readonly since: number; readonly hubCaused: boolean }
 
 export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   const stmts = {
@@ -128,7 +131,12 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       })
       if (change) stmts.history.run(deviceId, change.at, change.status, change.reason, change.epoch)
       // Last in the write: the rules' firings commit with the change, or not at all (hub/rules/rules.ts).
-      if (react && change) return react(deviceId, { status: change.status, reason: change.reason, at: change.at, previous: { status: previous.status, reason: previous.reason, since: previous.since } })
+      if (react && change) {
+        return react(deviceId, {
+          status: change.status, reason: change.reason, at: change.at, hubCaused: isHubCaused(change.reason),
+          previous: { status: previous.status, reason: previous.reason, since: previous.since, hubCaused: isHubCaused(previous.reason) },
+        })
+      }
     })
   }
 
@@ -166,8 +174,8 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     apply,
     reactWith(r: PresenceReaction): void { reaction = r },
     /** Every device's status now: what the presence rules start from. */
-    *statuses(): Iterable<readonly [string, { status: PresenceStatus; reason: string; since: number }]> {
-      for (const [id, e] of entries) yield [id, { status: e.state.status, reason: e.state.reason, since: e.state.since }]
+    *statuses(): Iterable<readonly [string, PresenceNowView]> {
+      for (const [id, e] of entries) yield [id, { status: e.state.status, reason: e.state.reason, since: e.state.since, hubCaused: isHubCaused(e.state.reason) }]
     },
     /** Marks every device offline: nobody is connected to a hub that just started. */
     hubStarted(at: number): void {

@@ -47,18 +47,6 @@ export interface PresenceCondition {
   readonly forMs?: number
 }
 
-/**
- * The presence reasons of the hub's own stop and start: nobody went offline,
- * the hub did. They change a presence rule's state but never fire it, and
- * neither does the return from them.
- */
-export const HUB_CAUSED: ReadonlySet<string> = new Set(['broker-closing', 'hub-restart'])
-
-/** Whether a presence change fires a rule whose machine says it fired: not when the hub caused it, or the change it ends. */
-export function presenceMayFire(reason: string, previousReason: string): boolean {
-  return !HUB_CAUSED.has(reason) && !HUB_CAUSED.has(previousReason)
-}
-
 export function presenceThreshold(c: PresenceCondition): TelemetryCondition {
   return { sensor: '', op: '==', value: 1, ...(c.forMs !== undefined ? { forMs: c.forMs } : {}) }
 }

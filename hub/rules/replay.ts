@@ -1,6 +1,6 @@
 import { RollcallError } from '../../common/errors.js'
 import { admit, MinuteWindow, type Admission } from './limits.js'
-import { IDLE, presenceMayFire, presenceThreshold, step, type ConditionState } from './machine.js'
+import { IDLE, presenceThreshold, step, type ConditionState } from './machine.js'
 import type { CheckedRule, Condition } from './spec.js'
 
 /**
@@ -40,7 +40,7 @@ export type ReplayItem =
   | { readonly type: 'sample'; readonly ts: number; readonly seq: number; readonly sensor: string; readonly value: number; readonly unsynced?: true }
   | { readonly type: 'event'; readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string }
   /** A presence change from the history; a forMs firing's trigger is the status at the time it had held long enough. */
-  | { readonly type: 'presence'; readonly ts: number; readonly status: string; readonly reason: string }
+  | { readonly type: 'presence'; readonly ts: number; readonly status: string; readonly reason: string; readonly hubCaused?: boolean }
   /** An execution that failed for good, at the time it ended; `causeRule`: the rule whose firing made its job. */
   | { readonly type: 'job'; readonly ts: number; readonly jobId: string; readonly name: string; readonly outcome: string; readonly attempt: number; readonly error: string | null; readonly causeRule: string | null }
 
@@ -111,7 +111,7 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[], endTs = 
     transitions.push({ kind: 'fire', ts: item.ts, trigger: item, verdict: admission === 'fire' ? 'acts' : admission })
   }
 
-  let previousReason = ''
+  let previousHubCaused = false
   /** A presence forMs that had held long enough by `ts`: it fires at the moment it had. */
   function presenceHeld(ts: number): void {
     if (!('presence' in rule.when) || rule.when.presence.forMs === undefined || state.phase !== 'pending') return
@@ -148,9 +148,10 @@ export function replay(rule: CheckedRule, items: readonly ReplayItem[], endTs = 
         evaluated++
         const next = step(presenceThreshold(rule.when.presence), state, item.ts, item.status === rule.when.presence.status ? 1 : 0)
         state = next.state
-        if (next.fired && presenceMayFire(item.reason, previousReason)) fire(item)
+        // The hub's own stop or start, and the return from it, fire nothing (as in the engine, rules/presence.ts).
+        if (next.fired && item.hubCaused !== true && !previousHubCaused) fire(item)
         if (next.cleared) transitions.push({ kind: 'clear', ts: item.ts, trigger: item })
-        previousReason = item.reason
+        previousHubCaused = item.hubCaused === true
         continue
       }
       case 'jobs': {

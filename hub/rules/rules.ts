@@ -1,4 +1,4 @@
-import type { Clock, ClockTimer } from '../../common/clock.js'
+import type { Clock } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { randomId } from '../../common/random-id.js'
@@ -7,7 +7,8 @@ import { targetIncludes } from '../fleet/targets.js'
 import { blameOf, type AfterCommit, type Writer } from '../storage/group-commit.js'
 import { createActionRunner, type PendingAction, type RuleActionPorts } from './actions.js'
 import { admit, MinuteWindow, tripBreaker, type Admission } from './limits.js'
-import { compare, HUB_CAUSED, IDLE, presenceMayFire, presenceThreshold, sameState, step, type ConditionState, type JobFailure, type TelemetryCondition } from './machine.js'
+import { compare, sameState, step, type ConditionState, type JobFailure, type TelemetryCondition } from './machine.js'
+import { createPresenceRules, type PresenceChangeSeen, type PresenceNow } from './presence.js'
 import { checkRuleSpec, redactedActions, type Action, type CheckedRule, type RuleSpec } from './spec.js'
 import { RuleStates, type Entry } from './states.js'
 import { createRuleStore, type ActionRow, type CounterName, type FiringRow, type RuleCounters, type Trigger } from './store.js'
@@ -48,10 +49,7 @@ export interface RulesDeps {
   readonly presenceTickMs?: number
 }
 
-export interface PresenceNow { readonly status: 'offline' | 'online'; readonly reason: string; readonly since: number }
-
-/** A presence change as presence/store.ts just wrote it, with the status it left. */
-export interface StoredPresenceChange { readonly status: 'offline' | 'online'; readonly reason: string; readonly at: number; readonly previous: PresenceNow }
+export type { PresenceChangeSeen, PresenceNow } from './presence.js'
 
 /** An execution that ended in failure with no retry left, as jobs/ just wrote it. */
 export interface EndedExecution {
@@ -108,7 +106,8 @@ export interface RulesStats {
   readonly actions: { readonly pending: number; readonly running: number; readonly done: number; readonly failed: number }
 }
 
-interface Live {
+/** A rule as the engine holds it in memory. */
+export interface Live {
   readonly id: number
   readonly rule: CheckedRule
   /** The rule's telemetry condition, if it has one (read on the hot path). */
@@ -120,6 +119,43 @@ interface Live {
   /** Actions that failed in the last minute (the circuit breaker). */
   readonly failures: MinuteWindow
   pausedUntil: number | null
+}
+
+/** A firing made inside an evaluation, carried out after the commit. */
+interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string; readonly trigger: Trigger }
+
+/**
+ * One device's evaluation in one write, first in memory: the states it
+ * changes (by rule), the writes they and its firings need, the firings and
+ * refusals. Most change nothing and write nothing; those that do write in a
+ * savepoint of their own (runPass).
+ */
+export interface Pass {
+  readonly deviceId: string
+  readonly overlay: Map<number, Entry>
+  readonly writes: Array<() => void>
+  readonly out: Fired[]
+  readonly fired: Map<number, number>
+  /** Firings by rule of the same write's earlier passes (the rate limit counts them). */
+  readonly earlier: ReadonlyMap<number, number>
+  readonly refused: Array<Exclude<Admission, 'fire'>>
+}
+
+/** What a kind of condition evaluated outside this file (presence.ts) needs of the engine. */
+export interface Engine {
+  /** One pass per device in the calling write; what it returns runs after the commit. */
+  readonly evaluateMany: (list: ReadonlyArray<readonly [string, (pass: Pass) => void]>) => AfterCommit | void
+  /** The rules of `lives` that watch the device (registered, in the rule's target). */
+  readonly forEachWatching: (deviceId: string, lives: readonly Live[], visit: (live: Live) => void) => void
+  readonly entryOf: (pass: Pass, live: Live) => Entry
+  readonly fire: (pass: Pass, live: Live, entry: Entry, trigger: Trigger, now: number) => boolean
+  readonly noteChange: (pass: Pass, live: Live, entry: Entry) => void
+  /** Each device's state for the rule, as a pass would read it. */
+  readonly eachState: (ruleId: number, visit: (deviceId: string, e: Entry) => void) => void
+  /** Whether `live` is still the enabled rule in memory (not removed, disabled or reloaded since). */
+  readonly isCurrent: (live: Live) => boolean
+  /** Counts one evaluation (rule x item). */
+  readonly counted: () => void
 }
 
 const COUNTER_OF: Readonly<Record<Exclude<Admission, 'fire'>, CounterName>> = {
@@ -145,8 +181,8 @@ export function createRules(deps: RulesDeps) {
   let byEvent = new Map<string, Live[]>()
   let onPresence: Live[] = []
   let onJobs: Live[] = []
-  let presenceTimer: ClockTimer | undefined
-  let tickQueued = false
+  /** Names of the rules with a job condition: a job one of them made never fires a job rule (no loop between them). */
+  let jobRuleNames = new Set<string>()
   const states = new RuleStates(writer)
   const stats = { evaluations: 0, fired: 0, errors: 0, suppressed: { stale: 0, paused: 0, cooldown: 0, rate: 0 } }
 
@@ -155,6 +191,7 @@ export function createRules(deps: RulesDeps) {
     byEvent = new Map()
     onPresence = []
     onJobs = []
+    jobRuleNames = new Set([...rules.values()].filter((l) => 'job' in l.rule.when).map((l) => l.rule.name))
     for (const live of rules.values()) {
       if (!live.rule.enabled) continue
       const when = live.rule.when
@@ -178,24 +215,6 @@ export function createRules(deps: RulesDeps) {
     index()
   }
 
-  /** A firing made inside the evaluation, carried out after the commit. */
-  interface Fired { readonly id: string; readonly live: Live; readonly deviceId: string; readonly trigger: Trigger }
-
-  /**
-   * One batch's evaluation, first in memory: the states it changes (by rule),
-   * the writes they and its firings need, the firings and refusals. Most
-   * batches change nothing and write nothing; those that do write in a
-   * savepoint of their own (evaluate below).
-   */
-  interface Pass {
-    readonly deviceId: string
-    readonly overlay: Map<number, Entry>
-    readonly writes: Array<() => void>
-    readonly out: Fired[]
-    readonly fired: Map<number, number>
-    readonly refused: Array<Exclude<Admission, 'fire'>>
-  }
-
   /**
    * One trigger of `live` on the pass's device: admitted, it becomes a
    * firing and its actions (pending), written with the pass; refused, a
@@ -205,7 +224,7 @@ export function createRules(deps: RulesDeps) {
     // A sample on the device's unchecked clock may be from any time: it never acts (as a stale one).
     const verdict = unsynced ? 'stale' : admit({
       now, triggerTs: trigger.ts, maxSampleAgeMs: live.rule.maxSampleAgeMs, cooldownMs: live.rule.cooldownMs, lastFiredAt: entry.lastFiredAt,
-      firedLastMinute: live.window.count(now) + states.firedInGroup(live.id) + (pass.fired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
+      firedLastMinute: live.window.count(now) + states.firedInGroup(live.id) + (pass.earlier.get(live.id) ?? 0) + (pass.fired.get(live.id) ?? 0), maxFiringsPerMinute: live.rule.maxFiringsPerMinute,
       pausedUntil: live.pausedUntil,
     })
     if (verdict !== 'fire') {
@@ -307,49 +326,12 @@ export function createRules(deps: RulesDeps) {
     })
   }
 
-  /**
-   * A presence change: each presence rule that watches the device steps its
-   * machine (value 1: the status it watches). The hub's own stop, and a
-   * device coming back from it, change the state but fire nothing
-   * (HUB_CAUSED).
-   */
-  function evaluatePresence(pass: Pass, change: StoredPresenceChange, now: number): void {
-    const entryOf = states.reader(pass.deviceId)
-    forWatching(pass.deviceId, [change], () => onPresence, (live) => {
-      if (!('presence' in live.rule.when)) return
-      stats.evaluations++
-      const c = live.rule.when.presence
-      const entry = entryOf(pass.overlay, live.id)
-      const next = step(presenceThreshold(c), entry.state, change.at, change.status === c.status ? 1 : 0)
-      let lastFiredAt = entry.lastFiredAt
-      if (next.fired && presenceMayFire(change.reason, change.previous.reason)) {
-        const trigger: Trigger = { kind: 'presence', ts: change.at, status: change.status, reason: change.reason, since: change.at }
-        if (fire(pass, live, entry, trigger, now)) lastFiredAt = now
-      }
-      if (sameState(next.state, entry.state) && lastFiredAt === entry.lastFiredAt) return
-      noteChange(pass, live, { state: next.state, lastFiredAt })
-    })
-  }
-
-  /** A presence rule with forMs, on a device whose status has held since `since`: fires once it has held long enough. */
-  function evaluatePresenceHeld(pass: Pass, live: Live, now: number): void {
-    const c = 'presence' in live.rule.when ? live.rule.when.presence : undefined
-    const entry = states.reader(pass.deviceId)(pass.overlay, live.id)
-    if (!c || entry.state.phase !== 'pending') return
-    stats.evaluations++
-    const next = step(presenceThreshold(c), entry.state, now, 1)
-    if (!next.fired) return
-    const trigger: Trigger = { kind: 'presence', ts: now, status: c.status, reason: `${c.status} for ${now - entry.state.since} ms`, since: entry.state.since }
-    const acted = fire(pass, live, entry, trigger, now)
-    noteChange(pass, live, { state: next.state, lastFiredAt: acted ? now : entry.lastFiredAt })
-  }
-
   /** Executions that failed for good: each one a job rule matches fires (within the limits), as an event does. */
   function evaluateJobs(pass: Pass, ended: readonly EndedExecution[], now: number): void {
     const entryOf = states.reader(pass.deviceId)
     forWatching(pass.deviceId, ended, () => onJobs, (live, e) => {
       const when = live.rule.when
-      if (!('job' in when) || e.causeRule === live.rule.name) return
+      if (!('job' in when) || (e.causeRule !== null && jobRuleNames.has(e.causeRule))) return
       if ((when.job.outcome !== undefined && when.job.outcome !== e.outcome) || (when.job.name !== undefined && when.job.name !== e.name)) return
       stats.evaluations++
       const entry = entryOf(pass.overlay, live.id)
@@ -358,105 +340,50 @@ export function createRules(deps: RulesDeps) {
     })
   }
 
-  /**
-   * Puts the presence rules' states in line with presence as it is (at
-   * start, and when a rule is added or enabled): the changes the rules did
-   * not see (the hub's own restart, a rule that did not exist yet) fire
-   * nothing, but a device offline now counts towards "offline for forMs"
-   * from when it went, or from when the rule began watching if later. One
-   * offline because the hub stopped counts from the hub's start: the time
-   * the hub was down is not the device's, and every device reconnecting
-   * after a long outage must not fire at once.
-   *
-   * Presence is read when the write is queued, not when it runs: a change
-   * made in between is queued behind it, and its own evaluation follows.
-   */
-  function reconcilePresence(atStart = false): void {
-    if (onPresence.length === 0) return
-    const seen = [...deps.presence()]
-    writer.enqueue(() => reconcileWith(seen, atStart), Math.max(1, Math.ceil(seen.length / 100)))
-  }
-
-  function reconcileWith(seen: ReadonlyArray<readonly [string, PresenceNow]>, atStart: boolean): AfterCommit | void {
-    const now = clock.now()
-    const after: AfterCommit[] = []
-    for (const [deviceId, p] of seen) {
-      const a = evaluate(deviceId, (pass) => {
-        const entryOf = states.reader(deviceId)
-        forWatching(deviceId, [p], () => onPresence, (live) => {
-          if (!('presence' in live.rule.when)) return
-          const c = live.rule.when.presence
-          const entry = entryOf(pass.overlay, live.id)
-          const hubCaused = HUB_CAUSED.has(p.reason)
-          let state: ConditionState
-          if (p.status !== c.status) state = IDLE
-          else if (entry.state.phase === 'pending' && hubCaused && atStart) state = { phase: 'pending', since: now, count: 1 }
-          // A status period cannot have begun before the device's present one (it may have come and gone unwatched).
-          else if (entry.state.phase === 'pending' && entry.state.since < p.since) state = { phase: 'pending', since: Math.min(now, p.since), count: 1 }
-          else if (entry.state.phase !== 'idle') return
-          else {
-            const since = hubCaused ? now : Math.min(now, Math.max(p.since, live.watchingSince))
-            state = c.forMs !== undefined ? { phase: 'pending', since, count: 1 } : { phase: 'active', since }
-          }
-          if (!sameState(state, entry.state)) noteChange(pass, live, { state, lastFiredAt: entry.lastFiredAt })
-        })
-      })
-      if (a) after.push(a)
-    }
-    return () => { for (const a of after) a() }
-  }
-
-  /** Every presenceTickMs: the pending presence states whose forMs has passed, evaluated in one write. */
-  function presenceTick(): void {
-    if (tickQueued) return
-    const now = clock.now()
-    const due: Array<{ deviceId: string; live: Live }> = []
-    for (const live of onPresence) {
-      const c = 'presence' in live.rule.when ? live.rule.when.presence : undefined
-      if (c?.forMs === undefined) continue
-      const forMs = c.forMs
-      states.each(live.id, (deviceId, e) => {
-        if (e.state.phase === 'pending' && now - e.state.since >= forMs) due.push({ deviceId, live })
-      })
-    }
-    if (due.length === 0) return
-    tickQueued = true
-    writer.enqueue(() => {
-      tickQueued = false
-      const at = clock.now()
-      const after: AfterCommit[] = []
-      for (const d of due) {
-        // Still a device the rule watches (not removed, not moved out of its group) and still enabled.
-        const a = evaluate(d.deviceId, (pass) => { forWatching(d.deviceId, [d], () => (d.live.rule.enabled && rules.get(d.live.id) === d.live ? [d.live] : undefined), () => { evaluatePresenceHeld(pass, d.live, at) }) })
-        if (a) after.push(a)
-      }
-      return () => { for (const a of after) a() }
-    }, due.length, () => { tickQueued = false })
-  }
-
   const applyWrites = db.transaction((writes: ReadonlyArray<() => void>) => { for (const w of writes) w() })
 
   /**
-   * Runs a batch's evaluation; what it writes goes in a savepoint of its own,
-   * and only then do its changes join the group's, and its firings act after
-   * the commit.
+   * Runs one device's pass; what it writes goes in a savepoint of its own.
+   * Returns it, or undefined when a rule failed (rolled back, logged); the
+   * database's own failure (full, I/O) is thrown: it fails the write, and its
+   * sender tries again, so no firing is lost.
    */
-  function evaluate(deviceId: string, run: (pass: Pass) => void): AfterCommit | void {
-    const pass: Pass = { deviceId, overlay: new Map(), writes: [], out: [], fired: new Map(), refused: [] }
+  function runPass(deviceId: string, earlier: ReadonlyMap<number, number>, run: (pass: Pass) => void): Pass | undefined {
+    const pass: Pass = { deviceId, overlay: new Map(), writes: [], out: [], fired: new Map(), earlier, refused: [] }
     try {
       run(pass)
       if (pass.writes.length > 0) applyWrites(pass.writes)
+      return pass
     } catch (err) {
-      // The database's own failure (full, I/O) fails the batch: the device sends it again and no
-      // firing is lost. Anything else is the rule's: rolled back, logged, and the batch stored.
       if (blameOf(err) === 'database') throw err
       stats.errors++
-      logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; the batch is stored and acked without it')
-      return
+      logger.error({ err, deviceId }, 'rule evaluation failed and was rolled back; what triggered it is stored without it')
+      return undefined
     }
-    states.join(deviceId, pass.overlay, pass.fired)
-    for (const verdict of pass.refused) stats.suppressed[verdict]++
-    const out = pass.out
+  }
+
+  /**
+   * The passes of one write, one per device, each run in turn; only once all
+   * have run do their changes join the group commit's (a later one's
+   * database failure rolls the whole write back, and the earlier ones with
+   * it), and their firings act after the commit.
+   */
+  function evaluateMany(list: ReadonlyArray<readonly [string, (pass: Pass) => void]>): AfterCommit | void {
+    // The firings of this write's earlier passes, for the rate limit of the later ones.
+    const earlier = new Map<number, number>()
+    const passes: Pass[] = []
+    for (const [deviceId, run] of list) {
+      const pass = runPass(deviceId, earlier, run)
+      if (!pass) continue
+      passes.push(pass)
+      for (const [ruleId, n] of pass.fired) earlier.set(ruleId, (earlier.get(ruleId) ?? 0) + n)
+    }
+    const out: Fired[] = []
+    for (const pass of passes) {
+      states.join(pass.deviceId, pass.overlay, pass.fired)
+      for (const verdict of pass.refused) stats.suppressed[verdict]++
+      out.push(...pass.out)
+    }
     if (out.length === 0) return
     return () => {
       stats.fired += out.length
@@ -466,6 +393,18 @@ export function createRules(deps: RulesDeps) {
       runner.enqueue(out.flatMap((f) => f.live.rule.then.map((a, idx): PendingAction => ({ firingId: f.id, idx, ruleId: f.live.id, rule: f.live.rule.name, deviceId: f.deviceId, action: a, trigger: f.trigger }))))
     }
   }
+
+  const engine: Engine = {
+    evaluateMany,
+    forEachWatching: (deviceId, lives, visit) => { forWatching(deviceId, [null], () => (lives.length > 0 ? lives as Live[] : undefined), (live) => { visit(live) }) },
+    entryOf: (pass, live) => states.reader(pass.deviceId)(pass.overlay, live.id),
+    fire: (pass, live, entry, trigger, now) => fire(pass, live, entry, trigger, now),
+    noteChange,
+    eachState: (ruleId, visit) => { states.each(ruleId, visit) },
+    isCurrent: (live) => live.rule.enabled && rules.get(live.id) === live,
+    counted: () => { stats.evaluations++ },
+  }
+  const presenceRules = createPresenceRules({ clock, writer, engine, presence: deps.presence, rules: () => onPresence, tickMs: deps.presenceTickMs ?? 1000 })
 
   function requireRule(name: string) {
     const r = store.byName(name)
@@ -483,7 +422,7 @@ export function createRules(deps: RulesDeps) {
   async function changed(op: () => void): Promise<void> {
     await writer.commit(() => { op() })
     loadRules()
-    reconcilePresence()
+    presenceRules.reconcile()
   }
 
   return {
@@ -492,8 +431,7 @@ export function createRules(deps: RulesDeps) {
       loadRules()
       states.load(store.states())
       // Before any presence change of this run is evaluated: the writer keeps the order.
-      reconcilePresence(true)
-      presenceTimer = clock.setInterval(presenceTick, deps.presenceTickMs ?? 1000).unref()
+      presenceRules.start()
     },
     /**
      * Carries out the actions the last run left pending: once the broker
@@ -523,8 +461,7 @@ export function createRules(deps: RulesDeps) {
     },
     /** Stops carrying out actions; those not finished stay pending for the next start. */
     stop: () => {
-      clock.clearTimer(presenceTimer)
-      presenceTimer = undefined
+      presenceRules.stop()
       return runner.stop()
     },
     /** Whether an enabled rule watches samples or events now. */
@@ -532,28 +469,22 @@ export function createRules(deps: RulesDeps) {
     /** Inside the write that stores a batch of samples (see the header). */
     onSamples: (deviceId: string, storeId: string, samples: readonly StoredSample[], now: number): AfterCommit | void => {
       if (!samples.some((s) => bySensor.has(s.sensor))) return
-      return evaluate(deviceId, (pass) => { evaluateSamples(pass, storeId, samples, now) })
+      return evaluateMany([[deviceId, (pass) => { evaluateSamples(pass, storeId, samples, now) }]])
     },
     /** Inside the write that records a device's presence change (presence/store.ts). */
-    onPresence: (deviceId: string, change: StoredPresenceChange): AfterCommit | void => {
-      if (onPresence.length === 0) return
-      return evaluate(deviceId, (pass) => { evaluatePresence(pass, change, clock.now()) })
-    },
+    onPresence: (deviceId: string, change: PresenceChangeSeen): AfterCommit | void => presenceRules.onChange(deviceId, change),
     /** Inside the write that ends executions in failure for good (jobs/), at its end. */
     onJobsEnded: (ended: readonly EndedExecution[]): AfterCommit | void => {
       if (onJobs.length === 0 || ended.length === 0) return
       const now = clock.now()
-      const after: AfterCommit[] = []
-      for (const deviceId of new Set(ended.map((e) => e.deviceId))) {
-        const a = evaluate(deviceId, (pass) => { evaluateJobs(pass, ended.filter((e) => e.deviceId === deviceId), now) })
-        if (a) after.push(a)
-      }
-      if (after.length > 0) return () => { for (const a of after) a() }
+      return evaluateMany([...new Set(ended.map((e) => e.deviceId))].map((deviceId) => [deviceId, (pass: Pass) => {
+        evaluateJobs(pass, ended.filter((e) => e.deviceId === deviceId), now)
+      }]))
     },
     /** Inside the write that stores a batch of events. */
     onEvents: (deviceId: string, storeId: string, events: readonly StoredEvent[], now: number): AfterCommit | void => {
       if (!events.some((e) => byEvent.has(e.kind))) return
-      return evaluate(deviceId, (pass) => { evaluateEvents(pass, storeId, events, now) })
+      return evaluateMany([[deviceId, (pass) => { evaluateEvents(pass, storeId, events, now) }]])
     },
     async add(spec: RuleSpec): Promise<RuleView> {
       const rule = checkRuleSpec(spec)
@@ -607,10 +538,24 @@ export function createRules(deps: RulesDeps) {
       for (const l of rules.values()) if (l.rule.enabled) enabled++
       return { rules: rules.size, enabled, evaluations: stats.evaluations, fired: stats.fired, suppressed: { ...stats.suppressed }, errors: stats.errors, actions: runner.stats() }
     },
+    /**
+     * A device removed from the fleet: its condition states go, so a pending
+     * "offline for X" is not looked at again, and a device added later under
+     * the same id starts idle. Its firings stay for their trace.
+     */
+    deviceRemoved(deviceId: string): void {
+      states.forgetDevice(deviceId)
+      writer.enqueue(() => { store.forgetDevice(deviceId) })
+    },
     /** Retention: firings made before `cutoff`, with their actions. */
     prune: (cutoff: number) => store.prune(cutoff),
     /** Resolves when no action is queued or running (tests, and a clean stop). */
     idle: () => runner.idle(),
+    /** Resolves once what is queued to be written now is committed, and the actions it made are carried out (tests). */
+    async settled(): Promise<void> {
+      await writer.commit(() => undefined)
+      await runner.idle()
+    },
   }
 }
 

@@ -87,6 +87,12 @@ export class RuleStates {
     }
   }
 
+  /** A removed device: its states go, with the rules' memory of it. */
+  forgetDevice(deviceId: string): void {
+    this.committed.delete(deviceId)
+    this.group.delete(deviceId)
+  }
+
   /** A removed rule: its states go. */
   forget(ruleId: number): void {
     for (const byRule of this.committed.values()) byRule.delete(ruleId)

@@ -124,6 +124,7 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
     pause: db.prepare<[number | null, string | null, number]>('UPDATE rules SET paused_until = ?, paused_reason = ? WHERE id = ?'),
     remove: db.prepare<[number]>('DELETE FROM rules WHERE id = ?'),
     removeStates: db.prepare<[number]>('DELETE FROM rule_states WHERE rule_id = ?'),
+    removeDeviceStates: db.prepare<[string]>('DELETE FROM rule_states WHERE device_id = ?'),
     states: db.prepare<[], StateSqlRow>('SELECT * FROM rule_states'),
     statesOf: db.prepare<[number], StateSqlRow>('SELECT * FROM rule_states WHERE rule_id = ? ORDER BY device_id'),
     // Only for a rule that exists: one removed earlier in the same group commit leaves no row behind.
@@ -175,6 +176,8 @@ export function createRuleStore(db: Db, parse: (spec: RuleSpec) => CheckedRule) 
       stmts.remove.run(id)
     },
     states: (): StoredState[] => stmts.states.all().map((r) => ({ ruleId: r.rule_id, deviceId: r.device_id, state: toState(r), lastFiredAt: r.last_fired_at })),
+    /** A removed device: its condition states go (its firings stay for their trace). */
+    forgetDevice(deviceId: string): void { stmts.removeDeviceStates.run(deviceId) },
     statesOf: (ruleId: number): StoredState[] => stmts.statesOf.all(ruleId).map((r) => ({ ruleId: r.rule_id, deviceId: r.device_id, state: toState(r), lastFiredAt: r.last_fired_at })),
     putState(ruleId: number, deviceId: string, s: ConditionState, lastFiredAt: number | null): void {
       stmts.putState.run(ruleId, deviceId, s.phase, s.phase === 'idle' ? null : s.since, s.phase === 'pending' ? s.count : null, lastFiredAt, ruleId)
