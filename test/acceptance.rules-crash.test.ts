@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { createHmac } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { AgentStats } from '../agent/agent.js'
@@ -118,12 +118,13 @@ describe('a hub killed right after a rule fired', () => {
     const runsFile = join(agentDir, 'count.slow.runs')
     const lines = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter((l) => l !== '') : [])
 
-    // Running: long enough that the device is back (measured 1.7 s after the kill) well before the run ends.
-    const handlerMs = restart === 'running' ? 8000 : restart === 'finished' ? 1500 : 5000
+    // Running: the run ends only when the test releases it, once the resumed action's repeat has reached the device.
+    const releaseFile = join(agentDir, 'count.slow.release')
+    const handlerMs = restart === 'running' ? 60_000 : restart === 'finished' ? 1500 : 5000
     const added = await hub().api('POST', '/api/rules', {
       name: RULE, for: `device:${DEVICE}`,
       when: { telemetry: { sensor: 'vib', op: '>', value: 0.08, clear: { op: '<=', value: 0.06 } } },
-      then: [{ command: { name: 'count.slow', args: { file: runsFile, ms: handlerMs }, timeoutMs: 60_000 } }],
+      then: [{ command: { name: 'count.slow', args: { file: runsFile, ms: handlerMs, ...(restart === 'running' ? { release: releaseFile } : {}) }, timeoutMs: 90_000 } }],
     })
     expect(added.status).toBe(201)
 
@@ -139,8 +140,10 @@ describe('a hub killed right after a rule fired', () => {
 
     if (restart === 'running') {
       await online()
-      // The device came back before its run ended: the resumed action's repeat reaches it while it runs.
+      // The last hub sent the command again (its record says so) while the device still runs it; then the run may end.
+      await waitFor(async () => ((await chain()).actions[0]!.command?.sentAt ?? 0) > killedAt, 'the command sent again by the restarted hub')
       expect(lines()).toHaveLength(1)
+      writeFileSync(releaseFile, '')
     }
     if (restart === 'away') {
       // The resumed action has started (a second attempt), and waits: nothing was sent to the stopped device.
