@@ -95,7 +95,7 @@ const TimeParam = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()], {
 
 const TestBody = Type.Object({
   rule: RuleBody,
-  deviceId: Type.String({ maxLength: 128, description: 'the device whose stored samples or events the rule is run on' }),
+  deviceId: Type.String({ maxLength: 64, description: 'the device whose stored samples, events, presence changes or failed jobs the rule is run on' }),
   since: Type.Optional(TimeParam),
   until: Type.Optional(TimeParam),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TEST_ITEMS, description: `at most this many samples or events, from since on (default ${DEFAULT_TEST_ITEMS})` })),
