@@ -58,7 +58,7 @@ function trigger(t: FiringChain['trigger'], long = false): string {
     case 'sample': return long ? `${t.sensor} = ${t.value}, seq ${t.seq}, taken ${localTimeMs(t.ts)}` : `${t.sensor} = ${t.value} (seq ${t.seq})`
     case 'event': return long ? `event ${t.event} (${t.level}) "${t.message}", seq ${t.seq}` : `event ${t.event}: ${clip(t.message, 40)}`
     case 'presence': return `${t.status} (${t.reason}) since ${localTimeMs(t.since)}`
-    case 'job': return `job ${t.name} ${t.outcome} (attempt ${t.attempt}${t.error ? `: ${long ? t.error : clip(t.error, 30)}` : ''}), ${long ? `job ${t.jobId}` : ''}`.replace(/, $/, '')
+    case 'job': return `job ${t.name} ${t.outcome} (attempt ${t.attempt}${t.error ? `: ${long ? t.error : clip(t.error, 30)}` : ''})${long ? `, job ${t.jobId}` : ''}`
     default: {
       const never: never = t
       return never
