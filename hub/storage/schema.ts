@@ -332,6 +332,13 @@ export function openHubDb(path: string, logger?: Logger): Db {
   const db = openDatabase(path, { synchronous: 'FULL', logger })
   // Hot leaf pages of the samples table stay cached across group commits.
   db.pragma('cache_size = -65536')
+  // Each write of a group commit runs in a savepoint (storage/group-commit.ts), whose undo
+  // copies of the pages it touches go to a sub-journal. Past 64 KiB (one write touching
+  // ~16 pages: a rule's firing with its outbox rows and indexes) SQLite spills that
+  // sub-journal to a temp file for the rest of the transaction, and every later write
+  // of the group then pays write syscalls for its undo pages. In memory, it is emptied
+  // at each savepoint's release and stays a few pages.
+  db.pragma('temp_store = MEMORY')
   migrate(db, HUB_MIGRATIONS)
   return db
 }
