@@ -1,19 +1,48 @@
 import { defineConfig } from 'vitest/config'
 
 // Tests start real brokers, hubs and agents on loopback; they are slower than
-// unit tests, so files run in parallel workers and the timeouts only guard
-// against a hang: about ten times what the slowest test of that kind takes on
-// a quiet 2-core machine, so that a slower, busier CI machine still passes.
+// unit tests, and the timeouts only guard against a hang: about ten times
+// what the slowest test of that kind takes on a quiet 2-core machine, so that
+// a slower, busier CI machine still passes.
+//
+// Two groups, one after the other. First the unit and component tests
+// (hub.*, agent.*, broker.*, cli.*, ...), two files at a time: each file's
+// hub or agent is small, and they passed side by side even with the fleet
+// tests beside them. Then the acceptance, simulator and benchmark tests, one
+// file at a time: they load the machine on purpose (fleets of 2,000 agents,
+// backlog storms, saturating observers) and judge what the hub does under
+// that load, which a second file beside them would change.
+const HEAVY = ['test/acceptance.*.test.ts', 'test/sim.*.test.ts', 'test/bench.*.test.ts']
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     // Each test file fails if it leaves a socket, server, timer or child process behind.
     setupFiles: ['test/support/leak-check.setup.ts'],
-    // After-hooks run last-registered first, so the setup file's leak check follows each file's own teardown.
-    sequence: { hooks: 'stack' },
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
     reporters: ['default'],
+    maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'components',
+          include: ['test/**/*.test.ts'],
+          exclude: HEAVY,
+          // After-hooks run last-registered first, so the setup file's leak check follows each file's own teardown.
+          sequence: { hooks: 'stack', groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'system',
+          include: HEAVY,
+          fileParallelism: false,
+          sequence: { hooks: 'stack', groupOrder: 1 },
+        },
+      },
+    ],
   },
 })
