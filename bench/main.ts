@@ -9,6 +9,7 @@ import { runFlashWritesBench } from './flash-writes.js'
 import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
+import { runCommitSyncBench } from './commit-sync.js'
 import { runRulesBench } from './rules.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runStormBench } from './storm.js'
@@ -25,6 +26,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
+       npm run bench -- commit-sync [--devices 8000] [--rate 8000] [--seconds 15] [--rounds 2] [--flush-delay-ms 20]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
@@ -88,6 +90,7 @@ async function main(): Promise<void> {
       'outage': { type: 'string' },
       'csv': { type: 'string' },
       'connect-rate': { type: 'string' },
+      'rate': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -156,6 +159,12 @@ async function main(): Promise<void> {
       return
     case 'rules':
       await runRulesBench(rulesOptions())
+      return
+    case 'commit-sync':
+      await runCommitSyncBench({
+        devices: num('devices', '8000'), rate: num('rate', '8000'), seconds: num('seconds', '15'),
+        rounds: num('rounds', '2'), flushDelayMs: num('flush-delay-ms', '20'),
+      })
       return
     case 'online':
       await runOnlineBench({ devices: num('devices', '2000') })

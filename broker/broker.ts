@@ -644,6 +644,9 @@ export function createBroker(options: BrokerOptions): Broker {
     flushWrites() {
       coalescer?.flush()
     },
+    sealWrites() {
+      return coalescer === undefined ? () => undefined : coalescer.seal()
+    },
     disconnect(clientId, reason) {
       const client = table.byClientId(clientId)
       // Already closing: callers such as the bad-message budget ask again for every message over it.

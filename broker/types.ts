@@ -218,8 +218,14 @@ export interface Broker {
    * connected, or not subscribed yet).
    */
   sendDirect(clientId: string, topic: string, payload: Buffer): boolean
-  /** Sends every write held by writeCoalesceMs now (the hub calls it after a commit's acks). */
+  /** Sends every write held by writeCoalesceMs now. */
   flushWrites(): void
+  /**
+   * Closes the set of connections whose writes are held now (the hub calls it
+   * at each commit); the returned function sends exactly those (once that
+   * commit's acks are written). Writes held after the call wait for the next.
+   */
+  sealWrites(): () => void
   /** Closes a client's connection now (revoked device, policy). No-op if not connected. */
   disconnect(clientId: string, reason: string): void
   /** Closes every connection of this principal (an observer may hold several, under any client ids). */

@@ -8,6 +8,14 @@
  * after that first write, whichever comes first: what it wrote meanwhile
  * leaves in one writev. Nothing is reordered or dropped; a write waits at most
  * `maxDelayMs`.
+ *
+ * When the commit's acks are written later than the commit itself (its fsync
+ * runs in the thread pool, hub/storage/wal-sync.ts), packets keep arriving
+ * meanwhile and their PUBACKs are held too. `seal()`, called at the commit,
+ * closes the set of connections whose messages that commit holds; the
+ * function it returns releases exactly those once the acks are written, so a
+ * PUBACK that arrived during the fsync waits for its own commit's ack instead
+ * of leaving alone.
  */
 
 /** What the coalescer holds: a connection that can release its corked writes. */
@@ -18,6 +26,8 @@ export interface Corked {
 
 export class WriteCoalescer {
   private held = new Set<Corked>()
+  /** Sets closed by seal(), waiting for their commit's acks. */
+  private sealed = new Set<Set<Corked>>()
   private timer: NodeJS.Timeout | undefined
 
   constructor(readonly maxDelayMs: number) {
@@ -32,23 +42,49 @@ export class WriteCoalescer {
 
   /** Releases one connection now (what it holds is wanted at once: a command, a job batch). */
   release(c: Corked): void {
-    if (this.held.delete(c)) c.release()
+    if (this.held.delete(c)) {
+      c.release()
+      return
+    }
+    for (const set of this.sealed) if (set.delete(c)) { c.release(); return }
   }
 
-  /** Releases every held connection now. */
+  /**
+   * Closes the set of connections held now (the ones whose messages a commit
+   * just wrote): the returned function releases them, and only them. Later
+   * writes start a new set. The timer still caps how long any write waits.
+   */
+  seal(): () => void {
+    const set = this.held
+    this.held = new Set()
+    this.sealed.add(set)
+    return () => {
+      if (!this.sealed.delete(set)) return
+      for (const c of set) c.release()
+      if (this.held.size === 0 && this.sealed.size === 0) this.stopTimer()
+    }
+  }
+
+  /** Releases every held connection now, sealed or not. */
   flush(): void {
+    this.stopTimer()
+    const sets = [...this.sealed, this.held]
+    this.sealed = new Set()
+    this.held = new Set()
+    for (const set of sets) for (const c of set) c.release()
+  }
+
+  private stopTimer(): void {
     if (this.timer !== undefined) {
       clearTimeout(this.timer)
       this.timer = undefined
     }
-    if (this.held.size === 0) return
-    const held = this.held
-    this.held = new Set()
-    for (const c of held) c.release()
   }
 
   /** Connections holding writes now (a gauge for tests and stats). */
   get size(): number {
-    return this.held.size
+    let n = this.held.size
+    for (const set of this.sealed) n += set.size
+    return n
   }
 }

@@ -10,6 +10,7 @@ import { createBroker } from '../broker/broker.js'
 import type { Broker } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './storage/schema.js'
+import { createWalSync } from './storage/wal-sync.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import { createWriter } from './storage/group-commit.js'
 import { createRegistry } from './fleet/registry.js'
@@ -134,12 +135,16 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     ensurePrivateDir(config.dataDir, log)
     const admin = loadOrCreateAdminToken(config.dataDir, log)
     if (admin.created) createdToken = admin.path
-    const db = openHubDb(join(config.dataDir, 'hub.db'), log)
+    const dbPath = join(config.dataDir, 'hub.db')
+    const db = openHubDb(dbPath, log)
     releasers.push(() => { db.close() })
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
     const histograms = createHubHistograms()
-    const writer = createWriter(db, { flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit }, log.child({ component: 'writer' }))
+    const writer = createWriter(db, {
+      flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit,
+      walSync: createWalSync(db, dbPath),
+    }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())
 
     const registry = createRegistry(db)
@@ -191,8 +196,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       broker.sendDirect(a.deviceId, topics.telemetryAck(a.deviceId), encode({ type: 'telemetry.ack', v: 1, storeId: a.storeId, upTo: a.upTo, ...accepts, ...hubTime }))
     }
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
-    // After the acks (the telemetry store's hook runs first): each connection's held PUBACKs and its ack in one write.
-    writer.onCommit(() => broker.flushWrites())
+    // Sealed at each commit, released after its acks (the telemetry store's commit hook writes them):
+    // the connections whose PUBACKs that commit holds send them with their ack in one write.
+    writer.onWritten(() => broker.sealWrites())
 
     const jobs = createJobs({
       sweepIntervalMs: config.jobSweepIntervalMs,

@@ -55,6 +55,38 @@ describe('coalesced writes', () => {
     await waitFor(() => acked.has('dev-b'), 'dev-b\'s PUBACK after flushWrites()')
   })
 
+  it('sealWrites() closes the set held now: its release sends those PUBACKs and not ones held after the seal', async () => {
+    const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
+    const releasing = setInterval(() => broker.flushWrites(), 20)
+    const connect = async (id: string) => {
+      const c = mqtt.connect(url, { ...deviceOptions(id), reconnectPeriod: 0, keepalive: 30 })
+      cleanups.add(() => c.endAsync(true))
+      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
+      return c
+    }
+    const [a, b] = [await connect('dev-a'), await connect('dev-b')]
+    clearInterval(releasing)
+    broker.flushWrites()
+    const acked = new Set<string>()
+    a.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked.add('dev-a') })
+    await sleep(300)
+    // A commit is written with dev-a's message in it; dev-b's arrives while its fsync runs.
+    const release = broker.sealWrites()
+    b.publish('devices/dev-b/telemetry', '{}', { qos: 1 }, () => { acked.add('dev-b') })
+    await sleep(300)
+    expect([...acked]).toEqual([])
+    release()
+    await waitFor(() => acked.has('dev-a'), 'dev-a\'s PUBACK on its commit\'s release')
+    await sleep(300)
+    expect(acked.has('dev-b')).toBe(false)
+    // Released once: calling it again sends nothing of the next set.
+    release()
+    await sleep(100)
+    expect(acked.has('dev-b')).toBe(false)
+    broker.sealWrites()()
+    await waitFor(() => acked.has('dev-b'), 'dev-b\'s PUBACK on the next commit\'s release')
+  })
+
   it('release held writes after writeCoalesceMs without a flush', async () => {
     const { url } = await startBroker(cleanups, { writeCoalesceMs: 50 })
     expect(await connackCode(url, deviceOptions('dev-a'))).toBe(0)

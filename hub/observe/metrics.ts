@@ -111,6 +111,8 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('writer_last_commit_seconds', 'Duration of the last group commit.', () => writer().lastCommitMs / 1000)
   m.gauge('writer_oldest_queued_seconds', 'How long the oldest row queued for the next commit has waited (0: nothing queued).', () => writer().oldestQueuedMs / 1000)
   m.gauge('writer_last_commit_rows', 'Rows written by the last group commit.', () => writer().lastCommitWeight)
+  m.gauge('writer_awaiting_sync', 'Group commits written and waiting for their fsync in the thread pool (their acks wait with them).', () => writer().awaitingSync)
+  m.counter('writer_failed_syncs_total', 'Fsyncs of the WAL that failed; their commits were treated as failed and nothing in them was acknowledged.', () => writer().failedSyncs)
 
   // Sums over devices, never one series per device: a fleet of thousands would be thousands of series.
   const backlog = sources.backlog

@@ -29,7 +29,8 @@ export class RuleStates {
   private groupFired = new Map<number, number>()
 
   constructor(writer: Writer) {
-    writer.onCommit(() => {
+    // At the transaction's end, not its fsync: the next group may be written meanwhile and reads these.
+    writer.onWritten(() => {
       for (const [deviceId, byRule] of this.group) {
         const committed = this.committed.get(deviceId)
         if (committed) for (const [ruleId, e] of byRule) committed.set(ruleId, e)

@@ -1,12 +1,14 @@
 import type { Db } from '../../common/sqlite.js'
 import type { Logger } from '../../common/logger.js'
+import type { WalSync } from './wal-sync.js'
 
 /**
  * Group commit: every write the hub makes on the hot path (telemetry, events,
  * presence, dead letters) is queued here and applied in one transaction every
  * `flushDelayMs` or as soon as `maxBatchWeight` is queued, whichever comes
- * first. With synchronous=FULL one fsync then covers thousands of rows, which
- * is what makes "acknowledge only what is durably stored" fast.
+ * first. One fsync then covers thousands of rows, which is what makes
+ * "acknowledge only what is durably stored" fast; with a WalSync that fsync
+ * runs in the thread pool while the event loop goes on reading packets.
  *
  * An operation runs inside the transaction and returns what to do after the
  * commit (publish an ack, ...). Each operation runs in its own savepoint: one
@@ -55,10 +57,20 @@ export interface WriterOptions {
    */
   readonly maxBatchWeight: number
   /**
-   * Called once after each commit that succeeded, with its duration and its
-   * weight (rows): the metrics' histograms. Must be cheap: it runs per commit.
+   * Called once after each commit that succeeded, with the time from its
+   * start to durable (its fsync included, wherever that ran) and its weight
+   * (rows): the metrics' histograms. Must be cheap: it runs per commit.
    */
   readonly observeCommit?: (ms: number, rows: number) => void
+  /**
+   * When given, a group commit is made durable by an fsync in the thread
+   * pool (wal-sync.ts) instead of inside COMMIT on the event loop, and its
+   * after-commit steps, waiters and commit hooks run once that fsync is done,
+   * in commit order. The writer closes it. Without it (tests of the writer
+   * alone) everything runs in `flush`, as SQLite's own synchronous setting
+   * made the commit durable.
+   */
+  readonly walSync?: WalSync
 }
 
 /** A `commit` caller waiting on its write. */
@@ -73,6 +85,22 @@ interface Queued {
   readonly onFailed: OnFailed | undefined
 }
 
+/** What a flush left to do once its commit is durable. */
+interface Outcome {
+  after: AfterCommit[]
+  applied: Waiter[]
+  refused: Array<[Waiter, unknown]>
+  failed: Array<[OnFailed, Error]>
+  committed: boolean
+  /** What the written hooks left at the commit: run after the after-commit steps and commit hooks. */
+  readonly later: ReadonlyArray<() => void>
+  /** performance.now() as the commit began: observeCommit hears the time to durable. */
+  readonly t0: number
+  readonly weight: number
+  /** Durable (or failed, with nothing to wait for): its steps may run. */
+  ready: boolean
+}
+
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)))
 
 export interface WriterStats {
@@ -84,6 +112,10 @@ export interface WriterStats {
   readonly lastCommitWeight: number
   /** How long the oldest write queued now has waited for its commit, in ms (0: nothing queued). */
   readonly oldestQueuedMs: number
+  /** Commits written and waiting for their fsync in the thread pool (0 without a WalSync). */
+  readonly awaitingSync: number
+  /** Fsyncs of the WAL that failed: their commits were treated as failed. */
+  readonly failedSyncs: number
 }
 
 export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
@@ -96,8 +128,12 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
   let closed = false
   const rollbackHooks: Array<() => void> = []
   const commitHooks: Array<() => void> = []
+  const writtenHooks: Array<() => (() => void) | void> = []
   const commitFailedHooks: Array<() => void> = []
-  const stats = { commits: 0, failedCommits: 0, failedOps: 0, lastCommitMs: 0, lastCommitWeight: 0 }
+  const stats = { commits: 0, failedCommits: 0, failedOps: 0, failedSyncs: 0, lastCommitMs: 0, lastCommitWeight: 0 }
+  const { walSync } = options
+  /** Flushes in commit order whose steps have not run yet: each waits for its fsync and for those before it. */
+  const unreleased: Outcome[] = []
 
   // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
   const runOne = db.transaction((op: WriteOp) => op(db))
@@ -134,24 +170,71 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     queue = []
     queuedWeight = 0
     const t0 = performance.now()
-    let after: AfterCommit[] = []
-    let applied: Waiter[] = []
-    let refused: Array<[Waiter, unknown]> = []
-    let failed: Array<[OnFailed, Error]> = []
-    let committed = false
+    let outcome: Outcome
     try {
-      ({ after, applied, refused, failed } = runAll(ops))
+      const r = walSync ? walSync.unsynced(() => runAll(ops)) : runAll(ops)
       stats.commits++
-      committed = true
+      outcome = { ...r, committed: true, later: written(), t0, weight, ready: walSync === undefined }
     } catch (err) {
       stats.failedCommits++
       logger.error({ err, ops: ops.length, weight }, 'group commit failed; its writes are dropped and will be retried by their senders')
       for (const hook of rollbackHooks) hook()
       for (const hook of commitFailedHooks) hook()
-      refused = ops.flatMap((o): Array<[Waiter, unknown]> => (o.waiter ? [[o.waiter, err]] : []))
+      const refused = ops.flatMap((o): Array<[Waiter, unknown]> => (o.waiter ? [[o.waiter, err]] : []))
+      outcome = { after: [], applied: [], refused, failed: [], committed: false, later: written(), t0, weight, ready: true }
     }
     stats.lastCommitMs = performance.now() - t0
     stats.lastCommitWeight = weight
+    unreleased.push(outcome)
+    if (!outcome.ready && walSync) walSync.sync((err) => { synced(outcome, err) })
+    release()
+  }
+
+  /** The written hooks, as the group's transaction ends: what they leave to run once it is durable. */
+  function written(): Array<() => void> {
+    const out: Array<() => void> = []
+    for (const hook of writtenHooks) {
+      try {
+        const later = hook()
+        if (later) out.push(later)
+      } catch (err) { logger.error({ err }, 'written hook failed') }
+    }
+    return out
+  }
+
+  /** The fsync covering `outcome` is done; a failed one turns the commit into a failed commit. */
+  function synced(outcome: Outcome, err: Error | null): void {
+    if (outcome.ready) return // released by close() meanwhile
+    if (err) notDurable(outcome, err)
+    outcome.ready = true
+    release()
+  }
+
+  /**
+   * The rows are in the database but not known to be on disk, so nobody is
+   * told they are stored: no acks, waiters refused, owners drop their caches.
+   * Senders retry what was not acknowledged, and the stores' dedup (telemetry
+   * by seq, commands by id) keeps the rows that did land from doubling.
+   */
+  function notDurable(outcome: Outcome, err: Error): void {
+    stats.failedSyncs++
+    logger.error({ err, weight: outcome.weight }, 'fsync of the WAL failed; the commit is treated as failed and nothing in it is acknowledged')
+    for (const hook of rollbackHooks) hook()
+    for (const hook of commitFailedHooks) hook()
+    outcome.refused = [...outcome.refused, ...outcome.applied.map((w): [Waiter, unknown] => [w, err])]
+    outcome.applied = []
+    outcome.after = []
+    outcome.failed = []
+    outcome.committed = false
+  }
+
+  /** Runs the steps of every flush whose commit is durable, oldest first, up to the first that is not. */
+  function release(): void {
+    while (unreleased.length > 0 && unreleased[0]!.ready) runSteps(unreleased.shift()!)
+  }
+
+  function runSteps({ after, applied, refused, failed, committed, later, t0, weight }: Outcome): void {
+    const ms = performance.now() - t0
     for (const a of after) {
       try { a() } catch (err) { logger.error({ err }, 'after-commit step failed') }
     }
@@ -164,8 +247,12 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     for (const hook of commitHooks) {
       try { hook() } catch (err) { logger.error({ err }, 'commit hook failed') }
     }
+    // Last: the acks the commit hooks just wrote leave with the PUBACKs held for them.
+    for (const l of later) {
+      try { l() } catch (err) { logger.error({ err }, 'written hook\'s later step failed') }
+    }
     if (committed && options.observeCommit) {
-      try { options.observeCommit(stats.lastCommitMs, weight) } catch (err) { logger.error({ err }, 'commit observer failed') }
+      try { options.observeCommit(ms, weight) } catch (err) { logger.error({ err }, 'commit observer failed') }
     }
   }
 
@@ -228,13 +315,34 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     onRollback: (hook: () => void) => { rollbackHooks.push(hook) },
     /** Runs when a whole group failed to commit (not when one operation was rolled back alone). */
     onCommitFailed: (hook: () => void) => { commitFailedHooks.push(hook) },
-    /** Runs once after each flush's after-commit steps: where owners send what they coalesced. */
+    /** Runs once after each flush's after-commit steps, once durable: where owners send what they coalesced. */
     onCommit: (hook: () => void) => { commitHooks.push(hook) },
-    stats: (): WriterStats => ({ ...stats, queuedWeight, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince }),
-    /** Commits what is queued and refuses more. */
+    /**
+     * Runs as each group's transaction ends (committed, or failed), before
+     * its fsync: what mirrors the transaction in memory is promoted or reset
+     * here, since the next group may be written before this one is durable.
+     * A function it returns runs after that commit's after-commit steps and
+     * commit hooks, once the commit is durable: for what is closed at the
+     * commit and sent with its acks (the connections whose PUBACKs are held
+     * for them).
+     */
+    onWritten: (hook: () => (() => void) | void) => { writtenHooks.push(hook) },
+    stats: (): WriterStats => ({
+      ...stats, queuedWeight, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince,
+      awaitingSync: unreleased.filter((o) => !o.ready).length,
+    }),
+    /** Commits what is queued, waits for it to be on disk, runs its steps, and refuses more. */
     close(): void {
       flush()
       closed = true
+      if (!walSync) return
+      if (unreleased.length > 0) {
+        let err: Error | null = null
+        try { walSync.syncNow() } catch (e) { err = asError(e) }
+        for (const o of unreleased) if (!o.ready) { if (err) notDurable(o, err); o.ready = true }
+        release()
+      }
+      walSync.close()
     },
   }
 }

@@ -154,8 +154,9 @@ export function createTelemetryStore(db: Db, writer: Writer, logger: Logger) {
   // Acks coalesced per stream within one commit, sent after it.
   let pendingAcks = new Map<string, StoredAck>()
   let ackSink: ((acks: StoredAck[]) => void) | undefined
+  // The group's own: the next group may be written before this one's fsync is back.
+  writer.onWritten(() => { failedStreams = new Set() })
   writer.onCommit(() => {
-    failedStreams = new Set()
     if (pendingAcks.size === 0) return
     const acks = [...pendingAcks.values()]
     pendingAcks = new Map()
