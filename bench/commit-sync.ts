@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -8,6 +8,7 @@ import { percentiles } from '../common/latency.js'
 import { createWriter } from '../hub/storage/group-commit.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { createWalSync } from '../hub/storage/wal-sync.js'
+import { createCheckpointer } from '../hub/storage/checkpointer.js'
 import { createTelemetryStore } from '../hub/telemetry/store.js'
 import { table } from '../cli/output.js'
 
@@ -44,17 +45,28 @@ interface Round {
   readonly ackP50Ms: number
   readonly ackP99Ms: number
   readonly delayP99Ms: number
+  /** The WAL file's size at the end: how far it grew between restarts. */
+  readonly walBytes: number
 }
 
-async function round(inPool: boolean, o: CommitSyncOptions): Promise<Round> {
+type Way = 'commit' | 'pool' | 'pool+thread'
+const WAYS: Record<Way, string> = {
+  'commit': 'fsync in COMMIT (FULL)',
+  'pool': 'fsync in the thread pool',
+  'pool+thread': '+ checkpoints on a thread',
+}
+
+async function round(way: Way, o: CommitSyncOptions): Promise<Round> {
   const dir = mkdtempSync(join(tmpdir(), 'rollcall-bench-commit-sync-'))
   const path = join(dir, 'hub.db')
   const db = openHubDb(path)
   const commitMs: number[] = []
   const writer = createWriter(db, {
     flushDelayMs: o.flushDelayMs, maxBatchWeight: 10_000,
-    ...(inPool ? { walSync: createWalSync(db, path) } : {}),
+    ...(way !== 'commit' ? { walSync: createWalSync(db, path) } : {}),
   }, silentLogger())
+  const checkpointer = way === 'pool+thread' ? createCheckpointer(db, path, { intervalMs: 100, fallbackPages: 10_000 }, silentLogger()) : undefined
+  if (checkpointer) writer.onCommit(() => { checkpointer.committed() })
   const telemetry = createTelemetryStore(db, writer, silentLogger())
   try {
     const ids = Array.from({ length: o.devices }, (_, i) => `dev-${String(i).padStart(5, '0')}`)
@@ -111,14 +123,16 @@ async function round(inPool: boolean, o: CommitSyncOptions): Promise<Round> {
     const c = percentiles(commitMs)
     const a = percentiles(acked)
     return {
-      way: inPool ? 'fsync in the thread pool' : 'fsync in COMMIT (FULL)',
+      way: WAYS[way],
       commits: writer.stats().commits - c0,
       samplesPerS: ((telemetry.counters().samplesStored - stored0) / wall) * 1000,
       loopBusyPct: (loopMs / wall) * 100,
       commitP50Ms: c.p50, commitP99Ms: c.p99, ackP50Ms: a.p50, ackP99Ms: a.p99,
       delayP99Ms: delay.percentile(99) / 1e6,
+      walBytes: statSync(`${path}-wal`).size,
     }
   } finally {
+    await checkpointer?.close()
     writer.close()
     db.close()
     rmSync(dir, { recursive: true, force: true })
@@ -129,15 +143,15 @@ export async function runCommitSyncBench(o: CommitSyncOptions): Promise<void> {
   process.stderr.write(`commit-sync bench: ${o.devices} devices, ${o.rate} one-sample batches/s in all, ${o.seconds}s per round, ${o.rounds} rounds of each way, alternating; flushDelayMs ${o.flushDelayMs}\n`)
   const rounds: Round[] = []
   for (let r = 0; r < o.rounds; r++) {
-    for (const inPool of [false, true]) {
-      const x = await round(inPool, o)
-      process.stderr.write(`  round ${r + 1}, ${x.way}: loop in commits ${x.loopBusyPct.toFixed(1)}%, ack p50/p99 ${x.ackP50Ms.toFixed(1)}/${x.ackP99Ms.toFixed(1)} ms\n`)
+    for (const way of ['commit', 'pool', 'pool+thread'] as const) {
+      const x = await round(way, o)
+      process.stderr.write(`  round ${r + 1}, ${x.way}: loop in commits ${x.loopBusyPct.toFixed(1)}%, ack p50/p99 ${x.ackP50Ms.toFixed(1)}/${x.ackP99Ms.toFixed(1)} ms, WAL ${(x.walBytes / 1e6).toFixed(1)} MB\n`)
       rounds.push(x)
     }
   }
   const f = (n: number) => n.toFixed(1)
   process.stdout.write(table([
-    ['way', 'commits', 'samples/s', 'loop in commits', 'commit on loop p50 / p99 ms', 'queued → ack p50 / p99 ms', 'loop delay p99 ms'],
-    ...rounds.map((x) => [x.way, String(x.commits), x.samplesPerS.toFixed(0), `${f(x.loopBusyPct)}%`, `${f(x.commitP50Ms)} / ${f(x.commitP99Ms)}`, `${f(x.ackP50Ms)} / ${f(x.ackP99Ms)}`, f(x.delayP99Ms)]),
+    ['way', 'commits', 'samples/s', 'loop in commits', 'commit on loop p50 / p99 ms', 'queued → ack p50 / p99 ms', 'loop delay p99 ms', 'WAL'],
+    ...rounds.map((x) => [x.way, String(x.commits), x.samplesPerS.toFixed(0), `${f(x.loopBusyPct)}%`, `${f(x.commitP50Ms)} / ${f(x.commitP99Ms)}`, `${f(x.ackP50Ms)} / ${f(x.ackP99Ms)}`, f(x.delayP99Ms), `${f(x.walBytes / 1e6)} MB`]),
   ]) + '\n')
 }

@@ -11,6 +11,7 @@ import type { Broker } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './storage/schema.js'
 import { createWalSync } from './storage/wal-sync.js'
+import { createCheckpointer } from './storage/checkpointer.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import { createWriter } from './storage/group-commit.js'
 import { createRegistry } from './fleet/registry.js'
@@ -146,6 +147,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       walSync: createWalSync(db, dbPath),
     }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())
+    // Closed before the writer: the writer's close and the database's do the last checkpoint.
+    const checkpointer = createCheckpointer(db, dbPath, { intervalMs: 100, fallbackPages: 10_000 }, log.child({ component: 'checkpointer' }))
+    releasers.push(() => checkpointer.close())
+    writer.onCommit(() => { checkpointer.committed() })
 
     const registry = createRegistry(db)
     const presence = createPresenceStore(db, writer, log.child({ component: 'presence' }))
@@ -327,6 +332,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         saturation: saturation.read(),
         ingest: telemetry.counters(),
         writer: writer.stats(),
+        checkpoints: checkpointer.stats(),
         broker: broker.stats(),
         presence: deviceCounts(),
         jobs: jobs.stats(),
@@ -340,7 +346,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
 
     const metrics = createHubMetrics({
-      ingest: telemetry.counters, writer: writer.stats, broker: () => broker.stats(), devices: deviceCounts,
+      ingest: telemetry.counters, writer: writer.stats, checkpoints: checkpointer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
       saturation: () => saturation.read(), rules: () => rules.stats(), ruleViews: () => rules.list(),
