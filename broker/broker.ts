@@ -637,8 +637,11 @@ export function createBroker(options: BrokerOptions): Broker {
     sendDirect(clientId, topic, payload) {
       const client = table.byClientId(clientId)
       if (client === undefined || client.closed || !client.connected || held.get(client)?.has(topic) !== true) return false
-      // A QoS 0 PUBLISH needs no packet id and no session state: one buffer, written behind whatever aedes wrote before.
-      client.conn.write(generatePacket({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }))
+      // A QoS 0 PUBLISH needs no packet id and no session state: one buffer, written behind whatever aedes wrote before,
+      // with what the connection holds (its PUBACKs) or at once, never starting a hold of its own.
+      const packet = generatePacket({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false })
+      if (client.conn instanceof PacketGuard) client.conn.writeUnheld(packet)
+      else client.conn.write(packet)
       return true
     },
     flushWrites() {

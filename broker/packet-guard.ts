@@ -58,6 +58,8 @@ export class PacketGuard extends Duplex implements Corked {
   private readonly coalescer: WriteCoalescer | undefined
   /** The socket is corked by us, waiting for the coalescer's release. */
   private holding = false
+  /** Set for the length of a writeUnheld(): its write must not start a hold. */
+  private unheld = false
 
   constructor(socket: Socket, options: PacketGuardOptions) {
     super({ allowHalfOpen: false })
@@ -108,9 +110,25 @@ export class PacketGuard extends Duplex implements Corked {
     this.socket.uncork()
   }
 
+  /**
+   * Writes `chunk` without starting a hold. If the connection holds writes it
+   * joins them and leaves at their release; if not, it leaves now. For the
+   * hub's acks, written once their commit is durable: a connection whose
+   * held PUBACKs were released meanwhile (a command went out, the timer
+   * fired) would otherwise keep its ack until the next release.
+   */
+  writeUnheld(chunk: Buffer): void {
+    this.unheld = true
+    try {
+      this.write(chunk)
+    } finally {
+      this.unheld = false
+    }
+  }
+
   /** The first write since the last release corks the socket until the coalescer releases it. */
   private hold(): void {
-    if (this.coalescer === undefined || this.holding || this.socket.destroyed) return
+    if (this.coalescer === undefined || this.holding || this.unheld || this.socket.destroyed) return
     this.holding = true
     this.socket.cork()
     this.coalescer.hold(this)

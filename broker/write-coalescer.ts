@@ -12,10 +12,13 @@
  * When the commit's acks are written later than the commit itself (its fsync
  * runs in the thread pool, hub/storage/wal-sync.ts), packets keep arriving
  * meanwhile and their PUBACKs are held too. `seal()`, called at the commit,
- * closes the set of connections whose messages that commit holds; the
- * function it returns releases exactly those once the acks are written, so a
- * PUBACK that arrived during the fsync waits for its own commit's ack instead
- * of leaving alone.
+ * closes the set of connections held at that moment; the function it
+ * returns releases exactly those once the commit's acks are written. A
+ * connection that first holds a write after the seal (a PUBACK that arrived
+ * during the fsync) waits for the next commit's release, with its own ack. A
+ * connection still held in a sealed set keeps collecting writes until that
+ * set's release, so a device publishing twice within a commit may see its
+ * second PUBACK leave with the first ack: one write either way.
  */
 
 /** What the coalescer holds: a connection that can release its corked writes. */

@@ -67,7 +67,14 @@ export async function runHub(opts: HubOpts): Promise<void> {
   // Components log through pino children without a level of their own, which follow the root's;
   // the HTTP server's logger keeps the level it was given (warn), as it should.
   const setLogLevel = (level: string) => { logger.level = level }
-  const hub = createHub(config, { logger })
+  // The hub stopped acknowledging (its disk failed an fsync): stop with a failure, so systemd restarts it.
+  const hub = createHub(config, {
+    logger,
+    onFatal: () => {
+      process.exitCode = 1
+      void hub.stop().finally(() => { logger.flush() })
+    },
+  })
   const running = await hub.start()
 
   // Under systemd, stderr is the journal, which keeps what it gets on disk for

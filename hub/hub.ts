@@ -57,6 +57,13 @@ export interface HubDeps {
   readonly clock?: Clock
   /** Jitter for job retries. */
   readonly random?: Random
+  /**
+   * The hub can no longer keep its promise (an fsync of its database failed:
+   * it has stopped acknowledging anything). The CLI stops the process with a
+   * failure, so a service manager restarts it; without this the hub stays up,
+   * refusing writes, for its owner to stop.
+   */
+  readonly onFatal?: (err: Error) => void
 }
 
 export interface RunningHub {
@@ -145,6 +152,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const writer = createWriter(db, {
       flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit,
       walSync: createWalSync(db, dbPath),
+      onSyncFailed: (err) => deps.onFatal?.(err),
     }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())
     // Closed before the writer: the writer's close and the database's do the last checkpoint.
@@ -268,8 +276,14 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       {
         telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }),
         cutOff: (id, why) => broker.disconnect(id, why),
-        // The committed mark: a queued write that raises it sends its own ack after its commit.
-        announceMark: (deviceId, storeId) => publishAck({ deviceId, storeId, upTo: telemetry.markOf(deviceId, storeId) }),
+        // The mark as the writer's next group sees it, sent once that group is durable: the
+        // cached mark may include rows written but not yet fsynced, which no ack may cover yet.
+        announceMark: (deviceId, storeId) => {
+          writer.enqueue(() => {
+            const upTo = telemetry.markOf(deviceId, storeId)
+            return () => { publishAck({ deviceId, storeId, upTo }) }
+          })
+        },
         isRegistered: registered,
         jobs: jobs.ingress,
         commands: { response: (deviceId, m) => { commands.response(deviceId, m) } },

@@ -34,12 +34,25 @@ describe('checkpointer', () => {
     return { db, writer, checkpointer, path }
   }
 
-  /** 200 commits of 20 rows of 2 KB (about 2,000 pages in all), each waited for, as a busy hub makes them. */
-  async function write(writer: ReturnType<typeof open>['writer'], db: ReturnType<typeof open>['db']) {
+  /**
+   * 200 commits of 20 rows of 2 KB (about 2,000 pages in all), each waited
+   * for, as a busy hub makes them; every 20 commits a pause, as a fleet's
+   * commits have between them, long enough (on any machine: it waits for it)
+   * for a checkpoint to copy every frame, after which the WAL starts over.
+   */
+  async function write(writer: ReturnType<typeof open>['writer'], db: ReturnType<typeof open>['db'], checkpointer?: ReturnType<typeof open>['checkpointer']) {
     const insert = db.prepare('INSERT INTO t (v) VALUES (?)')
-    for (let c = 0; c < 200; c++) {
+    for (let c = 1; c <= 200; c++) {
       await writer.commit(() => { for (let i = 0; i < 20; i++) insert.run(Buffer.alloc(2048, c)) }, 20)
-      if (c % 20 === 0) await sleep(5)
+      if (c % 20 !== 0 || checkpointer === undefined) continue
+      const n = checkpointer.stats().checkpoints
+      // A hang guard far above the few ms this takes.
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+        const st = checkpointer.stats()
+        if (st.checkpoints > n && st.lastCopiedPages === st.lastWalPages) break
+        checkpointer.committed()
+        await sleep(5)
+      }
     }
   }
 
@@ -47,13 +60,14 @@ describe('checkpointer', () => {
     // The writer would not checkpoint before 100,000 pages (400 MB): whatever is copied, the thread copied.
     const { db, writer, checkpointer, path } = open(100_000)
     expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(100_000)
-    await write(writer, db)
+    await write(writer, db, checkpointer)
     const walPages = statSync(`${path}-wal`).size / 4096
     const { checkpoints, failed, lastCopiedPages } = checkpointer.stats()
     expect(failed).toBe(0)
     expect(checkpoints).toBeGreaterThan(5)
     expect(lastCopiedPages).toBeGreaterThan(0)
-    // About 2,000 pages were written; without the thread the WAL would hold them all.
+    // About 2,000 pages were written; without the thread the WAL would hold them all. With it,
+    // the WAL starts over after each pause: at most about 20 commits' worth (some 300 pages).
     expect(walPages).toBeLessThan(1_000)
     // The rows are in the database file itself, not only in the WAL.
     expect(statSync(path).size).toBeGreaterThan(2_000 * 4096 * 0.5)
@@ -67,11 +81,16 @@ describe('checkpointer', () => {
     expect(statSync(`${path}-wal`).size / 4096).toBeGreaterThan(2_000)
   })
 
-  it('close() ends the thread and later commits ask it for nothing', async () => {
-    const { checkpointer } = open(100_000)
+  it('close() ends the thread; commits after it ask it for nothing and the WAL grows again', async () => {
+    const { db, writer, checkpointer, path } = open(100_000)
+    await write(writer, db, checkpointer)
+    expect(checkpointer.stats().checkpoints).toBeGreaterThan(0)
     await checkpointer.close()
-    checkpointer.committed()
-    expect(checkpointer.stats().checkpoints).toBe(0)
+    // Counted after the close: a checkpoint asked for before it may have finished meanwhile.
+    const before = checkpointer.stats().checkpoints
+    await write(writer, db)
+    expect(checkpointer.stats().checkpoints).toBe(before)
+    expect(statSync(`${path}-wal`).size / 4096).toBeGreaterThan(2_000)
     // A second close is the same one.
     await checkpointer.close()
   })

@@ -13,12 +13,12 @@ afterEach(() => {
 })
 
 /** A writer whose commits are synced by `wrap(real WalSync)`, and a second connection. */
-function open(wrap: (w: WalSync) => WalSync = (w) => w): { db: Db; writer: Writer; reader: Database.Database; path: string } {
+function open(wrap: (w: WalSync) => WalSync = (w) => w, onSyncFailed?: (err: Error) => void): { db: Db; writer: Writer; reader: Database.Database; path: string } {
   const tmp = tempDir('wal-sync')
   const path = join(tmp.dir, 'w.db')
   const db = openDatabase(path, { synchronous: 'FULL' })
   db.exec('CREATE TABLE t (k TEXT PRIMARY KEY) STRICT')
-  const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000, walSync: wrap(createWalSync(db, path)) }, silentLogger())
+  const writer = createWriter(db, { flushDelayMs: 3_600_000, maxBatchWeight: 10_000, walSync: wrap(createWalSync(db, path)), ...(onSyncFailed ? { onSyncFailed } : {}) }, silentLogger())
   const reader = new Database(path, { readonly: true })
   cleanups.push(tmp.remove, () => db.close(), () => reader.close(), () => writer.close())
   return { db, writer, reader, path }
@@ -80,19 +80,40 @@ describe('group commit with the fsync in the thread pool', () => {
     await settled(writer)
   })
 
-  it('treats a commit whose fsync failed as a failed commit: no after-commit step, waiters refused, caches dropped', async () => {
+  it('stops for good at a failed fsync: no step of that commit or a later one runs, waiters and new writes are refused, the owner is told', async () => {
     const failing = (w: WalSync): WalSync => ({ ...w, sync: (done) => { w.sync(() => { done(new Error('EIO: input/output error, fdatasync')) }) } })
-    const { writer, reader } = open(failing)
+    const told: Error[] = []
+    const { writer, reader } = open(failing, (err) => { told.push(err) })
     const steps: string[] = []
-    writer.onRollback(() => { steps.push('rollback hook') })
-    writer.onCommitFailed(() => { steps.push('commit-failed hook') })
+    writer.onCommit(() => { steps.push('commit hook') })
     writer.enqueue((d) => { insert(d, 'a'); return () => { steps.push('ack a') } })
     const waited = writer.commit((d) => insert(d, 'b'))
     await expect(waited).rejects.toThrow(/EIO/)
-    expect(steps).toEqual(['rollback hook', 'commit-failed hook'])
+    expect(steps).toEqual([])
+    expect(told.map((e) => e.message)).toEqual(['EIO: input/output error, fdatasync'])
     expect(writer.stats().failedSyncs).toBe(1)
-    // The rows are in the file; nobody was told they are durable, so their senders send them again.
+    // The rows are in the file (a failed fsync cannot be rolled back), and nobody was told they are stored.
     expect(keys(reader)).toEqual(['a', 'b'])
+    expect(() => writer.enqueue((d) => insert(d, 'c'))).toThrow(/fsync failed \(EIO.*restarted/)
+    await expect(writer.commit((d) => insert(d, 'd'))).rejects.toThrow(/fsync failed/)
+    expect(keys(reader)).toEqual(['a', 'b'])
+    expect(steps).toEqual([])
+  })
+
+  it('commits at the end of the turn when flushed from inside a transaction, where SQLite will not change synchronous', async () => {
+    const { db, writer, reader } = open()
+    writer.enqueue((d) => insert(d, 'a'))
+    db.transaction(() => {
+      insert(db, 'outer')
+      writer.flush()
+    })()
+    // The group was not folded into the outer transaction, nor dropped.
+    expect(keys(reader)).toEqual(['outer'])
+    await settled(writer)
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    await settled(writer)
+    expect(keys(reader)).toEqual(['a', 'outer'])
+    expect(writer.stats().failedCommits).toBe(0)
   })
 
   it('close() waits for the disk on the spot and runs what was waiting, once', async () => {

@@ -70,7 +70,19 @@ export function createCheckpointer(db: Db, dbPath: string, options: Checkpointer
   let busy = false
   let lastAsked = -Infinity
   let dead = false
-  let exited: Promise<void> | undefined
+  let closing = false
+  /** Settles when the thread has ended, however it ended. */
+  const exited = new Promise<void>((resolve) => {
+    worker.once('exit', () => {
+      dead = true
+      busy = false
+      resolve()
+    })
+  })
+  function fallBack(): void {
+    // The database may be closed already (a thread that died during the hub's stop).
+    try { db.pragma('wal_autocheckpoint = 1000') } catch { /* closed: nothing left to bound */ }
+  }
 
   worker.on('message', (r: Result) => {
     busy = false
@@ -84,15 +96,18 @@ export function createCheckpointer(db: Db, dbPath: string, options: Checkpointer
     }
   })
   worker.on('error', (err) => {
-    dead = true
     logger.error({ err }, 'checkpoint thread stopped; the writer checkpoints on its own from now on')
-    db.pragma('wal_autocheckpoint = 1000')
+  })
+  void exited.then(() => {
+    if (closing) return
+    logger.error('checkpoint thread ended; the writer checkpoints on its own from now on')
+    fallBack()
   })
 
   return {
     /** After a commit: asks the thread for a checkpoint, unless one runs or the last was under intervalMs ago. */
     committed(now = performance.now()): void {
-      if (busy || dead || exited !== undefined || now - lastAsked < options.intervalMs) return
+      if (busy || dead || closing || now - lastAsked < options.intervalMs) return
       busy = true
       lastAsked = now
       worker.postMessage('checkpoint')
@@ -100,14 +115,12 @@ export function createCheckpointer(db: Db, dbPath: string, options: Checkpointer
     stats: (): CheckpointStats => ({ ...stats }),
     /** Closes the thread's connection and waits for the thread to end; the writer's close does the last checkpoint. */
     close(): Promise<void> {
-      exited ??= dead
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => {
-          worker.once('exit', () => resolve())
-          // Held while it closes, or a process with nothing else to do would exit before the writer's close.
-          worker.ref()
-          worker.postMessage('close')
-        })
+      if (!closing && !dead) {
+        // Held while it closes, or a process with nothing else to do would exit before the writer's close.
+        worker.ref()
+        worker.postMessage('close')
+      }
+      closing = true
       return exited
     },
   }

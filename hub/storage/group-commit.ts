@@ -71,6 +71,11 @@ export interface WriterOptions {
    * made the commit durable.
    */
   readonly walSync?: WalSync
+  /**
+   * Told once that an fsync of the WAL failed. The writer has stopped for
+   * good by then: see `fail`. The hub logs it and stops.
+   */
+  readonly onSyncFailed?: (err: Error) => void
 }
 
 /** A `commit` caller waiting on its write. */
@@ -114,7 +119,7 @@ export interface WriterStats {
   readonly oldestQueuedMs: number
   /** Commits written and waiting for their fsync in the thread pool (0 without a WalSync). */
   readonly awaitingSync: number
-  /** Fsyncs of the WAL that failed: their commits were treated as failed. */
+  /** Fsyncs of the WAL that failed (at most 1: the writer stops at the first). */
   readonly failedSyncs: number
 }
 
@@ -134,6 +139,8 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
   const { walSync } = options
   /** Flushes in commit order whose steps have not run yet: each waits for its fsync and for those before it. */
   const unreleased: Outcome[] = []
+  /** Set by a failed fsync: from then on nothing is committed or acknowledged. */
+  let broken: Error | undefined
 
   // Called inside runAll's transaction, better-sqlite3 makes this a savepoint.
   const runOne = db.transaction((op: WriteOp) => op(db))
@@ -165,6 +172,11 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     if (timer) { clearTimeout(timer); timer = undefined }
     if (soon) { clearImmediate(soon); soon = undefined }
     if (queue.length === 0) return
+    if (broken) { refuseQueued(broken); return }
+    // Inside someone's transaction (an op that filled the batch, a flush from a transaction):
+    // the group would only be a savepoint of theirs, and SQLite refuses to change the
+    // synchronous setting there. It commits at the end of this turn instead.
+    if (db.inTransaction) { soon = setImmediate(flush); return }
     const ops = queue
     const weight = queuedWeight
     queue = []
@@ -202,30 +214,41 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
     return out
   }
 
-  /** The fsync covering `outcome` is done; a failed one turns the commit into a failed commit. */
+  /** The fsync covering `outcome` is done. */
   function synced(outcome: Outcome, err: Error | null): void {
-    if (outcome.ready) return // released by close() meanwhile
-    if (err) notDurable(outcome, err)
+    if (outcome.ready || broken) return // released by close() meanwhile, or the writer has stopped
+    if (err) { fail(err); return }
     outcome.ready = true
     release()
   }
 
   /**
-   * The rows are in the database but not known to be on disk, so nobody is
-   * told they are stored: no acks, waiters refused, owners drop their caches.
-   * Senders retry what was not acknowledged, and the stores' dedup (telemetry
-   * by seq, commands by id) keeps the rows that did land from doubling.
+   * An fsync of the WAL failed. Unlike a failed COMMIT this cannot be undone:
+   * the group is in the database, visible, its stream marks moved on, and a
+   * later fsync may report success for pages the kernel already dropped
+   * (PostgreSQL's lesson). So the writer stops for good: no step of this
+   * commit or any later one runs (no ack, no publish), every waiter is
+   * refused, every new write is refused, and the owner is told (the hub
+   * stops). The devices keep what was not acknowledged and send it again to
+   * the restarted hub, whose recovery reads what did reach the disk.
    */
-  function notDurable(outcome: Outcome, err: Error): void {
+  function fail(err: Error): void {
+    broken = err
     stats.failedSyncs++
-    logger.error({ err, weight: outcome.weight }, 'fsync of the WAL failed; the commit is treated as failed and nothing in it is acknowledged')
-    for (const hook of rollbackHooks) hook()
-    for (const hook of commitFailedHooks) hook()
-    outcome.refused = [...outcome.refused, ...outcome.applied.map((w): [Waiter, unknown] => [w, err])]
-    outcome.applied = []
-    outcome.after = []
-    outcome.failed = []
-    outcome.committed = false
+    logger.fatal({ err, awaiting: unreleased.length }, 'fsync of the database\'s WAL failed: the hub stops acknowledging and must be restarted once the disk is checked')
+    for (const o of unreleased.splice(0)) {
+      for (const w of o.applied) w.reject(err)
+      for (const [w] of o.refused) w.reject(err)
+    }
+    refuseQueued(err)
+    try { options.onSyncFailed?.(err) } catch (e) { logger.error({ err: e }, 'sync-failure handler failed') }
+  }
+
+  function refuseQueued(err: Error): void {
+    const ops = queue
+    queue = []
+    queuedWeight = 0
+    for (const o of ops) o.waiter?.reject(err)
   }
 
   /** Runs the steps of every flush whose commit is durable, oldest first, up to the first that is not. */
@@ -258,6 +281,7 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
 
   function push(op: WriteOp, weight: number, waiter: Waiter | undefined, onFailed?: OnFailed, urgent = waiter !== undefined): void {
     if (closed) throw new Error('writer is closed')
+    if (broken) throw new Error(`the database's fsync failed (${broken.message}); nothing more is written until the hub is restarted`)
     if (queue.length === 0) queuedSince = performance.now()
     queue.push({ op, waiter, onFailed })
     queuedWeight += weight
@@ -336,11 +360,14 @@ export function createWriter(db: Db, options: WriterOptions, logger: Logger) {
       flush()
       closed = true
       if (!walSync) return
-      if (unreleased.length > 0) {
-        let err: Error | null = null
-        try { walSync.syncNow() } catch (e) { err = asError(e) }
-        for (const o of unreleased) if (!o.ready) { if (err) notDurable(o, err); o.ready = true }
-        release()
+      if (unreleased.length > 0 && !broken) {
+        try {
+          walSync.syncNow()
+          for (const o of unreleased) o.ready = true
+          release()
+        } catch (e) {
+          fail(asError(e))
+        }
       }
       walSync.close()
     },

@@ -16,7 +16,8 @@ import type { Db } from '../../common/sqlite.js'
  * the next one, so a slow disk costs fewer syncs, not a queue of them. Every
  * other transaction on the connection (jobs, the registry, migrations) keeps
  * synchronous=FULL and its own fsync, which covers the WAL's earlier frames
- * too. The WAL file keeps its inode for the life of the connection (SQLite
+ * too. A failed fsync stops the writer for good (group-commit.ts, `fail`).
+ * The WAL file keeps its inode for the life of the connection (SQLite
  * resets it by writing over it from the start), so the descriptor opened here
  * stays the file SQLite writes.
  */
