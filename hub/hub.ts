@@ -10,7 +10,7 @@ import { createBroker } from '../broker/broker.js'
 import type { Broker } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './storage/schema.js'
-import { createWalSync } from './storage/wal-sync.js'
+import { createWalSync, type WalSync } from './storage/wal-sync.js'
 import { createCheckpointer } from './storage/checkpointer.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import { createWriter } from './storage/group-commit.js'
@@ -64,6 +64,11 @@ export interface HubDeps {
    * refusing writes, for its owner to stop.
    */
   readonly onFatal?: (err: Error) => void
+  /**
+   * Wraps the WAL's fsync (storage/wal-sync.ts). Tests hold fsyncs back
+   * with it, to see that nothing is acknowledged before its rows are on disk.
+   */
+  readonly walSync?: (real: WalSync) => WalSync
 }
 
 export interface RunningHub {
@@ -151,7 +156,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const histograms = createHubHistograms()
     const writer = createWriter(db, {
       flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit,
-      walSync: createWalSync(db, dbPath),
+      walSync: deps.walSync ? deps.walSync(createWalSync(db, dbPath)) : createWalSync(db, dbPath),
       onSyncFailed: (err) => deps.onFatal?.(err),
     }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())
