@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import mqtt from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
+import type { Broker } from '../broker/types.js'
 import { connackCode, deviceOptions, leakCheckedCleanups, sleep, startBroker, waitFor } from './broker.harness.js'
 
 /**
@@ -9,16 +10,33 @@ import { connackCode, deviceOptions, leakCheckedCleanups, sleep, startBroker, wa
  */
 const cleanups = leakCheckedCleanups()
 
+/**
+ * Connects devices while the broker's held writes are released every 20 ms
+ * (their CONNACKs and SUBACKs are held like any write), runs `then` with
+ * them, and stops releasing: from then on only the test releases anything.
+ */
+async function connectAll(broker: Pick<Broker, 'flushWrites'>, url: string, ids: readonly string[], then?: (clients: MqttClient[]) => Promise<unknown>): Promise<MqttClient[]> {
+  const releasing = setInterval(() => broker.flushWrites(), 20)
+  try {
+    const clients: MqttClient[] = []
+    for (const id of ids) {
+      const c = mqtt.connect(url, { ...deviceOptions(id), reconnectPeriod: 0, keepalive: 30 })
+      cleanups.add(() => c.endAsync(true))
+      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
+      clients.push(c)
+    }
+    await then?.(clients)
+    return clients
+  } finally {
+    clearInterval(releasing)
+  }
+}
+
 describe('coalesced writes', () => {
   it('hold a PUBACK until flushWrites(), then deliver it', async () => {
     // Long enough that only flushWrites() can release anything during the test.
     const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
-    const client = mqtt.connect(url, { ...deviceOptions('dev-a'), reconnectPeriod: 0, keepalive: 30 })
-    cleanups.add(() => client.endAsync(true))
-    // The CONNACK itself is held: release writes until the client is in.
-    const releasing = setInterval(() => broker.flushWrites(), 20)
-    await new Promise<void>((resolve, reject) => { client.once('connect', () => resolve()); client.once('error', reject) })
-    clearInterval(releasing)
+    const client = (await connectAll(broker, url, ['dev-a']))[0]!
     let acked = false
     client.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked = true })
     await sleep(300)
@@ -29,16 +47,7 @@ describe('coalesced writes', () => {
 
   it('send what the broker publishes to a device at once, with what that connection held, and nothing of another\'s', async () => {
     const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
-    const releasing = setInterval(() => broker.flushWrites(), 20)
-    const connect = async (id: string) => {
-      const c = mqtt.connect(url, { ...deviceOptions(id), reconnectPeriod: 0, keepalive: 30 })
-      cleanups.add(() => c.endAsync(true))
-      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
-      return c
-    }
-    const [a, b] = [await connect('dev-a'), await connect('dev-b')]
-    await a.subscribeAsync('devices/dev-a/cmd/req', { qos: 1 })
-    clearInterval(releasing)
+    const [a, b] = await connectAll(broker, url, ['dev-a', 'dev-b'], ([c]) => c!.subscribeAsync('devices/dev-a/cmd/req', { qos: 1 })) as [MqttClient, MqttClient]
     const acked = new Set<string>()
     const received: string[] = []
     a.on('message', (topic) => received.push(topic))
@@ -57,15 +66,7 @@ describe('coalesced writes', () => {
 
   it('sealWrites() closes the set held now: its release sends those PUBACKs and not ones held after the seal', async () => {
     const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
-    const releasing = setInterval(() => broker.flushWrites(), 20)
-    const connect = async (id: string) => {
-      const c = mqtt.connect(url, { ...deviceOptions(id), reconnectPeriod: 0, keepalive: 30 })
-      cleanups.add(() => c.endAsync(true))
-      await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
-      return c
-    }
-    const [a, b] = [await connect('dev-a'), await connect('dev-b')]
-    clearInterval(releasing)
+    const [a, b] = await connectAll(broker, url, ['dev-a', 'dev-b']) as [MqttClient, MqttClient]
     broker.flushWrites()
     const acked = new Set<string>()
     a.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked.add('dev-a') })
