@@ -112,7 +112,9 @@ export class PacketGuard extends Duplex implements Corked {
 
   /**
    * Writes `chunk` without starting a hold. If the connection holds writes it
-   * joins them and leaves at their release; if not, it leaves now. For the
+   * joins them and leaves at their release; if not, it leaves now (unless
+   * this stream still buffers writes of its own: it then goes behind them,
+   * and is held if they are). For the
    * hub's acks, written once their commit is durable: a connection whose
    * held PUBACKs were released meanwhile (a command went out, the timer
    * fired) would otherwise keep its ack until the next release.

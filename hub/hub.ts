@@ -154,9 +154,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
     const histograms = createHubHistograms()
+    const walSync = createWalSync(db, dbPath)
     const writer = createWriter(db, {
       flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit,
-      walSync: deps.walSync ? deps.walSync(createWalSync(db, dbPath)) : createWalSync(db, dbPath),
+      walSync: deps.walSync?.(walSync) ?? walSync,
       onSyncFailed: (err) => deps.onFatal?.(err),
     }, log.child({ component: 'writer' }))
     releasers.push(() => writer.close())

@@ -79,10 +79,6 @@ export function createCheckpointer(db: Db, dbPath: string, options: Checkpointer
       resolve()
     })
   })
-  function fallBack(): void {
-    // The database may be closed already (a thread that died during the hub's stop).
-    try { db.pragma('wal_autocheckpoint = 1000') } catch { /* closed: nothing left to bound */ }
-  }
 
   worker.on('message', (r: Result) => {
     busy = false
@@ -101,7 +97,8 @@ export function createCheckpointer(db: Db, dbPath: string, options: Checkpointer
   void exited.then(() => {
     if (closing) return
     logger.error('checkpoint thread ended; the writer checkpoints on its own from now on')
-    fallBack()
+    // The database may be closed already (a thread that died during the hub's stop).
+    try { db.pragma('wal_autocheckpoint = 1000') } catch { /* closed: nothing left to bound */ }
   })
 
   return {

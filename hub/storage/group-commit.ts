@@ -92,11 +92,11 @@ interface Queued {
 
 /** What a flush left to do once its commit is durable. */
 interface Outcome {
-  after: AfterCommit[]
-  applied: Waiter[]
-  refused: Array<[Waiter, unknown]>
-  failed: Array<[OnFailed, Error]>
-  committed: boolean
+  readonly after: readonly AfterCommit[]
+  readonly applied: readonly Waiter[]
+  readonly refused: ReadonlyArray<[Waiter, unknown]>
+  readonly failed: ReadonlyArray<[OnFailed, Error]>
+  readonly committed: boolean
   /** What the written hooks left at the commit: run after the after-commit steps and commit hooks. */
   readonly later: ReadonlyArray<() => void>
   /** performance.now() as the commit began: observeCommit hears the time to durable. */
