@@ -295,6 +295,7 @@ export function createBroker(options: BrokerOptions): Broker {
     return packet
   }
 
+  // On real time, as the writer's commit delay it pairs with: a manual clock in a test must not hold a CONNACK.
   const coalescer = options.writeCoalesceMs !== undefined && options.writeCoalesceMs > 0 ? new WriteCoalescer(options.writeCoalesceMs) : undefined
 
   // aedes's routing queue, with an O(1) dequeue: see message-queue.ts.

@@ -19,7 +19,19 @@
  * connection still held in a sealed set keeps collecting writes until that
  * set's release, so a device publishing twice within a commit may see its
  * second PUBACK leave with the first ack: one write either way.
+ *
+ * `maxDelayMs` counts from each set's first write, so the timer releases only
+ * sets that waited that long: under steady load there is always a set open,
+ * and a timer that released everything would cut each commit's sets off
+ * from their acks. A sealed set waits for its commit's release longer,
+ * `sealedMaxDelayMs` (a second): its release is on its way, as soon as the
+ * fsync is done. On a hub past its limit a commit takes longer to become
+ * durable, and releasing its PUBACKs without their acks would make every
+ * message cost two socket writes just when the hub can least afford them;
+ * the cap is for a disk that stalls.
  */
+
+import { systemClock, type Clock, type ClockTimer } from '../common/clock.js'
 
 /** What the coalescer holds: a connection that can release its corked writes. */
 export interface Corked {
@@ -27,29 +39,47 @@ export interface Corked {
   release(): void
 }
 
-export class WriteCoalescer {
-  private held = new Set<Corked>()
-  /** Sets closed by seal(), waiting for their commit's acks. */
-  private sealed = new Set<Set<Corked>>()
-  private timer: NodeJS.Timeout | undefined
+/** Connections held since `since` (the clock's time of the set's first write). */
+interface HeldSet {
+  readonly members: Set<Corked>
+  since: number
+}
 
-  constructor(readonly maxDelayMs: number) {
+export class WriteCoalescer {
+  private held: HeldSet = { members: new Set(), since: 0 }
+  /** Sets closed by seal(), waiting for their commit's acks, oldest first. */
+  private sealed = new Set<HeldSet>()
+  private timer: ClockTimer | undefined
+  /** The clock's time the timer is set for. */
+  private timerAt = 0
+  private readonly clock: Clock
+  readonly sealedMaxDelayMs: number
+
+  constructor(readonly maxDelayMs: number, clock: Clock = systemClock, sealedMaxDelayMs = Math.max(1000, maxDelayMs)) {
     if (!(Number.isFinite(maxDelayMs) && maxDelayMs > 0)) throw new RangeError(`maxDelayMs must be a positive number of ms, got ${maxDelayMs}`)
+    if (!(sealedMaxDelayMs >= maxDelayMs)) throw new RangeError(`sealedMaxDelayMs must be at least maxDelayMs (${maxDelayMs}), got ${sealedMaxDelayMs}`)
+    this.clock = clock
+    this.sealedMaxDelayMs = sealedMaxDelayMs
   }
 
   /** `c` just corked its socket for its first held write: released at the next flush. */
   hold(c: Corked): void {
-    this.held.add(c)
-    this.timer ??= setTimeout(() => this.flush(), this.maxDelayMs)
+    if (this.held.members.size === 0) {
+      this.held.since = this.clock.now()
+      this.held.members.add(c)
+      this.arm()
+      return
+    }
+    this.held.members.add(c)
   }
 
   /** Releases one connection now (what it holds is wanted at once: a command, a job batch). */
   release(c: Corked): void {
-    if (this.held.delete(c)) {
+    if (this.held.members.delete(c)) {
       c.release()
       return
     }
-    for (const set of this.sealed) if (set.delete(c)) { c.release(); return }
+    for (const set of this.sealed) if (set.members.delete(c)) { c.release(); return }
   }
 
   /**
@@ -59,12 +89,13 @@ export class WriteCoalescer {
    */
   seal(): () => void {
     const set = this.held
-    this.held = new Set()
+    this.held = { members: new Set(), since: 0 }
+    if (set.members.size === 0) return () => undefined
     this.sealed.add(set)
     return () => {
       if (!this.sealed.delete(set)) return
-      for (const c of set) c.release()
-      if (this.held.size === 0 && this.sealed.size === 0) this.stopTimer()
+      for (const c of set.members) c.release()
+      if (this.size === 0) this.stopTimer()
     }
   }
 
@@ -73,21 +104,57 @@ export class WriteCoalescer {
     this.stopTimer()
     const sets = [...this.sealed, this.held]
     this.sealed = new Set()
-    this.held = new Set()
-    for (const set of sets) for (const c of set) c.release()
+    this.held = { members: new Set(), since: 0 }
+    for (const set of sets) for (const c of set.members) c.release()
+  }
+
+  /** Releases the sets that have waited their time, then waits for the next one due. */
+  private onTimer(): void {
+    this.timer = undefined
+    // Timers keep their own time, which may run a little ahead of the clock's reading: 1 ms of slack.
+    const now = this.clock.now() + 1
+    for (const set of this.sealed) {
+      if (set.since + this.sealedMaxDelayMs > now) break
+      this.sealed.delete(set)
+      for (const c of set.members) c.release()
+    }
+    if (this.held.members.size > 0 && this.held.since + this.maxDelayMs <= now) {
+      const set = this.held
+      this.held = { members: new Set(), since: 0 }
+      for (const c of set.members) c.release()
+    }
+    this.arm()
+  }
+
+  /** Sets the timer for the next set due, unless it is set for that already or sooner. */
+  private arm(): void {
+    const next = this.nextDue()
+    if (next === undefined || (this.timer !== undefined && this.timerAt <= next)) return
+    this.clock.clearTimer(this.timer)
+    this.timerAt = next
+    this.timer = this.clock.setTimeout(() => this.onTimer(), Math.max(1, next - this.clock.now()))
+  }
+
+  /** When the next set is due for release by the timer: sealed sets are oldest first. */
+  private nextDue(): number | undefined {
+    let next = this.held.members.size > 0 ? this.held.since + this.maxDelayMs : undefined
+    for (const set of this.sealed) {
+      const due = set.since + this.sealedMaxDelayMs
+      if (next === undefined || due < next) next = due
+      break
+    }
+    return next
   }
 
   private stopTimer(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer)
-      this.timer = undefined
-    }
+    this.clock.clearTimer(this.timer)
+    this.timer = undefined
   }
 
   /** Connections holding writes now (a gauge for tests and stats). */
   get size(): number {
-    let n = this.held.size
-    for (const set of this.sealed) n += set.size
+    let n = this.held.members.size
+    for (const set of this.sealed) n += set.members.size
     return n
   }
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import mqtt, { type MqttClient } from 'mqtt'
 import type { Broker } from '../broker/types.js'
+import { WriteCoalescer, type Corked } from '../broker/write-coalescer.js'
+import { manualClock, type ManualClock } from '../common/clock.js'
 import { connackCode, deviceOptions, leakCheckedCleanups, sleep, startBroker, waitFor } from './broker.harness.js'
 
 /**
@@ -100,5 +102,71 @@ describe('coalesced writes', () => {
 
   it('refuse a negative writeCoalesceMs with a message naming it', async () => {
     await expect(startBroker(cleanups, { writeCoalesceMs: -1 })).rejects.toThrow(/writeCoalesceMs must be a number >= 0/)
+  })
+})
+
+describe('the coalescer\'s timer', () => {
+  /** A connection that counts its releases and keeps the clock's time of the last. */
+  function conn(clock?: ManualClock): Corked & { releases: number; at: number | undefined } {
+    const c = { releases: 0, at: undefined as number | undefined, release: () => { c.releases++; c.at = clock?.now() } }
+    return c
+  }
+
+  it('release an open set after maxDelayMs and a sealed one after sealedMaxDelayMs, each counted from its own first write', () => {
+    const clock = manualClock()
+    const coalescer = new WriteCoalescer(40, clock, 200)
+    const a = conn(), b = conn(), c = conn(), d = conn()
+    coalescer.hold(a)
+    clock.advance(15)
+    coalescer.seal() // a's commit: its fsync stalls, and its release does not come
+    clock.advance(15)
+    coalescer.hold(b) // t = 30: the next set
+    clock.advance(5)
+    const releaseB = coalescer.seal()
+    coalescer.hold(c) // t = 35: the set after that, still open
+    clock.advance(39) // t = 74: a and b are sealed, waiting for their commits; c is not due
+    expect([a.releases, b.releases, c.releases]).toEqual([0, 0, 0])
+    clock.advance(1) // t = 75: c has waited 40 ms
+    expect([a.releases, b.releases, c.releases]).toEqual([0, 0, 1])
+    releaseB() // b's commit comes
+    expect([a.releases, b.releases, c.releases]).toEqual([0, 1, 1])
+    clock.advance(25)
+    coalescer.hold(d) // t = 100: only a's (later) deadline was set; d's comes first
+    clock.advance(39)
+    expect(d.releases).toBe(0)
+    clock.advance(1) // t = 140
+    expect([a.releases, d.releases]).toEqual([0, 1])
+    clock.advance(59)
+    expect(a.releases).toBe(0)
+    clock.advance(1) // t = 200: a has waited for its commit as long as it may
+    expect(a.releases).toBe(1)
+    expect(coalescer.size).toBe(0)
+    expect(clock.pending).toBe(0)
+  })
+
+  it('refuse a sealed set\'s cap below the open one\'s', () => {
+    expect(() => new WriteCoalescer(40, manualClock(), 20)).toThrow(/sealedMaxDelayMs must be at least maxDelayMs \(40\), got 20/)
+  })
+
+  it('under steady load, release each set by its commit and none by the timer', () => {
+    const clock = manualClock()
+    const coalescer = new WriteCoalescer(40, clock)
+    const conns = Array.from({ length: 50 }, () => conn(clock))
+    // A commit every 20 ms whose acks are written 30 ms later (past maxDelayMs from the
+    // set's first write); writes keep arriving in between.
+    const commits: Array<() => void> = []
+    for (let tick = 0; tick < 50; tick++) {
+      coalescer.hold(conns[tick]!)
+      clock.advance(10)
+      if (commits.length === 2) commits.shift()!()
+      clock.advance(10)
+      commits.push(coalescer.seal())
+    }
+    for (const release of commits) release()
+    // Each connection left once, when its commit's acks were written: 50 ms after its write.
+    expect(conns.map((c) => c.releases)).toEqual(conns.map(() => 1))
+    expect(conns.slice(0, 48).map((c) => c.at)).toEqual(conns.slice(0, 48).map((_, k) => 20 * k + 50))
+    expect(coalescer.size).toBe(0)
+    expect(clock.pending).toBe(0)
   })
 })

@@ -23,7 +23,7 @@ describe('hub socket writes per telemetry message', () => {
   it('holds writes for longer than a commit takes to come, and not at all when commits are not delayed', () => {
     for (const flushDelayMs of [1, 5, 20]) expect(writeCoalesceMsFor(flushDelayMs)).toBeGreaterThan(flushDelayMs)
     expect(writeCoalesceMsFor(0)).toBe(0)
-    expect(writeCoalesceMsFor(1000)).toBe(50)
+    expect(writeCoalesceMsFor(1000)).toBe(100)
   })
 
   it('sends the PUBACK and the ack of each message in one write', async () => {
