@@ -16,7 +16,8 @@ import { createPendingSockets, decideAccept } from './accept-policy.js'
 import { createMessageQueue, oldestQueuedMs, queuedMessages } from './message-queue.js'
 import { createRetainedPersistence } from './retained-index.js'
 import { decideSubscribeLimit } from './subscribe-limits.js'
-import { WriteCoalescer } from './write-coalescer.js'
+import { MAX_TIMER_MS, WriteCoalescer } from './write-coalescer.js'
+import { clockWithTime, systemMonotonic } from '../common/clock.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../common/log-limiter.js'
 import type {
   Broker, BrokerEvents, BrokerOptions, BrokerStats, ConnectionInfo, DisconnectReason, InboundMessage, LimitCounts, ListeningPorts, MessageHandler, Principal,
@@ -295,8 +296,18 @@ export function createBroker(options: BrokerOptions): Broker {
     return packet
   }
 
-  // On real time, as the writer's commit delay it pairs with: a manual clock in a test must not hold a CONNACK.
-  const coalescer = options.writeCoalesceMs !== undefined && options.writeCoalesceMs > 0 ? new WriteCoalescer(options.writeCoalesceMs) : undefined
+  // On real, steady time, as the writer's commit delay it pairs with: a manual clock in a test must not hold a
+  // CONNACK, and a wall clock set back must not stretch a hold.
+  const coalescer = options.writeCoalesceMs !== undefined && options.writeCoalesceMs > 0
+    ? new WriteCoalescer(options.writeCoalesceMs, clockWithTime(() => systemMonotonic.now()))
+    : undefined
+  /**
+   * A client waits on its CONNACK and SUBACKs before it does anything else, so they leave at once rather than
+   * with the next commit, whose fsync may take up to the coalescer's sealed cap on a hub at its limit.
+   */
+  const releaseHandshake = (client: Client): void => {
+    if (coalescer !== undefined && client.conn instanceof PacketGuard) coalescer.release(client.conn)
+  }
 
   // aedes's routing queue, with an O(1) dequeue: see message-queue.ts.
   const mq = createMessageQueue()
@@ -343,9 +354,13 @@ export function createBroker(options: BrokerOptions): Broker {
   })
 
   // Refusals before authenticate (unsupported protocol version) are only visible here.
-  aedes.on('connackSent', (packet) => {
+  aedes.on('connackSent', (packet, client) => {
     if (packet.returnCode === 1) counters.connectsRefused++
+    releaseHandshake(client)
   })
+  // Emitted as the SUBACK is written; mqtt-packet's writeToStream corks the stream and passes the packet on
+  // in a nextTick of its own, queued before this one ('connackSent' comes from the write's callback, later).
+  aedes.on('subscribe', (_subscriptions, client) => process.nextTick(releaseHandshake, client))
 
   aedes.on('clientError', (client, err) => onClientError(client, err))
   aedes.on('connectionError', (client, err) => onClientError(client, err))
@@ -681,7 +696,8 @@ export function createBroker(options: BrokerOptions): Broker {
       events.on(event, listener as (...args: unknown[]) => void)
     },
     stats(): BrokerStats {
-      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, queuedMessages: queuedMessages(mq), oldestQueuedMs: oldestQueuedMs(mq), limits: { ...limits } }
+      return { connections: table.size, sockets: sockets.size, pending: pending.size, ...counters, queuedMessages: queuedMessages(mq), oldestQueuedMs: oldestQueuedMs(mq), limits: { ...limits },
+        writeReleases: coalescer === undefined ? { commit: 0, timer: 0, single: 0, flush: 0 } : { ...coalescer.released } }
     },
     close() {
       closing ??= shutdown()
@@ -706,7 +722,7 @@ function validateOptions(o: BrokerOptions): void {
   for (const [name, value] of Object.entries(positive)) {
     if (!(Number.isFinite(value) && value > 0)) problems.push(`${name} must be a positive number`)
   }
-  if (o.writeCoalesceMs !== undefined && !(Number.isFinite(o.writeCoalesceMs) && o.writeCoalesceMs >= 0)) problems.push('writeCoalesceMs must be a number >= 0')
+  if (o.writeCoalesceMs !== undefined && !(Number.isFinite(o.writeCoalesceMs) && o.writeCoalesceMs >= 0 && o.writeCoalesceMs <= MAX_TIMER_MS)) problems.push(`writeCoalesceMs must be a number from 0 to ${MAX_TIMER_MS}`)
   if (o.keepaliveMinSec > o.keepaliveMaxSec) problems.push('keepaliveMinSec must not exceed keepaliveMaxSec')
   if (o.maxPendingPerAddress > o.maxPendingConnections) problems.push('maxPendingPerAddress must not exceed maxPendingConnections')
   if (o.clientConnectBurst < 1) problems.push('clientConnectBurst must be at least 1')

@@ -1,5 +1,6 @@
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
+import type { WriteReleases } from './write-coalescer.js'
 import type { SecureContextOptions } from 'node:tls'
 
 /**
@@ -90,8 +91,10 @@ export interface BrokerOptions {
    */
   readonly drainTimeoutMs: number
   /**
-   * Hold each connection's writes for up to this long, or until flushWrites(),
-   * and send them in one syscall (write-coalescer.ts). 0 or absent: write at once.
+   * Hold each connection's writes until the commit that holds them releases
+   * them (sealWrites) or flushWrites(), for up to this long if no commit has
+   * begun since the first of them, else up to max(1 s, this); then send them
+   * in one syscall (write-coalescer.ts). 0 or absent: write at once.
    */
   readonly writeCoalesceMs?: number
   /** CONNECT must arrive this soon after the TCP accept. */
@@ -194,6 +197,8 @@ export interface BrokerStats {
   /** How long the oldest of those has waited, in ms (0: none waits). */
   readonly oldestQueuedMs: number
   readonly limits: LimitCounts
+  /** Connections whose held writes were sent, by what sent them (write-coalescer.ts); all 0 without writeCoalesceMs. */
+  readonly writeReleases: WriteReleases
 }
 
 /** The bound ports: `port` is the plaintext listener's, 0 when it is off; `tlsPort` is present when TLS is on. */

@@ -3,11 +3,9 @@
  * arrives and the hub's ack when the group commit lands a few ms later; as two
  * writes they are two syscalls, and on a busy hub the writes were the largest
  * single cost per message. A connection whose writes are coalesced corks its
- * socket at its first write and is uncorked at the next `flush()` (the hub
- * calls it after each commit, once the acks are written) or `maxDelayMs`
- * after that first write, whichever comes first: what it wrote meanwhile
- * leaves in one writev. Nothing is reordered or dropped; a write waits at most
- * `maxDelayMs`.
+ * socket at its first write and is uncorked when the commit that holds its
+ * message has written its acks (below), or by the timer: what it wrote
+ * meanwhile leaves in one writev. Nothing is reordered or dropped.
  *
  * When the commit's acks are written later than the commit itself (its fsync
  * runs in the thread pool, hub/storage/wal-sync.ts), packets keep arriving
@@ -28,15 +26,33 @@
  * fsync is done. On a hub past its limit a commit takes longer to become
  * durable, and releasing its PUBACKs without their acks would make every
  * message cost two socket writes just when the hub can least afford them;
- * the cap is for a disk that stalls.
+ * the cap is for a disk that stalls. Both are counted from the set's first
+ * write: no write waits longer than `sealedMaxDelayMs`, and none longer than
+ * `maxDelayMs` unless a commit has begun since. The clock should be steady
+ * (a wall clock set back would stretch a hold by as much).
  */
 
 import { systemClock, type Clock, type ClockTimer } from '../common/clock.js'
+
+/** The longest delay a Node timer takes (2^31 - 1 ms); longer ones fire at once. */
+export const MAX_TIMER_MS = 2_147_483_647
 
 /** What the coalescer holds: a connection that can release its corked writes. */
 export interface Corked {
   /** Writes out what was held since the first write after the last release. */
   release(): void
+}
+
+/** Connections released, by what released them (a counter each; a metric, and how a test sees which path ran). */
+export interface WriteReleases {
+  /** By their commit's release (sealWrites), once its acks were written: the common case on a busy hub. */
+  commit: number
+  /** By the timer: no commit came in time. More than a few on a busy hub means two writes per message. */
+  timer: number
+  /** One connection at once: a command, a CONNACK, a SUBACK. */
+  single: number
+  /** By flush(): flushWrites(), the broker's close. */
+  flush: number
 }
 
 /** Connections held since `since` (the clock's time of the set's first write). */
@@ -54,10 +70,13 @@ export class WriteCoalescer {
   private timerAt = 0
   private readonly clock: Clock
   readonly sealedMaxDelayMs: number
+  readonly released: WriteReleases = { commit: 0, timer: 0, single: 0, flush: 0 }
 
   constructor(readonly maxDelayMs: number, clock: Clock = systemClock, sealedMaxDelayMs = Math.max(1000, maxDelayMs)) {
-    if (!(Number.isFinite(maxDelayMs) && maxDelayMs > 0)) throw new RangeError(`maxDelayMs must be a positive number of ms, got ${maxDelayMs}`)
-    if (!(sealedMaxDelayMs >= maxDelayMs)) throw new RangeError(`sealedMaxDelayMs must be at least maxDelayMs (${maxDelayMs}), got ${sealedMaxDelayMs}`)
+    if (!(maxDelayMs > 0 && maxDelayMs <= MAX_TIMER_MS)) throw new RangeError(`maxDelayMs must be a number of ms above 0, at most ${MAX_TIMER_MS}, got ${maxDelayMs}`)
+    if (!(sealedMaxDelayMs >= maxDelayMs && sealedMaxDelayMs <= MAX_TIMER_MS)) {
+      throw new RangeError(`sealedMaxDelayMs must be at least maxDelayMs (${maxDelayMs}) and at most ${MAX_TIMER_MS}, got ${sealedMaxDelayMs}`)
+    }
     this.clock = clock
     this.sealedMaxDelayMs = sealedMaxDelayMs
   }
@@ -73,13 +92,16 @@ export class WriteCoalescer {
     this.held.members.add(c)
   }
 
-  /** Releases one connection now (what it holds is wanted at once: a command, a job batch). */
+  /** Releases one connection now (what it holds is wanted at once: a command, a CONNACK). */
   release(c: Corked): void {
-    if (this.held.members.delete(c)) {
-      c.release()
-      return
+    let found = this.held.members.delete(c)
+    if (!found) {
+      for (const set of this.sealed) if (set.members.delete(c)) { found = true; break }
     }
-    for (const set of this.sealed) if (set.members.delete(c)) { c.release(); return }
+    if (!found) return
+    this.released.single++
+    c.release()
+    if (this.size === 0) this.stopTimer()
   }
 
   /**
@@ -94,6 +116,7 @@ export class WriteCoalescer {
     this.sealed.add(set)
     return () => {
       if (!this.sealed.delete(set)) return
+      this.released.commit += set.members.size
       for (const c of set.members) c.release()
       if (this.size === 0) this.stopTimer()
     }
@@ -105,7 +128,10 @@ export class WriteCoalescer {
     const sets = [...this.sealed, this.held]
     this.sealed = new Set()
     this.held = { members: new Set(), since: 0 }
-    for (const set of sets) for (const c of set.members) c.release()
+    for (const set of sets) {
+      this.released.flush += set.members.size
+      for (const c of set.members) c.release()
+    }
   }
 
   /** Releases the sets that have waited their time, then waits for the next one due. */
@@ -116,11 +142,13 @@ export class WriteCoalescer {
     for (const set of this.sealed) {
       if (set.since + this.sealedMaxDelayMs > now) break
       this.sealed.delete(set)
+      this.released.timer += set.members.size
       for (const c of set.members) c.release()
     }
     if (this.held.members.size > 0 && this.held.since + this.maxDelayMs <= now) {
       const set = this.held
       this.held = { members: new Set(), since: 0 }
+      this.released.timer += set.members.size
       for (const c of set.members) c.release()
     }
     this.arm()
@@ -137,13 +165,10 @@ export class WriteCoalescer {
 
   /** When the next set is due for release by the timer: sealed sets are oldest first. */
   private nextDue(): number | undefined {
-    let next = this.held.members.size > 0 ? this.held.since + this.maxDelayMs : undefined
-    for (const set of this.sealed) {
-      const due = set.since + this.sealedMaxDelayMs
-      if (next === undefined || due < next) next = due
-      break
-    }
-    return next
+    const open = this.held.members.size > 0 ? this.held.since + this.maxDelayMs : undefined
+    const oldest = this.sealed.values().next()
+    const sealed = oldest.done === true ? undefined : oldest.value.since + this.sealedMaxDelayMs
+    return open === undefined ? sealed : sealed === undefined ? open : Math.min(open, sealed)
   }
 
   private stopTimer(): void {

@@ -47,10 +47,11 @@ import { VERSION } from '../common/version.js'
  * socket writes per message, the largest single cost on a busy hub (docs/benchmarks.md).
  * The acks come after the commit's fsync, which runs in the thread pool
  * (storage/wal-sync.ts): on a hub near its limit a commit's connections were
- * released 30 ms after their first write at the median and 55 ms at p99 (8,000
- * devices, commit delay 20 ms), so four times the commit delay leaves the commit
- * room to win; the cap bounds how long a CONNACK or a command can wait when
- * commits are rare. 0: writes are not held.
+ * released 30 ms after their first write at the median and 45 to 81 ms at p99
+ * (8,000 devices, commit delay 20 ms), so four times the commit delay leaves the
+ * commit room to win. The cap bounds how long other writes (an observer's
+ * messages) wait when no commit begins; CONNACKs, SUBACKs and commands leave at
+ * once. 0: writes are not held.
  */
 export function writeCoalesceMsFor(flushDelayMs: number): number {
   return Math.min(4 * flushDelayMs, 100)

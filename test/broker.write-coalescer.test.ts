@@ -14,8 +14,9 @@ const cleanups = leakCheckedCleanups()
 
 /**
  * Connects devices while the broker's held writes are released every 20 ms
- * (their CONNACKs and SUBACKs are held like any write), runs `then` with
- * them, and stops releasing: from then on only the test releases anything.
+ * (CONNACKs and SUBACKs leave at once, but what follows them, a retained
+ * message say, is held like any write), runs `then` with them, and stops
+ * releasing: from then on only the test releases anything.
  */
 async function connectAll(broker: Pick<Broker, 'flushWrites'>, url: string, ids: readonly string[], then?: (clients: MqttClient[]) => Promise<unknown>): Promise<MqttClient[]> {
   const releasing = setInterval(() => broker.flushWrites(), 20)
@@ -101,7 +102,23 @@ describe('coalesced writes', () => {
   })
 
   it('refuse a negative writeCoalesceMs with a message naming it', async () => {
-    await expect(startBroker(cleanups, { writeCoalesceMs: -1 })).rejects.toThrow(/writeCoalesceMs must be a number >= 0/)
+    await expect(startBroker(cleanups, { writeCoalesceMs: -1 })).rejects.toThrow(/writeCoalesceMs must be a number from 0 to 2147483647/)
+    await expect(startBroker(cleanups, { writeCoalesceMs: 2 ** 31 })).rejects.toThrow(/writeCoalesceMs must be a number from 0 to 2147483647/)
+  })
+
+  it('send a CONNACK and a SUBACK at once while other writes are held', async () => {
+    const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
+    const c = mqtt.connect(url, { ...deviceOptions('dev-a'), reconnectPeriod: 0, keepalive: 30 })
+    cleanups.add(() => c.endAsync(true))
+    await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
+    await c.subscribeAsync('devices/dev-a/cmd/req', { qos: 1 })
+    // Held as before: the PUBACK waits for a release.
+    let acked = false
+    c.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked = true })
+    await sleep(300)
+    expect(acked).toBe(false)
+    broker.flushWrites()
+    await waitFor(() => acked, 'PUBACK after flushWrites()')
   })
 })
 
@@ -140,12 +157,46 @@ describe('the coalescer\'s timer', () => {
     expect(a.releases).toBe(0)
     clock.advance(1) // t = 200: a has waited for its commit as long as it may
     expect(a.releases).toBe(1)
+    expect(coalescer.released).toEqual({ commit: 1, timer: 3, single: 0, flush: 0 })
     expect(coalescer.size).toBe(0)
     expect(clock.pending).toBe(0)
   })
 
-  it('refuse a sealed set\'s cap below the open one\'s', () => {
-    expect(() => new WriteCoalescer(40, manualClock(), 20)).toThrow(/sealedMaxDelayMs must be at least maxDelayMs \(40\), got 20/)
+  it('refuse a sealed set\'s cap below the open one\'s, and delays a Node timer cannot take', () => {
+    expect(() => new WriteCoalescer(40, manualClock(), 20)).toThrow(/sealedMaxDelayMs must be at least maxDelayMs \(40\) and at most 2147483647, got 20/)
+    expect(() => new WriteCoalescer(40, manualClock(), Infinity)).toThrow(/sealedMaxDelayMs must be at least maxDelayMs \(40\) and at most 2147483647, got Infinity/)
+    expect(() => new WriteCoalescer(2 ** 31)).toThrow(/maxDelayMs must be a number of ms above 0, at most 2147483647, got 2147483648/)
+  })
+
+  it('release one connection out of a sealed set once, leave no timer when nothing is held, and arm none for an empty seal', () => {
+    const clock = manualClock()
+    const coalescer = new WriteCoalescer(40, clock, 200)
+    expect(coalescer.seal()).toBeTypeOf('function')
+    expect(clock.pending).toBe(0)
+    const a = conn(), b = conn()
+    coalescer.hold(a)
+    coalescer.hold(b)
+    const releaseAB = coalescer.seal()
+    coalescer.release(a) // a command for a: it goes now
+    expect([a.releases, b.releases]).toEqual([1, 0])
+    releaseAB()
+    expect([a.releases, b.releases]).toEqual([1, 1])
+    expect(clock.pending).toBe(0)
+    // A connection released alone while it was the only one held: no timer is left behind.
+    coalescer.hold(a)
+    coalescer.release(a)
+    expect(a.releases).toBe(2)
+    expect(clock.pending).toBe(0)
+    // flush() releases sealed and open sets alike, and stops the timer.
+    coalescer.hold(a)
+    const releaseA = coalescer.seal()
+    coalescer.hold(b)
+    coalescer.flush()
+    expect([a.releases, b.releases]).toEqual([3, 2])
+    expect(clock.pending).toBe(0)
+    releaseA()
+    expect(a.releases).toBe(3)
+    expect(coalescer.released).toEqual({ commit: 1, timer: 0, single: 2, flush: 2 })
   })
 
   it('under steady load, release each set by its commit and none by the timer', () => {
@@ -166,6 +217,7 @@ describe('the coalescer\'s timer', () => {
     // Each connection left once, when its commit's acks were written: 50 ms after its write.
     expect(conns.map((c) => c.releases)).toEqual(conns.map(() => 1))
     expect(conns.slice(0, 48).map((c) => c.at)).toEqual(conns.slice(0, 48).map((_, k) => 20 * k + 50))
+    expect(coalescer.released).toEqual({ commit: 50, timer: 0, single: 0, flush: 0 })
     expect(coalescer.size).toBe(0)
     expect(clock.pending).toBe(0)
   })

@@ -63,5 +63,9 @@ describe('hub socket writes per telemetry message', () => {
       expect(after.flat().filter((k) => k === 'puback')).toHaveLength(1)
       expect(after.find((r) => r.includes(ackTopic))).toContain('puback')
     }
+    // Each message's connection was released by its commit (the CONNACK and SUBACK went at once, alone).
+    const { body } = await hub.api<{ broker: { writeReleases: { commit: number; single: number } } }>('GET', '/api/stats')
+    expect(body.broker.writeReleases.commit).toBeGreaterThanOrEqual(messages)
+    expect(body.broker.writeReleases.single).toBeGreaterThanOrEqual(2)
   })
 })

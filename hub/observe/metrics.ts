@@ -95,6 +95,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.counter('broker_violations_total', 'Rule breaks: refused CONNECTs, publishes, subscriptions and packets.', () => broker().violations)
   m.counter('broker_slow_consumers_cut_total', 'Clients cut off because their socket did not drain within drainTimeoutMs.', () => broker().slowConsumersCut)
   m.counter('broker_forwards_dropped_total', 'Live messages not sent to a lagging observer or anonymous client.', () => broker().forwardsDropped)
+  m.counterBy('broker_write_releases_total', 'Connections whose held writes were sent, by what sent them: commit (with its acks), timer (no commit came in time), single (a command, a CONNACK), flush.', 'by', () => ({ ...broker().writeReleases }))
   m.counter('broker_tls_handshakes_failed_total', 'TLS handshakes on the MQTT TLS listener that failed or timed out (untrusted certificate, scanner, stalled socket).', () => broker().tlsHandshakesFailed)
 
   const ingest = sources.ingest
