@@ -81,7 +81,7 @@ export class WriteCoalescer {
     this.sealedMaxDelayMs = sealedMaxDelayMs
   }
 
-  /** `c` just corked its socket for its first held write: released at the next flush. */
+  /** `c` just corked its socket for its first held write: it joins the open set, released with the commit that seals it or by the timer. */
   hold(c: Corked): void {
     if (this.held.members.size === 0) {
       this.held.since = this.clock.now()
