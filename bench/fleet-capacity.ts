@@ -69,6 +69,8 @@ interface System {
   lagReports?(): readonly LagReport[]
   /** Connection limits that fired so far, by name (hub only). */
   limits?(): Promise<Record<string, number>>
+  /** Connections whose held writes the hub's commits and its coalescer's timer released so far (hub only). */
+  writeReleases?(): Promise<{ commit: number; timer: number }>
   /** Samples in the system's database: rows, and distinct (device, stream, seq); read while it runs. */
   counts(): { rows: number; distinct: number }
   stop(): Promise<void>
@@ -96,6 +98,11 @@ interface Step extends Window {
   readonly holds: boolean
   /** Connection limits that fired during the step (nonzero only): why devices may be missing. */
   readonly limitsHit: string
+  /**
+   * Of the connections whose held writes were released during the measured window, the share the
+   * coalescer's timer released rather than a commit (hub only): each such message cost two socket writes.
+   */
+  readonly timerReleasePct: number | undefined
 }
 
 const BASELINE_STORE = fileURLToPath(new URL('./baseline-store.js', import.meta.url))
@@ -129,6 +136,7 @@ async function rollcallSystem(work: string, o: FleetCapacityOptions, dirName = '
       const b = (await hub.api<{ broker: { acceptsRefused: number; connectsRefused: number; limits: Record<string, number> } }>('GET', '/api/stats')).body.broker
       return { acceptsRefused: b.acceptsRefused, connectsRefused: b.connectsRefused, ...b.limits }
     },
+    writeReleases: async () => (await hub.api<{ broker: { writeReleases: { commit: number; timer: number } } }>('GET', '/api/stats')).body.broker.writeReleases,
     async stop() {
       const alive = hub.child.exitCode === null && hub.child.signalCode === null
       if (!alive) process.stderr.write(`the hub is gone (${hub.child.exitCode ?? hub.child.signalCode}); its last words:\n${hub.stderr()}\n`)
@@ -248,14 +256,18 @@ async function measureStep(system: System, work: string, devices: Array<{ id: st
     const limits0 = await system.limits?.()
     fleets = await startStepFleets(system, work, devices, o, String(devices.length))
     await sleep(o.warmupS * 1000)
+    const r0 = await system.writeReleases?.()
     const w = await measureWindow(system, fleets, o.measureS)
+    const r1 = await system.writeReleases?.()
     const limits1 = await system.limits?.()
+    const released = r0 && r1 ? (r1.commit - r0.commit) + (r1.timer - r0.timer) : 0
     const hit = limits0 && limits1 ? Object.entries(limits1).map(([k, v]) => [k, v - (limits0[k] ?? 0)] as const).filter(([, v]) => v > 0) : []
     const step: Step = {
       system: system.name, devices: devices.length, connected: connectedOf(fleets), ...w,
       fleetRssBytes: fleets.reduce((s, f) => s + (f.last()?.rssBytes ?? 0), 0),
       holds: false,
       limitsHit: hit.map(([k, v]) => `${k} ${v}`).join(', '),
+      timerReleasePct: r0 && r1 && released > 0 ? ((r1.timer - r0.timer) / released) * 100 : undefined,
     }
     return { ...step, holds: step.connected === devices.length && step.lagP99Ms < o.lagLimitMs && step.storedPerS >= devices.length * 0.95 }
   } finally {
@@ -327,7 +339,7 @@ async function runSteps(system: System, work: string, o: FleetCapacityOptions, s
     for (const n of o.steps) {
       const step = await measureStep(system, work, await system.devices(n), o)
       steps.push(step)
-      process.stderr.write(`  ${system.name}, ${n} devices: ${step.connected} connected, ${step.storedPerS.toFixed(0)} samples/s stored, lag p50/p99 ${step.lagP50Ms.toFixed(0)}/${step.lagP99Ms.toFixed(0)} ms, CPU ${step.cpuPct.toFixed(0)}% (fleet ${step.fleetCpuPct.toFixed(0)}%), ${step.holds ? 'holds' : 'does not hold'}${step.limitsHit ? `; limits hit: ${step.limitsHit}` : ''}\n`)
+      process.stderr.write(`  ${system.name}, ${n} devices: ${step.connected} connected, ${step.storedPerS.toFixed(0)} samples/s stored, lag p50/p99 ${step.lagP50Ms.toFixed(0)}/${step.lagP99Ms.toFixed(0)} ms, CPU ${step.cpuPct.toFixed(0)}% (fleet ${step.fleetCpuPct.toFixed(0)}%), ${step.holds ? 'holds' : 'does not hold'}${step.timerReleasePct === undefined ? '' : `, writes released by timer ${step.timerReleasePct.toFixed(1)}%`}${step.limitsHit ? `; limits hit: ${step.limitsHit}` : ''}\n`)
       if (!step.holds && !o.allSteps) break
       await sleep(2000)
     }
