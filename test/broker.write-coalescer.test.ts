@@ -35,17 +35,22 @@ async function connectAll(broker: Pick<Broker, 'flushWrites'>, url: string, ids:
   }
 }
 
+/** Publishes one QoS 1 message: its PUBACK must not come for 300 ms, and must come after flushWrites(). */
+async function expectPubackHeldUntilFlush(broker: Pick<Broker, 'flushWrites'>, client: MqttClient, deviceId: string): Promise<void> {
+  let acked = false
+  client.publish(`devices/${deviceId}/telemetry`, '{}', { qos: 1 }, () => { acked = true })
+  await sleep(300)
+  expect(acked).toBe(false)
+  broker.flushWrites()
+  await waitFor(() => acked, 'PUBACK after flushWrites()')
+}
+
 describe('coalesced writes', () => {
   it('hold a PUBACK until flushWrites(), then deliver it', async () => {
     // Long enough that only flushWrites() can release anything during the test.
     const { broker, url } = await startBroker(cleanups, { writeCoalesceMs: 60_000 })
     const client = (await connectAll(broker, url, ['dev-a']))[0]!
-    let acked = false
-    client.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked = true })
-    await sleep(300)
-    expect(acked).toBe(false)
-    broker.flushWrites()
-    await waitFor(() => acked, 'PUBACK after flushWrites()')
+    await expectPubackHeldUntilFlush(broker, client, 'dev-a')
   })
 
   it('send what the broker publishes to a device at once, with what that connection held, and nothing of another\'s', async () => {
@@ -113,12 +118,7 @@ describe('coalesced writes', () => {
     await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
     await c.subscribeAsync('devices/dev-a/cmd/req', { qos: 1 })
     // Held as before: the PUBACK waits for a release.
-    let acked = false
-    c.publish('devices/dev-a/telemetry', '{}', { qos: 1 }, () => { acked = true })
-    await sleep(300)
-    expect(acked).toBe(false)
-    broker.flushWrites()
-    await waitFor(() => acked, 'PUBACK after flushWrites()')
+    await expectPubackHeldUntilFlush(broker, c, 'dev-a')
   })
 })
 
