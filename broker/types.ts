@@ -199,19 +199,41 @@ export interface BrokerStats {
   readonly limits: LimitCounts
   /** Connections whose held writes were sent, by what sent them (write-coalescer.ts); all 0 without writeCoalesceMs. */
   readonly writeReleases: WriteReleases
+  /** On an external broker (hub/mqtt/external-broker.ts): the hub's own connection; the other counts above are the broker's to tell, and 0. */
+  readonly external?: ExternalBrokerStats
 }
+
+export interface ExternalBrokerStats {
+  readonly url: string
+  /** The hub's connection to the broker is up now. */
+  readonly connected: boolean
+  /** Messages the broker handed the hub. */
+  readonly received: number
+  /** Messages the hub published. */
+  readonly published: number
+  /** Cut-offs the hub asked for and could not do itself (too many bad messages): the broker holds the connection. */
+  readonly cutOffsRefused: number
+}
+
+/**
+ * How the hub subscribes. `shared`: on an external broker, each matching
+ * message goes to one hub of the group (`$share/{group}/{filter}`), so several
+ * hubs split the fleet's messages; the embedded broker has one hub, and
+ * ignores it.
+ */
+export interface SubscribeOptions { readonly shared?: boolean }
 
 /** The bound ports: `port` is the plaintext listener's, 0 when it is off; `tlsPort` is present when TLS is on. */
 export interface ListeningPorts { readonly port: number; readonly tlsPort?: number }
 
-/** The hub's view of a broker: embedded aedes today, an external cluster client later. */
+/** The hub's view of a broker: embedded aedes (broker.ts), or an external one the hub is a client of (hub/mqtt/external-broker.ts). */
 export interface Broker {
   listen(): Promise<ListeningPorts>
   /** The bound plaintext port once listen() resolved; 0 before, or when the plaintext listener is off. */
   readonly port: number
   /** Replaces the TLS listener's certificate and key: connections from now on get the new one, open ones keep theirs. */
   setSecureContext(context: SecureContextOptions): void
-  subscribe(filter: string, handler: MessageHandler): Promise<void>
+  subscribe(filter: string, handler: MessageHandler, options?: SubscribeOptions): Promise<void>
   /** Publishes as the hub; a message to a device's topic leaves at once, with what its connection held (writeCoalesceMs). */
   publish(topic: string, payload: Buffer, options: { qos: 0 | 1; retain?: boolean }): Promise<void>
   /**

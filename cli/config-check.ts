@@ -132,14 +132,16 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
   }
   const tls = cert !== undefined
   const mqttPlain = listeners?.mqttPlain ?? !tls
+  const external = c.broker !== undefined
   const lines = [
     `rollcall hub: the config is valid${setup.configFile ? ` (${setup.configFile})` : ''}; a start would run with:`,
     `  data:       ${c.dataDir} (database ${db}: ${fileState(db)}; admin token in ${join(c.dataDir, 'admin-token')})`,
     `  listeners:  ${[
-      ...(tls ? [`mqtts://${c.host}:${c.mqttTlsPort}`] : []),
-      ...(mqttPlain ? [`mqtt://${c.host}:${c.mqttPort}`] : []),
+      ...(tls && !external ? [`mqtts://${c.host}:${c.mqttTlsPort}`] : []),
+      ...(mqttPlain && !external ? [`mqtt://${c.host}:${c.mqttPort}`] : []),
       `${tls ? 'https' : 'http'}://${c.host}:${c.httpPort}`,
     ].join('  ')}`,
+    ...(external ? [`  broker:     ${c.broker} (external: no MQTT listener of its own), as ${c.brokerUsername ?? 'no username'}${c.brokerPasswordFile ? ` with the password in ${c.brokerPasswordFile}` : ''}; accounts ${c.brokerDynsec ? 'kept in Mosquitto\'s dynamic security' : 'kept by hand'}`] : []),
     `  TLS:        ${cert ? `${c.tlsCert} (${cert.subjectAltName ?? 'no subjectAltName'}, valid until ${cert.validTo}), key ${c.tlsKey}${c.tlsCa ? `, chain ${c.tlsCa}` : ''}` : 'off'}`,
     `  retention:  raw samples ${c.retentionDays} days, finished jobs ${c.jobRetentionDays} days, commands ${c.commandRetentionDays} days (pruned at "${c.retentionCron}")`,
     `  limits:     ${c.maxConnections} connections, payloads up to ${c.maxPayloadBytes} bytes`,

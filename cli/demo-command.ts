@@ -82,7 +82,7 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
     const { services } = running
 
     const ids = Array.from({ length: count }, (_, i) => `demo-${String(i + 1).padStart(2, '0')}`)
-    const tokens = ids.map((id) => services.registry.getDevice(id) ? services.rotateDeviceToken(id) : services.addDevice(id, GROUP).token)
+    const tokens = await Promise.all(ids.map(async (id) => services.registry.getDevice(id) ? services.rotateDeviceToken(id) : (await services.addDevice(id, GROUP)).token))
 
     const net = await NetworkSimulator.start({ targetPort: running.mqttPort, deviceIds: ids })
     releasers.push(() => net.close())
@@ -122,8 +122,8 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
       job: { name: 'sensors.sample', target: `group:${GROUP}`, timeoutMs: 30_000, expiresInMs: 5 * 60_000 },
     })
 
-    if (services.registry.listObservers().some((o) => o.name === OBSERVER_NAME)) services.removeObserver(OBSERVER_NAME)
-    const viewer = services.registry.addObserver(OBSERVER_NAME, Date.now())
+    if (services.registry.listObservers().some((o) => o.name === OBSERVER_NAME)) await services.removeObserver(OBSERVER_NAME)
+    const viewer = await services.addObserver(OBSERVER_NAME)
     if (stopped) return
 
     const api = `http://127.0.0.1:${running.httpPort}`

@@ -12,7 +12,7 @@ import { onReloadSignal, onShutdownSignal } from './signals.js'
 type HubOpts = Record<string, string | boolean | undefined>
 
 /** Relative paths in a hub config file are relative to the file, as in the agent's. */
-const FILE_PATH_KEYS = ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa'] as const
+const FILE_PATH_KEYS = ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'brokerPasswordFile', 'brokerCa'] as const
 
 /**
  * The hub's config from its flags, environment and config file: what a start
@@ -51,6 +51,9 @@ export function loadHubSetup(opts: HubOpts, env: NodeJS.ProcessEnv = process.env
     retentionDays: numberFlag('retention-days', str('retentionDays'), 0),
     maxPayloadBytes: intFlag('max-payload', str('maxPayload'), 65536, 16 * 1024 * 1024),
     logLevel: str('logLevel') as HubConfig['logLevel'] | undefined,
+    broker: str('broker'),
+    brokerUsername: str('brokerUsername'),
+    brokerPasswordFile: str('brokerPasswordFile'),
   }, env, file)
   return { config, configFile: configPath === undefined ? undefined : resolve(configPath) }
 }

@@ -83,6 +83,22 @@ export const HubConfigSchema = Type.Object({
   commandRetentionDays: Type.Number({ exclusiveMinimum: 0 }),
   /** GET /metrics answers without the admin token (for a Prometheus on a trusted network). */
   metricsPublic: Type.Boolean(),
+  /**
+   * An external MQTT broker (mqtt://host:port or mqtts://host:port) the hub
+   * connects to as a client instead of running its own (docs/scale-out.md):
+   * the MQTT listener options above are then unused.
+   */
+  broker: Type.Optional(Type.String({ minLength: 1 })),
+  /** The hub's account on the external broker. */
+  brokerUsername: Type.Optional(Type.String({ minLength: 1 })),
+  /** A file holding that account's password (kept out of argv and the environment). */
+  brokerPasswordFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** PEM file of the CA that signed the external broker's certificate (mqtts:// with a private CA). */
+  brokerCa: Type.Optional(Type.String({ minLength: 1 })),
+  /** The hub's client id on the external broker: unique per hub, the same across its restarts. Default: rollcall-hub-{host name}. */
+  brokerClientId: Type.Optional(Type.String({ minLength: 1, maxLength: 23 })),
+  /** The external broker's accounts are kept by Mosquitto's dynamic-security plugin (on), or by hand (off: docs/scale-out.md). */
+  brokerDynsec: Type.Boolean(),
   /** Live streams (GET /api/live: dashboard tabs) open at once. */
   liveMaxStreams: Type.Integer({ minimum: 1, maximum: 10_000 }),
   /** How often the live feed sends what changed, in ms. */
@@ -133,6 +149,7 @@ export const HUB_DEFAULTS: HubConfig = {
   commandGroupConcurrency: 500,
   commandRetentionDays: 30,
   metricsPublic: false,
+  brokerDynsec: true,
   liveMaxStreams: 100,
   liveTickMs: 1000,
 }
@@ -160,6 +177,9 @@ const ENV_KEYS = {
   ROLLCALL_TLS_KEY: 'tlsKey',
   ROLLCALL_TLS_CA: 'tlsCa',
   ROLLCALL_LOG_LEVEL: 'logLevel',
+  ROLLCALL_BROKER: 'broker',
+  ROLLCALL_BROKER_USERNAME: 'brokerUsername',
+  ROLLCALL_BROKER_PASSWORD_FILE: 'brokerPasswordFile',
 } as const
 
 /**
@@ -209,6 +229,7 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
     throw new ConfigError(`TLS needs both the certificate and its key: give --tls-cert and --tls-key ("tlsCert" and "tlsKey" in the config file); only ${config.tlsCert === undefined ? 'the key' : 'the certificate'} was given`)
   }
   if (config.tlsCa !== undefined && config.tlsCert === undefined) throw new ConfigError('--tls-ca (tlsCa) is a chain sent after --tls-cert: give --tls-cert and --tls-key as well')
+  checkExternalBroker(config)
   // Decided here, before anything is opened or bound: a refused start leaves no trace.
   const plan = planListeners({ ...config, tls: config.tlsCert !== undefined })
   if (!plan.ok) throw new ConfigError(plan.message)
@@ -218,5 +239,26 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
     ...(config.tlsCert !== undefined ? { tlsCert: resolve(config.tlsCert) } : {}),
     ...(config.tlsKey !== undefined ? { tlsKey: resolve(config.tlsKey) } : {}),
     ...(config.tlsCa !== undefined ? { tlsCa: resolve(config.tlsCa) } : {}),
+    ...(config.brokerPasswordFile !== undefined ? { brokerPasswordFile: resolve(config.brokerPasswordFile) } : {}),
+    ...(config.brokerCa !== undefined ? { brokerCa: resolve(config.brokerCa) } : {}),
   })
+}
+
+/** The external broker's options make sense together (docs/scale-out.md). */
+function checkExternalBroker(config: HubConfig): void {
+  const { broker } = config
+  if (broker === undefined) {
+    const stray = (['brokerUsername', 'brokerPasswordFile', 'brokerCa', 'brokerClientId'] as const).filter((k) => config[k] !== undefined)
+    if (stray.length > 0) throw new ConfigError(`${stray.join(', ')} ${stray.length === 1 ? 'is' : 'are'} for an external broker: give --broker mqtt://host:port ("broker" in the config file) as well, or leave ${stray.length === 1 ? 'it' : 'them'} out`)
+    return
+  }
+  let url: URL
+  try {
+    url = new URL(broker)
+  } catch {
+    throw new ConfigError(`broker "${broker}" is not a URL: give mqtt://host:port or mqtts://host:port`)
+  }
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError(`broker "${broker}" must start with mqtt:// or mqtts:// (the hub speaks MQTT 5 to it)`)
+  if (url.password !== '' || url.username !== '') throw new ConfigError('put the broker account in brokerUsername and brokerPasswordFile, not in the broker URL (a URL is logged and shown in /api/stats)')
+  if (config.brokerCa !== undefined && url.protocol !== 'mqtts:') throw new ConfigError('brokerCa is for a broker reached over TLS: use an mqtts:// URL')
 }

@@ -1,13 +1,14 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { hostname } from 'node:os'
 import type { Clock } from '../common/clock.js'
 import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
 import { RollcallError } from '../common/errors.js'
 import { encode } from '../protocol/codec.js'
-import { topics } from '../protocol/topics.js'
+import { parseTopic, TOPIC_KINDS, topics, upFilter, type TopicKind } from '../protocol/topics.js'
 import { createBroker } from '../broker/broker.js'
-import type { Broker } from '../broker/types.js'
+import type { Broker, InboundMessage } from '../broker/types.js'
 import { ConfigError, type HubConfig } from './config.js'
 import { openHubDb } from './storage/schema.js'
 import { createWalSync, type WalSync } from './storage/wal-sync.js'
@@ -19,6 +20,8 @@ import { createPresenceStore } from './presence/store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry/store.js'
 import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
+import { createExternalBroker, readBrokerPassword } from './mqtt/external-broker.js'
+import { createDynsecAccounts, type BrokerAccounts } from './mqtt/dynsec.js'
 import { followBrokerEvents } from './mqtt/broker-events.js'
 import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
@@ -56,6 +59,12 @@ import { VERSION } from '../common/version.js'
 export function writeCoalesceMsFor(flushDelayMs: number): number {
   return Math.min(4 * flushDelayMs, 100)
 }
+
+/** The shared-subscription group of the hubs on one external broker. */
+const SHARE_GROUP = 'rollcall'
+const UP_KINDS = (Object.keys(TOPIC_KINDS) as TopicKind[]).filter((k) => TOPIC_KINDS[k] === 'up')
+/** Unique per machine and the same across restarts; two hubs on one machine set brokerClientId. */
+const defaultBrokerClientId = () => `rollcall-hub-${hostname()}`.slice(0, 23)
 
 export interface HubDeps {
   readonly logger: Logger
@@ -177,7 +186,19 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
     presence.hubStarted(startedAt)
 
-    const broker = createBroker({
+    const broker = config.broker !== undefined ? createExternalBroker({
+      url: config.broker,
+      username: config.brokerUsername,
+      password: readBrokerPassword(config.brokerPasswordFile),
+      caFile: config.brokerCa,
+      clientId: config.brokerClientId ?? defaultBrokerClientId(),
+      shareGroup: SHARE_GROUP,
+      sessionExpirySec: 3600,
+      // Only device X may publish under devices/X/ (its role on the broker): the topic names the publisher.
+      publisherOf: (topic) => { const t = parseTopic(topic); return t?.direction === 'up' ? t.deviceId : undefined },
+      connectTimeoutMs: config.connectTimeoutMs,
+      logger: log,
+    }) : createBroker({
       host: config.host,
       port: config.mqttPort,
       plaintext: plan.mqttPlain,
@@ -205,6 +226,10 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       clock,
     })
     releasers.push(() => broker.close())
+    // The device and observer accounts on an external Mosquitto (the embedded broker reads the registry itself).
+    const accounts: (BrokerAccounts & { prepare(): Promise<void> }) | undefined = config.broker !== undefined && config.brokerDynsec
+      ? await createDynsecAccounts(broker, { hubUsername: config.brokerUsername, shareGroup: SHARE_GROUP, timeoutMs: 10_000, logger: log })
+      : undefined
 
     // Acks tell agents that can read it which optional fields this hub takes: a batch's
     // backlog, a birth's units and clock, a sample's unsynced flag (protocol/messages.ts,
@@ -283,7 +308,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const registered = (id: string) => registry.getDevice(id) !== undefined
 
     const ingress = createIngress(
-      { maxPayloadBytes: config.maxPayloadBytes, badMessagesPerMinute: config.badMessagesPerMinute },
+      { maxPayloadBytes: config.maxPayloadBytes, badMessagesPerMinute: config.badMessagesPerMinute, presenceFromBirths: config.broker !== undefined },
       {
         telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }),
         cutOff: (id, why) => broker.disconnect(id, why),
@@ -297,13 +322,21 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         },
         isRegistered: registered,
         jobs: jobs.ingress,
-        commands: { response: (deviceId, m) => { commands.response(deviceId, m) } },
+        commands: { response: (deviceId, m) => { commands.response(deviceId, m) }, disconnected: (deviceId) => { commands.disconnected(deviceId) } },
         observeTelemetryBatch: histograms.telemetryBatch,
       },
     )
     followBrokerEvents(broker, { presence, deadLetters, commands, ingress, isRegistered: registered, clock })
-    await broker.subscribe('devices/#', (m) => ingress.handle(m))
+    const onMessage = (m: InboundMessage) => { ingress.handle(m) }
+    if (config.broker === undefined) {
+      await broker.subscribe('devices/#', onMessage)
+    } else {
+      // Each up-message to one hub of the group; births and deaths (retained) to every hub,
+      // so each knows who is online from the start (hub/presence).
+      for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' })
+    }
     const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
+    await accounts?.prepare()
     await rules.resume()
 
     const lastSeenTimer = clock.setInterval(() => presence.flushLastSeen(), 5000).unref()
@@ -330,25 +363,47 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const services: HubServices = {
       clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands, rules,
-      addDevice(id, group) {
+      async addDevice(id, group) {
         const added = registry.addDevice(id, group, clock.now())
+        try {
+          await accounts?.deviceAdded(id, added.token)
+        } catch (err) {
+          registry.removeDevice(id)
+          throw err
+        }
         jobs.deviceAdded(id, group)
         return added
       },
-      removeDevice(id) {
+      async removeDevice(id) {
+        registry.requireDevice(id)
+        // The broker's account first: if it refuses, nothing changed, and the removal can be asked again.
+        await accounts?.deviceRemoved(id)
         registry.removeDevice(id)
         presence.forget(id)
         jobs.deviceRemoved(id)
         rules.deviceRemoved(id)
         broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },
-      rotateDeviceToken(id) {
+      async rotateDeviceToken(id) {
         const token = registry.rotateDeviceToken(id)
+        await accounts?.deviceTokenRotated(id, token)
         broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
       },
       firingChain: (id) => firingChain(rules.firing(id), { command: (c) => commands.get(c), job: (j) => jobs.get(j, { limit: 20 }) }),
-      removeObserver(name) {
+      async addObserver(name) {
+        const added = registry.addObserver(name, clock.now())
+        try {
+          await accounts?.observerAdded(name, added.token)
+        } catch (err) {
+          registry.removeObserver(name)
+          throw err
+        }
+        return added
+      },
+      async removeObserver(name) {
+        if (!registry.listObservers().some((o) => o.name === name)) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
+        await accounts?.observerRemoved(name)
         registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },

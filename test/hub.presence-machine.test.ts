@@ -17,6 +17,9 @@ const c = (connId: number, at = 1): PresenceEvent => ({ type: 'connected', connI
 const b = (epoch: number, at = 2, storeId = 'store-a'): PresenceEvent => ({ type: 'birth', epoch, storeId, at })
 const d = (epoch: number, at = 3, storeId?: string): PresenceEvent => ({ type: 'death', epoch, storeId, at })
 const x = (connId: number, reason = 'connection-lost', at = 4): PresenceEvent => ({ type: 'disconnected', connId, reason, at })
+/** A birth and a death as ingress makes them on an external broker. */
+const eb = (connId: number, epoch: number): PresenceEvent => ({ type: 'birth', epoch, storeId: 'store-a', at: 2, connId })
+const ed = (epoch: number): PresenceEvent => ({ type: 'death', epoch, storeId: 'store-a', at: 3, reason: 'death' })
 
 describe('presence state machine', () => {
   it.each<[string, PresenceEvent[], string[], boolean]>([
@@ -40,6 +43,13 @@ describe('presence state machine', () => {
       [c(1), b(57), x(1), c(2), b(3, 5, 'store-b'), x(2), c(3), b(2, 6, 'store-b')], ['online:birth', 'offline:connection-lost', 'online:birth', 'offline:connection-lost'], false],
     ['a death of a newer epoch than the birth takes the device offline', [c(1), b(1), d(2)], ['online:birth', 'offline:shutdown'], false],
     ['hub restart marks offline', [c(1), b(1), { type: 'hubStart', at: 9 }], ['online:birth', 'offline:hub-restart'], false],
+    // On an external broker (issue #18) a birth brings its connection with it and a death carries its reason.
+    ['external broker: a birth alone is online and reachable', [eb(1, 1)], ['online:birth'], true],
+    ['external broker: a death ends the connection with its reason', [eb(1, 1), ed(1)], ['online:birth', 'offline:death'], false],
+    ['external broker: after the hub restarts, the retained birth brings the device back', [eb(1, 1), { type: 'hubStart', at: 9 }, eb(2, 1)], ['online:birth', 'offline:hub-restart', 'online:birth'], true],
+    ['external broker: a late Will of an older epoch cannot take a live device offline', [eb(1, 1), eb(2, 2), ed(1)], ['online:birth'], true],
+    ['external broker: a stale birth of an older epoch changes nothing', [eb(1, 5), ed(5), eb(2, 4)], ['online:birth', 'offline:death'], false],
+    ['external broker: a new birth after a death is online again', [eb(1, 1), ed(1), eb(2, 2)], ['online:birth', 'offline:death', 'online:birth'], true],
   ])('%s', (_name, events, history, reachable) => {
     const r = run(events)
     expect(r.history).toEqual(history)

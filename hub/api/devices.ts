@@ -18,7 +18,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         }, { additionalProperties: false }),
       },
     }, async (req, reply) => {
-      const { device, token } = s.addDevice(req.body.id, req.body.group ?? null)
+      const { device, token } = await s.addDevice(req.body.id, req.body.group ?? null)
       return reply.status(201).send({ ...device, token, username: device.id, clientId: device.id })
     })
 
@@ -49,10 +49,10 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const out: Array<{ id: string; token: string; created: boolean }> = []
       for (const d of req.body.devices) {
         if (req.body.existing === 'rotate' && s.registry.getDevice(d.id)) {
-          out.push({ id: d.id, token: s.rotateDeviceToken(d.id), created: false })
+          out.push({ id: d.id, token: await s.rotateDeviceToken(d.id), created: false })
           continue
         }
-        out.push({ id: d.id, token: s.addDevice(d.id, d.group ?? null).token, created: true })
+        out.push({ id: d.id, token: (await s.addDevice(d.id, d.group ?? null)).token, created: true })
       }
       return { devices: out }
     })
@@ -71,12 +71,12 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     })
 
     app.delete('/devices/:id', { schema: { summary: 'Remove a device', params: DeviceParams } }, async (req, reply) => {
-      s.removeDevice(req.params.id)
+      await s.removeDevice(req.params.id)
       return reply.status(204).send()
     })
 
     app.post('/devices/:id/token', { schema: { summary: "Give a device a new token (the old one stops working)", params: DeviceParams } }, async (req) => {
-      return { id: req.params.id, token: s.rotateDeviceToken(req.params.id) }
+      return { id: req.params.id, token: await s.rotateDeviceToken(req.params.id) }
     })
 
     app.get('/devices/:id/telemetry', {

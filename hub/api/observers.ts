@@ -9,7 +9,7 @@ export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     app.post('/observers', {
       schema: { summary: 'Create an observer: read-only MQTT credentials (the token is shown once)', body: Type.Object({ name: Type.String({ maxLength: 64 }) }, { additionalProperties: false }) },
     }, async (req, reply) => {
-      const { observer, token } = s.registry.addObserver(req.body.name, s.clock.now())
+      const { observer, token } = await s.addObserver(req.body.name)
       return reply.status(201).send({
         ...observer, token, username: `${OBSERVER_USER_PREFIX}${observer.name}`,
         topics: ['devices/+/telemetry', 'devices/+/state', 'devices/+/events'],
@@ -21,7 +21,7 @@ export function observerRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     }))
 
     app.delete('/observers/:name', { schema: { summary: 'Remove an observer', params: Type.Object({ name: Type.String({ maxLength: 64 }) }) } }, async (req, reply) => {
-      s.removeObserver(req.params.name)
+      await s.removeObserver(req.params.name)
       return reply.status(204).send()
     })
   }

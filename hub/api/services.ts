@@ -1,5 +1,5 @@
 import type { Clock } from '../../common/clock.js'
-import type { Registry, DeviceRecord } from '../fleet/registry.js'
+import type { Registry, DeviceRecord, ObserverRecord } from '../fleet/registry.js'
 import type { PresenceStore, PresenceView } from '../presence/store.js'
 import type { TelemetryStore } from '../telemetry/store.js'
 import type { DeadLetters } from '../mqtt/dead-letters.js'
@@ -21,13 +21,18 @@ export interface HubServices {
   readonly schedules: Schedules
   readonly commands: Commands
   readonly rules: Rules
-  /** Registers a device (and gives it its executions of continuous jobs); returns its token once. */
-  addDevice(id: string, group: string | null): { device: DeviceRecord; token: string }
-  /** Removes the device and closes its connection at once. */
-  removeDevice(id: string): void
+  /**
+   * Registers a device (and gives it its executions of continuous jobs); returns its token once.
+   * On an external broker its account there is made first (hub/mqtt/dynsec.ts): a refusal registers nothing.
+   */
+  addDevice(id: string, group: string | null): Promise<{ device: DeviceRecord; token: string }>
+  /** Removes the device and closes its connection at once (on an external broker, its account there first). */
+  removeDevice(id: string): Promise<void>
   /** New token; the old one stops working and the device is disconnected. */
-  rotateDeviceToken(id: string): string
-  removeObserver(name: string): void
+  rotateDeviceToken(id: string): Promise<string>
+  /** Read-only MQTT credentials; returns the token once. */
+  addObserver(name: string): Promise<{ observer: ObserverRecord; token: string }>
+  removeObserver(name: string): Promise<void>
   /** A rule firing with, for each action, the command or job it made (their records), for the trace. */
   firingChain(id: string): FiringChain
   health(): HealthReport

@@ -19,6 +19,11 @@ import type { OnFailed } from '../storage/group-commit.js'
 export interface IngressOptions {
   readonly maxPayloadBytes: number
   readonly badMessagesPerMinute: number
+  /**
+   * On an external broker the hub sees no connection events: a birth is the
+   * news that its device connected, and a death that it left (issue #18).
+   */
+  readonly presenceFromBirths?: boolean
 }
 
 export interface IngressDeps {
@@ -34,8 +39,8 @@ export interface IngressDeps {
   /** Births and deaths of a device that was removed meanwhile (a late Will) are dropped. */
   readonly isRegistered: (deviceId: string) => boolean
   readonly jobs: JobIngress
-  /** A device's reply to a command. */
-  readonly commands: { response(deviceId: string, message: CommandResponse, now: number): void }
+  /** A device's reply to a command; `disconnected`: its death on an external broker ends its commands in flight. */
+  readonly commands: { response(deviceId: string, message: CommandResponse, now: number): void; disconnected(deviceId: string): void }
   /** Samples in each telemetry batch received (a metric's histogram); must be cheap, it runs per batch. */
   readonly observeTelemetryBatch?: (samples: number) => void
 }
@@ -55,6 +60,8 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
   const { telemetry, presence, deadLetters, clock, logger } = deps
   // Bad-message budget per client: [window start, count].
   const strikes = new Map<string, [number, number]>()
+  // Connection numbers for births on an external broker: each birth is a connection of its own.
+  let birthConnections = 0
 
   function strike(clientId: string | undefined, now: number): void {
     if (clientId === undefined) return
@@ -117,12 +124,19 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
         return
       case 'birth':
         if (!deps.isRegistered(deviceId)) return
-        presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now }, m)
+        presence.apply(deviceId, { type: 'birth', epoch: m.epoch, storeId: m.storeId, at: now, ...(options.presenceFromBirths === true ? { connId: ++birthConnections } : {}) }, m)
         deps.announceMark(deviceId, m.storeId)
         if (presence.isReachable(deviceId)) deps.jobs.online(deviceId, now)
         return
       case 'death':
         if (!deps.isRegistered(deviceId)) return
+        if (options.presenceFromBirths === true) {
+          // No disconnect event will come: the death ends the device's commands in flight, as a disconnect does.
+          const wasReachable = presence.isReachable(deviceId)
+          presence.apply(deviceId, { type: 'death', epoch: m.epoch, storeId: m.storeId, at: now, reason: 'death' })
+          if (wasReachable && !presence.isReachable(deviceId)) deps.commands.disconnected(deviceId)
+          return
+        }
         presence.apply(deviceId, { type: 'death', epoch: m.epoch, storeId: m.storeId, at: now })
         return
       case 'jobs.pull':

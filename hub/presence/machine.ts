@@ -9,7 +9,8 @@
  * - connected(connId): remember the connection. The device is not reachable
  *   until its birth arrives; if it was online on another connection (a
  *   takeover whose disconnect we missed), it goes offline ("reconnected").
- * - birth(epoch, store): on the current connection, with an epoch not older
+ * - birth(epoch, store, connId?): on the current connection (or, on an
+ *   external broker, on the connection the birth itself announces), with an epoch not older
  *   than the last one seen → online. A birth with an older epoch is stale (a
  *   retained or delayed message) and ignored; so is a birth with no
  *   connection. Epochs count per ledger: a birth from another store (a
@@ -19,6 +20,8 @@
  *   another store than the current birth's (the Will of a re-flashed device's
  *   old ledger); otherwise → offline, "shutdown" when the device is still
  *   connected (it said goodbye), "will" when not.
+ *   On an external broker a death carries its own reason ("death": a clean
+ *   stop and a Will look the same there) and ends the connection.
  * - disconnected(connId, reason): only the current connection counts; a
  *   disconnect of an older one (after a takeover) is ignored → offline with
  *   the broker's reason (keepalive-timeout, connection-lost, kicked, ...).
@@ -56,8 +59,13 @@ export interface PresenceState {
 
 export type PresenceEvent =
   | { readonly type: 'connected'; readonly connId: number; readonly at: number }
-  | { readonly type: 'birth'; readonly epoch: number; readonly storeId: string; readonly at: number }
-  | { readonly type: 'death'; readonly epoch: number; readonly storeId?: string | undefined; readonly at: number }
+  /**
+   * `connId`: the birth is also the news of its connection, on a broker whose
+   * connection events the hub does not see (an external one, issue #18).
+   */
+  | { readonly type: 'birth'; readonly epoch: number; readonly storeId: string; readonly at: number; readonly connId?: number }
+  /** `reason`: the death also ends the connection, with this reason (an external broker does not say whether it was a clean stop or a Will). */
+  | { readonly type: 'death'; readonly epoch: number; readonly storeId?: string | undefined; readonly at: number; readonly reason?: string }
   | { readonly type: 'disconnected'; readonly connId: number; readonly reason: string; readonly at: number }
   | { readonly type: 'hubStart'; readonly at: number }
 
@@ -95,17 +103,20 @@ export function nextPresence(state: PresenceState, event: PresenceEvent): Transi
   switch (event.type) {
     case 'connected':
       return to(state, 'offline', 'reconnected', event.at, { connId: event.connId, birthConnId: null })
-    case 'birth':
-      if (state.connId === null) return ignore(state, 'birth without a connection')
+    case 'birth': {
+      const connId = event.connId ?? state.connId
+      if (connId === null) return ignore(state, 'birth without a connection')
       if (state.epoch !== null && event.storeId === state.storeId && event.epoch < state.epoch) {
         return ignore(state, `stale birth: epoch ${event.epoch} < ${state.epoch}`)
       }
-      return to(state, 'online', 'birth', event.at, { epoch: event.epoch, storeId: event.storeId, birthConnId: state.connId })
+      return to(state, 'online', 'birth', event.at, { epoch: event.epoch, storeId: event.storeId, connId, birthConnId: connId })
+    }
     case 'death':
       if (event.storeId !== undefined && state.storeId !== null && event.storeId !== state.storeId) {
         return ignore(state, `death of another store ${event.storeId}`)
       }
       if (state.epoch !== null && event.epoch < state.epoch) return ignore(state, `late death: epoch ${event.epoch} < ${state.epoch}`)
+      if (event.reason !== undefined) return to(state, 'offline', event.reason, event.at, { epoch: Math.max(event.epoch, state.epoch ?? 0), connId: null, birthConnId: null })
       return to(state, 'offline', state.connId !== null ? 'shutdown' : 'will', event.at, { epoch: Math.max(event.epoch, state.epoch ?? 0), birthConnId: null })
     case 'disconnected':
       if (state.connId !== event.connId) return ignore(state, `disconnect of an old connection ${event.connId}`)

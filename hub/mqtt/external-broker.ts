@@ -1,0 +1,250 @@
+import { EventEmitter } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { Logger } from '../../common/logger.js'
+import { systemClock } from '../../common/clock.js'
+import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../../common/log-limiter.js'
+import { RollcallError } from '../../common/errors.js'
+import type { Broker, BrokerEvents, BrokerStats, InboundMessage, ListeningPorts, MessageHandler, SubscribeOptions } from '../../broker/types.js'
+
+/**
+ * The hub as a client of a broker it does not run (issue #18: Mosquitto,
+ * EMQX, ...). The broker holds the devices' connections and enforces their
+ * ACL; the hub subscribes to what devices publish and publishes what it sends
+ * them, through one MQTT 5 connection.
+ *
+ * - Shared subscriptions (`$share/{group}/...`) hand each up-message to one
+ *   hub of the group; a subscription that every hub needs (the retained
+ *   births and deaths, the dynamic-security replies) is not shared.
+ * - The session is persistent (a fixed client id, no clean start, a session
+ *   expiry), so what devices publish while the hub restarts waits in the
+ *   broker, up to its own queue limit (Mosquitto: max_queued_messages).
+ *   Telemetry does not depend on it: a batch no ack covered is sent again.
+ * - The publisher of a message is not part of MQTT: the broker's ACL lets only
+ *   device X publish under `devices/X/`, so `publisherOf` names it from the topic.
+ * - Connection events, a connection's writes and closing one connection are
+ *   the broker's: presence comes from births and Wills (hub/presence), and a
+ *   device is cut off by changing its account (hub/mqtt/dynsec.ts).
+ */
+
+export interface ExternalBrokerOptions {
+  /** mqtt://host:port or mqtts://host:port. */
+  readonly url: string
+  readonly username?: string | undefined
+  readonly password?: string | undefined
+  /** PEM file of the CA that signed the broker's certificate, for mqtts:// with a private CA. */
+  readonly caFile?: string | undefined
+  /** The hub's client id on the broker: one per hub, stable across restarts (its session lives on). */
+  readonly clientId: string
+  /** The shared-subscription group of the hubs that split the fleet's messages between them. */
+  readonly shareGroup: string
+  /** Seconds the broker keeps the hub's session (and queues its messages) while it is away. */
+  readonly sessionExpirySec: number
+  /** Who published a message, from its topic (the ACL makes the topic say it); undefined: nobody the hub knows. */
+  readonly publisherOf: (topic: string) => string | undefined
+  /** How long listen() waits for the first connection before it gives up with a message. */
+  readonly connectTimeoutMs: number
+  readonly logger: Logger
+}
+
+/** The hub's broker password, from its file (one line; a trailing newline is not part of it). */
+export function readBrokerPassword(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new RollcallError('BAD_REQUEST', `cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
+  }
+  const password = text.replace(/\r?\n$/, '')
+  if (password === '') throw new RollcallError('BAD_REQUEST', `brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
+  return password
+}
+
+/** Whether an MQTT filter (a shared one's `$share/{group}/` left out) matches a topic. */
+export function filterMatches(filter: string, topic: string): boolean {
+  const plain = filter.startsWith('$share/') ? filter.split('/').slice(2).join('/') : filter
+  const f = plain.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return !(i === 0 && topic.startsWith('$'))
+    if (i >= t.length) return false
+    if (f[i] === '+') {
+      if (i === 0 && topic.startsWith('$')) return false
+      continue
+    }
+    if (f[i] !== t[i]) return false
+  }
+  return f.length === t.length
+}
+
+interface Route { readonly filter: string; readonly handler: MessageHandler }
+
+const NO_LIMITS = {
+  pendingPerAddress: 0, pendingEvicted: 0, maxConnections: 0, banned: 0, clientRate: 0, globalRate: 0, filtersPerSubscribe: 0, subscriptionsPerClient: 0,
+} as const
+
+/** Where the broker's address or credentials are wrong, the message says which and what to check. */
+function connectFailure(url: string, err: Error): RollcallError {
+  const reason = /Not authorized|Bad User Name or Password|bad username/i.test(err.message)
+    ? 'it refused the hub\'s credentials: check brokerUsername and the password file, and that the client exists on the broker'
+    : err.message
+  return new RollcallError('UNAVAILABLE', `cannot connect to the broker at ${url}: ${reason}`)
+}
+
+export function createExternalBroker(options: ExternalBrokerOptions): Broker {
+  const log = options.logger.child({ component: 'external-broker' })
+  // A device that keeps sending garbage asks for a cut-off per message: those lines are bounded.
+  const limitedLog = createLogLimiter({ ...LOG_LIMITER_DEFAULTS, logger: log, clock: systemClock })
+  const events = new EventEmitter()
+  const routes = new Map<number, Route>()
+  let nextSubscriptionId = 1
+  let client: MqttClient | undefined
+  let received = 0
+  let published = 0
+  let cutOffsRefused = 0
+
+  function clientOptions(): IClientOptions {
+    return {
+      protocolVersion: 5,
+      clientId: options.clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: options.sessionExpirySec },
+      ...(options.username !== undefined ? { username: options.username } : {}),
+      ...(options.password !== undefined ? { password: options.password } : {}),
+      ...(options.caFile !== undefined ? { ca: readFileSync(options.caFile) } : {}),
+      reconnectPeriod: 1000,
+      connectTimeout: options.connectTimeoutMs,
+      // A message the broker hands over is acknowledged once its handler has
+      // it; telemetry is not lost if the hub dies before its commit (the agent
+      // resends what no ack covered), and jobs and commands have their own replies.
+      resubscribe: true,
+    }
+  }
+
+  function deliver(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    received++
+    const ids = packet.properties?.subscriptionIdentifier
+    const list = ids === undefined ? [] : Array.isArray(ids) ? ids : [ids]
+    const message: InboundMessage = { topic, payload, clientId: options.publisherOf(topic) }
+    // A subscription of an earlier run of the hub (its session kept it) has no route by its number: matched by filter.
+    const matched = list.flatMap((id) => routes.get(id) ?? [])
+    for (const route of matched.length > 0 ? matched : [...routes.values()].filter((r) => filterMatches(r.filter, topic))) {
+      try {
+        void route.handler(message)
+      } catch (err) {
+        log.error({ err, topic, filter: route.filter }, 'a subscriber threw on a message from the broker')
+      }
+    }
+  }
+
+  function requireClient(): MqttClient {
+    if (client === undefined) throw new RollcallError('UNAVAILABLE', 'the hub is not connected to the broker yet')
+    return client
+  }
+
+  const broker: Broker = {
+    port: 0,
+    listen(): Promise<ListeningPorts> {
+      return new Promise((resolve, reject) => {
+        const c = connect(options.url, clientOptions())
+        client = c
+        let settled = false
+        const timer = setTimeout(() => {
+          if (settled) return
+          settled = true
+          c.end(true)
+          reject(new RollcallError('UNAVAILABLE', `cannot connect to the broker at ${options.url}: no answer within ${options.connectTimeoutMs} ms`))
+        }, options.connectTimeoutMs)
+        c.on('message', deliver)
+        c.on('connect', (connack) => {
+          log.info({ url: options.url, sessionPresent: connack.sessionPresent }, 'connected to the broker')
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          // Subscriptions made before the connection was up go out now.
+          Promise.all([...routes.entries()].map(([id, r]) => subscribeOn(c, id, r.filter))).then(() => { resolve({ port: 0 }) }, reject)
+        })
+        c.on('error', (err) => {
+          if (!settled) {
+            settled = true
+            clearTimeout(timer)
+            c.end(true)
+            reject(connectFailure(options.url, err))
+            return
+          }
+          log.warn({ err, url: options.url }, 'broker connection error; reconnecting')
+        })
+        c.on('offline', () => { if (client === c) log.warn({ url: options.url }, 'lost the broker; reconnecting') })
+      })
+    },
+    setSecureContext(): void {
+      // The broker serves its own TLS; the hub's certificate is for its HTTP API only.
+    },
+    async subscribe(filter: string, handler: MessageHandler, subscribeOptions?: SubscribeOptions): Promise<void> {
+      const id = nextSubscriptionId++
+      const full = subscribeOptions?.shared === true ? `$share/${options.shareGroup}/${filter}` : filter
+      routes.set(id, { filter: full, handler })
+      if (client?.connected === true) await subscribeOn(client, id, full)
+    },
+    async publish(topic: string, payload: Buffer, publishOptions: { qos: 0 | 1; retain?: boolean }): Promise<void> {
+      published++
+      await requireClient().publishAsync(topic, payload, { qos: publishOptions.qos, retain: publishOptions.retain ?? false })
+    },
+    sendDirect(_clientId: string, topic: string, payload: Buffer): boolean {
+      // Routed by the broker like any QoS 0 message: only the device may subscribe to its down-topics.
+      if (client?.connected !== true) return false
+      published++
+      client.publish(topic, payload, { qos: 0 })
+      return true
+    },
+    flushWrites(): void {
+      // The broker writes to devices, not the hub.
+    },
+    sealWrites(): () => void {
+      return () => undefined
+    },
+    disconnect(clientId: string, reason: string): void {
+      // MQTT gives a client no way to close another's connection; an account change does (dynsec.ts).
+      cutOffsRefused++
+      limitedLog.log('warn', { clientId }, { reason }, 'the broker holds this connection; the hub cannot close it (remove the device or give it a new token to cut it off)')
+    },
+    disconnectPrincipal(): number {
+      // Removing or changing the account on the broker closes its connections (dynsec.ts).
+      return 0
+    },
+    isConnected(): boolean {
+      return false
+    },
+    on<E extends keyof BrokerEvents>(event: E, listener: (...args: BrokerEvents[E]) => void): void {
+      // Nothing is emitted: connection events and refusals stay in the broker.
+      events.on(event, listener as (...args: unknown[]) => void)
+    },
+    stats(): BrokerStats {
+      return {
+        connections: client?.connected === true ? 1 : 0, sockets: 0, pending: 0, acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0,
+        violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0, queuedMessages: 0, oldestQueuedMs: 0,
+        limits: NO_LIMITS, writeReleases: { commit: 0, timer: 0, single: 0, flush: 0 },
+        external: { url: options.url, connected: client?.connected === true, received, published, cutOffsRefused },
+      }
+    },
+    async close(): Promise<void> {
+      limitedLog.close()
+      const c = client
+      client = undefined
+      if (c === undefined) return
+      await c.endAsync()
+    },
+  }
+
+  function subscribeOn(c: MqttClient, id: number, filter: string): Promise<void> {
+    return c.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: id } }).then((granted) => {
+      const refused = granted.find((g) => g.qos === 128 || g.qos > 2)
+      if (refused !== undefined) {
+        throw new RollcallError('FORBIDDEN', `the broker refused the hub's subscription to ${filter} (reason ${refused.qos}): give the hub's broker account the rollcall-hub role (docs/scale-out.md)`)
+      }
+    })
+  }
+
+  return broker
+}
