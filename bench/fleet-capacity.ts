@@ -45,6 +45,8 @@ export interface FleetCapacityOptions {
   readonly hubCpuProfDir?: string
   /** Baseline systems to run after rollcall, same fleet and steps (thin fleets only). */
   readonly baselines: ReadonlyArray<'mosquitto' | 'aedes'>
+  /** Also rollcall with its hub on an external Mosquitto (docs/scale-out.md), after the embedded hub (thin fleets only). */
+  readonly onMosquitto?: boolean
   /** Run every step, not only up to the first that does not hold. */
   readonly allSteps: boolean
   /**
@@ -119,13 +121,39 @@ function countSamples(dbPath: string, key: string): { rows: number; distinct: nu
   }
 }
 
-async function rollcallSystem(work: string, o: FleetCapacityOptions, dirName = 'hub'): Promise<System> {
+/**
+ * Mosquitto 2 as Debian ships it, on a free port, with its files in `dir`: anonymous clients
+ * allowed and no persistence, as a quick install has it, plus `extra` lines.
+ */
+async function startMosquitto(dir: string, extra: readonly string[] = []): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', ...extra, ''].join('\n'))
+  const child = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] })
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', (err) => reject(new Error(`cannot start mosquitto (apt-get install mosquitto): ${err.message}`)))
+    child.once('spawn', () => resolve())
+  })
+  await sleep(500)
+  return { child, port }
+}
+
+/**
+ * Rollcall's hub, with its embedded broker, or (`onMosquitto`) as a client of a Mosquitto the
+ * devices connect to. That Mosquitto runs as the baseline's does, without accounts (the hub's
+ * brokerDynsec off): the figures compare ingest, not the broker's ACL checks. Its queue for the
+ * hub is unbounded, so a hub that falls behind is seen as lag, not as messages Mosquitto drops.
+ */
+async function rollcallSystem(work: string, o: FleetCapacityOptions, dirName = 'hub', onMosquitto = false): Promise<System> {
   const hubDir = join(work, dirName)
   mkdirSync(hubDir, { recursive: true })
-  const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(work)], undefined, hubNodeArgs(o.hubCpuProfDir))
+  const broker = onMosquitto ? await startMosquitto(hubDir, ['max_queued_messages 0', 'max_inflight_messages 0']) : undefined
+  const external = broker === undefined ? {} : { broker: `mqtt://127.0.0.1:${broker.port}`, brokerDynsec: false, brokerClientId: `bench-hub-${process.pid}` }
+  const hub = await startHubProcess(hubDir, ['--config', benchHubConfig(hubDir, external)], undefined, hubNodeArgs(o.hubCpuProfDir))
   let provisioned: Array<{ id: string; token: string }> = []
   return {
-    name: 'rollcall', url: `mqtt://127.0.0.1:${hub.mqttPort}`, pids: [hub.pid], ackOnPuback: false,
+    name: onMosquitto ? 'rollcall on mosquitto' : 'rollcall', url: `mqtt://127.0.0.1:${broker?.port ?? hub.mqttPort}`,
+    pids: broker === undefined ? [hub.pid] : [hub.pid, broker.child.pid!], ackOnPuback: false,
     async devices(n) {
       if (provisioned.length < n) provisioned = [...provisioned, ...await provisionBulk(hub, provisioned.length, n)]
       return provisioned.slice(0, n)
@@ -141,6 +169,7 @@ async function rollcallSystem(work: string, o: FleetCapacityOptions, dirName = '
       const alive = hub.child.exitCode === null && hub.child.signalCode === null
       if (!alive) process.stderr.write(`the hub is gone (${hub.child.exitCode ?? hub.child.signalCode}); its last words:\n${hub.stderr()}\n`)
       await hub.stop()
+      if (broker !== undefined) await stopChild(broker.child)
     },
   }
 }
@@ -160,16 +189,8 @@ async function baselineSystem(kind: 'mosquitto' | 'aedes', work: string, dirName
   let broker: ChildProcess
   let port: number
   if (kind === 'mosquitto') {
-    port = await freePort()
-    const conf = join(dir, 'mosquitto.conf')
-    // Defaults otherwise: max_queued_messages 1000 per client, no persistence, as a quick install has it.
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n`)
-    broker = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] })
-    await new Promise<void>((resolve, reject) => {
-      broker.once('error', (err) => reject(new Error(`cannot start mosquitto (apt-get install mosquitto): ${err.message}`)))
-      broker.once('spawn', () => resolve())
-    })
-    await sleep(500)
+    // Defaults otherwise: max_queued_messages 1000 per client, as a quick install has it.
+    ;({ child: broker, port } = await startMosquitto(dir))
   } else {
     ;({ child: broker, port } = await startRawAedes('inherit'))
   }
@@ -349,6 +370,7 @@ async function runSteps(system: System, work: string, o: FleetCapacityOptions, s
 }
 
 export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<void> {
+  if (o.onMosquitto === true && !o.thin) throw new Error('--on-mosquitto runs with --thin: real agents would need accounts on the broker')
   if (o.baselines.length > 0 && !o.thin) throw new Error('--baseline runs with --thin: the baselines\' devices are thin clients that take PUBACK as the ack')
   const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-fleet-'))
   const steps: Step[] = []
@@ -357,6 +379,7 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
     process.stderr.write(`fleet bench (${o.thin ? 'thin devices: bare protocol clients' : 'real agents'}): steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)
     const systems: Array<{ name: string; make: (dir: string) => Promise<System> }> = [
       { name: 'rollcall', make: (dir) => rollcallSystem(work, o, dir) },
+      ...(o.onMosquitto === true ? [{ name: 'rollcall on mosquitto', make: (dir: string) => rollcallSystem(work, o, dir, true) }] : []),
       ...o.baselines.map((kind) => ({ name: kind === 'mosquitto' ? 'mosquitto + store' : 'aedes + store', make: (dir: string) => baselineSystem(kind, work, dir) })),
     ]
     for (const [i, sys] of systems.entries()) await runSteps(await sys.make(`system-${i}`), work, o, steps)

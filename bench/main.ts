@@ -27,7 +27,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
        npm run bench -- commit-sync [--devices 8000] [--rate 8000] [--seconds 15] [--rounds 2] [--flush-delay-ms 20]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--on-mosquitto] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
@@ -76,6 +76,7 @@ async function main(): Promise<void> {
       'per-process': { type: 'string' },
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
+      'on-mosquitto': { type: 'boolean' },
       'hub-cpu-prof': { type: 'string' },
       'baseline': { type: 'string' },
       'all-steps': { type: 'boolean' },
@@ -139,6 +140,7 @@ async function main(): Promise<void> {
         warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'), thin: values.thin === true,
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
         baselines: baselines(values.baseline, values.thin === true),
+        onMosquitto: values['on-mosquitto'] === true,
         allSteps: values['all-steps'] === true,
         ...(values.overload === undefined ? {} : { overload: overloadFactor(values.overload, values.thin === true) }),
       })

@@ -121,6 +121,14 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
       problems.push((err as Error).message)
     }
   }
+  if (c.brokerPasswordFile !== undefined) {
+    const { readBrokerPassword } = await import('../hub/mqtt/external-broker.js')
+    try {
+      readBrokerPassword(c.brokerPasswordFile)
+    } catch (err) {
+      problems.push((err as Error).message)
+    }
+  }
   if (problems.length > 0) refuse(`the hub config${setup.configFile ? ` (${setup.configFile})` : ''}`, problems, json)
   const { planListeners } = await import('../hub/listeners.js')
   const plan = planListeners({ ...c, tls: cert !== undefined })

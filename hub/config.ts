@@ -95,8 +95,8 @@ export const HubConfigSchema = Type.Object({
   brokerPasswordFile: Type.Optional(Type.String({ minLength: 1 })),
   /** PEM file of the CA that signed the external broker's certificate (mqtts:// with a private CA). */
   brokerCa: Type.Optional(Type.String({ minLength: 1 })),
-  /** The hub's client id on the external broker: unique per hub, the same across its restarts. Default: rollcall-hub-{host name}. */
-  brokerClientId: Type.Optional(Type.String({ minLength: 1, maxLength: 23 })),
+  /** The hub's client id on the external broker: unique per hub, the same across its restarts. Default: made once and kept in the data dir. */
+  brokerClientId: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
   /** The external broker's accounts are kept by Mosquitto's dynamic-security plugin (on), or by hand (off: docs/scale-out.md). */
   brokerDynsec: Type.Boolean(),
   /** Live streams (GET /api/live: dashboard tabs) open at once. */

@@ -1,6 +1,5 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { hostname } from 'node:os'
 import type { Clock } from '../common/clock.js'
 import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
@@ -20,8 +19,10 @@ import { createPresenceStore } from './presence/store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry/store.js'
 import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
-import { createExternalBroker, readBrokerPassword } from './mqtt/external-broker.js'
-import { createDynsecAccounts, type BrokerAccounts } from './mqtt/dynsec.js'
+import { brokerClientIdOf, createExternalBroker, readBrokerPassword } from './mqtt/external-broker.js'
+import { createDynsecAccounts, type DynsecAccounts } from './mqtt/dynsec.js'
+import { generateToken } from './fleet/tokens.js'
+import { PACKET_HEADROOM_BYTES } from '../broker/broker.js'
 import { followBrokerEvents } from './mqtt/broker-events.js'
 import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
@@ -63,8 +64,6 @@ export function writeCoalesceMsFor(flushDelayMs: number): number {
 /** The shared-subscription group of the hubs on one external broker. */
 const SHARE_GROUP = 'rollcall'
 const UP_KINDS = (Object.keys(TOPIC_KINDS) as TopicKind[]).filter((k) => TOPIC_KINDS[k] === 'up')
-/** Unique per machine and the same across restarts; two hubs on one machine set brokerClientId. */
-const defaultBrokerClientId = () => `rollcall-hub-${hostname()}`.slice(0, 23)
 
 export interface HubDeps {
   readonly logger: Logger
@@ -191,12 +190,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       username: config.brokerUsername,
       password: readBrokerPassword(config.brokerPasswordFile),
       caFile: config.brokerCa,
-      clientId: config.brokerClientId ?? defaultBrokerClientId(),
+      clientId: config.brokerClientId ?? brokerClientIdOf(config.dataDir),
       shareGroup: SHARE_GROUP,
       sessionExpirySec: 3600,
       // Only device X may publish under devices/X/ (its role on the broker): the topic names the publisher.
       publisherOf: (topic) => { const t = parseTopic(topic); return t?.direction === 'up' ? t.deviceId : undefined },
-      connectTimeoutMs: config.connectTimeoutMs,
+      maxPacketBytes: config.maxPayloadBytes + PACKET_HEADROOM_BYTES,
       logger: log,
     }) : createBroker({
       host: config.host,
@@ -227,8 +226,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     releasers.push(() => broker.close())
     // The device and observer accounts on an external Mosquitto (the embedded broker reads the registry itself).
-    const accounts: (BrokerAccounts & { prepare(): Promise<void> }) | undefined = config.broker !== undefined && config.brokerDynsec
-      ? await createDynsecAccounts(broker, { hubUsername: config.brokerUsername, shareGroup: SHARE_GROUP, timeoutMs: 10_000, logger: log })
+    // Its calls are network I/O on real time, whatever clock the hub's logic runs on.
+    const accounts: DynsecAccounts | undefined = config.broker !== undefined && config.brokerDynsec
+      ? await createDynsecAccounts(broker, { hubUsername: config.brokerUsername, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
       : undefined
 
     // Acks tell agents that can read it which optional fields this hub takes: a batch's
@@ -328,21 +328,40 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     )
     followBrokerEvents(broker, { presence, deadLetters, commands, ingress, isRegistered: registered, clock })
     const onMessage = (m: InboundMessage) => { ingress.handle(m) }
-    if (config.broker === undefined) {
-      await broker.subscribe('devices/#', onMessage)
-    } else {
+    if (config.broker === undefined) await broker.subscribe('devices/#', onMessage)
+    const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
+    if (config.broker !== undefined) {
+      // The hub's account gets its rights first (its subscriptions need them); what the broker
+      // queued for the hub meanwhile waits in external-broker.ts for the subscription that takes it.
+      await accounts?.prepare()
       // Each up-message to one hub of the group; births and deaths (retained) to every hub,
       // so each knows who is online from the start (hub/presence).
       for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' })
     }
-    const { port: mqttPort, tlsPort: mqttTlsPort } = await broker.listen()
-    await accounts?.prepare()
     await rules.resume()
 
     const lastSeenTimer = clock.setInterval(() => presence.flushLastSeen(), 5000).unref()
     releasers.push(() => { clock.clearTimer(lastSeenTimer); presence.flushLastSeen() })
 
     releasers.push(startRetention(config, { telemetry, jobs, commands, rules, clock, logger: log }))
+
+    /**
+     * Mosquitto closes the connection of a changed or deleted account without
+     * publishing its Will: the hub says the device is gone, ends its commands
+     * in flight, and replaces its retained state (a death, or nothing for a
+     * removed device) so a restart does not bring it back from its old birth.
+     */
+    function cutOffOnExternalBroker(id: string, reason: string): void {
+      if (config.broker === undefined) return
+      commands.disconnected(id)
+      const p = presence.get(id)
+      const epoch = p?.epoch ?? null
+      const storeId = p?.info.storeId ?? undefined
+      if (reason !== 'removed' && epoch !== null) presence.apply(id, { type: 'death', epoch, storeId, at: clock.now(), reason })
+      const state = reason === 'removed' || epoch === null ? Buffer.alloc(0) : encode({ type: 'death', v: 1, epoch, ...(storeId !== undefined ? { storeId } : {}) })
+      broker.publish(topics.state(id), state, { qos: 1, retain: true })
+        .catch((err: unknown) => log.warn({ err, deviceId: id }, 'could not replace the device\'s retained state on the broker'))
+    }
 
     const deviceCounts = () => {
       const total = registry.countDevices()
@@ -378,6 +397,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         registry.requireDevice(id)
         // The broker's account first: if it refuses, nothing changed, and the removal can be asked again.
         await accounts?.deviceRemoved(id)
+        cutOffOnExternalBroker(id, 'removed')
         registry.removeDevice(id)
         presence.forget(id)
         jobs.deviceRemoved(id)
@@ -385,8 +405,12 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },
       async rotateDeviceToken(id) {
-        const token = registry.rotateDeviceToken(id)
+        registry.requireDevice(id)
+        // The broker first: a token it refused (or never confirmed) is not the device's yet, and the old one still works everywhere.
+        const token = generateToken()
         await accounts?.deviceTokenRotated(id, token)
+        registry.rotateDeviceToken(id, token)
+        cutOffOnExternalBroker(id, 'token-rotated')
         broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
       },

@@ -76,6 +76,18 @@ describe('--check-config', () => {
     expect(r.stderr).toContain('handlersModule')
   })
 
+  it('hub: an external broker is shown with its account, and a password file it cannot read exits 2', () => {
+    const d = dir()
+    writeFileSync(join(d, 'broker-password'), 'pw\n', { mode: 0o600 })
+    const ok = rollcall(['hub', '--check-config', '--config', writeJson(d, { dataDir: 'data', broker: 'mqtts://broker.lan:8883', brokerUsername: 'rollcall-admin', brokerPasswordFile: 'broker-password' })])
+    expect(ok.code).toBe(0)
+    expect(ok.stdout).toContain(`broker:     mqtts://broker.lan:8883 (external: no MQTT listener of its own), as rollcall-admin with the password in ${join(d, 'broker-password')}`)
+    expect(ok.stdout).not.toMatch(/listeners: .*mqtt:\/\//)
+    const missing = rollcall(['hub', '--check-config', '--config', writeJson(d, { dataDir: 'data', broker: 'mqtt://broker.lan:1883', brokerPasswordFile: 'no-such-file' })])
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain(`cannot read brokerPasswordFile ${join(d, 'no-such-file')}`)
+  })
+
   it('hub: reads its TLS files (relative to the config file) and prints the listeners; a key that does not match exits 2', () => {
     const d = dir()
     const init = rollcall(['tls', 'init', '--data', join(d, 'hub'), '--host', 'hub.lan'])

@@ -38,7 +38,7 @@ async function granted(c: MqttClient, filter: string): Promise<number | undefine
   }
 }
 
-/** A CONNECT the broker must refuse: resolves with its error. */
+/** A CONNECT the broker must refuse: resolves with its error ("connected" if it did not). */
 async function refused(url: string, options: mqtt.IClientOptions): Promise<string> {
   try {
     const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options })
@@ -82,6 +82,19 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     const c = await connectDevice(broker.url, id, token)
     clients.push(c)
     return c
+  }
+
+  /** What the broker keeps retained on a device's state topic, read as the admin (undefined: nothing). */
+  const retainedState = async (id: string): Promise<unknown> => {
+    const c = await mqtt.connectAsync(broker.url, { username: broker.adminUser, password: broker.adminPassword, reconnectPeriod: 0 })
+    try {
+      const got = new Promise<unknown>((resolve) => { c.once('message', (_t, p) => { resolve(p.length === 0 ? undefined : JSON.parse(p.toString())) }) })
+      await c.subscribeAsync(topics.state(id), { qos: 1 })
+      // Retained messages come right after the SUBACK; a second round trip shows there was none.
+      return await Promise.race([got, c.publishAsync('rollcall-test/ping', 'x', { qos: 1 }).then(() => new Promise((r) => setTimeout(() => r(undefined), 300)))])
+    } finally {
+      await c.endAsync()
+    }
   }
 
   beforeAll(async () => {
@@ -151,23 +164,49 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     expect(s.presence.get(a!.id)).toMatchObject({ status: 'online', reachable: true, epoch: 1 })
   }, 60_000)
 
-  it('cuts off a rotated or removed device: the broker closes it and refuses its old credentials', async () => {
+  it('cuts off a rotated or removed device: the broker closes it and refuses its old credentials, and the hub marks it gone', async () => {
     const [c] = await registerDevices(hub, 'cut', 1)
     const dev = await connect(c!.id, c!.token)
+    await dev.publishAsync(topics.state(c!.id), birth(1), { qos: 1, retain: true })
+    await waitFor(() => hub.running.services.presence.isReachable(c!.id), 'the device online')
     const closed = new Promise<void>((resolve) => dev.once('close', () => resolve()))
     const rotated = await hub.api<{ token: string }>('POST', `/api/devices/${c!.id}/token`)
     expect(rotated.status, JSON.stringify(rotated.body)).toBe(200)
     await closed
     expect(await refused(broker.url, { clientId: c!.id, username: c!.id, password: c!.token })).toMatch(/Not authorized|Bad User Name/i)
+    // Mosquitto publishes no Will for a kicked client: the hub says it is gone, and so does the retained state a restart reads.
+    expect(hub.running.services.presence.get(c!.id)).toMatchObject({ status: 'offline', reason: 'token-rotated', reachable: false })
+    expect(await retainedState(c!.id)).toEqual({ type: 'death', v: 1, epoch: 1, storeId: STORE })
     const again = await connect(c!.id, rotated.body.token)
+    await again.publishAsync(topics.state(c!.id), birth(2), { qos: 1, retain: true })
+    await waitFor(() => hub.running.services.presence.isReachable(c!.id), 'the device online with its new token')
     const gone = new Promise<void>((resolve) => again.once('close', () => resolve()))
     expect((await hub.api('DELETE', `/api/devices/${c!.id}`)).status).toBe(204)
     await gone
     expect(await refused(broker.url, { clientId: c!.id, username: c!.id, password: rotated.body.token })).toMatch(/Not authorized|Bad User Name/i)
+    expect(await retainedState(c!.id)).toBeUndefined()
+    // A second removal finds nothing, on the hub or the broker.
+    expect((await hub.api('DELETE', `/api/devices/${c!.id}`)).status).toBe(404)
     // A removed observer too.
     const obs = await hub.api<{ token: string; username: string }>('POST', '/api/observers', { name: 'leaving' })
     expect((await hub.api('DELETE', '/api/observers/leaving')).status).toBe(204)
     expect(await refused(broker.url, { username: obs.body.username, password: obs.body.token })).toMatch(/Not authorized|Bad User Name/i)
+  }, 60_000)
+
+  it('changes no account it did not make: a same-named account on the broker, or the hub\'s own', async () => {
+    const admin = await mqtt.connectAsync(broker.url, { username: broker.adminUser, password: broker.adminPassword, reconnectPeriod: 0 })
+    clients.push(admin)
+    await admin.publishAsync('$CONTROL/dynamic-security/v1', JSON.stringify({ commands: [{ command: 'createClient', username: 'someone-else', password: 'theirs' }] }), { qos: 1 })
+    await waitFor(async () => (await refused(broker.url, { username: 'someone-else', password: 'theirs' })) === 'connected', 'the other account to exist')
+    for (const id of ['someone-else', broker.adminUser]) {
+      const r = await hub.api<{ error: { code: string; message: string } }>('POST', '/api/devices', { id })
+      expect({ id, status: r.status, code: r.body.error.code }).toEqual({ id, status: 503, code: 'UNAVAILABLE' })
+      expect(r.body.error.message).toMatch(id === broker.adminUser ? /the hub's own account/ : /rollcall did not make/)
+      expect(hub.running.services.registry.getDevice(id)).toBeUndefined()
+    }
+    // Both accounts still work as they did, the hub's included.
+    expect(await refused(broker.url, { username: 'someone-else', password: 'theirs' })).toBe('connected')
+    expect((await registerDevices(hub, 'after-refusal', 1)).length).toBe(1)
   }, 60_000)
 
   it('a device killed while its command runs: its Will, published by the broker, ends the command at once', async () => {
@@ -313,4 +352,41 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub process on an external Mosquitto, ki
     const h = await hub.api<{ history: Array<{ status: string; reason: string }> }>('GET', '/api/devices/kill-0/presence?limit=1000')
     expect(h.body.history.filter((e) => e.reason === 'hub-restart').length).toBeGreaterThanOrEqual(2)
   }, 180_000)
+})
+
+describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub whose external broker stalls or goes away', () => {
+  const tmp = tempDir('external-outage')
+  let broker: DynsecBroker | undefined
+  let hub: TestHub | undefined
+  afterAll(async () => {
+    if (broker?.child.signalCode === null && broker.child.exitCode === null) broker.child.kill('SIGCONT')
+    await hub?.stop()
+    await broker?.stop()
+    tmp.remove()
+  }, 60_000)
+
+  it('answers UNAVAILABLE, registers nothing, keeps running, and still stops', async () => {
+    broker = await startDynsecBroker(tmp.dir)
+    hub = await startTestHub({ broker: broker.url, brokerUsername: broker.adminUser, brokerPasswordFile: broker.adminPasswordFile }, join(tmp.dir, 'hub'))
+    const api = hub.api
+    // A broker that stops answering (SIGSTOP): the account call fails at its deadline, the hub lives on.
+    broker.child.kill('SIGSTOP')
+    const stalled = await api<{ error: { code: string; message: string } }>('POST', '/api/devices', { id: 'stalled-1' })
+    expect({ status: stalled.status, code: stalled.body.error.code }).toEqual({ status: 503, code: 'UNAVAILABLE' })
+    expect(stalled.body.error.message).toMatch(/did not answer createRole within \d+ ms/)
+    expect(hub.running.services.registry.getDevice('stalled-1')).toBeUndefined()
+    broker.child.kill('SIGCONT')
+    expect((await api('POST', '/api/devices', { id: 'after-stall' })).status).toBe(201)
+    // A broker that is gone: refused at once, with why.
+    broker.child.kill('SIGKILL')
+    await waitFor(async () => (await api<{ broker: { external: { connected: boolean } } }>('GET', '/api/stats')).body.broker.external.connected === false, 'the hub to see the broker gone')
+    const gone = await api<{ error: { code: string; message: string } }>('POST', '/api/devices', { id: 'gone-1' })
+    expect({ status: gone.status, code: gone.body.error.code }).toEqual({ status: 503, code: 'UNAVAILABLE' })
+    expect(gone.body.error.message).toMatch(/not connected to the broker/)
+    expect(hub.running.services.registry.getDevice('gone-1')).toBeUndefined()
+    // And it stops without the broker.
+    const h = hub
+    hub = undefined
+    await h.stop()
+  }, 90_000)
 })

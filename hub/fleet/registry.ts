@@ -69,9 +69,9 @@ export function createRegistry(db: Db) {
     return toDevice(row)
   }
 
-  function rotateDeviceToken(id: string): string {
+  /** Replaces the device's token with `token` (a new one by default); returns it. */
+  function rotateDeviceToken(id: string, token = generateToken()): string {
     requireDevice(id)
-    const token = generateToken()
     stmts.setDeviceToken.run(hashToken(token), id)
     return token
   }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { Logger } from '../../common/logger.js'
 import { RollcallError } from '../../common/errors.js'
 import { TOPIC_KINDS, deviceTopic, type TopicKind } from '../../protocol/topics.js'
@@ -42,7 +43,7 @@ export interface BrokerAccounts {
   observerRemoved(name: string): Promise<void>
 }
 
-interface Acl { readonly acltype: string; readonly topic: string; readonly allow: boolean }
+interface Acl { readonly acltype: string; readonly topic: string; readonly allow: boolean; readonly priority?: number }
 type Command = Record<string, unknown> & { readonly command: string }
 interface Reply { readonly command: string; readonly error?: string; readonly data?: unknown }
 
@@ -55,14 +56,21 @@ export function deviceAcls(id: string): Acl[] {
       { acltype: 'subscribeLiteral', topic: deviceTopic(id, k), allow: true },
       { acltype: 'publishClientReceive', topic: deviceTopic(id, k), allow: true },
     ]),
+    ...DENY_REST,
   ]
 }
 
+/** Below the allowances (dynamic security checks higher priorities first): whatever the broker's default access, the rest is refused. */
+const DENY_REST: Acl[] = ['publishClientSend', 'publishClientReceive', 'subscribePattern'].map((acltype) => ({ acltype, topic: '#', allow: false, priority: -1 }))
+
 const OBSERVED = ['devices/+/telemetry', 'devices/+/state', 'devices/+/events', 'hub/rules/+/events']
-const OBSERVER_ACLS: Acl[] = OBSERVED.flatMap((topic) => [
-  { acltype: 'subscribePattern', topic, allow: true },
-  { acltype: 'publishClientReceive', topic, allow: true },
-])
+const OBSERVER_ACLS: Acl[] = [
+  ...OBSERVED.flatMap((topic) => [
+    { acltype: 'subscribePattern', topic, allow: true },
+    { acltype: 'publishClientReceive', topic, allow: true },
+  ]),
+  ...DENY_REST,
+]
 
 function hubAcls(shareGroup: string): Acl[] {
   return ['devices/#', 'hub/#'].flatMap((topic) => [
@@ -73,19 +81,32 @@ function hubAcls(shareGroup: string): Acl[] {
   ])
 }
 
+/** The `textname` of every account the hub makes: it changes and deletes only those. */
+export const OWNED_MARK = 'rollcall'
+
 export interface DynsecOptions {
   /** The hub's own username on the broker: it is given the rollcall-hub role. */
   readonly hubUsername: string | undefined
   readonly shareGroup: string
   /** How long a command may wait for the plugin's answer. */
   readonly timeoutMs: number
+  readonly clock: Clock
   readonly logger: Logger
 }
 
-/** Errors that mean "already as asked": the hub repeats its set-up at every start. */
-const ALREADY = new Set(['Role already exists', 'ACL with this topic already exists', 'Client not found', 'Role not found'])
+export interface DynsecAccounts extends BrokerAccounts {
+  /**
+   * Makes the shared roles and gives the hub's account its own, at every
+   * start; fails when the hub's account cannot be given its role (the hub
+   * could not publish its acks).
+   */
+  prepare(): Promise<void>
+}
 
-export async function createDynsecAccounts(broker: Broker, options: DynsecOptions): Promise<BrokerAccounts & { prepare(): Promise<void> }> {
+interface ClientData { readonly textname?: string; readonly roles?: ReadonlyArray<{ readonly rolename?: string }> }
+
+export async function createDynsecAccounts(broker: Broker, options: DynsecOptions): Promise<DynsecAccounts> {
+  const { clock } = options
   const log = options.logger.child({ component: 'dynsec' })
   const prefix = randomBytes(6).toString('hex')
   let next = 0
@@ -109,93 +130,128 @@ export async function createDynsecAccounts(broker: Broker, options: DynsecOption
     }
   })
 
-  /** Sends the commands in one message (the plugin runs them in order) and waits for each reply. */
+  /**
+   * Sends the commands in one message (the plugin runs them in order) and
+   * waits for each reply, at most `timeoutMs` from now: a broker the hub has
+   * lost fails the call then, whatever MQTT.js does with the publish.
+   */
   async function run(commands: readonly Command[], timeoutMs = options.timeoutMs): Promise<Reply[]> {
     const ids = commands.map(() => `${prefix}-${++next}`)
     const replies = ids.map((id) => new Promise<Reply>((resolve) => { waiting.set(id, resolve) }))
-    let timer: NodeJS.Timeout | undefined
+    let timer: ClockTimer | undefined
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        for (const id of ids) waiting.delete(id)
-        reject(new RollcallError('UNAVAILABLE', `the broker did not answer ${commands.map((c) => c.command).join(', ')} within ${timeoutMs} ms: is the dynamic-security plugin loaded, and may the hub's account use ${CONTROL_TOPIC} (docs/scale-out.md)?`))
+      timer = clock.setTimeout(() => {
+        reject(new RollcallError('UNAVAILABLE', `the broker did not answer ${commands.map((c) => c.command).join(', ')} within ${timeoutMs} ms: is it reachable, is the dynamic-security plugin loaded, and may the hub's account use ${CONTROL_TOPIC} (docs/scale-out.md)?`))
       }, timeoutMs)
     })
+    const payload = Buffer.from(JSON.stringify({ commands: commands.map((c, i) => ({ ...c, correlationData: ids[i] })) }))
+    const sent = broker.publish(CONTROL_TOPIC, payload, { qos: 1 }).catch((err: unknown) => {
+      throw new RollcallError('UNAVAILABLE', `could not send ${commands.map((c) => c.command).join(', ')} to the broker: ${(err as Error).message}`)
+    })
     try {
-      await broker.publish(CONTROL_TOPIC, Buffer.from(JSON.stringify({ commands: commands.map((c, i) => ({ ...c, correlationData: ids[i] })) })), { qos: 1 })
-      return await Promise.race([Promise.all(replies), timeout])
+      return await Promise.race([sent.then(() => Promise.all(replies)), timeout])
     } finally {
-      clearTimeout(timer)
+      clock.clearTimer(timer)
+      for (const id of ids) waiting.delete(id)
     }
   }
 
-  /** Runs the commands; an error other than "already so" fails with the plugin's words. */
-  async function apply(what: string, commands: readonly Command[]): Promise<Reply[]> {
-    const replies = await run(commands)
-    const failed = replies.find((r) => r.error !== undefined && !ALREADY.has(r.error))
-    if (failed !== undefined) throw new RollcallError('UNAVAILABLE', `the broker refused to ${what}: ${failed.command}: ${failed.error}`)
-    return replies
+  /** Runs one command; its error fails the call with the plugin's words, unless it is one of `tolerated` ("already so"). */
+  async function one(what: string, command: Command, tolerated: readonly string[] = []): Promise<Reply> {
+    const [reply] = await run([command])
+    if (reply === undefined) throw new RollcallError('UNAVAILABLE', `the broker did not answer ${command.command}`)
+    if (reply.error !== undefined && !tolerated.includes(reply.error)) throw new RollcallError('UNAVAILABLE', `the broker refused to ${what}: ${command.command}: ${reply.error}`)
+    return reply
   }
 
-  const roleCommands = (rolename: string, acls: readonly Acl[]): Command[] => [
-    { command: 'createRole', rolename },
-    ...acls.map((a) => ({ command: 'addRoleACL', rolename, ...a })),
-  ]
+  async function getClient(username: string, timeoutMs?: number): Promise<ClientData | undefined> {
+    const [reply] = await run([{ command: 'getClient', username }], timeoutMs)
+    if (reply?.error !== undefined) return undefined
+    return (reply?.data as { client?: ClientData } | undefined)?.client
+  }
 
+  /** An account of the same name the hub did not make is not the hub's to change or delete. */
+  function refuseForeign(what: string, username: string, client: ClientData | undefined): void {
+    if (client !== undefined && client.textname !== OWNED_MARK) {
+      throw new RollcallError('UNAVAILABLE', `cannot ${what}: the broker has an account "${username}" that rollcall did not make; rename or remove it on the broker first`)
+    }
+  }
+
+  /**
+   * Makes a role with its ACLs in one command: Mosquitto 2.0 rewrites its whole
+   * config file after every command, so a device costs two writes (role and
+   * client), not one per ACL. A role that exists already (an earlier run) has
+   * its ACLs set to these.
+   */
+  async function ensureRole(what: string, rolename: string, acls: readonly Acl[]): Promise<void> {
+    const created = await one(what, { command: 'createRole', rolename, textname: OWNED_MARK, acls }, ['Role already exists'])
+    if (created.error !== undefined) await one(what, { command: 'modifyRole', rolename, acls })
+  }
+
+  /** Makes the account, or sets an existing one of the hub's anew (a new token closes its connections). */
   async function ensureClient(what: string, username: string, password: string, clientid: string | undefined, rolename: string): Promise<void> {
-    const [created] = await run([{ command: 'createClient', username, password, ...(clientid !== undefined ? { clientid } : {}), roles: [{ rolename }] }])
-    if (created?.error === undefined) return
-    if (created.error !== 'Client already exists') throw new RollcallError('UNAVAILABLE', `the broker refused to ${what}: createClient: ${created.error}`)
-    // A rotated token, or an account left from an earlier run: set all of it anew (its connections are closed).
-    await apply(what, [{ command: 'modifyClient', username, password, ...(clientid !== undefined ? { clientid } : {}), roles: [{ rolename }] }])
+    if (username === options.hubUsername) throw new RollcallError('UNAVAILABLE', `cannot ${what}: "${username}" is the hub's own account on the broker`)
+    const fields = { username, password, textname: OWNED_MARK, ...(clientid !== undefined ? { clientid } : {}), roles: [{ rolename }] }
+    const created = await one(what, { command: 'createClient', ...fields }, ['Client already exists'])
+    if (created.error === undefined) return
+    refuseForeign(what, username, await getClient(username))
+    await one(what, { command: 'modifyClient', ...fields })
   }
 
-  /** Whether the hub's account has its role; undefined when the broker does not know the account (not a dynamic-security client). */
-  async function hasHubRole(username: string): Promise<boolean> {
-    const [reply] = await run([{ command: 'getClient', username }], Math.min(2000, options.timeoutMs))
-    if (reply?.error !== undefined) {
-      log.warn({ username, error: reply.error }, `the hub's broker account is not a dynamic-security client: give it the ${HUB_ROLE} role's rights by hand (docs/scale-out.md)`)
-      return true
-    }
-    const roles = (reply?.data as { client?: { roles?: Array<{ rolename?: string }> } } | undefined)?.client?.roles ?? []
-    return roles.some((r) => r.rolename === HUB_ROLE)
+  async function removeClient(what: string, username: string): Promise<void> {
+    const client = await getClient(username)
+    if (client === undefined) return
+    refuseForeign(what, username, client)
+    await one(what, { command: 'deleteClient', username }, ['Client not found'])
+  }
+
+  async function hubHasRole(username: string, timeoutMs?: number): Promise<boolean> {
+    return (await getClient(username, timeoutMs))?.roles?.some((r) => r.rolename === HUB_ROLE) === true
   }
 
   async function deviceAdded(id: string, token: string): Promise<void> {
-    await apply(`add device ${id}`, roleCommands(deviceRole(id), deviceAcls(id)))
+    await ensureRole(`add device ${id}`, deviceRole(id), deviceAcls(id))
     await ensureClient(`add device ${id}`, id, token, id, deviceRole(id))
   }
 
   return {
-    /** Makes the shared roles and gives the hub its own; repeated at every start. */
     async prepare(): Promise<void> {
-      await apply('set up rollcall\'s roles', [...roleCommands(HUB_ROLE, hubAcls(options.shareGroup)), ...roleCommands(OBSERVER_ROLE, OBSERVER_ACLS)])
+      await ensureRole('set up rollcall\'s roles', HUB_ROLE, hubAcls(options.shareGroup))
+      await ensureRole('set up rollcall\'s roles', OBSERVER_ROLE, OBSERVER_ACLS)
       const username = options.hubUsername
       if (username === undefined) return
-      if (await hasHubRole(username)) return
-      // Mosquitto closes the connections of a client whose roles change, the hub's own included, and
-      // its reply may go out after that: the hub reconnects (its session waits) and checks again.
+      const hub = await getClient(username)
+      if (hub === undefined) {
+        log.warn({ username }, `the hub's broker account is not a dynamic-security client: it needs the rights of the ${HUB_ROLE} role, given by hand (docs/scale-out.md)`)
+        return
+      }
+      if (hub.roles?.some((r) => r.rolename === HUB_ROLE) === true) return
+      // Mosquitto closes the connections of a client whose roles change, the hub's own
+      // included, and its reply may go out after that: the hub reconnects and checks again.
       await broker.publish(CONTROL_TOPIC, Buffer.from(JSON.stringify({ commands: [{ command: 'addClientRole', username, rolename: HUB_ROLE }] })), { qos: 1 })
-      const deadline = Date.now() + options.timeoutMs
-      while (Date.now() < deadline) {
-        if (await hasHubRole(username).catch(() => false)) {
+        .catch(() => undefined)
+      const deadline = clock.now() + options.timeoutMs
+      while (clock.now() < deadline) {
+        if (await hubHasRole(username, 2000).catch(() => false)) {
           log.info({ username, role: HUB_ROLE }, 'gave the hub\'s broker account its role')
           return
         }
-        await new Promise((resolve) => setTimeout(resolve, 200))
+        await new Promise<void>((resolve) => { clock.setTimeout(resolve, 200) })
       }
-      log.warn({ username }, `could not give the hub's account the ${HUB_ROLE} role; give it by hand (docs/scale-out.md)`)
+      throw new RollcallError('UNAVAILABLE', `could not give the hub's broker account "${username}" the ${HUB_ROLE} role within ${options.timeoutMs} ms; give it by hand (docs/scale-out.md)`)
     },
     deviceAdded,
     // Also makes an account missing on the broker (a device registered before the hub moved to it).
     deviceTokenRotated: deviceAdded,
     async deviceRemoved(id) {
-      await apply(`remove device ${id}`, [{ command: 'deleteClient', username: id }, { command: 'deleteRole', rolename: deviceRole(id) }])
+      await removeClient(`remove device ${id}`, id)
+      await one(`remove device ${id}`, { command: 'deleteRole', rolename: deviceRole(id) }, ['Role not found'])
     },
     async observerAdded(name, token) {
       await ensureClient(`add observer ${name}`, observerUsername(name), token, undefined, OBSERVER_ROLE)
     },
     async observerRemoved(name) {
-      await apply(`remove observer ${name}`, [{ command: 'deleteClient', username: observerUsername(name) }])
+      await removeClient(`remove observer ${name}`, observerUsername(name))
     },
   }
 }

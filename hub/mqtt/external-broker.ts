@@ -1,10 +1,13 @@
 import { EventEmitter } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 import type { Logger } from '../../common/logger.js'
 import { systemClock } from '../../common/clock.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../../common/log-limiter.js'
 import { RollcallError } from '../../common/errors.js'
+import { ConfigError } from '../config.js'
 import type { Broker, BrokerEvents, BrokerStats, InboundMessage, ListeningPorts, MessageHandler, SubscribeOptions } from '../../broker/types.js'
 
 /**
@@ -42,9 +45,25 @@ export interface ExternalBrokerOptions {
   readonly sessionExpirySec: number
   /** Who published a message, from its topic (the ACL makes the topic say it); undefined: nobody the hub knows. */
   readonly publisherOf: (topic: string) => string | undefined
-  /** How long listen() waits for the first connection before it gives up with a message. */
-  readonly connectTimeoutMs: number
+  /** The largest packet the hub takes from the broker (MQTT 5 maximum packet size). */
+  readonly maxPacketBytes: number
   readonly logger: Logger
+}
+
+/**
+ * The hub's client id on the broker when the config gives none: made once,
+ * kept in the data dir, so it is the same across restarts (the broker keeps
+ * the hub's session) and differs between hubs, whatever their host names.
+ */
+export function brokerClientIdOf(dataDir: string): string {
+  const file = join(dataDir, 'broker-client-id')
+  if (existsSync(file)) {
+    const id = readFileSync(file, 'utf8').trim()
+    if (id !== '') return id
+  }
+  const id = `rollcall-hub-${randomBytes(6).toString('hex')}`
+  writeFileSync(file, `${id}\n`, { mode: 0o600 })
+  return id
 }
 
 /** The hub's broker password, from its file (one line; a trailing newline is not part of it). */
@@ -54,10 +73,10 @@ export function readBrokerPassword(file: string | undefined): string | undefined
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
-    throw new RollcallError('BAD_REQUEST', `cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
+    throw new ConfigError(`cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
   }
   const password = text.replace(/\r?\n$/, '')
-  if (password === '') throw new RollcallError('BAD_REQUEST', `brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
+  if (password === '') throw new ConfigError(`brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
   return password
 }
 
@@ -92,12 +111,25 @@ function connectFailure(url: string, err: Error): RollcallError {
   return new RollcallError('UNAVAILABLE', `cannot connect to the broker at ${url}: ${reason}`)
 }
 
+/** How long the hub waits for the broker at its start, and for its goodbye at its stop. */
+const CONNECT_TIMEOUT_MS = 10_000
+const CLOSE_TIMEOUT_MS = 5000
+/**
+ * Messages held while no subscription of this run matches them: the broker
+ * sends what it queued for the hub's session as soon as it connects, before
+ * the hub has subscribed its handlers again. Beyond this, the oldest are dropped
+ * (telemetry is sent again by its agent; the count is logged).
+ */
+const MAX_UNROUTED = 100_000
+
 export function createExternalBroker(options: ExternalBrokerOptions): Broker {
   const log = options.logger.child({ component: 'external-broker' })
   // A device that keeps sending garbage asks for a cut-off per message: those lines are bounded.
   const limitedLog = createLogLimiter({ ...LOG_LIMITER_DEFAULTS, logger: log, clock: systemClock })
   const events = new EventEmitter()
   const routes = new Map<number, Route>()
+  let unrouted: InboundMessage[] = []
+  let unroutedDropped = 0
   let nextSubscriptionId = 1
   let client: MqttClient | undefined
   let received = 0
@@ -109,16 +141,30 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
       protocolVersion: 5,
       clientId: options.clientId,
       clean: false,
-      properties: { sessionExpiryInterval: options.sessionExpirySec },
+      properties: {
+        sessionExpiryInterval: options.sessionExpirySec,
+        // The whole fleet's messages come down this one connection: the broker may send this many
+        // unacknowledged at once (Mosquitto otherwise keeps 20 in flight per client, a ceiling on ingest).
+        receiveMaximum: 65_535,
+        // Larger messages are the broker's to drop, not the hub's to buffer.
+        maximumPacketSize: options.maxPacketBytes,
+      },
       ...(options.username !== undefined ? { username: options.username } : {}),
       ...(options.password !== undefined ? { password: options.password } : {}),
       ...(options.caFile !== undefined ? { ca: readFileSync(options.caFile) } : {}),
       reconnectPeriod: 1000,
-      connectTimeout: options.connectTimeoutMs,
-      // A message the broker hands over is acknowledged once its handler has
-      // it; telemetry is not lost if the hub dies before its commit (the agent
-      // resends what no ack covered), and jobs and commands have their own replies.
-      resubscribe: true,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      // The hub subscribes again itself at each connection (below).
+      resubscribe: false,
+    }
+  }
+
+  function run(route: Route, message: InboundMessage): void {
+    try {
+      const done = route.handler(message)
+      if (done instanceof Promise) done.catch((err: unknown) => { log.error({ err, topic: message.topic, filter: route.filter }, 'a subscriber failed on a message from the broker') })
+    } catch (err) {
+      log.error({ err, topic: message.topic, filter: route.filter }, 'a subscriber threw on a message from the broker')
     }
   }
 
@@ -127,20 +173,41 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     const ids = packet.properties?.subscriptionIdentifier
     const list = ids === undefined ? [] : Array.isArray(ids) ? ids : [ids]
     const message: InboundMessage = { topic, payload, clientId: options.publisherOf(topic) }
-    // A subscription of an earlier run of the hub (its session kept it) has no route by its number: matched by filter.
-    const matched = list.flatMap((id) => routes.get(id) ?? [])
-    for (const route of matched.length > 0 ? matched : [...routes.values()].filter((r) => filterMatches(r.filter, topic))) {
-      try {
-        void route.handler(message)
-      } catch (err) {
-        log.error({ err, topic, filter: route.filter }, 'a subscriber threw on a message from the broker')
-      }
+    // By subscription number, checked against the filter: a number of an earlier run (its session kept it) may name another filter now.
+    const byId = list.flatMap((id) => routes.get(id) ?? []).filter((r) => filterMatches(r.filter, topic))
+    const matched = byId.length > 0 ? byId : [...routes.values()].filter((r) => filterMatches(r.filter, topic))
+    if (matched.length === 0) {
+      hold(message)
+      return
+    }
+    for (const route of matched) run(route, message)
+  }
+
+  function hold(message: InboundMessage): void {
+    unrouted.push(message)
+    if (unrouted.length > MAX_UNROUTED) {
+      unrouted.shift()
+      if (unroutedDropped++ === 0) log.warn({ max: MAX_UNROUTED }, 'messages the hub has no subscription for yet overflowed; the oldest are dropped')
     }
   }
 
-  function requireClient(): MqttClient {
-    if (client === undefined) throw new RollcallError('UNAVAILABLE', 'the hub is not connected to the broker yet')
+  /** What the session delivered before this route existed goes to it now, in order. */
+  function replayTo(route: Route): void {
+    if (unrouted.length === 0) return
+    const mine = unrouted.filter((m) => filterMatches(route.filter, m.topic))
+    if (mine.length === 0) return
+    unrouted = unrouted.filter((m) => !filterMatches(route.filter, m.topic))
+    for (const m of mine) run(route, m)
+  }
+
+  function connected(): MqttClient {
+    if (client?.connected !== true) throw new RollcallError('UNAVAILABLE', `the hub is not connected to the broker at ${options.url} now; it is reconnecting`)
     return client
+  }
+
+  /** Every route's SUBSCRIBE again: retained births and deaths are sent again with it, so presence is repaired after an outage. */
+  function subscribeAll(c: MqttClient): Promise<void> {
+    return Promise.all([...routes.entries()].map(([id, r]) => subscribeOn(c, id, r.filter))).then(() => undefined)
   }
 
   const broker: Broker = {
@@ -154,16 +221,19 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
           if (settled) return
           settled = true
           c.end(true)
-          reject(new RollcallError('UNAVAILABLE', `cannot connect to the broker at ${options.url}: no answer within ${options.connectTimeoutMs} ms`))
-        }, options.connectTimeoutMs)
+          reject(new RollcallError('UNAVAILABLE', `cannot connect to the broker at ${options.url}: no answer within ${CONNECT_TIMEOUT_MS} ms`))
+        }, CONNECT_TIMEOUT_MS)
         c.on('message', deliver)
         c.on('connect', (connack) => {
           log.info({ url: options.url, sessionPresent: connack.sessionPresent }, 'connected to the broker')
-          if (settled) return
+          const subscribed = subscribeAll(c)
+          if (settled) {
+            subscribed.catch((err: unknown) => { log.error({ err }, 'could not subscribe again after reconnecting to the broker') })
+            return
+          }
           settled = true
           clearTimeout(timer)
-          // Subscriptions made before the connection was up go out now.
-          Promise.all([...routes.entries()].map(([id, r]) => subscribeOn(c, id, r.filter))).then(() => { resolve({ port: 0 }) }, reject)
+          subscribed.then(() => { resolve({ port: 0 }) }, reject)
         })
         c.on('error', (err) => {
           if (!settled) {
@@ -184,12 +254,16 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     async subscribe(filter: string, handler: MessageHandler, subscribeOptions?: SubscribeOptions): Promise<void> {
       const id = nextSubscriptionId++
       const full = subscribeOptions?.shared === true ? `$share/${options.shareGroup}/${filter}` : filter
-      routes.set(id, { filter: full, handler })
+      const route = { filter: full, handler }
+      routes.set(id, route)
+      replayTo(route)
       if (client?.connected === true) await subscribeOn(client, id, full)
     },
     async publish(topic: string, payload: Buffer, publishOptions: { qos: 0 | 1; retain?: boolean }): Promise<void> {
+      // Not queued while the broker is away: a command fails fast, and its caller hears why.
+      const c = connected()
       published++
-      await requireClient().publishAsync(topic, payload, { qos: publishOptions.qos, retain: publishOptions.retain ?? false })
+      await c.publishAsync(topic, payload, { qos: publishOptions.qos, retain: publishOptions.retain ?? false })
     },
     sendDirect(_clientId: string, topic: string, payload: Buffer): boolean {
       // Routed by the broker like any QoS 0 message: only the device may subscribe to its down-topics.
@@ -223,7 +297,7 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     stats(): BrokerStats {
       return {
         connections: client?.connected === true ? 1 : 0, sockets: 0, pending: 0, acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0,
-        violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0, queuedMessages: 0, oldestQueuedMs: 0,
+        violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0, queuedMessages: unrouted.length, oldestQueuedMs: 0,
         limits: NO_LIMITS, writeReleases: { commit: 0, timer: 0, single: 0, flush: 0 },
         external: { url: options.url, connected: client?.connected === true, received, published, cutOffsRefused },
       }
@@ -233,16 +307,22 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
       const c = client
       client = undefined
       if (c === undefined) return
-      await c.endAsync()
+      // A broker that is away cannot take a goodbye: closed at once then, or after a bounded wait.
+      if (!c.connected) {
+        await c.endAsync(true)
+        return
+      }
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([c.endAsync(), new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_TIMEOUT_MS) })])
+      clearTimeout(timer)
+      if (!c.disconnected) await c.endAsync(true)
     },
   }
 
   function subscribeOn(c: MqttClient, id: number, filter: string): Promise<void> {
-    return c.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: id } }).then((granted) => {
-      const refused = granted.find((g) => g.qos === 128 || g.qos > 2)
-      if (refused !== undefined) {
-        throw new RollcallError('FORBIDDEN', `the broker refused the hub's subscription to ${filter} (reason ${refused.qos}): give the hub's broker account the rollcall-hub role (docs/scale-out.md)`)
-      }
+    return c.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: id } }).then(() => undefined, (err: unknown) => {
+      const code = (err as { packet?: { granted?: number[] } }).packet?.granted?.find((g) => g >= 0x80)
+      throw new RollcallError('FORBIDDEN', `the broker refused the hub's subscription to ${filter}${code === undefined ? `: ${(err as Error).message}` : ` (reason 0x${code.toString(16)})`}: give the hub's broker account the rights of the rollcall-hub role (docs/scale-out.md)`)
     })
   }
 

@@ -98,6 +98,8 @@ export function createIngress(options: IngressOptions, deps: IngressDeps) {
   function handle(msg: InboundMessage): void {
     // The hub's own publishes to devices (acks, batches, commands) come back through `devices/#`: not input.
     if (msg.clientId === undefined && parseTopic(msg.topic)?.direction === 'down') return
+    // On an external broker the hub clears a removed device's retained state with an empty message: nothing to read.
+    if (options.presenceFromBirths === true && msg.payload.length === 0 && parseTopic(msg.topic)?.kind === 'state') return
     const now = clock.now()
     const d = decode(msg.topic, msg.payload, { maxPayloadBytes: options.maxPayloadBytes })
     if (!d.ok) {
