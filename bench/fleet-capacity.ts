@@ -45,8 +45,8 @@ export interface FleetCapacityOptions {
   readonly hubCpuProfDir?: string
   /** Baseline systems to run after rollcall, same fleet and steps (thin fleets only). */
   readonly baselines: ReadonlyArray<'mosquitto' | 'aedes'>
-  /** Also rollcall with its hub on an external Mosquitto (docs/scale-out.md), after the embedded hub (thin fleets only). */
-  readonly onMosquitto?: boolean
+  /** Which rollcall runs: its hub with the embedded broker, and/or on an external Mosquitto (docs/scale-out.md; thin fleets only). */
+  readonly hubs: ReadonlyArray<'embedded' | 'mosquitto'>
   /** Run every step, not only up to the first that does not hold. */
   readonly allSteps: boolean
   /**
@@ -370,7 +370,7 @@ async function runSteps(system: System, work: string, o: FleetCapacityOptions, s
 }
 
 export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<void> {
-  if (o.onMosquitto === true && !o.thin) throw new Error('--on-mosquitto runs with --thin: real agents would need accounts on the broker')
+  if (o.hubs.includes('mosquitto') && !o.thin) throw new Error('--hub mosquitto runs with --thin: real agents would need accounts on the broker')
   if (o.baselines.length > 0 && !o.thin) throw new Error('--baseline runs with --thin: the baselines\' devices are thin clients that take PUBACK as the ack')
   const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-fleet-'))
   const steps: Step[] = []
@@ -378,8 +378,7 @@ export async function runFleetCapacityBench(o: FleetCapacityOptions): Promise<vo
   try {
     process.stderr.write(`fleet bench (${o.thin ? 'thin devices: bare protocol clients' : 'real agents'}): steps ${o.steps.join(', ')} devices at 1 sample/s each; warm-up ${o.warmupS}s, measure ${o.measureS}s per step; holds while ingest lag p99 < ${o.lagLimitMs} ms\n`)
     const systems: Array<{ name: string; make: (dir: string) => Promise<System> }> = [
-      { name: 'rollcall', make: (dir) => rollcallSystem(work, o, dir) },
-      ...(o.onMosquitto === true ? [{ name: 'rollcall on mosquitto', make: (dir: string) => rollcallSystem(work, o, dir, true) }] : []),
+      ...o.hubs.map((hub) => ({ name: hub === 'mosquitto' ? 'rollcall on mosquitto' : 'rollcall', make: (dir: string) => rollcallSystem(work, o, dir, hub === 'mosquitto') })),
       ...o.baselines.map((kind) => ({ name: kind === 'mosquitto' ? 'mosquitto + store' : 'aedes + store', make: (dir: string) => baselineSystem(kind, work, dir) })),
     ]
     for (const [i, sys] of systems.entries()) await runSteps(await sys.make(`system-${i}`), work, o, steps)

@@ -12,6 +12,7 @@ import { runJobsBench } from './jobs.js'
 import { runCommitSyncBench } from './commit-sync.js'
 import { runRulesBench } from './rules.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
+import { runAccountsBench } from './accounts.js'
 import { runStormBench } from './storm.js'
 import { runLiveBench } from './live.js'
 import { runOnlineBench } from './online.js'
@@ -27,10 +28,11 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
        npm run bench -- commit-sync [--devices 8000] [--rate 8000] [--seconds 15] [--rounds 2] [--flush-delay-ms 20]
-       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--baseline mosquitto,aedes|none] [--on-mosquitto] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
+       npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--hub embedded,mosquitto] [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
        npm run bench -- online [--devices 2000]
+       npm run bench -- accounts [--steps 100,200,400,300]
        npm run bench -- soak-agent [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]
        npm run bench -- soak-hub [--agents 500] [--minutes 30] [--outage-every 3m] [--outage 60s] [--csv FILE]`
 
@@ -40,6 +42,15 @@ function baselines(value: string | undefined, thin: boolean): Array<'mosquitto' 
   if (value === undefined) return thin ? ['mosquitto', 'aedes'] : []
   return value.split(',').map((x) => {
     if (x !== 'mosquitto' && x !== 'aedes') throw new Error(`--baseline is a list of mosquitto and aedes, or none; got "${x}"\n${USAGE}`)
+    return x
+  })
+}
+
+/** `--hub`: which of rollcall's set-ups the fleet bench runs: the embedded broker (default), and/or the hub on Mosquitto. */
+function hubKinds(value: string | undefined): Array<'embedded' | 'mosquitto'> {
+  if (value === undefined) return ['embedded']
+  return value.split(',').map((x) => {
+    if (x !== 'embedded' && x !== 'mosquitto') throw new Error(`--hub is a list of embedded and mosquitto; got "${x}"\n${USAGE}`)
     return x
   })
 }
@@ -76,7 +87,7 @@ async function main(): Promise<void> {
       'per-process': { type: 'string' },
       'lag-limit-ms': { type: 'string' },
       'thin': { type: 'boolean' },
-      'on-mosquitto': { type: 'boolean' },
+      'hub': { type: 'string' },
       'hub-cpu-prof': { type: 'string' },
       'baseline': { type: 'string' },
       'all-steps': { type: 'boolean' },
@@ -140,7 +151,7 @@ async function main(): Promise<void> {
         warmupS: num('warmup', '5'), measureS: num('seconds', '15'), perProcess: num('per-process', '2500'), lagLimitMs: num('lag-limit-ms', '1000'), thin: values.thin === true,
         ...(values['hub-cpu-prof'] === undefined ? {} : { hubCpuProfDir: values['hub-cpu-prof'] }),
         baselines: baselines(values.baseline, values.thin === true),
-        onMosquitto: values['on-mosquitto'] === true,
+        hubs: hubKinds(values.hub),
         allSteps: values['all-steps'] === true,
         ...(values.overload === undefined ? {} : { overload: overloadFactor(values.overload, values.thin === true) }),
       })
@@ -170,6 +181,9 @@ async function main(): Promise<void> {
       return
     case 'online':
       await runOnlineBench({ devices: num('devices', '2000') })
+      return
+    case 'accounts':
+      await runAccountsBench({ steps: fleetSizes(values.steps ?? '100,200,400,300', '100,200,400') })
       return
     case 'live':
       await runLiveBench({

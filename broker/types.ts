@@ -221,7 +221,16 @@ export interface ExternalBrokerStats {
  * hubs split the fleet's messages; the embedded broker has one hub, and
  * ignores it.
  */
-export interface SubscribeOptions { readonly shared?: boolean }
+export interface SubscribeOptions {
+  readonly shared?: boolean
+  /**
+   * The QoS the external broker delivers to the hub at (default 1). 0 for
+   * messages whose loss is repaired end to end (telemetry: the agent sends
+   * again what no ack covered): no PUBACK per message, less work for the
+   * broker and the hub. The embedded broker hands messages over in process.
+   */
+  readonly qos?: 0 | 1
+}
 
 /** The bound ports: `port` is the plaintext listener's, 0 when it is off; `tlsPort` is present when TLS is on. */
 export interface ListeningPorts { readonly port: number; readonly tlsPort?: number }

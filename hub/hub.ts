@@ -335,8 +335,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       // queued for the hub meanwhile waits in external-broker.ts for the subscription that takes it.
       await accounts?.prepare()
       // Each up-message to one hub of the group; births and deaths (retained) to every hub,
-      // so each knows who is online from the start (hub/presence).
-      for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' })
+      // so each knows who is online from the start (hub/presence). Telemetry and events at
+      // QoS 0: what the broker drops on the way to the hub, the agent sends again (no ack covers it).
+      for (const kind of UP_KINDS) {
+        await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state', qos: kind === 'telemetry' || kind === 'events' ? 0 : 1 })
+      }
     }
     await rules.resume()
 

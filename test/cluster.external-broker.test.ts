@@ -134,6 +134,9 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     devA.on('message', (topic, payload) => { if (topic === topics.telemetryAck(a!.id)) acks.push(payload.toString()) })
     // Subscriptions: exactly its own down-topics.
     expect(await granted(devA, topics.telemetryAck(a!.id))).toBe(1)
+    const commandsSeen: string[] = []
+    devA.on('message', (topic, payload) => { if (topic === topics.cmdReq(a!.id)) commandsSeen.push(payload.toString()) })
+    expect(await granted(devA, topics.cmdReq(a!.id))).toBe(1)
     for (const filter of [topics.cmdReq(b!.id), 'devices/+/telemetry', 'devices/#', topics.telemetry(b!.id)]) {
       expect({ filter, qos: await granted(devA, filter) }).toEqual({ filter, qos: 128 })
     }
@@ -160,6 +163,8 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     // The observer reads what devices publish, nothing of what was dropped.
     await waitFor(() => seen.includes(topics.telemetry(a!.id)), 'the observer to see dev a\'s telemetry', 20_000)
     expect(seen).toEqual([topics.telemetry(a!.id)])
+    // Its own spoofed command never reached it: devices may not publish on their down-topics.
+    expect(commandsSeen).toEqual([])
     // Presence came from the birth alone: the hub saw no connection event.
     expect(s.presence.get(a!.id)).toMatchObject({ status: 'online', reachable: true, epoch: 1 })
   }, 60_000)
@@ -365,15 +370,37 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub whose external broker stalls or goes
     tmp.remove()
   }, 60_000)
 
-  it('answers UNAVAILABLE, registers nothing, keeps running, and still stops', async () => {
+  it('starts with an account that may only use the plugin, then answers UNAVAILABLE, registers nothing, keeps running, and still stops', async () => {
     broker = await startDynsecBroker(tmp.dir)
-    hub = await startTestHub({ broker: broker.url, brokerUsername: broker.adminUser, brokerPasswordFile: broker.adminPasswordFile }, join(tmp.dir, 'hub'))
+    // The hub's account as an operator might make it: rights on $CONTROL/dynamic-security/# and nothing else.
+    const admin = await mqtt.connectAsync(broker.url, { username: broker.adminUser, password: broker.adminPassword, reconnectPeriod: 0 })
+    await admin.publishAsync('$CONTROL/dynamic-security/v1', JSON.stringify({ commands: [
+      { command: 'createRole', rolename: 'control-only', acls: ['publishClientSend', 'publishClientReceive', 'subscribePattern'].map((acltype) => ({ acltype, topic: '$CONTROL/dynamic-security/#', allow: true })) },
+      { command: 'createClient', username: 'limited-hub', password: 'limited-password', roles: [{ rolename: 'control-only' }] },
+    ] }), { qos: 1 })
+    await admin.endAsync()
+    await waitFor(async () => (await refused(broker!.url, { username: 'limited-hub', password: 'limited-password' })) === 'connected', 'the hub\'s account to exist')
+    const passwordFile = join(tmp.dir, 'limited-password')
+    writeFileSync(passwordFile, 'limited-password\n')
+    hub = await startTestHub({ broker: broker.url, brokerUsername: 'limited-hub', brokerPasswordFile: passwordFile }, join(tmp.dir, 'hub'))
     const api = hub.api
+    // It gave itself its role: it subscribes, and a device's telemetry is stored and acked.
+    const [dev] = await registerDevices(hub, 'limited', 1)
+    const c = await connectDevice(broker.url, dev!.id, dev!.token)
+    try {
+      const acked = new Promise<void>((resolve) => { c.on('message', () => resolve()) })
+      await c.subscribeAsync(topics.telemetryAck(dev!.id), { qos: 1 })
+      await c.publishAsync(topics.state(dev!.id), birth(1), { qos: 1, retain: true })
+      await c.publishAsync(topics.telemetry(dev!.id), batch(1), { qos: 1 })
+      await acked
+    } finally {
+      await c.endAsync()
+    }
     // A broker that stops answering (SIGSTOP): the account call fails at its deadline, the hub lives on.
     broker.child.kill('SIGSTOP')
     const stalled = await api<{ error: { code: string; message: string } }>('POST', '/api/devices', { id: 'stalled-1' })
     expect({ status: stalled.status, code: stalled.body.error.code }).toEqual({ status: 503, code: 'UNAVAILABLE' })
-    expect(stalled.body.error.message).toMatch(/did not answer createRole within \d+ ms/)
+    expect(stalled.body.error.message).toMatch(/did not answer createRole, createClient within \d+ ms/)
     expect(hub.running.services.registry.getDevice('stalled-1')).toBeUndefined()
     broker.child.kill('SIGCONT')
     expect((await api('POST', '/api/devices', { id: 'after-stall' })).status).toBe(201)

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { Logger } from '../../common/logger.js'
 import { RollcallError } from '../../common/errors.js'
-import { TOPIC_KINDS, deviceTopic, type TopicKind } from '../../protocol/topics.js'
+import { DEVICES_PREFIX, TOPIC_KINDS, deviceTopic, type TopicKind } from '../../protocol/topics.js'
 import type { Broker } from '../../broker/types.js'
 
 /**
@@ -52,10 +52,9 @@ const kinds = (direction: 'up' | 'down') => (Object.keys(TOPIC_KINDS) as TopicKi
 export function deviceAcls(id: string): Acl[] {
   return [
     ...kinds('up').map((k) => ({ acltype: 'publishClientSend', topic: deviceTopic(id, k), allow: true })),
-    ...kinds('down').flatMap((k) => [
-      { acltype: 'subscribeLiteral', topic: deviceTopic(id, k), allow: true },
-      { acltype: 'publishClientReceive', topic: deviceTopic(id, k), allow: true },
-    ]),
+    ...kinds('down').map((k) => ({ acltype: 'subscribeLiteral', topic: deviceTopic(id, k), allow: true })),
+    // What it may subscribe to is what it receives: one allowance for all of it keeps the plugin's file (rewritten per change) small.
+    { acltype: 'publishClientReceive', topic: `${DEVICES_PREFIX}${id}/#`, allow: true },
     ...DENY_REST,
   ]
 }
@@ -178,22 +177,34 @@ export async function createDynsecAccounts(broker: Broker, options: DynsecOption
   }
 
   /**
-   * Makes a role with its ACLs in one command: Mosquitto 2.0 rewrites its whole
+   * A role with its ACLs is one command: Mosquitto 2.0 rewrites its whole
    * config file after every command, so a device costs two writes (role and
-   * client), not one per ACL. A role that exists already (an earlier run) has
-   * its ACLs set to these.
+   * client), not one per ACL.
    */
-  async function ensureRole(what: string, rolename: string, acls: readonly Acl[]): Promise<void> {
-    const created = await one(what, { command: 'createRole', rolename, textname: OWNED_MARK, acls }, ['Role already exists'])
-    if (created.error !== undefined) await one(what, { command: 'modifyRole', rolename, acls })
+  const createRole = (rolename: string, acls: readonly Acl[]): Command => ({ command: 'createRole', rolename, textname: OWNED_MARK, acls })
+
+  /** A role that exists already (an earlier run) has its ACLs set to these. */
+  async function ensureRole(what: string, rolename: string, acls: readonly Acl[], created?: Reply): Promise<void> {
+    const reply = created ?? await one(what, createRole(rolename, acls), ['Role already exists'])
+    if (reply.error === undefined) return
+    if (reply.error !== 'Role already exists') throw new RollcallError('UNAVAILABLE', `the broker refused to ${what}: createRole: ${reply.error}`)
+    await one(what, { command: 'modifyRole', rolename, acls })
   }
 
-  /** Makes the account, or sets an existing one of the hub's anew (a new token closes its connections). */
-  async function ensureClient(what: string, username: string, password: string, clientid: string | undefined, rolename: string): Promise<void> {
+  /**
+   * Makes the account (with its role, when `role` is given: both in one message,
+   * one round trip for a new device), or sets an existing one of the hub's anew
+   * (a new token closes its connections).
+   */
+  async function ensureClient(what: string, username: string, password: string, clientid: string | undefined, rolename: string, role?: readonly Acl[]): Promise<void> {
     if (username === options.hubUsername) throw new RollcallError('UNAVAILABLE', `cannot ${what}: "${username}" is the hub's own account on the broker`)
     const fields = { username, password, textname: OWNED_MARK, ...(clientid !== undefined ? { clientid } : {}), roles: [{ rolename }] }
-    const created = await one(what, { command: 'createClient', ...fields }, ['Client already exists'])
+    const replies = await run([...(role !== undefined ? [createRole(rolename, role)] : []), { command: 'createClient', ...fields }])
+    if (role !== undefined) await ensureRole(what, rolename, role, replies[0])
+    const created = replies.at(-1)
+    if (created === undefined) throw new RollcallError('UNAVAILABLE', 'the broker did not answer createClient')
     if (created.error === undefined) return
+    if (created.error !== 'Client already exists') throw new RollcallError('UNAVAILABLE', `the broker refused to ${what}: createClient: ${created.error}`)
     refuseForeign(what, username, await getClient(username))
     await one(what, { command: 'modifyClient', ...fields })
   }
@@ -210,8 +221,7 @@ export async function createDynsecAccounts(broker: Broker, options: DynsecOption
   }
 
   async function deviceAdded(id: string, token: string): Promise<void> {
-    await ensureRole(`add device ${id}`, deviceRole(id), deviceAcls(id))
-    await ensureClient(`add device ${id}`, id, token, id, deviceRole(id))
+    await ensureClient(`add device ${id}`, id, token, id, deviceRole(id), deviceAcls(id))
   }
 
   return {

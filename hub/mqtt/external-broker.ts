@@ -97,7 +97,7 @@ export function filterMatches(filter: string, topic: string): boolean {
   return f.length === t.length
 }
 
-interface Route { readonly filter: string; readonly handler: MessageHandler }
+interface Route { readonly filter: string; readonly handler: MessageHandler; readonly qos: 0 | 1 }
 
 const NO_LIMITS = {
   pendingPerAddress: 0, pendingEvicted: 0, maxConnections: 0, banned: 0, clientRate: 0, globalRate: 0, filtersPerSubscribe: 0, subscriptionsPerClient: 0,
@@ -207,7 +207,7 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
 
   /** Every route's SUBSCRIBE again: retained births and deaths are sent again with it, so presence is repaired after an outage. */
   function subscribeAll(c: MqttClient): Promise<void> {
-    return Promise.all([...routes.entries()].map(([id, r]) => subscribeOn(c, id, r.filter))).then(() => undefined)
+    return Promise.all([...routes.entries()].map(([id, r]) => subscribeOn(c, id, r))).then(() => undefined)
   }
 
   const broker: Broker = {
@@ -254,10 +254,10 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     async subscribe(filter: string, handler: MessageHandler, subscribeOptions?: SubscribeOptions): Promise<void> {
       const id = nextSubscriptionId++
       const full = subscribeOptions?.shared === true ? `$share/${options.shareGroup}/${filter}` : filter
-      const route = { filter: full, handler }
+      const route: Route = { filter: full, handler, qos: subscribeOptions?.qos ?? 1 }
       routes.set(id, route)
       replayTo(route)
-      if (client?.connected === true) await subscribeOn(client, id, full)
+      if (client?.connected === true) await subscribeOn(client, id, route)
     },
     async publish(topic: string, payload: Buffer, publishOptions: { qos: 0 | 1; retain?: boolean }): Promise<void> {
       // Not queued while the broker is away: a command fails fast, and its caller hears why.
@@ -319,8 +319,8 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     },
   }
 
-  function subscribeOn(c: MqttClient, id: number, filter: string): Promise<void> {
-    return c.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: id } }).then(() => undefined, (err: unknown) => {
+  function subscribeOn(c: MqttClient, id: number, { filter, qos }: Route): Promise<void> {
+    return c.subscribeAsync(filter, { qos, properties: { subscriptionIdentifier: id } }).then(() => undefined, (err: unknown) => {
       const code = (err as { packet?: { granted?: number[] } }).packet?.granted?.find((g) => g >= 0x80)
       throw new RollcallError('FORBIDDEN', `the broker refused the hub's subscription to ${filter}${code === undefined ? `: ${(err as Error).message}` : ` (reason 0x${code.toString(16)})`}: give the hub's broker account the rights of the rollcall-hub role (docs/scale-out.md)`)
     })
