@@ -213,6 +213,10 @@ export interface ExternalBrokerStats {
   readonly published: number
   /** Cut-offs the hub asked for and could not do itself (too many bad messages): the broker holds the connection. */
   readonly cutOffsRefused: number
+  /** Messages the broker delivered that no subscription of this run takes (yet): held, then handed over when one does. */
+  readonly unroutedHeld: number
+  /** Of those, the oldest dropped because too many were held. */
+  readonly unroutedDropped: number
 }
 
 /**

@@ -122,7 +122,7 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
     }
   }
   if (c.brokerPasswordFile !== undefined) {
-    const { readBrokerPassword } = await import('../hub/mqtt/external-broker.js')
+    const { readBrokerPassword } = await import('../hub/config.js')
     try {
       readBrokerPassword(c.brokerPasswordFile)
     } catch (err) {

@@ -1,5 +1,6 @@
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import cron from 'node-cron'
 import { LIMITS } from '../protocol/messages.js'
@@ -261,4 +262,18 @@ function checkExternalBroker(config: HubConfig): void {
   if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError(`broker "${broker}" must start with mqtt:// or mqtts:// (the hub speaks MQTT 5 to it)`)
   if (url.password !== '' || url.username !== '') throw new ConfigError('put the broker account in brokerUsername and brokerPasswordFile, not in the broker URL (a URL is logged and shown in /api/stats)')
   if (config.brokerCa !== undefined && url.protocol !== 'mqtts:') throw new ConfigError('brokerCa is for a broker reached over TLS: use an mqtts:// URL')
+}
+
+/** The hub's broker password, from its file (one line; a trailing newline is not part of it). */
+export function readBrokerPassword(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
+  }
+  const password = text.replace(/\r?\n$/, '')
+  if (password === '') throw new ConfigError(`brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
+  return password
 }

@@ -8,7 +8,7 @@ import { encode } from '../protocol/codec.js'
 import { parseTopic, TOPIC_KINDS, topics, upFilter, type TopicKind } from '../protocol/topics.js'
 import { createBroker } from '../broker/broker.js'
 import type { Broker, InboundMessage } from '../broker/types.js'
-import { ConfigError, type HubConfig } from './config.js'
+import { ConfigError, readBrokerPassword, type HubConfig } from './config.js'
 import { openHubDb } from './storage/schema.js'
 import { createWalSync, type WalSync } from './storage/wal-sync.js'
 import { createCheckpointer } from './storage/checkpointer.js'
@@ -19,7 +19,7 @@ import { createPresenceStore } from './presence/store.js'
 import { createTelemetryStore, type StoredAck } from './telemetry/store.js'
 import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
-import { brokerClientIdOf, createExternalBroker, readBrokerPassword } from './mqtt/external-broker.js'
+import { brokerClientIdOf, createExternalBroker } from './mqtt/external-broker.js'
 import { createDynsecAccounts, type DynsecAccounts } from './mqtt/dynsec.js'
 import { generateToken } from './fleet/tokens.js'
 import { PACKET_HEADROOM_BYTES } from '../broker/broker.js'
@@ -185,12 +185,13 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
     presence.hubStarted(startedAt)
 
+    const brokerClientId = config.broker === undefined ? '' : config.brokerClientId ?? brokerClientIdOf(config.dataDir)
     const broker = config.broker !== undefined ? createExternalBroker({
       url: config.broker,
       username: config.brokerUsername,
       password: readBrokerPassword(config.brokerPasswordFile),
       caFile: config.brokerCa,
-      clientId: config.brokerClientId ?? brokerClientIdOf(config.dataDir),
+      clientId: brokerClientId,
       shareGroup: SHARE_GROUP,
       sessionExpirySec: 3600,
       // Only device X may publish under devices/X/ (its role on the broker): the topic names the publisher.
@@ -228,7 +229,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     // The device and observer accounts on an external Mosquitto (the embedded broker reads the registry itself).
     // Its calls are network I/O on real time, whatever clock the hub's logic runs on.
     const accounts: DynsecAccounts | undefined = config.broker !== undefined && config.brokerDynsec
-      ? await createDynsecAccounts(broker, { hubUsername: config.brokerUsername, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
+      ? await createDynsecAccounts(broker, { hubUsername: config.brokerUsername, hubClientId: brokerClientId, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
       : undefined
 
     // Acks tell agents that can read it which optional fields this hub takes: a batch's
@@ -335,11 +336,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       // queued for the hub meanwhile waits in external-broker.ts for the subscription that takes it.
       await accounts?.prepare()
       // Each up-message to one hub of the group; births and deaths (retained) to every hub,
-      // so each knows who is online from the start (hub/presence). Telemetry and events at
-      // QoS 0: what the broker drops on the way to the hub, the agent sends again (no ack covers it).
-      for (const kind of UP_KINDS) {
-        await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state', qos: kind === 'telemetry' || kind === 'events' ? 0 : 1 })
-      }
+      // so each knows who is online from the start (hub/presence). All at QoS 1: Mosquitto
+      // drops QoS 0 to a client with more than max_queued_messages (1000) packets waiting, so
+      // a hub that pauses for a moment would lose batches and stall their devices until their
+      // ack timeout; at QoS 1 the hub's receive maximum (65,535) covers such a pause.
+      for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' })
     }
     await rules.resume()
 
@@ -355,7 +356,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
      * removed device) so a restart does not bring it back from its old birth.
      */
     function cutOffOnExternalBroker(id: string, reason: string): void {
-      if (config.broker === undefined) return
+      // Accounts kept by hand (brokerDynsec off): the hub changed nothing on the broker, nobody was kicked.
+      if (accounts === undefined) return
       commands.disconnected(id)
       const p = presence.get(id)
       const epoch = p?.epoch ?? null

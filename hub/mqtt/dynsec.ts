@@ -86,6 +86,8 @@ export const OWNED_MARK = 'rollcall'
 export interface DynsecOptions {
   /** The hub's own username on the broker: it is given the rollcall-hub role. */
   readonly hubUsername: string | undefined
+  /** The hub's client id there: no device may take it (its session would be the device's). */
+  readonly hubClientId: string
   readonly shareGroup: string
   /** How long a command may wait for the plugin's answer. */
   readonly timeoutMs: number
@@ -197,7 +199,7 @@ export async function createDynsecAccounts(broker: Broker, options: DynsecOption
    * (a new token closes its connections).
    */
   async function ensureClient(what: string, username: string, password: string, clientid: string | undefined, rolename: string, role?: readonly Acl[]): Promise<void> {
-    if (username === options.hubUsername) throw new RollcallError('UNAVAILABLE', `cannot ${what}: "${username}" is the hub's own account on the broker`)
+    if (username === options.hubUsername || clientid === options.hubClientId) throw new RollcallError('UNAVAILABLE', `cannot ${what}: "${username}" is the hub's own account or client id on the broker`)
     const fields = { username, password, textname: OWNED_MARK, ...(clientid !== undefined ? { clientid } : {}), roles: [{ rolename }] }
     const replies = await run([...(role !== undefined ? [createRole(rolename, role)] : []), { command: 'createClient', ...fields }])
     if (role !== undefined) await ensureRole(what, rolename, role, replies[0])

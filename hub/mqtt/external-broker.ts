@@ -7,7 +7,6 @@ import type { Logger } from '../../common/logger.js'
 import { systemClock } from '../../common/clock.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../../common/log-limiter.js'
 import { RollcallError } from '../../common/errors.js'
-import { ConfigError } from '../config.js'
 import type { Broker, BrokerEvents, BrokerStats, InboundMessage, ListeningPorts, MessageHandler, SubscribeOptions } from '../../broker/types.js'
 
 /**
@@ -66,19 +65,6 @@ export function brokerClientIdOf(dataDir: string): string {
   return id
 }
 
-/** The hub's broker password, from its file (one line; a trailing newline is not part of it). */
-export function readBrokerPassword(file: string | undefined): string | undefined {
-  if (file === undefined) return undefined
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError(`cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
-  }
-  const password = text.replace(/\r?\n$/, '')
-  if (password === '') throw new ConfigError(`brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
-  return password
-}
 
 /** Whether an MQTT filter (a shared one's `$share/{group}/` left out) matches a topic. */
 export function filterMatches(filter: string, topic: string): boolean {
@@ -121,6 +107,7 @@ const CLOSE_TIMEOUT_MS = 5000
  * (telemetry is sent again by its agent; the count is logged).
  */
 const MAX_UNROUTED = 100_000
+const MAX_UNROUTED_BYTES = 64 * 1024 * 1024
 
 export function createExternalBroker(options: ExternalBrokerOptions): Broker {
   const log = options.logger.child({ component: 'external-broker' })
@@ -129,6 +116,7 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
   const events = new EventEmitter()
   const routes = new Map<number, Route>()
   let unrouted: InboundMessage[] = []
+  let unroutedBytes = 0
   let unroutedDropped = 0
   let nextSubscriptionId = 1
   let client: MqttClient | undefined
@@ -185,9 +173,10 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
 
   function hold(message: InboundMessage): void {
     unrouted.push(message)
-    if (unrouted.length > MAX_UNROUTED) {
-      unrouted.shift()
-      if (unroutedDropped++ === 0) log.warn({ max: MAX_UNROUTED }, 'messages the hub has no subscription for yet overflowed; the oldest are dropped')
+    unroutedBytes += message.payload.length
+    while (unrouted.length > MAX_UNROUTED || unroutedBytes > MAX_UNROUTED_BYTES) {
+      unroutedBytes -= unrouted.shift()!.payload.length
+      if (unroutedDropped++ === 0) log.warn({ maxMessages: MAX_UNROUTED, maxBytes: MAX_UNROUTED_BYTES }, 'messages the hub has no subscription for yet overflowed; the oldest are dropped (counted in /api/stats)')
     }
   }
 
@@ -197,6 +186,7 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     const mine = unrouted.filter((m) => filterMatches(route.filter, m.topic))
     if (mine.length === 0) return
     unrouted = unrouted.filter((m) => !filterMatches(route.filter, m.topic))
+    for (const m of mine) unroutedBytes -= m.payload.length
     for (const m of mine) run(route, m)
   }
 
@@ -297,9 +287,9 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     stats(): BrokerStats {
       return {
         connections: client?.connected === true ? 1 : 0, sockets: 0, pending: 0, acceptsRefused: 0, connectsAccepted: 0, connectsRefused: 0,
-        violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0, queuedMessages: unrouted.length, oldestQueuedMs: 0,
+        violations: 0, slowConsumersCut: 0, forwardsDropped: 0, tlsHandshakesFailed: 0, queuedMessages: 0, oldestQueuedMs: 0,
         limits: NO_LIMITS, writeReleases: { commit: 0, timer: 0, single: 0, flush: 0 },
-        external: { url: options.url, connected: client?.connected === true, received, published, cutOffsRefused },
+        external: { url: options.url, connected: client?.connected === true, received, published, cutOffsRefused, unroutedHeld: unrouted.length, unroutedDropped },
       }
     },
     async close(): Promise<void> {
@@ -315,7 +305,8 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
       let timer: NodeJS.Timeout | undefined
       await Promise.race([c.endAsync(), new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_TIMEOUT_MS) })])
       clearTimeout(timer)
-      if (!c.disconnected) await c.endAsync(true)
+      // A second end() does nothing while the first is under way: the socket itself is closed.
+      if (!c.disconnected) c.stream.destroy()
     },
   }
 
