@@ -436,7 +436,14 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },
-      health: () => ({ ok: true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, ...(mqttTlsPort !== undefined ? { mqttTlsPort } : {}), devices: deviceCounts() }),
+      health: () => {
+        // On an external broker the hub is of no use while it is away from it: not ok, for a load balancer or a probe.
+        const external = broker.stats().external
+        return {
+          ok: external?.connected ?? true, version: VERSION, uptimeMs: clock.now() - startedAt, mqttPort, ...(mqttTlsPort !== undefined ? { mqttTlsPort } : {}), devices: deviceCounts(),
+          ...(external !== undefined ? { broker: { url: external.url, connected: external.connected } } : {}),
+        }
+      },
       stats: () => ({
         saturation: saturation.read(),
         ingest: telemetry.counters(),

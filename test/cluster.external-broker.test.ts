@@ -406,7 +406,11 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub whose external broker stalls or goes
     expect((await api('POST', '/api/devices', { id: 'after-stall' })).status).toBe(201)
     // A broker that is gone: refused at once, with why.
     broker.child.kill('SIGKILL')
+    expect((await api<{ ok: boolean; broker: { connected: boolean } }>('GET', '/healthz')).body).toMatchObject({ ok: true, broker: { url: broker.url, connected: true } })
     await waitFor(async () => (await api<{ broker: { external: { connected: boolean } } }>('GET', '/api/stats')).body.broker.external.connected === false, 'the hub to see the broker gone')
+    // Not healthy while it is away from its broker: a probe or a load balancer sees 503.
+    const health = await api<{ ok: boolean; broker: { connected: boolean } }>('GET', '/healthz')
+    expect({ status: health.status, ok: health.body.ok, connected: health.body.broker.connected }).toEqual({ status: 503, ok: false, connected: false })
     const gone = await api<{ error: { code: string; message: string } }>('POST', '/api/devices', { id: 'gone-1' })
     expect({ status: gone.status, code: gone.body.error.code }).toEqual({ status: 503, code: 'UNAVAILABLE' })
     expect(gone.body.error.message).toMatch(/not connected to the broker/)

@@ -82,7 +82,12 @@ export function buildApi(services: HubServices, options: ApiOptions) {
   registerApiDocs(app, { metricsPublic: options.metricsPublic ?? false })
 
   // In a plugin, like every route, so that it is added after the docs plugin is loaded and is in the document.
-  void app.register(async (open) => { open.get('/healthz', { schema: { summary: 'Health: the hub is up; no token needed' } }, async () => services.health()) })
+  void app.register(async (open) => {
+    open.get('/healthz', { schema: { summary: 'Health: the hub is up (503 while it is away from its external broker); no token needed' } }, async (_req, reply) => {
+      const health = services.health()
+      return reply.status(health.ok ? 200 : 503).send(health)
+    })
+  })
   if (options.metrics) void app.register(metricsRoute(options.metrics, { authorized: options.metricsPublic ? undefined : authorized }))
   // The dashboard's files are public (they hold no data); everything they show comes from /api with the token.
   void app.register(dashboardRoutes())

@@ -50,6 +50,8 @@ export interface HealthReport {
   /** MQTT over TLS, when it is on. */
   readonly mqttTlsPort?: number
   readonly devices: { readonly total: number; readonly online: number; readonly offline: number }
+  /** On an external broker: whether the hub is connected to it now (`ok` is false while it is not). */
+  readonly broker?: { readonly url: string; readonly connected: boolean }
 }
 
 export interface DeviceSummary extends DeviceRecord {
