@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import type { Agent } from '../agent/agent.js'
+import type { AgentConfigInput } from '../agent/config.js'
+import type { AdminApi } from '../common/admin-http.js'
 import { encode, topics } from '../protocol/index.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
@@ -46,6 +48,34 @@ async function refused(url: string, options: mqtt.IClientOptions): Promise<strin
     return 'connected'
   } catch (err) {
     return (err as Error).message
+  }
+}
+
+/**
+ * After agents streamed through faults and stopped: the same ledgers again, sampling nothing,
+ * until the hub's mark reaches what each agent numbered; then, counted per seq, every sample
+ * stored once (lost 0, duplicates 0), and more than `atLeast` of them per device.
+ */
+async function expectStoredOnce(api: AdminApi, brokerUrl: string, agentDir: string, devices: ReadonlyArray<{ id: string; token: string }>, config: AgentConfigInput, atLeast: number): Promise<void> {
+  const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
+  const agents = await startAgents(brokerUrl, agentDir, devices, { ...config, sampleIntervalMs: 0 })
+  try {
+    await waitFor(async () => {
+      const marks = await Promise.all(devices.map(async (d) => (await api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
+      return marks.every((m, i) => m === numbered[i])
+    }, 'every outbox drained', 60_000, 200)
+  } finally {
+    await Promise.allSettled(agents.map((a) => a.stop()))
+  }
+  for (const [i, d] of devices.entries()) {
+    const generated = numbered[i]!
+    const r = await api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
+    const seqs = r.body.samples.map((x) => x.seq)
+    const distinct = new Set(seqs)
+    const lost = Array.from({ length: generated }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
+    expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size })
+      .toEqual({ device: d.id, stored: generated, lost: 0, duplicates: 0 })
+    expect(generated).toBeGreaterThan(atLeast)
   }
 }
 
@@ -240,7 +270,7 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     const devices = await registerDevices(hub, 'ext', 4, 'ext')
     const agentDir = join(tmp.dir, 'agents')
     const streaming = { sampleIntervalMs: 50, sensors: [{ name: 'temp', model: 'sine' as const, min: 10, max: 30, periodMs: 5000 }] }
-    let agents: Agent[] = await startAgents(broker.url, agentDir, devices, streaming)
+    const agents: Agent[] = await startAgents(broker.url, agentDir, devices, streaming)
     try {
       await waitOnline(hub, devices.map((d) => d.id), 30_000)
 
@@ -274,24 +304,7 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
       await Promise.allSettled(agents.map((a) => a.stop()))
     }
 
-    // Drain: the same ledgers, no more sampling, until the hub's mark reaches what each agent numbered.
-    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
-    agents = await startAgents(broker.url, agentDir, devices, { sampleIntervalMs: 0 })
-    try {
-      await waitFor(() => devices.every((d, i) => hub.running.services.telemetry.streamsOf(d.id)[0]?.upTo === numbered[i]), 'every outbox drained', 30_000)
-    } finally {
-      await Promise.allSettled(agents.map((a) => a.stop()))
-    }
-    for (const [i, d] of devices.entries()) {
-      const generated = numbered[i]!
-      const r = await hub.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-      const seqs = r.body.samples.map((x) => x.seq)
-      const distinct = new Set(seqs)
-      const lost = Array.from({ length: generated }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
-      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size })
-        .toEqual({ device: d.id, stored: generated, lost: 0, duplicates: 0 })
-      expect(generated).toBeGreaterThan(20)
-    }
+    await expectStoredOnce(hub.api, broker.url, agentDir, devices, {}, 20)
   }, 180_000)
 })
 
@@ -320,7 +333,7 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub process on an external Mosquitto, ki
     }
     const agentDir = join(tmp.dir, 'agents')
     const streaming = { sampleIntervalMs: 20, ackTimeoutMs: 1000, sensors: [{ name: 'temp', model: 'sine' as const, min: 10, max: 30, periodMs: 5000 }] }
-    let agents: Agent[] = await startAgents(broker.url, agentDir, devices, streaming)
+    const agents: Agent[] = await startAgents(broker.url, agentDir, devices, streaming)
     try {
       for (let round = 0; round < 2; round++) {
         await new Promise((r) => setTimeout(r, 1500))
@@ -333,26 +346,7 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub process on an external Mosquitto, ki
     } finally {
       await Promise.allSettled(agents.map((a) => a.stop()))
     }
-    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
-    agents = await startAgents(broker.url, agentDir, devices, { sampleIntervalMs: 0, ackTimeoutMs: 1000 })
-    try {
-      await waitFor(async () => {
-        const marks = await Promise.all(devices.map(async (d) => (await hub.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
-        return marks.every((m, i) => m === numbered[i])
-      }, 'every outbox drained', 60_000, 200)
-    } finally {
-      await Promise.allSettled(agents.map((a) => a.stop()))
-    }
-    for (const [i, d] of devices.entries()) {
-      const generated = numbered[i]!
-      const r = await hub.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-      const seqs = r.body.samples.map((x) => x.seq)
-      const distinct = new Set(seqs)
-      const lost = Array.from({ length: generated }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
-      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size })
-        .toEqual({ device: d.id, stored: generated, lost: 0, duplicates: 0 })
-      expect(generated).toBeGreaterThan(100)
-    }
+    await expectStoredOnce(hub.api, broker.url, agentDir, devices, { ackTimeoutMs: 1000 }, 100)
     // The kills happened: each restart marked the devices offline, and their retained births brought them back.
     const h = await hub.api<{ history: Array<{ status: string; reason: string }> }>('GET', '/api/devices/kill-0/presence?limit=1000')
     expect(h.body.history.filter((e) => e.reason === 'hub-restart').length).toBeGreaterThanOrEqual(2)

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
@@ -7,7 +6,7 @@ import type { Logger } from '../../common/logger.js'
 import { systemClock } from '../../common/clock.js'
 import { createLogLimiter, LOG_LIMITER_DEFAULTS } from '../../common/log-limiter.js'
 import { RollcallError } from '../../common/errors.js'
-import type { Broker, BrokerEvents, BrokerStats, InboundMessage, ListeningPorts, MessageHandler, SubscribeOptions } from '../../broker/types.js'
+import type { Broker, BrokerStats, InboundMessage, ListeningPorts, MessageHandler, SubscribeOptions } from '../../broker/types.js'
 
 /**
  * The hub as a client of a broker it does not run (issue #18: Mosquitto,
@@ -66,10 +65,18 @@ export function brokerClientIdOf(dataDir: string): string {
 }
 
 
+/** A filter's levels, a shared one's `$share/{group}/` left out: split once per subscription, not per message. */
+function filterLevels(filter: string): readonly string[] {
+  const levels = filter.split('/')
+  return filter.startsWith('$share/') ? levels.slice(2) : levels
+}
+
 /** Whether an MQTT filter (a shared one's `$share/{group}/` left out) matches a topic. */
 export function filterMatches(filter: string, topic: string): boolean {
-  const plain = filter.startsWith('$share/') ? filter.split('/').slice(2).join('/') : filter
-  const f = plain.split('/')
+  return levelsMatch(filterLevels(filter), topic)
+}
+
+function levelsMatch(f: readonly string[], topic: string): boolean {
   const t = topic.split('/')
   for (let i = 0; i < f.length; i++) {
     if (f[i] === '#') return !(i === 0 && topic.startsWith('$'))
@@ -83,7 +90,7 @@ export function filterMatches(filter: string, topic: string): boolean {
   return f.length === t.length
 }
 
-interface Route { readonly filter: string; readonly handler: MessageHandler; readonly qos: 0 | 1 }
+interface Route { readonly filter: string; readonly levels: readonly string[]; readonly handler: MessageHandler; readonly qos: 0 | 1 }
 
 const NO_LIMITS = {
   pendingPerAddress: 0, pendingEvicted: 0, maxConnections: 0, banned: 0, clientRate: 0, globalRate: 0, filtersPerSubscribe: 0, subscriptionsPerClient: 0,
@@ -113,7 +120,6 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
   const log = options.logger.child({ component: 'external-broker' })
   // A device that keeps sending garbage asks for a cut-off per message: those lines are bounded.
   const limitedLog = createLogLimiter({ ...LOG_LIMITER_DEFAULTS, logger: log, clock: systemClock })
-  const events = new EventEmitter()
   const routes = new Map<number, Route>()
   let unrouted: InboundMessage[] = []
   let unroutedBytes = 0
@@ -162,8 +168,8 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     const list = ids === undefined ? [] : Array.isArray(ids) ? ids : [ids]
     const message: InboundMessage = { topic, payload, clientId: options.publisherOf(topic) }
     // By subscription number, checked against the filter: a number of an earlier run (its session kept it) may name another filter now.
-    const byId = list.flatMap((id) => routes.get(id) ?? []).filter((r) => filterMatches(r.filter, topic))
-    const matched = byId.length > 0 ? byId : [...routes.values()].filter((r) => filterMatches(r.filter, topic))
+    const byId = list.flatMap((id) => routes.get(id) ?? []).filter((r) => levelsMatch(r.levels, topic))
+    const matched = byId.length > 0 ? byId : [...routes.values()].filter((r) => levelsMatch(r.levels, topic))
     if (matched.length === 0) {
       hold(message)
       return
@@ -183,11 +189,15 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
   /** What the session delivered before this route existed goes to it now, in order. */
   function replayTo(route: Route): void {
     if (unrouted.length === 0) return
-    const mine = unrouted.filter((m) => filterMatches(route.filter, m.topic))
+    const mine: InboundMessage[] = []
+    const rest: InboundMessage[] = []
+    for (const m of unrouted) (levelsMatch(route.levels, m.topic) ? mine : rest).push(m)
     if (mine.length === 0) return
-    unrouted = unrouted.filter((m) => !filterMatches(route.filter, m.topic))
-    for (const m of mine) unroutedBytes -= m.payload.length
-    for (const m of mine) run(route, m)
+    unrouted = rest
+    for (const m of mine) {
+      unroutedBytes -= m.payload.length
+      run(route, m)
+    }
   }
 
   function connected(): MqttClient {
@@ -244,7 +254,7 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     async subscribe(filter: string, handler: MessageHandler, subscribeOptions?: SubscribeOptions): Promise<void> {
       const id = nextSubscriptionId++
       const full = subscribeOptions?.shared === true ? `$share/${options.shareGroup}/${filter}` : filter
-      const route: Route = { filter: full, handler, qos: subscribeOptions?.qos ?? 1 }
+      const route: Route = { filter: full, levels: filterLevels(full), handler, qos: subscribeOptions?.qos ?? 1 }
       routes.set(id, route)
       replayTo(route)
       if (client?.connected === true) await subscribeOn(client, id, route)
@@ -280,9 +290,8 @@ export function createExternalBroker(options: ExternalBrokerOptions): Broker {
     isConnected(): boolean {
       return false
     },
-    on<E extends keyof BrokerEvents>(event: E, listener: (...args: BrokerEvents[E]) => void): void {
-      // Nothing is emitted: connection events and refusals stay in the broker.
-      events.on(event, listener as (...args: unknown[]) => void)
+    on(): void {
+      // Nothing to listen to: connection events and refusals stay in the broker.
     },
     stats(): BrokerStats {
       return {
