@@ -9,7 +9,7 @@ import { createWriter } from '../hub/storage/group-commit.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { createWalSync } from '../hub/storage/wal-sync.js'
 import { createCheckpointer } from '../hub/storage/checkpointer.js'
-import { createTelemetryStore } from '../hub/telemetry/store.js'
+import { createSqliteTelemetryStore } from '../hub/telemetry/sqlite.js'
 import { table } from '../cli/output.js'
 
 /**
@@ -67,7 +67,7 @@ async function round(way: Way, o: CommitSyncOptions): Promise<Round> {
   }, silentLogger())
   const checkpointer = way === 'pool+thread' ? createCheckpointer(db, path, { intervalMs: 100, fallbackPages: 10_000 }, silentLogger()) : undefined
   if (checkpointer) writer.onCommit(() => { checkpointer.committed() })
-  const telemetry = createTelemetryStore(db, writer, silentLogger())
+  const telemetry = createSqliteTelemetryStore(db, writer, silentLogger())
   try {
     const ids = Array.from({ length: o.devices }, (_, i) => `dev-${String(i).padStart(5, '0')}`)
     const seqs = new Array<number>(o.devices).fill(0)

@@ -10,6 +10,7 @@ import { runIdleAgentBench } from './idle-agent.js'
 import { runIngestBench } from './ingest.js'
 import { runJobsBench } from './jobs.js'
 import { runCommitSyncBench } from './commit-sync.js'
+import { runStoresBench } from './telemetry-stores.js'
 import { runRulesBench } from './rules.js'
 import { runFleetCapacityBench } from './fleet-capacity.js'
 import { runAccountsBench } from './accounts.js'
@@ -28,6 +29,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
        npm run bench -- commit-sync [--devices 8000] [--rate 8000] [--seconds 15] [--rounds 2] [--flush-delay-ms 20]
+       npm run bench -- stores [--devices 2000] [--batch 5] [--warmup 3] [--seconds 10] [--rounds 2]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--hub embedded,mosquitto] [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
       'agents': { type: 'string' },
       'idle-agent-seconds': { type: 'string', default: '60' },
       'jobs': { type: 'string', default: '200000' },
-      'batch': { type: 'string', default: '500' },
+      'batch': { type: 'string' },
       'rounds': { type: 'string' },
       'steps': { type: 'string' },
       'per-process': { type: 'string' },
@@ -165,7 +167,7 @@ async function main(): Promise<void> {
       })
       return
     case 'jobs':
-      await runJobsBench({ jobs: num('jobs'), batch: num('batch'), agents: num('agents', '1000'), rounds: num('rounds', '3') })
+      await runJobsBench({ jobs: num('jobs'), batch: num('batch', '500'), agents: num('agents', '1000'), rounds: num('rounds', '3') })
       return
     case 'commands':
       await runCommandsBench({ agents: num('agents', '1000'), commands: num('commands'), warmup: num('warmup', '200'), rounds: num('rounds', '3') })
@@ -178,6 +180,9 @@ async function main(): Promise<void> {
         devices: num('devices', '8000'), rate: num('rate', '8000'), seconds: num('seconds', '15'),
         rounds: num('rounds', '2'), flushDelayMs: num('flush-delay-ms', '20'),
       })
+      return
+    case 'stores':
+      await runStoresBench({ devices: num('devices', '2000'), batch: num('batch', '5'), warmup: num('warmup', '3'), seconds: num('seconds', '10'), rounds: num('rounds', '2') })
       return
     case 'online':
       await runOnlineBench({ devices: num('devices', '2000') })

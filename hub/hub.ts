@@ -16,7 +16,8 @@ import { ensurePrivateDir } from '../common/private-files.js'
 import { createWriter } from './storage/group-commit.js'
 import { createRegistry } from './fleet/registry.js'
 import { createPresenceStore } from './presence/store.js'
-import { createTelemetryStore, type StoredAck } from './telemetry/store.js'
+import { createSqliteTelemetryStore } from './telemetry/sqlite.js'
+import type { StoredAck } from './telemetry/store.js'
 import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
 import { brokerClientIdOf, createExternalBroker } from './mqtt/external-broker.js'
@@ -181,7 +182,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const registry = createRegistry(db)
     const presence = createPresenceStore(db, writer, log.child({ component: 'presence' }))
-    const telemetry = createTelemetryStore(db, writer, log.child({ component: 'telemetry' }))
+    const telemetry = createSqliteTelemetryStore(db, writer, log.child({ component: 'telemetry' }))
     const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
     presence.hubStarted(startedAt)
 
@@ -313,14 +314,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       {
         telemetry, presence, deadLetters, clock, logger: log.child({ component: 'ingress' }),
         cutOff: (id, why) => broker.disconnect(id, why),
-        // The mark as the writer's next group sees it, sent once that group is durable: the
-        // cached mark may include rows written but not yet fsynced, which no ack may cover yet.
-        announceMark: (deviceId, storeId) => {
-          writer.enqueue(() => {
-            const upTo = telemetry.markOf(deviceId, storeId)
-            return () => { publishAck({ deviceId, storeId, upTo }) }
-          })
-        },
+        announceMark: (deviceId, storeId) => { telemetry.announceMark(deviceId, storeId) },
         isRegistered: registered,
         jobs: jobs.ingress,
         commands: { response: (deviceId, m) => { commands.response(deviceId, m) }, disconnected: (deviceId) => { commands.disconnected(deviceId) } },
@@ -462,7 +456,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
 
     const metrics = createHubMetrics({
-      ingest: telemetry.counters, writer: writer.stats, checkpoints: checkpointer.stats, broker: () => broker.stats(), devices: deviceCounts,
+      ingest: () => telemetry.counters(), writer: writer.stats, checkpoints: checkpointer.stats, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
       saturation: () => saturation.read(), rules: () => rules.stats(), ruleViews: () => rules.list(),

@@ -122,7 +122,7 @@ describe('agent over TLS', () => {
     for (let i = 0; i < ticks; i++) a.agent.sampleNow()
     const generated = a.agent.stats().outbox!.newestSeq
     await waitFor(() => a.agent.stats().outbox!.backlogRows === 0, 'outbox drained', 30_000)
-    const rows = hub.running.services.telemetry.query({ deviceId: 'tls-ok', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 }) as Array<{ seq: number }>
+    const rows = (await hub.running.services.telemetry.query({ deviceId: 'tls-ok', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 })) as Array<{ seq: number }>
     const seqs = new Set(rows.map((r) => r.seq))
     const s = a.agent.stats()
     expect(generated).toBeGreaterThan(0)

@@ -98,8 +98,8 @@ describe('bad input', () => {
     for (const a of agents) await a.stop()
     for (const a of agents) {
       const id = a.deviceId
-      const rows = hub.running.services.telemetry.query({ deviceId: id, sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 }) as Array<{ seq: number }>
-      const last = hub.running.services.telemetry.streamsOf(id)[0]!.upTo
+      const rows = (await hub.running.services.telemetry.query({ deviceId: id, sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 })) as Array<{ seq: number }>
+      const last = (await hub.running.services.telemetry.streamsOf(id))[0]!.upTo
       expect(rows.length).toBe(last)
       expect(new Set(rows.map((r) => r.seq)).size).toBe(rows.length)
     }

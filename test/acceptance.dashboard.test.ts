@@ -414,7 +414,7 @@ describe.skipIf(SKIP_WITHOUT_CHROMIUM)('dashboard in Chromium (skipped without /
       }
       const storeId = agent!.stats().storeId!
       const top = agent!.stats().outbox!.newestSeq
-      await waitFor(() => hub.running.services.telemetry.markOf(pump!.id, storeId) >= top, `samples up to ${top} stored`)
+      await waitFor(async () => (await hub.running.services.telemetry.markOf(pump!.id, storeId)) >= top, `samples up to ${top} stored`)
     }
     // Two bursts of two samples over the threshold: two firings; the second burst has not cleared, so the pump is active.
     await samples([0.01, 0.2, 0.3, 0.01])

@@ -59,7 +59,7 @@ describe('offline buffering', () => {
     cleanups.push(() => hub.stop())
     await waitFor(() => agent.stats().outbox!.backlogRows === 0, 'outbox drained after the hub came up', 20_000)
 
-    const rows = running.services.telemetry.query({ deviceId: 'dev-off', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 }) as Array<{ seq: number }>
+    const rows = (await running.services.telemetry.query({ deviceId: 'dev-off', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 1_000_000 })) as Array<{ seq: number }>
     return { generated, buffered, seqs: rows.map((r) => r.seq), stats: agent.stats().outbox! }
   }
 

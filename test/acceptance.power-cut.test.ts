@@ -36,14 +36,14 @@ describe('ledger rolled back by a power cut', () => {
       reconnectBaseMs: 50, reconnectMaxMs: 200, logLevel: 'silent',
       sensors: [{ name: 'temp', model: 'sine', min: 0, max: 10, periodMs: 1000 }],
     }), { logger: silentLogger() })
-    const stored = () => hub.running.services.telemetry.query({ deviceId: 'dev-pc', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 100_000 }) as Array<{ seq: number; ts: number }>
-    const mark = () => hub.running.services.telemetry.streamsOf('dev-pc')[0]?.upTo ?? 0
+    const stored = async () => (await hub.running.services.telemetry.query({ deviceId: 'dev-pc', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 100_000 })) as Array<{ seq: number; ts: number }>
+    const mark = async () => (await hub.running.services.telemetry.streamsOf('dev-pc'))[0]?.upTo ?? 0
 
     // 1. 50 samples, stored and acknowledged; the ledger file is saved here (the last state that reached the SD card).
     let agent = make()
     await agent.start()
     for (let i = 0; i < 50; i++) agent.sampleNow()
-    await waitFor(() => mark() === 50 && agent.stats().outbox!.backlogRows === 0, 'first 50 stored')
+    await waitFor(async () => (await mark()) === 50 && agent.stats().outbox!.backlogRows === 0, 'first 50 stored')
     await agent.stop()
     const snapshot = join(tmp.dir, 'ledger-at-50.db')
     copyFileSync(join(dataDir, 'ledger.db'), snapshot)
@@ -52,7 +52,7 @@ describe('ledger rolled back by a power cut', () => {
     agent = make()
     await agent.start()
     for (let i = 0; i < 50; i++) agent.sampleNow()
-    await waitFor(() => mark() === 100 && agent.stats().outbox!.backlogRows === 0, 'next 50 stored')
+    await waitFor(async () => (await mark()) === 100 && agent.stats().outbox!.backlogRows === 0, 'next 50 stored')
     await agent.stop()
     for (const f of ['ledger.db-wal', 'ledger.db-shm']) if (existsSync(join(dataDir, f))) rmSync(join(dataDir, f))
     copyFileSync(snapshot, join(dataDir, 'ledger.db'))
@@ -70,15 +70,15 @@ describe('ledger rolled back by a power cut', () => {
     const running = await again.start()
     cleanups.push(() => again.stop())
     hub = { ...hub, running }
-    await waitFor(() => agent.stats().outbox!.backlogRows === 0 && mark() === 130, 'the 30 new samples stored above the old mark', 15_000)
+    await waitFor(async () => agent.stats().outbox!.backlogRows === 0 && (await mark()) === 130, 'the 30 new samples stored above the old mark', 15_000)
 
-    const rows = stored()
+    const rows = await stored()
     const seqs = rows.map((r) => r.seq)
     expect(rows.length).toBe(130)
     expect(new Set(seqs).size).toBe(130)
     expect(Math.max(...seqs)).toBe(130)
     // New samples continue in the renumbered space.
     agent.sampleNow()
-    await waitFor(() => mark() === 131, 'numbering continues after the resync')
+    await waitFor(async () => (await mark()) === 131, 'numbering continues after the resync')
   })
 })

@@ -63,7 +63,7 @@ describe('a device draining a backlog', () => {
     }
     await rules.add(rule)
     const storeId = agent!.stats().storeId!
-    const stored = () => waitFor(() => h.running.services.telemetry.markOf(id, storeId) >= agent!.stats().outbox!.newestSeq, 'the samples stored')
+    const stored = () => waitFor(async () => (await h.running.services.telemetry.markOf(id, storeId)) >= agent!.stats().outbox!.newestSeq, 'the samples stored')
 
     // The outage: the link cut, ten minutes of samples kept in the device's outbox.
     proxy.cut()

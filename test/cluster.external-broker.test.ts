@@ -187,7 +187,7 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC)('a hub on an external Mosquitto with dynami
     await waitFor(() => acks.some((x) => (JSON.parse(x) as { upTo: number }).upTo === 1), 'the ack of dev a\'s own batch', 20_000)
 
     const s = hub.running.services
-    expect(s.telemetry.streamsOf(b!.id)).toEqual([])
+    expect(await s.telemetry.streamsOf(b!.id)).toEqual([])
     const stored = await hub.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${a!.id}/telemetry?since=0&limit=100`)
     expect(stored.body.samples.map((x) => x.seq)).toEqual([1])
     // The observer reads what devices publish, nothing of what was dropped.

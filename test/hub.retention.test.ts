@@ -32,7 +32,7 @@ describe('retention and first start', () => {
     await waitFor(async () => (await seqs()).length > 0, 'samples stored')
     await waitFor(async () => JSON.stringify(await seqs()) === '[3,4]', 'old samples pruned', 5000)
     // The high-water mark is untouched: a replay of pruned samples is still a duplicate, not new data.
-    expect(hub.running.services.telemetry.streamsOf('ret-1')[0]!.upTo).toBe(4)
+    expect((await hub.running.services.telemetry.streamsOf('ret-1'))[0]!.upTo).toBe(4)
   })
 
   it('prunes in small chunks, ties at a chunk boundary included, without touching newer rows', async () => {
@@ -50,10 +50,10 @@ describe('retention and first start', () => {
       { seq: 12, ts: Date.now(), sensor: 's0', value: 2 },
     ]
     await dev.publishAsync(topics.telemetry('ret-2'), encode({ type: 'telemetry', v: 1, storeId, samples }), { qos: 1 })
-    await waitFor(() => hub.running.services.telemetry.streamsOf('ret-2')[0]?.upTo === 12, 'stored')
+    await waitFor(async () => (await hub.running.services.telemetry.streamsOf('ret-2'))[0]?.upTo === 12, 'stored')
     const pruned = await hub.running.services.telemetry.prune(Date.now() - 86_400_000, 2)
     expect(pruned.samples).toBe(10)
-    const left = hub.running.services.telemetry.query({ deviceId: 'ret-2', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 100 }) as Array<{ seq: number }>
+    const left = (await hub.running.services.telemetry.query({ deviceId: 'ret-2', sinceMs: 0, untilMs: Date.now() + 60_000, limit: 100 })) as Array<{ seq: number }>
     expect(left.map((r) => r.seq)).toEqual([11, 12])
   })
 

@@ -32,7 +32,7 @@ async function rawDevice(h: TestHub, id: string) {
       const now = Date.now()
       await dev.publishAsync(topics.telemetry(id), encode({ type: 'telemetry', v: 1, storeId, prev, samples: values.map((value, i) => ({ seq: prev + i + 1, ts: now + i, sensor: 'vib', value })) }), { qos: 1 })
       seq += values.length
-      await waitFor(() => h.running.services.telemetry.markOf(id, storeId) >= seq, `${id}: seq ${seq} stored`)
+      await waitFor(async () => (await h.running.services.telemetry.markOf(id, storeId)) >= seq, `${id}: seq ${seq} stored`)
     },
   }
 }

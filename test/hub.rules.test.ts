@@ -61,7 +61,7 @@ async function samples(h: TestHub, p: { id: string; agent: Agent; value: { now: 
   }
   const storeId = p.agent.stats().storeId!
   const top = p.agent.stats().outbox!.newestSeq
-  await waitFor(() => h.running.services.telemetry.markOf(p.id, storeId) >= top, `samples up to ${top} stored`)
+  await waitFor(async () => (await h.running.services.telemetry.markOf(p.id, storeId)) >= top, `samples up to ${top} stored`)
 }
 
 describe('rules on stored telemetry', () => {
@@ -113,7 +113,7 @@ describe('rules on stored telemetry', () => {
     const storeId = '0b6c3d1e-aaaa-4bbb-8ccc-0000000000a1'
     const send = (prev: number, items: ReadonlyArray<readonly [number, number]>) => dev.publishAsync(topics.telemetry('pump-raw'),
       encode({ type: 'telemetry', v: 1, storeId, prev, samples: items.map(([ts, value], i) => ({ seq: prev + i + 1, ts, sensor: 'vib', value })) }), { qos: 1 })
-    const stored = (upTo: number) => waitFor(() => h.running.services.telemetry.markOf('pump-raw', storeId) >= upTo, `seq ${upTo} stored`)
+    const stored = (upTo: number) => waitFor(async () => (await h.running.services.telemetry.markOf('pump-raw', storeId)) >= upTo, `seq ${upTo} stored`)
 
     // Ten minutes of backlog: a burst and its clear, all older than maxSampleAgeMs (5 min).
     const old = Date.now() - 10 * 60_000

@@ -67,7 +67,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/devices/:id', { schema: { summary: 'Show a device, its presence and its telemetry streams', params: DeviceParams } }, async (req) => {
       const d = s.registry.requireDevice(req.params.id)
-      return { ...summarize(s, d), streams: s.telemetry.streamsOf(d.id) }
+      return { ...summarize(s, d), streams: await s.telemetry.streamsOf(d.id) }
     })
 
     app.delete('/devices/:id', { schema: { summary: 'Remove a device', params: DeviceParams } }, async (req, reply) => {
@@ -99,7 +99,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const bucketMs = q.bucket === undefined ? undefined : parseDurationParam('bucket', q.bucket)
       const limit = q.limit ?? 10_000
       // One row more than asked tells whether the range held more than the limit.
-      const rows = s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit: limit + 1 })
+      const rows = await s.telemetry.query({ deviceId: d.id, sensor: q.sensor, sinceMs, untilMs, bucketMs, limit: limit + 1 })
       const truncated = rows.length > limit
       const page = truncated ? rows.slice(0, limit) : rows
       // The units the device declared, so a chart can label its axis without another request.
@@ -122,7 +122,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     }, async (req) => {
       const d = s.registry.requireDevice(req.params.id)
       const { sinceMs, untilMs } = parseRange(req.query, s.clock.now(), s.clock.now() - 86_400_000)
-      return { deviceId: d.id, sinceMs, untilMs, events: s.telemetry.events(d.id, sinceMs, untilMs, req.query.limit ?? 100) }
+      return { deviceId: d.id, sinceMs, untilMs, events: await s.telemetry.events(d.id, sinceMs, untilMs, req.query.limit ?? 100) }
     })
 
     app.get('/devices/:id/presence', {

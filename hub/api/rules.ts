@@ -123,7 +123,7 @@ export interface RuleTestReport extends ReplayResult {
  * `rollcall rule test`: the rule run on what the device already stored
  * (hub/rules/replay.ts), acting on nothing and writing nothing.
  */
-function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; since?: string | number; until?: string | number; limit?: number }): RuleTestReport {
+async function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; since?: string | number; until?: string | number; limit?: number }): Promise<RuleTestReport> {
   // The same checks and messages as adding it; a name that exists is fine (trying a change to a rule).
   const rule = checkRuleSpec(body.rule)
   const source = replaySource(rule.when)
@@ -137,12 +137,12 @@ function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string; sinc
   switch (source.from) {
     case 'samples': {
       // Raw rows (no bucketMs), so SampleRow.
-      const rows = s.telemetry.query({ deviceId: device.id, sensor: source.sensor, sinceMs, untilMs, limit: limit + 1 }) as SampleRow[]
+      const rows = (await s.telemetry.query({ deviceId: device.id, sensor: source.sensor, sinceMs, untilMs, limit: limit + 1 })) as SampleRow[]
       items = rows.map((r) => ({ type: 'sample', ...r }))
       break
     }
     case 'events':
-      items = s.telemetry.eventsOfKind(device.id, source.kind, sinceMs, untilMs, limit + 1)
+      items = (await s.telemetry.eventsOfKind(device.id, source.kind, sinceMs, untilMs, limit + 1))
         .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
       break
     case 'presence':

@@ -1,0 +1,87 @@
+import type pg from 'pg'
+import type { Logger } from '../../../common/logger.js'
+import { inTransaction } from './pool.js'
+
+/**
+ * The hub's schema on PostgreSQL: numbered migrations, applied in order by
+ * whichever hub starts first. Hubs that start together wait on one advisory
+ * lock, so each migration runs exactly once; the pending ones run in one
+ * transaction (PostgreSQL's DDL is transactional: a failed migration leaves
+ * nothing half-made). A database whose schema is newer than this hub knows is
+ * refused, as the SQLite file is.
+ *
+ * Samples and device events are partitioned by day on `ts`
+ * (partitions.ts): retention drops whole days instead of deleting rows, and
+ * a DEFAULT partition takes rows whose day has no partition (a device clock
+ * far off), so no insert ever fails for want of one.
+ */
+
+const MIGRATIONS: readonly string[] = [
+  /* 1: telemetry: interned keys, streams with their marks, samples and events */ `
+  -- Interned ids; never deleted, so data outlives a device's removal.
+  CREATE TABLE device_keys (key integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id text NOT NULL UNIQUE);
+  CREATE TABLE sensor_keys (key integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);
+
+  -- A stream is one device's ledger (store): its mark says every seq <= up_to
+  -- of that store is stored. A hub locks the row (FOR UPDATE) while it
+  -- stores a batch of the stream, so two hubs never store one stream at once.
+  CREATE TABLE streams (
+    key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id text NOT NULL,
+    store_id text NOT NULL,
+    up_to bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    UNIQUE (device_id, store_id)
+  );
+
+  CREATE TABLE samples (
+    device_key integer NOT NULL,
+    ts bigint NOT NULL,
+    seq bigint NOT NULL,
+    stream_key bigint NOT NULL,
+    sensor_key integer NOT NULL,
+    value double precision NOT NULL,
+    unsynced boolean,
+    PRIMARY KEY (device_key, ts, seq, stream_key)
+  ) PARTITION BY RANGE (ts);
+  CREATE TABLE samples_default PARTITION OF samples DEFAULT;
+
+  CREATE TABLE device_events (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    device_key integer NOT NULL,
+    stream_key bigint NOT NULL,
+    ts bigint NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    level text NOT NULL,
+    message text NOT NULL,
+    data text,
+    PRIMARY KEY (device_key, ts, seq, stream_key)
+  ) PARTITION BY RANGE (ts);
+  CREATE TABLE device_events_default PARTITION OF device_events DEFAULT;
+  `,
+]
+
+export const PG_SCHEMA_VERSION = MIGRATIONS.length
+
+/** Any 64-bit number of our own: the lock every starting hub takes to migrate. */
+const MIGRATE_LOCK = 0x726f6c6c63616c6cn % 0x7fffffffffffffffn
+
+export async function migratePostgres(pool: pg.Pool, logger: Logger): Promise<{ from: number; to: number }> {
+  const { from } = await inTransaction(pool, async (c) => {
+    await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATE_LOCK.toString()])
+    await c.query('CREATE TABLE IF NOT EXISTS rollcall_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())')
+    const { rows } = await c.query<{ v: number | null }>('SELECT max(version) AS v FROM rollcall_schema')
+    const at = rows[0]?.v ?? 0
+    if (at > MIGRATIONS.length) {
+      throw new Error(`the database's schema is version ${at}, newer than this hub knows (${MIGRATIONS.length}): run the newer rollcall, or a new database`)
+    }
+    for (let v = at + 1; v <= MIGRATIONS.length; v++) {
+      await c.query(MIGRATIONS[v - 1]!)
+      await c.query('INSERT INTO rollcall_schema (version) VALUES ($1)', [v])
+    }
+    return { from: at }
+  })
+  if (from < MIGRATIONS.length) logger.info({ from, to: MIGRATIONS.length }, 'PostgreSQL schema migrated')
+  return { from, to: MIGRATIONS.length }
+}

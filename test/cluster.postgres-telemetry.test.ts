@@ -1,0 +1,240 @@
+import pg from 'pg'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { silentLogger } from '../common/logger.js'
+import type { Sample } from '../protocol/messages.js'
+import { ensureDayPartitions, partitionsOf, DAY_MS } from '../hub/storage/postgres/partitions.js'
+import { openPostgres } from '../hub/storage/postgres/pool.js'
+import { migratePostgres, PG_SCHEMA_VERSION } from '../hub/storage/postgres/schema.js'
+import { createPostgresTelemetryStore, type PostgresTelemetryStore } from '../hub/telemetry/postgres.js'
+import type { StoredAck } from '../hub/telemetry/store.js'
+import { tempDir, waitFor } from './support/hub.js'
+import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+
+/**
+ * Telemetry on a PostgreSQL shared by several hubs (issue #18): what only a
+ * shared database can get wrong. Two stores with a pool each stand for two
+ * hubs; they are driven directly, as a shared subscription would feed them,
+ * including the same batch to both at once.
+ */
+
+let cluster: PostgresCluster
+let databases = 0
+const dir = tempDir('pg-cluster')
+
+beforeAll(async () => {
+  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(dir.dir)
+}, 60_000)
+
+afterAll(async () => {
+  await cluster?.stop()
+  dir.remove()
+})
+
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  while (closers.length) await closers.pop()!()
+})
+
+async function freshDb(): Promise<{ url: string; admin: pg.Pool }> {
+  const url = await cluster.database(`c${++databases}`)
+  const admin = openPostgres(url, silentLogger(), { maxConnections: 3, applicationName: 'test-admin' })
+  closers.push(() => admin.end())
+  return { url, admin }
+}
+
+interface Hub { readonly store: PostgresTelemetryStore; readonly acks: StoredAck[] }
+
+function hub(url: string, name: string, logger = silentLogger()): Hub {
+  const pool = openPostgres(url, logger, { maxConnections: 4, applicationName: name })
+  const store = createPostgresTelemetryStore(pool, { flushDelayMs: 3_600_000, maxGroupRows: 100_000 }, logger)
+  const acks: StoredAck[] = []
+  store.onAcks((a) => { acks.push(...a) })
+  closers.push(async () => { await store.close(); await pool.end() })
+  return { store, acks }
+}
+
+const T0 = Date.now()
+const batch = (from: number, n: number): Sample[] => Array.from({ length: n }, (_, i) => ({ seq: from + i, ts: T0 + from + i, sensor: 'temp', value: from + i }))
+
+/** A tiny deterministic random source, so a failure can be run again as it was. */
+function random(seed: number): () => number {
+  let x = seed
+  return () => {
+    x = (x * 1103515245 + 12345) % 2147483648
+    return x / 2147483648
+  }
+}
+
+describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hubs', () => {
+  it('stores every sample exactly once when both hubs get batches of the same devices at once, twice over, out of order', async () => {
+    const { url, admin } = await freshDb()
+    await migratePostgres(admin, silentLogger())
+    const hubs = [hub(url, 'hub-a'), hub(url, 'hub-b')]
+    const DEVICES = 20
+    const BATCHES = 40
+    const PER = 5
+    const TOTAL = BATCHES * PER
+    const rnd = random(18)
+    const acked = new Array<number>(DEVICES).fill(0)
+    const seen = [0, 0]
+    let rounds = 0
+    // As an agent does: up to 4 batches in flight above the acked mark, all sent again
+    // until acked. Each goes to one hub at random, a third of them to both (a redelivery
+    // after a hub's crash), and in a shuffled order (two hubs race for one device).
+    while (acked.some((a) => a < TOTAL)) {
+      rounds++
+      expect(rounds, 'the run ends by itself').toBeLessThan(400)
+      const sends: Array<[number, number, number]> = []
+      for (let d = 0; d < DEVICES; d++) {
+        for (let b = acked[d]! / PER; b < Math.min(BATCHES, acked[d]! / PER + 4); b++) {
+          const first = rnd() < 0.5 ? 0 : 1
+          sends.push([first, d, b])
+          if (rnd() < 1 / 3) sends.push([1 - first, d, b])
+        }
+      }
+      for (let i = sends.length - 1; i > 0; i--) {
+        const j = Math.floor(rnd() * (i + 1))
+        ;[sends[i], sends[j]] = [sends[j]!, sends[i]!]
+      }
+      for (const [h, d, b] of sends) hubs[h]!.store.storeSamples(`dev-${d}`, 'st', b * PER, Date.now(), batch(b * PER + 1, PER))
+      // Both hubs' groups start together: the streams table is held until both wait on it.
+      const busy = new Set(sends.map(([h]) => h)).size
+      const gate = await admin.connect()
+      let flushed: Promise<unknown> | undefined
+      try {
+        await gate.query('BEGIN')
+        await gate.query('LOCK TABLE streams IN EXCLUSIVE MODE')
+        flushed = Promise.all(hubs.map((h) => h.store.flush()))
+        await waitFor(async () => (await admin.query(`SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'hub-_' AND wait_event_type = 'Lock'`)).rowCount === busy, 'both hubs waiting to write')
+      } finally {
+        await gate.query('ROLLBACK')
+        gate.release()
+      }
+      await flushed
+      hubs.forEach((h, i) => {
+        for (const a of h.acks.slice(seen[i])) {
+          const d = Number(a.deviceId.slice(4))
+          // An ack never goes backwards or past what was sent.
+          expect(a.upTo).toBeLessThanOrEqual(TOTAL)
+          acked[d] = Math.max(acked[d]!, a.upTo)
+        }
+        seen[i] = h.acks.length
+      })
+    }
+    const { rows } = await admin.query<{ device: string; n: number; distinct: number; min: number; max: number }>(`
+      SELECT k.id AS device, count(*) AS n, count(DISTINCT s.seq) AS distinct, min(s.seq) AS min, max(s.seq) AS max
+      FROM samples s JOIN device_keys k ON k.key = s.device_key GROUP BY k.id ORDER BY k.id`)
+    expect(rows).toHaveLength(DEVICES)
+    for (const r of rows) expect(r, r.device).toMatchObject({ n: TOTAL, distinct: TOTAL, min: 1, max: TOTAL })
+    const [a, b] = hubs.map((h) => h.store.counters())
+    // The row locks kept the hubs apart: no group ever ran into the other's rows (the primary key
+    // would refuse those, and the group be written again batch by batch) and nothing failed.
+    for (const h of hubs) expect(h.store.stats()).toMatchObject({ failedOps: 0, failedCommits: 0, isolatedGroups: 0 })
+    // Lost 0, duplicates 0: the two hubs together stored each sample once, and turned the rest away.
+    expect(a!.samplesStored + b!.samplesStored).toBe(DEVICES * TOTAL)
+    expect(a!.samplesStored).toBeGreaterThan(0)
+    expect(b!.samplesStored).toBeGreaterThan(0)
+    expect(a!.samplesDuplicate + b!.samplesDuplicate).toBeGreaterThan(0)
+    const { rows: marks } = await admin.query<{ up_to: number }>('SELECT up_to FROM streams')
+    expect(marks.map((m) => m.up_to)).toEqual(new Array<number>(DEVICES).fill(TOTAL))
+  }, 120_000)
+
+  it('refuses only the batch PostgreSQL cannot store (a NUL in text), stores and acks the rest of its group, and tells its owner why', async () => {
+    const { url, admin } = await freshDb()
+    await migratePostgres(admin, silentLogger())
+    const { store, acks } = hub(url, 'hub-a')
+    const failures: string[] = []
+    store.storeSamples('good-1', 'st', 0, Date.now(), batch(1, 3))
+    store.storeEvents('bad', 'ev', 0, Date.now(), [{ seq: 1, ts: T0, kind: 'k', level: 'info', message: 'a\u0000b' }], (err) => { failures.push(err.message) })
+    // The bad stream's next batch in the same group is not stored either: no ack may cover the refused one.
+    store.storeEvents('bad', 'ev', 1, Date.now(), [{ seq: 2, ts: T0 + 1, kind: 'k', level: 'info', message: 'fine' }])
+    store.storeSamples('good-2', 'st', 0, Date.now(), batch(1, 2))
+    await store.flush()
+    expect(failures).toHaveLength(1)
+    expect(failures[0]).toMatch(/0x00/)
+    expect(acks).toEqual(expect.arrayContaining([{ deviceId: 'good-1', storeId: 'st', upTo: 3 }, { deviceId: 'good-2', storeId: 'st', upTo: 2 }]))
+    expect(acks.some((a) => a.deviceId === 'bad')).toBe(false)
+    expect(await store.markOf('bad', 'ev')).toBe(0)
+    expect((await admin.query('SELECT 1 FROM device_events')).rowCount).toBe(0)
+    expect(store.stats()).toMatchObject({ commits: 1, failedOps: 1, failedCommits: 0, isolatedGroups: 1 })
+  })
+
+  it('stores and acks nothing of a group whose connection is lost mid-commit, and everything once when it is sent again', async () => {
+    const { url, admin } = await freshDb()
+    await migratePostgres(admin, silentLogger())
+    const { store, acks } = hub(url, 'hub-lost')
+    store.storeSamples('d1', 'st', 0, Date.now(), batch(1, 3))
+    await store.flush()
+    // Hold the streams table so the next group waits inside its transaction, then end its connection.
+    const holder = await admin.connect()
+    try {
+      await holder.query('BEGIN')
+      await holder.query('LOCK TABLE streams IN ACCESS EXCLUSIVE MODE')
+      store.storeSamples('d1', 'st', 3, Date.now(), batch(4, 3))
+      const flushed = store.flush()
+      await waitFor(async () => (await admin.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'hub-lost' AND wait_event_type = 'Lock'`)).rowCount === 1, 'the group waiting on the lock')
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hub-lost' AND wait_event_type = 'Lock'`)
+      await flushed
+    } finally {
+      await holder.query('ROLLBACK')
+      holder.release()
+    }
+    expect(store.stats().failedCommits).toBe(1)
+    expect(acks).toEqual([{ deviceId: 'd1', storeId: 'st', upTo: 3 }])
+    expect(await store.markOf('d1', 'st')).toBe(3)
+    // The agent sends it again; a new connection takes it.
+    store.storeSamples('d1', 'st', 3, Date.now(), batch(4, 3))
+    await store.flush()
+    expect(acks.at(-1)).toEqual({ deviceId: 'd1', storeId: 'st', upTo: 6 })
+    const { rows } = await admin.query<{ n: number }>('SELECT count(*) AS n FROM samples')
+    expect(rows[0]!.n).toBe(6)
+  })
+
+  it('migrates once when three hubs start at the same moment, and refuses a schema newer than it knows', async () => {
+    const { url, admin } = await freshDb()
+    const pools = [0, 1, 2].map((i) => openPostgres(url, silentLogger(), { maxConnections: 1, applicationName: `starter-${i}` }))
+    try {
+      const results = await Promise.all(pools.map((p) => migratePostgres(p, silentLogger())))
+      expect(results.filter((r) => r.from === 0)).toHaveLength(1)
+      expect(results.every((r) => r.to === PG_SCHEMA_VERSION)).toBe(true)
+    } finally {
+      await Promise.all(pools.map((p) => p.end()))
+    }
+    const { rows } = await admin.query<{ version: number }>('SELECT version FROM rollcall_schema ORDER BY version')
+    expect(rows.map((r) => r.version)).toEqual(Array.from({ length: PG_SCHEMA_VERSION }, (_, i) => i + 1))
+    await admin.query('INSERT INTO rollcall_schema (version) VALUES (99)')
+    await expect(migratePostgres(admin, silentLogger())).rejects.toThrow(/schema is version 99, newer than this hub knows/)
+  })
+
+  it('keeps samples in day partitions, drops whole days at retention, and leaves a day to the default partition when it already holds that day', async () => {
+    const { url, admin } = await freshDb()
+    await migratePostgres(admin, silentLogger())
+    const { store } = hub(url, 'hub-a')
+    const now = Date.now()
+    const today = now - (now % DAY_MS)
+    store.storeSamples('d1', 'st', 0, now, [
+      { seq: 1, ts: today - DAY_MS + 1000, sensor: 't', value: 1 }, { seq: 2, ts: today - DAY_MS + 2000, sensor: 't', value: 2 },
+      { seq: 3, ts: now, sensor: 't', value: 3 },
+      // A clock a week ahead: no partition for that day yet.
+      { seq: 4, ts: today + 7 * DAY_MS, sensor: 't', value: 4 },
+    ])
+    await store.flush()
+    const where = await admin.query<{ seq: number; part: string }>('SELECT seq, tableoid::regclass::text AS part FROM samples ORDER BY seq')
+    const day = (t: number) => `samples_d${new Date(t).toISOString().slice(0, 10).replaceAll('-', '')}`
+    expect(where.rows).toEqual([
+      { seq: 1, part: day(today - DAY_MS) }, { seq: 2, part: day(today - DAY_MS) }, { seq: 3, part: day(today) }, { seq: 4, part: 'samples_default' },
+    ])
+    // The default partition holds a row of that day: the day cannot be made, and nothing is lost.
+    const lines: string[] = []
+    const logger = pino({ level: 'warn' }, { write: (l: string) => { lines.push(l) } })
+    expect(await ensureDayPartitions(admin, 'samples', today + 7 * DAY_MS, today + 8 * DAY_MS, logger)).toBe(1)
+    expect(lines.join('')).toMatch(/its rows stay in the default partition/)
+    // Retention at the start of today: yesterday's partition goes whole, with its two rows counted.
+    expect(await store.prune(today)).toEqual({ samples: 2, events: 0 })
+    const names = (await partitionsOf(admin, 'samples')).map((p) => p.name)
+    expect(names).not.toContain(day(today - DAY_MS))
+    expect(names).toContain(day(today))
+    expect((await admin.query<{ seq: number }>('SELECT seq FROM samples ORDER BY seq')).rows.map((r) => r.seq)).toEqual([3, 4])
+  })
+})
