@@ -5,14 +5,19 @@ import { defineConfig } from 'vitest/config'
 // what the slowest test of that kind takes on a quiet 2-core machine, so that
 // a slower, busier CI machine still passes.
 //
-// Two groups, one after the other. First the unit and component tests
+// Three groups, one after the other. First the unit and component tests
 // (hub.*, agent.*, broker.*, cli.*, ...), two files at a time: each file's
 // hub or agent is small, and they passed side by side even with the fleet
-// tests beside them. Then the acceptance, simulator and benchmark tests, one
-// file at a time: they load the machine on purpose (fleets of 2,000 agents,
-// backlog storms, saturating observers) and judge what the hub does under
-// that load, which a second file beside them would change.
-const HEAVY = ['test/acceptance.*.test.ts', 'test/sim.*.test.ts', 'test/bench.*.test.ts']
+// tests beside them. Then the acceptance and simulator tests, two at a time
+// too: each runs a hub and some agents (the simulator's 50 devices, a
+// browser for the dashboard) and judges what they do, with bounds that only
+// guard against a hang. Last, one file at a time, the tests that load the
+// machine on purpose (a fleet of 2,000 agents, twice the load the hub holds,
+// saturating observers, backlog storms, the benchmarks' probes) and judge
+// what the hub does under that load, which a second file beside them would
+// change.
+const SYSTEM = ['test/acceptance.*.test.ts', 'test/sim.*.test.ts', 'test/bench.*.test.ts']
+const LOAD = ['test/acceptance.sim-scale.test.ts', 'test/acceptance.overload.test.ts', 'test/acceptance.observers.test.ts', 'test/acceptance.rules-backlog.test.ts', 'test/bench.*.test.ts']
 
 export default defineConfig({
   test: {
@@ -29,7 +34,7 @@ export default defineConfig({
         test: {
           name: 'components',
           include: ['test/**/*.test.ts'],
-          exclude: HEAVY,
+          exclude: SYSTEM,
           // After-hooks run last-registered first, so the setup file's leak check follows each file's own teardown.
           sequence: { hooks: 'stack', groupOrder: 0 },
         },
@@ -38,9 +43,18 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'system',
-          include: HEAVY,
-          fileParallelism: false,
+          include: SYSTEM,
+          exclude: LOAD,
           sequence: { hooks: 'stack', groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'load',
+          include: LOAD,
+          fileParallelism: false,
+          sequence: { hooks: 'stack', groupOrder: 2 },
         },
       },
     ],

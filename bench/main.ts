@@ -29,7 +29,7 @@ const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [-
        npm run bench -- commands [--agents 1000] [--commands 2000] [--warmup 200] [--rounds 3]
        npm run bench -- rules [--rules 100] [--devices 100] [--samples 100] [--warmup 3] [--seconds 10] [--rounds 4] [--reactions 200] [--flush-delay-ms 20]
        npm run bench -- commit-sync [--devices 8000] [--rate 8000] [--seconds 15] [--rounds 2] [--flush-delay-ms 20]
-       npm run bench -- stores [--devices 2000] [--batch 5] [--warmup 3] [--seconds 10] [--rounds 2]
+       npm run bench -- stores [--devices 2000] [--batch 5] [--in-flight 4] [--warmup 3] [--seconds 10] [--rounds 2]
        npm run bench -- fleet [--steps 1000,2000,...,8000] [--warmup 5] [--seconds 15] [--per-process 2500] [--lag-limit-ms 1000] [--thin [--hub embedded,mosquitto] [--baseline mosquitto,aedes|none] [--overload 2]] [--all-steps] [--hub-cpu-prof DIR]
        npm run bench -- storm [--devices 10000] [--interval-ms 2000] [--seconds 20] [--outage 5s] [--per-process 2500] [--connect-rate N] [--hub-cpu-prof DIR]
        npm run bench -- live [--steps 1000,5000,20000] [--clients 10] [--rounds 20]
@@ -105,6 +105,7 @@ async function main(): Promise<void> {
       'csv': { type: 'string' },
       'connect-rate': { type: 'string' },
       'rate': { type: 'string' },
+      'in-flight': { type: 'string' },
     },
   })
   const num = (name: keyof typeof values, fallback?: string): number => {
@@ -182,7 +183,7 @@ async function main(): Promise<void> {
       })
       return
     case 'stores':
-      await runStoresBench({ devices: num('devices', '2000'), batch: num('batch', '5'), warmup: num('warmup', '3'), seconds: num('seconds', '10'), rounds: num('rounds', '2') })
+      await runStoresBench({ devices: num('devices', '2000'), batch: num('batch', '5'), inFlight: num('in-flight', '4'), warmup: num('warmup', '3'), seconds: num('seconds', '10'), rounds: num('rounds', '2') })
       return
     case 'online':
       await runOnlineBench({ devices: num('devices', '2000') })

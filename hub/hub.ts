@@ -457,7 +457,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const metrics = createHubMetrics({
       ingest: () => telemetry.counters(), writer: writer.stats, checkpoints: checkpointer.stats, broker: () => broker.stats(), devices: deviceCounts,
-      deadLetters: deadLetters.countsByReason, commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
+      deadLetters: () => deadLetters.countsByReason(), commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
       saturation: () => saturation.read(), rules: () => rules.stats(), ruleViews: () => rules.list(),
     }, histograms)

@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
-import { silentLogger } from '../common/logger.js'
+import { silentLogger, type Logger } from '../common/logger.js'
 import type { Sample } from '../protocol/messages.js'
 import { ensureDayPartitions, partitionsOf, DAY_MS } from '../hub/storage/postgres/partitions.js'
 import { openPostgres } from '../hub/storage/postgres/pool.js'
@@ -45,9 +45,11 @@ async function freshDb(): Promise<{ url: string; admin: pg.Pool }> {
 
 interface Hub { readonly store: PostgresTelemetryStore; readonly acks: StoredAck[] }
 
-function hub(url: string, name: string, logger = silentLogger()): Hub {
+/** A store standing for a hub; its groups are written by flush() only (the timer is an hour), and a batch above its mark waits `gapWaitMs`. */
+function hub(url: string, name: string, gapWaitMs = 3_600_000): Hub {
+  const logger = silentLogger()
   const pool = openPostgres(url, logger, { maxConnections: 4, applicationName: name })
-  const store = createPostgresTelemetryStore(pool, { flushDelayMs: 3_600_000, maxGroupRows: 100_000 }, logger)
+  const store = createPostgresTelemetryStore(pool, { flushDelayMs: 3_600_000, maxGroupRows: 100_000, gapWaitMs }, logger)
   const acks: StoredAck[] = []
   store.onAcks((a) => { acks.push(...a) })
   closers.push(async () => { await store.close(); await pool.end() })
@@ -128,6 +130,8 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
     expect(rows).toHaveLength(DEVICES)
     for (const r of rows) expect(r, r.device).toMatchObject({ n: TOTAL, distinct: TOTAL, min: 1, max: TOTAL })
     const [a, b] = hubs.map((h) => h.store.counters())
+    // Batches did reach a hub before their device's earlier one was stored there, and waited for it.
+    expect(hubs[0]!.store.stats().gapsWaited + hubs[1]!.store.stats().gapsWaited).toBeGreaterThan(0)
     // The row locks kept the hubs apart: no group ever ran into the other's rows (the primary key
     // would refuse those, and the group be written again batch by batch) and nothing failed.
     for (const h of hubs) expect(h.store.stats()).toMatchObject({ failedOps: 0, failedCommits: 0, isolatedGroups: 0 })
@@ -140,10 +144,61 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
     expect(marks.map((m) => m.up_to)).toEqual(new Array<number>(DEVICES).fill(TOTAL))
   }, 120_000)
 
+  it('holds a batch that reaches one hub before the device\'s earlier batch is stored by the other, then stores it in order; refuses it once its wait is over', async () => {
+    const { url, admin } = await freshDb()
+    await migratePostgres(admin, silentLogger())
+    const [a, b] = [hub(url, 'hub-a'), hub(url, 'hub-b')]
+    // Batch 2 (prev 5) and 3 reach hub b first; batch 1 is at hub a, not yet written.
+    b.store.storeSamples('d1', 'st', 5, Date.now(), batch(6, 5))
+    b.store.storeSamples('d1', 'st', 10, Date.now(), batch(11, 5))
+    a.store.storeSamples('d1', 'st', 0, Date.now(), batch(1, 5))
+    await b.store.flush()
+    expect(b.acks).toEqual([])
+    expect(b.store.stats().gapsWaited).toBe(2)
+    await a.store.flush()
+    expect(a.acks).toEqual([{ deviceId: 'd1', storeId: 'st', upTo: 5 }])
+    await b.store.flush()
+    expect(b.acks).toEqual([{ deviceId: 'd1', storeId: 'st', upTo: 15 }])
+    expect((await admin.query<{ seq: number }>('SELECT seq FROM samples ORDER BY seq')).rows.map((r) => r.seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1))
+    expect(b.store.counters()).toMatchObject({ samplesStored: 10, gapsRefused: 0 })
+
+    // Its predecessor later in the same group: both stored in that group, one ack for the two, no wait.
+    b.store.storeSamples('d1', 'st', 20, Date.now(), batch(21, 5))
+    b.store.storeSamples('d1', 'st', 15, Date.now(), batch(16, 5))
+    await b.store.flush()
+    expect(b.acks.at(-1)).toEqual({ deviceId: 'd1', storeId: 'st', upTo: 25 })
+    expect(b.store.stats().gapsWaited).toBe(2)
+
+    // Its wait over (here 100 ms, or four of the hub's last commits if longer), it is refused, with no ack: the agent resends from its last ack.
+    const brief = hub(url, 'hub-brief', 100)
+    brief.store.storeSamples('d1', 'st', 30, Date.now(), batch(31, 5))
+    await brief.store.flush()
+    expect(brief.store.stats().gapsWaited).toBe(1)
+    expect(brief.store.counters().gapsRefused).toBe(0)
+    await new Promise((resolve) => setTimeout(resolve, Math.max(100, 4 * brief.store.stats().lastCommitMs) + 50))
+    await brief.store.flush()
+    expect(brief.store.counters().gapsRefused).toBe(1)
+    expect(brief.acks).toEqual([])
+    expect(await brief.store.markOf('d1', 'st')).toBe(25)
+
+    // With no wait (a hub alone: the earlier batch was lost, not late), it is refused at once, with no ack.
+    const alone = hub(url, 'hub-alone', 0)
+    alone.store.storeSamples('d1', 'st', 30, Date.now(), batch(31, 5))
+    await alone.store.flush()
+    expect(alone.acks).toEqual([])
+    expect(alone.store.counters().gapsRefused).toBe(1)
+    // A hub that stops refuses what still waits: its agent resends to the hub that remains.
+    b.store.storeSamples('d1', 'st', 30, Date.now(), batch(31, 5))
+    await b.store.flush()
+    expect(b.store.counters().gapsRefused).toBe(0)
+    await b.store.close()
+    expect(b.store.counters().gapsRefused).toBe(1)
+  })
+
   it('refuses only the batch PostgreSQL cannot store (a NUL in text), stores and acks the rest of its group, and tells its owner why', async () => {
     const { url, admin } = await freshDb()
     await migratePostgres(admin, silentLogger())
-    const { store, acks } = hub(url, 'hub-a')
+    const { store, acks } = hub(url, 'hub-a', 0)
     const failures: string[] = []
     store.storeSamples('good-1', 'st', 0, Date.now(), batch(1, 3))
     store.storeEvents('bad', 'ev', 0, Date.now(), [{ seq: 1, ts: T0, kind: 'k', level: 'info', message: 'a\u0000b' }], (err) => { failures.push(err.message) })
@@ -163,7 +218,7 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
   it('stores and acks nothing of a group whose connection is lost mid-commit, and everything once when it is sent again', async () => {
     const { url, admin } = await freshDb()
     await migratePostgres(admin, silentLogger())
-    const { store, acks } = hub(url, 'hub-lost')
+    const { store, acks } = hub(url, 'hub-lost', 0)
     store.storeSamples('d1', 'st', 0, Date.now(), batch(1, 3))
     await store.flush()
     // Hold the streams table so the next group waits inside its transaction, then end its connection.
@@ -227,7 +282,7 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
     ])
     // The default partition holds a row of that day: the day cannot be made, and nothing is lost.
     const lines: string[] = []
-    const logger = pino({ level: 'warn' }, { write: (l: string) => { lines.push(l) } })
+    const logger: Logger = pino({ level: 'warn' }, { write: (l: string) => { lines.push(l) } })
     expect(await ensureDayPartitions(admin, 'samples', today + 7 * DAY_MS, today + 8 * DAY_MS, logger)).toBe(1)
     expect(lines.join('')).toMatch(/its rows stay in the default partition/)
     // Retention at the start of today: yesterday's partition goes whole, with its two rows counted.

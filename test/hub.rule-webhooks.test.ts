@@ -108,8 +108,8 @@ describe('rules calling webhooks', () => {
     expect(hook.calls).toHaveLength(2)
     expect(hook.calls[0]!.headers['x-rollcall-signature']).toBeUndefined()
     expect(rules.get('pump.hot').counters.actionsFailed).toBe(1)
-    const letters = await waitFor(() => {
-      const list = h.running.services.deadLetters.list({ limit: 10 })
+    const letters = await waitFor(async () => {
+      const list = await h.running.services.deadLetters.list({ limit: 10 })
       return list.length > 0 ? list : undefined
     }, 'the dead letter')
     expect(letters[0]).toMatchObject({ deviceId: 'pump-1', topic: `webhook:${hook.url}`, reason: 'WEBHOOK_FAILED' })

@@ -15,7 +15,7 @@ export function opsRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         }),
       },
     }, async (req) => ({
-      deadLetters: s.deadLetters.list({ deviceId: req.query.device, beforeId: req.query.before, limit: req.query.limit ?? 100 }),
+      deadLetters: await s.deadLetters.list({ deviceId: req.query.device, beforeId: req.query.before, limit: req.query.limit ?? 100 }),
       countsByReason: s.deadLetters.countsByReason(),
     }))
 

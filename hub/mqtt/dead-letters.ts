@@ -5,7 +5,9 @@ import type { Writer } from '../storage/group-commit.js'
  * Owns the dead-letter table: every payload the hub could not accept, with the
  * reason, kept for operators to inspect. The table is capped (oldest rows go
  * first) so a hostile or broken device cannot fill the disk; counts by reason
- * are kept in memory for metrics even when rows are pruned.
+ * are kept in memory for metrics even when rows are pruned. This is the hub's
+ * own SQLite file; dead-letters-postgres.ts keeps them in a PostgreSQL shared
+ * by several hubs, behind the same interface (`DeadLetters`).
  */
 
 export interface DeadLetter {
@@ -34,7 +36,8 @@ export interface NewDeadLetter {
 const EXCERPT_BYTES = 256
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
-function excerpt(payload: Buffer): string {
+/** The first bytes of a payload as text: UTF-8 where it decodes, else base64 prefixed with "base64:". */
+export function excerpt(payload: Buffer): string {
   const head = payload.subarray(0, EXCERPT_BYTES)
   try {
     return utf8.decode(head)
@@ -45,7 +48,16 @@ function excerpt(payload: Buffer): string {
 
 interface Row { id: number; ts: number; device_id: string | null; client_id: string | null; topic: string; reason: string; detail: string; payload_bytes: number; payload_excerpt: string }
 
-export function createDeadLetters(db: Db, writer: Writer, options: { maxRows: number }) {
+export interface DeadLetters {
+  /** Keeps a refused message (written with the next group); counted by reason at once. */
+  add(d: NewDeadLetter): void
+  /** Newest first, optionally one device's, below an id (paging). */
+  list(filter: { deviceId?: string | undefined; beforeId?: number | undefined; limit: number }): Promise<DeadLetter[]>
+  /** Counts by reason since this hub started, kept even when rows are pruned. */
+  countsByReason(): Record<string, number>
+}
+
+export function createDeadLetters(db: Db, writer: Writer, options: { maxRows: number }): DeadLetters {
   const stmts = {
     insert: db.prepare<[number, string | null, string | null, string, string, string, number, string]>(
       'INSERT INTO dead_letters (ts, device_id, client_id, topic, reason, detail, payload_bytes, payload_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
@@ -70,7 +82,7 @@ export function createDeadLetters(db: Db, writer: Writer, options: { maxRows: nu
 
   return {
     add,
-    list(filter: { deviceId?: string | undefined; beforeId?: number | undefined; limit: number }): DeadLetter[] {
+    async list(filter: { deviceId?: string | undefined; beforeId?: number | undefined; limit: number }): Promise<DeadLetter[]> {
       return stmts.list.all({ device: filter.deviceId ?? null, before: filter.beforeId ?? Number.MAX_SAFE_INTEGER, limit: filter.limit }).map((r) => ({
         id: r.id, ts: r.ts, deviceId: r.device_id, clientId: r.client_id, topic: r.topic, reason: r.reason, detail: r.detail,
         payloadBytes: r.payload_bytes, payloadExcerpt: r.payload_excerpt,
@@ -79,5 +91,3 @@ export function createDeadLetters(db: Db, writer: Writer, options: { maxRows: nu
     countsByReason: (): Record<string, number> => Object.fromEntries(byReason),
   }
 }
-
-export type DeadLetters = ReturnType<typeof createDeadLetters>

@@ -22,9 +22,16 @@ import type { BucketRow, EventRow, IngestCounters, SampleListener, SampleRow, St
  * above it is refused, and the new marks commit with the rows. Two hubs
  * given two batches of one device at once (a shared subscription hands out
  * messages, not devices) therefore take turns on the stream's row: the
- * second sees the first's mark. When the later batch of the two gets there
- * first, its `prev` is above the mark and it is refused; the agent sends it
- * again after the earlier one's ack, so order costs a resend, never a row.
+ * second sees the first's mark.
+ *
+ * Order across hubs: when the later batch of the two gets there first, its
+ * `prev` is above the mark. Refusing it at once (what a hub alone does: the
+ * earlier batch is lost, not late) would stall the device until its ack
+ * timeout, since every batch it sends after is refused too. So it waits,
+ * in order with the stream's later batches on this hub, and is tried again
+ * in each group for up to `gapWaitMs` (longer while commits are slow): long
+ * enough for the other hub's group to commit the earlier batch. Only then is it refused, and the agent
+ * resends from its last ack. Order costs a wait or a resend, never a row.
  *
  * The rows go in with one statement per table over arrays (unnest), not one
  * per row. A group that fails on a row's own content (PostgreSQL refuses a
@@ -44,6 +51,13 @@ export interface PostgresTelemetryOptions {
   readonly flushDelayMs: number
   /** Write the group at once when this many rows are queued. */
   readonly maxGroupRows: number
+  /**
+   * How long a batch whose `prev` is above its stream's mark waits for the
+   * earlier batch to be stored by another hub before it is refused (ms; 0:
+   * refused at once, as a hub alone does), or four times this hub's last
+   * commit when that is longer. See "Order across hubs" above.
+   */
+  readonly gapWaitMs: number
 }
 
 interface Write {
@@ -54,6 +68,8 @@ interface Write {
   readonly now: number
   readonly items: readonly Sample[] | readonly DeviceEvent[]
   readonly onFailed: OnFailed | undefined
+  /** performance.now() when it was first found above its stream's mark; set while it waits. */
+  readonly waitingSince?: number
 }
 
 interface MarkAsk { readonly kind: 'mark'; readonly deviceId: string; readonly storeId: string }
@@ -77,6 +93,8 @@ export interface PostgresWriterStats {
   readonly commits: number
   readonly failedCommits: number
   readonly failedOps: number
+  /** Batches that waited for a later group because their device's earlier batch was not stored yet. */
+  readonly gapsWaited: number
   /** Groups written again batch by batch after a failure of a row's own. */
   readonly isolatedGroups: number
   readonly queuedRows: number
@@ -88,7 +106,7 @@ const streamId = (deviceId: string, storeId: string) => `${deviceId}\0${storeId}
 
 export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTelemetryOptions, logger: Logger) {
   const counters: IngestCounters = { samplesStored: 0, samplesDuplicate: 0, eventsStored: 0, eventsDuplicate: 0, batches: 0, gapsRefused: 0 }
-  const stats = { commits: 0, failedCommits: 0, failedOps: 0, isolatedGroups: 0, lastCommitMs: 0, lastCommitRows: 0 }
+  const stats = { commits: 0, failedCommits: 0, failedOps: 0, gapsWaited: 0, isolatedGroups: 0, lastCommitMs: 0, lastCommitRows: 0 }
   const deviceKeys = new Map<string, number>()
   const sensorKeys = new Map<string, number>()
   const streamKeys = new Map<string, number>()
@@ -97,9 +115,13 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
 
   let queue: Queued[] = []
   let queuedRows = 0
+  // Writes above their stream's mark, waiting for a group in which the earlier batch is there; they go first in it.
+  let waiting: Write[] = []
   let timer: NodeJS.Timeout | undefined
   let writing: Promise<void> | undefined
   let closed = false
+  // Set by close(): nothing waits any more.
+  let closing = false
   // Day partitions are made through this time; a group past it makes the next days first.
   let partitionsUntil = 0
 
@@ -119,15 +141,16 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   }
 
   async function runGroup(): Promise<void> {
-    if (writing || queue.length === 0) return
-    const group = queue
+    if (writing || (queue.length === 0 && waiting.length === 0)) return
+    const group = waiting.length === 0 ? queue : [...waiting, ...queue]
     const rows = queuedRows
     queue = []
     queuedRows = 0
+    waiting = []
     writing = writeGroup(group, rows)
     await writing
     writing = undefined
-    if (queue.length > 0) schedule(queuedRows >= opts.maxGroupRows ? 0 : opts.flushDelayMs)
+    if (queue.length > 0 || waiting.length > 0) schedule(queuedRows >= opts.maxGroupRows ? 0 : opts.flushDelayMs)
   }
 
   /** Makes the keys of new device ids, sensor names and streams, each committed on its own (they never change once made). */
@@ -179,24 +202,43 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     return new Map(rows.map((r) => [r.key, r.up_to]))
   }
 
-  /** Decides each write against the marks, in queue order, advancing them as it goes. */
+  /**
+   * Decides each write against the marks, in queue order, advancing them as
+   * it goes; then tries the writes above their mark again while that fills
+   * a gap (a waiting batch whose predecessor came later in the same group).
+   */
   function plan(writes: readonly Write[], marks: Map<number, number>): Planned[] {
-    return writes.map((w) => {
-      const key = streamKeys.get(streamId(w.deviceId, w.storeId))!
-      const mark = marks.get(key) ?? 0
-      if (mark < w.prev) return { write: w, streamKey: key, samples: [], events: [], top: mark, gap: true }
-      let top = mark
-      const samples: Sample[] = []
-      const events: DeviceEvent[] = []
-      for (const item of w.items) {
-        if (item.seq <= mark) continue
-        if (w.kind === 'samples') samples.push(item as Sample)
-        else events.push(item as DeviceEvent)
-        top = item.seq
+    const planned = writes.map((w) => planOne(w, marks))
+    for (let again = true; again;) {
+      again = false
+      for (let i = 0; i < planned.length; i++) {
+        const p = planned[i]!
+        if (p.gap && (marks.get(p.streamKey) ?? 0) >= p.write.prev) {
+          planned[i] = planOne(p.write, marks)
+          again = true
+        }
       }
-      marks.set(key, top)
-      return { write: w, streamKey: key, samples, events, top, gap: false }
-    })
+    }
+    return planned
+  }
+
+  function planOne(w: Write, marks: Map<number, number>): Planned {
+    const key = streamKeys.get(streamId(w.deviceId, w.storeId))!
+    const mark = marks.get(key)
+    // Every stream of the group was made before it and locked in it: a missing row is the database changed under the hub.
+    if (mark === undefined) throw Object.assign(new Error(`the stream of ${w.deviceId} (${w.storeId}) is missing from the streams table`), { code: 'XX000' })
+    if (mark < w.prev) return { write: w, streamKey: key, samples: [], events: [], top: mark, gap: true }
+    let top = mark
+    const samples: Sample[] = []
+    const events: DeviceEvent[] = []
+    for (const item of w.items) {
+      if (item.seq <= mark) continue
+      if (w.kind === 'samples') samples.push(item as Sample)
+      else events.push(item as DeviceEvent)
+      top = item.seq
+    }
+    marks.set(key, top)
+    return { write: w, streamKey: key, samples, events, top, gap: false }
   }
 
   /** Inserts the planned rows and moves the marks: three statements, whatever the group's size. */
@@ -215,7 +257,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
         e.dev.push(dk); e.stream.push(p.streamKey); e.ts.push(x.ts); e.seq.push(x.seq)
         e.kind.push(x.kind); e.level.push(x.level); e.message.push(x.message); e.data.push(x.data === undefined ? null : JSON.stringify(x.data))
       }
-      if (p.samples.length + p.events.length > 0) marks.set(p.streamKey, p.top)
+      if (p.samples.length + p.events.length > 0 && (marks.get(p.streamKey) ?? -1) < p.top) marks.set(p.streamKey, p.top)
     }
     if (s.dev.length > 0) {
       await c.query(`INSERT INTO samples (device_key, ts, seq, stream_key, sensor_key, value, unsynced)
@@ -255,12 +297,12 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
           // A stream whose earlier write failed stores nothing more in this group: no ack may cover the failed one.
           if (failedStreams.has(key)) continue
           const before = marks.get(key) ?? 0
-          const [p] = plan([w], marks)
+          const p = planOne(w, marks)
           await c.query('SAVEPOINT w')
           try {
-            await insert(c, [p!], now)
+            await insert(c, [p], now)
             await c.query('RELEASE SAVEPOINT w')
-            planned.push(p!)
+            planned.push(p)
           } catch (err) {
             await c.query('ROLLBACK TO SAVEPOINT w')
             if (pgBlameOf(err) === 'database') throw err
@@ -279,7 +321,8 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   }
 
   async function writeGroup(group: readonly Queued[], rows: number): Promise<void> {
-    const t0 = performance.now()
+    // From the transaction's start: making partitions and keys is not what a commit costs.
+    let t0 = performance.now()
     let now = Date.now()
     for (const q of group) if (q.kind !== 'mark' && q.now > now) now = q.now
     const writes = group.filter((q): q is Write => q.kind !== 'mark')
@@ -288,6 +331,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       if (now + DAY_MS > partitionsUntil) await makePartitions(now)
       await internKeys(group, now)
       const keys = [...new Set(group.map((q) => streamKeys.get(streamId(q.deviceId, q.storeId))).filter((k): k is number => k !== undefined))].sort((a, b) => a - b)
+      t0 = performance.now()
       result = await withClient(pool, async (c) => {
         for (let attempt = 1; ; attempt++) {
           try {
@@ -315,9 +359,20 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   /** After the commit: counters, one ack per stream, live views, and the failed writes' owners. */
   function after(group: readonly Queued[], result: { planned: Planned[]; failed: Map<Write, Error>; marks: Map<number, number> }): void {
     const acks = new Map<string, StoredAck>()
+    const t = performance.now()
+    // A loaded database commits slower, and the other hub's group with it: the wait grows with this hub's own commits.
+    const wait = opts.gapWaitMs === 0 ? 0 : Math.max(opts.gapWaitMs, 4 * stats.lastCommitMs)
     for (const p of result.planned) {
       const w = p.write
-      if (p.gap) { counters.gapsRefused++; continue }
+      if (p.gap) {
+        if (!closing && t - (w.waitingSince ?? t) < wait) {
+          if (w.waitingSince === undefined) stats.gapsWaited++
+          waiting.push(w.waitingSince === undefined ? { ...w, waitingSince: t } : w)
+        } else {
+          counters.gapsRefused++
+        }
+        continue
+      }
       const stored = p.samples.length + p.events.length
       counters.batches++
       if (w.kind === 'samples') {
@@ -327,7 +382,9 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
         counters.eventsStored += stored
         counters.eventsDuplicate += w.items.length - stored
       }
-      acks.set(streamId(w.deviceId, w.storeId), { deviceId: w.deviceId, storeId: w.storeId, upTo: p.top })
+      // The highest mark of the stream in the group: a waiting batch planned again after its predecessor comes first in the list.
+      const id = streamId(w.deviceId, w.storeId)
+      if ((acks.get(id)?.upTo ?? -1) < p.top) acks.set(id, { deviceId: w.deviceId, storeId: w.storeId, upTo: p.top })
       if (p.samples.length > 0 && watchers.has(w.deviceId)) {
         notify(w.deviceId, p.samples.map((s) => (s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })))
       }
@@ -364,9 +421,19 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     }
   }
 
+  /**
+   * Makes the day partitions around now. If that fails (a role without
+   * CREATE, a lock held too long), the rows still go in, to the DEFAULT
+   * partition: it is logged and tried again in a minute, and ingest goes on.
+   */
   async function makePartitions(now: number): Promise<void> {
-    for (const table of ['samples', 'device_events'] as const) await ensureDayPartitions(pool, table, now - DAY_MS, now + 2 * DAY_MS, logger)
-    partitionsUntil = now - (now % DAY_MS) + 3 * DAY_MS
+    try {
+      for (const table of ['samples', 'device_events'] as const) await ensureDayPartitions(pool, table, now - DAY_MS, now + 2 * DAY_MS, logger)
+      partitionsUntil = now - (now % DAY_MS) + 3 * DAY_MS
+    } catch (err) {
+      partitionsUntil = now - DAY_MS + 60_000
+      logger.warn({ err: (err as Error).message }, 'the day partitions could not be made: rows go to the default partition meanwhile; trying again in a minute')
+    }
   }
 
   const parseData = (r: PgEventRow): EventRow => ({ ...r, data: r.data === null ? undefined : JSON.parse(r.data) as unknown })
@@ -447,9 +514,17 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     },
   }
 
-  /** Writes what is queued now and waits for it (and for a group already being written). */
+  /**
+   * Writes what is queued now and waits for it (and for a group already
+   * being written). Unlike the SQLite writer's, it may leave writes waiting
+   * for their device's earlier batch (see gapWaitMs); each gets one more try
+   * here.
+   */
   async function flush(): Promise<void> {
     if (timer) { clearTimeout(timer); timer = undefined }
+    if (writing) await writing
+    // Once with what waits, then until nothing new is queued: waiting writes get one more try here, not a loop.
+    await runGroup()
     while (writing || queue.length > 0) {
       if (writing) await writing
       else await runGroup()
@@ -460,9 +535,11 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     ...store,
     flush,
     stats: (): PostgresWriterStats => ({ ...stats, queuedRows }),
-    /** Writes what is queued, then takes no more. The pool is its owner's to end. */
+    /** Writes what is queued, then takes no more; what still waits gets one last try and is refused (its agent resends to another hub). The pool is its owner's to end. */
     async close(): Promise<void> {
+      closing = true
       await flush()
+      if (timer) { clearTimeout(timer); timer = undefined }
       closed = true
     },
   }

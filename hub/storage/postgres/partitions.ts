@@ -1,4 +1,4 @@
-import type pg from 'pg'
+import pg from 'pg'
 import type { Logger } from '../../../common/logger.js'
 import { inTransaction } from './pool.js'
 
@@ -37,7 +37,7 @@ export async function ensureDayPartitions(pool: pg.Pool, table: PartitionedTable
     try {
       await inTransaction(pool, async (c) => {
         await c.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK])
-        await c.query(`CREATE TABLE IF NOT EXISTS ${name} PARTITION OF ${table} FOR VALUES FROM (${day}) TO (${day + DAY_MS})`)
+        await c.query(`CREATE TABLE IF NOT EXISTS ${pg.escapeIdentifier(name)} PARTITION OF ${table} FOR VALUES FROM (${day}) TO (${day + DAY_MS})`)
       })
       made++
     } catch (err) {
@@ -65,27 +65,38 @@ export async function partitionsOf(pool: pg.Pool, table: PartitionedTable): Prom
 
 /**
  * Deletes the rows of `table` older than `cutoffMs`: drops the day
- * partitions wholly before it (counting their rows first), and deletes in
- * chunks of `chunkRows` from the partition it cuts through and from DEFAULT,
- * each chunk its own short transaction so ingest goes on between them.
+ * partitions wholly before it, and deletes in chunks of `chunkRows` from the
+ * partition it cuts through and from DEFAULT, each chunk its own short
+ * transaction so ingest goes on between them. A dropped day's rows are
+ * counted just before the drop; hubs pruning at once take turns, and a
+ * partition another hub dropped meanwhile is passed over.
  */
 export async function pruneBefore(pool: pg.Pool, table: PartitionedTable, cutoffMs: number, chunkRows: number): Promise<number> {
   let removed = 0
   for (const p of await partitionsOf(pool, table)) {
-    if (p.toMs !== undefined && p.toMs <= cutoffMs) {
-      removed += await inTransaction(pool, async (c) => {
-        // The lock first, so no insert lands between the count and the drop.
-        await c.query(`LOCK TABLE ${p.name} IN ACCESS EXCLUSIVE MODE`)
-        const { rows } = await c.query<{ n: number }>(`SELECT count(*) AS n FROM ${p.name}`)
-        await c.query(`DROP TABLE ${p.name}`)
-        return rows[0]!.n
-      })
-    } else if (p.fromMs === undefined || p.fromMs < cutoffMs) {
-      for (;;) {
-        const r = await pool.query(`DELETE FROM ${p.name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${p.name} WHERE ts < $1 LIMIT $2))`, [cutoffMs, chunkRows])
-        removed += r.rowCount ?? 0
-        if ((r.rowCount ?? 0) < chunkRows) break
+    const name = pg.escapeIdentifier(p.name)
+    try {
+      if (p.toMs !== undefined && p.toMs <= cutoffMs) {
+        removed += await inTransaction(pool, async (c) => {
+          await c.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK])
+          if ((await c.query<{ r: string | null }>('SELECT to_regclass($1) AS r', [name])).rows[0]?.r === null) return 0
+          const { rows } = await c.query<{ n: number }>(`SELECT count(*) AS n FROM ${name}`)
+          // The parent first, as an insert takes them (else the two could deadlock): it holds inserts
+          // of every hub for the moment the drop takes, once a day.
+          await c.query(`LOCK TABLE ${table} IN SHARE ROW EXCLUSIVE MODE`)
+          await c.query(`DROP TABLE ${name}`)
+          return rows[0]!.n
+        })
+      } else if (p.fromMs === undefined || p.fromMs < cutoffMs) {
+        for (;;) {
+          const r = await pool.query(`DELETE FROM ${name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${name} WHERE ts < $1 LIMIT $2))`, [cutoffMs, chunkRows])
+          removed += r.rowCount ?? 0
+          if ((r.rowCount ?? 0) < chunkRows) break
+        }
       }
+    } catch (err) {
+      // 42P01: another hub dropped it meanwhile.
+      if ((err as { code?: string }).code !== '42P01') throw err
     }
   }
   return removed

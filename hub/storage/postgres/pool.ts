@@ -18,7 +18,7 @@ const types: pg.CustomTypesConfig = {
 }
 
 export interface PostgresOptions {
-  /** Connections at most; the telemetry writer holds one while it commits, reads share the rest. */
+  /** Connections at most. A writer holds one while it commits; a writer that waits more than 10 s for one fails its group (its senders resend). */
   readonly maxConnections?: number
   /** Who the hub is in pg_stat_activity. */
   readonly applicationName?: string
@@ -31,6 +31,13 @@ export function openPostgres(url: string, logger: Logger, opts: PostgresOptions 
     application_name: opts.applicationName ?? 'rollcall-hub',
     types,
     connectionTimeoutMillis: 10_000,
+    // A hub whose network is cut while it holds a device's stream row must not hold it for
+    // the two hours of the kernel's default keepalive: the server ends a transaction left idle,
+    // a lock waited on too long fails the wait, and the hub's end notices a dead socket.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    options: '-c idle_in_transaction_session_timeout=30000 -c lock_timeout=10000 -c statement_timeout=60000',
+    query_timeout: 70_000,
   })
   // An idle connection the server ended (a restart, a failover) is dropped by
   // the pool and made again on the next checkout; without a listener its error
@@ -40,16 +47,18 @@ export function openPostgres(url: string, logger: Logger, opts: PostgresOptions 
 }
 
 /**
- * Whose failure a PostgreSQL error is, by its SQLSTATE class: the database's
- * own condition (connection, resources, shutdown, a deadlock or
- * serialization failure, an internal error) says nothing about what the
- * write carried, and its senders retry; anything else (a data exception such
- * as a NUL in text, a constraint) is the write's own and would fail again.
+ * Whose failure a PostgreSQL error is, by its SQLSTATE class. Only a data
+ * exception (22: a NUL in text, a number out of range) or a broken
+ * constraint (23) is the write's own and would fail again: its owner hears
+ * of it and its sender is told. Anything else is the database's condition
+ * (a lost connection, a timeout, resources, shutdown, a revoked grant, a
+ * schema changed under the hub) and says nothing about what the write
+ * carried: nothing of it is acked and its senders resend, so a database
+ * that goes wrong never gets healthy devices struck off.
  */
 export function pgBlameOf(err: unknown): 'operation' | 'database' {
   const code = (err as { code?: unknown } | null)?.code
-  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return 'database'
-  return /^(08|40|53|54|55|57|58|XX|F0|HV|P0)/.test(code) ? 'database' : 'operation'
+  return typeof code === 'string' && /^(22|23)[0-9A-Z]{3}$/.test(code) ? 'operation' : 'database'
 }
 
 /** A deadlock or serialization failure: the transaction may simply be tried again. */
@@ -74,7 +83,9 @@ export async function withClient<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Pro
     const result = await fn(c)
     return result
   } catch (err) {
-    broken ??= err instanceof Error && pgBlameOf(err) === 'database' ? err : undefined
+    // The connection itself failed (no SQLSTATE: a socket error or a timeout; 08: connection; 57P0x: the server ended it).
+    const code = (err as { code?: unknown } | null)?.code
+    if (err instanceof Error && (typeof code !== 'string' || /^(08|57P0)/.test(code))) broken ??= err
     throw err
   } finally {
     c.off('error', onError)
@@ -96,3 +107,10 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
     }
   })
 }
+
+/**
+ * PostgreSQL's text cannot hold a NUL character (SQLite's can): where text
+ * comes from outside and only has to be shown (a dead letter's topic, detail
+ * and excerpt), each NUL is written as U+2400 (␀) instead.
+ */
+export const withoutNul = (text: string): string => (text.includes('\u0000') ? text.replaceAll('\u0000', '\u2400') : text)

@@ -60,6 +60,20 @@ const MIGRATIONS: readonly string[] = [
   ) PARTITION BY RANGE (ts);
   CREATE TABLE device_events_default PARTITION OF device_events DEFAULT;
   `,
+  /* 2: dead letters (hub/mqtt/dead-letters-postgres.ts) */ `
+  CREATE TABLE dead_letters (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ts bigint NOT NULL,
+    device_id text,
+    client_id text,
+    topic text NOT NULL,
+    reason text NOT NULL,
+    detail text NOT NULL,
+    payload_bytes integer NOT NULL,
+    payload_excerpt text NOT NULL
+  );
+  CREATE INDEX dead_letters_device ON dead_letters (device_id, id);
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
