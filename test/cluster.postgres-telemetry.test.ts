@@ -262,7 +262,7 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
     await expect(migratePostgres(admin, silentLogger())).rejects.toThrow(/schema is version 99, newer than this hub knows/)
   })
 
-  it('keeps samples in day partitions, drops whole days at retention, and leaves a day to the default partition when it already holds that day', async () => {
+  it('keeps samples in day partitions, drops only whole days at retention, and leaves a day to the default partition when it already holds that day', async () => {
     const { url, admin } = await freshDb()
     await migratePostgres(admin, silentLogger())
     const { store } = hub(url, 'hub-a')
@@ -285,7 +285,9 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('telemetry on PostgreSQL shared by two hu
     const logger: Logger = pino({ level: 'warn' }, { write: (l: string) => { lines.push(l) } })
     expect(await ensureDayPartitions(admin, 'samples', today + 7 * DAY_MS, today + 8 * DAY_MS, logger)).toBe(1)
     expect(lines.join('')).toMatch(/its rows stay in the default partition/)
-    // Retention at the start of today: yesterday's partition goes whole, with its two rows counted.
+    // Retention in whole days: a cutoff inside yesterday keeps yesterday (its rows go within a day) ...
+    expect(await store.prune(today - DAY_MS / 2)).toEqual({ samples: 0, events: 0 })
+    // ... and at the start of today, yesterday's partition goes whole, with its two rows counted.
     expect(await store.prune(today)).toEqual({ samples: 2, events: 0 })
     const names = (await partitionsOf(admin, 'samples')).map((p) => p.name)
     expect(names).not.toContain(day(today - DAY_MS))

@@ -58,6 +58,13 @@ export interface PostgresTelemetryOptions {
    * commit when that is longer. See "Order across hubs" above.
    */
   readonly gapWaitMs: number
+  /**
+   * Where the reads (API queries, marks asked for) take their connections;
+   * the writer's own pool when not given. A pool of its own for the reads
+   * keeps a burst of dashboard queries from making the writer wait for a
+   * connection.
+   */
+  readonly readPool?: pg.Pool
 }
 
 interface Write {
@@ -105,6 +112,7 @@ export interface PostgresWriterStats {
 const streamId = (deviceId: string, storeId: string) => `${deviceId}\0${storeId}`
 
 export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTelemetryOptions, logger: Logger) {
+  const reads = opts.readPool ?? pool
   const counters: IngestCounters = { samplesStored: 0, samplesDuplicate: 0, eventsStored: 0, eventsDuplicate: 0, batches: 0, gapsRefused: 0 }
   const stats = { commits: 0, failedCommits: 0, failedOps: 0, gapsWaited: 0, isolatedGroups: 0, lastCommitMs: 0, lastCommitRows: 0 }
   const deviceKeys = new Map<string, number>()
@@ -449,7 +457,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       enqueue({ kind: 'mark', deviceId, storeId }, 0)
     },
     async markOf(deviceId, storeId) {
-      const { rows } = await pool.query<{ up_to: number }>('SELECT up_to FROM streams WHERE device_id = $1 AND store_id = $2', [deviceId, storeId])
+      const { rows } = await reads.query<{ up_to: number }>('SELECT up_to FROM streams WHERE device_id = $1 AND store_id = $2', [deviceId, storeId])
       return rows[0]?.up_to ?? 0
     },
     reactWith(_r: StoredReaction) {
@@ -469,13 +477,13 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       }
     },
     async streamsOf(deviceId): Promise<StreamRow[]> {
-      const { rows } = await pool.query<{ store_id: string; up_to: number; updated_at: number }>(
+      const { rows } = await reads.query<{ store_id: string; up_to: number; updated_at: number }>(
         'SELECT store_id, up_to, updated_at FROM streams WHERE device_id = $1 ORDER BY updated_at DESC', [deviceId])
       return rows.map((r) => ({ storeId: r.store_id, upTo: r.up_to, updatedAt: r.updated_at }))
     },
     async query(q: TelemetryQuery): Promise<SampleRow[] | BucketRow[]> {
       if (q.bucketMs !== undefined) {
-        const { rows } = await pool.query<BucketRow>(`
+        const { rows } = await reads.query<BucketRow>(`
           SELECT k.name AS sensor, s.ts - s.ts % $5 AS ts, count(*) AS count, avg(s.value) AS avg, min(s.value) AS min, max(s.value) AS max
           FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
           WHERE s.device_key = (SELECT key FROM device_keys WHERE id = $1) AND s.ts >= $2 AND s.ts < $3
@@ -483,7 +491,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
           GROUP BY k.name, s.ts - s.ts % $5 ORDER BY 2, 1 LIMIT $6`, [q.deviceId, q.sinceMs, q.untilMs, q.sensor ?? null, q.bucketMs, q.limit])
         return rows
       }
-      const { rows } = await pool.query<PgSampleRow>(`
+      const { rows } = await reads.query<PgSampleRow>(`
         SELECT k.name AS sensor, s.ts, s.seq, s.value, s.unsynced FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
         WHERE s.device_key = (SELECT key FROM device_keys WHERE id = $1) AND s.ts >= $2 AND s.ts < $3
           AND ($4::text IS NULL OR k.name = $4)
@@ -493,14 +501,14 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
         : { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value }))
     },
     async events(deviceId, sinceMs, untilMs, limit) {
-      const { rows } = await pool.query<PgEventRow>(`
+      const { rows } = await reads.query<PgEventRow>(`
         SELECT ts, seq, kind, level, message, data FROM device_events
         WHERE device_key = (SELECT key FROM device_keys WHERE id = $1) AND ts >= $2 AND ts < $3 ORDER BY ts DESC, seq DESC LIMIT $4`,
       [deviceId, sinceMs, untilMs, limit])
       return rows.map(parseData)
     },
     async eventsOfKind(deviceId, kind, sinceMs, untilMs, limit) {
-      const { rows } = await pool.query<PgEventRow>(`
+      const { rows } = await reads.query<PgEventRow>(`
         SELECT ts, seq, kind, level, message, data FROM device_events
         WHERE device_key = (SELECT key FROM device_keys WHERE id = $1) AND ts >= $2 AND ts < $3 AND kind = $4 ORDER BY ts, seq LIMIT $5`,
       [deviceId, sinceMs, untilMs, kind, limit])

@@ -7,8 +7,9 @@ import { inTransaction } from './pool.js'
  * epoch, UTC days): `samples_d20261207` holds [that day, the next). The hub
  * makes the days around now ahead of need; a row whose day has none lands
  * in the table's DEFAULT partition, so nothing is refused for want of one.
- * Retention drops whole days and deletes the older rows of the day it cuts
- * through (and of the DEFAULT partition) in chunks.
+ * Retention drops whole days, and deletes in chunks from the DEFAULT
+ * partition (by its index on ts); the day it cuts through is kept until it is
+ * wholly past, so a row outlives the retention by less than a day.
  */
 
 export const DAY_MS = 86_400_000
@@ -64,12 +65,13 @@ export async function partitionsOf(pool: pg.Pool, table: PartitionedTable): Prom
 }
 
 /**
- * Deletes the rows of `table` older than `cutoffMs`: drops the day
- * partitions wholly before it, and deletes in chunks of `chunkRows` from the
- * partition it cuts through and from DEFAULT, each chunk its own short
- * transaction so ingest goes on between them. A dropped day's rows are
- * counted just before the drop; hubs pruning at once take turns, and a
- * partition another hub dropped meanwhile is passed over.
+ * Deletes the rows of `table` older than `cutoffMs`, in whole days: drops
+ * the day partitions wholly before it, keeps the one it cuts through (a
+ * DELETE there would scan a day of rows for each chunk), and deletes from
+ * DEFAULT in chunks of `chunkRows`, each its own short transaction so ingest
+ * goes on between them. A dropped day's rows are counted just before the
+ * drop; hubs pruning at once take turns, and a partition another hub
+ * dropped meanwhile is passed over.
  */
 export async function pruneBefore(pool: pg.Pool, table: PartitionedTable, cutoffMs: number, chunkRows: number): Promise<number> {
   let removed = 0
@@ -87,7 +89,7 @@ export async function pruneBefore(pool: pg.Pool, table: PartitionedTable, cutoff
           await c.query(`DROP TABLE ${name}`)
           return rows[0]!.n
         })
-      } else if (p.fromMs === undefined || p.fromMs < cutoffMs) {
+      } else if (p.fromMs === undefined) {
         for (;;) {
           const r = await pool.query(`DELETE FROM ${name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${name} WHERE ts < $1 LIMIT $2))`, [cutoffMs, chunkRows])
           removed += r.rowCount ?? 0

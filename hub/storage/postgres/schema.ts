@@ -74,6 +74,10 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX dead_letters_device ON dead_letters (device_id, id);
   `,
+  /* 3: the DEFAULT partitions by time: retention deletes from them by ts (day partitions are dropped whole, and need none) */ `
+  CREATE INDEX samples_default_ts ON samples_default (ts);
+  CREATE INDEX device_events_default_ts ON device_events_default (ts);
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
