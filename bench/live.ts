@@ -46,7 +46,7 @@ async function oneSize(n: number, o: LiveBenchOptions): Promise<void> {
     const running = await hub.start()
     const s = running.services
     const ids = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(5, '0')}`)
-    for (const id of ids) s.registry.addDevice(id, 'bench', now)
+    for (const id of ids) await s.registry.addDevice(id, 'bench', now)
     ids.forEach((id, i) => {
       s.presence.apply(id, { type: 'connected', connId: i + 1, at: now })
       s.presence.apply(id, { type: 'birth', epoch: 1, storeId: 'bench-store-1', at: now },

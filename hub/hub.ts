@@ -221,7 +221,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below).
       writeCoalesceMs: writeCoalesceMsFor(config.flushDelayMs),
       connectTimeoutMs: config.connectTimeoutMs,
-      checkCredentials: registry.checkCredentials,
+      checkCredentials: (username, password) => registry.checkCredentials(username, password),
       isRegisteredDevice: (id) => registry.getDevice(id) !== undefined,
       logger: log, // the broker names its own component
       clock,
@@ -382,11 +382,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const services: HubServices = {
       clock, registry, presence, telemetry, deadLetters, jobs, schedules, commands, rules,
       async addDevice(id, group) {
-        const added = registry.addDevice(id, group, clock.now())
+        const added = await registry.addDevice(id, group, clock.now())
         try {
           await accounts?.deviceAdded(id, added.token)
         } catch (err) {
-          registry.removeDevice(id)
+          await registry.removeDevice(id)
           throw err
         }
         jobs.deviceAdded(id, group)
@@ -397,7 +397,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The broker's account first: if it refuses, nothing changed, and the removal can be asked again.
         await accounts?.deviceRemoved(id)
         cutOffOnExternalBroker(id, 'removed')
-        registry.removeDevice(id)
+        await registry.removeDevice(id)
         presence.forget(id)
         jobs.deviceRemoved(id)
         rules.deviceRemoved(id)
@@ -408,18 +408,18 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The broker first: a token it refused (or never confirmed) is not the device's yet, and the old one still works everywhere.
         const token = generateToken()
         await accounts?.deviceTokenRotated(id, token)
-        registry.rotateDeviceToken(id, token)
+        await registry.rotateDeviceToken(id, token)
         cutOffOnExternalBroker(id, 'token-rotated')
         broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
       },
       firingChain: (id) => firingChain(rules.firing(id), { command: (c) => commands.get(c), job: (j) => jobs.get(j, { limit: 20 }) }),
       async addObserver(name) {
-        const added = registry.addObserver(name, clock.now())
+        const added = await registry.addObserver(name, clock.now())
         try {
           await accounts?.observerAdded(name, added.token)
         } catch (err) {
-          registry.removeObserver(name)
+          await registry.removeObserver(name)
           throw err
         }
         return added
@@ -427,7 +427,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       async removeObserver(name) {
         if (!registry.listObservers().some((o) => o.name === name)) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
         await accounts?.observerRemoved(name)
-        registry.removeObserver(name)
+        await registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },
       health: () => {

@@ -28,7 +28,7 @@ describe('a schedule firing every second', () => {
     const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
     const first = await open()
-    first.running.services.registry.addDevice('tick-1', null, Date.now())
+    await first.running.services.registry.addDevice('tick-1', null, Date.now())
     const schedule = first.running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-1' } })
     const t0 = Date.now()
     await pause(2500)
@@ -70,7 +70,7 @@ describe('a schedule firing every second', () => {
     const hub = createHub(config, { logger: silentLogger() })
     const running = await hub.start()
     cleanups.push(() => hub.stop())
-    running.services.registry.addDevice('tick-2', null, Date.now())
+    await running.services.registry.addDevice('tick-2', null, Date.now())
     const schedule = running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-2' } })
     const t0 = Date.now()
     await new Promise((r) => setTimeout(r, 1500))

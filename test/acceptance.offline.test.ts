@@ -17,11 +17,11 @@ import { tempDir, waitFor } from './support/hub.js'
  * the oldest telemetry is dropped and the agent reports how many.
  */
 /** Registers a device straight in a hub data dir that is not running yet (as an operator provisioning ahead). */
-function provision(dataDir: string, id: string): string {
+async function provision(dataDir: string, id: string): Promise<string> {
   loadOrCreateAdminToken(dataDir)
   const db = openHubDb(join(dataDir, 'hub.db'))
   try {
-    return createRegistry(db).addDevice(id, null, Date.now()).token
+    return (await createRegistry(db).addDevice(id, null, Date.now())).token
   } finally {
     db.close()
   }
@@ -37,7 +37,7 @@ describe('offline buffering', () => {
     const tmp = tempDir('offline')
     cleanups.push(tmp.remove)
     const hubDir = join(tmp.dir, 'hub')
-    const token = provision(hubDir, 'dev-off')
+    const token = await provision(hubDir, 'dev-off')
     const port = await freePort()
 
     const agent: Agent = createAgent(resolveAgentConfig({

@@ -17,7 +17,7 @@ const OUTSIDE = ['common', 'protocol']
 const ALLOWED: Record<string, readonly string[]> = {
   '(top)': ['*'],
   storage: [...OUTSIDE],
-  fleet: [...OUTSIDE, 'broker'],
+  fleet: [...OUTSIDE, 'broker', 'storage'],
   presence: [...OUTSIDE, 'storage'],
   telemetry: [...OUTSIDE, 'storage'],
   jobs: [...OUTSIDE, 'storage', 'fleet', 'mqtt (type)'],

@@ -7,7 +7,10 @@ import type { AuthResult } from '../../broker/types.js'
 /**
  * The registry owns the devices and observers tables: who may connect, with
  * which token hash, in which group. Tokens are returned once, at creation or
- * rotation, and never stored in clear.
+ * rotation, and never stored in clear. This is the hub's own SQLite file;
+ * registry-postgres.ts keeps them in a PostgreSQL shared by several hubs.
+ * Both answer reads at once (the broker's credential check and the rules ask
+ * on their hot paths) and writes as promises.
  */
 
 export interface DeviceRecord {
@@ -23,10 +26,47 @@ export interface ObserverRecord {
 
 const GROUP_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/
 
+export interface Registry {
+  /** Registers a device and makes its token (returned once). DEVICE_EXISTS, INVALID_DEVICE_ID, INVALID_NAME. */
+  addDevice(id: string, group: string | null, now: number): Promise<{ device: DeviceRecord; token: string }>
+  getDevice(id: string): DeviceRecord | undefined
+  /** A registered device's group (null: none), or undefined when it is not registered. */
+  groupOf(id: string): string | null | undefined
+  /** The device, or DEVICE_NOT_FOUND. */
+  requireDevice(id: string): DeviceRecord
+  listDevices(): DeviceRecord[]
+  /** Changes when a device is added or removed: readers of the list can keep it until then. */
+  devicesVersion(): number
+  countDevices(): number
+  /** Replaces the device's token with `token` (a new one by default); returns it. */
+  rotateDeviceToken(id: string, token?: string): Promise<string>
+  removeDevice(id: string): Promise<void>
+  addObserver(name: string, now: number): Promise<{ observer: ObserverRecord; token: string }>
+  listObservers(): ObserverRecord[]
+  removeObserver(name: string): Promise<void>
+  /**
+   * The broker's credential check. Unknown user and wrong token get the same
+   * answer so a scan cannot tell which device ids exist.
+   */
+  checkCredentials(username: string, password: Buffer): AuthResult
+}
+
+/** Throws the registry's error for an id or group it would refuse. */
+export function checkNewDevice(id: string, group: string | null): void {
+  if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id ${JSON.stringify(id)}: ${DEVICE_ID_RULE}`)
+  if (group !== null && !GROUP_RE.test(group)) {
+    throw new RollcallError('INVALID_NAME', `invalid group "${group}": 1 to 64 characters of lowercase letters, digits, "-" and "_"`)
+  }
+}
+
+export function checkNewObserver(name: string): void {
+  if (!isDeviceId(name)) throw new RollcallError('INVALID_NAME', `invalid observer name ${JSON.stringify(name)}: ${DEVICE_ID_RULE}`)
+}
+
 interface DeviceRow { id: string; grp: string | null; token_hash: Buffer; created_at: number }
 interface ObserverRow { name: string; token_hash: Buffer; created_at: number }
 
-export function createRegistry(db: Db) {
+export function createRegistry(db: Db): Registry {
   const stmts = {
     insertDevice: db.prepare<[string, string | null, Buffer, number]>('INSERT INTO devices (id, grp, token_hash, created_at) VALUES (?, ?, ?, ?)'),
     getDevice: db.prepare<[string], DeviceRow>('SELECT * FROM devices WHERE id = ?'),
@@ -46,10 +86,7 @@ export function createRegistry(db: Db) {
   const toDevice = (r: Omit<DeviceRow, 'token_hash'>): DeviceRecord => ({ id: r.id, group: r.grp, createdAt: r.created_at })
 
   function addDevice(id: string, group: string | null, now: number): { device: DeviceRecord; token: string } {
-    if (!isDeviceId(id)) throw new RollcallError('INVALID_DEVICE_ID', `invalid device id ${JSON.stringify(id)}: ${DEVICE_ID_RULE}`)
-    if (group !== null && !GROUP_RE.test(group)) {
-      throw new RollcallError('INVALID_NAME', `invalid group "${group}": 1 to 64 characters of lowercase letters, digits, "-" and "_"`)
-    }
+    checkNewDevice(id, group)
     const token = generateToken()
     try {
       stmts.insertDevice.run(id, group, hashToken(token), now)
@@ -95,7 +132,7 @@ export function createRegistry(db: Db) {
   }
 
   function addObserver(name: string, now: number): { observer: ObserverRecord; token: string } {
-    if (!isDeviceId(name)) throw new RollcallError('INVALID_NAME', `invalid observer name ${JSON.stringify(name)}: ${DEVICE_ID_RULE}`)
+    checkNewObserver(name)
     const token = generateToken()
     try {
       stmts.insertObserver.run(name, hashToken(token), now)
@@ -112,10 +149,6 @@ export function createRegistry(db: Db) {
     if (stmts.deleteObserver.run(name).changes === 0) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
   }
 
-  /**
-   * The broker's credential check. Unknown user and wrong token get the same
-   * answer so a scan cannot tell which device ids exist.
-   */
   function checkCredentials(username: string, password: Buffer): AuthResult {
     if (username.startsWith(OBSERVER_USER_PREFIX)) {
       const name = username.slice(OBSERVER_USER_PREFIX.length)
@@ -128,23 +161,20 @@ export function createRegistry(db: Db) {
     return { ok: false, returnCode: 4, reason: 'unknown device or wrong token' }
   }
 
+  // The interface's writes are promises (PostgreSQL's are); these settle before they return.
   return {
-    addDevice,
+    addDevice: async (id, group, now) => addDevice(id, group, now),
     getDevice: (id: string): DeviceRecord | undefined => { const r = stmts.getDevice.get(id); return r ? toDevice(r) : undefined },
-    /** A registered device's group (null: none), or undefined when it is not registered; from memory once read. */
     groupOf,
     requireDevice,
     listDevices: (): DeviceRecord[] => stmts.listDevices.all().map(toDevice),
-    /** Changes when a device is added or removed. */
     devicesVersion: (): number => version,
     countDevices: (): number => stmts.countDevices.get()!.n,
-    rotateDeviceToken,
-    removeDevice,
-    addObserver,
+    rotateDeviceToken: async (id, token) => rotateDeviceToken(id, token),
+    removeDevice: async (id) => { removeDevice(id) },
+    addObserver: async (name, now) => addObserver(name, now),
     listObservers: (): ObserverRecord[] => stmts.listObservers.all().map((r) => ({ name: r.name, createdAt: r.created_at })),
-    removeObserver,
+    removeObserver: async (name) => { removeObserver(name) },
     checkCredentials,
   }
 }
-
-export type Registry = ReturnType<typeof createRegistry>

@@ -78,6 +78,19 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX samples_default_ts ON samples_default (ts);
   CREATE INDEX device_events_default_ts ON device_events_default (ts);
   `,
+  /* 4: the registry (hub/fleet/registry-postgres.ts) */ `
+  CREATE TABLE devices (
+    id text PRIMARY KEY,
+    grp text,
+    token_hash bytea NOT NULL,
+    created_at bigint NOT NULL
+  );
+  CREATE TABLE observers (
+    name text PRIMARY KEY,
+    token_hash bytea NOT NULL,
+    created_at bigint NOT NULL
+  );
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
