@@ -138,7 +138,7 @@ export function deviceRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const d = s.registry.requireDevice(req.params.id)
       const now = s.clock.now()
       const sinceMs = req.query.since === undefined ? 0 : parseTimeParam('since', req.query.since, now)
-      return { deviceId: d.id, current: s.presence.get(d.id) ?? null, history: s.presence.history(d.id, sinceMs, req.query.limit ?? 100) }
+      return { deviceId: d.id, current: s.presence.get(d.id) ?? null, history: await s.presence.history(d.id, sinceMs, req.query.limit ?? 100) }
     })
   }
 }

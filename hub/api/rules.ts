@@ -146,7 +146,7 @@ async function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string
         .map((e) => ({ type: 'event', ts: e.ts, seq: e.seq, kind: e.kind, level: e.level, message: e.message }))
       break
     case 'presence':
-      items = s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason, hubCaused: isHubCaused(h.reason) }))
+      items = (await s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1)).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason, hubCaused: isHubCaused(h.reason) }))
       break
     case 'jobs':
       items = s.jobs.failuresOfDevice(device.id, sinceMs, untilMs, limit + 1).map((f) => ({

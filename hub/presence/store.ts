@@ -8,8 +8,10 @@ import { initialPresence, isHubCaused, isReachable, nextPresence, type PresenceC
 /**
  * The only writer of presence state. The in-memory map is the truth for
  * "reachable" (commands read it on their hot path); the tables are its
- * durable record, written through the group-commit writer so a reconnect
- * storm of thousands of devices costs a few fsyncs, not thousands.
+ * durable record, kept by a recorder: on the hub's SQLite file through the
+ * group-commit writer, so a reconnect storm of thousands of devices costs a
+ * few fsyncs, not thousands (below); on a PostgreSQL shared by several hubs
+ * in postgres.ts. The state machine and the views are the same for both.
  */
 
 export interface DeviceInfo {
@@ -52,10 +54,30 @@ interface Entry { state: PresenceState; lastSeen: number | null; backlog: number
 /** A device whose |skew| exceeds this is counted as skewed in /metrics (docs/metrics.md). */
 export const SKEWED_MS = 1000
 
-interface PresenceRow {
+/** A device's presence as the tables keep it. */
+export interface PresenceRow {
   device_id: string; status: 'online' | 'offline'; reason: string; since: number; epoch: number | null; last_seen: number | null
   agent_version: string | null; boot_id: string | null; store_id: string | null; capabilities: string | null; units: string | null
 }
+
+/** Keeps presence durable: the state of each device, the history of its changes, its last-seen time. */
+export interface PresenceRecorder {
+  /**
+   * Records a device's state as `row`, and `change` in its history when
+   * there is one. `react` (the rules) runs inside the same write when given,
+   * and what it returns after the commit.
+   */
+  record(row: PresenceRow, change: PresenceChange | undefined, react: (() => AfterCommit | void) | undefined): void
+  /** Last-seen times, newest per device. */
+  touch(batch: ReadonlyArray<readonly [string, number]>): void
+  /** A device's changes since `sinceMs`, newest first, including those recorded a moment ago. */
+  history(deviceId: string, sinceMs: number, limit: number): Promise<HistoryEntry[]>
+  /** The changes from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
+  historyBetween(deviceId: string, sinceMs: number, untilMs: number, limit: number): Promise<HistoryEntry[]>
+  /** Whether `react` may be given (the rules keep their state where the recorder writes). */
+  readonly reacts: boolean
+}
+
 
 const NO_INFO: DeviceInfo = { agentVersion: null, bootId: null, storeId: null, capabilities: [], units: {} }
 
@@ -72,7 +94,9 @@ export type PresenceReaction = (deviceId: string, change: {
 /** A status as a reaction sees it; `hubCaused`: the hub's own stop or start put the device there (machine.ts). */
 export interface PresenceNowView { readonly status: PresenceStatus; readonly reason: string; readonly since: number; readonly hubCaused: boolean }
 
-export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
+/** The recorder on the hub's SQLite file: every write through the group-commit writer. */
+export function sqlitePresenceRecorder(db: Db, writer: Writer): { recorder: PresenceRecorder; rows: PresenceRow[] } {
+
   const stmts = {
     all: db.prepare<[], PresenceRow>('SELECT * FROM presence'),
     upsert: db.prepare<[PresenceRow]>(`
@@ -82,7 +106,9 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, since = excluded.since,
         epoch = excluded.epoch, last_seen = excluded.last_seen, agent_version = excluded.agent_version,
         boot_id = excluded.boot_id, store_id = excluded.store_id, capabilities = excluded.capabilities, units = excluded.units`),
-    history: db.prepare<[string, number, string, string, number | null]>('INSERT INTO presence_history (device_id, ts, status, reason, epoch) VALUES (?, ?, ?, ?, ?)'),
+    // A device that is not registered (any more) keeps no history, as it keeps no state.
+    history: db.prepare<[string, number, string, string, number | null, string]>(
+      'INSERT INTO presence_history (device_id, ts, status, reason, epoch) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?)'),
     touch: db.prepare<[number, string]>('UPDATE presence SET last_seen = ? WHERE device_id = ?'),
     readHistory: db.prepare<[string, number, number], { ts: number; status: string; reason: string; epoch: number | null }>(
       'SELECT ts, status, reason, epoch FROM presence_history WHERE device_id = ? AND ts >= ? ORDER BY id DESC LIMIT ?'),
@@ -90,12 +116,47 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       'SELECT ts, status, reason, epoch FROM presence_history WHERE device_id = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
   }
 
+  const recorder: PresenceRecorder = {
+    reacts: true,
+    record(row, change, react) {
+      writer.enqueue(() => {
+        stmts.upsert.run(row)
+        if (change) stmts.history.run(row.device_id, change.at, change.status, change.reason, change.epoch, row.device_id)
+        // Last in the write: the rules' firings commit with the change, or not at all (hub/rules/rules.ts).
+        return react?.()
+      })
+    },
+    touch(batch) {
+      writer.enqueue(() => {
+        for (const [id, at] of batch) stmts.touch.run(at, id)
+      })
+    },
+    async history(deviceId, sinceMs, limit) {
+      // Read your writes: a change decided in memory a moment ago is in the history too.
+      writer.flush()
+      return stmts.readHistory.all(deviceId, sinceMs, limit)
+    },
+    async historyBetween(deviceId, sinceMs, untilMs, limit) {
+      writer.flush()
+      return stmts.readBetween.all(deviceId, sinceMs, untilMs, limit)
+    },
+  }
+  return { recorder, rows: stmts.all.all() }
+}
+
+export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
+  const { recorder, rows } = sqlitePresenceRecorder(db, writer)
+  return createPresence(recorder, rows, logger)
+}
+
+/** Presence over a recorder, started from the rows it keeps. */
+export function createPresence(recorder: PresenceRecorder, rows: readonly PresenceRow[], logger: Logger) {
   const entries = new Map<string, Entry>()
   const emitter = new EventEmitter<PresenceEvents>()
   const touched = new Set<string>()
   let reaction: PresenceReaction | undefined
 
-  for (const r of stmts.all.all()) {
+  for (const r of rows) {
     entries.set(r.device_id, {
       state: { status: r.status, reason: r.reason, since: r.since, connId: null, epoch: r.epoch, storeId: r.store_id, birthConnId: null },
       lastSeen: r.last_seen,
@@ -123,21 +184,14 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     const info = e.info
     const lastSeen = e.lastSeen
     const react = change ? reaction : undefined
-    writer.enqueue(() => {
-      stmts.upsert.run({
-        device_id: deviceId, status: s.status, reason: s.reason, since: s.since, epoch: s.epoch, last_seen: lastSeen,
-        agent_version: info.agentVersion, boot_id: info.bootId, store_id: info.storeId, capabilities: JSON.stringify(info.capabilities),
-        units: Object.keys(info.units).length > 0 ? JSON.stringify(info.units) : null,
-      })
-      if (change) stmts.history.run(deviceId, change.at, change.status, change.reason, change.epoch)
-      // Last in the write: the rules' firings commit with the change, or not at all (hub/rules/rules.ts).
-      if (react && change) {
-        return react(deviceId, {
-          status: change.status, reason: change.reason, at: change.at, hubCaused: isHubCaused(change.reason),
-          previous: { status: previous.status, reason: previous.reason, since: previous.since, hubCaused: isHubCaused(previous.reason) },
-        })
-      }
-    })
+    recorder.record({
+      device_id: deviceId, status: s.status, reason: s.reason, since: s.since, epoch: s.epoch, last_seen: lastSeen,
+      agent_version: info.agentVersion, boot_id: info.bootId, store_id: info.storeId, capabilities: JSON.stringify(info.capabilities),
+      units: Object.keys(info.units).length > 0 ? JSON.stringify(info.units) : null,
+    }, change, react && change ? () => react(deviceId, {
+      status: change.status, reason: change.reason, at: change.at, hubCaused: isHubCaused(change.reason),
+      previous: { status: previous.status, reason: previous.reason, since: previous.since, hubCaused: isHubCaused(previous.reason) },
+    }) : undefined)
   }
 
   function apply(deviceId: string, event: PresenceEvent, birth?: Birth): PresenceState {
@@ -172,7 +226,11 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
 
   return {
     apply,
-    reactWith(r: PresenceReaction): void { reaction = r },
+    reactWith(r: PresenceReaction): void {
+      // The rules keep their state in the hub's SQLite file and react inside its write; on PostgreSQL they need a store there first.
+      if (!recorder.reacts) throw new Error('rules do not run on a hub on PostgreSQL yet')
+      reaction = r
+    },
     /** Every device's status now: what the presence rules start from. */
     *statuses(): Iterable<readonly [string, PresenceNowView]> {
       for (const [id, e] of entries) yield [id, { status: e.state.status, reason: e.state.reason, since: e.state.since, hubCaused: isHubCaused(e.state.reason) }]
@@ -194,11 +252,13 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
     },
     flushLastSeen(): void {
       if (touched.size === 0) return
-      const batch = [...touched].map((id) => [id, entries.get(id)?.lastSeen] as const)
+      const batch: Array<readonly [string, number]> = []
+      for (const id of touched) {
+        const at = entries.get(id)?.lastSeen
+        if (at != null) batch.push([id, at])
+      }
       touched.clear()
-      writer.enqueue(() => {
-        for (const [id, at] of batch) if (at != null) stmts.touch.run(at, id)
-      })
+      recorder.touch(batch)
     },
     get(deviceId: string): PresenceView | undefined {
       const e = entries.get(deviceId)
@@ -242,16 +302,9 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
       }
       return { skewed, reported, maxAbsMs }
     },
-    history(deviceId: string, sinceMs: number, limit: number): HistoryEntry[] {
-      // Read your writes: a change decided in memory a moment ago is in the history too.
-      writer.flush()
-      return stmts.readHistory.all(deviceId, sinceMs, limit)
-    },
+    history: (deviceId: string, sinceMs: number, limit: number): Promise<HistoryEntry[]> => recorder.history(deviceId, sinceMs, limit),
     /** The changes from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
-    historyBetween(deviceId: string, sinceMs: number, untilMs: number, limit: number): HistoryEntry[] {
-      writer.flush()
-      return stmts.readBetween.all(deviceId, sinceMs, untilMs, limit)
-    },
+    historyBetween: (deviceId: string, sinceMs: number, untilMs: number, limit: number): Promise<HistoryEntry[]> => recorder.historyBetween(deviceId, sinceMs, untilMs, limit),
     forget(deviceId: string): void {
       entries.delete(deviceId)
       touched.delete(deviceId)
@@ -261,4 +314,4 @@ export function createPresenceStore(db: Db, writer: Writer, logger: Logger) {
   }
 }
 
-export type PresenceStore = ReturnType<typeof createPresenceStore>
+export type PresenceStore = ReturnType<typeof createPresence>

@@ -91,6 +91,33 @@ const MIGRATIONS: readonly string[] = [
     created_at bigint NOT NULL
   );
   `,
+  /* 5: presence and its history (hub/presence/postgres.ts) */ `
+  CREATE TABLE presence (
+    device_id text PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    status text NOT NULL,
+    reason text NOT NULL,
+    since bigint NOT NULL,
+    epoch bigint,
+    last_seen bigint,
+    agent_version text,
+    boot_id text,
+    store_id text,
+    capabilities text,
+    units text
+  );
+  CREATE TABLE presence_history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id text NOT NULL,
+    ts bigint NOT NULL,
+    status text NOT NULL,
+    reason text NOT NULL,
+    epoch bigint
+  );
+  CREATE INDEX presence_history_device_ts ON presence_history (device_id, ts);
+  -- A device goes online once per epoch and offline once after it: every hub sees every
+  -- birth and death, and the first to commit a change records it; the others find it there.
+  CREATE UNIQUE INDEX presence_history_change ON presence_history (device_id, epoch, status, reason) WHERE epoch IS NOT NULL;
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
