@@ -132,14 +132,14 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('the registry on PostgreSQL shared by two
   })
 
   it('catches up on what changed while its listening connection was down', async () => {
-    // A second before a hub listens again: the changes below are all made while it does not.
-    const { url, registries: [a, b] } = await postgres(2, 1000)
+    // Five seconds before a hub listens again: the changes below are all made while it does not.
+    const { url, registries: [a, b] } = await postgres(2, 5000)
     await a!.addDevice('before', null, 1)
     await waitFor(() => b!.getDevice('before'), 'hub b knows "before"')
     // End hub b's listening connection from the server's side, and change things before it is back.
     const admin = openPostgres(url, silentLogger(), { maxConnections: 1 })
     closers.push(() => admin.end())
-    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'rollcall-hub-registry' AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`)
+    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rollcall-hub-registry' AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`)
     expect(killed.rowCount).toBe(2)
     await waitFor(() => !b!.stats().listening, 'hub b sees its listening connection gone')
     await a!.addDevice('during', null, 2)

@@ -71,7 +71,12 @@ async function postgresDb(): Promise<string> {
 async function postgresOn(url: string, name = 'hub') {
   const pool = openPostgres(url, silentLogger(), { maxConnections: 3, applicationName: name })
   const rec = await createPostgresPresenceRecorder(pool, { flushDelayMs: 3_600_000, maxQueued: 10_000 }, silentLogger())
-  closers.push(async () => { await rec.close(); await pool.end() })
+  closers.push(async () => {
+    await rec.close()
+    await pool.end()
+    // Every group the database was asked to write went in.
+    expect(rec.stats().failedGroups).toBe(0)
+  })
   return { presence: createPresence(rec.recorder, rec.rows, silentLogger()), settle: () => rec.flush(), rec }
 }
 
@@ -113,13 +118,26 @@ describe.each([['SQLite', sqlite], ['PostgreSQL', postgres]] as const)('presence
     expect((await presence.history('dev-1', 0, 10)).map((h) => h.status)).toEqual(['online'])
   })
 
-  it.skipIf(skip)('keeps no record of a device that is not registered', async () => {
+  it.skipIf(skip)('keeps no record of a device that is not registered, and keeps the others of the same write', async () => {
     const backend = await make()
     const { presence, settle } = await backend.open()
     presence.apply('stranger', { type: 'birth', epoch: 1, storeId: 's', at: 1000, connId: 1 }, birth(1))
+    presence.apply('dev-2', { type: 'birth', epoch: 1, storeId: 'store-1', at: 1000, connId: 2 }, birth(1))
     await settle()
     expect(await presence.history('stranger', 0, 10)).toEqual([])
-    expect((await backend.open()).presence.get('stranger')).toBeUndefined()
+    expect((await presence.history('dev-2', 0, 10)).map((h) => h.status)).toEqual(['online'])
+    const again = (await backend.open()).presence
+    expect(again.get('stranger')).toBeUndefined()
+    expect(again.get('dev-2')).toMatchObject({ status: 'online' })
+  })
+
+  it.skipIf(skip)('records a re-flashed device, whose new ledger counts its epochs from 1 again', async () => {
+    const { presence } = await (await make()).open()
+    presence.apply('dev-1', { type: 'birth', epoch: 1, storeId: 'store-1', at: 1000, connId: 1 }, birth(1))
+    presence.apply('dev-1', { type: 'death', epoch: 1, storeId: 'store-1', at: 2000, reason: 'death' })
+    presence.apply('dev-1', { type: 'birth', epoch: 1, storeId: 'store-2', at: 3000, connId: 2 }, { ...birth(1), storeId: 'store-2' })
+    expect(presence.get('dev-1')).toMatchObject({ status: 'online', epoch: 1 })
+    expect((await presence.history('dev-1', 0, 10)).map((h) => [h.ts, h.status])).toEqual([[3000, 'online'], [2000, 'offline'], [1000, 'online']])
   })
 })
 
@@ -147,5 +165,31 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('presence on PostgreSQL shared by two hub
     expect(a.rec.stats().changesNotNew + b.rec.stats().changesNotNew).toBe(4)
     expect(a.presence.get('dev-1')).toMatchObject({ status: 'online', epoch: 2 })
     expect(b.presence.get('dev-1')).toMatchObject({ status: 'online', epoch: 2 })
+  })
+
+  it('records a change once whatever reason each hub gives it, keeps one hub\'s restart out, and never takes the state back', async () => {
+    const url = await postgresDb()
+    const [a, b] = [await postgresOn(url, 'hub-a'), await postgresOn(url, 'hub-b')]
+    for (const p of [a, b]) p.presence.apply('dev-1', { type: 'birth', epoch: 1, storeId: 'store-1', at: 1000, connId: 1 }, birth(1))
+    await Promise.all([a.settle(), b.settle()])
+    // Hub a gave the device a new token and marked it gone itself; hub b saw the retained death.
+    a.presence.apply('dev-1', { type: 'death', epoch: 1, storeId: 'store-1', at: 2000, reason: 'token-rotated' })
+    b.presence.apply('dev-1', { type: 'death', epoch: 1, storeId: 'store-1', at: 2001, reason: 'death' })
+    await a.settle()
+    await b.settle()
+    expect((await a.presence.history('dev-1', 0, 10)).map((h) => [h.status, h.reason])).toEqual([['offline', 'token-rotated'], ['online', 'birth']])
+    // The device is back (epoch 2) through hub a; hub b restarts meanwhile, and lags: it has seen nothing since.
+    a.presence.apply('dev-1', { type: 'birth', epoch: 2, storeId: 'store-1', at: 3000, connId: 2 }, birth(2))
+    await a.settle()
+    const restarted = await postgresOn(url, 'hub-b-again')
+    expect(restarted.presence.get('dev-1')).toMatchObject({ status: 'online', epoch: 2 })
+    restarted.presence.hubStarted(4000)
+    b.presence.apply('dev-1', { type: 'birth', epoch: 1, storeId: 'store-1', at: 4001, connId: 3 }, birth(1))
+    await restarted.settle()
+    await b.settle()
+    // Its restart is not the device's presence, and its older state does not overwrite the newer one.
+    expect((await a.presence.history('dev-1', 0, 10)).map((h) => [h.status, h.epoch])).toEqual([['online', 2], ['offline', 1], ['online', 1]])
+    const fresh = await postgresOn(url, 'hub-c')
+    expect(fresh.presence.get('dev-1')).toMatchObject({ status: 'online', epoch: 2 })
   })
 })

@@ -43,6 +43,8 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
   let observers = new Map<string, ObserverRow>()
   let version = 0
   let listener: pg.Client | undefined
+  // A client between connect and LISTEN: stop() ends it too.
+  let connecting: pg.Client | undefined
   let stopped = false
   let retryTimer: NodeJS.Timeout | undefined
   let reconnects = 0
@@ -60,14 +62,16 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
     version++
   }
 
-  // Rows are read again one at a time, in the order the changes came: two reads of one row
-  // on two connections could otherwise answer out of order and bring back a removed device.
+  // Rows are read again one at a time, in the order the changes came, and a full reload
+  // takes its turn among them: two reads on two connections could otherwise answer out of
+  // order, and an older answer would bring back a removed device or an old token.
   let rereads: Promise<void> = Promise.resolve()
-  function rereadInTurn(change: Change): Promise<void> {
-    const next = rereads.then(() => reread(change))
+  function inTurn(read: () => Promise<void>): Promise<void> {
+    const next = rereads.then(read)
     rereads = next.catch(() => undefined)
     return next
   }
+  const rereadInTurn = (change: Change) => inTurn(() => reread(change))
 
   /** Reads one row again after a change another hub (or this one) made. */
   async function reread(change: Change): Promise<void> {
@@ -84,7 +88,8 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
   }
 
   async function listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: opts.url, application_name: 'rollcall-hub-registry', keepAlive: true })
+    // Keepalives after 10 s idle: a connection the network cut silently is found in seconds, not the kernel's two hours.
+    const client = new pg.Client({ connectionString: opts.url, application_name: 'rollcall-hub-registry', keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
     client.on('error', (err) => {
       logger.warn({ err: err.message }, 'the registry\'s listening connection failed: connecting again')
       reconnectSoon(client)
@@ -104,17 +109,21 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
         reconnectSoon(client)
       })
     })
+    connecting = client
     try {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
+      if (stopped) throw new Error('the registry stopped')
       listener = client
-      // After LISTEN: a change made while reading is notified, and read again after.
-      await reloadAll()
+      // After LISTEN: a change made while reading is notified, and read again after it.
+      await inTurn(reloadAll)
       failures = 0
     } catch (err) {
       if (listener === client) listener = undefined
       await client.end().catch(() => undefined)
       throw err
+    } finally {
+      if (connecting === client) connecting = undefined
     }
   }
 
@@ -147,7 +156,14 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
       if ((r.rowCount ?? 0) > 0) await c.query('SELECT pg_notify($1, $2)', [CHANNEL, JSON.stringify(change)])
       return r.rowCount ?? 0
     })
-    if (n > 0) await rereadInTurn(change)
+    // Committed: the write has happened whatever follows. Should reading the row back fail,
+    // everything is read again (in turn) rather than the caller told it failed.
+    if (n > 0) {
+      await rereadInTurn(change).catch((err: unknown) => {
+        logger.warn({ err: (err as Error).message, change }, 'a registry change was committed but not read back: reading everything again')
+        inTurn(reloadAll).catch(() => undefined)
+      })
+    }
     return n
   }
 
@@ -222,7 +238,9 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
       if (retryTimer) clearTimeout(retryTimer)
       const l = listener
       listener = undefined
-      await l?.end().catch(() => undefined)
+      const ending = [l, connecting].filter((c): c is pg.Client => c !== undefined).map((c) => c.end().catch(() => undefined))
+      await Promise.all(ending)
+      await rereads
     },
   }
 }

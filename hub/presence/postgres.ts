@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import type { Logger } from '../../common/logger.js'
-import { inTransaction } from '../storage/postgres/pool.js'
-import type { PresenceChange } from './machine.js'
+import { inTransaction, isRetryable } from '../storage/postgres/pool.js'
+import { isHubCaused, type PresenceChange } from './machine.js'
 import type { HistoryEntry, PresenceRecorder, PresenceRow } from './store.js'
 
 /**
@@ -10,12 +10,18 @@ import type { HistoryEntry, PresenceRecorder, PresenceRow } from './store.js'
  * retained births and deaths, so every hub sees every change and keeps the
  * whole fleet's presence in memory, as a hub alone does. What must not
  * happen is each of them writing the change into the history. A device goes
- * online once per epoch (each connection's birth has a new one) and offline
- * once after it, so (device, epoch, status, reason) names a change: the
- * history's unique index on it lets the first hub to commit a change record
- * it, and the others find it there and skip it, whatever order they commit
- * in. The state row is the last committed hub's; all hubs see the same
- * births and deaths, so they write the same state in the end.
+ * online once per epoch of its ledger (each connection's birth has a new
+ * one) and offline once after it, so (device, store, epoch, status) names a
+ * change, whatever reason a hub gives it (the hub that gave the device a new
+ * token says `token-rotated`, the others `death`): the history's unique
+ * index on it lets the first hub to commit a change record it, and the
+ * others find it there and skip it, whatever order they commit in.
+ *
+ * What one hub caused by itself (its own restart, its broker closing) is
+ * not the device's presence and is kept out of the shared record: the other
+ * hubs still see the device. The state row moves only forward: a hub that
+ * lags, or commits last with an older state, does not take it back (a newer
+ * epoch or another ledger wins; within an epoch, offline wins over online).
  *
  * Writes are queued and written in groups every `flushDelayMs`, one
  * transaction each. A group the database refuses is kept (up to
@@ -50,27 +56,39 @@ export async function createPostgresPresenceRecorder(pool: pg.Pool, opts: Postgr
   }
 
   async function writeGroup(group: readonly Queued[]): Promise<void> {
-    const h = { id: [] as string[], ts: [] as number[], status: [] as string[], reason: [] as string[], epoch: [] as Array<number | null> }
+    const changes: Array<{ row: PresenceRow; change: PresenceChange }> = []
     const last = new Map<string, PresenceRow>()
     for (const { row, change } of group) {
+      if (isHubCaused(row.reason)) continue
       last.set(row.device_id, row)
-      if (change) { h.id.push(row.device_id); h.ts.push(change.at); h.status.push(change.status); h.reason.push(change.reason); h.epoch.push(change.epoch) }
+      if (change) changes.push({ row, change })
     }
-    // In id order, so two hubs writing the same devices take their rows in the same order.
-    const r = [...last.values()].sort((x, y) => (x.device_id < y.device_id ? -1 : x.device_id > y.device_id ? 1 : 0))
+    // In id order (stable: a device's changes keep theirs), so two hubs writing the same devices
+    // take their index entries and rows in the same order and cannot deadlock.
+    const byId = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0)
+    changes.sort((x, y) => byId(x.row.device_id, y.row.device_id))
+    const h = {
+      id: changes.map((c) => c.row.device_id), ts: changes.map((c) => c.change.at), status: changes.map((c) => c.change.status),
+      reason: changes.map((c) => c.change.reason), epoch: changes.map((c) => c.change.epoch), store: changes.map((c) => c.row.store_id),
+    }
+    const r = [...last.values()].sort((x, y) => byId(x.device_id, y.device_id))
+    if (r.length === 0) return
     await inTransaction(pool, async (c) => {
       // Registered devices only; a change another hub recorded already is found there (the unique index) and skipped.
-      const recorded = h.id.length === 0 ? 0 : (await c.query(`INSERT INTO presence_history (device_id, ${historyCols})
-        SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(device_id, ts, status, reason, epoch)
+      const recorded = h.id.length === 0 ? 0 : (await c.query(`INSERT INTO presence_history (device_id, ${historyCols}, store_id)
+        SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::text[]) AS u(device_id, ts, status, reason, epoch, store_id)
         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-        ON CONFLICT DO NOTHING`, [h.id, h.ts, h.status, h.reason, h.epoch])).rowCount ?? 0
+        ON CONFLICT DO NOTHING`, [h.id, h.ts, h.status, h.reason, h.epoch, h.store])).rowCount ?? 0
       await c.query(`INSERT INTO presence (device_id, status, reason, since, epoch, last_seen, agent_version, boot_id, store_id, capabilities, units)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
           AS u(device_id, status, reason, since, epoch, last_seen, agent_version, boot_id, store_id, capabilities, units)
         WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
         ON CONFLICT (device_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, since = excluded.since, epoch = excluded.epoch,
           last_seen = GREATEST(presence.last_seen, excluded.last_seen), agent_version = excluded.agent_version, boot_id = excluded.boot_id,
-          store_id = excluded.store_id, capabilities = excluded.capabilities, units = excluded.units`, [
+          store_id = excluded.store_id, capabilities = excluded.capabilities, units = excluded.units
+        WHERE presence.epoch IS NULL OR excluded.epoch IS NULL OR excluded.store_id IS DISTINCT FROM presence.store_id
+          OR excluded.epoch > presence.epoch
+          OR (excluded.epoch = presence.epoch AND NOT (presence.status = 'offline' AND excluded.status = 'online'))`, [
         r.map((x) => x.device_id), r.map((x) => x.status), r.map((x) => x.reason), r.map((x) => x.since), r.map((x) => x.epoch),
         r.map((x) => x.last_seen), r.map((x) => x.agent_version), r.map((x) => x.boot_id), r.map((x) => x.store_id),
         r.map((x) => x.capabilities), r.map((x) => x.units),
@@ -95,7 +113,15 @@ export async function createPostgresPresenceRecorder(pool: pg.Pool, opts: Postgr
     writing = (async () => {
       if (group.length > 0) {
         try {
-          await writeGroup(group)
+          // A deadlock or serialization failure is tried again at once; anything else waits a second.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await writeGroup(group)
+              break
+            } catch (err) {
+              if (!isRetryable(err) || attempt >= 3) throw err
+            }
+          }
           stats.groups++
           backoff = false
         } catch (err) {
@@ -119,10 +145,16 @@ export async function createPostgresPresenceRecorder(pool: pg.Pool, opts: Postgr
     if (queue.length > 0 || touches.size > 0) schedule()
   }
 
+  /** Writes what is queued now; a group already being written (by another caller) is waited for, before and after. */
   async function flush(): Promise<void> {
     if (timer) { clearTimeout(timer); timer = undefined }
-    if (writing) await writing
+    await settled()
     await write()
+    await settled()
+  }
+
+  async function settled(): Promise<void> {
+    for (let w = writing; w !== undefined; w = writing) await w
   }
 
   const recorder: PresenceRecorder = {

@@ -111,12 +111,14 @@ const MIGRATIONS: readonly string[] = [
     ts bigint NOT NULL,
     status text NOT NULL,
     reason text NOT NULL,
-    epoch bigint
+    epoch bigint,
+    store_id text
   );
   CREATE INDEX presence_history_device_ts ON presence_history (device_id, ts);
-  -- A device goes online once per epoch and offline once after it: every hub sees every
-  -- birth and death, and the first to commit a change records it; the others find it there.
-  CREATE UNIQUE INDEX presence_history_change ON presence_history (device_id, epoch, status, reason) WHERE epoch IS NOT NULL;
+  -- A device's ledger (store) goes online once per epoch and offline once after it: every hub
+  -- sees every birth and death, and the first to commit a change records it; the others find
+  -- it there. The store is in the key: a re-flashed device counts its epochs from 1 again.
+  CREATE UNIQUE INDEX presence_history_change ON presence_history (device_id, store_id, epoch, status) WHERE epoch IS NOT NULL;
   `,
 ]
 
