@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import { silentLogger, type Logger } from '../common/logger.js'
 import type { Sample } from '../protocol/messages.js'
@@ -8,8 +8,8 @@ import { openPostgres } from '../hub/storage/postgres/pool.js'
 import { migratePostgres, PG_SCHEMA_VERSION } from '../hub/storage/postgres/schema.js'
 import { createPostgresTelemetryStore, type PostgresTelemetryStore } from '../hub/telemetry/postgres.js'
 import type { StoredAck } from '../hub/telemetry/store.js'
-import { tempDir, waitFor } from './support/hub.js'
-import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { waitFor } from './support/hub.js'
+import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
  * Telemetry on a PostgreSQL shared by several hubs (issue #18): what only a
@@ -18,26 +18,10 @@ import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './su
  * including the same batch to both at once.
  */
 
-let cluster: PostgresCluster
-let databases = 0
-const dir = tempDir('pg-cluster')
-
-beforeAll(async () => {
-  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(dir.dir)
-}, 60_000)
-
-afterAll(async () => {
-  await cluster?.stop()
-  dir.remove()
-})
-
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  while (closers.length) await closers.pop()!()
-})
+const { freshDatabase, closers } = privatePostgres('pg-cluster')
 
 async function freshDb(): Promise<{ url: string; admin: pg.Pool }> {
-  const url = await cluster.database(`c${++databases}`)
+  const url = await freshDatabase()
   const admin = openPostgres(url, silentLogger(), { maxConnections: 3, applicationName: 'test-admin' })
   closers.push(() => admin.end())
   return { url, admin }

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { silentLogger } from '../common/logger.js'
 import { createDeadLetters, type DeadLetters, type NewDeadLetter } from '../hub/mqtt/dead-letters.js'
 import { createPostgresDeadLetters } from '../hub/mqtt/dead-letters-postgres.js'
@@ -8,7 +8,7 @@ import { openPostgres } from '../hub/storage/postgres/pool.js'
 import { migratePostgres } from '../hub/storage/postgres/schema.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { tempDir } from './support/hub.js'
-import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
  * The dead letters on the hub's SQLite file and on a PostgreSQL shared by
@@ -17,21 +17,7 @@ import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './su
 
 interface Opened { readonly store: DeadLetters; readonly settle: () => Promise<void> }
 
-let cluster: PostgresCluster | undefined
-let databases = 0
-const pgDir = tempDir('pg-dead-letters')
-beforeAll(async () => {
-  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(pgDir.dir)
-}, 60_000)
-afterAll(async () => {
-  await cluster?.stop()
-  pgDir.remove()
-})
-
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  while (closers.length) await closers.pop()!()
-})
+const { freshDatabase, closers } = privatePostgres('pg-dead-letters')
 
 function sqlite(maxRows: number): Opened {
   const tmp = tempDir('dead-letters')
@@ -42,7 +28,7 @@ function sqlite(maxRows: number): Opened {
 }
 
 async function postgres(maxRows: number): Promise<Opened> {
-  const url = await cluster!.database(`dl${++databases}`)
+  const url = await freshDatabase()
   const pool = openPostgres(url, silentLogger(), { maxConnections: 2 })
   await migratePostgres(pool, silentLogger())
   const store = createPostgresDeadLetters(pool, { maxRows, flushDelayMs: 3_600_000, maxQueued: 10_000 }, silentLogger())
@@ -100,7 +86,7 @@ describe.each([['SQLite', sqlite], ['PostgreSQL', postgres]] as const)('the dead
 
 describe.skipIf(SKIP_WITHOUT_POSTGRES)('the dead letters on PostgreSQL while the database refuses', () => {
   it('keeps what it could not write, up to its bound, and writes it once it can', async () => {
-    const url = await cluster!.database(`dl${++databases}`)
+    const url = await freshDatabase()
     const pool = openPostgres(url, silentLogger(), { maxConnections: 2 })
     await migratePostgres(pool, silentLogger())
     const store = createPostgresDeadLetters(pool, { maxRows: 1000, flushDelayMs: 3_600_000, maxQueued: 5 }, silentLogger())

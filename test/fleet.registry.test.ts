@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { silentLogger } from '../common/logger.js'
 import { createRegistry, type Registry } from '../hub/fleet/registry.js'
 import { createPostgresRegistry, type PostgresRegistry } from '../hub/fleet/registry-postgres.js'
@@ -7,7 +7,7 @@ import { openPostgres } from '../hub/storage/postgres/pool.js'
 import { migratePostgres } from '../hub/storage/postgres/schema.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { tempDir, waitFor } from './support/hub.js'
-import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
  * The registry on the hub's SQLite file and on a PostgreSQL shared by several
@@ -15,21 +15,7 @@ import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './su
  * wrong: a change made through one hub, seen by the other.
  */
 
-let cluster: PostgresCluster | undefined
-let databases = 0
-const pgDir = tempDir('pg-registry')
-beforeAll(async () => {
-  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(pgDir.dir)
-}, 60_000)
-afterAll(async () => {
-  await cluster?.stop()
-  pgDir.remove()
-})
-
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  while (closers.length) await closers.pop()!()
-})
+const { freshDatabase, closers } = privatePostgres('pg-registry')
 
 async function sqlite(): Promise<Registry> {
   const tmp = tempDir('registry')
@@ -40,7 +26,7 @@ async function sqlite(): Promise<Registry> {
 
 /** `hubs` registries on one fresh database, each with its own pool and listening connection, started. */
 async function postgres(hubs = 1, reconnectBaseMs = 20): Promise<{ url: string; registries: PostgresRegistry[] }> {
-  const url = await cluster!.database(`reg${++databases}`)
+  const url = await freshDatabase()
   const registries: PostgresRegistry[] = []
   for (let i = 0; i < hubs; i++) {
     const pool = openPostgres(url, silentLogger(), { maxConnections: 3, applicationName: `hub-${i}` })

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { silentLogger } from '../common/logger.js'
 import type { Birth } from '../protocol/messages.js'
 import { createRegistry } from '../hub/fleet/registry.js'
@@ -11,7 +11,7 @@ import { openPostgres } from '../hub/storage/postgres/pool.js'
 import { migratePostgres } from '../hub/storage/postgres/schema.js'
 import { openHubDb } from '../hub/storage/schema.js'
 import { tempDir } from './support/hub.js'
-import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
  * Presence on the hub's SQLite file and on a PostgreSQL shared by several
@@ -20,21 +20,7 @@ import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './su
  * external broker, and record each change once.
  */
 
-let cluster: PostgresCluster | undefined
-let databases = 0
-const pgDir = tempDir('pg-presence')
-beforeAll(async () => {
-  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(pgDir.dir)
-}, 60_000)
-afterAll(async () => {
-  await cluster?.stop()
-  pgDir.remove()
-})
-
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  while (closers.length) await closers.pop()!()
-})
+const { freshDatabase, closers } = privatePostgres('pg-presence')
 
 /** A database with devices dev-1 and dev-2 registered; `open` starts presence on it (again: as a restarted hub). */
 interface Backend { open(): Promise<{ presence: PresenceStore; settle: () => Promise<void> }> }
@@ -56,7 +42,7 @@ async function sqlite(): Promise<Backend> {
 }
 
 async function postgresDb(): Promise<string> {
-  const url = await cluster!.database(`pr${++databases}`)
+  const url = await freshDatabase()
   const pool = openPostgres(url, silentLogger(), { maxConnections: 2 })
   closers.push(() => pool.end())
   await migratePostgres(pool, silentLogger())

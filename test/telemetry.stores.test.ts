@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import pg from 'pg'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { silentLogger } from '../common/logger.js'
 import type { DeviceEvent, Sample } from '../protocol/messages.js'
 import { createWriter } from '../hub/storage/group-commit.js'
@@ -11,7 +11,7 @@ import { createPostgresTelemetryStore } from '../hub/telemetry/postgres.js'
 import { createSqliteTelemetryStore } from '../hub/telemetry/sqlite.js'
 import type { SampleRow, StoredAck, TelemetryStore } from '../hub/telemetry/store.js'
 import { tempDir } from './support/hub.js'
-import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
  * One contract, two telemetry stores: the hub's own SQLite file and a
@@ -29,23 +29,7 @@ interface Opened {
   readonly close: () => Promise<void>
 }
 
-let cluster: PostgresCluster | undefined
-let databases = 0
-const pgDir = tempDir('pg-telemetry')
-
-beforeAll(async () => {
-  if (!SKIP_WITHOUT_POSTGRES) cluster = await startPostgres(pgDir.dir)
-}, 60_000)
-
-afterAll(async () => {
-  await cluster?.stop()
-  pgDir.remove()
-})
-
-const closers: Array<() => Promise<void>> = []
-afterEach(async () => {
-  while (closers.length) await closers.pop()!()
-})
+const { freshDatabase, closers } = privatePostgres('pg-telemetry')
 
 function sqlite(): Opened {
   const tmp = tempDir('telemetry-store')
@@ -66,7 +50,7 @@ function sqlite(): Opened {
 
 /** A fresh database on the private cluster; `hubs` stores on it, each with its own pool, as separate hubs have. */
 async function postgres(hubs = 1): Promise<{ url: string; opened: Opened[]; admin: pg.Pool }> {
-  const url = await cluster!.database(`t${++databases}`)
+  const url = await freshDatabase()
   const admin = openPostgres(url, silentLogger(), { maxConnections: 2 })
   closers.push(() => admin.end())
   await migratePostgres(admin, silentLogger())

@@ -4,7 +4,8 @@ import type { DeviceEvent, Sample } from '../../protocol/messages.js'
 import type { OnFailed } from '../storage/group-commit.js'
 import { DAY_MS, ensureDayPartitions, pruneBefore } from '../storage/postgres/partitions.js'
 import { isRetryable, pgBlameOf, withClient } from '../storage/postgres/pool.js'
-import type { BucketRow, EventRow, IngestCounters, SampleListener, SampleRow, StoredAck, StoredReaction, StreamRow, TelemetryQuery, TelemetryStore } from './store.js'
+import { createSampleWatchers, sampleRow } from './sample-watchers.js'
+import type { BucketRow, EventRow, IngestCounters, SampleRow, StoredAck, StoredReaction, StreamRow, TelemetryQuery, TelemetryStore } from './store.js'
 
 /**
  * The telemetry store on a PostgreSQL shared by several hubs (issue #18;
@@ -118,7 +119,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   const deviceKeys = new Map<string, number>()
   const sensorKeys = new Map<string, number>()
   const streamKeys = new Map<string, number>()
-  const watchers = new Map<string, Set<SampleListener>>()
+  const watchers = createSampleWatchers(logger)
   let ackSink: ((acks: StoredAck[]) => void) | undefined
 
   let queue: Queued[] = []
@@ -393,9 +394,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       // The highest mark of the stream in the group: a waiting batch planned again after its predecessor comes first in the list.
       const id = streamId(w.deviceId, w.storeId)
       if ((acks.get(id)?.upTo ?? -1) < p.top) acks.set(id, { deviceId: w.deviceId, storeId: w.storeId, upTo: p.top })
-      if (p.samples.length > 0 && watchers.has(w.deviceId)) {
-        notify(w.deviceId, p.samples.map((s) => (s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })))
-      }
+      if (p.samples.length > 0 && watchers.watched(w.deviceId)) watchers.notify(w.deviceId, p.samples.map(sampleRow))
     }
     for (const q of group) {
       if (q.kind !== 'mark') continue
@@ -415,16 +414,6 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
         w.onFailed?.(err)
       } catch (e) {
         logger.error({ err: e }, 'a failed write\'s owner failed')
-      }
-    }
-  }
-
-  function notify(deviceId: string, fresh: readonly SampleRow[]): void {
-    for (const listener of watchers.get(deviceId) ?? []) {
-      try {
-        listener(fresh)
-      } catch (err) {
-        logger.error({ err, deviceId }, 'a sample watcher failed')
       }
     }
   }
@@ -467,15 +456,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     },
     onAcks(sink) { ackSink = sink },
     counters: () => ({ ...counters }),
-    watchSamples(deviceId, listener) {
-      let set = watchers.get(deviceId)
-      if (!set) watchers.set(deviceId, set = new Set())
-      set.add(listener)
-      return () => {
-        set.delete(listener)
-        if (set.size === 0 && watchers.get(deviceId) === set) watchers.delete(deviceId)
-      }
-    },
+    watchSamples: (deviceId, listener) => watchers.watch(deviceId, listener),
     async streamsOf(deviceId): Promise<StreamRow[]> {
       const { rows } = await reads.query<{ store_id: string; up_to: number; updated_at: number }>(
         'SELECT store_id, up_to, updated_at FROM streams WHERE device_id = $1 ORDER BY updated_at DESC', [deviceId])

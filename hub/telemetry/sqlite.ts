@@ -3,6 +3,7 @@ import type { DeviceEvent, Sample } from '../../protocol/messages.js'
 import { deleteInChunks } from '../storage/chunked-delete.js'
 import type { OnFailed, Writer } from '../storage/group-commit.js'
 import type { Logger } from '../../common/logger.js'
+import { createSampleWatchers, sampleRow } from './sample-watchers.js'
 import type { BucketRow, EventRow, IngestCounters, SampleListener, SampleRow, StoredAck, StoredReaction, TelemetryQuery, TelemetryStore } from './store.js'
 
 /**
@@ -121,20 +122,7 @@ export function createSqliteTelemetryStore(db: Db, writer: Writer, logger: Logge
 
   let reaction: StoredReaction | undefined
 
-  // Live watchers per device. A batch of an unwatched device pays one Map lookup.
-  const watchers = new Map<string, Set<SampleListener>>()
-
-  /** A watcher's failure must not stop the acks and other after-commit steps. */
-  function notify(deviceId: string, fresh: readonly SampleRow[]): void {
-    for (const listener of watchers.get(deviceId) ?? []) {
-      try {
-        listener(fresh)
-      } catch (err) {
-        // A live view's failure is its own; the acks after this commit still go out.
-        logger.error({ err, deviceId }, 'a sample watcher failed')
-      }
-    }
-  }
+  const watchers = createSampleWatchers(logger)
 
   function counted(kind: 'samples' | 'events', stored: number, duplicate: number): void {
     counters.batches++
@@ -167,15 +155,14 @@ export function createSqliteTelemetryStore(db: Db, writer: Writer, logger: Logge
         const dk = deviceKeyOf(deviceId)
         let top = mark
         let stored = 0
-        const watched = kind === 'samples' ? watchers.get(deviceId) : undefined
-        const fresh: SampleRow[] | undefined = watched && []
+        const fresh: SampleRow[] | undefined = kind === 'samples' && watchers.watched(deviceId) ? [] : undefined
         const kept: Array<Sample | DeviceEvent> | undefined = reaction?.watching(kind) ? [] : undefined
         if (kind === 'samples') {
           for (const s of items as readonly Sample[]) {
             if (s.seq <= mark) continue
             kept?.push(s)
             ;(s.unsynced ? stmts.insertUnsynced : stmts.insertSample).run(dk, s.ts, s.seq, st.key, sensorKeyOf(s.sensor), s.value)
-            fresh?.push(s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
+            fresh?.push(sampleRow(s))
             top = s.seq
             stored++
           }
@@ -198,7 +185,7 @@ export function createSqliteTelemetryStore(db: Db, writer: Writer, logger: Logge
         return () => {
           counted(kind, stored, items.length - stored)
           pendingAcks.set(id, { deviceId, storeId, upTo: top })
-          if (fresh && fresh.length > 0) notify(deviceId, fresh)
+          if (fresh && fresh.length > 0) watchers.notify(deviceId, fresh)
           reacted?.()
         }
       } catch (err) {
@@ -228,15 +215,7 @@ export function createSqliteTelemetryStore(db: Db, writer: Writer, logger: Logge
     reactWith(r: StoredReaction): void { reaction = r },
     onAcks(sink: (acks: StoredAck[]) => void): void { ackSink = sink },
     counters: (): Readonly<IngestCounters> => ({ ...counters }),
-    watchSamples(deviceId: string, listener: SampleListener): () => void {
-      let set = watchers.get(deviceId)
-      if (!set) watchers.set(deviceId, set = new Set())
-      set.add(listener)
-      return () => {
-        set.delete(listener)
-        if (set.size === 0 && watchers.get(deviceId) === set) watchers.delete(deviceId)
-      }
-    },
+    watchSamples: (deviceId: string, listener: SampleListener) => watchers.watch(deviceId, listener),
     streamsOf: async (deviceId: string) => stmts.streamsOf.all(deviceId).map((r) => ({ storeId: r.store_id, upTo: r.up_to, updatedAt: r.updated_at })),
     async query(q: TelemetryQuery): Promise<SampleRow[] | BucketRow[]> {
       if (q.bucketMs !== undefined) {
