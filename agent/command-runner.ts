@@ -297,6 +297,7 @@ export class CommandRunner {
     if (this.active.size === 0) this.idleWaiters.wake()
   }
 
+  /** Logged at info: a repeat comes only from a hub that restarted mid-command or a caller that reused an id, both worth seeing. */
   private repeat(id: string): void {
     this.duplicates++
     let row: CommandRow | undefined
@@ -307,10 +308,10 @@ export class CommandRunner {
       return
     }
     if (row?.state === 'done' && row.response !== null) {
-      this.log.debug({ id }, 'repeated command: sending its recorded response again')
+      this.log.info({ id }, 'repeated command: sending its recorded response again')
       this.send(row.response)
     } else {
-      this.log.debug({ id }, 'repeated command still running: its response goes out when it ends')
+      this.log.info({ id }, 'repeated command still running: its response goes out when it ends')
     }
   }
 

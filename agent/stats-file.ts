@@ -33,6 +33,8 @@ export const STATS_FILE_FULL_GC_EVERY_MS = 60_000
 export interface StatsSnapshot {
   /** Wall-clock time of the snapshot, ms since the epoch. */
   readonly t: number
+  /** True for the last snapshot, written once the agent stopped: a reader after a stop knows it has the final figures. */
+  readonly final: boolean
   readonly memory: NodeJS.MemoryUsage
   /** Active handles and requests by kind ("Timeout", "TCPSocketWrap", ...). */
   readonly resources: Readonly<Record<string, number>>
@@ -86,7 +88,7 @@ export function startStatsFile(path: string, read: () => AgentStats, intervalMs 
     collectGc(!final)
     const resources: Record<string, number> = {}
     for (const kind of process.getActiveResourcesInfo()) resources[kind] = (resources[kind] ?? 0) + 1
-    const snapshot: StatsSnapshot = { t: Date.now(), memory: process.memoryUsage(), resources, warnings, gc, agent: read() }
+    const snapshot: StatsSnapshot = { t: Date.now(), final, memory: process.memoryUsage(), resources, warnings, gc, agent: read() }
     try {
       writeFileSync(`${path}.tmp`, JSON.stringify(snapshot))
       renameSync(`${path}.tmp`, path)

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { AgentStats } from '../agent/agent.js'
+import type { StatsSnapshot } from '../agent/stats-file.js'
 import type { CommandRecord } from '../hub/commands/store.js'
 import type { FiringView } from '../hub/rules/rules.js'
 import type { ActionRow } from '../hub/rules/store.js'
@@ -74,6 +75,8 @@ describe('a hub killed right after a rule fired', () => {
     expect(add.status).toBe(201)
     const agent = startAgentProc({
       mqttPort: port, id: DEVICE, token: add.body.token, dataDir: agentDir, env: { ROLLCALL_STATS_FILE: statsFile },
+      // info: the agent says when a repeat of a command id reaches it.
+      logLevel: 'info',
       config: {
         builtinSensors: false, sampleIntervalMs: 100, sensors: [{ name: 'vib', model: 'constant', min: 0.2, max: 0.2 }],
         handlersModule: HANDLERS, reconnectBaseMs: 50, reconnectMaxMs: 500, keepaliveSec: 5,
@@ -89,10 +92,24 @@ describe('a hub killed right after a rule fired', () => {
         hub = await startHubProc(hubDir, { mqttPort: port })
         procs.push(hub)
       },
-      /** The agent's own counts, written as it stops (SIGTERM). */
+      /**
+       * The agent's own counts, written as it stops (SIGTERM): only the last
+       * snapshot, written once it stopped, has them all (the ones before it
+       * are seconds old), so the agent must have stopped cleanly.
+       */
       agentStats: async (): Promise<AgentStats> => {
-        await killProc(agent, 'SIGTERM')
-        return (JSON.parse(readFileSync(statsFile, 'utf8')) as { agent: AgentStats }).agent
+        agent.child.kill('SIGTERM')
+        // Measured under 1 s: a hang guard of 30 s.
+        await waitFor(() => agent.child.exitCode !== null || agent.child.signalCode !== null, 'the agent to stop', 30_000)
+        expect(agent.child.exitCode, agent.output()).toBe(0)
+        const snapshot = JSON.parse(readFileSync(statsFile, 'utf8')) as StatsSnapshot
+        expect(snapshot.final).toBe(true)
+        return snapshot.agent
+      },
+      /** Waits until the agent has logged that a repeat of the command `id` reached it. */
+      repeatReached: async (id: string): Promise<void> => {
+        await waitFor(() => agent.output().split('\n').some((line) => line.includes('"msg":"repeated command') && line.includes(`"id":"${id}"`)),
+          'the repeat of the command to reach the device')
       },
       /** The rule's one firing, and its chain. */
       chain: async (): Promise<Chain> => {
@@ -114,7 +131,7 @@ describe('a hub killed right after a rule fired', () => {
     ['finished', 'the device finished the command while the hub was dead: the repeat of its id is answered from its ledger'],
     ['away', 'the device is away at the restart and the hub is killed again while the action waits for it: the third hub sends it once'],
   ])('finishes the action after the restart and the device runs the command once (%s): %s', async (restart) => {
-    const { agent, agentDir, online, hub, restart: again, agentStats, chain, moreSamples } = await hubAndPump()
+    const { agent, agentDir, online, hub, restart: again, agentStats, chain, moreSamples, repeatReached } = await hubAndPump()
     const runsFile = join(agentDir, 'count.slow.runs')
     const lines = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter((l) => l !== '') : [])
 
@@ -145,6 +162,8 @@ describe('a hub killed right after a rule fired', () => {
       await online()
       // The last hub sent the command again (its record says so) while the device still runs it; then the run may end.
       await waitFor(async () => ((await chain()).actions[0]!.command?.sentAt ?? 0) > killedAt, 'the command sent again by the restarted hub')
+      // The record is written before the command goes out: the run ends only once the device has the repeat.
+      await repeatReached((await chain()).actions[0]!.command!.id)
       expect(lines()).toHaveLength(1)
       writeFileSync(releaseFile, '')
     }
@@ -159,6 +178,7 @@ describe('a hub killed right after a rule fired', () => {
       await again()
       await online()
       await waitFor(async () => ((await chain()).actions[0]!.command?.sentAt ?? 0) > killedAt, 'the command sent again by the third hub')
+      await repeatReached((await chain()).actions[0]!.command!.id)
       expect(lines()).toHaveLength(1)
       writeFileSync(releaseFile, '')
     }

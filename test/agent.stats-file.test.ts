@@ -36,6 +36,7 @@ describe('ROLLCALL_STATS_FILE', () => {
     const first = read(path)
     expect(first.agent.deviceId).toBe('dev-stats')
     expect(first.agent.connected).toBe(false)
+    expect(first.final).toBe(false)
     expect(first.memory.heapUsed).toBeGreaterThan(0)
     expect(first.memory.rss).toBeGreaterThan(first.memory.heapUsed)
     // At least the sampler's timer and the link's reconnect or keepalive timer.
@@ -46,6 +47,7 @@ describe('ROLLCALL_STATS_FILE', () => {
     expect(agent.child.exitCode).toBe(0)
     const last = read(path)
     expect(last.t).toBeGreaterThanOrEqual(first.t)
+    expect(last.final).toBe(true)
     // Written after agent.stop(): the ledger is closed, so no outbox figures.
     expect(last.agent.outbox).toBeUndefined()
     expect(existsSync(`${path}.tmp`)).toBe(false)

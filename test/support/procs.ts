@@ -87,11 +87,11 @@ export async function startHubProc(dataDir: string, opts: { mqttPort?: number; h
   return { ...p, mqttPort: info.mqttPort, mqttTlsPort: info.mqttTlsPort ?? undefined, httpPort: info.httpPort, adminToken, api }
 }
 
-/** Starts an agent process with a JSON config file written next to its ledger; `env` adds to its environment (ROLLCALL_STATS_FILE). */
-export function startAgentProc(opts: { mqttPort: number; id: string; token: string; dataDir: string; config: Record<string, unknown>; env?: Record<string, string> }): Proc {
+/** Starts an agent process with a JSON config file written next to its ledger; `env` adds to its environment (ROLLCALL_STATS_FILE); its log level is warn unless `logLevel` says otherwise. */
+export function startAgentProc(opts: { mqttPort: number; id: string; token: string; dataDir: string; config: Record<string, unknown>; env?: Record<string, string>; logLevel?: string }): Proc {
   const configPath = join(opts.dataDir, `..`, `${opts.id}-config-${Date.now()}.json`)
   // Tests watch samples arrive tick by tick: no group commit unless a test asks for one.
   writeFileSync(configPath, JSON.stringify({ outboxCommitMs: 0, ...opts.config }))
-  return startCli(['agent', '--hub', `mqtt://127.0.0.1:${opts.mqttPort}`, '--id', opts.id, '--data', opts.dataDir, '--config', configPath, '--log-level', 'warn'],
+  return startCli(['agent', '--hub', `mqtt://127.0.0.1:${opts.mqttPort}`, '--id', opts.id, '--data', opts.dataDir, '--config', configPath, '--log-level', opts.logLevel ?? 'warn'],
     { ...opts.env, ROLLCALL_TOKEN: opts.token })
 }
