@@ -31,6 +31,7 @@ import { createSchedules } from './jobs/schedules.js'
 import { createCommands } from './commands/commands.js'
 import { createRules } from './rules/rules.js'
 import { firingChain } from './rules/trace.js'
+import { createSqliteCommandStore } from './commands/sqlite.js'
 import { loadOrCreateAdminToken } from './api/admin-token.js'
 import { buildApi } from './api/app.js'
 import { createHubHistograms, createHubMetrics } from './observe/metrics.js'
@@ -272,8 +273,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     jobs.start()
     releasers.push(() => { jobs.stop() })
-    const commands = createCommands({ defaultTimeoutMs: config.commandDefaultTimeoutMs, groupConcurrency: config.commandGroupConcurrency }, {
-      db, writer, registry, jobs, clock, logger: log.child({ component: 'commands' }),
+    const commands = await createCommands({ defaultTimeoutMs: config.commandDefaultTimeoutMs, groupConcurrency: config.commandGroupConcurrency }, {
+      store: createSqliteCommandStore(db, writer), registry, jobs, clock, logger: log.child({ component: 'commands' }),
       isReachable: (id) => presence.isReachable(id),
       lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
       capabilities: (id) => presence.get(id)?.info.capabilities ?? [],
@@ -330,11 +331,13 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       // queued for the hub meanwhile waits in external-broker.ts for the subscription that takes it.
       await accounts?.prepare()
       // Each up-message to one hub of the group; births and deaths (retained) to every hub,
-      // so each knows who is online from the start (hub/presence). All at QoS 1: Mosquitto
+      // so each knows who is online from the start (hub/presence), and command replies to
+      // every hub, so the one that sent the command, and waits for it, gets its reply
+      // (hub/commands/store.ts: the others keep no copy). All at QoS 1: Mosquitto
       // drops QoS 0 to a client with more than max_queued_messages (1000) packets waiting, so
       // a hub that pauses for a moment would lose batches and stall their devices until their
       // ack timeout; at QoS 1 the hub's receive maximum (65,535) covers such a pause.
-      for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' })
+      for (const kind of UP_KINDS) await broker.subscribe(upFilter(kind), onMessage, { shared: kind !== 'state' && kind !== 'cmd/res' })
     }
     await rules.resume()
 

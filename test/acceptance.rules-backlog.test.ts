@@ -95,7 +95,7 @@ describe('a device draining a backlog', () => {
     expect(firing.at - ts).toBeGreaterThan(STEP_MS)
     expect(firing.at - ts).toBeLessThan(300_000)
     // No push for a stale burst: one command recorded, the one the device ran.
-    const commands = h.running.services.commands.ofDevice(id)
+    const commands = await h.running.services.commands.ofDevice(id)
     expect(commands.map((c) => c.id)).toEqual([ran[0]!.id])
     expect(commands[0]).toMatchObject({ status: 'succeeded', cause: { rule: rule.name, firing: firing.id } })
 

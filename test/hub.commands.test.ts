@@ -207,8 +207,8 @@ describe('hub commands over the wire', () => {
     const again = createHub(loadHubConfig({ dataDir: tmp.dir, mqttPort: 0, httpPort: 0, logLevel: 'silent' }, {}), { logger: silentLogger() })
     const running = await again.start()
     try {
-      expect(running.services.commands.get(r.body.error.id)).toMatchObject({ status: 'disconnected', error: { code: 'HUB_STOPPING' } })
-      expect(running.services.commands.get('ccrashed000001')).toMatchObject({ status: 'disconnected', error: { code: 'HUB_RESTART' } })
+      expect(await running.services.commands.get(r.body.error.id)).toMatchObject({ status: 'disconnected', error: { code: 'HUB_STOPPING' } })
+      expect(await running.services.commands.get('ccrashed000001')).toMatchObject({ status: 'disconnected', error: { code: 'HUB_RESTART' } })
     } finally {
       await again.stop()
     }

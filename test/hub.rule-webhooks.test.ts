@@ -89,7 +89,7 @@ describe('rules calling webhooks', () => {
       expect(c.headers['x-rollcall-signature']).toBe(signature(SECRET, ts, c.body))
       expect(JSON.parse(c.body)).toMatchObject({ type: 'rule.firing', v: 1, rule: 'pump.hot', firing: firing.id, deviceId: 'pump-1', trigger: { sensor: 'temp', value: 91, seq: 1 } })
     }
-    const chain = h.running.services.firingChain(firing.id)
+    const chain = await h.running.services.firingChain(firing.id)
     expect(chain.actions[0]).toMatchObject({ kind: 'webhook', status: 'done', attempts: 4, outcome: { attempts: 4, status: 200 }, spec: { webhook: { secret: '(set)' } } })
     // The secret signs the calls and shows nowhere.
     expect(JSON.stringify(chain)).not.toContain(SECRET)

@@ -86,7 +86,7 @@ describe('rules on stored telemetry', () => {
     // The chain of the first firing: its trigger sample, the action, the command it made and its reply.
     const first = detail.recentFirings.at(-1)!
     expect(first.trigger).toMatchObject({ kind: 'sample', sensor: 'vib', value: 0.09 })
-    const chain = h.running.services.firingChain(first.id)
+    const chain = await h.running.services.firingChain(first.id)
     expect(chain.actions).toHaveLength(1)
     expect(chain.actions[0]).toMatchObject({ kind: 'command', status: 'done', command: { status: 'succeeded', cause: { rule: 'pump.vibration', firing: first.id } } })
     expect(chain.actions[0]!.startedAt).not.toBeNull()
@@ -184,7 +184,7 @@ describe('rules on stored telemetry', () => {
     open()
     await waitFor(() => second.running.services.rules.stats().actions.done === 1, 'the action done after the restart')
     const firing = second.running.services.rules.get('pump.vibration').recentFirings[0]!
-    const chain = second.running.services.firingChain(firing.id)
+    const chain = await second.running.services.firingChain(firing.id)
     expect(chain.actions[0]).toMatchObject({ status: 'done', command: { status: 'succeeded' } })
     // Counted on the device: it ran the command once, and answered the repeat of its id from its ledger.
     expect(p.ran).toHaveLength(1)

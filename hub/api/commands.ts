@@ -63,10 +63,10 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
 
     app.get('/commands/:id', { schema: { summary: "Show a command, or a group command's members", params: Type.Object({ id: Type.String({ maxLength: 64 }) }) } }, async (req) => {
       try {
-        return s.commands.get(req.params.id)
+        return await s.commands.get(req.params.id)
       } catch (err) {
         // A group command's id names its members' records.
-        const members = s.commands.ofGroup(req.params.id)
+        const members = await s.commands.ofGroup(req.params.id)
         if (members.length === 0) throw err
         return { groupId: req.params.id, commands: members }
       }
@@ -78,6 +78,6 @@ export function commandRoutes(s: HubServices): FastifyPluginAsyncTypebox {
         params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
         querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
       },
-    }, async (req) => ({ commands: s.commands.ofDevice(req.params.id, req.query.limit ?? 50) }))
+    }, async (req) => ({ commands: await s.commands.ofDevice(req.params.id, req.query.limit ?? 50) }))
   }
 }

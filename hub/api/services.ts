@@ -34,7 +34,7 @@ export interface HubServices {
   addObserver(name: string): Promise<{ observer: ObserverRecord; token: string }>
   removeObserver(name: string): Promise<void>
   /** A rule firing with, for each action, the command or job it made (their records), for the trace. */
-  firingChain(id: string): FiringChain
+  firingChain(id: string): Promise<FiringChain>
   health(): HealthReport
   stats(): Record<string, unknown>
 }

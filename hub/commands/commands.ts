@@ -5,7 +5,7 @@ import type { Logger } from '../../common/logger.js'
 import { encode } from '../../protocol/codec.js'
 import type { CommandResponse } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
-import { createCommandStore, type CommandCause, type CommandRecord, type NewCommand } from './store.js'
+import type { CommandCause, CommandRecord, CommandStore, NewCommand } from './store.js'
 import {
   SKIPPED_OFFLINE, checkCommandSpec, groupCounts, memberTurn, offlineError, replyOutcome, sendAgain, unansweredOutcome, unsupportedError, type CheckedSpec,
 } from './decisions.js'
@@ -14,8 +14,6 @@ import { createQueuing } from './queued.js'
 import { parseTarget, resolveTarget } from '../fleet/targets.js'
 import type { Jobs } from '../jobs/jobs.js'
 import type { Registry } from '../fleet/registry.js'
-import type { Writer } from '../storage/group-commit.js'
-import type { Db } from '../../common/sqlite.js'
 
 /**
  * Commands: the push half (DESIGN.md, "Commands"): act now, or fail now.
@@ -55,8 +53,8 @@ export interface CommandsOptions {
 }
 
 export interface CommandsDeps {
-  readonly db: Db
-  readonly writer: Writer
+  /** The command record: the hub's SQLite file, or a PostgreSQL shared by several hubs. */
+  readonly store: CommandStore
   readonly registry: Registry
   readonly jobs: Jobs
   /** Reachable now: connected, and a birth received for this connection's epoch. */
@@ -128,10 +126,9 @@ export interface CommandStats {
   readonly pending: number
 }
 
-export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
-  const { registry, clock, logger } = deps
-  const store = createCommandStore(deps.db, deps.writer)
-  const orphans = store.settleOrphans(clock.now())
+export async function createCommands(options: CommandsOptions, deps: CommandsDeps) {
+  const { registry, clock, logger, store } = deps
+  const orphans = await store.settleOrphans(clock.now())
   if (orphans > 0) logger.warn({ commands: orphans }, 'commands left in flight by the last hub process recorded as disconnected (HUB_RESTART)')
   let stopped = false
   const inFlight = createInFlight(clock)
@@ -224,7 +221,7 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     registry.requireDevice(deviceId)
     let { args, timeoutMs } = validate(spec)
     const now = clock.now()
-    const prior = origin?.again ? store.get(origin.id) : undefined
+    const prior = origin?.again ? await store.get(origin.id) : undefined
     const queuedAs = origin?.again && !prior ? queuing.queuedAs(origin.id) : undefined
     if (origin && queuedAs !== undefined) {
       // Queued as its job by the last run, which died before the command's own record: the job stands.
@@ -339,9 +336,13 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     const p = inFlight.get(m.id)
     if (!p || p.deviceId !== deviceId) {
       // After the deadline or a disconnect, or a reply to a command this hub process never sent.
-      if (p === undefined) stats.lateReplies++
-      else stats.unknownReplies++
-      store.late(m.id, deviceId, clock.now(), JSON.stringify(m.ok ? { ok: true, result: m.result ?? null } : { ok: false, error: m.error ?? null }))
+      // Late only if its command ended unanswered: on an external broker every hub gets every reply,
+      // and the hubs that did not send the command see the sender's answer here too.
+      if (p !== undefined) stats.unknownReplies++
+      store.late(m.id, deviceId, clock.now(), JSON.stringify(m.ok ? { ok: true, result: m.result ?? null } : { ok: false, error: m.error ?? null })).then(
+        (kept) => { if (kept && p === undefined) stats.lateReplies++ },
+        (err: unknown) => { logger.warn({ err, id: m.id, deviceId }, 'a late command reply was not recorded') },
+      )
       return
     }
     const durationMs = Math.round((performance.now() - p.startedAt) * 1000) / 1000
@@ -362,9 +363,8 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     }
   }
 
-  function get(id: string): CommandRecord {
-    store.sync()
-    const r = store.get(id)
+  async function get(id: string): Promise<CommandRecord> {
+    const r = await store.get(id)
     if (!r) throw new RollcallError('COMMAND_NOT_FOUND', `no command "${id}"`)
     return r
   }
@@ -375,15 +375,11 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
     response,
     disconnected,
     get,
-    ofDevice(deviceId: string, limit = 50): CommandRecord[] {
+    ofDevice(deviceId: string, limit = 50): Promise<CommandRecord[]> {
       registry.requireDevice(deviceId)
-      store.sync()
       return store.ofDevice(deviceId, limit)
     },
-    ofGroup(groupId: string): CommandRecord[] {
-      store.sync()
-      return store.ofGroup(groupId)
-    },
+    ofGroup: (groupId: string): Promise<CommandRecord[]> => store.ofGroup(groupId),
     prune: (cutoff: number) => store.prune(cutoff),
     /**
      * The hub is stopping: new commands are refused (UNAVAILABLE), and every
@@ -400,11 +396,10 @@ export function createCommands(options: CommandsOptions, deps: CommandsDeps) {
         if (r) records.push(r)
       }
       // Committed now, not at the end of the turn: their callers are answered before the API closes.
-      store.sync()
-      return Promise.allSettled(records).then(() => undefined)
+      return Promise.allSettled([store.flush(), ...records]).then(() => undefined)
     },
     stats: (): CommandStats => ({ ...stats, pending: inFlight.size }),
   }
 }
 
-export type Commands = ReturnType<typeof createCommands>
+export type Commands = Awaited<ReturnType<typeof createCommands>>

@@ -1,18 +1,23 @@
-import type { Db } from '../../common/sqlite.js'
-import type { Writer } from '../storage/group-commit.js'
-import { deleteInChunks } from '../storage/chunked-delete.js'
 import { readJsonColumn } from '../storage/schema.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 
 /**
- * The command record: the commands table, and only SQL. Every write goes
- * through the group-commit writer. A new command and an outcome are committed
- * at the end of the event loop's turn (`writer.commit`), and their promise
- * says when they are durable: commands.ts publishes a command only after its
- * record is, and answers its caller only after its outcome is, so a hub that
- * dies at any moment never leaves a command it sent, or an answer it gave,
- * out of the record. Late replies nobody waits for take the ordinary group
- * commit. Reads see what is committed.
+ * The command record, whichever database holds it: the hub's own SQLite
+ * file (sqlite.ts) or a PostgreSQL shared by several hubs (postgres.ts).
+ * commands.ts sees only this.
+ *
+ * A new command and an outcome resolve once they are committed:
+ * commands.ts publishes a command only after its record is, and answers its
+ * caller only after its outcome is, so a hub that dies at any moment never
+ * leaves a command it sent, or an answer it gave, out of the record. Reads
+ * see every write made before them, committed first if need be.
+ *
+ * A late reply is one that comes after its command ended without an answer
+ * (its deadline, its device's disconnect, a hub restart): it is kept, the
+ * first one only, and changes nothing. A second copy of the reply that ended
+ * it is not late: on an external broker every hub gets every reply, and the
+ * ones that did not send the command must not record the sender's answer as
+ * a late one.
  */
 
 export const COMMAND_STATUSES = ['offline', 'queued', 'sent', 'succeeded', 'failed', 'timed_out', 'disconnected'] as const
@@ -20,7 +25,8 @@ export type CommandStatus = (typeof COMMAND_STATUSES)[number]
 /** How a command that was sent ended. */
 export type CommandEnd = Extract<CommandStatus, 'succeeded' | 'failed' | 'timed_out' | 'disconnected'>
 
-interface CommandRow {
+/** A commands row, as both databases return it. */
+export interface CommandRow {
   id: string
   device_id: string
   name: string
@@ -87,7 +93,7 @@ export interface NewCommand {
   readonly cause?: CommandCause
 }
 
-function toRecord(r: CommandRow): CommandRecord {
+export function toRecord(r: CommandRow): CommandRecord {
   const timeline: Array<{ at: number; event: string }> = [{ at: r.created_at, event: 'created' }]
   // Carried out again under its id after a restart (first_sent_at is then set): the first send, then the last.
   if (r.first_sent_at !== null) timeline.push({ at: r.first_sent_at, event: 'sent' })
@@ -106,78 +112,33 @@ function toRecord(r: CommandRow): CommandRecord {
   }
 }
 
-export function createCommandStore(db: Db, writer: Writer) {
-  const s = {
-    // A conflict is a command sent again under its own id (a rule's action carried out again after a
-    // restart, commands.ts send): the row starts over from this attempt; its cause and creation stay.
-    insert: db.prepare<[string, string, string, string | null, string | null, string, number, number | null, number, number | null, string | null, string | null, string | null, string | null, string | null]>(
-      `INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, error_code, error_message, job_id, cause_rule, cause_firing)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET status = excluded.status, sent_at = excluded.sent_at, expires_at = excluded.expires_at, finished_at = excluded.finished_at,
-         result = NULL, error_code = excluded.error_code, error_message = excluded.error_message, job_id = excluded.job_id,
-         first_sent_at = COALESCE(commands.first_sent_at, commands.sent_at), resent = commands.resent + (excluded.sent_at IS NOT NULL)
-       WHERE commands.status = 'sent' OR (commands.status = 'disconnected' AND commands.error_code IN ('HUB_RESTART', 'HUB_STOPPING'))`),
-    // The whole row, so the outcome is recorded even if the row's first write was lost with a failed commit.
-    finish: db.prepare(`INSERT INTO commands (id, device_id, name, args, group_id, status, created_at, sent_at, expires_at, finished_at, result, error_code, error_message, cause_rule, cause_firing)
-       VALUES (@id, @deviceId, @name, @args, @groupId, @status, @createdAt, @createdAt, @expiresAt, @at, @result, @errorCode, @errorMessage, @causeRule, @causeFiring)
-       ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, result = excluded.result,
-         error_code = excluded.error_code, error_message = excluded.error_message
-       WHERE commands.status = 'sent'`),
-    late: db.prepare<[number, string, string, string]>('UPDATE commands SET late_at = ?, late_response = ? WHERE id = ? AND device_id = ? AND late_at IS NULL'),
-    get: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE id = ?'),
-    ofDevice: db.prepare<[string, number], CommandRow>('SELECT * FROM commands WHERE device_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
-    ofGroup: db.prepare<[string], CommandRow>('SELECT * FROM commands WHERE group_id = ? ORDER BY device_id'),
-    prune: db.prepare<[number, number]>('DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE created_at < ? LIMIT ?)'),
-    // A row still "sent" is a command whose caller got no answer: the hub died before the reply, or before it recorded it.
-    orphaned: db.prepare<[number]>(`UPDATE commands SET status = 'disconnected', finished_at = ?, error_code = '${'HUB_RESTART' satisfies OutcomeCode}',
-      error_message = 'the hub stopped before it recorded an answer from the device; the device may have run it' WHERE status = 'sent'`),
-  }
-
-  return {
-    /** At start: commands a previous hub process sent and never settled end as disconnected (HUB_RESTART). */
-    settleOrphans(now: number): number {
-      return s.orphaned.run(now).changes
-    },
-    /**
-     * Records a new command (sent, refused as offline, queued as a job, or
-     * never sent before the deadline); resolves once it is committed.
-     */
-    add(c: NewCommand): Promise<void> {
-      const settled = c.status !== 'sent'
-      return writer.commit(() => {
-        s.insert.run(c.id, c.deviceId, c.name, c.args, c.groupId, c.status, c.createdAt, settled ? null : c.createdAt, c.expiresAt,
-          settled ? c.createdAt : null, c.error?.code ?? null, c.error?.message ?? null, c.jobId ?? null, c.cause?.rule ?? null, c.cause?.firing ?? null)
-      })
-    },
-    /**
-     * The outcome of a sent command (the whole row, see `finish`); a command
-     * already settled keeps its first outcome. Resolves once it is committed.
-     */
-    finish(c: NewCommand, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): Promise<void> {
-      return writer.commit(() => {
-        s.finish.run({
-          id: c.id, deviceId: c.deviceId, name: c.name, args: c.args, groupId: c.groupId, status, createdAt: c.createdAt, expiresAt: c.expiresAt,
-          at, result, errorCode: error?.code ?? null, errorMessage: error?.message ?? null, causeRule: c.cause?.rule ?? null, causeFiring: c.cause?.firing ?? null,
-        })
-      })
-    },
-    /** A reply that came after the outcome was settled (only the first is kept); nobody waits on it. */
-    late(id: string, deviceId: string, at: number, response: string): void {
-      writer.enqueue(() => { s.late.run(at, response, id, deviceId) })
-    },
-    /** Commits what is queued: before reads, so a late reply just received shows. */
-    sync(): void {
-      writer.flush()
-    },
-    get: (id: string): CommandRecord | undefined => {
-      const r = s.get.get(id)
-      return r ? toRecord(r) : undefined
-    },
-    ofDevice: (deviceId: string, limit: number): CommandRecord[] => s.ofDevice.all(deviceId, limit).map(toRecord),
-    ofGroup: (groupId: string): CommandRecord[] => s.ofGroup.all(groupId).map(toRecord),
-    /** Retention: deletes commands created before `cutoff`, `chunk` rows per statement. */
-    prune: (cutoff: number, chunk = 5000): Promise<number> => deleteInChunks((limit) => s.prune.run(cutoff, limit).changes, chunk),
-  }
+export interface CommandStore {
+  /**
+   * At start: commands the last run of this hub sent and never settled end as
+   * disconnected (HUB_RESTART). On a shared database, so do those of any hub
+   * whose deadline passed more than ABANDONED_AFTER_MS ago (a hub that is
+   * gone: a live one settles its commands at their deadline).
+   */
+  settleOrphans(now: number): Promise<number>
+  /** Records a new command (sent, refused as offline, queued as a job, or never sent before the deadline); resolves once it is committed. */
+  add(c: NewCommand): Promise<void>
+  /** The outcome of a sent command (the whole row, in case its first write was lost); one already settled keeps its first. Resolves once committed. */
+  finish(c: NewCommand, status: CommandEnd, at: number, result: string | null, error: { code: string; message: string } | null): Promise<void>
+  /** A reply after the command ended unanswered; resolves with whether it was kept (the first late reply only). Nobody waits on it. */
+  late(id: string, deviceId: string, at: number, response: string): Promise<boolean>
+  get(id: string): Promise<CommandRecord | undefined>
+  /** A device's commands, newest first. */
+  ofDevice(deviceId: string, limit: number): Promise<CommandRecord[]>
+  /** A group command's members, by device. */
+  ofGroup(groupId: string): Promise<CommandRecord[]>
+  /** Retention: deletes commands created before `cutoff`. */
+  prune(cutoff: number): Promise<number>
+  /** Commits what is queued now (the hub stopping: its callers are answered before the API closes). */
+  flush(): Promise<void>
 }
 
-export type CommandStore = ReturnType<typeof createCommandStore>
+/** A command still `sent` this long past its deadline was sent by a hub that is gone. */
+export const ABANDONED_AFTER_MS = 60_000
+
+/** The error a command the hub lost track of ends with. */
+export const HUB_RESTART_ERROR = { code: 'HUB_RESTART', message: 'the hub stopped before it recorded an answer from the device; the device may have run it' } as const satisfies { code: OutcomeCode; message: string }

@@ -10,27 +10,27 @@ export type FiringChain<C, J> = FiringView & {
   readonly actions: ReadonlyArray<FiringView['actions'][number] & { readonly command?: C; readonly job?: J }>
 }
 
-/** `find` returns undefined, or throws a not-found error, for a command or job the action never made. */
-export function firingChain<C, J>(firing: FiringView, find: { command(id: string): C | undefined; job(id: string): J | undefined }): FiringChain<C, J> {
-  const found = <T>(get: () => T | undefined): T | undefined => {
+/** `find` answers undefined, or fails with a not-found error, for a command or job the action never made. */
+export async function firingChain<C, J>(firing: FiringView, find: { command(id: string): Promise<C | undefined> | C | undefined; job(id: string): Promise<J | undefined> | J | undefined }): Promise<FiringChain<C, J>> {
+  const found = async <T>(get: () => Promise<T | undefined> | T | undefined): Promise<T | undefined> => {
     try {
-      return get()
+      return await get()
     } catch {
       return undefined
     }
   }
   return {
     ...firing,
-    actions: firing.actions.map((a) => {
+    actions: await Promise.all(firing.actions.map(async (a) => {
       if (a.kind === 'command') {
-        const command = found(() => find.command(actionObjectId('c', firing.id, a.idx)))
+        const command = await found(() => find.command(actionObjectId('c', firing.id, a.idx)))
         return command === undefined ? a : { ...a, command }
       }
       if (a.kind === 'job') {
-        const job = found(() => find.job(actionObjectId('j', firing.id, a.idx)))
+        const job = await found(() => find.job(actionObjectId('j', firing.id, a.idx)))
         return job === undefined ? a : { ...a, job }
       }
       return a
-    }),
+    })),
   }
 }

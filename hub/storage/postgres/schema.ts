@@ -120,6 +120,37 @@ const MIGRATIONS: readonly string[] = [
   -- it there. The store is in the key: a re-flashed device counts its epochs from 1 again.
   CREATE UNIQUE INDEX presence_history_change ON presence_history (device_id, store_id, epoch, status) WHERE epoch IS NOT NULL;
   `,
+  /* 6: the command record (hub/commands/postgres.ts) */ `
+  -- One row per command to one device, as on SQLite; sent_by names the hub that sent it
+  -- (its broker client id), so a restarted hub settles only what it left in flight.
+  CREATE TABLE commands (
+    id text PRIMARY KEY,
+    device_id text NOT NULL,
+    name text NOT NULL,
+    args text,
+    group_id text,
+    status text NOT NULL,
+    created_at bigint NOT NULL,
+    sent_at bigint,
+    expires_at bigint NOT NULL,
+    finished_at bigint,
+    result text,
+    error_code text,
+    error_message text,
+    job_id text,
+    late_at bigint,
+    late_response text,
+    first_sent_at bigint,
+    resent integer NOT NULL DEFAULT 0,
+    cause_rule text,
+    cause_firing text,
+    sent_by text
+  );
+  CREATE INDEX commands_device ON commands (device_id, created_at);
+  CREATE INDEX commands_group ON commands (group_id) WHERE group_id IS NOT NULL;
+  CREATE INDEX commands_created ON commands (created_at);
+  CREATE INDEX commands_in_flight ON commands (sent_by, expires_at) WHERE status = 'sent';
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
