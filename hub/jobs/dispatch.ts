@@ -1,11 +1,13 @@
 import { execIdOf } from '../../protocol/ids.js'
 import { encode } from '../../protocol/codec.js'
 import { LIMITS } from '../../protocol/limits.js'
-import type { ExecRef, JobExecution } from '../../protocol/messages.js'
+import type { ExecRef, JobExecution, JobsBatch } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
 import { leaseUntil, planBatch, rolloutRelease } from './decisions.js'
 import type { JobRow } from './store.js'
-import type { JobsContext } from './context.js'
+import type { JobsContext, JobsOptions } from './context.js'
+import { runSync, tx, type Step } from './tx.js'
+import type { AfterCommit } from '../storage/group-commit.js'
 
 /**
  * Getting executions to devices: the batch a pull is answered with (leases,
@@ -20,84 +22,95 @@ const BATCH_BUDGET_BYTES = LIMITS.maxPayloadBytes - 8 * 1024
 /** Rows of a paced job the ringing looks at per sweep. */
 const RING_SCAN_ROWS = 2000
 
+/** How many of a paced job's executions may be released now; updates the stored pace. */
+function pacer(now: number) {
+  const grants = new Map<string, { rate: number; tat: number | null; changed: boolean }>()
+  return {
+    take(job: { job_id: string; rate_per_min: number; tat: number | null }): boolean {
+      let g = grants.get(job.job_id)
+      if (!g) grants.set(job.job_id, g = { rate: job.rate_per_min, tat: job.tat, changed: false })
+      const r = rolloutRelease(g.rate, g.tat, now, 1)
+      if (r.granted === 0) return false
+      g.tat = r.tat
+      g.changed = true
+      return true
+    },
+    *save(): Step<void> {
+      for (const [jobId, g] of grants) if (g.changed && g.tat !== null) yield* tx.setTat(jobId, g.tat)
+    },
+  }
+}
+
+/** Stop notices owed to the device, cleared as they are taken (inside a transaction). */
+function* takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): Step<ExecRef[]> {
+  const refs: ExecRef[] = []
+  for (const c of yield* tx.pendingCancels(deviceId, max)) {
+    yield* tx.clearCancel(c.key)
+    refs.push({ execId: execIdOf(c.job_id, deviceId), attempt: c.attempt })
+  }
+  return refs
+}
+
+/**
+ * The transaction that answers a pull received at `now`: the executions due
+ * for the device (at most `max`, under the payload cap), leased, and the stop
+ * notices it is owed, taken. `since`: when its connection became reachable.
+ */
+export function* pullStep(options: Pick<JobsOptions, 'leaseGraceMs' | 'redeliverAfterMs'>, deviceId: string, max: number, now: number, since: number | undefined): Step<JobsBatch> {
+  // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
+  const cancel = yield* takeCancels(deviceId, CANCELS_PER_BATCH)
+  const due = yield* tx.due(deviceId, now, max + 64)
+  // The pace of each paced job, read (and on PostgreSQL locked) in job order before planning: the plan reads nothing.
+  const tats = new Map<string, number | null>()
+  for (const id of [...new Set(due.filter((r) => r.rate_per_min !== null && r.first_delivered_at === null).map((r) => r.job_id))].sort()) {
+    tats.set(id, yield* tx.paceOf(id))
+  }
+  const pace = pacer(now)
+  const { take, more } = planBatch(due, {
+    max,
+    // Send again what was delivered before this connection (it may have been lost with the last one), or long ago.
+    redeliverBefore: Math.max(since ?? 0, now - options.redeliverAfterMs),
+    budgetBytes: BATCH_BUDGET_BYTES,
+    usedBytes: Buffer.byteLength(JSON.stringify(cancel)),
+    release: (r) => pace.take({ job_id: r.job_id, rate_per_min: r.rate_per_min!, tat: tats.get(r.job_id) ?? null }),
+  })
+  const executions: JobExecution[] = take.map((r) => ({
+    execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, name: r.name, payload: JSON.parse(r.payload) as unknown,
+    attempt: r.attempt, version: r.base_version, timeoutMs: r.timeout_ms, priority: r.priority,
+    ...(r.expires_at !== null ? { expiresAt: r.expires_at } : {}),
+  }))
+  for (const r of take) yield* tx.markDelivered(r.key, now, leaseUntil('queued', now, r.timeout_ms, r.expires_at, options.leaseGraceMs))
+  yield* pace.save()
+  return { type: 'jobs.batch', v: 1, executions, more, ...(cancel.length > 0 ? { cancel } : {}) }
+}
+
 export function createDispatch(ctx: JobsContext) {
   const { store, options, counters, ring, reachable } = ctx
   const { writer } = ctx.deps
-
-  /** How many of a paced job's executions may be released now; updates the stored pace. */
-  function pacer(now: number) {
-    const grants = new Map<string, { rate: number; tat: number | null; changed: boolean }>()
-    return {
-      take(job: { job_id: string; rate_per_min: number; tat: number | null }): boolean {
-        let g = grants.get(job.job_id)
-        if (!g) grants.set(job.job_id, g = { rate: job.rate_per_min, tat: job.tat, changed: false })
-        const r = rolloutRelease(g.rate, g.tat, now, 1)
-        if (r.granted === 0) return false
-        g.tat = r.tat
-        g.changed = true
-        return true
-      },
-      save(): void {
-        for (const [jobId, g] of grants) if (g.changed && g.tat !== null) store.setTat(jobId, g.tat)
-      },
-    }
-  }
-
-  /** Stop notices owed to the device, cleared as they are taken (inside a transaction). */
-  function takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): ExecRef[] {
-    const refs: ExecRef[] = []
-    for (const c of store.pendingCancels(deviceId, max)) {
-      store.clearCancel(c.key)
-      refs.push({ execId: execIdOf(c.job_id, deviceId), attempt: c.attempt })
-    }
-    return refs
-  }
 
   /** Tells reachable devices which executions they hold were canceled; the rest hear it when they come back. */
   function sendCancels(deviceIds: readonly string[]): void {
     const online = deviceIds.filter(reachable)
     if (online.length === 0) return
-    writer.enqueue(() => {
+    writer.enqueue(() => runSync(store, (function* (): Step<AfterCommit> {
       const sends: Array<[string, ExecRef[]]> = []
       for (const d of online) {
-        const refs = takeCancels(d)
+        const refs = yield* takeCancels(d)
         if (refs.length > 0) sends.push([d, refs])
       }
       return () => { for (const [d, refs] of sends) ring(d, refs) }
-    }, online.length)
+    })()), online.length)
   }
 
-  /** A pull, received at `now`: the executions due for the device are leased and sent as one jobs/batch after the commit. */
+  /** A pull, received at `now`: the batch pullStep leases in one writer operation goes out after its commit. */
   function pull(deviceId: string, max: number, now: number): void {
     counters.pulls++
     writer.enqueue(() => {
-      const since = ctx.deps.reachableSince(deviceId)
-      // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
-      const cancel = takeCancels(deviceId, CANCELS_PER_BATCH)
-      const pace = pacer(now)
-      const tats = new Map<string, number | null>()
-      const { take, more } = planBatch(store.due(deviceId, now, max + 64), {
-        max,
-        // Send again what was delivered before this connection (it may have been lost with the last one), or long ago.
-        redeliverBefore: Math.max(since ?? 0, now - options.redeliverAfterMs),
-        budgetBytes: BATCH_BUDGET_BYTES,
-        usedBytes: Buffer.byteLength(JSON.stringify(cancel)),
-        release: (r) => {
-          if (!tats.has(r.job_id)) tats.set(r.job_id, store.getJob(r.job_id)?.rollout_tat ?? null)
-          return pace.take({ job_id: r.job_id, rate_per_min: r.rate_per_min!, tat: tats.get(r.job_id) ?? null })
-        },
-      })
-      const executions: JobExecution[] = take.map((r) => ({
-        execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, name: r.name, payload: JSON.parse(r.payload) as unknown,
-        attempt: r.attempt, version: r.base_version, timeoutMs: r.timeout_ms, priority: r.priority,
-        ...(r.expires_at !== null ? { expiresAt: r.expires_at } : {}),
-      }))
-      for (const r of take) store.markDelivered(r.key, now, leaseUntil('queued', now, r.timeout_ms, r.expires_at, options.leaseGraceMs))
-      pace.save()
+      const batch = runSync(store, pullStep(options, deviceId, max, now, ctx.deps.reachableSince(deviceId)))
       return () => {
-        counters.delivered += executions.length
+        counters.delivered += batch.executions.length
         counters.batches++
-        ctx.deps.publish(topics.jobsBatch(deviceId), encode({ type: 'jobs.batch', v: 1, executions, more, ...(cancel.length > 0 ? { cancel } : {}) }))
+        ctx.deps.publish(topics.jobsBatch(deviceId), encode(batch))
       }
     }, 1 + max)
   }
@@ -105,7 +118,7 @@ export function createDispatch(ctx: JobsContext) {
   /** A device came online (its birth, received at `now`): tell it of cancellations it missed, and ring if work is due. */
   function online(deviceId: string, now: number): void {
     writer.enqueue(() => {
-      const cancel = takeCancels(deviceId)
+      const cancel = runSync(store, takeCancels(deviceId))
       const due = store.hasDue(deviceId, now)
       return () => { if (cancel.length > 0 || due) ring(deviceId, cancel) }
     })

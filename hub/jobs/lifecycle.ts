@@ -3,7 +3,8 @@ import { randomId } from '../../common/random-id.js'
 import { parseExecId } from '../../protocol/ids.js'
 import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
 import { isFinal } from './decisions.js'
-import type { JobRow, JobView } from './store.js'
+import type { JobRow, JobView, NewJob } from './store.js'
+import { runSync, tx, type Step } from './tx.js'
 import { checkJobSpec, type JobCause, type JobOrigin, type JobSpec } from './spec.js'
 import type { JobsContext, Tally } from './context.js'
 import type { Endings } from './endings.js'
@@ -17,6 +18,13 @@ import type { Dispatch } from './dispatch.js'
  * transaction after the writer's queue is flushed, so it sees the state the
  * queued writes describe.
  */
+/** The transaction that makes a job and one queued execution per device; false when its schedule tick or rule action made it already. */
+export function* insertJobStep(row: NewJob, devices: readonly string[]): Step<boolean> {
+  if (!(yield* tx.insertJob(row))) return false
+  yield* tx.addExecutions(row.id, devices, row.priority, row.createdAt)
+  return true
+}
+
 export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
   const { store, options, ring, reachable } = ctx
   const { db, writer, registry, clock, logger } = ctx.deps
@@ -30,11 +38,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     return job
   }
 
-  const insertJobTx = db.transaction((row: Parameters<typeof store.insertJob>[0], devices: readonly string[]) => {
-    if (!store.insertJob(row)) return false
-    store.addExecutions(row.id, devices, row.priority, row.createdAt)
-    return true
-  })
+  const insertJobTx = db.transaction((row: NewJob, devices: readonly string[]) => runSync(store, insertJobStep(row, devices)))
 
   /**
    * Creates a job; for a schedule's tick or a rule's action, returns

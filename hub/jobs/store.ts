@@ -193,6 +193,7 @@ export function createJobStore(db: Db) {
     insertHistory: db.prepare<[number, number, number, string, number, string, string | null]>(
       'INSERT INTO execution_history (exec_key, version, attempt, state, at, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
+    paceOf: db.prepare<[string], number | null>('SELECT rollout_tat FROM jobs WHERE id = ?').pluck(),
     // Newest first; the cursor is the last job of the previous page, so jobs made in the same millisecond are not skipped.
     listJobs: db.prepare<[{ status: string | null; beforeAt: number; beforeId: string; limit: number }], JobRow>(
       'SELECT * FROM jobs WHERE (@status IS NULL OR status = @status) AND (created_at, id) < (@beforeAt, @beforeId) ORDER BY created_at DESC, id DESC LIMIT @limit'),
@@ -323,6 +324,8 @@ export function createJobStore(db: Db) {
       s.setJobStatus.run(status, reason, finishedAt, id)
       version++
     },
+    /** A paced job's pace (its theoretical arrival time), null before its first release or when it has none. */
+    paceOf: (jobId: string): number | null => s.paceOf.get(jobId) ?? null,
     setTat(jobId: string, tat: number): void {
       s.setTat.run(tat, jobId)
     },

@@ -151,6 +151,77 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX commands_created ON commands (created_at);
   CREATE INDEX commands_in_flight ON commands (sent_by, expires_at) WHERE status = 'sent';
   `,
+  /* 7: jobs, their executions and the executions' history (hub/jobs/postgres.ts), as on SQLite */ `
+  CREATE TABLE jobs (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    payload text NOT NULL,
+    target text NOT NULL,
+    priority integer NOT NULL,
+    timeout_ms bigint NOT NULL,
+    expires_at bigint,
+    max_attempts integer NOT NULL,
+    backoff_base_ms bigint NOT NULL,
+    backoff_max_ms bigint NOT NULL,
+    rate_per_min double precision,
+    rollout_tat bigint,
+    abort_min_finished integer,
+    abort_failure_pct double precision,
+    continuous integer NOT NULL,
+    status text NOT NULL,
+    status_reason text,
+    created_at bigint NOT NULL,
+    finished_at bigint,
+    -- A schedule's tick makes at most one job, whichever hub's clock fires it first.
+    schedule_id bigint,
+    schedule_tick bigint,
+    cause_rule text,
+    cause_firing text,
+    UNIQUE (schedule_id, schedule_tick)
+  );
+  CREATE INDEX jobs_status ON jobs (status, created_at);
+  CREATE INDEX jobs_active_expiry ON jobs (expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
+  CREATE TABLE executions (
+    key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    device_id text NOT NULL,
+    priority integer NOT NULL,
+    state text NOT NULL,
+    attempt integer NOT NULL,
+    version integer NOT NULL,
+    base_version integer NOT NULL,
+    device_version integer,
+    run_after bigint NOT NULL,
+    first_delivered_at bigint,
+    delivered_at bigint,
+    lease_until bigint,
+    cancel_notify integer NOT NULL DEFAULT 0,
+    started_at bigint,
+    finished_at bigint,
+    result text,
+    error_code text,
+    error_message text,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    UNIQUE (job_id, device_id)
+  );
+  CREATE INDEX executions_device_due ON executions (device_id, state, priority DESC, key);
+  CREATE INDEX executions_job_state ON executions (job_id, state);
+  CREATE INDEX executions_lease ON executions (state, lease_until) WHERE lease_until IS NOT NULL;
+  CREATE INDEX executions_run_after ON executions (state, run_after);
+  CREATE INDEX executions_undelivered ON executions (job_id, key) WHERE state = 'queued' AND delivered_at IS NULL;
+  CREATE INDEX executions_cancel_notify ON executions (device_id) WHERE cancel_notify > 0;
+  CREATE TABLE execution_history (
+    exec_key bigint NOT NULL REFERENCES executions (key) ON DELETE CASCADE,
+    version integer NOT NULL,
+    attempt integer NOT NULL,
+    state text NOT NULL,
+    at bigint NOT NULL,
+    source text NOT NULL,
+    detail text,
+    PRIMARY KEY (exec_key, version)
+  );
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
