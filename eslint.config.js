@@ -19,6 +19,17 @@ export default tseslint.config(
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true }],
     },
   },
+  // A job transaction's store calls and parts are generators (hub/jobs/tx.ts): one called without
+  // `yield*` does nothing at all, so a call that stands alone as a statement is refused.
+  {
+    files: ['hub/jobs/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', {
+        selector: "ExpressionStatement > CallExpression[callee.object.name=/^(tx|endings)$/]",
+        message: 'a job transaction step does nothing unless run with yield* (hub/jobs/tx.ts)',
+      }],
+    },
+  },
   // Plain ES modules loaded by agent processes in tests (handler fixtures): linted without types.
   {
     files: ['**/*.mjs'],

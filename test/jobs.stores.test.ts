@@ -4,14 +4,20 @@ import { silentLogger } from '../common/logger.js'
 import type { JobsBatch } from '../protocol/messages.js'
 import { rolloutRelease } from '../hub/jobs/decisions.js'
 import { pullStep } from '../hub/jobs/dispatch.js'
-import { insertJobStep } from '../hub/jobs/lifecycle.js'
+import { cancelStep, insertJobStep, removedStep } from '../hub/jobs/lifecycle.js'
+import { createEndings } from '../hub/jobs/endings.js'
+import { updateStep } from '../hub/jobs/updates.js'
+import { sweepStep } from '../hub/jobs/sweeper.js'
+import type { Tally } from '../hub/jobs/context.js'
+import type { JobUpdate } from '../protocol/messages.js'
 import { inJobTransaction, postgresJobOps } from '../hub/jobs/postgres.js'
 import { createJobStore, type ExecRow, type JobRow, type NewJob } from '../hub/jobs/store.js'
 import { runAsync, runSync, tx, type Step } from '../hub/jobs/tx.js'
 import { inTransaction, openPostgres } from '../hub/storage/postgres/pool.js'
 import { migratePostgres } from '../hub/storage/postgres/schema.js'
 import { openHubDb } from '../hub/storage/schema.js'
-import { tempDir } from './support/hub.js'
+import type pg from 'pg'
+import { tempDir, waitFor } from './support/hub.js'
 import { SKIP_WITHOUT_POSTGRES, privatePostgres } from './support/postgres.js'
 
 /**
@@ -56,8 +62,25 @@ async function postgres(): Promise<Backend> {
   return postgresOn(await postgresUrl())
 }
 
+/** Until the hub named `app` waits on a row another transaction holds (its query is blocked, not slow). */
+async function waitsOnLock(pool: pg.Pool, app: string): Promise<void> {
+  await waitFor(async () => ((await pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [app])).rowCount ?? 0) > 0,
+    `${app} waiting on a lock`)
+}
+
 const T0 = 1_700_000_000_000
 const OPTIONS = { leaseGraceMs: 30_000, redeliverAfterMs: 300_000 }
+const ENV = {
+  options: { ...OPTIONS, sweepIntervalMs: 1000, defaultTimeoutMs: 60_000, defaultMaxAttempts: 3, backoffBaseMs: 1000, backoffMaxMs: 60_000 },
+  logger: silentLogger(),
+  // No jitter: a retry's wait is its base.
+  random: () => 0.5,
+}
+const endings = createEndings(ENV)
+/** A device's update of its execution of `jobId` (attempt and version as delivered). */
+const upd = (id: number, jobId: string, deviceId: string, status: JobUpdate['status'], over: Partial<JobUpdate> = {}): JobUpdate =>
+  ({ id, execId: `${jobId}.${deviceId}`, attempt: 1, version: 1, status, ...over })
+const message = (...updates: JobUpdate[]) => ({ type: 'jobs.update' as const, v: 1 as const, storeId: 'store-1', updates })
 
 function job(id: string, over: Partial<NewJob> = {}): NewJob {
   return {
@@ -131,6 +154,77 @@ describe.each([['SQLite', sqlite], ['PostgreSQL', postgres]] as const)('job tran
   })
 })
 
+describe.each([['SQLite', sqlite], ['PostgreSQL', postgres]] as const)('job transactions on %s, after delivery', (name, make) => {
+  const skip = name === 'PostgreSQL' && SKIP_WITHOUT_POSTGRES
+
+  it.skipIf(skip)('applies a device\'s updates by version, drops a replay, refuses another device\'s, and completes the job when nothing is open', async () => {
+    const b = await make()
+    await b.run(() => insertJobStep(job('jdone'), ['dev1', 'dev2']))
+    await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 10, T0))
+    const started = await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(1, 'jdone', 'dev1', 'in_progress', { startedAt: T0 + 20 })), T0 + 20))
+    expect(started).toMatchObject({ ids: [1], refused: [], notify: [], tally: { updatesApplied: 1 } })
+    expect(await read(b, () => execOf('jdone', 'dev1'))).toMatchObject({ state: 'in_progress', version: 2, device_version: 2, started_at: T0 + 20, lease_until: T0 + 20 + 60_000 + 30_000 })
+    const ended = await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(2, 'jdone', 'dev1', 'succeeded', { result: { ok: 1 } }), upd(3, 'jdone', 'dev1', 'in_progress'), upd(4, 'jdone', 'dev2', 'succeeded')), T0 + 30))
+    expect(ended).toMatchObject({ ids: [2, 3, 4], refused: [{ id: 4, code: 'NOT_YOURS' }], tally: { updatesApplied: 1, updatesDuplicate: 1, updatesRefused: 1 } })
+    expect(await read(b, () => execOf('jdone', 'dev1'))).toMatchObject({ state: 'succeeded', result: '{"ok":1}', finished_at: T0 + 30, lease_until: null })
+    expect(await read(b, () => jobOf('jdone'))).toMatchObject({ status: 'active' })
+    await b.run(() => updateStep(ENV, endings, 'dev2', message(upd(1, 'jdone', 'dev2', 'succeeded')), T0 + 40))
+    expect(await read(b, () => jobOf('jdone'))).toMatchObject({ status: 'completed', finished_at: T0 + 40 })
+  })
+
+  it.skipIf(skip)('retries a failed attempt after its backoff, and hands a failure with no attempt left to the rules', async () => {
+    const b = await make()
+    await b.run(() => insertJobStep(job('jretry', { maxAttempts: 2 }), ['dev1']))
+    const first = await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(1, 'jretry', 'dev1', 'failed', { error: { code: 'E', message: 'boom' } })), T0 + 10))
+    expect(first.failed).toEqual([])
+    expect(first.tally).toMatchObject({ retries: 1 })
+    const retry = await read(b, () => execOf('jretry', 'dev1'))
+    expect(retry).toMatchObject({ state: 'queued', attempt: 2, base_version: 3, error_code: 'E', delivered_at: null })
+    expect(retry!.run_after).toBeGreaterThan(T0 + 10)
+    const last = await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(2, 'jretry', 'dev1', 'failed', { attempt: 2, version: 3, error: { code: 'E', message: 'again' } })), T0 + 20))
+    expect(last.failed).toEqual([{ deviceId: 'dev1', jobId: 'jretry', name: 'task', outcome: 'failed', attempt: 2, error: 'E: again', causeRule: null }])
+    expect(await read(b, () => jobOf('jretry'))).toMatchObject({ status: 'completed' })
+  })
+
+  it.skipIf(skip)('sweeps: a lapsed lease times out (and the device is told to stop), a job past its expiry expires what was never delivered', async () => {
+    const b = await make()
+    await b.run(() => insertJobStep(job('jtimeout', { maxAttempts: 1, timeoutMs: 1000 }), ['dev1']))
+    await b.run(() => insertJobStep(job('jexpiry', { expiresAt: T0 + 5000 }), ['dev2']))
+    await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(1, 'jtimeout', 'dev1', 'in_progress')), T0))
+    // Nothing due yet.
+    expect((await b.run(() => sweepStep(ENV, endings, T0 + 1000, T0))).tally).toEqual({})
+    const swept = await b.run(() => sweepStep(ENV, endings, T0 + 1000 + 30_001, T0))
+    expect(swept.tally).toEqual({ timedOut: 1, expired: 1 })
+    expect(swept.notify).toEqual(['dev1'])
+    expect(swept.failed).toMatchObject([{ jobId: 'jtimeout', outcome: 'timed_out' }])
+    expect(await read(b, () => execOf('jtimeout', 'dev1'))).toMatchObject({ state: 'timed_out', cancel_notify: 1, error_code: 'TIMEOUT' })
+    expect(await read(b, () => execOf('jexpiry', 'dev2'))).toMatchObject({ state: 'expired' })
+    expect(await read(b, () => jobOf('jtimeout'))).toMatchObject({ status: 'completed' })
+    // The stop notice goes out once, with the device's next batch.
+    expect((await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 40_000, T0))).cancel).toEqual([{ execId: 'jtimeout.dev1', attempt: 1 }])
+    expect((await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 40_001, T0))).cancel).toBeUndefined()
+  })
+
+  it.skipIf(skip)('cancels a job\'s open executions, telling the devices that hold one; a removed device\'s executions end so its job can complete', async () => {
+    const b = await make()
+    await b.run(() => insertJobStep(job('jcancel'), ['dev1', 'dev2']))
+    await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 10, T0))
+    const notify = await b.run(() => cancelStep(endings, 'jcancel', T0 + 20, 'no longer needed'))
+    expect([...notify]).toEqual(['dev1'])
+    expect(await read(b, () => jobOf('jcancel'))).toMatchObject({ status: 'canceled', status_reason: 'no longer needed' })
+    expect(await read(b, () => execOf('jcancel', 'dev2'))).toMatchObject({ state: 'canceled', cancel_notify: 0 })
+    await expect(b.run(() => cancelStep(endings, 'jcancel', T0 + 30, 'again'))).rejects.toMatchObject({ code: 'JOB_FINISHED' })
+    await expect(b.run(() => cancelStep(endings, 'nope', T0 + 30, 'x'))).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' })
+
+    await b.run(() => insertJobStep(job('jremove'), ['dev1', 'dev3']))
+    await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(1, 'jremove', 'dev1', 'succeeded')), T0 + 40))
+    const tally: Tally = {}
+    await b.run(() => removedStep(endings, 'dev3', T0 + 50, tally))
+    expect(await read(b, () => execOf('jremove', 'dev3'))).toMatchObject({ state: 'canceled' })
+    expect(await read(b, () => jobOf('jremove'))).toMatchObject({ status: 'completed' })
+  })
+})
+
 describe.skipIf(SKIP_WITHOUT_POSTGRES)('job transactions at two hubs at once', () => {
   it('a pull at one hub waits for the same device\'s pull under way at another, then takes what that one left: each sent once', async () => {
     const url = await postgresUrl()
@@ -142,8 +236,8 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('job transactions at two hubs at once', (
     const { atA, second } = await inTransaction(a.pool, async (c) => {
       const first = await runAsync(postgresJobOps(c), pullStep(OPTIONS, 'd1', 2, T0 + 10, T0))
       const pending = b.run(() => pullStep(OPTIONS, 'd1', 10, T0 + 10, T0)).then((x) => { atB = x })
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      // Still waiting: it may not answer before hub-a's lease is committed.
+      // It waits: it may not answer before hub-a's lease is committed.
+      await waitsOnLock(a.pool, 'hub-b')
       expect(atB).toBeUndefined()
       return { atA: first, second: pending }
     })
@@ -162,18 +256,31 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('job transactions at two hubs at once', (
     await a.run(() => insertJobStep(job('j-paced', { ratePerMinute: 1, target: { kind: 'all' } }), devices))
     const burst = rolloutRelease(1, null, T0, 100).granted
     // hub-a releases what the pace allows and holds its transaction open while hub-b answers the other devices.
-    let atB = 0
-    const atA = await inTransaction(a.pool, async (c) => {
-      let n = 0
-      for (const d of devices.slice(0, 3)) n += (await runAsync(postgresJobOps(c), pullStep(OPTIONS, d, 10, T0, T0))).executions.length
-      const others = Promise.all(devices.slice(3).map((d) => b.run(() => pullStep(OPTIONS, d, 10, T0, T0))))
-      // hub-b waits on the rollout's pace until hub-a commits; give it time to get there.
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      void others.then((batches) => { atB = batches.reduce((sum, x) => sum + x.executions.length, 0) })
-      return { n, others }
+    const { n, others } = await inTransaction(a.pool, async (c) => {
+      let released = 0
+      for (const d of devices.slice(0, 3)) released += (await runAsync(postgresJobOps(c), pullStep(OPTIONS, d, 10, T0, T0))).executions.length
+      const atB = Promise.all(devices.slice(3).map((d) => b.run(() => pullStep(OPTIONS, d, 10, T0, T0))))
+      // hub-b waits on the rollout's pace until hub-a commits, then finds it spent.
+      await waitsOnLock(a.pool, 'hub-b')
+      return { n: released, others: atB }
     })
-    await atA.others
-    expect(atA.n).toBe(burst)
-    expect(atB).toBe(0)
+    expect(n).toBe(burst)
+    expect((await others).reduce((sum, x) => sum + x.executions.length, 0)).toBe(0)
+  })
+
+  it('two hubs ending the last two executions of a job at once: the job completes', async () => {
+    const url = await postgresUrl()
+    const a = postgresOn(url, 'hub-a')
+    const b = postgresOn(url, 'hub-b')
+    await a.run(() => insertJobStep(job('jlast'), ['dev1', 'dev2']))
+    // hub-a ends dev1's and holds its transaction open while hub-b ends dev2's: hub-b waits on the job, then sees nothing left open.
+    const { other } = await inTransaction(a.pool, async (c) => {
+      await runAsync(postgresJobOps(c), updateStep(ENV, endings, 'dev1', message(upd(1, 'jlast', 'dev1', 'succeeded')), T0 + 10))
+      const atB = b.run(() => updateStep(ENV, endings, 'dev2', message(upd(1, 'jlast', 'dev2', 'succeeded')), T0 + 10))
+      await waitsOnLock(a.pool, 'hub-b')
+      return { other: atB }
+    })
+    expect((await other).tally).toMatchObject({ updatesApplied: 1 })
+    expect(await a.run(() => jobOf('jlast'))).toMatchObject({ status: 'completed' })
   })
 })

@@ -220,8 +220,10 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
   async function send(deviceId: string, spec: CommandSpec, origin?: SendOrigin): Promise<CommandOutcome | QueuedCommand> {
     registry.requireDevice(deviceId)
     let { args, timeoutMs } = validate(spec)
-    const now = clock.now()
     const prior = origin?.again ? await store.get(origin.id) : undefined
+    // On PostgreSQL that read is a round trip: the hub may have begun to stop meanwhile, and time has passed.
+    if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
+    const now = clock.now()
     const queuedAs = origin?.again && !prior ? queuing.queuedAs(origin.id) : undefined
     if (origin && queuedAs !== undefined) {
       // Queued as its job by the last run, which died before the command's own record: the job stands.

@@ -24,8 +24,6 @@ import { ABANDONED_AFTER_MS, HUB_RESTART_ERROR, toRecord, type CommandEnd, type 
 export interface PostgresCommandOptions {
   /** The name this hub writes in `sent_by`. */
   readonly hubId: string
-  /** Wall clock for settling abandoned commands at retention time; Date.now by default. */
-  readonly now?: () => number
 }
 
 type Write =
@@ -72,11 +70,10 @@ function columns(rows: ReadonlyArray<Omit<CommandRow, 'late_at' | 'late_response
 }
 
 export function createPostgresCommandStore(pool: pg.Pool, opts: PostgresCommandOptions, logger: Logger): CommandStore & { stats(): PostgresCommandStats } {
-  const now = opts.now ?? Date.now
   let queue: Queued[] = []
   let scheduled = false
   let writing: Promise<void> | undefined
-  const stats = { groups: 0, failedGroups: 0, isolatedGroups: 0, writesFailed: 0 }
+  const stats = { groups: 0, failedGroups: 0, isolatedGroups: 0, writesFailed: 0, outcomesNotRecorded: 0 }
 
   function push(write: Write): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
@@ -131,11 +128,18 @@ export function createPostgresCommandStore(pool: pg.Pool, opts: PostgresCommandO
         }
       })
       // The whole row, so the outcome is recorded even if the row's first write was lost with a failed group.
-      await c.query(`INSERT INTO commands (${ROW_COLS}) ${unnestRows}
+      const written = new Set((await c.query<{ id: string }>(`INSERT INTO commands (${ROW_COLS}) ${unnestRows}
         ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, result = excluded.result,
           error_code = excluded.error_code, error_message = excluded.error_message
-        WHERE commands.status = 'sent'`, columns(rows))
-      for (const q of finishes) kept.set(q, true)
+        WHERE commands.status = 'sent' RETURNING id`, columns(rows))).rows.map((r) => r.id))
+      // Settled already: by this hub a moment ago (a second outcome, which changes nothing, as on SQLite), or by
+      // another hub that took the command for abandoned (clocks far apart, or two hubs under one name). Said, not hidden.
+      const lost = finishes.filter((q) => !written.has(idOf(q.write)))
+      if (lost.length > 0) {
+        stats.outcomesNotRecorded += lost.length
+        logger.info({ ids: lost.map((q) => idOf(q.write)) }, 'command outcomes not recorded: their commands were settled already')
+      }
+      for (const q of finishes) kept.set(q, written.has(idOf(q.write)))
     }
     if (lates.length > 0) {
       const ls = lates.map((q) => q.write as Extract<Write, { kind: 'late' }>)
@@ -210,11 +214,15 @@ export function createPostgresCommandStore(pool: pg.Pool, opts: PostgresCommandO
     return (await pool.query<CommandRow>(sql, params)).rows
   }
 
-  /** Commands still `sent` whose sender is this hub (its last run), or any hub when `ABANDONED_AFTER_MS` past their deadline. */
+  /**
+   * Commands still `sent` whose sender is this hub (its last run), or any hub
+   * when `ABANDONED_AFTER_MS` past their deadline by the database's clock, the
+   * one clock all hubs share.
+   */
   async function settle(at: number, ownToo: boolean): Promise<number> {
     const { rowCount } = await pool.query(`UPDATE commands SET status = 'disconnected', finished_at = $1, error_code = $2, error_message = $3
-      WHERE status = 'sent' AND (${ownToo ? 'sent_by = $5 OR ' : ''}expires_at < $4)`,
-    [at, HUB_RESTART_ERROR.code, HUB_RESTART_ERROR.message, at - ABANDONED_AFTER_MS, ...(ownToo ? [opts.hubId] : [])])
+      WHERE status = 'sent' AND (${ownToo ? 'sent_by = $5 OR ' : ''}expires_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $4)`,
+    [at, HUB_RESTART_ERROR.code, HUB_RESTART_ERROR.message, ABANDONED_AFTER_MS, ...(ownToo ? [opts.hubId] : [])])
     return rowCount ?? 0
   }
 
@@ -230,7 +238,7 @@ export function createPostgresCommandStore(pool: pg.Pool, opts: PostgresCommandO
     ofDevice: async (deviceId, limit) => (await rowsOf('SELECT * FROM commands WHERE device_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2', [deviceId, limit])).map(toRecord),
     ofGroup: async (groupId) => (await rowsOf('SELECT * FROM commands WHERE group_id = $1 ORDER BY device_id', [groupId])).map(toRecord),
     async prune(cutoff) {
-      const abandoned = await settle(now(), false)
+      const abandoned = await settle(Date.now(), false)
       if (abandoned > 0) logger.warn({ commands: abandoned }, 'commands still in flight long past their deadline (their hub is gone) recorded as disconnected (HUB_RESTART)')
       let total = 0
       for (let n = 5000; n === 5000;) {
@@ -250,5 +258,7 @@ export interface PostgresCommandStats {
   /** Groups refused for one write's content and written again one write at a time. */
   readonly isolatedGroups: number
   readonly writesFailed: number
+  /** Outcomes not written because their command was settled already (logged). */
+  readonly outcomesNotRecorded: number
   readonly queued: number
 }

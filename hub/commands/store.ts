@@ -137,8 +137,13 @@ export interface CommandStore {
   flush(): Promise<void>
 }
 
-/** A command still `sent` this long past its deadline was sent by a hub that is gone. */
-export const ABANDONED_AFTER_MS = 60_000
+/**
+ * A command still `sent` this long past its deadline was sent by a hub that
+ * is gone (a live hub settles its commands at their deadline). Generous, so
+ * clocks a little apart between hubs and database never settle a command a
+ * live hub still waits on.
+ */
+export const ABANDONED_AFTER_MS = 5 * 60_000
 
 /** The error a command the hub lost track of ends with. */
 export const HUB_RESTART_ERROR = { code: 'HUB_RESTART', message: 'the hub stopped before it recorded an answer from the device; the device may have run it' } as const satisfies { code: OutcomeCode; message: string }

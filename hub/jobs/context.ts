@@ -36,6 +36,13 @@ export interface JobsDeps {
   readonly logger: Logger
 }
 
+/** What a job transaction needs besides the store calls (tx.ts): the options, a logger, randomness for retries' jitter. */
+export interface StepEnv {
+  readonly options: JobsOptions
+  readonly logger: Logger
+  readonly random: Random
+}
+
 export interface JobCounters {
   pulls: number
   batches: number

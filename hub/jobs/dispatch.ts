@@ -59,12 +59,11 @@ function* takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): S
 export function* pullStep(options: Pick<JobsOptions, 'leaseGraceMs' | 'redeliverAfterMs'>, deviceId: string, max: number, now: number, since: number | undefined): Step<JobsBatch> {
   // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
   const cancel = yield* takeCancels(deviceId, CANCELS_PER_BATCH)
-  const due = yield* tx.due(deviceId, now, max + 64)
-  // The pace of each paced job, read (and on PostgreSQL locked) in job order before planning: the plan reads nothing.
+  // The pace of each paced job the pull may release from, read (and on PostgreSQL locked, jobs before
+  // executions, in job order) before the due executions: the plan itself reads nothing.
   const tats = new Map<string, number | null>()
-  for (const id of [...new Set(due.filter((r) => r.rate_per_min !== null && r.first_delivered_at === null).map((r) => r.job_id))].sort()) {
-    tats.set(id, yield* tx.paceOf(id))
-  }
+  for (const id of yield* tx.pacedDue(deviceId, now)) tats.set(id, yield* tx.paceOf(id))
+  const due = yield* tx.due(deviceId, now, max + 64)
   const pace = pacer(now)
   const { take, more } = planBatch(due, {
     max,
@@ -72,7 +71,8 @@ export function* pullStep(options: Pick<JobsOptions, 'leaseGraceMs' | 'redeliver
     redeliverBefore: Math.max(since ?? 0, now - options.redeliverAfterMs),
     budgetBytes: BATCH_BUDGET_BYTES,
     usedBytes: Buffer.byteLength(JSON.stringify(cancel)),
-    release: (r) => pace.take({ job_id: r.job_id, rate_per_min: r.rate_per_min!, tat: tats.get(r.job_id) ?? null }),
+    // A paced job made between the two reads waits for the next pull: its pace was not read.
+    release: (r) => tats.has(r.job_id) && pace.take({ job_id: r.job_id, rate_per_min: r.rate_per_min!, tat: tats.get(r.job_id) ?? null }),
   })
   const executions: JobExecution[] = take.map((r) => ({
     execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, name: r.name, payload: JSON.parse(r.payload) as unknown,

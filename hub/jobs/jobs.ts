@@ -51,7 +51,7 @@ export interface JobStats extends Readonly<JobCounters> {
 export function createJobs(options: JobsOptions, deps: JobsDeps) {
   const ctx = createJobsContext(options, deps)
   const { store } = ctx
-  const endings = createEndings(ctx)
+  const endings = createEndings(ctx.deps)
   const dispatch = createDispatch(ctx)
   const updates = createUpdates(ctx, endings, dispatch)
   const sweeper = createSweeper(ctx, endings, dispatch)

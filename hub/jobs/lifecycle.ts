@@ -1,4 +1,5 @@
 import { RollcallError } from '../../common/errors.js'
+import type { Logger } from '../../common/logger.js'
 import { randomId } from '../../common/random-id.js'
 import { parseExecId } from '../../protocol/ids.js'
 import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
@@ -25,16 +26,61 @@ export function* insertJobStep(row: NewJob, devices: readonly string[]): Step<bo
   return true
 }
 
+function jobNotFound(id: string): RollcallError {
+  const hint = parseExecId(id) ? `; "${id}" is an execution id: rollcall job execution ${id}` : ' (rollcall job list shows the jobs)'
+  return new RollcallError('JOB_NOT_FOUND', `no job "${id}"${hint}`)
+}
+
+/** The job transaction that cancels a job: its open executions end canceled; returns the devices to tell. */
+export function* cancelStep(endings: Endings, id: string, now: number, reason: string): Step<Set<string>> {
+  // Read here, after the flush: a queued update may just have completed or aborted the job.
+  const job = yield* tx.lockJob(id)
+  if (!job) throw jobNotFound(id)
+  if (job.status !== 'active') throw new RollcallError('JOB_FINISHED', `job "${id}" is already ${job.status}; nothing to cancel`)
+  const notify = yield* endings.cancelExecutions(job, ['queued', 'in_progress'], now, 'api', reason)
+  yield* tx.setJobStatus(job.id, 'canceled', reason, now)
+  return notify
+}
+
+/**
+ * A new device joins the executions of continuous jobs whose target
+ * includes it. A device removed and added again under the same id gets its
+ * execution back as a new attempt (its removal had canceled it).
+ */
+export function* addedStep(logger: Logger, deviceId: string, group: string | null, now: number): Step<void> {
+  for (const job of yield* tx.activeContinuous()) {
+    if (!targetIncludes(parseTarget(job.target), deviceId, group)) continue
+    if ((yield* tx.addExecutions(job.id, [deviceId], job.priority, now)).length > 0) {
+      logger.info({ jobId: job.id, deviceId }, 'continuous job: new device added')
+      continue
+    }
+    const r = yield* tx.getExec(job.id, deviceId)
+    if (!r || !isFinal(r.state)) continue
+    yield* tx.transition(r, 'queued', now, 'hub', 'device added again', {
+      attempt: r.attempt + 1, baseVersion: r.version + 1, deviceVersion: null, runAfter: now, deliveredAt: null, leaseUntil: null,
+      startedAt: null, finishedAt: null, result: null, errorCode: null, errorMessage: null,
+    })
+    logger.info({ jobId: job.id, deviceId }, 'continuous job: device added again, its execution queued anew')
+  }
+}
+
+/** A removed device's open executions are canceled, so its jobs can complete. */
+export function* removedStep(endings: Endings, deviceId: string, now: number, tally: Tally): Step<void> {
+  const touched = new Set<string>()
+  for (const r of yield* tx.openOfDevice(deviceId)) {
+    yield* tx.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
+    touched.add(r.job_id)
+  }
+  for (const j of [...touched].sort()) yield* endings.afterFinal(j, now, tally)
+}
+
 export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
   const { store, options, ring, reachable } = ctx
   const { db, writer, registry, clock, logger } = ctx.deps
 
   function requireJob(id: string): JobRow {
     const job = store.getJob(id)
-    if (!job) {
-      const hint = parseExecId(id) ? `; "${id}" is an execution id: rollcall job execution ${id}` : ' (rollcall job list shows the jobs)'
-      throw new RollcallError('JOB_NOT_FOUND', `no job "${id}"${hint}`)
-    }
+    if (!job) throw jobNotFound(id)
     return job
   }
 
@@ -82,14 +128,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     if (target.kind === 'devices') resolveTarget(target, registry)
   }
 
-  const cancelTx = db.transaction((id: string, now: number, reason: string) => {
-    // Read here, after the flush: a queued update may just have completed or aborted the job.
-    const job = requireJob(id)
-    if (job.status !== 'active') throw new RollcallError('JOB_FINISHED', `job "${id}" is already ${job.status}; nothing to cancel`)
-    const notify = endings.cancelExecutions(job, ['queued', 'in_progress'], now, 'api', reason)
-    store.setJobStatus(job.id, 'canceled', reason, now)
-    return notify
-  })
+  const cancelTx = db.transaction((id: string, now: number, reason: string) => runSync(store, cancelStep(endings, id, now, reason)))
 
   function cancel(id: string, reason = 'canceled by an operator'): JobView {
     writer.flush()
@@ -99,43 +138,17 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     return store.jobView(store.getJob(id)!)
   }
 
-  /**
-   * A new device joins the executions of continuous jobs whose target
-   * includes it. A device removed and added again under the same id gets its
-   * execution back as a new attempt (its removal had canceled it).
-   */
-  const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => {
-    for (const job of store.activeContinuous()) {
-      if (!targetIncludes(parseTarget(job.target), deviceId, group)) continue
-      if (store.addExecutions(job.id, [deviceId], job.priority, now).length > 0) {
-        logger.info({ jobId: job.id, deviceId }, 'continuous job: new device added')
-        continue
-      }
-      const r = store.getExec(job.id, deviceId)
-      if (!r || !isFinal(r.state)) continue
-      store.transition(r, 'queued', now, 'hub', 'device added again', {
-        attempt: r.attempt + 1, baseVersion: r.version + 1, deviceVersion: null, runAfter: now, deliveredAt: null, leaseUntil: null,
-        startedAt: null, finishedAt: null, result: null, errorCode: null, errorMessage: null,
-      })
-      logger.info({ jobId: job.id, deviceId }, 'continuous job: device added again, its execution queued anew')
-    }
-  })
+  const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => runSync(store, addedStep(logger, deviceId, group, now)))
 
+  /** It joins the continuous jobs that target it (addedStep). */
   function deviceAdded(deviceId: string, group: string | null): void {
     writer.flush()
     addedTx.immediate(deviceId, group, clock.now())
   }
 
-  const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => {
-    const touched = new Set<string>()
-    for (const r of store.openOfDevice(deviceId)) {
-      store.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
-      touched.add(r.job_id)
-    }
-    for (const j of touched) endings.afterFinal(j, now, tally)
-  })
+  const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => runSync(store, removedStep(endings, deviceId, now, tally)))
 
-  /** A removed device's open executions are canceled, so its jobs can complete. */
+  /** Its open executions are canceled (removedStep). */
   function deviceRemoved(deviceId: string): void {
     writer.flush()
     const tally: Tally = {}

@@ -1,30 +1,38 @@
 import type pg from 'pg'
 import { formatTarget } from '../fleet/targets.js'
 import { inTransaction, isRetryable } from '../storage/postgres/pool.js'
-import type { DueRow, ExecRow, JobRow } from './store.js'
+import { emptyCounts, nextRow, type DueRow, type ExecRow, type JobRow } from './store.js'
+import type { ExecState } from './decisions.js'
 import { runAsync, type AsyncJobOps, type Step } from './tx.js'
 
 /**
  * Jobs on a PostgreSQL shared by several hubs (issue #18), under the same job
  * logic as on SQLite (tx.ts says how one copy of it runs on both). These are
  * the store calls a job transaction makes, on one connection inside one
- * transaction. Where two hubs may work on the same rows at once, the rows
- * are locked as they are read:
+ * transaction. Where two hubs may work on the same rows at once, a row is
+ * locked as it is read to be changed, so the second hub waits for the first
+ * to commit and then decides on what it committed:
  *
- * - a pull locks the device's due executions as it reads them, in the order
- *   it takes them (`FOR UPDATE`), so a second pull of the same device at
- *   another hub (a device pulls once at a time, but a resend may cross)
- *   waits for the first to commit and then finds those leased: each goes out
- *   once. Not SKIP LOCKED: a pull reads more rows than it takes (some are
- *   held back by the pace or were sent on this connection), and skipping
- *   those would leave the second pull short, saying there is no more;
- * - a paced job's pace is read `FOR UPDATE`, in job order, so two hubs
- *   answering pulls of the same rollout take turns on it and the pace holds
- *   across the cluster;
- * - stop notices are taken `FOR UPDATE SKIP LOCKED`, so one goes out once.
+ * - a pull locks the pace of the paced jobs it may release from (in job
+ *   order), then the device's due executions in the order it takes them, so
+ *   two hubs answering pulls of one rollout keep its rate between them, and
+ *   two pulls of one device (a resend may cross) lease each execution once.
+ *   Not SKIP LOCKED: a pull reads more rows than it takes (some are held back
+ *   by the pace, or were sent on this connection), and skipping those would
+ *   leave a crossing pull short, saying there is no more;
+ * - an update locks the execution it applies to; ending a job (its last
+ *   execution ended, or its failure rate passed the threshold) locks the
+ *   job, so two hubs ending its last two executions at once take turns and
+ *   the second sees nothing left open;
+ * - the sweeper, at every hub, takes lapsed and expired executions
+ *   `SKIP LOCKED`: each sweep takes rows no other holds;
+ * - stop notices are taken `SKIP LOCKED`, so each goes out once.
  *
- * (Part of the job logic runs on PostgreSQL so far: answering a pull, and
- * making a job. The rest follows; a hub does not start on PostgreSQL yet.)
+ * Jobs are locked before executions where a transaction can (a pull, a
+ * cancel). An update or a sweep locks executions first and their job last:
+ * the other order would make every update of a job wait for the others. When
+ * such a transaction meets a cancel of the same job, PostgreSQL finds the
+ * deadlock and ends one of the two, which inJobTransaction runs again.
  */
 
 export function postgresJobOps(c: pg.PoolClient): AsyncJobOps {
@@ -39,7 +47,10 @@ export function postgresJobOps(c: pg.PoolClient): AsyncJobOps {
       ])
       if (r.rowCount === 1) return true
       // A schedule's tick, or a rule's action, that made its job already (another hub's clock, a restart); any other clash is a bug.
-      if (job.scheduleId !== null || job.causeFiring !== null) return false
+      const { rows } = await c.query<{ id: string; schedule_id: number | null; schedule_tick: number | null }>(
+        'SELECT id, schedule_id, schedule_tick FROM jobs WHERE id = $1 OR (schedule_id = $2 AND schedule_tick = $3)', [job.id, job.scheduleId, job.scheduleTick])
+      if (job.scheduleId !== null && rows.some((x) => x.schedule_id === job.scheduleId && x.schedule_tick === job.scheduleTick)) return false
+      if (job.causeFiring !== null && rows.some((x) => x.id === job.id)) return false
       throw new Error(`job id ${job.id} exists already`)
     },
     async addExecutions(jobId, deviceIds, priority, now) {
@@ -66,11 +77,71 @@ export function postgresJobOps(c: pg.PoolClient): AsyncJobOps {
     async getJob(id) {
       return (await c.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id])).rows[0]
     },
+    // Read to change it (an update, a device added again): locked, so a change by another hub is waited for, then seen.
     async getExec(jobId, deviceId) {
-      return (await c.query<ExecRow>('SELECT * FROM executions WHERE job_id = $1 AND device_id = $2', [jobId, deviceId])).rows[0]
+      return (await c.query<ExecRow>('SELECT * FROM executions WHERE job_id = $1 AND device_id = $2 FOR UPDATE', [jobId, deviceId])).rows[0]
+    },
+    async lockJob(id) {
+      return (await c.query<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR NO KEY UPDATE', [id])).rows[0]
+    },
+    async execsIn(jobId, a, b) {
+      return (await c.query<ExecRow>('SELECT * FROM executions WHERE job_id = $1 AND state IN ($2, $3) ORDER BY key FOR UPDATE', [jobId, a, b])).rows
+    },
+    async transition(row, to, now, source, detail, f = {}) {
+      const next = nextRow(row, to, now, f)
+      const r = await c.query(`UPDATE executions SET state = $1, version = $2, attempt = $3, base_version = $4, device_version = $5, run_after = $6,
+          delivered_at = $7, lease_until = $8, cancel_notify = $9, started_at = $10, finished_at = $11, result = $12, error_code = $13, error_message = $14, updated_at = $15
+        WHERE key = $16 AND version = $17`, [
+        next.state, next.version, next.attempt, next.base_version, next.device_version, next.run_after, next.delivered_at, next.lease_until,
+        next.cancel_notify, next.started_at, next.finished_at, next.result, next.error_code, next.error_message, now, row.key, row.version,
+      ])
+      // Rows are locked as they are read to be changed, so this is a bug, as on SQLite.
+      if (r.rowCount !== 1) throw new Error(`execution ${row.key} changed under a transition (expected version ${row.version})`)
+      await c.query('INSERT INTO execution_history (exec_key, version, attempt, state, at, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+        [row.key, next.version, next.attempt, to, now, source, detail])
+      return next
+    },
+    async countsOf(jobId) {
+      const counts = emptyCounts()
+      for (const r of (await c.query<{ state: ExecState; n: number }>('SELECT state, count(*) AS n FROM executions WHERE job_id = $1 GROUP BY state', [jobId])).rows) counts[r.state] = r.n
+      return counts
+    },
+    async setJobStatus(id, status, reason, finishedAt) {
+      await c.query('UPDATE jobs SET status = $1, status_reason = $2, finished_at = $3 WHERE id = $4', [status, reason, finishedAt, id])
+    },
+    async hasOpen(jobId) {
+      return (await c.query("SELECT 1 FROM executions WHERE job_id = $1 AND state IN ('queued', 'in_progress') LIMIT 1", [jobId])).rowCount === 1
+    },
+    // The sweeper runs at every hub: each takes rows no other sweep holds now.
+    async lapsed(now, limit) {
+      return (await c.query<ExecRow>(`SELECT * FROM executions WHERE state IN ('queued', 'in_progress') AND lease_until IS NOT NULL AND lease_until < $1
+        ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED`, [now, limit])).rows
+    },
+    async expiredUndelivered(now, limit) {
+      return (await c.query<ExecRow>(`SELECT e.* FROM jobs j JOIN executions e ON e.job_id = j.id
+        WHERE j.status = 'active' AND j.expires_at IS NOT NULL AND j.expires_at < $1 AND e.state = 'queued' AND e.delivered_at IS NULL
+        ORDER BY e.key LIMIT $2 FOR UPDATE OF e SKIP LOCKED`, [now, limit])).rows
+    },
+    async becameDue(since, now) {
+      return (await c.query<{ device_id: string }>(`SELECT DISTINCT device_id FROM executions WHERE state = 'queued' AND delivered_at IS NULL
+        AND run_after > $1 AND run_after <= $2`, [since, now])).rows.map((r) => r.device_id)
+    },
+    async activePaced() {
+      return (await c.query<JobRow>("SELECT * FROM jobs WHERE status = 'active' AND rate_per_min IS NOT NULL")).rows
+    },
+    async activeContinuous() {
+      return (await c.query<JobRow>("SELECT * FROM jobs WHERE status = 'active' AND continuous = 1")).rows
+    },
+    async openOfDevice(deviceId) {
+      return (await c.query<ExecRow>("SELECT * FROM executions WHERE device_id = $1 AND state IN ('queued', 'in_progress') ORDER BY key FOR UPDATE", [deviceId])).rows
     },
     async paceOf(jobId) {
-      return (await c.query<{ rollout_tat: number | null }>('SELECT rollout_tat FROM jobs WHERE id = $1 FOR UPDATE', [jobId])).rows[0]?.rollout_tat ?? null
+      return (await c.query<{ rollout_tat: number | null }>('SELECT rollout_tat FROM jobs WHERE id = $1 FOR NO KEY UPDATE', [jobId])).rows[0]?.rollout_tat ?? null
+    },
+    async pacedDue(deviceId, now) {
+      return (await c.query<{ job_id: string }>(`SELECT DISTINCT e.job_id FROM executions e JOIN jobs j ON j.id = e.job_id
+        WHERE e.device_id = $1 AND e.state = 'queued' AND e.run_after <= $2 AND j.status = 'active' AND j.rate_per_min IS NOT NULL AND e.first_delivered_at IS NULL
+        ORDER BY e.job_id`, [deviceId, now])).rows.map((r) => r.job_id)
     },
     async markDelivered(key, now, leaseUntil) {
       await c.query('UPDATE executions SET delivered_at = $1, first_delivered_at = coalesce(first_delivered_at, $1), lease_until = $2, updated_at = $1 WHERE key = $3',

@@ -177,6 +177,33 @@ export interface TransitionFields {
   readonly errorMessage?: string | null
 }
 
+/**
+ * An execution after a transition (the one way it changes, on either
+ * database): state, version + 1, the given columns. Throws if the move is not
+ * one the table allows (decisions.ts, MOVES).
+ */
+export function nextRow(row: ExecRow, to: ExecState, now: number, f: TransitionFields = {}): ExecRow {
+  if (!canMove(row.state, to)) throw new Error(`execution ${execIdOf(row.job_id, row.device_id)} cannot move from ${row.state} to ${to} (decisions.ts, MOVES)`)
+  return {
+    ...row,
+    state: to,
+    version: row.version + 1,
+    attempt: f.attempt ?? row.attempt,
+    base_version: f.baseVersion ?? row.base_version,
+    device_version: f.deviceVersion !== undefined ? f.deviceVersion : row.device_version,
+    run_after: f.runAfter ?? row.run_after,
+    delivered_at: f.deliveredAt !== undefined ? f.deliveredAt : row.delivered_at,
+    lease_until: f.leaseUntil !== undefined ? f.leaseUntil : row.lease_until,
+    cancel_notify: f.cancelAttempt ?? row.cancel_notify,
+    started_at: f.startedAt !== undefined ? f.startedAt : row.started_at,
+    finished_at: f.finishedAt !== undefined ? f.finishedAt : row.finished_at,
+    result: f.result !== undefined ? f.result : row.result,
+    error_code: f.errorCode !== undefined ? f.errorCode : row.error_code,
+    error_message: f.errorMessage !== undefined ? f.errorMessage : row.error_message,
+    updated_at: now,
+  }
+}
+
 export function emptyCounts(): ExecCounts {
   return Object.fromEntries(EXEC_STATES.map((s) => [s, 0])) as ExecCounts
 }
@@ -194,6 +221,9 @@ export function createJobStore(db: Db) {
       'INSERT INTO execution_history (exec_key, version, attempt, state, at, source, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
     paceOf: db.prepare<[string], number | null>('SELECT rollout_tat FROM jobs WHERE id = ?').pluck(),
+    pacedDue: db.prepare<[string, number], string>(`SELECT DISTINCT e.job_id FROM executions e JOIN jobs j ON j.id = e.job_id
+      WHERE e.device_id = ? AND e.state = 'queued' AND e.run_after <= ? AND j.status = 'active' AND j.rate_per_min IS NOT NULL AND e.first_delivered_at IS NULL
+      ORDER BY e.job_id`).pluck(),
     // Newest first; the cursor is the last job of the previous page, so jobs made in the same millisecond are not skipped.
     listJobs: db.prepare<[{ status: string | null; beforeAt: number; beforeId: string; limit: number }], JobRow>(
       'SELECT * FROM jobs WHERE (@status IS NULL OR status = @status) AND (created_at, id) < (@beforeAt, @beforeId) ORDER BY created_at DESC, id DESC LIMIT @limit'),
@@ -315,6 +345,8 @@ export function createJobStore(db: Db) {
     },
 
     getJob: (id: string): JobRow | undefined => s.getJob.get(id),
+    /** The job, read to decide its end (abort, completion): on PostgreSQL its row is locked, so hubs ending its last executions at once take turns. */
+    lockJob: (id: string): JobRow | undefined => s.getJob.get(id),
     /** Jobs older than the cursor `before` (a job's createdAt and id; omit for the newest), newest first. */
     listJobs: (status: JobStatus | null, limit: number, before?: { createdAt: number; id: string }): JobRow[] =>
       s.listJobs.all({ status, beforeAt: before?.createdAt ?? Number.MAX_SAFE_INTEGER, beforeId: before?.id ?? '', limit }),
@@ -326,6 +358,8 @@ export function createJobStore(db: Db) {
     },
     /** A paced job's pace (its theoretical arrival time), null before its first release or when it has none. */
     paceOf: (jobId: string): number | null => s.paceOf.get(jobId) ?? null,
+    /** The paced jobs with an execution due for the device that was never delivered (what a pull may release), by id. */
+    pacedDue: (deviceId: string, now: number): string[] => s.pacedDue.all(deviceId, now),
     setTat(jobId: string, tat: number): void {
       s.setTat.run(tat, jobId)
     },
@@ -380,25 +414,7 @@ export function createJobStore(db: Db) {
      * changed under the caller (bugs both: callers hold the writer).
      */
     transition(row: ExecRow, to: ExecState, now: number, source: string, detail: string | null, f: TransitionFields = {}): ExecRow {
-      if (!canMove(row.state, to)) throw new Error(`execution ${execIdOf(row.job_id, row.device_id)} cannot move from ${row.state} to ${to} (decisions.ts, MOVES)`)
-      const next: ExecRow = {
-        ...row,
-        state: to,
-        version: row.version + 1,
-        attempt: f.attempt ?? row.attempt,
-        base_version: f.baseVersion ?? row.base_version,
-        device_version: f.deviceVersion !== undefined ? f.deviceVersion : row.device_version,
-        run_after: f.runAfter ?? row.run_after,
-        delivered_at: f.deliveredAt !== undefined ? f.deliveredAt : row.delivered_at,
-        lease_until: f.leaseUntil !== undefined ? f.leaseUntil : row.lease_until,
-        cancel_notify: f.cancelAttempt ?? row.cancel_notify,
-        started_at: f.startedAt !== undefined ? f.startedAt : row.started_at,
-        finished_at: f.finishedAt !== undefined ? f.finishedAt : row.finished_at,
-        result: f.result !== undefined ? f.result : row.result,
-        error_code: f.errorCode !== undefined ? f.errorCode : row.error_code,
-        error_message: f.errorMessage !== undefined ? f.errorMessage : row.error_message,
-        updated_at: now,
-      }
+      const next = nextRow(row, to, now, f)
       const info = update.run({
         key: row.key, expected: row.version, now, state: next.state, version: next.version, attempt: next.attempt,
         baseVersion: next.base_version, deviceVersion: next.device_version, runAfter: next.run_after, deliveredAt: next.delivered_at,

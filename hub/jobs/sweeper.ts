@@ -2,7 +2,8 @@ import type { ClockTimer } from '../../common/clock.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 import { lapsedTo } from './decisions.js'
 import type { JobRow } from './store.js'
-import { count, type FailedForGood, type JobsContext, type Tally } from './context.js'
+import { runSync, tx, type Step } from './tx.js'
+import { count, type FailedForGood, type JobsContext, type StepEnv, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
 
@@ -15,6 +16,48 @@ import type { Dispatch } from './dispatch.js'
 
 const MAX_SWEEP_ROWS = 1000
 
+/**
+ * The job transaction of one sweep at `now`: what lapsed or expired ends,
+ * the jobs it touched end too if nothing is left; returns what the commit
+ * must do, and the devices whose retry wait ended since `since`.
+ */
+export function* sweepStep({ options }: Pick<StepEnv, 'options'>, endings: Endings, now: number, since: number): Step<{ tally: Tally; failed: FailedForGood[]; notify: string[]; becameDue: string[]; paced: JobRow[] }> {
+  const touched = new Set<string>()
+  const jobs = new Map<string, JobRow | undefined>()
+  const interrupt: string[] = []
+  const tally: Tally = {}
+  const failed: FailedForGood[] = []
+  for (const r of yield* tx.lapsed(now, MAX_SWEEP_ROWS)) {
+    const to = lapsedTo(r.state)
+    if (!jobs.has(r.job_id)) jobs.set(r.job_id, yield* tx.getJob(r.job_id))
+    const job = jobs.get(r.job_id)
+    if (!to || !job) continue
+    if (to === 'timed_out') {
+      count(tally, 'timedOut')
+      // The device may still be running it: tell it to stop before a retry starts there.
+      yield* endings.finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
+        leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT' satisfies OutcomeCode, errorMessage: 'the device did not report a result in time',
+      }, failed)
+      interrupt.push(r.device_id)
+    } else {
+      count(tally, 'expired')
+      yield* tx.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
+    }
+    touched.add(r.job_id)
+  }
+  for (const r of yield* tx.expiredUndelivered(now, MAX_SWEEP_ROWS)) {
+    count(tally, 'expired')
+    yield* tx.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
+    touched.add(r.job_id)
+  }
+  const notify: string[] = [...interrupt]
+  // In job order: two hubs ending executions of the same jobs lock them in the same order.
+  for (const j of [...touched].sort()) notify.push(...(yield* endings.afterFinal(j, now, tally)))
+  const becameDue = yield* tx.becameDue(since, now)
+  const paced = yield* tx.activePaced()
+  return { tally, failed, notify, becameDue, paced }
+}
+
 export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
   const { store, options, ring, reachable } = ctx
   const { writer, clock } = ctx.deps
@@ -24,41 +67,8 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
   function sweep(): void {
     writer.enqueue(() => {
       const now = clock.now()
-      const touched = new Set<string>()
-      const jobs = new Map<string, JobRow | undefined>()
-      const jobOf = (id: string) => {
-        if (!jobs.has(id)) jobs.set(id, store.getJob(id))
-        return jobs.get(id)
-      }
-      const interrupt: string[] = []
-      const tally: Tally = {}
-      const failed: FailedForGood[] = []
-      for (const r of store.lapsed(now, MAX_SWEEP_ROWS)) {
-        const to = lapsedTo(r.state)
-        const job = jobOf(r.job_id)
-        if (!to || !job) continue
-        if (to === 'timed_out') {
-          count(tally, 'timedOut')
-          // The device may still be running it: tell it to stop before a retry starts there.
-          endings.finish(tally, r, job, 'timed_out', now, 'sweeper', `no result within the timeout (${job.timeout_ms} ms) plus ${options.leaseGraceMs} ms grace`, {
-            leaseUntil: null, finishedAt: now, cancelAttempt: r.attempt, errorCode: 'TIMEOUT' satisfies OutcomeCode, errorMessage: 'the device did not report a result in time',
-          }, failed)
-          interrupt.push(r.device_id)
-        } else {
-          count(tally, 'expired')
-          store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
-        }
-        touched.add(r.job_id)
-      }
-      for (const r of store.expiredUndelivered(now, MAX_SWEEP_ROWS)) {
-        count(tally, 'expired')
-        store.transition(r, 'expired', now, 'sweeper', 'not started by the job\'s expiresAt', { leaseUntil: null, finishedAt: now })
-        touched.add(r.job_id)
-      }
-      const notify: string[] = [...interrupt]
-      for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
-      const due = store.becameDue(lastSweep, now).filter(reachable)
-      const paced = store.activePaced()
+      const { tally, failed, notify, becameDue, paced } = runSync(store, sweepStep(ctx, endings, now, lastSweep))
+      const due = becameDue.filter(reachable)
       const reacted = ctx.reactToFailures(failed)
       return () => {
         ctx.book(tally)

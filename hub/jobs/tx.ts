@@ -17,12 +17,20 @@ import type { JobStore } from './store.js'
  * `runSync(store, take(id))` answers each call from the SQLite store at once
  * and returns inside the writer's operation; `runAsync(ops, take(id))`
  * awaits each answer from PostgreSQL inside a transaction there. A call that
- * fails is thrown into the generator at its `yield*`, so the logic's own
- * try/catch sees it either way.
+ * fails is thrown into the generator at its `yield*`. A step may catch it
+ * only to end: on PostgreSQL a failed statement aborts the transaction, so
+ * nothing after it can be written (SQLite would carry on), and a step that
+ * carried on would behave differently on the two.
+ *
+ * A store call without `yield*` in front does nothing: it only makes a
+ * generator. Every call in a step is `yield* tx.something(...)`.
  */
 
 /** The store calls a job transaction may make. */
-export const JOB_OPS = ['insertJob', 'addExecutions', 'due', 'getJob', 'getExec', 'paceOf', 'markDelivered', 'setTat', 'pendingCancels', 'clearCancel'] as const satisfies ReadonlyArray<keyof JobStore>
+export const JOB_OPS = [
+  'insertJob', 'addExecutions', 'due', 'getJob', 'lockJob', 'getExec', 'paceOf', 'pacedDue', 'markDelivered', 'setTat', 'pendingCancels', 'clearCancel',
+  'execsIn', 'transition', 'countsOf', 'setJobStatus', 'hasOpen', 'lapsed', 'expiredUndelivered', 'becameDue', 'activePaced', 'activeContinuous', 'openOfDevice',
+] as const satisfies ReadonlyArray<keyof JobStore>
 export type JobOp = (typeof JOB_OPS)[number]
 export type JobOps = Pick<JobStore, JobOp>
 

@@ -6,7 +6,8 @@ import { parseExecId } from '../../protocol/ids.js'
 import { topics } from '../../protocol/topics.js'
 import { decideUpdate, leaseUntil } from './decisions.js'
 import type { JobRow } from './store.js'
-import { count, type FailedForGood, type JobsContext, type Tally } from './context.js'
+import { runSync, tx, type Step } from './tx.js'
+import { count, type FailedForGood, type JobsContext, type StepEnv, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
 
@@ -21,64 +22,82 @@ function clip(text: string, max: number): string {
   return text.length > max ? text.slice(0, max) : text
 }
 
-export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
-  const { store, options } = ctx
-  const { writer, logger } = ctx.deps
+/** What a device's update message came to: the ids it carried, the ones refused and why, and what the commit must do. */
+export interface UpdatesApplied {
+  readonly ids: number[]
+  readonly refused: Array<{ id: number; code: 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' }>
+  /** Devices to tell about cancellations (a job aborted). */
+  readonly notify: string[]
+  readonly tally: Tally
+  readonly failed: FailedForGood[]
+}
 
-  function applyOne(tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>, failed: FailedForGood[]): 'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' {
-    const ref = parseExecId(u.execId)
-    if (!ref) return 'UNKNOWN_EXECUTION'
-    if (ref.deviceId !== deviceId) return 'NOT_YOURS'
-    const row = store.getExec(ref.jobId, deviceId)
-    if (!jobs.has(ref.jobId)) jobs.set(ref.jobId, store.getJob(ref.jobId))
-    const job = jobs.get(ref.jobId)
-    if (!row || !job) return 'UNKNOWN_EXECUTION'
-    const verdict = decideUpdate({ state: row.state, attempt: row.attempt, version: row.version, baseVersion: row.base_version, deviceVersion: row.device_version }, u)
-    if (verdict.verdict === 'duplicate') return 'duplicate'
-    if (verdict.verdict === 'stale') {
-      logger.debug({ execId: u.execId, status: u.status, why: verdict.why }, 'stale execution update refused')
-      return 'STALE_VERSION'
-    }
-    // Expired and rejected attempts never ran: no start time unless the device gave one.
-    const neverRan = verdict.to === 'expired' || verdict.to === 'rejected'
-    const startedAt = row.started_at ?? u.startedAt ?? (neverRan ? null : now)
-    if (verdict.to === 'in_progress') {
-      store.transition(row, 'in_progress', now, 'device', null, {
-        deviceVersion: row.version + 1, startedAt, leaseUntil: leaseUntil('in_progress', now, job.timeout_ms, job.expires_at, options.leaseGraceMs),
-      })
-      return 'applied'
-    }
-    const result = u.result === undefined ? null : JSON.stringify(u.result)
-    endings.finish(tally, row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
-      deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
-      result,
-      errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,
-    }, failed)
-    touched.add(job.id)
+function* applyOne({ options, logger }: StepEnv, endings: Endings, tally: Tally, deviceId: string, u: JobUpdate, now: number, touched: Set<string>, jobs: Map<string, JobRow | undefined>, failed: FailedForGood[]): Step<'applied' | 'duplicate' | 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS'> {
+  const ref = parseExecId(u.execId)
+  if (!ref) return 'UNKNOWN_EXECUTION'
+  if (ref.deviceId !== deviceId) return 'NOT_YOURS'
+  const row = yield* tx.getExec(ref.jobId, deviceId)
+  if (!jobs.has(ref.jobId)) jobs.set(ref.jobId, yield* tx.getJob(ref.jobId))
+  const job = jobs.get(ref.jobId)
+  if (!row || !job) return 'UNKNOWN_EXECUTION'
+  const verdict = decideUpdate({ state: row.state, attempt: row.attempt, version: row.version, baseVersion: row.base_version, deviceVersion: row.device_version }, u)
+  if (verdict.verdict === 'duplicate') return 'duplicate'
+  if (verdict.verdict === 'stale') {
+    logger.debug({ execId: u.execId, status: u.status, why: verdict.why }, 'stale execution update refused')
+    return 'STALE_VERSION'
+  }
+  // Expired and rejected attempts never ran: no start time unless the device gave one.
+  const neverRan = verdict.to === 'expired' || verdict.to === 'rejected'
+  const startedAt = row.started_at ?? u.startedAt ?? (neverRan ? null : now)
+  if (verdict.to === 'in_progress') {
+    yield* tx.transition(row, 'in_progress', now, 'device', null, {
+      deviceVersion: row.version + 1, startedAt, leaseUntil: leaseUntil('in_progress', now, job.timeout_ms, job.expires_at, options.leaseGraceMs),
+    })
     return 'applied'
   }
+  const result = u.result === undefined ? null : JSON.stringify(u.result)
+  yield* endings.finish(tally, row, job, verdict.to, now, 'device', u.error ? clip(`${u.error.code}: ${u.error.message}`, 300) : null, {
+    deviceVersion: row.version + 1, startedAt, finishedAt: u.finishedAt ?? now, leaseUntil: null,
+    result,
+    errorCode: u.error?.code ?? null, errorMessage: u.error ? clip(u.error.message, LIMITS.maxJobErrorChars) : null,
+  }, failed)
+  touched.add(job.id)
+  return 'applied'
+}
 
-  /** A device's execution updates, received at `now`, applied by version in one writer operation; jobs/ack names them after the commit. */
+/** The job transaction that applies a device's execution updates, received at `now`, by version. */
+export function* updateStep(env: StepEnv, endings: Endings, deviceId: string, message: JobsUpdate, now: number): Step<UpdatesApplied> {
+  const ids: number[] = []
+  const refused: UpdatesApplied['refused'] = []
+  const touched = new Set<string>()
+  const jobs = new Map<string, JobRow | undefined>()
+  const tally: Tally = {}
+  const failed: FailedForGood[] = []
+  for (const u of message.updates) {
+    const outcome = yield* applyOne(env, endings, tally, deviceId, u, now, touched, jobs, failed)
+    ids.push(u.id)
+    if (outcome === 'applied') count(tally, 'updatesApplied')
+    else if (outcome === 'duplicate') count(tally, 'updatesDuplicate')
+    else {
+      count(tally, 'updatesRefused')
+      refused.push({ id: u.id, code: outcome })
+    }
+  }
+  const notify: string[] = []
+  // In job order: two hubs ending executions of the same jobs lock them in the same order.
+  for (const j of [...touched].sort()) notify.push(...(yield* endings.afterFinal(j, now, tally)))
+  return { ids, refused, notify, tally, failed }
+}
+
+export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
+  const { store, options } = ctx
+  const { writer, logger, random } = ctx.deps
+  const env: StepEnv = { options, logger, random }
+
+  /** A device's execution updates, received at `now`, applied in one writer operation; jobs/ack names them after the commit. */
   function update(deviceId: string, message: JobsUpdate, now: number, onFailed?: OnFailed): void {
     writer.enqueue(() => {
-      const ids: number[] = []
-      const refused: Array<{ id: number; code: 'STALE_VERSION' | 'UNKNOWN_EXECUTION' | 'NOT_YOURS' }> = []
-      const touched = new Set<string>()
-      const jobs = new Map<string, JobRow | undefined>()
-      const tally: Tally = {}
-      const failed: FailedForGood[] = []
-      for (const u of message.updates) {
-        const outcome = applyOne(tally, deviceId, u, now, touched, jobs, failed)
-        ids.push(u.id)
-        if (outcome === 'applied') count(tally, 'updatesApplied')
-        else if (outcome === 'duplicate') count(tally, 'updatesDuplicate')
-        else {
-          count(tally, 'updatesRefused')
-          refused.push({ id: u.id, code: outcome })
-        }
-      }
-      const notify: string[] = []
-      for (const j of touched) notify.push(...endings.afterFinal(j, now, tally))
+      const { ids, refused, notify, tally, failed } = runSync(store, updateStep(env, endings, deviceId, message, now))
       const reacted = ctx.reactToFailures(failed)
       return () => {
         ctx.book(tally)

@@ -150,7 +150,7 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
     return { succeeded: c.succeeded, failed: c.failed, timed_out: c.timedOut, disconnected: c.disconnected, offline: c.offline, queued: c.queued }
   })
   m.gauge('commands_pending', 'Commands sent and not answered yet.', () => commands().pending)
-  m.counter('commands_late_replies_total', 'Replies that came after their command had ended (timed out or disconnected).', () => commands().lateReplies)
+  m.counter('commands_late_replies_total', 'Replies kept as late: the first that came after its command ended unanswered (timed out or disconnected).', () => commands().lateReplies)
   m.counter('commands_unknown_replies_total', 'Replies naming another device\'s command (ignored).', () => commands().unknownReplies)
 
   const jobs = sources.jobs
