@@ -291,7 +291,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         commandGroup: (target, spec, cause) => commands.sendGroup(target, spec, cause),
         isReachable: (id) => presence.isReachable(id),
         deadLetter: (d) => { deadLetters.add({ ts: clock.now(), deviceId: d.deviceId, clientId: undefined, topic: `webhook:${d.url}`, reason: 'WEBHOOK_FAILED', detail: d.detail, payload: Buffer.from(d.body) }) },
-        job: (spec, id, cause) => jobs.create(spec, { id, ...cause }) ?? { id, made: 'before' },
+        job: async (spec, id, cause) => (await jobs.create(spec, { id, ...cause })) ?? { id, made: 'before' },
         event: (e) => {
           broker.publish(topics.ruleEvents(e.rule), Buffer.from(JSON.stringify({ type: 'rule.event', v: 1, ...e })), { qos: 1 })
             .catch((err: unknown) => rulesLog.warn({ err, firing: e.firing }, 'rule event publish failed'))
@@ -392,7 +392,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
           await registry.removeDevice(id)
           throw err
         }
-        jobs.deviceAdded(id, group)
+        await jobs.deviceAdded(id, group)
         return added
       },
       async removeDevice(id) {
@@ -402,7 +402,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         cutOffOnExternalBroker(id, 'removed')
         await registry.removeDevice(id)
         presence.forget(id)
-        jobs.deviceRemoved(id)
+        await jobs.deviceRemoved(id)
         rules.deviceRemoved(id)
         broker.disconnectPrincipal({ kind: 'device', id }, 'device removed')
       },

@@ -30,8 +30,8 @@ describe('a command queued for an offline device', () => {
       commands: { 'note.this': (ctx) => { seen.push(ctx.args); return { noted: ctx.args } } },
     })
     cleanups.push(() => agent!.stop())
-    const job = await waitFor(() => {
-      const j = hub.running.services.jobs.get(r.body.jobId)
+    const job = await waitFor(async () => {
+      const j = await hub.running.services.jobs.get(r.body.jobId)
       return j.status === 'completed' ? j : undefined
     }, 'the queued command\'s job to complete', 20_000)
     expect(job.executions[0]).toMatchObject({ state: 'succeeded', result: { noted: { remember: 'me' } } })
@@ -44,8 +44,8 @@ describe('a command queued for an offline device', () => {
     expect(info.status).toBe(202)
     const [again] = await startAgents(hub.mqttUrl, tmp.dir, [{ id: 'sleeper', token }])
     cleanups.push(() => again!.stop())
-    const infoJob = await waitFor(() => {
-      const j = hub.running.services.jobs.get(info.body.jobId)
+    const infoJob = await waitFor(async () => {
+      const j = await hub.running.services.jobs.get(info.body.jobId)
       return j.status === 'completed' ? j : undefined
     }, 'the queued sys.info to complete', 20_000)
     expect(infoJob.executions[0]!.state).toBe('succeeded')

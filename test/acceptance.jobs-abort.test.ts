@@ -36,9 +36,9 @@ describe('a failing rollout aborts itself', () => {
     await waitOnline(hub, devices.map((d) => d.id))
 
     // Paced at 5/s, as a careful rollout would be: most executions are still queued when the verdict comes.
-    const job = hub.running.services.jobs.create({
+    const job = (await hub.running.services.jobs.create({
       name: 'firmware.step', target: 'group:flaky', ratePerMinute: 300, maxAttempts: 1, abortAfter: 10, abortAtPercent: 20,
-    })!
+    }))!
     const done = await waitJobDone(hub, job.id, 30_000)
 
     expect(done.status).toBe('aborted')
@@ -58,7 +58,7 @@ describe('a failing rollout aborts itself', () => {
     }
     // The canceled ones stay canceled: nothing runs them later.
     await new Promise((r) => setTimeout(r, 1000))
-    const later = hub.running.services.jobs.get(job.id, { limit: 100 })
+    const later = await hub.running.services.jobs.get(job.id, { limit: 100 })
     expect(later.counts.canceled).toBe(counts.canceled)
     expect(later.counts.succeeded + later.counts.failed).toBe(counts.succeeded + counts.failed + counts.in_progress)
   }, 60_000)

@@ -45,11 +45,12 @@ describe('an agent killed in the middle of a job', () => {
     }
 
     let agent = start()
-    const created = Array.from({ length: 6 }, (_, i) => jobs.create({
+    const created = await Promise.all(Array.from({ length: 6 }, async (_, i) => (await jobs.create({
       name: 'effect.write', target: 'device:crash-1', payload: { ms: 600 + i * 200, effects }, maxAttempts: 3, backoffBaseMs: 100, backoffMaxMs: 200,
-    })!)
+    }))!))
     // Kill it while two runs are in the middle of their work.
-    await waitFor(() => created.filter((j) => jobs.get(j.id).executions[0]!.state === 'in_progress').length === 2, 'two runs in progress', 15_000)
+    const states = async () => Promise.all(created.map(async (j) => (await jobs.get(j.id)).executions[0]!.state))
+    await waitFor(async () => (await states()).filter((s) => s === 'in_progress').length === 2, 'two runs in progress', 15_000)
     await new Promise((r) => setTimeout(r, 200))
     await killProc(agent, 'SIGKILL')
     // The ground truth of what the kill interrupted: runs that started and recorded no effect.
@@ -62,11 +63,11 @@ describe('an agent killed in the middle of a job', () => {
     for (const j of created) await waitJobDone(hub, j.id, 30_000)
 
     // Nothing lost: every execution succeeded.
-    const finals = created.map((j) => jobs.get(j.id).executions[0]!)
+    const finals = await Promise.all(created.map(async (j) => (await jobs.get(j.id)).executions[0]!))
     expect(finals.map((e) => e.state)).toEqual(Array(6).fill('succeeded'))
     // What was running at the kill was reported interrupted, then retried as a new attempt.
     for (const execId of runningAtKill) {
-      const h = jobs.execution(execId).history
+      const h = (await jobs.execution(execId)).history
       const failed = h.find((e) => e.state === 'failed')
       expect(failed, `${execId}: ${JSON.stringify(h)}`).toBeDefined()
       expect(failed!.detail).toMatch(/^INTERRUPTED: /)

@@ -34,12 +34,12 @@ describe('job edges: expiry, cancel, unknown tasks, the shell allowlist', () => 
     const jobs = hub.running.services.jobs
     // Offline device: never delivered, expired by the hub's sweeper.
     await hub.addDevice('edge-away')
-    const unseen = jobs.create({ name: 'echo', target: 'device:edge-away', expiresAt: Date.now() + 300 })!
+    const unseen = (await jobs.create({ name: 'echo', target: 'device:edge-away', expiresAt: Date.now() + 300 }))!
     // Online but busy: delivered, waits in the local queue behind a long job, and the agent refuses to start it late.
-    const busy = jobs.create({ name: 'block', target: 'device:edge-1' })!
-    await waitFor(() => jobs.get(busy.id).executions[0]!.state === 'in_progress', 'blocker running')
-    const late = jobs.create({ name: 'echo', target: 'device:edge-1', expiresAt: Date.now() + 300, timeoutMs: 200 })!
-    await waitFor(() => jobs.get(late.id).executions[0]!.deliveredAt !== null, 'late job delivered')
+    const busy = (await jobs.create({ name: 'block', target: 'device:edge-1' }))!
+    await waitFor(async () => (await jobs.get(busy.id)).executions[0]!.state === 'in_progress', 'blocker running')
+    const late = (await jobs.create({ name: 'echo', target: 'device:edge-1', expiresAt: Date.now() + 300, timeoutMs: 200 }))!
+    await waitFor(async () => (await jobs.get(late.id)).executions[0]!.deliveredAt !== null, 'late job delivered')
 
     expect((await waitJobDone(hub, unseen.id, 10_000)).executions[0]).toMatchObject({ state: 'expired', startedAt: null })
     await new Promise((r) => setTimeout(r, 400))
@@ -64,11 +64,11 @@ describe('job edges: expiry, cancel, unknown tasks, the shell allowlist', () => 
       },
     })
     const jobs = hub.running.services.jobs
-    const job = jobs.create({ name: 'long.task', target: 'device:edge-1', timeoutMs: 60_000 })!
-    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'in_progress', 'running')
-    expect(jobs.cancel(job.id).status).toBe('canceled')
+    const job = (await jobs.create({ name: 'long.task', target: 'device:edge-1', timeoutMs: 60_000 }))!
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.state === 'in_progress', 'running')
+    expect((await jobs.cancel(job.id)).status).toBe('canceled')
     await waitFor(() => aborted.length === 1, 'the handler\'s AbortSignal to fire')
-    expect(jobs.get(job.id).executions[0]!.state).toBe('canceled')
+    expect((await jobs.get(job.id)).executions[0]!.state).toBe('canceled')
     await waitFor(() => agent.stats().jobs?.running === 0, 'the agent to free the slot')
     expect(agent.stats().jobs?.outcomes.canceled).toBe(1)
   })
@@ -76,9 +76,9 @@ describe('job edges: expiry, cancel, unknown tasks, the shell allowlist', () => 
   it('rejects an unknown task, and a shell command off the allowlist with an error that says what to fix', async () => {
     const { hub } = await setup({}, { shellAllow: ['/bin/echo'] })
     const jobs = hub.running.services.jobs
-    const unknown = jobs.create({ name: 'no.such.task', target: 'device:edge-1' })!
-    const offList = jobs.create({ name: 'shell', target: 'device:edge-1', payload: { cmd: '/bin/rm', args: ['-rf', '/tmp/nothing-here'] } })!
-    const allowed = jobs.create({ name: 'shell', target: 'device:edge-1', payload: { cmd: '/bin/echo', args: ['hello', '$HOME'] } })!
+    const unknown = (await jobs.create({ name: 'no.such.task', target: 'device:edge-1' }))!
+    const offList = (await jobs.create({ name: 'shell', target: 'device:edge-1', payload: { cmd: '/bin/rm', args: ['-rf', '/tmp/nothing-here'] } }))!
+    const allowed = (await jobs.create({ name: 'shell', target: 'device:edge-1', payload: { cmd: '/bin/echo', args: ['hello', '$HOME'] } }))!
 
     const u = (await waitJobDone(hub, unknown.id)).executions[0]!
     expect(u).toMatchObject({ state: 'rejected', attempt: 1, error: { code: 'UNKNOWN_TASK' } })

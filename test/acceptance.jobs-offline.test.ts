@@ -21,8 +21,8 @@ describe('jobs and an offline device', () => {
     const tmp = tempDir('jobs-late')
     cleanups.push(tmp.remove)
     const token = await hub.addDevice('late-1')
-    const job = hub.running.services.jobs.create({ name: 'echo', target: 'device:late-1', payload: { n: 1 } })!
-    expect(hub.running.services.jobs.get(job.id).executions[0]).toMatchObject({ state: 'queued', deliveredAt: null })
+    const job = (await hub.running.services.jobs.create({ name: 'echo', target: 'device:late-1', payload: { n: 1 } }))!
+    expect((await hub.running.services.jobs.get(job.id)).executions[0]).toMatchObject({ state: 'queued', deliveredAt: null })
 
     const [agent] = await startAgents(hub.mqttUrl, tmp.dir, [{ id: 'late-1', token }])
     cleanups.push(() => agent!.stop())
@@ -61,7 +61,7 @@ describe('jobs and an offline device', () => {
     cleanups.push(() => agent.stop())
     await waitOnline(hub, ['away-1'])
 
-    const created = Array.from({ length: 4 }, (_, i) => jobs.create({ name: 'offline.work', target: 'device:away-1', payload: { i } })!)
+    const created = await Promise.all(Array.from({ length: 4 }, async (_, i) => (await jobs.create({ name: 'offline.work', target: 'device:away-1', payload: { i } }))!))
     // All four are in the device's local queue (two running, two queued).
     await waitFor(() => (agent.stats().jobs?.queued ?? 0) + (agent.stats().jobs?.running ?? 0) === 4, 'four executions held by the agent')
     proxy.cut()
@@ -70,7 +70,7 @@ describe('jobs and an offline device', () => {
     await waitFor(() => ran.length === 4, 'all four runs done offline')
     expect(ran.every((r) => !r.connectedAtEnd)).toBe(true)
     // The hub has heard nothing of the results yet.
-    for (const j of created) expect(jobs.get(j.id).counts.succeeded).toBe(0)
+    for (const j of created) expect((await jobs.get(j.id)).counts.succeeded).toBe(0)
     expect(agent.stats().jobs?.updatesPending).toBeGreaterThan(0)
 
     proxy.restore()

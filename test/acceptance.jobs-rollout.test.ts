@@ -31,7 +31,7 @@ describe('a paced rollout to 100 agents', () => {
 
     const rate = 600 // per minute: 10/s, a burst of 10
     const burst = rolloutBurst(rate)
-    const job = hub.running.services.jobs.create({ name: 'echo', target: 'group:rollout', payload: { step: 1 }, ratePerMinute: rate })!
+    const job = (await hub.running.services.jobs.create({ name: 'echo', target: 'group:rollout', payload: { step: 1 }, ratePerMinute: rate }))!
     expect(job.counts.queued).toBe(100)
     const done = await waitJobDone(hub, job.id, 60_000)
 

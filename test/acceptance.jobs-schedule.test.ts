@@ -45,7 +45,7 @@ describe('a schedule firing every second', () => {
     const t1 = Date.now()
 
     const reader = await open()
-    const made = reader.running.services.jobs.list({ limit: 1000 }).filter((j) => j.scheduleId === schedule.id)
+    const made = (await reader.running.services.jobs.list({ limit: 1000 })).filter((j) => j.scheduleId === schedule.id)
     const ticks = made.map((j) => j.scheduleTick!).sort((a, b) => a - b)
     // No tick made two jobs...
     expect(new Set(ticks).size).toBe(ticks.length)
@@ -80,7 +80,7 @@ describe('a schedule firing every second', () => {
     while (Date.now() < stallUntil) { /* stalled */ }
     await new Promise((r) => setTimeout(r, 2500))
     const t1 = Date.now()
-    const ticks = running.services.jobs.list({ limit: 1000 }).filter((j) => j.scheduleId === schedule.id).map((j) => j.scheduleTick!).sort((a, b) => a - b)
+    const ticks = (await running.services.jobs.list({ limit: 1000 })).filter((j) => j.scheduleId === schedule.id).map((j) => j.scheduleTick!).sort((a, b) => a - b)
     expect(new Set(ticks).size).toBe(ticks.length)
     for (let i = 1; i < ticks.length; i++) expect(ticks[i]! - ticks[i - 1]!).toBe(1000)
     expect(ticks[0]!).toBeLessThan(t0 + 2000)

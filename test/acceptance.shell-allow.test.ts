@@ -32,11 +32,11 @@ describe('shell allowlist with pinned arguments, hub to agent', () => {
     expect(warnings.filter((w) => w.includes('"/usr/bin/env" allows it with any arguments'))).toHaveLength(1)
 
     const jobs = hub.running.services.jobs
-    const shell = (args: string[]) => jobs.create({ name: 'shell', target: 'device:pump-1', payload: { cmd: '/bin/echo', args } })!
-    const restart = shell(['restart', 'pump'])
-    const other = shell(['restart', 'boiler'])
-    const status = shell(['status', 'fan'])
-    const sneaky = shell(['status', 'fan;reboot'])
+    const shell = async (args: string[]) => (await jobs.create({ name: 'shell', target: 'device:pump-1', payload: { cmd: '/bin/echo', args } }))!
+    const restart = await shell(['restart', 'pump'])
+    const other = await shell(['restart', 'boiler'])
+    const status = await shell(['status', 'fan'])
+    const sneaky = await shell(['status', 'fan;reboot'])
 
     expect((await waitJobDone(hub, restart.id)).executions[0]).toMatchObject({ state: 'succeeded', result: { exitCode: 0, stdout: 'restart pump\n' } })
     expect((await waitJobDone(hub, status.id)).executions[0]).toMatchObject({ state: 'succeeded', result: { exitCode: 0, stdout: 'status fan\n' } })

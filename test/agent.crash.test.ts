@@ -23,8 +23,8 @@ describe('a simulated agent crash', () => {
     const [first] = await startAgents(hub.mqttUrl, tmp.dir, [{ id: 'crashy', token }], {}, { handlers })
     await waitOnline(hub, ['crashy'])
     const jobs = hub.running.services.jobs
-    const job = jobs.create({ name: 'hang', target: 'device:crashy', maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 })!
-    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'in_progress', 'running')
+    const job = (await jobs.create({ name: 'hang', target: 'device:crashy', maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 }))!
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.state === 'in_progress', 'running')
 
     await first!.crash()
     await waitFor(() => !hub.running.services.presence.isReachable('crashy'), 'offline')
@@ -35,7 +35,7 @@ describe('a simulated agent crash', () => {
     const [second] = await startAgents(hub.mqttUrl, tmp.dir, [{ id: 'crashy', token }], {}, { handlers: { ...handlers, hang: () => 'second time' } })
     cleanups.push(() => second!.stop())
     const done = await waitJobDone(hub, job.id, 20_000)
-    const history = jobs.execution(done.executions[0]!.execId).history
+    const history = (await jobs.execution(done.executions[0]!.execId)).history
     expect(history.find((h) => h.state === 'failed')?.detail).toMatch(/^INTERRUPTED/)
     expect(done.executions[0]).toMatchObject({ state: 'succeeded', attempt: 2, result: 'second time' })
   })

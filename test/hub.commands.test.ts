@@ -138,7 +138,7 @@ describe('hub commands over the wire', () => {
     const r = await hub.api<{ id: string; status: string; jobId: string }>('POST', '/api/devices/cmd-later/commands', { name: 'sys.info', args: { a: 1 }, ifOffline: 'queue' })
     expect(r.status).toBe(202)
     expect(r.body.status).toBe('queued')
-    const job = hub.running.services.jobs.get(r.body.jobId)
+    const job = await hub.running.services.jobs.get(r.body.jobId)
     expect(job).toMatchObject({ name: 'cmd.sys.info', payload: { a: 1 }, target: 'device:cmd-later', maxAttempts: 1, counts: { queued: 1 } })
     expect((await hub.api<CommandRecord>('GET', `/api/commands/${r.body.id}`)).body).toMatchObject({ status: 'queued', jobId: r.body.jobId })
   })

@@ -74,7 +74,7 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-1')
-    const job = jobs.create({ name: 'echo', target: 'device:dev-1', payload: { hello: 1 } })!
+    const job = (await jobs.create({ name: 'echo', target: 'device:dev-1', payload: { hello: 1 } }))!
     await waitFor(() => d.notices.length > 0, 'doorbell')
     const batch = await d.pull(10)
     expect(batch.more).toBe(false)
@@ -84,19 +84,19 @@ describe('hub jobs over the wire', () => {
 
     const ack1 = await d.update([{ execId: e.execId, attempt: 1, version: 1, status: 'in_progress', startedAt: 1 }])
     expect(ack1.refused).toBeUndefined()
-    expect(jobs.get(job.id).executions[0]!.state).toBe('in_progress')
+    expect((await jobs.get(job.id)).executions[0]!.state).toBe('in_progress')
     const ack2 = await d.update([
       { execId: e.execId, attempt: 1, version: 1, status: 'in_progress', startedAt: 1 }, // a replay
       { execId: e.execId, attempt: 1, version: 1, status: 'succeeded', startedAt: 1, finishedAt: 2, result: { hello: 1 } },
     ])
     expect(ack2.ids).toHaveLength(2)
     expect(ack2.refused).toBeUndefined()
-    const shown = jobs.get(job.id)
+    const shown = await jobs.get(job.id)
     expect(shown.status).toBe('completed')
     expect(shown.counts.succeeded).toBe(1)
     expect(shown.executions[0]).toMatchObject({ state: 'succeeded', result: { hello: 1 } })
     // One history row per change: queued, in_progress, succeeded; the replay changed nothing.
-    expect(jobs.execution(e.execId).history.map((h) => h.state)).toEqual(['queued', 'in_progress', 'succeeded'])
+    expect((await jobs.execution(e.execId)).history.map((h) => h.state)).toEqual(['queued', 'in_progress', 'succeeded'])
     // A pull now finds nothing.
     expect((await d.pull(10)).executions).toHaveLength(0)
   })
@@ -106,9 +106,9 @@ describe('hub jobs over the wire', () => {
     const jobs = hub.running.services.jobs
     const a = await device(hub, 'dev-a')
     await hub.addDevice('dev-b')
-    const job = jobs.create({ name: 'echo', target: 'device:dev-a,dev-b' })!
+    const job = (await jobs.create({ name: 'echo', target: 'device:dev-a,dev-b' }))!
     const [e] = (await a.pull(10)).executions
-    jobs.cancel(job.id)
+    await jobs.cancel(job.id)
     const ack = await a.update([
       { execId: `${job.id}.dev-b`, attempt: 1, version: 1, status: 'succeeded' },
       { execId: 'jzzzzzzzz.dev-a', attempt: 1, version: 1, status: 'succeeded' },
@@ -116,7 +116,7 @@ describe('hub jobs over the wire', () => {
     ])
     expect(ack.ids).toHaveLength(3)
     expect(ack.refused?.map((r) => r.code)).toEqual(['NOT_YOURS', 'UNKNOWN_EXECUTION', 'STALE_VERSION'])
-    expect(jobs.get(job.id).counts).toMatchObject({ canceled: 2, succeeded: 0 })
+    expect((await jobs.get(job.id)).counts).toMatchObject({ canceled: 2, succeeded: 0 })
   })
 
   it('retries a failed attempt after its backoff, as a new attempt with a new version', async () => {
@@ -124,10 +124,10 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith({}, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-r')
-    const job = jobs.create({ name: 'flaky', target: 'device:dev-r', maxAttempts: 2, backoffBaseMs: 200, backoffMaxMs: 200 })!
+    const job = (await jobs.create({ name: 'flaky', target: 'device:dev-r', maxAttempts: 2, backoffBaseMs: 200, backoffMaxMs: 200 }))!
     const [e] = (await d.pull(5)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'failed', error: { code: 'BOOM', message: 'no' } }])
-    const queued = jobs.get(job.id).executions[0]!
+    const queued = (await jobs.get(job.id)).executions[0]!
     expect(queued).toMatchObject({ state: 'queued', attempt: 2 })
     // Not before its backoff: the sweeper rings the device when it is due (its next sweep is a second on).
     const notices = d.notices.length
@@ -136,10 +136,10 @@ describe('hub jobs over the wire', () => {
     const [e2] = (await d.pull(5)).executions
     expect(e2).toMatchObject({ attempt: 2, version: queued.version })
     await d.update([{ execId: e2!.execId, attempt: 2, version: e2!.version, status: 'failed', error: { code: 'BOOM', message: 'again' } }])
-    const done = jobs.get(job.id)
+    const done = await jobs.get(job.id)
     expect(done.status).toBe('completed')
     expect(done.executions[0]).toMatchObject({ state: 'failed', attempt: 2, error: { code: 'BOOM', message: 'again' } })
-    expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:failed', '2:queued', '2:failed'])
+    expect((await jobs.execution(e!.execId)).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:failed', '2:queued', '2:failed'])
   })
 
   /**
@@ -151,7 +151,7 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, id)
-    const job = jobs.create({ name: 'slow', target: `device:${id}`, timeoutMs: 300, maxAttempts: 1 })!
+    const job = (await jobs.create({ name: 'slow', target: `device:${id}`, timeoutMs: 300, maxAttempts: 1 }))!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
     return { hub, clock, jobs, d, job, e }
@@ -160,11 +160,11 @@ describe('hub jobs over the wire', () => {
   it('the sweeper times out a silent execution, tells the device to stop, and refuses its late result', async () => {
     const { clock, jobs, d, job, e } = await silentExecution('dev-s')
     clock.advance(400)
-    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out', 5000)
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.state === 'timed_out', 'timed out', 5000)
     await waitFor(() => d.notices.some((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'cancel notice')
     const late = await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'succeeded' }])
     expect(late.refused?.[0]?.code).toBe('STALE_VERSION')
-    expect(jobs.get(job.id)).toMatchObject({ status: 'completed', counts: { timed_out: 1, succeeded: 0 } })
+    expect((await jobs.get(job.id))).toMatchObject({ status: 'completed', counts: { timed_out: 1, succeeded: 0 } })
   })
 
   it('a timed-out attempt that is retried: the stop notice names the old attempt, the retry is a new one', async () => {
@@ -172,16 +172,16 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith({ jobSweepIntervalMs: 100, jobLeaseGraceMs: 0 }, clock)
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-t2')
-    const job = jobs.create({ name: 'slow', target: 'device:dev-t2', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 })!
+    const job = (await jobs.create({ name: 'slow', target: 'device:dev-t2', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 0, backoffMaxMs: 0 }))!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
     clock.advance(400)
-    await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'retried as attempt 2', 5000)
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.attempt === 2, 'retried as attempt 2', 5000)
     const stop = await waitFor(() => d.notices.find((n) => n.cancel?.some((c) => c.execId === e!.execId)), 'stop notice')
     expect(stop.cancel).toEqual([{ execId: e!.execId, attempt: 1 }])
     const [e2] = (await d.pull(1)).executions
     expect(e2).toMatchObject({ execId: e!.execId, attempt: 2 })
-    expect(jobs.execution(e!.execId).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:in_progress', '1:timed_out', '2:queued'])
+    expect((await jobs.execution(e!.execId)).history.map((h) => `${h.attempt}:${h.state}`)).toEqual(['1:queued', '1:in_progress', '1:timed_out', '2:queued'])
   })
 
   it('expires executions not started by expiresAt, delivered or not', async () => {
@@ -190,12 +190,12 @@ describe('hub jobs over the wire', () => {
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-x')
     await hub.addDevice('dev-offline')
-    const job = jobs.create({ name: 'echo', target: 'device:dev-x,dev-offline', expiresAt: clock.now() + 400, timeoutMs: 100 })!
+    const job = (await jobs.create({ name: 'echo', target: 'device:dev-x,dev-offline', expiresAt: clock.now() + 400, timeoutMs: 100 }))!
     expect((await d.pull(5)).executions).toHaveLength(1)
     // Past expiresAt and, for the delivered one, a full run after it.
     clock.advance(600)
-    await waitFor(() => jobs.get(job.id).status === 'completed', 'job completed by expiry', 5000)
-    expect(jobs.get(job.id).counts.expired).toBe(2)
+    await waitFor(async () => (await jobs.get(job.id)).status === 'completed', 'job completed by expiry', 5000)
+    expect((await jobs.get(job.id)).counts.expired).toBe(2)
   })
 
   it('cancels: running executions get a cancel notice now, an offline device hears at its next birth', async () => {
@@ -204,29 +204,29 @@ describe('hub jobs over the wire', () => {
     const on = await device(hub, 'dev-on')
     const offToken = await hub.addDevice('dev-off')
     let off = await device(hub, 'dev-off', offToken)
-    const job = jobs.create({ name: 'sleep', target: 'device:dev-on,dev-off' })!
+    const job = (await jobs.create({ name: 'sleep', target: 'device:dev-on,dev-off' }))!
     const [eOn] = (await on.pull(1)).executions
     const [eOff] = (await off.pull(1)).executions
     await off.client.endAsync()
     await waitFor(() => !hub.running.services.presence.isReachable('dev-off'), 'dev-off offline')
     await on.update([{ execId: eOn!.execId, attempt: 1, version: 1, status: 'in_progress' }])
-    expect(jobs.cancel(job.id).status).toBe('canceled')
+    expect((await jobs.cancel(job.id)).status).toBe('canceled')
     await waitFor(() => on.notices.some((n) => n.cancel?.[0]?.execId === eOn!.execId), 'cancel notice to the online device')
     off = await device(hub, 'dev-off', offToken)
     await waitFor(() => off.notices.some((n) => n.cancel?.[0]?.execId === eOff!.execId), 'cancel notice at the next birth')
-    expect(jobs.get(job.id).counts.canceled).toBe(2)
+    expect((await jobs.get(job.id)).counts.canceled).toBe(2)
   })
 
   it('aborts when the failure rate passes the threshold and cancels what is still queued', async () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(hub, `dev-ab${i}`)))
-    const job = jobs.create({ name: 'risky', target: `device:${devs.map((d) => d.id).join(',')}`, abortAfter: 3, abortAtPercent: 50, maxAttempts: 1 })!
+    const job = (await jobs.create({ name: 'risky', target: `device:${devs.map((d) => d.id).join(',')}`, abortAfter: 3, abortAtPercent: 50, maxAttempts: 1 }))!
     for (const [i, d] of devs.slice(0, 3).entries()) {
       const [e] = (await d.pull(1)).executions
       await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: i === 0 ? 'succeeded' : 'failed', error: i === 0 ? undefined : { code: 'BAD', message: 'x' } }])
     }
-    const shown = jobs.get(job.id)
+    const shown = await jobs.get(job.id)
     expect(shown.status).toBe('aborted')
     expect(shown.statusReason).toMatch(/failure rate 66\.7%/)
     expect(shown.counts).toMatchObject({ succeeded: 1, failed: 2, canceled: 3, queued: 0 })
@@ -237,7 +237,7 @@ describe('hub jobs over the wire', () => {
     const jobs = hub.running.services.jobs
     const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(hub, `dev-p${i}`)))
     // 120/min: one every 500 ms, burst 2.
-    const job = jobs.create({ name: 'echo', target: `device:${devs.map((d) => d.id).join(',')}`, ratePerMinute: 120 })!
+    const job = (await jobs.create({ name: 'echo', target: `device:${devs.map((d) => d.id).join(',')}`, ratePerMinute: 120 }))!
     const t0 = Date.now()
     const deliveredAt: number[] = []
     await Promise.all(devs.map(async (d) => {
@@ -252,7 +252,7 @@ describe('hub jobs over the wire', () => {
       }
     }))
     deliveredAt.sort((a, b) => a - b)
-    expect(jobs.get(job.id).executions.every((e) => e.deliveredAt !== null)).toBe(true)
+    expect((await jobs.get(job.id)).executions.every((e) => e.deliveredAt !== null)).toBe(true)
     // 6 releases at 2/s with a burst of 2: the last no sooner than 2 s after the start.
     expect(deliveredAt[5]!).toBeGreaterThanOrEqual(1900)
     for (let i = 0; i < deliveredAt.length; i++) {
@@ -265,10 +265,10 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-frac')
-    const paced = jobs.create({ name: 'echo', target: 'device:dev-frac', ratePerMinute: 180 })!
+    const paced = (await jobs.create({ name: 'echo', target: 'device:dev-frac', ratePerMinute: 180 }))!
     const [e] = (await d.pull(5)).executions
     expect(e?.jobId).toBe(paced.id)
-    const next = jobs.create({ name: 'echo', target: 'device:dev-frac' })!
+    const next = (await jobs.create({ name: 'echo', target: 'device:dev-frac' }))!
     expect((await d.pull(5)).executions.map((x) => x.jobId)).toEqual([next.id])
     expect(hub.running.services.jobs.stats()).toMatchObject({ delivered: 2 })
     const stats = await hub.api<{ writer: { failedOps: number } }>('GET', '/api/stats')
@@ -285,7 +285,7 @@ describe('hub jobs over the wire', () => {
       const id = `dev-here${i}`
       online.push(await device(hub, id, await hub.addDevice(id, 'mixed')))
     }
-    const job = jobs.create({ name: 'echo', target: 'group:mixed', ratePerMinute: 60 })!
+    const job = (await jobs.create({ name: 'echo', target: 'group:mixed', ratePerMinute: 60 }))!
     // One a second: all three online devices get rung and leased within a few seconds.
     await Promise.all(online.map(async (d) => {
       for (;;) {
@@ -294,18 +294,18 @@ describe('hub jobs over the wire', () => {
         if ((await d.pull(1)).executions.length > 0) return
       }
     }))
-    expect(jobs.get(job.id).executions.filter((e) => e.deliveredAt !== null).map((e) => e.deviceId).sort()).toEqual(['dev-here0', 'dev-here1', 'dev-here2'])
+    expect((await jobs.get(job.id)).executions.filter((e) => e.deliveredAt !== null).map((e) => e.deviceId).sort()).toEqual(['dev-here0', 'dev-here1', 'dev-here2'])
   })
 
   it('a device removed and added again gets its continuous job back, as a new attempt', async () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     await hub.addDevice('dev-back', 'lab2')
-    const job = jobs.create({ name: 'echo', target: 'group:lab2', continuous: true })!
+    const job = (await jobs.create({ name: 'echo', target: 'group:lab2', continuous: true }))!
     await hub.api('DELETE', '/api/devices/dev-back')
-    expect(jobs.get(job.id).executions[0]).toMatchObject({ state: 'canceled', attempt: 1 })
+    expect((await jobs.get(job.id)).executions[0]).toMatchObject({ state: 'canceled', attempt: 1 })
     const d = await device(hub, 'dev-back', await hub.addDevice('dev-back', 'lab2'))
-    expect(jobs.get(job.id).executions[0]).toMatchObject({ state: 'queued', attempt: 2 })
+    expect((await jobs.get(job.id)).executions[0]).toMatchObject({ state: 'queued', attempt: 2 })
     const [e] = (await d.pull(1)).executions
     expect(e).toMatchObject({ attempt: 2 })
   })
@@ -316,14 +316,14 @@ describe('hub jobs over the wire', () => {
     const jobs = hub.running.services.jobs
     const token = await hub.addDevice('dev-owed')
     let d = await device(hub, 'dev-owed', token)
-    const job = jobs.create({ name: 'slow', target: 'device:dev-owed', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 60_000, backoffMaxMs: 60_000 })!
+    const job = (await jobs.create({ name: 'slow', target: 'device:dev-owed', timeoutMs: 300, maxAttempts: 2, backoffBaseMs: 60_000, backoffMaxMs: 60_000 }))!
     const [e] = (await d.pull(1)).executions
     await d.update([{ execId: e!.execId, attempt: 1, version: 1, status: 'in_progress' }])
     // The device drops off before the sweeper's notice can reach it.
     await d.client.endAsync()
     clock.advance(400)
-    await waitFor(() => jobs.get(job.id).executions[0]!.attempt === 2, 'timed out and queued for a retry', 5000)
-    jobs.cancel(job.id)
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.attempt === 2, 'timed out and queued for a retry', 5000)
+    await jobs.cancel(job.id)
     d = await device(hub, 'dev-owed', token)
     const notice = await waitFor(() => d.notices.find((n) => n.cancel), 'stop notice at the next birth')
     expect(notice.cancel).toEqual([{ execId: e!.execId, attempt: 1 }])
@@ -333,14 +333,14 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     await hub.addDevice('dev-g1', 'lab')
-    const job = jobs.create({ name: 'echo', target: 'group:lab', continuous: true })!
+    const job = (await jobs.create({ name: 'echo', target: 'group:lab', continuous: true }))!
     expect(job.counts.queued).toBe(1)
     await hub.addDevice('dev-g2', 'lab')
     await hub.addDevice('dev-other')
-    expect(jobs.get(job.id).executions.map((e) => e.deviceId)).toEqual(['dev-g1', 'dev-g2'])
+    expect((await jobs.get(job.id)).executions.map((e) => e.deviceId)).toEqual(['dev-g1', 'dev-g2'])
     await hub.api('DELETE', '/api/devices/dev-g1')
-    expect(jobs.get(job.id).counts).toMatchObject({ queued: 1, canceled: 1 })
-    expect(jobs.get(job.id).status).toBe('active')
+    expect((await jobs.get(job.id)).counts).toMatchObject({ queued: 1, canceled: 1 })
+    expect((await jobs.get(job.id)).status).toBe('active')
   })
 
   it('a schedule tick makes one job however often it fires', async () => {
@@ -350,31 +350,31 @@ describe('hub jobs over the wire', () => {
     const s = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
     expect(s.nextRunAt).toBeGreaterThan(Date.now())
     const tick = Date.UTC(2026, 10, 28, 3)
-    const first = schedules.fire(s.id, tick)
+    const first = await schedules.fire(s.id, tick)
     expect(first).toBeDefined()
-    expect(schedules.fire(s.id, tick)).toBeUndefined()
-    expect(schedules.fire(s.id, tick + 86_400_000)).toBeDefined()
-    expect(jobs.list().filter((j) => j.scheduleId === s.id)).toHaveLength(2)
+    expect((await schedules.fire(s.id, tick))).toBeUndefined()
+    expect((await schedules.fire(s.id, tick + 86_400_000))).toBeDefined()
+    expect((await jobs.list()).filter((j) => j.scheduleId === s.id)).toHaveLength(2)
     // A schedule removed and added again is a new schedule: a new id, so its ticks are its own.
     schedules.remove('nightly')
     const again = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
     expect(again.id).not.toBe(s.id)
-    expect(schedules.fire(again.id, tick)).toBeDefined()
+    expect((await schedules.fire(again.id, tick))).toBeDefined()
   })
 
   it('retention deletes finished jobs with their executions and history, and keeps active ones', async () => {
     const hub = await hubWith()
     const jobs = hub.running.services.jobs
     await hub.addDevice('dev-old')
-    const finished = jobs.create({ name: 'echo', target: 'device:dev-old' })!
-    jobs.cancel(finished.id)
-    const active = jobs.create({ name: 'echo', target: 'device:dev-old' })!
+    const finished = (await jobs.create({ name: 'echo', target: 'device:dev-old' }))!
+    await jobs.cancel(finished.id)
+    const active = (await jobs.create({ name: 'echo', target: 'device:dev-old' }))!
     // A cutoff before it finished keeps it; one after deletes it.
     expect(await jobs.prune(Date.now() - 60_000)).toBe(0)
     expect(await jobs.prune(Date.now() + 1)).toBe(1)
-    expect(() => jobs.get(finished.id)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }))
-    expect(() => jobs.execution(`${finished.id}.dev-old`)).toThrow(expect.objectContaining({ code: 'EXECUTION_NOT_FOUND' }))
-    expect(jobs.get(active.id).counts.queued).toBe(1)
+    await expect(jobs.get(finished.id)).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' })
+    await expect(jobs.execution(`${finished.id}.dev-old`)).rejects.toMatchObject({ code: 'EXECUTION_NOT_FOUND' })
+    expect((await jobs.get(active.id)).counts.queued).toBe(1)
     const raw = new Database(join(hub.dataDir, 'hub.db'), { readonly: true })
     try {
       // What is left is the active job's: one execution, one history row (queued).
@@ -395,11 +395,11 @@ describe('hub jobs over the wire', () => {
     const failedBefore = failedOps()
     clock.advance(400)
     await waitFor(() => failedOps() > failedBefore, 'a sweep rolled back under the lock', 60_000)
-    expect(jobs.get(job.id).executions[0]!.state).toBe('in_progress')
+    expect((await jobs.get(job.id)).executions[0]!.state).toBe('in_progress')
     expect(jobs.stats().timedOut).toBe(0)
     lock.exec('ROLLBACK')
     clock.advance(100)
-    await waitFor(() => jobs.get(job.id).executions[0]!.state === 'timed_out', 'timed out once the lock is gone', 60_000)
+    await waitFor(async () => (await jobs.get(job.id)).executions[0]!.state === 'timed_out', 'timed out once the lock is gone', 60_000)
     expect(jobs.stats().timedOut).toBe(1)
   })
 
@@ -407,10 +407,10 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith({ jobSweepIntervalMs: 100 })
     const jobs = hub.running.services.jobs
     const d = await device(hub, 'dev-pace')
-    const job = jobs.create({ name: 'echo', target: 'device:dev-pace', ratePerMinute: 60 })!
+    const job = (await jobs.create({ name: 'echo', target: 'device:dev-pace', ratePerMinute: 60 }))!
     await waitFor(() => d.notices.length > 0, 'doorbell from the paced rollout', 8000)
     await waitFor(() => jobs.stats().pacedRinging === 1, 'the rollout rung in turn')
-    jobs.cancel(job.id)
+    await jobs.cancel(job.id)
     await waitFor(() => jobs.stats().pacedRinging === 0, 'its turn forgotten after the next sweep')
   })
 })

@@ -311,10 +311,11 @@ describe('createLiveFeed', () => {
     let fast = 0
     let slowEnded = false
     feed.subscribe({ fleet: true, jobs: false, devices: [] }, () => { fast++; return true }, () => {})
-    // Takes the snapshot, then reports it is full.
+    // Takes the fleet's snapshot, then reports it is full when the jobs' (read from the database) comes.
     let calls = 0
     feed.subscribe({ fleet: true, jobs: true, devices: [] }, () => ++calls < 2, () => { slowEnded = true })
-    expect(slowEnded).toBe(true)
+    await waitFor(() => slowEnded, 'the slow subscriber dropped')
+    expect(calls).toBe(2)
     expect(feed.subscribers).toBe(1)
     await waitFor(() => fast >= 3, 'the other subscriber still served')
     feed.close()

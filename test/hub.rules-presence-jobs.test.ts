@@ -210,12 +210,12 @@ describe('rules on jobs', () => {
     // Another job rule: it hears flaky.task's failure, but not the diag job's, made by a job rule (no loop between two).
     await rules.add(note('any.failure', { job: {} }))
 
-    const failing = h.running.services.jobs.create({ name: 'flaky.task', target: `device:${d.id}`, maxAttempts: 3 })!
-    const fine = h.running.services.jobs.create({ name: 'ok.task', target: `device:${d.id}` })!
+    const failing = (await h.running.services.jobs.create({ name: 'flaky.task', target: `device:${d.id}`, maxAttempts: 3 }))!
+    const fine = (await h.running.services.jobs.create({ name: 'ok.task', target: `device:${d.id}` }))!
     await waitJobDone(h, failing.id)
     await waitJobDone(h, fine.id)
     await waitFor(() => runs.diag >= 1 && rules.stats().actions.done === 3, 'the rules\' events and the diag job')
-    const diag = h.running.services.jobs.list({ limit: 10 }).find((j) => j.name === 'diag.collect')!
+    const diag = (await h.running.services.jobs.list({ limit: 10 })).find((j) => j.name === 'diag.collect')!
     await waitJobDone(h, diag.id)
     await new Promise((r) => setTimeout(r, 500))
 
@@ -249,7 +249,7 @@ describe('rules on jobs', () => {
     const d = await device(h, 'slow', dir.dir, { handlers: { 'slow.task': () => hang } })
     const rules = h.running.services.rules
     await rules.add(note('job.timed-out', { job: { outcome: 'timed_out' } }))
-    const job = h.running.services.jobs.create({ name: 'slow.task', target: `device:${d.id}`, timeoutMs: 300, maxAttempts: 1 })!
+    const job = (await h.running.services.jobs.create({ name: 'slow.task', target: `device:${d.id}`, timeoutMs: 300, maxAttempts: 1 }))!
     await waitFor(() => rules.get('job.timed-out').counters.fired === 1, 'job.timed-out fired')
     expect(rules.get('job.timed-out').recentFirings[0]).toMatchObject({ deviceId: d.id, trigger: { kind: 'job', jobId: job.id, outcome: 'timed_out', attempt: 1 } })
   })

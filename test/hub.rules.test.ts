@@ -148,7 +148,7 @@ describe('rules on stored telemetry', () => {
     await samples(h, sensor, [0.2])
     await waitFor(() => rules.stats().actions.done === 1, 'the action done: the command queued')
     const firing = rules.get('close.valve').recentFirings[0]!
-    const jobs = h.running.services.jobs.list({ limit: 10 })
+    const jobs = await h.running.services.jobs.list({ limit: 10 })
     expect(jobs).toEqual([expect.objectContaining({ name: 'cmd.motor.stop', target: `device:${valve.id}`, cause: { rule: 'close.valve', firing: firing.id } })])
 
     // The valve comes back on its own ledger and pulls the job.
@@ -157,7 +157,7 @@ describe('rules on stored telemetry', () => {
       commands: { 'motor.stop': () => { ran.push('once'); return { stopped: true } } },
     })
     cleanups.push(() => back!.stop())
-    await waitFor(() => h.running.services.jobs.get(jobs[0]!.id).status === 'completed', 'the queued job completed')
+    await waitFor(async () => (await h.running.services.jobs.get(jobs[0]!.id)).status === 'completed', 'the queued job completed')
     expect(ran).toEqual(['once'])
     expect(sensor.ran).toEqual([])
   })

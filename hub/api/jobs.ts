@@ -144,7 +144,7 @@ const DeviceParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/jobs', { schema: { summary: 'Create a job for a device, a group or a list of devices', body: JobBody } }, async (req, reply) => {
-      const job = s.jobs.create(jobSpecOf(req.body, s.clock.now()))
+      const job = await s.jobs.create(jobSpecOf(req.body, s.clock.now()))
       // Only a schedule's repeated tick makes create return nothing; an API call always makes its job.
       if (!job) throw new RollcallError('INTERNAL', 'the job was not created')
       return reply.status(201).send(job)
@@ -162,7 +162,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
     }, async (req) => {
       const q = req.query
       const status = oneOf<JobStatus>('status', q.status, JOB_STATUSES)
-      return { jobs: s.jobs.list({ status, before: q.before, limit: q.limit ?? 100 }) }
+      return { jobs: await s.jobs.list({ status, before: q.before, limit: q.limit ?? 100 }) }
     })
 
     app.get('/jobs/:id', {
@@ -180,7 +180,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       const state = oneOf<ExecState>('state', q.state, EXEC_STATES)
       const limit = q.limit ?? 1000
       // One row more than asked tells whether there are more.
-      const job = s.jobs.get(req.params.id, { state, after: q.after, limit: limit + 1 })
+      const job = await s.jobs.get(req.params.id, { state, after: q.after, limit: limit + 1 })
       const truncated = job.executions.length > limit
       return { ...job, truncated, executions: truncated ? job.executions.slice(0, limit) : job.executions }
     })
@@ -203,7 +203,7 @@ export function jobRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       },
     }, async (req) => {
       const d = s.registry.requireDevice(req.params.id)
-      return { deviceId: d.id, executions: s.jobs.executionsOfDevice(d.id, req.query.limit ?? 50) }
+      return { deviceId: d.id, executions: await s.jobs.executionsOfDevice(d.id, req.query.limit ?? 50) }
     })
 
     app.get('/executions/:execId', {

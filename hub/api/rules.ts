@@ -149,7 +149,7 @@ async function testRule(s: HubServices, body: { rule: RuleSpec; deviceId: string
       items = (await s.presence.historyBetween(device.id, sinceMs, untilMs, limit + 1)).map((h) => ({ type: 'presence', ts: h.ts, status: h.status, reason: h.reason, hubCaused: isHubCaused(h.reason) }))
       break
     case 'jobs':
-      items = s.jobs.failuresOfDevice(device.id, sinceMs, untilMs, limit + 1).map((f) => ({
+      items = (await s.jobs.failuresOfDevice(device.id, sinceMs, untilMs, limit + 1)).map((f) => ({
         type: 'job', ts: f.finished_at, jobId: f.job_id, name: f.job_name, outcome: f.state, attempt: f.attempt,
         error: f.error_code === null ? null : `${f.error_code}: ${f.error_message ?? ''}`, causeRule: f.cause_rule,
       }))

@@ -224,7 +224,7 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
     // On PostgreSQL that read is a round trip: the hub may have begun to stop meanwhile, and time has passed.
     if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
     const now = clock.now()
-    const queuedAs = origin?.again && !prior ? queuing.queuedAs(origin.id) : undefined
+    const queuedAs = origin?.again && !prior ? await queuing.queuedAs(origin.id) : undefined
     if (origin && queuedAs !== undefined) {
       // Queued as its job by the last run, which died before the command's own record: the job stands.
       const jobId = queuedAs
@@ -243,7 +243,7 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
     if (!deps.isReachable(deviceId)) {
       const id = origin?.id ?? randomId('c')
       if (spec.ifOffline === 'queue') {
-        const jobId = queuing.queue(spec, [deviceId], origin)
+        const jobId = await queuing.queue(spec, [deviceId], origin)
         stats.queued++
         await recorded(store.add({ id, deviceId, name: spec.name, args, groupId: null, status: 'queued', createdAt: now, expiresAt: now + timeoutMs, jobId, ...cause }),
           `command "${spec.name}" to "${deviceId}" was queued as job ${jobId}`, { id, deviceId, jobId })
@@ -280,7 +280,7 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
       else skipped.push({ deviceId: d, lastSeen: deps.lastSeen(d) })
     }
     let jobId: string | null = null
-    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = queuing.queue(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
+    if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = await queuing.queue(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
     // Every member's record; the reply waits for them all.
     const records: Array<Promise<RollcallError | undefined>> = []
     const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }

@@ -12,17 +12,17 @@ import type { CommandCause } from './store.js'
 export function createQueuing(jobs: Jobs) {
   const jobIdOf = (commandId: string) => `j${commandId.slice(1)}`
   return {
-    queue(spec: { readonly name: string; readonly args?: unknown }, deviceIds: readonly string[], origin?: { readonly id: string; readonly cause?: CommandCause }): string {
+    async queue(spec: { readonly name: string; readonly args?: unknown }, deviceIds: readonly string[], origin?: { readonly id: string; readonly cause?: CommandCause }): Promise<string> {
       const job = { name: `${QUEUED_COMMAND_TASK_PREFIX}${spec.name}`, payload: spec.args ?? null, target: `device:${deviceIds.join(',')}`, maxAttempts: 1 }
-      if (!origin?.cause) return jobs.create(job)!.id
+      if (!origin?.cause) return (await jobs.create(job))!.id
       const id = jobIdOf(origin.id)
-      jobs.create(job, { id, ...origin.cause })
+      await jobs.create(job, { id, ...origin.cause })
       return id
     },
     /** The job a command with this id was queued as, if it was. */
-    queuedAs(commandId: string): string | undefined {
+    async queuedAs(commandId: string): Promise<string | undefined> {
       try {
-        return jobs.get(jobIdOf(commandId), { limit: 1 }).id
+        return (await jobs.get(jobIdOf(commandId), { limit: 1 })).id
       } catch {
         return undefined
       }

@@ -59,19 +59,19 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   const { requireJob } = lifecycle
 
   /** Newest first; `before` is a job id: the page continues after that job. */
-  function list(filter: { status?: JobStatus; before?: string; limit?: number } = {}): JobView[] {
+  async function list(filter: { status?: JobStatus; before?: string; limit?: number } = {}): Promise<JobView[]> {
     const cursor = filter.before === undefined ? undefined : requireJob(filter.before)
     return store.listJobs(filter.status ?? null, filter.limit ?? 100, cursor && { createdAt: cursor.created_at, id: cursor.id }).map(store.jobView)
   }
 
   /** The job with its executions by device id; `after` is a device id: the page continues after it. */
-  function get(id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): JobDetail {
+  async function get(id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): Promise<JobDetail> {
     const job = requireJob(id)
     const execs = store.listExecs(id, filter.state ?? null, filter.after ?? '', filter.limit ?? 1000)
     return { ...store.jobView(job), executions: execs.map(store.execView) }
   }
 
-  function execution(execId: string): ExecutionDetail {
+  async function execution(execId: string): Promise<ExecutionDetail> {
     const ref = parseExecId(execId)
     const row = ref ? store.getExec(ref.jobId, ref.deviceId) : undefined
     if (!row) throw new RollcallError('EXECUTION_NOT_FOUND', `no execution "${execId}" (execution ids are JOBID.DEVICEID)`)
@@ -79,7 +79,7 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   }
 
   /** A device's latest executions of any job, newest first, each with its job's name. */
-  function executionsOfDevice(deviceId: string, limit: number): Array<ExecutionView & { jobName: string }> {
+  async function executionsOfDevice(deviceId: string, limit: number): Promise<Array<ExecutionView & { jobName: string }>> {
     return store.recentOfDevice(deviceId, limit).map((r) => ({ ...store.execView(r), jobName: r.job_name }))
   }
 
@@ -118,11 +118,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     stats: (): JobStats => ({ ...ctx.counters, pacedRinging: dispatch.pacedRinging() }),
     executionsOfDevice,
     /** A device's executions that failed for good from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
-    failuresOfDevice: (deviceId: string, sinceMs: number, untilMs: number, limit: number) => store.failedOfDevice(deviceId, sinceMs, untilMs, limit),
+    failuresOfDevice: async (deviceId: string, sinceMs: number, untilMs: number, limit: number) => store.failedOfDevice(deviceId, sinceMs, untilMs, limit),
     /** Changes whenever a job or an execution may have changed (the live feed's cue to re-read). */
     version: () => store.version(),
     /** Executions of active jobs by state, read now. */
-    activeExecutions: () => store.activeStateCounts(),
+    activeExecutions: async () => store.activeStateCounts(),
   }
 }
 

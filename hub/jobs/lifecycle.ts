@@ -91,7 +91,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
    * undefined when that tick or action already made its job (a double fire,
    * or the same again after a restart).
    */
-  function create(spec: JobSpec, origin?: JobOrigin | JobCause): JobView | undefined {
+  async function create(spec: JobSpec, origin?: JobOrigin | JobCause): Promise<JobView | undefined> {
     const now = clock.now()
     const { target, payload } = checkJobSpec(spec, now)
     const devices = resolveTarget(target, registry)
@@ -130,7 +130,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
 
   const cancelTx = db.transaction((id: string, now: number, reason: string) => runSync(store, cancelStep(endings, id, now, reason)))
 
-  function cancel(id: string, reason = 'canceled by an operator'): JobView {
+  async function cancel(id: string, reason = 'canceled by an operator'): Promise<JobView> {
     writer.flush()
     const notify = cancelTx.immediate(id, clock.now(), reason)
     logger.info({ jobId: id, devicesNotified: notify.size }, 'job canceled')
@@ -141,7 +141,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
   const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => runSync(store, addedStep(logger, deviceId, group, now)))
 
   /** It joins the continuous jobs that target it (addedStep). */
-  function deviceAdded(deviceId: string, group: string | null): void {
+  async function deviceAdded(deviceId: string, group: string | null): Promise<void> {
     writer.flush()
     addedTx.immediate(deviceId, group, clock.now())
   }
@@ -149,7 +149,7 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
   const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => runSync(store, removedStep(endings, deviceId, now, tally)))
 
   /** Its open executions are canceled (removedStep). */
-  function deviceRemoved(deviceId: string): void {
+  async function deviceRemoved(deviceId: string): Promise<void> {
     writer.flush()
     const tally: Tally = {}
     removedTx.immediate(deviceId, clock.now(), tally)

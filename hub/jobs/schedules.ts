@@ -85,12 +85,12 @@ export function createSchedules(deps: SchedulesDeps) {
   }
 
   /** Makes the tick's job; a tick that already made one makes nothing. Returns the job id, if one was made. */
-  function fire(scheduleId: number, tick: number): string | undefined {
+  async function fire(scheduleId: number, tick: number): Promise<string | undefined> {
     const r = s.byId.get(scheduleId)
     if (!r) return undefined
     const { expiresInMs, ...template } = JSON.parse(r.template) as JobTemplate
     try {
-      const job = jobs.create({ ...template, ...(expiresInMs !== undefined ? { expiresAt: tick + expiresInMs } : {}) }, { scheduleId, tick })
+      const job = await jobs.create({ ...template, ...(expiresInMs !== undefined ? { expiresAt: tick + expiresInMs } : {}) }, { scheduleId, tick })
       if (!job) logger.info({ schedule: r.name, tick }, 'schedule tick already made its job; not made again')
       return job?.id
     } catch (err) {
@@ -101,7 +101,7 @@ export function createSchedules(deps: SchedulesDeps) {
   }
 
   function schedule(r: ScheduleRow): void {
-    const task = cron.schedule(r.cron, (ctx) => { fire(r.id, tickOf(ctx.date)) }, {
+    const task = cron.schedule(r.cron, (ctx) => { void fire(r.id, tickOf(ctx.date)) }, {
       name: `schedule:${r.name}`,
       ...(r.timezone !== null ? { timezone: r.timezone } : {}),
     })
@@ -112,7 +112,7 @@ export function createSchedules(deps: SchedulesDeps) {
     task.on('execution:missed', (ctx) => {
       const tick = tickOf(ctx.date)
       logger.warn({ schedule: r.name, tick, lateMs: deps.clock.now() - tick }, 'schedule tick ran late; its job is made now')
-      fire(r.id, tick)
+      void fire(r.id, tick)
     })
     tasks.set(r.id, task)
   }

@@ -163,8 +163,31 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
     return out
   }
 
-  function readJobs(): JobView[] {
+  /** The newest jobs, read from the database (a promise: on PostgreSQL a query). */
+  function readJobs(): Promise<JobView[]> {
     return deps.jobs.list({ limit: options.jobsShown })
+  }
+
+  /** Whether a read of the jobs for the ticks is under way: a slow database gets one at a time. */
+  let readingJobs = false
+
+  /** Reads the jobs and sends them to the jobs streams if they changed since they were last sent. */
+  async function refreshJobs(now: number): Promise<void> {
+    readingJobs = true
+    try {
+      const jobs = await readJobs()
+      const json = JSON.stringify(jobs)
+      if (json !== jobsJson) {
+        jobsJson = json
+        for (const s of [...subscribers]) if (s.topics.jobs) deliver(s, 'jobs', { now, jobs })
+      }
+    } catch (err) {
+      // Read again at the next change.
+      jobsVersion = -1
+      deps.logger.error({ err }, 'live feed could not read the jobs; it tries again at the next tick')
+    } finally {
+      readingJobs = false
+    }
   }
 
   function drop(s: Subscriber): void {
@@ -209,14 +232,9 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       s.watched = d.next
       if (d.changed.length > 0 || d.removed.length > 0) deliver(s, 'devices', { now, changed: d.changed, removed: d.removed })
     }
-    if (all.some((s) => s.topics.jobs) && deps.jobs.version() !== jobsVersion) {
+    if (all.some((s) => s.topics.jobs) && deps.jobs.version() !== jobsVersion && !readingJobs) {
       jobsVersion = deps.jobs.version()
-      const jobs = readJobs()
-      const json = JSON.stringify(jobs)
-      if (json !== jobsJson) {
-        jobsJson = json
-        for (const s of all) if (s.topics.jobs) deliver(s, 'jobs', { now, jobs })
-      }
+      void refreshJobs(now)
     }
     // A heartbeat keeps idle streams from being closed by proxies, and tells the client the hub's clock.
     const beat = { now }
@@ -249,7 +267,13 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
         s.watched = new Map(rows.map((r) => [r.id, r]))
         deliver(s, 'fleet', { now, devices: rows })
       }
-      if (topics.jobs && subscribers.has(s)) deliver(s, 'jobs', { now, jobs: readJobs() })
+      if (topics.jobs && subscribers.has(s)) {
+        // Sent when read: after the fleet's snapshot, before this stream's first tick's changes.
+        readJobs().then(
+          (jobs) => { if (subscribers.has(s)) deliver(s, 'jobs', { now, jobs }) },
+          (err: unknown) => { deps.logger.error({ err }, 'live feed could not read the jobs for a new stream') },
+        )
+      }
       // The snapshot may already have been too much for a stuck client.
       if (!subscribers.has(s)) return () => {}
       for (const id of topics.devices) {

@@ -35,7 +35,8 @@ export interface MetricSources {
   readonly commands: () => CommandStats
   readonly jobs: () => JobStats
   /** Executions of the jobs still active, by state. */
-  readonly executions: () => Readonly<Record<string, number>>
+  /** Read from the database at scrape time (a promise: on PostgreSQL it is a query). */
+  readonly executions: () => Promise<Readonly<Record<string, number>>>
   /** Agents' outbox backlogs as last reported: devices above 0, their sum, the largest. */
   readonly backlog: () => { readonly devices: number; readonly rows: number; readonly max: number }
   /** Devices' clock skews from their last births: how many exceed 1 s, how many reported one, the largest |skew| in ms. */
@@ -328,12 +329,14 @@ function metricsOn(register: Registry) {
     gauge(name: string, help: string, read: () => number): void {
       new Gauge({ name: METRIC_PREFIX + name, help, registers, collect() { this.set(read()) } })
     },
-    gaugeBy(name: string, help: string, label: string, read: () => Readonly<Record<string, number>>): void {
+    gaugeBy(name: string, help: string, label: string, read: () => Readonly<Record<string, number>> | Promise<Readonly<Record<string, number>>>): void {
       new Gauge({
         name: METRIC_PREFIX + name, help, labelNames: [label], registers,
-        collect() {
+        // prom-client waits for a collect that returns a promise.
+        async collect() {
+          const values = await read()
           this.reset()
-          for (const [value, n] of Object.entries(read())) this.set({ [label]: value }, n)
+          for (const [value, n] of Object.entries(values)) this.set({ [label]: value }, n)
         },
       })
     },

@@ -38,7 +38,7 @@ export interface RuleActionPorts {
   /** A command to every reachable member of a target. */
   commandGroup(target: string, spec: { readonly name: string; readonly args?: unknown; readonly timeoutMs?: number; readonly ifOffline?: 'fail' | 'queue' }, cause: RuleCause): Promise<unknown>
   /** A job under the given id; returns what was made, or that it was made already (a repeat after a restart). */
-  job(spec: { readonly name: string; readonly payload?: unknown; readonly target: string; readonly timeoutMs?: number }, id: string, cause: RuleCause): unknown
+  job(spec: { readonly name: string; readonly payload?: unknown; readonly target: string; readonly timeoutMs?: number }, id: string, cause: RuleCause): Promise<unknown>
   /** Whether a device is reachable now (a resumed command waits for its device to come back). */
   isReachable(deviceId: string): boolean
   /** A webhook call given up: kept with the dead letters, with why. */
@@ -131,7 +131,7 @@ export function createActionRunner(deps: ActionRunnerDeps) {
     if ('job' in a) {
       const { to, ...spec } = a.job
       const target = to === undefined || to === 'trigger' ? `device:${p.deviceId}` : to
-      const outcome = ports.job({ ...spec, target }, actionObjectId('j', p.firingId, p.idx), cause)
+      const outcome = await ports.job({ ...spec, target }, actionObjectId('j', p.firingId, p.idx), cause)
       return { status: 'done', outcome }
     }
     if ('webhook' in a) return webhook(p, a.webhook)

@@ -46,8 +46,8 @@ export async function waitOnline(hub: TestHub, ids: readonly string[], timeoutMs
 
 /** Waits until a job is no longer active; returns it with every execution. */
 export async function waitJobDone(hub: TestHub, jobId: string, timeoutMs = 60_000): Promise<JobDetail> {
-  return waitFor(() => {
-    const j = hub.running.services.jobs.get(jobId, { limit: 100_000 })
+  return waitFor(async () => {
+    const j = await hub.running.services.jobs.get(jobId, { limit: 100_000 })
     return j.status === 'active' ? undefined : j
   }, `job ${jobId} to finish`, timeoutMs)
 }
