@@ -10,7 +10,8 @@ import { updateStep } from '../hub/jobs/updates.js'
 import { sweepStep } from '../hub/jobs/sweeper.js'
 import type { Tally } from '../hub/jobs/context.js'
 import type { JobUpdate } from '../protocol/messages.js'
-import { inJobTransaction, postgresJobOps } from '../hub/jobs/postgres.js'
+import { inJobTransaction, postgresJobOps, readJobs } from '../hub/jobs/postgres.js'
+import { executionStep, executionsOfDeviceStep, getStep, listStep } from '../hub/jobs/reads.js'
 import { createJobStore, type ExecRow, type JobRow, type NewJob } from '../hub/jobs/store.js'
 import { runAsync, runSync, tx, type Step } from '../hub/jobs/tx.js'
 import { inTransaction, openPostgres } from '../hub/storage/postgres/pool.js'
@@ -33,6 +34,8 @@ const { freshDatabase, closers } = privatePostgres('pg-jobs')
 interface Backend {
   /** Runs a job transaction and commits it. */
   run<T>(make: () => Step<T>): Promise<T>
+  /** Runs a read for the API, outside any transaction. */
+  read<T>(step: Step<T>): Promise<T>
 }
 
 function sqlite(): Promise<Backend> {
@@ -41,7 +44,10 @@ function sqlite(): Promise<Backend> {
   closers.push(() => { db.close(); tmp.remove(); return Promise.resolve() })
   const store = createJobStore(db)
   // A failure rejects, as on PostgreSQL, rather than throwing at the call.
-  return Promise.resolve({ run: (make) => Promise.resolve().then(() => db.transaction(() => runSync(store, make())).immediate()) })
+  return Promise.resolve({
+    run: (make) => Promise.resolve().then(() => db.transaction(() => runSync(store, make())).immediate()),
+    read: (step) => Promise.resolve().then(() => runSync(store, step)),
+  })
 }
 
 async function postgresUrl(): Promise<string> {
@@ -55,7 +61,7 @@ async function postgresUrl(): Promise<string> {
 function postgresOn(url: string, name = 'hub') {
   const pool = openPostgres(url, silentLogger(), { maxConnections: 3, applicationName: name })
   closers.push(() => pool.end())
-  return { pool, run: <T>(make: () => Step<T>) => inJobTransaction(pool, make) }
+  return { pool, run: <T>(make: () => Step<T>) => inJobTransaction(pool, make), read: <T>(step: Step<T>) => readJobs(pool, step) }
 }
 
 async function postgres(): Promise<Backend> {
@@ -203,6 +209,39 @@ describe.each([['SQLite', sqlite], ['PostgreSQL', postgres]] as const)('job tran
     // The stop notice goes out once, with the device's next batch.
     expect((await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 40_000, T0))).cancel).toEqual([{ execId: 'jtimeout.dev1', attempt: 1 }])
     expect((await b.run(() => pullStep(OPTIONS, 'dev1', 10, T0 + 40_001, T0))).cancel).toBeUndefined()
+  })
+
+  it.skipIf(skip)('shows jobs newest first by pages, a job\'s executions by device, an execution\'s history, a device\'s executions and failures', async () => {
+    const b = await make()
+    await b.run(() => insertJobStep(job('jread1', { createdAt: T0 }), ['dev1', 'dev2']))
+    await b.run(() => insertJobStep(job('jread2', { createdAt: T0 + 1, maxAttempts: 1 }), ['dev1']))
+    await b.run(() => insertJobStep(job('jread3', { createdAt: T0 + 1 }), ['dev3']))
+    await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(1, 'jread2', 'dev1', 'failed', { error: { code: 'E', message: 'no' } })), T0 + 50))
+    await b.run(() => updateStep(ENV, endings, 'dev1', message(upd(2, 'jread1', 'dev1', 'succeeded', { result: [1] })), T0 + 60))
+
+    // Jobs made in the same millisecond are not skipped across pages.
+    const first = await b.read(listStep({ limit: 2 }))
+    expect(first.map((j) => j.id)).toEqual(['jread3', 'jread2'])
+    expect(first[1]).toMatchObject({ status: 'completed', counts: { failed: 1, queued: 0 }, target: 'device:d1', maxAttempts: 1 })
+    expect((await b.read(listStep({ limit: 2, before: 'jread2' }))).map((j) => j.id)).toEqual(['jread1'])
+    expect((await b.read(listStep({ status: 'completed' }))).map((j) => j.id)).toEqual(['jread2'])
+    await expect(b.read(listStep({ before: 'jnope' }))).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' })
+
+    const detail = await b.read(getStep('jread1', {}))
+    expect(detail).toMatchObject({ id: 'jread1', payload: { n: 1 }, counts: { succeeded: 1, queued: 1 } })
+    expect(detail.executions.map((e) => [e.execId, e.state])).toEqual([['jread1.dev1', 'succeeded'], ['jread1.dev2', 'queued']])
+    expect((await b.read(getStep('jread1', { state: 'queued' }))).executions.map((e) => e.deviceId)).toEqual(['dev2'])
+    expect((await b.read(getStep('jread1', { after: 'dev1' }))).executions.map((e) => e.deviceId)).toEqual(['dev2'])
+
+    const exec = await b.read(executionStep('jread1.dev1'))
+    expect(exec).toMatchObject({ state: 'succeeded', result: [1], version: 2 })
+    expect(exec.history.map((h) => [h.version, h.state, h.source])).toEqual([[1, 'queued', 'hub'], [2, 'succeeded', 'device']])
+    await expect(b.read(executionStep('jread1.dev9'))).rejects.toMatchObject({ code: 'EXECUTION_NOT_FOUND' })
+
+    expect((await b.read(executionsOfDeviceStep('dev1', 10))).map((e) => [e.jobName, e.jobId, e.state])).toEqual([['task', 'jread2', 'failed'], ['task', 'jread1', 'succeeded']])
+    const failures = await b.read((function* () { return yield* tx.failedOfDevice('dev1', T0, T0 + 1000, 10) })())
+    expect(failures).toEqual([{ job_id: 'jread2', job_name: 'task', state: 'failed', attempt: 1, finished_at: T0 + 50, error_code: 'E', error_message: 'no', cause_rule: null }])
+    expect(await b.read((function* () { return yield* tx.activeStateCounts() })())).toMatchObject({ queued: 2, succeeded: 1, failed: 0 })
   })
 
   it.skipIf(skip)('cancels a job\'s open executions, telling the devices that hold one; a removed device\'s executions end so its job can complete', async () => {

@@ -1,8 +1,6 @@
 import type { JobIngress } from '../mqtt/ingress.js'
-import { parseExecId } from '../../protocol/ids.js'
-import { RollcallError } from '../../common/errors.js'
 import type { ExecState } from './decisions.js'
-import type { ExecutionView, HistoryView, JobStatus, JobView } from './store.js'
+import type { JobStatus, JobView } from './store.js'
 import { createJobsContext, type JobCounters, type JobsDeps, type JobsOptions } from './context.js'
 import { createEndings } from './endings.js'
 import { createDispatch } from './dispatch.js'
@@ -10,6 +8,8 @@ import { createUpdates } from './updates.js'
 import { createSweeper } from './sweeper.js'
 import { createLifecycle } from './lifecycle.js'
 import { deleteInChunks } from '../storage/chunked-delete.js'
+import { executionStep, executionsOfDeviceStep, getStep, listStep, type ExecutionDetail, type JobDetail } from './reads.js'
+import { runSync } from './tx.js'
 
 export type { JobsDeps, JobsOptions } from './context.js'
 export type { JobOrigin, JobSpec } from './spec.js'
@@ -35,13 +35,7 @@ export type { JobOrigin, JobSpec } from './spec.js'
  * commit it reports: persist first, send second. This file adds the reads.
  */
 
-export interface JobDetail extends JobView {
-  readonly executions: readonly ExecutionView[]
-}
-
-export interface ExecutionDetail extends ExecutionView {
-  readonly history: readonly HistoryView[]
-}
+export type { ExecutionDetail, JobDetail } from './reads.js'
 
 export interface JobStats extends Readonly<JobCounters> {
   /** Paced rollouts being rung now (the sweeper keeps where each left off). */
@@ -56,32 +50,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
   const updates = createUpdates(ctx, endings, dispatch)
   const sweeper = createSweeper(ctx, endings, dispatch)
   const lifecycle = createLifecycle(ctx, endings, dispatch)
-  const { requireJob } = lifecycle
 
-  /** Newest first; `before` is a job id: the page continues after that job. */
-  async function list(filter: { status?: JobStatus; before?: string; limit?: number } = {}): Promise<JobView[]> {
-    const cursor = filter.before === undefined ? undefined : requireJob(filter.before)
-    return store.listJobs(filter.status ?? null, filter.limit ?? 100, cursor && { createdAt: cursor.created_at, id: cursor.id }).map(store.jobView)
-  }
-
-  /** The job with its executions by device id; `after` is a device id: the page continues after it. */
-  async function get(id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): Promise<JobDetail> {
-    const job = requireJob(id)
-    const execs = store.listExecs(id, filter.state ?? null, filter.after ?? '', filter.limit ?? 1000)
-    return { ...store.jobView(job), executions: execs.map(store.execView) }
-  }
-
-  async function execution(execId: string): Promise<ExecutionDetail> {
-    const ref = parseExecId(execId)
-    const row = ref ? store.getExec(ref.jobId, ref.deviceId) : undefined
-    if (!row) throw new RollcallError('EXECUTION_NOT_FOUND', `no execution "${execId}" (execution ids are JOBID.DEVICEID)`)
-    return { ...store.execView(row), history: store.history(row.key) }
-  }
-
-  /** A device's latest executions of any job, newest first, each with its job's name. */
-  async function executionsOfDevice(deviceId: string, limit: number): Promise<Array<ExecutionView & { jobName: string }>> {
-    return store.recentOfDevice(deviceId, limit).map((r) => ({ ...store.execView(r), jobName: r.job_name }))
-  }
+  const list = async (filter: { status?: JobStatus; before?: string; limit?: number } = {}): Promise<JobView[]> => runSync(store, listStep(filter))
+  const get = async (id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): Promise<JobDetail> => runSync(store, getStep(id, filter))
+  const execution = async (execId: string): Promise<ExecutionDetail> => runSync(store, executionStep(execId))
+  const executionsOfDevice = async (deviceId: string, limit: number) => runSync(store, executionsOfDeviceStep(deviceId, limit))
 
   /**
    * Retention: deletes jobs that finished (completed, canceled, aborted)

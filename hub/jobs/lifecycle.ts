@@ -1,11 +1,11 @@
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { randomId } from '../../common/random-id.js'
-import { parseExecId } from '../../protocol/ids.js'
 import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
 import { isFinal } from './decisions.js'
-import type { JobRow, JobView, NewJob } from './store.js'
+import type { JobView, NewJob } from './store.js'
 import { runSync, tx, type Step } from './tx.js'
+import { jobNotFound } from './reads.js'
 import { checkJobSpec, type JobCause, type JobOrigin, type JobSpec } from './spec.js'
 import type { JobsContext, Tally } from './context.js'
 import type { Endings } from './endings.js'
@@ -26,10 +26,6 @@ export function* insertJobStep(row: NewJob, devices: readonly string[]): Step<bo
   return true
 }
 
-function jobNotFound(id: string): RollcallError {
-  const hint = parseExecId(id) ? `; "${id}" is an execution id: rollcall job execution ${id}` : ' (rollcall job list shows the jobs)'
-  return new RollcallError('JOB_NOT_FOUND', `no job "${id}"${hint}`)
-}
 
 /** The job transaction that cancels a job: its open executions end canceled; returns the devices to tell. */
 export function* cancelStep(endings: Endings, id: string, now: number, reason: string): Step<Set<string>> {
@@ -78,11 +74,6 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
   const { store, options, ring, reachable } = ctx
   const { db, writer, registry, clock, logger } = ctx.deps
 
-  function requireJob(id: string): JobRow {
-    const job = store.getJob(id)
-    if (!job) throw jobNotFound(id)
-    return job
-  }
 
   const insertJobTx = db.transaction((row: NewJob, devices: readonly string[]) => runSync(store, insertJobStep(row, devices)))
 
@@ -156,5 +147,5 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     ctx.book(tally)
   }
 
-  return { requireJob, create, check, cancel, deviceAdded, deviceRemoved }
+  return { create, check, cancel, deviceAdded, deviceRemoved }
 }

@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { formatTarget } from '../fleet/targets.js'
-import { inTransaction, isRetryable } from '../storage/postgres/pool.js'
-import { emptyCounts, nextRow, type DueRow, type ExecRow, type JobRow } from './store.js'
+import { inTransaction, isRetryable, withClient } from '../storage/postgres/pool.js'
+import { emptyCounts, nextRow, type DueRow, type ExecRow, type FailedExecRow, type HistoryView, type JobRow } from './store.js'
 import type { ExecState } from './decisions.js'
 import { runAsync, type AsyncJobOps, type Step } from './tx.js'
 
@@ -132,6 +132,37 @@ export function postgresJobOps(c: pg.PoolClient): AsyncJobOps {
     async activeContinuous() {
       return (await c.query<JobRow>("SELECT * FROM jobs WHERE status = 'active' AND continuous = 1")).rows
     },
+    // Reads for the API (reads.ts): no locks.
+    async listJobs(status, limit, before) {
+      return (await c.query<JobRow>(`SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1) AND (created_at, id) < ($2, $3)
+        ORDER BY created_at DESC, id DESC LIMIT $4`, [status, before?.createdAt ?? Number.MAX_SAFE_INTEGER, before?.id ?? '', limit])).rows
+    },
+    async listExecs(jobId, state, afterDevice, limit) {
+      return (await c.query<ExecRow>(`SELECT * FROM executions WHERE job_id = $1 AND ($2::text IS NULL OR state = $2) AND device_id > $3
+        ORDER BY device_id LIMIT $4`, [jobId, state, afterDevice, limit])).rows
+    },
+    async readExec(jobId, deviceId) {
+      return (await c.query<ExecRow>('SELECT * FROM executions WHERE job_id = $1 AND device_id = $2', [jobId, deviceId])).rows[0]
+    },
+    async history(execKey) {
+      return (await c.query<HistoryView>('SELECT version, attempt, state, at, source, detail FROM execution_history WHERE exec_key = $1 ORDER BY version', [execKey])).rows
+    },
+    async recentOfDevice(deviceId, limit) {
+      return (await c.query<ExecRow & { job_name: string }>(`SELECT e.*, j.name AS job_name FROM executions e JOIN jobs j ON j.id = e.job_id
+        WHERE e.device_id = $1 ORDER BY e.key DESC LIMIT $2`, [deviceId, limit])).rows
+    },
+    async failedOfDevice(deviceId, sinceMs, untilMs, limit) {
+      return (await c.query<FailedExecRow>(`SELECT e.job_id, j.name AS job_name, e.state, e.attempt, e.finished_at, e.error_code, e.error_message, j.cause_rule
+        FROM executions e JOIN jobs j ON j.id = e.job_id
+        WHERE e.device_id = $1 AND e.state IN ('failed', 'timed_out') AND e.finished_at >= $2 AND e.finished_at < $3 ORDER BY e.finished_at LIMIT $4`,
+      [deviceId, sinceMs, untilMs, limit])).rows
+    },
+    async activeStateCounts() {
+      const counts = emptyCounts()
+      for (const r of (await c.query<{ state: ExecState; n: number }>(`SELECT e.state, count(*) AS n FROM jobs j JOIN executions e ON e.job_id = j.id
+        WHERE j.status = 'active' GROUP BY e.state`)).rows) counts[r.state] = r.n
+      return counts
+    },
     async openOfDevice(deviceId) {
       return (await c.query<ExecRow>("SELECT * FROM executions WHERE device_id = $1 AND state IN ('queued', 'in_progress') ORDER BY key FOR UPDATE", [deviceId])).rows
     },
@@ -173,4 +204,9 @@ export async function inJobTransaction<T>(pool: pg.Pool, make: () => Step<T>): P
       if (!isRetryable(err) || attempt >= 3) throw err
     }
   }
+}
+
+/** Runs a read (reads.ts) on PostgreSQL, on one connection, outside any transaction. */
+export function readJobs<T>(pool: pg.Pool, step: Step<T>): Promise<T> {
+  return withClient(pool, (c) => runAsync(postgresJobOps(c), step))
 }

@@ -204,6 +204,29 @@ export function nextRow(row: ExecRow, to: ExecState, now: number, f: TransitionF
   }
 }
 
+/** A job as the API shows it, with its executions counted by state. */
+export function toJobView(r: JobRow, counts: ExecCounts): JobView {
+  return {
+    id: r.id, name: r.name, payload: readJsonColumn(r.payload), target: r.target, priority: r.priority,
+    timeoutMs: r.timeout_ms, expiresAt: r.expires_at, maxAttempts: r.max_attempts,
+    backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
+    abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
+    continuous: r.continuous === 1, status: r.status, statusReason: r.status_reason, createdAt: r.created_at,
+    finishedAt: r.finished_at, scheduleId: r.schedule_id, scheduleTick: r.schedule_tick,
+    cause: r.cause_rule === null || r.cause_firing === null ? null : { rule: r.cause_rule, firing: r.cause_firing }, counts,
+  }
+}
+
+/** An execution as the API shows it. */
+export function execView(r: ExecRow): ExecutionView {
+  return {
+    execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, deviceId: r.device_id, state: r.state, attempt: r.attempt,
+    version: r.version, runAfter: r.run_after, deliveredAt: r.delivered_at, startedAt: r.started_at, finishedAt: r.finished_at,
+    result: readJsonColumn(r.result), error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+    updatedAt: r.updated_at,
+  }
+}
+
 export function emptyCounts(): ExecCounts {
   return Object.fromEntries(EXEC_STATES.map((s) => [s, 0])) as ExecCounts
 }
@@ -288,26 +311,7 @@ export function createJobStore(db: Db) {
     return c
   }
 
-  function jobView(r: JobRow): JobView {
-    return {
-      id: r.id, name: r.name, payload: readJsonColumn(r.payload), target: r.target, priority: r.priority,
-      timeoutMs: r.timeout_ms, expiresAt: r.expires_at, maxAttempts: r.max_attempts,
-      backoffBaseMs: r.backoff_base_ms, backoffMaxMs: r.backoff_max_ms, ratePerMinute: r.rate_per_min,
-      abort: r.abort_min_finished === null || r.abort_failure_pct === null ? null : { afterFinished: r.abort_min_finished, atPercent: r.abort_failure_pct },
-      continuous: r.continuous === 1, status: r.status, statusReason: r.status_reason, createdAt: r.created_at,
-      finishedAt: r.finished_at, scheduleId: r.schedule_id, scheduleTick: r.schedule_tick,
-      cause: r.cause_rule === null || r.cause_firing === null ? null : { rule: r.cause_rule, firing: r.cause_firing }, counts: countsOf(r.id),
-    }
-  }
-
-  function execView(r: ExecRow): ExecutionView {
-    return {
-      execId: execIdOf(r.job_id, r.device_id), jobId: r.job_id, deviceId: r.device_id, state: r.state, attempt: r.attempt,
-      version: r.version, runAfter: r.run_after, deliveredAt: r.delivered_at, startedAt: r.started_at, finishedAt: r.finished_at,
-      result: readJsonColumn(r.result), error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
-      updatedAt: r.updated_at,
-    }
-  }
+  const jobView = (r: JobRow): JobView => toJobView(r, countsOf(r.id))
 
   // Counts every change to jobs and executions (a rolled-back one too, which only costs a reader a re-read):
   // the live feed re-reads the job list only when it moved.
@@ -365,6 +369,8 @@ export function createJobStore(db: Db) {
     },
     countsOf,
     getExec: (jobId: string, deviceId: string): ExecRow | undefined => s.getExec.get(jobId, deviceId),
+    /** An execution, read to show it (on PostgreSQL: without a lock). */
+    readExec: (jobId: string, deviceId: string): ExecRow | undefined => s.getExec.get(jobId, deviceId),
     getExecByKey: (key: number): ExecRow | undefined => s.getExecByKey.get(key),
     /** A job's executions by device id, after `afterDevice` ('' for the first page). */
     listExecs: (jobId: string, state: ExecState | null, afterDevice: string, limit: number): ExecRow[] => s.listExecs.all({ jobId, state, after: afterDevice, limit }),
