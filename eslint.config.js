@@ -25,7 +25,10 @@ export default tseslint.config(
     files: ['hub/jobs/**/*.ts'],
     rules: {
       'no-restricted-syntax': ['error', {
-        selector: "ExpressionStatement > CallExpression[callee.object.name=/^(tx|endings)$/]",
+        selector: "ExpressionStatement > CallExpression[callee.object.name=/^(tx|endings|pace)$/]",
+        message: 'a job transaction step does nothing unless run with yield* (hub/jobs/tx.ts)',
+      }, {
+        selector: "ExpressionStatement > CallExpression[callee.name=/(Step|^takeCancels|^applyOne|^viewOf)$/]",
         message: 'a job transaction step does nothing unless run with yield* (hub/jobs/tx.ts)',
       }],
     },

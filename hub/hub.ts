@@ -27,6 +27,7 @@ import { PACKET_HEADROOM_BYTES } from '../broker/broker.js'
 import { followBrokerEvents } from './mqtt/broker-events.js'
 import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
+import { sqliteJobsBackend } from './jobs/context.js'
 import { createSchedules } from './jobs/schedules.js'
 import { createCommands } from './commands/commands.js'
 import { createRules } from './rules/rules.js'
@@ -261,7 +262,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       backoffBaseMs: config.jobBackoffBaseMs,
       backoffMaxMs: config.jobBackoffMaxMs,
     }, {
-      db, writer, registry, clock, random: deps.random ?? Math.random, logger: log.child({ component: 'jobs' }),
+      backend: sqliteJobsBackend(db, writer), registry, clock, random: deps.random ?? Math.random, logger: log.child({ component: 'jobs' }),
       reachableSince: (id) => {
         const p = presence.get(id)
         return p?.reachable ? p.since : undefined

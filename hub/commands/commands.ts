@@ -255,6 +255,8 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
         `"${deviceId}" is offline and nothing was sent`, { id, deviceId })
       throw err
     }
+    // Its reads were awaited (round trips on PostgreSQL): a hub that began to stop meanwhile sends nothing more.
+    if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
     const { outcome, recorded: failed } = await dispatch(deviceId, spec.name, args, spec.args, timeoutMs, null, origin)
     // Answered only once the outcome is durable.
     const notWritten = await failed
@@ -281,6 +283,8 @@ export async function createCommands(options: CommandsOptions, deps: CommandsDep
     }
     let jobId: string | null = null
     if (skipped.length > 0 && spec.ifOffline === 'queue') jobId = await queuing.queue(spec, skipped.map((s) => s.deviceId), cause ? { id: groupId, cause } : undefined)
+    // The job for the offline members stands; nothing is sent by a hub that began to stop while it was made.
+    if (stopped) throw new RollcallError('UNAVAILABLE', 'the hub is stopping; send the command again when it is back')
     // Every member's record; the reply waits for them all.
     const records: Array<Promise<RollcallError | undefined>> = []
     const note = (write: Promise<void>) => { records.push(written(write, `group command ${groupId}`, { groupId })) }

@@ -5,8 +5,9 @@ import { encode } from '../../protocol/codec.js'
 import type { ExecRef } from '../../protocol/messages.js'
 import { topics } from '../../protocol/topics.js'
 import type { Registry } from '../fleet/registry.js'
-import type { AfterCommit, Writer } from '../storage/group-commit.js'
-import { createJobStore, type JobStore } from './store.js'
+import type { AfterCommit, OnFailed, Writer } from '../storage/group-commit.js'
+import { createJobStore } from './store.js'
+import { runSync, type Step } from './tx.js'
 
 /**
  * What the parts of job dispatch share (jobs.ts builds it once): the options,
@@ -23,9 +24,69 @@ export interface JobsOptions {
   readonly backoffMaxMs: number
 }
 
+/**
+ * Where job transactions run: the hub's SQLite file (sqliteJobsBackend,
+ * below) or a PostgreSQL shared by several hubs (postgres.ts). The job logic
+ * is the same steps (tx.ts) on both.
+ */
+export interface JobsBackend {
+  /**
+   * A job transaction with the next group of writes. `inside` runs within it,
+   * last (the rules' reaction to failed jobs); `after` runs once it is
+   * committed (what it sends). `onFailed`: the transaction was refused.
+   */
+  enqueue<T>(make: () => Step<T>, then: EnqueueOptions<T>): void
+  /** A job transaction now, after the writes queued before it; resolves once it is committed. */
+  now<T>(make: () => Step<T>): Promise<T>
+  /** A read for the API, outside any transaction. */
+  read<T>(step: Step<T>): Promise<T>
+  /** One statement on its own, outside the groups of writes (retention's deletes, chunk by chunk). */
+  alone<T>(step: Step<T>): Promise<T>
+  /** A number that changes whenever a job or an execution may have changed (the live feed's cue to read again). */
+  version(): number
+  /** Whether `inside` runs inside the transaction, so the rules can react to failed jobs in it (SQLite only, so far). */
+  readonly reacts: boolean
+}
+
+export interface EnqueueOptions<T> {
+  readonly after: (result: T) => void
+  readonly inside?: (result: T) => AfterCommit | void
+  /** Rows it may write, so a group commit stays its size (SQLite). */
+  readonly weight?: number
+  readonly onFailed?: OnFailed
+  /** Transactions with the same key run one after another, in the order enqueued (a device's messages; SQLite runs all in order). */
+  readonly key?: string
+}
+
+/** Job transactions on the hub's SQLite file: queued ones in the group-commit writer's transaction, the others at once in their own. */
+export function sqliteJobsBackend(db: Db, writer: Writer): JobsBackend {
+  const store = createJobStore(db)
+  return {
+    enqueue(make, then) {
+      writer.enqueue(() => {
+        const result = runSync(store, make())
+        const reacted = then.inside?.(result)
+        return () => {
+          reacted?.()
+          then.after(result)
+        }
+      }, then.weight, then.onFailed)
+    },
+    // At once, as before this was a promise; a failure rejects rather than throws.
+    now: (make) => new Promise((resolve) => {
+      // Queued writes go first, so the transaction sees the state they describe.
+      writer.flush()
+      resolve(db.transaction(() => runSync(store, make())).immediate())
+    }),
+    read: (step) => new Promise((resolve) => { resolve(runSync(store, step)) }),
+    alone: (step) => new Promise((resolve) => { resolve(runSync(store, step)) }),
+    version: () => store.version(),
+    reacts: true,
+  }
+}
+
 export interface JobsDeps {
-  readonly db: Db
-  readonly writer: Writer
+  readonly backend: JobsBackend
   readonly registry: Registry
   /** Reachable now (connected, birth received for this epoch), and since when. */
   readonly reachableSince: (deviceId: string) => number | undefined
@@ -84,7 +145,7 @@ export type FailureReaction = (failed: readonly FailedForGood[]) => AfterCommit 
 export interface JobsContext {
   readonly options: JobsOptions
   readonly deps: JobsDeps
-  readonly store: JobStore
+  readonly backend: JobsBackend
   readonly counters: JobCounters
   /** Adds what a committed transaction counted. */
   readonly book: (tally: Tally) => void
@@ -102,7 +163,7 @@ export function createJobsContext(options: JobsOptions, deps: JobsDeps): JobsCon
   return {
     options,
     deps,
-    store: createJobStore(deps.db),
+    backend: deps.backend,
     counters,
     book: (tally) => {
       for (const [k, n] of Object.entries(tally) as Array<[keyof Tally, number]>) counters[k] += n
@@ -112,6 +173,9 @@ export function createJobsContext(options: JobsOptions, deps: JobsDeps): JobsCon
     },
     reachable: (deviceId) => deps.reachableSince(deviceId) !== undefined,
     reactToFailures: (failed) => (reaction && failed.length > 0 ? reaction(failed) : undefined),
-    reactWith: (r) => { reaction = r },
+    reactWith: (r) => {
+      if (!deps.backend.reacts) throw new Error('rules do not react to failed jobs on PostgreSQL yet')
+      reaction = r
+    },
   }
 }

@@ -6,8 +6,7 @@ import { topics } from '../../protocol/topics.js'
 import { leaseUntil, planBatch, rolloutRelease } from './decisions.js'
 import type { JobRow } from './store.js'
 import type { JobsContext, JobsOptions } from './context.js'
-import { runSync, tx, type Step } from './tx.js'
-import type { AfterCommit } from '../storage/group-commit.js'
+import { tx, type Step } from './tx.js'
 
 /**
  * Getting executions to devices: the batch a pull is answered with (leases,
@@ -57,12 +56,12 @@ function* takeCancels(deviceId: string, max: number = LIMITS.maxJobsPerBatch): S
  * notices it is owed, taken. `since`: when its connection became reachable.
  */
 export function* pullStep(options: Pick<JobsOptions, 'leaseGraceMs' | 'redeliverAfterMs'>, deviceId: string, max: number, now: number, since: number | undefined): Step<JobsBatch> {
-  // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
-  const cancel = yield* takeCancels(deviceId, CANCELS_PER_BATCH)
   // The pace of each paced job the pull may release from, read (and on PostgreSQL locked, jobs before
-  // executions, in job order) before the due executions: the plan itself reads nothing.
+  // executions, in job order) before the stop notices and the due executions: the plan itself reads nothing.
   const tats = new Map<string, number | null>()
   for (const id of yield* tx.pacedDue(deviceId, now)) tats.set(id, yield* tx.paceOf(id))
+  // The rest of the stop notices go with the next doorbell or batch; a batch must stay under the payload cap.
+  const cancel = yield* takeCancels(deviceId, CANCELS_PER_BATCH)
   const due = yield* tx.due(deviceId, now, max + 64)
   const pace = pacer(now)
   const { take, more } = planBatch(due, {
@@ -84,44 +83,54 @@ export function* pullStep(options: Pick<JobsOptions, 'leaseGraceMs' | 'redeliver
   return { type: 'jobs.batch', v: 1, executions, more, ...(cancel.length > 0 ? { cancel } : {}) }
 }
 
+/** The stop notices owed to each of `deviceIds`, taken. */
+function* cancelsStep(deviceIds: readonly string[]): Step<Array<[string, ExecRef[]]>> {
+  const sends: Array<[string, ExecRef[]]> = []
+  for (const d of deviceIds) {
+    const refs = yield* takeCancels(d)
+    if (refs.length > 0) sends.push([d, refs])
+  }
+  return sends
+}
+
+/** A device that came online: the stop notices it missed, taken, and whether work is due for it. */
+function* onlineStep(deviceId: string, now: number): Step<{ cancel: ExecRef[]; due: boolean }> {
+  const cancel = yield* takeCancels(deviceId)
+  return { cancel, due: yield* tx.hasDue(deviceId, now) }
+}
+
+/** Up to `limit` undelivered, due executions of a paced job after `afterKey`, in rollout order. */
+function* undeliveredStep(jobId: string, now: number, afterKey: number, limit: number): Step<Array<{ key: number; device_id: string }>> {
+  return yield* tx.undeliveredAfter(jobId, now, afterKey, limit)
+}
+
 export function createDispatch(ctx: JobsContext) {
-  const { store, options, counters, ring, reachable } = ctx
-  const { writer } = ctx.deps
+  const { backend, options, counters, ring, reachable } = ctx
 
   /** Tells reachable devices which executions they hold were canceled; the rest hear it when they come back. */
   function sendCancels(deviceIds: readonly string[]): void {
     const online = deviceIds.filter(reachable)
     if (online.length === 0) return
-    writer.enqueue(() => runSync(store, (function* (): Step<AfterCommit> {
-      const sends: Array<[string, ExecRef[]]> = []
-      for (const d of online) {
-        const refs = yield* takeCancels(d)
-        if (refs.length > 0) sends.push([d, refs])
-      }
-      return () => { for (const [d, refs] of sends) ring(d, refs) }
-    })()), online.length)
+    backend.enqueue(() => cancelsStep(online), { after: (sends) => { for (const [d, refs] of sends) ring(d, refs) }, weight: online.length })
   }
 
-  /** A pull, received at `now`: the batch pullStep leases in one writer operation goes out after its commit. */
+  /** A pull, received at `now`: the batch pullStep leases in one transaction goes out after its commit. */
   function pull(deviceId: string, max: number, now: number): void {
     counters.pulls++
-    writer.enqueue(() => {
-      const batch = runSync(store, pullStep(options, deviceId, max, now, ctx.deps.reachableSince(deviceId)))
-      return () => {
+    backend.enqueue(() => pullStep(options, deviceId, max, now, ctx.deps.reachableSince(deviceId)), {
+      after: (batch) => {
         counters.delivered += batch.executions.length
         counters.batches++
         ctx.deps.publish(topics.jobsBatch(deviceId), encode(batch))
-      }
-    }, 1 + max)
+      },
+      weight: 1 + max,
+      key: deviceId,
+    })
   }
 
   /** A device came online (its birth, received at `now`): tell it of cancellations it missed, and ring if work is due. */
   function online(deviceId: string, now: number): void {
-    writer.enqueue(() => {
-      const cancel = runSync(store, takeCancels(deviceId))
-      const due = store.hasDue(deviceId, now)
-      return () => { if (cancel.length > 0 || due) ring(deviceId, cancel) }
-    })
+    backend.enqueue(() => onlineStep(deviceId, now), { after: ({ cancel, due }) => { if (cancel.length > 0 || due) ring(deviceId, cancel) }, key: deviceId })
   }
 
   /** Where each paced job's ringing left off: rings go round the undelivered executions, so offline devices cannot hold the line. */
@@ -133,7 +142,16 @@ export function createDispatch(ctx: JobsContext) {
    * not pull (offline since, queue full) leaves its turn to the next ones, and
    * the cursor moves on so the next sweep rings others.
    */
-  function ringPaced(job: JobRow, now: number): void {
+  async function ringPaced(job: JobRow, now: number): Promise<void> {
+    try {
+      await ringPacedInner(job, now)
+    } catch (err) {
+      // The next sweep rings again.
+      ctx.deps.logger.warn({ err, jobId: job.id }, 'could not ring a paced rollout\'s devices')
+    }
+  }
+
+  async function ringPacedInner(job: JobRow, now: number): Promise<void> {
     const allowance = rolloutRelease(job.rate_per_min!, job.rollout_tat, now, 10_000).granted
     if (allowance === 0) return
     let rung = 0
@@ -141,7 +159,7 @@ export function createDispatch(ctx: JobsContext) {
     let cursor = ringCursor.get(job.id) ?? 0
     let wrapped = cursor === 0
     while (rung < allowance && scanned < RING_SCAN_ROWS) {
-      const rows = store.undeliveredAfter(job.id, now, cursor, 256)
+      const rows = await backend.read(undeliveredStep(job.id, now, cursor, 256))
       if (rows.length === 0) {
         if (wrapped) break
         cursor = 0

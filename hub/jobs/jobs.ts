@@ -7,9 +7,7 @@ import { createDispatch } from './dispatch.js'
 import { createUpdates } from './updates.js'
 import { createSweeper } from './sweeper.js'
 import { createLifecycle } from './lifecycle.js'
-import { deleteInChunks } from '../storage/chunked-delete.js'
-import { executionStep, executionsOfDeviceStep, getStep, listStep, type ExecutionDetail, type JobDetail } from './reads.js'
-import { runSync } from './tx.js'
+import { activeCountsStep, executionStep, executionsOfDeviceStep, failuresStep, getStep, listStep, pruneStep, type ExecutionDetail, type JobDetail } from './reads.js'
 
 export type { JobsDeps, JobsOptions } from './context.js'
 export type { JobOrigin, JobSpec } from './spec.js'
@@ -44,25 +42,32 @@ export interface JobStats extends Readonly<JobCounters> {
 
 export function createJobs(options: JobsOptions, deps: JobsDeps) {
   const ctx = createJobsContext(options, deps)
-  const { store } = ctx
+  const { backend } = ctx
   const endings = createEndings(ctx.deps)
   const dispatch = createDispatch(ctx)
   const updates = createUpdates(ctx, endings, dispatch)
   const sweeper = createSweeper(ctx, endings, dispatch)
   const lifecycle = createLifecycle(ctx, endings, dispatch)
 
-  const list = async (filter: { status?: JobStatus; before?: string; limit?: number } = {}): Promise<JobView[]> => runSync(store, listStep(filter))
-  const get = async (id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): Promise<JobDetail> => runSync(store, getStep(id, filter))
-  const execution = async (execId: string): Promise<ExecutionDetail> => runSync(store, executionStep(execId))
-  const executionsOfDevice = async (deviceId: string, limit: number) => runSync(store, executionsOfDeviceStep(deviceId, limit))
+  const list = (filter: { status?: JobStatus; before?: string; limit?: number } = {}): Promise<JobView[]> => backend.read(listStep(filter))
+  const get = (id: string, filter: { state?: ExecState; after?: string; limit?: number } = {}): Promise<JobDetail> => backend.read(getStep(id, filter))
+  const execution = (execId: string): Promise<ExecutionDetail> => backend.read(executionStep(execId))
+  const executionsOfDevice = (deviceId: string, limit: number) => backend.read(executionsOfDeviceStep(deviceId, limit))
 
   /**
    * Retention: deletes jobs that finished (completed, canceled, aborted)
    * before `cutoff`, a few at a time so the event loop keeps serving. An
    * agent's late update for a deleted execution is acked as UNKNOWN_EXECUTION.
    */
-  function prune(cutoff: number, chunkJobs = 1): Promise<number> {
-    return deleteInChunks((limit) => store.pruneFinished(cutoff, limit), chunkJobs)
+  async function prune(cutoff: number, chunkJobs = 1): Promise<number> {
+    let total = 0
+    for (let n = chunkJobs; n === chunkJobs;) {
+      n = await backend.alone(pruneStep(cutoff, chunkJobs))
+      total += n
+      // The event loop serves between chunks.
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    return total
   }
 
   const ingress: JobIngress = {
@@ -91,11 +96,11 @@ export function createJobs(options: JobsOptions, deps: JobsDeps) {
     stats: (): JobStats => ({ ...ctx.counters, pacedRinging: dispatch.pacedRinging() }),
     executionsOfDevice,
     /** A device's executions that failed for good from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
-    failuresOfDevice: async (deviceId: string, sinceMs: number, untilMs: number, limit: number) => store.failedOfDevice(deviceId, sinceMs, untilMs, limit),
+    failuresOfDevice: (deviceId: string, sinceMs: number, untilMs: number, limit: number) => backend.read(failuresStep(deviceId, sinceMs, untilMs, limit)),
     /** Changes whenever a job or an execution may have changed (the live feed's cue to re-read). */
-    version: () => store.version(),
+    version: () => backend.version(),
     /** Executions of active jobs by state, read now. */
-    activeExecutions: async () => store.activeStateCounts(),
+    activeExecutions: () => backend.read(activeCountsStep()),
   }
 }
 

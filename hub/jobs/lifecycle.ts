@@ -4,8 +4,8 @@ import { randomId } from '../../common/random-id.js'
 import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
 import { isFinal } from './decisions.js'
 import type { JobView, NewJob } from './store.js'
-import { runSync, tx, type Step } from './tx.js'
-import { jobNotFound } from './reads.js'
+import { tx, type Step } from './tx.js'
+import { jobNotFound, jobViewStep, requireJobStep } from './reads.js'
 import { checkJobSpec, type JobCause, type JobOrigin, type JobSpec } from './spec.js'
 import type { JobsContext, Tally } from './context.js'
 import type { Endings } from './endings.js'
@@ -61,21 +61,21 @@ export function* addedStep(logger: Logger, deviceId: string, group: string | nul
 }
 
 /** A removed device's open executions are canceled, so its jobs can complete. */
-export function* removedStep(endings: Endings, deviceId: string, now: number, tally: Tally): Step<void> {
+export function* removedStep(endings: Endings, deviceId: string, now: number): Step<Tally> {
+  // Made here: a transaction run again (PostgreSQL, after a deadlock) must not count twice.
+  const tally: Tally = {}
   const touched = new Set<string>()
   for (const r of yield* tx.openOfDevice(deviceId)) {
     yield* tx.transition(r, 'canceled', now, 'api', 'device removed', { leaseUntil: null, finishedAt: now })
     touched.add(r.job_id)
   }
   for (const j of [...touched].sort()) yield* endings.afterFinal(j, now, tally)
+  return tally
 }
 
 export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
-  const { store, options, ring, reachable } = ctx
-  const { db, writer, registry, clock, logger } = ctx.deps
-
-
-  const insertJobTx = db.transaction((row: NewJob, devices: readonly string[]) => runSync(store, insertJobStep(row, devices)))
+  const { backend, options, ring, reachable } = ctx
+  const { registry, clock, logger } = ctx.deps
 
   /**
    * Creates a job; for a schedule's tick or a rule's action, returns
@@ -101,14 +101,12 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
       continuous: spec.continuous ?? false, createdAt: now, scheduleId: schedule?.scheduleId ?? null, scheduleTick: schedule?.tick ?? null,
       causeRule: cause?.rule ?? null, causeFiring: cause?.firing ?? null,
     }
-    // Queued writes go first, so the new job sees the state they describe.
-    writer.flush()
-    if (!insertJobTx.immediate(row, devices)) return undefined
+    if (!(await backend.now(() => insertJobStep(row, devices)))) return undefined
     logger.info({ jobId: id, name: spec.name, target: spec.target, executions: devices.length, scheduleId: row.scheduleId }, 'job created')
-    const job = store.getJob(id)!
-    if (job.rate_per_min !== null) dispatch.ringPaced(job, now)
+    const view = await backend.read(jobViewStep(id))
+    if (view.ratePerMinute !== null) await dispatch.ringPaced(await backend.read(requireJobStep(id)), now)
     else for (const d of devices) if (reachable(d)) ring(d)
-    return store.jobView(job)
+    return view
   }
 
   /** Checks a job spec as create would, without creating it (schedules check their template when added). */
@@ -119,32 +117,24 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     if (target.kind === 'devices') resolveTarget(target, registry)
   }
 
-  const cancelTx = db.transaction((id: string, now: number, reason: string) => runSync(store, cancelStep(endings, id, now, reason)))
-
   async function cancel(id: string, reason = 'canceled by an operator'): Promise<JobView> {
-    writer.flush()
-    const notify = cancelTx.immediate(id, clock.now(), reason)
+    const now = clock.now()
+    const notify = await backend.now(() => cancelStep(endings, id, now, reason))
     logger.info({ jobId: id, devicesNotified: notify.size }, 'job canceled')
     dispatch.sendCancels([...notify])
-    return store.jobView(store.getJob(id)!)
+    return backend.read(jobViewStep(id))
   }
-
-  const addedTx = db.transaction((deviceId: string, group: string | null, now: number) => runSync(store, addedStep(logger, deviceId, group, now)))
 
   /** It joins the continuous jobs that target it (addedStep). */
   async function deviceAdded(deviceId: string, group: string | null): Promise<void> {
-    writer.flush()
-    addedTx.immediate(deviceId, group, clock.now())
+    const now = clock.now()
+    await backend.now(() => addedStep(logger, deviceId, group, now))
   }
-
-  const removedTx = db.transaction((deviceId: string, now: number, tally: Tally) => runSync(store, removedStep(endings, deviceId, now, tally)))
 
   /** Its open executions are canceled (removedStep). */
   async function deviceRemoved(deviceId: string): Promise<void> {
-    writer.flush()
-    const tally: Tally = {}
-    removedTx.immediate(deviceId, clock.now(), tally)
-    ctx.book(tally)
+    const now = clock.now()
+    ctx.book(await backend.now(() => removedStep(endings, deviceId, now)))
   }
 
   return { create, check, cancel, deviceAdded, deviceRemoved }

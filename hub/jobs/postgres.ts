@@ -1,6 +1,8 @@
 import type pg from 'pg'
 import { formatTarget } from '../fleet/targets.js'
-import { inTransaction, isRetryable, withClient } from '../storage/postgres/pool.js'
+import type { Logger } from '../../common/logger.js'
+import { inTransaction, isRetryable, pgBlameOf, withClient } from '../storage/postgres/pool.js'
+import type { JobsBackend } from './context.js'
 import { emptyCounts, nextRow, type DueRow, type ExecRow, type FailedExecRow, type HistoryView, type JobRow } from './store.js'
 import type { ExecState } from './decisions.js'
 import { runAsync, type AsyncJobOps, type Step } from './tx.js'
@@ -163,6 +165,19 @@ export function postgresJobOps(c: pg.PoolClient): AsyncJobOps {
         WHERE j.status = 'active' GROUP BY e.state`)).rows) counts[r.state] = r.n
       return counts
     },
+    async hasDue(deviceId, now) {
+      return (await c.query(`SELECT 1 FROM executions e JOIN jobs j ON j.id = e.job_id
+        WHERE e.device_id = $1 AND e.state = 'queued' AND e.run_after <= $2 AND j.status = 'active' LIMIT 1`, [deviceId, now])).rowCount === 1
+    },
+    async undeliveredAfter(jobId, now, afterKey, limit) {
+      return (await c.query<{ key: number; device_id: string }>(`SELECT key, device_id FROM executions
+        WHERE job_id = $1 AND state = 'queued' AND delivered_at IS NULL AND run_after <= $2 AND key > $3 ORDER BY key LIMIT $4`, [jobId, now, afterKey, limit])).rows
+    },
+    // Executions and their history go with the job (ON DELETE CASCADE).
+    async pruneFinished(cutoff, limit) {
+      return (await c.query(`DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status <> 'active' AND finished_at < $1 ORDER BY finished_at LIMIT $2)`,
+        [cutoff, limit])).rowCount ?? 0
+    },
     async openOfDevice(deviceId) {
       return (await c.query<ExecRow>("SELECT * FROM executions WHERE device_id = $1 AND state IN ('queued', 'in_progress') ORDER BY key FOR UPDATE", [deviceId])).rows
     },
@@ -209,4 +224,46 @@ export async function inJobTransaction<T>(pool: pg.Pool, make: () => Step<T>): P
 /** Runs a read (reads.ts) on PostgreSQL, on one connection, outside any transaction. */
 export function readJobs<T>(pool: pg.Pool, step: Step<T>): Promise<T> {
   return withClient(pool, (c) => runAsync(postgresJobOps(c), step))
+}
+
+/**
+ * Job transactions on PostgreSQL, each in its own transaction on a pooled
+ * connection, for the job logic in jobs.ts. Queued ones with the same key (a
+ * device's pulls and updates) run one after another in the order they came,
+ * as they do in the SQLite writer; others run side by side, up to the pool.
+ * What one commits is sent after its commit. The rules do not react to
+ * failed jobs here yet (they need their store on PostgreSQL).
+ */
+export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend {
+  let version = 0
+  const turns = new Map<string, Promise<void>>()
+  const committed = <T>(r: T): T => {
+    version++
+    return r
+  }
+  return {
+    enqueue(make, then) {
+      const run = async (): Promise<void> => {
+        try {
+          then.after(committed(await inJobTransaction(pool, make)))
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'a job transaction failed; its device pulls or sends again')
+          if (pgBlameOf(err) === 'operation') then.onFailed?.(err as Error)
+        }
+      }
+      if (then.key === undefined) {
+        void run()
+        return
+      }
+      const key = then.key
+      const turn = (turns.get(key) ?? Promise.resolve()).then(run)
+      turns.set(key, turn)
+      void turn.then(() => { if (turns.get(key) === turn) turns.delete(key) })
+    },
+    now: async (make) => committed(await inJobTransaction(pool, make)),
+    read: (step) => readJobs(pool, step),
+    alone: async (step) => committed(await readJobs(pool, step)),
+    version: () => version,
+    reacts: false,
+  }
 }

@@ -1,7 +1,7 @@
 import { RollcallError } from '../../common/errors.js'
 import { parseExecId } from '../../protocol/ids.js'
 import type { ExecState } from './decisions.js'
-import { execView, toJobView, type ExecutionView, type HistoryView, type JobRow, type JobStatus, type JobView } from './store.js'
+import { execView, toJobView, type ExecCounts, type ExecutionView, type FailedExecRow, type HistoryView, type JobRow, type JobStatus, type JobView } from './store.js'
 import { tx, type Step } from './tx.js'
 
 /**
@@ -33,6 +33,11 @@ function* viewOf(job: JobRow): Step<JobView> {
   return toJobView(job, yield* tx.countsOf(job.id))
 }
 
+/** A job as the API shows it. */
+export function* jobViewStep(id: string): Step<JobView> {
+  return yield* viewOf(yield* requireJobStep(id))
+}
+
 /** Newest first; `before` is a job id: the page continues after that job. */
 export function* listStep(filter: { status?: JobStatus; before?: string; limit?: number }): Step<JobView[]> {
   const cursor = filter.before === undefined ? undefined : yield* requireJobStep(filter.before)
@@ -59,4 +64,19 @@ export function* executionStep(execId: string): Step<ExecutionDetail> {
 /** A device's latest executions of any job, newest first, each with its job's name. */
 export function* executionsOfDeviceStep(deviceId: string, limit: number): Step<Array<ExecutionView & { jobName: string }>> {
   return (yield* tx.recentOfDevice(deviceId, limit)).map((r) => ({ ...execView(r), jobName: r.job_name }))
+}
+
+/** A device's executions that failed for good from `sinceMs` to before `untilMs`, oldest first (a rule's dry run). */
+export function* failuresStep(deviceId: string, sinceMs: number, untilMs: number, limit: number): Step<FailedExecRow[]> {
+  return yield* tx.failedOfDevice(deviceId, sinceMs, untilMs, limit)
+}
+
+/** Executions of the jobs still active, by state (the metrics scrape). */
+export function* activeCountsStep(): Step<ExecCounts> {
+  return yield* tx.activeStateCounts()
+}
+
+/** Retention: deletes up to `limit` jobs that finished before `cutoff`, with their executions and history; returns how many. */
+export function* pruneStep(cutoff: number, limit: number): Step<number> {
+  return yield* tx.pruneFinished(cutoff, limit)
 }

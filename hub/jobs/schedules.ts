@@ -86,16 +86,18 @@ export function createSchedules(deps: SchedulesDeps) {
 
   /** Makes the tick's job; a tick that already made one makes nothing. Returns the job id, if one was made. */
   async function fire(scheduleId: number, tick: number): Promise<string | undefined> {
-    const r = s.byId.get(scheduleId)
-    if (!r) return undefined
-    const { expiresInMs, ...template } = JSON.parse(r.template) as JobTemplate
+    let r: ScheduleRow | undefined
     try {
+      // Inside the try: node-cron does not wait for this promise, so nothing may escape it.
+      r = s.byId.get(scheduleId)
+      if (!r) return undefined
+      const { expiresInMs, ...template } = JSON.parse(r.template) as JobTemplate
       const job = await jobs.create({ ...template, ...(expiresInMs !== undefined ? { expiresAt: tick + expiresInMs } : {}) }, { scheduleId, tick })
       if (!job) logger.info({ schedule: r.name, tick }, 'schedule tick already made its job; not made again')
       return job?.id
     } catch (err) {
       // A target that emptied out (devices removed) must not stop the schedule.
-      logger.error({ err, schedule: r.name, tick }, 'schedule tick could not create its job')
+      logger.error({ err, schedule: r?.name ?? scheduleId, tick }, 'schedule tick could not create its job')
       return undefined
     }
   }

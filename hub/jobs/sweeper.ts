@@ -2,7 +2,7 @@ import type { ClockTimer } from '../../common/clock.js'
 import type { OutcomeCode } from '../../protocol/outcome-codes.js'
 import { lapsedTo } from './decisions.js'
 import type { JobRow } from './store.js'
-import { runSync, tx, type Step } from './tx.js'
+import { tx, type Step } from './tx.js'
 import { count, type FailedForGood, type JobsContext, type StepEnv, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
@@ -59,35 +59,37 @@ export function* sweepStep({ options }: Pick<StepEnv, 'options'>, endings: Endin
 }
 
 export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
-  const { store, options, ring, reachable } = ctx
-  const { writer, clock } = ctx.deps
+  const { ring, reachable } = ctx
+  const { clock } = ctx.deps
   let timer: ClockTimer | undefined
   let lastSweep = clock.now()
 
   function sweep(): void {
-    writer.enqueue(() => {
-      const now = clock.now()
-      const { tally, failed, notify, becameDue, paced } = runSync(store, sweepStep(ctx, endings, now, lastSweep))
-      const due = becameDue.filter(reachable)
-      const reacted = ctx.reactToFailures(failed)
-      return () => {
+    // The time of the sweep is when its transaction starts (a queued one waits for its group).
+    let now = 0
+    ctx.backend.enqueue(() => {
+      now = clock.now()
+      return sweepStep(ctx, endings, now, lastSweep)
+    }, {
+      inside: ({ failed }) => ctx.reactToFailures(failed),
+      after: ({ tally, notify, becameDue, paced }) => {
         ctx.book(tally)
-        reacted?.()
         lastSweep = now
-        for (const d of due) ring(d)
-        for (const job of paced) dispatch.ringPaced(job, now)
+        for (const d of becameDue) if (reachable(d)) ring(d)
+        for (const job of paced) void dispatch.ringPaced(job, now)
         // A job no longer paced and active has no turn to keep.
         dispatch.keepRinging(paced)
         if (notify.length > 0) dispatch.sendCancels([...new Set(notify)])
-      }
-    }, 10)
+      },
+      weight: 10,
+    })
   }
 
   return {
     sweep,
     start: (): void => {
       // On the injected clock: a test with a manual clock sweeps by advancing it.
-      timer ??= clock.setInterval(sweep, options.sweepIntervalMs).unref()
+      timer ??= clock.setInterval(sweep, ctx.options.sweepIntervalMs).unref()
     },
     stop: (): void => {
       clock.clearTimer(timer)

@@ -31,7 +31,7 @@ export const JOB_OPS = [
   'insertJob', 'addExecutions', 'due', 'getJob', 'lockJob', 'getExec', 'paceOf', 'pacedDue', 'markDelivered', 'setTat', 'pendingCancels', 'clearCancel',
   'execsIn', 'transition', 'countsOf', 'setJobStatus', 'hasOpen', 'lapsed', 'expiredUndelivered', 'becameDue', 'activePaced', 'activeContinuous', 'openOfDevice',
   // Reads for the API (reads.ts), outside any transaction.
-  'listJobs', 'listExecs', 'readExec', 'history', 'recentOfDevice', 'failedOfDevice', 'activeStateCounts',
+  'listJobs', 'listExecs', 'readExec', 'history', 'recentOfDevice', 'failedOfDevice', 'activeStateCounts', 'hasDue', 'undeliveredAfter', 'pruneFinished',
 ] as const satisfies ReadonlyArray<keyof JobStore>
 export type JobOp = (typeof JOB_OPS)[number]
 export type JobOps = Pick<JobStore, JobOp>

@@ -6,7 +6,7 @@ import { parseExecId } from '../../protocol/ids.js'
 import { topics } from '../../protocol/topics.js'
 import { decideUpdate, leaseUntil } from './decisions.js'
 import type { JobRow } from './store.js'
-import { runSync, tx, type Step } from './tx.js'
+import { tx, type Step } from './tx.js'
 import { count, type FailedForGood, type JobsContext, type StepEnv, type Tally } from './context.js'
 import type { Endings } from './endings.js'
 import type { Dispatch } from './dispatch.js'
@@ -90,22 +90,23 @@ export function* updateStep(env: StepEnv, endings: Endings, deviceId: string, me
 }
 
 export function createUpdates(ctx: JobsContext, endings: Endings, dispatch: Dispatch) {
-  const { store, options } = ctx
-  const { writer, logger, random } = ctx.deps
+  const { options } = ctx
+  const { logger, random } = ctx.deps
   const env: StepEnv = { options, logger, random }
 
-  /** A device's execution updates, received at `now`, applied in one writer operation; jobs/ack names them after the commit. */
+  /** A device's execution updates, received at `now`, applied in one transaction; jobs/ack names them after the commit. */
   function update(deviceId: string, message: JobsUpdate, now: number, onFailed?: OnFailed): void {
-    writer.enqueue(() => {
-      const { ids, refused, notify, tally, failed } = runSync(store, updateStep(env, endings, deviceId, message, now))
-      const reacted = ctx.reactToFailures(failed)
-      return () => {
+    ctx.backend.enqueue(() => updateStep(env, endings, deviceId, message, now), {
+      inside: ({ failed }) => ctx.reactToFailures(failed),
+      after: ({ ids, refused, notify, tally }) => {
         ctx.book(tally)
-        reacted?.()
         ctx.deps.publish(topics.jobsAck(deviceId), encode({ type: 'jobs.ack', v: 1, storeId: message.storeId, ids, ...(refused.length > 0 ? { refused } : {}) }))
         if (notify.length > 0) dispatch.sendCancels(notify)
-      }
-    }, message.updates.length, onFailed)
+      },
+      weight: message.updates.length,
+      onFailed,
+      key: deviceId,
+    })
   }
 
   return { update }

@@ -170,6 +170,8 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
 
   /** Whether a read of the jobs for the ticks is under way: a slow database gets one at a time. */
   let readingJobs = false
+  /** How many times the ticks sent the jobs: a new stream's snapshot read before the latest of them is older, and not sent. */
+  let jobsSent = 0
 
   /** Reads the jobs and sends them to the jobs streams if they changed since they were last sent. */
   async function refreshJobs(now: number): Promise<void> {
@@ -179,6 +181,7 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       const json = JSON.stringify(jobs)
       if (json !== jobsJson) {
         jobsJson = json
+        jobsSent++
         for (const s of [...subscribers]) if (s.topics.jobs) deliver(s, 'jobs', { now, jobs })
       }
     } catch (err) {
@@ -269,9 +272,15 @@ export function createLiveFeed(options: LiveFeedOptions, deps: LiveFeedDeps) {
       }
       if (topics.jobs && subscribers.has(s)) {
         // Sent when read: after the fleet's snapshot, before this stream's first tick's changes.
+        const sentBefore = jobsSent
         readJobs().then(
-          (jobs) => { if (subscribers.has(s)) deliver(s, 'jobs', { now, jobs }) },
-          (err: unknown) => { deps.logger.error({ err }, 'live feed could not read the jobs for a new stream') },
+          // A tick's newer list may have reached this stream first: the snapshot would take it back.
+          (jobs) => { if (subscribers.has(s) && jobsSent === sentBefore) deliver(s, 'jobs', { now, jobs }) },
+          (err: unknown) => {
+            // Without its snapshot the stream would show no jobs until one changes: it is closed, and the client reconnects.
+            deps.logger.error({ err }, 'live feed could not read the jobs for a new stream; the stream is closed')
+            drop(s)
+          },
         )
       }
       // The snapshot may already have been too much for a stuck client.
