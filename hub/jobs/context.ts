@@ -36,7 +36,7 @@ export interface JobsBackend {
    * committed (what it sends). `onFailed`: the transaction was refused.
    */
   enqueue<T>(make: () => Step<T>, then: EnqueueOptions<T>): void
-  /** A job transaction now, after the writes queued before it; resolves once it is committed. */
+  /** A job transaction now (on SQLite after the writes queued before it; on PostgreSQL beside them); resolves once it is committed. */
   now<T>(make: () => Step<T>): Promise<T>
   /** A read for the API, outside any transaction. */
   read<T>(step: Step<T>): Promise<T>

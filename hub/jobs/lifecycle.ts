@@ -118,8 +118,8 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
   }
 
   async function cancel(id: string, reason = 'canceled by an operator'): Promise<JobView> {
-    const now = clock.now()
-    const notify = await backend.now(() => cancelStep(endings, id, now, reason))
+    // The time is taken as the transaction starts: after the writes it waits for, and afresh for a retry.
+    const notify = await backend.now(() => cancelStep(endings, id, clock.now(), reason))
     logger.info({ jobId: id, devicesNotified: notify.size }, 'job canceled')
     dispatch.sendCancels([...notify])
     return backend.read(jobViewStep(id))
@@ -127,14 +127,12 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
 
   /** It joins the continuous jobs that target it (addedStep). */
   async function deviceAdded(deviceId: string, group: string | null): Promise<void> {
-    const now = clock.now()
-    await backend.now(() => addedStep(logger, deviceId, group, now))
+    await backend.now(() => addedStep(logger, deviceId, group, clock.now()))
   }
 
   /** Its open executions are canceled (removedStep). */
   async function deviceRemoved(deviceId: string): Promise<void> {
-    const now = clock.now()
-    ctx.book(await backend.now(() => removedStep(endings, deviceId, now)))
+    ctx.book(await backend.now(() => removedStep(endings, deviceId, clock.now())))
   }
 
   return { create, check, cancel, deviceAdded, deviceRemoved }

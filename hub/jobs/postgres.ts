@@ -234,6 +234,18 @@ export function readJobs<T>(pool: pg.Pool, step: Step<T>): Promise<T> {
  * What one commits is sent after its commit. The rules do not react to
  * failed jobs here yet (they need their store on PostgreSQL).
  */
+/**
+ * Whether a failed job transaction failed on what it carried (a data error, a
+ * broken constraint, or the job logic refusing it, which has no SQLSTATE)
+ * rather than on the database's condition (a lost connection, a timeout): only
+ * then does its sender hear of it and get a strike.
+ */
+function ownFault(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === undefined) return !/timeout|connect|terminat/i.test(err instanceof Error ? err.message : String(err))
+  return pgBlameOf(err) === 'operation'
+}
+
 export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend {
   let version = 0
   const turns = new Map<string, Promise<void>>()
@@ -243,12 +255,24 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
   }
   return {
     enqueue(make, then) {
+      // Never rejects: a device's turns go on whatever one of them met.
       const run = async (): Promise<void> => {
+        let result: Parameters<typeof then.after>[0]
         try {
-          then.after(committed(await inJobTransaction(pool, make)))
+          result = committed(await inJobTransaction(pool, make))
         } catch (err) {
-          logger.warn({ err: (err as Error).message }, 'a job transaction failed; its device pulls or sends again')
-          if (pgBlameOf(err) === 'operation') then.onFailed?.(err as Error)
+          try {
+            logger.warn({ err }, 'a job transaction failed; its device pulls or sends again')
+            if (ownFault(err)) then.onFailed?.(err instanceof Error ? err : new Error(String(err)))
+          } catch (hearing) {
+            logger.error({ err: hearing }, 'could not report a failed job transaction')
+          }
+          return
+        }
+        try {
+          then.after(result)
+        } catch (err) {
+          logger.error({ err }, 'a committed job transaction\'s follow-up failed')
         }
       }
       if (then.key === undefined) {
@@ -256,9 +280,10 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
         return
       }
       const key = then.key
-      const turn = (turns.get(key) ?? Promise.resolve()).then(run)
+      const turn = (turns.get(key) ?? Promise.resolve()).then(run, run)
       turns.set(key, turn)
-      void turn.then(() => { if (turns.get(key) === turn) turns.delete(key) })
+      const done = () => { if (turns.get(key) === turn) turns.delete(key) }
+      void turn.then(done, done)
     },
     now: async (make) => committed(await inJobTransaction(pool, make)),
     read: (step) => readJobs(pool, step),

@@ -82,6 +82,8 @@ export function createSweeper(ctx: JobsContext, endings: Endings, dispatch: Disp
         if (notify.length > 0) dispatch.sendCancels([...new Set(notify)])
       },
       weight: 10,
+      // One sweep at a time (PostgreSQL runs transactions side by side): each starts from the last one's time.
+      key: 'sweep',
     })
   }
 
