@@ -21,16 +21,17 @@ export type { JobOrigin, JobSpec } from './spec.js'
  *   targeted devices reachable now, or as many as a paced rollout allows),
  *   cancel, and devices joining or leaving continuous jobs;
  * - dispatch.ts: a pull is answered with one jobs/batch of the executions
- *   due (planned by decisions.ts, planBatch), leased in one writer operation
+ *   due (planned by decisions.ts, planBatch), leased in one transaction
  *   and sent after its commit; paced rollouts ring their devices in turn;
  * - updates.ts: the device's execution updates, applied by version; jobs/ack
  *   names them after the commit, so an acked update is always stored;
  * - endings.ts: retries, aborts and completions as executions end;
  * - sweeper.ts: lapsed leases, expiries, due retries, paced ringing.
  *
- * Every write goes through the group-commit writer (or, for create and
- * cancel, one synchronous transaction), and every publish happens after the
- * commit it reports: persist first, send second. This file adds the reads.
+ * Every transaction runs on the backend (context.ts: the SQLite writer and
+ * file, or PostgreSQL), each a step of store calls (tx.ts), and every publish
+ * happens after the commit it reports: persist first, send second. This file
+ * adds the reads (reads.ts).
  */
 
 export type { ExecutionDetail, JobDetail } from './reads.js'

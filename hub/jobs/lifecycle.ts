@@ -5,7 +5,7 @@ import { parseTarget, resolveTarget, targetIncludes } from '../fleet/targets.js'
 import { isFinal } from './decisions.js'
 import type { JobView, NewJob } from './store.js'
 import { tx, type Step } from './tx.js'
-import { jobNotFound, jobViewStep, requireJobStep } from './reads.js'
+import { jobAndViewStep, jobNotFound, jobViewStep } from './reads.js'
 import { checkJobSpec, type JobCause, type JobOrigin, type JobSpec } from './spec.js'
 import type { JobsContext, Tally } from './context.js'
 import type { Endings } from './endings.js'
@@ -15,10 +15,11 @@ import type { Dispatch } from './dispatch.js'
  * A job's life outside the devices' own updates: made (the job and one
  * queued execution per targeted device in one transaction, then the
  * doorbell), canceled by an operator, and joined or left by devices added to
- * or removed from the fleet (continuous jobs). Each runs as one synchronous
- * transaction after the writer's queue is flushed, so it sees the state the
- * queued writes describe.
+ * or removed from the fleet (continuous jobs). Each runs as one transaction
+ * of its own (the backend's `now`: on SQLite after the writer's queue is
+ * flushed, so it sees the state the queued writes describe).
  */
+
 /** The transaction that makes a job and one queued execution per device; false when its schedule tick or rule action made it already. */
 export function* insertJobStep(row: NewJob, devices: readonly string[]): Step<boolean> {
   if (!(yield* tx.insertJob(row))) return false
@@ -103,8 +104,8 @@ export function createLifecycle(ctx: JobsContext, endings: Endings, dispatch: Di
     }
     if (!(await backend.now(() => insertJobStep(row, devices)))) return undefined
     logger.info({ jobId: id, name: spec.name, target: spec.target, executions: devices.length, scheduleId: row.scheduleId }, 'job created')
-    const view = await backend.read(jobViewStep(id))
-    if (view.ratePerMinute !== null) await dispatch.ringPaced(await backend.read(requireJobStep(id)), now)
+    const { row: job, view } = await backend.read(jobAndViewStep(id))
+    if (job.rate_per_min !== null) await dispatch.ringPaced(job, now)
     else for (const d of devices) if (reachable(d)) ring(d)
     return view
   }

@@ -35,7 +35,13 @@ function* viewOf(job: JobRow): Step<JobView> {
 
 /** A job as the API shows it. */
 export function* jobViewStep(id: string): Step<JobView> {
-  return yield* viewOf(yield* requireJobStep(id))
+  return (yield* jobAndViewStep(id)).view
+}
+
+/** A job's row (what the logic reads) and its view (what the API shows), in one read. */
+export function* jobAndViewStep(id: string): Step<{ row: JobRow; view: JobView }> {
+  const row = yield* requireJobStep(id)
+  return { row, view: yield* viewOf(row) }
 }
 
 /** Newest first; `before` is a job id: the page continues after that job. */

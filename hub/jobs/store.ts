@@ -311,7 +311,6 @@ export function createJobStore(db: Db) {
     return c
   }
 
-  const jobView = (r: JobRow): JobView => toJobView(r, countsOf(r.id))
 
   // Counts every change to jobs and executions (a rolled-back one too, which only costs a reader a re-read):
   // the live feed re-reads the job list only when it moved.
@@ -433,8 +432,6 @@ export function createJobStore(db: Db) {
       return next
     },
 
-    jobView,
-    execView,
   }
 }
 
