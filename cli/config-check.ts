@@ -121,10 +121,10 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
       problems.push((err as Error).message)
     }
   }
-  if (c.brokerPasswordFile !== undefined) {
-    const { readBrokerPassword } = await import('../hub/config.js')
+  const { readBrokerPassword, readDatabasePassword } = await import('../hub/config.js')
+  for (const read of [() => readBrokerPassword(c.brokerPasswordFile), () => readDatabasePassword(c.databasePasswordFile)]) {
     try {
-      readBrokerPassword(c.brokerPasswordFile)
+      read()
     } catch (err) {
       problems.push((err as Error).message)
     }
@@ -135,7 +135,7 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
   const listeners = plan.ok ? plan : undefined
   const db = join(c.dataDir, 'hub.db')
   if (json) {
-    printJson({ ok: true, configFile: setup.configFile ?? null, dataDir: c.dataDir, database: { path: db, exists: existsSync(db) }, listeners: listeners ?? null, tls: cert ?? null, warnings: cert?.warnings ?? [], config: c })
+    printJson({ ok: true, configFile: setup.configFile ?? null, dataDir: c.dataDir, database: c.database !== undefined ? { url: c.database } : { path: db, exists: existsSync(db) }, listeners: listeners ?? null, tls: cert ?? null, warnings: cert?.warnings ?? [], config: c })
     return
   }
   const tls = cert !== undefined
@@ -143,7 +143,9 @@ export async function checkHubConfig(load: () => HubCheck, json: boolean): Promi
   const external = c.broker !== undefined
   const lines = [
     `rollcall hub: the config is valid${setup.configFile ? ` (${setup.configFile})` : ''}; a start would run with:`,
-    `  data:       ${c.dataDir} (database ${db}: ${fileState(db)}; admin token in ${join(c.dataDir, 'admin-token')})`,
+    c.database !== undefined
+      ? `  data:       ${c.dataDir} (admin token in ${join(c.dataDir, 'admin-token')}); state in PostgreSQL ${c.database}${c.databasePasswordFile ? ` with the password in ${c.databasePasswordFile}` : ''} (not reached by this check)`
+      : `  data:       ${c.dataDir} (database ${db}: ${fileState(db)}; admin token in ${join(c.dataDir, 'admin-token')})`,
     `  listeners:  ${[
       ...(tls && !external ? [`mqtts://${c.host}:${c.mqttTlsPort}`] : []),
       ...(mqttPlain && !external ? [`mqtt://${c.host}:${c.mqttPort}`] : []),

@@ -116,8 +116,8 @@ export async function runDemo(opts: Record<string, string>): Promise<void> {
     }
 
     const { schedules } = services
-    if (schedules.list().some((s) => s.name === SCHEDULE_NAME)) schedules.remove(SCHEDULE_NAME)
-    const schedule = schedules.add({
+    if ((await schedules.list()).some((s) => s.name === SCHEDULE_NAME)) await schedules.remove(SCHEDULE_NAME)
+    const schedule = await schedules.add({
       name: SCHEDULE_NAME, cron: '* * * * *',
       job: { name: 'sensors.sample', target: `group:${GROUP}`, timeoutMs: 30_000, expiresInMs: 5 * 60_000 },
     })

@@ -12,7 +12,7 @@ import { onReloadSignal, onShutdownSignal } from './signals.js'
 type HubOpts = Record<string, string | boolean | undefined>
 
 /** Relative paths in a hub config file are relative to the file, as in the agent's. */
-const FILE_PATH_KEYS = ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'brokerPasswordFile', 'brokerCa'] as const
+const FILE_PATH_KEYS = ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'brokerPasswordFile', 'brokerCa', 'databasePasswordFile'] as const
 
 /**
  * The hub's config from its flags, environment and config file: what a start
@@ -54,6 +54,8 @@ export function loadHubSetup(opts: HubOpts, env: NodeJS.ProcessEnv = process.env
     broker: str('broker'),
     brokerUsername: str('brokerUsername'),
     brokerPasswordFile: str('brokerPasswordFile'),
+    database: str('database'),
+    databasePasswordFile: str('databasePasswordFile'),
   }, env, file)
   return { config, configFile: configPath === undefined ? undefined : resolve(configPath) }
 }

@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   RULE_EXISTS: 409,
   FIRING_NOT_FOUND: 404,
   INTERNAL: 500,
+  /** What this hub's set-up does not offer (rules on a hub whose state is in PostgreSQL, so far). */
+  NOT_SUPPORTED: 501,
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

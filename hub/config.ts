@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox'
+import { parse as parseConnectionString } from 'pg-connection-string'
 import { Compile } from 'typebox/compile'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -100,6 +101,14 @@ export const HubConfigSchema = Type.Object({
   brokerClientId: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
   /** The external broker's accounts are kept by Mosquitto's dynamic-security plugin (on), or by hand (off: docs/scale-out.md). */
   brokerDynsec: Type.Boolean(),
+  /**
+   * A PostgreSQL database (postgres://USER@HOST:5432/DB) the hub keeps its
+   * state in instead of the SQLite file in its data dir, shared with the other
+   * hubs of a cluster (docs/scale-out.md). The hub migrates its schema.
+   */
+  database: Type.Optional(Type.String({ minLength: 1 })),
+  /** A file holding the database account's password (else PGPASSWORD or ~/.pgpass, as for psql). */
+  databasePasswordFile: Type.Optional(Type.String({ minLength: 1 })),
   /** Live streams (GET /api/live: dashboard tabs) open at once. */
   liveMaxStreams: Type.Integer({ minimum: 1, maximum: 10_000 }),
   /** How often the live feed sends what changed, in ms. */
@@ -181,6 +190,8 @@ const ENV_KEYS = {
   ROLLCALL_BROKER: 'broker',
   ROLLCALL_BROKER_USERNAME: 'brokerUsername',
   ROLLCALL_BROKER_PASSWORD_FILE: 'brokerPasswordFile',
+  ROLLCALL_DATABASE: 'database',
+  ROLLCALL_DATABASE_PASSWORD_FILE: 'databasePasswordFile',
 } as const
 
 /**
@@ -231,6 +242,7 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
   }
   if (config.tlsCa !== undefined && config.tlsCert === undefined) throw new ConfigError('--tls-ca (tlsCa) is a chain sent after --tls-cert: give --tls-cert and --tls-key as well')
   checkExternalBroker(config)
+  checkDatabase(config)
   // Decided here, before anything is opened or bound: a refused start leaves no trace.
   const plan = planListeners({ ...config, tls: config.tlsCert !== undefined })
   if (!plan.ok) throw new ConfigError(plan.message)
@@ -242,7 +254,22 @@ export function loadHubConfig(overrides: Partial<HubConfig>, env: NodeJS.Process
     ...(config.tlsCa !== undefined ? { tlsCa: resolve(config.tlsCa) } : {}),
     ...(config.brokerPasswordFile !== undefined ? { brokerPasswordFile: resolve(config.brokerPasswordFile) } : {}),
     ...(config.brokerCa !== undefined ? { brokerCa: resolve(config.brokerCa) } : {}),
+    ...(config.databasePasswordFile !== undefined ? { databasePasswordFile: resolve(config.databasePasswordFile) } : {}),
   })
+}
+
+/** The database's options make sense together (docs/scale-out.md). */
+function checkDatabase(config: HubConfig): void {
+  const { database } = config
+  if (database === undefined) {
+    if (config.databasePasswordFile !== undefined) throw new ConfigError('databasePasswordFile is for a PostgreSQL database: give --database postgres://USER@HOST/DB ("database" in the config file) as well, or leave it out')
+    return
+  }
+  // libpq's URL form (node-postgres reads it the same way): postgres://USER@/DB?host=/run/postgresql is one too, which the WHATWG parser refuses.
+  if (!/^postgres(ql)?:\/\/\S*$/.test(database)) {
+    throw new ConfigError(`database "${database}" must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB (PostgreSQL is the shared store; without --database the hub keeps its SQLite file in its data dir)`)
+  }
+  if ((parseConnectionString(database).password ?? '') !== '') throw new ConfigError('put the database password in databasePasswordFile (or PGPASSWORD, or ~/.pgpass), not in the database URL (a URL is logged and shown in /api/stats)')
 }
 
 /** The external broker's options make sense together (docs/scale-out.md). */
@@ -266,14 +293,23 @@ function checkExternalBroker(config: HubConfig): void {
 
 /** The hub's broker password, from its file (one line; a trailing newline is not part of it). */
 export function readBrokerPassword(file: string | undefined): string | undefined {
+  return readPasswordFile('brokerPasswordFile', 'broker', file)
+}
+
+/** The database account's password, from its file (as readBrokerPassword). */
+export function readDatabasePassword(file: string | undefined): string | undefined {
+  return readPasswordFile('databasePasswordFile', 'database', file)
+}
+
+function readPasswordFile(option: string, whose: string, file: string | undefined): string | undefined {
   if (file === undefined) return undefined
   let text: string
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
-    throw new ConfigError(`cannot read brokerPasswordFile ${file}: ${(err as Error).message}`)
+    throw new ConfigError(`cannot read ${option} ${file}: ${(err as Error).message}`)
   }
   const password = text.replace(/\r?\n$/, '')
-  if (password === '') throw new ConfigError(`brokerPasswordFile ${file} is empty: write the hub's broker password in it`)
+  if (password === '') throw new ConfigError(`${option} ${file} is empty: write the hub's ${whose} password in it`)
   return password
 }

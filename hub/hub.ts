@@ -1,5 +1,4 @@
 import { rmSync } from 'node:fs'
-import { join } from 'node:path'
 import type { Clock } from '../common/clock.js'
 import { systemClock, type Random } from '../common/clock.js'
 import type { Logger } from '../common/logger.js'
@@ -8,17 +7,11 @@ import { encode } from '../protocol/codec.js'
 import { parseTopic, TOPIC_KINDS, topics, upFilter, type TopicKind } from '../protocol/topics.js'
 import { createBroker } from '../broker/broker.js'
 import type { Broker, InboundMessage } from '../broker/types.js'
-import { ConfigError, readBrokerPassword, type HubConfig } from './config.js'
-import { openHubDb } from './storage/schema.js'
-import { createWalSync, type WalSync } from './storage/wal-sync.js'
-import { createCheckpointer } from './storage/checkpointer.js'
+import { ConfigError, readBrokerPassword, readDatabasePassword, type HubConfig } from './config.js'
+import type { WalSync } from './storage/wal-sync.js'
+import { openStores } from './storage/stores.js'
 import { ensurePrivateDir } from '../common/private-files.js'
-import { createWriter } from './storage/group-commit.js'
-import { createRegistry } from './fleet/registry.js'
-import { createPresenceStore } from './presence/store.js'
-import { createSqliteTelemetryStore } from './telemetry/sqlite.js'
 import type { StoredAck } from './telemetry/store.js'
-import { createDeadLetters } from './mqtt/dead-letters.js'
 import { createIngress } from './mqtt/ingress.js'
 import { brokerClientIdOf, createExternalBroker } from './mqtt/external-broker.js'
 import { createDynsecAccounts, type DynsecAccounts } from './mqtt/dynsec.js'
@@ -27,12 +20,11 @@ import { PACKET_HEADROOM_BYTES } from '../broker/broker.js'
 import { followBrokerEvents } from './mqtt/broker-events.js'
 import { createSaturationMonitor } from './observe/saturation.js'
 import { createJobs } from './jobs/jobs.js'
-import { sqliteJobsBackend } from './jobs/context.js'
 import { createSchedules } from './jobs/schedules.js'
 import { createCommands } from './commands/commands.js'
 import { createRules } from './rules/rules.js'
+import { rulesNotSupported } from './rules/unavailable.js'
 import { firingChain } from './rules/trace.js'
-import { createSqliteCommandStore } from './commands/sqlite.js'
 import { loadOrCreateAdminToken } from './api/admin-token.js'
 import { buildApi } from './api/app.js'
 import { createHubHistograms, createHubMetrics } from './observe/metrics.js'
@@ -164,31 +156,19 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     ensurePrivateDir(config.dataDir, log)
     const admin = loadOrCreateAdminToken(config.dataDir, log)
     if (admin.created) createdToken = admin.path
-    const dbPath = join(config.dataDir, 'hub.db')
-    const db = openHubDb(dbPath, log)
-    releasers.push(() => { db.close() })
+    // Who this hub is on the external broker and in a shared database (the commands it sent carry it).
+    const brokerClientId = config.broker === undefined && config.database === undefined ? '' : config.brokerClientId ?? brokerClientIdOf(config.dataDir)
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
     const histograms = createHubHistograms()
-    const walSync = createWalSync(db, dbPath)
-    const writer = createWriter(db, {
-      flushDelayMs: config.flushDelayMs, maxBatchWeight: config.maxCommitRows, observeCommit: histograms.commit,
-      walSync: deps.walSync?.(walSync) ?? walSync,
-      onSyncFailed: (err) => deps.onFatal?.(err),
-    }, log.child({ component: 'writer' }))
-    releasers.push(() => writer.close())
-    // Closed before the writer: the writer's close and the database's do the last checkpoint.
-    const checkpointer = createCheckpointer(db, dbPath, { intervalMs: 100, fallbackPages: 10_000 }, log.child({ component: 'checkpointer' }))
-    releasers.push(() => checkpointer.close())
-    writer.onCommit(() => { checkpointer.committed() })
-
-    const registry = createRegistry(db)
-    const presence = createPresenceStore(db, writer, log.child({ component: 'presence' }))
-    const telemetry = createSqliteTelemetryStore(db, writer, log.child({ component: 'telemetry' }))
-    const deadLetters = createDeadLetters(db, writer, { maxRows: config.deadLetterMaxRows })
+    // The SQLite file in the data dir, or a PostgreSQL shared with other hubs (storage/stores.ts).
+    const stores = await openStores({ ...config, databasePassword: readDatabasePassword(config.databasePasswordFile) }, {
+      logger: log, hubId: brokerClientId, observeCommit: histograms.commit, walSync: deps.walSync, onSyncFailed: (err) => deps.onFatal?.(err),
+      release: (fn) => { releasers.push(fn) },
+    })
+    const { registry, presence, telemetry, deadLetters } = stores
+    // On an external broker the retained births that follow bring back who is online; on the embedded one, the devices reconnect.
     presence.hubStarted(startedAt)
-
-    const brokerClientId = config.broker === undefined ? '' : config.brokerClientId ?? brokerClientIdOf(config.dataDir)
     const broker = config.broker !== undefined ? createExternalBroker({
       url: config.broker,
       username: config.brokerUsername,
@@ -220,8 +200,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       keepaliveMinSec: config.keepaliveMinSec,
       keepaliveMaxSec: config.keepaliveMaxSec,
       drainTimeoutMs: config.drainTimeoutMs,
-      // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below).
-      writeCoalesceMs: writeCoalesceMsFor(config.flushDelayMs),
+      // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below; SQLite's writer only).
+      writeCoalesceMs: stores.kind === 'sqlite' ? writeCoalesceMsFor(config.flushDelayMs) : 0,
       connectTimeoutMs: config.connectTimeoutMs,
       checkCredentials: (username, password) => registry.checkCredentials(username, password),
       isRegisteredDevice: (id) => registry.getDevice(id) !== undefined,
@@ -251,7 +231,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     telemetry.onAcks((acks) => { for (const a of acks) publishAck(a) })
     // Sealed at each commit, released after its acks (the telemetry store's commit hook writes them):
     // the connections whose PUBACKs that commit holds send them with their ack in one write.
-    writer.onWritten(() => broker.sealWrites())
+    stores.onWritten(() => broker.sealWrites())
 
     const jobs = createJobs({
       sweepIntervalMs: config.jobSweepIntervalMs,
@@ -262,7 +242,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       backoffBaseMs: config.jobBackoffBaseMs,
       backoffMaxMs: config.jobBackoffMaxMs,
     }, {
-      backend: sqliteJobsBackend(db, writer), registry, clock, random: deps.random ?? Math.random, logger: log.child({ component: 'jobs' }),
+      backend: stores.jobs, registry, clock, random: deps.random ?? Math.random, logger: log.child({ component: 'jobs' }),
       reachableSince: (id) => {
         const p = presence.get(id)
         return p?.reachable ? p.since : undefined
@@ -275,7 +255,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     jobs.start()
     releasers.push(() => { jobs.stop() })
     const commands = await createCommands({ defaultTimeoutMs: config.commandDefaultTimeoutMs, groupConcurrency: config.commandGroupConcurrency }, {
-      store: createSqliteCommandStore(db, writer), registry, jobs, clock, logger: log.child({ component: 'commands' }),
+      store: stores.commands, registry, jobs, clock, logger: log.child({ component: 'commands' }),
       isReachable: (id) => presence.isReachable(id),
       lastSeen: (id) => presence.get(id)?.lastSeen ?? null,
       capabilities: (id) => presence.get(id)?.info.capabilities ?? [],
@@ -283,8 +263,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       observeDuration: histograms.command,
     })
     const rulesLog = log.child({ component: 'rules' })
-    const rules = createRules({
-      db, writer, clock, logger: rulesLog,
+    const rules = stores.local === undefined ? rulesNotSupported('rules do not run yet on a hub whose state is in PostgreSQL (docs/scale-out.md, "What is not covered"); they run on a hub with its SQLite file') : createRules({
+      db: stores.local.db, writer: stores.local.writer, clock, logger: rulesLog,
       groupOf: (id) => registry.groupOf(id),
       presence: () => presence.statuses(),
       ports: {
@@ -299,14 +279,16 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         },
       },
     })
-    // Inside the write that stores each batch: rules see what was stored, once (hub/rules/rules.ts).
-    telemetry.reactWith({ watching: rules.watching, samples: rules.onSamples, events: rules.onEvents })
-    presence.reactWith(rules.onPresence)
-    jobs.reactWith(rules.onJobsEnded)
+    if (stores.local !== undefined) {
+      // Inside the write that stores each batch: rules see what was stored, once (hub/rules/rules.ts).
+      telemetry.reactWith({ watching: rules.watching, samples: rules.onSamples, events: rules.onEvents })
+      presence.reactWith(rules.onPresence)
+      jobs.reactWith(rules.onJobsEnded)
+    }
     rules.start()
-    const schedules = createSchedules({ db, jobs, clock, logger: log.child({ component: 'schedules' }) })
-    schedules.start()
-    releasers.push(() => { schedules.stop() })
+    const schedules = createSchedules({ store: stores.schedules, jobs, clock, logger: log.child({ component: 'schedules' }) })
+    await schedules.start()
+    releasers.push(() => schedules.stop())
 
     // A removed device's last disconnect (or Will) must not bring its presence entry back.
     const registered = (id: string) => registry.getDevice(id) !== undefined
@@ -379,7 +361,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     const saturation = createSaturationMonitor({
       routing: () => { const b = broker.stats(); return { queued: b.queuedMessages, oldestMs: b.oldestQueuedMs } },
-      writer: () => { const w = writer.stats(); return { queuedRows: w.queuedWeight, oldestMs: w.oldestQueuedMs } },
+      writer: () => { const w = stores.writerStats(); return { queuedRows: w.queuedWeight, oldestMs: w.oldestQueuedMs } },
     })
     releasers.push(() => saturation.close())
 
@@ -445,8 +427,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       stats: () => ({
         saturation: saturation.read(),
         ingest: telemetry.counters(),
-        writer: writer.stats(),
-        checkpoints: checkpointer.stats(),
+        writer: stores.writerStats(),
+        ...(stores.checkpoints !== undefined ? { checkpoints: stores.checkpoints() } : {}),
+        store: stores.kind,
         broker: broker.stats(),
         presence: deviceCounts(),
         jobs: jobs.stats(),
@@ -460,7 +443,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     }
 
     const metrics = createHubMetrics({
-      ingest: () => telemetry.counters(), writer: writer.stats, checkpoints: checkpointer.stats, broker: () => broker.stats(), devices: deviceCounts,
+      ingest: () => telemetry.counters(), writer: () => stores.writerStats(), checkpoints: stores.checkpoints, broker: () => broker.stats(), devices: deviceCounts,
       deadLetters: () => deadLetters.countsByReason(), commands: commands.stats, jobs: jobs.stats, executions: jobs.activeExecutions,
       backlog: () => presence.backlogTotals(), clockSkew: () => presence.skewTotals(), liveStreams: () => live.subscribers,
       saturation: () => saturation.read(), rules: () => rules.stats(), ruleViews: () => rules.list(),

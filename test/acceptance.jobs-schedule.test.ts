@@ -29,7 +29,7 @@ describe('a schedule firing every second', () => {
 
     const first = await open()
     await first.running.services.registry.addDevice('tick-1', null, Date.now())
-    const schedule = first.running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-1' } })
+    const schedule = await first.running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-1' } })
     const t0 = Date.now()
     await pause(2500)
     // A second hub on the same data dir: from now on every tick fires twice.
@@ -71,7 +71,7 @@ describe('a schedule firing every second', () => {
     const running = await hub.start()
     cleanups.push(() => hub.stop())
     await running.services.registry.addDevice('tick-2', null, Date.now())
-    const schedule = running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-2' } })
+    const schedule = await running.services.schedules.add({ name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: 'device:tick-2' } })
     const t0 = Date.now()
     await new Promise((r) => setTimeout(r, 1500))
     // The process does nothing else for 3 s: a long GC pause, or a machine far busier than

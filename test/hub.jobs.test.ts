@@ -347,7 +347,7 @@ describe('hub jobs over the wire', () => {
     const hub = await hubWith()
     const { schedules, jobs } = hub.running.services
     await hub.addDevice('dev-c')
-    const s = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
+    const s = await schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
     expect(s.nextRunAt).toBeGreaterThan(Date.now())
     const tick = Date.UTC(2026, 10, 28, 3)
     const first = await schedules.fire(s.id, tick)
@@ -356,8 +356,8 @@ describe('hub jobs over the wire', () => {
     expect((await schedules.fire(s.id, tick + 86_400_000))).toBeDefined()
     expect((await jobs.list()).filter((j) => j.scheduleId === s.id)).toHaveLength(2)
     // A schedule removed and added again is a new schedule: a new id, so its ticks are its own.
-    schedules.remove('nightly')
-    const again = schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
+    await schedules.remove('nightly')
+    const again = await schedules.add({ name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'device:dev-c' } })
     expect(again.id).not.toBe(s.id)
     expect((await schedules.fire(again.id, tick))).toBeDefined()
   })

@@ -25,16 +25,16 @@ export function scheduleRoutes(s: HubServices): FastifyPluginAsyncTypebox {
       },
     }, async (req, reply) => {
       const b = req.body
-      const schedule = s.schedules.add({ name: b.name, cron: b.cron, timezone: b.timezone, job: templateOf(b.job, 'job.') })
+      const schedule = await s.schedules.add({ name: b.name, cron: b.cron, timezone: b.timezone, job: templateOf(b.job, 'job.') })
       return reply.status(201).send(schedule)
     })
 
-    app.get('/schedules', { schema: { summary: 'List schedules' } }, async () => ({ schedules: s.schedules.list() }))
+    app.get('/schedules', { schema: { summary: 'List schedules' } }, async () => ({ schedules: await s.schedules.list() }))
 
     app.get('/schedules/:nameOrId', { schema: { summary: 'Show a schedule', params: ScheduleParams } }, async (req) => s.schedules.get(req.params.nameOrId))
 
     app.delete('/schedules/:nameOrId', { schema: { summary: 'Remove a schedule', params: ScheduleParams } }, async (req, reply) => {
-      s.schedules.remove(req.params.nameOrId)
+      await s.schedules.remove(req.params.nameOrId)
       return reply.status(204).send()
     })
   }

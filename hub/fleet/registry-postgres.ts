@@ -33,6 +33,8 @@ interface Change { readonly k: 'd' | 'o'; readonly id: string }
 export interface PostgresRegistryOptions {
   /** The listening connection's own settings (the pool's URL). */
   readonly url: string
+  /** Its password, when the URL does not carry one (openPostgres's). */
+  readonly password?: string | undefined
   /** Reconnect delays of the listening connection, ms. */
   readonly reconnectBaseMs?: number
   readonly reconnectMaxMs?: number
@@ -89,7 +91,7 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
 
   async function listen(): Promise<void> {
     // Keepalives after 10 s idle: a connection the network cut silently is found in seconds, not the kernel's two hours.
-    const client = new pg.Client({ connectionString: opts.url, application_name: 'rollcall-hub-registry', keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
+    const client = new pg.Client({ connectionString: opts.url, ...(opts.password !== undefined ? { password: opts.password } : {}), application_name: 'rollcall-hub-registry', keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
     client.on('error', (err) => {
       logger.warn({ err: err.message }, 'the registry\'s listening connection failed: connecting again')
       reconnectSoon(client)

@@ -246,9 +246,18 @@ function ownFault(err: unknown): boolean {
   return pgBlameOf(err) === 'operation'
 }
 
-export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend {
+/** How often the jobs' version moves on its own, for the changes other hubs make (ms). */
+const SHARED_VERSION_MS = 2000
+
+export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend & { drain(): Promise<void> } {
   let version = 0
   const turns = new Map<string, Promise<void>>()
+  // Transactions under way, so the hub's stop waits for them before it ends the pool.
+  const running = new Set<Promise<void>>()
+  const tracked = (p: Promise<void>): void => {
+    running.add(p)
+    void p.finally(() => running.delete(p))
+  }
   const committed = <T>(r: T): T => {
     version++
     return r
@@ -276,7 +285,7 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
         }
       }
       if (then.key === undefined) {
-        void run()
+        tracked(run())
         return
       }
       const key = then.key
@@ -284,11 +293,18 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
       turns.set(key, turn)
       const done = () => { if (turns.get(key) === turn) turns.delete(key) }
       void turn.then(done, done)
+      tracked(turn)
     },
     now: async (make) => committed(await inJobTransaction(pool, make)),
     read: (step) => readJobs(pool, step),
     alone: async (step) => committed(await readJobs(pool, step)),
-    version: () => version,
+    // The other hubs change jobs too, unseen here: the version also moves every 2 s, so a
+    // reader that follows it (the dashboard's live feed) reads again at least that often.
+    version: () => version + Math.floor(Date.now() / SHARED_VERSION_MS),
     reacts: false,
+    /** Resolves once every transaction enqueued so far has ended. */
+    async drain(): Promise<void> {
+      while (running.size > 0) await Promise.all(running)
+    },
   }
 }

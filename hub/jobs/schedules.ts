@@ -2,9 +2,9 @@ import cron, { type ScheduledTask } from 'node-cron'
 import type { Clock } from '../../common/clock.js'
 import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
-import type { Db } from '../../common/sqlite.js'
 import { isDeviceId } from '../../protocol/ids.js'
 import type { JobSpec, Jobs } from './jobs.js'
+import type { ScheduleRow, ScheduleStore } from './schedule-stores.js'
 
 /**
  * Hub-side cron schedules that create jobs. The schedules table is owned
@@ -15,6 +15,12 @@ import type { JobSpec, Jobs } from './jobs.js'
  * unique: a tick that fires twice (a timer hiccup, two hub processes on one
  * data dir by mistake, a restart within the same second) makes one job.
  * Ticks that fell while the hub was down are not made up afterwards.
+ *
+ * The rows live in a ScheduleStore (schedule-stores.ts): the hub's SQLite
+ * file, or a PostgreSQL shared by several hubs. There every hub runs every
+ * schedule, the key above makes one job per tick whichever hub's timer
+ * fires first, and each hub reads the table again every `syncMs` so a
+ * schedule added or removed through another hub starts or stops here too.
  */
 
 /** A job as a schedule makes it: a JobSpec without an absolute expiry; `expiresInMs` counts from the tick. */
@@ -40,8 +46,6 @@ export interface ScheduleView {
   readonly nextRunAt: number | null
 }
 
-interface ScheduleRow { id: number; name: string; cron: string; timezone: string | null; template: string; created_at: number }
-
 /** The identity of a tick: its scheduled time to the second. */
 export function tickOf(scheduled: Date): number {
   return Math.floor(scheduled.getTime() / 1000) * 1000
@@ -57,23 +61,27 @@ function validTimezone(tz: string): boolean {
 }
 
 export interface SchedulesDeps {
-  readonly db: Db
+  readonly store: ScheduleStore
   readonly jobs: Jobs
   readonly clock: Clock
   readonly logger: Logger
+  /** How often a hub on a shared store reads the schedules again (ms). */
+  readonly syncMs?: number
 }
 
 export function createSchedules(deps: SchedulesDeps) {
-  const { db, jobs, logger } = deps
-  const s = {
-    insert: db.prepare<[string, string, string | null, string, number]>('INSERT INTO schedules (name, cron, timezone, template, created_at) VALUES (?, ?, ?, ?, ?)'),
-    all: db.prepare<[], ScheduleRow>('SELECT * FROM schedules ORDER BY name'),
-    byName: db.prepare<[string], ScheduleRow>('SELECT * FROM schedules WHERE name = ?'),
-    byId: db.prepare<[number], ScheduleRow>('SELECT * FROM schedules WHERE id = ?'),
-    remove: db.prepare<[number]>('DELETE FROM schedules WHERE id = ?'),
-  }
+  const { store, jobs, logger } = deps
   const tasks = new Map<number, ScheduledTask>()
   let started = false
+  let syncTimer: NodeJS.Timeout | undefined
+  let syncing: Promise<void> | undefined
+  // Changes to the tasks one at a time: a sync that read the rows before an add committed must not stop the added schedule.
+  let turn: Promise<unknown> = Promise.resolve()
+  function exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = turn.then(fn, fn)
+    turn = run.catch(() => undefined)
+    return run
+  }
 
   function view(r: ScheduleRow): ScheduleView {
     const task = tasks.get(r.id)
@@ -89,7 +97,7 @@ export function createSchedules(deps: SchedulesDeps) {
     let r: ScheduleRow | undefined
     try {
       // Inside the try: node-cron does not wait for this promise, so nothing may escape it.
-      r = s.byId.get(scheduleId)
+      r = await store.byId(scheduleId)
       if (!r) return undefined
       const { expiresInMs, ...template } = JSON.parse(r.template) as JobTemplate
       const job = await jobs.create({ ...template, ...(expiresInMs !== undefined ? { expiresAt: tick + expiresInMs } : {}) }, { scheduleId, tick })
@@ -119,46 +127,78 @@ export function createSchedules(deps: SchedulesDeps) {
     tasks.set(r.id, task)
   }
 
-  function find(idOrName: string): ScheduleRow {
-    const r = /^\d+$/.test(idOrName) ? s.byId.get(Number(idOrName)) : s.byName.get(idOrName)
+  function unschedule(id: number): void {
+    void tasks.get(id)?.destroy()
+    tasks.delete(id)
+  }
+
+  /** Runs the stored schedules, no more, no fewer (another hub may have added or removed some). */
+  const sync = () => exclusive(async () => {
+    const rows = await store.all()
+    if (!started) return
+    const ids = new Set(rows.map((r) => r.id))
+    for (const id of [...tasks.keys()]) if (!ids.has(id)) unschedule(id)
+    for (const r of rows) if (!tasks.has(r.id)) schedule(r)
+  })
+
+  function syncLater(): void {
+    if (!started || !store.shared) return
+    syncTimer = setTimeout(() => {
+      syncing = sync()
+        .catch((err: unknown) => { logger.warn({ err }, 'could not read the schedules again; tried at the next sync') })
+        .finally(() => { syncing = undefined; syncLater() })
+    }, deps.syncMs ?? 5000)
+    syncTimer.unref()
+  }
+
+  async function find(idOrName: string): Promise<ScheduleRow> {
+    const r = /^\d+$/.test(idOrName) ? await store.byId(Number(idOrName)) : await store.byName(idOrName)
     if (!r) throw new RollcallError('SCHEDULE_NOT_FOUND', `no schedule "${idOrName}" (rollcall schedule list shows them)`)
     return r
   }
 
   return {
-    add(spec: ScheduleSpec): ScheduleView {
+    async add(spec: ScheduleSpec): Promise<ScheduleView> {
       if (!isDeviceId(spec.name)) throw new RollcallError('INVALID_NAME', `schedule name ${JSON.stringify(spec.name)}: 3 to 64 lowercase letters, digits, "-" and "_"`)
       if (!cron.validate(spec.cron)) {
         throw new RollcallError('BAD_REQUEST', `"${spec.cron}" is not a cron expression: five fields (minute hour day month weekday), or six with seconds first, e.g. "*/5 * * * *"`)
       }
       if (spec.timezone !== undefined && !validTimezone(spec.timezone)) throw new RollcallError('BAD_REQUEST', `unknown timezone "${spec.timezone}"; use an IANA name such as "Europe/Berlin" or "UTC"`)
       jobs.check(spec.job)
-      if (s.byName.get(spec.name)) throw new RollcallError('SCHEDULE_EXISTS', `schedule "${spec.name}" exists; remove it first`)
-      const id = Number(s.insert.run(spec.name, spec.cron, spec.timezone ?? null, JSON.stringify(spec.job), deps.clock.now()).lastInsertRowid)
-      const r = s.byId.get(id)!
-      if (started) schedule(r)
+      const r = await exclusive(async () => {
+        const made = await store.insert({ name: spec.name, cron: spec.cron, timezone: spec.timezone ?? null, template: JSON.stringify(spec.job), created_at: deps.clock.now() })
+        if (made !== undefined && started && !tasks.has(made.id)) schedule(made)
+        return made
+      })
+      if (r === undefined) throw new RollcallError('SCHEDULE_EXISTS', `schedule "${spec.name}" exists; remove it first`)
       logger.info({ schedule: spec.name, cron: spec.cron }, 'schedule added')
       return view(r)
     },
-    list: (): ScheduleView[] => s.all.all().map(view),
-    get: (idOrName: string): ScheduleView => view(find(idOrName)),
-    remove(idOrName: string): void {
-      const r = find(idOrName)
-      s.remove.run(r.id)
-      void tasks.get(r.id)?.destroy()
-      tasks.delete(r.id)
+    list: async (): Promise<ScheduleView[]> => (await store.all()).map(view),
+    get: async (idOrName: string): Promise<ScheduleView> => view(await find(idOrName)),
+    async remove(idOrName: string): Promise<void> {
+      const r = await find(idOrName)
+      // Removed meanwhile through another hub: removed all the same.
+      await exclusive(async () => {
+        await store.remove(r.id)
+        unschedule(r.id)
+      })
       logger.info({ schedule: r.name }, 'schedule removed')
     },
     fire,
-    start(): void {
+    /** Runs the stored schedules; on a shared store, follows the other hubs' changes from then on. */
+    async start(): Promise<void> {
       if (started) return
       started = true
-      for (const r of s.all.all()) schedule(r)
+      await sync()
+      syncLater()
     },
-    stop(): void {
+    async stop(): Promise<void> {
       started = false
-      for (const t of tasks.values()) void t.destroy()
-      tasks.clear()
+      if (syncTimer) clearTimeout(syncTimer)
+      syncTimer = undefined
+      await syncing
+      for (const id of [...tasks.keys()]) unschedule(id)
     },
   }
 }

@@ -28,7 +28,8 @@ import type { RulesStats, RuleView } from '../rules/rules.js'
 export interface MetricSources {
   readonly ingest: () => Readonly<IngestCounters>
   readonly writer: () => WriterStats
-  readonly checkpoints: () => CheckpointStats
+  /** The SQLite file's WAL checkpoints; absent on PostgreSQL, which keeps its own. */
+  readonly checkpoints: (() => CheckpointStats) | undefined
   readonly broker: () => BrokerStats
   readonly devices: () => { readonly online: number; readonly offline: number }
   readonly deadLetters: () => Readonly<Record<string, number>>
@@ -117,9 +118,11 @@ export function createHubMetrics(sources: MetricSources, histograms: HubHistogra
   m.gauge('writer_last_commit_rows', 'Rows written by the last group commit.', () => writer().lastCommitWeight)
   m.gauge('writer_awaiting_sync', 'Group commits written and waiting for their fsync in the thread pool (their acks wait with them).', () => writer().awaitingSync)
   const checkpoints = sources.checkpoints
-  m.counter('writer_checkpoints_total', 'WAL checkpoints run on the checkpoint thread.', () => checkpoints().checkpoints)
-  m.counter('writer_failed_checkpoints_total', 'WAL checkpoints the checkpoint thread could not run (the writer\'s own checkpoint bounds the WAL).', () => checkpoints().failed)
-  m.gauge('writer_checkpoint_wal_pages', 'Pages in the WAL when the last checkpoint ran: it starts over from 0 after each one that copied them all.', () => checkpoints().lastWalPages)
+  if (checkpoints !== undefined) {
+    m.counter('writer_checkpoints_total', 'WAL checkpoints run on the checkpoint thread.', () => checkpoints().checkpoints)
+    m.counter('writer_failed_checkpoints_total', 'WAL checkpoints the checkpoint thread could not run (the writer\'s own checkpoint bounds the WAL).', () => checkpoints().failed)
+    m.gauge('writer_checkpoint_wal_pages', 'Pages in the WAL when the last checkpoint ran: it starts over from 0 after each one that copied them all.', () => checkpoints().lastWalPages)
+  }
   m.counter('writer_failed_syncs_total', 'Fsyncs of the WAL that failed; their commits were treated as failed and nothing in them was acknowledged.', () => writer().failedSyncs)
 
   // Sums over devices, never one series per device: a fleet of thousands would be thousands of series.

@@ -106,6 +106,8 @@ export interface PostgresWriterStats {
   /** Groups written again batch by batch after a failure of a row's own. */
   readonly isolatedGroups: number
   readonly queuedRows: number
+  /** How long the oldest write queued now has waited for its group, in ms (0: nothing queued). */
+  readonly oldestQueuedMs: number
   readonly lastCommitMs: number
   readonly lastCommitRows: number
 }
@@ -124,6 +126,8 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
 
   let queue: Queued[] = []
   let queuedRows = 0
+  /** performance.now() of the first write queued since the last group began. */
+  let queuedSince = 0
   // Writes above their stream's mark, waiting for a group in which the earlier batch is there; they go first in it.
   let waiting: Write[] = []
   let timer: NodeJS.Timeout | undefined
@@ -136,6 +140,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
 
   function enqueue(q: Queued, rows: number): void {
     if (closed) throw new Error('the telemetry store is closed')
+    if (queue.length === 0) queuedSince = performance.now()
     queue.push(q)
     queuedRows += rows
     if (queuedRows >= opts.maxGroupRows) schedule(0)
@@ -523,7 +528,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   return {
     ...store,
     flush,
-    stats: (): PostgresWriterStats => ({ ...stats, queuedRows }),
+    stats: (): PostgresWriterStats => ({ ...stats, queuedRows, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince }),
     /** Writes what is queued, then takes no more; what still waits gets one last try and is refused (its agent resends to another hub). The pool is its owner's to end. */
     async close(): Promise<void> {
       closing = true

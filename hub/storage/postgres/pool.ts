@@ -22,11 +22,14 @@ export interface PostgresOptions {
   readonly maxConnections?: number
   /** Who the hub is in pg_stat_activity. */
   readonly applicationName?: string
+  /** The account's password, when it is not in the URL, PGPASSWORD or ~/.pgpass (the hub reads it from databasePasswordFile). */
+  readonly password?: string | undefined
 }
 
 export function openPostgres(url: string, logger: Logger, opts: PostgresOptions = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
     max: opts.maxConnections ?? 10,
     application_name: opts.applicationName ?? 'rollcall-hub',
     types,
