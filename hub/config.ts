@@ -269,7 +269,13 @@ function checkDatabase(config: HubConfig): void {
   if (!/^postgres(ql)?:\/\/\S*$/.test(database)) {
     throw new ConfigError(`database "${database}" must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB (PostgreSQL is the shared store; without --database the hub keeps its SQLite file in its data dir)`)
   }
-  if ((parseConnectionString(database).password ?? '') !== '') throw new ConfigError('put the database password in databasePasswordFile (or PGPASSWORD, or ~/.pgpass), not in the database URL (a URL is logged and shown in /api/stats)')
+  let password: string | null | undefined
+  try {
+    password = parseConnectionString(database).password
+  } catch (err) {
+    throw new ConfigError(`database "${database}" is not a URL PostgreSQL's client can read (${(err as Error).message}): give postgres://USER@HOST:5432/DB`)
+  }
+  if ((password ?? '') !== '') throw new ConfigError('put the database password in databasePasswordFile (or PGPASSWORD, or ~/.pgpass), not in the database URL: a URL shows in ps, in rollcall hub --check-config and in service files')
 }
 
 /** The external broker's options make sense together (docs/scale-out.md). */

@@ -169,6 +169,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const { registry, presence, telemetry, deadLetters } = stores
     // On an external broker the retained births that follow bring back who is online; on the embedded one, the devices reconnect.
     presence.hubStarted(startedAt)
+    if (config.database !== undefined && config.broker === undefined) {
+      log.warn('the hub keeps its state in PostgreSQL but runs its own broker: it must be the only hub on that database (devices connected to another hub\'s broker are out of its reach); several hubs share an external broker (--broker)')
+    }
     const broker = config.broker !== undefined ? createExternalBroker({
       url: config.broker,
       username: config.brokerUsername,
@@ -263,7 +266,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       observeDuration: histograms.command,
     })
     const rulesLog = log.child({ component: 'rules' })
-    const rules = stores.local === undefined ? rulesNotSupported('rules do not run yet on a hub whose state is in PostgreSQL (docs/scale-out.md, "What is not covered"); they run on a hub with its SQLite file') : createRules({
+    const rules = stores.local === undefined ? rulesNotSupported('rules do not run yet on a hub whose state is in PostgreSQL (docs/scale-out.md, "PostgreSQL storage"); they run on a hub with its SQLite file') : createRules({
       db: stores.local.db, writer: stores.local.writer, clock, logger: rulesLog,
       groupOf: (id) => registry.groupOf(id),
       presence: () => presence.statuses(),
@@ -433,6 +436,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         broker: broker.stats(),
         presence: deviceCounts(),
         jobs: jobs.stats(),
+        schedules: schedules.stats(),
         commands: commands.stats(),
         rules: rules.stats(),
         deadLetters: deadLetters.countsByReason(),

@@ -23,31 +23,41 @@ export interface RetentionDeps {
   readonly logger: Logger
 }
 
-/** Starts the schedule; the returned function stops it. */
-export function startRetention(config: RetentionOptions, deps: RetentionDeps): () => void {
+/** Starts the schedule; the returned function stops it, after the step of a pass under way (the stores close next). */
+export function startRetention(config: RetentionOptions, deps: RetentionDeps): () => Promise<void> {
   const { clock, logger: log } = deps
-  let pruning = false
-  const retention = cron.schedule(config.retentionCron, async () => {
-    if (pruning) return
-    pruning = true
+  let pass: Promise<void> | undefined
+  let stopped = false
+  const retention = cron.schedule(config.retentionCron, () => {
+    if (pass || stopped) return
+    pass = prune().finally(() => { pass = undefined })
+  }, { name: 'retention' })
+
+  async function prune(): Promise<void> {
     const cutoff = clock.now() - config.retentionDays * 86_400_000
     try {
       const pruned = await deps.telemetry.prune(cutoff)
       log.info({ cutoff, ...pruned }, 'retention: pruned raw samples and events')
+      if (stopped) return
       const jobCutoff = clock.now() - config.jobRetentionDays * 86_400_000
       const jobsPruned = await deps.jobs.prune(jobCutoff)
       log.info({ cutoff: jobCutoff, jobs: jobsPruned }, 'retention: pruned finished jobs')
+      if (stopped) return
       const commandCutoff = clock.now() - config.commandRetentionDays * 86_400_000
       const commandsPruned = await deps.commands.prune(commandCutoff)
       log.info({ cutoff: commandCutoff, commands: commandsPruned }, 'retention: pruned the command record')
+      if (stopped) return
       // A firing's trace points at its commands: it goes with them.
       const firingsPruned = await deps.rules.prune(commandCutoff)
       log.info({ cutoff: commandCutoff, firings: firingsPruned }, 'retention: pruned rule firings')
     } catch (err) {
       log.error({ err, cutoff }, 'retention failed; it runs again at the next tick')
-    } finally {
-      pruning = false
     }
-  }, { name: 'retention' })
-  return () => { void retention.destroy() }
+  }
+
+  return async () => {
+    stopped = true
+    void retention.destroy()
+    await pass
+  }
 }

@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import type { Agent } from '../agent/agent.js'
 import type { HubConfig } from '../hub/config.js'
 import { loadHubConfig } from '../hub/config.js'
+import { connectionConfig } from '../hub/storage/postgres/pool.js'
+import pg from 'pg'
 import { startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './support/mosquitto-broker.js'
@@ -27,6 +29,15 @@ describe('the database option', () => {
     expect(load({ database: 'db.example.com' })).toThrow(/must be a URL starting with postgres:\/\/, e.g. postgres:\/\/USER@HOST:5432\/DB/)
     expect(load({ database: 'postgres://hub:secret@db/rollcall' })).toThrow(/databasePasswordFile .*not in the database URL/)
     expect(load({ databasePasswordFile: 'pw' })).toThrow(/databasePasswordFile is for a PostgreSQL database: give --database/)
+    expect(load({ database: 'postgres://db:99999/rollcall' })).toThrow(/database "postgres:\/\/db:99999\/rollcall" is not a URL PostgreSQL's client can read \(Invalid URL\)/)
+  })
+  it('connects with the password file\'s password, which a URL without one does not hide', () => {
+    for (const url of ['postgres://hub@db:5433/rollcall', 'postgresql://hub@/rollcall?host=/run/postgresql']) {
+      const client = new pg.Client(connectionConfig(url, 'from-the-file'))
+      expect({ url, user: client.user, password: client.password, database: client.database }).toEqual({ url, user: 'hub', password: 'from-the-file', database: 'rollcall' })
+    }
+    expect(new pg.Client(connectionConfig('postgres://hub@db:5433/rollcall', 'x')).port).toBe(5433)
+    expect(new pg.Client(connectionConfig('postgres://hub@/rollcall?host=/run/postgresql', 'x')).host).toBe('/run/postgresql')
   })
 })
 
@@ -90,15 +101,20 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC || SKIP_WITHOUT_POSTGRES)('two hubs on one P
     const done = await waitJobDone(b, job.body.id, 60_000)
     expect(done.executions.map((e) => e.state)).toEqual(devices.map(() => 'succeeded'))
 
-    // A schedule added through hub b is run by both; each tick makes one job.
+    // A schedule added through hub b is run by both; each tick makes one job, whichever hub's timer fired first.
     const sched = await b.api<{ id: number }>('POST', '/api/schedules', { name: 'every-second', cron: '* * * * * *', job: { name: 'echo', target: `device:${devices[0]!.id}` } })
     expect(sched.status).toBe(201)
     await waitFor(async () => (await a.api<{ schedules: Array<{ name: string; nextRunAt: number | null }> }>('GET', '/api/schedules')).body.schedules.some((s) => s.name === 'every-second' && s.nextRunAt !== null), 'hub a to run the schedule', 20_000)
     await waitFor(async () => (await a.running.services.jobs.list()).filter((j) => j.scheduleId === sched.body.id).length >= 4, 'four ticks made', 30_000)
+    // Both hubs fired ticks, and found some made by the other.
+    await waitFor(() => [a, b].every((h) => h.running.services.schedules.stats().madeElsewhere > 0), 'each hub to find a tick made by the other', 30_000)
     expect((await b.api('DELETE', '/api/schedules/every-second')).status).toBe(204)
+    await Promise.all([a, b].map((h) => h.running.services.schedules.stop()))
     const made = (await a.running.services.jobs.list()).filter((j) => j.scheduleId === sched.body.id)
-    // Two hubs fired every tick: one job each all the same.
     expect(new Set(made.map((j) => j.scheduleTick)).size).toBe(made.length)
+    // Every job was made by one hub: the two hubs' counts of jobs made add up to the jobs there are.
+    expect(a.running.services.schedules.stats().made + b.running.services.schedules.stats().made).toBe(made.length)
+    expect([a, b].map((h) => h.running.services.schedules.stats().made > 0)).toEqual([true, true])
 
     // A device that stopped is offline on both hubs, and a command to it fails fast through either.
     await agents[3]!.stop()

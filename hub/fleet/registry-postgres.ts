@@ -3,7 +3,7 @@ import { RollcallError } from '../../common/errors.js'
 import type { Logger } from '../../common/logger.js'
 import { OBSERVER_USER_PREFIX, isDeviceId } from '../../protocol/ids.js'
 import type { AuthResult } from '../../broker/types.js'
-import { inTransaction } from '../storage/postgres/pool.js'
+import { connectionConfig, inTransaction } from '../storage/postgres/pool.js'
 import { checkNewDevice, checkNewObserver, type DeviceRecord, type ObserverRecord, type Registry } from './registry.js'
 import { generateToken, hashToken, tokenMatches } from './tokens.js'
 
@@ -91,7 +91,7 @@ export function createPostgresRegistry(pool: pg.Pool, opts: PostgresRegistryOpti
 
   async function listen(): Promise<void> {
     // Keepalives after 10 s idle: a connection the network cut silently is found in seconds, not the kernel's two hours.
-    const client = new pg.Client({ connectionString: opts.url, ...(opts.password !== undefined ? { password: opts.password } : {}), application_name: 'rollcall-hub-registry', keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
+    const client = new pg.Client({ ...connectionConfig(opts.url, opts.password), application_name: 'rollcall-hub-registry', keepAlive: true, keepAliveInitialDelayMillis: 10_000 })
     client.on('error', (err) => {
       logger.warn({ err: err.message }, 'the registry\'s listening connection failed: connecting again')
       reconnectSoon(client)

@@ -253,10 +253,12 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
   let version = 0
   const turns = new Map<string, Promise<void>>()
   // Transactions under way, so the hub's stop waits for them before it ends the pool.
-  const running = new Set<Promise<void>>()
-  const tracked = (p: Promise<void>): void => {
+  const running = new Set<Promise<unknown>>()
+  const tracked = <T>(p: Promise<T>): Promise<T> => {
     running.add(p)
-    void p.finally(() => running.delete(p))
+    // Its outcome is its caller's: here only its end counts.
+    void p.then(() => running.delete(p), () => running.delete(p))
+    return p
   }
   const committed = <T>(r: T): T => {
     version++
@@ -295,16 +297,16 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
       void turn.then(done, done)
       tracked(turn)
     },
-    now: async (make) => committed(await inJobTransaction(pool, make)),
-    read: (step) => readJobs(pool, step),
-    alone: async (step) => committed(await readJobs(pool, step)),
+    now: async (make) => committed(await tracked(inJobTransaction(pool, make))),
+    read: (step) => tracked(readJobs(pool, step)),
+    alone: async (step) => committed(await tracked(readJobs(pool, step))),
     // The other hubs change jobs too, unseen here: the version also moves every 2 s, so a
     // reader that follows it (the dashboard's live feed) reads again at least that often.
     version: () => version + Math.floor(Date.now() / SHARED_VERSION_MS),
     reacts: false,
     /** Resolves once every transaction enqueued so far has ended. */
     async drain(): Promise<void> {
-      while (running.size > 0) await Promise.all(running)
+      while (running.size > 0) await Promise.allSettled([...running])
     },
   }
 }

@@ -75,6 +75,9 @@ export function createSchedules(deps: SchedulesDeps) {
   let started = false
   let syncTimer: NodeJS.Timeout | undefined
   let syncing: Promise<void> | undefined
+  // Ticks being made now: the hub's stop waits for them (the stores close after it).
+  const firing = new Set<Promise<unknown>>()
+  const counts = { made: 0, madeElsewhere: 0, failed: 0 }
   // Changes to the tasks one at a time: a sync that read the rows before an add committed must not stop the added schedule.
   let turn: Promise<unknown> = Promise.resolve()
   function exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -93,7 +96,14 @@ export function createSchedules(deps: SchedulesDeps) {
   }
 
   /** Makes the tick's job; a tick that already made one makes nothing. Returns the job id, if one was made. */
-  async function fire(scheduleId: number, tick: number): Promise<string | undefined> {
+  function fire(scheduleId: number, tick: number): Promise<string | undefined> {
+    const made = fireOnce(scheduleId, tick)
+    firing.add(made)
+    void made.finally(() => firing.delete(made))
+    return made
+  }
+
+  async function fireOnce(scheduleId: number, tick: number): Promise<string | undefined> {
     let r: ScheduleRow | undefined
     try {
       // Inside the try: node-cron does not wait for this promise, so nothing may escape it.
@@ -101,10 +111,16 @@ export function createSchedules(deps: SchedulesDeps) {
       if (!r) return undefined
       const { expiresInMs, ...template } = JSON.parse(r.template) as JobTemplate
       const job = await jobs.create({ ...template, ...(expiresInMs !== undefined ? { expiresAt: tick + expiresInMs } : {}) }, { scheduleId, tick })
-      if (!job) logger.info({ schedule: r.name, tick }, 'schedule tick already made its job; not made again')
+      if (job) counts.made++
+      else {
+        // Another hub's timer (or this one's, twice) got there first: the usual case in a cluster.
+        counts.madeElsewhere++
+        logger.debug({ schedule: r.name, tick }, 'schedule tick already made its job; not made again')
+      }
       return job?.id
     } catch (err) {
       // A target that emptied out (devices removed) must not stop the schedule.
+      counts.failed++
       logger.error({ err, schedule: r?.name ?? scheduleId, tick }, 'schedule tick could not create its job')
       return undefined
     }
@@ -152,7 +168,9 @@ export function createSchedules(deps: SchedulesDeps) {
   }
 
   async function find(idOrName: string): Promise<ScheduleRow> {
-    const r = /^\d+$/.test(idOrName) ? await store.byId(Number(idOrName)) : await store.byName(idOrName)
+    const id = /^\d+$/.test(idOrName) ? Number(idOrName) : undefined
+    // An id past any there can be is simply not found (PostgreSQL would refuse it as out of range).
+    const r = id !== undefined ? (Number.isSafeInteger(id) ? await store.byId(id) : undefined) : await store.byName(idOrName)
     if (!r) throw new RollcallError('SCHEDULE_NOT_FOUND', `no schedule "${idOrName}" (rollcall schedule list shows them)`)
     return r
   }
@@ -186,6 +204,8 @@ export function createSchedules(deps: SchedulesDeps) {
       logger.info({ schedule: r.name }, 'schedule removed')
     },
     fire,
+    /** Ticks this hub made a job for, found made already (by another hub, or a second firing), or could not make one for. */
+    stats: () => ({ ...counts, running: tasks.size }),
     /** Runs the stored schedules; on a shared store, follows the other hubs' changes from then on. */
     async start(): Promise<void> {
       if (started) return
@@ -199,6 +219,7 @@ export function createSchedules(deps: SchedulesDeps) {
       syncTimer = undefined
       await syncing
       for (const id of [...tasks.keys()]) unschedule(id)
+      await Promise.allSettled([...firing])
     },
   }
 }

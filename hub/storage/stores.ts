@@ -106,7 +106,7 @@ function openSqlite(config: StoreConfig, deps: StoreDeps): HubStores {
 }
 
 /** How long a batch above its stream's mark waits for the earlier one from another hub (telemetry/postgres.ts, gapWaitMs). */
-const GAP_WAIT_MS = 2000
+const GAP_WAIT_MS = 250
 
 async function openPostgresStores(url: string, config: StoreConfig, deps: StoreDeps): Promise<HubStores> {
   const { logger: log } = deps

@@ -528,7 +528,11 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   return {
     ...store,
     flush,
-    stats: (): PostgresWriterStats => ({ ...stats, queuedRows, oldestQueuedMs: queue.length === 0 ? 0 : performance.now() - queuedSince }),
+    stats: (): PostgresWriterStats => {
+      // Writes waiting for their device's earlier batch count too: they have not been stored either.
+      const since = Math.min(queue.length === 0 ? Infinity : queuedSince, ...waiting.map((w) => w.waitingSince ?? Infinity))
+      return { ...stats, queuedRows, oldestQueuedMs: since === Infinity ? 0 : performance.now() - since }
+    },
     /** Writes what is queued, then takes no more; what still waits gets one last try and is refused (its agent resends to another hub). The pool is its owner's to end. */
     async close(): Promise<void> {
       closing = true

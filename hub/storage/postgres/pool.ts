@@ -1,4 +1,5 @@
 import pg from 'pg'
+import { parse as parseConnectionString } from 'pg-connection-string'
 import type { Logger } from '../../../common/logger.js'
 
 /**
@@ -28,8 +29,7 @@ export interface PostgresOptions {
 
 export function openPostgres(url: string, logger: Logger, opts: PostgresOptions = {}): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: url,
-    ...(opts.password !== undefined ? { password: opts.password } : {}),
+    ...connectionConfig(url, opts.password),
     max: opts.maxConnections ?? 10,
     application_name: opts.applicationName ?? 'rollcall-hub',
     types,
@@ -47,6 +47,18 @@ export function openPostgres(url: string, logger: Logger, opts: PostgresOptions 
   // would end the process.
   pool.on('error', (err) => { logger.warn({ err: err.message }, 'an idle PostgreSQL connection failed; the pool makes a new one when needed') })
   return pool
+}
+
+/**
+ * What node-postgres connects with: the URL, and the password from the
+ * hub's password file when there is one. Not both as given: node-postgres
+ * lays the URL's fields over the others, and a URL without a password sets
+ * it to '', hiding the file's.
+ */
+export function connectionConfig(url: string, password: string | undefined): pg.ClientConfig {
+  if (password === undefined) return { connectionString: url }
+  const fields = Object.entries(parseConnectionString(url)).filter(([, v]) => v !== null && v !== undefined && v !== '')
+  return { ...(Object.fromEntries(fields) as pg.ClientConfig), password }
 }
 
 /**

@@ -1,0 +1,98 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { execFile } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { SimReport } from '../devices-sim/sim.js'
+import { tempDir, waitFor } from './support/hub.js'
+import { CLI, killProc, startHubProc, type HubProc, type Proc } from './support/procs.js'
+import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './support/mosquitto-broker.js'
+import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+
+/**
+ * Issue #18, the cluster's acceptance: two hub processes share one Mosquitto
+ * (dynamic security) and one PostgreSQL. The simulator's fleet (50 devices,
+ * mixed profile: steady, flaky and intermittent links) streams through them
+ * while jobs and commands go through hub A's API; hub B is SIGKILLed mid-run
+ * and started again. Afterwards, counted per seq: lost 0, duplicates 0; every
+ * job of the run finished, each execution once; commands through the
+ * surviving hub succeeded for reachable devices and were refused at once
+ * (DEVICE_OFFLINE) for the others.
+ */
+
+interface Stats { ingest: { samplesStored: number }; store: string }
+
+function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
+    })
+  })
+}
+
+describe.skipIf(SKIP_WITHOUT_DYNSEC || SKIP_WITHOUT_POSTGRES)('two hub processes on one broker and one database, one SIGKILLed mid-run', () => {
+  const tmp = tempDir('cluster-accept')
+  // Its own temp dir: startPostgres hands it to the postgres user, who cannot enter tmp's.
+  const pgDir = tempDir('cluster-accept-pg')
+  const procs: Proc[] = []
+  let broker: DynsecBroker | undefined
+  let pg: PostgresCluster | undefined
+  afterAll(async () => {
+    for (const p of procs.splice(0)) await killProc(p)
+    await broker?.stop()
+    await pg?.stop()
+    tmp.remove()
+    pgDir.remove()
+  }, 60_000)
+
+  it('loses and duplicates nothing, finishes every job, and commands through the surviving hub succeed or fail fast', async () => {
+    mkdirSync(join(tmp.dir, 'broker'))
+    broker = await startDynsecBroker(join(tmp.dir, 'broker'))
+    pg = await startPostgres(pgDir.dir)
+    // The flags a user gives each hub: the broker, the hub's account on it, the database.
+    const flags = ['--broker', broker.url, '--broker-username', broker.adminUser, '--broker-password-file', broker.adminPasswordFile, '--database', pg.url]
+    const a: HubProc = await startHubProc(join(tmp.dir, 'hub-a'), { extra: flags })
+    procs.push(a)
+    let b: HubProc = await startHubProc(join(tmp.dir, 'hub-b'), { extra: flags })
+    procs.push(b)
+    const stats = async (hub: HubProc) => (await hub.api<Stats>('GET', '/api/stats')).body
+    expect((await stats(a)).store).toBe('postgres')
+
+    // The fleet connects to the broker; the simulator provisions it, sends jobs and commands through hub A.
+    const run = rollcall(['sim', '--hub', broker.url, '--api', `http://127.0.0.1:${a.httpPort}`, '--admin-token', a.adminToken,
+      '--devices', '50', '--duration', '30s', '--profile', 'mixed', '--seed', '18', '--jobs-every', '5s', '--work', join(tmp.dir, 'sim'), '--json'])
+
+    // Hub B takes its share of the fleet's messages; then it is killed, and its share waits for it
+    // on the broker or goes to hub A when the agents send it again.
+    await waitFor(async () => (await stats(b)).ingest.samplesStored > 100, 'hub B storing samples', 120_000, 200)
+    await new Promise((r) => setTimeout(r, 3000))
+    await killProc(b, 'SIGKILL')
+    await new Promise((r) => setTimeout(r, 3000))
+    b = await startHubProc(join(tmp.dir, 'hub-b'), { extra: flags })
+    procs.push(b)
+    await waitFor(async () => (await stats(b)).ingest.samplesStored > 0, 'hub B storing samples again', 60_000, 200)
+
+    const r = await run
+    expect(r.code, r.stderr.slice(-3000)).toBe(0)
+    const report = JSON.parse(r.stdout) as SimReport
+    expect(report.exactCount).toBe(true)
+    expect(report.totals).toMatchObject({ lost: 0, duplicates: 0 })
+    expect(report.totals.stored + report.totals.dropped).toBe(report.totals.generated)
+    expect(report.totals.generated).toBeGreaterThan(50 * 4 * 15)
+    expect(report.hubAgrees).toBe(true)
+    expect(report.byProfile.map((p) => p.profile).sort()).toEqual(['flaky', 'intermittent', 'steady'])
+    // Every job of the run finished, each execution once.
+    expect(report.totals.jobs).toMatchObject({ lost: 0, duplicates: 0 })
+    expect(report.totals.jobs.issued).toBeGreaterThan(50)
+    expect(report.totals.jobs.finished).toBe(report.totals.jobs.issued)
+    // Commands through hub A: the reachable devices answered, the others were refused at once as offline.
+    const outcomes = report.totals.commands.byOutcome
+    expect(outcomes.succeeded ?? 0).toBeGreaterThan(10)
+    expect(outcomes.DEVICE_OFFLINE ?? 0).toBeGreaterThan(0)
+    expect(report.ok).toBe(true)
+
+    // The hub that was killed serves the same state as the other: a device's stored samples, through either.
+    const [first] = (await a.api<{ devices: Array<{ id: string }> }>('GET', '/api/devices')).body.devices
+    const count = async (hub: HubProc) => (await hub.api<{ samples: unknown[] }>('GET', `/api/devices/${first!.id}/telemetry?since=0&limit=100000`)).body.samples.length
+    expect(await count(b)).toBe(await count(a))
+  }, 600_000)
+})
