@@ -4,6 +4,7 @@ import { VERSION } from '../common/version.js'
 import type { CmdFlags } from './cmd-command.js'
 import type { JobFlags } from './job-commands.js'
 import type { ServiceFlags } from './service-install.js'
+import type { MigrateFlags } from './migrate-command.js'
 import type { SimFlags } from './sim-command.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -295,6 +296,25 @@ adminOptions(cmd.command('list').argument('<device>', 'device id'))
   .description('list a device\'s commands, newest first')
   .option('--limit <n>', 'at most this many (1 to 1000)', '50')
   .action(async (device: string, opts: AdminOpts & { limit: string }) => (await cmds()).list(device, opts))
+
+program.command('migrate')
+  .description('move a hub\'s state from its data dir (SQLite) into a new PostgreSQL database, for hubs started with --database (docs/scale-out.md)')
+  .option('--from <dir>', 'the hub\'s data dir (stop the hub first)')
+  .option('--to <url>', 'the PostgreSQL database, new and empty: postgres://USER@HOST:5432/DB')
+  .option('--to-password-file <file>', 'a file holding the database account\'s password (else PGPASSWORD or ~/.pgpass)')
+  .option('--without-rules', 'move a hub that has rules without them (rules do not run on PostgreSQL yet)', false)
+  .option('--json', 'print what was moved as JSON', false)
+  .addHelpText('after', `
+Everything is copied in one transaction and counted table by table: it all
+lands or nothing does. Device and observer tokens keep working; each device's
+stream resumes where it was acknowledged. The data dir is only read.
+
+Example:
+  rollcall migrate --from /var/lib/rollcall --to postgres://rollcall@db:5432/rollcall --to-password-file /etc/rollcall/db-password`)
+  .action(async (opts: MigrateFlags) => {
+    const { runMigrate } = await import('./migrate-command.js')
+    await runMigrate(opts)
+  })
 
 program.command('sim')
   .description('run a fleet of simulated devices (the real agent code) against a hub, with faults, and account for every sample, job and command')

@@ -1,0 +1,137 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import type { Agent } from '../agent/agent.js'
+import { freePort } from '../common/free-port.js'
+import { silentLogger } from '../common/logger.js'
+import { topics } from '../protocol/index.js'
+import { migrateToPostgres } from '../hub/storage/migrate.js'
+import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
+import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
+import { readLedger } from './support/ledger.js'
+import { CLI } from './support/procs.js'
+import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+
+/**
+ * Issue #18, moving over: `rollcall migrate` copies an embedded hub's state
+ * (its SQLite file) into PostgreSQL, and a hub started on that database
+ * carries on: the devices reconnect with the tokens they have, each stream
+ * resumes at its mark (nothing lost, nothing stored twice, the samples taken
+ * while the hub was down included), and the jobs, commands, schedules, dead
+ * letters and observers are there as they were.
+ */
+
+function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
+    })
+  })
+}
+
+describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
+  const tmp = tempDir('migrate')
+  // Its own temp dir: startPostgres hands it to the postgres user, who cannot enter tmp's.
+  const pgDir = tempDir('migrate-pg')
+  let pg: PostgresCluster
+  const agents: Agent[] = []
+  const hubs: TestHub[] = []
+  beforeAll(async () => { pg = await startPostgres(pgDir.dir) }, 60_000)
+  afterAll(async () => {
+    await Promise.allSettled(agents.map((a) => a.stop()))
+    for (const h of hubs) await h.stop()
+    await pg?.stop()
+    tmp.remove()
+    pgDir.remove()
+  }, 60_000)
+
+  it('moves a hub with history; its agents reconnect to the hub on PostgreSQL with their tokens and lose nothing', async () => {
+    const oldDir = join(tmp.dir, 'old-hub')
+    const mqttPort = await freePort()
+    const old = await startTestHub({ mqttPort }, oldDir)
+    hubs.push(old)
+    const devices = await registerDevices(old, 'mig', 3, 'mig')
+    const observer = await old.api<{ token: string; username: string }>('POST', '/api/observers', { name: 'watcher' })
+    const agentDir = join(tmp.dir, 'agents')
+    const streaming = { sampleIntervalMs: 20, sensors: [{ name: 'temp', model: 'sine' as const, min: 10, max: 30, periodMs: 5000 }] }
+    agents.push(...await startAgents(old.mqttUrl, agentDir, devices, streaming))
+    await waitOnline(old, devices.map((d) => d.id), 30_000)
+
+    // History of every kind: a finished job, commands, a schedule, a dead letter.
+    const job = await old.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'group:mig', payload: { before: 'the move' } })
+    const jobBefore = await waitJobDone(old, job.body.id, 30_000)
+    const command = await old.api<{ id: string; status: string }>('POST', `/api/devices/${devices[0]!.id}/commands`, { name: 'sys.info', timeout: '10s' })
+    expect(command.body.status).toBe('succeeded')
+    const schedule = await old.api<{ id: number }>('POST', '/api/schedules', { name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'group:mig' } })
+    // A device without an agent sends what is not JSON: dead-lettered with its reason.
+    const rawToken = await old.addDevice('mig-raw')
+    const raw = await connectDevice(old.mqttUrl, 'mig-raw', rawToken)
+    await raw.publishAsync(topics.telemetry('mig-raw'), Buffer.from('{not json'), { qos: 1 })
+    await raw.endAsync()
+    await waitFor(async () => (await old.api<{ deadLetters: unknown[] }>('GET', '/api/dead-letters')).body.deadLetters.length > 0, 'the dead letter', 10_000)
+    await new Promise((r) => setTimeout(r, 1000))
+
+    // While the hub runs, the move is refused: what it stored meanwhile would be left behind.
+    await expect(migrateToPostgres({ dataDir: oldDir, url: pg.url, withoutRules: false, logger: silentLogger() })).rejects.toThrow(/a hub is running on .*: stop it first/)
+    const before = {
+      devices: (await old.api<{ devices: Array<{ id: string; group: string | null }> }>('GET', '/api/devices')).body.devices.map((d) => ({ id: d.id, group: d.group })),
+      commands: (await old.api<{ commands: Array<{ id: string; status: string }> }>('GET', `/api/devices/${devices[0]!.id}/commands`)).body.commands.map((c) => ({ id: c.id, status: c.status })),
+      deadLetters: (await old.api<{ deadLetters: Array<{ id: number; reason: string }> }>('GET', '/api/dead-letters')).body.deadLetters.map((d) => ({ id: d.id, reason: d.reason })),
+    }
+    await old.stop()
+    hubs.splice(0)
+    // The agents go on sampling with the hub away: their outboxes hold it.
+    await new Promise((r) => setTimeout(r, 1000))
+
+    const moved = await rollcall(['migrate', '--from', oldDir, '--to', pg.url, '--json'])
+    expect(moved.code, moved.stderr).toBe(0)
+    const report = JSON.parse(moved.stdout) as { tables: Array<{ table: string; rows: number }> }
+    const rows = Object.fromEntries(report.tables.map((t) => [t.table, t.rows]))
+    expect(rows).toMatchObject({ devices: 4, observers: 1, jobs: 1, executions: 3, schedules: 1, dead_letters: 1 })
+    expect(rows.samples).toBeGreaterThan(100)
+    // A second move into the same database is refused; it would mix two histories.
+    const again = await rollcall(['migrate', '--from', oldDir, '--to', pg.url])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/the database holds a hub's state already: migrate into a new, empty database/)
+
+    // The hub on PostgreSQL, where the devices look for it: they reconnect with their own tokens.
+    const moved2 = await startTestHub({ mqttPort, database: pg.url }, join(tmp.dir, 'new-hub'))
+    hubs.push(moved2)
+    await waitOnline(moved2, devices.map((d) => d.id), 30_000)
+    expect((await moved2.api<{ devices: Array<{ id: string; group: string | null }> }>('GET', '/api/devices')).body.devices.map((d) => ({ id: d.id, group: d.group }))).toEqual(before.devices)
+    const jobAfter = await moved2.running.services.jobs.get(job.body.id, { limit: 100 })
+    expect(jobAfter.executions.map((e) => [e.deviceId, e.state, e.attempt])).toEqual(jobBefore.executions.map((e) => [e.deviceId, e.state, e.attempt]))
+    expect((await moved2.api<{ commands: Array<{ id: string; status: string }> }>('GET', `/api/devices/${devices[0]!.id}/commands`)).body.commands.map((c) => ({ id: c.id, status: c.status }))).toEqual(before.commands)
+    expect((await moved2.api<{ deadLetters: Array<{ id: number; reason: string }> }>('GET', '/api/dead-letters')).body.deadLetters.map((d) => ({ id: d.id, reason: d.reason }))).toEqual(before.deadLetters)
+    const schedules = (await moved2.api<{ schedules: Array<{ id: number; name: string }> }>('GET', '/api/schedules')).body.schedules
+    expect(schedules.map((s) => [s.id, s.name])).toEqual([[schedule.body.id, 'nightly']])
+    // New rows go on after the copied ones: a new schedule does not take a moved one's id.
+    const next = await moved2.api<{ id: number }>('POST', '/api/schedules', { name: 'weekly', cron: '0 3 * * 0', job: { name: 'echo', target: 'group:mig' } })
+    expect(next.body.id).toBeGreaterThan(schedule.body.id)
+    // The observer's token works too.
+    const watcher = await mqtt.connectAsync(moved2.mqttUrl, { username: observer.body.username, password: observer.body.token, reconnectPeriod: 0 })
+    await watcher.endAsync()
+    // And the moved hub does what a hub does: a new job, a command.
+    const job2 = await moved2.api<{ id: string }>('POST', '/api/jobs', { name: 'echo', target: 'group:mig', payload: { after: 'the move' } })
+    expect((await waitJobDone(moved2, job2.body.id, 30_000)).executions.map((e) => e.state)).toEqual(['succeeded', 'succeeded', 'succeeded'])
+    expect((await moved2.api<{ status: string }>('POST', `/api/devices/${devices[1]!.id}/commands`, { name: 'sys.info', timeout: '10s' })).body.status).toBe('succeeded')
+
+    // Every sample, from before the move, while the hub was away, and after: stored once.
+    await Promise.all(agents.splice(0).map((a) => a.stop()))
+    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
+    agents.push(...await startAgents(moved2.mqttUrl, agentDir, devices, { ...streaming, sampleIntervalMs: 0 }))
+    await waitFor(async () => {
+      const marks = await Promise.all(devices.map(async (d) => (await moved2.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
+      return marks.every((m, i) => m === numbered[i])
+    }, 'every outbox drained', 60_000, 200)
+    await Promise.all(agents.splice(0).map((a) => a.stop()))
+    for (const [i, d] of devices.entries()) {
+      const r = await moved2.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
+      const seqs = r.body.samples.map((x) => x.seq)
+      const distinct = new Set(seqs)
+      const lost = Array.from({ length: numbered[i]! }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
+      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size }).toEqual({ device: d.id, stored: numbered[i], lost: 0, duplicates: 0 })
+    }
+  }, 180_000)
+})
