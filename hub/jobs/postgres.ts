@@ -287,7 +287,7 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
         }
       }
       if (then.key === undefined) {
-        tracked(run())
+        void tracked(run())
         return
       }
       const key = then.key
@@ -295,7 +295,7 @@ export function postgresJobsBackend(pool: pg.Pool, logger: Logger): JobsBackend 
       turns.set(key, turn)
       const done = () => { if (turns.get(key) === turn) turns.delete(key) }
       void turn.then(done, done)
-      tracked(turn)
+      void tracked(turn)
     },
     now: async (make) => committed(await tracked(inJobTransaction(pool, make))),
     read: (step) => tracked(readJobs(pool, step)),
