@@ -307,7 +307,7 @@ program.command('migrate')
   .addHelpText('after', `
 Everything is copied in one transaction and counted table by table: it all
 lands or nothing does. Device and observer tokens keep working; each device's
-stream resumes where it was acknowledged. The data dir is only read.
+stream resumes where it was acknowledged. The data dir is left as it was.
 
 Example:
   rollcall migrate --from /var/lib/rollcall --to postgres://rollcall@db:5432/rollcall --to-password-file /etc/rollcall/db-password`)

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path'
+import { parse as parseConnectionString } from 'pg-connection-string'
 import { createLogger } from '../common/logger.js'
 import { ConfigError, readDatabasePassword } from '../hub/config.js'
 import { InvalidArgumentError } from './commander.js'
@@ -12,11 +13,17 @@ export interface MigrateFlags {
   readonly json?: boolean
 }
 
-/** `rollcall migrate --from DATA --to postgres://...` (hub/storage/migrate.ts). */
+/** `rollcall migrate --from DATA --to postgres://...` (hub/migrate.ts). */
 export async function runMigrate(flags: MigrateFlags): Promise<void> {
   if (flags.from === undefined) throw new InvalidArgumentError('--from is the data dir of the hub to move (the one it runs with --data)')
   if (flags.to === undefined) throw new InvalidArgumentError('--to is the PostgreSQL database to move it to: postgres://USER@HOST:5432/DB (new and empty)')
   if (!/^postgres(ql)?:\/\/\S*$/.test(flags.to)) throw new InvalidArgumentError(`--to must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB; got "${flags.to}"`)
+  try {
+    if ((parseConnectionString(flags.to).password ?? '') !== '') throw new InvalidArgumentError('put the database password in --to-password-file (or PGPASSWORD, or ~/.pgpass), not in the --to URL: a URL shows in ps and in shell history')
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err
+    throw new InvalidArgumentError(`--to "${flags.to}" is not a URL PostgreSQL's client can read (${(err as Error).message}): give postgres://USER@HOST:5432/DB`)
+  }
   let password: string | undefined
   try {
     password = readDatabasePassword(flags.toPasswordFile === undefined ? undefined : resolve(flags.toPasswordFile))
@@ -24,10 +31,14 @@ export async function runMigrate(flags: MigrateFlags): Promise<void> {
     if (err instanceof ConfigError) throw new InvalidArgumentError(err.message.replace('databasePasswordFile', '--to-password-file'))
     throw err
   }
-  const { migrateToPostgres } = await import('../hub/storage/migrate.js')
+  const { migrateToPostgres } = await import('../hub/migrate.js')
   const report = await migrateToPostgres({
     dataDir: resolve(flags.from), url: flags.to, password, withoutRules: flags.withoutRules === true,
     logger: createLogger({ level: 'warn', destination: 2 }),
+  }).catch((err: unknown) => {
+    // A refused connection tried every address of the host: say each, not Node's empty summary.
+    if (err instanceof AggregateError) throw new Error(`cannot reach the database: ${err.errors.map((e) => (e as Error).message).join('; ')}`)
+    throw err
   })
   if (flags.json === true) {
     printJson(report)
@@ -36,6 +47,8 @@ export async function runMigrate(flags: MigrateFlags): Promise<void> {
   const total = report.tables.reduce((n, t) => n + t.rows, 0)
   out(`moved ${total.toLocaleString('en-US')} rows from ${resolve(flags.from)} in ${(report.ms / 1000).toFixed(1)} s, in one transaction, each table counted on both sides:`)
   out(table([['TABLE', 'ROWS'], ...report.tables.map((t) => [t.table, t.rows.toLocaleString('en-US')])]))
+  if (report.commandsSettled > 0) out(`${report.commandsSettled} command${report.commandsSettled === 1 ? '' : 's'} the hub left in flight recorded as ended by its restart (HUB_RESTART), as its next start would have`)
   if (report.rulesLeft > 0) out(`${report.rulesLeft} rule${report.rulesLeft === 1 ? '' : 's'} left in the file: rules do not run on PostgreSQL yet`)
+  if (report.firingsLeft > 0) out(`${report.firingsLeft} rule firing${report.firingsLeft === 1 ? '' : 's'} left in the file (their commands and jobs moved, naming their rule)`)
   out(`next: start the hub with --database ${flags.to}${flags.toPasswordFile ? ` --database-password-file ${flags.toPasswordFile}` : ''} (docs/scale-out.md, "Moving over"); the file in ${resolve(flags.from)} is unchanged`)
 }

@@ -52,12 +52,18 @@ export function openDatabase(path: string, options: OpenOptions): Db {
     for (const f of sqliteFiles(path).slice(1)) tightenIfExists(f, options.logger)
   }
   const db = new Database(path)
-  if (options.pageSize !== undefined) db.pragma(`page_size = ${options.pageSize}`)
-  if (options.exclusive === true) db.pragma('locking_mode = EXCLUSIVE')
-  db.pragma('journal_mode = WAL')
-  db.pragma(`synchronous = ${options.synchronous}`)
-  db.pragma('foreign_keys = ON')
-  db.pragma('busy_timeout = 5000')
+  try {
+    if (options.pageSize !== undefined) db.pragma(`page_size = ${options.pageSize}`)
+    if (options.exclusive === true) db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    db.pragma(`synchronous = ${options.synchronous}`)
+    db.pragma('foreign_keys = ON')
+    db.pragma('busy_timeout = 5000')
+  } catch (err) {
+    // A file another process holds (SQLITE_BUSY): the handle must not keep what locks it took until a GC.
+    db.close()
+    throw err
+  }
   return db
 }
 

@@ -9,7 +9,7 @@ import { createBroker } from '../broker/broker.js'
 import type { Broker, InboundMessage } from '../broker/types.js'
 import { ConfigError, readBrokerPassword, readDatabasePassword, type HubConfig } from './config.js'
 import type { WalSync } from './storage/wal-sync.js'
-import { openStores } from './storage/stores.js'
+import { openStores } from './stores.js'
 import { ensurePrivateDir } from '../common/private-files.js'
 import type { StoredAck } from './telemetry/store.js'
 import { createIngress } from './mqtt/ingress.js'
@@ -161,7 +161,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
     const histograms = createHubHistograms()
-    // The SQLite file in the data dir, or a PostgreSQL shared with other hubs (storage/stores.ts).
+    // The SQLite file in the data dir, or a PostgreSQL shared with other hubs (stores.ts).
     const stores = await openStores({ ...config, databasePassword: readDatabasePassword(config.databasePasswordFile) }, {
       logger: log, hubId: brokerClientId, observeCommit: histograms.commit, walSync: deps.walSync, onSyncFailed: (err) => deps.onFatal?.(err),
       release: (fn) => { releasers.push(fn) },

@@ -22,7 +22,8 @@
 # SIGHUP (systemctl reload) must be applied.
 #
 # Slow (better-sqlite3 compiles from source where no prebuilt binary can be
-# downloaded: minutes), so it is not part of `npm test`: run it with
+# downloaded: minutes, unless this checkout's own build of the same version is
+# there to offer: see the install step), so it is not part of `npm test`: run it with
 # `npm run test:package`; CI runs it after the tests. Needs the npm registry,
 # python3, make and g++. Ends with a line "check-package: PASS" or
 # "check-package: FAIL: <why>". KEEP_PACKAGE_CHECK=1 keeps the temp dir (the
@@ -138,7 +139,23 @@ done
 say "tarball: $(wc -l < "$work/files.txt") files, $(du -k "$tgz" | cut -f1) KiB"
 
 step="npm install -g"
-say "installing into $prefix (compiles better-sqlite3; minutes)"
+# better-sqlite3's native binary as this checkout's own install built it, offered
+# as a local prebuild: prebuild-install (better-sqlite3's install script) reads
+# .prebuild-installrc from the install's parent dirs and takes the binary from
+# there instead of compiling it for minutes again. A user's install downloads
+# the same kind of prebuilt binary; what this check is about, rollcall's
+# package and its dependencies as npm resolves them, is unchanged. A different
+# better-sqlite3 version (its name is in the file's) is compiled as before.
+bs3="$repo/node_modules/better-sqlite3"
+if [ -f "$bs3/build/Release/better_sqlite3.node" ]; then
+  bs3_name="better-sqlite3-v$(node -p "require('$bs3/package.json').version")-node-v$(node -p process.versions.modules)-$(node -p "process.platform + '-' + process.arch").tar.gz"
+  mkdir -p "$work/prebuilds/stage/build/Release"
+  cp "$bs3/build/Release/better_sqlite3.node" "$work/prebuilds/stage/build/Release/"
+  tar -czf "$work/prebuilds/$bs3_name" -C "$work/prebuilds/stage" build
+  printf 'local-prebuilds=%s\n' "$work/prebuilds" > "$work/.prebuild-installrc"
+  say "better-sqlite3: offering this checkout's build as $bs3_name"
+fi
+say "installing into $prefix (compiles better-sqlite3 unless its prebuilt binary is found; minutes)"
 # The README's command, run outside the repo, with an empty cache of its own.
 (
   cd "$work"

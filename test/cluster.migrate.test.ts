@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import mqtt from 'mqtt'
 import type { Agent } from '../agent/agent.js'
 import { freePort } from '../common/free-port.js'
 import { silentLogger } from '../common/logger.js'
 import { topics } from '../protocol/index.js'
-import { migrateToPostgres } from '../hub/storage/migrate.js'
+import { migrateToPostgres } from '../hub/migrate.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
 import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { readLedger } from './support/ledger.js'
@@ -64,6 +65,9 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
     const command = await old.api<{ id: string; status: string }>('POST', `/api/devices/${devices[0]!.id}/commands`, { name: 'sys.info', timeout: '10s' })
     expect(command.body.status).toBe('succeeded')
     const schedule = await old.api<{ id: number }>('POST', '/api/schedules', { name: 'nightly', cron: '0 3 * * *', job: { name: 'echo', target: 'group:mig' } })
+    // A schedule removed before the move: its id stays used (jobs may name it).
+    const removed = await old.api<{ id: number }>('POST', '/api/schedules', { name: 'gone', cron: '0 4 * * *', job: { name: 'echo', target: 'group:mig' } })
+    expect((await old.api('DELETE', '/api/schedules/gone')).status).toBe(204)
     // A device without an agent sends what is not JSON: dead-lettered with its reason.
     const rawToken = await old.addDevice('mig-raw')
     const raw = await connectDevice(old.mqttUrl, 'mig-raw', rawToken)
@@ -81,19 +85,29 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
     }
     await old.stop()
     hubs.splice(0)
+    // Two records a hub can leave that the hub's API cannot make on demand: a command left in flight
+    // by a hub that died, and a device's error text with a NUL in it (SQLite keeps it; PostgreSQL's text cannot).
+    const file = new Database(join(oldDir, 'hub.db'))
+    const insert = file.prepare(`INSERT INTO commands (id, device_id, name, status, created_at, sent_at, expires_at, finished_at, error_code, error_message)
+      VALUES (?, ?, 'sys.info', ?, ?, ?, ?, ?, ?, ?)`)
+    const t = Date.now()
+    insert.run('left-in-flight', devices[0]!.id, 'sent', t, t, t + 10_000, null, null, null)
+    insert.run('nul-in-error', devices[0]!.id, 'failed', t, t, t + 10_000, t, 'HANDLER_ERROR', 'bad\u0000thing')
+    file.close()
     // The agents go on sampling with the hub away: their outboxes hold it.
     await new Promise((r) => setTimeout(r, 1000))
 
     const moved = await rollcall(['migrate', '--from', oldDir, '--to', pg.url, '--json'])
     expect(moved.code, moved.stderr).toBe(0)
-    const report = JSON.parse(moved.stdout) as { tables: Array<{ table: string; rows: number }> }
-    const rows = Object.fromEntries(report.tables.map((t) => [t.table, t.rows]))
-    expect(rows).toMatchObject({ devices: 4, observers: 1, jobs: 1, executions: 3, schedules: 1, dead_letters: 1 })
+    const report = JSON.parse(moved.stdout) as { tables: Array<{ table: string; rows: number }>; commandsSettled: number }
+    const rows = Object.fromEntries(report.tables.map((x) => [x.table, x.rows]))
+    expect(rows).toMatchObject({ devices: 4, observers: 1, jobs: 1, executions: 3, schedules: 1, dead_letters: 1, commands: before.commands.length + 2 })
+    expect(report.commandsSettled).toBe(1)
     expect(rows.samples).toBeGreaterThan(100)
     // A second move into the same database is refused; it would mix two histories.
     const again = await rollcall(['migrate', '--from', oldDir, '--to', pg.url])
     expect(again.code).toBe(1)
-    expect(again.stderr).toMatch(/the database holds a hub's state already: migrate into a new, empty database/)
+    expect(again.stderr).toMatch(/the database holds a hub's state already \(rows in devices, observers, .*\): migrate into a new, empty database/)
 
     // The hub on PostgreSQL, where the devices look for it: they reconnect with their own tokens.
     const moved2 = await startTestHub({ mqttPort, database: pg.url }, join(tmp.dir, 'new-hub'))
@@ -102,13 +116,18 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
     expect((await moved2.api<{ devices: Array<{ id: string; group: string | null }> }>('GET', '/api/devices')).body.devices.map((d) => ({ id: d.id, group: d.group }))).toEqual(before.devices)
     const jobAfter = await moved2.running.services.jobs.get(job.body.id, { limit: 100 })
     expect(jobAfter.executions.map((e) => [e.deviceId, e.state, e.attempt])).toEqual(jobBefore.executions.map((e) => [e.deviceId, e.state, e.attempt]))
-    expect((await moved2.api<{ commands: Array<{ id: string; status: string }> }>('GET', `/api/devices/${devices[0]!.id}/commands`)).body.commands.map((c) => ({ id: c.id, status: c.status }))).toEqual(before.commands)
+    const commandsAfter = (await moved2.api<{ commands: Array<{ id: string; status: string; error: { code: string; message: string } | null }> }>('GET', `/api/devices/${devices[0]!.id}/commands`)).body.commands
+    expect(commandsAfter.filter((c) => !['left-in-flight', 'nul-in-error'].includes(c.id)).map((c) => ({ id: c.id, status: c.status }))).toEqual(before.commands)
+    // Left in flight: ended as the hub's restart would have ended it. The NUL: shown as ␀.
+    expect(commandsAfter.find((c) => c.id === 'left-in-flight')).toMatchObject({ status: 'disconnected', error: { code: 'HUB_RESTART' } })
+    expect(commandsAfter.find((c) => c.id === 'nul-in-error')).toMatchObject({ status: 'failed', error: { code: 'HANDLER_ERROR', message: 'bad\u2400thing' } })
     expect((await moved2.api<{ deadLetters: Array<{ id: number; reason: string }> }>('GET', '/api/dead-letters')).body.deadLetters.map((d) => ({ id: d.id, reason: d.reason }))).toEqual(before.deadLetters)
     const schedules = (await moved2.api<{ schedules: Array<{ id: number; name: string }> }>('GET', '/api/schedules')).body.schedules
     expect(schedules.map((s) => [s.id, s.name])).toEqual([[schedule.body.id, 'nightly']])
-    // New rows go on after the copied ones: a new schedule does not take a moved one's id.
+    // New rows go on after the copied ones: a new schedule takes neither a moved one's id nor a removed one's.
     const next = await moved2.api<{ id: number }>('POST', '/api/schedules', { name: 'weekly', cron: '0 3 * * 0', job: { name: 'echo', target: 'group:mig' } })
-    expect(next.body.id).toBeGreaterThan(schedule.body.id)
+    expect(removed.body.id).toBeGreaterThan(schedule.body.id)
+    expect(next.body.id).toBeGreaterThan(removed.body.id)
     // The observer's token works too.
     const watcher = await mqtt.connectAsync(moved2.mqttUrl, { username: observer.body.username, password: observer.body.token, reconnectPeriod: 0 })
     await watcher.endAsync()
