@@ -26,6 +26,8 @@ export interface ClusterIngestOptions {
   readonly intervalMs: number
   readonly warmupS: number
   readonly measureS: number
+  /** Bare protocol clients (bench/thin-fleet-runner.ts), one sample per message, split over two processes: a lighter load generator, for many devices. */
+  readonly thin: boolean
 }
 
 interface Setup {
@@ -65,26 +67,58 @@ function withChildren(pid: number): number[] {
   return out
 }
 
-const cpuOf = (pids: readonly number[]): number => pids.reduce((sum, p) => {
-  try {
-    return sum + cpuMs(p)
-  } catch {
-    return sum
+/** CPU ms used so far by each process that is still there. */
+function cpuOf(pids: readonly number[]): Map<number, number> {
+  const out = new Map<number, number>()
+  for (const p of pids) {
+    try {
+      out.set(p, cpuMs(p))
+    } catch {
+      // Gone meanwhile (a PostgreSQL backend whose connection ended).
+    }
   }
-}, 0)
+  return out
+}
+
+/** CPU ms used between two readings, by the processes in both. */
+function cpuBetween(a: Map<number, number>, b: Map<number, number>): number {
+  let ms = 0
+  for (const [pid, at] of b) {
+    const before = a.get(pid)
+    if (before !== undefined) ms += at - before
+  }
+  return ms
+}
 
 async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Promise<Measured> {
   const devices = await provision(setup.hubs[0]!, o.devices)
-  const spec: FleetSpec = {
-    hub: setup.mqttUrl, dataDir: join(work, 'agents'), devices, reportEveryMs: 1000, staggerMs: 2000,
-    agent: {
-      builtinSensors: false, sampleIntervalMs: o.intervalMs, keepaliveSec: 30,
-      sensors: Array.from({ length: o.sensors }, (_, i) => ({ name: `s${i}`, model: 'random-walk' as const, min: 0, max: 100 })),
+  const parts = o.thin ? 2 : 1
+  const fleets = Array.from({ length: parts }, (_, k) => {
+    const spec: FleetSpec = {
+      hub: setup.mqttUrl, dataDir: join(work, `agents-${k}`), devices: devices.filter((_, i) => i % parts === k), reportEveryMs: 1000, staggerMs: o.thin ? 5000 : 2000,
+      agent: {
+        builtinSensors: false, sampleIntervalMs: o.intervalMs, keepaliveSec: 30,
+        sensors: Array.from({ length: o.sensors }, (_, i) => ({ name: `s${i}`, model: 'random-walk' as const, min: 0, max: 100 })),
+      },
+    }
+    const specPath = join(work, `fleet-${k}.json`)
+    writeFileSync(specPath, JSON.stringify(spec))
+    return startFleet(specPath, o.thin)
+  })
+  // The fleet's figures, summed over its processes (latencies: the slower process's).
+  const fleet = {
+    last: () => {
+      const r = fleets.map((f) => f.last())
+      if (r.some((x) => x === undefined)) return undefined
+      const all = r as NonNullable<(typeof r)[number]>[]
+      return {
+        t: Math.max(...all.map((x) => x.t)), generated: all.reduce((n, x) => n + x.generated, 0), backlog: all.reduce((n, x) => n + x.backlog, 0),
+        connected: all.reduce((n, x) => n + x.connected, 0), ackP50Ms: Math.max(...all.map((x) => x.ackP50Ms)), ackP99Ms: Math.max(...all.map((x) => x.ackP99Ms)),
+      }
     },
+    pids: () => fleets.map((f) => f.child.pid!),
+    stop: () => Promise.all(fleets.map((f) => f.stop())),
   }
-  const specPath = join(work, 'fleet.json')
-  writeFileSync(specPath, JSON.stringify(spec))
-  const fleet = startFleet(specPath)
   try {
     const stored = async () => {
       let n = 0
@@ -93,7 +127,7 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
     }
     await sleep((o.warmupS + 2) * 1000)
     const othersPids = setup.others.map((x) => ({ name: x.name, pids: x.pids() }))
-    const cpus = () => ({ hubs: cpuOf(setup.hubs.map((h) => h.pid)), others: othersPids.map((x) => cpuOf(x.pids)), fleet: cpuOf([fleet.child.pid!]) })
+    const cpus = () => ({ hubs: cpuOf(setup.hubs.map((h) => h.pid)), others: othersPids.map((x) => cpuOf(x.pids)), fleet: cpuOf(fleet.pids()) })
     const s0 = await stored(), f0 = fleet.last(), c0 = cpus(), t0 = Date.now()
     const p50s: number[] = []
     const p99s: number[] = []
@@ -109,9 +143,9 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
       generatedPerS: f0 && f1 ? (f1.generated - f0.generated) / ((f1.t - f0.t) / 1000) : 0,
       ackP50Ms: percentiles(p50s).p50,
       ackP99Ms: percentiles(p99s).p50,
-      hubCpuPct: ((c1.hubs - c0.hubs) / ms) * 100,
-      otherCpuPct: Object.fromEntries(othersPids.map((x, i) => [x.name, ((c1.others[i]! - c0.others[i]!) / ms) * 100])),
-      fleetCpuPct: ((c1.fleet - c0.fleet) / ms) * 100,
+      hubCpuPct: (cpuBetween(c0.hubs, c1.hubs) / ms) * 100,
+      otherCpuPct: Object.fromEntries(othersPids.map((x, i) => [x.name, (cpuBetween(c0.others[i]!, c1.others[i]!) / ms) * 100])),
+      fleetCpuPct: (cpuBetween(c0.fleet, c1.fleet) / ms) * 100,
       backlog: f1?.backlog ?? 0,
       connected: f1?.connected ?? 0,
     }
@@ -161,7 +195,7 @@ async function cluster(work: string, hubs: number): Promise<Setup> {
 
 export async function runClusterIngestBench(o: ClusterIngestOptions): Promise<void> {
   const offered = (o.devices * o.sensors * 1000) / o.intervalMs
-  process.stderr.write(`ingest bench, cluster: ${o.devices} agents x ${o.sensors} sensors every ${o.intervalMs} ms = ${offered.toFixed(0)} samples/s offered, to an embedded hub, then 1 and 2 hubs on Mosquitto + PostgreSQL; warmup ${o.warmupS}s, measure ${o.measureS}s each\n`)
+  process.stderr.write(`ingest bench, cluster: ${o.devices} ${o.thin ? 'thin devices (bare protocol clients, 1 sample per message)' : 'agents'} x ${o.sensors} sensors every ${o.intervalMs} ms = ${offered.toFixed(0)} samples/s offered, to an embedded hub, then 1 and 2 hubs on Mosquitto + PostgreSQL; warmup ${o.warmupS}s, measure ${o.measureS}s each\n`)
   const results: Array<{ name: string; m: Measured }> = []
   for (const make of [(w: string) => embedded(w), (w: string) => cluster(w, 1), (w: string) => cluster(w, 2)]) {
     const work = mkdtempSync(join(tmpdir(), 'rollcall-bench-'))
@@ -187,7 +221,7 @@ export async function runClusterIngestBench(o: ClusterIngestOptions): Promise<vo
     ['hub process(es) CPU', ...col((m) => pct(m.hubCpuPct))],
     ['Mosquitto CPU', ...col((m) => pct(m.otherCpuPct.Mosquitto))],
     ['PostgreSQL CPU (all its processes)', ...col((m) => pct(m.otherCpuPct.PostgreSQL))],
-    ['fleet process CPU', ...col((m) => pct(m.fleetCpuPct))],
+    [o.thin ? 'fleet processes CPU (two)' : 'fleet process CPU', ...col((m) => pct(m.fleetCpuPct))],
     ['fleet: connected / backlog at end', ...col((m) => `${m.connected} / ${m.backlog}`)],
   ]
   process.stdout.write(`${table(rows)}\n`)

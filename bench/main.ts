@@ -24,7 +24,7 @@ import { parseDurationMs } from '../common/duration.js'
 import { HUB_DEFAULTS } from '../hub/config.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60] [--rules 100]
-       npm run bench -- ingest --cluster [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20]
+       npm run bench -- ingest --cluster [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--thin]
        npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--tls]
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]
@@ -141,7 +141,10 @@ async function main(): Promise<void> {
     case 'ingest':
       if (values.cluster === true) {
         // The embedded hub, then 1 and 2 hubs on Mosquitto + PostgreSQL, with the same fleet (issue #18).
-        await runClusterIngestBench({ devices: num('devices', '200'), sensors: num('sensors'), intervalMs: num('interval-ms', '200'), warmupS: num('warmup', '5'), measureS: num('seconds', '20') })
+        await runClusterIngestBench({
+          devices: num('devices', '200'), sensors: values.thin === true ? 1 : num('sensors'), intervalMs: num('interval-ms', values.thin === true ? '1000' : '200'),
+          warmupS: num('warmup', '5'), measureS: num('seconds', '20'), thin: values.thin === true,
+        })
         return
       }
       await runIngestBench({
