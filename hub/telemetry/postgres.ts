@@ -5,6 +5,7 @@ import type { OnFailed } from '../storage/group-commit.js'
 import { DAY_MS, ensureDayPartitions, pruneBefore } from '../storage/postgres/partitions.js'
 import { isRetryable, pgBlameOf, withClient } from '../storage/postgres/pool.js'
 import { createSampleWatchers, sampleRow } from './sample-watchers.js'
+import { createSampleFollower } from './follow-others.js'
 import type { BucketRow, EventRow, IngestCounters, SampleRow, StoredAck, StoredReaction, StreamRow, TelemetryQuery, TelemetryStore } from './store.js'
 
 /**
@@ -66,6 +67,8 @@ export interface PostgresTelemetryOptions {
    * connection.
    */
   readonly readPool?: pg.Pool
+  /** How often a live chart's device is read for the samples other hubs stored (ms; follow-others.ts). Default 1000. */
+  readonly followOthersMs?: number
 }
 
 interface Write {
@@ -122,6 +125,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   const sensorKeys = new Map<string, number>()
   const streamKeys = new Map<string, number>()
   const watchers = createSampleWatchers(logger)
+  const follower = createSampleFollower(reads, watchers, { everyMs: opts.followOthersMs ?? 1000 }, logger)
   let ackSink: ((acks: StoredAck[]) => void) | undefined
 
   let queue: Queued[] = []
@@ -399,7 +403,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       // The highest mark of the stream in the group: a waiting batch planned again after its predecessor comes first in the list.
       const id = streamId(w.deviceId, w.storeId)
       if ((acks.get(id)?.upTo ?? -1) < p.top) acks.set(id, { deviceId: w.deviceId, storeId: w.storeId, upTo: p.top })
-      if (p.samples.length > 0 && watchers.watched(w.deviceId)) watchers.notify(w.deviceId, p.samples.map(sampleRow))
+      if (p.samples.length > 0 && follower.watched(w.deviceId)) follower.stored(w.deviceId, p.streamKey, w.prev, p.samples.map(sampleRow))
     }
     for (const q of group) {
       if (q.kind !== 'mark') continue
@@ -461,7 +465,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     },
     onAcks(sink) { ackSink = sink },
     counters: () => ({ ...counters }),
-    watchSamples: (deviceId, listener) => watchers.watch(deviceId, listener),
+    watchSamples: (deviceId, listener) => follower.watch(deviceId, listener),
     async streamsOf(deviceId): Promise<StreamRow[]> {
       const { rows } = await reads.query<{ store_id: string; up_to: number; updated_at: number }>(
         'SELECT store_id, up_to, updated_at FROM streams WHERE device_id = $1 ORDER BY updated_at DESC', [deviceId])
@@ -536,6 +540,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
     /** Writes what is queued, then takes no more; what still waits gets one last try and is refused (its agent resends to another hub). The pool is its owner's to end. */
     async close(): Promise<void> {
       closing = true
+      await follower.close()
       await flush()
       if (timer) { clearTimeout(timer); timer = undefined }
       closed = true

@@ -85,8 +85,9 @@ export interface TelemetryStore {
   counters(): Readonly<IngestCounters>
   /**
    * Calls `listener` after each commit that stored new samples of the
-   * device through this hub (duplicates never reach it); returns the
-   * function that stops it.
+   * device through this hub (duplicates never reach it), and on a database
+   * shared by several hubs with those the others stored, read from it
+   * within a second (follow-others.ts); returns the function that stops it.
    */
   watchSamples(deviceId: string, listener: SampleListener): () => void
   /** The device's streams, most recently written first. */
