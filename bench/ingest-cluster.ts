@@ -8,7 +8,7 @@ import { table } from '../cli/output.js'
 import { provision, startFleet } from './fleet.js'
 import { startHubProcess, type HubProcess } from './hub-process.js'
 import { startDynsecBroker } from './mosquitto-dynsec.js'
-import { startPostgres } from './postgres-cluster.js'
+import { startPostgres, type PostgresCluster } from './postgres-cluster.js'
 import { cpuMs } from './proc-stats.js'
 
 /**
@@ -35,8 +35,8 @@ interface Setup {
   readonly hubs: readonly HubProcess[]
   /** Where the agents connect. */
   readonly mqttUrl: string
-  /** Other processes whose CPU counts (the broker; PostgreSQL's processes), by name. */
-  readonly others: ReadonlyArray<{ readonly name: string; readonly pids: () => number[] }>
+  /** Other processes whose CPU counts (the broker; PostgreSQL's processes, listed again at each reading), by name; `reaped`: whose ended children count too. */
+  readonly others: ReadonlyArray<{ readonly name: string; readonly pids: () => number[]; readonly reaped?: number }>
   stop(): Promise<void>
 }
 
@@ -80,6 +80,16 @@ function cpuOf(pids: readonly number[]): Map<number, number> {
   return out
 }
 
+/** CPU ms of a process's children that ended and were waited for (cutime + cstime). */
+function reapedCpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100
+  } catch {
+    return 0
+  }
+}
+
 /** CPU ms used between two readings, by the processes in both. */
 function cpuBetween(a: Map<number, number>, b: Map<number, number>): number {
   let ms = 0
@@ -112,7 +122,7 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
       if (r.some((x) => x === undefined)) return undefined
       const all = r as NonNullable<(typeof r)[number]>[]
       return {
-        t: Math.max(...all.map((x) => x.t)), generated: all.reduce((n, x) => n + x.generated, 0), backlog: all.reduce((n, x) => n + x.backlog, 0),
+        t: Math.max(...all.map((x) => x.t)), each: all, backlog: all.reduce((n, x) => n + x.backlog, 0),
         connected: all.reduce((n, x) => n + x.connected, 0), ackP50Ms: Math.max(...all.map((x) => x.ackP50Ms)), ackP99Ms: Math.max(...all.map((x) => x.ackP99Ms)),
       }
     },
@@ -126,8 +136,10 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
       return n
     }
     await sleep((o.warmupS + 2) * 1000)
-    const othersPids = setup.others.map((x) => ({ name: x.name, pids: x.pids() }))
-    const cpus = () => ({ hubs: cpuOf(setup.hubs.map((h) => h.pid)), others: othersPids.map((x) => cpuOf(x.pids)), fleet: cpuOf(fleet.pids()) })
+    const cpus = () => ({
+      hubs: cpuOf(setup.hubs.map((h) => h.pid)), fleet: cpuOf(fleet.pids()),
+      others: setup.others.map((x) => ({ live: cpuOf(x.pids()), reaped: x.reaped === undefined ? 0 : reapedCpuMs(x.reaped) })),
+    })
     const s0 = await stored(), f0 = fleet.last(), c0 = cpus(), t0 = Date.now()
     const p50s: number[] = []
     const p99s: number[] = []
@@ -140,11 +152,13 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
     const ms = t1 - t0
     return {
       storedPerS: (s1 - s0) / (ms / 1000),
-      generatedPerS: f0 && f1 ? (f1.generated - f0.generated) / ((f1.t - f0.t) / 1000) : 0,
+      // Each process's own rate over its own reports, summed.
+      generatedPerS: f0 && f1 ? f1.each.reduce((n, x, k) => n + (x.generated - f0.each[k]!.generated) / Math.max(0.001, (x.t - f0.each[k]!.t) / 1000), 0) : 0,
       ackP50Ms: percentiles(p50s).p50,
       ackP99Ms: percentiles(p99s).p50,
       hubCpuPct: (cpuBetween(c0.hubs, c1.hubs) / ms) * 100,
-      otherCpuPct: Object.fromEntries(othersPids.map((x, i) => [x.name, (cpuBetween(c0.others[i]!, c1.others[i]!) / ms) * 100])),
+      // A backend that ended during the window: its time until then is in its parent's count of reaped children (not the part before t0: a small overcount).
+      otherCpuPct: Object.fromEntries(setup.others.map((x, i) => [x.name, ((cpuBetween(c0.others[i]!.live, c1.others[i]!.live) + c1.others[i]!.reaped - c0.others[i]!.reaped) / ms) * 100])),
       fleetCpuPct: (cpuBetween(c0.fleet, c1.fleet) / ms) * 100,
       backlog: f1?.backlog ?? 0,
       connected: f1?.connected ?? 0,
@@ -166,16 +180,20 @@ async function cluster(work: string, hubs: number): Promise<Setup> {
   const broker = await startDynsecBroker(join(work, 'broker'))
   // Its own temp dir: startPostgres hands it to the postgres user.
   const pgDir = mkdtempSync(join(tmpdir(), 'rollcall-bench-pg-'))
-  // PostgreSQL as it ships: fsync on, as a server would run.
-  const pg = await startPostgres(pgDir, { fsync: true })
+  let pg: PostgresCluster | undefined
   const procs: HubProcess[] = []
   const stop = async () => {
-    for (const h of procs) await h.stop()
-    await broker.stop()
-    await pg.stop()
-    rmSync(pgDir, { recursive: true, force: true })
+    try {
+      for (const h of procs) await h.stop()
+    } finally {
+      await broker.stop()
+      await pg?.stop()
+      rmSync(pgDir, { recursive: true, force: true })
+    }
   }
   try {
+    // PostgreSQL as it ships: fsync on, as a server would run.
+    pg = await startPostgres(pgDir, { fsync: true })
     const flags = ['--broker', broker.url, '--broker-username', broker.adminUser, '--broker-password-file', broker.adminPasswordFile, '--database', pg.url]
     for (let i = 0; i < hubs; i++) {
       const dir = join(work, `hub-${i}`)
@@ -185,7 +203,7 @@ async function cluster(work: string, hubs: number): Promise<Setup> {
     const postmaster = Number(readFileSync(join(pgDir, 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0])
     return {
       name: `${hubs} hub${hubs === 1 ? '' : 's'}, Mosquitto + PostgreSQL`, hubs: procs, mqttUrl: broker.url, stop,
-      others: [{ name: 'Mosquitto', pids: () => [broker.child.pid!] }, { name: 'PostgreSQL', pids: () => withChildren(postmaster) }],
+      others: [{ name: 'Mosquitto', pids: () => [broker.child.pid!] }, { name: 'PostgreSQL', pids: () => withChildren(postmaster), reaped: postmaster }],
     }
   } catch (err) {
     await stop()

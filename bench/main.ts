@@ -24,7 +24,7 @@ import { parseDurationMs } from '../common/duration.js'
 import { HUB_DEFAULTS } from '../hub/config.js'
 
 const USAGE = `usage: npm run bench -- ingest [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--idle-agent-seconds 60] [--rules 100]
-       npm run bench -- ingest --cluster [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--thin]
+       npm run bench -- ingest --cluster [--devices 200] [--sensors 100] [--interval-ms 200] [--warmup 5] [--seconds 20] [--thin: one sample per message, --interval-ms 1000 by default]
        npm run bench -- idle-agent [--agents 3] [--seconds 60] [--warmup 15] [--interval-ms 10000] [--extra-sensors 0] [--tls]
        npm run bench -- flash-writes [--seconds 600] [--warmup 40] [--offline-seconds 120] [--scenarios default,3x3s,1x1s]
        npm run bench -- jobs [--jobs 200000] [--batch 500] [--agents 1000] [--rounds 3]

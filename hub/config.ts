@@ -102,6 +102,13 @@ export const HubConfigSchema = Type.Object({
   /** The external broker's accounts are kept by Mosquitto's dynamic-security plugin (on), or by hand (off: docs/scale-out.md). */
   brokerDynsec: Type.Boolean(),
   /**
+   * A hub with its own broker moving to an external Mosquitto: each device or
+   * observer that connects gets its account there, made from the token it
+   * just presented (hub/mqtt/account-handover.ts), as brokerUsername with
+   * brokerPasswordFile (and brokerCa).
+   */
+  handoverBroker: Type.Optional(Type.String({ minLength: 1 })),
+  /**
    * A PostgreSQL database (postgres://USER@HOST:5432/DB) the hub keeps its
    * state in instead of the SQLite file in its data dir, shared with the other
    * hubs of a cluster (docs/scale-out.md). The hub migrates its schema.
@@ -280,21 +287,30 @@ function checkDatabase(config: HubConfig): void {
 
 /** The external broker's options make sense together (docs/scale-out.md). */
 function checkExternalBroker(config: HubConfig): void {
-  const { broker } = config
+  const { broker, handoverBroker } = config
+  if (handoverBroker !== undefined) {
+    if (broker !== undefined) throw new ConfigError('handoverBroker is for a hub with its own broker, handing its devices\' accounts over to the Mosquitto it moves to; a hub on --broker has its accounts there already')
+    checkBrokerUrl('handoverBroker', handoverBroker, config.brokerCa)
+    return
+  }
   if (broker === undefined) {
     const stray = (['brokerUsername', 'brokerPasswordFile', 'brokerCa', 'brokerClientId'] as const).filter((k) => config[k] !== undefined)
     if (stray.length > 0) throw new ConfigError(`${stray.join(', ')} ${stray.length === 1 ? 'is' : 'are'} for an external broker: give --broker mqtt://host:port ("broker" in the config file) as well, or leave ${stray.length === 1 ? 'it' : 'them'} out`)
     return
   }
+  checkBrokerUrl('broker', broker, config.brokerCa)
+}
+
+function checkBrokerUrl(option: string, broker: string, brokerCa: string | undefined): void {
   let url: URL
   try {
     url = new URL(broker)
   } catch {
-    throw new ConfigError(`broker "${broker}" is not a URL: give mqtt://host:port or mqtts://host:port`)
+    throw new ConfigError(`${option} "${broker}" is not a URL: give mqtt://host:port or mqtts://host:port`)
   }
-  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError(`broker "${broker}" must start with mqtt:// or mqtts:// (the hub speaks MQTT 5 to it)`)
-  if (url.password !== '' || url.username !== '') throw new ConfigError('put the broker account in brokerUsername and brokerPasswordFile, not in the broker URL (a URL is logged and shown in /api/stats)')
-  if (config.brokerCa !== undefined && url.protocol !== 'mqtts:') throw new ConfigError('brokerCa is for a broker reached over TLS: use an mqtts:// URL')
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError(`${option} "${broker}" must start with mqtt:// or mqtts:// (the hub speaks MQTT 5 to it)`)
+  if (url.password !== '' || url.username !== '') throw new ConfigError(`put the broker account in brokerUsername and brokerPasswordFile, not in the ${option} URL (a URL is logged and shown in /api/stats)`)
+  if (brokerCa !== undefined && url.protocol !== 'mqtts:') throw new ConfigError('brokerCa is for a broker reached over TLS: use an mqtts:// URL')
 }
 
 /** The hub's broker password, from its file (one line; a trailing newline is not part of it). */

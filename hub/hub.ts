@@ -15,6 +15,7 @@ import type { StoredAck } from './telemetry/store.js'
 import { createIngress } from './mqtt/ingress.js'
 import { brokerClientIdOf, createExternalBroker } from './mqtt/external-broker.js'
 import { createDynsecAccounts, type DynsecAccounts } from './mqtt/dynsec.js'
+import { createAccountHandover, type AccountHandover } from './mqtt/account-handover.js'
 import { generateToken } from './fleet/tokens.js'
 import { PACKET_HEADROOM_BYTES } from '../broker/broker.js'
 import { followBrokerEvents } from './mqtt/broker-events.js'
@@ -157,7 +158,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     const admin = loadOrCreateAdminToken(config.dataDir, log)
     if (admin.created) createdToken = admin.path
     // Who this hub is on the external broker and in a shared database (the commands it sent carry it).
-    const brokerClientId = config.broker === undefined && config.database === undefined ? '' : config.brokerClientId ?? brokerClientIdOf(config.dataDir)
+    const brokerClientId = config.broker === undefined && config.database === undefined && config.handoverBroker === undefined ? '' : config.brokerClientId ?? brokerClientIdOf(config.dataDir)
 
     // Fed by the writer, ingress and commands as they work; registered with the other metrics below.
     const histograms = createHubHistograms()
@@ -167,6 +168,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       release: (fn) => { releasers.push(fn) },
     })
     const { registry, presence, telemetry, deadLetters } = stores
+    // Moving to an external Mosquitto: the accounts there are made from the tokens devices present here.
+    const handover = config.handoverBroker === undefined ? undefined : await startHandover(config.handoverBroker, `${brokerClientId}-handover`)
     // On an external broker the retained births that follow bring back who is online; on the embedded one, the devices reconnect.
     presence.hubStarted(startedAt)
     if (config.database !== undefined && config.broker === undefined) {
@@ -206,7 +209,11 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       // A PUBACK waits for the commit whose ack follows it, so the two leave in one write (see below; SQLite's writer only).
       writeCoalesceMs: stores.kind === 'sqlite' ? writeCoalesceMsFor(config.flushDelayMs) : 0,
       connectTimeoutMs: config.connectTimeoutMs,
-      checkCredentials: (username, password) => registry.checkCredentials(username, password),
+      checkCredentials: (username, password) => {
+        const auth = registry.checkCredentials(username, password)
+        if (auth.ok && handover !== undefined) handover.offer(auth.principal, password)
+        return auth
+      },
       isRegisteredDevice: (id) => registry.getDevice(id) !== undefined,
       logger: log, // the broker names its own component
       clock,
@@ -441,6 +448,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         rules: rules.stats(),
         deadLetters: deadLetters.countsByReason(),
         backlog: presence.backlogTotals(),
+        ...(handover !== undefined ? { handover: handover.stats() } : {}),
         live: { streams: live.subscribers },
         memory: process.memoryUsage(),
       }),
@@ -495,6 +503,23 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     log.info({ mqttPort, mqttTlsPort, httpPort, https: tls !== undefined, host: config.host, dataDir: config.dataDir }, 'hub started')
     running = { mqttPort, mqttTlsPort, httpPort, tls, adminToken: admin.token, adminTokenCreated: admin.created, adminTokenPath: admin.path, services, broker }
     return running
+  }
+
+  /** The connection to the broker the fleet moves to, and what hands the accounts over to it (hub/mqtt/account-handover.ts). */
+  async function startHandover(url: string, clientId: string): Promise<AccountHandover> {
+    const target = createExternalBroker({
+      url, username: config.brokerUsername, password: readBrokerPassword(config.brokerPasswordFile), caFile: config.brokerCa, clientId,
+      shareGroup: SHARE_GROUP, sessionExpirySec: 0, publisherOf: () => undefined, maxPacketBytes: 1024 * 1024, logger: log.child({ component: 'handover-broker' }),
+    })
+    releasers.push(() => target.close())
+    await target.listen()
+    const accounts = await createDynsecAccounts(target, { hubUsername: config.brokerUsername, hubClientId: clientId, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
+    // The roles the accounts are given (the observers' shared one among them), as the hubs there will have them.
+    await accounts.prepare()
+    const handover = createAccountHandover(accounts, log)
+    releasers.push(() => handover.close())
+    log.info({ to: url }, 'handing device and observer accounts over to the new broker as they connect')
+    return handover
   }
 
   async function releaseAll(): Promise<void> {

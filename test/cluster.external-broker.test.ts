@@ -91,6 +91,10 @@ describe('the external broker\'s options', () => {
     expect(load({ broker: 'mqtt://hub:secret@broker:1883' })).toThrow(/brokerUsername and brokerPasswordFile, not in the broker URL/)
     expect(load({ brokerUsername: 'hub' })).toThrow(/brokerUsername is for an external broker: give --broker/)
     expect(load({ broker: 'mqtt://b:1883', brokerCa: 'ca.pem' })).toThrow(/brokerCa is for a broker reached over TLS/)
+    // The handover (hub/mqtt/account-handover.ts) takes the broker account's options, on a hub with its own broker only.
+    expect(loadHubConfig({ handoverBroker: 'mqtt://b:1883', brokerUsername: 'hub', brokerPasswordFile: 'pw' }, {})).toMatchObject({ handoverBroker: 'mqtt://b:1883', brokerUsername: 'hub' })
+    expect(load({ handoverBroker: 'mqtt://b:1883', broker: 'mqtt://b:1883' })).toThrow(/handoverBroker is for a hub with its own broker/)
+    expect(load({ handoverBroker: 'b:1883' })).toThrow(/handoverBroker "b:1883" must start with mqtt:\/\/ or mqtts:\/\//)
   })
   it('routes a message by filter when its subscription is not this run\'s', () => {
     expect(filterMatches('$share/rollcall/devices/+/telemetry', 'devices/d1/telemetry')).toBe(true)

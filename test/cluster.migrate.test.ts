@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFile } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import mqtt from 'mqtt'
@@ -13,6 +14,7 @@ import { registerDevices, startAgents, waitJobDone, waitOnline } from './support
 import { readLedger } from './support/ledger.js'
 import { CLI } from './support/procs.js'
 import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
+import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './support/mosquitto-broker.js'
 
 /**
  * Issue #18, moving over: `rollcall migrate` copies an embedded hub's state
@@ -147,6 +149,86 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()))
     for (const [i, d] of devices.entries()) {
       const r = await moved2.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
+      const seqs = r.body.samples.map((x) => x.seq)
+      const distinct = new Set(seqs)
+      const lost = Array.from({ length: numbered[i]! }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
+      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size }).toEqual({ device: d.id, stored: numbered[i], lost: 0, duplicates: 0 })
+    }
+  }, 180_000)
+})
+
+describe.skipIf(SKIP_WITHOUT_POSTGRES || SKIP_WITHOUT_DYNSEC)('moving onto an external Mosquitto', () => {
+  const tmp = tempDir('handover')
+  const pgDir = tempDir('handover-pg')
+  let pg: PostgresCluster
+  let broker: DynsecBroker
+  const agents: Agent[] = []
+  const hubs: TestHub[] = []
+  beforeAll(async () => {
+    pg = await startPostgres(pgDir.dir)
+    mkdirSync(join(tmp.dir, 'broker'))
+    broker = await startDynsecBroker(join(tmp.dir, 'broker'))
+  }, 60_000)
+  afterAll(async () => {
+    await Promise.allSettled(agents.map((a) => a.stop()))
+    for (const h of hubs) await h.stop()
+    await broker?.stop()
+    await pg?.stop()
+    tmp.remove()
+    pgDir.remove()
+  }, 60_000)
+
+  it('hands each account over as its device connects; the agents then stream through the broker with the tokens they have, losing nothing', async () => {
+    const account = { brokerUsername: broker.adminUser, brokerPasswordFile: broker.adminPasswordFile }
+    const oldDir = join(tmp.dir, 'old-hub')
+    const old = await startTestHub({ handoverBroker: broker.url, ...account }, oldDir)
+    hubs.push(old)
+    const devices = await registerDevices(old, 'hand', 3)
+    const observer = await old.api<{ token: string; username: string }>('POST', '/api/observers', { name: 'reader' })
+    // Before they connect, the broker knows none of them.
+    const refusedBy = async (username: string, password: string, clientId?: string) => {
+      try {
+        const c = await mqtt.connectAsync(broker.url, { username, password, ...(clientId !== undefined ? { clientId } : {}), reconnectPeriod: 0, connectTimeout: 5000 })
+        await c.endAsync()
+        return 'connected'
+      } catch (err) {
+        return (err as Error).message
+      }
+    }
+    expect(await refusedBy(devices[0]!.id, devices[0]!.token, devices[0]!.id)).toMatch(/Not authorized|Bad User Name/i)
+    const agentDir = join(tmp.dir, 'agents')
+    const streaming = { sampleIntervalMs: 20, sensors: [{ name: 'temp', model: 'sine' as const, min: 10, max: 30, periodMs: 5000 }] }
+    agents.push(...await startAgents(old.mqttUrl, agentDir, devices, streaming))
+    const watcher = await mqtt.connectAsync(old.mqttUrl, { username: observer.body.username, password: observer.body.token, reconnectPeriod: 0 })
+    await watcher.endAsync()
+    await waitFor(() => (old.running.services.stats().handover as { handedOver: number }).handedOver === 4, 'four accounts handed over', 60_000)
+    for (const d of devices) expect(await refusedBy(d.id, d.token, d.id)).toBe('connected')
+    expect(await refusedBy(observer.body.username, observer.body.token)).toBe('connected')
+    // A wrong token is still refused there, as here.
+    expect(await refusedBy(devices[0]!.id, devices[1]!.token, devices[0]!.id)).toMatch(/Not authorized|Bad User Name/i)
+
+    // The move: the agents stop (their outboxes keep what the hub has not acked), the hub stops, its state moves.
+    await Promise.all(agents.splice(0).map((a) => a.stop()))
+    await old.stop()
+    hubs.splice(0)
+    const moved = await migrateToPostgres({ dataDir: oldDir, url: pg.url, withoutRules: false, logger: silentLogger() })
+    expect(moved.tables.find((t) => t.table === 'devices')?.rows).toBe(3)
+    const cluster = await startTestHub({ broker: broker.url, ...account, database: pg.url, brokerClientId: 'rollcall-hub-cluster' }, join(tmp.dir, 'cluster-hub'))
+    hubs.push(cluster)
+    // The same agents, the same ledgers and tokens; only the broker's address is new.
+    agents.push(...await startAgents(broker.url, agentDir, devices, streaming))
+    await waitOnline(cluster, devices.map((d) => d.id), 30_000)
+    await waitFor(() => cluster.running.services.telemetry.counters().samplesStored > 0, 'samples through the broker', 30_000)
+    await Promise.all(agents.splice(0).map((a) => a.stop()))
+    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
+    agents.push(...await startAgents(broker.url, agentDir, devices, { ...streaming, sampleIntervalMs: 0 }))
+    await waitFor(async () => {
+      const marks = await Promise.all(devices.map(async (d) => (await cluster.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
+      return marks.every((m, i) => m === numbered[i])
+    }, 'every outbox drained', 60_000, 200)
+    await Promise.all(agents.splice(0).map((a) => a.stop()))
+    for (const [i, d] of devices.entries()) {
+      const r = await cluster.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
       const seqs = r.body.samples.map((x) => x.seq)
       const distinct = new Set(seqs)
       const lost = Array.from({ length: numbered[i]! }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length

@@ -4,7 +4,7 @@ import type { DeviceEvent, Sample } from '../../protocol/messages.js'
 import type { OnFailed } from '../storage/group-commit.js'
 import { DAY_MS, ensureDayPartitions, pruneBefore } from '../storage/postgres/partitions.js'
 import { isRetryable, pgBlameOf, withClient } from '../storage/postgres/pool.js'
-import { createSampleWatchers, sampleRow } from './sample-watchers.js'
+import { createSampleWatchers } from './sample-watchers.js'
 import { createSampleFollower } from './follow-others.js'
 import type { BucketRow, EventRow, IngestCounters, SampleRow, StoredAck, StoredReaction, StreamRow, TelemetryQuery, TelemetryStore } from './store.js'
 
@@ -377,6 +377,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
   /** After the commit: counters, one ack per stream, live views, and the failed writes' owners. */
   function after(group: readonly Queued[], result: { planned: Planned[]; failed: Map<Write, Error>; marks: Map<number, number> }): void {
     const acks = new Map<string, StoredAck>()
+    const watchedStored: string[] = []
     const t = performance.now()
     // A loaded database commits slower, and the other hub's group with it: the wait grows with this hub's own commits.
     const wait = opts.gapWaitMs === 0 ? 0 : Math.max(opts.gapWaitMs, 4 * stats.lastCommitMs)
@@ -403,8 +404,10 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       // The highest mark of the stream in the group: a waiting batch planned again after its predecessor comes first in the list.
       const id = streamId(w.deviceId, w.storeId)
       if ((acks.get(id)?.upTo ?? -1) < p.top) acks.set(id, { deviceId: w.deviceId, storeId: w.storeId, upTo: p.top })
-      if (p.samples.length > 0 && follower.watched(w.deviceId)) follower.stored(w.deviceId, p.streamKey, w.prev, p.samples.map(sampleRow))
+      if (p.samples.length > 0 && follower.watched(w.deviceId)) watchedStored.push(w.deviceId)
     }
+    // Live charts: their devices are read now, so they see what this group stored (and what other hubs did) in order.
+    follower.committed(watchedStored)
     for (const q of group) {
       if (q.kind !== 'mark') continue
       const key = streamKeys.get(streamId(q.deviceId, q.storeId))
@@ -527,6 +530,8 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
       if (writing) await writing
       else await runGroup()
     }
+    // What is committed has reached the live watchers.
+    await follower.readAll()
   }
 
   return {
