@@ -42,7 +42,10 @@ export async function provision(hub: HubProcess, n: number, prefix = 'bench'): P
   for (let i = 0; i < n; i += 50) {
     const batch = await Promise.all(Array.from({ length: Math.min(50, n - i) }, async (_, j) => {
       const id = `${prefix}-${String(i + j).padStart(5, '0')}`
-      const r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
+      let r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
+      // On an external Mosquitto an account write can time out while the broker rewrites its
+      // dynamic-security file (slower as it grows: benchmarks.md, "Registering devices on Mosquitto"): asked again.
+      for (let attempt = 1; r.status === 503 && attempt < 4; attempt++) r = await hub.api<{ token: string }>('POST', '/api/devices', { id })
       if (r.status !== 201) throw new Error(`provisioning ${id}: ${r.status}`)
       return { id, token: r.body.token }
     }))
