@@ -393,6 +393,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The broker's account first: if it refuses, nothing changed, and the removal can be asked again.
         await accounts?.deviceRemoved(id)
         cutOffOnExternalBroker(id, 'removed')
+        handover?.revoke({ kind: 'device', id })
         await registry.removeDevice(id)
         presence.forget(id)
         await jobs.deviceRemoved(id)
@@ -405,6 +406,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         const token = generateToken()
         await accounts?.deviceTokenRotated(id, token)
         await registry.rotateDeviceToken(id, token)
+        handover?.revoke({ kind: 'device', id })
         cutOffOnExternalBroker(id, 'token-rotated')
         broker.disconnectPrincipal({ kind: 'device', id }, 'token rotated')
         return token
@@ -423,6 +425,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       async removeObserver(name) {
         if (!registry.listObservers().some((o) => o.name === name)) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
         await accounts?.observerRemoved(name)
+        handover?.revoke({ kind: 'observer', name })
         await registry.removeObserver(name)
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },

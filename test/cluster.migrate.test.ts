@@ -178,7 +178,7 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES || SKIP_WITHOUT_DYNSEC)('moving onto an ex
     pgDir.remove()
   }, 60_000)
 
-  it('hands each account over as its device connects; the agents then stream through the broker with the tokens they have, losing nothing', async () => {
+  it('hands each account over as its device connects, revokes a replaced token; the agents then stream through the broker with the tokens they have, losing nothing', async () => {
     const account = { brokerUsername: broker.adminUser, brokerPasswordFile: broker.adminPasswordFile }
     const oldDir = join(tmp.dir, 'old-hub')
     const old = await startTestHub({ handoverBroker: broker.url, ...account }, oldDir)
@@ -206,13 +206,23 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES || SKIP_WITHOUT_DYNSEC)('moving onto an ex
     expect(await refusedBy(observer.body.username, observer.body.token)).toBe('connected')
     // A wrong token is still refused there, as here.
     expect(await refusedBy(devices[0]!.id, devices[1]!.token, devices[0]!.id)).toMatch(/Not authorized|Bad User Name/i)
+    // A token replaced here stops working there at once, before the device has connected with its new one.
+    const spareToken = await old.addDevice('hand-spare')
+    const spare = await connectDevice(old.mqttUrl, 'hand-spare', spareToken)
+    await spare.endAsync()
+    const handover = () => old.running.services.stats().handover as { handedOver: number; revoked: number }
+    await waitFor(() => handover().handedOver === 5, 'the spare device handed over', 60_000)
+    expect(await refusedBy('hand-spare', spareToken, 'hand-spare')).toBe('connected')
+    expect((await old.api('POST', '/api/devices/hand-spare/token')).status).toBe(200)
+    await waitFor(() => handover().revoked === 1, 'the replaced token revoked there', 60_000)
+    expect(await refusedBy('hand-spare', spareToken, 'hand-spare')).toMatch(/Not authorized|Bad User Name/i)
 
     // The move: the agents stop (their outboxes keep what the hub has not acked), the hub stops, its state moves.
     await Promise.all(agents.splice(0).map((a) => a.stop()))
     await old.stop()
     hubs.splice(0)
     const moved = await migrateToPostgres({ dataDir: oldDir, url: pg.url, withoutRules: false, logger: silentLogger() })
-    expect(moved.tables.find((t) => t.table === 'devices')?.rows).toBe(3)
+    expect(moved.tables.find((t) => t.table === 'devices')?.rows).toBe(4)
     const cluster = await startTestHub({ broker: broker.url, ...account, database: pg.url, brokerClientId: 'rollcall-hub-cluster' }, join(tmp.dir, 'cluster-hub'))
     hubs.push(cluster)
     // The same agents, the same ledgers and tokens; only the broker's address is new.

@@ -16,15 +16,20 @@ import type { DynsecAccounts } from './dynsec.js'
  *
  * One account at a time (Mosquitto 2.0 rewrites its whole file for each
  * change); a principal is handed over once per token, and again after a
- * failure or a new token. The broker's own checks are untouched: the CONNECT
- * goes on whatever the handover does.
+ * failure or a new token. A device or observer removed here, or given a new
+ * token, loses its account there at once (`revoke`): an old token must not
+ * keep working on the new broker. The broker's own checks are untouched: the
+ * CONNECT goes on whatever the handover does.
  */
 
-interface Pending { readonly principal: Principal; readonly token: string; readonly key: string; readonly fingerprint: string }
+/** An account to make with `token`, or (token undefined) to delete: the principal was removed, or its token replaced, here. */
+interface Pending { readonly principal: Principal; readonly token: string | undefined; readonly key: string; readonly fingerprint: string }
 
 export interface HandoverStats {
   /** Accounts made or updated on the new broker by this process. */
   readonly handedOver: number
+  /** Accounts removed there because their principal was removed, or given a new token, here. */
+  readonly revoked: number
   readonly failed: number
   readonly queued: number
 }
@@ -39,6 +44,7 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
   let running: Promise<void> | undefined
   let closed = false
   let handedOver = 0
+  let revoked = 0
   let failed = 0
 
   async function drain(): Promise<void> {
@@ -46,6 +52,13 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
       const [key, item] = queue.entries().next().value as [string, Pending]
       queue.delete(key)
       try {
+        if (item.token === undefined) {
+          if (item.principal.kind === 'device') await accounts.deviceRemoved(item.principal.id)
+          else if (item.principal.kind === 'observer') await accounts.observerRemoved(item.principal.name)
+          revoked++
+          log.info({ who: key.slice(2), kind: item.principal.kind }, 'account removed from the new broker (removed or given a new token here)')
+          continue
+        }
         if (item.principal.kind === 'device') await accounts.deviceAdded(item.principal.id, item.token)
         else if (item.principal.kind === 'observer') await accounts.observerAdded(item.principal.name, item.token)
         done.set(key, item.fingerprint)
@@ -53,8 +66,9 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
         log.info({ who: key.slice(2), kind: item.principal.kind }, 'account handed over to the new broker')
       } catch (err) {
         failed++
-        // Tried again at its next CONNECT.
-        log.warn({ err, who: key.slice(2) }, 'could not hand the account over to the new broker; tried again at its next connect')
+        // An account not made is tried again at its next CONNECT; one not removed is said loudly: its old token still works there.
+        if (item.token === undefined) log.error({ err, who: key.slice(2) }, 'could not remove the account from the new broker: its old token still works there; remove it on the broker')
+        else log.warn({ err, who: key.slice(2) }, 'could not hand the account over to the new broker; tried again at its next connect')
       }
     }
   }
@@ -69,7 +83,15 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
       queue.set(key, { principal, token: password.toString('utf8'), key, fingerprint })
       running ??= drain().finally(() => { running = undefined })
     },
-    stats: (): HandoverStats => ({ handedOver, failed, queued: queue.size }),
+    /** The principal was removed here, or given a new token: its account there goes (made again when it connects with a token that works here). */
+    revoke(principal: Principal): void {
+      const key = keyOf(principal)
+      if (key === undefined || closed) return
+      done.delete(key)
+      queue.set(key, { principal, token: undefined, key, fingerprint: '' })
+      running ??= drain().finally(() => { running = undefined })
+    },
+    stats: (): HandoverStats => ({ handedOver, revoked, failed, queued: queue.size }),
     async close(): Promise<void> {
       closed = true
       queue.clear()
