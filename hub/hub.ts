@@ -169,7 +169,7 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     })
     const { registry, presence, telemetry, deadLetters } = stores
     // Moving to an external Mosquitto: the accounts there are made from the tokens devices present here.
-    const handover = config.handoverBroker === undefined ? undefined : await startHandover(config.handoverBroker, `${brokerClientId}-handover`)
+    const handover = config.handoverBroker === undefined ? undefined : startHandover(config.handoverBroker, `${brokerClientId}-handover`)
     // On an external broker the retained births that follow bring back who is online; on the embedded one, the devices reconnect.
     presence.hubStarted(startedAt)
     if (config.database !== undefined && config.broker === undefined) {
@@ -393,8 +393,9 @@ export function createHub(config: HubConfig, deps: HubDeps) {
         // The broker's account first: if it refuses, nothing changed, and the removal can be asked again.
         await accounts?.deviceRemoved(id)
         cutOffOnExternalBroker(id, 'removed')
-        handover?.revoke({ kind: 'device', id })
         await registry.removeDevice(id)
+        // After the registry: a CONNECT in between would have handed the account over again.
+        handover?.revoke({ kind: 'device', id })
         presence.forget(id)
         await jobs.deviceRemoved(id)
         rules.deviceRemoved(id)
@@ -425,8 +426,8 @@ export function createHub(config: HubConfig, deps: HubDeps) {
       async removeObserver(name) {
         if (!registry.listObservers().some((o) => o.name === name)) throw new RollcallError('OBSERVER_NOT_FOUND', `no observer "${name}"`)
         await accounts?.observerRemoved(name)
-        handover?.revoke({ kind: 'observer', name })
         await registry.removeObserver(name)
+        handover?.revoke({ kind: 'observer', name })
         broker.disconnectPrincipal({ kind: 'observer', name }, 'observer removed')
       },
       health: () => {
@@ -508,19 +509,36 @@ export function createHub(config: HubConfig, deps: HubDeps) {
     return running
   }
 
-  /** The connection to the broker the fleet moves to, and what hands the accounts over to it (hub/mqtt/account-handover.ts). */
-  async function startHandover(url: string, clientId: string): Promise<AccountHandover> {
-    const target = createExternalBroker({
-      url, username: config.brokerUsername, password: readBrokerPassword(config.brokerPasswordFile), caFile: config.brokerCa, clientId,
-      shareGroup: SHARE_GROUP, sessionExpirySec: 0, publisherOf: () => undefined, maxPacketBytes: 1024 * 1024, logger: log.child({ component: 'handover-broker' }),
-    })
-    releasers.push(() => target.close())
-    await target.listen()
-    const accounts = await createDynsecAccounts(target, { hubUsername: config.brokerUsername, hubClientId: clientId, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
-    // The roles the accounts are given (the observers' shared one among them), as the hubs there will have them.
-    await accounts.prepare()
-    const handover = createAccountHandover(accounts, log)
+  /**
+   * The connection to the broker the fleet moves to, and what hands the accounts over to it
+   * (hub/mqtt/account-handover.ts). It connects in the background and tries again while the
+   * broker is away: the fleet's hub starts and serves whatever its next broker does.
+   */
+  function startHandover(url: string, clientId: string): AccountHandover {
+    const password = readBrokerPassword(config.brokerPasswordFile)
+    let target: Broker | undefined
+    const connect = async (): Promise<DynsecAccounts> => {
+      const b = createExternalBroker({
+        url, username: config.brokerUsername, password, caFile: config.brokerCa, clientId,
+        shareGroup: SHARE_GROUP, sessionExpirySec: 0, publisherOf: () => undefined, maxPacketBytes: 1024 * 1024, logger: log.child({ component: 'handover-broker' }),
+      })
+      try {
+        await b.listen()
+        const accounts = await createDynsecAccounts(b, { hubUsername: config.brokerUsername, hubClientId: clientId, shareGroup: SHARE_GROUP, timeoutMs: 10_000, clock: systemClock, logger: log })
+        // The roles the accounts are given (the observers' shared one among them), as the hubs there will have them.
+        await accounts.prepare()
+        target = b
+        return accounts
+      } catch (err) {
+        await b.close()
+        throw err
+      }
+    }
+    // Released after the handover (last-in first-out): its account write under way ends first.
+    releasers.push(() => target?.close())
+    const handover = createAccountHandover(connect, log)
     releasers.push(() => handover.close())
+    handover.start()
     log.info({ to: url }, 'handing device and observer accounts over to the new broker as they connect')
     return handover
   }

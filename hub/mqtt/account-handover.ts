@@ -36,21 +36,51 @@ export interface HandoverStats {
 
 const keyOf = (p: Principal): string | undefined => (p.kind === 'device' ? `d:${p.id}` : p.kind === 'observer' ? `o:${p.name}` : undefined)
 
-export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) {
+/** How long a failed account write waits before it is tried again (the new broker away, a timeout). */
+const RETRY_MS = 5000
+
+/**
+ * `connect` reaches the new broker; until it has (it is tried again every
+ * RETRY_MS: the fleet's hub must not depend on its next broker being up),
+ * what CONNECTs offer waits in the queue.
+ */
+export function createAccountHandover(connect: () => Promise<DynsecAccounts>, logger: Logger) {
   const log = logger.child({ component: 'handover' })
   /** Principal → fingerprint of the token its account was made with. */
   const done = new Map<string, string>()
   const queue = new Map<string, Pending>()
+  let inFlight: Pending | undefined
+  let accounts: DynsecAccounts | undefined
   let running: Promise<void> | undefined
+  const retries = new Set<NodeJS.Timeout>()
   let closed = false
   let handedOver = 0
   let revoked = 0
   let failed = 0
 
+  function later(fn: () => void): void {
+    const t = setTimeout(() => { retries.delete(t); if (!closed) fn() }, RETRY_MS)
+    t.unref()
+    retries.add(t)
+  }
+
+  const kick = () => { running ??= drain().finally(() => { running = undefined }) }
+
   async function drain(): Promise<void> {
+    if (accounts === undefined) {
+      try {
+        accounts = await connect()
+        log.info('connected to the new broker: handing accounts over as devices and observers connect')
+      } catch (err) {
+        log.warn({ err }, 'cannot reach the new broker to hand accounts over; trying again')
+        later(kick)
+        return
+      }
+    }
     while (!closed && queue.size > 0) {
       const [key, item] = queue.entries().next().value as [string, Pending]
       queue.delete(key)
+      inFlight = item
       try {
         if (item.token === undefined) {
           if (item.principal.kind === 'device') await accounts.deviceRemoved(item.principal.id)
@@ -66,9 +96,22 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
         log.info({ who: key.slice(2), kind: item.principal.kind }, 'account handed over to the new broker')
       } catch (err) {
         failed++
-        // An account not made is tried again at its next CONNECT; one not removed is said loudly: its old token still works there.
-        if (item.token === undefined) log.error({ err, who: key.slice(2) }, 'could not remove the account from the new broker: its old token still works there; remove it on the broker')
-        else log.warn({ err, who: key.slice(2) }, 'could not hand the account over to the new broker; tried again at its next connect')
+        // A name the broker has for someone else (the hubs' own account, an account rollcall did not make): never ours to change.
+        if (/hub's own account|rollcall did not make/.test((err as Error).message)) {
+          done.set(key, item.fingerprint)
+          log.error({ err, who: key.slice(2) }, 'the new broker has an account of this name that is not rollcall\'s: not handed over; rename one of them')
+          continue
+        }
+        // Tried again shortly, unless something newer for the principal came meanwhile. A removal not done yet is said loudly: the old token still works there.
+        if (item.token === undefined) log.error({ err, who: key.slice(2) }, 'could not remove the account from the new broker yet: its old token still works there; trying again')
+        else log.warn({ err, who: key.slice(2) }, 'could not hand the account over to the new broker; trying again')
+        later(() => {
+          if (queue.has(key)) return
+          queue.set(key, item)
+          kick()
+        })
+      } finally {
+        inFlight = undefined
       }
     }
   }
@@ -79,9 +122,9 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
       const key = keyOf(principal)
       if (key === undefined || closed) return
       const fingerprint = createHash('sha256').update(password).digest('hex')
-      if (done.get(key) === fingerprint || queue.get(key)?.fingerprint === fingerprint) return
+      if (done.get(key) === fingerprint || queue.get(key)?.fingerprint === fingerprint || (inFlight?.key === key && inFlight.fingerprint === fingerprint)) return
       queue.set(key, { principal, token: password.toString('utf8'), key, fingerprint })
-      running ??= drain().finally(() => { running = undefined })
+      kick()
     },
     /** The principal was removed here, or given a new token: its account there goes (made again when it connects with a token that works here). */
     revoke(principal: Principal): void {
@@ -89,12 +132,16 @@ export function createAccountHandover(accounts: DynsecAccounts, logger: Logger) 
       if (key === undefined || closed) return
       done.delete(key)
       queue.set(key, { principal, token: undefined, key, fingerprint: '' })
-      running ??= drain().finally(() => { running = undefined })
+      kick()
     },
     stats: (): HandoverStats => ({ handedOver, revoked, failed, queued: queue.size }),
+    /** Connects to the new broker now, rather than at the first CONNECT. */
+    start: kick,
     async close(): Promise<void> {
       closed = true
       queue.clear()
+      for (const t of retries) clearTimeout(t)
+      retries.clear()
       await running
     },
   }
