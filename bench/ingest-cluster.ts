@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -9,7 +9,7 @@ import { provision, startFleet } from './fleet.js'
 import { startHubProcess, type HubProcess } from './hub-process.js'
 import { startDynsecBroker } from './mosquitto-dynsec.js'
 import { startPostgres, type PostgresCluster } from './postgres-cluster.js'
-import { cpuMs } from './proc-stats.js'
+import { cpuMs, reapedChildrenCpuMs, withChildren } from './proc-stats.js'
 
 /**
  * `npm run bench -- ingest --cluster`: the same fleet of agents (one process)
@@ -52,21 +52,6 @@ interface Measured {
   readonly connected: number
 }
 
-/** A process and its children (PostgreSQL's backends are the postmaster's children). */
-function withChildren(pid: number): number[] {
-  const out = [pid]
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const ppid = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]!.split(' ')[1])
-      if (ppid === pid) out.push(Number(entry))
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return out
-}
-
 /** CPU ms used so far by each process that is still there. */
 function cpuOf(pids: readonly number[]): Map<number, number> {
   const out = new Map<number, number>()
@@ -78,16 +63,6 @@ function cpuOf(pids: readonly number[]): Map<number, number> {
     }
   }
   return out
-}
-
-/** CPU ms of a process's children that ended and were waited for (cutime + cstime). */
-function reapedCpuMs(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-    return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100
-  } catch {
-    return 0
-  }
 }
 
 /** CPU ms used between two readings, by the processes in both. */
@@ -138,7 +113,7 @@ async function measure(o: ClusterIngestOptions, work: string, setup: Setup): Pro
     await sleep((o.warmupS + 2) * 1000)
     const cpus = () => ({
       hubs: cpuOf(setup.hubs.map((h) => h.pid)), fleet: cpuOf(fleet.pids()),
-      others: setup.others.map((x) => ({ live: cpuOf(x.pids()), reaped: x.reaped === undefined ? 0 : reapedCpuMs(x.reaped) })),
+      others: setup.others.map((x) => ({ live: cpuOf(x.pids()), reaped: x.reaped === undefined ? 0 : reapedChildrenCpuMs(x.reaped) })),
     })
     const s0 = await stored(), f0 = fleet.last(), c0 = cpus(), t0 = Date.now()
     const p50s: number[] = []

@@ -1,7 +1,6 @@
 import { resolve } from 'node:path'
-import { parse as parseConnectionString } from 'pg-connection-string'
 import { createLogger } from '../common/logger.js'
-import { ConfigError, readDatabasePassword } from '../hub/config.js'
+import { checkDatabaseUrl, ConfigError, readDatabasePassword } from '../hub/config.js'
 import { InvalidArgumentError } from './commander.js'
 import { out, printJson, table } from './output.js'
 
@@ -17,15 +16,9 @@ export interface MigrateFlags {
 export async function runMigrate(flags: MigrateFlags): Promise<void> {
   if (flags.from === undefined) throw new InvalidArgumentError('--from is the data dir of the hub to move (the one it runs with --data)')
   if (flags.to === undefined) throw new InvalidArgumentError('--to is the PostgreSQL database to move it to: postgres://USER@HOST:5432/DB (new and empty)')
-  if (!/^postgres(ql)?:\/\/\S*$/.test(flags.to)) throw new InvalidArgumentError(`--to must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB; got "${flags.to}"`)
-  try {
-    if ((parseConnectionString(flags.to).password ?? '') !== '') throw new InvalidArgumentError('put the database password in --to-password-file (or PGPASSWORD, or ~/.pgpass), not in the --to URL: a URL shows in ps and in shell history')
-  } catch (err) {
-    if (err instanceof InvalidArgumentError) throw err
-    throw new InvalidArgumentError(`--to "${flags.to}" is not a URL PostgreSQL's client can read (${(err as Error).message}): give postgres://USER@HOST:5432/DB`)
-  }
   let password: string | undefined
   try {
+    checkDatabaseUrl(flags.to, { option: '--to', passwordFile: '--to-password-file' })
     password = readDatabasePassword(flags.toPasswordFile === undefined ? undefined : resolve(flags.toPasswordFile))
   } catch (err) {
     if (err instanceof ConfigError) throw new InvalidArgumentError(err.message.replace('databasePasswordFile', '--to-password-file'))

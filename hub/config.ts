@@ -272,17 +272,26 @@ function checkDatabase(config: HubConfig): void {
     if (config.databasePasswordFile !== undefined) throw new ConfigError('databasePasswordFile is for a PostgreSQL database: give --database postgres://USER@HOST/DB ("database" in the config file) as well, or leave it out')
     return
   }
-  // libpq's URL form (node-postgres reads it the same way): postgres://USER@/DB?host=/run/postgresql is one too, which the WHATWG parser refuses.
-  if (!/^postgres(ql)?:\/\/\S*$/.test(database)) {
-    throw new ConfigError(`database "${database}" must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB (PostgreSQL is the shared store; without --database the hub keeps its SQLite file in its data dir)`)
+  checkDatabaseUrl(database, { option: 'database', passwordFile: 'databasePasswordFile', hint: ' (PostgreSQL is the shared store; without --database the hub keeps its SQLite file in its data dir)' })
+}
+
+/**
+ * A PostgreSQL URL the hub (or `rollcall migrate`) can use: libpq's form, as
+ * node-postgres reads it (postgres://USER@/DB?host=/run/postgresql is one too,
+ * which the WHATWG parser refuses), and no password in it: a URL shows in ps,
+ * in shell history and in config checks. The messages name `option`.
+ */
+export function checkDatabaseUrl(url: string, names: { readonly option: string; readonly passwordFile: string; readonly hint?: string }): void {
+  if (!/^postgres(ql)?:\/\/\S*$/.test(url)) {
+    throw new ConfigError(`${names.option} "${url}" must be a URL starting with postgres://, e.g. postgres://USER@HOST:5432/DB${names.hint ?? ''}`)
   }
   let password: string | null | undefined
   try {
-    password = parseConnectionString(database).password
+    password = parseConnectionString(url).password
   } catch (err) {
-    throw new ConfigError(`database "${database}" is not a URL PostgreSQL's client can read (${(err as Error).message}): give postgres://USER@HOST:5432/DB`)
+    throw new ConfigError(`${names.option} "${url}" is not a URL PostgreSQL's client can read (${(err as Error).message}): give postgres://USER@HOST:5432/DB`)
   }
-  if ((password ?? '') !== '') throw new ConfigError('put the database password in databasePasswordFile (or PGPASSWORD, or ~/.pgpass), not in the database URL: a URL shows in ps, in rollcall hub --check-config and in service files')
+  if ((password ?? '') !== '') throw new ConfigError(`put the database password in ${names.passwordFile} (or PGPASSWORD, or ~/.pgpass), not in the ${names.option} URL: a URL shows in ps, in shell history and in config checks`)
 }
 
 /** The external broker's options make sense together (docs/scale-out.md). */

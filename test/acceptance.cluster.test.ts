@@ -1,10 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { execFile, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { SimReport } from '../devices-sim/sim.js'
 import { tempDir, waitFor } from './support/hub.js'
-import { CLI, killProc, startHubProc, type HubProc, type Proc } from './support/procs.js'
+import { killProc, runCli, startHubProc, type HubProc, type Proc } from './support/procs.js'
 import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './support/mosquitto-broker.js'
 import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
 
@@ -21,17 +21,6 @@ import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './su
  */
 
 interface Stats { ingest: { samplesStored: number }; store: string }
-
-/** `rollcall ARGS` in a child process: its result, and the child, for the test's end to kill if it is still running. */
-function rollcall(args: string[]): { result: Promise<{ code: number; stdout: string; stderr: string }>; child: ChildProcess } {
-  let child: ChildProcess | undefined
-  const result = new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    child = execFile(process.execPath, [CLI, ...args], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-    })
-  })
-  return { result, child: child! }
-}
 
 describe.skipIf(SKIP_WITHOUT_DYNSEC || SKIP_WITHOUT_POSTGRES)('two hub processes on one broker and one database, one SIGKILLed mid-run', () => {
   const tmp = tempDir('cluster-accept')
@@ -64,8 +53,8 @@ describe.skipIf(SKIP_WITHOUT_DYNSEC || SKIP_WITHOUT_POSTGRES)('two hub processes
     expect((await stats(a)).store).toBe('postgres')
 
     // The fleet connects to the broker; the simulator provisions it, sends jobs and commands through hub A.
-    const run = rollcall(['sim', '--hub', broker.url, '--api', `http://127.0.0.1:${a.httpPort}`, '--admin-token', a.adminToken,
-      '--devices', '50', '--duration', '20s', '--profile', 'mixed', '--seed', '18', '--jobs-every', '5s', '--work', join(tmp.dir, 'sim'), '--json'])
+    const run = runCli(['sim', '--hub', broker.url, '--api', `http://127.0.0.1:${a.httpPort}`, '--admin-token', a.adminToken,
+      '--devices', '50', '--duration', '20s', '--profile', 'mixed', '--seed', '18', '--jobs-every', '5s', '--work', join(tmp.dir, 'sim'), '--json'], 600_000)
     sim = run.child
 
     // Hub B takes its share of the fleet's messages; then it is killed, and its share waits for it

@@ -4,12 +4,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import type { Agent } from '../agent/agent.js'
-import type { AgentConfigInput } from '../agent/config.js'
-import type { AdminApi } from '../common/admin-http.js'
 import { encode, topics } from '../protocol/index.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
-import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
-import { readLedger } from './support/ledger.js'
+import { expectStoredOnce, registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
 import { killProc, startAgentProc, startHubProc, type HubProc, type Proc } from './support/procs.js'
 import { loadHubConfig } from '../hub/config.js'
 import { filterMatches } from '../hub/mqtt/external-broker.js'
@@ -48,34 +45,6 @@ async function refused(url: string, options: mqtt.IClientOptions): Promise<strin
     return 'connected'
   } catch (err) {
     return (err as Error).message
-  }
-}
-
-/**
- * After agents streamed through faults and stopped: the same ledgers again, sampling nothing,
- * until the hub's mark reaches what each agent numbered; then, counted per seq, every sample
- * stored once (lost 0, duplicates 0), and more than `atLeast` of them per device.
- */
-async function expectStoredOnce(api: AdminApi, brokerUrl: string, agentDir: string, devices: ReadonlyArray<{ id: string; token: string }>, config: AgentConfigInput, atLeast: number): Promise<void> {
-  const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
-  const agents = await startAgents(brokerUrl, agentDir, devices, { ...config, sampleIntervalMs: 0 })
-  try {
-    await waitFor(async () => {
-      const marks = await Promise.all(devices.map(async (d) => (await api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
-      return marks.every((m, i) => m === numbered[i])
-    }, 'every outbox drained', 60_000, 200)
-  } finally {
-    await Promise.allSettled(agents.map((a) => a.stop()))
-  }
-  for (const [i, d] of devices.entries()) {
-    const generated = numbered[i]!
-    const r = await api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-    const seqs = r.body.samples.map((x) => x.seq)
-    const distinct = new Set(seqs)
-    const lost = Array.from({ length: generated }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
-    expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size })
-      .toEqual({ device: d.id, stored: generated, lost: 0, duplicates: 0 })
-    expect(generated).toBeGreaterThan(atLeast)
   }
 }
 

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFile } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -10,9 +9,8 @@ import { silentLogger } from '../common/logger.js'
 import { topics } from '../protocol/index.js'
 import { migrateToPostgres } from '../hub/migrate.js'
 import { connectDevice, startTestHub, tempDir, waitFor, type TestHub } from './support/hub.js'
-import { registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
-import { readLedger } from './support/ledger.js'
-import { CLI } from './support/procs.js'
+import { expectStoredOnce, registerDevices, startAgents, waitJobDone, waitOnline } from './support/agents.js'
+import { runCli } from './support/procs.js'
 import { SKIP_WITHOUT_POSTGRES, startPostgres, type PostgresCluster } from './support/postgres.js'
 import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './support/mosquitto-broker.js'
 
@@ -25,13 +23,7 @@ import { SKIP_WITHOUT_DYNSEC, startDynsecBroker, type DynsecBroker } from './sup
  * letters and observers are there as they were.
  */
 
-function rollcall(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-    })
-  })
-}
+const rollcall = (args: string[]) => runCli(args, 120_000).result
 
 describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
   const tmp = tempDir('migrate')
@@ -140,20 +132,8 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES)('rollcall migrate', () => {
 
     // Every sample, from before the move, while the hub was away, and after: stored once.
     await Promise.all(agents.splice(0).map((a) => a.stop()))
-    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
-    agents.push(...await startAgents(moved2.mqttUrl, agentDir, devices, { ...streaming, sampleIntervalMs: 0 }))
-    await waitFor(async () => {
-      const marks = await Promise.all(devices.map(async (d) => (await moved2.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
-      return marks.every((m, i) => m === numbered[i])
-    }, 'every outbox drained', 60_000, 200)
-    await Promise.all(agents.splice(0).map((a) => a.stop()))
-    for (const [i, d] of devices.entries()) {
-      const r = await moved2.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-      const seqs = r.body.samples.map((x) => x.seq)
-      const distinct = new Set(seqs)
-      const lost = Array.from({ length: numbered[i]! }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
-      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size }).toEqual({ device: d.id, stored: numbered[i], lost: 0, duplicates: 0 })
-    }
+    // The same ledgers, sampling nothing, until every outbox is drained; then each sample counted once.
+    await expectStoredOnce(moved2.api, moved2.mqttUrl, agentDir, devices, streaming)
   }, 180_000)
 })
 
@@ -230,19 +210,7 @@ describe.skipIf(SKIP_WITHOUT_POSTGRES || SKIP_WITHOUT_DYNSEC)('moving onto an ex
     await waitOnline(cluster, devices.map((d) => d.id), 30_000)
     await waitFor(() => cluster.running.services.telemetry.counters().samplesStored > 0, 'samples through the broker', 30_000)
     await Promise.all(agents.splice(0).map((a) => a.stop()))
-    const numbered = devices.map((d) => readLedger(join(agentDir, d.id)).generated)
-    agents.push(...await startAgents(broker.url, agentDir, devices, { ...streaming, sampleIntervalMs: 0 }))
-    await waitFor(async () => {
-      const marks = await Promise.all(devices.map(async (d) => (await cluster.api<{ streams: Array<{ upTo: number }> }>('GET', `/api/devices/${d.id}`)).body.streams[0]?.upTo))
-      return marks.every((m, i) => m === numbered[i])
-    }, 'every outbox drained', 60_000, 200)
-    await Promise.all(agents.splice(0).map((a) => a.stop()))
-    for (const [i, d] of devices.entries()) {
-      const r = await cluster.api<{ samples: Array<{ seq: number }> }>('GET', `/api/devices/${d.id}/telemetry?since=0&limit=100000`)
-      const seqs = r.body.samples.map((x) => x.seq)
-      const distinct = new Set(seqs)
-      const lost = Array.from({ length: numbered[i]! }, (_, k) => k + 1).filter((k) => !distinct.has(k)).length
-      expect({ device: d.id, stored: distinct.size, lost, duplicates: seqs.length - distinct.size }).toEqual({ device: d.id, stored: numbered[i], lost: 0, duplicates: 0 })
-    }
+    // The same ledgers, sampling nothing, until every outbox is drained; then each sample counted once.
+    await expectStoredOnce(cluster.api, broker.url, agentDir, devices, streaming)
   }, 180_000)
 })

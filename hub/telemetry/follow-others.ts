@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import type { Logger } from '../../common/logger.js'
-import type { createSampleWatchers } from './sample-watchers.js'
-import type { SampleListener, SampleRow } from './store.js'
+import { sampleRowOfPg, type createSampleWatchers, type PgSampleRow } from './sample-watchers.js'
+import type { SampleListener } from './store.js'
 
 /**
  * Live samples on a PostgreSQL shared by several hubs: the dashboard's chart
@@ -51,15 +51,13 @@ export function createSampleFollower(reads: pg.Pool, watchers: Watchers, opts: {
       // A stream begun since the watch (a device re-flashed) is read from its start.
       const seen = f.streams.get(m.key) ?? 0
       if (m.up_to <= seen) continue
-      const { rows } = await reads.query<{ sensor: string; ts: number; seq: number; value: number; unsynced: boolean | null }>(`
+      const { rows } = await reads.query<PgSampleRow>(`
         SELECT k.name AS sensor, s.ts, s.seq, s.value, s.unsynced FROM samples s JOIN sensor_keys k ON k.key = s.sensor_key
         WHERE s.device_key = (SELECT key FROM device_keys WHERE id = $1) AND s.stream_key = $2 AND s.seq > $3 AND s.seq <= $4 AND s.ts >= $5
         ORDER BY s.seq LIMIT ${MAX_ROWS}`, [deviceId, m.key, seen, m.up_to, Date.now() - WINDOW_MS])
       f.streams.set(m.key, m.up_to)
       if (rows.length === 0 || stopped || followed.get(deviceId) !== f) continue
-      watchers.notify(deviceId, rows.map((r): SampleRow => (r.unsynced === true
-        ? { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value, unsynced: true }
-        : { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value })))
+      watchers.notify(deviceId, rows.map(sampleRowOfPg))
     }
   }
 

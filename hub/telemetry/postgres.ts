@@ -4,7 +4,7 @@ import type { DeviceEvent, Sample } from '../../protocol/messages.js'
 import type { OnFailed } from '../storage/group-commit.js'
 import { DAY_MS, ensureDayPartitions, pruneBefore } from '../storage/postgres/partitions.js'
 import { isRetryable, pgBlameOf, withClient } from '../storage/postgres/pool.js'
-import { createSampleWatchers } from './sample-watchers.js'
+import { createSampleWatchers, sampleRowOfPg, type PgSampleRow } from './sample-watchers.js'
 import { createSampleFollower } from './follow-others.js'
 import type { BucketRow, EventRow, IngestCounters, SampleRow, StoredAck, StoredReaction, StreamRow, TelemetryQuery, TelemetryStore } from './store.js'
 
@@ -87,7 +87,6 @@ interface MarkAsk { readonly kind: 'mark'; readonly deviceId: string; readonly s
 
 type Queued = Write | MarkAsk
 
-interface PgSampleRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number; readonly unsynced: boolean | null }
 interface PgEventRow { readonly ts: number; readonly seq: number; readonly kind: string; readonly level: string; readonly message: string; readonly data: string | null }
 
 /** What a group decided for one write: rows to insert, the mark it leaves, what to do after the commit. */
@@ -489,9 +488,7 @@ export function createPostgresTelemetryStore(pool: pg.Pool, opts: PostgresTeleme
         WHERE s.device_key = (SELECT key FROM device_keys WHERE id = $1) AND s.ts >= $2 AND s.ts < $3
           AND ($4::text IS NULL OR k.name = $4)
         ORDER BY s.ts, s.seq LIMIT $5`, [q.deviceId, q.sinceMs, q.untilMs, q.sensor ?? null, q.limit])
-      return rows.map((r) => (r.unsynced === true
-        ? { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value, unsynced: true }
-        : { sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value }))
+      return rows.map(sampleRowOfPg)
     },
     async events(deviceId, sinceMs, untilMs, limit) {
       const { rows } = await reads.query<PgEventRow>(`

@@ -38,3 +38,8 @@ export function createSampleWatchers(logger: Logger) {
 /** A stored sample as a watcher or a query sees it: `unsynced` only when set. */
 export const sampleRow = (s: Sample): SampleRow =>
   (s.unsynced ? { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value, unsynced: true } : { sensor: s.sensor, ts: s.ts, seq: s.seq, value: s.value })
+
+/** A sample row read from PostgreSQL, whose `unsynced` column is true or null. */
+export interface PgSampleRow { readonly sensor: string; readonly ts: number; readonly seq: number; readonly value: number; readonly unsynced: boolean | null }
+
+export const sampleRowOfPg = (r: PgSampleRow): SampleRow => sampleRow({ sensor: r.sensor, ts: r.ts, seq: r.seq, value: r.value, ...(r.unsynced === true ? { unsynced: true } : {}) })

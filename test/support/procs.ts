@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -38,6 +38,23 @@ export function startProc(command: string, args: string[], options: { env?: Reco
 /** Starts `rollcall ...args` as a child process; output is kept for failure messages. */
 export function startCli(args: string[], env: Record<string, string> = {}): Proc {
   return startProc(process.execPath, [CLI, ...args], { env })
+}
+
+export interface CliRun { readonly code: number; readonly stdout: string; readonly stderr: string }
+
+/**
+ * Runs `rollcall ...args` to its end (killed past `timeoutMs`, a hang guard):
+ * its exit code and output, and the child, for a test's end to kill if it
+ * is still running.
+ */
+export function runCli(args: string[], timeoutMs: number): { result: Promise<CliRun>; child: ChildProcess } {
+  let child: ChildProcess | undefined
+  const result = new Promise<CliRun>((resolve) => {
+    child = execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
+    })
+  })
+  return { result, child: child! }
 }
 
 /** Whether a process with this PID exists (signal 0 checks without sending anything). */
